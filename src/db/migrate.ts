@@ -1,0 +1,130 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { SchemaVersionError } from '../errors.js';
+import type { Database } from './database.js';
+import type { Executor } from './executor.js';
+import { notifyChannel, quoteSchema } from './identifier.js';
+
+export interface Migration {
+  version: number;
+  name: string;
+  /** The file's SQL with `:schema` and `:channel` still in place. */
+  template: string;
+}
+
+export interface MigrationStatus {
+  /** Versions recorded in the database, ascending. */
+  applied: number[];
+  /** The newest version this library ships. */
+  latest: number;
+  /** Shipped migrations not yet applied, in order. */
+  pending: Migration[];
+}
+
+const MIGRATIONS_DIR = new URL('./migrations/', import.meta.url);
+const FILE_NAME = /^(\d{4})_([a-z0-9_]+)\.sql$/;
+
+/** The shipped migrations, in version order. Read on call, never on import. */
+export function loadMigrations(): Migration[] {
+  return readdirSync(MIGRATIONS_DIR)
+    .map((file) => FILE_NAME.exec(file))
+    .filter((match): match is RegExpExecArray => match !== null)
+    .map(([file, version, name]) => ({
+      version: Number(version),
+      name: name as string,
+      template: readFileSync(new URL(file, MIGRATIONS_DIR), 'utf8'),
+    }))
+    .sort((a, b) => a.version - b.version);
+}
+
+/** A migration's SQL for one schema. */
+export function renderMigration(migration: Migration, schema: string): string {
+  return migration.template
+    .replaceAll(':schema', quoteSchema(schema))
+    .replaceAll(':channel', notifyChannel(schema));
+}
+
+// One lock per schema: concurrent migrators of one schema queue up, other schemas do not wait.
+const lockStatement = 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))';
+const lockKey = (schema: string) => `edupulse-outbox:migrate:${schema}`;
+
+function versionTableDdl(schema: string): string {
+  const s = quoteSchema(schema);
+  return `CREATE SCHEMA IF NOT EXISTS ${s};
+CREATE TABLE IF NOT EXISTS ${s}.outbox_migrations (
+  version    integer PRIMARY KEY,
+  name       text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);`;
+}
+
+/** What is applied and what is pending. A database that was never migrated has everything pending. */
+export async function migrationStatus(db: Executor, schema: string): Promise<MigrationStatus> {
+  const migrations = loadMigrations();
+  const latest = migrations.at(-1)?.version ?? 0;
+  const { rows: exists } = await db.query<{ present: boolean }>(
+    'SELECT to_regclass($1) IS NOT NULL AS present',
+    [`${quoteSchema(schema)}.outbox_migrations`],
+  );
+  if (!exists[0]?.present) return { applied: [], latest, pending: migrations };
+  const { rows } = await db.query<{ version: number }>(
+    `SELECT version FROM ${quoteSchema(schema)}.outbox_migrations ORDER BY version`,
+  );
+  const applied = rows.map((row) => Number(row.version));
+  const done = new Set(applied);
+  return { applied, latest, pending: migrations.filter((m) => !done.has(m.version)) };
+}
+
+/**
+ * Applies the pending migrations, each in its own transaction under a per-schema advisory
+ * lock, so two processes migrating at once apply each migration exactly once. Returns
+ * the migrations this call applied.
+ */
+export async function migrate(db: Database, schema: string): Promise<Migration[]> {
+  const applied: Migration[] = [];
+  for (const migration of loadMigrations()) {
+    const ran = await db.transaction(async (tx) => {
+      await tx.query(lockStatement, [lockKey(schema)]);
+      await tx.exec(versionTableDdl(schema));
+      const { rows } = await tx.query(
+        `SELECT 1 FROM ${quoteSchema(schema)}.outbox_migrations WHERE version = $1`,
+        [migration.version],
+      );
+      if (rows.length > 0) return false;
+      await tx.exec(renderMigration(migration, schema));
+      await tx.query(
+        `INSERT INTO ${quoteSchema(schema)}.outbox_migrations (version, name) VALUES ($1, $2)`,
+        [migration.version, migration.name],
+      );
+      return true;
+    });
+    if (ran) applied.push(migration);
+  }
+  return applied;
+}
+
+/** Every migration as one script, runnable by hand with psql, as `migrate --print` shows it. */
+export function migrationScript(schema: string): string {
+  const s = quoteSchema(schema);
+  const parts = loadMigrations().map(
+    (migration) => `-- ${String(migration.version).padStart(4, '0')}_${migration.name}
+BEGIN;
+SELECT pg_advisory_xact_lock(hashtextextended('${lockKey(schema)}', 0));
+${versionTableDdl(schema)}
+${renderMigration(migration, schema).trim()}
+INSERT INTO ${s}.outbox_migrations (version, name) VALUES (${migration.version}, '${migration.name}');
+COMMIT;
+`,
+  );
+  return parts.join('\n');
+}
+
+/** Throws `SchemaVersionError` unless every shipped migration is applied. */
+export async function assertSchemaCurrent(db: Executor, schema: string): Promise<void> {
+  const status = await migrationStatus(db, schema);
+  if (status.pending.length > 0) {
+    const current = status.applied.at(-1) ?? 0;
+    throw new SchemaVersionError(
+      `schema "${schema}" is at version ${current}, this version of edupulse-outbox needs ${status.latest}: run \`edupulse-outbox migrate\``,
+    );
+  }
+}

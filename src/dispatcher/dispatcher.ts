@@ -1,0 +1,295 @@
+import { EventEmitter } from 'node:events';
+import { notifyChannel } from '../db/identifier.js';
+import { assertSchemaCurrent } from '../db/migrate.js';
+import { seqArray, statements } from '../db/statements.js';
+import { BrokerUnavailableError, errorMessage } from '../errors.js';
+import type { OutboxMessage } from '../events/cloudevents.js';
+import { backoffDelayMs, Wakeup } from './backoff.js';
+import { type BatchOutcome, publishInRounds } from './batch.js';
+import {
+  type DispatcherOptions,
+  type ResolvedDispatcherOptions,
+  resolveDispatcherOptions,
+} from './options.js';
+
+interface ClaimedRow {
+  seq: string;
+  id: string;
+  aggregate_type: string;
+  aggregate_id: string;
+  event_type: string;
+  payload: string;
+  headers: string;
+  partition: number;
+  occurred_at: string;
+  attempts: number;
+}
+
+export interface BatchReport {
+  claimed: number;
+  published: number;
+  retried: number;
+  deadLettered: number;
+  held: number;
+}
+
+export interface DispatcherStats {
+  published: number;
+  retried: number;
+  deadLettered: number;
+  batches: number;
+}
+
+/** Events a dispatcher emits for monitoring: `batch` (BatchReport), `deadLetter` ({ id, eventType, error }). */
+export interface Dispatcher extends EventEmitter {
+  /** Checks the schema, connects the broker (retrying while it is down) and starts the loop. */
+  start(): Promise<void>;
+  /** Stops claiming, lets the batch in flight settle, closes the broker. Idempotent. */
+  stop(): Promise<void>;
+  /**
+   * Publishes until no claimable row is left, then resolves with the count published.
+   * For scripts and tests on a dispatcher that is not started.
+   */
+  drain(): Promise<number>;
+  readonly stats: Readonly<DispatcherStats>;
+}
+
+function toMessage(row: ClaimedRow): OutboxMessage {
+  return {
+    id: row.id,
+    seq: row.seq,
+    aggregateType: row.aggregate_type,
+    aggregateId: row.aggregate_id,
+    eventType: row.event_type,
+    payload: row.payload,
+    headers: JSON.parse(row.headers) as Record<string, string>,
+    partition: Number(row.partition),
+    occurredAt: row.occurred_at,
+    attempts: Number(row.attempts),
+  };
+}
+
+class OutboxDispatcher extends EventEmitter implements Dispatcher {
+  readonly stats: DispatcherStats = { published: 0, retried: 0, deadLettered: 0, batches: 0 };
+  private readonly options: ResolvedDispatcherOptions;
+  private readonly sql: ReturnType<typeof statements>;
+  private readonly wakeup = new Wakeup();
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+  private unlisten: (() => Promise<void>) | undefined;
+  private listening = false;
+  private brokerConnected = false;
+
+  constructor(options: DispatcherOptions) {
+    super();
+    this.options = resolveDispatcherOptions(options);
+    this.sql = statements(this.options.schema);
+  }
+
+  async start(): Promise<void> {
+    if (this.loop) return;
+    await assertSchemaCurrent(this.options.db, this.options.schema);
+    this.stopping = false;
+    await this.listen();
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wakeup.wake();
+    await this.loop;
+    this.loop = undefined;
+    await this.unlisten?.();
+    this.unlisten = undefined;
+    this.listening = false;
+    if (this.brokerConnected) {
+      this.brokerConnected = false;
+      await this.options.broker.close();
+    }
+  }
+
+  async drain(): Promise<number> {
+    if (!this.brokerConnected) {
+      await this.options.broker.connect();
+      this.brokerConnected = true;
+    }
+    const before = this.stats.published;
+    for (;;) {
+      const report = await this.dispatchBatch();
+      if (report.claimed === 0 || report.claimed === report.held + report.retried) break;
+    }
+    return this.stats.published - before;
+  }
+
+  private async listen(): Promise<void> {
+    if (!this.options.notify || this.listening) return;
+    const { db, logger } = this.options;
+    try {
+      this.unlisten = await db.listen(
+        notifyChannel(this.options.schema),
+        () => this.wakeup.wake(),
+        (error) => {
+          this.listening = false;
+          this.unlisten = undefined;
+          logger.warn(
+            { err: errorMessage(error) },
+            'notification connection lost; polling until it is back',
+          );
+        },
+      );
+      this.listening = true;
+      // Notifications sent while we were not listening are gone: look once now.
+      this.wakeup.wake();
+    } catch (error) {
+      logger.warn({ err: errorMessage(error) }, 'cannot listen for notifications; polling');
+    }
+  }
+
+  private async run(): Promise<void> {
+    const { logger, pollIntervalMs, retryBaseDelayMs, retryMaxDelayMs, batchSize } = this.options;
+    let failures = 0;
+    while (!this.stopping) {
+      try {
+        if (!this.brokerConnected) await this.connectBroker();
+        if (!this.listening) await this.listen();
+        const report = await this.dispatchBatch();
+        if (failures > 0) logger.info({ after: failures }, 'dispatching again');
+        failures = 0;
+        // A full batch means more is probably waiting; anything else, sleep until woken.
+        if (report.claimed < batchSize || report.claimed === report.held + report.retried) {
+          await this.wakeup.sleep(pollIntervalMs);
+        }
+      } catch (error) {
+        if (this.stopping) break;
+        const delay = backoffDelayMs(failures, retryBaseDelayMs, retryMaxDelayMs);
+        failures++;
+        const target = error instanceof BrokerUnavailableError ? 'broker' : 'database';
+        if (target === 'broker' && this.brokerConnected) {
+          this.brokerConnected = false;
+          await this.options.broker.close().catch(() => {});
+        }
+        logger.warn(
+          { err: errorMessage(error), target, attempt: failures, retryInMs: delay },
+          `${target} unavailable; retrying`,
+        );
+        this.emit('unavailable', { target, error, retryInMs: delay });
+        await this.wakeup.sleep(delay);
+      }
+    }
+  }
+
+  private async connectBroker(): Promise<void> {
+    const { broker, logger } = this.options;
+    try {
+      await broker.connect();
+    } catch (error) {
+      throw error instanceof BrokerUnavailableError
+        ? error
+        : new BrokerUnavailableError(`cannot connect to ${broker.name}: ${errorMessage(error)}`, {
+            cause: error,
+          });
+    }
+    this.brokerConnected = true;
+    logger.info({ broker: broker.name }, 'broker connected');
+  }
+
+  /** One transaction: claim, publish, settle. A crash or error before COMMIT returns every row. */
+  private async dispatchBatch(): Promise<BatchReport> {
+    const { db, batchSize } = this.options;
+    const report = await db.transaction(async (tx) => {
+      const { rows } = await tx.query<ClaimedRow>(this.sql.outboxClaim, [batchSize]);
+      if (rows.length === 0)
+        return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
+      const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
+        this.publishWithTimeout(round),
+      );
+      return this.settle(tx, rows.length, outcome);
+    });
+    if (report.claimed > 0) {
+      this.stats.batches++;
+      this.stats.published += report.published;
+      this.stats.retried += report.retried;
+      this.stats.deadLettered += report.deadLettered;
+      this.emit('batch', report);
+    }
+    return report;
+  }
+
+  private async publishWithTimeout(round: readonly OutboxMessage[]) {
+    const { broker, publishTimeoutMs } = this.options;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new BrokerUnavailableError(
+              `${broker.name} did not answer within ${publishTimeoutMs} ms`,
+            ),
+          ),
+        publishTimeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([broker.publish(round), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async settle(
+    tx: { query: (text: string, values?: readonly unknown[]) => Promise<unknown> },
+    claimed: number,
+    outcome: BatchOutcome,
+  ): Promise<BatchReport> {
+    const { maxAttempts, retryBaseDelayMs, retryMaxDelayMs, logger } = this.options;
+    const retry: { seq: string; error: string; delay_ms: number }[] = [];
+    const dead: { seq: string; error: string }[] = [];
+    for (const { message, error, permanent } of outcome.failed) {
+      if (message.attempts + 1 >= maxAttempts) {
+        dead.push({ seq: message.seq, error });
+        logger.warn(
+          {
+            id: message.id,
+            eventType: message.eventType,
+            aggregateId: message.aggregateId,
+            attempts: message.attempts + 1,
+            err: error,
+          },
+          'event dead-lettered',
+        );
+        this.emit('deadLetter', { id: message.id, eventType: message.eventType, error });
+      } else {
+        retry.push({
+          seq: message.seq,
+          error,
+          delay_ms: backoffDelayMs(message.attempts, retryBaseDelayMs, retryMaxDelayMs),
+        });
+        if (permanent)
+          logger.debug({ id: message.id, err: error }, 'broker refused event; will retry');
+      }
+    }
+    if (retry.length > 0) {
+      logger.warn(
+        { failed: retry.length, err: retry[0]?.error },
+        'publish failed; events will be retried',
+      );
+    }
+    await tx.query(this.sql.outboxSettle, [
+      seqArray(outcome.published.map((m) => m.seq)),
+      JSON.stringify(retry),
+      JSON.stringify(dead),
+    ]);
+    return {
+      claimed,
+      published: outcome.published.length,
+      retried: retry.length,
+      deadLettered: dead.length,
+      held: outcome.held.length,
+    };
+  }
+}
+
+/** The dispatcher: claims outbox rows in batches, publishes them, removes what the broker acknowledged. */
+export function createDispatcher(options: DispatcherOptions): Dispatcher {
+  return new OutboxDispatcher(options);
+}

@@ -1,0 +1,84 @@
+import type { EventBroker } from '../brokers/broker.js';
+import type { Database } from '../db/database.js';
+import { quoteSchema } from '../db/identifier.js';
+import { ConfigError } from '../errors.js';
+import { type Logger, silentLogger } from '../observability/logger.js';
+
+export interface DispatcherOptions {
+  /** Where the outbox lives: `pgDatabase(…)` or `pgliteDatabase(…)`. The caller closes it. */
+  db: Database;
+  /** Where events go. The dispatcher connects it on `start()` and closes it on `stop()`. */
+  broker: EventBroker;
+  /** Schema of the outbox tables. Default `public`. */
+  schema?: string;
+  /** Most rows claimed, published and settled per transaction. Default 500. */
+  batchSize?: number;
+  /** How often to look for work when no NOTIFY arrives (and for retries coming due). Default 1000. */
+  pollIntervalMs?: number;
+  /** Wake up on the outbox trigger's NOTIFY. `false`: polling only. Default true. */
+  notify?: boolean;
+  /** Publishes an event gets before it becomes a dead letter. Default 10. */
+  maxAttempts?: number;
+  /** First retry delay; doubles per attempt, with jitter. Default 1000. */
+  retryBaseDelayMs?: number;
+  /** Longest retry delay (events and reconnects). Default 300000. */
+  retryMaxDelayMs?: number;
+  /** A batch the broker has not answered within this is rolled back and tried again. Default 30000. */
+  publishTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export type ResolvedDispatcherOptions = Required<Omit<DispatcherOptions, 'logger'>> & {
+  logger: Logger;
+};
+
+function integer(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  const resolved = value ?? fallback;
+  if (!Number.isInteger(resolved) || resolved < min || resolved > max) {
+    throw new ConfigError(
+      name,
+      `must be a whole number from ${min} to ${max}, got ${String(value)}`,
+    );
+  }
+  return resolved;
+}
+
+/** Fills in defaults and checks every field; a bad one throws ConfigError naming it. */
+export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDispatcherOptions {
+  if (!options.db) throw new ConfigError('db', 'is required');
+  if (!options.broker) throw new ConfigError('broker', 'is required');
+  const schema = options.schema ?? 'public';
+  quoteSchema(schema);
+  const retryBaseDelayMs = integer(
+    'retryBaseDelayMs',
+    options.retryBaseDelayMs,
+    1000,
+    1,
+    86_400_000,
+  );
+  return {
+    db: options.db,
+    broker: options.broker,
+    schema,
+    batchSize: integer('batchSize', options.batchSize, 500, 1, 10_000),
+    pollIntervalMs: integer('pollIntervalMs', options.pollIntervalMs, 1000, 10, 3_600_000),
+    notify: options.notify ?? true,
+    maxAttempts: integer('maxAttempts', options.maxAttempts, 10, 1, 1000),
+    retryBaseDelayMs,
+    retryMaxDelayMs: integer(
+      'retryMaxDelayMs',
+      options.retryMaxDelayMs,
+      300_000,
+      retryBaseDelayMs,
+      86_400_000,
+    ),
+    publishTimeoutMs: integer('publishTimeoutMs', options.publishTimeoutMs, 30_000, 100, 3_600_000),
+    logger: options.logger ?? silentLogger,
+  };
+}

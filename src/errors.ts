@@ -1,0 +1,50 @@
+/**
+ * The error classes callers can branch on. Each carries a stable `code`; messages are for
+ * people and may change.
+ */
+export class OutboxError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A setting has a value the library cannot use. `setting` names it as the user wrote it. */
+export class ConfigError extends OutboxError {
+  readonly setting: string;
+  constructor(setting: string, message: string, options?: ErrorOptions) {
+    super('CONFIG', `${setting}: ${message}`, options);
+    this.setting = setting;
+  }
+}
+
+/** An event was refused before anything was written. `path` is the failing field, e.g. `payload.score`. */
+export class ValidationError extends OutboxError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: ErrorOptions) {
+    super('VALIDATION', `${path}: ${message}`, options);
+    this.path = path;
+  }
+}
+
+/** The broker could not be reached or refused the whole batch; no event was counted as attempted. */
+export class BrokerUnavailableError extends OutboxError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('BROKER_UNAVAILABLE', message, options);
+  }
+}
+
+/** The database schema is older (or newer) than this version of the library expects. */
+export class SchemaVersionError extends OutboxError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('SCHEMA_VERSION', message, options);
+  }
+}
+
+/** `new Error(…)` text of anything thrown, for logs and `last_error`. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}

@@ -1,0 +1,125 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { ConfigError, ValidationError } from '../errors.js';
+
+/**
+ * An event ready to be enqueued: validated, with its payload in the exact shape that will
+ * be published. Build one with an `EventDefinition` (`LessonPublished.create(…)`), or
+ * write the object by hand; `enqueue` validates the envelope either way.
+ */
+export interface OutboxEvent<P = unknown> {
+  /** Event type, kebab-case: `lesson-published`. CloudEvents `type`. */
+  type: string;
+  /** What the event is about: `lesson`. Part of the broker subject / routing key. */
+  aggregateType: string;
+  /** Which one: the events of one aggregate are published in the order they were enqueued. */
+  aggregateId: string;
+  /** JSON payload, published as the message body. */
+  payload: P;
+  /** Event id (uuid), the broker's dedup id. Generated when absent. */
+  id?: string;
+  /** String headers carried to the broker (e.g. `traceparent`). */
+  headers?: Record<string, string>;
+  /** When it happened. Defaults to the enqueuing transaction's start. */
+  occurredAt?: Date | string;
+}
+
+const KEBAB = /^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$/;
+// Aggregate types become one token of a NATS subject or AMQP routing key: no dots or wildcards.
+const AGGREGATE_TYPE = /^[a-z][a-z0-9_-]*$/;
+
+export const eventEnvelopeSchema = z.object({
+  type: z.string().max(200).regex(KEBAB, 'must be kebab-case, e.g. lesson-published'),
+  aggregateType: z
+    .string()
+    .max(100)
+    .regex(AGGREGATE_TYPE, 'must be lower-case letters, digits, - or _, starting with a letter'),
+  aggregateId: z.string().min(1, 'must not be empty').max(500),
+  payload: z.unknown(),
+  id: z.uuid().optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  occurredAt: z.union([z.date(), z.iso.datetime({ offset: true })]).optional(),
+});
+
+/** `payload.score`, `aggregateId`, `headers.traceparent`: the form ValidationError uses. */
+export function issuePath(prefix: string, path: readonly PropertyKey[]): string {
+  return [prefix, ...path.map(String)].filter((part) => part !== '').join('.');
+}
+
+/** Throws ValidationError for the first issue zod found, naming its path. */
+export function parseOrThrow<T>(
+  schema: z.ZodType<T>,
+  value: unknown,
+  prefix: string,
+  context: string,
+): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const path = issuePath(prefix, issue?.path ?? []) || prefix || '(root)';
+  throw new ValidationError(path, `${issue?.message ?? 'invalid'} (${context})`, {
+    cause: result.error,
+  });
+}
+
+export interface EventOptions {
+  id?: string;
+  headers?: Record<string, string>;
+  occurredAt?: Date | string;
+}
+
+export interface EventDefinition<S extends z.ZodType> {
+  readonly type: string;
+  readonly aggregateType: string;
+  readonly schema: S;
+  /** Validates the payload and returns the event to enqueue. Throws ValidationError naming the field. */
+  create(payload: z.input<S>, options?: EventOptions): OutboxEvent<z.output<S>>;
+  /** Validates a payload (e.g. one received from the broker) and returns it typed. */
+  parse(payload: unknown): z.output<S>;
+}
+
+export interface EventSpec<S extends z.ZodType> {
+  type: string;
+  aggregateType: string;
+  /** zod schema of the payload; its output is what gets published. */
+  schema: S;
+  /** Picks the aggregate id out of a valid payload. */
+  aggregateId: (payload: z.output<S>) => string;
+}
+
+/** Declares an event type: its name, its aggregate and its payload schema. */
+export function defineEvent<S extends z.ZodType>(spec: EventSpec<S>): EventDefinition<S> {
+  if (!KEBAB.test(spec.type)) {
+    throw new ConfigError(
+      'defineEvent.type',
+      `"${spec.type}" must be kebab-case, e.g. lesson-published`,
+    );
+  }
+  if (!AGGREGATE_TYPE.test(spec.aggregateType)) {
+    throw new ConfigError(
+      'defineEvent.aggregateType',
+      `"${spec.aggregateType}" must be lower-case letters, digits, - or _, starting with a letter`,
+    );
+  }
+  const schema = spec.schema as unknown as z.ZodType<z.output<S>>;
+  const parse = (payload: unknown) => parseOrThrow(schema, payload, 'payload', spec.type);
+  return {
+    type: spec.type,
+    aggregateType: spec.aggregateType,
+    schema: spec.schema,
+    parse,
+    create(payload, options = {}) {
+      const data = parse(payload);
+      const event: OutboxEvent<z.output<S>> = {
+        type: spec.type,
+        aggregateType: spec.aggregateType,
+        aggregateId: spec.aggregateId(data),
+        payload: data,
+        id: options.id ?? randomUUID(),
+      };
+      if (options.headers) event.headers = options.headers;
+      if (options.occurredAt) event.occurredAt = options.occurredAt;
+      return event;
+    },
+  };
+}

@@ -1,0 +1,67 @@
+/**
+ * EduPulse Outbox — a transactional outbox for PostgreSQL.
+ *
+ * Terminology:
+ * - event: one domain fact (`lesson-published`), typed, validated, with a JSON payload.
+ * - aggregate: the entity an event is about (`lesson` 6f1…). One aggregate's events reach
+ *   the broker in the order they were enqueued.
+ * - outbox row: an event stored in the `outbox` table and not yet published.
+ * - dispatcher: the loop that claims rows, publishes them and removes them. Several may run.
+ * - broker: where events are published (`EventBroker`): log, memory; NATS, RabbitMQ, Kafka.
+ * - partition: `hash(aggregate_id) mod 64`, stored on every row; the unit of ownership when
+ *   dispatchers share the work.
+ * - dead letter: an event that failed `maxAttempts` times, parked with its last error in
+ *   `outbox_dead_letter` for an operator.
+ */
+export type { EventBroker, PublishResult } from './brokers/broker.js';
+export { brokerFromUrl } from './brokers/index.js';
+export { LogBroker, type LogBrokerOptions } from './brokers/log.js';
+export { MemoryBroker, type MemoryBrokerOptions } from './brokers/memory.js';
+export type { Database, TransactionExecutor } from './db/database.js';
+export { type Executor, type TransactionLike, toExecutor } from './db/executor.js';
+export {
+  assertSchemaCurrent,
+  loadMigrations,
+  type Migration,
+  type MigrationStatus,
+  migrate,
+  migrationScript,
+  migrationStatus,
+} from './db/migrate.js';
+export { type PgDatabaseOptions, pgDatabase } from './db/pg.js';
+export { pgliteDatabase } from './db/pglite.js';
+export {
+  type BatchReport,
+  createDispatcher,
+  type Dispatcher,
+  type DispatcherStats,
+} from './dispatcher/dispatcher.js';
+export type { DispatcherOptions } from './dispatcher/options.js';
+export {
+  BrokerUnavailableError,
+  ConfigError,
+  OutboxError,
+  SchemaVersionError,
+  ValidationError,
+} from './errors.js';
+export {
+  catalogue,
+  EnrollmentCreated,
+  LessonCompleted,
+  LessonPublished,
+  QuizSubmitted,
+} from './events/catalogue.js';
+export {
+  cloudEventAttributes,
+  type OutboxMessage,
+  structuredCloudEvent,
+} from './events/cloudevents.js';
+export {
+  defineEvent,
+  type EventDefinition,
+  type EventOptions,
+  type EventSpec,
+  type OutboxEvent,
+} from './events/define.js';
+export type { Logger } from './observability/logger.js';
+export { createOutbox, type Outbox, type OutboxOptions } from './outbox/outbox.js';
