@@ -1,0 +1,163 @@
+import { Command } from 'commander';
+import { brokerFromUrl } from '../../brokers/index.js';
+import type { Database } from '../../db/database.js';
+import { migrate } from '../../db/migrate.js';
+import { pgliteDatabase } from '../../db/pglite.js';
+import { createDispatcher } from '../../dispatcher/dispatcher.js';
+import { createLogger } from '../../observability/logger.js';
+import { createOutbox } from '../../outbox/outbox.js';
+import { openDatabase } from '../database.js';
+import { createTraffic } from '../demo/traffic.js';
+import { execute } from '../execute.js';
+import {
+  type DispatchFlags,
+  dispatchOptions,
+  parseDatabaseUrl,
+  parseDispatchFlags,
+  parseInteger,
+  settings,
+} from '../settings.js';
+import { onShutdownSignal } from '../shutdown.js';
+
+interface DemoFlags extends DispatchFlags {
+  databaseUrl?: string;
+  schema: string;
+  broker: string;
+  source: string;
+  events?: string;
+  rate: string;
+  verbose?: boolean;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function openDemoDatabase(
+  url: string | undefined,
+  flags: DemoFlags,
+  logger: ReturnType<typeof createLogger>,
+) {
+  if (url === undefined || url === '') {
+    // Loaded only here: the embedded server is a large WebAssembly module that run/migrate never need.
+    const { PGlite } = await import('@electric-sql/pglite');
+    const pglite = await PGlite.create();
+    return {
+      db: pgliteDatabase(pglite),
+      where: 'embedded PostgreSQL (PGlite, in memory)',
+      close: () => pglite.close(),
+    };
+  }
+  const db: Database = await openDatabase(parseDatabaseUrl('database-url', url), logger);
+  return { db, where: `PostgreSQL, schema "${flags.schema}"`, close: () => db.close() };
+}
+
+export function demoCommand(): Command {
+  const command = new Command('demo')
+    .description(
+      'simulate EduPulse traffic (lessons published, enrolments, quizzes) through the outbox and publish it; the default of `npm start`',
+    )
+    .addOption(settings.databaseUrl().default(undefined, 'embedded PGlite in memory'))
+    .addOption(settings.schema())
+    .addOption(settings.broker())
+    .addOption(settings.source())
+    .option('--events <n>', 'stop after this many events are published, then print a summary')
+    .option('--rate <events-per-s>', 'events produced per second; 0 = as fast as possible', '200');
+  for (const option of dispatchOptions) command.addOption(option());
+  return command
+    .addOption(settings.verbose())
+    .addHelpText(
+      'after',
+      `
+CloudEvents go to the broker (stdout for log:), progress to stderr.
+Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits at once (130).`,
+    )
+    .action(async (flags: DemoFlags) => {
+      await execute(flags, async ({ verbose }) => {
+        const logger = createLogger(verbose ? 'debug' : 'warn');
+        const target =
+          flags.events === undefined ? undefined : parseInteger('events', flags.events, 1, 1e9);
+        const rate = parseInteger('rate', flags.rate, 0, 1e6);
+        const dispatch = parseDispatchFlags(flags);
+        const broker = brokerFromUrl(flags.broker, { source: flags.source });
+        const { db, where, close } = await openDemoDatabase(flags.databaseUrl, flags, logger);
+        try {
+          await migrate(db, flags.schema);
+          const outbox = createOutbox({ schema: flags.schema });
+          const dispatcher = createDispatcher({
+            db,
+            broker,
+            schema: flags.schema,
+            logger,
+            ...dispatch,
+          });
+          let stopping = false;
+          const removeHandlers = onShutdownSignal(
+            () => {
+              stopping = true;
+            },
+            () => process.exit(130),
+          );
+          await dispatcher.start();
+          process.stderr.write(
+            `demo: ${where} → ${flags.broker}${target ? `, ${target} events` : ''}\n`,
+          );
+
+          const started = Date.now();
+          let produced = 0;
+          const progress = createProgress(() => ({
+            produced,
+            published: dispatcher.stats.published,
+            dead: dispatcher.stats.deadLettered,
+          }));
+          const traffic = createTraffic();
+          while (!stopping && (target === undefined || produced < target)) {
+            let events = traffic.next();
+            if (target !== undefined) events = events.slice(0, target - produced);
+            await db.transaction((tx) => outbox.enqueue(tx, events));
+            produced += events.length;
+            if (rate > 0) {
+              const ahead = started + (produced / rate) * 1000 - Date.now();
+              if (ahead > 0) await sleep(ahead);
+            }
+          }
+          // Everything produced is published (or dead-lettered) before we stop.
+          while (dispatcher.stats.published + dispatcher.stats.deadLettered < produced)
+            await sleep(20);
+          await dispatcher.stop();
+          removeHandlers();
+          progress.stop();
+          const seconds = (Date.now() - started) / 1000;
+          const { published, deadLettered } = dispatcher.stats;
+          process.stderr.write(
+            `demo: produced ${produced}, published ${published}, dead letters ${deadLettered} in ${seconds.toFixed(1)} s (${Math.round(published / seconds)} events/s)\n`,
+          );
+          return 0;
+        } finally {
+          await close();
+        }
+      });
+    });
+}
+
+/** The live line on stderr: rewritten in place on a terminal, one line every few seconds otherwise. */
+function createProgress(read: () => { produced: number; published: number; dead: number }) {
+  const tty = process.stderr.isTTY === true;
+  let last = { at: Date.now(), published: 0 };
+  const timer = setInterval(
+    () => {
+      const now = Date.now();
+      const { produced, published, dead } = read();
+      const rate = Math.round(((published - last.published) * 1000) / Math.max(1, now - last.at));
+      last = { at: now, published };
+      const line = `produced ${produced} · published ${published} · backlog ${produced - published - dead} · ${rate} events/s`;
+      process.stderr.write(tty ? `\r\u001b[2K${line}` : `${line}\n`);
+    },
+    tty ? 250 : 2000,
+  );
+  timer.unref();
+  return {
+    stop() {
+      clearInterval(timer);
+      if (tty) process.stderr.write('\r\u001b[2K');
+    },
+  };
+}

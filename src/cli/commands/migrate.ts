@@ -1,0 +1,71 @@
+import { Command } from 'commander';
+import { quoteSchema } from '../../db/identifier.js';
+import { migrate, migrationScript, migrationStatus } from '../../db/migrate.js';
+import { openDatabase } from '../database.js';
+import { execute } from '../execute.js';
+import { parseDatabaseUrl, settings } from '../settings.js';
+
+interface MigrateFlags {
+  databaseUrl?: string;
+  schema: string;
+  print?: boolean;
+  check?: boolean;
+  verbose?: boolean;
+}
+
+export function migrateCommand(): Command {
+  return new Command('migrate')
+    .description(
+      'apply the outbox schema migrations (each in its own transaction; safe to run concurrently)',
+    )
+    .addOption(settings.databaseUrl())
+    .addOption(settings.schema())
+    .option(
+      '--print',
+      'print the SQL of every migration instead of applying it (no database needed)',
+    )
+    .option('--check', 'apply nothing; exit 1 if the database is behind, 0 if it is current')
+    .addOption(settings.verbose())
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 done (or current, with --check); 1 behind (with --check); 2 bad setting or unreachable database.',
+    )
+    .action(async (flags: MigrateFlags) => {
+      await execute(flags, async ({ logger }) => {
+        quoteSchema(flags.schema);
+        if (flags.print) {
+          process.stdout.write(migrationScript(flags.schema));
+          return 0;
+        }
+        const url = parseDatabaseUrl('database-url', flags.databaseUrl);
+        const db = await openDatabase(url, logger);
+        try {
+          if (flags.check) {
+            const status = await migrationStatus(db, flags.schema);
+            const current = status.applied.at(-1) ?? 0;
+            if (status.pending.length > 0) {
+              process.stdout.write(
+                `schema "${flags.schema}" is behind: version ${current}, latest ${status.latest}; pending: ${status.pending
+                  .map((m) => `${m.version} ${m.name}`)
+                  .join(', ')}\n`,
+              );
+              return 1;
+            }
+            process.stdout.write(`schema "${flags.schema}" is current (version ${current})\n`);
+            return 0;
+          }
+          const applied = await migrate(db, flags.schema);
+          process.stdout.write(
+            applied.length === 0
+              ? `schema "${flags.schema}" is already current\n`
+              : applied
+                  .map((m) => `applied ${m.version} ${m.name} to schema "${flags.schema}"\n`)
+                  .join(''),
+          );
+          return 0;
+        } finally {
+          await db.close();
+        }
+      });
+    });
+}

@@ -1,0 +1,78 @@
+import { Command } from 'commander';
+import { brokerFromUrl } from '../../brokers/index.js';
+import { createDispatcher } from '../../dispatcher/dispatcher.js';
+import { redactUrl } from '../../observability/logger.js';
+import { openDatabase } from '../database.js';
+import { execute } from '../execute.js';
+import {
+  type DispatchFlags,
+  dispatchOptions,
+  parseDatabaseUrl,
+  parseDispatchFlags,
+  settings,
+} from '../settings.js';
+import { onShutdownSignal } from '../shutdown.js';
+
+interface RunFlags extends DispatchFlags {
+  databaseUrl?: string;
+  schema: string;
+  broker: string;
+  source: string;
+  verbose?: boolean;
+}
+
+export function runCommand(): Command {
+  const command = new Command('run')
+    .description('publish outbox events to the broker until stopped')
+    .addOption(settings.databaseUrl())
+    .addOption(settings.schema())
+    .addOption(settings.broker())
+    .addOption(settings.source());
+  for (const option of dispatchOptions) command.addOption(option());
+  return command
+    .addOption(settings.verbose())
+    .addHelpText(
+      'after',
+      `
+The schema must be migrated first (edupulse-outbox migrate).
+SIGTERM or SIGINT: stop claiming, settle the batch in flight, exit 0; a second signal exits at once (130).
+Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable database or schema behind.`,
+    )
+    .action(async (flags: RunFlags) => {
+      await execute(flags, async ({ logger }) => {
+        const url = parseDatabaseUrl('database-url', flags.databaseUrl);
+        const dispatch = parseDispatchFlags(flags);
+        const broker = brokerFromUrl(flags.broker, { source: flags.source });
+        const db = await openDatabase(url, logger);
+        try {
+          const dispatcher = createDispatcher({
+            db,
+            broker,
+            schema: flags.schema,
+            logger,
+            ...dispatch,
+          });
+          const stopped = new Promise<NodeJS.Signals>((resolve) => {
+            onShutdownSignal(resolve, () => process.exit(130));
+          });
+          await dispatcher.start();
+          logger.info(
+            {
+              database: redactUrl(url),
+              schema: flags.schema,
+              broker: redactUrl(flags.broker),
+              ...dispatch,
+            },
+            'dispatcher started',
+          );
+          const signal = await stopped;
+          logger.info({ signal }, 'stopping: settling the batch in flight');
+          await dispatcher.stop();
+          logger.info({ ...dispatcher.stats }, 'dispatcher stopped');
+          return 0;
+        } finally {
+          await db.close();
+        }
+      });
+    });
+}

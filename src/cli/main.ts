@@ -1,0 +1,54 @@
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { demoCommand } from './commands/demo.js';
+import { migrateCommand } from './commands/migrate.js';
+import { runCommand } from './commands/run.js';
+import { exitCodes } from './execute.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+export function program(): Command {
+  const root = new Command('edupulse-outbox')
+    .description(
+      'Transactional outbox for PostgreSQL: publishes the events your transactions wrote.',
+    )
+    .version(version())
+    .addHelpText(
+      'after',
+      `
+Settings come from flags, then the environment (DATABASE_URL, OUTBOX_BROKER_URL, OUTBOX_SCHEMA), then defaults.
+Run \`edupulse-outbox <command> --help\` for a command's settings.`,
+    )
+    .addCommand(migrateCommand())
+    .addCommand(runCommand())
+    .addCommand(demoCommand());
+  // Usage errors (unknown flag, missing value) exit 2 like any other bad setting.
+  const configure = (command: Command) => {
+    command.exitOverride().configureOutput({
+      outputError: (text, write) => write(`edupulse-outbox: ${text.replace(/^error: /, '')}`),
+    });
+    command.showHelpAfterError('(add --help for the list of settings)');
+    for (const sub of command.commands) configure(sub);
+  };
+  configure(root);
+  return root;
+}
+
+/** Parses argv, runs the command, and returns the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await program().parseAsync([...argv], { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : exitCodes.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end here with code 0; usage errors with Commander's code 1.
+      return error.exitCode === 0 ? exitCodes.ok : exitCodes.badSetting;
+    }
+    throw error;
+  }
+}

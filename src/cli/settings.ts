@@ -1,0 +1,118 @@
+import { Option } from 'commander';
+import { ConfigError } from '../errors.js';
+
+/**
+ * Every CLI setting: flag, environment variable, default. Commander applies the order
+ * flag → environment → default; the parse functions below check the value and name the
+ * setting when it is wrong.
+ */
+export const settings = {
+  databaseUrl: () =>
+    new Option('--database-url <url>', 'PostgreSQL connection URL').env('DATABASE_URL'),
+  schema: () =>
+    new Option('--schema <name>', 'schema holding the outbox tables')
+      .env('OUTBOX_SCHEMA')
+      .default('public'),
+  broker: () =>
+    new Option('--broker <url>', 'where events go: log: (NDJSON CloudEvents on stdout)')
+      .env('OUTBOX_BROKER_URL')
+      .default('log:'),
+  source: () =>
+    new Option('--source <uri-reference>', 'CloudEvents source of every event').default(
+      '/edupulse',
+    ),
+  batchSize: () => new Option('--batch-size <n>', 'events claimed per transaction').default('500'),
+  pollIntervalMs: () =>
+    new Option('--poll-interval-ms <ms>', 'look for work this often without a NOTIFY').default(
+      '1000',
+    ),
+  notify: () => new Option('--no-notify', 'do not LISTEN for the outbox trigger; poll only'),
+  maxAttempts: () =>
+    new Option('--max-attempts <n>', 'publishes before an event becomes a dead letter').default(
+      '10',
+    ),
+  retryBaseDelayMs: () =>
+    new Option('--retry-base-delay-ms <ms>', 'first retry delay, doubled per attempt').default(
+      '1000',
+    ),
+  retryMaxDelayMs: () =>
+    new Option('--retry-max-delay-ms <ms>', 'longest retry delay').default('300000'),
+  publishTimeoutMs: () =>
+    new Option('--publish-timeout-ms <ms>', 'give up on an unanswered batch after this').default(
+      '30000',
+    ),
+  verbose: () => new Option('--verbose', 'debug logs, and stack traces on errors'),
+};
+
+/** A whole number within bounds, or a ConfigError naming the setting. */
+export function parseInteger(setting: string, raw: string, min: number, max: number): number {
+  const value = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ConfigError(setting, `"${raw}" is not a whole number from ${min} to ${max}`);
+  }
+  return value;
+}
+
+/** A postgres:// or postgresql:// URL, or a ConfigError naming the setting. */
+export function parseDatabaseUrl(setting: string, raw: string | undefined): string {
+  if (raw === undefined || raw === '') {
+    throw new ConfigError(setting, 'is not set (use --database-url or DATABASE_URL)');
+  }
+  let protocol: string;
+  try {
+    protocol = new URL(raw).protocol;
+  } catch {
+    throw new ConfigError(setting, 'is not a URL (expected postgres://user@host:5432/database)');
+  }
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    throw new ConfigError(
+      setting,
+      `unsupported scheme "${protocol}" (expected postgres: or postgresql:)`,
+    );
+  }
+  return raw;
+}
+
+/** The dispatcher options as the CLI's flags give them (strings), checked. */
+export interface DispatchFlags {
+  batchSize: string;
+  pollIntervalMs: string;
+  notify: boolean;
+  maxAttempts: string;
+  retryBaseDelayMs: string;
+  retryMaxDelayMs: string;
+  publishTimeoutMs: string;
+}
+
+export function parseDispatchFlags(flags: DispatchFlags) {
+  const retryBaseDelayMs = parseInteger(
+    'retry-base-delay-ms',
+    flags.retryBaseDelayMs,
+    1,
+    86_400_000,
+  );
+  return {
+    batchSize: parseInteger('batch-size', flags.batchSize, 1, 10_000),
+    pollIntervalMs: parseInteger('poll-interval-ms', flags.pollIntervalMs, 10, 3_600_000),
+    notify: flags.notify,
+    maxAttempts: parseInteger('max-attempts', flags.maxAttempts, 1, 1000),
+    retryBaseDelayMs,
+    retryMaxDelayMs: parseInteger(
+      'retry-max-delay-ms',
+      flags.retryMaxDelayMs,
+      retryBaseDelayMs,
+      86_400_000,
+    ),
+    publishTimeoutMs: parseInteger('publish-timeout-ms', flags.publishTimeoutMs, 100, 3_600_000),
+  };
+}
+
+export const dispatchOptions = [
+  settings.batchSize,
+  settings.pollIntervalMs,
+  settings.notify,
+  settings.maxAttempts,
+  settings.retryBaseDelayMs,
+  settings.retryMaxDelayMs,
+  settings.publishTimeoutMs,
+];
