@@ -7,8 +7,8 @@ import { ConfigError } from '../errors.js';
  * setting when it is wrong.
  */
 export const settings = {
-  databaseUrl: () =>
-    new Option('--database-url <url>', 'PostgreSQL connection URL').env('DATABASE_URL'),
+  databaseUrl: (description = 'PostgreSQL connection URL') =>
+    new Option('--database-url <url>', description).env('DATABASE_URL'),
   schema: () =>
     new Option('--schema <name>', 'schema holding the outbox tables')
       .env('OUTBOX_SCHEMA')

@@ -55,7 +55,9 @@ export function demoCommand(): Command {
     .description(
       'simulate EduPulse traffic (lessons published, enrolments, quizzes) through the outbox and publish it; the default of `npm start`',
     )
-    .addOption(settings.databaseUrl().default(undefined, 'embedded PGlite in memory'))
+    .addOption(
+      settings.databaseUrl('PostgreSQL connection URL; without one, an embedded PGlite in memory'),
+    )
     .addOption(settings.schema())
     .addOption(settings.broker())
     .addOption(settings.source())
