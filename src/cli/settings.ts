@@ -103,7 +103,7 @@ export function parseDispatchFlags(flags: DispatchFlags) {
       retryBaseDelayMs,
       86_400_000,
     ),
-    publishTimeoutMs: parseInteger('publish-timeout-ms', flags.publishTimeoutMs, 100, 3_600_000),
+    publishTimeoutMs: parseInteger('publish-timeout-ms', flags.publishTimeoutMs, 100, 120_000),
   };
 }
 

@@ -15,10 +15,11 @@ export interface PgDatabaseOptions {
 }
 
 // Dispatcher sessions plan every claim afresh: a generic plan cached while the table was
-// empty stays a sequential scan once it is full. A transaction left idle (a hung broker
-// call, a frozen process) is ended by the server so its claimed rows come back.
+// empty stays a sequential scan once it is full. A transaction left idle for five minutes
+// (a frozen process; a hung broker call is cut sooner, at publishTimeoutMs) is ended by
+// the server so its claimed rows come back.
 const SESSION_OPTIONS =
-  '-c plan_cache_mode=force_custom_plan -c idle_in_transaction_session_timeout=120000';
+  '-c plan_cache_mode=force_custom_plan -c idle_in_transaction_session_timeout=300000';
 
 /** A `Database` over node-postgres: a pool for transactions, one extra connection per `listen`. */
 export function pgDatabase(options: PgDatabaseOptions): Database {

@@ -23,7 +23,10 @@ export interface DispatcherOptions {
   retryBaseDelayMs?: number;
   /** Longest retry delay (events and reconnects). Default 300000. */
   retryMaxDelayMs?: number;
-  /** A batch the broker has not answered within this is rolled back and tried again. Default 30000. */
+  /**
+   * A batch the broker has not answered within this is rolled back and tried again.
+   * Default 30000, at most 120000 (the claim transaction must not outlive it by much).
+   */
   publishTimeoutMs?: number;
   logger?: Logger;
 }
@@ -78,7 +81,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
       retryBaseDelayMs,
       86_400_000,
     ),
-    publishTimeoutMs: integer('publishTimeoutMs', options.publishTimeoutMs, 30_000, 100, 3_600_000),
+    publishTimeoutMs: integer('publishTimeoutMs', options.publishTimeoutMs, 30_000, 100, 120_000),
     logger: options.logger ?? silentLogger,
   };
 }
