@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import type { PublishResult } from '../src/brokers/broker.js';
+import { MemoryBroker } from '../src/brokers/memory.js';
+import { backoffDelayMs, Wakeup } from '../src/dispatcher/backoff.js';
+import { publishInRounds } from '../src/dispatcher/batch.js';
+import type { OutboxMessage } from '../src/events/cloudevents.js';
+
+let seq = 0;
+function message(aggregateId: string): OutboxMessage {
+  seq++;
+  return {
+    id: `id-${seq}`,
+    seq: String(seq),
+    aggregateType: 'lesson',
+    aggregateId,
+    eventType: 'lesson-published',
+    payload: '{}',
+    headers: {},
+    partition: 0,
+    occurredAt: '2026-01-01T00:00:00.000000Z',
+    attempts: 0,
+  };
+}
+
+describe('publishInRounds', () => {
+  it('never puts two events of one aggregate in the same publish call, and keeps their order', async () => {
+    const batch = [
+      message('a'),
+      message('b'),
+      message('a'),
+      message('c'),
+      message('a'),
+      message('b'),
+    ];
+    const calls: OutboxMessage[][] = [];
+    const broker = new MemoryBroker();
+    await broker.connect();
+    const outcome = await publishInRounds(broker, batch, async (round) => {
+      calls.push([...round]);
+      return broker.publish(round);
+    });
+    for (const call of calls) {
+      const aggregates = call.map((m) => m.aggregateId);
+      expect(new Set(aggregates).size).toBe(aggregates.length);
+    }
+    expect(calls).toHaveLength(3);
+    const order = (id: string) =>
+      broker.messages.filter((m) => m.aggregateId === id).map((m) => Number(m.seq));
+    for (const id of ['a', 'b', 'c']) {
+      const seqs = order(id);
+      expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
+    }
+    expect(outcome.published).toHaveLength(6);
+    expect(outcome.failed).toHaveLength(0);
+  });
+
+  it('holds back only the later events of a failed aggregate', async () => {
+    const batch = [message('a'), message('b'), message('a'), message('b'), message('a')];
+    const failing = batch[0]?.id;
+    const broker = new MemoryBroker({
+      onPublish: (m): PublishResult | undefined =>
+        m.id === failing ? { ok: false, error: 'refused', permanent: true } : undefined,
+    });
+    await broker.connect();
+    const outcome = await publishInRounds(broker, batch);
+    expect(outcome.failed.map((f) => f.message.id)).toEqual([failing]);
+    expect(outcome.failed[0]?.error).toBe('refused');
+    expect(outcome.held.map((m) => m.id)).toEqual([batch[2]?.id, batch[4]?.id]);
+    expect(outcome.published.map((m) => m.aggregateId)).toEqual(['b', 'b']);
+  });
+});
+
+describe('backoffDelayMs', () => {
+  it('doubles per attempt within half to all of the ceiling, and stops at the maximum', () => {
+    expect(backoffDelayMs(0, 1000, 60_000, () => 0)).toBe(500);
+    expect(backoffDelayMs(0, 1000, 60_000, () => 1)).toBe(1000);
+    expect(backoffDelayMs(3, 1000, 60_000, () => 1)).toBe(8000);
+    expect(backoffDelayMs(30, 1000, 60_000, () => 1)).toBe(60_000);
+    expect(backoffDelayMs(1000, 1000, 60_000, () => 0.5)).toBe(45_000);
+  });
+});
+
+describe('Wakeup', () => {
+  // Whether a sleep has ended by the next turn of the event loop, long before any timer.
+  const endsAtOnce = (sleep: Promise<void>) =>
+    Promise.race([
+      sleep.then(() => true),
+      new Promise<boolean>((resolve) => setImmediate(() => resolve(false))),
+    ]);
+
+  it('keeps a wake that came with no sleeper for the next sleep only', async () => {
+    const wakeup = new Wakeup();
+    wakeup.wake();
+    expect(await endsAtOnce(wakeup.sleep(60_000))).toBe(true);
+    const second = wakeup.sleep(60_000);
+    expect(await endsAtOnce(second)).toBe(false);
+    wakeup.wake();
+    await second;
+  });
+
+  it('ends a sleep early when woken', async () => {
+    const wakeup = new Wakeup();
+    const sleeping = wakeup.sleep(60_000);
+    wakeup.wake();
+    expect(await endsAtOnce(sleeping)).toBe(true);
+  });
+});
