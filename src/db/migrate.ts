@@ -118,13 +118,21 @@ COMMIT;
   return parts.join('\n');
 }
 
-/** Throws `SchemaVersionError` unless every shipped migration is applied. */
+/**
+ * Throws `SchemaVersionError` unless every shipped migration is applied and none newer
+ * is: a database migrated by a later release may hold changes this one does not know.
+ */
 export async function assertSchemaCurrent(db: Executor, schema: string): Promise<void> {
   const status = await migrationStatus(db, schema);
+  const current = status.applied.at(-1) ?? 0;
   if (status.pending.length > 0) {
-    const current = status.applied.at(-1) ?? 0;
     throw new SchemaVersionError(
       `schema "${schema}" is at version ${current}, this version of edupulse-outbox needs ${status.latest}: run \`edupulse-outbox migrate\``,
+    );
+  }
+  if (current > status.latest) {
+    throw new SchemaVersionError(
+      `schema "${schema}" is at version ${current}, newer than this version of edupulse-outbox knows (${status.latest}): upgrade edupulse-outbox`,
     );
   }
 }

@@ -154,10 +154,9 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         const report = await this.dispatchBatch();
         if (failures > 0) logger.info({ after: failures }, 'dispatching again');
         failures = 0;
-        // A full batch means more is probably waiting; anything else, sleep until woken.
-        if (report.claimed < batchSize || report.claimed === report.held + report.retried) {
-          await this.wakeup.sleep(pollIntervalMs);
-        }
+        // A full batch means more is probably waiting (failed events are not claimable
+        // again until their retry time, so this cannot spin on them); else sleep until woken.
+        if (report.claimed < batchSize) await this.wakeup.sleep(pollIntervalMs);
       } catch (error) {
         if (this.stopping) break;
         const delay = backoffDelayMs(failures, retryBaseDelayMs, retryMaxDelayMs);
@@ -194,23 +193,36 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
 
   /** One transaction: claim, publish, settle. A crash or error before COMMIT returns every row. */
   private async dispatchBatch(): Promise<BatchReport> {
-    const { db, batchSize } = this.options;
-    const report = await db.transaction(async (tx) => {
+    const { db, batchSize, logger } = this.options;
+    const settled = await db.transaction(async (tx) => {
       const { rows } = await tx.query<ClaimedRow>(this.sql.outboxClaim, [batchSize]);
-      if (rows.length === 0)
-        return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
+      if (rows.length === 0) return undefined;
       const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
         this.publishWithTimeout(round),
       );
       return this.settle(tx, rows.length, outcome);
     });
-    if (report.claimed > 0) {
-      this.stats.batches++;
-      this.stats.published += report.published;
-      this.stats.retried += report.retried;
-      this.stats.deadLettered += report.deadLettered;
-      this.emit('batch', report);
+    if (!settled) return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
+    // Reported only once committed: a rolled-back batch dead-lettered nothing.
+    const { dead, ...report } = settled;
+    for (const { message, error } of dead) {
+      logger.warn(
+        {
+          id: message.id,
+          eventType: message.eventType,
+          aggregateId: message.aggregateId,
+          attempts: message.attempts + 1,
+          err: error,
+        },
+        'event dead-lettered',
+      );
+      this.emit('deadLetter', { id: message.id, eventType: message.eventType, error });
     }
+    this.stats.batches++;
+    this.stats.published += report.published;
+    this.stats.retried += report.retried;
+    this.stats.deadLettered += report.deadLettered;
+    this.emit('batch', report);
     return report;
   }
 
@@ -239,24 +251,15 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     tx: { query: (text: string, values?: readonly unknown[]) => Promise<unknown> },
     claimed: number,
     outcome: BatchOutcome,
-  ): Promise<BatchReport> {
+  ): Promise<BatchReport & { dead: { message: OutboxMessage; error: string }[] }> {
     const { maxAttempts, retryBaseDelayMs, retryMaxDelayMs, logger } = this.options;
     const retry: { seq: string; error: string; delay_ms: number }[] = [];
     const dead: { seq: string; error: string }[] = [];
+    const deadMessages: { message: OutboxMessage; error: string }[] = [];
     for (const { message, error, permanent } of outcome.failed) {
       if (message.attempts + 1 >= maxAttempts) {
         dead.push({ seq: message.seq, error });
-        logger.warn(
-          {
-            id: message.id,
-            eventType: message.eventType,
-            aggregateId: message.aggregateId,
-            attempts: message.attempts + 1,
-            err: error,
-          },
-          'event dead-lettered',
-        );
-        this.emit('deadLetter', { id: message.id, eventType: message.eventType, error });
+        deadMessages.push({ message, error });
       } else {
         retry.push({
           seq: message.seq,
@@ -284,6 +287,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
       retried: retry.length,
       deadLettered: dead.length,
       held: outcome.held.length,
+      dead: deadMessages,
     };
   }
 }

@@ -70,7 +70,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       const list: readonly OutboxEvent[] = Array.isArray(events) ? events : [events as OutboxEvent];
       if (list.length === 0) return [];
       // Validate everything before touching the database: one bad event refuses the call.
-      const rows = list.map((event, index) => toRow(event, index, list.length > 1));
+      const rows = list.map((event, index) => toRow(event, index, Array.isArray(events)));
       await toExecutor(tx).query(sql.outboxInsert, [JSON.stringify(rows)]);
       return rows.map((row) => row.id);
     },
