@@ -1,0 +1,108 @@
+/** `edupulse-outbox demo` as a separate process: embedded PGlite by default, or the server. */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type CliResult,
+  jsonLines,
+  killChildren,
+  lines,
+  runCli,
+  spawnCli,
+  stackLines,
+} from './helpers/cli.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+
+afterEach(killChildren);
+
+const CATALOGUE = ['lesson-published', 'quiz-submitted', 'enrollment-created', 'lesson-completed'];
+
+/** The summary line on stderr: `demo: produced N, published M, dead letters D in …`. */
+function summary(stderr: string): { produced: number; published: number; dead: number } {
+  const match = /produced (\d+), published (\d+), dead letters (\d+)/.exec(stderr);
+  if (!match) throw new Error(`no summary line on stderr:\n${stderr}`);
+  return { produced: Number(match[1]), published: Number(match[2]), dead: Number(match[3]) };
+}
+
+/** Every stdout line is a CloudEvent of the catalogue; returns them. */
+function expectCloudEvents(result: CliResult) {
+  const events = jsonLines(result.stdout);
+  expect(events).toHaveLength(lines(result.stdout).length);
+  for (const event of events) {
+    expect(event.specversion).toBe('1.0');
+    expect(CATALOGUE).toContain(event.type);
+    expect(typeof event.id).toBe('string');
+    expect(typeof event.subject).toBe('string');
+    expect(event.data).toBeTypeOf('object');
+  }
+  expect(new Set(events.map((event) => event.id)).size).toBe(events.length);
+  return events;
+}
+
+describe('demo', () => {
+  let target: TestSchema;
+
+  beforeAll(async () => {
+    target = await createPgTestSchema('cli_demo', { migrate: false });
+  });
+
+  afterAll(async () => {
+    await killChildren();
+    await target?.drop();
+  });
+
+  it('--events 50 --rate 0 on the embedded database publishes exactly 50 events', async () => {
+    // runCli removes DATABASE_URL from the child's environment: the demo uses PGlite.
+    const result = await runCli(['demo', '--events', '50', '--rate', '0']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(expectCloudEvents(result)).toHaveLength(50);
+    expect(summary(result.stderr)).toEqual({ produced: 50, published: 50, dead: 0 });
+    expect(stackLines(result.stderr)).toEqual([]);
+  });
+
+  it('--events 50 --rate 0 works on the server too', async () => {
+    const result = await runCli([
+      'demo',
+      '--events',
+      '50',
+      '--rate',
+      '0',
+      '--database-url',
+      PG_URL,
+      '--schema',
+      target.schema,
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(expectCloudEvents(result)).toHaveLength(50);
+    expect(summary(result.stderr)).toEqual({ produced: 50, published: 50, dead: 0 });
+    const { rows } = await target.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM "${target.schema}".outbox`,
+    );
+    expect(rows[0]?.n).toBe(0);
+  });
+
+  it('SIGINT stops producing, publishes what is pending, and exits 0', async () => {
+    const cli = spawnCli(['demo', '--rate', '50']);
+    await cli.waitFor('20 events on stdout', () => cli.lineCount() >= 20);
+    cli.child.kill('SIGINT');
+    const result = await cli.exited;
+    expect(result.code, result.stderr).toBe(0);
+    expect(stackLines(result.stderr)).toEqual([]);
+    const { produced, published, dead } = summary(result.stderr);
+    expect(produced).toBeGreaterThanOrEqual(20);
+    expect(published).toBe(produced);
+    expect(dead).toBe(0);
+    expect(expectCloudEvents(result)).toHaveLength(published);
+  });
+
+  it('a bad --events or --rate exits 2 naming it', async () => {
+    for (const [flag, value] of [
+      ['--events', 'many'],
+      ['--rate', 'fast'],
+    ] as const) {
+      const result = await runCli(['demo', flag, value]);
+      expect(result.code).toBe(2);
+      expect(lines(result.stderr)).toHaveLength(1);
+      expect(result.stderr).toContain(flag.slice(2));
+      expect(stackLines(result.stderr)).toEqual([]);
+    }
+  });
+});

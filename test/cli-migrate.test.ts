@@ -1,0 +1,132 @@
+/** `edupulse-outbox migrate` as a separate process, on fresh schemas of this file. */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { killChildren, lines, runCli, stackLines } from './helpers/cli.js';
+import { createPgTestSchema, PG_URL, type TestSchema, testSchema } from './helpers/db.js';
+
+afterEach(killChildren);
+
+describe('migrate', () => {
+  // `main` is migrated step by step by the tests below, in order; the others stay apart.
+  let main: TestSchema;
+  let printed: TestSchema;
+  let concurrent: TestSchema;
+
+  beforeAll(async () => {
+    [main, printed, concurrent] = await Promise.all([
+      createPgTestSchema('cli_mig', { migrate: false }),
+      createPgTestSchema('cli_mig_print', { migrate: false }),
+      createPgTestSchema('cli_mig_conc', { migrate: false }),
+    ]);
+  });
+
+  afterAll(async () => {
+    await killChildren();
+    await Promise.all([main?.drop(), printed?.drop(), concurrent?.drop()]);
+  });
+
+  const schemaExists = async (db: TestSchema, schema: string) => {
+    const { rows } = await db.db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = $1',
+      [schema],
+    );
+    return rows[0]?.n === 1;
+  };
+
+  const tableExists = async (db: TestSchema, table: string) => {
+    const { rows } = await db.db.query<{ present: boolean }>(
+      'SELECT to_regclass($1) IS NOT NULL AS present',
+      [`"${db.schema}".${table}`],
+    );
+    return rows[0]?.present === true;
+  };
+
+  it('--check exits 1 on a fresh schema and creates nothing', async () => {
+    const result = await runCli([
+      'migrate',
+      '--check',
+      '--database-url',
+      PG_URL,
+      '--schema',
+      main.schema,
+    ]);
+    expect(result.code, result.stderr).toBe(1);
+    expect(result.stdout).toContain('behind');
+    expect(stackLines(result.stderr)).toEqual([]);
+    expect(await schemaExists(main, main.schema)).toBe(false);
+  });
+
+  it('run on an unmigrated schema exits 2 and says to run migrate', async () => {
+    const result = await runCli(['run', '--database-url', PG_URL, '--schema', main.schema]);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr).toContain('migrate');
+    expect(result.stderr).toContain(main.schema);
+    expect(stackLines(result.stderr)).toEqual([]);
+  });
+
+  it('applies the migrations to a fresh schema', async () => {
+    const result = await runCli(['migrate', '--database-url', PG_URL, '--schema', main.schema]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('applied');
+    expect(result.stdout).toContain(main.schema);
+    expect(await tableExists(main, 'outbox')).toBe(true);
+    expect(await tableExists(main, 'outbox_dead_letter')).toBe(true);
+  });
+
+  it('a second run says the schema is current', async () => {
+    const result = await runCli(['migrate', '--database-url', PG_URL, '--schema', main.schema]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('current');
+    expect(result.stdout).not.toContain('applied');
+  });
+
+  it('--check exits 0 once migrated', async () => {
+    const result = await runCli([
+      'migrate',
+      '--check',
+      '--database-url',
+      PG_URL,
+      '--schema',
+      main.schema,
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('current');
+  });
+
+  it('--print shows the SQL without a database', async () => {
+    const schema = testSchema('cli_print');
+    // No DATABASE_URL in the child's environment, and none given as a flag.
+    const result = await runCli(['migrate', '--print', '--schema', schema]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`CREATE TABLE "${schema}".outbox`);
+    expect(result.stdout).toContain(`"${schema}".outbox_dead_letter`);
+  });
+
+  it('the --print script applied by hand gives a current schema', async () => {
+    const script = await runCli(['migrate', '--print', '--schema', printed.schema]);
+    expect(script.code, script.stderr).toBe(0);
+    await printed.db.query(script.stdout);
+    const check = await runCli([
+      'migrate',
+      '--check',
+      '--database-url',
+      PG_URL,
+      '--schema',
+      printed.schema,
+    ]);
+    expect(check.code, check.stdout + check.stderr).toBe(0);
+  });
+
+  it('two processes migrating one schema at once apply each migration once', async () => {
+    const args = ['migrate', '--database-url', PG_URL, '--schema', concurrent.schema];
+    const results = await Promise.all([runCli(args), runCli(args)]);
+    for (const result of results) expect(result.code, result.stderr).toBe(0);
+    const applied = results.filter((result) => result.stdout.includes('applied'));
+    expect(applied).toHaveLength(1);
+    const { rows } = await concurrent.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM "${concurrent.schema}".outbox_migrations`,
+    );
+    expect(rows[0]?.n).toBeGreaterThan(0);
+  });
+});

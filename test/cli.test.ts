@@ -1,0 +1,258 @@
+/**
+ * The CLI's surface as a separate process: help texts, and how bad settings are reported
+ * (exit 2, one line naming the setting, no stack unless --verbose, no password), and the
+ * flag → environment → default order of settings.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+
+const UNREACHABLE = 'postgres://u:secret@127.0.0.1:1/x';
+
+afterEach(killChildren);
+
+describe('--help', () => {
+  it('lists the commands and where settings come from', async () => {
+    const result = await runCli(['--help']);
+    expect(result.code).toBe(0);
+    for (const command of ['migrate', 'run', 'demo']) expect(result.stdout).toContain(command);
+    expect(result.stdout).toContain('DATABASE_URL');
+    expect(result.stdout).toContain('OUTBOX_BROKER_URL');
+  });
+
+  it('migrate --help lists its settings and exit codes', async () => {
+    const result = await runCli(['migrate', '--help']);
+    expect(result.code).toBe(0);
+    for (const text of ['--database-url', 'DATABASE_URL', '--schema', '--print', '--check']) {
+      expect(result.stdout).toContain(text);
+    }
+    expect(result.stdout).toMatch(/exit codes/i);
+  });
+
+  it('run --help lists the dispatcher settings and their environment variables', async () => {
+    const result = await runCli(['run', '--help']);
+    expect(result.code).toBe(0);
+    for (const text of [
+      '--database-url',
+      'DATABASE_URL',
+      '--broker',
+      'OUTBOX_BROKER_URL',
+      '--schema',
+      '--batch-size',
+      '--poll-interval-ms',
+      '--max-attempts',
+      '--verbose',
+      'SIGTERM',
+    ]) {
+      expect(result.stdout).toContain(text);
+    }
+  });
+
+  it('demo --help lists --events and --rate', async () => {
+    const result = await runCli(['demo', '--help']);
+    expect(result.code).toBe(0);
+    for (const text of ['--events', '--rate', '--database-url', '--broker', '--batch-size']) {
+      expect(result.stdout).toContain(text);
+    }
+  });
+
+  it('--version prints the package version', async () => {
+    const result = await runCli(['--version']);
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
+
+describe('a bad setting', () => {
+  /** Exit 2, exactly one stderr line that names the setting, no stack trace, nothing on stdout. */
+  async function expectBadSetting(
+    args: string[],
+    setting: string,
+    env: Record<string, string> = {},
+  ): Promise<string> {
+    const result = await runCli(args, { env });
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(stackLines(result.stderr)).toEqual([]);
+    const errorLines = lines(result.stderr);
+    expect(errorLines, result.stderr).toHaveLength(1);
+    expect(errorLines[0]).toContain(setting);
+    return result.stderr;
+  }
+
+  it('--batch-size banana', async () => {
+    const stderr = await expectBadSetting(
+      ['run', '--database-url', PG_URL, '--batch-size', 'banana'],
+      'batch-size',
+    );
+    expect(stderr).toContain('banana');
+  });
+
+  it('an out-of-range number', async () => {
+    await expectBadSetting(['run', '--database-url', PG_URL, '--batch-size', '0'], 'batch-size');
+    await expectBadSetting(
+      ['run', '--database-url', PG_URL, '--poll-interval-ms', '-5'],
+      'poll-interval-ms',
+    );
+  });
+
+  it('an unknown broker scheme', async () => {
+    await expectBadSetting(['run', '--database-url', PG_URL, '--broker', 'kafka2://x'], 'broker');
+  });
+
+  it('an unreachable database, without showing its password', async () => {
+    const stderr = await expectBadSetting(['run', '--database-url', UNREACHABLE], 'database-url');
+    expect(stderr).not.toContain('secret');
+    const migrate = await expectBadSetting(
+      ['migrate', '--database-url', UNREACHABLE],
+      'database-url',
+    );
+    expect(migrate).not.toContain('secret');
+  });
+
+  it('the password stays hidden with --verbose too', async () => {
+    const result = await runCli(['run', '--database-url', UNREACHABLE, '--verbose']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('database-url');
+    expect(result.stdout + result.stderr).not.toContain('secret');
+  });
+
+  it('a database URL that is not postgres://', async () => {
+    await expectBadSetting(['run', '--database-url', 'mysql://root@localhost/x'], 'database-url');
+    await expectBadSetting(['migrate', '--database-url', 'not a url'], 'database-url');
+  });
+
+  it('no database URL for run or migrate', async () => {
+    const stderr = await expectBadSetting(['run'], 'database-url');
+    expect(stderr).toContain('DATABASE_URL');
+    await expectBadSetting(['migrate'], 'database-url');
+  });
+
+  it('an invalid --schema', async () => {
+    await expectBadSetting(['run', '--database-url', PG_URL, '--schema', 'Bad-Name'], 'schema');
+    await expectBadSetting(['migrate', '--database-url', PG_URL, '--schema', 'Bad-Name'], 'schema');
+    await expectBadSetting(['migrate', '--print', '--schema', 'x; DROP TABLE y'], 'schema');
+  });
+
+  it('an unknown flag exits 2 naming it, without a stack', async () => {
+    const result = await runCli(['run', '--frobnicate']);
+    expect(result.code).toBe(2);
+    expect(stackLines(result.stderr)).toEqual([]);
+    expect(lines(result.stderr)[0]).toContain('--frobnicate');
+  });
+
+  it('an unknown command exits 2 naming it', async () => {
+    const result = await runCli(['frobnicate']);
+    expect(result.code).toBe(2);
+    expect(stackLines(result.stderr)).toEqual([]);
+    expect(lines(result.stderr)[0]).toContain('frobnicate');
+  });
+
+  it('--verbose adds the stack trace', async () => {
+    const result = await runCli([
+      'run',
+      '--database-url',
+      PG_URL,
+      '--batch-size',
+      'banana',
+      '--verbose',
+    ]);
+    expect(result.code).toBe(2);
+    expect(lines(result.stderr)[0]).toContain('batch-size');
+    expect(stackLines(result.stderr).length).toBeGreaterThan(0);
+  });
+});
+
+describe('settings from the environment', () => {
+  let target: TestSchema;
+
+  beforeAll(async () => {
+    target = await createPgTestSchema('cli_env', { migrate: false });
+  });
+
+  afterAll(async () => {
+    await killChildren();
+    await target?.drop();
+  });
+
+  it('DATABASE_URL and OUTBOX_SCHEMA are used when the flags are absent', async () => {
+    const result = await runCli(['migrate'], {
+      env: { DATABASE_URL: PG_URL, OUTBOX_SCHEMA: target.schema },
+    });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(target.schema);
+    const { rows } = await target.db.query<{ present: boolean }>(
+      'SELECT to_regclass($1) IS NOT NULL AS present',
+      [`"${target.schema}".outbox`],
+    );
+    expect(rows[0]?.present).toBe(true);
+  });
+
+  it('a bad DATABASE_URL is reported as database-url, password hidden', async () => {
+    const result = await runCli(['migrate', '--check', '--schema', target.schema], {
+      env: { DATABASE_URL: UNREACHABLE },
+    });
+    expect(result.code).toBe(2);
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr).toContain('database-url');
+    expect(result.stdout + result.stderr).not.toContain('secret');
+  });
+
+  it('--database-url wins over DATABASE_URL', async () => {
+    const result = await runCli(
+      ['migrate', '--check', '--database-url', PG_URL, '--schema', target.schema],
+      { env: { DATABASE_URL: UNREACHABLE } },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('current');
+  });
+
+  it('--schema wins over OUTBOX_SCHEMA', async () => {
+    const result = await runCli(['migrate', '--check', '--schema', target.schema], {
+      env: { DATABASE_URL: PG_URL, OUTBOX_SCHEMA: 'Bad-Name' },
+    });
+    expect(result.code, result.stderr).toBe(0);
+  });
+
+  it('OUTBOX_BROKER_URL is used when --broker is absent', async () => {
+    const result = await runCli(['run', '--schema', target.schema], {
+      env: { DATABASE_URL: PG_URL, OUTBOX_BROKER_URL: 'kafka2://x' },
+    });
+    expect(result.code).toBe(2);
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr).toContain('broker');
+  });
+
+  it('--broker wins over OUTBOX_BROKER_URL, both ways', async () => {
+    const refused = await runCli(['run', '--schema', target.schema, '--broker', 'kafka2://x'], {
+      env: { DATABASE_URL: PG_URL, OUTBOX_BROKER_URL: 'log:' },
+    });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('broker');
+
+    const cli = spawnCli(['run', '--schema', target.schema, '--broker', 'log:'], {
+      env: { DATABASE_URL: PG_URL, OUTBOX_BROKER_URL: 'kafka2://x' },
+    });
+    await cli.waitFor('the dispatcher to start', () => cli.stderr.includes('dispatcher started'));
+    cli.child.kill('SIGTERM');
+    const result = await cli.exited;
+    expect(result.code, result.stderr).toBe(0);
+    expect(stackLines(result.stderr)).toEqual([]);
+  });
+
+  it('the logs of a running dispatcher show no password of either URL', async () => {
+    // Trust authentication ignores a password, so one can be added to the test server's URL.
+    const url = new URL(PG_URL);
+    if (!url.password) url.password = 'dbsecret';
+    const cli = spawnCli(['run', '--schema', target.schema, '--verbose'], {
+      env: { DATABASE_URL: url.toString(), OUTBOX_BROKER_URL: 'log://bob:brokersecret@x' },
+    });
+    await cli.waitFor('the dispatcher to start', () => cli.stderr.includes('dispatcher started'));
+    cli.child.kill('SIGTERM');
+    const result = await cli.exited;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toContain('bob:***@x');
+    expect(result.stderr).not.toContain(decodeURIComponent(url.password));
+    expect(result.stderr).not.toContain('brokersecret');
+  });
+});

@@ -1,0 +1,552 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  type BatchReport,
+  BrokerUnavailableError,
+  ConfigError,
+  createDispatcher,
+  createOutbox,
+  type Database,
+  type Dispatcher,
+  type DispatcherOptions,
+  LessonPublished,
+  MemoryBroker,
+  type OutboxEvent,
+  type OutboxMessage,
+  type PublishResult,
+  pgDatabase,
+  QuizSubmitted,
+  type TransactionExecutor,
+} from '../src/index.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+import { waitFor } from './helpers/wait.js';
+
+let t: TestSchema;
+const dispatchers: Dispatcher[] = [];
+const extraDatabases: Database[] = [];
+
+beforeEach(async () => {
+  t = await createPgTestSchema('dispatcher');
+});
+
+afterEach(async () => {
+  await Promise.allSettled(dispatchers.splice(0).map((d) => d.stop()));
+  try {
+    await expectNothingRunning();
+  } finally {
+    await Promise.allSettled(extraDatabases.splice(0).map((db) => db.close()));
+    await t.drop();
+  }
+});
+
+/**
+ * After stop(): no session of this test still listens for the outbox's NOTIFY or sits in a
+ * transaction (claimed rows), so a stopped dispatcher really let go of everything.
+ */
+async function expectNothingRunning(): Promise<void> {
+  const busy = async () =>
+    (
+      await t.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+         WHERE application_name = $1 AND pid <> pg_backend_pid()
+           AND (query ILIKE 'LISTEN%' OR state NOT IN ('idle'))`,
+        [`test-${t.schema}`],
+      )
+    ).rows[0]?.n ?? 0;
+  await waitFor('stopped dispatchers to release their sessions', async () => (await busy()) === 0, {
+    timeoutMs: 5_000,
+  });
+}
+
+/** A dispatcher on this test's schema, stopped after the test. */
+function dispatcher(options: Partial<DispatcherOptions> & { broker: MemoryBroker }): Dispatcher {
+  const d = createDispatcher({ db: t.db, schema: t.schema, ...options });
+  dispatchers.push(d);
+  return d;
+}
+
+/** Another pool on the same database, as a second dispatcher process would have. */
+function secondDatabase(): Database {
+  const db = pgDatabase({ connectionString: PG_URL, applicationName: `test-${t.schema}` });
+  extraDatabases.push(db);
+  return db;
+}
+
+/** Remembers each publish call's batch, to check what went out together. */
+class RecordingBroker extends MemoryBroker {
+  readonly batches: OutboxMessage[][] = [];
+  override async publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
+    this.batches.push([...batch]);
+    return super.publish(batch);
+  }
+}
+
+const lesson = (lessonId: string = randomUUID(), title = 'Cells') =>
+  LessonPublished.create({
+    lesson_id: lessonId,
+    author_id: randomUUID(),
+    title,
+    published_at: '2024-05-01T09:30:00Z',
+  });
+
+const quiz = () =>
+  QuizSubmitted.create({
+    quiz_id: randomUUID(),
+    student_id: randomUUID(),
+    score: 3,
+    submitted_at: '2024-05-01T10:00:00Z',
+  });
+
+async function enqueue(events: OutboxEvent | OutboxEvent[]): Promise<string[]> {
+  const outbox = createOutbox({ schema: t.schema });
+  return t.db.transaction((tx) => outbox.enqueue(tx, events));
+}
+
+async function count(table: 'outbox' | 'outbox_dead_letter'): Promise<number> {
+  const { rows } = await t.db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM "${t.schema}".${table}`,
+  );
+  return rows[0]?.n ?? 0;
+}
+
+interface OutboxRow {
+  id: string;
+  attempts: number;
+  last_error: string | null;
+  wait_s: number;
+}
+
+async function outboxRow(id: string): Promise<OutboxRow | undefined> {
+  const { rows } = await t.db.query<OutboxRow>(
+    `SELECT id::text AS id, attempts, last_error,
+       extract(epoch FROM available_at - now())::float8 AS wait_s
+     FROM "${t.schema}".outbox WHERE id = $1`,
+    [id],
+  );
+  return rows[0];
+}
+
+const failing =
+  (ids: Iterable<string>, error = 'boom') =>
+  (message: OutboxMessage): PublishResult | undefined => {
+    const set = new Set(ids);
+    return set.has(message.id) ? { ok: false, error, permanent: true } : undefined;
+  };
+
+const idsOf = (messages: readonly OutboxMessage[]) => messages.map((m) => m.id);
+
+describe('what is published', () => {
+  it('exactly the committed events: rolled-back ones never, and the table ends empty', async () => {
+    const committed: string[] = [];
+    const outbox = createOutbox({ schema: t.schema });
+    for (let i = 0; i < 6; i++) {
+      committed.push(...(await enqueue(Array.from({ length: 25 }, () => lesson()))));
+      await t.db
+        .transaction(async (tx) => {
+          await outbox.enqueue(tx, [lesson(), quiz()]);
+          throw new Error('rolled back');
+        })
+        .catch(() => {});
+    }
+    // A plain-SQL producer's row goes out too.
+    const { rows } = await t.db.query<{ id: string }>(
+      `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+       VALUES ('lesson', 'raw-1', 'lesson-published', '{"raw": true}') RETURNING id::text AS id`,
+    );
+    committed.push(rows[0]?.id as string);
+
+    const broker = new MemoryBroker();
+    const d = dispatcher({ broker, batchSize: 40 });
+    expect(await d.drain()).toBe(committed.length);
+    expect(new Set(idsOf(broker.messages))).toEqual(new Set(committed));
+    expect(broker.messages).toHaveLength(committed.length);
+    expect(d.stats.published).toBe(committed.length);
+    expect(await count('outbox')).toBe(0);
+    expect(await count('outbox_dead_letter')).toBe(0);
+    expect(await d.drain()).toBe(0);
+  });
+
+  it('messages carry the stored event: payload verbatim, headers, ids, time', async () => {
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const event = lesson(randomUUID(), 'Ünïcødé "quoted"');
+    const withHeaders = { ...event, headers: { traceparent }, occurredAt: '2024-05-01T09:30:00Z' };
+    await enqueue(withHeaders);
+    const broker = new MemoryBroker();
+    await dispatcher({ broker }).drain();
+    expect(broker.messages).toHaveLength(1);
+    expect(broker.messages[0]).toMatchObject({
+      id: event.id,
+      aggregateType: 'lesson',
+      aggregateId: event.aggregateId,
+      eventType: 'lesson-published',
+      payload: JSON.stringify(event.payload),
+      headers: { traceparent },
+      occurredAt: '2024-05-01T09:30:00.000000Z',
+      attempts: 0,
+    });
+    expect(broker.messages[0]?.seq).toMatch(/^[1-9][0-9]*$/);
+  });
+
+  it('keeps each aggregate in order across many aggregates and batches', async () => {
+    const aggregates = Array.from({ length: 40 }, () => randomUUID());
+    const expected = new Map<string, string[]>(aggregates.map((a) => [a, []]));
+    for (let round = 0; round < 8; round++) {
+      // Each transaction touches every aggregate, in a different order each time.
+      const order = [...aggregates].sort(() => Math.random() - 0.5);
+      const events = order.map((a) => lesson(a, `part ${round}`));
+      await enqueue(events);
+      for (const e of events) expected.get(e.aggregateId)?.push(e.id as string);
+    }
+    const broker = new RecordingBroker();
+    const d = dispatcher({ broker, batchSize: 37 });
+    expect(await d.drain()).toBe(320);
+
+    const seen = new Map<string, string[]>();
+    for (const m of broker.messages)
+      seen.set(m.aggregateId, [...(seen.get(m.aggregateId) ?? []), m.id]);
+    expect(seen).toEqual(expected);
+    // Brokers may publish one call's messages in parallel: never two of one aggregate together.
+    for (const batch of broker.batches) {
+      expect(new Set(batch.map((m) => m.aggregateId)).size).toBe(batch.length);
+    }
+    expect(d.stats.batches).toBeGreaterThan(1);
+  });
+});
+
+describe('wake-up', () => {
+  it('NOTIFY wakes a started dispatcher long before its poll interval', async () => {
+    let transactions = 0;
+    const counted: Database = {
+      ...t.db,
+      transaction<T>(fn: (tx: TransactionExecutor) => Promise<T>) {
+        transactions++;
+        return t.db.transaction(fn);
+      },
+    };
+    const broker = new MemoryBroker();
+    const d = dispatcher({ db: counted, broker, pollIntervalMs: 60_000 });
+    await d.start();
+    // Let it make its start-up claims (two: the wake-up from listening is used up by the
+    // first sleep) and fall asleep for the whole poll interval.
+    await waitFor('the first empty claims', () => transactions >= 2);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const claimsBefore = transactions;
+
+    const [id] = await enqueue(lesson());
+    await waitFor('the event to be published', () => d.stats.published === 1, {
+      timeoutMs: 15_000,
+    });
+    expect(idsOf(broker.messages)).toEqual([id]);
+    expect(transactions).toBeGreaterThan(claimsBefore);
+  });
+
+  it('notify: false publishes by polling, without listening', async () => {
+    const broker = new MemoryBroker();
+    const d = dispatcher({ broker, notify: false, pollIntervalMs: 50 });
+    await d.start();
+    const [id] = await enqueue(lesson());
+    await waitFor('the event to be published', () => d.stats.published === 1);
+    expect(idsOf(broker.messages)).toEqual([id]);
+    const { rows } = await t.db.query(
+      `SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND query ILIKE 'LISTEN%'`,
+      [`test-${t.schema}`],
+    );
+    expect(rows).toEqual([]);
+  });
+});
+
+describe('failures', () => {
+  it('a failed event is kept with attempts, last_error and a later available_at', async () => {
+    const [id] = await enqueue(lesson());
+    const reports: BatchReport[] = [];
+    const broker = new MemoryBroker({ onPublish: failing([id as string]) });
+    const d = dispatcher({ broker, retryBaseDelayMs: 60_000, retryMaxDelayMs: 120_000 });
+    d.on('batch', (report: BatchReport) => reports.push(report));
+
+    expect(await d.drain()).toBe(0);
+    expect(reports).toEqual([{ claimed: 1, published: 0, retried: 1, deadLettered: 0, held: 0 }]);
+    const row = await outboxRow(id as string);
+    expect(row).toMatchObject({ attempts: 1, last_error: 'boom' });
+    // First retry waits between half and all of the base delay (60 s).
+    expect(row?.wait_s).toBeGreaterThan(25);
+    expect(row?.wait_s).toBeLessThanOrEqual(60);
+
+    // Not claimable until then.
+    expect(await d.drain()).toBe(0);
+    expect((await outboxRow(id as string))?.attempts).toBe(1);
+    expect(broker.messages).toEqual([]);
+    expect(await count('outbox_dead_letter')).toBe(0);
+  });
+
+  it('after maxAttempts the event is a dead letter with its last error, gone from the outbox', async () => {
+    const event = lesson();
+    const [id] = await enqueue(event);
+    const attempts: string[] = [];
+    const broker = new MemoryBroker({
+      onPublish: (m) => {
+        attempts.push(m.id);
+        return failing([id as string])(m);
+      },
+    });
+    const deadLetters: unknown[] = [];
+    const d = dispatcher({
+      broker,
+      maxAttempts: 3,
+      retryBaseDelayMs: 10,
+      retryMaxDelayMs: 50,
+      pollIntervalMs: 10,
+      notify: false,
+    });
+    d.on('deadLetter', (info) => deadLetters.push(info));
+    await d.start();
+    // stats count settled batches only (the event is emitted before the settle commits).
+    await waitFor('the dead letter', () => d.stats.deadLettered === 1);
+
+    expect(deadLetters).toEqual([{ id, eventType: 'lesson-published', error: 'boom' }]);
+    expect(attempts).toEqual([id, id, id]);
+    expect(await count('outbox')).toBe(0);
+    const { rows } = await t.db.query(
+      `SELECT id::text AS id, aggregate_type, aggregate_id, event_type, payload::text AS payload,
+         attempts, last_error
+       FROM "${t.schema}".outbox_dead_letter`,
+    );
+    expect(rows).toEqual([
+      {
+        id,
+        aggregate_type: 'lesson',
+        aggregate_id: event.aggregateId,
+        event_type: 'lesson-published',
+        payload: JSON.stringify(event.payload),
+        attempts: 3,
+        last_error: 'boom',
+      },
+    ]);
+    expect(broker.messages).toEqual([]);
+  });
+
+  it.each([
+    ['in one batch', 100, 1],
+    ['across batches', 1, 2],
+  ])('a failing event holds back only its own aggregate (%s)', async (_, batchSize, drains) => {
+    const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()];
+    const [a1, b1, a2, b2, c1] = await enqueue([
+      lesson(a),
+      lesson(b),
+      lesson(a),
+      lesson(b),
+      lesson(c),
+    ]);
+    const broker = new MemoryBroker({ onPublish: failing([a1 as string]) });
+    const d = dispatcher({ broker, batchSize, retryBaseDelayMs: 60_000, retryMaxDelayMs: 60_000 });
+    let published = 0;
+    for (let i = 0; i < drains; i++) published += await d.drain();
+
+    expect(published).toBe(3);
+    expect(idsOf(broker.messages).sort()).toEqual([b1, b2, c1].sort());
+    expect(idsOf(broker.messages).filter((id) => id === b1 || id === b2)).toEqual([b1, b2]);
+    expect((await outboxRow(a1 as string))?.attempts).toBe(1);
+    // The later event of the failing aggregate was not tried at all.
+    expect(await outboxRow(a2 as string)).toMatchObject({ attempts: 0, last_error: null });
+  });
+
+  it('drain does not stop at a full batch of failures while other events are claimable', async () => {
+    const [bad] = await enqueue(lesson());
+    const good = await enqueue([lesson(), lesson(), quiz()]);
+    const broker = new MemoryBroker({ onPublish: failing([bad as string]) });
+    const d = dispatcher({
+      broker,
+      batchSize: 1,
+      retryBaseDelayMs: 60_000,
+      retryMaxDelayMs: 60_000,
+    });
+    expect(await d.drain()).toBe(3);
+    expect(idsOf(broker.messages)).toEqual(good);
+  });
+
+  it('after its earlier event is dead-lettered, the aggregate flows on', async () => {
+    const a = randomUUID();
+    const [a1, a2] = await enqueue([lesson(a), lesson(a)]);
+    const calls: string[] = [];
+    const broker = new MemoryBroker({
+      onPublish: (m) => {
+        calls.push(m.id);
+        return failing([a1 as string])(m);
+      },
+    });
+    const d = dispatcher({
+      broker,
+      maxAttempts: 2,
+      retryBaseDelayMs: 10,
+      retryMaxDelayMs: 50,
+      pollIntervalMs: 10,
+      notify: false,
+    });
+    await d.start();
+    await waitFor('the later event to be published', () => d.stats.published === 1);
+
+    expect(idsOf(broker.messages)).toEqual([a2]);
+    // Both attempts of the failed event came before the later one went out.
+    expect(calls).toEqual([a1, a1, a2]);
+    const { rows } = await t.db.query(
+      `SELECT id::text AS id, attempts FROM "${t.schema}".outbox_dead_letter`,
+    );
+    expect(rows).toEqual([{ id: a1, attempts: 2 }]);
+    expect(await count('outbox')).toBe(0);
+  });
+
+  it('an unavailable broker costs no attempts, and events go out once it is back', async () => {
+    const ids = await enqueue([lesson(), lesson(), quiz()]);
+    let down = true;
+    const broker = new MemoryBroker({
+      onPublish: () => {
+        if (down) throw new BrokerUnavailableError('connection refused');
+        return undefined;
+      },
+    });
+    const d = dispatcher({
+      broker,
+      maxAttempts: 2,
+      retryBaseDelayMs: 10,
+      retryMaxDelayMs: 50,
+      pollIntervalMs: 10,
+      notify: false,
+    });
+    await d.start();
+    // More failed calls than maxAttempts: had they counted, the events would be dead letters.
+    await waitFor('several failed publish calls', () => broker.calls >= 4);
+    const { rows } = await t.db.query<{ attempts: number; last_error: string | null }>(
+      `SELECT attempts, last_error FROM "${t.schema}".outbox`,
+    );
+    expect(rows).toEqual(ids.map(() => ({ attempts: 0, last_error: null })));
+    expect(await count('outbox_dead_letter')).toBe(0);
+
+    down = false;
+    await waitFor('the events to be published', () => d.stats.published === 3);
+    expect(idsOf(broker.messages).sort()).toEqual([...ids].sort());
+    expect(await count('outbox')).toBe(0);
+    expect(await count('outbox_dead_letter')).toBe(0);
+  });
+
+  it('a broker slower than publishTimeoutMs rolls the batch back without spending attempts', async () => {
+    const [id] = await enqueue(lesson());
+    const broker = new MemoryBroker({ latencyMs: 1_000 });
+    const d = dispatcher({ broker, publishTimeoutMs: 100 });
+    await expect(d.drain()).rejects.toBeInstanceOf(BrokerUnavailableError);
+    expect(await outboxRow(id as string)).toMatchObject({ attempts: 0, last_error: null });
+  });
+});
+
+describe('several dispatchers', () => {
+  it('two dispatchers draining one table publish every event exactly once', async () => {
+    const total = 5_000;
+    const ids: string[] = [];
+    for (let i = 0; i < total / 1_000; i++) {
+      ids.push(...(await enqueue(Array.from({ length: 1_000 }, () => lesson()))));
+    }
+    const brokers = [new MemoryBroker({ latencyMs: 2 }), new MemoryBroker({ latencyMs: 2 })];
+    const [d1, d2] = [
+      dispatcher({ broker: brokers[0] as MemoryBroker, batchSize: 100 }),
+      dispatcher({ db: secondDatabase(), broker: brokers[1] as MemoryBroker, batchSize: 100 }),
+    ] as const;
+    const [n1, n2] = await Promise.all([d1.drain(), d2.drain()]);
+
+    const all = brokers.flatMap((b) => idsOf(b.messages));
+    expect(n1 + n2).toBe(total);
+    expect(all).toHaveLength(total);
+    expect(new Set(all)).toEqual(new Set(ids));
+    // Both took part, so the claims really competed.
+    expect(n1).toBeGreaterThan(0);
+    expect(n2).toBeGreaterThan(0);
+    expect(await count('outbox')).toBe(0);
+  });
+
+  // KNOWN BUG (reported): DESIGN.md promises per-aggregate order with several dispatchers
+  // (partitions owned by one dispatcher at a time), but nothing implements that ownership.
+  // The claim skips rows another dispatcher holds (SKIP LOCKED) and only holds back an
+  // aggregate whose earlier event is *waiting for a retry*, not one whose earlier event is
+  // *in flight* elsewhere; so a second dispatcher publishes the later event first. This
+  // test is expected to fail until that is fixed; then turn `it.fails` into `it`.
+  it.fails('two dispatchers keep one aggregate in order (earlier event in flight elsewhere)', async () => {
+    const a = randomUUID();
+    const [a1, a2] = await enqueue([lesson(a), lesson(a)]);
+    const publishOrder: string[] = [];
+    const slowFailing = new MemoryBroker({
+      latencyMs: 300,
+      onPublish: (m) => {
+        publishOrder.push(m.id);
+        return { ok: false, error: 'boom', permanent: false };
+      },
+    });
+    const healthy = new MemoryBroker({
+      onPublish: (m) => {
+        publishOrder.push(m.id);
+        return undefined;
+      },
+    });
+    const d1 = dispatcher({ broker: slowFailing, batchSize: 1, retryBaseDelayMs: 60_000 });
+    const d2 = dispatcher({ db: secondDatabase(), broker: healthy, batchSize: 1 });
+    const first = d1.drain();
+    await waitFor('the first event in flight', () => slowFailing.calls >= 1);
+    await d2.drain();
+    await first;
+    // a1 failed and waits for a retry: a2 must not have gone out before it.
+    expect(publishOrder).toEqual([a1]);
+    expect(idsOf(healthy.messages)).not.toContain(a2);
+  });
+});
+
+describe('lifecycle', () => {
+  it('stop() lets the batch in flight finish and leaves nothing claimed', async () => {
+    const ids = await enqueue(Array.from({ length: 12 }, () => lesson()));
+    const broker = new MemoryBroker({ latencyMs: 400 });
+    const d = dispatcher({ broker, batchSize: 5 });
+    await d.start();
+    await waitFor('the first publish call', () => broker.calls >= 1);
+    await d.stop();
+
+    // The batch in flight was published and settled; no further batch was started.
+    expect(idsOf(broker.messages)).toEqual(ids.slice(0, 5));
+    expect(broker.connected).toBe(false);
+    expect(await count('outbox')).toBe(7);
+    // Every remaining row can be locked at once: nobody holds a claim.
+    const locked = await t.db.transaction(async (tx) => {
+      const { rows } = await tx.query(`SELECT seq FROM "${t.schema}".outbox FOR UPDATE NOWAIT`);
+      return rows.length;
+    });
+    expect(locked).toBe(7);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(broker.calls).toBe(1);
+    await d.stop(); // idempotent
+  });
+
+  it('can be started again after stop()', async () => {
+    const broker = new MemoryBroker();
+    const d = dispatcher({ broker, pollIntervalMs: 50 });
+    await d.start();
+    await d.stop();
+    await d.start();
+    await enqueue(lesson());
+    await waitFor('the event to be published', () => d.stats.published === 1);
+  });
+
+  it.each([
+    ['batchSize', { batchSize: 0 }],
+    ['batchSize', { batchSize: 'banana' as unknown as number }],
+    ['batchSize', { batchSize: 2.5 }],
+    ['batchSize', { batchSize: 10_001 }],
+    ['pollIntervalMs', { pollIntervalMs: -1 }],
+    ['maxAttempts', { maxAttempts: 0 }],
+    ['retryMaxDelayMs', { retryBaseDelayMs: 1_000, retryMaxDelayMs: 500 }],
+    ['publishTimeoutMs', { publishTimeoutMs: Number.NaN }],
+  ])('refuses a bad %s with ConfigError naming it', (setting, options) => {
+    let error: unknown;
+    try {
+      createDispatcher({ db: t.db, broker: new MemoryBroker(), schema: t.schema, ...options });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).setting).toBe(setting);
+    expect((error as ConfigError).code).toBe('CONFIG');
+  });
+});

@@ -1,0 +1,403 @@
+import { randomUUID } from 'node:crypto';
+import type { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import postgres from 'postgres';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  createOutbox,
+  type Executor,
+  LessonCompleted,
+  LessonPublished,
+  type OutboxEvent,
+  QuizSubmitted,
+  type TransactionLike,
+  ValidationError,
+} from '../src/index.js';
+import {
+  createPgliteTestSchema,
+  createPgTestSchema,
+  PG_URL,
+  type TestSchema,
+} from './helpers/db.js';
+
+let pgSchema: TestSchema;
+let pgliteSchema: TestSchema & { pglite: PGlite };
+let pool: pg.Pool;
+let client: pg.Client;
+let sql: postgres.Sql;
+
+beforeAll(async () => {
+  [pgSchema, pgliteSchema] = await Promise.all([
+    createPgTestSchema('enqueue'),
+    createPgliteTestSchema('enqueue'),
+  ]);
+  pool = new pg.Pool({ connectionString: PG_URL, max: 2 });
+  client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  sql = postgres(PG_URL, { max: 2, onnotice: () => {} });
+});
+
+afterAll(async () => {
+  await Promise.allSettled([client?.end(), pool?.end(), sql?.end()]);
+  await Promise.allSettled([pgSchema?.drop(), pgliteSchema?.drop()]);
+});
+
+/** Rejected on purpose to roll a transaction back. */
+class Rollback extends Error {}
+
+interface Driver {
+  name: string;
+  /** Where the outbox lives, and a connection outside the test's transaction to look at it. */
+  target: () => { schema: string; inspect: Executor };
+  /** Runs `fn` in a transaction and commits, or rolls back when `commit` is false. */
+  inTransaction<T>(fn: (tx: TransactionLike) => Promise<T>, commit: boolean): Promise<T>;
+}
+
+const onPg = () => ({ schema: pgSchema.schema, inspect: pool as unknown as Executor });
+const onPglite = () => ({ schema: pgliteSchema.schema, inspect: pgliteSchema.db });
+
+async function withBeginCommit<T>(
+  session: { query: (text: string) => Promise<unknown> },
+  fn: (tx: TransactionLike) => Promise<T>,
+  commit: boolean,
+): Promise<T> {
+  await session.query('BEGIN');
+  try {
+    const result = await fn(session as TransactionLike);
+    await session.query(commit ? 'COMMIT' : 'ROLLBACK');
+    return result;
+  } catch (error) {
+    await session.query('ROLLBACK');
+    throw error;
+  }
+}
+
+const drivers: Driver[] = [
+  {
+    name: 'node-postgres Client',
+    target: onPg,
+    inTransaction: (fn, commit) => withBeginCommit(client, fn, commit),
+  },
+  {
+    name: 'node-postgres PoolClient',
+    target: onPg,
+    async inTransaction(fn, commit) {
+      const session = await pool.connect();
+      try {
+        return await withBeginCommit(session, fn, commit);
+      } finally {
+        session.release();
+      }
+    },
+  },
+  {
+    name: 'postgres.js sql.begin',
+    target: onPg,
+    async inTransaction<T>(fn: (tx: TransactionLike) => Promise<T>, commit: boolean) {
+      let result: T | undefined;
+      try {
+        await sql.begin(async (tx) => {
+          result = await fn(tx);
+          if (!commit) throw new Rollback();
+        });
+      } catch (error) {
+        if (!(error instanceof Rollback)) throw error;
+      }
+      return result as T;
+    },
+  },
+  {
+    name: 'PGlite instance',
+    target: onPglite,
+    inTransaction: (fn, commit) => withBeginCommit(pgliteSchema.pglite, fn, commit),
+  },
+  {
+    name: 'PGlite transaction',
+    target: onPglite,
+    async inTransaction<T>(fn: (tx: TransactionLike) => Promise<T>, commit: boolean) {
+      return pgliteSchema.pglite.transaction(async (tx) => {
+        const result = await fn(tx);
+        if (!commit) await tx.rollback();
+        return result;
+      });
+    },
+  },
+];
+
+/** Wraps a driver transaction so every statement sent through it is counted. */
+function counting(tx: TransactionLike): { tx: TransactionLike; statements: () => number } {
+  let n = 0;
+  const target = tx as {
+    unsafe?: (text: string, values?: unknown[]) => PromiseLike<unknown[]>;
+    query?: (text: string, values?: unknown[]) => Promise<{ rows: unknown[] }>;
+  };
+  const wrapped: TransactionLike = target.unsafe
+    ? {
+        unsafe: (text: string, values?: unknown[]) => {
+          n++;
+          return (target.unsafe as NonNullable<typeof target.unsafe>).call(tx, text, values);
+        },
+      }
+    : {
+        query: (text: string, values?: unknown[]) => {
+          n++;
+          return (target.query as NonNullable<typeof target.query>).call(tx, text, values);
+        },
+      };
+  return { tx: wrapped, statements: () => n };
+}
+
+interface StoredRow {
+  seq: string;
+  id: string;
+  aggregate_type: string;
+  aggregate_id: string;
+  event_type: string;
+  payload: string;
+  headers: Record<string, string>;
+  partition: number;
+  expected_partition: number;
+  occurred_at: string;
+  attempts: number;
+  last_error: string | null;
+  available: boolean;
+}
+
+async function storedRows(inspect: Executor, schema: string): Promise<StoredRow[]> {
+  const { rows } = await inspect.query<StoredRow>(
+    `SELECT seq::text AS seq, id::text AS id, aggregate_type, aggregate_id, event_type,
+       payload::text AS payload, headers, partition,
+       (hashtextextended(aggregate_id, 0) & 63)::int AS expected_partition,
+       to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
+       attempts, last_error, available_at <= now() AS available
+     FROM "${schema}".outbox o ORDER BY o.seq`,
+  );
+  return rows;
+}
+
+const lessonPayload = (lessonId = randomUUID()) => ({
+  lesson_id: lessonId,
+  author_id: randomUUID(),
+  title: 'Photosynthesis',
+  published_at: '2024-05-01T09:30:00Z',
+});
+
+const quizPayload = () => ({
+  quiz_id: randomUUID(),
+  student_id: randomUUID(),
+  score: 12.5,
+  submitted_at: '2024-05-01T10:00:00Z',
+});
+
+beforeEach(async () => {
+  await pool.query(`TRUNCATE "${pgSchema.schema}".outbox`);
+  await pgliteSchema.db.query(`TRUNCATE "${pgliteSchema.schema}".outbox`);
+});
+
+describe.each(drivers)('enqueue through $name', (driver) => {
+  it('commit: the rows are there, with every column right', async () => {
+    const { schema, inspect } = driver.target();
+    const outbox = createOutbox({ schema });
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const lessonId = randomUUID();
+    const events: OutboxEvent[] = [
+      LessonPublished.create(lessonPayload(lessonId), { headers: { traceparent } }),
+      QuizSubmitted.create(quizPayload(), { occurredAt: new Date('2024-05-01T10:00:00.123Z') }),
+      LessonPublished.create(lessonPayload(lessonId), { occurredAt: '2024-05-01T12:00:00+02:00' }),
+    ];
+    const { ids, txNow } = await driver.inTransaction(async (tx) => {
+      const ids = await outbox.enqueue(tx, events);
+      // A second call in the same transaction comes after the first one.
+      ids.push(...(await outbox.enqueue(tx, LessonCompleted.create(completed()))));
+      const { rows } = await outbox_now(tx);
+      return { ids, txNow: rows };
+    }, true);
+
+    expect(ids.slice(0, 3)).toEqual(events.map((e) => e.id));
+    const rows = await storedRows(inspect, schema);
+    // seq follows the call order.
+    expect(rows.map((r) => r.id)).toEqual(ids);
+    const seqs = rows.map((r) => BigInt(r.seq));
+    expect(seqs).toEqual([...seqs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+    expect(new Set(seqs).size).toBe(4);
+
+    const [first, second, third, fourth] = rows as [StoredRow, StoredRow, StoredRow, StoredRow];
+    expect(first).toMatchObject({
+      aggregate_type: 'lesson',
+      aggregate_id: lessonId,
+      event_type: 'lesson-published',
+      payload: JSON.stringify(events[0]?.payload),
+      headers: { traceparent },
+      attempts: 0,
+      last_error: null,
+      available: true,
+    });
+    expect(second).toMatchObject({
+      aggregate_type: 'quiz',
+      event_type: 'quiz-submitted',
+      headers: {},
+      occurred_at: '2024-05-01T10:00:00.123000Z',
+    });
+    expect(third?.occurred_at).toBe('2024-05-01T10:00:00.000000Z');
+    // Without occurredAt: the enqueuing transaction's start.
+    expect(first?.occurred_at).toBe(txNow);
+    expect(fourth?.occurred_at).toBe(txNow);
+    expect(fourth?.event_type).toBe('lesson-completed');
+
+    // The partition is hash(aggregate_id) mod 64; one aggregate, one partition.
+    for (const row of rows) {
+      expect(row.partition).toBe(row.expected_partition);
+      expect(row.partition).toBeGreaterThanOrEqual(0);
+      expect(row.partition).toBeLessThan(64);
+    }
+    expect(third?.partition).toBe(first?.partition);
+  });
+
+  it('rollback: no rows', async () => {
+    const { schema, inspect } = driver.target();
+    const outbox = createOutbox({ schema });
+    const ids = await driver.inTransaction(
+      (tx) =>
+        outbox.enqueue(tx, [
+          LessonPublished.create(lessonPayload()),
+          QuizSubmitted.create(quizPayload()),
+        ]),
+      false,
+    );
+    expect(ids).toHaveLength(2);
+    expect(await storedRows(inspect, schema)).toEqual([]);
+  });
+
+  it('many events in one call are one INSERT statement', async () => {
+    const { schema, inspect } = driver.target();
+    const outbox = createOutbox({ schema });
+    const events = Array.from({ length: 250 }, (_, i) =>
+      i % 2 ? LessonPublished.create(lessonPayload()) : QuizSubmitted.create(quizPayload()),
+    );
+    const sent = await driver.inTransaction(async (tx) => {
+      const counted = counting(tx);
+      await outbox.enqueue(counted.tx, events);
+      return counted.statements();
+    }, true);
+    expect(sent).toBe(1);
+    const rows = await storedRows(inspect, schema);
+    expect(rows.map((r) => r.id)).toEqual(events.map((e) => e.id));
+  });
+
+  it('an invalid event in a list refuses the whole call, naming events[i], and writes nothing', async () => {
+    const { schema, inspect } = driver.target();
+    const outbox = createOutbox({ schema });
+    const valid = () => LessonPublished.create(lessonPayload());
+    const cases: [OutboxEvent, string][] = [
+      [{ ...valid(), aggregateId: '' }, 'events[1].aggregateId'],
+      [{ ...valid(), type: 'LessonPublished' }, 'events[1].type'],
+      [{ ...valid(), id: 'not-a-uuid' }, 'events[1].id'],
+      [{ ...valid(), headers: { traceparent: 1 as never } }, 'events[1].headers.traceparent'],
+      [{ ...valid(), payload: { big: 1n } }, 'events[1].payload'],
+    ];
+    for (const [bad, path] of cases) {
+      const outcome = await driver.inTransaction(async (tx) => {
+        const counted = counting(tx);
+        const error = await outbox.enqueue(counted.tx, [valid(), bad, valid()]).catch((e) => e);
+        return { error, statements: counted.statements() };
+      }, true);
+      expect(outcome.error).toBeInstanceOf(ValidationError);
+      expect((outcome.error as ValidationError).path).toBe(path);
+      expect(outcome.statements).toBe(0);
+    }
+    // Committed, and still nothing: the valid events of the refused calls were not written.
+    expect(await storedRows(inspect, schema)).toEqual([]);
+  });
+});
+
+function completed() {
+  return {
+    lesson_id: randomUUID(),
+    student_id: randomUUID(),
+    completed_at: '2024-05-01T11:00:00Z',
+    duration_seconds: 600,
+  };
+}
+
+/** `now()` of the transaction, in the form storedRows() shows timestamps. */
+async function outbox_now(tx: TransactionLike): Promise<{ rows: string }> {
+  const text = `SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS now`;
+  const target = tx as {
+    unsafe?: (text: string) => PromiseLike<{ now: string }[]>;
+    query?: (text: string) => Promise<{ rows: { now: string }[] }>;
+  };
+  const rows = target.unsafe ? await target.unsafe(text) : (await target.query?.(text))?.rows;
+  return { rows: rows?.[0]?.now ?? '' };
+}
+
+describe.each([
+  ['PostgreSQL', onPg],
+  ['PGlite', onPglite],
+] as const)('plain SQL producers on %s', (_, target) => {
+  it('the four-column INSERT from DESIGN.md works and gets every default', async () => {
+    const { schema, inspect } = target();
+    const lessonId = randomUUID();
+    const payload = `{"lesson_id": "${lessonId}", "title": "Raw"}`;
+    const { rows: inserted } = await inspect.query<{ now: string }>(
+      `WITH i AS (
+         INSERT INTO "${schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+         VALUES ('lesson', $1, 'lesson-published', $2)
+       )
+       SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS now`,
+      [lessonId, payload],
+    );
+    const rows = await storedRows(inspect, schema);
+    expect(rows).toHaveLength(1);
+    const row = rows[0] as StoredRow;
+    expect(row.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(BigInt(row.seq)).toBeGreaterThan(0n);
+    expect(row).toMatchObject({
+      aggregate_type: 'lesson',
+      aggregate_id: lessonId,
+      event_type: 'lesson-published',
+      payload, // json keeps the producer's text byte for byte
+      headers: {},
+      attempts: 0,
+      last_error: null,
+      available: true,
+      occurred_at: inserted[0]?.now,
+    });
+    expect(row.partition).toBe(row.expected_partition);
+
+    // A raw insert and an enqueue of the same aggregate land in the same partition, in order.
+    const outbox = createOutbox({ schema });
+    const [id] = await outbox.enqueue(
+      inspect as TransactionLike,
+      LessonPublished.create(lessonPayload(lessonId)),
+    );
+    const after = await storedRows(inspect, schema);
+    expect(after.map((r) => r.id)).toEqual([row.id, id]);
+    expect(after[1]?.partition).toBe(row.partition);
+  });
+});
+
+describe('enqueue edge cases', () => {
+  it('an empty list writes nothing and sends no statement', async () => {
+    const counted = counting(client);
+    expect(await createOutbox({ schema: pgSchema.schema }).enqueue(counted.tx, [])).toEqual([]);
+    expect(counted.statements()).toBe(0);
+  });
+
+  it('a single invalid event names the field without a prefix', async () => {
+    const event = { ...LessonPublished.create(lessonPayload()), aggregateType: 'Lesson' };
+    const error = await createOutbox({ schema: pgSchema.schema })
+      .enqueue(client, event)
+      .catch((e) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error.path).toBe('aggregateType');
+  });
+
+  it('refuses something that is not a transaction', async () => {
+    await expect(
+      createOutbox({ schema: pgSchema.schema }).enqueue(
+        {} as TransactionLike,
+        LessonPublished.create(lessonPayload()),
+      ),
+    ).rejects.toThrow(TypeError);
+  });
+});

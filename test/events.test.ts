@@ -1,0 +1,261 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import {
+  ConfigError,
+  cloudEventAttributes,
+  defineEvent,
+  LessonPublished,
+  type OutboxMessage,
+  QuizSubmitted,
+  structuredCloudEvent,
+  ValidationError,
+} from '../src/index.js';
+
+const lesson = {
+  lesson_id: '6f1c2a4e-8b3d-4f5a-9c7e-1d2b3a4c5d6e',
+  author_id: '0a9b8c7d-6e5f-4a3b-8c1d-0e9f8a7b6c5d',
+  title: 'Fractions, part 2',
+  published_at: '2024-05-01T09:30:00.123456Z',
+};
+
+const quiz = {
+  quiz_id: '11111111-2222-4333-8444-555555555555',
+  student_id: '66666666-7777-4888-9999-aaaaaaaaaaaa',
+  score: 87.5,
+  submitted_at: '2024-05-01T10:00:00+02:00',
+};
+
+/** Calls `fn`, expects a ValidationError, returns it. */
+function validationError(fn: () => unknown): ValidationError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ValidationError);
+    return error as ValidationError;
+  }
+  throw new Error('expected a ValidationError, nothing was thrown');
+}
+
+function message(overrides: Partial<OutboxMessage> = {}): OutboxMessage {
+  return {
+    id: '9d3c1f7a-0b2e-4c5d-8e6f-7a8b9c0d1e2f',
+    seq: '42',
+    aggregateType: 'lesson',
+    aggregateId: lesson.lesson_id,
+    eventType: 'lesson-published',
+    payload: JSON.stringify(lesson),
+    headers: {},
+    partition: 7,
+    occurredAt: '2024-05-01T09:30:00.123456Z',
+    attempts: 0,
+    ...overrides,
+  };
+}
+
+describe('catalogue payloads', () => {
+  it('serialise lesson-published with exactly the original snake_case keys, in struct order', () => {
+    // Keys given in another order, plus one the wire format does not have.
+    const event = LessonPublished.create({
+      published_at: lesson.published_at,
+      title: lesson.title,
+      extra: 'dropped',
+      author_id: lesson.author_id,
+      lesson_id: lesson.lesson_id,
+    } as typeof lesson);
+    expect(JSON.stringify(event.payload)).toBe(
+      `{"lesson_id":"${lesson.lesson_id}","author_id":"${lesson.author_id}","title":"Fractions, part 2","published_at":"${lesson.published_at}"}`,
+    );
+  });
+
+  it('serialise quiz-submitted with exactly the original snake_case keys, in struct order', () => {
+    const event = QuizSubmitted.create({
+      score: quiz.score,
+      submitted_at: quiz.submitted_at,
+      student_id: quiz.student_id,
+      quiz_id: quiz.quiz_id,
+    });
+    expect(Object.keys(event.payload)).toEqual(['quiz_id', 'student_id', 'score', 'submitted_at']);
+    expect(JSON.stringify(event.payload)).toBe(JSON.stringify(quiz));
+  });
+
+  it('fill the envelope: type, aggregate, a fresh uuid id, and the options given', () => {
+    const a = LessonPublished.create(lesson);
+    const b = LessonPublished.create(lesson);
+    expect(a.type).toBe('lesson-published');
+    expect(a.aggregateType).toBe('lesson');
+    expect(a.aggregateId).toBe(lesson.lesson_id);
+    expect(a.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(b.id).not.toBe(a.id);
+
+    const q = QuizSubmitted.create(quiz, {
+      id: '9d3c1f7a-0b2e-4c5d-8e6f-7a8b9c0d1e2f',
+      headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+      occurredAt: '2024-05-01T10:00:00Z',
+    });
+    expect(q.aggregateType).toBe('quiz');
+    expect(q.aggregateId).toBe(quiz.quiz_id);
+    expect(q.id).toBe('9d3c1f7a-0b2e-4c5d-8e6f-7a8b9c0d1e2f');
+    expect(q.headers).toEqual({
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+    });
+    expect(q.occurredAt).toBe('2024-05-01T10:00:00Z');
+  });
+});
+
+describe('invalid payloads throw ValidationError naming the failing field', () => {
+  it.each([
+    [
+      'missing title',
+      () => LessonPublished.create({ ...lesson, title: undefined } as never),
+      'payload.title',
+    ],
+    ['empty title', () => LessonPublished.create({ ...lesson, title: '' }), 'payload.title'],
+    [
+      'bad lesson uuid',
+      () => LessonPublished.create({ ...lesson, lesson_id: 'lesson-1' }),
+      'payload.lesson_id',
+    ],
+    [
+      'bad author uuid',
+      () => LessonPublished.create({ ...lesson, author_id: '6f1c2a4e' }),
+      'payload.author_id',
+    ],
+    [
+      'timestamp without offset',
+      () => LessonPublished.create({ ...lesson, published_at: '2024-05-01 09:30' }),
+      'payload.published_at',
+    ],
+    ['negative score', () => QuizSubmitted.create({ ...quiz, score: -1 }), 'payload.score'],
+    [
+      'infinite score',
+      () => QuizSubmitted.create({ ...quiz, score: Number.POSITIVE_INFINITY }),
+      'payload.score',
+    ],
+    [
+      'score as text',
+      () => QuizSubmitted.create({ ...quiz, score: '90' as never }),
+      'payload.score',
+    ],
+    [
+      'bad student uuid',
+      () => QuizSubmitted.create({ ...quiz, student_id: 'x' }),
+      'payload.student_id',
+    ],
+  ])('%s', (_, create, path) => {
+    const error = validationError(create);
+    expect(error.path).toBe(path);
+    expect(error.code).toBe('VALIDATION');
+    expect(error.message).toContain(path);
+  });
+
+  it('a score of 0 is valid', () => {
+    expect(QuizSubmitted.create({ ...quiz, score: 0 }).payload.score).toBe(0);
+  });
+
+  it('parse() validates a received payload the same way', () => {
+    expect(LessonPublished.parse(lesson)).toEqual(lesson);
+    expect(validationError(() => QuizSubmitted.parse({ ...quiz, score: -1 })).path).toBe(
+      'payload.score',
+    );
+  });
+});
+
+describe('defineEvent', () => {
+  const schema = z.object({ id: z.string() });
+
+  it.each([
+    'LessonPublished',
+    'lesson_published',
+    'lesson published',
+    'lesson.published',
+    '-x',
+    '',
+  ])('refuses the non-kebab type %j with ConfigError', (type) => {
+    let error: unknown;
+    try {
+      defineEvent({ type, aggregateType: 'lesson', schema, aggregateId: (p) => p.id });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).setting).toBe('defineEvent.type');
+  });
+
+  it('refuses an aggregate type that cannot be one subject token', () => {
+    expect(() =>
+      defineEvent({ type: 'x-happened', aggregateType: 'a.b', schema, aggregateId: (p) => p.id }),
+    ).toThrow(ConfigError);
+  });
+
+  it('accepts a kebab type and builds events with it', () => {
+    const Archived = defineEvent({
+      type: 'course-archived-v2',
+      aggregateType: 'course',
+      schema,
+      aggregateId: (p) => p.id,
+    });
+    const event = Archived.create({ id: 'c-1' });
+    expect(event).toMatchObject({
+      type: 'course-archived-v2',
+      aggregateType: 'course',
+      aggregateId: 'c-1',
+      payload: { id: 'c-1' },
+    });
+  });
+});
+
+describe('CloudEvents envelope', () => {
+  it('cloudEventAttributes: specversion 1.0, type = event type, subject = aggregate id', () => {
+    const attributes = cloudEventAttributes(message(), 'urn:edupulse:test');
+    expect(attributes).toEqual({
+      specversion: '1.0',
+      id: '9d3c1f7a-0b2e-4c5d-8e6f-7a8b9c0d1e2f',
+      source: 'urn:edupulse:test',
+      type: 'lesson-published',
+      subject: lesson.lesson_id,
+      time: '2024-05-01T09:30:00.123456Z',
+      datacontenttype: 'application/json',
+      sequence: '0000000000000000042',
+      partitionkey: lesson.lesson_id,
+    });
+  });
+
+  it('sequence strings order like the numbers', () => {
+    const seqs = ['9', '10', '100', '9223372036854775807'];
+    const sequences = seqs.map((seq) => cloudEventAttributes(message({ seq }), 's').sequence);
+    expect([...sequences].sort()).toEqual(sequences);
+  });
+
+  it('carries traceparent and tracestate headers as extensions', () => {
+    const headers = {
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      tracestate: 'edupulse=1',
+    };
+    const attributes = cloudEventAttributes(message({ headers }), 's');
+    expect(attributes.traceparent).toBe(headers.traceparent);
+    expect(attributes.tracestate).toBe('edupulse=1');
+  });
+
+  it('structuredCloudEvent: data is the stored payload verbatim', () => {
+    // Key order a re-encoding through jsonb would change.
+    const payload = '{"zeta":1,"alpha":{"b":2,"a":[1,2.50]},"text":"line\\nbreak"}';
+    const line = structuredCloudEvent(message({ payload }), 'urn:edupulse:test');
+    expect(line.endsWith(`,"data":${payload}}`)).toBe(true);
+    const parsed = JSON.parse(line);
+    expect(parsed).toMatchObject({
+      specversion: '1.0',
+      type: 'lesson-published',
+      subject: lesson.lesson_id,
+      source: 'urn:edupulse:test',
+    });
+    expect(parsed.data).toEqual(JSON.parse(payload));
+  });
+
+  it('structuredCloudEvent: a pretty-printed payload still gives one line', () => {
+    const payload = JSON.stringify(lesson, null, 2).replaceAll('\n', '\r\n');
+    const line = structuredCloudEvent(message({ payload }), 's');
+    expect(line).not.toMatch(/[\r\n]/);
+    expect(JSON.parse(line).data).toEqual(lesson);
+    expect(Object.keys(JSON.parse(line).data)).toEqual(Object.keys(lesson));
+  });
+});
