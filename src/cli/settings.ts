@@ -1,4 +1,5 @@
 import { Option } from 'commander';
+import { brokerFromUrl } from '../brokers/index.js';
 import { ConfigError } from '../errors.js';
 
 /**
@@ -116,3 +117,19 @@ export const dispatchOptions = [
   settings.retryMaxDelayMs,
   settings.publishTimeoutMs,
 ];
+
+/** The flags `run` and `demo` share: where events go and how the dispatcher behaves. */
+export interface DispatcherFlags extends DispatchFlags {
+  schema: string;
+  broker: string;
+  source: string;
+}
+
+/** Checks the dispatcher's flags (before any connection is opened) and builds the broker. */
+export function parseDispatcherFlags(flags: DispatcherFlags) {
+  return {
+    schema: flags.schema,
+    broker: brokerFromUrl(flags.broker, { source: flags.source }),
+    ...parseDispatchFlags(flags),
+  };
+}

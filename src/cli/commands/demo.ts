@@ -1,5 +1,4 @@
 import { Command } from 'commander';
-import { brokerFromUrl } from '../../brokers/index.js';
 import type { Database } from '../../db/database.js';
 import { migrate } from '../../db/migrate.js';
 import { pgliteDatabase } from '../../db/pglite.js';
@@ -10,20 +9,17 @@ import { openDatabase } from '../database.js';
 import { createTraffic } from '../demo/traffic.js';
 import { execute } from '../execute.js';
 import {
-  type DispatchFlags,
+  type DispatcherFlags,
   dispatchOptions,
   parseDatabaseUrl,
-  parseDispatchFlags,
+  parseDispatcherFlags,
   parseInteger,
   settings,
 } from '../settings.js';
 import { onShutdownSignal } from '../shutdown.js';
 
-interface DemoFlags extends DispatchFlags {
+interface DemoFlags extends DispatcherFlags {
   databaseUrl?: string;
-  schema: string;
-  broker: string;
-  source: string;
   events?: string;
   rate: string;
   verbose?: boolean;
@@ -78,19 +74,12 @@ Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits a
         const target =
           flags.events === undefined ? undefined : parseInteger('events', flags.events, 1, 1e9);
         const rate = parseInteger('rate', flags.rate, 0, 1e6);
-        const dispatch = parseDispatchFlags(flags);
-        const broker = brokerFromUrl(flags.broker, { source: flags.source });
+        const { broker, ...dispatch } = parseDispatcherFlags(flags);
         const { db, where, close } = await openDemoDatabase(flags.databaseUrl, flags, logger);
         try {
           await migrate(db, flags.schema);
           const outbox = createOutbox({ schema: flags.schema });
-          const dispatcher = createDispatcher({
-            db,
-            broker,
-            schema: flags.schema,
-            logger,
-            ...dispatch,
-          });
+          const dispatcher = createDispatcher({ db, broker, logger, ...dispatch });
           let stopping = false;
           const removeHandlers = onShutdownSignal(
             () => {

@@ -1,23 +1,19 @@
 import { Command } from 'commander';
-import { brokerFromUrl } from '../../brokers/index.js';
 import { createDispatcher } from '../../dispatcher/dispatcher.js';
 import { redactUrl } from '../../observability/logger.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
 import {
-  type DispatchFlags,
+  type DispatcherFlags,
   dispatchOptions,
   parseDatabaseUrl,
-  parseDispatchFlags,
+  parseDispatcherFlags,
   settings,
 } from '../settings.js';
 import { onShutdownSignal } from '../shutdown.js';
 
-interface RunFlags extends DispatchFlags {
+interface RunFlags extends DispatcherFlags {
   databaseUrl?: string;
-  schema: string;
-  broker: string;
-  source: string;
   verbose?: boolean;
 }
 
@@ -41,28 +37,16 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
     .action(async (flags: RunFlags) => {
       await execute(flags, async ({ logger }) => {
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
-        const dispatch = parseDispatchFlags(flags);
-        const broker = brokerFromUrl(flags.broker, { source: flags.source });
+        const { broker, ...dispatch } = parseDispatcherFlags(flags);
         const db = await openDatabase(url, logger);
         try {
-          const dispatcher = createDispatcher({
-            db,
-            broker,
-            schema: flags.schema,
-            logger,
-            ...dispatch,
-          });
+          const dispatcher = createDispatcher({ db, broker, logger, ...dispatch });
           const stopped = new Promise<NodeJS.Signals>((resolve) => {
             onShutdownSignal(resolve, () => process.exit(130));
           });
           await dispatcher.start();
           logger.info(
-            {
-              database: redactUrl(url),
-              schema: flags.schema,
-              broker: redactUrl(flags.broker),
-              ...dispatch,
-            },
+            { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },
             'dispatcher started',
           );
           const signal = await stopped;
