@@ -1,7 +1,12 @@
 import { ConfigError } from '../errors.js';
+import { redactUrl } from '../observability/logger.js';
+import { createAmqpBroker } from './amqp.js';
 import type { EventBroker } from './broker.js';
+import { createKafkaBroker } from './kafka.js';
 import { LogBroker } from './log.js';
 import { MemoryBroker } from './memory.js';
+import { BrokerUrlParams } from './names.js';
+import { createNatsBroker } from './nats.js';
 
 export interface BrokerFromUrlOptions {
   /** CloudEvents `source` of every message. */
@@ -10,26 +15,49 @@ export interface BrokerFromUrlOptions {
   setting?: string;
 }
 
-export const brokerSchemes = ['log:', 'memory:'] as const;
+export const brokerSchemes = ['nats:', 'amqp:', 'amqps:', 'kafka:', 'log:', 'memory:'] as const;
 
-/** `log:` → NDJSON CloudEvents on stdout; `memory:` → kept in memory (tests). */
+/**
+ * A broker from its URL: `nats://host:4222`, `amqp://user:pass@host:5672`,
+ * `kafka://host:9092`, `log:` (NDJSON CloudEvents on stdout) or `memory:` (tests). Names
+ * and limits are query parameters (`?stream=EDUPULSE`); an unknown one is refused.
+ */
 export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): EventBroker {
   const setting = options.setting ?? 'broker';
-  let scheme: string;
+  let parsed: URL;
   try {
-    scheme = new URL(url).protocol;
+    parsed = new URL(url);
   } catch {
-    throw new ConfigError(setting, `"${url}" is not a URL (expected ${brokerSchemes.join(', ')})`);
+    throw new ConfigError(
+      setting,
+      `"${redactUrl(url)}" is not a URL (expected ${brokerSchemes.join(', ')})`,
+    );
   }
-  switch (scheme) {
+  const params = new BrokerUrlParams(parsed, setting);
+  let broker: EventBroker;
+  switch (parsed.protocol) {
+    case 'nats:':
+      broker = createNatsBroker(params, options.source);
+      break;
+    case 'amqp:':
+    case 'amqps:':
+      broker = createAmqpBroker(params, options.source);
+      break;
+    case 'kafka:':
+      broker = createKafkaBroker(params, options.source);
+      break;
     case 'log:':
-      return new LogBroker({ source: options.source });
+      broker = new LogBroker({ source: options.source });
+      break;
     case 'memory:':
-      return new MemoryBroker();
+      broker = new MemoryBroker();
+      break;
     default:
       throw new ConfigError(
         setting,
-        `unknown broker scheme "${scheme}" (expected ${brokerSchemes.join(', ')})`,
+        `unknown broker scheme "${parsed.protocol}" (expected ${brokerSchemes.join(', ')})`,
       );
   }
+  params.assertNoneUnknown();
+  return broker;
 }

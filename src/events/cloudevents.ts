@@ -52,3 +52,31 @@ export function structuredCloudEvent(message: OutboxMessage, source: string): st
     : message.payload;
   return `${attributes.slice(0, -1)},"data":${data}}`;
 }
+
+/** Header-name prefixes of the CloudEvents protocol bindings in binary content mode. */
+export const bindingPrefix = {
+  /** NATS binding: `ce-id`, `ce-type`, … */
+  nats: 'ce-',
+  /** Kafka binding: `ce_id`, `ce_type`, … */
+  kafka: 'ce_',
+  /** AMQP binding (application properties; RabbitMQ message headers): `cloudEvents:id`, … */
+  amqp: 'cloudEvents:',
+} as const;
+
+/**
+ * The attributes of a message as binary-content-mode headers: every attribute under the
+ * binding's prefix, except `datacontenttype`, which is the protocol's own content type
+ * (`content-type` here; AMQP carries it in the message properties instead).
+ */
+export function binaryModeHeaders(
+  message: OutboxMessage,
+  source: string,
+  prefix: string,
+): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(cloudEventAttributes(message, source))) {
+    if (name === 'datacontenttype') headers['content-type'] = value;
+    else headers[`${prefix}${name}`] = value;
+  }
+  return headers;
+}
