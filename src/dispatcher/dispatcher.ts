@@ -2,7 +2,12 @@ import { EventEmitter } from 'node:events';
 import { notifyChannel } from '../db/identifier.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
 import { seqArray, statements } from '../db/statements.js';
-import { BrokerUnavailableError, errorMessage } from '../errors.js';
+import {
+  BrokerUnavailableError,
+  ConfigError,
+  errorMessage,
+  SchemaVersionError,
+} from '../errors.js';
 import type { OutboxMessage } from '../events/cloudevents.js';
 import { backoffDelayMs, Wakeup } from './backoff.js';
 import { type BatchOutcome, publishInRounds } from './batch.js';
@@ -40,7 +45,12 @@ export interface DispatcherStats {
   batches: number;
 }
 
-/** Events a dispatcher emits for monitoring: `batch` (BatchReport), `deadLetter` ({ id, eventType, error }). */
+/**
+ * Events a dispatcher emits for monitoring: `batch` (BatchReport), `deadLetter`
+ * ({ id, eventType, error }), `unavailable` ({ target, error, retryInMs }) before each
+ * backoff, and `fatal` (the error) when the loop stopped because retrying cannot help (a
+ * broker refusing its configuration: ConfigError); call `stop()` after it.
+ */
 export interface Dispatcher extends EventEmitter {
   /** Checks the schema, connects the broker (retrying while it is down) and starts the loop. */
   start(): Promise<void>;
@@ -159,6 +169,13 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         if (report.claimed < batchSize) await this.wakeup.sleep(pollIntervalMs);
       } catch (error) {
         if (this.stopping) break;
+        if (error instanceof ConfigError || error instanceof SchemaVersionError) {
+          // Retrying cannot fix a setting the broker or database refuses: stop and say so.
+          logger.error({ err: errorMessage(error) }, 'dispatcher stopped: cannot go on');
+          this.stopping = true;
+          this.emit('fatal', error);
+          break;
+        }
         const delay = backoffDelayMs(failures, retryBaseDelayMs, retryMaxDelayMs);
         failures++;
         const target = error instanceof BrokerUnavailableError ? 'broker' : 'database';
@@ -181,7 +198,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     try {
       await broker.connect();
     } catch (error) {
-      throw error instanceof BrokerUnavailableError
+      throw error instanceof BrokerUnavailableError || error instanceof ConfigError
         ? error
         : new BrokerUnavailableError(`cannot connect to ${broker.name}: ${errorMessage(error)}`, {
             cause: error,

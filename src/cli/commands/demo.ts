@@ -87,6 +87,11 @@ Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits a
             },
             () => process.exit(130),
           );
+          let fatal: Error | undefined;
+          dispatcher.once('fatal', (error: Error) => {
+            fatal = error;
+            stopping = true;
+          });
           await dispatcher.start();
           process.stderr.write(
             `demo: ${where} → ${flags.broker}${target ? `, ${target} events` : ''}\n`,
@@ -111,11 +116,13 @@ Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits a
             }
           }
           // Everything produced is published (or dead-lettered) before we stop.
-          while (dispatcher.stats.published + dispatcher.stats.deadLettered < produced)
+          while (!fatal && dispatcher.stats.published + dispatcher.stats.deadLettered < produced) {
             await sleep(20);
+          }
           await dispatcher.stop();
           removeHandlers();
           progress.stop();
+          if (fatal) throw fatal;
           const seconds = (Date.now() - started) / 1000;
           const { published, deadLettered } = dispatcher.stats;
           process.stderr.write(

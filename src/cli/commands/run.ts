@@ -49,8 +49,13 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
             { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },
             'dispatcher started',
           );
-          const signal = await stopped;
-          logger.info({ signal }, 'stopping: settling the batch in flight');
+          const fatal = new Promise<Error>((resolve) => dispatcher.once('fatal', resolve));
+          const outcome = await Promise.race([stopped, fatal]);
+          if (outcome instanceof Error) {
+            await dispatcher.stop();
+            throw outcome;
+          }
+          logger.info({ signal: outcome }, 'stopping: settling the batch in flight');
           await dispatcher.stop();
           logger.info({ ...dispatcher.stats }, 'dispatcher stopped');
           return 0;
