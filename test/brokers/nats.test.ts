@@ -1,0 +1,440 @@
+/**
+ * NATS JetStream broker: the conformance suite, then NATS-specific behaviour. Every target
+ * has its own stream `T_<random>` over `t<random>.>`, deleted afterwards, so this file runs
+ * in parallel with others and twice in a row. Outages stop a private nats-server (own port,
+ * own store), never the machine's server on 4222.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection, nanos } from '@nats-io/transport-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { EventBroker } from '../../src/brokers/broker.js';
+import { brokerFromUrl } from '../../src/brokers/index.js';
+import { headerValue } from '../../src/brokers/nats.js';
+import { BrokerUnavailableError, ConfigError } from '../../src/errors.js';
+import type { OutboxMessage } from '../../src/events/cloudevents.js';
+import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
+import { waitFor } from '../helpers/wait.js';
+import {
+  type BrokerHarness,
+  brokerConformance,
+  type Consumer,
+  type ReceivedMessage,
+} from './conformance.js';
+
+/** The machine's NATS, shared with other test files. */
+const SHARED_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+const SOURCE = '/edupulse/test';
+/** The private server's limit, so a refused message need not be megabytes. */
+const MAX_PAYLOAD = 64 * 1024;
+
+let privateServer: Promise<PrivateNatsServer> | undefined;
+/** This file's own server, started on first use: the conformance outages stop it. */
+const ownServer = () => {
+  privateServer ??= startNatsServer({ maxPayload: MAX_PAYLOAD });
+  return privateServer;
+};
+afterAll(async () => {
+  await (await privateServer)?.destroy();
+});
+
+interface NatsReceived extends ReceivedMessage {
+  subject: string;
+  /** Header values as they were on the wire, before percent-decoding. */
+  raw: Record<string, string>;
+}
+
+const names = () => {
+  const id = randomBytes(5).toString('hex');
+  return { stream: `T_${id}`, prefix: `t${id}` };
+};
+
+async function withConnection<T>(url: string, use: (nc: NatsConnection) => Promise<T>) {
+  const nc = await connect({ servers: url.replace(/^nats:\/\//, '') });
+  try {
+    return await use(nc);
+  } finally {
+    await nc.close();
+  }
+}
+
+const createStream = (url: string, stream: string, subjects: string[]) =>
+  withConnection(url, async (nc) => {
+    await (await jetstreamManager(nc)).streams.add({ name: stream, subjects });
+  });
+
+const deleteStream = (url: string, stream: string) =>
+  withConnection(url, async (nc) => {
+    await (await jetstreamManager(nc)).streams.delete(stream).catch(() => false);
+  });
+
+const streamInfo = (url: string, stream: string) =>
+  withConnection(url, async (nc) => (await jetstreamManager(nc)).streams.info(stream));
+
+function decodeHeader(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+/**
+ * An ordered consumer over the whole stream, with the NATS client only: it reconnects
+ * without limit and resumes where it stopped, so it sees everything across an outage.
+ */
+async function consume(
+  url: string,
+  stream: string,
+): Promise<Consumer & { received: NatsReceived[] }> {
+  const nc = await connect({
+    servers: url.replace(/^nats:\/\//, ''),
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 100,
+  });
+  // Short pulls: after a server restart the ordered consumer is recreated but its pull can
+  // stall until heartbeats are missed, which is 2 × expires/2 (default expires: 30 s).
+  const messages = await (await jetstream(nc).consumers.get(stream)).consume({ expires: 1000 });
+  const received: NatsReceived[] = [];
+  const reading = (async () => {
+    for await (const m of messages) {
+      const raw: Record<string, string> = {};
+      for (const [name, values] of m.headers ?? []) raw[name.toLowerCase()] = values[0] ?? '';
+      const attributes = Object.fromEntries(
+        Object.entries(raw)
+          .filter(([name]) => name.startsWith('ce-'))
+          .map(([name, value]) => [name.slice(3), decodeHeader(value)]),
+      );
+      received.push({
+        subject: m.subject,
+        raw,
+        dedupId: raw['nats-msg-id'] ?? '',
+        attributes,
+        contentType: raw['content-type'] ?? '',
+        body: m.string(),
+      });
+    }
+  })();
+  return {
+    received,
+    async close() {
+      await messages.close();
+      await reading;
+      await nc.close();
+    },
+  };
+}
+
+const harness: BrokerHarness = {
+  name: 'nats',
+  async target() {
+    const server = await ownServer();
+    const { stream, prefix } = names();
+    // Declared up front, as an operator would: the consumer starts before the broker connects.
+    // The broker creating a missing stream is tested below.
+    await createStream(server.url, stream, [`${prefix}.>`]);
+    return {
+      broker: () =>
+        brokerFromUrl(`${server.url}?stream=${stream}&subject_prefix=${prefix}`, {
+          source: SOURCE,
+        }),
+      consume: () => consume(server.url, stream),
+      refused: {
+        aggregateType: 'lesson',
+        payload: JSON.stringify({ blob: 'x'.repeat(MAX_PAYLOAD) }),
+        reason: /max_payload size exceeded/,
+      },
+      outage: { stop: () => server.stop(), start: () => server.start() },
+      cleanup: () => deleteStream(server.url, stream),
+    };
+  },
+};
+
+brokerConformance(harness);
+
+let seq = 0;
+function message(overrides: Partial<OutboxMessage> = {}): OutboxMessage {
+  seq++;
+  return {
+    id: randomUUID(),
+    seq: String(seq),
+    aggregateType: 'lesson',
+    aggregateId: `lesson-${seq}`,
+    eventType: 'lesson-published',
+    payload: JSON.stringify({ lesson_id: `lesson-${seq}` }),
+    headers: {},
+    partition: 0,
+    occurredAt: new Date().toISOString(),
+    attempts: 0,
+    ...overrides,
+  };
+}
+
+describe('nats broker', () => {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterAll(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+  });
+
+  /** A broker on a fresh stream name of `url`, closed and its stream deleted after the file. */
+  const fresh = (url = SHARED_URL, query = '') => {
+    const { stream, prefix } = names();
+    const broker: EventBroker = brokerFromUrl(
+      `${url}?stream=${stream}&subject_prefix=${prefix}${query}`,
+      { source: SOURCE },
+    );
+    cleanups.push(
+      () => broker.close(),
+      () => deleteStream(url, stream),
+    );
+    return { broker, stream, prefix };
+  };
+
+  it('creates the stream over <prefix>.> with the duplicate window, and reuses it', async () => {
+    const { broker, stream, prefix } = fresh(SHARED_URL, '&duplicate_window_s=7');
+    await broker.connect();
+    const info = await streamInfo(SHARED_URL, stream);
+    expect(info.config.subjects).toEqual([`${prefix}.>`]);
+    expect(info.config.duplicate_window).toBe(nanos(7000));
+    await broker.close();
+    await broker.connect();
+    expect(await broker.publish([message()])).toEqual([{ ok: true }]);
+  });
+
+  it('accepts an existing stream that captures the subjects, refuses one that does not', async () => {
+    const narrow = fresh();
+    await createStream(SHARED_URL, narrow.stream, [`${narrow.prefix}.*.*`]);
+    await narrow.broker.connect();
+
+    const other = fresh();
+    await createStream(SHARED_URL, other.stream, [`${other.prefix}x.>`, `${other.prefix}.lesson`]);
+    const error = await other.broker.connect().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(String(error)).toContain(
+      `NATS stream "${other.stream}" exists but does not capture "${other.prefix}.*.*"`,
+    );
+    expect(String(error)).toContain(`${other.prefix}x.>, ${other.prefix}.lesson`);
+  });
+
+  it('maps characters a subject token cannot hold to _, and percent-encodes header values', async () => {
+    const { broker, stream, prefix } = fresh();
+    await broker.connect();
+    const consumer = await consume(SHARED_URL, stream);
+    cleanups.push(() => consumer.close());
+    const odd = message({
+      aggregateType: 'lesson.v2 *>',
+      eventType: 'leçon\tpubliée',
+      aggregateId: 'café "1" 100%',
+    });
+    expect(await broker.publish([odd])).toEqual([{ ok: true }]);
+    await waitFor('the message', () => consumer.received.length === 1);
+    const [got] = consumer.received;
+    expect(got?.subject).toBe(`${prefix}.lesson_v2___.le_on_publi_e`);
+    expect(got?.raw['ce-subject']).toBe('caf%C3%A9%20%221%22%20100%25');
+    expect(got?.attributes.subject).toBe('café "1" 100%');
+    expect(got?.attributes.type).toBe('leçon\tpubliée');
+    expect(got?.body).toBe(odd.payload);
+  });
+
+  it('stores an event published twice once (Nats-Msg-Id dedup), both publishes succeed', async () => {
+    const { broker, stream } = fresh();
+    await broker.connect();
+    const event = message();
+    expect(await broker.publish([event])).toEqual([{ ok: true }]);
+    expect(await broker.publish([event])).toEqual([{ ok: true }]);
+    expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(1);
+  });
+
+  it("fails a message over the stream's max_msg_size permanently, with the server's reason", async () => {
+    const { broker, stream, prefix } = fresh();
+    await withConnection(SHARED_URL, async (nc) => {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: stream, subjects: [`${prefix}.>`], max_msg_size: 1000 });
+    });
+    await broker.connect();
+    const [small, large] = await broker.publish([
+      message(),
+      message({ payload: JSON.stringify({ blob: 'x'.repeat(2000) }) }),
+    ]);
+    expect(small).toEqual({ ok: true });
+    expect(large).toEqual({
+      ok: false,
+      permanent: true,
+      error: `stream ${stream}: message size exceeds maximum allowed (code 10054)`,
+    });
+  });
+
+  it('publishes a batch larger than max_in_flight', async () => {
+    const { broker, stream } = fresh(SHARED_URL, '&max_in_flight=3');
+    await broker.connect();
+    const batch = Array.from({ length: 50 }, () => message());
+    const results = await broker.publish(batch);
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(50);
+  });
+
+  it('fails a message permanently when its stream is gone', async () => {
+    const { broker, stream, prefix } = fresh();
+    await broker.connect();
+    await deleteStream(SHARED_URL, stream);
+    const [result] = await broker.publish([message()]);
+    expect(result).toEqual({
+      ok: false,
+      permanent: true,
+      error: `no stream captures subject ${prefix}.lesson.lesson-published (no responders)`,
+    });
+  });
+
+  it('fails a message retryably when a live server sends no PubAck in time', async () => {
+    const { broker, stream, prefix } = fresh(SHARED_URL, '&timeout_ms=300');
+    await broker.connect();
+    await deleteStream(SHARED_URL, stream);
+    // Something that listens but never answers: the request neither gets "no responders"
+    // nor a PubAck, as with a stream that lost its leader, while PINGs are still answered.
+    const listener = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
+    cleanups.push(() => listener.close());
+    listener.subscribe(`${prefix}.>`);
+    await listener.flush();
+    const [result] = await broker.publish([message()]);
+    expect(result).toEqual({
+      ok: false,
+      permanent: false,
+      error: `no PubAck from stream ${stream} within 300 ms`,
+    });
+  });
+
+  it('close() is idempotent and connect() works again after it', async () => {
+    const { broker } = fresh();
+    await broker.connect();
+    await broker.close();
+    await broker.close();
+    await expect(broker.publish([message()])).rejects.toBeInstanceOf(BrokerUnavailableError);
+    await broker.connect();
+    expect(await broker.publish([message()])).toEqual([{ ok: true }]);
+  });
+
+  it('rejects a publish while the server is down with BrokerUnavailableError, quickly', async () => {
+    const server = await ownServer();
+    const { broker } = fresh(server.url, '&timeout_ms=3000');
+    await broker.connect();
+    await server.stop();
+    try {
+      const started = Date.now();
+      const error = await broker.publish([message(), message()]).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BrokerUnavailableError);
+      expect(String(error)).toContain(`127.0.0.1:${server.port}`);
+      expect(Date.now() - started).toBeLessThan(3000);
+      // What the dispatcher does next: close, back off, connect again.
+      await broker.close();
+      await expect(broker.connect()).rejects.toThrow(
+        `cannot connect to NATS at nats://127.0.0.1:${server.port}`,
+      );
+    } finally {
+      await server.start();
+    }
+    await broker.connect();
+    expect(await broker.publish([message()])).toEqual([{ ok: true }]);
+  });
+
+  it('gives up within the timeout on a server that stops answering (no PubAck, no PONG)', async () => {
+    const server = await ownServer();
+    const { broker } = fresh(server.url, '&timeout_ms=500');
+    await broker.connect();
+    server.freeze();
+    try {
+      const started = Date.now();
+      const error = await broker.publish([message(), message()]).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BrokerUnavailableError);
+      expect(String(error)).toMatch(
+        /no PubAck within 500 ms and no PONG from nats:\/\/127\.0\.0\.1/,
+      );
+      // PubAck timeout + one PING probe of at most a second.
+      expect(Date.now() - started).toBeLessThan(2500);
+      await broker.close();
+    } finally {
+      server.thaw();
+    }
+    await broker.connect();
+    expect(await broker.publish([message()])).toEqual([{ ok: true }]);
+  });
+
+  describe('URL parameters', () => {
+    const from = (query: string) =>
+      brokerFromUrl(`nats://127.0.0.1:4222${query}`, { source: SOURCE });
+
+    it('has defaults and reads every documented parameter', () => {
+      expect(from('').name).toBe('nats');
+      expect(
+        from('?stream=S&subject_prefix=p&max_in_flight=10&duplicate_window_s=60&timeout_ms=1000')
+          .name,
+      ).toBe('nats');
+    });
+
+    it.each([
+      ['?max_in_flight=0', /broker: max_in_flight="0" is not a whole number from 1 to 65536/],
+      ['?max_in_flight=many', /max_in_flight="many"/],
+      ['?timeout_ms=5', /timeout_ms="5"/],
+      ['?duplicate_window_s=-1', /duplicate_window_s="-1"/],
+      ['?subject_prefix=edu.pulse', /subject_prefix="edu.pulse" is not valid/],
+      ['?subject_prefix=edu*', /subject_prefix="edu\*" is not valid/],
+      ['?stream=a%20b', /stream="a b" is not valid/],
+      ['?streams=X', /unknown parameter "streams"/],
+    ])('refuses %s', (query, reason) => {
+      let error: unknown;
+      try {
+        from(query);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).setting).toBe('broker');
+      expect(String(error)).toMatch(reason);
+    });
+  });
+
+  describe('credentials', () => {
+    let closedPort = 0;
+    let auth: PrivateNatsServer | undefined;
+    afterAll(async () => {
+      await auth?.destroy();
+    });
+
+    const connectError = async (url: string) => {
+      const broker = brokerFromUrl(url, { source: SOURCE });
+      const error = await broker.connect().catch((e: unknown) => e);
+      await broker.close();
+      return error;
+    };
+
+    it('never appear in connection errors', async () => {
+      // A port that was free a moment ago: nothing listens there.
+      const probe = await startNatsServer();
+      closedPort = probe.port;
+      await probe.destroy();
+      const withPassword = await connectError(`nats://alice:s3cret-pw@127.0.0.1:${closedPort}`);
+      expect(withPassword).toBeInstanceOf(BrokerUnavailableError);
+      expect(String(withPassword)).toContain(`nats://alice:***@127.0.0.1:${closedPort}`);
+      expect(String(withPassword)).not.toContain('s3cret-pw');
+      const withToken = await connectError(`nats://t0ken-value@127.0.0.1:${closedPort}`);
+      expect(String(withToken)).toContain(`nats://***@127.0.0.1:${closedPort}`);
+      expect(String(withToken)).not.toContain('t0ken-value');
+    });
+
+    it('are used, and a wrong password is reported without it', async () => {
+      auth = await startNatsServer({ user: { name: 'alice', password: 'right-pw' } });
+      const wrong = await connectError(`nats://alice:wrong-pw@127.0.0.1:${auth.port}`);
+      expect(wrong).toBeInstanceOf(BrokerUnavailableError);
+      expect(String(wrong)).toMatch(/authorization violation/i);
+      expect(String(wrong)).not.toContain('wrong-pw');
+      const { broker } = fresh(`nats://alice:right-pw@127.0.0.1:${auth.port}`);
+      await broker.connect();
+      expect(await broker.publish([message()])).toEqual([{ ok: true }]);
+    });
+  });
+
+  it('percent-encodes per the CloudEvents NATS binding', () => {
+    expect(headerValue('Euro € 😀')).toBe('Euro%20%E2%82%AC%20%F0%9F%98%80');
+    expect(headerValue('a\r\nb')).toBe('a%0D%0Ab');
+    expect(headerValue('2026-11-27T10:00:00.000Z')).toBe('2026-11-27T10:00:00.000Z');
+  });
+});

@@ -1,0 +1,143 @@
+/**
+ * A private nats-server process for tests that take the server down: its own free port,
+ * JetStream store in a temp directory and config file, so stopping it never disturbs the
+ * machine's NATS on 4222 that other test files share. `stop()` then `start()` restarts the
+ * same process image on the same port and store, so streams survive the outage.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const NATS_SERVER = process.env.NATS_SERVER_BIN ?? 'nats-server';
+
+export interface NatsServerOptions {
+  /** Largest message the server accepts (header + body), in bytes. Default 1 MB. */
+  maxPayload?: number;
+  /** Require this user and password. */
+  user?: { name: string; password: string };
+  /** Require this token. */
+  token?: string;
+}
+
+export interface PrivateNatsServer {
+  readonly port: number;
+  /** `nats://127.0.0.1:<port>`, without credentials. */
+  readonly url: string;
+  /** Starts the process again (no-op if running) and waits until it accepts clients. */
+  start(): Promise<void>;
+  /** Stops the process (SIGTERM: JetStream flushes its store) and waits for it to exit. */
+  stop(): Promise<void>;
+  /**
+   * SIGSTOP / SIGCONT: the process stays, its sockets stay open, nothing answers, like a
+   * server behind a dead network path.
+   */
+  freeze(): void;
+  thaw(): void;
+  /** Stops it for good and removes its store. */
+  destroy(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function configText(port: number, storeDir: string, options: NatsServerOptions): string {
+  const lines = [
+    `listen: "127.0.0.1:${port}"`,
+    `max_payload: ${options.maxPayload ?? 1024 * 1024}`,
+    `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
+  ];
+  if (options.user) {
+    lines.push(
+      `authorization { user: ${JSON.stringify(options.user.name)}, password: ${JSON.stringify(options.user.password)} }`,
+    );
+  }
+  if (options.token) lines.push(`authorization { token: ${JSON.stringify(options.token)} }`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Resolves once the log says the server accepts clients; rejects if it exits first. */
+function whenReady(child: ChildProcess, log: () => string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`nats-server did not start within 10 s:\n${log()}`));
+    }, 10_000);
+    const onData = () => {
+      if (log().includes('Server is ready')) {
+        clearTimeout(timer);
+        child.stderr?.off('data', onData);
+        resolve();
+      }
+    };
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`nats-server exited with ${code}:\n${log()}`));
+    });
+  });
+}
+
+export async function startNatsServer(options: NatsServerOptions = {}): Promise<PrivateNatsServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'edupulse-nats-'));
+  const port = await freePort();
+  const config = join(dir, 'nats.conf');
+  await writeFile(config, configText(port, join(dir, 'store'), options));
+  let child: ChildProcess | undefined;
+
+  const start = async () => {
+    if (child) return;
+    let log = '';
+    const started = spawn(NATS_SERVER, ['-c', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    started.stderr?.on('data', (chunk: Buffer) => {
+      log += chunk.toString();
+    });
+    child = started;
+    // Not left running if the test process dies without its afterAll.
+    const orphan = () => started.kill('SIGKILL');
+    process.once('exit', orphan);
+    started.once('exit', () => process.off('exit', orphan));
+    try {
+      await whenReady(started, () => log);
+    } catch (error) {
+      child = undefined;
+      started.kill('SIGKILL');
+      throw error;
+    }
+  };
+
+  const stop = async () => {
+    const running = child;
+    if (!running) return;
+    child = undefined;
+    if (running.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      running.once('exit', () => resolve());
+      running.kill('SIGCONT');
+      running.kill('SIGTERM');
+    });
+  };
+
+  await start();
+  return {
+    port,
+    url: `nats://127.0.0.1:${port}`,
+    start,
+    stop,
+    freeze: () => child?.kill('SIGSTOP'),
+    thaw: () => child?.kill('SIGCONT'),
+    async destroy() {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
