@@ -1,11 +1,10 @@
 import { ConfigError } from '../errors.js';
-import { redactUrl } from '../observability/logger.js';
 import { createAmqpBroker } from './amqp.js';
 import type { EventBroker } from './broker.js';
 import { createKafkaBroker } from './kafka.js';
 import { LogBroker } from './log.js';
 import { MemoryBroker } from './memory.js';
-import { BrokerUrlParams } from './names.js';
+import { BrokerUrlParams, parseBrokerUrl } from './names.js';
 import { createNatsBroker } from './nats.js';
 
 export interface BrokerFromUrlOptions {
@@ -24,15 +23,7 @@ export const brokerSchemes = ['nats:', 'amqp:', 'amqps:', 'kafka:', 'log:', 'mem
  */
 export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): EventBroker {
   const setting = options.setting ?? 'broker';
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new ConfigError(
-      setting,
-      `"${redactUrl(url)}" is not a URL (expected ${brokerSchemes.join(', ')})`,
-    );
-  }
+  const parsed = parseBrokerUrl(url, setting, `expected ${brokerSchemes.join(', ')}`);
   const params = new BrokerUrlParams(parsed, setting);
   let broker: EventBroker;
   switch (parsed.protocol) {

@@ -1,4 +1,5 @@
 import { ConfigError } from '../errors.js';
+import { redactUrl } from '../observability/logger.js';
 
 /** Query parameters of a broker URL, each read once; an unknown one is an error, not ignored. */
 export class BrokerUrlParams {
@@ -54,5 +55,28 @@ export class BrokerUrlParams {
         );
       }
     }
+  }
+}
+
+/**
+ * `kafka://a:9092,b:9092` is the usual way to name several servers, but a URL allows one
+ * port: every `:port` of the list but the last is written `%3A` for the parser, and the
+ * Kafka broker decodes it.
+ */
+function encodeServerList(url: string): string {
+  const match = /^(kafka:\/\/(?:[^@/?#]*@)?)([^/?#]*)(.*)$/s.exec(url);
+  if (!match) return url;
+  const [, head, hosts = '', rest] = match;
+  const list = hosts.split(',');
+  const last = list.pop() ?? '';
+  return `${head}${[...list.map((host) => host.replaceAll(':', '%3A')), last].join(',')}${rest}`;
+}
+
+/** A broker URL parsed, or a ConfigError naming the setting (password redacted). */
+export function parseBrokerUrl(url: string, setting: string, expected: string): URL {
+  try {
+    return new URL(encodeServerList(url));
+  } catch {
+    throw new ConfigError(setting, `"${redactUrl(url)}" is not a URL (${expected})`);
   }
 }

@@ -1,0 +1,293 @@
+/**
+ * The Kafka broker against a real Kafka 4.1 (KRaft) of this file's own, started from
+ * scripts/kafka/kafka.sh on other ports than the shared one: the outage tests stop and
+ * start it, which must not pull the server from under other test files. Every target
+ * uses topics and consumer groups of its own prefix, deleted afterwards.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { EventBroker } from '../../src/brokers/broker.js';
+import { brokerFromUrl } from '../../src/brokers/index.js';
+import { kafkaPartition, kafkaTopic, readKafkaSettings } from '../../src/brokers/kafka.js';
+import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/names.js';
+import { BrokerUnavailableError, ConfigError } from '../../src/errors.js';
+import type { OutboxMessage } from '../../src/events/cloudevents.js';
+import {
+  consumeTestTopics,
+  deleteTestResources,
+  type KafkaTestConsumer,
+  testAdmin,
+  testKafka,
+  testKafkaScript,
+  uniqueName,
+} from '../helpers/kafka.js';
+import { waitFor } from '../helpers/wait.js';
+import { type BrokerHarness, brokerConformance } from './conformance.js';
+
+const source = '/edupulse/test';
+
+beforeAll(() => testKafkaScript('start'), 120_000);
+afterAll(() => testKafkaScript('stop'), 60_000);
+
+/** A broker URL on the test Kafka, topics under `prefix`. */
+function kafkaUrl(prefix: string, query = ''): string {
+  return `kafka://${testKafka.bootstrap}/?topic=${prefix}.{aggregate_type}&timeout_ms=5000${query}`;
+}
+
+const harness: BrokerHarness = {
+  name: 'kafka',
+  async target() {
+    const prefix = uniqueName();
+    let down = false;
+    return {
+      broker: () => brokerFromUrl(kafkaUrl(prefix), { source }),
+      consume: async () => consumeTestTopics([`${prefix}.lesson`], `${prefix}-group`),
+      refused: {
+        aggregateType: 'lesson',
+        // Over the topic's max.message.bytes (1 MiB + 12 by default).
+        payload: JSON.stringify({ blob: 'x'.repeat(1_100_000) }),
+        reason: /^MESSAGE_TOO_LARGE: /,
+      },
+      outage: {
+        async stop() {
+          down = true;
+          await testKafkaScript('stop');
+        },
+        async start() {
+          // afterEach calls this after every test: only a stopped server needs the script.
+          if (!down) return;
+          await testKafkaScript('start');
+          down = false;
+        },
+      },
+      cleanup: () => deleteTestResources(prefix),
+    };
+  },
+};
+
+brokerConformance(harness);
+
+let seq = 0;
+function message(aggregateType: string, aggregateId: string, payload: unknown): OutboxMessage {
+  seq++;
+  return {
+    id: randomUUID(),
+    seq: String(seq),
+    aggregateType,
+    aggregateId,
+    eventType: 'lesson-published',
+    payload: JSON.stringify(payload),
+    headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+    partition: 0,
+    occurredAt: new Date().toISOString(),
+    attempts: 0,
+  };
+}
+
+describe('kafka broker', () => {
+  let prefix: string;
+  let consumer: KafkaTestConsumer | undefined;
+  const brokers: EventBroker[] = [];
+
+  const connected = async (query = '') => {
+    const broker = brokerFromUrl(kafkaUrl(prefix, query), { source });
+    brokers.push(broker);
+    await broker.connect();
+    return broker;
+  };
+
+  beforeAll(() => {
+    prefix = uniqueName();
+  });
+  afterEach(async () => {
+    for (const broker of brokers.splice(0)) await broker.close();
+    await consumer?.close();
+    consumer = undefined;
+  });
+  afterAll(() => deleteTestResources(prefix));
+
+  it('creates a missing topic with the configured partitions; key = aggregate id, one partition per aggregate', async () => {
+    const broker = await connected('&partitions=4');
+    const aggregates = ['a-1', 'a-2', 'a-3', 'a-4', 'a-5', 'a-6'];
+    const sent: OutboxMessage[] = [];
+    // One event per aggregate per call, as the dispatcher publishes.
+    for (let round = 0; round < 5; round++) {
+      const batch = aggregates.map((id) => message('Course Module', id, { id, round }));
+      expect(await broker.publish(batch)).toEqual(batch.map(() => ({ ok: true })));
+      sent.push(...batch);
+    }
+    const topic = `${prefix}.Course_Module`;
+    const admin = testAdmin();
+    try {
+      const metadata = await admin.metadata({ topics: [topic] });
+      expect(metadata.topics.get(topic)?.partitionsCount).toBe(4);
+    } finally {
+      await admin.close();
+    }
+    consumer = consumeTestTopics([topic], `${prefix}-keys`);
+    await waitFor('every record', () => consumer?.records.length === sent.length);
+    const partitionsOf = new Map<string, Set<number>>();
+    for (const record of consumer.records) {
+      expect(record.key).toBe(record.headers.ce_subject);
+      const seen = partitionsOf.get(record.key) ?? new Set();
+      seen.add(record.partition);
+      partitionsOf.set(record.key, seen);
+    }
+    for (const id of aggregates) {
+      // The Java client's murmur2 partition of the key, so Java producers agree.
+      expect([...(partitionsOf.get(id) ?? [])]).toEqual([kafkaPartition(id, 4)]);
+      const rounds = consumer.records
+        .filter((record) => record.key === id)
+        .map((record) => (JSON.parse(record.value) as { round: number }).round);
+      expect(rounds).toEqual([0, 1, 2, 3, 4]);
+    }
+  });
+
+  it('writes binary-mode CloudEvents that the cloudevents SDK reads as valid', async () => {
+    const broker = await connected();
+    const sent = message('quiz', 'quiz-7', { quiz_id: 'quiz-7', score: 93 });
+    expect(await broker.publish([sent])).toEqual([{ ok: true }]);
+    consumer = consumeTestTopics([`${prefix}.quiz`], `${prefix}-sdk`);
+    await waitFor('the event', () => consumer?.events.length === 1);
+    expect(consumer.invalid).toEqual([]);
+    const event = consumer.events[0];
+    expect(event).toMatchObject({
+      specversion: '1.0',
+      id: sent.id,
+      type: 'lesson-published',
+      source,
+      subject: 'quiz-7',
+      datacontenttype: 'application/json',
+      partitionkey: 'quiz-7',
+      traceparent: sent.headers.traceparent,
+      sequence: String(seq).padStart(19, '0'),
+      data: { quiz_id: 'quiz-7', score: 93 },
+    });
+    expect(consumer.records[0]?.headers['content-type']).toBe('application/json');
+  });
+
+  it('refuses only the oversized record of a shared partition batch, and keeps publishing', async () => {
+    // One partition: every record of a call shares one batch.
+    const broker = await connected('&partitions=1');
+    const batch = [
+      message('lesson', 'small-1', { n: 1 }),
+      message('lesson', 'big', { blob: 'x'.repeat(1_100_000) }),
+      message('lesson', 'small-2', { n: 2 }),
+    ];
+    const results = await broker.publish(batch);
+    expect(results[0]).toEqual({ ok: true });
+    expect(results[1]).toMatchObject({ ok: false, permanent: true });
+    expect(results[1]?.ok === false && results[1].error).toMatch(/^MESSAGE_TOO_LARGE: /);
+    expect(results[2]).toEqual({ ok: true });
+    // The failed send restarted the producer's sequence numbers: the next ones are taken.
+    const after = [message('lesson', 'small-1', { n: 3 }), message('lesson', 'small-2', { n: 4 })];
+    expect(await broker.publish(after)).toEqual([{ ok: true }, { ok: true }]);
+    consumer = consumeTestTopics([`${prefix}.lesson`], `${prefix}-big`);
+    await waitFor('four records', () => consumer?.records.length === 4);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(consumer.records.map((r) => (JSON.parse(r.value) as { n: number }).n)).toEqual([
+      1, 2, 3, 4,
+    ]);
+  });
+
+  it('close() is idempotent and connect() after close() publishes again', async () => {
+    const broker = await connected();
+    expect(await broker.publish([message('course', 'c-1', { n: 1 })])).toEqual([{ ok: true }]);
+    await broker.close();
+    await broker.close();
+    await expect(broker.publish([message('course', 'c-1', { n: 2 })])).rejects.toBeInstanceOf(
+      BrokerUnavailableError,
+    );
+    await broker.connect();
+    expect(await broker.publish([message('course', 'c-1', { n: 3 })])).toEqual([{ ok: true }]);
+  });
+
+  it('fails to connect within timeout_ms, naming the servers, password redacted', async () => {
+    const started = Date.now();
+    const broker = brokerFromUrl('kafka://user:s3cret@127.0.0.1:1/?timeout_ms=2000', { source });
+    const error = await broker.connect().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(String((error as Error).message)).toContain('kafka://user:***@127.0.0.1:1');
+    expect(String((error as Error).message)).not.toContain('s3cret');
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it('publishes to a topic that exists when create_topics=false, refuses a missing one', async () => {
+    const admin = testAdmin();
+    try {
+      await admin.createTopics({ topics: [`${prefix}.student`], partitions: 2, replicas: 1 });
+    } finally {
+      await admin.close();
+    }
+    const broker = await connected('&create_topics=false');
+    const results = await broker.publish([
+      message('student', 's-1', { n: 1 }),
+      message('missing', 'm-1', { n: 1 }),
+    ]);
+    expect(results[0]).toEqual({ ok: true });
+    expect(results[1]).toMatchObject({ ok: false, permanent: true });
+    expect(results[1]?.ok === false && results[1].error).toMatch(/create_topics=false/);
+  });
+});
+
+describe('kafka broker URL', () => {
+  const settings = (url: string) =>
+    readKafkaSettings(new BrokerUrlParams(parseBrokerUrl(url, 'broker', 'kafka://'), 'broker'));
+  const refused = (url: string) => {
+    try {
+      brokerFromUrl(url, { source });
+    } catch (error) {
+      return error;
+    }
+    return undefined;
+  };
+
+  it('has defaults, and reads several bootstrap servers and SASL credentials', () => {
+    expect(settings('kafka://k1')).toMatchObject({
+      bootstrapServers: ['k1:9092'],
+      sasl: undefined,
+      topicTemplate: 'edupulse.{aggregate_type}',
+      createTopics: true,
+      partitions: 3,
+      replicationFactor: 1,
+      clientId: 'edupulse-outbox',
+      timeoutMs: 10_000,
+    });
+    expect(settings('kafka://k1,k2:9093').bootstrapServers).toEqual(['k1:9092', 'k2:9093']);
+    const both = settings('kafka://u%40x:p%2Fw@k1%3A9094,k2:9095');
+    expect(both.bootstrapServers).toEqual(['k1:9094', 'k2:9095']);
+    expect(both.sasl).toEqual({ username: 'u@x', password: 'p/w' });
+    expect(both.location).not.toContain('p%2Fw');
+    // The usual way to write several servers, each with its port.
+    expect(settings('kafka://u:p@k1:9092,k2:9093,k3:9094/?partitions=1').bootstrapServers).toEqual([
+      'k1:9092',
+      'k2:9093',
+      'k3:9094',
+    ]);
+  });
+
+  it.each([
+    ['partitions=0', /partitions="0"/],
+    ['partitions=many', /partitions="many"/],
+    ['replication_factor=-1', /replication_factor/],
+    ['create_topics=yes', /create_topics="yes" must be true or false/],
+    ['timeout_ms=5', /timeout_ms/],
+    ['topic=edu/{aggregate_type}', /topic="edu\/\{aggregate_type\}" is not valid/],
+    ['topic={aggregate}', /topic=/],
+    ['client_id=a b', /client_id/],
+    ['partition=3', /unknown parameter "partition"/],
+  ])('refuses %s with a ConfigError naming the broker setting', (query, message) => {
+    const error = refused(`kafka://127.0.0.1:9092/?${query}`);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).setting).toBe('broker');
+    expect((error as Error).message).toMatch(message);
+  });
+
+  it('fills the topic template with legal topic characters only', () => {
+    const m = message('course/module v2', 'x', {});
+    expect(kafkaTopic('edupulse.{aggregate_type}', m)).toBe('edupulse.course_module_v2');
+    expect(kafkaTopic('{aggregate_type}-{event_type}', { ...m, eventType: 'a:b' })).toBe(
+      'course_module_v2-a_b',
+    );
+  });
+});
