@@ -1,0 +1,89 @@
+/**
+ * RabbitMQ for tests through amqplib directly, never through the broker under test: an
+ * independent consumer, and declarations / clean-up on the shared server.
+ */
+import { randomBytes } from 'node:crypto';
+import amqp, { type Channel, type ConsumeMessage } from 'amqplib';
+import type { Consumer, ReceivedMessage } from '../brokers/conformance.js';
+
+/** The RabbitMQ the tests use: `AMQP_URL`, else the local server with the default user. */
+export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+const cloudEventsPrefix = 'cloudEvents:';
+
+/** A fresh exchange name per test, so tests share the server without seeing each other. */
+export function testExchange(): string {
+  return `t.${randomBytes(6).toString('hex')}`;
+}
+
+/** Runs `use` on a channel of its own connection, then closes both. */
+export async function withAmqpChannel<T>(use: (channel: Channel) => Promise<T>): Promise<T> {
+  const connection = await amqp.connect(AMQP_URL);
+  // A channel error (e.g. a failed declaration) also arrives as an event; the rejected
+  // promise is what the caller sees.
+  connection.on('error', () => {});
+  try {
+    const channel = await connection.createChannel();
+    channel.on('error', () => {});
+    return await use(channel);
+  } finally {
+    await connection.close().catch(() => {});
+  }
+}
+
+export async function deleteExchange(exchange: string): Promise<void> {
+  await withAmqpChannel((channel) => channel.deleteExchange(exchange));
+}
+
+/** What the independent consumer reads from a delivery. */
+export function receivedMessage(message: ConsumeMessage): ReceivedMessage {
+  const attributes: Record<string, string> = {};
+  for (const [name, value] of Object.entries(message.properties.headers ?? {})) {
+    if (name.startsWith(cloudEventsPrefix)) {
+      attributes[name.slice(cloudEventsPrefix.length)] = String(value);
+    }
+  }
+  return {
+    dedupId: String(message.properties.messageId),
+    attributes,
+    contentType: String(message.properties.contentType),
+    body: message.content.toString('utf8'),
+  };
+}
+
+export interface AmqpConsumer extends Consumer {
+  /** The deliveries as amqplib gave them, for property checks (delivery mode, timestamp). */
+  readonly deliveries: ConsumeMessage[];
+}
+
+/**
+ * Consumes everything routed to `exchange` with `pattern`, on an exclusive server-named
+ * queue that goes with the connection. Declares the exchange as the broker does (durable
+ * topic), since the consumer may start first.
+ */
+export async function consumeExchange(exchange: string, pattern: string): Promise<AmqpConsumer> {
+  const connection = await amqp.connect(AMQP_URL);
+  connection.on('error', () => {});
+  const channel = await connection.createChannel();
+  await channel.assertExchange(exchange, 'topic', { durable: true });
+  const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true });
+  await channel.bindQueue(queue, exchange, pattern);
+  const received: ReceivedMessage[] = [];
+  const deliveries: ConsumeMessage[] = [];
+  await channel.consume(
+    queue,
+    (message) => {
+      if (!message) return;
+      deliveries.push(message);
+      received.push(receivedMessage(message));
+    },
+    { noAck: true },
+  );
+  return {
+    received,
+    deliveries,
+    async close() {
+      await connection.close().catch(() => {});
+    },
+  };
+}
