@@ -21,6 +21,12 @@ interface AmqpConfig {
   maxInFlight: number;
   /** `timeout_ms`: connect timeout, and how long unconfirmed publishes wait without any confirm. */
   timeoutMs: number;
+  /**
+   * `max_message_bytes`: larger bodies are refused here. RabbitMQ answers an oversized
+   * message by closing the channel without naming the message, which would look like an
+   * outage and hold every event back; default 16 MiB, RabbitMQ 4's `max_message_size`.
+   */
+  maxMessageBytes: number;
 }
 
 // RabbitMQ's own rule for names, minus the reserved `amq.` prefix and the nameless
@@ -30,7 +36,8 @@ const exchangeName = /^(?!amq\.)[A-Za-z0-9_.:-]{1,255}$/;
 /**
  * RabbitMQ: a confirm channel, persistent `mandatory` messages to a topic exchange, routing
  * key `<aggregate_type>.<event_type>`, CloudEvents in binary mode (AMQP binding). Query
- * parameters: `exchange`, `accept_unroutable`, `max_in_flight`, `timeout_ms`.
+ * parameters: `exchange`, `accept_unroutable`, `max_in_flight`, `timeout_ms`,
+ * `max_message_bytes`.
  */
 export function createAmqpBroker(params: BrokerUrlParams, source: string): EventBroker {
   const config: AmqpConfig = {
@@ -45,6 +52,7 @@ export function createAmqpBroker(params: BrokerUrlParams, source: string): Event
     acceptUnroutable: params.boolean('accept_unroutable', false),
     maxInFlight: params.integer('max_in_flight', 512, 1, 65_535),
     timeoutMs: params.integer('timeout_ms', 10_000, 100, 3_600_000),
+    maxMessageBytes: params.integer('max_message_bytes', 16 * 1024 * 1024, 1, 512 * 1024 * 1024),
   };
   return new AmqpBroker(config);
 }
@@ -229,6 +237,14 @@ class AmqpSession {
   send(message: OutboxMessage): Promise<PublishResult> {
     const channel = this.channel;
     if (this.failure || !channel) return Promise.reject(this.failure ?? this.fail('no channel'));
+    const body = Buffer.from(message.payload);
+    if (body.length > this.config.maxMessageBytes) {
+      return Promise.resolve({
+        ok: false,
+        permanent: true,
+        error: `message of ${body.length} bytes exceeds max_message_bytes=${this.config.maxMessageBytes}`,
+      });
+    }
     return new Promise<PublishResult>((resolve, reject) => {
       const pending: Pending = { message, settled: false, resolve, reject };
       let accepted: boolean;
@@ -236,7 +252,7 @@ class AmqpSession {
         accepted = channel.publish(
           this.config.exchange,
           amqpRoutingKey(message),
-          Buffer.from(message.payload),
+          body,
           amqpPublishOptions(message, this.config.source),
           (error: unknown) => this.confirmed(pending, error),
         );

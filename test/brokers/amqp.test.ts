@@ -212,6 +212,23 @@ describe('amqp broker', () => {
     ]);
   });
 
+  it('refuses a body over max_message_bytes itself, permanently, and keeps the channel', async () => {
+    const exchange = exchangeForTest();
+    const received = await consumer(exchange, '#');
+    const broker = await connected(brokerUrl({ exchange, max_message_bytes: '100' }));
+    const big = outboxMessage({ payload: JSON.stringify({ blob: 'x'.repeat(200) }) });
+    const small = outboxMessage();
+    const results = await broker.publish([big, small]);
+    expect(results[0]).toMatchObject({
+      ok: false,
+      permanent: true,
+      error: expect.stringMatching(/exceeds max_message_bytes=100/),
+    });
+    expect(results[1]).toEqual({ ok: true });
+    await waitFor('the small message', () => received.received.length === 1);
+    expect(received.received[0]?.dedupId).toBe(small.id);
+  });
+
   it('keeps at most max_in_flight publishes unconfirmed', async () => {
     const exchange = exchangeForTest();
     const received = await consumer(exchange, '#');

@@ -3,7 +3,7 @@ import type { Database } from '../../db/database.js';
 import { migrate } from '../../db/migrate.js';
 import { pgliteDatabase } from '../../db/pglite.js';
 import { createDispatcher } from '../../dispatcher/dispatcher.js';
-import { createLogger } from '../../observability/logger.js';
+import { createLogger, redactUrl } from '../../observability/logger.js';
 import { createOutbox } from '../../outbox/outbox.js';
 import { openDatabase } from '../database.js';
 import { createTraffic } from '../demo/traffic.js';
@@ -94,7 +94,7 @@ Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits a
           });
           await dispatcher.start();
           process.stderr.write(
-            `demo: ${where} → ${flags.broker}${target ? `, ${target} events` : ''}\n`,
+            `demo: ${where} → ${redactUrl(flags.broker)}${target ? `, ${target} events` : ''}\n`,
           );
 
           const started = Date.now();
