@@ -5,22 +5,24 @@
  * own store), never the machine's server on 4222.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection, nanos } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect, nanos } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EventBroker } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { headerValue } from '../../src/brokers/nats.js';
 import { BrokerUnavailableError, ConfigError } from '../../src/errors.js';
 import type { OutboxMessage } from '../../src/events/cloudevents.js';
+import {
+  consumeStream,
+  createStream,
+  deleteStream,
+  streamInfo,
+  withConnection,
+} from '../helpers/nats-consumer.js';
 import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
 import { waitFor } from '../helpers/wait.js';
-import {
-  type BrokerHarness,
-  brokerConformance,
-  type Consumer,
-  type ReceivedMessage,
-} from './conformance.js';
+import { type BrokerHarness, brokerConformance } from './conformance.js';
 
 /** The machine's NATS, shared with other test files. */
 const SHARED_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -38,92 +40,10 @@ afterAll(async () => {
   await (await privateServer)?.destroy();
 });
 
-interface NatsReceived extends ReceivedMessage {
-  subject: string;
-  /** Header values as they were on the wire, before percent-decoding. */
-  raw: Record<string, string>;
-}
-
 const names = () => {
   const id = randomBytes(5).toString('hex');
   return { stream: `T_${id}`, prefix: `t${id}` };
 };
-
-async function withConnection<T>(url: string, use: (nc: NatsConnection) => Promise<T>) {
-  const nc = await connect({ servers: url.replace(/^nats:\/\//, '') });
-  try {
-    return await use(nc);
-  } finally {
-    await nc.close();
-  }
-}
-
-const createStream = (url: string, stream: string, subjects: string[]) =>
-  withConnection(url, async (nc) => {
-    await (await jetstreamManager(nc)).streams.add({ name: stream, subjects });
-  });
-
-const deleteStream = (url: string, stream: string) =>
-  withConnection(url, async (nc) => {
-    await (await jetstreamManager(nc)).streams.delete(stream).catch(() => false);
-  });
-
-const streamInfo = (url: string, stream: string) =>
-  withConnection(url, async (nc) => (await jetstreamManager(nc)).streams.info(stream));
-
-function decodeHeader(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    return value;
-  }
-}
-
-/**
- * An ordered consumer over the whole stream, with the NATS client only: it reconnects
- * without limit and resumes where it stopped, so it sees everything across an outage.
- */
-async function consume(
-  url: string,
-  stream: string,
-): Promise<Consumer & { received: NatsReceived[] }> {
-  const nc = await connect({
-    servers: url.replace(/^nats:\/\//, ''),
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 100,
-  });
-  // Short pulls: after a server restart the ordered consumer is recreated but its pull can
-  // stall until heartbeats are missed, which is 2 × expires/2 (default expires: 30 s).
-  const messages = await (await jetstream(nc).consumers.get(stream)).consume({ expires: 1000 });
-  const received: NatsReceived[] = [];
-  const reading = (async () => {
-    for await (const m of messages) {
-      const raw: Record<string, string> = {};
-      for (const [name, values] of m.headers ?? []) raw[name.toLowerCase()] = values[0] ?? '';
-      const attributes = Object.fromEntries(
-        Object.entries(raw)
-          .filter(([name]) => name.startsWith('ce-'))
-          .map(([name, value]) => [name.slice(3), decodeHeader(value)]),
-      );
-      received.push({
-        subject: m.subject,
-        raw,
-        dedupId: raw['nats-msg-id'] ?? '',
-        attributes,
-        contentType: raw['content-type'] ?? '',
-        body: m.string(),
-      });
-    }
-  })();
-  return {
-    received,
-    async close() {
-      await messages.close();
-      await reading;
-      await nc.close();
-    },
-  };
-}
 
 const harness: BrokerHarness = {
   name: 'nats',
@@ -138,7 +58,7 @@ const harness: BrokerHarness = {
         brokerFromUrl(`${server.url}?stream=${stream}&subject_prefix=${prefix}`, {
           source: SOURCE,
         }),
-      consume: () => consume(server.url, stream),
+      consume: () => consumeStream(server.url, stream),
       refused: {
         aggregateType: 'lesson',
         payload: JSON.stringify({ blob: 'x'.repeat(MAX_PAYLOAD) }),
@@ -219,7 +139,7 @@ describe('nats broker', () => {
   it('maps characters a subject token cannot hold to _, and percent-encodes header values', async () => {
     const { broker, stream, prefix } = fresh();
     await broker.connect();
-    const consumer = await consume(SHARED_URL, stream);
+    const consumer = await consumeStream(SHARED_URL, stream);
     cleanups.push(() => consumer.close());
     const odd = message({
       aggregateType: 'lesson.v2 *>',

@@ -51,18 +51,22 @@ export function uniqueName(prefix = 't'): string {
   return `${prefix}${randomBytes(5).toString('hex')}`;
 }
 
-export function testAdmin(): Admin {
+/** An admin client of `bootstrap`: by default the test Kafka, not the shared one on 9092. */
+export function testAdmin(bootstrap: string = testKafka.bootstrap): Admin {
   return new Admin({
     clientId: 'edupulse-test-admin',
-    bootstrapBrokers: [testKafka.bootstrap],
+    bootstrapBrokers: [bootstrap],
     retries: 3,
     retryDelay: 250,
   });
 }
 
-/** Deletes every topic and consumer group whose name starts with `prefix`. */
-export async function deleteTestResources(prefix: string): Promise<void> {
-  const admin = testAdmin();
+/** Deletes every topic and consumer group whose name starts with `prefix` (on `bootstrap`). */
+export async function deleteTestResources(
+  prefix: string,
+  bootstrap: string = testKafka.bootstrap,
+): Promise<void> {
+  const admin = testAdmin(bootstrap);
   try {
     const topics = (await admin.listTopics()).filter((topic) => topic.startsWith(prefix));
     if (topics.length > 0) await admin.deleteTopics({ topics });
@@ -95,11 +99,16 @@ export interface KafkaTestConsumer {
 }
 
 /**
- * Reads `topics` from the earliest offset. It waits for a topic the outbox has not created
- * yet, and starts again (in a new group, so no member of the old one is waited for) when a
- * server outage ends its stream: what it reads twice, the suite takes as redelivery.
+ * Reads `topics` from the earliest offset, on `bootstrap` (default: the test Kafka). It
+ * waits for a topic the outbox has not created yet, and starts again (in a new group, so no
+ * member of the old one is waited for) when a server outage ends its stream: what it reads
+ * twice, the suite takes as redelivery.
  */
-export function consumeTestTopics(topics: string[], groupPrefix: string): KafkaTestConsumer {
+export function consumeTestTopics(
+  topics: string[],
+  groupPrefix: string,
+  bootstrap: string = testKafka.bootstrap,
+): KafkaTestConsumer {
   const state = {
     received: [] as ReceivedMessage[],
     records: [] as ConsumedRecord[],
@@ -138,7 +147,7 @@ export function consumeTestTopics(topics: string[], groupPrefix: string): KafkaT
     const consumer = new Consumer({
       clientId: 'edupulse-test-consumer',
       groupId: `${groupPrefix}-${generation}`,
-      bootstrapBrokers: [testKafka.bootstrap],
+      bootstrapBrokers: [bootstrap],
       deserializers: stringDeserializers,
       maxWaitTime: 500,
       sessionTimeout: 10_000,
