@@ -22,6 +22,11 @@ export class Wakeup {
     else this.pending = true;
   }
 
+  /** Forgets a wake that no sleep has taken yet. */
+  reset(): void {
+    this.pending = false;
+  }
+
   /** Resolves after `ms`, or at once if woken since the last sleep. */
   sleep(ms: number): Promise<void> {
     if (this.pending) {

@@ -84,6 +84,9 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private readonly options: ResolvedDispatcherOptions;
   private readonly sql: ReturnType<typeof statements>;
   private readonly wakeup = new Wakeup();
+  // Backoff after an outage waits out its delay: a NOTIFY must not cut it short (new
+  // events are no reason to hit a server that is down), only stop() may.
+  private readonly stopRequested = new Wakeup();
   private loop: Promise<void> | undefined;
   private stopping = false;
   private unlisten: (() => Promise<void>) | undefined;
@@ -100,6 +103,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     if (this.loop) return;
     await assertSchemaCurrent(this.options.db, this.options.schema);
     this.stopping = false;
+    this.stopRequested.reset();
     await this.listen();
     this.loop = this.run();
   }
@@ -107,6 +111,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   async stop(): Promise<void> {
     this.stopping = true;
     this.wakeup.wake();
+    this.stopRequested.wake();
     await this.loop;
     this.loop = undefined;
     await this.unlisten?.();
@@ -188,7 +193,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
           `${target} unavailable; retrying`,
         );
         this.emit('unavailable', { target, error, retryInMs: delay });
-        await this.wakeup.sleep(delay);
+        await this.stopRequested.sleep(delay);
       }
     }
   }

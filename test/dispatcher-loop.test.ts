@@ -1,0 +1,61 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { MemoryBroker } from '../src/brokers/memory.js';
+import { BrokerUnavailableError, ConfigError } from '../src/errors.js';
+import { createDispatcher, createOutbox, LessonPublished } from '../src/index.js';
+import { createPgTestSchema, type TestSchema } from './helpers/db.js';
+
+let t: TestSchema;
+beforeAll(async () => {
+  t = await createPgTestSchema('fatal');
+});
+afterAll(async () => {
+  await t?.drop();
+});
+
+it('stops with a fatal event when the broker refuses its configuration, instead of retrying forever', async () => {
+  const broker = new MemoryBroker();
+  let connects = 0;
+  broker.connect = async () => {
+    connects++;
+    throw new ConfigError('broker', 'stream "S" exists but does not capture "p.*.*"');
+  };
+  const d = createDispatcher({ db: t.db, broker, schema: t.schema, retryBaseDelayMs: 10 });
+  const fatal = new Promise<Error>((resolve) => d.once('fatal', resolve));
+  await d.start();
+  const error = await fatal;
+  expect(error).toBeInstanceOf(ConfigError);
+  expect(error.message).toContain('does not capture');
+  await d.stop();
+  expect(connects).toBe(1);
+});
+
+it('waits out its backoff after an outage even when NOTIFYs arrive meanwhile', async () => {
+  const broker = new MemoryBroker();
+  let connects = 0;
+  broker.connect = async () => {
+    connects++;
+    throw new BrokerUnavailableError('connection refused');
+  };
+  // Backoff after the first failure is at least half of 5 s.
+  const d = createDispatcher({ db: t.db, broker, schema: t.schema, retryBaseDelayMs: 5000 });
+  const unavailable = new Promise((resolve) => d.once('unavailable', resolve));
+  await d.start();
+  await unavailable;
+  const outbox = createOutbox({ schema: t.schema });
+  for (let i = 0; i < 5; i++) {
+    await t.db.transaction((tx) => outbox.enqueue(tx, LessonPublished.create(lesson())));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  expect(connects).toBe(1);
+  await d.stop();
+});
+
+function lesson() {
+  return {
+    lesson_id: randomUUID(),
+    author_id: randomUUID(),
+    title: 'Fractions',
+    published_at: new Date().toISOString(),
+  };
+}
