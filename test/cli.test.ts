@@ -134,6 +134,14 @@ describe('a bad setting', () => {
     await expectBadSetting(['migrate', '--print', '--schema', 'x; DROP TABLE y'], 'schema');
   });
 
+  it('an --on-dead-letter policy that is neither continue nor hold', async () => {
+    const result = await runCli(['run', '--database-url', PG_URL, '--on-dead-letter', 'maybe']);
+    expect(result.code).toBe(2);
+    expect(stackLines(result.stderr)).toEqual([]);
+    expect(lines(result.stderr)[0]).toContain('--on-dead-letter');
+    expect(lines(result.stderr)[0]).toContain('continue, hold');
+  });
+
   it('an unknown flag exits 2 naming it, without a stack', async () => {
     const result = await runCli(['run', '--frobnicate']);
     expect(result.code).toBe(2);

@@ -394,6 +394,35 @@ describe('failures', () => {
     expect(await count('outbox')).toBe(0);
   });
 
+  it("with onDeadLetter: 'hold' the aggregate waits behind its dead letter; others flow", async () => {
+    const a = randomUUID();
+    const [a1, a2, other] = await enqueue([lesson(a), lesson(a), lesson()]);
+    const broker = new MemoryBroker({ onPublish: failing([a1 as string]) });
+    const d = dispatcher({
+      broker,
+      maxAttempts: 2,
+      retryBaseDelayMs: 10,
+      retryMaxDelayMs: 50,
+      onDeadLetter: 'hold',
+    });
+    for (let round = 0; round < 20 && d.stats.deadLettered === 0; round++) {
+      await d.drain();
+      await new Promise((resolve) => setTimeout(resolve, 60));
+    }
+    await d.drain();
+    expect(d.stats.deadLettered).toBe(1);
+    expect(idsOf(broker.messages)).toEqual([other]);
+    // a2 is still pending, held behind the dead letter …
+    const { rows } = await t.db.query<{ id: string }>(
+      `SELECT id::text AS id FROM "${t.schema}".outbox`,
+    );
+    expect(rows.map((r) => r.id)).toEqual([a2]);
+    // … until the operator discards it: then it goes out.
+    await t.db.query(`DELETE FROM "${t.schema}".outbox_dead_letter`);
+    await d.drain();
+    expect(idsOf(broker.messages)).toEqual([other, a2]);
+  });
+
   it('an unavailable broker costs no attempts, and events go out once it is back', async () => {
     const ids = await enqueue([lesson(), lesson(), quiz()]);
     let down = true;
@@ -460,13 +489,9 @@ describe('several dispatchers', () => {
     expect(await count('outbox')).toBe(0);
   });
 
-  // KNOWN BUG (reported): DESIGN.md promises per-aggregate order with several dispatchers
-  // (partitions owned by one dispatcher at a time), but nothing implements that ownership.
-  // The claim skips rows another dispatcher holds (SKIP LOCKED) and only holds back an
-  // aggregate whose earlier event is *waiting for a retry*, not one whose earlier event is
-  // *in flight* elsewhere; so a second dispatcher publishes the later event first. This
-  // test is expected to fail until that is fixed; then turn `it.fails` into `it`.
-  it.fails('two dispatchers keep one aggregate in order (earlier event in flight elsewhere)', async () => {
+  // The claim holds an aggregate back while its earlier event is in flight elsewhere (locked
+  // by another dispatcher), not only while it waits for a retry.
+  it('two dispatchers keep one aggregate in order (earlier event in flight elsewhere)', async () => {
     const a = randomUUID();
     const [a1, a2] = await enqueue([lesson(a), lesson(a)]);
     const publishOrder: string[] = [];

@@ -42,6 +42,13 @@ export const settings = {
     new Option('--publish-timeout-ms <ms>', 'give up on an unanswered batch after this').default(
       '30000',
     ),
+  onDeadLetter: () =>
+    new Option(
+      '--on-dead-letter <policy>',
+      "after an aggregate's event is dead-lettered, publish its later events (continue) or keep them until the dead letter is retried or discarded (hold)",
+    )
+      .choices(['continue', 'hold'])
+      .default('continue'),
   verbose: () => new Option('--verbose', 'debug logs, and stack traces on errors'),
 };
 
@@ -83,6 +90,7 @@ export interface DispatchFlags {
   retryBaseDelayMs: string;
   retryMaxDelayMs: string;
   publishTimeoutMs: string;
+  onDeadLetter: 'continue' | 'hold';
 }
 
 export function parseDispatchFlags(flags: DispatchFlags) {
@@ -105,6 +113,7 @@ export function parseDispatchFlags(flags: DispatchFlags) {
       86_400_000,
     ),
     publishTimeoutMs: parseInteger('publish-timeout-ms', flags.publishTimeoutMs, 100, 120_000),
+    onDeadLetter: flags.onDeadLetter,
   };
 }
 
@@ -116,6 +125,7 @@ export const dispatchOptions = [
   settings.retryBaseDelayMs,
   settings.retryMaxDelayMs,
   settings.publishTimeoutMs,
+  settings.onDeadLetter,
 ];
 
 /** The flags `run` and `demo` share: where events go and how the dispatcher behaves. */

@@ -7,8 +7,13 @@ import { quoteSchema } from './identifier.js';
 export interface Statements {
   /** $1: JSON array of {id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at}. */
   outboxInsert: string;
-  /** $1: batch size. Claims the oldest available rows, skipping rows other dispatchers hold. */
+  /**
+   * $1: batch size. Claims the oldest available rows, skipping rows other dispatchers
+   * hold, and returns those whose aggregate has no earlier event left outside the claim.
+   */
   outboxClaim: string;
+  /** The same, also holding back every event after one of its aggregate's dead letters. */
+  outboxClaimHoldingDeadLetters: string;
   /** $1: published seqs; $2: JSON [{seq, error, delay_ms}] to retry; $3: JSON [{seq, error}] to dead-letter. */
   outboxSettle: string;
   /** Pending rows and the age of the oldest, in seconds. */
@@ -27,21 +32,8 @@ FROM ROWS FROM (json_to_recordset($1::text::json) AS (id uuid, aggregate_type te
   WITH ORDINALITY AS e(id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at, n)
 ORDER BY e.n`,
 
-    // An aggregate whose earlier event waits for a retry is held back, so its events keep
-    // their order; other aggregates flow on. Text casts give every driver the same values.
-    outboxClaim: `SELECT o.seq::text AS seq, o.id::text AS id, o.aggregate_type, o.aggregate_id, o.event_type,
-  o.payload::text AS payload, o.headers::text AS headers, o.partition,
-  to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
-  o.attempts
-FROM ${s}.outbox o
-WHERE o.available_at <= now()
-  AND NOT EXISTS (
-    SELECT 1 FROM ${s}.outbox w
-    WHERE w.aggregate_type = o.aggregate_type AND w.aggregate_id = o.aggregate_id
-      AND w.seq < o.seq AND w.available_at > now())
-ORDER BY o.seq
-LIMIT $1
-FOR UPDATE OF o SKIP LOCKED`,
+    outboxClaim: claim(s, false),
+    outboxClaimHoldingDeadLetters: claim(s, true),
 
     outboxSettle: `WITH published AS (
   DELETE FROM ${s}.outbox WHERE seq = ANY($1::text::bigint[])
@@ -74,4 +66,44 @@ FROM ${s}.outbox`,
 /** A PostgreSQL array literal of bigint seqs, bound as text: every driver passes it unchanged. */
 export function seqArray(seqs: readonly string[]): string {
   return `{${seqs.join(',')}}`;
+}
+
+/**
+ * The claim. Candidates are the oldest available rows nobody else has locked, skipping
+ * the aggregates whose earlier event waits for a retry (or, with `hold`, sits in the dead
+ * letters), so those never take a place in the batch. A candidate is then published only
+ * if every earlier event of its aggregate still in the outbox is a candidate too: an
+ * earlier event claimed by another dispatcher (even one that will not publish it) holds
+ * back the later ones of that aggregate, and only those. Rows held back stay locked until
+ * this transaction ends, untouched.
+ */
+function claim(s: string, holdAfterDeadLetter: boolean): string {
+  const sameAggregateBefore = (alias: string, row: string) =>
+    `${alias}.aggregate_type = ${row}.aggregate_type AND ${alias}.aggregate_id = ${row}.aggregate_id AND ${alias}.seq < ${row}.seq`;
+  const deadLetterHold = holdAfterDeadLetter
+    ? `
+      AND NOT EXISTS (SELECT 1 FROM ${s}.outbox_dead_letter d WHERE ${sameAggregateBefore('d', 'o')})`
+    : '';
+  // Text casts give every driver the same values.
+  return `WITH candidates AS MATERIALIZED (
+  SELECT o.seq, o.id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers,
+    o.partition, o.occurred_at, o.attempts,
+    row_number() OVER (PARTITION BY o.aggregate_type, o.aggregate_id ORDER BY o.seq) - 1 AS earlier_claimed
+  FROM (
+    SELECT * FROM ${s}.outbox o
+    WHERE o.available_at <= now()
+      AND NOT EXISTS (
+        SELECT 1 FROM ${s}.outbox w WHERE ${sameAggregateBefore('w', 'o')} AND w.available_at > now())${deadLetterHold}
+    ORDER BY o.seq
+    LIMIT $1
+    FOR UPDATE OF o SKIP LOCKED
+  ) o
+)
+SELECT c.seq::text AS seq, c.id::text AS id, c.aggregate_type, c.aggregate_id, c.event_type,
+  c.payload::text AS payload, c.headers::text AS headers, c.partition,
+  to_char(c.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
+  c.attempts
+FROM candidates c
+WHERE (SELECT count(*) FROM ${s}.outbox w WHERE ${sameAggregateBefore('w', 'c')}) = c.earlier_claimed
+ORDER BY c.seq`;
 }

@@ -217,7 +217,11 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private async dispatchBatch(): Promise<BatchReport> {
     const { db, batchSize, logger } = this.options;
     const settled = await db.transaction(async (tx) => {
-      const { rows } = await tx.query<ClaimedRow>(this.sql.outboxClaim, [batchSize]);
+      const claim =
+        this.options.onDeadLetter === 'hold'
+          ? this.sql.outboxClaimHoldingDeadLetters
+          : this.sql.outboxClaim;
+      const { rows } = await tx.query<ClaimedRow>(claim, [batchSize]);
       if (rows.length === 0) return undefined;
       const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
         this.publishWithTimeout(round),

@@ -28,6 +28,13 @@ export interface DispatcherOptions {
    * Default 30000, at most 120000 (the claim transaction must not outlive it by much).
    */
   publishTimeoutMs?: number;
+  /**
+   * What happens to the later events of an aggregate once one of its events is
+   * dead-lettered. `continue` (default): they are published; the aggregate's consumers
+   * see a gap but the aggregate keeps flowing. `hold`: they wait in the outbox until an
+   * operator retries or discards the dead letter; no gap, but that aggregate stops.
+   */
+  onDeadLetter?: 'continue' | 'hold';
   logger?: Logger;
 }
 
@@ -82,6 +89,15 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
       86_400_000,
     ),
     publishTimeoutMs: integer('publishTimeoutMs', options.publishTimeoutMs, 30_000, 100, 120_000),
+    onDeadLetter: deadLetterPolicy(options.onDeadLetter),
     logger: options.logger ?? silentLogger,
   };
+}
+
+function deadLetterPolicy(value: DispatcherOptions['onDeadLetter']): 'continue' | 'hold' {
+  const resolved = value ?? 'continue';
+  if (resolved !== 'continue' && resolved !== 'hold') {
+    throw new ConfigError('onDeadLetter', `must be "continue" or "hold", got ${String(value)}`);
+  }
+  return resolved;
 }
