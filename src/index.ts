@@ -17,7 +17,7 @@ export type { EventBroker, PublishResult } from './brokers/broker.js';
 export { brokerFromUrl } from './brokers/index.js';
 export { LogBroker, type LogBrokerOptions } from './brokers/log.js';
 export { MemoryBroker, type MemoryBrokerOptions } from './brokers/memory.js';
-export type { Database, TransactionExecutor } from './db/database.js';
+export type { Database, DatabaseSession, TransactionExecutor } from './db/database.js';
 export { type Executor, type TransactionLike, toExecutor } from './db/executor.js';
 export {
   assertSchemaCurrent,
@@ -37,6 +37,7 @@ export {
   type DispatcherStats,
 } from './dispatcher/dispatcher.js';
 export type { DispatcherOptions } from './dispatcher/options.js';
+export { type DispatcherOwnership, type OutboxStatus, outboxStatus } from './dispatcher/status.js';
 export {
   BrokerUnavailableError,
   ConfigError,

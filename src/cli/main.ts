@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { demoCommand } from './commands/demo.js';
 import { migrateCommand } from './commands/migrate.js';
 import { runCommand } from './commands/run.js';
+import { statusCommand } from './commands/status.js';
 import { exitCodes } from './execute.js';
 
 function version(): string {
@@ -26,6 +27,7 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     )
     .addCommand(migrateCommand())
     .addCommand(runCommand())
+    .addCommand(statusCommand())
     .addCommand(demoCommand());
   // Usage errors (unknown flag, missing value) exit 2 like any other bad setting.
   const configure = (command: Command) => {

@@ -6,6 +6,13 @@ export interface TransactionExecutor extends Executor {
   exec(sql: string): Promise<void>;
 }
 
+/** A connection of its own, kept open: session-level advisory locks live as long as it. */
+export interface DatabaseSession extends Executor {
+  /** Called once if the connection is lost; its session locks are gone with it. */
+  onLost(listener: (error: Error) => void): void;
+  close(): Promise<void>;
+}
+
 /**
  * What the dispatcher and the migrator need from a database: a pool of sessions for
  * transactions, and a way to hear `NOTIFY`. Adapters: `pgDatabase` (node-postgres) and
@@ -23,6 +30,11 @@ export interface Database extends Executor {
     onNotify: () => void,
     onError?: (error: Error) => void,
   ): Promise<() => Promise<void>>;
+  /**
+   * Opens a dedicated session (dispatchers hold their partition locks on one). Absent
+   * on an embedded single-session database, where one dispatcher owns every partition.
+   */
+  session?(applicationName: string): Promise<DatabaseSession>;
   /** Releases every connection the adapter opened. */
   close(): Promise<void>;
 }

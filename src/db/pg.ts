@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { Database, TransactionExecutor } from './database.js';
+import type { Database, DatabaseSession, TransactionExecutor } from './database.js';
 
 export interface PgDatabaseOptions {
   /** `postgres://user:pass@host:port/db`. */
@@ -101,6 +101,45 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
         closed = true;
         listeners.delete(client);
         await client.end().catch(() => {});
+      };
+    },
+
+    async session(applicationName: string): Promise<DatabaseSession> {
+      const client = new pg.Client({ ...config, application_name: applicationName });
+      listeners.add(client);
+      let lost: ((error: Error) => void) | undefined;
+      let ended = false;
+      const end = (error: Error) => {
+        if (ended) return;
+        ended = true;
+        listeners.delete(client);
+        client.end().catch(() => {});
+        lost?.(error);
+      };
+      client.on('error', end);
+      client.on('end', () => end(new Error('session connection closed')));
+      try {
+        await client.connect();
+      } catch (error) {
+        ended = true;
+        listeners.delete(client);
+        await client.end().catch(() => {});
+        throw error;
+      }
+      return {
+        async query<R>(text: string, values: readonly unknown[] = []) {
+          const result = await client.query(text, [...values]);
+          return { rows: result.rows as R[] };
+        },
+        onLost(listener) {
+          lost = listener;
+        },
+        async close() {
+          if (ended) return;
+          ended = true;
+          listeners.delete(client);
+          await client.end().catch(() => {});
+        },
       };
     },
 

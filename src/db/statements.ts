@@ -8,8 +8,9 @@ export interface Statements {
   /** $1: JSON array of {id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at}. */
   outboxInsert: string;
   /**
-   * $1: batch size. Claims the oldest available rows, skipping rows other dispatchers
-   * hold, and returns those whose aggregate has no earlier event left outside the claim.
+   * $1: batch size, $2: the partitions to claim from ('{0,1,…}'). Claims the oldest
+   * available rows, skipping rows other dispatchers hold, and returns those whose
+   * aggregate has no earlier event left outside the claim.
    */
   outboxClaim: string;
   /** The same, also holding back every event after one of its aggregate's dead letters. */
@@ -20,7 +21,18 @@ export interface Statements {
   outboxBacklog: string;
   /** Number of dead letters. */
   deadLetterCount: string;
+  /** The two advisory-lock namespaces of this schema: `members`, `partitions` (int4 keys). */
+  ownershipKeys: string;
+  /** $1 namespace, $2 key: a session lock (a dispatcher's membership or a partition). */
+  ownershipLock: string;
+  ownershipTryLock: string;
+  ownershipUnlock: string;
+  /** $1 members namespace, $2 partitions namespace: every granted lock of both, with its holder. */
+  ownershipHolders: string;
 }
+
+/** Rows are spread over this many partitions (`partition` column of migration 0001). */
+export const PARTITION_COUNT = 64;
 
 export function statements(schema: string): Statements {
   const s = quoteSchema(schema);
@@ -60,11 +72,24 @@ FROM dead`,
 FROM ${s}.outbox`,
 
     deadLetterCount: `SELECT count(*)::int AS dead FROM ${s}.outbox_dead_letter`,
+
+    // Keys are derived from the schema name so dispatchers of different schemas (or
+    // databases' other advisory-lock users) never share partitions.
+    ownershipKeys: `SELECT hashtext('edupulse-outbox:members:' || $1) & 2147483647 AS members,
+  hashtext('edupulse-outbox:partitions:' || $1) & 2147483647 AS partitions`,
+    ownershipLock: 'SELECT pg_advisory_lock($1::int, $2::int)',
+    ownershipTryLock: 'SELECT pg_try_advisory_lock($1::int, $2::int) AS locked',
+    ownershipUnlock: 'SELECT pg_advisory_unlock($1::int, $2::int) AS unlocked',
+    ownershipHolders: `SELECT l.classid::bigint AS namespace, l.objid::bigint AS key, l.pid, a.application_name
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid IN ($1::bigint::oid, $2::bigint::oid)`,
   };
 }
 
-/** A PostgreSQL array literal of bigint seqs, bound as text: every driver passes it unchanged. */
-export function seqArray(seqs: readonly string[]): string {
+/** A PostgreSQL array literal (seqs, partitions), bound as text: every driver passes it unchanged. */
+export function seqArray(seqs: readonly (string | number)[]): string {
   return `{${seqs.join(',')}}`;
 }
 
@@ -91,7 +116,8 @@ function claim(s: string, holdAfterDeadLetter: boolean): string {
     row_number() OVER (PARTITION BY o.aggregate_type, o.aggregate_id ORDER BY o.seq) - 1 AS earlier_claimed
   FROM (
     SELECT * FROM ${s}.outbox o
-    WHERE o.available_at <= now()
+    WHERE o.partition = ANY($2::text::int[])
+      AND o.available_at <= now()
       AND NOT EXISTS (
         SELECT 1 FROM ${s}.outbox w WHERE ${sameAggregateBefore('w', 'o')} AND w.available_at > now())${deadLetterHold}
     ORDER BY o.seq

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { notifyChannel } from '../db/identifier.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
-import { seqArray, statements } from '../db/statements.js';
+import { PARTITION_COUNT, seqArray, statements } from '../db/statements.js';
 import {
   BrokerUnavailableError,
   ConfigError,
@@ -16,6 +16,7 @@ import {
   type ResolvedDispatcherOptions,
   resolveDispatcherOptions,
 } from './options.js';
+import { PartitionOwnership } from './ownership.js';
 
 interface ClaimedRow {
   seq: string;
@@ -61,6 +62,8 @@ export interface Dispatcher extends EventEmitter {
    * For scripts and tests on a dispatcher that is not started.
    */
   drain(): Promise<number>;
+  /** The partitions this dispatcher claims from now (all of them on an embedded database). */
+  ownedPartitions(): number[];
   readonly stats: Readonly<DispatcherStats>;
 }
 
@@ -79,6 +82,8 @@ function toMessage(row: ClaimedRow): OutboxMessage {
   };
 }
 
+const ALL_PARTITIONS = Array.from({ length: PARTITION_COUNT }, (_, p) => p);
+
 class OutboxDispatcher extends EventEmitter implements Dispatcher {
   readonly stats: DispatcherStats = { published: 0, retried: 0, deadLettered: 0, batches: 0 };
   private readonly options: ResolvedDispatcherOptions;
@@ -92,11 +97,21 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private unlisten: (() => Promise<void>) | undefined;
   private listening = false;
   private brokerConnected = false;
+  private readonly ownership: PartitionOwnership;
 
   constructor(options: DispatcherOptions) {
     super();
     this.options = resolveDispatcherOptions(options);
     this.sql = statements(this.options.schema);
+    const { db, schema, rebalanceIntervalMs, logger } = this.options;
+    this.ownership = new PartitionOwnership(db, this.sql, schema, rebalanceIntervalMs, logger, () =>
+      this.wakeup.wake(),
+    );
+  }
+
+  /** The partitions this dispatcher claims from now (all of them on an embedded database). */
+  ownedPartitions(): number[] {
+    return this.ownership.partitions();
   }
 
   async start(): Promise<void> {
@@ -104,6 +119,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     await assertSchemaCurrent(this.options.db, this.options.schema);
     this.stopping = false;
     this.stopRequested.reset();
+    await this.ownership.start();
     await this.listen();
     this.loop = this.run();
   }
@@ -114,6 +130,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     this.stopRequested.wake();
     await this.loop;
     this.loop = undefined;
+    await this.ownership.stop();
     await this.unlisten?.();
     this.unlisten = undefined;
     this.listening = false;
@@ -131,7 +148,8 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     const before = this.stats.published;
     // Failed events wait for their retry time and their aggregates' later events wait
     // behind them, so the claim comes back empty once nothing is claimable right now.
-    while ((await this.dispatchBatch()).claimed > 0) {}
+    // A drain claims from every partition: the claim alone keeps aggregates in order.
+    while ((await this.dispatchBatch(ALL_PARTITIONS)).claimed > 0) {}
     return this.stats.published - before;
   }
 
@@ -166,7 +184,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
       try {
         if (!this.brokerConnected) await this.connectBroker();
         if (!this.listening) await this.listen();
-        const report = await this.dispatchBatch();
+        const report = await this.dispatchBatch(this.ownership.partitions());
         if (failures > 0) logger.info({ after: failures }, 'dispatching again');
         failures = 0;
         // A full batch means more is probably waiting (failed events are not claimable
@@ -214,14 +232,16 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   }
 
   /** One transaction: claim, publish, settle. A crash or error before COMMIT returns every row. */
-  private async dispatchBatch(): Promise<BatchReport> {
+  private async dispatchBatch(partitions: readonly number[]): Promise<BatchReport> {
     const { db, batchSize, logger } = this.options;
+    if (partitions.length === 0)
+      return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
     const settled = await db.transaction(async (tx) => {
       const claim =
         this.options.onDeadLetter === 'hold'
           ? this.sql.outboxClaimHoldingDeadLetters
           : this.sql.outboxClaim;
-      const { rows } = await tx.query<ClaimedRow>(claim, [batchSize]);
+      const { rows } = await tx.query<ClaimedRow>(claim, [batchSize, seqArray(partitions)]);
       if (rows.length === 0) return undefined;
       const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
         this.publishWithTimeout(round),

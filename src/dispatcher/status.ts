@@ -1,0 +1,74 @@
+import type { Executor } from '../db/executor.js';
+import { statements } from '../db/statements.js';
+
+export interface DispatcherOwnership {
+  /** Backend pid of the dispatcher's ownership session. */
+  pid: number;
+  /** Its application_name: `edupulse-outbox dispatcher <host>:<pid>`. */
+  name: string;
+  partitions: number[];
+}
+
+export interface OutboxStatus {
+  schema: string;
+  pending: number;
+  /** Age of the oldest pending event, in seconds (0 when none). */
+  oldestAgeSeconds: number;
+  deadLetters: number;
+  /** Dispatchers sharing the partitions right now, and what each owns. */
+  dispatchers: DispatcherOwnership[];
+}
+
+/** A snapshot of one schema's outbox: backlog, dead letters, dispatchers and their partitions. */
+export async function outboxStatus(db: Executor, schema: string): Promise<OutboxStatus> {
+  const sql = statements(schema);
+  const [{ rows: backlog }, { rows: dead }, { rows: keyRows }] = await Promise.all([
+    db.query<{ pending: number; oldest_age_s: number }>(sql.outboxBacklog),
+    db.query<{ dead: number }>(sql.deadLetterCount),
+    db.query<{ members: number; partitions: number }>(sql.ownershipKeys, [schema]),
+  ]);
+  const keys = { members: Number(keyRows[0]?.members), partitions: Number(keyRows[0]?.partitions) };
+  const { rows: holders } = await db.query<{
+    namespace: string;
+    key: string;
+    pid: number;
+    application_name: string | null;
+  }>(sql.ownershipHolders, [keys.members, keys.partitions]);
+  const byPid = new Map<number, DispatcherOwnership>();
+  for (const holder of holders) {
+    if (Number(holder.namespace) !== keys.members) continue;
+    byPid.set(holder.pid, { pid: holder.pid, name: holder.application_name ?? '', partitions: [] });
+  }
+  for (const holder of holders) {
+    if (Number(holder.namespace) !== keys.partitions) continue;
+    byPid.get(holder.pid)?.partitions.push(Number(holder.key));
+  }
+  const dispatchers = [...byPid.values()].sort((a, b) => a.pid - b.pid);
+  for (const dispatcher of dispatchers) dispatcher.partitions.sort((a, b) => a - b);
+  return {
+    schema,
+    pending: Number(backlog[0]?.pending ?? 0),
+    oldestAgeSeconds: Number(backlog[0]?.oldest_age_s ?? 0),
+    deadLetters: Number(dead[0]?.dead ?? 0),
+    dispatchers,
+  };
+}
+
+/** `0-21,40,42-43`: a sorted list of partitions, compactly. */
+export function partitionRanges(partitions: readonly number[]): string {
+  const ranges: string[] = [];
+  let start: number | undefined;
+  let previous: number | undefined;
+  for (const p of [...partitions, Number.NaN]) {
+    if (start !== undefined && previous !== undefined && p === previous + 1) {
+      previous = p;
+      continue;
+    }
+    if (start !== undefined && previous !== undefined) {
+      ranges.push(start === previous ? `${start}` : `${start}-${previous}`);
+    }
+    start = p;
+    previous = p;
+  }
+  return ranges.join(',') || 'none';
+}

@@ -1,0 +1,132 @@
+/**
+ * Dispatchers share the partitions through PostgreSQL alone: `run` processes join, crash
+ * and leave, and `status` shows the ownership settle again within 5 s each time.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryBroker } from '../src/brokers/memory.js';
+import { createDispatcher } from '../src/index.js';
+import { type CliProcess, killChildren, runCli, spawnCli } from './helpers/cli.js';
+import {
+  createPgliteTestSchema,
+  createPgTestSchema,
+  PG_URL,
+  type TestSchema,
+} from './helpers/db.js';
+import { waitFor } from './helpers/wait.js';
+
+afterEach(killChildren);
+
+interface Status {
+  pending: number;
+  dispatchers: { pid: number; name: string; partitions: number[] }[];
+}
+
+describe('partition ownership across run processes', () => {
+  let t: TestSchema;
+  beforeAll(async () => {
+    t = await createPgTestSchema('ownership');
+  });
+  afterAll(async () => {
+    await killChildren();
+    await t?.drop();
+  });
+
+  const status = async (): Promise<Status> => {
+    const result = await runCli([
+      'status',
+      '--database-url',
+      PG_URL,
+      '--schema',
+      t.schema,
+      '--json',
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    return JSON.parse(result.stdout) as Status;
+  };
+
+  /** Every partition owned exactly once, by `members` dispatchers, none above its fair share. */
+  const balanced = (s: Status, members: number) => {
+    const owned = s.dispatchers.flatMap((d) => d.partitions);
+    return (
+      s.dispatchers.length === members &&
+      owned.length === 64 &&
+      new Set(owned).size === 64 &&
+      s.dispatchers.every((d) => d.partitions.length <= Math.ceil(64 / members))
+    );
+  };
+
+  const spawnRun = () =>
+    spawnCli(['run', '--database-url', PG_URL, '--schema', t.schema, '--broker', 'memory:']);
+
+  const settles = async (members: number, what: string) => {
+    let last: Status | undefined;
+    await waitFor(
+      what,
+      async () => {
+        last = await status();
+        return balanced(last, members);
+      },
+      { timeoutMs: 5000, intervalMs: 200 },
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}; last status: ${JSON.stringify(last)}`);
+    });
+  };
+
+  it('spreads 64 partitions over 3 dispatchers, and rebalances after a crash, a join and a stop', async () => {
+    const runs: CliProcess[] = [spawnRun(), spawnRun(), spawnRun()];
+    // Start-up (node, connections) is not what is measured: wait until all three are members.
+    await waitFor('three members', async () => (await status()).dispatchers.length === 3, {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+    });
+    await settles(3, '64 partitions over 3 dispatchers');
+
+    const crashed = runs[0] as CliProcess;
+    crashed.child.kill('SIGKILL');
+    await crashed.exited;
+    await settles(2, 'the crashed dispatcher’s partitions taken over within 5 s');
+
+    runs.push(spawnRun());
+    await waitFor('the newcomer to join', async () => (await status()).dispatchers.length === 3, {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+    });
+    await settles(3, 'a joining dispatcher given its share within 5 s');
+
+    const leaving = runs[1] as CliProcess;
+    leaving.child.kill('SIGTERM');
+    expect((await leaving.exited).code).toBe(0);
+    await settles(2, 'a stopped dispatcher’s partitions taken over within 5 s');
+
+    for (const run of runs.slice(2)) run.child.kill('SIGTERM');
+    for (const run of runs.slice(2)) expect((await run.exited).code).toBe(0);
+    expect((await status()).dispatchers).toEqual([]);
+  });
+
+  it('status prints the backlog and each dispatcher with its partitions', async () => {
+    const run = spawnRun();
+    await waitFor('one member owning everything', async () => balanced(await status(), 1), {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+    });
+    const result = await runCli(['status', '--database-url', PG_URL, '--schema', t.schema]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/0 pending .*0 dead letters/);
+    expect(result.stdout).toContain('dispatchers: 1');
+    expect(result.stdout).toMatch(/64 partitions: 0-63/);
+    run.child.kill('SIGTERM');
+    expect((await run.exited).code).toBe(0);
+  });
+});
+
+it('an embedded single-session database: one dispatcher owns every partition', async () => {
+  const t = await createPgliteTestSchema('ownership_pglite');
+  try {
+    const d = createDispatcher({ db: t.db, schema: t.schema, broker: new MemoryBroker() });
+    await d.start();
+    expect(d.ownedPartitions()).toHaveLength(64);
+    await d.stop();
+  } finally {
+    await t.drop();
+  }
+});
