@@ -8,9 +8,10 @@ export interface Statements {
   /** $1: JSON array of {id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at}. */
   outboxInsert: string;
   /**
-   * $1: batch size, $2: the partitions to claim from ('{0,1,…}'). Claims the oldest
-   * available rows, skipping rows other dispatchers hold, and returns those whose
-   * aggregate has no earlier event left outside the claim.
+   * $1: batch size, $2: the partitions to claim from ('{0,1,…}'), $3: the lowest seq
+   * to look at (a cursor; '0' for all). Claims the oldest available rows, skipping rows
+   * other dispatchers hold, and returns those whose aggregate has no earlier event left
+   * outside the claim.
    */
   outboxClaim: string;
   /** The same, also holding back every event after one of its aggregate's dead letters. */
@@ -107,7 +108,7 @@ function claim(s: string, holdAfterDeadLetter: boolean): string {
     `${alias}.aggregate_type = ${row}.aggregate_type AND ${alias}.aggregate_id = ${row}.aggregate_id AND ${alias}.seq < ${row}.seq`;
   const deadLetterHold = holdAfterDeadLetter
     ? `
-      AND NOT EXISTS (SELECT 1 FROM ${s}.outbox_dead_letter d WHERE ${sameAggregateBefore('d', 'o')})`
+      AND (SELECT 1 FROM ${s}.outbox_dead_letter d WHERE ${sameAggregateBefore('d', 'o')} LIMIT 1) IS NULL`
     : '';
   // Text casts give every driver the same values.
   return `WITH candidates AS MATERIALIZED (
@@ -117,9 +118,13 @@ function claim(s: string, holdAfterDeadLetter: boolean): string {
   FROM (
     SELECT * FROM ${s}.outbox o
     WHERE o.partition = ANY($2::text::int[])
+      AND o.seq >= $3::text::bigint
       AND o.available_at <= now()
-      AND NOT EXISTS (
-        SELECT 1 FROM ${s}.outbox w WHERE ${sameAggregateBefore('w', 'o')} AND w.available_at > now())${deadLetterHold}
+      -- A scalar subquery, not NOT EXISTS: the planner keeps it a probe per row into the
+      -- partial index of retrying rows instead of joining against all of them.
+      AND (SELECT 1 FROM ${s}.outbox w
+           WHERE ${sameAggregateBefore('w', 'o')} AND w.attempts > 0 AND w.available_at > now()
+           LIMIT 1) IS NULL${deadLetterHold}
     ORDER BY o.seq
     LIMIT $1
     FOR UPDATE OF o SKIP LOCKED

@@ -82,6 +82,8 @@ function toMessage(row: ClaimedRow): OutboxMessage {
   };
 }
 
+const FULL_SCAN = '0';
+const nextSeq = (seq: string | undefined) => (seq ? String(BigInt(seq) + 1n) : FULL_SCAN);
 const ALL_PARTITIONS = Array.from({ length: PARTITION_COUNT }, (_, p) => p);
 
 class OutboxDispatcher extends EventEmitter implements Dispatcher {
@@ -98,14 +100,32 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private listening = false;
   private brokerConnected = false;
   private readonly ownership: PartitionOwnership;
+  /**
+   * Where the next claim starts looking (a seq). During a long drain each claim starts
+   * after the last, instead of walking the dead index entries its predecessors left at
+   * the head of the scan. Rows it steps over (held back, retried, claimed elsewhere,
+   * committed late) are found by a full scan, which runs whenever a claim comes back
+   * short, the partitions change, and at least every poll interval.
+   */
+  private cursor = FULL_SCAN;
+  private lastFullScan = 0;
 
   constructor(options: DispatcherOptions) {
     super();
     this.options = resolveDispatcherOptions(options);
     this.sql = statements(this.options.schema);
     const { db, schema, rebalanceIntervalMs, logger } = this.options;
-    this.ownership = new PartitionOwnership(db, this.sql, schema, rebalanceIntervalMs, logger, () =>
-      this.wakeup.wake(),
+    this.ownership = new PartitionOwnership(
+      db,
+      this.sql,
+      schema,
+      rebalanceIntervalMs,
+      logger,
+      () => {
+        // New partitions have rows below the cursor.
+        this.cursor = FULL_SCAN;
+        this.wakeup.wake();
+      },
     );
   }
 
@@ -149,7 +169,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     // Failed events wait for their retry time and their aggregates' later events wait
     // behind them, so the claim comes back empty once nothing is claimable right now.
     // A drain claims from every partition: the claim alone keeps aggregates in order.
-    while ((await this.dispatchBatch(ALL_PARTITIONS)).claimed > 0) {}
+    while ((await this.dispatchBatch(ALL_PARTITIONS, FULL_SCAN)).claimed > 0) {}
     return this.stats.published - before;
   }
 
@@ -184,12 +204,22 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
       try {
         if (!this.brokerConnected) await this.connectBroker();
         if (!this.listening) await this.listen();
-        const report = await this.dispatchBatch(this.ownership.partitions());
+        if (Date.now() - this.lastFullScan >= pollIntervalMs) this.cursor = FULL_SCAN;
+        const from = this.cursor;
+        if (from === FULL_SCAN) this.lastFullScan = Date.now();
+        const report = await this.dispatchBatch(this.ownership.partitions(), from);
         if (failures > 0) logger.info({ after: failures }, 'dispatching again');
         failures = 0;
-        // A full batch means more is probably waiting (failed events are not claimable
-        // again until their retry time, so this cannot spin on them); else sleep until woken.
-        if (report.claimed < batchSize) await this.wakeup.sleep(pollIntervalMs);
+        if (report.claimed === batchSize) {
+          // More is probably waiting beyond this batch: go on from there.
+          this.cursor = nextSeq(report.lastSeq);
+        } else {
+          this.cursor = FULL_SCAN;
+          // A short claim from the cursor: look once more from the start before sleeping.
+          // (Failed events are not claimable again until their retry time, so a full
+          // batch of them cannot make this spin.)
+          if (from === FULL_SCAN) await this.wakeup.sleep(pollIntervalMs);
+        }
       } catch (error) {
         if (this.stopping) break;
         if (error instanceof ConfigError || error instanceof SchemaVersionError) {
@@ -232,7 +262,10 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   }
 
   /** One transaction: claim, publish, settle. A crash or error before COMMIT returns every row. */
-  private async dispatchBatch(partitions: readonly number[]): Promise<BatchReport> {
+  private async dispatchBatch(
+    partitions: readonly number[],
+    from: string,
+  ): Promise<BatchReport & { lastSeq?: string }> {
     const { db, batchSize, logger } = this.options;
     if (partitions.length === 0)
       return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
@@ -241,16 +274,16 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         this.options.onDeadLetter === 'hold'
           ? this.sql.outboxClaimHoldingDeadLetters
           : this.sql.outboxClaim;
-      const { rows } = await tx.query<ClaimedRow>(claim, [batchSize, seqArray(partitions)]);
+      const { rows } = await tx.query<ClaimedRow>(claim, [batchSize, seqArray(partitions), from]);
       if (rows.length === 0) return undefined;
       const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
         this.publishWithTimeout(round),
       );
-      return this.settle(tx, rows.length, outcome);
+      return { ...(await this.settle(tx, rows.length, outcome)), lastSeq: rows.at(-1)?.seq };
     });
     if (!settled) return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
     // Reported only once committed: a rolled-back batch dead-lettered nothing.
-    const { dead, ...report } = settled;
+    const { dead, lastSeq, ...report } = settled;
     for (const { message, error } of dead) {
       logger.warn(
         {
@@ -269,7 +302,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     this.stats.retried += report.retried;
     this.stats.deadLettered += report.deadLettered;
     this.emit('batch', report);
-    return report;
+    return { ...report, lastSeq };
   }
 
   private async publishWithTimeout(round: readonly OutboxMessage[]) {
