@@ -8,8 +8,8 @@
  * - outbox row: an event stored in the `outbox` table and not yet published.
  * - dispatcher: the loop that claims rows, publishes them and removes them. Several may run.
  * - broker: where events are published (`EventBroker`): log, memory; NATS, RabbitMQ, Kafka.
- * - partition: `hash(aggregate_id) mod 64`, stored on every row; the unit of ownership when
- *   dispatchers share the work.
+ * - partition: `hash(aggregate_id) mod P`, stored on every row (P = 64 unless the schema
+ *   was created with another count); the unit of ownership when dispatchers share the work.
  * - dead letter: an event that failed `maxAttempts` times, parked with its last error in
  *   `outbox_dead_letter` for an operator.
  */
@@ -22,6 +22,7 @@ export { type Executor, type TransactionLike, toExecutor } from './db/executor.j
 export {
   assertSchemaCurrent,
   loadMigrations,
+  type MigrateOptions,
   type Migration,
   type MigrationStatus,
   migrate,

@@ -130,3 +130,51 @@ it('an embedded single-session database: one dispatcher owns every partition', a
     await t.drop();
   }
 });
+
+describe('partition count fixed when the schema is created', () => {
+  it('spreads rows over the count given to migrate, and refuses another one later', async () => {
+    const t = await createPgTestSchema('partitions16', { migrate: false });
+    try {
+      const migrated = await runCli([
+        'migrate',
+        '--database-url',
+        PG_URL,
+        '--schema',
+        t.schema,
+        '--partitions',
+        '16',
+      ]);
+      expect(migrated.code, migrated.stderr).toBe(0);
+      await t.db.query(
+        `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+         SELECT 'lesson', 'a-' || i, 'lesson-published', '{}' FROM generate_series(1, 2000) AS i`,
+      );
+      const { rows } = await t.db.query<{ partitions: number; highest: number }>(
+        `SELECT count(DISTINCT partition)::int AS partitions, max(partition)::int AS highest
+         FROM "${t.schema}".outbox`,
+      );
+      expect(rows[0]).toEqual({ partitions: 16, highest: 15 });
+
+      const d = createDispatcher({ db: t.db, schema: t.schema, broker: new MemoryBroker() });
+      await d.start();
+      await waitFor('the 16 partitions owned', () => d.ownedPartitions().length === 16);
+      expect(await d.drain()).toBe(2000);
+      await d.stop();
+
+      const again = await runCli([
+        'migrate',
+        '--database-url',
+        PG_URL,
+        '--schema',
+        t.schema,
+        '--partitions',
+        '64',
+      ]);
+      expect(again.code).toBe(2);
+      expect(again.stderr).toContain('partitions');
+      expect(again.stderr).toContain('16');
+    } finally {
+      await t.drop();
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { SchemaVersionError } from '../errors.js';
+import { ConfigError, SchemaVersionError } from '../errors.js';
 import type { Database } from './database.js';
 import type { Executor } from './executor.js';
 import { notifyChannel, quoteSchema } from './identifier.js';
@@ -36,11 +36,37 @@ export function loadMigrations(): Migration[] {
     .sort((a, b) => a.version - b.version);
 }
 
+export interface MigrateOptions {
+  /**
+   * Partitions the rows are spread over (the unit dispatchers share), 1 to 1024. Fixed
+   * when the schema is created; default 64.
+   */
+  partitions?: number;
+}
+
+export const DEFAULT_PARTITIONS = 64;
+
+function partitionCount(options: MigrateOptions): number {
+  const partitions = options.partitions ?? DEFAULT_PARTITIONS;
+  if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) {
+    throw new ConfigError(
+      'partitions',
+      `must be a whole number from 1 to 1024, got ${String(partitions)}`,
+    );
+  }
+  return partitions;
+}
+
 /** A migration's SQL for one schema. */
-export function renderMigration(migration: Migration, schema: string): string {
+export function renderMigration(
+  migration: Migration,
+  schema: string,
+  options: MigrateOptions = {},
+): string {
   return migration.template
     .replaceAll(':schema', quoteSchema(schema))
-    .replaceAll(':channel', notifyChannel(schema));
+    .replaceAll(':channel', notifyChannel(schema))
+    .replaceAll(':partitions', String(partitionCount(options)));
 }
 
 // One lock per schema: concurrent migrators of one schema queue up, other schemas do not wait.
@@ -79,7 +105,12 @@ export async function migrationStatus(db: Executor, schema: string): Promise<Mig
  * lock, so two processes migrating at once apply each migration exactly once. Returns
  * the migrations this call applied.
  */
-export async function migrate(db: Database, schema: string): Promise<Migration[]> {
+export async function migrate(
+  db: Database,
+  schema: string,
+  options: MigrateOptions = {},
+): Promise<Migration[]> {
+  partitionCount(options);
   const applied: Migration[] = [];
   for (const migration of loadMigrations()) {
     const ran = await db.transaction(async (tx) => {
@@ -90,7 +121,7 @@ export async function migrate(db: Database, schema: string): Promise<Migration[]
         [migration.version],
       );
       if (rows.length > 0) return false;
-      await tx.exec(renderMigration(migration, schema));
+      await tx.exec(renderMigration(migration, schema, options));
       await tx.query(
         `INSERT INTO ${quoteSchema(schema)}.outbox_migrations (version, name) VALUES ($1, $2)`,
         [migration.version, migration.name],
@@ -99,18 +130,35 @@ export async function migrate(db: Database, schema: string): Promise<Migration[]
     });
     if (ran) applied.push(migration);
   }
+  if (options.partitions !== undefined) {
+    const existing = await readPartitionCount(db, schema);
+    if (existing !== options.partitions) {
+      throw new ConfigError(
+        'partitions',
+        `schema "${schema}" was created with ${existing} partitions; the count is fixed when the schema is created`,
+      );
+    }
+  }
   return applied;
 }
 
+/** The partition count the schema was created with. */
+export async function readPartitionCount(db: Executor, schema: string): Promise<number> {
+  const { rows } = await db.query<{ partitions: number }>(
+    `SELECT partitions FROM ${quoteSchema(schema)}.outbox_settings`,
+  );
+  return Number(rows[0]?.partitions ?? DEFAULT_PARTITIONS);
+}
+
 /** Every migration as one script, runnable by hand with psql, as `migrate --print` shows it. */
-export function migrationScript(schema: string): string {
+export function migrationScript(schema: string, options: MigrateOptions = {}): string {
   const s = quoteSchema(schema);
   const parts = loadMigrations().map(
     (migration) => `-- ${String(migration.version).padStart(4, '0')}_${migration.name}
 BEGIN;
 SELECT pg_advisory_xact_lock(hashtextextended('${lockKey(schema)}', 0));
 ${versionTableDdl(schema)}
-${renderMigration(migration, schema).trim()}
+${renderMigration(migration, schema, options).trim()}
 INSERT INTO ${s}.outbox_migrations (version, name) VALUES (${migration.version}, '${migration.name}');
 COMMIT;
 `,

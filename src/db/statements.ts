@@ -32,9 +32,6 @@ export interface Statements {
   ownershipHolders: string;
 }
 
-/** Rows are spread over this many partitions (`partition` column of migration 0001). */
-export const PARTITION_COUNT = 64;
-
 export function statements(schema: string): Statements {
   const s = quoteSchema(schema);
   return {

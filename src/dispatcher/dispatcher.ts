@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { notifyChannel } from '../db/identifier.js';
-import { assertSchemaCurrent } from '../db/migrate.js';
-import { PARTITION_COUNT, seqArray, statements } from '../db/statements.js';
+import { assertSchemaCurrent, readPartitionCount } from '../db/migrate.js';
+import { seqArray, statements } from '../db/statements.js';
 import {
   BrokerUnavailableError,
   ConfigError,
@@ -84,7 +84,6 @@ function toMessage(row: ClaimedRow): OutboxMessage {
 
 const FULL_SCAN = '0';
 const nextSeq = (seq: string | undefined) => (seq ? String(BigInt(seq) + 1n) : FULL_SCAN);
-const ALL_PARTITIONS = Array.from({ length: PARTITION_COUNT }, (_, p) => p);
 
 class OutboxDispatcher extends EventEmitter implements Dispatcher {
   readonly stats: DispatcherStats = { published: 0, retried: 0, deadLettered: 0, batches: 0 };
@@ -108,6 +107,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
    * short, the partitions change, and at least every poll interval.
    */
   private cursor = FULL_SCAN;
+  private partitions: number | undefined;
   private lastFullScan = 0;
 
   constructor(options: DispatcherOptions) {
@@ -134,12 +134,17 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     return this.ownership.partitions();
   }
 
+  private async partitionCount(): Promise<number> {
+    this.partitions ??= await readPartitionCount(this.options.db, this.options.schema);
+    return this.partitions;
+  }
+
   async start(): Promise<void> {
     if (this.loop) return;
     await assertSchemaCurrent(this.options.db, this.options.schema);
     this.stopping = false;
     this.stopRequested.reset();
-    await this.ownership.start();
+    await this.ownership.start(await this.partitionCount());
     await this.listen();
     this.loop = this.run();
   }
@@ -169,7 +174,8 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     // Failed events wait for their retry time and their aggregates' later events wait
     // behind them, so the claim comes back empty once nothing is claimable right now.
     // A drain claims from every partition: the claim alone keeps aggregates in order.
-    while ((await this.dispatchBatch(ALL_PARTITIONS, FULL_SCAN)).claimed > 0) {}
+    const all = Array.from({ length: await this.partitionCount() }, (_, p) => p);
+    while ((await this.dispatchBatch(all, FULL_SCAN)).claimed > 0) {}
     return this.stats.published - before;
   }
 

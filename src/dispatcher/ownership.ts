@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Database, DatabaseSession } from '../db/database.js';
-import { PARTITION_COUNT, type Statements } from '../db/statements.js';
+import type { Statements } from '../db/statements.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 
@@ -33,6 +33,8 @@ export class PartitionOwnership {
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> = Promise.resolve();
   private stopped = true;
+  /** Partitions of the schema (fixed when it was created); known from start(). */
+  private count = 0;
 
   constructor(
     private readonly db: Database,
@@ -50,11 +52,12 @@ export class PartitionOwnership {
 
   /** The partitions to claim from, ascending; every one when not shared. */
   partitions(): number[] {
-    if (!this.shared) return Array.from({ length: PARTITION_COUNT }, (_, p) => p);
+    if (!this.shared) return Array.from({ length: this.count }, (_, p) => p);
     return [...this.owned].sort((a, b) => a - b);
   }
 
-  async start(): Promise<void> {
+  async start(partitionCount: number): Promise<void> {
+    this.count = partitionCount;
     this.stopped = false;
     if (!this.shared) return;
     await this.rebalance();
@@ -92,7 +95,7 @@ export class PartitionOwnership {
           .filter((row) => Number(row.namespace) === keys.partitions)
           .map((row) => Number(row.key)),
       );
-      const fairShare = Math.ceil(PARTITION_COUNT / members);
+      const fairShare = Math.ceil(this.count / members);
       const before = this.owned.size;
       await this.release(session, this.owned.size - fairShare);
       await this.take(session, fairShare - this.owned.size, taken);
@@ -141,9 +144,9 @@ export class PartitionOwnership {
     const keys = this.keys as { partitions: number };
     // Start the search at a place of our own, so members joining together do not all
     // race for the same partitions.
-    const start = this.memberId % PARTITION_COUNT;
-    for (let i = 0; i < PARTITION_COUNT && count > 0; i++) {
-      const partition = (start + i) % PARTITION_COUNT;
+    const start = this.memberId % this.count;
+    for (let i = 0; i < this.count && count > 0; i++) {
+      const partition = (start + i) % this.count;
       if (this.owned.has(partition) || taken.has(partition)) continue;
       const { rows } = await session.query<{ locked: boolean }>(this.sql.ownershipTryLock, [
         keys.partitions,

@@ -3,13 +3,14 @@ import { quoteSchema } from '../../db/identifier.js';
 import { migrate, migrationScript, migrationStatus } from '../../db/migrate.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
-import { parseDatabaseUrl, settings } from '../settings.js';
+import { parseDatabaseUrl, parseInteger, settings } from '../settings.js';
 
 interface MigrateFlags {
   databaseUrl?: string;
   schema: string;
   print?: boolean;
   check?: boolean;
+  partitions: string;
   verbose?: boolean;
 }
 
@@ -25,6 +26,11 @@ export function migrateCommand(): Command {
       'print the SQL of every migration instead of applying it (no database needed)',
     )
     .option('--check', 'apply nothing; exit 1 if the database is behind, 0 if it is current')
+    .option(
+      '--partitions <n>',
+      'partitions the rows are spread over, the unit dispatchers share (1-1024; fixed when the schema is created)',
+      '64',
+    )
     .addOption(settings.verbose())
     .addHelpText(
       'after',
@@ -33,8 +39,9 @@ export function migrateCommand(): Command {
     .action(async (flags: MigrateFlags) => {
       await execute(flags, async ({ logger }) => {
         quoteSchema(flags.schema);
+        const partitions = parseInteger('partitions', flags.partitions, 1, 1024);
         if (flags.print) {
-          process.stdout.write(migrationScript(flags.schema));
+          process.stdout.write(migrationScript(flags.schema, { partitions }));
           return 0;
         }
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
@@ -54,7 +61,7 @@ export function migrateCommand(): Command {
             process.stdout.write(`schema "${flags.schema}" is current (version ${current})\n`);
             return 0;
           }
-          const applied = await migrate(db, flags.schema);
+          const applied = await migrate(db, flags.schema, { partitions });
           process.stdout.write(
             applied.length === 0
               ? `schema "${flags.schema}" is already current\n`

@@ -15,13 +15,21 @@ CREATE TABLE :schema.outbox (
   payload        json NOT NULL,
   headers        jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(headers) = 'object'),
   -- The unit of dispatcher ownership; computed here so raw-SQL producers get it too.
-  partition      smallint NOT NULL GENERATED ALWAYS AS ((hashtextextended(aggregate_id, 0) & 63)::smallint) STORED,
+  partition      smallint NOT NULL
+                 GENERATED ALWAYS AS (((hashtextextended(aggregate_id, 0) & 2147483647) % :partitions)::smallint) STORED,
   occurred_at    timestamptz NOT NULL DEFAULT now(),
   -- Retry state: a failed event waits until available_at; attempts counts failed publishes.
   available_at   timestamptz NOT NULL DEFAULT now(),
   attempts       integer NOT NULL DEFAULT 0,
   last_error     text
 );
+
+-- Settings fixed when the schema is created; dispatchers read them at start.
+CREATE TABLE :schema.outbox_settings (
+  singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  partitions smallint NOT NULL CHECK (partitions BETWEEN 1 AND 1024)
+);
+INSERT INTO :schema.outbox_settings (partitions) VALUES (:partitions);
 
 -- Finds the earlier events of an aggregate, so a failing event holds back only its own aggregate.
 CREATE INDEX outbox_aggregate_idx ON :schema.outbox (aggregate_type, aggregate_id, seq);
