@@ -58,7 +58,7 @@ async function measure(from = '0') {
   return t.db.transaction(async (tx) => {
     const { rows } = await tx.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
       `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${claim}`,
-      [BATCH, ALL, from],
+      [BATCH, ALL, from, '9223372036854775807', '{}'],
     );
     const plan = (rows[0] as { 'QUERY PLAN': [{ Plan: PlanNode }] })['QUERY PLAN'][0].Plan;
     // EXPLAIN ANALYZE really locked the rows; the transaction ends and releases them.

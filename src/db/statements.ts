@@ -9,7 +9,9 @@ export interface Statements {
   outboxInsert: string;
   /**
    * $1: batch size, $2: the partitions to claim from ('{0,1,…}'), $3: the lowest seq
-   * to look at (a cursor; '0' for all). Claims the oldest available rows, skipping rows
+   * to look at (a cursor; '0' for all), $4: the highest seq to look at, $5: per
+   * partition, the highest seq no open transaction can still precede ('{…}', NULL for
+   * none; see outboxWriteHorizon). Claims the oldest available rows, skipping rows
    * other dispatchers hold, and returns those whose aggregate has no earlier event left
    * outside the claim.
    */
@@ -18,6 +20,11 @@ export interface Statements {
   outboxClaimHoldingDeadLetters: string;
   /** $1: published seqs; $2: JSON [{seq, error, delay_ms}] to retry; $3: JSON [{seq, error}] to dead-letter. */
   outboxSettle: string;
+  /**
+   * $1: schema name. The sequence's last value and the write bounds open transactions
+   * announced (migration 0004): JSON [[partition, seq mod 2^31], …].
+   */
+  outboxWriteHorizon: string;
   /** Pending rows and the age of the oldest, in seconds. */
   outboxBacklog: string;
   /** Number of dead letters. */
@@ -41,6 +48,14 @@ SELECT e.id, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, coalesce
 FROM ROWS FROM (json_to_recordset($1::text::json) AS (id uuid, aggregate_type text, aggregate_id text, event_type text, payload json, headers jsonb, occurred_at timestamptz))
   WITH ORDINALITY AS e(id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at, n)
 ORDER BY e.n`,
+
+    outboxWriteHorizon: `SELECT coalesce(pg_sequence_last_value('${s}.outbox_write_seq'::regclass), 0)::text AS last_seq,
+  coalesce(json_agg(json_build_array(l.classid::bigint & 1023, l.objid::bigint))
+    FILTER (WHERE l.objid IS NOT NULL), '[]')::text AS writers
+FROM (SELECT 1) AS one
+LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND (l.classid::bigint & 2147482624) = (hashtext('edupulse-outbox:order:' || $1) & 2147482624)`,
 
     outboxClaim: claim(s, false),
     outboxClaimHoldingDeadLetters: claim(s, true),
@@ -116,6 +131,7 @@ function claim(s: string, holdAfterDeadLetter: boolean): string {
     SELECT * FROM ${s}.outbox o
     WHERE o.partition = ANY($2::text::int[])
       AND o.seq >= $3::text::bigint
+      AND o.seq <= coalesce(($5::text::bigint[])[o.partition + 1], $4::text::bigint)
       AND o.available_at <= now()
       -- A scalar subquery, not NOT EXISTS: the planner keeps it a probe per row into the
       -- partial index of retrying rows instead of joining against all of them.

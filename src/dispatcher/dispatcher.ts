@@ -11,6 +11,7 @@ import {
 import type { OutboxMessage } from '../events/cloudevents.js';
 import { backoffDelayMs, Wakeup } from './backoff.js';
 import { type BatchOutcome, publishInRounds } from './batch.js';
+import { readWriteHorizon } from './horizon.js';
 import {
   type DispatcherOptions,
   type ResolvedDispatcherOptions,
@@ -280,7 +281,15 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         this.options.onDeadLetter === 'hold'
           ? this.sql.outboxClaimHoldingDeadLetters
           : this.sql.outboxClaim;
-      const { rows } = await tx.query<ClaimedRow>(claim, [batchSize, seqArray(partitions), from]);
+      const count = await this.partitionCount();
+      const horizon = await readWriteHorizon(tx, this.sql, this.options.schema, count);
+      const { rows } = await tx.query<ClaimedRow>(claim, [
+        batchSize,
+        seqArray(partitions),
+        from,
+        horizon.lastSeq,
+        horizon.bounds,
+      ]);
       if (rows.length === 0) return undefined;
       const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
         this.publishWithTimeout(round),
