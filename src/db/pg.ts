@@ -33,7 +33,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
   const pool = new pg.Pool(config);
   // Without a listener an idle connection dropped by a server restart would crash the process.
   pool.on('error', (error) => options.onIdleError?.(error));
-  const listeners = new Set<pg.Client>();
+  const dedicated = new Set<pg.Client>();
 
   return {
     async query<R>(text: string, values: readonly unknown[] = []) {
@@ -72,81 +72,77 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     },
 
     async listen(channel, onNotify, onError) {
-      const client = new pg.Client(config);
-      listeners.add(client);
-      let closed = false;
-      const fail = (error: Error) => {
-        if (closed) return;
-        closed = true;
-        listeners.delete(client);
-        client.end().catch(() => {});
-        onError?.(error);
-      };
-      client.on('error', fail);
-      client.on('end', () => fail(new Error('listening connection closed')));
+      const { client, session } = await openSession(config, dedicated, 'listening');
+      session.onLost((error) => onError?.(error));
       client.on('notification', (message) => {
         if (message.channel === channel) onNotify();
       });
       try {
-        await client.connect();
-        await client.query(`LISTEN "${channel}"`);
+        await session.query(`LISTEN "${channel}"`);
       } catch (error) {
-        closed = true;
-        listeners.delete(client);
-        await client.end().catch(() => {});
+        await session.close();
         throw error;
       }
-      return async () => {
-        if (closed) return;
-        closed = true;
-        listeners.delete(client);
-        await client.end().catch(() => {});
-      };
+      return () => session.close();
     },
 
     async session(applicationName: string): Promise<DatabaseSession> {
-      const client = new pg.Client({ ...config, application_name: applicationName });
-      listeners.add(client);
-      let lost: ((error: Error) => void) | undefined;
-      let ended = false;
-      const end = (error: Error) => {
-        if (ended) return;
-        ended = true;
-        listeners.delete(client);
-        client.end().catch(() => {});
-        lost?.(error);
-      };
-      client.on('error', end);
-      client.on('end', () => end(new Error('session connection closed')));
-      try {
-        await client.connect();
-      } catch (error) {
-        ended = true;
-        listeners.delete(client);
-        await client.end().catch(() => {});
-        throw error;
-      }
-      return {
-        async query<R>(text: string, values: readonly unknown[] = []) {
-          const result = await client.query(text, [...values]);
-          return { rows: result.rows as R[] };
-        },
-        onLost(listener) {
-          lost = listener;
-        },
-        async close() {
-          if (ended) return;
-          ended = true;
-          listeners.delete(client);
-          await client.end().catch(() => {});
-        },
-      };
+      const named = { ...config, application_name: applicationName };
+      return (await openSession(named, dedicated, 'session')).session;
     },
 
     async close() {
-      await Promise.all([...listeners].map((client) => client.end().catch(() => {})));
-      listeners.clear();
+      await Promise.all([...dedicated].map((client) => client.end().catch(() => {})));
+      dedicated.clear();
       await pool.end();
     },
   };
+}
+
+/**
+ * A connection outside the pool (LISTEN, session locks), tracked in `open` so close()
+ * ends it. Whoever holds it hears once, through onLost, that it is gone.
+ */
+async function openSession(
+  config: pg.ClientConfig,
+  open: Set<pg.Client>,
+  purpose: string,
+): Promise<{ client: pg.Client; session: DatabaseSession }> {
+  const client = new pg.Client(config);
+  open.add(client);
+  let lost: ((error: Error) => void) | undefined;
+  let ended = false;
+  const end = () => {
+    if (ended) return false;
+    ended = true;
+    open.delete(client);
+    return true;
+  };
+  const fail = (error: Error) => {
+    if (!end()) return;
+    client.end().catch(() => {});
+    lost?.(error);
+  };
+  client.on('error', fail);
+  client.on('end', () => fail(new Error(`${purpose} connection closed`)));
+  try {
+    await client.connect();
+  } catch (error) {
+    end();
+    await client.end().catch(() => {});
+    throw error;
+  }
+  const session: DatabaseSession = {
+    async query<R>(text: string, values: readonly unknown[] = []) {
+      const result = await client.query(text, [...values]);
+      return { rows: result.rows as R[] };
+    },
+    onLost(listener) {
+      lost = listener;
+    },
+    async close() {
+      if (end()) await client.end().catch(() => {});
+    },
+  };
+  return { client, session };
 }
