@@ -15,11 +15,20 @@ export interface PgDatabaseOptions {
 }
 
 // Dispatcher sessions plan every claim afresh: a generic plan cached while the table was
-// empty stays a sequential scan once it is full. A transaction left idle for five minutes
-// (a frozen process; a hung broker call is cut sooner, at publishTimeoutMs) is ended by
-// the server so its claimed rows come back.
-const SESSION_OPTIONS =
-  '-c plan_cache_mode=force_custom_plan -c idle_in_transaction_session_timeout=300000';
+// empty stays a sequential scan once it is full. The claim must walk the seq index in
+// order and stop after a batch; the planner, misjudging its per-row filters, otherwise
+// picks a bitmap or sequential scan of every pending row plus a sort (measured: 700 ms
+// instead of 45 ms for 500 of 267,500 rows, with and without statistics). A transaction
+// left idle for five minutes (a frozen process; a hung broker call is cut sooner, at
+// publishTimeoutMs) is ended by the server so its claimed rows come back.
+const SESSION_OPTIONS = [
+  'plan_cache_mode=force_custom_plan',
+  'enable_bitmapscan=off',
+  'enable_seqscan=off',
+  'idle_in_transaction_session_timeout=300000',
+]
+  .map((setting) => `-c ${setting}`)
+  .join(' ');
 
 /** A `Database` over node-postgres: a pool for transactions, one extra connection per `listen`. */
 export function pgDatabase(options: PgDatabaseOptions): Database {
@@ -53,6 +62,13 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
         },
       };
       let broken: Error | undefined;
+      // While checked out the pool does not listen for this client's errors: a server
+      // that ends the session (restart, admin) while we wait on the broker would be an
+      // unhandled 'error' event and kill the process. Remember it; the next query fails.
+      const lost = (error: Error) => {
+        broken = error;
+      };
+      client.on('error', lost);
       try {
         await client.query('BEGIN');
         const result = await fn(tx);
@@ -67,6 +83,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
         }
         throw error;
       } finally {
+        client.off('error', lost);
         client.release(broken);
       }
     },

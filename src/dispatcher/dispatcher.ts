@@ -98,6 +98,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private stopping = false;
   private unlisten: (() => Promise<void>) | undefined;
   private listening = false;
+  private listenFailing = false;
   private brokerConnected = false;
   private readonly ownership: PartitionOwnership;
   /**
@@ -189,6 +190,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         () => this.wakeup.wake(),
         (error) => {
           this.listening = false;
+          this.listenFailing = true;
           this.unlisten = undefined;
           logger.warn(
             { err: errorMessage(error) },
@@ -200,8 +202,13 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
       // Notifications sent while we were not listening are gone: look once now.
       this.wakeup.wake();
     } catch (error) {
-      logger.warn({ err: errorMessage(error) }, 'cannot listen for notifications; polling');
+      // Once per outage, not once per round of the loop while the database is away.
+      const level = this.listenFailing ? 'debug' : 'warn';
+      this.listenFailing = true;
+      logger[level]({ err: errorMessage(error) }, 'cannot listen for notifications; polling');
+      return;
     }
+    this.listenFailing = false;
   }
 
   private async run(): Promise<void> {

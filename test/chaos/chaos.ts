@@ -62,6 +62,11 @@ export interface ChaosSummary {
   /** From the last disruption until the outbox was empty and the broker held every event; null: never. */
   recoverySeconds: number | null;
   kills: number;
+  /**
+   * Dispatchers that died on their own with anything but exit 2 (2 = refused to start,
+   * e.g. PostgreSQL down at start-up, as documented): crashes the supervisor hid.
+   */
+  crashes: number;
   durationSeconds: number;
   details: ChaosDetails;
 }
@@ -73,6 +78,8 @@ export interface ChaosDetails {
   producers: number;
   dispatchers: number;
   productionSeconds: number;
+  /** Events still in the outbox when production ended (what the recovery had to drain). */
+  backlogAtEnd: number;
   transactions: number;
   producerRetries: number;
   unknownCommits: number;
@@ -80,9 +87,16 @@ export interface ChaosDetails {
   /** Produced ids that chaos_commits does not hold, or the reverse (producer bookkeeping). */
   producedMismatch: number;
   dispatchersStarted: number;
-  brokerRestart?: { atSeconds: number; downSeconds: number };
-  postgresRestart?: { atSeconds: number; downSeconds: number };
-  unexpectedExits: { slot: number; code: number | null; signal: string | null; atSeconds: number; stderrTail: string }[];
+  /** When each restart began, how long the server was left stopped, when it served again. */
+  brokerRestart?: { atSeconds: number; pauseSeconds: number; tookSeconds: number };
+  postgresRestart?: { atSeconds: number; pauseSeconds: number; tookSeconds: number };
+  unexpectedExits: {
+    slot: number;
+    code: number | null;
+    signal: string | null;
+    atSeconds: number;
+    stderrTail: string;
+  }[];
   /** Exit codes of the dispatchers SIGTERMed at the end. */
   finalExitCodes: (number | null)[];
   /** `status --json` just before the SIGTERMs: pending, dead letters, dispatchers seen. */
@@ -285,20 +299,34 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         const pause = 3000 + Math.floor(random() * 2000);
         log(`restarting the broker (${pause} ms down) at ${production.progress()} produced`);
         await (target as ChaosTarget).restart(pause);
-        brokerRestart = { atSeconds: seconds(began, at), downSeconds: seconds(at) };
+        brokerRestart = {
+          atSeconds: seconds(began, at),
+          pauseSeconds: pause / 1000,
+          tookSeconds: seconds(at),
+        };
         lastDisruption = Math.max(lastDisruption, Date.now());
-        log(`broker back after ${brokerRestart.downSeconds} s`);
+        log(`broker back after ${brokerRestart.tookSeconds} s`);
       }
       if (options.restartPostgres) {
         await reached(0.6);
         const at = Date.now();
         log(`restarting PostgreSQL at ${production.progress()} produced`);
         await restartPostgres(2000);
-        postgresRestart = { atSeconds: seconds(began, at), downSeconds: seconds(at) };
+        postgresRestart = {
+          atSeconds: seconds(began, at),
+          pauseSeconds: 2,
+          tookSeconds: seconds(at),
+        };
         lastDisruption = Math.max(lastDisruption, Date.now());
-        log(`PostgreSQL back after ${postgresRestart.downSeconds} s`);
+        log(`PostgreSQL back after ${postgresRestart.tookSeconds} s`);
       }
     })();
+    // Held until production is over (a failed restart fails the run then, not as an
+    // unhandled rejection now).
+    const restartFailure = restarts.then(
+      () => undefined,
+      (error: unknown) => error,
+    );
 
     const progress = setInterval(() => {
       log(`produced ${production.progress()}, kills ${dispatchers.kills}`);
@@ -306,13 +334,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     let stats: Awaited<typeof production.done>;
     try {
       stats = await production.done;
-      await Promise.all([killer, restarts]);
+      await killer;
+      const failure = await restartFailure;
+      if (failure) throw failure;
     } finally {
       clearInterval(progress);
     }
     const productionSeconds = seconds(productionStarted);
     const produced = stats.produced;
-    log(`production done: ${produced.length} events in ${productionSeconds} s`);
+    const [{ backlog }] = (await query<{ backlog: number }>(
+      `SELECT count(*)::int AS backlog FROM "${schema}".outbox`,
+    )) as [{ backlog: number }];
+    log(`production done: ${produced.length} events in ${productionSeconds} s, ${backlog} pending`);
 
     // Recovery: the outbox empty, and the broker holding at least every produced event.
     const deadline = Date.now() + recoveryTimeoutMs;
@@ -330,8 +363,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       }
       await sleep(200);
     }
-    const recoverySeconds =
-      recoveredAt === undefined ? null : seconds(lastDisruption, recoveredAt);
+    const recoverySeconds = recoveredAt === undefined ? null : seconds(lastDisruption, recoveredAt);
     log(
       recoverySeconds === null
         ? `not recovered within ${recoveryTimeoutMs / 1000} s`
@@ -406,6 +438,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       deadLetters: dead,
       recoverySeconds,
       kills: dispatchers.kills,
+      crashes: dispatchers.unexpectedExits.filter((exit) => exit.code !== 2).length,
       durationSeconds: 0,
       details: {
         seed,
@@ -414,6 +447,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         producers,
         dispatchers: options.dispatchers,
         productionSeconds,
+        backlogAtEnd: backlog,
         transactions: stats.transactions,
         producerRetries: stats.retries,
         unknownCommits: stats.unknownCommits,
@@ -447,7 +481,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       finalExitCodes.some((code) => code !== 0) ||
       recoverySeconds === null;
     if (wrong) {
-      // Everything needed to look into it afterwards.
+      // Everything needed to look into it afterwards. (Crashes alone do not write this:
+      // their stderr is in the details already.)
       const dir = await mkdtemp(join(tmpdir(), `edupulse-chaos-${options.broker}-`));
       for (const [i, entry] of dispatchers.logs().entries()) {
         await writeFile(join(dir, `dispatcher-${i}.log`), `# ${entry.label}\n${entry.stderr}`);
@@ -484,6 +519,7 @@ export function formatSummary(summaries: readonly ChaosSummary[]): string {
     'duplicates',
     'dead letters',
     'kills',
+    'crashes',
     'recovery s',
     'duration s',
   ];
@@ -496,6 +532,7 @@ export function formatSummary(summaries: readonly ChaosSummary[]): string {
     String(s.duplicates),
     String(s.deadLetters),
     String(s.kills),
+    String(s.crashes),
     s.recoverySeconds === null ? 'never' : s.recoverySeconds.toFixed(1),
     s.durationSeconds.toFixed(1),
   ]);
@@ -516,13 +553,13 @@ export function formatDetails(summaries: readonly ChaosSummary[]): string {
     out.push(
       `${s.broker}: seed ${d.seed}; ${d.server}; ${d.aggregates} aggregates, ${d.producers} producers, ` +
         `${d.dispatchers} dispatchers (${d.dispatchersStarted} processes started); production ` +
-        `${d.productionSeconds} s, ${d.transactions} transactions, ${d.producerRetries} retried, ` +
+        `${d.productionSeconds} s (${d.backlogAtEnd} pending at its end), ${d.transactions} transactions, ${d.producerRetries} retried, ` +
         `${d.unknownCommits} unknown commits (${d.unknownCommitted} had committed)` +
         (d.brokerRestart
-          ? `; broker restart at ${d.brokerRestart.atSeconds} s (${d.brokerRestart.downSeconds} s)`
+          ? `; broker restart at ${d.brokerRestart.atSeconds} s (stopped, ${d.brokerRestart.pauseSeconds} s pause, serving again after ${d.brokerRestart.tookSeconds} s)`
           : '') +
         (d.postgresRestart
-          ? `; PostgreSQL restart at ${d.postgresRestart.atSeconds} s (${d.postgresRestart.downSeconds} s)`
+          ? `; PostgreSQL restart at ${d.postgresRestart.atSeconds} s (stopped, ${d.postgresRestart.pauseSeconds} s pause, serving again after ${d.postgresRestart.tookSeconds} s)`
           : '') +
         `; final exit codes ${d.finalExitCodes.join(',')}; phantoms ${s.phantoms}, malformed ${d.malformed}, ` +
         `bookkeeping mismatch ${d.producedMismatch}` +
@@ -531,8 +568,16 @@ export function formatDetails(summaries: readonly ChaosSummary[]): string {
           : ''),
     );
     for (const exit of d.unexpectedExits) {
+      const lines = exit.stderrTail.split('\n');
+      // A refused start (exit 2: database unreachable) says it in its last line; anything
+      // else (a crash) gets its whole tail.
+      const shown =
+        exit.code === 2
+          ? lines.slice(-1)
+          : lines.filter((line) => /throw|Error|error:|Emitted|^\s+at /.test(line)).slice(0, 6);
       out.push(
-        `  unexpected exit, slot ${exit.slot} at ${exit.atSeconds} s: code ${exit.code} signal ${exit.signal}: ${exit.stderrTail.replace(/\n/g, ' / ').slice(0, 300)}`,
+        `  unexpected exit, slot ${exit.slot} at ${exit.atSeconds} s: code ${exit.code} signal ${exit.signal}:`,
+        ...shown.map((line) => `    ${line.slice(0, 400)}`),
       );
     }
     for (const sample of d.lostSamples) out.push(`  lost: ${sample}`);

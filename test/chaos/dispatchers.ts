@@ -57,7 +57,7 @@ export function startDispatchers(options: DispatcherPoolOptions): DispatcherPool
           code: result.code,
           signal: result.signal,
           atMs: Date.now() - began,
-          stderrTail: result.stderr.split('\n').slice(-4).join('\n'),
+          stderrTail: result.stderr.trimEnd().split('\n').slice(-40).join('\n'),
         });
         // As a supervisor would: start it again after a pause.
         setTimeout(() => {
