@@ -38,12 +38,14 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
       await execute(flags, async ({ logger }) => {
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
         const { broker, ...dispatch } = parseDispatcherFlags(flags);
+        // Listen before connecting: a SIGTERM that arrives while we start up (a
+        // supervisor replacing us at once) still ends in a clean stop and exit 0.
+        const stopped = new Promise<NodeJS.Signals>((resolve) => {
+          onShutdownSignal(resolve, () => process.exit(130));
+        });
         const db = await openDatabase(url, logger);
         try {
           const dispatcher = createDispatcher({ db, broker, logger, ...dispatch });
-          const stopped = new Promise<NodeJS.Signals>((resolve) => {
-            onShutdownSignal(resolve, () => process.exit(130));
-          });
           await dispatcher.start();
           logger.info(
             { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },
