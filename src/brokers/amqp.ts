@@ -2,6 +2,7 @@ import amqp, { type ChannelModel, type ConfirmChannel, type Message } from 'amqp
 import { BrokerUnavailableError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
 import { redactUrl } from '../observability/logger.js';
+import { withTimeout } from '../timeout.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
 import type { BrokerUrlParams } from './names.js';
 
@@ -452,12 +453,4 @@ function redactText(text: string, config: AmqpConfig): string {
     // A malformed escape is used as written.
   }
   return plain ? text.split(plain).join('***').split(password).join('***') : text;
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

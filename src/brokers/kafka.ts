@@ -6,6 +6,7 @@
  * are deduplicated by the broker. Key = aggregate id, so one aggregate stays in one
  * partition; value = the payload as stored; headers = the CloudEvents Kafka binding.
  */
+
 import {
   Admin,
   type BaseOptions,
@@ -18,6 +19,7 @@ import {
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
 import { redactUrl } from '../observability/logger.js';
+import { withTimeout } from '../timeout.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
 import type { BrokerUrlParams } from './names.js';
 
@@ -399,17 +401,8 @@ class KafkaBroker implements EventBroker {
     }
   }
 
-  private async withinTimeout<T>(work: Promise<T>): Promise<T> {
-    const { timeoutMs } = this.settings;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      return await Promise.race([work, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  private withinTimeout<T>(work: Promise<T>): Promise<T> {
+    return withTimeout(work, this.settings.timeoutMs);
   }
 
   private unavailable(what: string, error: unknown): BrokerUnavailableError {

@@ -26,6 +26,7 @@ import {
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
 import { redactUrl } from '../observability/logger.js';
+import { withTimeout } from '../timeout.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
 import type { BrokerUrlParams } from './names.js';
 
@@ -519,19 +520,6 @@ function causedBy<T extends Error>(
     if (e instanceof type) return e;
   }
   return undefined;
-}
-
-/** Rejects after `ms` unless `promise` settled first. */
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 async function streamInfo(jsm: JetStreamManager, stream: string): Promise<StreamInfo | undefined> {

@@ -9,6 +9,7 @@ import {
   SchemaVersionError,
 } from '../errors.js';
 import type { OutboxMessage } from '../events/cloudevents.js';
+import { withTimeout } from '../timeout.js';
 import { backoffDelayMs, Wakeup } from './backoff.js';
 import { type BatchOutcome, publishInRounds } from './batch.js';
 import { readWriteHorizon } from './horizon.js';
@@ -327,25 +328,14 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     return { ...report, lastSeq };
   }
 
-  private async publishWithTimeout(round: readonly OutboxMessage[]) {
+  private publishWithTimeout(round: readonly OutboxMessage[]) {
     const { broker, publishTimeoutMs } = this.options;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new BrokerUnavailableError(
-              `${broker.name} did not answer within ${publishTimeoutMs} ms`,
-            ),
-          ),
-        publishTimeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([broker.publish(round), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return withTimeout(
+      broker.publish(round),
+      publishTimeoutMs,
+      () =>
+        new BrokerUnavailableError(`${broker.name} did not answer within ${publishTimeoutMs} ms`),
+    );
   }
 
   private async settle(
