@@ -18,11 +18,19 @@ export interface Statements {
   outboxClaim: string;
   /** The same, also holding back every event after one of its aggregate's dead letters. */
   outboxClaimHoldingDeadLetters: string;
+  /**
+   * The claim without the look for earlier events waiting for a retry, for when none is
+   * waiting anywhere (outboxWriteHorizon says so). That look only keeps such aggregates
+   * out of the batch; the order check alone already holds them back, so a retry that
+   * starts between the two statements delays nothing it should not.
+   */
+  outboxClaimNoneRetrying: string;
   /** $1: published seqs; $2: JSON [{seq, error, delay_ms}] to retry; $3: JSON [{seq, error}] to dead-letter. */
   outboxSettle: string;
   /**
-   * $1: schema name. The sequence's last value and the write bounds open transactions
-   * announced (migration 0004): JSON [[partition, seq mod 2^31], …].
+   * $1: schema name. The sequence's last value, the write bounds open transactions
+   * announced (migration 0004): JSON [[partition, seq mod 2^31], …], and whether any
+   * event is waiting for a retry.
    */
   outboxWriteHorizon: string;
   /** Pending rows and the age of the oldest, in seconds. */
@@ -50,6 +58,7 @@ FROM ROWS FROM (json_to_recordset($1::text::json) AS (id uuid, aggregate_type te
 ORDER BY e.n`,
 
     outboxWriteHorizon: `SELECT coalesce(pg_sequence_last_value('${s}.outbox_write_seq'::regclass), 0)::text AS last_seq,
+  EXISTS (SELECT 1 FROM ${s}.outbox WHERE attempts > 0 AND available_at > now()) AS retrying,
   coalesce(json_agg(json_build_array(l.classid::bigint & 1023, l.objid::bigint))
     FILTER (WHERE l.objid IS NOT NULL), '[]')::text AS writers
 FROM (SELECT 1) AS one
@@ -57,8 +66,9 @@ LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 2
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND (l.classid::bigint & 2147482624) = (hashtext('edupulse-outbox:order:' || $1) & 2147482624)`,
 
-    outboxClaim: claim(s, false),
-    outboxClaimHoldingDeadLetters: claim(s, true),
+    outboxClaim: claim(s, { deadLetterHold: false, retryCheck: true }),
+    outboxClaimHoldingDeadLetters: claim(s, { deadLetterHold: true, retryCheck: true }),
+    outboxClaimNoneRetrying: claim(s, { deadLetterHold: false, retryCheck: false }),
 
     outboxSettle: `WITH published AS (
   DELETE FROM ${s}.outbox WHERE seq = ANY($1::text::bigint[])
@@ -115,10 +125,18 @@ export function seqArray(seqs: readonly (string | number)[]): string {
  * back the later ones of that aggregate, and only those. Rows held back stay locked until
  * this transaction ends, untouched.
  */
-function claim(s: string, holdAfterDeadLetter: boolean): string {
+function claim(s: string, checks: { deadLetterHold: boolean; retryCheck: boolean }): string {
   const sameAggregateBefore = (alias: string, row: string) =>
     `${alias}.aggregate_type = ${row}.aggregate_type AND ${alias}.aggregate_id = ${row}.aggregate_id AND ${alias}.seq < ${row}.seq`;
-  const deadLetterHold = holdAfterDeadLetter
+  const retryCheck = checks.retryCheck
+    ? `
+      -- A scalar subquery, not NOT EXISTS: the planner keeps it a probe per row into the
+      -- partial index of retrying rows instead of joining against all of them.
+      AND (SELECT 1 FROM ${s}.outbox w
+           WHERE ${sameAggregateBefore('w', 'o')} AND w.attempts > 0 AND w.available_at > now()
+           LIMIT 1) IS NULL`
+    : '';
+  const deadLetterHold = checks.deadLetterHold
     ? `
       AND (SELECT 1 FROM ${s}.outbox_dead_letter d WHERE ${sameAggregateBefore('d', 'o')} LIMIT 1) IS NULL`
     : '';
@@ -132,12 +150,7 @@ function claim(s: string, holdAfterDeadLetter: boolean): string {
     WHERE o.partition = ANY($2::text::int[])
       AND o.seq >= $3::text::bigint
       AND o.seq <= coalesce(($5::text::bigint[])[o.partition + 1], $4::text::bigint)
-      AND o.available_at <= now()
-      -- A scalar subquery, not NOT EXISTS: the planner keeps it a probe per row into the
-      -- partial index of retrying rows instead of joining against all of them.
-      AND (SELECT 1 FROM ${s}.outbox w
-           WHERE ${sameAggregateBefore('w', 'o')} AND w.attempts > 0 AND w.available_at > now()
-           LIMIT 1) IS NULL${deadLetterHold}
+      AND o.available_at <= now()${retryCheck}${deadLetterHold}
     ORDER BY o.seq
     LIMIT $1
     FOR UPDATE OF o SKIP LOCKED

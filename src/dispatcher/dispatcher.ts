@@ -285,12 +285,14 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     if (partitions.length === 0)
       return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
     const settled = await db.transaction(async (tx) => {
+      const count = await this.partitionCount();
+      const horizon = await readWriteHorizon(tx, this.sql, this.options.schema, count);
       const claim =
         this.options.onDeadLetter === 'hold'
           ? this.sql.outboxClaimHoldingDeadLetters
-          : this.sql.outboxClaim;
-      const count = await this.partitionCount();
-      const horizon = await readWriteHorizon(tx, this.sql, this.options.schema, count);
+          : horizon.retrying
+            ? this.sql.outboxClaim
+            : this.sql.outboxClaimNoneRetrying;
       const { rows } = await tx.query<ClaimedRow>(claim, [
         batchSize,
         seqArray(partitions),

@@ -8,6 +8,8 @@ export interface WriteHorizon {
   lastSeq: string;
   /** Per partition, the highest seq no open writer can precede: a '{…}' array, NULL where unbounded. */
   bounds: string;
+  /** Whether any event waits for a retry right now. */
+  retrying: boolean;
 }
 
 /**
@@ -22,9 +24,10 @@ export async function readWriteHorizon(
   schema: string,
   partitionCount: number,
 ): Promise<WriteHorizon> {
-  const { rows } = await tx.query<{ last_seq: string; writers: string }>(sql.outboxWriteHorizon, [
-    schema,
-  ]);
+  const { rows } = await tx.query<{ last_seq: string; writers: string; retrying: boolean }>(
+    sql.outboxWriteHorizon,
+    [schema],
+  );
   const lastSeq = BigInt(rows[0]?.last_seq ?? '0');
   const bounds: (bigint | undefined)[] = new Array(partitionCount).fill(undefined);
   for (const [partition, low] of JSON.parse(rows[0]?.writers ?? '[]') as [number, number][]) {
@@ -36,5 +39,6 @@ export async function readWriteHorizon(
   return {
     lastSeq: String(lastSeq),
     bounds: `{${bounds.map((bound) => (bound === undefined ? 'NULL' : String(bound))).join(',')}}`,
+    retrying: rows[0]?.retrying !== false,
   };
 }
