@@ -112,7 +112,11 @@ async function versions() {
   const { rows } = await client.query('SHOW server_version');
   await client.end();
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
-  return { 'edupulse-outbox': pkg.version, node: process.versions.node, postgresql: rows[0].server_version };
+  return {
+    'edupulse-outbox': pkg.version,
+    node: process.versions.node,
+    postgresql: rows[0].server_version,
+  };
 }
 
 const scenarios = [await drainNoop()];
@@ -124,9 +128,14 @@ const result = {
   scenarios,
 };
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(new URL('./results/latest.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(
+  new URL('./results/latest.json', import.meta.url),
+  `${JSON.stringify(result, null, 2)}\n`,
+);
 console.log(`| scenario | backlog | events/s | reference events/s | ratio | target |`);
 console.log(`| --- | --- | --- | --- | --- | --- |`);
 for (const s of scenarios) {
-  console.log(`| ${s.name} | ${s.backlog} | ${s.events_per_s} | ${s.reference_events_per_s} | ${s.ratio} | ≥ ${s.target_ratio} |`);
+  console.log(
+    `| ${s.name} | ${s.backlog} | ${s.events_per_s} | ${s.reference_events_per_s} | ${s.ratio} | ≥ ${s.target_ratio} |`,
+  );
 }
