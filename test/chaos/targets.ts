@@ -26,7 +26,7 @@ import { connect as natsConnect } from '@nats-io/transport-node';
 import { Consumer, stringDeserializers } from '@platformatic/kafka';
 import amqp from 'amqplib';
 import { AMQP_URL, withAmqpChannel } from '../helpers/amqp.js';
-import { deleteTestResources } from '../helpers/kafka.js';
+import { deleteTestResources, testKafkaScript } from '../helpers/kafka.js';
 import { createStream, deleteStream } from '../helpers/nats-consumer.js';
 import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
 
@@ -278,23 +278,8 @@ export const chaosKafka = {
   },
 };
 
-async function chaosKafkaScript(command: 'start' | 'stop'): Promise<void> {
-  try {
-    await run('bash', [`${repo}scripts/kafka/kafka.sh`, command], {
-      timeout: 180_000,
-      env: {
-        ...process.env,
-        KAFKA_HOME_DIR: chaosKafka.home,
-        KAFKA_PORT: String(chaosKafka.port),
-        KAFKA_CONTROLLER_PORT: String(chaosKafka.controllerPort),
-      },
-    });
-  } catch (error) {
-    const { stdout, stderr } = error as { stdout?: string; stderr?: string };
-    throw new Error(`kafka.sh ${command} failed:\n${stdout ?? ''}${stderr ?? ''}`, {
-      cause: error,
-    });
-  }
+function chaosKafkaScript(command: 'start' | 'stop'): Promise<void> {
+  return testKafkaScript(command, chaosKafka);
 }
 
 function kafkaConsumer(bootstrap: string, groupId: string) {

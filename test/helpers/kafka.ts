@@ -27,15 +27,26 @@ export const testKafka = {
   },
 };
 
-/** `scripts/kafka/kafka.sh start|stop` for the test Kafka. */
-export async function testKafkaScript(command: 'start' | 'stop'): Promise<void> {
+/** A Kafka of the tests' own: its work dir and ports. */
+export interface KafkaInstance {
+  home: string;
+  port: number;
+  controllerPort: number;
+}
+
+/** `scripts/kafka/kafka.sh start|stop` for a Kafka of the tests' own (the test Kafka by default). */
+export async function testKafkaScript(
+  command: 'start' | 'stop',
+  instance: KafkaInstance = testKafka,
+): Promise<void> {
   try {
-    await run(`${repo}scripts/kafka/kafka.sh`, [command], {
+    await run('bash', [`${repo}scripts/kafka/kafka.sh`, command], {
+      timeout: 180_000,
       env: {
         ...process.env,
-        KAFKA_HOME_DIR: testKafka.home,
-        KAFKA_PORT: String(testKafka.port),
-        KAFKA_CONTROLLER_PORT: String(testKafka.controllerPort),
+        KAFKA_HOME_DIR: instance.home,
+        KAFKA_PORT: String(instance.port),
+        KAFKA_CONTROLLER_PORT: String(instance.controllerPort),
       },
     });
   } catch (error) {
