@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { benchCommand } from './commands/bench.js';
 import { demoCommand } from './commands/demo.js';
 import { migrateCommand } from './commands/migrate.js';
 import { runCommand } from './commands/run.js';
@@ -28,7 +29,8 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     .addCommand(migrateCommand())
     .addCommand(runCommand())
     .addCommand(statusCommand())
-    .addCommand(demoCommand());
+    .addCommand(demoCommand())
+    .addCommand(benchCommand());
   // Usage errors (unknown flag, missing value) exit 2 like any other bad setting.
   const configure = (command: Command) => {
     command.exitOverride().configureOutput({

@@ -1,0 +1,84 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { dirname } from 'node:path';
+import pg from 'pg';
+import { BenchContext, type BenchSettings, type Scenario, type ScenarioResult } from './context.js';
+import { drainNoop } from './scenarios/drain-noop.js';
+
+/** Every scenario, in the order a full run measures them. */
+export const scenarios: readonly Scenario[] = [drainNoop];
+
+export const scenarioNames: readonly string[] = scenarios.flatMap((s) => s.names);
+
+export interface BenchReport {
+  machine: string;
+  date: string;
+  mode: 'quick' | 'full';
+  versions: Record<string, string>;
+  scenarios: ScenarioResult[];
+}
+
+async function versions(databaseUrl: string): Promise<Record<string, string>> {
+  const client = new pg.Client(databaseUrl);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ server_version: string }>('SHOW server_version');
+    const pkg = JSON.parse(
+      readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+    ) as { version: string };
+    return {
+      'edupulse-outbox': pkg.version,
+      node: process.versions.node,
+      postgresql: rows[0]?.server_version ?? 'unknown',
+    };
+  } finally {
+    await client.end();
+  }
+}
+
+/** Runs the scenarios named in `only` (all when empty) and returns the report. */
+export async function runBench(
+  settings: BenchSettings,
+  only: ReadonlySet<string> = new Set(),
+  bench = new BenchContext(settings),
+): Promise<BenchReport> {
+  const report: BenchReport = {
+    machine: `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB`,
+    date: new Date().toISOString(),
+    mode: settings.quick ? 'quick' : 'full',
+    versions: await versions(settings.databaseUrl),
+    scenarios: [],
+  };
+  for (const scenario of scenarios) {
+    const wanted = only.size === 0 ? new Set(scenario.names) : only;
+    if (!scenario.names.some((name) => wanted.has(name))) continue;
+    report.scenarios.push(...(await scenario.run(bench, wanted)));
+  }
+  return report;
+}
+
+export function writeReport(report: BenchReport, path: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
+}
+
+const notFigures = new Set(['name', 'target', 'met', 'skipped']);
+
+/** A Markdown table: scenario, its figures, its target and whether it was met. */
+export function reportTable(report: BenchReport): string {
+  const lines = ['| scenario | figures | target | met |', '| --- | --- | --- | --- |'];
+  for (const s of report.scenarios) {
+    const figures = s.skipped
+      ? `skipped: ${s.skipped}`
+      : Object.entries(s)
+          .filter(([key]) => !notFigures.has(key))
+          .map(
+            ([key, value]) =>
+              `${key} ${typeof value === 'number' ? value.toLocaleString('en-US') : String(value)}`,
+          )
+          .join(', ');
+    const met = s.met === undefined ? '' : s.met ? 'yes' : 'no';
+    lines.push(`| ${s.name} | ${figures} | ${s.target ?? ''} | ${met} |`);
+  }
+  return lines.join('\n');
+}
