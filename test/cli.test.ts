@@ -94,6 +94,15 @@ describe('a bad setting', () => {
       ['run', '--database-url', PG_URL, '--poll-interval-ms', '-5'],
       'poll-interval-ms',
     );
+    await expectBadSetting(
+      ['run', '--database-url', PG_URL, '--batches-in-flight', '17'],
+      'batches-in-flight',
+    );
+  });
+
+  it('bench: an unknown scenario', async () => {
+    const stderr = await expectBadSetting(['bench', '--only', 'drain-noop,drain-fast'], 'only');
+    expect(stderr).toContain('drain-fast');
   });
 
   it('an unknown broker scheme', async () => {

@@ -211,6 +211,43 @@ describe('what is published', () => {
     }
     expect(d.stats.batches).toBeGreaterThan(1);
   });
+
+  it('keeps each aggregate in order with several batches in flight at once', async () => {
+    const aggregates = Array.from({ length: 40 }, () => randomUUID());
+    const expected = new Map<string, string[]>(aggregates.map((a) => [a, []]));
+    for (let round = 0; round < 8; round++) {
+      const order = [...aggregates].sort(() => Math.random() - 0.5);
+      const events = order.map((a) => lesson(a, `part ${round}`));
+      await enqueue(events);
+      for (const e of events) expected.get(e.aggregateId)?.push(e.id as string);
+    }
+    // Slow enough that the next claims happen while a batch is still being published.
+    let publishing = 0;
+    let mostAtOnce = 0;
+    class SlowBroker extends MemoryBroker {
+      override async publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
+        mostAtOnce = Math.max(mostAtOnce, ++publishing);
+        try {
+          return await super.publish(batch);
+        } finally {
+          publishing--;
+        }
+      }
+    }
+    const broker = new SlowBroker({ latencyMs: 30 });
+    const d = dispatcher({ broker, batchSize: 10, batchesInFlight: 3 });
+    await d.start();
+    await waitFor('every event to be published', () => d.stats.published === 320, {
+      timeoutMs: 30_000,
+    });
+
+    const seen = new Map<string, string[]>();
+    for (const m of broker.messages)
+      seen.set(m.aggregateId, [...(seen.get(m.aggregateId) ?? []), m.id]);
+    expect(seen).toEqual(expected);
+    expect(mostAtOnce).toBeGreaterThan(1);
+    expect(await count('outbox')).toBe(0);
+  });
 });
 
 describe('wake-up', () => {
@@ -521,28 +558,37 @@ describe('several dispatchers', () => {
 });
 
 describe('lifecycle', () => {
-  it('stop() lets the batch in flight finish and leaves nothing claimed', async () => {
-    const ids = await enqueue(Array.from({ length: 12 }, () => lesson()));
-    const broker = new MemoryBroker({ latencyMs: 400 });
-    const d = dispatcher({ broker, batchSize: 5 });
-    await d.start();
-    await waitFor('the first publish call', () => broker.calls >= 1);
-    await d.stop();
+  it.each([
+    [1, 5],
+    [2, 10],
+  ])(
+    'stop() lets the %i batch(es) in flight finish and leaves nothing claimed',
+    async (batchesInFlight, settled) => {
+      const ids = await enqueue(Array.from({ length: 12 }, () => lesson()));
+      const broker = new MemoryBroker({ latencyMs: 400 });
+      const d = dispatcher({ broker, batchSize: 5, batchesInFlight });
+      await d.start();
+      await waitFor(
+        'every batch in flight to be publishing',
+        () => broker.calls >= batchesInFlight,
+      );
+      await d.stop();
 
-    // The batch in flight was published and settled; no further batch was started.
-    expect(idsOf(broker.messages)).toEqual(ids.slice(0, 5));
-    expect(broker.connected).toBe(false);
-    expect(await count('outbox')).toBe(7);
-    // Every remaining row can be locked at once: nobody holds a claim.
-    const locked = await t.db.transaction(async (tx) => {
-      const { rows } = await tx.query(`SELECT seq FROM "${t.schema}".outbox FOR UPDATE NOWAIT`);
-      return rows.length;
-    });
-    expect(locked).toBe(7);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(broker.calls).toBe(1);
-    await d.stop(); // idempotent
-  });
+      // The batches in flight were published and settled; no further batch was started.
+      expect(idsOf(broker.messages)).toEqual(ids.slice(0, settled));
+      expect(broker.connected).toBe(false);
+      expect(await count('outbox')).toBe(12 - settled);
+      // Every remaining row can be locked at once: nobody holds a claim.
+      const locked = await t.db.transaction(async (tx) => {
+        const { rows } = await tx.query(`SELECT seq FROM "${t.schema}".outbox FOR UPDATE NOWAIT`);
+        return rows.length;
+      });
+      expect(locked).toBe(12 - settled);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(broker.calls).toBe(batchesInFlight);
+      await d.stop(); // idempotent
+    },
+  );
 
   it('can be started again after stop()', async () => {
     const broker = new MemoryBroker();

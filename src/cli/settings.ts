@@ -23,6 +23,11 @@ export const settings = {
       '/edupulse',
     ),
   batchSize: () => new Option('--batch-size <n>', 'events claimed per transaction').default('500'),
+  batchesInFlight: () =>
+    new Option(
+      '--batches-in-flight <n>',
+      'batches publishing at once, each in its own transaction (1: one at a time)',
+    ).default('2'),
   pollIntervalMs: () =>
     new Option('--poll-interval-ms <ms>', 'look for work this often without a NOTIFY').default(
       '1000',
@@ -84,6 +89,7 @@ export function parseDatabaseUrl(setting: string, raw: string | undefined): stri
 /** The dispatcher options as the CLI's flags give them (strings), checked. */
 export interface DispatchFlags {
   batchSize: string;
+  batchesInFlight: string;
   pollIntervalMs: string;
   notify: boolean;
   maxAttempts: string;
@@ -102,6 +108,7 @@ export function parseDispatchFlags(flags: DispatchFlags) {
   );
   return {
     batchSize: parseInteger('batch-size', flags.batchSize, 1, 10_000),
+    batchesInFlight: parseInteger('batches-in-flight', flags.batchesInFlight, 1, 16),
     pollIntervalMs: parseInteger('poll-interval-ms', flags.pollIntervalMs, 10, 3_600_000),
     notify: flags.notify,
     maxAttempts: parseInteger('max-attempts', flags.maxAttempts, 1, 1000),
@@ -119,6 +126,7 @@ export function parseDispatchFlags(flags: DispatchFlags) {
 
 export const dispatchOptions = [
   settings.batchSize,
+  settings.batchesInFlight,
   settings.pollIntervalMs,
   settings.notify,
   settings.maxAttempts,

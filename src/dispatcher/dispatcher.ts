@@ -57,7 +57,7 @@ export interface DispatcherStats {
 export interface Dispatcher extends EventEmitter {
   /** Checks the schema, connects the broker (retrying while it is down) and starts the loop. */
   start(): Promise<void>;
-  /** Stops claiming, lets the batch in flight settle, closes the broker. Idempotent. */
+  /** Stops claiming, lets the batches in flight settle, closes the broker. Idempotent. */
   stop(): Promise<void>;
   /**
    * Publishes until no claimable row is left, then resolves with the count published.
@@ -215,6 +215,13 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private async run(): Promise<void> {
     const { logger, pollIntervalMs, retryBaseDelayMs, retryMaxDelayMs, batchSize } = this.options;
     let failures = 0;
+    // Batches claimed and still publishing or settling, oldest first.
+    const inFlight: Promise<unknown>[] = [];
+    const settleOldest = async () => {
+      await inFlight.shift();
+      if (failures > 0) logger.info({ after: failures }, 'dispatching again');
+      failures = 0;
+    };
     while (!this.stopping) {
       try {
         if (!this.brokerConnected) await this.connectBroker();
@@ -222,20 +229,25 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         if (Date.now() - this.lastFullScan >= pollIntervalMs) this.cursor = FULL_SCAN;
         const from = this.cursor;
         if (from === FULL_SCAN) this.lastFullScan = Date.now();
-        const report = await this.dispatchBatch(this.ownership.partitions(), from);
-        if (failures > 0) logger.info({ after: failures }, 'dispatching again');
-        failures = 0;
-        if (report.claimed === batchSize) {
-          // More is probably waiting beyond this batch: go on from there.
-          this.cursor = nextSeq(report.lastSeq);
+        const othersInFlight = inFlight.length > 0;
+        const batch = this.startBatch(this.ownership.partitions(), from);
+        inFlight.push(batch.done);
+        const claim = await batch.claimed;
+        if (claim.claimed === batchSize) {
+          // More is probably waiting beyond this batch: claim it while this one publishes.
+          this.cursor = nextSeq(claim.lastSeq);
+          while (inFlight.length >= this.options.batchesInFlight) await settleOldest();
         } else {
           this.cursor = FULL_SCAN;
-          // A short claim from the cursor: look once more from the start before sleeping.
-          // (Failed events are not claimable again until their retry time, so a full
-          // batch of them cannot make this spin.)
-          if (from === FULL_SCAN) await this.wakeup.sleep(pollIntervalMs);
+          while (inFlight.length > 0) await settleOldest();
+          // A short claim from the cursor, or while another batch held rows back: look
+          // once more from the start before sleeping. (Failed events are not claimable
+          // again until their retry time, so a full batch of them cannot make this spin.)
+          if (from === FULL_SCAN && !othersInFlight) await this.wakeup.sleep(pollIntervalMs);
         }
       } catch (error) {
+        // Every batch still in flight ends (commits, or rolls back its rows) before backoff.
+        await Promise.allSettled(inFlight.splice(0));
         if (this.stopping) break;
         if (error instanceof ConfigError || error instanceof SchemaVersionError) {
           // Retrying cannot fix a setting the broker or database refuses: stop and say so.
@@ -259,6 +271,25 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         await this.stopRequested.sleep(delay);
       }
     }
+    await Promise.allSettled(inFlight);
+  }
+
+  /**
+   * Starts a batch: `claimed` resolves once its rows are claimed (how many, the last seq),
+   * `done` once it is settled and committed. Either rejects if the batch fails before
+   * that point; `done` always settles.
+   */
+  private startBatch(partitions: readonly number[], from: string) {
+    let onClaimed: (claim: { claimed: number; lastSeq?: string }) => void = () => {};
+    const claimedEarly = new Promise<{ claimed: number; lastSeq?: string }>((resolve) => {
+      onClaimed = resolve;
+    });
+    const done = this.dispatchBatch(partitions, from, onClaimed);
+    // Whichever comes first: the claim, or the batch's end (an empty claim, an error).
+    const claimed = Promise.race([claimedEarly, done]);
+    // Its rejection is handled where `claimed` or `done` is awaited.
+    done.catch(() => {});
+    return { claimed, done };
   }
 
   private async connectBroker(): Promise<void> {
@@ -280,6 +311,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private async dispatchBatch(
     partitions: readonly number[],
     from: string,
+    onClaimed: (claim: { claimed: number; lastSeq?: string }) => void = () => {},
   ): Promise<BatchReport & { lastSeq?: string }> {
     const { db, batchSize, logger } = this.options;
     if (partitions.length === 0)
@@ -301,6 +333,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         horizon.bounds,
       ]);
       if (rows.length === 0) return undefined;
+      onClaimed({ claimed: rows.length, lastSeq: rows.at(-1)?.seq });
       const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
         this.publishWithTimeout(round),
       );

@@ -13,6 +13,13 @@ export interface DispatcherOptions {
   schema?: string;
   /** Most rows claimed, published and settled per transaction. Default 500. */
   batchSize?: number;
+  /**
+   * Batches being published and settled at once, each in its own transaction: the next
+   * claim runs while the broker answers the previous batch. Two batches never hold events
+   * of one aggregate out of order (the claim holds back an event while an earlier one of
+   * its aggregate is in another batch). 1: one batch at a time. Default 2.
+   */
+  batchesInFlight?: number;
   /** How often to look for work when no NOTIFY arrives (and for retries coming due). Default 1000. */
   pollIntervalMs?: number;
   /** Wake up on the outbox trigger's NOTIFY. `false`: polling only. Default true. */
@@ -83,6 +90,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
     broker: options.broker,
     schema,
     batchSize: integer('batchSize', options.batchSize, 500, 1, 10_000),
+    batchesInFlight: integer('batchesInFlight', options.batchesInFlight, 2, 1, 16),
     pollIntervalMs: integer('pollIntervalMs', options.pollIntervalMs, 1000, 10, 3_600_000),
     notify: options.notify ?? true,
     maxAttempts: integer('maxAttempts', options.maxAttempts, 10, 1, 1000),

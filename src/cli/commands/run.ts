@@ -31,7 +31,7 @@ export function runCommand(): Command {
       'after',
       `
 The schema must be migrated first (edupulse-outbox migrate).
-SIGTERM or SIGINT: stop claiming, settle the batch in flight, exit 0; a second signal exits at once (130).
+SIGTERM or SIGINT: stop claiming, settle the batches in flight, exit 0; a second signal exits at once (130).
 Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable database or schema behind.`,
     )
     .action(async (flags: RunFlags) => {
@@ -57,7 +57,7 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
             await dispatcher.stop();
             throw outcome;
           }
-          logger.info({ signal: outcome }, 'stopping: settling the batch in flight');
+          logger.info({ signal: outcome }, 'stopping: settling the batches in flight');
           await dispatcher.stop();
           logger.info({ ...dispatcher.stats }, 'dispatcher stopped');
           return 0;
