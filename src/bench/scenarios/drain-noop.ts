@@ -2,16 +2,15 @@ import pg from 'pg';
 import { quoteSchema } from '../../db/identifier.js';
 import { createDispatcher } from '../../dispatcher/dispatcher.js';
 import { noopBroker, round, type Scenario, secondsSince } from '../context.js';
+import { cpuMeter } from '../cpu.js';
 
 /** The reference: one connection, DELETE … FOR UPDATE SKIP LOCKED … RETURNING, batch 1000. */
-async function rawDrain(
-  url: string,
-  schema: string,
-): Promise<{ drained: number; seconds: number }> {
-  const client = new pg.Client(url);
+async function rawDrain(url: string, schema: string) {
+  const client = new pg.Client({ connectionString: url, application_name: 'edupulse-bench-raw' });
   await client.connect();
   const table = `${quoteSchema(schema)}.outbox`;
   try {
+    const cpu = await cpuMeter(url, 'edupulse-bench-raw');
     const started = process.hrtime.bigint();
     let drained = 0;
     for (;;) {
@@ -23,7 +22,8 @@ async function rawDrain(
       if (!rowCount) break;
       drained += rowCount;
     }
-    return { drained, seconds: secondsSince(started) };
+    const seconds = secondsSince(started);
+    return { drained, seconds, cpu: await cpu.stop() };
   } finally {
     await client.end();
   }
@@ -50,12 +50,14 @@ export const drainNoop: Scenario = {
       const done = new Promise<void>((resolve) =>
         dispatcher.on('batch', () => dispatcher.stats.published >= backlog && resolve()),
       );
+      const cpu = await cpuMeter(bench.settings.databaseUrl, 'edupulse-bench');
       const started = process.hrtime.bigint();
       await dispatcher.start();
       await done;
       const seconds = secondsSince(started);
+      const used = await cpu.stop();
       await dispatcher.stop();
-      return { drained: dispatcher.stats.published, seconds };
+      return { drained: dispatcher.stats.published, seconds, cpu: used };
     });
     if (ours.drained !== backlog || reference.drained !== backlog) {
       throw new Error(`drain-noop drained ${ours.drained} and ${reference.drained} of ${backlog}`);
@@ -63,6 +65,9 @@ export const drainNoop: Scenario = {
     const events_per_s = Math.round(backlog / ours.seconds);
     const reference_events_per_s = Math.round(backlog / reference.seconds);
     const ratio = round(events_per_s / reference_events_per_s);
+    // Where the cycles go: CPU per 1,000 events in this process and in the server.
+    const per1000 = (ms: number | undefined) =>
+      ms === undefined ? undefined : round((ms * 1000) / backlog, 1);
     return [
       {
         name: 'drain-noop',
@@ -71,6 +76,10 @@ export const drainNoop: Scenario = {
         events_per_s,
         reference_events_per_s,
         ratio,
+        node_cpu_ms_per_1000: per1000(ours.cpu.node_cpu_ms),
+        postgres_cpu_ms_per_1000: per1000(ours.cpu.postgres_cpu_ms),
+        reference_node_cpu_ms_per_1000: per1000(reference.cpu.node_cpu_ms),
+        reference_postgres_cpu_ms_per_1000: per1000(reference.cpu.postgres_cpu_ms),
         target: 'ratio ≥ 0.5',
         met: ratio >= 0.5,
       },
