@@ -13,6 +13,16 @@
  * - dead letter: an event that failed `maxAttempts` times, parked with its last error in
  *   `outbox_dead_letter` for an operator.
  */
+export {
+  type DeadLetter,
+  type DeadLetterDetail,
+  type DeadLetterFilter,
+  discardDeadLetters,
+  listDeadLetters,
+  purgeDeadLetters,
+  retryDeadLetters,
+  showDeadLetter,
+} from './admin/dead-letters.js';
 export type { EventBroker, PublishResult } from './brokers/broker.js';
 export { brokerFromUrl } from './brokers/index.js';
 export { LogBroker, type LogBrokerOptions } from './brokers/log.js';
@@ -38,7 +48,12 @@ export {
   type DispatcherStats,
 } from './dispatcher/dispatcher.js';
 export type { DispatcherOptions } from './dispatcher/options.js';
-export { type DispatcherOwnership, type OutboxStatus, outboxStatus } from './dispatcher/status.js';
+export {
+  type BacklogShare,
+  type DispatcherOwnership,
+  type OutboxStatus,
+  outboxStatus,
+} from './dispatcher/status.js';
 export {
   BrokerUnavailableError,
   ConfigError,

@@ -1,7 +1,10 @@
 import type { Database } from '../db/database.js';
+import { quoteSchema } from '../db/identifier.js';
+import { assertSchemaCurrent } from '../db/migrate.js';
 import { pgDatabase } from '../db/pg.js';
 import { ConfigError, errorMessage } from '../errors.js';
 import { type Logger, redactUrl } from '../observability/logger.js';
+import { parseDatabaseUrl } from './settings.js';
 
 /**
  * Opens the database and proves it answers, so a wrong URL is reported at start as one
@@ -25,4 +28,23 @@ export async function openDatabase(
     });
   }
   return db;
+}
+
+/**
+ * Opens the database of `--database-url`, checks that `--schema` is migrated to this
+ * version, runs `body`, and closes the database: the frame of every admin command.
+ */
+export async function withCurrentSchema<T>(
+  flags: { databaseUrl?: string; schema: string },
+  logger: Logger,
+  body: (db: Database) => Promise<T>,
+): Promise<T> {
+  quoteSchema(flags.schema);
+  const db = await openDatabase(parseDatabaseUrl('database-url', flags.databaseUrl), logger);
+  try {
+    await assertSchemaCurrent(db, flags.schema);
+    return await body(db);
+  } finally {
+    await db.close();
+  }
 }

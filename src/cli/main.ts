@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { benchCommand } from './commands/bench.js';
+import { deadCommand, purgeCommand } from './commands/dead.js';
 import { demoCommand } from './commands/demo.js';
 import { migrateCommand } from './commands/migrate.js';
 import { runCommand } from './commands/run.js';
@@ -29,6 +30,8 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     .addCommand(migrateCommand())
     .addCommand(runCommand())
     .addCommand(statusCommand())
+    .addCommand(deadCommand())
+    .addCommand(purgeCommand())
     .addCommand(demoCommand())
     .addCommand(benchCommand());
   // Usage errors (unknown flag, missing value) exit 2 like any other bad setting.

@@ -151,3 +151,43 @@ export function parseDispatcherFlags(flags: DispatcherFlags) {
     ...parseDispatchFlags(flags),
   };
 }
+
+const DURATION = /^(\d+)(ms|s|m|h|d)$/;
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** `90s`, `15m`, `12h`, `30d` in milliseconds, or a ConfigError naming the setting. */
+export function parseDuration(setting: string, raw: string): number {
+  const match = DURATION.exec(raw.trim());
+  const ms = match ? Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS] : Number.NaN;
+  if (!Number.isSafeInteger(ms)) {
+    throw new ConfigError(setting, `"${raw}" is not a duration (like 90s, 15m, 12h or 30d)`);
+  }
+  return ms;
+}
+
+/**
+ * A point in time: an ISO 8601 timestamp (`2026-11-27T10:00:00Z`) or a duration ago
+ * (`2h`), or a ConfigError naming the setting.
+ */
+export function parseTime(setting: string, raw: string, now = Date.now()): Date {
+  if (DURATION.test(raw.trim())) return new Date(now - parseDuration(setting, raw));
+  const iso = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(raw.trim());
+  const time = iso ? Date.parse(raw.trim()) : Number.NaN;
+  if (Number.isNaN(time)) {
+    throw new ConfigError(
+      setting,
+      `"${raw}" is neither an ISO 8601 time (2026-11-27T10:00:00Z) nor a duration ago (2h)`,
+    );
+  }
+  return new Date(time);
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Event ids (CloudEvent ids, UUIDs), or a ConfigError naming the setting. */
+export function parseEventIds(setting: string, raw: readonly string[]): string[] {
+  for (const id of raw) {
+    if (!UUID.test(id)) throw new ConfigError(setting, `"${id}" is not an event id (a UUID)`);
+  }
+  return [...raw];
+}

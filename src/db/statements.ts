@@ -35,8 +35,14 @@ export interface Statements {
   outboxWriteHorizon: string;
   /** Pending rows and the age of the oldest, in seconds. */
   outboxBacklog: string;
+  /** Pending rows and the age of the oldest, per partition that has any. */
+  outboxBacklogByPartition: string;
+  /** Pending rows and the age of the oldest, per event type. */
+  outboxBacklogByEventType: string;
   /** Number of dead letters. */
   deadLetterCount: string;
+  /** Dead letters per event type. */
+  deadLetterCountByEventType: string;
   /** The two advisory-lock namespaces of this schema: `members`, `partitions` (int4 keys). */
   ownershipKeys: string;
   /** $1 namespace, $2 key: a session lock (a dispatcher's membership or a partition). */
@@ -94,7 +100,18 @@ FROM dead`,
   coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8 AS oldest_age_s
 FROM ${s}.outbox`,
 
+    outboxBacklogByPartition: `SELECT partition::int AS key, count(*)::int AS pending,
+  extract(epoch FROM now() - min(occurred_at))::float8 AS oldest_age_s
+FROM ${s}.outbox GROUP BY partition ORDER BY partition`,
+
+    outboxBacklogByEventType: `SELECT event_type AS key, count(*)::int AS pending,
+  extract(epoch FROM now() - min(occurred_at))::float8 AS oldest_age_s
+FROM ${s}.outbox GROUP BY event_type ORDER BY event_type`,
+
     deadLetterCount: `SELECT count(*)::int AS dead FROM ${s}.outbox_dead_letter`,
+
+    deadLetterCountByEventType: `SELECT event_type AS key, count(*)::int AS dead
+FROM ${s}.outbox_dead_letter GROUP BY event_type ORDER BY event_type`,
 
     // Keys are derived from the schema name so dispatchers of different schemas (or
     // databases' other advisory-lock users) never share partitions.

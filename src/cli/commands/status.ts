@@ -1,10 +1,8 @@
 import { Command } from 'commander';
-import { quoteSchema } from '../../db/identifier.js';
-import { assertSchemaCurrent } from '../../db/migrate.js';
-import { outboxStatus, partitionRanges } from '../../dispatcher/status.js';
-import { openDatabase } from '../database.js';
+import { type BacklogShare, outboxStatus, partitionRanges } from '../../dispatcher/status.js';
+import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
-import { parseDatabaseUrl, settings } from '../settings.js';
+import { settings } from '../settings.js';
 
 interface StatusFlags {
   databaseUrl?: string;
@@ -13,19 +11,32 @@ interface StatusFlags {
   verbose?: boolean;
 }
 
+const backlog = (share: BacklogShare) =>
+  `${share.pending} pending (oldest ${share.oldestAgeSeconds.toFixed(1)} s)`;
+
+/** `title:` and one line per key; nothing when there is none. */
+function section<T>(
+  title: string,
+  values: Record<string, T>,
+  text: (value: T) => string = (value) => backlog(value as BacklogShare),
+): string[] {
+  const entries = Object.entries(values);
+  if (entries.length === 0) return [];
+  return [`${title}:`, ...entries.map(([key, value]) => `  ${key}  ${text(value)}`)];
+}
+
 export function statusCommand(): Command {
   return new Command('status')
-    .description('show the backlog, the dead letters, and which dispatcher owns which partitions')
+    .description(
+      'show the backlog (by event type and partition), the dead letters, and which dispatcher owns which partitions',
+    )
     .addOption(settings.databaseUrl())
     .addOption(settings.schema())
     .option('--json', 'print one JSON object instead of text')
     .addOption(settings.verbose())
     .action(async (flags: StatusFlags) => {
       await execute(flags, async ({ logger }) => {
-        quoteSchema(flags.schema);
-        const db = await openDatabase(parseDatabaseUrl('database-url', flags.databaseUrl), logger);
-        try {
-          await assertSchemaCurrent(db, flags.schema);
+        return withCurrentSchema(flags, logger, async (db) => {
           const status = await outboxStatus(db, flags.schema);
           if (flags.json) {
             process.stdout.write(`${JSON.stringify(status)}\n`);
@@ -38,12 +49,17 @@ export function statusCommand(): Command {
               (d) =>
                 `  pid ${d.pid}  ${d.name}  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
             ),
+            ...section('pending by event type', status.pendingByEventType),
+            ...section('pending by partition', status.pendingByPartition),
+            ...section(
+              'dead letters by event type',
+              status.deadLettersByEventType,
+              (dead) => `${dead}`,
+            ),
           ];
           process.stdout.write(`${lines.join('\n')}\n`);
           return 0;
-        } finally {
-          await db.close();
-        }
+        });
       });
     });
 }

@@ -1,0 +1,178 @@
+import { Command, Option } from 'commander';
+import {
+  type DeadLetterFilter,
+  discardDeadLetters,
+  listDeadLetters,
+  purgeDeadLetters,
+  retryDeadLetters,
+  showDeadLetter,
+} from '../../admin/dead-letters.js';
+import { ConfigError } from '../../errors.js';
+import { withCurrentSchema } from '../database.js';
+import { execute } from '../execute.js';
+import { parseEventIds, parseInteger, parseTime, settings } from '../settings.js';
+
+interface FilterFlags {
+  databaseUrl?: string;
+  schema: string;
+  eventType?: string;
+  aggregateType?: string;
+  aggregateId?: string;
+  since?: string;
+  until?: string;
+  verbose?: boolean;
+}
+
+/** The database settings (and, with `filters`, the filters) every admin command shares. */
+function adminCommand(name: string, description: string, filters = true): Command {
+  const command = new Command(name)
+    .description(description)
+    .addOption(settings.databaseUrl())
+    .addOption(settings.schema());
+  if (filters) {
+    command
+      .option('--event-type <type>', 'only dead letters of this event type')
+      .option('--aggregate-type <type>', 'only dead letters of this aggregate type')
+      .option('--aggregate-id <id>', 'only dead letters of this aggregate')
+      .option('--since <time>', 'dead-lettered at or after: ISO 8601 time, or a duration ago (2h)')
+      .option('--until <time>', 'dead-lettered before: ISO 8601 time, or a duration ago (30m)');
+  }
+  return command.addOption(settings.verbose());
+}
+
+function parseFilter(flags: FilterFlags, ids: readonly string[] = []): DeadLetterFilter {
+  return {
+    ...(ids.length > 0 ? { ids: parseEventIds('id', ids) } : {}),
+    ...(flags.eventType !== undefined ? { eventType: flags.eventType } : {}),
+    ...(flags.aggregateType !== undefined ? { aggregateType: flags.aggregateType } : {}),
+    ...(flags.aggregateId !== undefined ? { aggregateId: flags.aggregateId } : {}),
+    ...(flags.since !== undefined ? { since: parseTime('since', flags.since) } : {}),
+    ...(flags.until !== undefined ? { until: parseTime('until', flags.until) } : {}),
+  };
+}
+
+/** `dead retry` and `dead discard`: ids and/or filters, or `--all`; prints what it touched. */
+function bulkCommand(
+  name: 'retry' | 'discard',
+  description: string,
+  act: typeof retryDeadLetters | typeof discardDeadLetters,
+  done: string,
+): Command {
+  return adminCommand(name, description)
+    .argument('[ids...]', 'event ids (CloudEvent ids) of the dead letters')
+    .addOption(new Option('--all', `${name} every dead letter (no ids or filters)`))
+    .option('--json', 'print the ids as a JSON array')
+    .action(async (ids: string[], flags: FilterFlags & { all?: boolean; json?: boolean }) => {
+      await execute(flags, async ({ logger }) => {
+        const filter = parseFilter(flags, ids);
+        return withCurrentSchema(flags, logger, async (db) => {
+          const touched = await act(db, flags.schema, filter, { all: flags.all === true });
+          if (flags.json) {
+            process.stdout.write(`${JSON.stringify(touched)}\n`);
+          } else {
+            process.stdout.write(touched.map((id) => `${id}\n`).join(''));
+            process.stderr.write(`${touched.length} dead letters ${done}\n`);
+          }
+          // Asked for ids that were not there: say so with the exit code, after the rest.
+          const missing = ids.filter((id) => !touched.includes(id.toLowerCase()));
+          if (missing.length > 0) {
+            process.stderr.write(`not among the dead letters: ${missing.join(', ')}\n`);
+            return 1;
+          }
+          return 0;
+        });
+      });
+    });
+}
+
+export function deadCommand(): Command {
+  return new Command('dead')
+    .description('list, show, retry or discard dead letters (events that failed too often)')
+    .addCommand(
+      adminCommand('list', 'list dead letters, oldest first')
+        .option('--limit <n>', 'at most this many (1-100000)', '100')
+        .option('--json', 'print one JSON array instead of text')
+        .action(async (flags: FilterFlags & { limit: string; json?: boolean }) => {
+          await execute(flags, async ({ logger }) => {
+            const filter = parseFilter(flags);
+            const limit = parseInteger('limit', flags.limit, 1, 100_000);
+            return withCurrentSchema(flags, logger, async (db) => {
+              const dead = await listDeadLetters(db, flags.schema, filter, limit);
+              if (flags.json) {
+                process.stdout.write(`${JSON.stringify(dead)}\n`);
+                return 0;
+              }
+              const lines = dead.map(
+                (d) =>
+                  `${d.deadAt}  ${d.id}  ${d.eventType}  ${d.aggregateType}/${d.aggregateId}  attempts ${d.attempts}  ${d.lastError}`,
+              );
+              process.stdout.write(lines.map((line) => `${line}\n`).join(''));
+              process.stderr.write(
+                `${dead.length} dead letters${dead.length === limit ? ` (--limit ${limit} reached)` : ''}\n`,
+              );
+              return 0;
+            });
+          });
+        }),
+    )
+    .addCommand(
+      adminCommand('show', 'print one dead letter with its payload and headers, as JSON', false)
+        .argument('<id>', 'the event id (CloudEvent id)')
+        .action(async (id: string, flags: FilterFlags) => {
+          await execute(flags, async ({ logger }) => {
+            const [checked] = parseEventIds('id', [id]);
+            return withCurrentSchema(flags, logger, async (db) => {
+              const dead = await showDeadLetter(db, flags.schema, checked as string);
+              if (!dead) {
+                process.stderr.write(`edupulse-outbox: no dead letter with id ${id}\n`);
+                return 1;
+              }
+              process.stdout.write(`${JSON.stringify(dead, null, 2)}\n`);
+              return 0;
+            });
+          });
+        }),
+    )
+    .addCommand(
+      bulkCommand(
+        'retry',
+        'put dead letters back into the outbox under their original seq, attempts reset; they are published again',
+        retryDeadLetters,
+        'back in the outbox',
+      ),
+    )
+    .addCommand(
+      bulkCommand('discard', 'delete dead letters for good', discardDeadLetters, 'discarded'),
+    );
+}
+
+export function purgeCommand(): Command {
+  return adminCommand(
+    'purge',
+    'delete retained history: the dead letters parked before a time',
+    false,
+  )
+    .requiredOption(
+      '--older-than <time>',
+      'dead-lettered before this: a duration ago (30d) or an ISO 8601 time',
+    )
+    .addHelpText(
+      'after',
+      '\nPublished events leave the outbox as the broker acknowledges them; dead letters are the only history kept.',
+    )
+    .action(async (flags: FilterFlags & { olderThan: string }) => {
+      await execute(flags, async ({ logger }) => {
+        const before = parseTime('older-than', flags.olderThan);
+        if (before.getTime() > Date.now()) {
+          throw new ConfigError('older-than', `"${flags.olderThan}" is in the future`);
+        }
+        return withCurrentSchema(flags, logger, async (db) => {
+          const purged = await purgeDeadLetters(db, flags.schema, before);
+          process.stdout.write(
+            `${purged} dead letters purged (dead-lettered before ${before.toISOString()})\n`,
+          );
+          return 0;
+        });
+      });
+    });
+}

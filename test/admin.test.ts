@@ -1,0 +1,231 @@
+/**
+ * The operator's commands on real dead letters: `dead list | show | retry | discard`,
+ * `purge`, and `status --json`, run as processes against PostgreSQL. The dead letters are
+ * made the way production makes them: a dispatcher whose broker refuses some events.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  createDispatcher,
+  createOutbox,
+  type DispatcherOptions,
+  LessonPublished,
+  MemoryBroker,
+  type OutboxEvent,
+  QuizSubmitted,
+} from '../src/index.js';
+import { killChildren, runCli } from './helpers/cli.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+
+let t: TestSchema;
+const QUIZ_7 = randomUUID();
+
+beforeEach(async () => {
+  t = await createPgTestSchema('admin');
+});
+
+afterEach(async () => {
+  await killChildren();
+  await t.drop();
+});
+
+const lesson = (lessonId: string, title: string) =>
+  LessonPublished.create({
+    lesson_id: lessonId,
+    author_id: randomUUID(),
+    title,
+    published_at: '2026-11-27T09:30:00Z',
+  });
+const quiz = (quizId: string) =>
+  QuizSubmitted.create({
+    quiz_id: quizId,
+    student_id: randomUUID(),
+    score: 7,
+    submitted_at: '2026-11-27T10:00:00Z',
+  });
+
+async function enqueue(events: OutboxEvent[]): Promise<string[]> {
+  const outbox = createOutbox({ schema: t.schema });
+  return t.db.transaction(async (tx) => outbox.enqueue(tx, events));
+}
+
+/** Drains once with a broker that refuses the events `refuse` picks; one attempt each. */
+async function drain(
+  refuse: (id: string) => boolean,
+  options: Partial<DispatcherOptions> = {},
+): Promise<MemoryBroker> {
+  const broker = new MemoryBroker({
+    onPublish: (message) =>
+      refuse(message.id) ? { ok: false, error: 'refused by test', permanent: true } : undefined,
+  });
+  const dispatcher = createDispatcher({
+    db: t.db,
+    schema: t.schema,
+    broker,
+    maxAttempts: 1,
+    ...options,
+  });
+  await dispatcher.drain();
+  await dispatcher.stop();
+  return broker;
+}
+
+const cli = (...args: string[]) =>
+  runCli([...args, '--schema', t.schema], { env: { DATABASE_URL: PG_URL } });
+
+async function statusJson() {
+  const result = await cli('status', '--json');
+  expect(result.code, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as {
+    pending: number;
+    deadLetters: number;
+    pendingByEventType: Record<string, { pending: number }>;
+    deadLettersByEventType: Record<string, number>;
+  };
+}
+
+describe('dead letters', () => {
+  it('lists, shows and filters them', async () => {
+    const [lessonId, quizId] = await enqueue([lesson(randomUUID(), 'Fractions'), quiz(QUIZ_7)]);
+    await drain(() => true);
+
+    const list = await cli('dead', 'list', '--json');
+    expect(list.code, list.stderr).toBe(0);
+    const dead = JSON.parse(list.stdout) as { id: string; lastError: string; attempts: number }[];
+    expect(dead.map((d) => d.id).sort()).toEqual([lessonId, quizId].sort());
+    expect(dead[0]).toMatchObject({ lastError: 'refused by test', attempts: 1 });
+
+    const quizzes = JSON.parse(
+      (await cli('dead', 'list', '--json', '--event-type', 'quiz-submitted')).stdout,
+    ) as { id: string }[];
+    expect(quizzes.map((d) => d.id)).toEqual([quizId]);
+    const ofAggregate = JSON.parse(
+      (await cli('dead', 'list', '--json', '--aggregate-id', QUIZ_7)).stdout,
+    ) as { id: string }[];
+    expect(ofAggregate.map((d) => d.id)).toEqual([quizId]);
+    const future = JSON.parse(
+      (await cli('dead', 'list', '--json', '--since', '2999-01-01')).stdout,
+    );
+    expect(future).toEqual([]);
+    const lastHour = JSON.parse((await cli('dead', 'list', '--json', '--since', '1h')).stdout);
+    expect(lastHour).toHaveLength(2);
+
+    const show = await cli('dead', 'show', lessonId as string);
+    expect(show.code, show.stderr).toBe(0);
+    const detail = JSON.parse(show.stdout) as { payload: string; eventType: string };
+    expect(detail.eventType).toBe('lesson-published');
+    expect(JSON.parse(detail.payload)).toMatchObject({ title: 'Fractions' });
+
+    const missing = await cli('dead', 'show', randomUUID());
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('no dead letter');
+
+    const status = await statusJson();
+    expect(status.deadLetters).toBe(2);
+    expect(status.deadLettersByEventType).toEqual({ 'lesson-published': 1, 'quiz-submitted': 1 });
+  });
+
+  it('retry republishes the event and status shows it gone from the dead letters', async () => {
+    const [id] = await enqueue([lesson(randomUUID(), 'Decimals')]);
+    await drain(() => true);
+    expect((await statusJson()).deadLetters).toBe(1);
+
+    const retry = await cli('dead', 'retry', id as string);
+    expect(retry.code, retry.stderr).toBe(0);
+    expect(retry.stdout.trim()).toBe(id);
+    const status = await statusJson();
+    expect(status.deadLetters).toBe(0);
+    expect(status.pending).toBe(1);
+    const { rows } = await t.db.query<{ attempts: number; last_error: string | null }>(
+      `SELECT attempts, last_error FROM "${t.schema}".outbox`,
+    );
+    expect(rows).toEqual([{ attempts: 0, last_error: null }]);
+
+    const broker = await drain(() => false);
+    expect(broker.messages.map((m) => m.id)).toEqual([id]);
+    expect(await statusJson()).toMatchObject({ pending: 0, deadLetters: 0 });
+  });
+
+  it("retry under 'hold' publishes the retried event before the later ones it held back", async () => {
+    const aggregate = randomUUID();
+    const ids = await enqueue([
+      lesson(aggregate, 'part 1'),
+      lesson(aggregate, 'part 2'),
+      lesson(aggregate, 'part 3'),
+    ]);
+    const first = ids[0] as string;
+    await drain((id) => id === first, { onDeadLetter: 'hold' });
+    // The two later events wait behind the dead letter.
+    expect(await statusJson()).toMatchObject({ pending: 2, deadLetters: 1 });
+
+    expect((await cli('dead', 'retry', first)).code).toBe(0);
+    const broker = await drain(() => false, { onDeadLetter: 'hold' });
+    expect(broker.messages.map((m) => m.id)).toEqual(ids);
+  });
+
+  it('discard deletes only what the filter names; a bare retry or discard is refused', async () => {
+    const [lessonId, quizId] = await enqueue([lesson(randomUUID(), 'Angles'), quiz(randomUUID())]);
+    await drain(() => true);
+
+    for (const action of ['retry', 'discard']) {
+      const bare = await cli('dead', action);
+      expect(bare.code).toBe(2);
+      expect(bare.stderr).toContain('--all');
+      const both = await cli('dead', action, '--all', '--event-type', 'quiz-submitted');
+      expect(both.code).toBe(2);
+      expect(both.stderr).toContain('all');
+    }
+    const badId = await cli('dead', 'retry', 'not-a-uuid');
+    expect(badId.code).toBe(2);
+    expect(badId.stderr).toContain('not-a-uuid');
+    const badTime = await cli('dead', 'list', '--since', 'yesterday');
+    expect(badTime.code).toBe(2);
+    expect(badTime.stderr).toContain('since');
+    expect((await statusJson()).deadLetters).toBe(2);
+
+    const discard = await cli('dead', 'discard', '--event-type', 'quiz-submitted');
+    expect(discard.code, discard.stderr).toBe(0);
+    expect(discard.stdout.trim()).toBe(quizId);
+    const left = JSON.parse((await cli('dead', 'list', '--json')).stdout) as { id: string }[];
+    expect(left.map((d) => d.id)).toEqual([lessonId]);
+
+    // An id that is not a dead letter: the rest is done, and the exit code says so.
+    const partly = await cli('dead', 'discard', lessonId as string, quizId as string);
+    expect(partly.code).toBe(1);
+    expect(partly.stderr).toContain(quizId);
+    expect((await statusJson()).deadLetters).toBe(0);
+  });
+
+  it('purge deletes the dead letters parked before the given time, and only those', async () => {
+    await enqueue([lesson(randomUUID(), 'Old'), lesson(randomUUID(), 'New')]);
+    await drain(() => true);
+    await t.db.query(
+      `UPDATE "${t.schema}".outbox_dead_letter SET dead_at = now() - interval '40 days'
+       WHERE payload->>'title' = 'Old'`,
+    );
+
+    const none = await cli('purge');
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('older-than');
+    const purge = await cli('purge', '--older-than', '30d');
+    expect(purge.code, purge.stderr).toBe(0);
+    expect(purge.stdout).toContain('1 dead letters purged');
+    const left = JSON.parse((await cli('dead', 'list', '--json')).stdout) as { id: string }[];
+    expect(left).toHaveLength(1);
+  });
+});
+
+describe('status', () => {
+  it('splits the backlog by event type and partition', async () => {
+    await enqueue([lesson(randomUUID(), 'a'), lesson(randomUUID(), 'b'), quiz(randomUUID())]);
+    const status = await statusJson();
+    expect(status.pending).toBe(3);
+    expect(status.pendingByEventType).toMatchObject({
+      'lesson-published': { pending: 2 },
+      'quiz-submitted': { pending: 1 },
+    });
+    const text = await cli('status');
+    expect(text.stdout).toContain('pending by event type:');
+    expect(text.stdout).toMatch(/quiz-submitted {2}1 pending/);
+  });
+});
