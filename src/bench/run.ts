@@ -3,10 +3,11 @@ import { cpus, totalmem } from 'node:os';
 import { dirname } from 'node:path';
 import pg from 'pg';
 import { BenchContext, type BenchSettings, type Scenario, type ScenarioResult } from './context.js';
+import { drainBrokers } from './scenarios/drain-brokers.js';
 import { drainNoop } from './scenarios/drain-noop.js';
 
 /** Every scenario, in the order a full run measures them. */
-export const scenarios: readonly Scenario[] = [drainNoop];
+export const scenarios: readonly Scenario[] = [drainNoop, drainBrokers];
 
 export const scenarioNames: readonly string[] = scenarios.flatMap((s) => s.names);
 
