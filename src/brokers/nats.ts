@@ -1,17 +1,18 @@
 import {
   JetStreamApiError,
-  type JetStreamClient,
+  JetStreamError,
   type JetStreamManager,
-  jetstream,
   jetstreamManager,
   type StreamInfo,
 } from '@nats-io/jetstream';
 import {
   ClosedConnectionError,
   ConnectionError,
+  createInbox,
   DrainingConnectionError,
   InvalidArgumentError,
   InvalidSubjectError,
+  type Msg,
   type MsgHdrs,
   type NatsConnection,
   type NodeConnectionOptions,
@@ -21,6 +22,7 @@ import {
   headers as natsHeaders,
   PermissionViolationError,
   RequestError,
+  type Subscription,
   TimeoutError,
 } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
@@ -100,12 +102,16 @@ function subjectToken(text: string): string {
   return text.replace(/[^\x21-\x7e]|[.*>]/gu, '_') || '_';
 }
 
+const needsEscape = /[^\x21-\x7e]|["%]/u;
+
 /**
  * Header value per the CloudEvents NATS binding: space, `"`, `%` and everything outside
  * printable ASCII are percent-encoded as UTF-8 bytes (a raw CR or LF would break the
  * header block; the client refuses them).
  */
 export function headerValue(value: string): string {
+  // Most values need no escape: testing first spares building a new string for them.
+  if (!needsEscape.test(value)) return value;
   return value.replace(/[^\x21-\x7e]|["%]/gu, (char) =>
     Array.from(
       Buffer.from(char, 'utf8'),
@@ -225,13 +231,159 @@ class PublishRun {
   }
 }
 
+/** A JetStream PubAck: `{ stream, seq, duplicate? }`, or `{ error: { code, err_code, description } }`. */
+interface PubAck {
+  stream?: string;
+  error?: { code: number; err_code: number; description: string };
+}
+
+interface AckWaiter {
+  subject: string;
+  /** `Date.now()` after which the message fails with TimeoutError. */
+  deadline: number;
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * Publishes with a reply subject on one inbox subscription of ours and settles each message
+ * by its PubAck. The client's `js.publish` makes every message a request with its own timer
+ * and Error objects whose stack traces are captured even on success: two thirds of the
+ * adapter's CPU per message (about 45 µs against 15 µs this way, measured on a drain). The
+ * outcomes stay those of `js.publish`, as the same error classes: the PubAck's API error
+ * (JetStreamApiError), a 503 status (NoRespondersError), no PubAck within `timeoutMs`
+ * (TimeoutError), the publish not permitted (PermissionViolationError), the connection
+ * closed (RequestError).
+ */
+class PubAckInbox {
+  private readonly waiting = new Map<string, AckWaiter>();
+  private prefix = '';
+  private subscription: Subscription | undefined;
+  private next = 0;
+  /** Expires the oldest waiter; all share one timeout, so the oldest is due first. */
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly timeoutMs: number,
+  ) {
+    void this.watch();
+  }
+
+  /** Resolves when the stream has stored the message (or already had its Nats-Msg-Id). */
+  publish(subject: string, payload: Uint8Array, headers: MsgHdrs): Promise<void> {
+    // What a request checks beyond a publish: a draining connection takes no new one.
+    if (this.nc.isDraining()) return Promise.reject(new DrainingConnectionError());
+    const token = (this.next++).toString(36);
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(token, { subject, deadline: Date.now() + this.timeoutMs, resolve, reject });
+      try {
+        this.subscribe();
+        this.nc.publish(subject, payload, { reply: `${this.prefix}${token}`, headers });
+      } catch (error) {
+        // Closed, an invalid subject, or over the server's max_payload: nothing was sent.
+        this.waiting.delete(token);
+        reject(error);
+        return;
+      }
+      this.timer ??= this.arm();
+    });
+  }
+
+  private subscribe(): void {
+    if (this.subscription) return;
+    const inbox = createInbox();
+    this.prefix = `${inbox}.`;
+    this.subscription = this.nc.subscribe(`${inbox}.*`, {
+      callback: (error, msg) => this.received(error, msg),
+    });
+  }
+
+  private received(error: Error | null, msg: Msg): void {
+    if (error) {
+      // The server refused the subscription (no permission on the inbox): every message
+      // waiting fails as its request would, and the next publish subscribes again.
+      this.subscription = undefined;
+      this.failAll(error);
+      return;
+    }
+    const token = msg.subject.slice(this.prefix.length);
+    const waiter = this.waiting.get(token);
+    // Not waited for any more: it timed out.
+    if (!waiter) return;
+    this.waiting.delete(token);
+    if (msg.data.length === 0 && msg.headers?.code === 503) {
+      waiter.reject(new NoRespondersError(waiter.subject));
+      return;
+    }
+    let ack: PubAck;
+    try {
+      ack = JSON.parse(decoder.decode(msg.data)) as PubAck;
+    } catch (parseError) {
+      waiter.reject(parseError as Error);
+      return;
+    }
+    if (ack.error) waiter.reject(new JetStreamApiError(ack.error));
+    else if (ack.stream === '') waiter.reject(new JetStreamError('invalid ack response'));
+    else waiter.resolve();
+  }
+
+  private arm(): NodeJS.Timeout | undefined {
+    const oldest = this.waiting.values().next().value;
+    if (!oldest) return undefined;
+    const timer = setTimeout(() => this.expire(), Math.max(0, oldest.deadline - Date.now()));
+    // The connection keeps the process alive while messages wait; this timer need not.
+    timer.unref();
+    return timer;
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    for (const [token, waiter] of this.waiting) {
+      if (waiter.deadline > now) break;
+      this.waiting.delete(token);
+      waiter.reject(new TimeoutError());
+    }
+    this.timer = this.arm();
+  }
+
+  /**
+   * A publish the server did not permit fails the first message waiting on that subject,
+   * as the client does for its requests.
+   */
+  private async watch(): Promise<void> {
+    for await (const status of this.nc.status()) {
+      const error = status.type === 'error' ? status.error : undefined;
+      if (!(error instanceof PermissionViolationError) || error.operation !== 'publish') continue;
+      for (const [token, waiter] of this.waiting) {
+        if (waiter.subject !== error.subject) continue;
+        this.waiting.delete(token);
+        waiter.reject(error);
+        break;
+      }
+    }
+    // The status stream ends with the connection.
+    this.failAll(new RequestError('connection closed'));
+  }
+
+  private failAll(error: Error): void {
+    const waiters = [...this.waiting.values()];
+    this.waiting.clear();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const waiter of waiters) waiter.reject(error);
+  }
+}
+
 /** How one message ended: a result for the dispatcher, or "the server is unreachable". */
 type Outcome = PublishResult | { unavailable: string };
 
-/** A connected client: its JetStream context, link state and in-flight bound. */
+/** A connected client: its PubAck inbox, link state and in-flight bound. */
 interface Session {
   nc: NatsConnection;
-  js: JetStreamClient;
+  acks: PubAckInbox;
   link: Link;
   slots: Slots;
   /** `publish` calls not finished yet, for `close` to wait on. */
@@ -239,6 +391,8 @@ interface Session {
 }
 
 const encoder = new TextEncoder();
+/** JetStream's dedup header (PubHeaders.MsgIdHdr). */
+const msgIdHeader = 'Nats-Msg-Id';
 
 /**
  * NATS JetStream: each event is stored in `stream` under
@@ -270,10 +424,9 @@ class NatsBroker implements EventBroker {
         { cause: error },
       );
     }
-    const js = jetstream(nc, { timeout: this.settings.timeoutMs });
     this.session = {
       nc,
-      js,
+      acks: new PubAckInbox(nc, this.settings.timeoutMs),
       link,
       slots: new Slots(this.settings.maxInFlight),
       running: new Set(),
@@ -420,11 +573,7 @@ class NatsBroker implements EventBroker {
       const payload = encoder.encode(message.payload);
       try {
         // A PubAck flagged `duplicate` is a success too: the stream already has the event.
-        await session.js.publish(subject, payload, {
-          msgID: message.id,
-          headers: this.headers(message),
-          timeout: this.settings.timeoutMs,
-        });
+        await session.acks.publish(subject, payload, this.headers(message));
         return published;
       } catch (error) {
         const outcome = await this.classify(error, session, run, subject, payload.length);
@@ -440,13 +589,13 @@ class NatsBroker implements EventBroker {
     return `${this.settings.subjectPrefix}.${subjectToken(message.aggregateType)}.${subjectToken(message.eventType)}`;
   }
 
+  /** The CloudEvents headers, then `Nats-Msg-Id` = event id for the server's dedup. */
   private headers(message: OutboxMessage): MsgHdrs {
     const result = natsHeaders();
-    for (const [name, value] of Object.entries(
-      binaryModeHeaders(message, this.source, bindingPrefix.nats),
-    )) {
-      result.set(name, headerValue(value));
-    }
+    const attributes = binaryModeHeaders(message, this.source, bindingPrefix.nats);
+    // Every name is new to `result`: append, without set's search for one to replace.
+    for (const name in attributes) result.append(name, headerValue(attributes[name] as string));
+    result.append(msgIdHeader, message.id);
     return result;
   }
 
