@@ -83,6 +83,23 @@ export class BenchContext {
   }
 
   /**
+   * `count` fresh schemas at once (each as `withSchema` makes it), for scenarios that
+   * interleave their variants round by round so background load hits them all alike.
+   */
+  async withSchemas<T>(
+    count: number,
+    body: (schemas: { db: Database; schema: string }[]) => Promise<T>,
+    options: { partitions?: number; maxConnections?: number } = {},
+    opened: { db: Database; schema: string }[] = [],
+  ): Promise<T> {
+    if (opened.length >= count) return body(opened);
+    return this.withSchema(
+      (db, schema) => this.withSchemas(count, body, options, [...opened, { db, schema }]),
+      options,
+    );
+  }
+
+  /**
    * `count` events of type lesson-published (about 80 bytes of JSON each) over
    * `aggregates` lessons, inserted with plain SQL, then vacuumed and analysed.
    */
@@ -109,6 +126,14 @@ export function quantile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = Math.ceil(q * sorted.length) - 1;
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank))] as number;
+}
+
+/** The median of `values` (nearest rank: the lower middle one of an even count). */
+export function median(values: readonly number[]): number {
+  return quantile(
+    [...values].sort((a, b) => a - b),
+    0.5,
+  );
 }
 
 /** Rounds to `digits` decimals, for figures that read well in a table. */

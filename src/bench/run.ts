@@ -5,9 +5,11 @@ import pg from 'pg';
 import { BenchContext, type BenchSettings, type Scenario, type ScenarioResult } from './context.js';
 import { drainBrokers } from './scenarios/drain-brokers.js';
 import { drainNoop } from './scenarios/drain-noop.js';
+import { memoryDrain } from './scenarios/memory-drain.js';
+import { scale } from './scenarios/scale.js';
 
 /** Every scenario, in the order a full run measures them. */
-export const scenarios: readonly Scenario[] = [drainNoop, drainBrokers];
+export const scenarios: readonly Scenario[] = [drainNoop, drainBrokers, scale, memoryDrain];
 
 export const scenarioNames: readonly string[] = scenarios.flatMap((s) => s.names);
 
