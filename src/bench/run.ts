@@ -6,10 +6,17 @@ import { BenchContext, type BenchSettings, type Scenario, type ScenarioResult } 
 import { drainBrokers } from './scenarios/drain-brokers.js';
 import { drainNoop } from './scenarios/drain-noop.js';
 import { memoryDrain } from './scenarios/memory-drain.js';
+import { producerCost } from './scenarios/producer-cost.js';
 import { scale } from './scenarios/scale.js';
 
 /** Every scenario, in the order a full run measures them. */
-export const scenarios: readonly Scenario[] = [drainNoop, drainBrokers, scale, memoryDrain];
+export const scenarios: readonly Scenario[] = [
+  drainNoop,
+  drainBrokers,
+  producerCost,
+  scale,
+  memoryDrain,
+];
 
 export const scenarioNames: readonly string[] = scenarios.flatMap((s) => s.names);
 
