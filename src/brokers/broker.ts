@@ -30,6 +30,12 @@ export interface EventBroker {
   readonly name: string;
   connect(): Promise<void>;
   publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]>;
+  /**
+   * Optional: one round trip to the broker, rejecting with BrokerUnavailableError when
+   * it does not answer. An idle dispatcher calls it every poll interval, so an outage
+   * shows (in readiness, in the logs) and is recovered from before the next event.
+   */
+  check?(): Promise<void>;
   /** Flushes what was accepted and releases the connection. */
   close(): Promise<void>;
 }

@@ -9,6 +9,7 @@ import {
   SchemaVersionError,
 } from '../errors.js';
 import type { OutboxMessage } from '../events/cloudevents.js';
+import { publishTraced } from '../observability/tracing.js';
 import { withTimeout } from '../timeout.js';
 import { backoffDelayMs, Wakeup } from './backoff.js';
 import { type BatchOutcome, publishInRounds } from './batch.js';
@@ -48,8 +49,31 @@ export interface DispatcherStats {
   batches: number;
 }
 
+/** The events of one committed batch, for metrics: what was published, retried, parked. */
+export interface SettledBatch {
+  published: readonly OutboxMessage[];
+  retried: readonly { message: OutboxMessage; error: string }[];
+  deadLettered: readonly { message: OutboxMessage; error: string }[];
+  /** When the broker had answered the whole batch (ms since the epoch). */
+  acknowledgedAt: number;
+}
+
+/** What the loop is doing, for health and readiness checks. */
+export interface DispatcherHealth {
+  /** `idle`: waiting for work; `dispatching`: a claim or publish is under way; `backoff`: waiting after an outage; `stopped`: not started, stopped, or stopped by a fatal error. */
+  state: 'idle' | 'dispatching' | 'backoff' | 'stopped';
+  /** When the state was entered (ms since the epoch). */
+  since: number;
+  /** When a round of the loop last ended, whatever its outcome (ms since the epoch). */
+  lastRoundAt: number;
+  brokerConnected: boolean;
+  /** The outage behind the current backoff, or the error that stopped the loop. */
+  problem?: { target: 'broker' | 'database' | 'configuration'; message: string };
+}
+
 /**
- * Events a dispatcher emits for monitoring: `batch` (BatchReport), `deadLetter`
+ * Events a dispatcher emits for monitoring: `batch` (BatchReport), `settled`
+ * (SettledBatch, after the commit), `deadLetter`
  * ({ id, eventType, error }), `unavailable` ({ target, error, retryInMs }) before each
  * backoff, and `fatal` (the error) when the loop stopped because retrying cannot help (a
  * broker refusing its configuration: ConfigError); call `stop()` after it.
@@ -66,6 +90,8 @@ export interface Dispatcher extends EventEmitter {
   drain(): Promise<number>;
   /** The partitions this dispatcher claims from now (all of them on an embedded database). */
   ownedPartitions(): number[];
+  /** What the loop is doing now. */
+  health(): DispatcherHealth;
   readonly stats: Readonly<DispatcherStats>;
 }
 
@@ -112,6 +138,12 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private cursor = FULL_SCAN;
   private partitions: number | undefined;
   private lastFullScan = 0;
+  private state: DispatcherHealth = {
+    state: 'stopped',
+    since: Date.now(),
+    lastRoundAt: 0,
+    brokerConnected: false,
+  };
 
   constructor(options: DispatcherOptions) {
     super();
@@ -135,6 +167,16 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   /** The partitions this dispatcher claims from now (all of them on an embedded database). */
   ownedPartitions(): number[] {
     return this.ownership.partitions();
+  }
+
+  health(): DispatcherHealth {
+    return { ...this.state, brokerConnected: this.brokerConnected };
+  }
+
+  private enter(state: DispatcherHealth['state'], problem?: DispatcherHealth['problem']): void {
+    if (state !== this.state.state || problem) {
+      this.state = { ...this.state, state, since: Date.now(), problem };
+    }
   }
 
   private async partitionCount(): Promise<number> {
@@ -223,7 +265,9 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
       failures = 0;
     };
     while (!this.stopping) {
+      this.state.lastRoundAt = Date.now();
       try {
+        this.enter('dispatching');
         if (!this.brokerConnected) await this.connectBroker();
         if (!this.listening) await this.listen();
         if (Date.now() - this.lastFullScan >= pollIntervalMs) this.cursor = FULL_SCAN;
@@ -243,7 +287,12 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
           // A short claim from the cursor, or while another batch held rows back: look
           // once more from the start before sleeping. (Failed events are not claimable
           // again until their retry time, so a full batch of them cannot make this spin.)
-          if (from === FULL_SCAN && !othersInFlight) await this.wakeup.sleep(pollIntervalMs);
+          if (from === FULL_SCAN && !othersInFlight) {
+            // Nothing to publish: make sure the broker is still there all the same.
+            await this.checkBroker();
+            this.enter('idle');
+            await this.wakeup.sleep(pollIntervalMs);
+          }
         }
       } catch (error) {
         // Every batch still in flight ends (commits, or rolls back its rows) before backoff.
@@ -252,6 +301,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         if (error instanceof ConfigError || error instanceof SchemaVersionError) {
           // Retrying cannot fix a setting the broker or database refuses: stop and say so.
           logger.error({ err: errorMessage(error) }, 'dispatcher stopped: cannot go on');
+          this.enter('stopped', { target: 'configuration', message: errorMessage(error) });
           this.stopping = true;
           this.emit('fatal', error);
           break;
@@ -268,10 +318,12 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
           `${target} unavailable; retrying`,
         );
         this.emit('unavailable', { target, error, retryInMs: delay });
+        this.enter('backoff', { target, message: errorMessage(error) });
         await this.stopRequested.sleep(delay);
       }
     }
     await Promise.allSettled(inFlight);
+    if (this.state.state !== 'stopped') this.enter('stopped');
   }
 
   /**
@@ -290,6 +342,20 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     // Its rejection is handled where `claimed` or `done` is awaited.
     done.catch(() => {});
     return { claimed, done };
+  }
+
+  private async checkBroker(): Promise<void> {
+    const { broker, publishTimeoutMs } = this.options;
+    if (!broker.check) return;
+    try {
+      await withTimeout(broker.check(), Math.min(publishTimeoutMs, 5000));
+    } catch (error) {
+      throw error instanceof BrokerUnavailableError
+        ? error
+        : new BrokerUnavailableError(`${broker.name} does not answer: ${errorMessage(error)}`, {
+            cause: error,
+          });
+    }
   }
 
   private async connectBroker(): Promise<void> {
@@ -335,13 +401,19 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
       if (rows.length === 0) return undefined;
       onClaimed({ claimed: rows.length, lastSeq: rows.at(-1)?.seq });
       const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
-        this.publishWithTimeout(round),
+        publishTraced(this.options.broker.name, round, (traced) => this.publishWithTimeout(traced)),
       );
-      return { ...(await this.settle(tx, rows.length, outcome)), lastSeq: rows.at(-1)?.seq };
+      const acknowledgedAt = Date.now();
+      return {
+        ...(await this.settle(tx, rows.length, outcome)),
+        lastSeq: rows.at(-1)?.seq,
+        outcome,
+        acknowledgedAt,
+      };
     });
     if (!settled) return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
     // Reported only once committed: a rolled-back batch dead-lettered nothing.
-    const { dead, lastSeq, ...report } = settled;
+    const { dead, lastSeq, outcome, acknowledgedAt, ...report } = settled;
     for (const { message, error } of dead) {
       logger.warn(
         {
@@ -360,6 +432,16 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     this.stats.retried += report.retried;
     this.stats.deadLettered += report.deadLettered;
     this.emit('batch', report);
+    if (this.listenerCount('settled') > 0) {
+      const deadIds = new Set(dead.map(({ message }) => message.id));
+      const settledBatch: SettledBatch = {
+        published: outcome.published,
+        retried: outcome.failed.filter(({ message }) => !deadIds.has(message.id)),
+        deadLettered: dead,
+        acknowledgedAt,
+      };
+      this.emit('settled', settledBatch);
+    }
     return { ...report, lastSeq };
   }
 

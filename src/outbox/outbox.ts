@@ -4,6 +4,7 @@ import { quoteSchema } from '../db/identifier.js';
 import { statements } from '../db/statements.js';
 import { ValidationError } from '../errors.js';
 import { eventEnvelopeSchema, type OutboxEvent, parseOrThrow } from '../events/define.js';
+import { activeTraceHeaders } from '../observability/tracing.js';
 
 export interface OutboxOptions {
   /** Schema holding the outbox tables. Default `public`. */
@@ -15,7 +16,8 @@ export interface Outbox {
    * Writes events into the outbox inside the caller's transaction, in one statement.
    * Commit and they will be published; roll back and they never existed. Every event is
    * validated first: an invalid one throws ValidationError and nothing is written.
-   * Returns the event ids, in order.
+   * The active OpenTelemetry context (when the application registered an SDK) is stored
+   * with each event as `traceparent`/`tracestate` headers. Returns the event ids, in order.
    */
   enqueue(tx: TransactionLike, events: OutboxEvent | readonly OutboxEvent[]): Promise<string[]>;
 }
@@ -30,7 +32,12 @@ interface Row {
   occurred_at: string | null;
 }
 
-function toRow(event: OutboxEvent, index: number, many: boolean): Row {
+function toRow(
+  event: OutboxEvent,
+  index: number,
+  many: boolean,
+  trace: Record<string, string> | undefined,
+): Row {
   const prefix = many ? `events[${index}]` : '';
   const valid = parseOrThrow(eventEnvelopeSchema, event, prefix, event?.type ?? 'event');
   let json: string | undefined;
@@ -55,7 +62,8 @@ function toRow(event: OutboxEvent, index: number, many: boolean): Row {
     aggregate_id: valid.aggregateId,
     event_type: valid.type,
     payload: valid.payload,
-    headers: valid.headers ?? null,
+    // The caller's own trace headers win over the active context.
+    headers: trace ? { ...trace, ...valid.headers } : (valid.headers ?? null),
     occurred_at: occurredAt instanceof Date ? occurredAt.toISOString() : (occurredAt ?? null),
   };
 }
@@ -70,7 +78,9 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       const list: readonly OutboxEvent[] = Array.isArray(events) ? events : [events as OutboxEvent];
       if (list.length === 0) return [];
       // Validate everything before touching the database: one bad event refuses the call.
-      const rows = list.map((event, index) => toRow(event, index, Array.isArray(events)));
+      const traceHeaders = activeTraceHeaders();
+      const trace = Object.keys(traceHeaders).length > 0 ? traceHeaders : undefined;
+      const rows = list.map((event, index) => toRow(event, index, Array.isArray(events), trace));
       await toExecutor(tx).query(sql.outboxInsert, [JSON.stringify(rows)]);
       return rows.map((row) => row.id);
     },

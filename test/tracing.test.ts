@@ -1,0 +1,130 @@
+/**
+ * Trace propagation with the application's own OpenTelemetry SDK (here: the in-memory
+ * exporter): enqueue stores the active context with the event, the dispatcher opens a
+ * PRODUCER span per publish linked to it, and the message carries that span's context.
+ */
+import { randomUUID } from 'node:crypto';
+import { context, propagation, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  cloudEventAttributes,
+  createDispatcher,
+  createOutbox,
+  LessonPublished,
+  MemoryBroker,
+} from '../src/index.js';
+import { createPgTestSchema, type TestSchema } from './helpers/db.js';
+
+const exporter = new InMemorySpanExporter();
+const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+let t: TestSchema;
+
+beforeAll(() => {
+  trace.setGlobalTracerProvider(provider);
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+});
+
+afterAll(async () => {
+  trace.disable();
+  propagation.disable();
+  context.disable();
+  await provider.shutdown();
+});
+
+beforeEach(async () => {
+  exporter.reset();
+  t = await createPgTestSchema('tracing');
+  return () => t.drop();
+});
+
+const lesson = () =>
+  LessonPublished.create({
+    lesson_id: randomUUID(),
+    author_id: randomUUID(),
+    title: 'Traced',
+    published_at: '2026-11-27T09:30:00Z',
+  });
+
+/** Enqueues inside an application span; returns the span's context and the event ids. */
+async function enqueueInSpan(count: number) {
+  const outbox = createOutbox({ schema: t.schema });
+  const span = trace.getTracer('app').startSpan('publish lesson (app)');
+  const ids = await context.with(trace.setSpan(context.active(), span), () =>
+    t.db.transaction((tx) => outbox.enqueue(tx, Array.from({ length: count }, lesson))),
+  );
+  span.end();
+  return { app: span.spanContext(), ids };
+}
+
+const traceparentOf = (ctx: { traceId: string; spanId: string }) =>
+  new RegExp(`^00-${ctx.traceId}-${ctx.spanId}-0[01]$`);
+
+describe('tracing', () => {
+  it('stores the context at enqueue, and publishes under a linked PRODUCER span', async () => {
+    const { app, ids } = await enqueueInSpan(2);
+    const { rows } = await t.db.query<{ headers: Record<string, string> }>(
+      `SELECT headers FROM "${t.schema}".outbox ORDER BY seq`,
+    );
+    for (const row of rows) expect(row.headers.traceparent).toMatch(traceparentOf(app));
+
+    const broker = new MemoryBroker();
+    const dispatcher = createDispatcher({ db: t.db, schema: t.schema, broker });
+    await dispatcher.drain();
+    await dispatcher.stop();
+
+    const producers = exporter.getFinishedSpans().filter((span) => span.kind === SpanKind.PRODUCER);
+    expect(producers).toHaveLength(2);
+    for (const [i, message] of broker.messages.entries()) {
+      const span = producers.find((s) => s.attributes['messaging.message.id'] === message.id);
+      expect(span, `a span for ${message.id}`).toBeDefined();
+      if (!span) continue;
+      expect(message.id).toBe(ids[i]);
+      expect(span.name).toBe('publish lesson-published');
+      expect(span.attributes['outbox.aggregate_type']).toBe('lesson');
+      expect(span.status.code).not.toBe(SpanStatusCode.ERROR);
+      // Linked to the producer's context, not a child of it.
+      expect(span.links.map((link) => link.context.spanId)).toEqual([app.spanId]);
+      expect(span.links[0]?.context.traceId).toBe(app.traceId);
+      // The message carries the PRODUCER span's own context, also as the CloudEvent attribute.
+      const own = span.spanContext();
+      expect(message.headers.traceparent).toMatch(traceparentOf(own));
+      expect(cloudEventAttributes(message, '/test').traceparent).toBe(message.headers.traceparent);
+    }
+  });
+
+  it('marks the span of a refused message as an error', async () => {
+    await enqueueInSpan(1);
+    const broker = new MemoryBroker({
+      onPublish: () => ({ ok: false, error: 'no route', permanent: true }),
+    });
+    const dispatcher = createDispatcher({ db: t.db, schema: t.schema, broker, maxAttempts: 1 });
+    await dispatcher.drain();
+    await dispatcher.stop();
+    const [span] = exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.PRODUCER);
+    expect(span?.status).toEqual({ code: SpanStatusCode.ERROR, message: 'no route' });
+  });
+
+  it('keeps headers the producer set itself, and adds none outside a span', async () => {
+    const outbox = createOutbox({ schema: t.schema });
+    const own = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    await t.db.transaction(async (tx) => {
+      await outbox.enqueue(
+        tx,
+        LessonPublished.create(lesson().payload, { headers: { traceparent: own } }),
+      );
+      await outbox.enqueue(tx, lesson());
+    });
+    const { rows } = await t.db.query<{ headers: Record<string, string> }>(
+      `SELECT headers FROM "${t.schema}".outbox ORDER BY seq`,
+    );
+    expect(rows.map((row) => row.headers)).toEqual([{ traceparent: own }, {}]);
+  });
+});
