@@ -38,6 +38,8 @@ export {
   migrate,
   migrationScript,
   migrationStatus,
+  readProducerNotify,
+  setProducerNotify,
 } from './db/migrate.js';
 export { type PgDatabaseOptions, pgDatabase } from './db/pg.js';
 export { pgliteDatabase } from './db/pglite.js';

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { notifyChannel } from '../src/db/identifier.js';
 import {
   createDispatcher,
   createOutbox,
@@ -16,6 +17,7 @@ import {
 } from '../src/index.js';
 import { killChildren, runCli } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+import { waitFor } from './helpers/wait.js';
 
 let t: TestSchema;
 const QUIZ_7 = randomUUID();
@@ -80,6 +82,7 @@ async function statusJson() {
     pending: number;
     deadLetters: number;
     pendingByEventType: Record<string, { pending: number }>;
+    producerNotify: boolean;
     deadLettersByEventType: Record<string, number>;
   };
 }
@@ -227,5 +230,38 @@ describe('status', () => {
     const text = await cli('status');
     expect(text.stdout).toContain('pending by event type:');
     expect(text.stdout).toMatch(/quiz-submitted {2}1 pending/);
+  });
+});
+
+describe('producer notify', () => {
+  it('migrate --producer-notify off stops the NOTIFY; status shows it; dispatchers still poll', async () => {
+    const off = await cli('migrate', '--producer-notify', 'off');
+    expect(off.code, off.stderr).toBe(0);
+    expect((await statusJson()).producerNotify).toBe(false);
+
+    let notified = 0;
+    const unlisten = await t.db.listen(notifyChannel(t.schema), () => notified++);
+    try {
+      await enqueue([lesson(randomUUID(), 'quiet')]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(notified).toBe(0);
+      const dispatcher = createDispatcher({
+        db: t.db,
+        schema: t.schema,
+        broker: new MemoryBroker(),
+        pollIntervalMs: 50,
+      });
+      await dispatcher.start();
+      await waitFor('the event to be found by polling', () => dispatcher.stats.published === 1);
+      await dispatcher.stop();
+
+      expect((await cli('migrate', '--producer-notify', 'on')).code).toBe(0);
+      expect((await statusJson()).producerNotify).toBe(true);
+      await enqueue([lesson(randomUUID(), 'loud')]);
+      await waitFor('the NOTIFY', () => notified > 0);
+    } finally {
+      await unlisten();
+    }
+    expect((await cli('migrate', '--producer-notify', 'maybe')).code).toBe(2);
   });
 });

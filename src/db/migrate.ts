@@ -184,3 +184,25 @@ export async function assertSchemaCurrent(db: Executor, schema: string): Promise
     );
   }
 }
+
+/**
+ * Whether the outbox's insert trigger sends the NOTIFY that wakes dispatchers at once.
+ * PostgreSQL commits notifying transactions one at a time (it holds a database-wide lock
+ * from before the commit until the commit record is flushed), which costs busy producers
+ * commit throughput; without it dispatchers find new events by polling.
+ */
+export async function setProducerNotify(db: Executor, schema: string, on: boolean): Promise<void> {
+  await db.query(
+    `ALTER TABLE ${quoteSchema(schema)}.outbox ${on ? 'ENABLE' : 'DISABLE'} TRIGGER outbox_notify`,
+  );
+}
+
+/** True unless `setProducerNotify(…, false)` turned the insert trigger's NOTIFY off. */
+export async function readProducerNotify(db: Executor, schema: string): Promise<boolean> {
+  const { rows } = await db.query<{ enabled: string }>(
+    `SELECT t.tgenabled::text AS enabled FROM pg_trigger t
+     WHERE t.tgrelid = $1::regclass AND t.tgname = 'outbox_notify'`,
+    [`${quoteSchema(schema)}.outbox`],
+  );
+  return rows[0]?.enabled !== 'D';
+}

@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.js';
+import { readProducerNotify } from '../db/migrate.js';
 import { statements } from '../db/statements.js';
 
 export interface DispatcherOwnership {
@@ -25,6 +26,8 @@ export interface OutboxStatus {
   pendingByPartition: Record<string, BacklogShare>;
   /** The backlog per event type. */
   pendingByEventType: Record<string, BacklogShare>;
+  /** Whether inserts NOTIFY the dispatchers (`migrate --producer-notify`); else they poll. */
+  producerNotify: boolean;
   deadLetters: number;
   /** Dead letters per event type. */
   deadLettersByEventType: Record<string, number>;
@@ -85,6 +88,7 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     oldestAgeSeconds: Number(backlog[0]?.oldest_age_s ?? 0),
     pendingByPartition: shares(byPartition),
     pendingByEventType: shares(byEventType),
+    producerNotify: await readProducerNotify(db, schema),
     deadLetters: Number(dead[0]?.dead ?? 0),
     deadLettersByEventType: Object.fromEntries(
       deadByEventType.map((row) => [row.key, Number(row.dead)]),

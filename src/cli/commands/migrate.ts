@@ -1,6 +1,6 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { quoteSchema } from '../../db/identifier.js';
-import { migrate, migrationScript, migrationStatus } from '../../db/migrate.js';
+import { migrate, migrationScript, migrationStatus, setProducerNotify } from '../../db/migrate.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
 import { parseDatabaseUrl, parseInteger, settings } from '../settings.js';
@@ -11,6 +11,7 @@ interface MigrateFlags {
   print?: boolean;
   check?: boolean;
   partitions: string;
+  producerNotify?: 'on' | 'off';
   verbose?: boolean;
 }
 
@@ -30,6 +31,12 @@ export function migrateCommand(): Command {
       '--partitions <n>',
       'partitions the rows are spread over, the unit dispatchers share (1-1024; fixed when the schema is created)',
       '64',
+    )
+    .addOption(
+      new Option(
+        '--producer-notify <on|off>',
+        'whether inserts NOTIFY the dispatchers (off: more commits/s for busy producers; dispatchers poll)',
+      ).choices(['on', 'off']),
     )
     .addOption(settings.verbose())
     .addHelpText(
@@ -69,6 +76,12 @@ export function migrateCommand(): Command {
                   .map((m) => `applied ${m.version} ${m.name} to schema "${flags.schema}"\n`)
                   .join(''),
           );
+          if (flags.producerNotify) {
+            await setProducerNotify(db, flags.schema, flags.producerNotify === 'on');
+            process.stdout.write(
+              `producer notify ${flags.producerNotify} for schema "${flags.schema}"${flags.producerNotify === 'off' ? ': dispatchers find new events by polling (--poll-interval-ms)' : ''}\n`,
+            );
+          }
           return 0;
         } finally {
           await db.close();

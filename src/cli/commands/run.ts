@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import type { Database } from '../../db/database.js';
+import { readProducerNotify } from '../../db/migrate.js';
 import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.js';
 import { ConfigError, errorMessage } from '../../errors.js';
 import { startOpsServer } from '../../observability/health.js';
@@ -114,6 +115,12 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
             { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },
             'dispatcher started',
           );
+          if (dispatch.notify && !(await readProducerNotify(db, dispatch.schema))) {
+            logger.info(
+              { pollIntervalMs: dispatch.pollIntervalMs },
+              'inserts do not NOTIFY (migrate --producer-notify off): new events are found by polling',
+            );
+          }
           const fatal = new Promise<Error>((resolve) => dispatcher.once('fatal', resolve));
           const outcome = await Promise.race([stopped, fatal]);
           if (outcome instanceof Error) {

@@ -44,6 +44,7 @@ export function statusCommand(): Command {
           }
           const lines = [
             `schema "${status.schema}": ${status.pending} pending (oldest ${status.oldestAgeSeconds.toFixed(1)} s), ${status.deadLetters} dead letters`,
+            `producer notify: ${status.producerNotify ? 'on' : 'off (dispatchers poll)'}`,
             `dispatchers: ${status.dispatchers.length}`,
             ...status.dispatchers.map(
               (d) =>
