@@ -14,7 +14,8 @@ import {
   murmur2,
   ProduceAcks,
   Producer,
-  stringSerializers,
+  type Serializers,
+  stringSerializer,
 } from '@platformatic/kafka';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
@@ -46,8 +47,44 @@ export interface KafkaSettings {
   location: string;
 }
 
-type KafkaProducer = Producer<string, string, string, string>;
-type KafkaRecord = MessageToProduce<string, string, string, string>;
+type KafkaProducer = Producer<string, string, Buffer, Buffer>;
+type KafkaRecord = MessageToProduce<string, string, Buffer, Buffer>;
+
+/** Header names and values arrive encoded (HeaderBytes): sent as they are. */
+const encodedHeaders = (data?: Buffer) => data;
+const serializers: Serializers<string, string, Buffer, Buffer> = {
+  key: stringSerializer,
+  value: stringSerializer,
+  headerKey: encodedHeaders,
+  headerValue: encodedHeaders,
+};
+
+/**
+ * Header bytes for the records, encoded as the client's string serializer would (UTF-8).
+ * The names are few and the same on every record, and most values repeat from one record
+ * to the next (specversion, source, content type, type, often time): each name keeps the
+ * bytes of its last value, so a batch encodes only what changes.
+ */
+class HeaderBytes {
+  private readonly names = new Map<string, { name: Buffer; text: string; value: Buffer }>();
+
+  encode(headers: Record<string, string>): Map<Buffer, Buffer> {
+    const encoded = new Map<Buffer, Buffer>();
+    for (const name in headers) {
+      const text = headers[name] as string;
+      let last = this.names.get(name);
+      if (!last) {
+        last = { name: Buffer.from(name, 'utf8'), text, value: Buffer.from(text, 'utf8') };
+        this.names.set(name, last);
+      } else if (last.text !== text) {
+        last.text = text;
+        last.value = Buffer.from(text, 'utf8');
+      }
+      encoded.set(last.name, last.value);
+    }
+    return encoded;
+  }
+}
 
 const defaultPort = 9092;
 /** BrokerUrlParams keeps the setting name to itself; `broker` is what brokerFromUrl uses by default. */
@@ -181,6 +218,7 @@ class KafkaBroker implements EventBroker {
   private readonly knownTopics = new Set<string>();
   /** Publishes run one at a time: a failed send resets the producer's sequence numbers. */
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly headerBytes = new HeaderBytes();
 
   constructor(
     private readonly settings: KafkaSettings,
@@ -194,7 +232,7 @@ class KafkaBroker implements EventBroker {
       ...options,
       idempotent: true,
       acks: ProduceAcks.ALL,
-      serializers: stringSerializers,
+      serializers,
       // Topics are created here with the configured partitions, not by the server's defaults.
       autocreateTopics: false,
     });
@@ -280,7 +318,9 @@ class KafkaBroker implements EventBroker {
       partition: kafkaPartition(message.aggregateId, partitions),
       key: message.aggregateId,
       value: message.payload,
-      headers: binaryModeHeaders(message, this.source, bindingPrefix.kafka),
+      headers: this.headerBytes.encode(
+        binaryModeHeaders(message, this.source, bindingPrefix.kafka),
+      ),
       // No timestamp: the server's retention counts from it, so it stays "now"; the event
       // time travels in ce_time.
     };
