@@ -5,7 +5,6 @@ import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.j
 import { ConfigError, errorMessage } from '../../errors.js';
 import { startOpsServer } from '../../observability/health.js';
 import { type Logger, redactUrl } from '../../observability/logger.js';
-import { dispatcherMetrics } from '../../observability/metrics.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
 import {
@@ -45,6 +44,8 @@ async function serveOps(
   brokerName: string,
   logger: Logger,
 ) {
+  // Loaded only when asked for: the metrics client is a sizeable share of a dispatcher's memory.
+  const { dispatcherMetrics } = await import('../../observability/metrics.js');
   const registry = dispatcherMetrics({ dispatcher, db, schema, broker: brokerName, logger });
   try {
     const server = await startOpsServer({ ...ops, registry, dispatcher, db, schema });
