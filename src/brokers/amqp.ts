@@ -139,7 +139,8 @@ class AmqpBroker implements EventBroker {
     const session = this.usableSession();
     const confirms: Promise<PublishResult>[] = [];
     for (const message of batch) {
-      await session.ready();
+      // Waits only when the window is full: no promise and microtask per message otherwise.
+      if (!session.canSend()) await session.ready();
       const confirm = session.send(message);
       // Promise.all below reports the first failure; this keeps a later one (or one after
       // the loop stopped early) from being an unhandled rejection.
@@ -224,6 +225,11 @@ class AmqpSession {
         { cause: error },
       );
     }
+  }
+
+  /** True when a message may go out now (else `ready()` waits, or throws the failure). */
+  canSend(): boolean {
+    return !this.failure && this.inFlight < this.config.maxInFlight && !this.mustDrain;
   }
 
   /** Resolves when a message may go out: a window slot is free and the channel is not full. */
@@ -332,9 +338,11 @@ class AmqpSession {
 
   private untrack(pending: Pending): void {
     const id = pending.message.id;
-    const same = this.pending.get(id)?.filter((p) => p !== pending) ?? [];
-    if (same.length > 0) this.pending.set(id, same);
-    else this.pending.delete(id);
+    const same = this.pending.get(id);
+    const at = same?.indexOf(pending) ?? -1;
+    // Nearly always the only one with its id: no new array per confirm.
+    if (same && at >= 0 && same.length > 1) same.splice(at, 1);
+    else if (at >= 0) this.pending.delete(id);
     this.inFlight--;
     this.armWatchdog();
     this.wake();
@@ -413,6 +421,7 @@ class AmqpSession {
   }
 
   private wake(): void {
+    if (this.waiters.size === 0) return;
     const waiters = [...this.waiters];
     this.waiters.clear();
     for (const wake of waiters) wake();
