@@ -8,11 +8,13 @@ import { drainNoop } from './scenarios/drain-noop.js';
 import { memoryDrain } from './scenarios/memory-drain.js';
 import { producerCost } from './scenarios/producer-cost.js';
 import { scale } from './scenarios/scale.js';
+import { steadyLatency } from './scenarios/steady-latency.js';
 
 /** Every scenario, in the order a full run measures them. */
 export const scenarios: readonly Scenario[] = [
   drainNoop,
   drainBrokers,
+  steadyLatency,
   producerCost,
   scale,
   memoryDrain,
