@@ -6,6 +6,7 @@ import { BenchContext, type BenchSettings, type Scenario, type ScenarioResult } 
 import { drainBrokers } from './scenarios/drain-brokers.js';
 import { drainNoop } from './scenarios/drain-noop.js';
 import { memoryDrain } from './scenarios/memory-drain.js';
+import { peer } from './scenarios/peer.js';
 import { producerCost } from './scenarios/producer-cost.js';
 import { scale } from './scenarios/scale.js';
 import { steadyLatency } from './scenarios/steady-latency.js';
@@ -18,6 +19,7 @@ export const scenarios: readonly Scenario[] = [
   producerCost,
   scale,
   memoryDrain,
+  peer,
 ];
 
 export const scenarioNames: readonly string[] = scenarios.flatMap((s) => s.names);
