@@ -19,6 +19,7 @@ import {
   type ScenarioResult,
   secondsSince,
 } from '../context.js';
+import { cpuMeter } from '../cpu.js';
 
 const source = '/edupulse-bench';
 const batchSize = 1000;
@@ -37,10 +38,10 @@ interface BrokerTarget {
   prepare?(url: string, tag: string): Promise<void>;
   /**
    * The raw client: publishes `count` messages shaped like `sample` with our adapter's
-   * default in-flight window, and returns the seconds until the last is acknowledged
+   * default in-flight window, and returns the time until the last is acknowledged
    * (connecting and declaring are not timed).
    */
-  reference(url: string, tag: string, sample: OutboxMessage, count: number): Promise<number>;
+  reference(url: string, tag: string, sample: OutboxMessage, count: number): Promise<Took>;
   /** Removes what either side created. */
   cleanup(url: string, tag: string): Promise<void>;
 }
@@ -58,11 +59,20 @@ async function windowed(
   await Promise.all(Array.from({ length: Math.min(window, count) }, worker));
 }
 
-/** Seconds `work` takes. */
-async function timed(work: () => Promise<unknown>): Promise<number> {
+/** What one side took: wall seconds, and CPU milliseconds of this process. */
+interface Took {
+  seconds: number;
+  node_cpu_ms: number;
+}
+
+/** Times `work`: wall clock and this process's CPU. */
+async function timed(work: () => Promise<unknown>): Promise<Took> {
+  const cpu = process.cpuUsage();
   const started = process.hrtime.bigint();
   await work();
-  return secondsSince(started);
+  const seconds = secondsSince(started);
+  const { user, system } = process.cpuUsage(cpu);
+  return { seconds, node_cpu_ms: (user + system) / 1000 };
 }
 
 /** Connects to the server of a `nats://[user:pass@|token@]host:port` URL. */
@@ -319,7 +329,7 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
       await bench.fill(db, schema, backlog);
       const sample = await sampleMessage(db, schema);
       bench.log(`${name}: reference publisher, ${backlog} messages`);
-      const referenceSeconds = await target.reference(url, tag, sample, backlog);
+      const reference = await target.reference(url, tag, sample, backlog);
       bench.log(`${name}: dispatcher drain of ${backlog}`);
       const dispatcher = createDispatcher({ db, schema, broker, batchSize });
       const done = new Promise<void>((resolve, reject) => {
@@ -333,24 +343,34 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
         );
         dispatcher.on('fatal', reject);
       });
+      const cpu = await cpuMeter(bench.settings.databaseUrl, 'edupulse-bench');
       const started = process.hrtime.bigint();
       let seconds: number;
+      let used: Awaited<ReturnType<typeof cpu.stop>>;
       try {
         await dispatcher.start();
         await done;
         seconds = secondsSince(started);
       } finally {
+        // While the dispatcher's connections are still open (their backends are measured).
+        used = await cpu.stop();
         await dispatcher.stop();
       }
       const events_per_s = Math.round(backlog / seconds);
-      const reference_events_per_s = Math.round(backlog / referenceSeconds);
+      const reference_events_per_s = Math.round(backlog / reference.seconds);
       const ratio = round(events_per_s / reference_events_per_s);
+      // Where the cycles go (the broker server's own are not counted on either side).
+      const per1000 = (ms: number | undefined) =>
+        ms === undefined ? undefined : round((ms * 1000) / backlog, 1);
       return {
         name,
         backlog,
         events_per_s,
         reference_events_per_s,
         ratio,
+        node_cpu_ms_per_1000: per1000(used.node_cpu_ms),
+        postgres_cpu_ms_per_1000: per1000(used.postgres_cpu_ms),
+        reference_node_cpu_ms_per_1000: per1000(reference.node_cpu_ms),
         target: 'ratio ≥ 0.8',
         met: ratio >= 0.8,
       };
