@@ -12,6 +12,7 @@ import { quoteSchema } from '../../db/identifier.js';
 import { createDispatcher } from '../../dispatcher/dispatcher.js';
 import { errorMessage } from '../../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../../events/cloudevents.js';
+import { redactUrl } from '../../observability/logger.js';
 import {
   type BenchContext,
   round,
@@ -210,7 +211,6 @@ const amqpTarget: BrokerTarget = {
     }),
 };
 
-/** Our adapter sends each publish call as one request (one batch in flight): kafka.ts. */
 function kafkaClientOptions(url: string) {
   const parsed = parseBrokerUrl(url, 'kafka-url', 'expected kafka://host:port');
   const { bootstrapServers } = readKafkaSettings(new BrokerUrlParams(parsed, 'kafka-url'));
@@ -233,9 +233,11 @@ const kafka: BrokerTarget = {
       autocreateTopics: false,
     });
     try {
+      // Our adapter's default partitions and replication factor.
       await admin.createTopics({ topics: [topic], partitions: 3, replicas: 1 });
       await producer.metadata({ topics: [topic] });
       const fixed = binaryModeHeaders(sample, source, bindingPrefix.kafka);
+      // Our adapter's window: each publish call (a dispatcher batch) is one send, one at a time.
       return await timed(async () => {
         for (let first = 0; first < count; first += batchSize) {
           const messages = Array.from({ length: Math.min(batchSize, count - first) }, (_, j) => ({
@@ -322,7 +324,7 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
   } catch (error) {
     await broker.close().catch(() => {});
     await target.cleanup(url, tag).catch(() => {});
-    return { name, skipped: `${url} not reachable: ${errorMessage(error)}` };
+    return { name, skipped: `${redactUrl(url)} not reachable: ${errorMessage(error)}` };
   }
   try {
     return await bench.withSchema(async (db, schema) => {
