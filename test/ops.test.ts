@@ -7,6 +7,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type CliProcess, killChildren, runCli, spawnCli } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+import { startNatsServer } from './helpers/nats-server.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -157,6 +158,53 @@ describe('run --metrics-port', () => {
     });
     run.child.kill('SIGTERM');
     expect((await run.exited).code).toBe(0);
+  });
+
+  it('/readyz is 503 within 10 s of stopping the broker, with the reason, and 200 again after', async () => {
+    const nats = await startNatsServer();
+    try {
+      const broker = `${nats.url}?stream=OPS_${t.schema.toUpperCase()}`;
+      const { run, base } = await runWithOps(['--broker', broker]);
+      await waitFor('ready', async () => (await get(`${base}/readyz`)).status === 200, {
+        timeoutMs: 15_000,
+      });
+
+      await nats.stop();
+      const stopped = Date.now();
+      let body = '';
+      await waitFor(
+        '/readyz to fail',
+        async () => {
+          const ready = await get(`${base}/readyz`);
+          body = ready.body;
+          return ready.status === 503;
+        },
+        { timeoutMs: 10_000, intervalMs: 100 },
+      );
+      expect(Date.now() - stopped).toBeLessThan(10_000);
+      expect(body).toMatch(/broker/);
+
+      await nats.start();
+      await waitFor(
+        '/readyz to recover',
+        async () => (await get(`${base}/readyz`)).status === 200,
+        {
+          timeoutMs: 30_000,
+          intervalMs: 200,
+        },
+      );
+      // And events flow again.
+      await insert(10);
+      await waitFor(
+        'the events to be published',
+        async () =>
+          sample((await get(`${base}/metrics`)).body, 'outbox_events_published_total') === 10,
+      );
+      run.child.kill('SIGTERM');
+      expect((await run.exited).code).toBe(0);
+    } finally {
+      await nats.destroy();
+    }
   });
 
   it('refuses a port it cannot use, naming the setting (exit 2)', async () => {

@@ -119,6 +119,11 @@ class AmqpBroker implements EventBroker {
     return run;
   }
 
+  /** A round trip on the channel: RabbitMQ confirms the exchange is still there. */
+  async check(): Promise<void> {
+    await this.usableSession().roundTrip();
+  }
+
   close(): Promise<void> {
     this.closing ??= this.flushAndClose().finally(() => {
       this.closing = undefined;
@@ -225,6 +230,13 @@ class AmqpSession {
         { cause: error },
       );
     }
+  }
+
+  /** One RPC on the channel (a passive declare of our exchange). */
+  async roundTrip(): Promise<void> {
+    const channel = this.channel;
+    if (this.failure || !channel) throw this.failure ?? this.fail('no channel');
+    await withTimeout(channel.checkExchange(this.config.exchange), this.config.timeoutMs);
   }
 
   /** True when a message may go out now (else `ready()` waits, or throws the failure). */

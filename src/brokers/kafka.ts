@@ -252,6 +252,17 @@ class KafkaBroker implements EventBroker {
     this.clients = { producer, admin, staleSequences: false };
   }
 
+  /** A metadata request to the cluster, not answered from the client's cache. */
+  async check(): Promise<void> {
+    const clients = this.clients;
+    if (!clients) throw new BrokerUnavailableError(`${this.settings.location}: not connected`);
+    try {
+      await this.withinTimeout(clients.producer.metadata({ topics: [], forceUpdate: true }));
+    } catch (error) {
+      throw this.unavailable('does not answer', error);
+    }
+  }
+
   publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
     // The clients are taken now, so a close() right after this call still lets it finish.
     const clients = this.clients;

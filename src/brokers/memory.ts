@@ -10,6 +10,8 @@ export interface MemoryBrokerOptions {
   onPublish?: (message: OutboxMessage) => PublishResult | undefined;
   /** Delay before each batch settles, to hold work in flight. Default 0. */
   latencyMs?: number;
+  /** Called by `check()`: throw BrokerUnavailableError to play a broker that is down. */
+  onCheck?: () => void;
 }
 
 /** Keeps every accepted message in `messages`, in the order accepted. For tests. */
@@ -38,6 +40,11 @@ export class MemoryBroker implements EventBroker {
       if (result.ok) this.messages.push(message);
       return result;
     });
+  }
+
+  async check(): Promise<void> {
+    if (!this.connected) throw new BrokerUnavailableError('memory broker is not connected');
+    this.options.onCheck?.();
   }
 
   async close(): Promise<void> {

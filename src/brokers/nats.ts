@@ -433,6 +433,11 @@ class NatsBroker implements EventBroker {
     };
   }
 
+  /** A PING/PONG round trip on the connection. */
+  async check(): Promise<void> {
+    await this.liveSession().nc.flush();
+  }
+
   async publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
     const session = this.liveSession();
     const run = new PublishRun(session.nc);

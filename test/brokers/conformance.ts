@@ -14,6 +14,7 @@ import {
   type DispatcherOptions,
   type Logger,
 } from '../../src/index.js';
+import { withTimeout } from '../../src/timeout.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -274,6 +275,22 @@ export function brokerConformance(harness: BrokerHarness): void {
       expect(rows[0]?.attempts).toBe(3);
       expect(rows[0]?.last_error).toMatch(target.refused.reason);
       expect(await pending()).toBe(0);
+    });
+
+    it('check() answers while the broker is up and fails within 5 s while it is down', async () => {
+      const broker = target.broker();
+      await broker.connect();
+      try {
+        expect(broker.check).toBeDefined();
+        await broker.check?.();
+        await target.outage.stop();
+        const started = Date.now();
+        await expect(withTimeout(broker.check?.() ?? Promise.resolve(), 5000)).rejects.toThrow();
+        expect(Date.now() - started).toBeLessThan(5500);
+      } finally {
+        await target.outage.start();
+        await broker.close();
+      }
     });
 
     it('close() flushes what publish accepted', async () => {

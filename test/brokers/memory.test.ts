@@ -17,6 +17,9 @@ const harness: BrokerHarness = {
     return {
       broker() {
         const broker = new MemoryBroker({
+          onCheck() {
+            if (down) throw new BrokerUnavailableError('memory server is down');
+          },
           onPublish(message) {
             if (down) throw new BrokerUnavailableError('memory server is down');
             if (message.payload.length > MAX_BYTES) {
