@@ -3,6 +3,7 @@ import { cpus, totalmem } from 'node:os';
 import { dirname } from 'node:path';
 import pg from 'pg';
 import { BenchContext, type BenchSettings, type Scenario, type ScenarioResult } from './context.js';
+import { scenarioNames } from './names.js';
 import { drainBrokers } from './scenarios/drain-brokers.js';
 import { drainNoop } from './scenarios/drain-noop.js';
 import { memoryDrain } from './scenarios/memory-drain.js';
@@ -22,7 +23,12 @@ export const scenarios: readonly Scenario[] = [
   peer,
 ];
 
-export const scenarioNames: readonly string[] = scenarios.flatMap((s) => s.names);
+const registered = scenarios.flatMap((s) => s.names);
+if (registered.join() !== scenarioNames.join()) {
+  throw new Error(
+    `bench/names.ts lists ${scenarioNames.join()}, the scenarios ${registered.join()}`,
+  );
+}
 
 export interface BenchReport {
   machine: string;

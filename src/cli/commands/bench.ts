@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
-import { reportTable, runBench, scenarioNames, writeReport } from '../../bench/run.js';
+import { scenarioNames } from '../../bench/names.js';
 import { ConfigError } from '../../errors.js';
 import { execute } from '../execute.js';
 import { parseDatabaseUrl, settings } from '../settings.js';
@@ -69,6 +69,8 @@ export function benchCommand(): Command {
     .action(async (flags: BenchFlags) => {
       await execute(flags, async () => {
         const only = parseOnly(flags.only);
+        // Loaded only here: the scenarios bring every broker's client library.
+        const { reportTable, runBench, writeReport } = await import('../../bench/run.js');
         const report = await runBench(
           {
             quick: flags.quick === true,
