@@ -30,7 +30,8 @@ export interface Statements {
   /**
    * $1: schema name. The sequence's last value, the write bounds open transactions
    * announced (migration 0004): JSON [[partition, seq mod 2^31], …], and whether any
-   * event is waiting for a retry.
+   * event is waiting for a retry. The first statement of every batch, so it also sets
+   * the batch's synchronous_commit.
    */
   outboxWriteHorizon: string;
   /** Pending rows and the age of the oldest, in seconds. */
@@ -63,7 +64,11 @@ FROM ROWS FROM (json_to_recordset($1::text::json) AS (id uuid, aggregate_type te
   WITH ORDINALITY AS e(id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at, n)
 ORDER BY e.n`,
 
-    outboxWriteHorizon: `SELECT coalesce(pg_sequence_last_value('${s}.outbox_write_seq'::regclass), 0)::text AS last_seq,
+    // The batch's commit need not wait for its WAL flush (synchronous_commit off, for this
+    // transaction only): a settle lost in a server crash leaves its rows in the outbox, and
+    // they are published again under the same id, which at-least-once delivery allows.
+    outboxWriteHorizon: `SELECT set_config('synchronous_commit', 'off', true) AS commit_mode,
+  coalesce(pg_sequence_last_value('${s}.outbox_write_seq'::regclass), 0)::text AS last_seq,
   EXISTS (SELECT 1 FROM ${s}.outbox WHERE attempts > 0 AND available_at > now()) AS retrying,
   coalesce(json_agg(json_build_array(l.classid::bigint & 1023, l.objid::bigint))
     FILTER (WHERE l.objid IS NOT NULL), '[]')::text AS writers
