@@ -26,7 +26,7 @@ export const settings = {
   batchesInFlight: () =>
     new Option(
       '--batches-in-flight <n>',
-      'batches publishing at once, each in its own transaction (1: one at a time)',
+      'loops claiming and publishing side by side, each over its share of the partitions (1: one batch at a time)',
     ).default('2'),
   pollIntervalMs: () =>
     new Option('--poll-interval-ms <ms>', 'look for work this often without a NOTIFY').default(

@@ -113,21 +113,13 @@ function toMessage(row: ClaimedRow): OutboxMessage {
 const FULL_SCAN = '0';
 const nextSeq = (seq: string | undefined) => (seq ? String(BigInt(seq) + 1n) : FULL_SCAN);
 
-class OutboxDispatcher extends EventEmitter implements Dispatcher {
-  readonly stats: DispatcherStats = { published: 0, retried: 0, deadLettered: 0, batches: 0 };
-  private readonly options: ResolvedDispatcherOptions;
-  private readonly sql: ReturnType<typeof statements>;
-  private readonly wakeup = new Wakeup();
-  // Backoff after an outage waits out its delay: a NOTIFY must not cut it short (new
-  // events are no reason to hit a server that is down), only stop() may.
-  private readonly stopRequested = new Wakeup();
-  private loop: Promise<void> | undefined;
-  private stopping = false;
-  private unlisten: (() => Promise<void>) | undefined;
-  private listening = false;
-  private listenFailing = false;
-  private brokerConnected = false;
-  private readonly ownership: PartitionOwnership;
+/**
+ * One of the dispatcher's parallel loops. Lane i of n claims from the owned partitions p
+ * with p mod n = i, so lanes never share an aggregate and never wait for each other's
+ * rows; while one publishes, another claims, and their claims run side by side in the
+ * database.
+ */
+class Lane {
   /**
    * Where the next claim starts looking (a seq). During a long drain each claim starts
    * after the last, instead of walking the dead index entries its predecessors left at
@@ -135,15 +127,49 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
    * committed late) are found by a full scan, which runs whenever a claim comes back
    * short, the partitions change, and at least every poll interval.
    */
-  private cursor = FULL_SCAN;
-  private partitions: number | undefined;
-  private lastFullScan = 0;
-  private state: DispatcherHealth = {
+  cursor = FULL_SCAN;
+  lastFullScan = 0;
+  readonly wakeup = new Wakeup();
+  // Backoff after an outage waits out its delay: a NOTIFY must not cut it short (new
+  // events are no reason to hit a server that is down), only stop() may.
+  readonly stopRequested = new Wakeup();
+  health: Omit<DispatcherHealth, 'brokerConnected'> = {
     state: 'stopped',
     since: Date.now(),
     lastRoundAt: 0,
-    brokerConnected: false,
   };
+
+  constructor(
+    readonly index: number,
+    private readonly count: number,
+  ) {}
+
+  share(partitions: readonly number[]): number[] {
+    return partitions.filter((p) => p % this.count === this.index);
+  }
+
+  enter(state: DispatcherHealth['state'], problem?: DispatcherHealth['problem']): void {
+    if (state !== this.health.state || problem) {
+      this.health = { ...this.health, state, since: Date.now(), problem };
+    }
+  }
+}
+
+class OutboxDispatcher extends EventEmitter implements Dispatcher {
+  readonly stats: DispatcherStats = { published: 0, retried: 0, deadLettered: 0, batches: 0 };
+  private readonly options: ResolvedDispatcherOptions;
+  private readonly sql: ReturnType<typeof statements>;
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+  private unlisten: (() => Promise<void>) | undefined;
+  private listening: Promise<void> | undefined;
+  private listenFailing = false;
+  private brokerConnected = false;
+  private connectingBroker: Promise<void> | undefined;
+  private readonly ownership: PartitionOwnership;
+  private partitions: number | undefined;
+  /** One per batch in flight: each claims from its own share of the owned partitions. */
+  private lanes: Lane[] = [];
 
   constructor(options: DispatcherOptions) {
     super();
@@ -157,9 +183,11 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
       rebalanceIntervalMs,
       logger,
       () => {
-        // New partitions have rows below the cursor.
-        this.cursor = FULL_SCAN;
-        this.wakeup.wake();
+        // New partitions have rows below every lane's cursor.
+        for (const lane of this.lanes) {
+          lane.cursor = FULL_SCAN;
+          lane.wakeup.wake();
+        }
       },
     );
   }
@@ -169,14 +197,30 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     return this.ownership.partitions();
   }
 
+  /**
+   * The lanes together: stopped when none runs, else in backoff if any is, dispatching
+   * if any is, idle otherwise; `lastRoundAt` of the longest-running round.
+   */
   health(): DispatcherHealth {
-    return { ...this.state, brokerConnected: this.brokerConnected };
-  }
-
-  private enter(state: DispatcherHealth['state'], problem?: DispatcherHealth['problem']): void {
-    if (state !== this.state.state || problem) {
-      this.state = { ...this.state, state, since: Date.now(), problem };
-    }
+    const states = this.lanes.map((lane) => lane.health);
+    const pick =
+      states.find((h) => h.state === 'backoff') ??
+      states.find((h) => h.state === 'dispatching') ??
+      states.find((h) => h.state === 'idle') ??
+      states.find((h) => h.problem) ??
+      states[0];
+    const dispatching = states.filter((h) => h.state === 'dispatching');
+    const lastRoundAt =
+      dispatching.length > 0
+        ? Math.min(...dispatching.map((h) => h.lastRoundAt))
+        : (pick?.lastRoundAt ?? 0);
+    return {
+      state: pick?.state ?? 'stopped',
+      since: pick?.since ?? 0,
+      lastRoundAt,
+      brokerConnected: this.brokerConnected,
+      ...(pick?.problem ? { problem: pick.problem } : {}),
+    };
   }
 
   private async partitionCount(): Promise<number> {
@@ -188,22 +232,25 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     if (this.loop) return;
     await assertSchemaCurrent(this.options.db, this.options.schema);
     this.stopping = false;
-    this.stopRequested.reset();
+    const count = this.options.batchesInFlight;
+    this.lanes = Array.from({ length: count }, (_, index) => new Lane(index, count));
     await this.ownership.start(await this.partitionCount());
     await this.listen();
-    this.loop = this.run();
+    this.loop = Promise.all(this.lanes.map((lane) => this.run(lane))).then(() => {});
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
-    this.wakeup.wake();
-    this.stopRequested.wake();
+    for (const lane of this.lanes) {
+      lane.wakeup.wake();
+      lane.stopRequested.wake();
+    }
     await this.loop;
     this.loop = undefined;
     await this.ownership.stop();
     await this.unlisten?.();
     this.unlisten = undefined;
-    this.listening = false;
+    this.listening = undefined;
     if (this.brokerConnected) {
       this.brokerConnected = false;
       await this.options.broker.close();
@@ -224,85 +271,84 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     return this.stats.published - before;
   }
 
-  private async listen(): Promise<void> {
-    if (!this.options.notify || this.listening) return;
+  /** LISTENs once for all lanes; a lost listening connection is retried by the next round. */
+  private listen(): Promise<void> {
+    if (!this.options.notify) return Promise.resolve();
+    this.listening ??= this.startListening().catch(() => {
+      this.listening = undefined;
+    });
+    return this.listening;
+  }
+
+  private async startListening(): Promise<void> {
     const { db, logger } = this.options;
+    const wakeAll = () => {
+      for (const lane of this.lanes) lane.wakeup.wake();
+    };
     try {
-      this.unlisten = await db.listen(
-        notifyChannel(this.options.schema),
-        () => this.wakeup.wake(),
-        (error) => {
-          this.listening = false;
-          this.listenFailing = true;
-          this.unlisten = undefined;
-          logger.warn(
-            { err: errorMessage(error) },
-            'notification connection lost; polling until it is back',
-          );
-        },
-      );
-      this.listening = true;
+      this.unlisten = await db.listen(notifyChannel(this.options.schema), wakeAll, (error) => {
+        this.listening = undefined;
+        this.listenFailing = true;
+        this.unlisten = undefined;
+        logger.warn(
+          { err: errorMessage(error) },
+          'notification connection lost; polling until it is back',
+        );
+      });
       // Notifications sent while we were not listening are gone: look once now.
-      this.wakeup.wake();
+      wakeAll();
     } catch (error) {
       // Once per outage, not once per round of the loop while the database is away.
       const level = this.listenFailing ? 'debug' : 'warn';
       this.listenFailing = true;
       logger[level]({ err: errorMessage(error) }, 'cannot listen for notifications; polling');
-      return;
+      throw error;
     }
     this.listenFailing = false;
   }
 
-  private async run(): Promise<void> {
+  /** One lane's loop: claim, publish, settle, one batch at a time, from its partitions. */
+  private async run(lane: Lane): Promise<void> {
     const { logger, pollIntervalMs, retryBaseDelayMs, retryMaxDelayMs, batchSize } = this.options;
     let failures = 0;
-    // Batches claimed and still publishing or settling, oldest first.
-    const inFlight: Promise<unknown>[] = [];
-    const settleOldest = async () => {
-      await inFlight.shift();
-      if (failures > 0) logger.info({ after: failures }, 'dispatching again');
-      failures = 0;
-    };
     while (!this.stopping) {
-      this.state.lastRoundAt = Date.now();
+      lane.health.lastRoundAt = Date.now();
       try {
-        this.enter('dispatching');
+        lane.enter('dispatching');
         if (!this.brokerConnected) await this.connectBroker();
         if (!this.listening) await this.listen();
-        if (Date.now() - this.lastFullScan >= pollIntervalMs) this.cursor = FULL_SCAN;
-        const from = this.cursor;
-        if (from === FULL_SCAN) this.lastFullScan = Date.now();
-        const othersInFlight = inFlight.length > 0;
-        const batch = this.startBatch(this.ownership.partitions(), from);
-        inFlight.push(batch.done);
-        const claim = await batch.claimed;
-        if (claim.claimed === batchSize) {
-          // More is probably waiting beyond this batch: claim it while this one publishes.
-          this.cursor = nextSeq(claim.lastSeq);
-          while (inFlight.length >= this.options.batchesInFlight) await settleOldest();
+        if (Date.now() - lane.lastFullScan >= pollIntervalMs) lane.cursor = FULL_SCAN;
+        const from = lane.cursor;
+        if (from === FULL_SCAN) lane.lastFullScan = Date.now();
+        const report = await this.dispatchBatch(lane.share(this.ownership.partitions()), from);
+        if (failures > 0) logger.info({ after: failures }, 'dispatching again');
+        failures = 0;
+        if (report.claimed === batchSize) {
+          // More is probably waiting beyond this batch: go on from there.
+          lane.cursor = nextSeq(report.lastSeq);
         } else {
-          this.cursor = FULL_SCAN;
-          while (inFlight.length > 0) await settleOldest();
-          // A short claim from the cursor, or while another batch held rows back: look
-          // once more from the start before sleeping. (Failed events are not claimable
-          // again until their retry time, so a full batch of them cannot make this spin.)
-          if (from === FULL_SCAN && !othersInFlight) {
+          lane.cursor = FULL_SCAN;
+          // A short claim from the cursor: look once more from the start before sleeping.
+          // (Failed events are not claimable again until their retry time, so a full
+          // batch of them cannot make this spin.)
+          if (from === FULL_SCAN) {
             // Nothing to publish: make sure the broker is still there all the same.
-            await this.checkBroker();
-            this.enter('idle');
-            await this.wakeup.sleep(pollIntervalMs);
+            if (lane.index === 0) await this.checkBroker();
+            lane.enter('idle');
+            await lane.wakeup.sleep(pollIntervalMs);
           }
         }
       } catch (error) {
-        // Every batch still in flight ends (commits, or rolls back its rows) before backoff.
-        await Promise.allSettled(inFlight.splice(0));
         if (this.stopping) break;
         if (error instanceof ConfigError || error instanceof SchemaVersionError) {
           // Retrying cannot fix a setting the broker or database refuses: stop and say so.
           logger.error({ err: errorMessage(error) }, 'dispatcher stopped: cannot go on');
-          this.enter('stopped', { target: 'configuration', message: errorMessage(error) });
+          lane.enter('stopped', { target: 'configuration', message: errorMessage(error) });
           this.stopping = true;
+          for (const other of this.lanes) {
+            other.wakeup.wake();
+            other.stopRequested.wake();
+          }
           this.emit('fatal', error);
           break;
         }
@@ -314,34 +360,21 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
           await this.options.broker.close().catch(() => {});
         }
         logger.warn(
-          { err: errorMessage(error), target, attempt: failures, retryInMs: delay },
+          {
+            err: errorMessage(error),
+            target,
+            attempt: failures,
+            retryInMs: delay,
+            lane: lane.index,
+          },
           `${target} unavailable; retrying`,
         );
         this.emit('unavailable', { target, error, retryInMs: delay });
-        this.enter('backoff', { target, message: errorMessage(error) });
-        await this.stopRequested.sleep(delay);
+        lane.enter('backoff', { target, message: errorMessage(error) });
+        await lane.stopRequested.sleep(delay);
       }
     }
-    await Promise.allSettled(inFlight);
-    if (this.state.state !== 'stopped') this.enter('stopped');
-  }
-
-  /**
-   * Starts a batch: `claimed` resolves once its rows are claimed (how many, the last seq),
-   * `done` once it is settled and committed. Either rejects if the batch fails before
-   * that point; `done` always settles.
-   */
-  private startBatch(partitions: readonly number[], from: string) {
-    let onClaimed: (claim: { claimed: number; lastSeq?: string }) => void = () => {};
-    const claimedEarly = new Promise<{ claimed: number; lastSeq?: string }>((resolve) => {
-      onClaimed = resolve;
-    });
-    const done = this.dispatchBatch(partitions, from, onClaimed);
-    // Whichever comes first: the claim, or the batch's end (an empty claim, an error).
-    const claimed = Promise.race([claimedEarly, done]);
-    // Its rejection is handled where `claimed` or `done` is awaited.
-    done.catch(() => {});
-    return { claimed, done };
+    if (lane.health.state !== 'stopped') lane.enter('stopped');
   }
 
   private async checkBroker(): Promise<void> {
@@ -358,7 +391,15 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     }
   }
 
-  private async connectBroker(): Promise<void> {
+  /** Connects the broker once for all lanes that find it disconnected. */
+  private connectBroker(): Promise<void> {
+    this.connectingBroker ??= this.connectBrokerNow().finally(() => {
+      this.connectingBroker = undefined;
+    });
+    return this.connectingBroker;
+  }
+
+  private async connectBrokerNow(): Promise<void> {
     const { broker, logger } = this.options;
     try {
       await broker.connect();
@@ -377,7 +418,6 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   private async dispatchBatch(
     partitions: readonly number[],
     from: string,
-    onClaimed: (claim: { claimed: number; lastSeq?: string }) => void = () => {},
   ): Promise<BatchReport & { lastSeq?: string }> {
     const { db, batchSize, logger } = this.options;
     if (partitions.length === 0)
@@ -399,7 +439,6 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         horizon.bounds,
       ]);
       if (rows.length === 0) return undefined;
-      onClaimed({ claimed: rows.length, lastSeq: rows.at(-1)?.seq });
       const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
         publishTraced(this.options.broker.name, round, (traced) => this.publishWithTimeout(traced)),
       );

@@ -14,10 +14,11 @@ export interface DispatcherOptions {
   /** Most rows claimed, published and settled per transaction. Default 500. */
   batchSize?: number;
   /**
-   * Batches being published and settled at once, each in its own transaction: the next
-   * claim runs while the broker answers the previous batch. Two batches never hold events
-   * of one aggregate out of order (the claim holds back an event while an earlier one of
-   * its aggregate is in another batch). 1: one batch at a time. Default 2.
+   * Batches in flight at once, each in its own transaction: the dispatcher runs this many
+   * loops (lanes), lane i claiming from its owned partitions p with p mod n = i. Lanes
+   * never share an aggregate, so order is kept as with one; one lane claims while another
+   * publishes, and their claims use more than one database core. Needs at least as many
+   * partitions as lanes to keep every lane busy. 1: one batch at a time. Default 2.
    */
   batchesInFlight?: number;
   /** How often to look for work when no NOTIFY arrives (and for retries coming due). Default 1000. */
