@@ -50,10 +50,35 @@ async function versions(databaseUrl: string): Promise<Record<string, string>> {
       'edupulse-outbox': pkg.version,
       node: process.versions.node,
       postgresql: rows[0]?.server_version ?? 'unknown',
+      ...clientVersions(),
     };
   } finally {
     await client.end();
   }
+}
+
+const CLIENTS = [
+  'pg',
+  '@nats-io/jetstream',
+  'amqplib',
+  '@platformatic/kafka',
+  'pg-transactional-outbox',
+] as const;
+
+/** Installed versions of the client libraries measured (and of the peer, when present). */
+function clientVersions(): Record<string, string> {
+  const versions: Record<string, string> = {};
+  for (const name of CLIENTS) {
+    // In this repository, or next to it when installed as a dependency.
+    for (const base of ['../../node_modules/', '../../../']) {
+      try {
+        const url = new URL(`${base}${name}/package.json`, import.meta.url);
+        versions[name] = (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
+        break;
+      } catch {}
+    }
+  }
+  return versions;
 }
 
 /** Runs the scenarios named in `only` (all when empty) and returns the report. */
