@@ -3,6 +3,9 @@
  * (exit 2, one line naming the setting, no stack unless --verbose, no password), and the
  * flag → environment → default order of settings.
  */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
@@ -273,3 +276,60 @@ describe('settings from the environment', () => {
     expect(result.stderr).not.toContain('brokersecret');
   });
 });
+
+describe('bench', () => {
+  it('writes the report the README describes, and leaves no schema behind', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edupulse-bench-'));
+    const out = join(dir, 'latest.json');
+    const schemasBefore = await benchSchemas();
+    const result = await runCli([
+      'bench',
+      '--quick',
+      '--only',
+      'drain-noop',
+      '--database-url',
+      PG_URL,
+      '--out',
+      out,
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    const report = JSON.parse(readFileSync(out, 'utf8')) as {
+      machine: string;
+      date: string;
+      versions: Record<string, string>;
+      scenarios: {
+        name: string;
+        events_per_s: number;
+        reference_events_per_s: number;
+        ratio: number;
+        met: boolean;
+      }[];
+    };
+    expect(report.machine).toMatch(/GiB/);
+    expect(Number.isNaN(Date.parse(report.date))).toBe(false);
+    expect(report.versions).toMatchObject({ node: process.versions.node });
+    expect(report.versions.postgresql).toMatch(/^\d+/);
+    expect(report.scenarios.map((s) => s.name)).toEqual(['drain-noop']);
+    const [noop] = report.scenarios;
+    expect(noop?.events_per_s).toBeGreaterThan(0);
+    expect(noop?.ratio).toBeCloseTo(
+      (noop?.events_per_s ?? 0) / (noop?.reference_events_per_s ?? 1),
+      1,
+    );
+    expect(typeof noop?.met).toBe('boolean');
+    expect(result.stdout).toContain('| drain-noop |');
+    expect(await benchSchemas()).toEqual(schemasBefore);
+  });
+});
+
+async function benchSchemas(): Promise<string[]> {
+  const t = await createPgTestSchema('cli_bench_probe');
+  try {
+    const { rows } = await t.db.query<{ name: string }>(
+      "SELECT nspname AS name FROM pg_namespace WHERE nspname LIKE 'bench\\_%' ORDER BY 1",
+    );
+    return rows.map((row) => row.name);
+  } finally {
+    await t.drop();
+  }
+}
