@@ -64,7 +64,7 @@ export interface DispatcherHealth {
   state: 'idle' | 'dispatching' | 'backoff' | 'stopped';
   /** When the state was entered (ms since the epoch). */
   since: number;
-  /** When a round of the loop last ended, whatever its outcome (ms since the epoch). */
+  /** When the loop's current round (or, while idle, its last one) began (ms since the epoch). */
   lastRoundAt: number;
   brokerConnected: boolean;
   /** The outage behind the current backoff, or the error that stopped the loop. */
@@ -452,7 +452,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     });
     if (!settled) return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
     // Reported only once committed: a rolled-back batch dead-lettered nothing.
-    const { dead, lastSeq, outcome, acknowledgedAt, ...report } = settled;
+    const { dead, retriedMessages, lastSeq, outcome, acknowledgedAt, ...report } = settled;
     for (const { message, error } of dead) {
       logger.warn(
         {
@@ -471,16 +471,13 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     this.stats.retried += report.retried;
     this.stats.deadLettered += report.deadLettered;
     this.emit('batch', report);
-    if (this.listenerCount('settled') > 0) {
-      const deadIds = new Set(dead.map(({ message }) => message.id));
-      const settledBatch: SettledBatch = {
-        published: outcome.published,
-        retried: outcome.failed.filter(({ message }) => !deadIds.has(message.id)),
-        deadLettered: dead,
-        acknowledgedAt,
-      };
-      this.emit('settled', settledBatch);
-    }
+    const settledBatch: SettledBatch = {
+      published: outcome.published,
+      retried: retriedMessages,
+      deadLettered: dead,
+      acknowledgedAt,
+    };
+    this.emit('settled', settledBatch);
     return { ...report, lastSeq };
   }
 
@@ -498,16 +495,23 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     tx: { query: (text: string, values?: readonly unknown[]) => Promise<unknown> },
     claimed: number,
     outcome: BatchOutcome,
-  ): Promise<BatchReport & { dead: { message: OutboxMessage; error: string }[] }> {
+  ): Promise<
+    BatchReport & {
+      dead: { message: OutboxMessage; error: string }[];
+      retriedMessages: { message: OutboxMessage; error: string }[];
+    }
+  > {
     const { maxAttempts, retryBaseDelayMs, retryMaxDelayMs, logger } = this.options;
     const retry: { seq: string; error: string; delay_ms: number }[] = [];
     const dead: { seq: string; error: string }[] = [];
     const deadMessages: { message: OutboxMessage; error: string }[] = [];
+    const retriedMessages: { message: OutboxMessage; error: string }[] = [];
     for (const { message, error, permanent } of outcome.failed) {
       if (message.attempts + 1 >= maxAttempts) {
         dead.push({ seq: message.seq, error });
         deadMessages.push({ message, error });
       } else {
+        retriedMessages.push({ message, error });
         retry.push({
           seq: message.seq,
           error,
@@ -535,6 +539,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
       deadLettered: dead.length,
       held: outcome.held.length,
       dead: deadMessages,
+      retriedMessages,
     };
   }
 }
