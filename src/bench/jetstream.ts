@@ -14,10 +14,18 @@ export interface BenchStream {
   remove(): Promise<void>;
 }
 
-/** The server address of a `nats://host:port` URL (its query, if any, dropped). */
-function server(natsUrl: string): string {
-  const url = new URL(natsUrl);
-  return `${url.hostname || '127.0.0.1'}:${url.port || '4222'}`;
+/**
+ * Connects to the server of a `nats://[user:pass@|token@]host:port` URL, with its
+ * credentials read as our NATS broker reads them (its query, if any, ignored).
+ */
+export function natsConnection(natsUrl: string, name = 'edupulse-bench'): Promise<NatsConnection> {
+  const { hostname, port, username, password } = new URL(natsUrl);
+  const user = decodeURIComponent(username);
+  return connect({
+    servers: `${hostname || '127.0.0.1'}:${port || '4222'}`,
+    name,
+    ...(password ? { user, pass: decodeURIComponent(password) } : user ? { token: user } : {}),
+  });
 }
 
 /** Creates a stream over `<prefix>.>` with the settings our NATS broker would give it. */
@@ -25,7 +33,7 @@ export async function createBenchStream(natsUrl: string, label: string): Promise
   const tag = randomBytes(4).toString('hex');
   const name = `BENCH_${label.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_${tag}`;
   const subjectPrefix = `bench_${tag}`;
-  const nc = await connect({ servers: server(natsUrl) });
+  const nc = await natsConnection(natsUrl);
   try {
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({
@@ -44,7 +52,7 @@ export async function createBenchStream(natsUrl: string, label: string): Promise
     subjectPrefix,
     brokerUrl: url.href,
     async remove() {
-      const conn = await connect({ servers: server(natsUrl) });
+      const conn = await natsConnection(natsUrl);
       try {
         await (await jetstreamManager(conn)).streams.delete(name);
       } finally {
@@ -58,6 +66,6 @@ export async function createBenchStream(natsUrl: string, label: string): Promise
 export async function connectJetStream(
   natsUrl: string,
 ): Promise<{ nc: NatsConnection; js: JetStreamClient }> {
-  const nc = await connect({ servers: server(natsUrl), name: 'edupulse-bench-peer' });
+  const nc = await natsConnection(natsUrl, 'edupulse-bench-peer');
   return { nc, js: jetstream(nc) };
 }

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { nanos, connect as natsConnect, headers as natsHeaders } from '@nats-io/transport-node';
+import { headers as natsHeaders } from '@nats-io/transport-node';
 import { Admin, ProduceAcks, Producer, stringSerializers } from '@platformatic/kafka';
 import amqp from 'amqplib';
 import { brokerFromUrl } from '../../brokers/index.js';
@@ -21,6 +21,7 @@ import {
   secondsSince,
 } from '../context.js';
 import { cpuMeter } from '../cpu.js';
+import { createBenchStream, natsConnection } from '../jetstream.js';
 
 const source = '/edupulse-bench';
 const batchSize = 1000;
@@ -76,16 +77,6 @@ async function timed(work: () => Promise<unknown>): Promise<Took> {
   return { seconds, node_cpu_ms: (user + system) / 1000 };
 }
 
-/** Connects to the server of a `nats://[user:pass@|token@]host:port` URL. */
-function natsConnection(url: string) {
-  const { hostname, port, username, password } = new URL(url);
-  const user = decodeURIComponent(username);
-  return natsConnect({
-    servers: `${hostname || '127.0.0.1'}:${port || '4222'}`,
-    ...(password ? { user, pass: decodeURIComponent(password) } : user ? { token: user } : {}),
-  });
-}
-
 /** Our adapter's default `max_in_flight` (nats.ts). */
 const natsWindow = 256;
 
@@ -94,16 +85,11 @@ const nats: BrokerTarget = {
   baseUrl: (bench) => bench.settings.natsUrl,
   query: (tag) => `stream=BENCH_${tag}&subject_prefix=bench_${tag}`,
   async reference(url, tag, sample, count) {
+    const stream = await createBenchStream(url, `ref_${tag}`);
     const nc = await natsConnection(url);
     try {
-      const prefix = `benchref_${tag}`;
-      await (await jetstreamManager(nc)).streams.add({
-        name: `BENCH_REF_${tag}`,
-        subjects: [`${prefix}.>`],
-        duplicate_window: nanos(120_000),
-      });
       const js = jetstream(nc, { timeout: 5000 });
-      const subject = `${prefix}.${sample.aggregateType}.${sample.eventType}`;
+      const subject = `${stream.subjectPrefix}.${sample.aggregateType}.${sample.eventType}`;
       const payload = new TextEncoder().encode(sample.payload);
       const fixed = Object.entries(binaryModeHeaders(sample, source, bindingPrefix.nats)).map(
         ([name, value]) => [name, headerValue(value)] as const,
@@ -120,15 +106,13 @@ const nats: BrokerTarget = {
       );
     } finally {
       await nc.close();
+      await stream.remove();
     }
   },
   async cleanup(url, tag) {
     const nc = await natsConnection(url);
     try {
-      const jsm = await jetstreamManager(nc);
-      for (const stream of [`BENCH_${tag}`, `BENCH_REF_${tag}`]) {
-        await jsm.streams.delete(stream).catch(() => false);
-      }
+      await (await jetstreamManager(nc)).streams.delete(`BENCH_${tag}`).catch(() => false);
     } finally {
       await nc.close();
     }
