@@ -72,13 +72,16 @@ describe('partition ownership across run processes', () => {
     });
   };
 
-  it('spreads 64 partitions over 3 dispatchers, and rebalances after a crash, a join and a stop', async () => {
-    const runs: CliProcess[] = [spawnRun(), spawnRun(), spawnRun()];
-    // Start-up (node, connections) is not what is measured: wait until all three are members.
-    await waitFor('three members', async () => (await status()).dispatchers.length === 3, {
+  const members = (count: number, what: string) =>
+    waitFor(what, async () => (await status()).dispatchers.length === count, {
       timeoutMs: 30_000,
       intervalMs: 200,
     });
+
+  it('spreads 64 partitions over 3 dispatchers, and rebalances after a crash, a join and a stop', async () => {
+    const runs: CliProcess[] = [spawnRun(), spawnRun(), spawnRun()];
+    // Start-up (node, connections) is not what is measured: wait until all three are members.
+    await members(3, 'three members');
     await settles(3, '64 partitions over 3 dispatchers');
 
     const crashed = runs[0] as CliProcess;
@@ -87,10 +90,7 @@ describe('partition ownership across run processes', () => {
     await settles(2, 'the crashed dispatcher’s partitions taken over within 5 s');
 
     runs.push(spawnRun());
-    await waitFor('the newcomer to join', async () => (await status()).dispatchers.length === 3, {
-      timeoutMs: 30_000,
-      intervalMs: 200,
-    });
+    await members(3, 'the newcomer to join');
     await settles(3, 'a joining dispatcher given its share within 5 s');
 
     const leaving = runs[1] as CliProcess;

@@ -19,19 +19,17 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { Consumer, stringDeserializers } from '@platformatic/kafka';
 import amqp from 'amqplib';
 import { AMQP_URL, withAmqpChannel } from '../helpers/amqp.js';
-import { deleteTestResources, testKafkaScript } from '../helpers/kafka.js';
+import { deleteTestResources, kafkaInstance, testKafkaScript } from '../helpers/kafka.js';
 import { createStream, deleteStream } from '../helpers/nats-consumer.js';
 import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
 
 const run = promisify(execFile);
-const repo = fileURLToPath(new URL('../..', import.meta.url));
 
 export type BrokerName = 'nats' | 'amqp' | 'kafka';
 
@@ -269,14 +267,7 @@ async function amqpTarget(): Promise<ChaosTarget> {
 // ------------------------------------------------------------------------------ Kafka
 
 /** The Kafka of the chaos runs that restart it: this repository's script, other ports. */
-export const chaosKafka = {
-  home: `${repo}.kafka/chaos`,
-  port: 29092,
-  controllerPort: 29093,
-  get bootstrap() {
-    return `127.0.0.1:${this.port}`;
-  },
-};
+export const chaosKafka = kafkaInstance('chaos', 29092);
 
 function chaosKafkaScript(command: 'start' | 'stop'): Promise<void> {
   return testKafkaScript(command, chaosKafka);

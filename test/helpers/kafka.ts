@@ -14,25 +14,28 @@ import type { ReceivedMessage } from '../brokers/conformance.js';
 const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 
-/**
- * The second Kafka: storage under .kafka/ (git-ignored), reused between runs; other ports
- * than the shared one on 9092.
- */
-export const testKafka = {
-  home: `${repo}.kafka/outage`,
-  port: 19092,
-  controllerPort: 19093,
-  get bootstrap() {
-    return `127.0.0.1:${this.port}`;
-  },
-};
-
 /** A Kafka of the tests' own: its work dir and ports. */
 export interface KafkaInstance {
   home: string;
   port: number;
   controllerPort: number;
 }
+
+/**
+ * A Kafka from this repository's script with storage under .kafka/<name> (git-ignored,
+ * reused between runs), listening on `port` and its controller on `port + 1`.
+ */
+export function kafkaInstance(name: string, port: number): KafkaInstance & { bootstrap: string } {
+  return {
+    home: `${repo}.kafka/${name}`,
+    port,
+    controllerPort: port + 1,
+    bootstrap: `127.0.0.1:${port}`,
+  };
+}
+
+/** The second Kafka, which the outage tests stop and start; not the shared one on 9092. */
+export const testKafka = kafkaInstance('outage', 19092);
 
 /** `scripts/kafka/kafka.sh start|stop` for a Kafka of the tests' own (the test Kafka by default). */
 export async function testKafkaScript(
