@@ -1,0 +1,36 @@
+/**
+ * Text that came from the outbox table (aggregate ids, event types, errors) on its way to a
+ * terminal or a log line: anyone who can INSERT a row chooses it, so it is escaped and cut.
+ */
+
+// C0 controls, DEL and C1 controls (U+009B is a one-byte CSI on some terminals), plus the
+// line and paragraph separators and the bidirectional overrides that reorder what is shown.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+const UNSAFE_ALL = new RegExp(UNSAFE.source, 'g');
+
+/** `\n`, `\u001b`, …: control and reordering characters made visible; everything else as is. */
+export function escapeControl(text: string): string {
+  if (!UNSAFE.test(text)) return text;
+  return text.replace(UNSAFE_ALL, (char) => {
+    switch (char) {
+      case '\n':
+        return '\\n';
+      case '\r':
+        return '\\r';
+      case '\t':
+        return '\\t';
+      default:
+        return `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+    }
+  });
+}
+
+/** Default longest text a log field carries. */
+export const CLIP_CHARS = 200;
+
+/** `text`, or its first `max` characters and how long it was: `abc… (102400 characters)`. */
+export function clip(text: string, max = CLIP_CHARS): string {
+  if (text.length <= max) return text;
+  return `${text.slice(0, max)}… (${text.length} characters)`;
+}
