@@ -1,7 +1,9 @@
 /** `edupulse-outbox migrate` as a separate process, on fresh schemas of this file. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadMigrations, migrate } from '../src/index.js';
 import { killChildren, lines, runCli, stackLines } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema, testSchema } from './helpers/db.js';
+import { triggerAndColumnPartitions } from './helpers/partitions.js';
 
 afterEach(killChildren);
 
@@ -137,5 +139,70 @@ describe('migrate', () => {
         .map((row) => `applied ${row.version} ${row.name} to schema "${concurrent.schema}"`)
         .sort(),
     );
+  });
+});
+
+describe('migrate on a schema created by an earlier release', () => {
+  const versions = loadMigrations().map((m) => m.version);
+  const latest = versions.at(-1) ?? 0;
+  const opened: TestSchema[] = [];
+
+  afterAll(async () => {
+    await killChildren();
+    await Promise.all(opened.map((t) => t.drop()));
+  });
+
+  /** A schema created with 16 partitions and migrated up to `level` only. */
+  async function createdAt(level: number): Promise<TestSchema> {
+    const t = await createPgTestSchema('cli_mig_upgrade', { migrate: false });
+    opened.push(t);
+    await migrate(t.db, t.schema, { partitions: 16, targetVersion: level });
+    return t;
+  }
+
+  const recorded = async (t: TestSchema) => {
+    const { rows } = await t.db.query<{ version: number }>(
+      `SELECT version FROM "${t.schema}".outbox_migrations ORDER BY version`,
+    );
+    return rows.map((row) => row.version);
+  };
+
+  it.each(versions.filter((v) => v < latest))(
+    'created at level %i with --partitions 16, a plain migrate keeps 16 and exits 0',
+    async (level) => {
+      const t = await createdAt(level);
+      expect(await recorded(t)).toEqual(versions.filter((v) => v <= level));
+
+      const result = await runCli(['migrate', '--database-url', PG_URL, '--schema', t.schema]);
+      expect(result.code, result.stderr).toBe(0);
+      expect(lines(result.stdout)).toHaveLength(latest - level);
+      expect(await recorded(t)).toEqual(versions);
+      const { rows } = await t.db.query<{ partitions: number }>(
+        `SELECT partitions FROM "${t.schema}".outbox_settings`,
+      );
+      expect(rows[0]?.partitions).toBe(16);
+      const { trigger, column } = await triggerAndColumnPartitions(t.schema);
+      expect(Math.max(...column)).toBeLessThan(16);
+      expect(trigger).toEqual(column);
+    },
+  );
+
+  it("--partitions other than the schema's exits 2 and applies nothing", async () => {
+    const t = await createdAt(3);
+    const result = await runCli([
+      'migrate',
+      '--database-url',
+      PG_URL,
+      '--schema',
+      t.schema,
+      '--partitions',
+      '32',
+    ]);
+    expect(result.code).toBe(2);
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr).toContain('partitions');
+    expect(result.stderr).toContain('16');
+    expect(result.stdout).not.toContain('applied');
+    expect(await recorded(t)).toEqual(versions.filter((v) => v <= 3));
   });
 });

@@ -22,6 +22,7 @@ import {
   type TestSchema,
   testSchema,
 } from './helpers/db.js';
+import { triggerAndColumnPartitions } from './helpers/partitions.js';
 import { waitFor } from './helpers/wait.js';
 
 const opened: TestSchema[] = [];
@@ -46,6 +47,16 @@ const lesson = () =>
     title: 'Migrations',
     published_at: '2024-05-01T09:30:00Z',
   });
+
+const lessonOf = (lessonId: string) =>
+  LessonPublished.create({
+    lesson_id: lessonId,
+    author_id: randomUUID(),
+    title: 'Migrations',
+    published_at: '2024-05-01T09:30:00Z',
+  });
+
+const versionsUpTo = (level: number) => shipped.map((m) => m.version).filter((v) => v <= level);
 
 async function recordedVersions(t: TestSchema): Promise<{ version: number; name: string }[]> {
   const { rows } = await t.db.query<{ version: number; name: string }>(
@@ -108,7 +119,10 @@ describe('migrate', () => {
     );
     try {
       const results = await Promise.all(pools.map((db) => migrate(db, schema)));
-      expect(results.flat().map((m) => m.version)).toEqual(shipped.map((m) => m.version));
+      // The callers may take turns (one applies 1-4, another 5): across them every
+      // migration is applied exactly once, in whatever order the calls returned.
+      const applied = results.flat().map((m) => m.version);
+      expect(applied.sort((a, b) => a - b)).toEqual(shipped.map((m) => m.version));
       const { rows } = await (pools[0] as (typeof pools)[0]).query<{ version: number }>(
         `SELECT version FROM "${schema}".outbox_migrations ORDER BY version`,
       );
@@ -129,6 +143,124 @@ describe('migrate', () => {
         .rows[0]?.n;
     expect(await count(a)).toBe(1);
     expect(await count(b)).toBe(0);
+  });
+});
+
+async function recordedPartitions(t: TestSchema): Promise<number | undefined> {
+  const { rows } = await t.db.query<{ partitions: number }>(
+    `SELECT partitions FROM "${t.schema}".outbox_settings`,
+  );
+  return rows[0]?.partitions;
+}
+
+describe('upgrading a schema created by an earlier release', () => {
+  const earlier = shipped.map((m) => m.version).filter((v) => v < latest);
+
+  it.each(earlier)(
+    'created at level %i with 16 partitions, a plain migrate keeps 16 in every migration',
+    async (level) => {
+      const t = await freshSchema('migrate_upgrade');
+      await migrate(t.db, t.schema, { partitions: 16, targetVersion: level });
+      expect((await recordedVersions(t)).map((r) => r.version)).toEqual(versionsUpTo(level));
+
+      const applied = await migrate(t.db, t.schema);
+      expect(applied.map((m) => m.version)).toEqual(
+        shipped.map((m) => m.version).filter((v) => v > level),
+      );
+      await expect(assertSchemaCurrent(t.db, t.schema)).resolves.toBeUndefined();
+      expect(await recordedPartitions(t)).toBe(16);
+      const { trigger, column } = await triggerAndColumnPartitions(t.schema);
+      expect(Math.max(...column)).toBeLessThan(16);
+      expect(trigger).toEqual(column);
+    },
+  );
+
+  it("a partition count other than the schema's is refused before anything is applied", async () => {
+    const t = await freshSchema('migrate_upgrade');
+    await migrate(t.db, t.schema, { partitions: 16, targetVersion: 3 });
+
+    const error = await migrate(t.db, t.schema, { partitions: 32 }).catch((e) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).setting).toBe('partitions');
+    expect((error as ConfigError).message).toContain('16');
+    expect((await recordedVersions(t)).map((r) => r.version)).toEqual(versionsUpTo(3));
+
+    // The schema's own count is accepted, and the upgrade goes through.
+    expect((await migrate(t.db, t.schema, { partitions: 16 })).length).toBe(latest - 3);
+    expect(await recordedPartitions(t)).toBe(16);
+  });
+
+  it('late commits are held back on the upgraded schema', async () => {
+    const t = await freshSchema('migrate_upgrade');
+    await migrate(t.db, t.schema, { partitions: 16, targetVersion: 3 });
+    expect((await recordedVersions(t)).map((r) => r.version)).toEqual(versionsUpTo(3));
+    await migrate(t.db, t.schema);
+    expect(await recordedPartitions(t)).toBe(16);
+
+    // An aggregate whose partition under 64 differs from its partition under 16, so a
+    // trigger rendered with the wrong count would announce its bound in another partition.
+    const partitionOf64 = async (id: string) =>
+      (
+        await t.db.query<{ p: number }>(
+          'SELECT ((hashtextextended($1, 0) & 2147483647) % 64)::int AS p',
+          [id],
+        )
+      ).rows[0]?.p ?? 0;
+    let x = randomUUID();
+    while ((await partitionOf64(x)) < 16) x = randomUUID();
+
+    const outbox = createOutbox({ schema: t.schema });
+    const early = new pg.Client({ connectionString: PG_URL });
+    const late = new pg.Client({ connectionString: PG_URL });
+    await early.connect();
+    await late.connect();
+    const broker = new MemoryBroker();
+    const dispatcher = createDispatcher({ db: t.db, broker, schema: t.schema });
+    try {
+      await early.query('BEGIN');
+      const [x1] = await outbox.enqueue(early, lessonOf(x)); // drawn first, committed last
+      await late.query('BEGIN');
+      const [x2] = await outbox.enqueue(late, lessonOf(x));
+      await late.query('COMMIT');
+
+      await dispatcher.drain();
+      expect(broker.messages.filter((m) => m.aggregateId === x)).toEqual([]);
+
+      await early.query('COMMIT');
+      await dispatcher.drain();
+      expect(broker.messages.filter((m) => m.aggregateId === x).map((m) => m.id)).toEqual([x1, x2]);
+    } finally {
+      await dispatcher.stop();
+      await early.end().catch(() => {});
+      await late.end().catch(() => {});
+    }
+  });
+});
+
+describe('targetVersion', () => {
+  it.each([0, -1, 1.5, Number.NaN, latest + 1])(
+    '%s is refused with ConfigError naming targetVersion, before any SQL',
+    async (targetVersion) => {
+      const t = await freshSchema('migrate_target');
+      const error = await migrate(t.db, t.schema, { targetVersion }).catch((e) => e);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).setting).toBe('targetVersion');
+      const { rows } = await t.db.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [
+        t.schema,
+      ]);
+      expect(rows).toEqual([]);
+    },
+  );
+
+  it('applies up to that version, and nothing once the schema is past it', async () => {
+    const t = await freshSchema('migrate_target');
+    expect((await migrate(t.db, t.schema, { targetVersion: 2 })).map((m) => m.version)).toEqual(
+      versionsUpTo(2),
+    );
+    expect(await migrate(t.db, t.schema, { targetVersion: 1 })).toEqual([]);
+    expect((await migrationStatus(t.db, t.schema)).pending.map((m) => m.version)).toEqual(
+      shipped.map((m) => m.version).filter((v) => v > 2),
+    );
   });
 });
 

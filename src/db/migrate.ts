@@ -38,16 +38,21 @@ export function loadMigrations(): Migration[] {
 
 export interface MigrateOptions {
   /**
-   * Partitions the rows are spread over (the unit dispatchers share), 1 to 1024. Fixed
-   * when the schema is created; default 64.
+   * Partitions the rows are spread over (the unit dispatchers share), 1 to 1024; default
+   * 64. Used only when the schema is created: later migrations are rendered with the
+   * count the schema records, and a different count given here is refused.
    */
   partitions?: number;
+  /**
+   * The last migration to apply (or print), so a schema can be brought up step by step;
+   * default the newest this library ships.
+   */
+  targetVersion?: number;
 }
 
 export const DEFAULT_PARTITIONS = 64;
 
-function partitionCount(options: MigrateOptions): number {
-  const partitions = options.partitions ?? DEFAULT_PARTITIONS;
+function partitionCount(partitions: number): number {
   if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) {
     throw new ConfigError(
       'partitions',
@@ -55,6 +60,21 @@ function partitionCount(options: MigrateOptions): number {
     );
   }
   return partitions;
+}
+
+/** The shipped migrations up to `options.targetVersion`, or a ConfigError naming it. */
+function migrationsToApply(options: MigrateOptions): Migration[] {
+  const migrations = loadMigrations();
+  const target = options.targetVersion;
+  if (target === undefined) return migrations;
+  const latest = migrations.at(-1)?.version ?? 0;
+  if (!Number.isInteger(target) || target < 1 || target > latest) {
+    throw new ConfigError(
+      'targetVersion',
+      `must be a whole number from 1 to ${latest} (the newest shipped migration), got ${String(target)}`,
+    );
+  }
+  return migrations.filter((m) => m.version <= target);
 }
 
 /** A migration's SQL for one schema. */
@@ -66,7 +86,7 @@ export function renderMigration(
   return migration.template
     .replaceAll(':schema', quoteSchema(schema))
     .replaceAll(':channel', notifyChannel(schema))
-    .replaceAll(':partitions', String(partitionCount(options)));
+    .replaceAll(':partitions', String(partitionCount(options.partitions ?? DEFAULT_PARTITIONS)));
 }
 
 // One lock per schema: concurrent migrators of one schema queue up, other schemas do not wait.
@@ -101,27 +121,58 @@ export async function migrationStatus(db: Executor, schema: string): Promise<Mig
 }
 
 /**
- * Applies the pending migrations, each in its own transaction under a per-schema advisory
- * lock, so two processes migrating at once apply each migration exactly once. Returns
- * the migrations this call applied.
+ * The partition count to render a migration with: the one the schema records once it
+ * exists (the generated `partition` column and the insert trigger must agree, or the
+ * late-commit bounds land in the wrong partition), else the one asked for. Reads inside
+ * the migration's transaction, under its lock, so a concurrent migrator cannot slip in.
+ */
+async function settledPartitions(
+  tx: Executor,
+  schema: string,
+  options: MigrateOptions,
+): Promise<number> {
+  const { rows: exists } = await tx.query<{ present: boolean }>(
+    'SELECT to_regclass($1) IS NOT NULL AS present',
+    [`${quoteSchema(schema)}.outbox_settings`],
+  );
+  if (!exists[0]?.present) return options.partitions ?? DEFAULT_PARTITIONS;
+  const existing = await readPartitionCount(tx, schema);
+  if (options.partitions !== undefined && options.partitions !== existing) {
+    throw new ConfigError(
+      'partitions',
+      `schema "${schema}" was created with ${existing} partitions; the count is fixed when the schema is created`,
+    );
+  }
+  return existing;
+}
+
+/**
+ * Applies the pending migrations (up to `options.targetVersion`), each in its own
+ * transaction under a per-schema advisory lock, so two processes migrating at once apply
+ * each migration exactly once. Returns the migrations this call applied.
  */
 export async function migrate(
   db: Database,
   schema: string,
   options: MigrateOptions = {},
 ): Promise<Migration[]> {
-  partitionCount(options);
+  quoteSchema(schema);
+  if (options.partitions !== undefined) partitionCount(options.partitions);
+  const migrations = migrationsToApply(options);
   const applied: Migration[] = [];
-  for (const migration of loadMigrations()) {
+  for (const migration of migrations) {
     const ran = await db.transaction(async (tx) => {
       await tx.query(lockStatement, [lockKey(schema)]);
       await tx.exec(versionTableDdl(schema));
+      // Before the version check, so a count that contradicts the schema is refused even
+      // when nothing is pending, and before anything is applied when something is.
+      const partitions = await settledPartitions(tx, schema, options);
       const { rows } = await tx.query(
         `SELECT 1 FROM ${quoteSchema(schema)}.outbox_migrations WHERE version = $1`,
         [migration.version],
       );
       if (rows.length > 0) return false;
-      await tx.exec(renderMigration(migration, schema, options));
+      await tx.exec(renderMigration(migration, schema, { partitions }));
       await tx.query(
         `INSERT INTO ${quoteSchema(schema)}.outbox_migrations (version, name) VALUES ($1, $2)`,
         [migration.version, migration.name],
@@ -129,15 +180,6 @@ export async function migrate(
       return true;
     });
     if (ran) applied.push(migration);
-  }
-  if (options.partitions !== undefined) {
-    const existing = await readPartitionCount(db, schema);
-    if (existing !== options.partitions) {
-      throw new ConfigError(
-        'partitions',
-        `schema "${schema}" was created with ${existing} partitions; the count is fixed when the schema is created`,
-      );
-    }
   }
   return applied;
 }
@@ -150,10 +192,13 @@ export async function readPartitionCount(db: Executor, schema: string): Promise<
   return Number(rows[0]?.partitions ?? DEFAULT_PARTITIONS);
 }
 
-/** Every migration as one script, runnable by hand with psql, as `migrate --print` shows it. */
+/**
+ * Every migration (up to `options.targetVersion`) as one script that creates a new schema,
+ * runnable by hand with psql, as `migrate --print` shows it.
+ */
 export function migrationScript(schema: string, options: MigrateOptions = {}): string {
   const s = quoteSchema(schema);
-  const parts = loadMigrations().map(
+  const parts = migrationsToApply(options).map(
     (migration) => `-- ${String(migration.version).padStart(4, '0')}_${migration.name}
 BEGIN;
 SELECT pg_advisory_xact_lock(hashtextextended('${lockKey(schema)}', 0));

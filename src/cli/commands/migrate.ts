@@ -10,7 +10,7 @@ interface MigrateFlags {
   schema: string;
   print?: boolean;
   check?: boolean;
-  partitions: string;
+  partitions?: string;
   producerNotify?: 'on' | 'off';
   verbose?: boolean;
 }
@@ -24,13 +24,12 @@ export function migrateCommand(): Command {
     .addOption(settings.schema())
     .option(
       '--print',
-      'print the SQL of every migration instead of applying it (no database needed)',
+      'print the SQL that creates a new schema instead of applying it (no database needed; with --partitions or 64)',
     )
     .option('--check', 'apply nothing; exit 1 if the database is behind, 0 if it is current')
     .option(
       '--partitions <n>',
-      'partitions the rows are spread over, the unit dispatchers share (1-1024; fixed when the schema is created)',
-      '64',
+      'partitions the rows are spread over, the unit dispatchers share (1-1024, default 64); fixed when the schema is created, read from the schema on upgrade',
     )
     .addOption(
       new Option(
@@ -46,7 +45,12 @@ export function migrateCommand(): Command {
     .action(async (flags: MigrateFlags) => {
       await execute(flags, async ({ logger }) => {
         quoteSchema(flags.schema);
-        const partitions = parseInteger('partitions', flags.partitions, 1, 1024);
+        // Only given when asked for: on upgrade migrate reads the count from the schema,
+        // and refuses one that differs.
+        const partitions =
+          flags.partitions === undefined
+            ? undefined
+            : parseInteger('partitions', flags.partitions, 1, 1024);
         if (flags.print) {
           process.stdout.write(migrationScript(flags.schema, { partitions }));
           return 0;
