@@ -34,3 +34,16 @@ export function clip(text: string, max = CLIP_CHARS): string {
   if (text.length <= max) return text;
   return `${text.slice(0, max)}… (${text.length} characters)`;
 }
+
+// What JSON.stringify leaves raw: it escapes C0 controls but not DEL, C1 controls, the
+// separators or the bidi overrides. These only occur inside JSON strings, where `\uXXXX`
+// stands for the same character.
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** JSON.stringify for a terminal: no raw control or reordering character, same value parsed. */
+export function jsonForTerminal(value: unknown, indent?: number): string {
+  return JSON.stringify(value, null, indent).replace(
+    UNSAFE_IN_JSON,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}

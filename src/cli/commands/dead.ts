@@ -8,6 +8,7 @@ import {
   showDeadLetter,
 } from '../../admin/dead-letters.js';
 import { ConfigError } from '../../errors.js';
+import { escapeControl, jsonForTerminal } from '../../text.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
 import { parseEventIds, parseInteger, parseTime, settings } from '../settings.js';
@@ -68,9 +69,9 @@ function bulkCommand(
         return withCurrentSchema(flags, logger, async (db) => {
           const touched = await act(db, flags.schema, filter, { all: flags.all === true });
           if (flags.json) {
-            process.stdout.write(`${JSON.stringify(touched)}\n`);
+            process.stdout.write(`${jsonForTerminal(touched)}\n`);
           } else {
-            process.stdout.write(touched.map((id) => `${id}\n`).join(''));
+            process.stdout.write(touched.map((id) => `${escapeControl(id)}\n`).join(''));
             process.stderr.write(`${touched.length} dead letters ${done}\n`);
           }
           // Asked for ids that were not there: say so with the exit code, after the rest.
@@ -99,12 +100,21 @@ export function deadCommand(): Command {
             return withCurrentSchema(flags, logger, async (db) => {
               const dead = await listDeadLetters(db, flags.schema, filter, limit);
               if (flags.json) {
-                process.stdout.write(`${JSON.stringify(dead)}\n`);
+                process.stdout.write(`${jsonForTerminal(dead)}\n`);
                 return 0;
               }
-              const lines = dead.map(
-                (d) =>
-                  `${d.deadAt}  ${d.id}  ${d.eventType}  ${d.aggregateType}/${d.aggregateId}  attempts ${d.attempts}  ${d.lastError}`,
+              // Whoever wrote the row chose these texts: one line each, nothing the terminal obeys.
+              const lines = dead.map((d) =>
+                [
+                  d.deadAt,
+                  d.id,
+                  d.eventType,
+                  `${d.aggregateType}/${d.aggregateId}`,
+                  `attempts ${d.attempts}`,
+                  d.lastError,
+                ]
+                  .map(escapeControl)
+                  .join('  '),
               );
               process.stdout.write(lines.map((line) => `${line}\n`).join(''));
               process.stderr.write(
@@ -127,7 +137,7 @@ export function deadCommand(): Command {
                 process.stderr.write(`edupulse-outbox: no dead letter with id ${id}\n`);
                 return 1;
               }
-              process.stdout.write(`${JSON.stringify(dead, null, 2)}\n`);
+              process.stdout.write(`${jsonForTerminal(dead, 2)}\n`);
               return 0;
             });
           });

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { type BacklogShare, outboxStatus, partitionRanges } from '../../dispatcher/status.js';
+import { escapeControl, jsonForTerminal } from '../../text.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
 import { settings } from '../settings.js';
@@ -14,7 +15,10 @@ interface StatusFlags {
 const backlog = (share: BacklogShare) =>
   `${share.pending} pending (oldest ${share.oldestAgeSeconds.toFixed(1)} s)`;
 
-/** `title:` and one line per key; nothing when there is none. */
+/**
+ * `title:` and one line per key; nothing when there is none. Keys are escaped: event types
+ * are whatever a producer wrote.
+ */
 function section<T>(
   title: string,
   values: Record<string, T>,
@@ -22,7 +26,7 @@ function section<T>(
 ): string[] {
   const entries = Object.entries(values);
   if (entries.length === 0) return [];
-  return [`${title}:`, ...entries.map(([key, value]) => `  ${key}  ${text(value)}`)];
+  return [`${title}:`, ...entries.map(([key, value]) => `  ${escapeControl(key)}  ${text(value)}`)];
 }
 
 export function statusCommand(): Command {
@@ -39,7 +43,7 @@ export function statusCommand(): Command {
         return withCurrentSchema(flags, logger, async (db) => {
           const status = await outboxStatus(db, flags.schema);
           if (flags.json) {
-            process.stdout.write(`${JSON.stringify(status)}\n`);
+            process.stdout.write(`${jsonForTerminal(status)}\n`);
             return 0;
           }
           const lines = [
@@ -48,7 +52,7 @@ export function statusCommand(): Command {
             `dispatchers: ${status.dispatchers.length}`,
             ...status.dispatchers.map(
               (d) =>
-                `  pid ${d.pid}  ${d.name}  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
+                `  pid ${d.pid}  ${escapeControl(d.name)}  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
             ),
             ...section('pending by event type', status.pendingByEventType),
             ...section('pending by partition', status.pendingByPartition),
