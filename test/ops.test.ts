@@ -1,10 +1,13 @@
 /**
  * The operations endpoints of `run --metrics-port`: Prometheus metrics moving during a
  * drain, /healthz, and /readyz turning 503 (with the reason) within 10 s of an outage
- * and back to 200 once it is over. Real PostgreSQL and NATS; the outages are real too (a
- * TCP proxy in front of PostgreSQL is cut, a private nats-server is stopped).
+ * and back to 200 once it is over; a flood of requests that neither fails nor slows the
+ * drain, served on a database connection of their own; the bounded `event_type` label.
+ * Real PostgreSQL and NATS; the outages are real too (a TCP proxy in front of PostgreSQL
+ * is cut, a private nats-server is stopped).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { statements } from '../src/db/statements.js';
 import { type CliProcess, killChildren, runCli, spawnCli } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
 import { startNatsServer } from './helpers/nats-server.js';
@@ -97,28 +100,60 @@ function sample(metrics: string, name: string, labels = ''): number {
   return sum;
 }
 
+/** `name{…event_type="x"…} value` lines of one metric, as { x: value }. */
+function byEventType(metrics: string, name: string): Record<string, number> {
+  const series: Record<string, number> = {};
+  for (const line of metrics.split('\n')) {
+    const match = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
+    if (match?.[1] !== name) continue;
+    const eventType = /event_type="([^"]*)"/.exec(match[2] ?? '')?.[1] ?? '(none)';
+    series[eventType] = (series[eventType] ?? 0) + Number(match[3]);
+  }
+  return series;
+}
+
+/**
+ * 562 events: 500 of as many types nobody declared (`custom-001` …), 7 `custom-a`, 5
+ * `custom-b`, and 30 `lesson-published` and 20 `quiz-submitted` from the catalogue.
+ */
+async function insertManyEventTypes(): Promise<void> {
+  await t.db.query(
+    `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+     SELECT 'thing', 'thing-' || row_number() OVER (), event_type, '{}'
+     FROM (
+       SELECT 'custom-' || lpad(i::text, 3, '0') FROM generate_series(1, 500) AS i
+       UNION ALL SELECT 'custom-a' FROM generate_series(1, 7)
+       UNION ALL SELECT 'custom-b' FROM generate_series(1, 5)
+       UNION ALL SELECT 'lesson-published' FROM generate_series(1, 30)
+       UNION ALL SELECT 'quiz-submitted' FROM generate_series(1, 20)
+     ) AS types (event_type)`,
+  );
+}
+
 describe('run --metrics-port', () => {
   it('shows the counters moving and the backlog falling during a drain; /healthz is 200', async () => {
     await insert(30_000);
     const { run, base } = await runWithOps(['--broker', 'log:', '--batch-size', '100']);
-    const scrapes: string[] = [];
+    let first = '';
+    let second = '';
     await waitFor(
-      'two scrapes during the drain',
+      'a scrape during the drain, then one with a smaller backlog',
       async () => {
         const metrics = await get(`${base}/metrics`);
         expect(metrics.status).toBe(200);
-        const published = sample(metrics.body, 'outbox_events_published_total');
-        if (published > 0 && sample(metrics.body, 'outbox_pending_events') > 0) {
-          scrapes.push(metrics.body);
+        const pending = sample(metrics.body, 'outbox_pending_events');
+        if (!first) {
+          if (sample(metrics.body, 'outbox_events_published_total') > 0 && pending > 0) {
+            first = metrics.body;
+          }
+          return false;
         }
-        return (
-          scrapes.length >= 2 &&
-          published > sample(scrapes[0] as string, 'outbox_events_published_total')
-        );
+        // The backlog is counted at most once a second, so this waits for the next count.
+        second = metrics.body;
+        return pending < sample(first, 'outbox_pending_events');
       },
       { timeoutMs: 60_000, intervalMs: 20 },
     );
-    const [first, second] = scrapes as [string, string];
     expect(
       sample(second, 'outbox_events_published_total', 'event_type="lesson-published"'),
     ).toBeGreaterThan(sample(first, 'outbox_events_published_total'));
@@ -131,7 +166,10 @@ describe('run --metrics-port', () => {
       'the drain to finish',
       async () => {
         const metrics = (await get(`${base}/metrics`)).body;
-        return sample(metrics, 'outbox_events_published_total') === 30_000;
+        return (
+          sample(metrics, 'outbox_events_published_total') === 30_000 &&
+          sample(metrics, 'outbox_pending_events') === 0
+        );
       },
       { timeoutMs: 60_000 },
     );
@@ -194,6 +232,143 @@ describe('run --metrics-port', () => {
     } finally {
       await nats.destroy();
     }
+  });
+
+  it('answers a flood of /readyz and /metrics during a 40,000-event drain without a database failure, and the drain completes', async () => {
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+       SELECT 'lesson', 'lesson-' || (i % 1000), 'lesson-published', json_build_object('n', i)
+       FROM generate_series(1, 40000) AS i`,
+    );
+    const nats = await startNatsServer();
+    try {
+      const { run, base } = await runWithOps([
+        '--broker',
+        `${nats.url}?stream=FLOOD`,
+        '--batches-in-flight',
+        '2',
+      ]);
+      let waves = 0;
+      // Waves of 150 concurrent /readyz (and some /metrics) from the moment the endpoints
+      // listen until every event is published, and at least three of them.
+      await run.waitFor(
+        'the drain to finish under the flood',
+        async () => {
+          const [ready, metrics] = await Promise.all([
+            Promise.all(Array.from({ length: 150 }, () => get(`${base}/readyz`))),
+            Promise.all(Array.from({ length: 10 }, () => get(`${base}/metrics`))),
+          ]);
+          waves++;
+          // Not ready before the dispatcher has started, but never for the database's sake.
+          expect(ready.filter((answer) => /database/.test(answer.body))).toEqual([]);
+          for (const scrape of metrics) expect(scrape.status).toBe(200);
+          const published = Math.max(
+            ...metrics.map((scrape) => sample(scrape.body, 'outbox_events_published_total')),
+          );
+          return waves >= 3 && published === 40_000;
+        },
+        120_000,
+      );
+      const { rows } = await t.db.query<{ pending: number }>(
+        `SELECT count(*)::int AS pending FROM "${t.schema}".outbox`,
+      );
+      expect(rows[0]?.pending).toBe(0);
+      expect(await get(`${base}/readyz`)).toEqual({ status: 200, body: 'ok\n' });
+      run.child.kill('SIGTERM');
+      expect((await run.exited).code).toBe(0);
+    } finally {
+      await nats.destroy();
+    }
+  }, 180_000);
+
+  it('serves the endpoints from a database connection of their own, named "edupulse-outbox ops"', async () => {
+    const sql = statements(t.schema);
+    const { run, base } = await runWithOps(['--broker', 'log:']);
+    await waitFor('ready', async () => (await get(`${base}/readyz`)).status === 200);
+    // pg_stat_activity.query is each backend's latest statement: the ones that ran a given
+    // statement of this test's schema, with the name their process gave them.
+    const ranLast = async (...texts: string[]) =>
+      (
+        await t.db.query<{ pid: number; application_name: string }>(
+          'SELECT pid, application_name FROM pg_stat_activity WHERE query = ANY($1::text[])',
+          [texts],
+        )
+      ).rows;
+
+    const readyBackends = await ranLast(sql.outboxBacklog);
+    expect(readyBackends.map((row) => row.application_name)).toEqual(['edupulse-outbox ops']);
+
+    expect((await get(`${base}/metrics`)).status).toBe(200);
+    const scrapeBackends = await ranLast(sql.outboxBacklogByPartition, sql.deadLetterCount);
+    expect(scrapeBackends).toEqual(readyBackends);
+
+    // A flood is served by that one connection too; the dispatcher's own never run these.
+    await Promise.all([
+      ...Array.from({ length: 150 }, () => get(`${base}/readyz`)),
+      ...Array.from({ length: 20 }, () => get(`${base}/metrics`)),
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await Promise.all([get(`${base}/readyz`), get(`${base}/metrics`)]);
+    expect(
+      await ranLast(sql.outboxBacklog, sql.outboxBacklogByPartition, sql.deadLetterCount),
+    ).toEqual(readyBackends);
+
+    run.child.kill('SIGTERM');
+    expect((await run.exited).code).toBe(0);
+  });
+
+  it('labels events of types outside the catalogue as event_type="other", and keeps those of --metrics-event-types', async () => {
+    await insertManyEventTypes();
+    const first = await runWithOps(['--broker', 'log:']);
+    let metrics = '';
+    await first.run.waitFor('the drain', async () => {
+      metrics = (await get(`${first.base}/metrics`)).body;
+      return sample(metrics, 'outbox_events_published_total') === 562;
+    });
+    expect(byEventType(metrics, 'outbox_events_published_total')).toEqual({
+      'lesson-published': 30,
+      'quiz-submitted': 20,
+      other: 512,
+    });
+    first.run.child.kill('SIGTERM');
+    expect((await first.run.exited).code).toBe(0);
+
+    await insertManyEventTypes();
+    const second = await runWithOps([
+      '--broker',
+      'log:',
+      '--metrics-event-types',
+      'custom-a,custom-b',
+    ]);
+    await second.run.waitFor('the drain', async () => {
+      metrics = (await get(`${second.base}/metrics`)).body;
+      return sample(metrics, 'outbox_events_published_total') === 562;
+    });
+    expect(byEventType(metrics, 'outbox_events_published_total')).toEqual({
+      'lesson-published': 30,
+      'quiz-submitted': 20,
+      'custom-a': 7,
+      'custom-b': 5,
+      other: 500,
+    });
+    second.run.child.kill('SIGTERM');
+    expect((await second.run.exited).code).toBe(0);
+  });
+
+  it('refuses a --metrics-event-types that is not a list of event types, naming the setting (exit 2)', async () => {
+    const run = (extra: string[], env?: Record<string, string>) =>
+      runCli(
+        ['run', '--database-url', PG_URL, '--schema', t.schema, '--metrics-port', '0', ...extra],
+        { env, timeoutMs: 10_000 },
+      );
+    for (const bad of ['custom-a,,custom-b', 'custom a', ',', 'custom-a;drop', '"quoted"']) {
+      const result = await run(['--metrics-event-types', bad]);
+      expect(result.code, bad).toBe(2);
+      expect(result.stderr, bad).toContain('metrics-event-types: ');
+    }
+    const fromEnv = await run([], { OUTBOX_METRICS_EVENT_TYPES: 'custom-a,,custom-b' });
+    expect(fromEnv.code).toBe(2);
+    expect(fromEnv.stderr).toContain('metrics-event-types: ');
   });
 
   it('refuses a port it cannot use, naming the setting (exit 2)', async () => {

@@ -87,6 +87,15 @@ export interface EventSpec<S extends z.ZodType> {
   aggregateId: (payload: z.output<S>) => string;
 }
 
+// The types declared in this process: metrics keep their names as labels. Declarations
+// are code, so this stays as small as the code; the table's own types are unbounded.
+const declaredTypes = new Set<string>();
+
+/** True when `defineEvent` declared this event type in this process. */
+export function isDeclaredEventType(type: string): boolean {
+  return declaredTypes.has(type);
+}
+
 /** Declares an event type: its name, its aggregate and its payload schema. */
 export function defineEvent<S extends z.ZodType>(spec: EventSpec<S>): EventDefinition<S> {
   if (!KEBAB.test(spec.type)) {
@@ -101,6 +110,7 @@ export function defineEvent<S extends z.ZodType>(spec: EventSpec<S>): EventDefin
       `"${spec.aggregateType}" must be lower-case letters, digits, - or _, starting with a letter`,
     );
   }
+  declaredTypes.add(spec.type);
   const schema = spec.schema as unknown as z.ZodType<z.output<S>>;
   const parse = (payload: unknown) => parseOrThrow(schema, payload, 'payload', spec.type);
   return {

@@ -15,6 +15,11 @@ export interface CheckResult {
 
 export interface HealthOptions {
   dispatcher: Dispatcher;
+  /**
+   * Where `/readyz` measures the lag. Give it a connection of its own (e.g. a second
+   * `pgDatabase` with `maxConnections: 1`), not the dispatcher's pool: a check waiting
+   * for a pooled connection delays a claim, and a claim delays the check.
+   */
   db: Executor;
   schema: string;
   /** Not ready while the oldest pending event is older than this. Default 60. */
@@ -25,6 +30,57 @@ export interface HealthOptions {
   stuckAfterMs?: number;
   /** The readiness check gives up on the database after this. Default 2000. */
   queryTimeoutMs?: number;
+  /**
+   * One database answer serves every readiness check for this long after it arrived.
+   * Default 1000.
+   */
+  databaseCacheMs?: number;
+}
+
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/**
+ * A database check that concurrent callers share: at most one runs at a time, and its
+ * outcome (failure included) answers every caller for `cacheMs` after it arrived, so a
+ * flood of requests costs the database one statement per `cacheMs`.
+ */
+export class SharedCheck<T> {
+  private running: Promise<Outcome<T>> | undefined;
+  private last: { outcome: Outcome<T>; at: number } | undefined;
+
+  /** `run` is called only when no check is running and the last outcome is too old. */
+  get(run: () => Promise<T>, cacheMs: number, now = Date.now()): Promise<Outcome<T>> {
+    if (this.last && now - this.last.at < cacheMs) return Promise.resolve(this.last.outcome);
+    this.running ??= run()
+      .then(
+        (value): Outcome<T> => ({ ok: true, value }),
+        (error: unknown): Outcome<T> => ({ ok: false, error }),
+      )
+      .then((outcome) => {
+        this.last = { outcome, at: Date.now() };
+        this.running = undefined;
+        return outcome;
+      });
+    return this.running;
+  }
+}
+
+// Keyed by the executor, so every caller of `readiness` on one database and schema (the
+// ops server's requests, a service's own probes) shares the check.
+const lagChecks = new WeakMap<Executor, Map<string, SharedCheck<number>>>();
+
+function lagCheck(db: Executor, schema: string): SharedCheck<number> {
+  let bySchema = lagChecks.get(db);
+  if (!bySchema) {
+    bySchema = new Map();
+    lagChecks.set(db, bySchema);
+  }
+  let check = bySchema.get(schema);
+  if (!check) {
+    check = new SharedCheck();
+    bySchema.set(schema, check);
+  }
+  return check;
 }
 
 /** `/healthz`: the loop is alive (running, and no round stuck far beyond any timeout). */
@@ -51,7 +107,8 @@ export function liveness(options: HealthOptions, now = Date.now()): CheckResult 
 /**
  * `/readyz`: alive, the database and the broker reachable, progress being made (no round
  * of the loop running longer than `stallAfterMs`), and the oldest pending event younger
- * than `maxLagSeconds`.
+ * than `maxLagSeconds`. Concurrent calls on one `db` and schema share one database query,
+ * and its answer serves for `databaseCacheMs`; the dispatcher's state is read afresh.
  */
 export async function readiness(options: HealthOptions, now = Date.now()): Promise<CheckResult> {
   const { reasons } = liveness(options, now);
@@ -70,21 +127,27 @@ export async function readiness(options: HealthOptions, now = Date.now()): Promi
     );
   }
   const timeoutMs = options.queryTimeoutMs ?? 2000;
-  try {
-    const { rows } = await withTimeout(
-      options.db.query<{ oldest_age_s: number }>(statements(options.schema).outboxBacklog),
-      timeoutMs,
-      () => new Error(`no answer within ${timeoutMs} ms`),
-    );
-    const lag = Number(rows[0]?.oldest_age_s ?? 0);
+  const measured = await lagCheck(options.db, options.schema).get(
+    async () => {
+      const { rows } = await withTimeout(
+        options.db.query<{ oldest_age_s: number }>(statements(options.schema).outboxBacklog),
+        timeoutMs,
+        () => new Error(`no answer within ${timeoutMs} ms`),
+      );
+      return Number(rows[0]?.oldest_age_s ?? 0);
+    },
+    options.databaseCacheMs ?? 1000,
+    now,
+  );
+  if (measured.ok) {
     const maxLag = options.maxLagSeconds ?? 60;
-    if (lag > maxLag) {
+    if (measured.value > maxLag) {
       reasons.push(
-        `lagging: the oldest pending event is ${lag.toFixed(1)} s old (limit ${maxLag} s)`,
+        `lagging: the oldest pending event is ${measured.value.toFixed(1)} s old (limit ${maxLag} s)`,
       );
     }
-  } catch (error) {
-    reasons.push(`database unreachable: ${errorMessage(error)}`);
+  } else {
+    reasons.push(`database unreachable: ${errorMessage(measured.error)}`);
   }
   return { ok: reasons.length === 0, reasons: [...new Set(reasons)] };
 }
@@ -103,6 +166,8 @@ export interface OpsServerOptions extends HealthOptions {
 /**
  * The operations endpoints: `GET /metrics` (Prometheus text), `GET /healthz` and
  * `GET /readyz` (200 `ok`, or 503 with one reason per line). Resolves once listening.
+ * Pass as `db` (here and to `dispatcherMetrics`) an executor apart from the dispatcher's,
+ * with one connection: then no request, however many, takes a connection a claim needs.
  */
 export async function startOpsServer(options: OpsServerOptions): Promise<{
   server: Server;

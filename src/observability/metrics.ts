@@ -3,21 +3,50 @@ import type { Executor } from '../db/executor.js';
 import { statements } from '../db/statements.js';
 import type { Dispatcher, SettledBatch } from '../dispatcher/dispatcher.js';
 import { errorMessage } from '../errors.js';
+import { catalogue } from '../events/catalogue.js';
+import { isDeclaredEventType } from '../events/define.js';
 import { withTimeout } from '../timeout.js';
+import { SharedCheck } from './health.js';
 import { type Logger, silentLogger } from './logger.js';
 
 export interface MetricsOptions {
   dispatcher: Dispatcher;
-  /** Where the backlog and dead letters are counted at each scrape. */
+  /**
+   * Where the backlog and dead letters are counted. Give it a connection of its own (e.g.
+   * a second `pgDatabase` with `maxConnections: 1`), not the dispatcher's pool, so scrapes
+   * never take a connection a claim needs.
+   */
   db: Executor;
   schema: string;
   /** The broker's name (`nats`, `amqp`, `kafka`, …), a label of the per-event counters. */
   broker: string;
+  /**
+   * Event types that keep their name as the `event_type` label, besides the catalogue's
+   * and those declared with `defineEvent` in this process; every other type is counted
+   * as `other`. Default none.
+   */
+  eventTypeLabels?: readonly string[];
   /** Default: a new registry, with Node's process metrics (prefixed `outbox_`). */
   registry?: Registry;
   logger?: Logger;
   /** A scrape gives up on the database after this. Default 2000. */
   queryTimeoutMs?: number;
+  /** One round of database counts serves every scrape for this long after it arrived. Default 1000. */
+  databaseCacheMs?: number;
+}
+
+/** The `event_type` label of the events of a type that is neither known nor listed. */
+const OTHER_EVENT_TYPE = 'other';
+
+/**
+ * The `event_type` label of an event: its type when the code knows it (the catalogue,
+ * `defineEvent` in this process) or the operator listed it, else `other`. The table takes
+ * any text, so labelling every type seen would make one series per type and per metric.
+ */
+function eventTypeLabeller(listed: readonly string[]): (eventType: string) => string {
+  const named = new Set([...catalogue.map((event) => event.type), ...listed]);
+  return (eventType) =>
+    named.has(eventType) || isDeclaredEventType(eventType) ? eventType : OTHER_EVENT_TYPE;
 }
 
 interface BacklogRow {
@@ -29,8 +58,10 @@ interface BacklogRow {
 /**
  * The dispatcher's Prometheus metrics, every name prefixed `outbox_`. Counters and
  * histograms follow the dispatcher's events; the backlog, its age per partition and
- * the dead letters are counted in the database when scraped (a scrape the database
- * cannot answer within `queryTimeoutMs` leaves them at their last values).
+ * the dead letters are counted in the database when scraped, at most once per
+ * `databaseCacheMs` however many scrapes arrive (a scrape the database cannot answer
+ * within `queryTimeoutMs` leaves them at their last values). The `event_type` label
+ * is bounded: see `eventTypeLabels`.
  */
 export function dispatcherMetrics(options: MetricsOptions): Registry {
   const { dispatcher, db, broker } = options;
@@ -40,6 +71,8 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   const registers = [registry];
   const sql = statements(options.schema);
   const timeoutMs = options.queryTimeoutMs ?? 2000;
+  const cacheMs = options.databaseCacheMs ?? 1000;
+  const label = eventTypeLabeller(options.eventTypeLabels ?? []);
 
   const published = new Counter({
     name: 'outbox_events_published_total',
@@ -76,16 +109,19 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   dispatcher.on('batch', (report: { claimed: number }) => batchSize.observe(report.claimed));
   dispatcher.on('settled', (batch: SettledBatch) => {
     for (const message of batch.published) {
-      published.inc({ event_type: message.eventType, broker });
+      published.inc({ event_type: label(message.eventType), broker });
       const occurred = Date.parse(message.occurredAt);
       if (!Number.isNaN(occurred)) {
         latency.observe({ broker }, Math.max(0, batch.acknowledgedAt - occurred) / 1000);
       }
     }
-    for (const { message } of batch.retried) failed.inc({ event_type: message.eventType, broker });
+    for (const { message } of batch.retried) {
+      failed.inc({ event_type: label(message.eventType), broker });
+    }
     for (const { message } of batch.deadLettered) {
-      failed.inc({ event_type: message.eventType, broker });
-      deadLettered.inc({ event_type: message.eventType, broker });
+      const labels = { event_type: label(message.eventType), broker };
+      failed.inc(labels);
+      deadLettered.inc(labels);
     }
   });
 
@@ -119,31 +155,25 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
     },
   });
 
-  // One round of database counts per scrape, shared by the gauges below.
-  let counting: Promise<{ partitions: BacklogRow[]; dead: number } | undefined> | undefined;
-  const countOnce = () => {
-    counting ??= withTimeout(
+  // One round of database counts shared by the gauges below and by concurrent scrapes.
+  const countCheck = new SharedCheck<{ partitions: BacklogRow[]; dead: number }>();
+  const count = async () => {
+    const [partitions, dead] = await withTimeout(
       Promise.all([
         db.query<BacklogRow>(sql.outboxBacklogByPartition),
         db.query<{ dead: number }>(sql.deadLetterCount),
       ]),
       timeoutMs,
       () => new Error(`the database did not answer within ${timeoutMs} ms`),
-    )
-      .then(([partitions, dead]) => ({
-        partitions: partitions.rows,
-        dead: Number(dead.rows[0]?.dead ?? 0),
-      }))
-      .catch((error: unknown) => {
-        logger.debug({ err: errorMessage(error) }, 'metrics: cannot count the backlog');
-        return undefined;
-      })
-      .finally(() => {
-        setImmediate(() => {
-          counting = undefined;
-        });
-      });
-    return counting;
+    ).catch((error: unknown) => {
+      logger.debug({ err: errorMessage(error) }, 'metrics: cannot count the backlog');
+      throw error;
+    });
+    return { partitions: partitions.rows, dead: Number(dead.rows[0]?.dead ?? 0) };
+  };
+  const countOnce = async () => {
+    const outcome = await countCheck.get(count, cacheMs);
+    return outcome.ok ? outcome.value : undefined;
   };
   new Gauge({
     name: 'outbox_pending_events',

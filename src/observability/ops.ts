@@ -1,10 +1,12 @@
 /**
  * `edupulse-outbox/metrics`: the operations endpoints for a dispatcher you start
  * yourself. A separate entry point, so services that only enqueue never load the
- * Prometheus client.
+ * Prometheus client. Give the endpoints a database of their own (one connection), so no
+ * request takes a connection the dispatcher's claims need:
  *
- *   const registry = dispatcherMetrics({ dispatcher, db, schema: 'public', broker: 'nats' });
- *   await startOpsServer({ port: 9464, registry, dispatcher, db, schema: 'public' });
+ *   const opsDb = pgDatabase({ connectionString, maxConnections: 1, applicationName: 'edupulse-outbox ops' });
+ *   const registry = dispatcherMetrics({ dispatcher, db: opsDb, schema: 'public', broker: 'nats' });
+ *   await startOpsServer({ port: 9464, registry, dispatcher, db: opsDb, schema: 'public' });
  */
 export {
   type CheckResult,

@@ -1,10 +1,11 @@
 import { Command, Option } from 'commander';
-import type { Database } from '../../db/database.js';
 import { readProducerNotify } from '../../db/migrate.js';
+import { pgDatabase } from '../../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.js';
 import { ConfigError, errorMessage } from '../../errors.js';
 import { startOpsServer } from '../../observability/health.js';
 import { type Logger, redactUrl } from '../../observability/logger.js';
+import { clip, escapeControl } from '../../text.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
 import {
@@ -22,36 +23,85 @@ interface RunFlags extends DispatcherFlags {
   metricsPort?: string;
   metricsHost: string;
   readyMaxLagSeconds: string;
+  metricsEventTypes?: string;
   verbose?: boolean;
+}
+
+// Event types as producers write them into the table: kebab-case from `defineEvent`, but
+// raw SQL may use dotted CloudEvents types (com.example.created).
+const EVENT_TYPE = /^[A-Za-z0-9][\w.:/-]{0,199}$/;
+
+/** `--metrics-event-types a,b`: the event types that keep their name as a metrics label. */
+function parseEventTypeLabels(raw: string | undefined): string[] {
+  if (raw === undefined || raw.trim() === '') return [];
+  const types = raw.split(',').map((type) => type.trim());
+  for (const type of types) {
+    if (!EVENT_TYPE.test(type)) {
+      throw new ConfigError(
+        'metrics-event-types',
+        `"${clip(escapeControl(type), 60)}" is not an event type (expected a comma-separated list such as certificate-issued,course-archived)`,
+      );
+    }
+  }
+  return types;
 }
 
 /** `--metrics-port` and friends, checked before anything is opened. */
 function parseOpsFlags(flags: RunFlags) {
+  const eventTypeLabels = parseEventTypeLabels(flags.metricsEventTypes);
   if (flags.metricsPort === undefined) return undefined;
   return {
     port: parseInteger('metrics-port', flags.metricsPort, 0, 65_535),
     host: flags.metricsHost,
     maxLagSeconds: parseInteger('ready-max-lag-seconds', flags.readyMaxLagSeconds, 1, 86_400),
+    eventTypeLabels,
   };
 }
 
-/** Starts the metrics and health endpoints; a port that cannot be bound is a bad setting. */
+/**
+ * Starts the metrics and health endpoints on a database connection of their own, so no
+ * request, however many arrive, takes a connection the claim loops need; a port that
+ * cannot be bound is a bad setting. `close()` stops the endpoints and that connection.
+ */
 async function serveOps(
-  ops: NonNullable<ReturnType<typeof parseOpsFlags>>,
+  { eventTypeLabels, ...ops }: NonNullable<ReturnType<typeof parseOpsFlags>>,
   dispatcher: Dispatcher,
-  db: Database,
+  databaseUrl: string,
   schema: string,
   brokerName: string,
   logger: Logger,
 ) {
   // Loaded only when asked for: the metrics client is a sizeable share of a dispatcher's memory.
   const { dispatcherMetrics } = await import('../../observability/metrics.js');
-  const registry = dispatcherMetrics({ dispatcher, db, schema, broker: brokerName, logger });
+  // One connection is enough: concurrent requests share one check, and its answer serves
+  // for a second (SharedCheck).
+  const db = pgDatabase({
+    connectionString: databaseUrl,
+    maxConnections: 1,
+    applicationName: 'edupulse-outbox ops',
+    onIdleError: (error) =>
+      logger.warn({ err: errorMessage(error) }, 'ops database connection lost'),
+  });
+  const registry = dispatcherMetrics({
+    dispatcher,
+    db,
+    schema,
+    broker: brokerName,
+    eventTypeLabels,
+    logger,
+  });
   try {
     const server = await startOpsServer({ ...ops, registry, dispatcher, db, schema });
     logger.info({ host: ops.host, port: server.port }, 'serving /metrics, /healthz and /readyz');
-    return server;
+    return {
+      port: server.port,
+      async close() {
+        await server.close();
+        await db.close();
+      },
+    };
   } catch (error) {
+    await db.close();
     throw new ConfigError(
       'metrics-port',
       `cannot listen on ${ops.host}:${ops.port}: ${errorMessage(error)}`,
@@ -85,6 +135,12 @@ export function runCommand(): Command {
         '/readyz fails while the oldest pending event is older than this',
       ).default('60'),
     )
+    .addOption(
+      new Option(
+        '--metrics-event-types <a,b,…>',
+        'comma-separated event types that keep their name as the event_type label of the metrics, besides the catalogue\'s; any other type is counted as "other"',
+      ).env('OUTBOX_METRICS_EVENT_TYPES'),
+    )
     .addOption(settings.verbose())
     .addHelpText(
       'after',
@@ -110,7 +166,7 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
         try {
           const dispatcher = createDispatcher({ db, broker, logger, ...dispatch });
           const server =
-            ops && (await serveOps(ops, dispatcher, db, dispatch.schema, broker.name, logger));
+            ops && (await serveOps(ops, dispatcher, url, dispatch.schema, broker.name, logger));
           await dispatcher.start();
           logger.info(
             { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },

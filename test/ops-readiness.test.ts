@@ -1,0 +1,107 @@
+/**
+ * What the health and metrics endpoints cost the database, counted in statements: however
+ * many requests arrive at once, one check runs, and its answer serves for a second. Real
+ * PostgreSQL, a started dispatcher; the executor handed to the checks counts what it is asked.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createDispatcher, type Dispatcher, type Executor, MemoryBroker } from '../src/index.js';
+import { dispatcherMetrics, readiness } from '../src/observability/ops.js';
+import { createPgTestSchema, type TestSchema } from './helpers/db.js';
+
+let t: TestSchema;
+let dispatcher: Dispatcher;
+
+beforeEach(async () => {
+  t = await createPgTestSchema('ops_ready');
+  dispatcher = createDispatcher({ db: t.db, schema: t.schema, broker: new MemoryBroker() });
+  await dispatcher.start();
+});
+
+afterEach(async () => {
+  await dispatcher.stop();
+  await t.drop();
+});
+
+/** `db`, with every statement it is asked to run recorded in `statements`. */
+function counting(db: Executor, fail?: Error): { executor: Executor; statements: string[] } {
+  const statements: string[] = [];
+  return {
+    statements,
+    executor: {
+      query<R>(text: string, values?: readonly unknown[]) {
+        statements.push(text);
+        return fail ? Promise.reject(fail) : db.query<R>(text, values);
+      },
+    },
+  };
+}
+
+const times = <T>(n: number, fn: () => Promise<T>) => Promise.all(Array.from({ length: n }, fn));
+
+describe('readiness', () => {
+  it('answers 150 concurrent calls with one query, and again with one once the answer is a second old', async () => {
+    const { executor, statements } = counting(t.db);
+    // A fresh options object per call, as a service's own probes would build them.
+    const check = (now?: number) => readiness({ dispatcher, db: executor, schema: t.schema }, now);
+
+    const first = await times(150, () => check());
+    expect(statements).toHaveLength(1);
+    expect(new Set(first.map((result) => JSON.stringify(result)))).toEqual(
+      new Set([JSON.stringify({ ok: true, reasons: [] })]),
+    );
+
+    await times(150, () => check());
+    expect(statements).toHaveLength(1);
+
+    // The default cache is 1000 ms: a call that late asks the database again, once.
+    const later = Date.now() + 1000;
+    const second = await times(150, () => check(later));
+    expect(statements).toHaveLength(2);
+    expect(second.every((result) => result.ok)).toBe(true);
+  });
+
+  it('asks a failing database once for 150 concurrent calls, and every one reports it', async () => {
+    const { executor, statements } = counting(t.db, new Error('connection refused'));
+    const results = await times(150, () =>
+      readiness({ dispatcher, db: executor, schema: t.schema }),
+    );
+    expect(statements).toHaveLength(1);
+    for (const result of results) {
+      expect(result).toEqual({
+        ok: false,
+        reasons: ['database unreachable: connection refused'],
+      });
+    }
+  });
+
+  it('keeps the answer for databaseCacheMs', async () => {
+    const { executor, statements } = counting(t.db);
+    const options = { dispatcher, db: executor, schema: t.schema, databaseCacheMs: 60_000 };
+    await times(150, () => readiness(options));
+    await times(150, () => readiness(options, Date.now() + 59_000));
+    expect(statements).toHaveLength(1);
+    await times(150, () => readiness(options, Date.now() + 61_000));
+    expect(statements).toHaveLength(2);
+  });
+});
+
+describe('dispatcherMetrics', () => {
+  it('counts the backlog once for 150 concurrent scrapes, and not again within a second', async () => {
+    const { executor, statements } = counting(t.db);
+    const registry = dispatcherMetrics({
+      dispatcher,
+      db: executor,
+      schema: t.schema,
+      broker: 'memory',
+      databaseCacheMs: 60_000,
+    });
+    const scrapes = await times(150, () => registry.metrics());
+    // The backlog per partition and the dead letters: one statement each.
+    expect(statements).toHaveLength(2);
+    for (const text of scrapes) expect(text).toMatch(/^outbox_pending_events 0$/m);
+    // A later scrape, within databaseCacheMs, is answered from the same counts.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await times(150, () => registry.metrics());
+    expect(statements).toHaveLength(2);
+  });
+});
