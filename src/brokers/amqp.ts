@@ -1,10 +1,10 @@
 import amqp, { type ChannelModel, type ConfirmChannel, type Message } from 'amqplib';
 import { BrokerUnavailableError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
-import { redactUrl } from '../observability/logger.js';
 import { withTimeout } from '../timeout.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
 import type { BrokerUrlParams } from './names.js';
+import { redactUrl } from '../url.js';
 
 /** The settings of an `amqp://user:pass@host:5672[/vhost]?…` broker URL, resolved. */
 interface AmqpConfig {

@@ -16,10 +16,10 @@ import type {
 } from '@platformatic/kafka';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
-import { redactUrl } from '../observability/logger.js';
 import { withTimeout } from '../timeout.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
 import type { BrokerUrlParams } from './names.js';
+import { redactUrl } from '../url.js';
 
 /** Everything a Kafka broker URL configures, validated. */
 export interface KafkaSettings {

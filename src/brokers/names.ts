@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js';
-import { redactUrl } from '../observability/logger.js';
+import { parseUrl } from '../url.js';
 
 /** Query parameters of a broker URL, each read once; an unknown one is an error, not ignored. */
 export class BrokerUrlParams {
@@ -8,7 +8,8 @@ export class BrokerUrlParams {
 
   constructor(
     readonly url: URL,
-    private readonly setting: string,
+    /** The setting the URL came from, for errors (`broker` by default). */
+    readonly setting: string,
   ) {
     this.params = url.searchParams;
   }
@@ -59,24 +60,16 @@ export class BrokerUrlParams {
 }
 
 /**
- * `kafka://a:9092,b:9092` is the usual way to name several servers, but a URL allows one
- * port: every `:port` of the list but the last is written `%3A` for the parser, and the
- * Kafka broker decodes it.
+ * A broker URL parsed (several servers allowed: `kafka://a:9092,b:9092`), or a ConfigError
+ * naming the setting. A URL that does not parse is not quoted: it may hold a password.
  */
-function encodeServerList(url: string): string {
-  const match = /^(kafka:\/\/(?:[^@/?#]*@)?)([^/?#]*)(.*)$/s.exec(url);
-  if (!match) return url;
-  const [, head, hosts = '', rest] = match;
-  const list = hosts.split(',');
-  const last = list.pop() ?? '';
-  return `${head}${[...list.map((host) => host.replaceAll(':', '%3A')), last].join(',')}${rest}`;
-}
-
-/** A broker URL parsed, or a ConfigError naming the setting (password redacted). */
 export function parseBrokerUrl(url: string, setting: string, expected: string): URL {
-  try {
-    return new URL(encodeServerList(url));
-  } catch {
-    throw new ConfigError(setting, `"${redactUrl(url)}" is not a URL (${expected})`);
+  const parsed = parseUrl(url);
+  if (!parsed) {
+    throw new ConfigError(
+      setting,
+      `is not a valid URL (${expected}); a password containing / ? # or @ must be percent-encoded`,
+    );
   }
+  return parsed;
 }

@@ -27,10 +27,10 @@ import {
 } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
-import { redactUrl } from '../observability/logger.js';
 import { withTimeout } from '../timeout.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
 import type { BrokerUrlParams } from './names.js';
+import { redactUrl } from '../url.js';
 
 /** Settings of the NATS JetStream broker, read from the broker URL's query parameters. */
 interface NatsSettings {

@@ -3,7 +3,8 @@ import { quoteSchema } from '../db/identifier.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
 import { pgDatabase } from '../db/pg.js';
 import { ConfigError, errorMessage } from '../errors.js';
-import { type Logger, redactUrl } from '../observability/logger.js';
+import type { Logger } from '../observability/logger.js';
+import { redactUrl } from '../url.js';
 import { parseDatabaseUrl } from './settings.js';
 
 /**

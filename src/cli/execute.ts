@@ -1,5 +1,7 @@
 import { ConfigError, errorMessage, SchemaVersionError } from '../errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
+import { registerUrlSecrets, scrubSecrets } from '../secrets.js';
+import { escapeControl } from '../text.js';
 
 export interface CommandContext {
   logger: Logger;
@@ -9,23 +11,43 @@ export interface CommandContext {
 /** Exit codes of every command. */
 export const exitCodes = { ok: 0, failure: 1, badSetting: 2 } as const;
 
+/** The flags that carry connection URLs, and whether a lone user in them is a token. */
+const URL_FLAGS = ['databaseUrl', 'broker'] as const;
+
+/**
+ * Remembers the secrets of the command's URL settings, so that the logger and the error
+ * printing below can sweep them out of anything a server or library quotes back.
+ */
+function registerFlagSecrets(flags: Record<string, unknown>): void {
+  for (const name of URL_FLAGS) {
+    const value = flags[name];
+    if (typeof value !== 'string') continue;
+    registerUrlSecrets(value, { userIsSecret: /^\s*nats:/i.test(value) });
+  }
+}
+
 /**
  * Runs a command's body and turns what it throws into one line on stderr and an exit
  * code: a setting the command cannot use (bad value, unreachable target, schema behind)
- * is 2, anything else 1. `--verbose` adds the stack.
+ * is 2, anything else 1. `--verbose` adds the stack. Neither shows a secret of the settings.
  */
 export async function execute(
   flags: { verbose?: boolean },
   body: (context: CommandContext) => Promise<number>,
 ): Promise<void> {
+  registerFlagSecrets(flags as Record<string, unknown>);
   const verbose = flags.verbose === true;
   const logger = createLogger(verbose ? 'debug' : 'info');
   try {
     process.exitCode = await body({ logger, verbose });
   } catch (error) {
     const usage = error instanceof ConfigError || error instanceof SchemaVersionError;
-    process.stderr.write(`edupulse-outbox: ${errorMessage(error)}\n`);
-    if (verbose && error instanceof Error && error.stack) process.stderr.write(`${error.stack}\n`);
+    // A value quoted back in a message may hold control characters: shown escaped.
+    let text = `edupulse-outbox: ${escapeControl(errorMessage(error))}\n`;
+    if (verbose && error instanceof Error && error.stack) {
+      text += `${error.stack.split('\n').map(escapeControl).join('\n')}\n`;
+    }
+    process.stderr.write(scrubSecrets(text));
     process.exitCode = usage ? exitCodes.badSetting : exitCodes.failure;
   }
 }

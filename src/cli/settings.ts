@@ -2,6 +2,7 @@ import { Option } from 'commander';
 import { brokerFromUrl } from '../brokers/index.js';
 import { ConfigError } from '../errors.js';
 import { escapeControl } from '../text.js';
+import { parseUrl } from '../url.js';
 
 /**
  * Every CLI setting: flag, environment variable, default. Commander applies the order
@@ -67,21 +68,25 @@ export function parseInteger(setting: string, raw: string, min: number, max: num
   return value;
 }
 
-/** A postgres:// or postgresql:// URL, or a ConfigError naming the setting. */
+/**
+ * A postgres:// or postgresql:// URL, or a ConfigError naming the setting. A URL that does
+ * not parse is not quoted: it may hold a password.
+ */
 export function parseDatabaseUrl(setting: string, raw: string | undefined): string {
   if (raw === undefined || raw === '') {
     throw new ConfigError(setting, 'is not set (use --database-url or DATABASE_URL)');
   }
-  let protocol: string;
-  try {
-    protocol = new URL(raw).protocol;
-  } catch {
-    throw new ConfigError(setting, 'is not a URL (expected postgres://user@host:5432/database)');
-  }
-  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+  const url = parseUrl(raw);
+  if (!url) {
     throw new ConfigError(
       setting,
-      `unsupported scheme "${protocol}" (expected postgres: or postgresql:)`,
+      'is not a valid URL (expected postgres://user@host:5432/database); a password containing / ? # or @ must be percent-encoded',
+    );
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConfigError(
+      setting,
+      `unsupported scheme "${url.protocol}" (expected postgres: or postgresql:)`,
     );
   }
   return raw;

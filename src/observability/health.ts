@@ -5,6 +5,7 @@ import type { Executor } from '../db/executor.js';
 import { statements } from '../db/statements.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
 import { errorMessage } from '../errors.js';
+import { scrubSecrets } from '../secrets.js';
 import { withTimeout } from '../timeout.js';
 
 export interface CheckResult {
@@ -178,7 +179,8 @@ export async function startOpsServer(options: OpsServerOptions): Promise<{
     const path = (request.url ?? '/').split('?')[0];
     const reply = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
       response.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-      response.end(body);
+      // Reasons quote servers' and libraries' words: swept for the settings' secrets.
+      response.end(scrubSecrets(body));
     };
     const answer = (result: CheckResult) =>
       result.ok ? reply(200, 'ok\n') : reply(503, `${result.reasons.join('\n')}\n`);

@@ -1,4 +1,6 @@
 import pino from 'pino';
+import { scrubSecrets } from '../secrets.js';
+import { clip } from '../text.js';
 
 type LogFn = (object: Record<string, unknown>, message: string) => void;
 
@@ -15,21 +17,28 @@ export const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
-/** JSON lines on stderr (stdout may carry events, e.g. the log broker's). */
-export function createLogger(level: LogLevel = 'info'): Logger {
-  return pino(
-    { level, base: { name: 'edupulse-outbox' } },
-    pino.destination({ fd: 2, sync: true }),
-  );
+/** Long text fields (a 100 KB aggregate id, an error quoting a payload) are cut. */
+function clipFields(object: Record<string, unknown>): Record<string, unknown> {
+  const clipped: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(object)) {
+    clipped[key] = typeof value === 'string' ? clip(value) : value;
+  }
+  return clipped;
 }
 
-/** The URL with any password replaced, for logs and error messages. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
-  }
+/**
+ * JSON lines on stderr (stdout may carry events, e.g. the log broker's). Text fields are
+ * cut to a readable length, and every line is swept for the secrets of this process's
+ * settings (src/secrets.ts) before it is written.
+ */
+export function createLogger(level: LogLevel = 'info'): Logger {
+  return pino(
+    {
+      level,
+      base: { name: 'edupulse-outbox' },
+      formatters: { log: clipFields },
+      hooks: { streamWrite: scrubSecrets },
+    },
+    pino.destination({ fd: 2, sync: true }),
+  );
 }

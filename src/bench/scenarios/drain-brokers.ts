@@ -12,7 +12,7 @@ import { quoteSchema } from '../../db/identifier.js';
 import { createDispatcher } from '../../dispatcher/dispatcher.js';
 import { errorMessage } from '../../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../../events/cloudevents.js';
-import { redactUrl } from '../../observability/logger.js';
+import { redactUrl } from '../../url.js';
 import {
   type BenchContext,
   round,

@@ -4,8 +4,9 @@ import { pgDatabase } from '../../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.js';
 import { ConfigError, errorMessage } from '../../errors.js';
 import { startOpsServer } from '../../observability/health.js';
-import { type Logger, redactUrl } from '../../observability/logger.js';
+import type { Logger } from '../../observability/logger.js';
 import { clip, escapeControl } from '../../text.js';
+import { redactUrl } from '../../url.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
 import {

@@ -1,0 +1,177 @@
+/**
+ * Secrets are never printed: a secret is planted in every form a URL setting can carry it
+ * (password, password containing an unencoded `/`, `?password=`, a NATS token as the
+ * user, a password the server refuses, a secret query parameter, the environment), and
+ * the whole output of every command and endpoint is swept for it, `--verbose` included.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type CliResult, killChildren, runCli, spawnCli } from './helpers/cli.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+
+afterEach(killChildren);
+
+const SECRET = `Sx${randomBytes(8).toString('hex')}`;
+const FORMS = [SECRET, encodeURIComponent(SECRET), Buffer.from(SECRET).toString('base64')];
+
+const pg = new URL(PG_URL);
+/** The test database with the secret as its password (trust auth ignores it). */
+const dbWithPassword = () => {
+  const url = new URL(PG_URL);
+  url.password = SECRET;
+  return url.href;
+};
+const dbWithPasswordParameter = () => {
+  const url = new URL(PG_URL);
+  url.searchParams.set('password', SECRET);
+  return url.href;
+};
+/** A password holding an unencoded `/`: the URL parser would split it at the slash. */
+const dbMalformed = `postgres://${pg.username || 'postgres'}:pa/${SECRET}@${pg.host}${pg.pathname}`;
+const dbUnreachable = `postgres://postgres:${SECRET}@127.0.0.1:1/test`;
+
+const BROKERS = {
+  natsToken: `nats://${SECRET}@127.0.0.1:4222`,
+  natsPassword: `nats://edupulse:${SECRET}@127.0.0.1:4222`,
+  amqpRefused: `amqp://guest:${SECRET}@127.0.0.1:5672`,
+  amqpMalformed: `amqp://guest:pa/${SECRET}@127.0.0.1:5672`,
+  kafkaSasl: `kafka://edupulse:${SECRET}@127.0.0.1:9092`,
+  natsSecretParameter: `nats://127.0.0.1:4222?token=${SECRET}`,
+};
+
+function expectNoSecret(what: string, text: string): void {
+  for (const form of FORMS) {
+    expect(text.includes(form), `${what} shows the secret (${form}):\n${text}`).toBe(false);
+  }
+}
+
+const sweep = (what: string, result: CliResult) =>
+  expectNoSecret(what, `${result.stdout}\n${result.stderr}`);
+
+let t: TestSchema;
+beforeAll(async () => {
+  t = await createPgTestSchema('secrets');
+});
+afterAll(async () => {
+  await t.drop();
+});
+
+describe('secrets in database URLs', () => {
+  it.each([
+    ['a password', dbWithPassword],
+    ['a password parameter', dbWithPasswordParameter],
+  ])('with %s: no command prints it, verbose or not', async (_, url) => {
+    const database = url();
+    const commands = [
+      ['migrate'],
+      ['migrate', '--check'],
+      ['status'],
+      ['status', '--json'],
+      ['dead', 'list'],
+      ['dead', 'list', '--since', '100000000d'],
+      ['purge', '--older-than', '1d'],
+      ['dead', 'show', '00000000-0000-4000-8000-000000000000'],
+      ['migrate', '--partitions', '7'],
+    ];
+    // --verbose prints the most: debug logs and stack traces.
+    for (const command of commands) {
+      const args = [...command, '--database-url', database, '--schema', t.schema, '--verbose'];
+      sweep(args.join(' '), await runCli(args));
+    }
+    // From the environment too.
+    sweep(
+      'status with DATABASE_URL',
+      await runCli(['status', '--schema', t.schema, '--verbose'], {
+        env: { DATABASE_URL: database },
+      }),
+    );
+  });
+
+  it('a URL that does not parse is named, not quoted', async () => {
+    for (const verbose of [[], ['--verbose']]) {
+      const result = await runCli([
+        'status',
+        '--database-url',
+        dbMalformed,
+        '--schema',
+        t.schema,
+        ...verbose,
+      ]);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/^edupulse-outbox: database-url: is not a valid URL/);
+      sweep('a malformed database URL', result);
+      expect(result.stderr).not.toContain('pa/');
+    }
+  });
+
+  it('an unreachable database is reported without the password', async () => {
+    const result = await runCli(['status', '--database-url', dbUnreachable, '--verbose']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('postgres:***@127.0.0.1:1');
+    sweep('an unreachable database', result);
+  });
+});
+
+describe('secrets in broker URLs', () => {
+  it.each(Object.entries(BROKERS))(
+    '%s: run and demo print no part of it, nor do the endpoints',
+    async (_, broker) => {
+      const run = spawnCli([
+        'run',
+        '--database-url',
+        dbWithPassword(),
+        '--schema',
+        t.schema,
+        '--broker',
+        broker,
+        '--metrics-port',
+        '0',
+        '--retry-base-delay-ms',
+        '100',
+        '--verbose',
+      ]);
+      let bodies = '';
+      const port = await new Promise<number | undefined>((resolve) => {
+        const timer = setInterval(() => {
+          const line = run.stderr.split('\n').find((l) => l.includes('serving /metrics'));
+          if (line) {
+            clearInterval(timer);
+            resolve((JSON.parse(line) as { port: number }).port);
+          }
+        }, 20);
+        void run.exited.then(() => {
+          clearInterval(timer);
+          resolve(undefined);
+        });
+      });
+      if (port !== undefined) {
+        // Long enough for a broker that refuses the credentials to be tried twice.
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        for (const path of ['/metrics', '/healthz', '/readyz']) {
+          const response = await fetch(`http://127.0.0.1:${port}${path}`);
+          bodies += `${path}: ${await response.text()}\n`;
+        }
+        run.child.kill('SIGTERM');
+      }
+      const result = await run.exited;
+      sweep('run', result);
+      expectNoSecret('the endpoints', bodies);
+
+      // A broker that refuses the credentials keeps the demo retrying: it is cut short.
+      const demo = await runCli(['demo', '--events', '3', '--broker', broker, '--verbose'], {
+        timeoutMs: 4000,
+      });
+      sweep('demo', demo);
+    },
+  );
+
+  it('shows a NATS token as *** where it shows the server, also from the environment', async () => {
+    const demo = await runCli(['demo', '--events', '3', '--verbose'], {
+      env: { OUTBOX_BROKER_URL: BROKERS.natsToken },
+      timeoutMs: 15_000,
+    });
+    expect(demo.code).toBe(0);
+    expect(demo.stderr).toContain('nats://***@127.0.0.1:4222');
+    sweep('demo', demo);
+  });
+});
