@@ -2,9 +2,16 @@ import amqp, { type ChannelModel, type ConfirmChannel, type Message } from 'amqp
 import { BrokerUnavailableError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
 import { withTimeout } from '../timeout.js';
-import { type EventBroker, type PublishResult, published } from './broker.js';
-import type { BrokerUrlParams } from './names.js';
 import { redactUrl } from '../url.js';
+import {
+  type EventBroker,
+  formatBytes,
+  nameRefusal,
+  type PublishResult,
+  payloadTooLarge,
+  published,
+} from './broker.js';
+import type { BrokerUrlParams } from './names.js';
 
 /** The settings of an `amqp://user:pass@host:5672[/vhost]?…` broker URL, resolved. */
 interface AmqpConfig {
@@ -117,6 +124,28 @@ class AmqpBroker implements EventBroker {
     const forget = () => this.active.delete(run);
     run.then(forget, forget);
     return run;
+  }
+
+  /**
+   * Names that would change the routing key's words (`.` splits a word, `*` and `#` are
+   * wildcards to bindings), routing keys over AMQP's 255 bytes, bodies over
+   * max_message_bytes.
+   */
+  validate(message: OutboxMessage): string | undefined {
+    const refusal = nameRefusal(
+      message,
+      /[.*#\s]/u,
+      'an AMQP routing key word (no ".", "*", "#" or white space)',
+    );
+    if (refusal) return refusal;
+    const keyBytes = Buffer.byteLength(amqpRoutingKey(message));
+    if (keyBytes > 255) {
+      return `aggregate_type and event_type: the routing key "<aggregate_type>.<event_type>" is ${formatBytes(keyBytes)}, over AMQP's 255`;
+    }
+    const bytes = Buffer.byteLength(message.payload);
+    return bytes > this.config.maxMessageBytes
+      ? payloadTooLarge(bytes, this.config.maxMessageBytes, 'max_message_bytes')
+      : undefined;
   }
 
   /** A round trip on the channel: RabbitMQ confirms the exchange is still there. */
@@ -258,10 +287,11 @@ class AmqpSession {
     if (this.failure || !channel) return Promise.reject(this.failure ?? this.fail('no channel'));
     const body = Buffer.from(message.payload);
     if (body.length > this.config.maxMessageBytes) {
+      // The dispatcher's claim-time check (validate) keeps these away; a direct caller too.
       return Promise.resolve({
         ok: false,
         permanent: true,
-        error: `message of ${body.length} bytes exceeds max_message_bytes=${this.config.maxMessageBytes}`,
+        error: payloadTooLarge(body.length, this.config.maxMessageBytes, 'max_message_bytes'),
       });
     }
     return new Promise<PublishResult>((resolve, reject) => {

@@ -1,4 +1,5 @@
 import type { OutboxMessage } from '../events/cloudevents.js';
+import { clip, escapeControl } from '../text.js';
 
 /** What happened to one message of a batch. */
 export type PublishResult =
@@ -36,8 +37,46 @@ export interface EventBroker {
    * shows (in readiness, in the logs) and is recovered from before the next event.
    */
   check?(): Promise<void>;
+  /**
+   * Optional: why this broker can never take `message` as it is (a name its addressing
+   * cannot carry, a payload over a limit it knows), naming the field: `aggregate_type:
+   * "room.*" is not allowed in a NATS subject token`. Called when the row is claimed; a
+   * message it refuses is dead-lettered at once, since no retry can change the row.
+   */
+  validate?(message: OutboxMessage): string | undefined;
   /** Flushes what was accepted and releases the connection. */
   close(): Promise<void>;
 }
 
 export const published: PublishResult = Object.freeze({ ok: true });
+
+/** `512 bytes`, `2.0 MiB`: sizes in refusals. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+/** `payload: 2.0 MiB exceeds the server's max_payload (1.0 MiB)`. */
+export function payloadTooLarge(bytes: number, limit: number, limitName: string): string {
+  return `payload: ${formatBytes(bytes)} exceeds ${limitName} (${formatBytes(limit)})`;
+}
+
+/**
+ * The first of `aggregate_type` / `event_type` that holds a character `forbidden` matches,
+ * as a refusal naming it: `aggregate_type: "room.*>" is not allowed in a NATS subject
+ * token (no ".", "*", ">" or white space)`; undefined when both are fine.
+ */
+export function nameRefusal(
+  message: OutboxMessage,
+  forbidden: RegExp,
+  where: string,
+): string | undefined {
+  const names = { aggregate_type: message.aggregateType, event_type: message.eventType };
+  for (const [field, value] of Object.entries(names)) {
+    if (forbidden.test(value)) {
+      return `${field}: "${clip(escapeControl(value), 80)}" is not allowed in ${where}`;
+    }
+  }
+  return undefined;
+}

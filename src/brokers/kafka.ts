@@ -16,10 +16,11 @@ import type {
 } from '@platformatic/kafka';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
+import { clip, escapeControl } from '../text.js';
 import { withTimeout } from '../timeout.js';
+import { decodePercent, redactUrl } from '../url.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
 import type { BrokerUrlParams } from './names.js';
-import { redactUrl } from '../url.js';
 
 /** Everything a Kafka broker URL configures, validated. */
 export interface KafkaSettings {
@@ -101,13 +102,12 @@ class HeaderBytes {
 }
 
 const defaultPort = 9092;
-/** BrokerUrlParams keeps the setting name to itself; `broker` is what brokerFromUrl uses by default. */
-const setting = 'broker';
 /** Few, short retries inside the client: a longer outage is the dispatcher's backoff to handle. */
 const clientRetries = 3;
 const clientRetryDelayMs = 250;
 /** Kafka's legal topic characters; anything else in an aggregate or event type becomes `_`. */
 const illegalTopicCharacters = /[^a-zA-Z0-9._-]/g;
+const illegalTopicCharacter = /[^a-zA-Z0-9._-]/;
 
 /** Broker refusals that concern the message itself: sending it unchanged will fail again. */
 const permanentErrors = new Set([
@@ -134,9 +134,9 @@ export function createKafkaBroker(params: BrokerUrlParams, source: string): Even
 
 export function readKafkaSettings(params: BrokerUrlParams): KafkaSettings {
   const url = params.url;
-  const bootstrapServers = parseBootstrapServers(url.host);
+  const bootstrapServers = parseBootstrapServers(url.host, params.setting);
   const sasl = url.username
-    ? { username: safeDecode(url.username), password: safeDecode(url.password) }
+    ? { username: decodePercent(url.username), password: decodePercent(url.password) }
     : undefined;
   return {
     bootstrapServers,
@@ -164,8 +164,8 @@ export function readKafkaSettings(params: BrokerUrlParams): KafkaSettings {
  * WHATWG URL parser refuses `a:9092,b:9093` in a URL's authority, so the colons of every
  * host but the last may be written `%3A`.
  */
-function parseBootstrapServers(host: string): string[] {
-  return safeDecode(host)
+function parseBootstrapServers(host: string, setting: string): string[] {
+  return decodePercent(host)
     .split(',')
     .map((server) => {
       const match = /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9._-]+)(?::(\d{1,5}))?$/.exec(server.trim());
@@ -178,15 +178,6 @@ function parseBootstrapServers(host: string): string[] {
       }
       return `${match[1]}:${port}`;
     });
-}
-
-/** Percent-decoding that leaves a malformed escape for the host check to refuse. */
-function safeDecode(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
 }
 
 /** The topic of a message: the template filled in, illegal characters replaced. */
@@ -230,6 +221,8 @@ class KafkaBroker implements EventBroker {
   private clients: Clients | undefined;
   /** Topics created or found to exist; kept across reconnects, so each is created once. */
   private readonly knownTopics = new Set<string>();
+  /** Topics published to: one of these missing later has vanished, an outage, not a bad event. */
+  private readonly seenTopics = new Set<string>();
   /** Publishes run one at a time: a failed send resets the producer's sequence numbers. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly headerBytes = new HeaderBytes();
@@ -265,6 +258,27 @@ class KafkaBroker implements EventBroker {
       throw this.unavailable('cannot connect', error);
     }
     this.clients = { producer, admin, staleSequences: false };
+  }
+
+  /**
+   * Names the topic template uses that hold characters a topic name cannot (Kafka allows
+   * letters, digits, ".", "_" and "-"), and topics over Kafka's 249 characters.
+   */
+  validate(message: OutboxMessage): string | undefined {
+    const { topicTemplate } = this.settings;
+    const used = [
+      ['aggregate_type', '{aggregate_type}', message.aggregateType],
+      ['event_type', '{event_type}', message.eventType],
+    ] as const;
+    for (const [field, placeholder, value] of used) {
+      if (topicTemplate.includes(placeholder) && illegalTopicCharacter.test(value)) {
+        return `${field}: "${clip(escapeControl(value), 80)}" cannot be part of a Kafka topic name (letters, digits, ".", "_" and "-")`;
+      }
+    }
+    const topic = kafkaTopic(topicTemplate, message);
+    return topic.length > 249
+      ? `topic "${clip(topic, 80)}" is ${topic.length} characters, over Kafka's 249 (aggregate_type or event_type too long)`
+      : undefined;
   }
 
   /** A metadata request to the cluster, not answered from the client's cache. */
@@ -408,24 +422,33 @@ class KafkaBroker implements EventBroker {
           counts.set(topic, metadata.topics.get(topic)?.partitionsCount ?? 1);
         } catch (error) {
           if (isUnavailable(error)) throw this.unavailable('cannot read metadata', error);
-          this.knownTopics.delete(topic);
-          refused.set(topic, this.missingTopic(topic, error));
+          this.topicMissing(topic, error);
+          refused.set(topic, {
+            ok: false,
+            permanent: true,
+            error: `topic "${topic}" does not exist and create_topics=false: ${errorMessage(error)}`,
+          });
         }
       }),
     );
     return counts;
   }
 
-  private missingTopic(topic: string, error: unknown): PublishResult {
-    if (this.settings.createTopics) {
-      // Deleted after it was created here, or not visible yet: the next attempt creates it.
-      return { ok: false, permanent: false, error: `topic "${topic}": ${errorMessage(error)}` };
+  /**
+   * A topic the cluster does not know. Deleted while we run (created here, or published to
+   * before): an outage, not the events' fault, so it throws BrokerUnavailableError and no
+   * attempt is spent; the dispatcher's next try creates it again (create_topics=true) or
+   * waits until someone does. Returns only for a topic never seen with create_topics=false:
+   * those events are refused.
+   */
+  private topicMissing(topic: string, error: unknown): void {
+    const vanished = this.knownTopics.delete(topic) || this.seenTopics.has(topic);
+    if (this.settings.createTopics || vanished) {
+      const next = this.settings.createTopics
+        ? 'it is created again on the next try'
+        : 'create_topics=false: waiting for it to be created again';
+      throw this.unavailable(`topic "${topic}" is gone (${next})`, error);
     }
-    return {
-      ok: false,
-      permanent: true,
-      error: `topic "${topic}" does not exist and create_topics=false: ${errorMessage(error)}`,
-    };
   }
 
   /**
@@ -441,14 +464,34 @@ class KafkaBroker implements EventBroker {
   ): Promise<void> {
     try {
       await clients.producer.send({ messages: entries.map((entry) => entry.record) });
-      for (const entry of entries) results[entry.index] = published;
+      for (const entry of entries) {
+        results[entry.index] = published;
+        this.seenTopics.add(entry.record.topic);
+      }
       return;
     } catch (error) {
       clients.staleSequences = true;
       if (isUnavailable(error)) throw this.unavailable('publish failed', error);
+      // The client's cached metadata may still list a topic deleted since: ask afresh.
+      await this.checkTopicsExist(
+        clients.producer,
+        new Set(entries.map((entry) => entry.record.topic)),
+      );
       await this.restartSequences(clients);
       const again = settleFailedSend(error, entries, results, isolate);
       for (const entry of again) await this.produce(clients, [entry], results, false);
+    }
+  }
+
+  /** Throws (see topicMissing) if one of `topics` is no longer known to the cluster. */
+  private async checkTopicsExist(producer: KafkaProducer, topics: Set<string>): Promise<void> {
+    for (const topic of topics) {
+      try {
+        await producer.metadata({ topics: [topic], forceUpdate: true });
+      } catch (error) {
+        if (isUnavailable(error)) throw this.unavailable('cannot read metadata', error);
+        this.topicMissing(topic, error);
+      }
     }
   }
 

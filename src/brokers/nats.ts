@@ -28,9 +28,15 @@ import {
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
 import { binaryModeHeaders, bindingPrefix, type OutboxMessage } from '../events/cloudevents.js';
 import { withTimeout } from '../timeout.js';
-import { type EventBroker, type PublishResult, published } from './broker.js';
+import { decodePercent, redactUrl } from '../url.js';
+import {
+  type EventBroker,
+  nameRefusal,
+  type PublishResult,
+  payloadTooLarge,
+  published,
+} from './broker.js';
 import type { BrokerUrlParams } from './names.js';
-import { redactUrl } from '../url.js';
 
 /** Settings of the NATS JetStream broker, read from the broker URL's query parameters. */
 interface NatsSettings {
@@ -38,6 +44,8 @@ interface NatsSettings {
   server: string;
   /** The server URL without query and with credentials masked, for messages. */
   label: string;
+  /** The setting the URL came from, named in configuration errors. */
+  setting: string;
   user?: string;
   pass?: string;
   token?: string;
@@ -60,11 +68,12 @@ const NAME_HINT = 'letters, digits, _ or -';
 
 function readSettings(params: BrokerUrlParams): NatsSettings {
   const url = params.url;
-  const username = decodeCredential(url.username);
-  const password = decodeCredential(url.password);
+  const username = decodePercent(url.username);
+  const password = decodePercent(url.password);
   return {
     server: `${url.hostname || '127.0.0.1'}:${url.port || '4222'}`,
     label: serverLabel(url),
+    setting: params.setting,
     // A user without a password is a token, as in the nats CLI's URLs.
     ...(password ? { user: username, pass: password } : username ? { token: username } : {}),
     stream: params.string('stream', 'EDUPULSE', NAME, NAME_HINT),
@@ -75,21 +84,10 @@ function readSettings(params: BrokerUrlParams): NatsSettings {
   };
 }
 
-/** URL user info is percent-encoded; a stray `%` is taken literally rather than refused. */
-function decodeCredential(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
-}
-
 /** `nats://user:***@host:4222`: no query, no password, no token. */
 function serverLabel(url: URL): string {
   const bare = new URL(url.href);
   bare.search = '';
-  bare.hash = '';
-  if (bare.username && !bare.password) bare.username = '***';
   return redactUrl(bare.href).replace(/\/$/, '');
 }
 
@@ -433,6 +431,24 @@ class NatsBroker implements EventBroker {
     };
   }
 
+  /**
+   * Names that would change a subject's shape (`.` splits a token, `*` and `>` are
+   * wildcards to subscribers) and payloads over the server's max_payload.
+   */
+  validate(message: OutboxMessage): string | undefined {
+    const refusal = nameRefusal(
+      message,
+      /[.*>\s]/u,
+      'a NATS subject token (no ".", "*", ">" or white space)',
+    );
+    if (refusal) return refusal;
+    const limit = this.session?.nc.info?.max_payload;
+    const bytes = Buffer.byteLength(message.payload);
+    return limit && bytes > limit
+      ? payloadTooLarge(bytes, limit, "the NATS server's max_payload")
+      : undefined;
+  }
+
   /** A PING/PONG round trip on the connection. */
   async check(): Promise<void> {
     await this.liveSession().nc.flush();
@@ -541,7 +557,7 @@ class NatsBroker implements EventBroker {
         info = error.code === 10058 ? await streamInfo(jsm, stream) : undefined;
         if (!info) {
           throw new ConfigError(
-            'broker',
+            this.settings.setting,
             `cannot create NATS stream "${stream}" over "${subject}": ${errorMessage(error)}`,
             { cause: error },
           );
@@ -551,7 +567,7 @@ class NatsBroker implements EventBroker {
     const subjects = info.config.subjects ?? [];
     if (!subjects.some((filter) => captures(filter, publishedTo))) {
       throw new ConfigError(
-        'broker',
+        this.settings.setting,
         `NATS stream "${stream}" exists but does not capture "${publishedTo}" (its subjects: ${
           subjects.join(', ') || 'none'
         }); choose another stream= or subject_prefix=, or add "${subject}" to the stream`,
@@ -627,13 +643,17 @@ class NatsBroker implements EventBroker {
     if (causedBy(error, InvalidSubjectError) || causedBy(error, PermissionViolationError)) {
       return refused(`${reason} (subject ${subject})`);
     }
-    if (causedBy(error, NoRespondersError)) {
-      return refused(`no stream captures subject ${subject} (no responders)`);
-    }
     const api = causedBy(error, JetStreamApiError);
+    if (causedBy(error, NoRespondersError) || api?.code === 10059) {
+      // The stream is gone (deleted while we run) or has no leader: not the event's fault.
+      // The dispatcher reconnects, and connecting creates the stream again if it is missing.
+      return {
+        unavailable: `no stream captures subject ${subject} (stream ${stream} deleted or without a leader)`,
+      };
+    }
     if (api) {
-      // 10054: larger than the stream's max_msg_size; 10059: the stream was deleted.
-      const permanent = api.code === 10054 || api.code === 10059;
+      // 10054: larger than the stream's max_msg_size.
+      const permanent = api.code === 10054;
       return { ok: false, error: `stream ${stream}: ${api.message} (code ${api.code})`, permanent };
     }
     if (!session.link.up) return { unavailable: session.link.reason };

@@ -25,7 +25,10 @@ export interface Statements {
    * starts between the two statements delays nothing it should not.
    */
   outboxClaimNoneRetrying: string;
-  /** $1: published seqs; $2: JSON [{seq, error, delay_ms}] to retry; $3: JSON [{seq, error}] to dead-letter. */
+  /**
+   * $1: published seqs; $2: JSON [{seq, error, delay_ms}] to retry; $3: JSON [{seq, error,
+   * attempts}] to dead-letter, with the attempts to record.
+   */
   outboxSettle: string;
   /**
    * $1: schema name. The sequence's last value, the write bounds open transactions
@@ -92,13 +95,14 @@ LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 2
   WHERE o.seq = r.seq
 ), dead AS (
   DELETE FROM ${s}.outbox o
-  USING json_to_recordset($3::text::json) AS d(seq bigint, error text)
+  USING json_to_recordset($3::text::json) AS d(seq bigint, error text, attempts integer)
   WHERE o.seq = d.seq
-  RETURNING o.*, d.error
+  RETURNING o.seq, o.id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers,
+    o.partition, o.occurred_at, d.attempts, d.error
 )
 INSERT INTO ${s}.outbox_dead_letter
   (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition, occurred_at, attempts, last_error)
-SELECT seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition, occurred_at, attempts + 1, error
+SELECT seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition, occurred_at, attempts, error
 FROM dead`,
 
     outboxBacklog: `SELECT count(*)::int AS pending,
@@ -180,7 +184,11 @@ function claim(s: string, checks: { deadLetterHold: boolean; retryCheck: boolean
 )
 SELECT c.seq::text AS seq, c.id::text AS id, c.aggregate_type, c.aggregate_id, c.event_type,
   c.payload::text AS payload, c.headers::text AS headers, c.partition,
-  to_char(c.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
+  -- RFC 3339 where a CloudEvent can carry the time; PostgreSQL's own text (infinity, a BC
+  -- date, year 10000) where it cannot, so the check at claim time can say why.
+  CASE WHEN c.occurred_at >= '0001-01-01 00:00:00+00' AND c.occurred_at < '10000-01-01 00:00:00+00'
+    THEN to_char(c.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    ELSE c.occurred_at::text END AS occurred_at,
   c.attempts
 FROM candidates c
 WHERE (SELECT count(*) FROM ${s}.outbox w WHERE ${sameAggregateBefore('w', 'c')}) = c.earlier_claimed

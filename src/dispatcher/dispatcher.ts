@@ -10,29 +10,19 @@ import {
 } from '../errors.js';
 import type { OutboxMessage } from '../events/cloudevents.js';
 import { publishTraced } from '../observability/tracing.js';
+import { clip } from '../text.js';
 import { withTimeout } from '../timeout.js';
 import { backoffDelayMs, Wakeup } from './backoff.js';
 import { type BatchOutcome, publishInRounds } from './batch.js';
+import { databaseWork, isDatabaseError, markDatabaseErrors } from './database-errors.js';
 import { readWriteHorizon } from './horizon.js';
+import { type ClaimedRow, toMessage } from './message.js';
 import {
   type DispatcherOptions,
   type ResolvedDispatcherOptions,
   resolveDispatcherOptions,
 } from './options.js';
 import { PartitionOwnership } from './ownership.js';
-
-interface ClaimedRow {
-  seq: string;
-  id: string;
-  aggregate_type: string;
-  aggregate_id: string;
-  event_type: string;
-  payload: string;
-  headers: string;
-  partition: number;
-  occurred_at: string;
-  attempts: number;
-}
 
 export interface BatchReport {
   claimed: number;
@@ -68,7 +58,11 @@ export interface DispatcherHealth {
   lastRoundAt: number;
   brokerConnected: boolean;
   /** The outage behind the current backoff, or the error that stopped the loop. */
-  problem?: { target: 'broker' | 'database' | 'configuration'; message: string };
+  problem?: {
+    /** `internal`: an unexpected error of the dispatcher itself (a bug), retried like an outage. */
+    target: 'broker' | 'database' | 'configuration' | 'internal';
+    message: string;
+  };
 }
 
 /**
@@ -95,22 +89,9 @@ export interface Dispatcher extends EventEmitter {
   readonly stats: Readonly<DispatcherStats>;
 }
 
-function toMessage(row: ClaimedRow): OutboxMessage {
-  return {
-    id: row.id,
-    seq: row.seq,
-    aggregateType: row.aggregate_type,
-    aggregateId: row.aggregate_id,
-    eventType: row.event_type,
-    payload: row.payload,
-    headers: JSON.parse(row.headers) as Record<string, string>,
-    partition: Number(row.partition),
-    occurredAt: row.occurred_at,
-    attempts: Number(row.attempts),
-  };
-}
-
 const FULL_SCAN = '0';
+/** Longest `last_error` stored. */
+const MAX_ERROR_CHARS = 2000;
 const nextSeq = (seq: string | undefined) => (seq ? String(BigInt(seq) + 1n) : FULL_SCAN);
 
 /**
@@ -224,7 +205,9 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
   }
 
   private async partitionCount(): Promise<number> {
-    this.partitions ??= await readPartitionCount(this.options.db, this.options.schema);
+    this.partitions ??= await databaseWork(
+      readPartitionCount(this.options.db, this.options.schema),
+    );
     return this.partitions;
   }
 
@@ -354,21 +337,31 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         }
         const delay = backoffDelayMs(failures, retryBaseDelayMs, retryMaxDelayMs);
         failures++;
-        const target = error instanceof BrokerUnavailableError ? 'broker' : 'database';
+        const target =
+          error instanceof BrokerUnavailableError
+            ? 'broker'
+            : isDatabaseError(error)
+              ? 'database'
+              : 'internal';
         if (target === 'broker' && this.brokerConnected) {
           this.brokerConnected = false;
           await this.options.broker.close().catch(() => {});
         }
-        logger.warn(
-          {
-            err: errorMessage(error),
-            target,
-            attempt: failures,
-            retryInMs: delay,
-            lane: lane.index,
-          },
-          `${target} unavailable; retrying`,
-        );
+        const fields = {
+          err: errorMessage(error),
+          target,
+          attempt: failures,
+          retryInMs: delay,
+          lane: lane.index,
+        };
+        if (target === 'internal') {
+          logger.error(
+            { ...fields, stack: error instanceof Error ? error.stack : undefined },
+            'unexpected error in the dispatcher; retrying',
+          );
+        } else {
+          logger.warn(fields, `${target} unavailable; retrying`);
+        }
         this.emit('unavailable', { target, error, retryInMs: delay });
         lane.enter('backoff', { target, message: errorMessage(error) });
         await lane.stopRequested.sleep(delay);
@@ -422,7 +415,7 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     const { db, batchSize, logger } = this.options;
     if (partitions.length === 0)
       return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
-    const settled = await db.transaction(async (tx) => {
+    const settled = await markDatabaseErrors(db, async (tx) => {
       const count = await this.partitionCount();
       const horizon = await readWriteHorizon(tx, this.sql, this.options.schema, count);
       const claim =
@@ -439,8 +432,15 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
         horizon.bounds,
       ]);
       if (rows.length === 0) return undefined;
-      const outcome = await publishInRounds(this.options.broker, rows.map(toMessage), (round) =>
-        publishTraced(this.options.broker.name, round, (traced) => this.publishWithTimeout(traced)),
+      const { messages, problems } = this.check(rows);
+      const outcome = await publishInRounds(
+        this.options.broker,
+        messages,
+        (round) =>
+          publishTraced(this.options.broker.name, round, (traced) =>
+            this.publishWithTimeout(traced),
+          ),
+        problems,
       );
       const acknowledgedAt = Date.now();
       return {
@@ -453,14 +453,14 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     if (!settled) return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
     // Reported only once committed: a rolled-back batch dead-lettered nothing.
     const { dead, retriedMessages, lastSeq, outcome, acknowledgedAt, ...report } = settled;
-    for (const { message, error } of dead) {
+    for (const { message, error, attempts } of dead) {
       logger.warn(
         {
           id: message.id,
-          eventType: message.eventType,
-          aggregateId: message.aggregateId,
-          attempts: message.attempts + 1,
-          err: error,
+          eventType: clip(message.eventType),
+          aggregateId: clip(message.aggregateId),
+          attempts,
+          err: clip(error, 1000),
         },
         'event dead-lettered',
       );
@@ -481,6 +481,31 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     return { ...report, lastSeq };
   }
 
+  /**
+   * The claimed rows as messages, and by seq why a row can never be published: unfit as a
+   * CloudEvent (toMessage), or unfit for this broker (its `validate`).
+   */
+  private check(rows: readonly ClaimedRow[]): {
+    messages: OutboxMessage[];
+    problems: Map<string, string>;
+  } {
+    const { broker } = this.options;
+    const messages: OutboxMessage[] = [];
+    const problems = new Map<string, string>();
+    for (const row of rows) {
+      const { message, problem } = toMessage(row);
+      messages.push(message);
+      let refusal = problem;
+      try {
+        refusal ??= broker.validate?.(message);
+      } catch {
+        // A check that throws decides nothing: publishing will tell.
+      }
+      if (refusal) problems.set(message.seq, refusal);
+    }
+    return { messages, problems };
+  }
+
   private publishWithTimeout(round: readonly OutboxMessage[]) {
     const { broker, publishTimeoutMs } = this.options;
     return withTimeout(
@@ -497,19 +522,24 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
     outcome: BatchOutcome,
   ): Promise<
     BatchReport & {
-      dead: { message: OutboxMessage; error: string }[];
+      dead: { message: OutboxMessage; error: string; attempts: number }[];
       retriedMessages: { message: OutboxMessage; error: string }[];
     }
   > {
     const { maxAttempts, retryBaseDelayMs, retryMaxDelayMs, logger } = this.options;
     const retry: { seq: string; error: string; delay_ms: number }[] = [];
-    const dead: { seq: string; error: string }[] = [];
-    const deadMessages: { message: OutboxMessage; error: string }[] = [];
+    const dead: { seq: string; error: string; attempts: number }[] = [];
+    const deadMessages: { message: OutboxMessage; error: string; attempts: number }[] = [];
     const retriedMessages: { message: OutboxMessage; error: string }[] = [];
-    for (const { message, error, permanent } of outcome.failed) {
-      if (message.attempts + 1 >= maxAttempts) {
-        dead.push({ seq: message.seq, error });
-        deadMessages.push({ message, error });
+    for (const failure of outcome.failed) {
+      const { message, permanent, invalid } = failure;
+      // Stored and logged: a reason quoting a whole payload or id would bury the point.
+      const error = clip(failure.error, MAX_ERROR_CHARS);
+      if (invalid || message.attempts + 1 >= maxAttempts) {
+        // A row unfit to publish was never sent: its attempts stay as they were.
+        const attempts = invalid ? message.attempts : message.attempts + 1;
+        dead.push({ seq: message.seq, error, attempts });
+        deadMessages.push({ message, error, attempts });
       } else {
         retriedMessages.push({ message, error });
         retry.push({
@@ -518,12 +548,12 @@ class OutboxDispatcher extends EventEmitter implements Dispatcher {
           delay_ms: backoffDelayMs(message.attempts, retryBaseDelayMs, retryMaxDelayMs),
         });
         if (permanent)
-          logger.debug({ id: message.id, err: error }, 'broker refused event; will retry');
+          logger.debug({ id: message.id, err: clip(error) }, 'broker refused event; will retry');
       }
     }
     if (retry.length > 0) {
       logger.warn(
-        { failed: retry.length, err: retry[0]?.error },
+        { failed: retry.length, err: clip(retry[0]?.error ?? '') },
         'publish failed; events will be retried',
       );
     }

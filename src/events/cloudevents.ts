@@ -43,12 +43,17 @@ export function cloudEventAttributes(
   return attributes;
 }
 
-/** A CloudEvent in structured JSON mode, one line; `data` is the stored payload, not re-encoded. */
+/**
+ * A CloudEvent in structured JSON mode, one line; `data` is the stored payload byte for
+ * byte (big numbers, duplicate keys and key order as written), except that line breaks
+ * are removed so the event stays on one line. That is safe on JSON as PostgreSQL stores
+ * it: a raw line break can only stand between tokens (inside a string it must be
+ * escaped), and two tokens a line break separated never run together.
+ */
 export function structuredCloudEvent(message: OutboxMessage, source: string): string {
   const attributes = JSON.stringify(cloudEventAttributes(message, source));
-  // A payload written by hand may be pretty-printed; one event stays on one line.
   const data = /[\r\n]/.test(message.payload)
-    ? JSON.stringify(JSON.parse(message.payload))
+    ? message.payload.replace(/[\r\n]+/g, '')
     : message.payload;
   return `${attributes.slice(0, -1)},"data":${data}}`;
 }

@@ -15,6 +15,7 @@ import {
 } from '../helpers/amqp.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
+import { badInputSuite } from './bad-input.js';
 import { type BrokerHarness, brokerConformance } from './conformance.js';
 
 const SOURCE = '/edupulse/test';
@@ -53,6 +54,7 @@ const harness: BrokerHarness = {
 };
 
 brokerConformance(harness);
+badInputSuite(harness);
 
 function outboxMessage(overrides: Partial<OutboxMessage> = {}): OutboxMessage {
   const id = randomUUID();
@@ -130,6 +132,19 @@ describe('amqp broker', () => {
       withAmqpChannel((ch) => ch.assertExchange(exchange, 'fanout', { durable: true })),
     ).rejects.toThrow(/PRECONDITION_FAILED - inequivalent arg 'type'/);
     await withAmqpChannel((ch) => ch.assertExchange(exchange, 'topic', { durable: true }));
+  });
+
+  it('an exchange deleted while connected is an outage; connecting again declares it', async () => {
+    const exchange = exchangeForTest();
+    const broker = await connected(brokerUrl({ exchange, accept_unroutable: 'true' }));
+    expect(await broker.publish([outboxMessage()])).toEqual([{ ok: true }]);
+    await deleteExchange(exchange);
+    const error = await broker.publish([outboxMessage()]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(String(error)).toContain('NOT_FOUND');
+    await broker.connect();
+    expect(await broker.publish([outboxMessage()])).toEqual([{ ok: true }]);
+    await withAmqpChannel((ch) => ch.checkExchange(exchange));
   });
 
   it('sends persistent binary-mode CloudEvents, routed by aggregate and event type', async () => {
@@ -222,7 +237,7 @@ describe('amqp broker', () => {
     expect(results[0]).toMatchObject({
       ok: false,
       permanent: true,
-      error: expect.stringMatching(/exceeds max_message_bytes=100/),
+      error: expect.stringMatching(/exceeds max_message_bytes \(100 bytes\)/),
     });
     expect(results[1]).toEqual({ ok: true });
     await waitFor('the small message', () => received.received.length === 1);

@@ -22,6 +22,7 @@ import {
   uniqueName,
 } from '../helpers/kafka.js';
 import { waitFor } from '../helpers/wait.js';
+import { badInputSuite } from './bad-input.js';
 import { type BrokerHarness, brokerConformance } from './conformance.js';
 
 const source = '/edupulse/test';
@@ -66,6 +67,7 @@ const harness: BrokerHarness = {
 };
 
 brokerConformance(harness);
+badInputSuite(harness);
 
 let seq = 0;
 function message(aggregateType: string, aggregateId: string, payload: unknown): OutboxMessage {
@@ -210,6 +212,40 @@ describe('kafka broker', () => {
     expect(String((error as Error).message)).toContain('kafka://user:***@127.0.0.1:1');
     expect(String((error as Error).message)).not.toContain('s3cret');
     expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it('a topic deleted while running is an outage, created again on the next try', async () => {
+    const broker = await connected();
+    expect(await broker.publish([message('vanish', 'v-1', { n: 1 })])).toEqual([{ ok: true }]);
+    await deleteTestResources(`${prefix}.vanish`);
+    const error = await broker.publish([message('vanish', 'v-1', { n: 2 })]).catch((e) => e);
+    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(String(error)).toMatch(/topic "[^"]+\.vanish" is gone \(it is created again/);
+    // The dispatcher closes and connects again after an outage; the topic comes back.
+    await broker.close();
+    await broker.connect();
+    expect(await broker.publish([message('vanish', 'v-1', { n: 3 })])).toEqual([{ ok: true }]);
+    const admin = testAdmin();
+    try {
+      expect(await admin.listTopics()).toContain(`${prefix}.vanish`);
+    } finally {
+      await admin.close();
+    }
+  });
+
+  it('with create_topics=false a topic that vanished is an outage, not a refusal', async () => {
+    const admin = testAdmin();
+    try {
+      await admin.createTopics({ topics: [`${prefix}.gone`], partitions: 1, replicas: 1 });
+    } finally {
+      await admin.close();
+    }
+    const broker = await connected('&create_topics=false');
+    expect(await broker.publish([message('gone', 'g-1', { n: 1 })])).toEqual([{ ok: true }]);
+    await deleteTestResources(`${prefix}.gone`);
+    const error = await broker.publish([message('gone', 'g-1', { n: 2 })]).catch((e) => e);
+    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(String(error)).toContain('create_topics=false: waiting for it to be created again');
   });
 
   it('publishes to a topic that exists when create_topics=false, refuses a missing one', async () => {

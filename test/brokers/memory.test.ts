@@ -1,6 +1,7 @@
 import { MemoryBroker } from '../../src/brokers/memory.js';
 import { BrokerUnavailableError } from '../../src/errors.js';
 import { binaryModeHeaders, bindingPrefix } from '../../src/events/cloudevents.js';
+import { badInputSuite } from './bad-input.js';
 import { type BrokerHarness, brokerConformance, type ReceivedMessage } from './conformance.js';
 
 // The memory broker "server": one list of accepted messages, a switch for outages and a
@@ -78,3 +79,4 @@ const harness: BrokerHarness = {
 };
 
 brokerConformance(harness);
+badInputSuite(harness);

@@ -13,6 +13,8 @@ import { brokerFromUrl } from '../../src/brokers/index.js';
 import { headerValue } from '../../src/brokers/nats.js';
 import { BrokerUnavailableError, ConfigError } from '../../src/errors.js';
 import type { OutboxMessage } from '../../src/events/cloudevents.js';
+import { createDispatcher } from '../../src/index.js';
+import { createPgTestSchema } from '../helpers/db.js';
 import {
   consumeStream,
   createStream,
@@ -22,6 +24,7 @@ import {
 } from '../helpers/nats-consumer.js';
 import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
 import { waitFor } from '../helpers/wait.js';
+import { badInputSuite } from './bad-input.js';
 import { type BrokerHarness, brokerConformance } from './conformance.js';
 
 /** The machine's NATS, shared with other test files. */
@@ -29,6 +32,11 @@ const SHARED_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
 const SOURCE = '/edupulse/test';
 /** The private server's limit, so a refused message need not be megabytes. */
 const MAX_PAYLOAD = 64 * 1024;
+/**
+ * The conformance streams' limit: a message over it reaches the server and is refused
+ * there (a payload over max_payload is refused before sending, at claim time).
+ */
+const MAX_MSG_SIZE = 4 * 1024;
 
 let privateServer: Promise<PrivateNatsServer> | undefined;
 /** This file's own server, started on first use: the conformance outages stop it. */
@@ -52,7 +60,7 @@ const harness: BrokerHarness = {
     const { stream, prefix } = names();
     // Declared up front, as an operator would: the consumer starts before the broker connects.
     // The broker creating a missing stream is tested below.
-    await createStream(server.url, stream, [`${prefix}.>`]);
+    await createStream(server.url, stream, [`${prefix}.>`], { max_msg_size: MAX_MSG_SIZE });
     return {
       broker: () =>
         brokerFromUrl(`${server.url}?stream=${stream}&subject_prefix=${prefix}`, {
@@ -61,8 +69,8 @@ const harness: BrokerHarness = {
       consume: () => consumeStream(server.url, stream),
       refused: {
         aggregateType: 'lesson',
-        payload: JSON.stringify({ blob: 'x'.repeat(MAX_PAYLOAD) }),
-        reason: /max_payload size exceeded/,
+        payload: JSON.stringify({ blob: 'x'.repeat(MAX_MSG_SIZE) }),
+        reason: /message size exceeds maximum allowed \(code 10054\)/,
       },
       outage: { stop: () => server.stop(), start: () => server.start() },
       cleanup: () => deleteStream(server.url, stream),
@@ -71,6 +79,7 @@ const harness: BrokerHarness = {
 };
 
 brokerConformance(harness);
+badInputSuite(harness);
 
 let seq = 0;
 function message(overrides: Partial<OutboxMessage> = {}): OutboxMessage {
@@ -193,16 +202,59 @@ describe('nats broker', () => {
     expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(50);
   });
 
-  it('fails a message permanently when its stream is gone', async () => {
+  it('a dispatcher whose stream is deleted mid-run creates it again; nothing is dead-lettered', async () => {
+    const { stream, prefix } = names();
+    const pg = await createPgTestSchema('nats_vanish');
+    cleanups.push(
+      () => pg.drop(),
+      () => deleteStream(SHARED_URL, stream),
+    );
+    const insert = (from: number, count: number) =>
+      pg.db.query(
+        `INSERT INTO "${pg.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+         SELECT 'lesson', 'l-' || (i % 10), 'lesson-published', json_build_object('n', i)
+         FROM generate_series($1::int, $2::int) AS i ORDER BY i`,
+        [from, from + count - 1],
+      );
+    const pending = async () =>
+      (await pg.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${pg.schema}".outbox`))
+        .rows[0]?.n;
+    const dispatcher = createDispatcher({
+      db: pg.db,
+      broker: brokerFromUrl(`${SHARED_URL}?stream=${stream}&subject_prefix=${prefix}`, {
+        source: SOURCE,
+      }),
+      schema: pg.schema,
+      pollIntervalMs: 50,
+      retryBaseDelayMs: 100,
+      retryMaxDelayMs: 500,
+      maxAttempts: 2,
+    });
+    cleanups.push(() => dispatcher.stop());
+    await insert(1, 100);
+    await dispatcher.start();
+    await waitFor('the first events', async () => (await pending()) === 0);
+    await deleteStream(SHARED_URL, stream);
+    await insert(101, 100);
+    await waitFor('the later events', async () => (await pending()) === 0, { timeoutMs: 20_000 });
+    const { rows } = await pg.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM "${pg.schema}".outbox_dead_letter`,
+    );
+    expect(rows[0]?.n).toBe(0);
+    expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(100);
+  });
+
+  it('a stream deleted while connected is an outage; connecting again creates it', async () => {
     const { broker, stream, prefix } = fresh();
     await broker.connect();
     await deleteStream(SHARED_URL, stream);
-    const [result] = await broker.publish([message()]);
-    expect(result).toEqual({
-      ok: false,
-      permanent: true,
-      error: `no stream captures subject ${prefix}.lesson.lesson-published (no responders)`,
-    });
+    const error = await broker.publish([message()]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(String(error)).toContain(`no stream captures subject ${prefix}.lesson.lesson-published`);
+    await broker.close();
+    await broker.connect();
+    expect(await broker.publish([message()])).toEqual([{ ok: true }]);
+    expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(1);
   });
 
   it('fails a message retryably when a live server sends no PubAck in time', async () => {

@@ -21,9 +21,14 @@ export async function withConnection<T>(url: string, use: (nc: NatsConnection) =
   }
 }
 
-export const createStream = (url: string, stream: string, subjects: string[]) =>
+export const createStream = (
+  url: string,
+  stream: string,
+  subjects: string[],
+  limits: { max_msg_size?: number } = {},
+) =>
   withConnection(url, async (nc) => {
-    await (await jetstreamManager(nc)).streams.add({ name: stream, subjects });
+    await (await jetstreamManager(nc)).streams.add({ name: stream, subjects, ...limits });
   });
 
 export const deleteStream = (url: string, stream: string) =>

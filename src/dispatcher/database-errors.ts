@@ -1,0 +1,58 @@
+import type { Database, TransactionExecutor } from '../db/database.js';
+
+/**
+ * Which errors came from the database. The loop reports "database unavailable" only for
+ * these; anything else thrown in a batch is the dispatcher's own fault and said so, so an
+ * odd row or a bug is never mistaken for an outage (and never hidden behind one).
+ */
+const fromDatabase = new WeakSet<object>();
+
+function mark(error: unknown): unknown {
+  if (typeof error === 'object' && error !== null) fromDatabase.add(error);
+  return error;
+}
+
+export function isDatabaseError(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && fromDatabase.has(error);
+}
+
+/** `work`, with what it rejects with marked as a database error. */
+export async function databaseWork<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    throw mark(error);
+  }
+}
+
+/**
+ * `db.transaction(fn)` where the statements of `tx`, and BEGIN, COMMIT and getting a
+ * connection, throw marked errors; what `fn` throws of its own stays unmarked.
+ */
+export async function markDatabaseErrors<T>(
+  db: Database,
+  fn: (tx: TransactionExecutor) => Promise<T>,
+): Promise<T> {
+  let bodyError: unknown;
+  let bodyFailed = false;
+  try {
+    return await db.transaction(async (tx) => {
+      const marked: TransactionExecutor = {
+        query<R>(text: string, values?: readonly unknown[]) {
+          return databaseWork(tx.query<R>(text, values));
+        },
+        exec: (sql) => databaseWork(tx.exec(sql)),
+      };
+      try {
+        return await fn(marked);
+      } catch (error) {
+        bodyFailed = true;
+        bodyError = error;
+        throw error;
+      }
+    });
+  } catch (error) {
+    if (!bodyFailed || error !== bodyError) mark(error);
+    throw error;
+  }
+}
