@@ -23,12 +23,37 @@ export {
   retryDeadLetters,
   showDeadLetter,
 } from './admin/dead-letters.js';
-export type { EventBroker, PublishResult } from './brokers/broker.js';
+export {
+  type BacklogShare,
+  type DispatcherOwnership,
+  type OutboxStatus,
+  outboxStatus,
+} from './admin/status.js';
+export { type AmqpSettings, amqpSettings } from './brokers/amqp/settings.js';
+export type { EventBroker, OutboxMessage, PublishResult } from './brokers/broker.js';
+export {
+  binaryModeHeaders,
+  bindingPrefix,
+  cloudEventAttributes,
+  structuredCloudEvent,
+} from './brokers/cloudevents.js';
 export { brokerFromUrl } from './brokers/index.js';
+export { type KafkaSettings, kafkaSettings } from './brokers/kafka/settings.js';
 export { LogBroker, type LogBrokerOptions } from './brokers/log.js';
 export { MemoryBroker, type MemoryBrokerOptions } from './brokers/memory.js';
+export { type NatsSettings, natsSettings } from './brokers/nats/settings.js';
+export {
+  BrokerUnavailableError,
+  ConfigError,
+  OutboxError,
+  SchemaVersionError,
+  ValidationError,
+} from './common/errors.js';
+export type { Logger } from './common/logger.js';
+export { redactUrl } from './common/url.js';
 export type { Database, DatabaseSession, TransactionExecutor } from './db/database.js';
 export { type Executor, type TransactionLike, toExecutor } from './db/executor.js';
+export { notifyChannel } from './db/identifier.js';
 export {
   assertSchemaCurrent,
   loadMigrations,
@@ -43,26 +68,18 @@ export {
 } from './db/migrate.js';
 export { type PgDatabaseOptions, pgDatabase } from './db/pg.js';
 export { pgliteDatabase } from './db/pglite.js';
-export {
-  type BatchReport,
-  createDispatcher,
-  type Dispatcher,
-  type DispatcherStats,
-} from './dispatcher/dispatcher.js';
+export { createDispatcher, type Dispatcher } from './dispatcher/dispatcher.js';
+export type {
+  BatchReport,
+  DeadLetterEvent,
+  DispatcherEvents,
+  DispatcherStats,
+  SettledBatch,
+  UnavailableEvent,
+} from './dispatcher/events.js';
+export type { DispatcherHealth } from './dispatcher/health.js';
 export type { DispatcherOptions } from './dispatcher/options.js';
-export {
-  type BacklogShare,
-  type DispatcherOwnership,
-  type OutboxStatus,
-  outboxStatus,
-} from './dispatcher/status.js';
-export {
-  BrokerUnavailableError,
-  ConfigError,
-  OutboxError,
-  SchemaVersionError,
-  ValidationError,
-} from './errors.js';
+export { dispatcherSettings, type WholeNumberSetting } from './dispatcher/settings.js';
 export {
   catalogue,
   EnrollmentCreated,
@@ -71,16 +88,10 @@ export {
   QuizSubmitted,
 } from './events/catalogue.js';
 export {
-  cloudEventAttributes,
-  type OutboxMessage,
-  structuredCloudEvent,
-} from './events/cloudevents.js';
-export {
   defineEvent,
   type EventDefinition,
   type EventOptions,
   type EventSpec,
   type OutboxEvent,
 } from './events/define.js';
-export type { Logger } from './observability/logger.js';
 export { createOutbox, type Outbox, type OutboxOptions } from './outbox/outbox.js';

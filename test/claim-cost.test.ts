@@ -5,11 +5,11 @@
  * EXPLAIN (ANALYZE, BUFFERS), never timed.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { seqArray, statements } from '../src/db/statements.js';
+import { pgArray, statements } from '../src/db/sql/index.js';
 import { createPgTestSchema, type TestSchema } from './helpers/db.js';
 
 const BATCH = 500;
-const ALL = seqArray(Array.from({ length: 64 }, (_, p) => p));
+const ALL = pgArray(Array.from({ length: 64 }, (_, p) => p));
 
 interface PlanNode {
   'Actual Rows': number;

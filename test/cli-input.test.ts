@@ -7,8 +7,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseTime } from '../src/cli/settings.js';
+import { escapeControl, jsonForTerminal } from '../src/common/text.js';
 import { ConfigError, createOutbox } from '../src/index.js';
-import { escapeControl, jsonForTerminal } from '../src/text.js';
 import { killChildren, lines, runCli, stackLines } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
 

@@ -3,9 +3,12 @@
  * (exit 2, one line naming the setting, no stack unless --verbose, no password), and the
  * flag → environment → default order of settings.
  */
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
@@ -101,11 +104,6 @@ describe('a bad setting', () => {
       ['run', '--database-url', PG_URL, '--batches-in-flight', '17'],
       'batches-in-flight',
     );
-  });
-
-  it('bench: an unknown scenario', async () => {
-    const stderr = await expectBadSetting(['bench', '--only', 'drain-noop,drain-fast'], 'only');
-    expect(stderr).toContain('drain-fast');
   });
 
   it('an unknown broker scheme', async () => {
@@ -277,13 +275,44 @@ describe('settings from the environment', () => {
   });
 });
 
+/**
+ * The benchmark runner lives beside the package (bench/), built here from its sources
+ * so the tests run the current code; it reaches the package by its name, as users do.
+ */
 describe('bench', () => {
+  const benchDir = fileURLToPath(new URL('../bench/', import.meta.url));
+
+  beforeAll(async () => {
+    const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+    const built = await runProcess(
+      process.execPath,
+      [tsc, '-p', join(benchDir, 'tsconfig.json')],
+      60_000,
+    );
+    expect(built.code, built.stdout + built.stderr).toBe(0);
+  });
+
+  /** `node bench/dist/run.js <args>` to completion, without the CLI's environment settings. */
+  function runBench(args: readonly string[]) {
+    return runProcess(process.execPath, [join(benchDir, 'dist/run.js'), ...args], 30_000);
+  }
+
+  it('an unknown scenario exits 2 naming the setting', async () => {
+    const result = await runBench(['--only', 'drain-noop,drain-fast']);
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(stackLines(result.stderr)).toEqual([]);
+    const errorLines = lines(result.stderr);
+    expect(errorLines, result.stderr).toHaveLength(1);
+    expect(errorLines[0]).toContain('only');
+    expect(errorLines[0]).toContain('drain-fast');
+  });
+
   it('writes the report the README describes, and leaves no schema behind', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edupulse-bench-'));
     const out = join(dir, 'latest.json');
     const schemasBefore = await benchSchemas();
-    const result = await runCli([
-      'bench',
+    const result = await runBench([
       '--quick',
       '--only',
       'drain-noop',
@@ -309,6 +338,8 @@ describe('bench', () => {
     expect(Number.isNaN(Date.parse(report.date))).toBe(false);
     expect(report.versions).toMatchObject({ node: process.versions.node });
     expect(report.versions.postgresql).toMatch(/^\d+/);
+    expect(report.versions['edupulse-outbox']).toMatch(/^\d+\.\d+\.\d+/);
+    expect(report.versions.pg).toMatch(/^\d+\.\d+\.\d+/);
     expect(report.scenarios.map((s) => s.name)).toEqual(['drain-noop']);
     const [noop] = report.scenarios;
     expect(noop?.events_per_s).toBeGreaterThan(0);
@@ -319,6 +350,23 @@ describe('bench', () => {
     expect(typeof noop?.met).toBe('boolean');
     expect(result.stdout).toContain('| drain-noop |');
     expect(await benchSchemas()).toEqual(schemasBefore);
+  });
+
+  it('is no command of the CLI, and no part of the package', async () => {
+    const cli = await runCli(['bench', '--only', 'drain-noop']);
+    expect(cli.code).toBe(2);
+    // What `npm pack` would ship from the dist/ this test run built (no scripts: a pack
+    // would rebuild dist/ under the other test files).
+    const pack = await runProcess(
+      'npm',
+      ['pack', '--dry-run', '--json', '--ignore-scripts'],
+      30_000,
+    );
+    expect(pack.code, pack.stderr).toBe(0);
+    const [packed] = JSON.parse(pack.stdout) as { files: { path: string }[] }[];
+    const paths = packed?.files.map((file) => file.path) ?? [];
+    expect(paths).toContain('dist/index.js');
+    expect(paths.filter((path) => /(^|\/)bench(\/|\.)/.test(path))).toEqual([]);
   });
 });
 
@@ -332,4 +380,27 @@ async function benchSchemas(): Promise<string[]> {
   } finally {
     await t.drop();
   }
+}
+
+/** `file <args>` from the repository root to completion; SIGKILLed after `timeoutMs`. */
+function runProcess(
+  file: string,
+  args: readonly string[],
+  timeoutMs: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of ['DATABASE_URL', 'OUTBOX_BROKER_URL', 'OUTBOX_SCHEMA']) delete env[name];
+  const cwd = fileURLToPath(new URL('../', import.meta.url));
+  return new Promise((resolve, reject) => {
+    execFile(
+      file,
+      [...args],
+      { cwd, env, timeout: timeoutMs, killSignal: 'SIGKILL' },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+        if (error && code === null) reject(new Error(`${file}: ${error.message}\n${stderr}`));
+        else resolve({ code, stdout, stderr });
+      },
+    );
+  });
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { MemoryBroker } from '../src/brokers/memory.js';
-import { BrokerUnavailableError, ConfigError } from '../src/errors.js';
+import { BrokerUnavailableError, ConfigError } from '../src/common/errors.js';
 import { createDispatcher, createOutbox, LessonPublished } from '../src/index.js';
 import { createPgTestSchema, type TestSchema } from './helpers/db.js';
 

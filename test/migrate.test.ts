@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { ORDER_LOCK_TAG, ORDER_PARTITION_MASK, ORDER_TAG_MASK } from '../src/db/sql/fragments.js';
 import {
   assertSchemaCurrent,
   ConfigError,
@@ -152,6 +153,17 @@ async function recordedPartitions(t: TestSchema): Promise<number | undefined> {
   );
   return rows[0]?.partitions;
 }
+
+describe('the lock keys the migrations and the runtime share', () => {
+  it('the insert trigger of 0004 and 0005 derives the order lock as db/sql/fragments.ts does', () => {
+    const trigger = `${ORDER_LOCK_TAG('TG_TABLE_SCHEMA')} | part`;
+    const writers = shipped.filter((m) => m.template.includes('pg_advisory_xact_lock_shared'));
+    expect(writers.map((m) => m.version)).toEqual([4, 5]);
+    for (const migration of writers) expect(migration.template).toContain(trigger);
+    expect(ORDER_TAG_MASK & ORDER_PARTITION_MASK).toBe(0);
+    expect(ORDER_PARTITION_MASK + 1).toBe(1024);
+  });
+});
 
 describe('upgrading a schema created by an earlier release', () => {
   const earlier = shipped.map((m) => m.version).filter((v) => v < latest);

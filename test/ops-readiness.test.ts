@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createDispatcher, type Dispatcher, type Executor, MemoryBroker } from '../src/index.js';
-import { dispatcherMetrics, readiness } from '../src/observability/ops.js';
+import { dispatcherMetrics, readiness } from '../src/ops/index.js';
 import { createPgTestSchema, type TestSchema } from './helpers/db.js';
 
 let t: TestSchema;

@@ -7,7 +7,7 @@
  * is cut, a private nats-server is stopped).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { statements } from '../src/db/statements.js';
+import { statements } from '../src/db/sql/index.js';
 import { type CliProcess, killChildren, runCli, spawnCli } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
 import { startNatsServer } from './helpers/nats-server.js';

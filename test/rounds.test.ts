@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import type { PublishResult } from '../src/brokers/broker.js';
+import type { OutboxMessage, PublishResult } from '../src/brokers/broker.js';
 import { MemoryBroker } from '../src/brokers/memory.js';
-import { backoffDelayMs, Wakeup } from '../src/dispatcher/backoff.js';
-import { publishInRounds } from '../src/dispatcher/batch.js';
-import type { OutboxMessage } from '../src/events/cloudevents.js';
+import { BrokerUnavailableError } from '../src/common/errors.js';
+import { backoffDelayMs } from '../src/dispatcher/backoff.js';
+import { publishInRounds } from '../src/dispatcher/rounds.js';
+import { Wakeup } from '../src/dispatcher/wakeup.js';
 
 let seq = 0;
 function message(aggregateId: string): OutboxMessage {
@@ -35,7 +36,7 @@ describe('publishInRounds', () => {
     const calls: OutboxMessage[][] = [];
     const broker = new MemoryBroker();
     await broker.connect();
-    const outcome = await publishInRounds(broker, batch, async (round) => {
+    const outcome = await publishInRounds(broker.name, batch, async (round) => {
       calls.push([...round]);
       return broker.publish(round);
     });
@@ -62,11 +63,66 @@ describe('publishInRounds', () => {
         m.id === failing ? { ok: false, error: 'refused', permanent: true } : undefined,
     });
     await broker.connect();
-    const outcome = await publishInRounds(broker, batch);
+    const outcome = await publishInRounds(broker.name, batch, (round) => broker.publish(round));
     expect(outcome.failed.map((f) => f.message.id)).toEqual([failing]);
     expect(outcome.failed[0]?.error).toBe('refused');
     expect(outcome.held.map((m) => m.id)).toEqual([batch[2]?.id, batch[4]?.id]);
     expect(outcome.published.map((m) => m.aggregateId)).toEqual(['b', 'b']);
+  });
+});
+
+describe('publishInRounds with odd rows and failing adapters', () => {
+  it('fails the rows found unfit when claimed without sending them; holds back their aggregate', async () => {
+    const batch = [message('a'), message('b'), message('a')];
+    const broker = new MemoryBroker();
+    await broker.connect();
+    const unfit = new Map([
+      [batch[0]?.seq as string, 'headers.traceparent: not a string (a number)'],
+    ]);
+    const outcome = await publishInRounds(
+      broker.name,
+      batch,
+      (round) => broker.publish(round),
+      unfit,
+    );
+    expect(outcome.failed).toEqual([
+      {
+        message: batch[0],
+        error: 'headers.traceparent: not a string (a number)',
+        permanent: true,
+        invalid: true,
+      },
+    ]);
+    expect(outcome.held.map((m) => m.id)).toEqual([batch[2]?.id]);
+    expect(broker.messages.map((m) => m.id)).toEqual([batch[1]?.id]);
+  });
+
+  it('an adapter that throws on one message fails that message alone; the round is published again without it', async () => {
+    const batch = [message('a'), message('b'), message('c')];
+    const broker = new MemoryBroker();
+    await broker.connect();
+    const poison = batch[1]?.id;
+    const outcome = await publishInRounds(broker.name, batch, (round) => {
+      if (round.some((m) => m.id === poison)) throw new TypeError('k.trim is not a function');
+      return broker.publish(round);
+    });
+    expect(outcome.published.map((m) => m.id).sort()).toEqual([batch[0]?.id, batch[2]?.id].sort());
+    expect(outcome.failed).toEqual([
+      {
+        message: batch[1],
+        error: 'the memory adapter failed on this event: k.trim is not a function',
+        permanent: false,
+      },
+    ]);
+  });
+
+  it('a broker that is unavailable still fails the whole batch', async () => {
+    const batch = [message('a'), message('b')];
+    await expect(
+      publishInRounds('memory', batch, async () => {
+        throw new BrokerUnavailableError('down');
+      }),
+    ).rejects.toBeInstanceOf(BrokerUnavailableError);
   });
 });
 

@@ -1,8 +1,7 @@
+import { ConfigError } from '../common/errors.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
-import { quoteSchema } from '../db/identifier.js';
-import { seqArray } from '../db/statements.js';
-import { ConfigError } from '../errors.js';
+import { pgArray, statements } from '../db/sql/index.js';
 
 /**
  * Which dead letters an operator means. Every field narrows the set; `ids` are CloudEvent
@@ -54,22 +53,9 @@ interface DeadLetterRow {
   headers?: string;
 }
 
-const COLUMNS = `seq::text AS seq, id::text AS id, aggregate_type, aggregate_id, event_type, partition,
-  to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
-  to_char(dead_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS dead_at,
-  attempts, last_error`;
-
-// One statement per action whatever the filter: absent fields are NULL and match all.
-const WHERE = `($1::text::uuid[] IS NULL OR id = ANY($1::text::uuid[]))
-  AND ($2::text IS NULL OR event_type = $2)
-  AND ($3::text IS NULL OR aggregate_type = $3)
-  AND ($4::text IS NULL OR aggregate_id = $4)
-  AND ($5::timestamptz IS NULL OR dead_at >= $5)
-  AND ($6::timestamptz IS NULL OR dead_at < $6)`;
-
 function filterValues(filter: DeadLetterFilter): unknown[] {
   return [
-    filter.ids ? seqArray(filter.ids) : null,
+    filter.ids ? pgArray(filter.ids) : null,
     filter.eventType ?? null,
     filter.aggregateType ?? null,
     filter.aggregateId ?? null,
@@ -124,11 +110,10 @@ export async function listDeadLetters(
   filter: DeadLetterFilter = {},
   limit = 100,
 ): Promise<DeadLetter[]> {
-  const { rows } = await db.query<DeadLetterRow>(
-    `SELECT ${COLUMNS} FROM ${quoteSchema(schema)}.outbox_dead_letter WHERE ${WHERE}
-     ORDER BY dead_at, seq LIMIT $7`,
-    [...filterValues(filter), limit],
-  );
+  const { rows } = await db.query<DeadLetterRow>(statements(schema).deadLetterList, [
+    ...filterValues(filter),
+    limit,
+  ]);
   return rows.map(toDeadLetter);
 }
 
@@ -139,8 +124,7 @@ export async function showDeadLetter(
   id: string,
 ): Promise<DeadLetterDetail | undefined> {
   const { rows } = await db.query<DeadLetterRow>(
-    `SELECT ${COLUMNS}, payload::text AS payload, headers::text AS headers
-     FROM ${quoteSchema(schema)}.outbox_dead_letter WHERE ${WHERE}`,
+    statements(schema).deadLetterShow,
     filterValues({ ids: [id] }),
   );
   const row = rows[0];
@@ -164,21 +148,10 @@ export async function retryDeadLetters(
   options: { all?: boolean } = {},
 ): Promise<string[]> {
   assertNarrowed(filter, options.all === true, 'retry');
-  const s = quoteSchema(schema);
+  const sql = statements(schema);
   return db.transaction(async (tx) => {
-    // Lets the insert trigger keep the seq given here (migration 0005), for this transaction only.
-    await tx.query(`SELECT set_config('edupulse_outbox.keep_seq', 'on', true)`);
-    const { rows } = await tx.query<{ id: string }>(
-      `WITH moved AS (
-         DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE}
-         RETURNING seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
-       )
-       INSERT INTO ${s}.outbox (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
-       SELECT seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
-       FROM moved ORDER BY seq
-       RETURNING id::text AS id`,
-      filterValues(filter),
-    );
+    await tx.query(sql.deadLetterKeepSeq);
+    const { rows } = await tx.query<{ id: string }>(sql.deadLetterRetry, filterValues(filter));
     return rows.map((row) => row.id);
   });
 }
@@ -192,7 +165,7 @@ export async function discardDeadLetters(
 ): Promise<string[]> {
   assertNarrowed(filter, options.all === true, 'discard');
   const { rows } = await db.query<{ id: string }>(
-    `DELETE FROM ${quoteSchema(schema)}.outbox_dead_letter WHERE ${WHERE} RETURNING id::text AS id`,
+    statements(schema).deadLetterDiscard,
     filterValues(filter),
   );
   return rows.map((row) => row.id);
@@ -208,11 +181,8 @@ export async function purgeDeadLetters(
   schema: string,
   before: Date,
 ): Promise<number> {
-  const { rows } = await db.query<{ purged: number }>(
-    `WITH purged AS (
-       DELETE FROM ${quoteSchema(schema)}.outbox_dead_letter WHERE dead_at < $1::timestamptz RETURNING 1
-     ) SELECT count(*)::int AS purged FROM purged`,
-    [before.toISOString()],
-  );
+  const { rows } = await db.query<{ purged: number }>(statements(schema).deadLetterPurge, [
+    before.toISOString(),
+  ]);
   return Number(rows[0]?.purged ?? 0);
 }

@@ -1,5 +1,23 @@
-import type { OutboxMessage } from '../events/cloudevents.js';
-import { clip, escapeControl } from '../text.js';
+import { clip, escapeControl } from '../common/text.js';
+
+/** A claimed outbox row as brokers receive it. */
+export interface OutboxMessage {
+  /** Event id (uuid): CloudEvents `id`, broker dedup id. */
+  id: string;
+  /** Outbox sequence number, as a decimal string (bigint). */
+  seq: string;
+  aggregateType: string;
+  aggregateId: string;
+  eventType: string;
+  /** The payload JSON exactly as stored. */
+  payload: string;
+  headers: Record<string, string>;
+  partition: number;
+  /** RFC 3339, UTC. */
+  occurredAt: string;
+  /** Failed publishes so far. */
+  attempts: number;
+}
 
 /** What happened to one message of a batch. */
 export type PublishResult =

@@ -1,11 +1,11 @@
-import { ConfigError } from '../errors.js';
-import { createAmqpBroker } from './amqp.js';
+import { ConfigError } from '../common/errors.js';
+import { createAmqpBroker } from './amqp/broker.js';
 import type { EventBroker } from './broker.js';
-import { createKafkaBroker } from './kafka.js';
+import { createKafkaBroker } from './kafka/broker.js';
 import { LogBroker } from './log.js';
 import { MemoryBroker } from './memory.js';
-import { BrokerUrlParams, parseBrokerUrl } from './names.js';
-import { createNatsBroker } from './nats.js';
+import { createNatsBroker } from './nats/broker.js';
+import { BrokerUrlParams, parseBrokerUrl } from './url-params.js';
 
 export interface BrokerFromUrlOptions {
   /** CloudEvents `source` of every message. */

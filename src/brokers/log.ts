@@ -1,7 +1,8 @@
 import type { Writable } from 'node:stream';
-import { BrokerUnavailableError, errorMessage } from '../errors.js';
-import { type OutboxMessage, structuredCloudEvent } from '../events/cloudevents.js';
+import { BrokerUnavailableError, errorMessage } from '../common/errors.js';
+import type { OutboxMessage } from './broker.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
+import { structuredCloudEvent } from './cloudevents.js';
 
 export interface LogBrokerOptions {
   /** Where the NDJSON goes. Default `process.stdout`. */

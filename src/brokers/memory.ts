@@ -1,5 +1,5 @@
-import { BrokerUnavailableError } from '../errors.js';
-import type { OutboxMessage } from '../events/cloudevents.js';
+import { BrokerUnavailableError } from '../common/errors.js';
+import type { OutboxMessage } from './broker.js';
 import { type EventBroker, type PublishResult, published } from './broker.js';
 
 export interface MemoryBrokerOptions {

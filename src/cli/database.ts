@@ -1,10 +1,11 @@
+import { ConfigError, errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { redactUrl } from '../common/url.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
 import { pgDatabase } from '../db/pg.js';
-import { ConfigError, errorMessage } from '../errors.js';
-import type { Logger } from '../observability/logger.js';
-import { redactUrl } from '../url.js';
+import { connectionCheck } from '../db/sql/index.js';
 import { parseDatabaseUrl } from './settings.js';
 
 /**
@@ -21,7 +22,7 @@ export async function openDatabase(
     onIdleError: (error) => logger.warn({ err: errorMessage(error) }, 'database connection lost'),
   });
   try {
-    await db.query('SELECT 1');
+    await db.query(connectionCheck);
   } catch (error) {
     await db.close().catch(() => {});
     throw new ConfigError(setting, `cannot connect to ${redactUrl(url)}: ${errorMessage(error)}`, {

@@ -1,7 +1,7 @@
-import { ConfigError, errorMessage, SchemaVersionError } from '../errors.js';
-import { createLogger, type Logger } from '../observability/logger.js';
-import { registerUrlSecrets, scrubSecrets } from '../secrets.js';
-import { escapeControl } from '../text.js';
+import { ConfigError, errorMessage, SchemaVersionError } from '../common/errors.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { registerUrlSecrets, scrubSecrets } from '../common/secrets.js';
+import { escapeControl } from '../common/text.js';
 
 export interface CommandContext {
   logger: Logger;

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { benchCommand } from './commands/bench.js';
 import { deadCommand, purgeCommand } from './commands/dead.js';
 import { demoCommand } from './commands/demo.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -32,8 +31,7 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     .addCommand(statusCommand())
     .addCommand(deadCommand())
     .addCommand(purgeCommand())
-    .addCommand(demoCommand())
-    .addCommand(benchCommand());
+    .addCommand(demoCommand());
   // Usage errors (unknown flag, missing value) exit 2 like any other bad setting.
   const configure = (command: Command) => {
     command.exitOverride().configureOutput({

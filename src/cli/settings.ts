@@ -1,8 +1,16 @@
 import { Option } from 'commander';
-import { brokerFromUrl } from '../brokers/index.js';
-import { ConfigError } from '../errors.js';
-import { escapeControl } from '../text.js';
-import { parseUrl } from '../url.js';
+import { ConfigError } from '../common/errors.js';
+import { wholeNumber } from '../common/numbers.js';
+import { escapeControl } from '../common/text.js';
+import { parseUrl } from '../common/url.js';
+import { deadLetterPolicy, resolveWholeNumbers } from '../dispatcher/options.js';
+import {
+  type DispatcherSettingName,
+  deadLetterPolicies,
+  defaultDeadLetterPolicy,
+  dispatcherSettings,
+  type WholeNumberSetting,
+} from '../dispatcher/settings.js';
 
 /**
  * Every CLI setting: flag, environment variable, default. Commander applies the order
@@ -24,49 +32,19 @@ export const settings = {
     new Option('--source <uri-reference>', 'CloudEvents source of every event').default(
       '/edupulse',
     ),
-  batchSize: () => new Option('--batch-size <n>', 'events claimed per transaction').default('500'),
-  batchesInFlight: () =>
-    new Option(
-      '--batches-in-flight <n>',
-      'loops claiming and publishing side by side, each over its share of the partitions (1: one batch at a time)',
-    ).default('2'),
-  pollIntervalMs: () =>
-    new Option('--poll-interval-ms <ms>', 'look for work this often without a NOTIFY').default(
-      '1000',
-    ),
   notify: () => new Option('--no-notify', 'do not LISTEN for the outbox trigger; poll only'),
-  maxAttempts: () =>
-    new Option('--max-attempts <n>', 'publishes before an event becomes a dead letter').default(
-      '10',
-    ),
-  retryBaseDelayMs: () =>
-    new Option('--retry-base-delay-ms <ms>', 'first retry delay, doubled per attempt').default(
-      '1000',
-    ),
-  retryMaxDelayMs: () =>
-    new Option('--retry-max-delay-ms <ms>', 'longest retry delay').default('300000'),
-  publishTimeoutMs: () =>
-    new Option('--publish-timeout-ms <ms>', 'give up on an unanswered batch after this').default(
-      '30000',
-    ),
   onDeadLetter: () =>
     new Option(
       '--on-dead-letter <policy>',
       "after an aggregate's event is dead-lettered, publish its later events (continue) or keep them until the dead letter is retried or discarded (hold)",
     )
-      .choices(['continue', 'hold'])
-      .default('continue'),
+      .choices(deadLetterPolicies)
+      .default(defaultDeadLetterPolicy),
   verbose: () => new Option('--verbose', 'debug logs, and stack traces on errors'),
 };
 
-/** A whole number within bounds, or a ConfigError naming the setting. */
-export function parseInteger(setting: string, raw: string, min: number, max: number): number {
-  const value = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new ConfigError(setting, `"${raw}" is not a whole number from ${min} to ${max}`);
-  }
-  return value;
-}
+/** A whole number within bounds, or a ConfigError naming the setting (common/numbers.ts). */
+export const parseInteger = wholeNumber;
 
 /**
  * A postgres:// or postgresql:// URL, or a ConfigError naming the setting. A URL that does
@@ -92,70 +70,44 @@ export function parseDatabaseUrl(setting: string, raw: string | undefined): stri
   return raw;
 }
 
-/** The dispatcher options as the CLI's flags give them (strings), checked. */
-export interface DispatchFlags {
-  batchSize: string;
-  batchesInFlight: string;
-  pollIntervalMs: string;
-  notify: boolean;
-  maxAttempts: string;
-  retryBaseDelayMs: string;
-  retryMaxDelayMs: string;
-  publishTimeoutMs: string;
-  onDeadLetter: 'continue' | 'hold';
+/** A dispatcher setting's flag, default and description, from dispatcher/settings.ts. */
+function dispatcherOption(name: DispatcherSettingName): Option {
+  const spec: WholeNumberSetting = dispatcherSettings[name];
+  return new Option(`--${spec.flag} ${spec.value}`, spec.description).default(String(spec.default));
 }
 
+/** The flags of every dispatcher setting the CLI offers, then --no-notify and --on-dead-letter. */
+export function dispatchOptions(): Option[] {
+  const names = Object.keys(dispatcherSettings) as DispatcherSettingName[];
+  return [
+    ...names
+      .filter((name) => !(dispatcherSettings[name] as WholeNumberSetting).libraryOnly)
+      .map(dispatcherOption),
+    settings.notify(),
+    settings.onDeadLetter(),
+  ];
+}
+
+/** The dispatcher options as the CLI's flags give them (strings), checked. */
+export type DispatchFlags = Partial<Record<DispatcherSettingName, string>> & {
+  notify: boolean;
+  onDeadLetter: string;
+};
+
+/** The dispatcher options of `run` and `demo`, checked before anything is opened. */
 export function parseDispatchFlags(flags: DispatchFlags) {
-  const retryBaseDelayMs = parseInteger(
-    'retry-base-delay-ms',
-    flags.retryBaseDelayMs,
-    1,
-    86_400_000,
-  );
   return {
-    batchSize: parseInteger('batch-size', flags.batchSize, 1, 10_000),
-    batchesInFlight: parseInteger('batches-in-flight', flags.batchesInFlight, 1, 16),
-    pollIntervalMs: parseInteger('poll-interval-ms', flags.pollIntervalMs, 10, 3_600_000),
+    ...resolveWholeNumbers(flags, (name) => dispatcherSettings[name].flag),
     notify: flags.notify,
-    maxAttempts: parseInteger('max-attempts', flags.maxAttempts, 1, 1000),
-    retryBaseDelayMs,
-    retryMaxDelayMs: parseInteger(
-      'retry-max-delay-ms',
-      flags.retryMaxDelayMs,
-      retryBaseDelayMs,
-      86_400_000,
-    ),
-    publishTimeoutMs: parseInteger('publish-timeout-ms', flags.publishTimeoutMs, 100, 120_000),
-    onDeadLetter: flags.onDeadLetter,
+    onDeadLetter: deadLetterPolicy('on-dead-letter', flags.onDeadLetter),
   };
 }
-
-export const dispatchOptions = [
-  settings.batchSize,
-  settings.batchesInFlight,
-  settings.pollIntervalMs,
-  settings.notify,
-  settings.maxAttempts,
-  settings.retryBaseDelayMs,
-  settings.retryMaxDelayMs,
-  settings.publishTimeoutMs,
-  settings.onDeadLetter,
-];
 
 /** The flags `run` and `demo` share: where events go and how the dispatcher behaves. */
 export interface DispatcherFlags extends DispatchFlags {
   schema: string;
   broker: string;
   source: string;
-}
-
-/** Checks the dispatcher's flags (before any connection is opened) and builds the broker. */
-export function parseDispatcherFlags(flags: DispatcherFlags) {
-  return {
-    schema: flags.schema,
-    broker: brokerFromUrl(flags.broker, { source: flags.source }),
-    ...parseDispatchFlags(flags),
-  };
 }
 
 const DURATION = /^(\d+)(ms|s|m|h|d)$/;

@@ -1,5 +1,5 @@
-import { ConfigError } from '../errors.js';
-import { escapeControl } from '../text.js';
+import { ConfigError } from '../common/errors.js';
+import { escapeControl } from '../common/text.js';
 
 // Lower-case, unquoted-style identifiers only: they need no case folding rules, and the
 // longest one leaves room for the derived names (`<schema>.outbox_dead_letter`, the

@@ -1,8 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { ConfigError, SchemaVersionError } from '../errors.js';
+import { ConfigError, SchemaVersionError } from '../common/errors.js';
+import { wholeNumber } from '../common/numbers.js';
 import type { Database } from './database.js';
 import type { Executor } from './executor.js';
 import { notifyChannel, quoteSchema } from './identifier.js';
+import { migrationLockKey, statements } from './sql/index.js';
 
 export interface Migration {
   version: number;
@@ -52,14 +54,11 @@ export interface MigrateOptions {
 
 export const DEFAULT_PARTITIONS = 64;
 
+/** Partitions are at most 1024: the order locks keep the partition in ten bits. */
+export const MAX_PARTITIONS = 1024;
+
 function partitionCount(partitions: number): number {
-  if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) {
-    throw new ConfigError(
-      'partitions',
-      `must be a whole number from 1 to 1024, got ${String(partitions)}`,
-    );
-  }
-  return partitions;
+  return wholeNumber('partitions', partitions, 1, MAX_PARTITIONS);
 }
 
 /** The shipped migrations up to `options.targetVersion`, or a ConfigError naming it. */
@@ -68,13 +67,9 @@ function migrationsToApply(options: MigrateOptions): Migration[] {
   const target = options.targetVersion;
   if (target === undefined) return migrations;
   const latest = migrations.at(-1)?.version ?? 0;
-  if (!Number.isInteger(target) || target < 1 || target > latest) {
-    throw new ConfigError(
-      'targetVersion',
-      `must be a whole number from 1 to ${latest} (the newest shipped migration), got ${String(target)}`,
-    );
-  }
-  return migrations.filter((m) => m.version <= target);
+  // Up to the newest shipped migration.
+  const last = wholeNumber('targetVersion', target, 1, latest);
+  return migrations.filter((m) => m.version <= last);
 }
 
 /** A migration's SQL for one schema. */
@@ -89,32 +84,16 @@ export function renderMigration(
     .replaceAll(':partitions', String(partitionCount(options.partitions ?? DEFAULT_PARTITIONS)));
 }
 
-// One lock per schema: concurrent migrators of one schema queue up, other schemas do not wait.
-const lockStatement = 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))';
-const lockKey = (schema: string) => `edupulse-outbox:migrate:${schema}`;
-
-function versionTableDdl(schema: string): string {
-  const s = quoteSchema(schema);
-  return `CREATE SCHEMA IF NOT EXISTS ${s};
-CREATE TABLE IF NOT EXISTS ${s}.outbox_migrations (
-  version    integer PRIMARY KEY,
-  name       text NOT NULL,
-  applied_at timestamptz NOT NULL DEFAULT now()
-);`;
-}
-
 /** What is applied and what is pending. A database that was never migrated has everything pending. */
 export async function migrationStatus(db: Executor, schema: string): Promise<MigrationStatus> {
   const migrations = loadMigrations();
   const latest = migrations.at(-1)?.version ?? 0;
-  const { rows: exists } = await db.query<{ present: boolean }>(
-    'SELECT to_regclass($1) IS NOT NULL AS present',
-    [`${quoteSchema(schema)}.outbox_migrations`],
-  );
+  const sql = statements(schema);
+  const { rows: exists } = await db.query<{ present: boolean }>(sql.migrationTableExists, [
+    `${quoteSchema(schema)}.outbox_migrations`,
+  ]);
   if (!exists[0]?.present) return { applied: [], latest, pending: migrations };
-  const { rows } = await db.query<{ version: number }>(
-    `SELECT version FROM ${quoteSchema(schema)}.outbox_migrations ORDER BY version`,
-  );
+  const { rows } = await db.query<{ version: number }>(sql.migrationApplied);
   const applied = rows.map((row) => Number(row.version));
   const done = new Set(applied);
   return { applied, latest, pending: migrations.filter((m) => !done.has(m.version)) };
@@ -132,7 +111,7 @@ async function settledPartitions(
   options: MigrateOptions,
 ): Promise<number> {
   const { rows: exists } = await tx.query<{ present: boolean }>(
-    'SELECT to_regclass($1) IS NOT NULL AS present',
+    statements(schema).migrationTableExists,
     [`${quoteSchema(schema)}.outbox_settings`],
   );
   if (!exists[0]?.present) return options.partitions ?? DEFAULT_PARTITIONS;
@@ -156,27 +135,22 @@ export async function migrate(
   schema: string,
   options: MigrateOptions = {},
 ): Promise<Migration[]> {
-  quoteSchema(schema);
+  const sql = statements(schema);
   if (options.partitions !== undefined) partitionCount(options.partitions);
   const migrations = migrationsToApply(options);
   const applied: Migration[] = [];
   for (const migration of migrations) {
     const ran = await db.transaction(async (tx) => {
-      await tx.query(lockStatement, [lockKey(schema)]);
-      await tx.exec(versionTableDdl(schema));
+      // One lock per schema: concurrent migrators of one schema queue, others do not wait.
+      await tx.query(sql.migrationLock, [migrationLockKey(schema)]);
+      await tx.exec(sql.migrationTableCreate);
       // Before the version check, so a count that contradicts the schema is refused even
       // when nothing is pending, and before anything is applied when something is.
       const partitions = await settledPartitions(tx, schema, options);
-      const { rows } = await tx.query(
-        `SELECT 1 FROM ${quoteSchema(schema)}.outbox_migrations WHERE version = $1`,
-        [migration.version],
-      );
+      const { rows } = await tx.query(sql.migrationIsApplied, [migration.version]);
       if (rows.length > 0) return false;
       await tx.exec(renderMigration(migration, schema, { partitions }));
-      await tx.query(
-        `INSERT INTO ${quoteSchema(schema)}.outbox_migrations (version, name) VALUES ($1, $2)`,
-        [migration.version, migration.name],
-      );
+      await tx.query(sql.migrationRecord, [migration.version, migration.name]);
       return true;
     });
     if (ran) applied.push(migration);
@@ -186,9 +160,7 @@ export async function migrate(
 
 /** The partition count the schema was created with. */
 export async function readPartitionCount(db: Executor, schema: string): Promise<number> {
-  const { rows } = await db.query<{ partitions: number }>(
-    `SELECT partitions FROM ${quoteSchema(schema)}.outbox_settings`,
-  );
+  const { rows } = await db.query<{ partitions: number }>(statements(schema).settingsPartitions);
   return Number(rows[0]?.partitions ?? DEFAULT_PARTITIONS);
 }
 
@@ -198,11 +170,14 @@ export async function readPartitionCount(db: Executor, schema: string): Promise<
  */
 export function migrationScript(schema: string, options: MigrateOptions = {}): string {
   const s = quoteSchema(schema);
+  const sql = statements(schema);
+  // The same statements migrate() sends, with the values written in: the schema name
+  // and the file names are validated identifiers, the versions numbers.
   const parts = migrationsToApply(options).map(
     (migration) => `-- ${String(migration.version).padStart(4, '0')}_${migration.name}
 BEGIN;
-SELECT pg_advisory_xact_lock(hashtextextended('${lockKey(schema)}', 0));
-${versionTableDdl(schema)}
+${sql.migrationLock.replace('$1', `'${migrationLockKey(schema)}'`)};
+${sql.migrationTableCreate}
 ${renderMigration(migration, schema, options).trim()}
 INSERT INTO ${s}.outbox_migrations (version, name) VALUES (${migration.version}, '${migration.name}');
 COMMIT;
@@ -237,17 +212,14 @@ export async function assertSchemaCurrent(db: Executor, schema: string): Promise
  * commit throughput; without it dispatchers find new events by polling.
  */
 export async function setProducerNotify(db: Executor, schema: string, on: boolean): Promise<void> {
-  await db.query(
-    `ALTER TABLE ${quoteSchema(schema)}.outbox ${on ? 'ENABLE' : 'DISABLE'} TRIGGER outbox_notify`,
-  );
+  const sql = statements(schema);
+  await db.query(on ? sql.producerNotifyOn : sql.producerNotifyOff);
 }
 
 /** True unless `setProducerNotify(…, false)` turned the insert trigger's NOTIFY off. */
 export async function readProducerNotify(db: Executor, schema: string): Promise<boolean> {
-  const { rows } = await db.query<{ enabled: string }>(
-    `SELECT t.tgenabled::text AS enabled FROM pg_trigger t
-     WHERE t.tgrelid = $1::regclass AND t.tgname = 'outbox_notify'`,
-    [`${quoteSchema(schema)}.outbox`],
-  );
+  const { rows } = await db.query<{ enabled: string }>(statements(schema).producerNotifyRead, [
+    `${quoteSchema(schema)}.outbox`,
+  ]);
   return rows[0]?.enabled !== 'D';
 }

@@ -1,122 +1,97 @@
-import type { EventBroker, PublishResult } from '../brokers/broker.js';
-import { BrokerUnavailableError, ConfigError, errorMessage } from '../errors.js';
-import type { OutboxMessage } from '../events/cloudevents.js';
+import type { OutboxMessage } from '../brokers/broker.js';
+import type { Database } from '../db/database.js';
+import { pgArray, type Statements } from '../db/sql/index.js';
+import type { BrokerLink } from './broker-link.js';
+import { markDatabaseErrors } from './database-errors.js';
+import type { SettledBatch } from './events.js';
+import { readWriteHorizon } from './horizon.js';
+import { type ClaimedRow, toMessage } from './message.js';
+import { publishTraced } from './publish-span.js';
+import { publishInRounds } from './rounds.js';
+import { type Settlement, type SettlePolicy, settle } from './settle.js';
 
-/** One message the batch could not publish. */
-export interface FailedMessage {
-  message: OutboxMessage;
-  error: string;
-  /** The broker refused the message itself (see PublishResult). */
-  permanent: boolean;
-  /** The row can never become a publishable message: dead-letter it now, not after retries. */
-  invalid?: boolean;
+/** What a batch needs from its dispatcher. */
+export interface BatchContext extends SettlePolicy {
+  db: Database;
+  sql: Statements;
+  schema: string;
+  batchSize: number;
+  onDeadLetter: 'continue' | 'hold';
+  link: BrokerLink;
+  partitionCount(): Promise<number>;
 }
 
-/** What a batch's publishing decided for each row; rows in none of these stay untouched. */
-export interface BatchOutcome {
-  published: OutboxMessage[];
-  failed: FailedMessage[];
-  /** Later events of an aggregate whose earlier event failed in this batch: left for later. */
-  held: OutboxMessage[];
+/** A committed batch: its settlement, when the broker had answered, and its last seq. */
+export interface CommittedBatch extends Settlement {
+  events: SettledBatch;
+  lastSeq: string | undefined;
 }
-
-type Publish = (round: readonly OutboxMessage[]) => Promise<PublishResult[]>;
 
 /**
- * Publishes claimed rows (ordered by seq) so that one aggregate's events reach the broker
- * in order: round k sends the k-th event of every aggregate, in parallel; an aggregate
- * whose event failed sends nothing more in this batch. Other aggregates are not held back.
- * `problems` holds, by seq, the rows found unfit when claimed: they fail without being sent.
+ * One transaction: claim, publish, settle. A crash or error before COMMIT returns every
+ * claimed row to the outbox. Resolves with undefined when nothing was claimable.
  */
-export async function publishInRounds(
-  broker: EventBroker,
-  messages: readonly OutboxMessage[],
-  publish: Publish = (round) => broker.publish(round),
-  problems: ReadonlyMap<string, string> = new Map(),
-): Promise<BatchOutcome> {
-  const chains = new Map<string, OutboxMessage[]>();
-  for (const message of messages) {
-    const key = `${message.aggregateType}\u0000${message.aggregateId}`;
-    const chain = chains.get(key);
-    if (chain) chain.push(message);
-    else chains.set(key, [message]);
-  }
-  const outcome: BatchOutcome = { published: [], failed: [], held: [] };
-  let live = [...chains.values()];
-  for (let k = 0; live.length > 0; k++) {
-    const next: OutboxMessage[][] = [];
-    const fail = (chain: OutboxMessage[], failure: FailedMessage) => {
-      outcome.failed.push(failure);
-      outcome.held.push(...chain.slice(k + 1));
+export async function dispatchBatch(
+  context: BatchContext,
+  partitions: readonly number[],
+  from: string,
+): Promise<CommittedBatch | undefined> {
+  const { db, sql, schema, batchSize, onDeadLetter, link } = context;
+  if (partitions.length === 0) return undefined;
+  return markDatabaseErrors(db, async (tx) => {
+    const count = await context.partitionCount();
+    const horizon = await readWriteHorizon(tx, sql, schema, count);
+    const claim =
+      onDeadLetter === 'hold'
+        ? sql.outboxClaimHoldingDeadLetters
+        : horizon.retrying
+          ? sql.outboxClaim
+          : sql.outboxClaimNoneRetrying;
+    const { rows } = await tx.query<ClaimedRow>(claim, [
+      batchSize,
+      pgArray(partitions),
+      from,
+      horizon.lastSeq,
+      horizon.bounds,
+    ]);
+    if (rows.length === 0) return undefined;
+    const { messages, problems } = checkRows(rows, link);
+    const outcome = await publishInRounds(
+      link.name,
+      messages,
+      (round) => publishTraced(link.name, round, (traced) => link.publish(traced)),
+      problems,
+    );
+    const acknowledgedAt = Date.now();
+    const settlement = await settle(tx, sql, rows.length, outcome, context);
+    return {
+      ...settlement,
+      events: { ...settlement.events, acknowledgedAt },
+      lastSeq: rows.at(-1)?.seq,
     };
-    const sending: OutboxMessage[][] = [];
-    for (const chain of live) {
-      const message = chain[k] as OutboxMessage;
-      const problem = problems.get(message.seq);
-      if (problem) fail(chain, { message, error: problem, permanent: true, invalid: true });
-      else sending.push(chain);
-    }
-    const round = sending.map((chain) => chain[k] as OutboxMessage);
-    const results = round.length > 0 ? await publishContained(broker.name, round, publish) : [];
-    round.forEach((message, i) => {
-      const result = results[i] ?? {
-        ok: false,
-        error: 'broker returned no result',
-        permanent: false,
-      };
-      const chain = sending[i] as OutboxMessage[];
-      if (result.ok) {
-        outcome.published.push(message);
-        if (chain.length > k + 1) next.push(chain);
-      } else {
-        fail(chain, { message, error: result.error, permanent: result.permanent });
-      }
-    });
-    live = next;
-  }
-  return outcome;
+  });
 }
 
 /**
- * `publish(round)`, with whatever an adapter throws other than "the broker is unavailable"
- * or "the broker refuses its configuration" made a failure of the messages that caused
- * it: a round that throws is published again one message per call, and each message that
- * throws alone fails (retried, then dead-lettered) with the error. A bug an odd row
- * triggers in an adapter thus costs that row its attempts, not the batch a rollback.
+ * The claimed rows as messages, and by seq why a row can never be published: unfit as a
+ * CloudEvent (toMessage), or unfit for this broker (its `validate`).
  */
-async function publishContained(
-  brokerName: string,
-  round: readonly OutboxMessage[],
-  publish: Publish,
-): Promise<PublishResult[]> {
-  try {
-    // Inside a promise: an adapter that throws instead of rejecting is caught too.
-    return await Promise.resolve().then(() => publish(round));
-  } catch (error) {
-    if (isBrokerWide(error)) throw error;
-    if (round.length === 1) return [adapterFailure(brokerName, error)];
+function checkRows(
+  rows: readonly ClaimedRow[],
+  link: BrokerLink,
+): { messages: OutboxMessage[]; problems: Map<string, string> } {
+  const messages: OutboxMessage[] = [];
+  const problems = new Map<string, string>();
+  for (const row of rows) {
+    const { message, problem } = toMessage(row);
+    messages.push(message);
+    let refusal = problem;
+    try {
+      refusal ??= link.validate(message);
+    } catch {
+      // A check that throws decides nothing: publishing will tell.
+    }
+    if (refusal) problems.set(message.seq, refusal);
   }
-  return Promise.all(
-    round.map(async (message) => {
-      try {
-        const [result] = await Promise.resolve().then(() => publish([message]));
-        return result ?? adapterFailure(brokerName, new Error('no result'));
-      } catch (error) {
-        if (isBrokerWide(error)) throw error;
-        return adapterFailure(brokerName, error);
-      }
-    }),
-  );
-}
-
-function isBrokerWide(error: unknown): boolean {
-  return error instanceof BrokerUnavailableError || error instanceof ConfigError;
-}
-
-function adapterFailure(brokerName: string, error: unknown): PublishResult {
-  return {
-    ok: false,
-    permanent: false,
-    error: `the ${brokerName} adapter failed on this event: ${errorMessage(error)}`,
-  };
+  return { messages, problems };
 }

@@ -1,5 +1,5 @@
 import type { Executor } from '../db/executor.js';
-import type { Statements } from '../db/statements.js';
+import type { Statements } from '../db/sql/index.js';
 
 const MODULUS = 2n ** 31n;
 

@@ -1,5 +1,5 @@
-import type { OutboxMessage } from '../events/cloudevents.js';
-import { clip, escapeControl } from '../text.js';
+import type { OutboxMessage } from '../brokers/broker.js';
+import { clip, escapeControl } from '../common/text.js';
 
 /** A row as the claim returns it (every value as text, see outboxClaim). */
 export interface ClaimedRow {

@@ -1,9 +1,9 @@
 import { randomInt } from 'node:crypto';
 import { hostname } from 'node:os';
+import { errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
 import type { Database, DatabaseSession } from '../db/database.js';
-import type { Statements } from '../db/statements.js';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../observability/logger.js';
+import type { Statements } from '../db/sql/index.js';
 
 interface Holder {
   namespace: string;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { ConfigError, ValidationError } from '../errors.js';
+import { ConfigError, ValidationError } from '../common/errors.js';
 
 /**
  * An event ready to be enqueued: validated, with its payload in the exact shape that will

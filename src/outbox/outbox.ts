@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { ValidationError } from '../common/errors.js';
+import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
-import { statements } from '../db/statements.js';
-import { ValidationError } from '../errors.js';
+import { statements } from '../db/sql/index.js';
 import { eventEnvelopeSchema, type OutboxEvent, parseOrThrow } from '../events/define.js';
-import { activeTraceHeaders } from '../observability/tracing.js';
 
 export interface OutboxOptions {
   /** Schema holding the outbox tables. Default `public`. */

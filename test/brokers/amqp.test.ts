@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { EventBroker } from '../../src/brokers/broker.js';
+import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
-import { BrokerUnavailableError, ConfigError } from '../../src/errors.js';
-import type { OutboxMessage } from '../../src/events/cloudevents.js';
+import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
 import {
   AMQP_URL,
   type AmqpConsumer,

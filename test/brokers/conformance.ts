@@ -8,13 +8,13 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { EventBroker } from '../../src/brokers/broker.js';
+import { withTimeout } from '../../src/common/timeout.js';
 import {
   createDispatcher,
   type Dispatcher,
   type DispatcherOptions,
   type Logger,
 } from '../../src/index.js';
-import { withTimeout } from '../../src/timeout.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { waitFor } from '../helpers/wait.js';
 

@@ -6,12 +6,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { EventBroker } from '../../src/brokers/broker.js';
+import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
-import { kafkaPartition, kafkaTopic, readKafkaSettings } from '../../src/brokers/kafka.js';
-import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/names.js';
-import { BrokerUnavailableError, ConfigError } from '../../src/errors.js';
-import type { OutboxMessage } from '../../src/events/cloudevents.js';
+import { kafkaPartition, kafkaTopic } from '../../src/brokers/kafka/records.js';
+import { readKafkaSettings } from '../../src/brokers/kafka/settings.js';
+import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/url-params.js';
+import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
 import {
   consumeTestTopics,
   deleteTestResources,

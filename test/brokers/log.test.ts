@@ -4,8 +4,8 @@
  */
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import type { OutboxMessage } from '../../src/brokers/broker.js';
 import { LogBroker } from '../../src/brokers/log.js';
-import type { OutboxMessage } from '../../src/events/cloudevents.js';
 import { badInputSuite } from './bad-input.js';
 import type { ReceivedMessage } from './conformance.js';
 

@@ -1,6 +1,6 @@
+import { binaryModeHeaders, bindingPrefix } from '../../src/brokers/cloudevents.js';
 import { MemoryBroker } from '../../src/brokers/memory.js';
-import { BrokerUnavailableError } from '../../src/errors.js';
-import { binaryModeHeaders, bindingPrefix } from '../../src/events/cloudevents.js';
+import { BrokerUnavailableError } from '../../src/common/errors.js';
 import { badInputSuite } from './bad-input.js';
 import { type BrokerHarness, brokerConformance, type ReceivedMessage } from './conformance.js';
 

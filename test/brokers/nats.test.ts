@@ -8,11 +8,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, nanos } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { EventBroker } from '../../src/brokers/broker.js';
+import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
-import { headerValue } from '../../src/brokers/nats.js';
-import { BrokerUnavailableError, ConfigError } from '../../src/errors.js';
-import type { OutboxMessage } from '../../src/events/cloudevents.js';
+import { headerValue } from '../../src/brokers/nats/subjects.js';
+import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
 import { createDispatcher } from '../../src/index.js';
 import { createPgTestSchema } from '../helpers/db.js';
 import {

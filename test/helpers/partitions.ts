@@ -4,6 +4,11 @@
  * commits are held back in the wrong partition.
  */
 import pg from 'pg';
+import {
+  ORDER_LOCK_TAG,
+  ORDER_PARTITION_MASK,
+  ORDER_TAG_MASK,
+} from '../../src/db/sql/fragments.js';
 import { PG_URL } from './db.js';
 
 /**
@@ -28,9 +33,9 @@ export async function triggerAndColumnPartitions(
         [`aggregate-${i}`],
       );
       const locks = await client.query<{ partition: number }>(
-        `SELECT (classid::bigint & 1023)::int AS partition FROM pg_locks
+        `SELECT (classid::bigint & ${ORDER_PARTITION_MASK})::int AS partition FROM pg_locks
          WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid = 2
-           AND (classid::bigint & 2147482624) = (hashtext('edupulse-outbox:order:' || $1) & 2147482624)`,
+           AND (classid::bigint & ${ORDER_TAG_MASK}) = ${ORDER_LOCK_TAG('$1')}`,
         [schema],
       );
       await client.query('ROLLBACK');

@@ -7,8 +7,8 @@ import {
   retryDeadLetters,
   showDeadLetter,
 } from '../../admin/dead-letters.js';
-import { ConfigError } from '../../errors.js';
-import { escapeControl, jsonForTerminal } from '../../text.js';
+import { ConfigError } from '../../common/errors.js';
+import { escapeControl, jsonForTerminal } from '../../common/text.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
 import { parseEventIds, parseInteger, parseTime, settings } from '../settings.js';

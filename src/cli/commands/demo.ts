@@ -1,11 +1,12 @@
 import { Command } from 'commander';
+import { brokerFromUrl } from '../../brokers/index.js';
+import { createLogger } from '../../common/logger.js';
+import { redactUrl } from '../../common/url.js';
 import type { Database } from '../../db/database.js';
 import { migrate } from '../../db/migrate.js';
 import { pgliteDatabase } from '../../db/pglite.js';
 import { createDispatcher } from '../../dispatcher/dispatcher.js';
-import { createLogger } from '../../observability/logger.js';
 import { createOutbox } from '../../outbox/outbox.js';
-import { redactUrl } from '../../url.js';
 import { openDatabase } from '../database.js';
 import { createTraffic } from '../demo/traffic.js';
 import { execute } from '../execute.js';
@@ -13,7 +14,7 @@ import {
   type DispatcherFlags,
   dispatchOptions,
   parseDatabaseUrl,
-  parseDispatcherFlags,
+  parseDispatchFlags,
   parseInteger,
   settings,
 } from '../settings.js';
@@ -60,7 +61,7 @@ export function demoCommand(): Command {
     .addOption(settings.source())
     .option('--events <n>', 'stop after this many events are published, then print a summary')
     .option('--rate <events-per-s>', 'events produced per second; 0 = as fast as possible', '200');
-  for (const option of dispatchOptions) command.addOption(option());
+  for (const option of dispatchOptions()) command.addOption(option);
   return command
     .addOption(settings.verbose())
     .addHelpText(
@@ -75,7 +76,8 @@ Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits a
         const target =
           flags.events === undefined ? undefined : parseInteger('events', flags.events, 1, 1e9);
         const rate = parseInteger('rate', flags.rate, 0, 1e6);
-        const { broker, ...dispatch } = parseDispatcherFlags(flags);
+        const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
+        const broker = brokerFromUrl(flags.broker, { source: flags.source });
         const { db, where, close } = await openDemoDatabase(flags.databaseUrl, flags, logger);
         try {
           await migrate(db, flags.schema);

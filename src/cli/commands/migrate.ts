@@ -1,6 +1,12 @@
 import { Command, Option } from 'commander';
 import { quoteSchema } from '../../db/identifier.js';
-import { migrate, migrationScript, migrationStatus, setProducerNotify } from '../../db/migrate.js';
+import {
+  MAX_PARTITIONS,
+  migrate,
+  migrationScript,
+  migrationStatus,
+  setProducerNotify,
+} from '../../db/migrate.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
 import { parseDatabaseUrl, parseInteger, settings } from '../settings.js';
@@ -50,7 +56,7 @@ export function migrateCommand(): Command {
         const partitions =
           flags.partitions === undefined
             ? undefined
-            : parseInteger('partitions', flags.partitions, 1, 1024);
+            : parseInteger('partitions', flags.partitions, 1, MAX_PARTITIONS);
         if (flags.print) {
           process.stdout.write(migrationScript(flags.schema, { partitions }));
           return 0;

@@ -1,19 +1,20 @@
 import { Command, Option } from 'commander';
+import { brokerFromUrl } from '../../brokers/index.js';
+import { ConfigError, errorMessage } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { clip, escapeControl } from '../../common/text.js';
+import { redactUrl } from '../../common/url.js';
 import { readProducerNotify } from '../../db/migrate.js';
 import { pgDatabase } from '../../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.js';
-import { ConfigError, errorMessage } from '../../errors.js';
-import { startOpsServer } from '../../observability/health.js';
-import type { Logger } from '../../observability/logger.js';
-import { clip, escapeControl } from '../../text.js';
-import { redactUrl } from '../../url.js';
+import { startOpsServer } from '../../ops/server.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
 import {
   type DispatcherFlags,
   dispatchOptions,
   parseDatabaseUrl,
-  parseDispatcherFlags,
+  parseDispatchFlags,
   parseInteger,
   settings,
 } from '../settings.js';
@@ -73,7 +74,7 @@ async function serveOps(
   logger: Logger,
 ) {
   // Loaded only when asked for: the metrics client is a sizeable share of a dispatcher's memory.
-  const { dispatcherMetrics } = await import('../../observability/metrics.js');
+  const { dispatcherMetrics } = await import('../../ops/metrics.js');
   // One connection is enough: concurrent requests share one check, and its answer serves
   // for a second (SharedCheck).
   const db = pgDatabase({
@@ -117,7 +118,7 @@ export function runCommand(): Command {
     .addOption(settings.schema())
     .addOption(settings.broker())
     .addOption(settings.source());
-  for (const option of dispatchOptions) command.addOption(option());
+  for (const option of dispatchOptions()) command.addOption(option);
   return command
     .addOption(
       new Option(
@@ -156,7 +157,8 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
     .action(async (flags: RunFlags) => {
       await execute(flags, async ({ logger }) => {
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
-        const { broker, ...dispatch } = parseDispatcherFlags(flags);
+        const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
+        const broker = brokerFromUrl(flags.broker, { source: flags.source });
         const ops = parseOpsFlags(flags);
         // Listen before connecting: a SIGTERM that arrives while we start up (a
         // supervisor replacing us at once) still ends in a clean stop and exit 0.

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
-import { type BacklogShare, outboxStatus, partitionRanges } from '../../dispatcher/status.js';
-import { escapeControl, jsonForTerminal } from '../../text.js';
+import { type BacklogShare, outboxStatus } from '../../admin/status.js';
+import { escapeControl, jsonForTerminal } from '../../common/text.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
 import { settings } from '../settings.js';
@@ -67,4 +67,23 @@ export function statusCommand(): Command {
         });
       });
     });
+}
+
+/** `0-21,40,42-43`: a sorted list of partitions, compactly. */
+export function partitionRanges(partitions: readonly number[]): string {
+  const ranges: string[] = [];
+  let start: number | undefined;
+  let previous: number | undefined;
+  for (const p of [...partitions, Number.NaN]) {
+    if (start !== undefined && previous !== undefined && p === previous + 1) {
+      previous = p;
+      continue;
+    }
+    if (start !== undefined && previous !== undefined) {
+      ranges.push(start === previous ? `${start}` : `${start}-${previous}`);
+    }
+    start = p;
+    previous = p;
+  }
+  return ranges.join(',') || 'none';
 }

@@ -1,0 +1,362 @@
+import { randomUUID } from 'node:crypto';
+import { brokerFromUrl, createDispatcher, type Database } from 'edupulse-outbox';
+import pg from 'pg';
+import {
+  type BenchContext,
+  round,
+  type Scenario,
+  type ScenarioResult,
+  secondsSince,
+} from '../context.js';
+import { connectJetStream, createBenchStream } from '../jetstream.js';
+import { measureLatency, type Produce, type StartLatencyPublisher } from '../latency.js';
+import { quoteSchema } from '../schema.js';
+import { delivery, lessonTraffic, ourLatency } from './steady-latency.js';
+
+/**
+ * The peer: pg-transactional-outbox (npm), the TypeScript outbox for PostgreSQL closest to
+ * ours. It is a devDependency, loaded with import() so the other scenarios run without it.
+ */
+type Peer = typeof import('pg-transactional-outbox');
+
+const PACKAGE = 'pg-transactional-outbox';
+const TABLE = 'peer_outbox';
+const NEXT_MESSAGES = 'peer_next_outbox_messages';
+
+async function loadPeer(): Promise<Peer | undefined> {
+  try {
+    return (await import(PACKAGE)) as Peer;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The peer's polling listener as its README sets up an outbox (max-attempts and poison
+ * protection off, its outbox defaults; maxAttempts left at 5), tuned: 500 messages per
+ * poll and in flight (`nextMessagesBatchSize`, default 5; the same as our default batch),
+ * a handler pool of 50 connections (pg's default is 10), polled every 100 ms (default
+ * 500). Of 5, 20, 50, 200, 500, 1000 and 2000 per poll, 500 drained fastest here; 50 and
+ * 100 gave the same latency. Its automatic cleanup of processed rows is off during the
+ * measurement (by default it would delete none younger than 7 days anyway).
+ */
+const PEER_TUNING = {
+  nextMessagesBatchSize: 500,
+  nextMessagesPollingIntervalInMs: 100,
+  handlerConnections: 50,
+} as const;
+
+function peerSettings(schema: string) {
+  return {
+    dbSchema: schema,
+    dbTable: TABLE,
+    enableMaxAttemptsProtection: false,
+    enablePoisonousMessageProtection: false,
+    messageCleanupIntervalInMs: 0,
+    nextMessagesFunctionSchema: schema,
+    nextMessagesFunctionName: NEXT_MESSAGES,
+    nextMessagesBatchSize: PEER_TUNING.nextMessagesBatchSize,
+    nextMessagesPollingIntervalInMs: PEER_TUNING.nextMessagesPollingIntervalInMs,
+  };
+}
+
+/**
+ * The peer's table, polling function and indexes, from its own DatabaseSetup. Its
+ * scripts name indexes without a schema, hence the search_path.
+ */
+async function createPeerTable(peer: Peer, databaseUrl: string, schema: string): Promise<void> {
+  const config = {
+    outboxOrInbox: 'outbox' as const,
+    database: '',
+    schema,
+    table: TABLE,
+    listenerRole: '',
+    nextMessagesSchema: schema,
+    nextMessagesName: NEXT_MESSAGES,
+  };
+  const client = new pg.Client(databaseUrl);
+  await client.connect();
+  try {
+    await client.query(`SET search_path TO ${quoteSchema(schema)}`);
+    await client.query(peer.DatabaseSetup.dropAndCreateTable(config));
+    await client.query(peer.DatabaseSetup.createPollingFunction(config));
+    await client.query(peer.DatabaseSetup.setupPollingIndexes(config));
+  } finally {
+    await client.end();
+  }
+}
+
+interface PeerOptions {
+  databaseUrl: string;
+  schema: string;
+  natsUrl: string;
+  subjectPrefix: string;
+}
+
+/**
+ * Starts the peer's polling listener with a message handler that publishes each message
+ * to JetStream and awaits its PubAck, as our NATS broker does (with `Nats-Msg-Id` = the
+ * message id; without our CloudEvents headers, which only makes the peer's publish lighter).
+ */
+async function startPeerListener(
+  peer: Peer,
+  options: PeerOptions,
+  acked: (id: string) => void,
+): Promise<() => Promise<void>> {
+  const { nc, js } = await connectJetStream(options.natsUrl);
+  const encoder = new TextEncoder();
+  const listenerConfig = { connectionString: options.databaseUrl, application_name: 'peer-bench' };
+  const [shutdown] = peer.initializePollingMessageListener(
+    {
+      outboxOrInbox: 'outbox',
+      dbListenerConfig: listenerConfig,
+      // Each message is handled in a transaction of its own on this pool.
+      dbHandlerConfig: { ...listenerConfig, max: PEER_TUNING.handlerConnections } as pg.PoolConfig,
+      settings: peerSettings(options.schema),
+    },
+    {
+      async handle(message) {
+        await js.publish(
+          `${options.subjectPrefix}.${message.aggregateType}.${message.messageType}`,
+          encoder.encode(JSON.stringify(message.payload)),
+          { msgID: message.id, timeout: 5000 },
+        );
+        acked(message.id);
+      },
+    },
+    peer.getDisabledLogger(),
+    // The full batch from the first poll: the default takes one message per poll until
+    // it has polled batch-size times, a guard against poisonous messages, which the peer
+    // leaves off for outboxes as we do here.
+    { batchSizeStrategy: async () => PEER_TUNING.nextMessagesBatchSize },
+  );
+  return async () => {
+    await shutdown();
+    await nc.drain();
+  };
+}
+
+/** The peer in the latency worker. */
+export const startLatencyPublisher: StartLatencyPublisher<PeerOptions> = async (options, acked) => {
+  const peer = (await loadPeer()) as Peer;
+  return startPeerListener(peer, options, acked);
+};
+
+/** One lesson-published per transaction through the peer's own storage API. */
+function storeLesson(peer: Peer, schema: string): Produce {
+  const store = peer.initializeMessageStorage(
+    { outboxOrInbox: 'outbox', settings: peerSettings(schema) },
+    peer.getDisabledLogger(),
+  );
+  const traffic = lessonTraffic();
+  return async (client, n) => {
+    const event = traffic(n);
+    const id = randomUUID();
+    // segment = aggregate: the peer's way to keep one aggregate's messages in order
+    // while others go in parallel, which is what our dispatcher guarantees.
+    await store(
+      {
+        id,
+        aggregateType: event.aggregateType,
+        aggregateId: event.aggregateId,
+        messageType: event.type,
+        segment: event.aggregateId,
+        payload: event.payload,
+      },
+      client,
+    );
+    return id;
+  };
+}
+
+/** Seconds until `count` events are acknowledged, or undefined after `limitS`. */
+function timeUntil(count: number, limitS: number) {
+  const started = process.hrtime.bigint();
+  const acked = new Set<string>();
+  let finish: (seconds: number | undefined) => void = () => {};
+  const done = new Promise<number | undefined>((resolve) => {
+    finish = resolve;
+  });
+  const timer = setTimeout(() => finish(undefined), limitS * 1000);
+  return {
+    acked: (id: string) => {
+      acked.add(id);
+      if (acked.size === count) {
+        clearTimeout(timer);
+        finish(secondsSince(started));
+      }
+    },
+    done,
+    count: () => acked.size,
+    elapsed: () => secondsSince(started),
+  };
+}
+
+/** Our dispatcher (batch 1000, as in the drain scenarios) drains the backlog to NATS. */
+async function ourDrain(bench: BenchContext, db: Database, schema: string): Promise<number> {
+  const stream = await createBenchStream(bench.settings.natsUrl, 'peer-ours');
+  try {
+    const broker = brokerFromUrl(stream.brokerUrl, { source: '/edupulse-bench' });
+    const dispatcher = createDispatcher({ db, schema, broker, batchSize: 1000 });
+    const started = process.hrtime.bigint();
+    const done = new Promise<void>((resolve) =>
+      dispatcher.on('batch', () => dispatcher.stats.published >= bench.backlog && resolve()),
+    );
+    await dispatcher.start();
+    await done;
+    const seconds = secondsSince(started);
+    await dispatcher.stop();
+    return seconds;
+  } finally {
+    await stream.remove();
+  }
+}
+
+/**
+ * The peer drains the same events from its own table, stopped after `limitS` if it has
+ * not finished, its rate taken from what it published by then. That flatters it: its
+ * polls get slower as processed rows pile up in its table (measured on 50,000: about
+ * 500 events/s over the first 30 s, 83 events/s over the whole drain of 600 s).
+ */
+async function peerDrain(
+  bench: BenchContext,
+  peer: Peer,
+  schema: string,
+  limitS: number,
+): Promise<{ drained: number; seconds: number }> {
+  const stream = await createBenchStream(bench.settings.natsUrl, 'peer');
+  try {
+    const progress = timeUntil(bench.backlog, limitS);
+    const stop = await startPeerListener(
+      peer,
+      {
+        databaseUrl: bench.settings.databaseUrl,
+        schema,
+        natsUrl: bench.settings.natsUrl,
+        subjectPrefix: stream.subjectPrefix,
+      },
+      progress.acked,
+    );
+    const seconds = (await progress.done) ?? progress.elapsed();
+    const drained = progress.count();
+    await stop();
+    return { drained, seconds };
+  } finally {
+    await stream.remove();
+  }
+}
+
+async function drainResult(bench: BenchContext, peer: Peer): Promise<ScenarioResult> {
+  const backlog = bench.backlog;
+  const limitS = bench.settings.quick ? 60 : 120;
+  return bench.withSchema(async (db, schema) => {
+    bench.log(`peer-drain: ${backlog} events in both outboxes`);
+    await bench.fill(db, schema, backlog);
+    await createPeerTable(peer, bench.settings.databaseUrl, schema);
+    // The same events, in the same order, with the aggregate as the peer's segment.
+    const s = quoteSchema(schema);
+    await db.query(
+      `INSERT INTO ${s}.${TABLE} (id, aggregate_type, aggregate_id, message_type, segment, payload)
+       SELECT id, aggregate_type, aggregate_id, event_type, aggregate_id, payload
+       FROM ${s}.outbox ORDER BY seq`,
+    );
+    await db.query(`VACUUM ANALYZE ${s}.${TABLE}`);
+    bench.log('peer-drain: our dispatcher');
+    const ours = await ourDrain(bench, db, schema);
+    bench.log(`peer-drain: the peer's polling listener (at most ${limitS} s)`);
+    const theirs = await peerDrain(bench, peer, schema, limitS);
+    const events_per_s = Math.round(backlog / ours);
+    const peer_events_per_s = Math.round(theirs.drained / theirs.seconds);
+    const ratio = round(events_per_s / peer_events_per_s);
+    return {
+      name: 'peer-drain',
+      backlog,
+      events_per_s,
+      peer_events_per_s,
+      peer_drained: theirs.drained,
+      ratio,
+      target: 'ratio ≥ 5',
+      met: ratio >= 5,
+    };
+  });
+}
+
+async function latencyResult(bench: BenchContext, peer: Peer): Promise<ScenarioResult> {
+  bench.log('peer-latency: our dispatcher (NOTIFY)');
+  const ours = await ourLatency(bench, true);
+  bench.log("peer-latency: the peer's polling listener");
+  const stream = await createBenchStream(bench.settings.natsUrl, 'peer-latency');
+  try {
+    const theirs = await bench.withSchema(async (_db, schema) => {
+      await createPeerTable(peer, bench.settings.databaseUrl, schema);
+      return measureLatency(bench, storeLesson(peer, schema), {
+        module: import.meta.url,
+        options: {
+          databaseUrl: bench.settings.databaseUrl,
+          schema,
+          natsUrl: bench.settings.natsUrl,
+          subjectPrefix: stream.subjectPrefix,
+        },
+      });
+    });
+    return {
+      name: 'peer-latency',
+      events: theirs.events,
+      peer_p50_ms: theirs.p50_ms,
+      peer_p95_ms: theirs.p95_ms,
+      peer_p99_ms: theirs.p99_ms,
+      peer_max_ms: theirs.max_ms,
+      peer_late_events: theirs.late_events,
+      peer_delivery: delivery(theirs),
+      p50_ms: ours.p50_ms,
+      p95_ms: ours.p95_ms,
+      p99_ms: ours.p99_ms,
+      max_ms: ours.max_ms,
+      late_events: ours.late_events,
+      delivery: delivery(ours),
+      p99_ratio: round(theirs.p99_ms / ours.p99_ms),
+    };
+  } finally {
+    await stream.remove();
+  }
+}
+
+/** The peer's logical-replication listener needs `wal_level = logical`. */
+async function logicalResult(bench: BenchContext): Promise<ScenarioResult> {
+  const client = new pg.Client(bench.settings.databaseUrl);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ wal_level: string }>('SHOW wal_level');
+    const level = rows[0]?.wal_level ?? 'unknown';
+    return {
+      name: 'peer-logical',
+      skipped:
+        level === 'logical'
+          ? 'the logical-replication listener is not measured yet'
+          : `wal_level is ${level}; the peer's logical-replication listener needs logical`,
+    };
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Against pg-transactional-outbox: draining a backlog to NATS, and latency under the
+ * steady traffic of steady-latency, ours measured in the same run.
+ */
+export const peer: Scenario = {
+  names: ['peer-drain', 'peer-latency', 'peer-logical'],
+  async run(bench, only) {
+    const wanted = peer.names.filter((name) => only.has(name));
+    const loaded = await loadPeer();
+    if (!loaded) {
+      const skipped = `${PACKAGE} is not installed (it is a devDependency: npm install)`;
+      return wanted.map((name) => ({ name, skipped }));
+    }
+    const results: ScenarioResult[] = [];
+    if (only.has('peer-drain')) results.push(await drainResult(bench, loaded));
+    if (only.has('peer-latency')) results.push(await latencyResult(bench, loaded));
+    if (only.has('peer-logical')) results.push(await logicalResult(bench));
+    return results;
+  },
+};

@@ -1,0 +1,98 @@
+import type { Executor } from '../db/executor.js';
+import { readProducerNotify } from '../db/migrate.js';
+import { statements } from '../db/sql/index.js';
+
+export interface DispatcherOwnership {
+  /** Backend pid of the dispatcher's ownership session. */
+  pid: number;
+  /** Its application_name: `edupulse-outbox dispatcher <host>:<pid>`. */
+  name: string;
+  partitions: number[];
+}
+
+/** Pending events of one partition or event type. */
+export interface BacklogShare {
+  pending: number;
+  /** Age of its oldest pending event, in seconds. */
+  oldestAgeSeconds: number;
+}
+
+export interface OutboxStatus {
+  schema: string;
+  pending: number;
+  /** Age of the oldest pending event, in seconds (0 when none). */
+  oldestAgeSeconds: number;
+  /** The backlog of every partition that has one, keyed by partition number. */
+  pendingByPartition: Record<string, BacklogShare>;
+  /** The backlog per event type. */
+  pendingByEventType: Record<string, BacklogShare>;
+  /** Whether inserts NOTIFY the dispatchers (`migrate --producer-notify`); else they poll. */
+  producerNotify: boolean;
+  deadLetters: number;
+  /** Dead letters per event type. */
+  deadLettersByEventType: Record<string, number>;
+  /** Dispatchers sharing the partitions right now, and what each owns. */
+  dispatchers: DispatcherOwnership[];
+}
+
+/** A snapshot of one schema's outbox: backlog, dead letters, dispatchers and their partitions. */
+export async function outboxStatus(db: Executor, schema: string): Promise<OutboxStatus> {
+  const sql = statements(schema);
+  type Share = { key: string; pending: number; oldest_age_s: number };
+  const [
+    { rows: backlog },
+    { rows: byPartition },
+    { rows: byEventType },
+    { rows: dead },
+    { rows: deadByEventType },
+    { rows: keyRows },
+  ] = await Promise.all([
+    db.query<{ pending: number; oldest_age_s: number }>(sql.outboxBacklog),
+    db.query<Share>(sql.outboxBacklogByPartition),
+    db.query<Share>(sql.outboxBacklogByEventType),
+    db.query<{ dead: number }>(sql.deadLetterCount),
+    db.query<{ key: string; dead: number }>(sql.deadLetterCountByEventType),
+    db.query<{ members: number; partitions: number }>(sql.ownershipKeys, [schema]),
+  ]);
+  const shares = (rows: Share[]) =>
+    Object.fromEntries(
+      rows.map((row) => [
+        row.key,
+        { pending: Number(row.pending), oldestAgeSeconds: Number(row.oldest_age_s) },
+      ]),
+    );
+  const keys = {
+    members: Number(keyRows[0]?.members),
+    partitions: Number(keyRows[0]?.partitions),
+  };
+  const { rows: holders } = await db.query<{
+    namespace: string;
+    key: string;
+    pid: number;
+    application_name: string | null;
+  }>(sql.ownershipHolders, [keys.members, keys.partitions]);
+  const byPid = new Map<number, DispatcherOwnership>();
+  for (const holder of holders) {
+    if (Number(holder.namespace) !== keys.members) continue;
+    byPid.set(holder.pid, { pid: holder.pid, name: holder.application_name ?? '', partitions: [] });
+  }
+  for (const holder of holders) {
+    if (Number(holder.namespace) !== keys.partitions) continue;
+    byPid.get(holder.pid)?.partitions.push(Number(holder.key));
+  }
+  const dispatchers = [...byPid.values()].sort((a, b) => a.pid - b.pid);
+  for (const dispatcher of dispatchers) dispatcher.partitions.sort((a, b) => a - b);
+  return {
+    schema,
+    pending: Number(backlog[0]?.pending ?? 0),
+    oldestAgeSeconds: Number(backlog[0]?.oldest_age_s ?? 0),
+    pendingByPartition: shares(byPartition),
+    pendingByEventType: shares(byEventType),
+    producerNotify: await readProducerNotify(db, schema),
+    deadLetters: Number(dead[0]?.dead ?? 0),
+    deadLettersByEventType: Object.fromEntries(
+      deadByEventType.map((row) => [row.key, Number(row.dead)]),
+    ),
+    dispatchers,
+  };
+}

@@ -1,0 +1,124 @@
+import { BrokerUnavailableError } from '../../common/errors.js';
+import {
+  type EventBroker,
+  formatBytes,
+  nameRefusal,
+  type OutboxMessage,
+  type PublishResult,
+  payloadTooLarge,
+} from '../broker.js';
+import type { BrokerUrlParams } from '../url-params.js';
+import { amqpRoutingKey } from './messages.js';
+import { type AmqpConfig, AmqpSession } from './session.js';
+import { readAmqpSettings } from './settings.js';
+
+/**
+ * RabbitMQ: a confirm channel, persistent `mandatory` messages to a topic exchange, routing
+ * key `<aggregate_type>.<event_type>`, CloudEvents in binary mode (AMQP binding).
+ */
+export function createAmqpBroker(params: BrokerUrlParams, source: string): EventBroker {
+  return new AmqpBroker({ ...readAmqpSettings(params), source });
+}
+
+class AmqpBroker implements EventBroker {
+  readonly name = 'amqp';
+  private session: AmqpSession | undefined;
+  /** publish() calls not yet settled: close() waits for them. */
+  private readonly active = new Set<Promise<PublishResult[]>>();
+  private closing: Promise<void> | undefined;
+  private connecting: Promise<void> | undefined;
+
+  constructor(private readonly config: AmqpConfig) {}
+
+  connect(): Promise<void> {
+    this.connecting ??= this.reconnect().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
+    const run = this.publishAll(batch);
+    this.active.add(run);
+    const forget = () => this.active.delete(run);
+    run.then(forget, forget);
+    return run;
+  }
+
+  /**
+   * Names that would change the routing key's words (`.` splits a word, `*` and `#` are
+   * wildcards to bindings), routing keys over AMQP's 255 bytes, bodies over
+   * max_message_bytes.
+   */
+  validate(message: OutboxMessage): string | undefined {
+    const refusal = nameRefusal(
+      message,
+      /[.*#\s]/u,
+      'an AMQP routing key word (no ".", "*", "#" or white space)',
+    );
+    if (refusal) return refusal;
+    const keyBytes = Buffer.byteLength(amqpRoutingKey(message));
+    if (keyBytes > 255) {
+      return `aggregate_type and event_type: the routing key "<aggregate_type>.<event_type>" is ${formatBytes(keyBytes)}, over AMQP's 255`;
+    }
+    const bytes = Buffer.byteLength(message.payload);
+    return bytes > this.config.maxMessageBytes
+      ? payloadTooLarge(bytes, this.config.maxMessageBytes, 'max_message_bytes')
+      : undefined;
+  }
+
+  /** A round trip on the channel: RabbitMQ confirms the exchange is still there. */
+  async check(): Promise<void> {
+    await this.usableSession().roundTrip();
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.flushAndClose().finally(() => {
+      this.closing = undefined;
+    });
+    return this.closing;
+  }
+
+  private async reconnect(): Promise<void> {
+    await this.closing;
+    if (this.session && !this.session.failure) return;
+    const stale = this.session;
+    this.session = undefined;
+    await stale?.shutdown();
+    this.session = await AmqpSession.open(this.config);
+  }
+
+  private async publishAll(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
+    const session = this.usableSession();
+    const confirms: Promise<PublishResult>[] = [];
+    for (const message of batch) {
+      // Waits only when the window is full: no promise and microtask per message otherwise.
+      if (!session.canSend()) await session.ready();
+      const confirm = session.send(message);
+      // Promise.all below reports the first failure; this keeps a later one (or one after
+      // the loop stopped early) from being an unhandled rejection.
+      confirm.catch(() => {});
+      confirms.push(confirm);
+    }
+    return Promise.all(confirms);
+  }
+
+  private usableSession(): AmqpSession {
+    if (this.closing)
+      throw new BrokerUnavailableError(`${this.config.location}: broker is closing`);
+    if (!this.session) throw new BrokerUnavailableError(`${this.config.location}: not connected`);
+    if (this.session.failure) throw this.session.failure;
+    return this.session;
+  }
+
+  private async flushAndClose(): Promise<void> {
+    // A connect() under way would otherwise leave a session open after close().
+    await this.connecting?.catch(() => {});
+    // Every accepted message is confirmed, refused, or failed with the session (which
+    // the confirm timeout bounds) before the connection goes.
+    await Promise.allSettled(this.active);
+    const session = this.session;
+    this.session = undefined;
+    await session?.shutdown();
+  }
+}

@@ -1,0 +1,312 @@
+import amqp, { type ChannelModel, type ConfirmChannel, type Message } from 'amqplib';
+import { BrokerUnavailableError, errorMessage } from '../../common/errors.js';
+import { withTimeout } from '../../common/timeout.js';
+import { type OutboxMessage, type PublishResult, payloadTooLarge, published } from '../broker.js';
+import { amqpPublishOptions, amqpRoutingKey } from './messages.js';
+import type { AmqpSettings } from './settings.js';
+
+/** The settings and the CloudEvents `source` of every message. */
+export type AmqpConfig = AmqpSettings & { source: string };
+
+/** A message sent and waiting for its confirm. */
+interface Pending {
+  message: OutboxMessage;
+  /** Set by a basic.return, which RabbitMQ sends before the same message's ack. */
+  returned?: string;
+  settled: boolean;
+  resolve(result: PublishResult): void;
+  reject(error: Error): void;
+}
+
+/**
+ * One connection and its confirm channel. Once it fails (connection or channel lost,
+ * confirm timeout), it stays failed: every waiting publish rejects with `failure`, and the
+ * broker opens a new session on the next connect().
+ */
+export class AmqpSession {
+  failure: BrokerUnavailableError | undefined;
+  /** By message id; an array because a caller may publish the same id twice at once. */
+  private readonly pending = new Map<string, Pending[]>();
+  private inFlight = 0;
+  /** The channel's write buffer is full: hold sends until 'drain'. */
+  private mustDrain = false;
+  private readonly waiters = new Set<() => void>();
+  private watchdog: NodeJS.Timeout | undefined;
+  private lastError: Error | undefined;
+  private blockedReason: string | undefined;
+  private channel: ConfirmChannel | undefined;
+  private connectionClosed = false;
+  /** The connection reported an error: its channel's close is a symptom, not the cause. */
+  private connectionFailed = false;
+
+  private constructor(
+    private readonly config: AmqpConfig,
+    private readonly model: ChannelModel,
+  ) {}
+
+  static async open(config: AmqpConfig): Promise<AmqpSession> {
+    const model = await connectModel(config);
+    const session = new AmqpSession(config, model);
+    session.watchConnection();
+    try {
+      const channel = await withTimeout(model.createConfirmChannel(), config.timeoutMs);
+      session.watchChannel(channel);
+      await withTimeout(
+        channel.assertExchange(config.exchange, 'topic', { durable: true }),
+        config.timeoutMs,
+      );
+      session.channel = channel;
+      return session;
+    } catch (error) {
+      await session.shutdown();
+      throw new BrokerUnavailableError(
+        `${config.location}: cannot open a confirm channel and declare exchange "${config.exchange}": ${errorMessage(error)}`,
+        { cause: error },
+      );
+    }
+  }
+
+  /** One RPC on the channel (a passive declare of our exchange). */
+  async roundTrip(): Promise<void> {
+    const channel = this.channel;
+    if (this.failure || !channel) throw this.failure ?? this.fail('no channel');
+    await withTimeout(channel.checkExchange(this.config.exchange), this.config.timeoutMs);
+  }
+
+  /** True when a message may go out now (else `ready()` waits, or throws the failure). */
+  canSend(): boolean {
+    return !this.failure && this.inFlight < this.config.maxInFlight && !this.mustDrain;
+  }
+
+  /** Resolves when a message may go out: a window slot is free and the channel is not full. */
+  async ready(): Promise<void> {
+    while (!this.failure && (this.inFlight >= this.config.maxInFlight || this.mustDrain)) {
+      await new Promise<void>((resolve) => this.waiters.add(resolve));
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  /** Publishes one message; the promise settles with its confirm (or rejects with the session). */
+  send(message: OutboxMessage): Promise<PublishResult> {
+    const channel = this.channel;
+    if (this.failure || !channel) return Promise.reject(this.failure ?? this.fail('no channel'));
+    const body = Buffer.from(message.payload);
+    if (body.length > this.config.maxMessageBytes) {
+      // The dispatcher's claim-time check (validate) keeps these away; a direct caller too.
+      return Promise.resolve({
+        ok: false,
+        permanent: true,
+        error: payloadTooLarge(body.length, this.config.maxMessageBytes, 'max_message_bytes'),
+      });
+    }
+    return new Promise<PublishResult>((resolve, reject) => {
+      const pending: Pending = { message, settled: false, resolve, reject };
+      let accepted: boolean;
+      try {
+        accepted = channel.publish(
+          this.config.exchange,
+          amqpRoutingKey(message),
+          body,
+          amqpPublishOptions(message, this.config.source),
+          (error: unknown) => this.confirmed(pending, error),
+        );
+      } catch (error) {
+        // amqplib refuses a message it cannot encode (e.g. headers over 64 KiB) before
+        // sending anything; on a closed channel `failure` is already set.
+        if (this.failure) reject(this.failure);
+        else resolve({ ok: false, permanent: true, error: `not sent: ${errorMessage(error)}` });
+        return;
+      }
+      this.track(pending);
+      if (!accepted) this.mustDrain = true;
+    });
+  }
+
+  /** Closes the channel and the connection; forcibly when the server does not answer. */
+  async shutdown(): Promise<void> {
+    const channelOpen = !this.failure;
+    this.fail('closed by the client');
+    if (this.connectionClosed) return;
+    const { timeoutMs } = this.config;
+    try {
+      if (channelOpen && this.channel) await withTimeout(this.channel.close(), timeoutMs);
+      await withTimeout(this.model.close(), timeoutMs);
+    } catch {
+      this.destroySocket();
+    }
+  }
+
+  private watchConnection(): void {
+    // An 'error' without a listener would crash the process; the 'close' that follows
+    // every error is what marks the session failed.
+    this.model.on('error', (error: Error) => {
+      this.lastError = error;
+      this.connectionFailed = true;
+    });
+    this.model.on('close', (error?: Error) => {
+      // A server-side close (e.g. the broker shutting down) comes without an 'error'.
+      this.lastError ??= error;
+      this.connectionClosed = true;
+      this.fail('connection closed');
+    });
+    this.model.on('blocked', (reason: string) => {
+      this.blockedReason = reason;
+    });
+    this.model.on('unblocked', () => {
+      this.blockedReason = undefined;
+    });
+  }
+
+  private watchChannel(channel: ConfirmChannel): void {
+    channel.on('error', (error: Error) => {
+      this.lastError = error;
+    });
+    // Prepended: amqplib's own 'close' listener fails every unconfirmed publish, and
+    // confirmed() must see the session failed by then to tell a loss from a nack.
+    channel.prependListener('close', () =>
+      this.fail(this.connectionFailed ? 'connection lost' : 'channel closed'),
+    );
+    channel.on('return', (returned: Message) => this.returned(returned));
+    channel.on('drain', () => {
+      this.mustDrain = false;
+      this.wake();
+    });
+  }
+
+  private track(pending: Pending): void {
+    const id = pending.message.id;
+    const same = this.pending.get(id);
+    if (same) same.push(pending);
+    else this.pending.set(id, [pending]);
+    this.inFlight++;
+    // Started by the first unconfirmed message; sends do not restart it, confirms do.
+    if (this.inFlight === 1) this.armWatchdog();
+  }
+
+  private untrack(pending: Pending): void {
+    const id = pending.message.id;
+    const same = this.pending.get(id);
+    const at = same?.indexOf(pending) ?? -1;
+    // Nearly always the only one with its id: no new array per confirm.
+    if (same && at >= 0 && same.length > 1) same.splice(at, 1);
+    else if (at >= 0) this.pending.delete(id);
+    this.inFlight--;
+    this.armWatchdog();
+    this.wake();
+  }
+
+  /** basic.return: no queue took the message. The ack that follows settles it. */
+  private returned(message: Message): void {
+    const fields = message.fields as Message['fields'] & { replyCode?: number; replyText?: string };
+    const id = String(message.properties.messageId);
+    const pending = this.pending.get(id)?.find((p) => p.returned === undefined);
+    if (!pending) return;
+    pending.returned = `unroutable: ${fields.replyCode} ${fields.replyText} (exchange ${fields.exchange}, routing key ${fields.routingKey})`;
+  }
+
+  private confirmed(pending: Pending, error: unknown): void {
+    if (pending.settled) return;
+    pending.settled = true;
+    this.untrack(pending);
+    if (this.failure) {
+      // The connection or channel went before the confirm: whether the server kept the
+      // message is unknown, so the whole batch is retried (at-least-once).
+      pending.reject(this.failure);
+    } else if (error) {
+      pending.resolve({
+        ok: false,
+        permanent: false,
+        error:
+          'nacked by the server: it could not take the message (e.g. a queue full with overflow reject-publish)',
+      });
+    } else if (pending.returned !== undefined && !this.config.acceptUnroutable) {
+      pending.resolve({ ok: false, permanent: true, error: pending.returned });
+    } else {
+      pending.resolve(published);
+    }
+  }
+
+  /**
+   * Runs while anything is unconfirmed and restarts on every confirm, so it fires only when
+   * the server has gone quiet: a silent network, or a connection blocked by a resource alarm.
+   */
+  private armWatchdog(): void {
+    if (this.inFlight === 0 || this.failure) {
+      clearTimeout(this.watchdog);
+      this.watchdog = undefined;
+    } else if (this.watchdog) {
+      this.watchdog.refresh();
+    } else {
+      this.watchdog = setTimeout(() => this.confirmsTimedOut(), this.config.timeoutMs);
+      this.watchdog.unref();
+    }
+  }
+
+  private confirmsTimedOut(): void {
+    const blocked = this.blockedReason ? ` (connection blocked: ${this.blockedReason})` : '';
+    this.fail(`no publisher confirm within ${this.config.timeoutMs} ms${blocked}`);
+    // A server that does not confirm will not answer a close either.
+    this.destroySocket();
+  }
+
+  /** Marks the session failed (the first reason wins) and releases everything waiting on it. */
+  private fail(reason: string): BrokerUnavailableError {
+    if (!this.failure) {
+      const cause = this.lastError
+        ? `: ${redactText(errorMessage(this.lastError), this.config)}`
+        : '';
+      this.failure = new BrokerUnavailableError(`${this.config.location}: ${reason}${cause}`, {
+        cause: this.lastError,
+      });
+      clearTimeout(this.watchdog);
+      for (const pending of [...this.pending.values()].flat()) {
+        this.confirmed(pending, this.failure);
+      }
+      this.wake();
+    }
+    return this.failure;
+  }
+
+  private wake(): void {
+    if (this.waiters.size === 0) return;
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const wake of waiters) wake();
+  }
+
+  /** Last resort when the server does not answer a close: drop the socket. */
+  private destroySocket(): void {
+    // amqplib does not type its connection's socket; `stream` is where it keeps it.
+    const connection = this.model.connection as unknown as {
+      stream?: { destroy(error?: Error): void };
+    };
+    connection.stream?.destroy(new Error('close timed out'));
+  }
+}
+
+async function connectModel(config: AmqpConfig): Promise<ChannelModel> {
+  try {
+    return await amqp.connect(config.serverUrl, {
+      // Bounds the TCP connect and the AMQP handshake; amqplib lifts it once open.
+      timeout: config.timeoutMs,
+      clientProperties: { connection_name: `edupulse-outbox ${config.source}` },
+    });
+  } catch (error) {
+    throw new BrokerUnavailableError(
+      `cannot connect to ${config.location}: ${redactText(errorMessage(error), config)}`,
+      { cause: error },
+    );
+  }
+}
+
+/** Server and library texts do not carry the password today; this keeps it that way. */
+function redactText(text: string, config: AmqpConfig): string {
+  const { password } = new URL(config.serverUrl);
+  let plain = password;
+  try {
+    plain = decodeURIComponent(password);
+  } catch {
+    // A malformed escape is used as written.
+  }
+  return plain ? text.split(plain).join('***').split(password).join('***') : text;
+}

@@ -1,0 +1,70 @@
+import type { OutboxMessage } from './broker.js';
+
+/**
+ * CloudEvents 1.0 context attributes of a message. `sequence` is zero-padded so that it
+ * orders as a string, as the sequence extension requires; `partitionkey` is the aggregate id.
+ */
+export function cloudEventAttributes(
+  message: OutboxMessage,
+  source: string,
+): Record<string, string> {
+  const attributes: Record<string, string> = {
+    specversion: '1.0',
+    id: message.id,
+    source,
+    type: message.eventType,
+    subject: message.aggregateId,
+    time: message.occurredAt,
+    datacontenttype: 'application/json',
+    sequence: message.seq.padStart(19, '0'),
+    partitionkey: message.aggregateId,
+  };
+  const traceparent = message.headers.traceparent;
+  if (traceparent) attributes.traceparent = traceparent;
+  const tracestate = message.headers.tracestate;
+  if (tracestate) attributes.tracestate = tracestate;
+  return attributes;
+}
+
+/**
+ * A CloudEvent in structured JSON mode, one line; `data` is the stored payload byte for
+ * byte (big numbers, duplicate keys and key order as written), except that line breaks
+ * are removed so the event stays on one line. That is safe on JSON as PostgreSQL stores
+ * it: a raw line break can only stand between tokens (inside a string it must be
+ * escaped), and two tokens a line break separated never run together.
+ */
+export function structuredCloudEvent(message: OutboxMessage, source: string): string {
+  const attributes = JSON.stringify(cloudEventAttributes(message, source));
+  const data = /[\r\n]/.test(message.payload)
+    ? message.payload.replace(/[\r\n]+/g, '')
+    : message.payload;
+  return `${attributes.slice(0, -1)},"data":${data}}`;
+}
+
+/** Header-name prefixes of the CloudEvents protocol bindings in binary content mode. */
+export const bindingPrefix = {
+  /** NATS binding: `ce-id`, `ce-type`, … */
+  nats: 'ce-',
+  /** Kafka binding: `ce_id`, `ce_type`, … */
+  kafka: 'ce_',
+  /** AMQP binding (application properties; RabbitMQ message headers): `cloudEvents:id`, … */
+  amqp: 'cloudEvents:',
+} as const;
+
+/**
+ * The attributes of a message as binary-content-mode headers: every attribute under the
+ * binding's prefix, except `datacontenttype`, which is the protocol's own content type
+ * (`content-type` here; AMQP carries it in the message properties instead).
+ */
+export function binaryModeHeaders(
+  message: OutboxMessage,
+  source: string,
+  prefix: string,
+): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(cloudEventAttributes(message, source))) {
+    if (name === 'datacontenttype') headers['content-type'] = value;
+    else headers[`${prefix}${name}`] = value;
+  }
+  return headers;
+}

@@ -1,0 +1,231 @@
+import {
+  type MsgHdrs,
+  type NatsConnection,
+  type NodeConnectionOptions,
+  connect as natsConnect,
+  headers as natsHeaders,
+} from '@nats-io/transport-node';
+import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
+import { withTimeout } from '../../common/timeout.js';
+import {
+  type EventBroker,
+  nameRefusal,
+  type OutboxMessage,
+  type PublishResult,
+  payloadTooLarge,
+  published,
+} from '../broker.js';
+import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
+import type { BrokerUrlParams } from '../url-params.js';
+import { classifyPublishError, type Outcome } from './errors.js';
+import { PubAckInbox } from './pub-acks.js';
+import { type NatsSettings, readNatsSettings } from './settings.js';
+import { ensureStream } from './stream.js';
+import { headerValue, subjectToken } from './subjects.js';
+import { Link, PublishRun, Slots } from './transport.js';
+
+/** A connected client: its PubAck inbox, link state and in-flight bound. */
+interface Session {
+  nc: NatsConnection;
+  acks: PubAckInbox;
+  link: Link;
+  slots: Slots;
+  /** `publish` calls not finished yet, for `close` to wait on. */
+  running: Set<Promise<unknown>>;
+}
+
+const encoder = new TextEncoder();
+/** JetStream's dedup header (PubHeaders.MsgIdHdr). */
+const msgIdHeader = 'Nats-Msg-Id';
+
+/**
+ * NATS JetStream: each event is stored in `stream` under
+ * `<subject_prefix>.<aggregate_type>.<event_type>` as a binary-mode CloudEvent, with
+ * `Nats-Msg-Id` = event id so the server drops a re-publish within the duplicate window.
+ */
+class NatsBroker implements EventBroker {
+  readonly name = 'nats';
+  private session: Session | undefined;
+
+  constructor(
+    private readonly settings: NatsSettings,
+    private readonly source: string,
+  ) {}
+
+  async connect(): Promise<void> {
+    if (this.session?.link.up) return;
+    await this.close();
+    const nc = await this.dial();
+    // Watching from the start, so a drop during the stream check is not missed.
+    const link = new Link(nc, this.settings.location);
+    try {
+      await ensureStream(nc, this.settings);
+    } catch (error) {
+      await nc.close().catch(() => {});
+      if (error instanceof ConfigError || error instanceof BrokerUnavailableError) throw error;
+      throw new BrokerUnavailableError(
+        `NATS at ${this.settings.location}: stream ${this.settings.stream}: ${errorMessage(error)}`,
+        { cause: error },
+      );
+    }
+    this.session = {
+      nc,
+      acks: new PubAckInbox(nc, this.settings.timeoutMs),
+      link,
+      slots: new Slots(this.settings.maxInFlight),
+      running: new Set(),
+    };
+  }
+
+  /**
+   * Names that would change a subject's shape (`.` splits a token, `*` and `>` are
+   * wildcards to subscribers) and payloads over the server's max_payload.
+   */
+  validate(message: OutboxMessage): string | undefined {
+    const refusal = nameRefusal(
+      message,
+      /[.*>\s]/u,
+      'a NATS subject token (no ".", "*", ">" or white space)',
+    );
+    if (refusal) return refusal;
+    const limit = this.session?.nc.info?.max_payload;
+    const bytes = Buffer.byteLength(message.payload);
+    return limit && bytes > limit
+      ? payloadTooLarge(bytes, limit, "the NATS server's max_payload")
+      : undefined;
+  }
+
+  /** A PING/PONG round trip on the connection. */
+  async check(): Promise<void> {
+    await this.liveSession().nc.flush();
+  }
+
+  async publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
+    const session = this.liveSession();
+    const run = new PublishRun(session.nc);
+    const unsubscribe = session.link.onDown((reason) => run.giveUp(reason));
+    const all = Promise.all(batch.map((message) => this.publishOne(session, run, message)));
+    session.running.add(all);
+    const forget = () => session.running.delete(all);
+    all.then(forget, forget);
+    try {
+      const outcomes = await Promise.race([all, run.givenUp.then(() => undefined)]);
+      if (run.unavailable !== undefined || outcomes === undefined) {
+        throw new BrokerUnavailableError(`nats: ${run.unavailable ?? 'unavailable'}`);
+      }
+      // No outcome is `unavailable` here: each of those gave the run up.
+      return outcomes as PublishResult[];
+    } finally {
+      unsubscribe();
+    }
+  }
+
+  async close(): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    this.session = undefined;
+    const { nc, link, running } = session;
+    if (link.up && running.size > 0) {
+      // Publishes already accepted finish first: a drain would stop listening for their PubAcks.
+      await new Promise<void>((resolve) => {
+        const unsubscribe = link.onDown(() => resolve());
+        void Promise.allSettled(running).then(() => {
+          unsubscribe();
+          resolve();
+        });
+      });
+    }
+    if (link.up && !nc.isClosed()) {
+      // drain() flushes what the client still buffers. It fails if the link drops meanwhile,
+      // and waits for a PONG, so a silent server is given timeout_ms, then the socket is closed.
+      await withTimeout(nc.drain(), this.settings.timeoutMs).catch(() => {});
+    }
+    await nc.close().catch(() => {});
+  }
+
+  private async dial(): Promise<NatsConnection> {
+    const { server, location, user, pass, token, timeoutMs } = this.settings;
+    const options: NodeConnectionOptions = {
+      servers: server,
+      name: 'edupulse-outbox',
+      timeout: timeoutMs,
+      // Brief reconnects only (~10 s): a longer outage is the dispatcher's to handle, by
+      // backing off and calling connect() again, so it is logged rather than hidden here.
+      reconnect: true,
+      maxReconnectAttempts: 20,
+      reconnectTimeWait: 500,
+      // A half-open TCP connection is noticed within ~30 s instead of the default 4 minutes.
+      pingInterval: 10_000,
+      maxPingOut: 3,
+      ...(user !== undefined ? { user, pass } : {}),
+      ...(token !== undefined ? { token } : {}),
+    };
+    try {
+      return await natsConnect(options);
+    } catch (error) {
+      throw new BrokerUnavailableError(
+        `cannot connect to NATS at ${location}: ${errorMessage(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
+  }
+
+  private liveSession(): Session {
+    const session = this.session;
+    if (!session) throw new BrokerUnavailableError('nats: not connected');
+    if (!session.link.up) throw new BrokerUnavailableError(`nats: ${session.link.reason}`);
+    return session;
+  }
+
+  private async publishOne(
+    session: Session,
+    run: PublishRun,
+    message: OutboxMessage,
+  ): Promise<Outcome> {
+    await session.slots.acquire();
+    try {
+      if (run.unavailable !== undefined) return { unavailable: run.unavailable };
+      const subject = this.subject(message);
+      const payload = encoder.encode(message.payload);
+      try {
+        // A PubAck flagged `duplicate` is a success too: the stream already has the event.
+        await session.acks.publish(subject, payload, this.headers(message));
+        return published;
+      } catch (error) {
+        const outcome = await classifyPublishError(error, {
+          nc: session.nc,
+          link: session.link,
+          run,
+          settings: this.settings,
+          subject,
+          bytes: payload.length,
+        });
+        if ('unavailable' in outcome) run.giveUp(outcome.unavailable);
+        return outcome;
+      }
+    } finally {
+      session.slots.release();
+    }
+  }
+
+  private subject(message: OutboxMessage): string {
+    return `${this.settings.subjectPrefix}.${subjectToken(message.aggregateType)}.${subjectToken(message.eventType)}`;
+  }
+
+  /** The CloudEvents headers, then `Nats-Msg-Id` = event id for the server's dedup. */
+  private headers(message: OutboxMessage): MsgHdrs {
+    const result = natsHeaders();
+    const attributes = binaryModeHeaders(message, this.source, bindingPrefix.nats);
+    // Every name is new to `result`: append, without set's search for one to replace.
+    for (const name in attributes) result.append(name, headerValue(attributes[name] as string));
+    result.append(msgIdHeader, message.id);
+    return result;
+  }
+}
+
+/** The broker for `nats://[user:pass@|token@]host:4222?stream=…&subject_prefix=…`. */
+export function createNatsBroker(params: BrokerUrlParams, source: string): EventBroker {
+  return new NatsBroker(readNatsSettings(params), source);
+}

@@ -1,0 +1,61 @@
+import { decodePercent, redactUrl } from '../../common/url.js';
+import { type BrokerUrlParams, settingsFromUrl } from '../url-params.js';
+
+/** Settings of the NATS JetStream broker, read from the broker URL's query parameters. */
+export interface NatsSettings {
+  /** `host:port` of the server. */
+  server: string;
+  /** The server URL without query and with credentials masked, for messages. */
+  location: string;
+  /** The setting the URL came from, named in configuration errors. */
+  setting: string;
+  user?: string;
+  pass?: string;
+  token?: string;
+  /** `stream`: the JetStream stream the events are stored in. Default `EDUPULSE`. */
+  stream: string;
+  /** `subject_prefix`: first subject token, `<prefix>.<aggregate_type>.<event_type>`. Default `edupulse`. */
+  subjectPrefix: string;
+  /** `max_in_flight`: publishes awaiting their PubAck at once. Default 256. */
+  maxInFlight: number;
+  /** `duplicate_window_s`: the server's dedup window, used only when creating the stream. Default 120. */
+  duplicateWindowS: number;
+  /** `timeout_ms`: wait for one PubAck, for the connection handshake and for each stream request. Default 5000. */
+  timeoutMs: number;
+}
+
+// Stream names and subject tokens: a conservative subset of what NATS allows, so a name
+// is also a valid file name on the server and a single subject token.
+const NAME = /^[A-Za-z0-9_-]{1,255}$/;
+const NAME_HINT = 'letters, digits, _ or -';
+
+/** The NATS broker's settings from its URL; every query parameter is read (and checked) here. */
+export function readNatsSettings(params: BrokerUrlParams): NatsSettings {
+  const url = params.url;
+  const username = decodePercent(url.username);
+  const password = decodePercent(url.password);
+  return {
+    server: `${url.hostname || '127.0.0.1'}:${url.port || '4222'}`,
+    location: serverLabel(url),
+    setting: params.setting,
+    // A user without a password is a token, as in the nats CLI's URLs.
+    ...(password ? { user: username, pass: password } : username ? { token: username } : {}),
+    stream: params.string('stream', 'EDUPULSE', NAME, NAME_HINT),
+    subjectPrefix: params.string('subject_prefix', 'edupulse', NAME, NAME_HINT),
+    maxInFlight: params.integer('max_in_flight', 256, 1, 65_536),
+    duplicateWindowS: params.integer('duplicate_window_s', 120, 1, 7 * 24 * 3600),
+    timeoutMs: params.integer('timeout_ms', 5000, 100, 120_000),
+  };
+}
+
+/** `nats://user:***@host:4222`: no query, no password, no token. */
+function serverLabel(url: URL): string {
+  const bare = new URL(url.href);
+  bare.search = '';
+  return redactUrl(bare.href).replace(/\/$/, '');
+}
+
+/** The settings a `nats` broker URL gives, as the broker reads them (for tools). */
+export function natsSettings(url: string, setting = 'broker'): NatsSettings {
+  return settingsFromUrl(url, readNatsSettings, setting);
+}

@@ -1,0 +1,68 @@
+import {
+  JetStreamApiError,
+  type JetStreamManager,
+  jetstreamManager,
+  type StreamInfo,
+} from '@nats-io/jetstream';
+import { type NatsConnection, nanos } from '@nats-io/transport-node';
+import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
+import type { NatsSettings } from './settings.js';
+import { captures } from './subjects.js';
+
+/** Creates the stream over `<subject_prefix>.>` if missing; else checks that it captures those subjects. */
+export async function ensureStream(nc: NatsConnection, settings: NatsSettings): Promise<void> {
+  const { stream, subjectPrefix, duplicateWindowS, timeoutMs, location } = settings;
+  const subject = `${subjectPrefix}.>`;
+  // What publish sends to; an existing stream over exactly these is fine too.
+  const publishedTo = `${subjectPrefix}.*.*`;
+  let jsm: JetStreamManager;
+  try {
+    jsm = await jetstreamManager(nc, { timeout: timeoutMs });
+  } catch (error) {
+    throw new BrokerUnavailableError(
+      `NATS at ${location} has no JetStream (${errorMessage(error)}); start nats-server with -js`,
+      { cause: error },
+    );
+  }
+  let info = await streamInfo(jsm, stream);
+  if (!info) {
+    try {
+      info = await jsm.streams.add({
+        name: stream,
+        subjects: [subject],
+        duplicate_window: nanos(duplicateWindowS * 1000),
+        description: 'EduPulse outbox events (CloudEvents, binary mode)',
+      });
+    } catch (error) {
+      // The server refused the stream (subjects overlap another stream, limits, …); not a
+      // network problem. Unless another dispatcher created it first (10058: name in use).
+      if (!(error instanceof JetStreamApiError)) throw error;
+      info = error.code === 10058 ? await streamInfo(jsm, stream) : undefined;
+      if (!info) {
+        throw new ConfigError(
+          settings.setting,
+          `cannot create NATS stream "${stream}" over "${subject}": ${errorMessage(error)}`,
+          { cause: error },
+        );
+      }
+    }
+  }
+  const subjects = info.config.subjects ?? [];
+  if (!subjects.some((filter) => captures(filter, publishedTo))) {
+    throw new ConfigError(
+      settings.setting,
+      `NATS stream "${stream}" exists but does not capture "${publishedTo}" (its subjects: ${
+        subjects.join(', ') || 'none'
+      }); choose another stream= or subject_prefix=, or add "${subject}" to the stream`,
+    );
+  }
+}
+
+async function streamInfo(jsm: JetStreamManager, stream: string): Promise<StreamInfo | undefined> {
+  try {
+    return await jsm.streams.info(stream);
+  } catch (error) {
+    if (error instanceof JetStreamApiError && error.code === 10059) return undefined;
+    throw error;
+  }
+}

@@ -1,0 +1,92 @@
+import { ConfigError } from '../common/errors.js';
+import { readWholeNumber } from '../common/numbers.js';
+import { parseUrl } from '../common/url.js';
+
+/** Query parameters of a broker URL, each read once; an unknown one is an error, not ignored. */
+export class BrokerUrlParams {
+  private readonly params: URLSearchParams;
+  private readonly known = new Set<string>();
+
+  constructor(
+    readonly url: URL,
+    /** The setting the URL came from, for errors (`broker` by default). */
+    readonly setting: string,
+  ) {
+    this.params = url.searchParams;
+  }
+
+  string(name: string, fallback: string, pattern?: RegExp, hint?: string): string {
+    this.known.add(name);
+    const value = this.params.get(name) ?? fallback;
+    if (pattern && !pattern.test(value)) {
+      throw new ConfigError(
+        this.setting,
+        `${name}="${value}" is not valid${hint ? ` (${hint})` : ''}`,
+      );
+    }
+    return value;
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.string(name, String(fallback));
+    const value = readWholeNumber(raw, min, max);
+    if (value === undefined) {
+      throw new ConfigError(
+        this.setting,
+        `${name}="${raw}" is not a whole number from ${min} to ${max}`,
+      );
+    }
+    return value;
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const raw = this.string(name, String(fallback));
+    if (raw !== 'true' && raw !== 'false') {
+      throw new ConfigError(this.setting, `${name}="${raw}" must be true or false`);
+    }
+    return raw === 'true';
+  }
+
+  /** Call after reading every parameter: refuses the ones nobody read (typos). */
+  assertNoneUnknown(): void {
+    for (const name of this.params.keys()) {
+      if (!this.known.has(name)) {
+        throw new ConfigError(
+          this.setting,
+          `unknown parameter "${name}" (this broker takes: ${[...this.known].join(', ')})`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * A broker URL parsed (several servers allowed: `kafka://a:9092,b:9092`), or a ConfigError
+ * naming the setting. A URL that does not parse is not quoted: it may hold a password.
+ */
+export function parseBrokerUrl(url: string, setting: string, expected: string): URL {
+  const parsed = parseUrl(url);
+  if (!parsed) {
+    throw new ConfigError(
+      setting,
+      `is not a valid URL (${expected}); a password containing / ? # or @ must be percent-encoded`,
+    );
+  }
+  return parsed;
+}
+
+/**
+ * A broker's settings from its URL alone, read by that broker's own reader and with
+ * unknown parameters refused: what tools (the benchmarks) use to configure a client the
+ * way the broker would.
+ */
+export function settingsFromUrl<T>(
+  url: string,
+  read: (params: BrokerUrlParams) => T,
+  setting = 'broker',
+): T {
+  const params = new BrokerUrlParams(parseBrokerUrl(url, setting, 'a broker URL'), setting);
+  const settings = read(params);
+  params.assertNoneUnknown();
+  return settings;
+}

@@ -1,0 +1,44 @@
+import pino from 'pino';
+import { scrubSecrets } from './secrets.js';
+import { clip } from './text.js';
+
+type LogFn = (object: Record<string, unknown>, message: string) => void;
+
+/** The logging the library does: pino's shape, so a pino logger can be passed straight in. */
+export interface Logger {
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+}
+
+const noop: LogFn = () => {};
+export const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+/** Long text fields (a 100 KB aggregate id, an error quoting a payload) are cut. */
+function clipFields(object: Record<string, unknown>): Record<string, unknown> {
+  const clipped: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(object)) {
+    clipped[key] = typeof value === 'string' ? clip(value) : value;
+  }
+  return clipped;
+}
+
+/**
+ * JSON lines on stderr (stdout may carry events, e.g. the log broker's). Text fields are
+ * cut to a readable length, and every line is swept for the secrets of this process's
+ * settings (src/secrets.ts) before it is written.
+ */
+export function createLogger(level: LogLevel = 'info'): Logger {
+  return pino(
+    {
+      level,
+      base: { name: 'edupulse-outbox' },
+      formatters: { log: clipFields },
+      hooks: { streamWrite: scrubSecrets },
+    },
+    pino.destination({ fd: 2, sync: true }),
+  );
+}

@@ -1,0 +1,75 @@
+import { rfc3339 } from './fragments.js';
+
+/**
+ * The dead letters: counts for status and metrics, and the operator's actions. The actions
+ * take one filter whatever the operator gave: $1 ids ('{…}' uuid array), $2 event type,
+ * $3 aggregate type, $4 aggregate id, $5 dead at or after, $6 dead before; a NULL matches
+ * all (admin/dead-letters.ts binds them).
+ */
+export interface DeadLetterStatements {
+  /** Number of dead letters. */
+  deadLetterCount: string;
+  /** Dead letters per event type. */
+  deadLetterCountByEventType: string;
+  /** The filter, $7 limit: dead letters oldest first, without payload and headers. */
+  deadLetterList: string;
+  /** The filter: the same with the payload and headers as text. */
+  deadLetterShow: string;
+  /**
+   * Lets the insert trigger keep the seq a retried dead letter brings back (migration
+   * 0005), for this transaction only. Sent before deadLetterRetry.
+   */
+  deadLetterKeepSeq: string;
+  /** The filter: moves the dead letters back into the outbox under their seq; their ids. */
+  deadLetterRetry: string;
+  /** The filter: deletes them; their ids. */
+  deadLetterDiscard: string;
+  /** $1 time: deletes those dead-lettered before it; how many. */
+  deadLetterPurge: string;
+}
+
+const COLUMNS = `seq::text AS seq, id::text AS id, aggregate_type, aggregate_id, event_type, partition,
+  ${rfc3339('occurred_at')} AS occurred_at,
+  ${rfc3339('dead_at')} AS dead_at,
+  attempts, last_error`;
+
+// One statement per action whatever the filter: absent fields are NULL and match all.
+const WHERE = `($1::text::uuid[] IS NULL OR id = ANY($1::text::uuid[]))
+  AND ($2::text IS NULL OR event_type = $2)
+  AND ($3::text IS NULL OR aggregate_type = $3)
+  AND ($4::text IS NULL OR aggregate_id = $4)
+  AND ($5::timestamptz IS NULL OR dead_at >= $5)
+  AND ($6::timestamptz IS NULL OR dead_at < $6)`;
+
+/** `s`: the quoted schema. */
+export function deadLetterStatements(s: string): DeadLetterStatements {
+  return {
+    deadLetterCount: `SELECT count(*)::int AS dead FROM ${s}.outbox_dead_letter`,
+
+    deadLetterCountByEventType: `SELECT event_type AS key, count(*)::int AS dead
+FROM ${s}.outbox_dead_letter GROUP BY event_type ORDER BY event_type`,
+
+    deadLetterList: `SELECT ${COLUMNS} FROM ${s}.outbox_dead_letter WHERE ${WHERE}
+ORDER BY dead_at, seq LIMIT $7`,
+
+    deadLetterShow: `SELECT ${COLUMNS}, payload::text AS payload, headers::text AS headers
+FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
+
+    deadLetterKeepSeq: `SELECT set_config('edupulse_outbox.keep_seq', 'on', true)`,
+
+    deadLetterRetry: `WITH moved AS (
+  DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE}
+  RETURNING seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
+)
+INSERT INTO ${s}.outbox (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
+SELECT seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
+FROM moved ORDER BY seq
+RETURNING id::text AS id`,
+
+    deadLetterDiscard: `DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE} RETURNING id::text AS id`,
+
+    deadLetterPurge: `WITH purged AS (
+  DELETE FROM ${s}.outbox_dead_letter WHERE dead_at < $1::timestamptz RETURNING 1
+) SELECT count(*)::int AS purged FROM purged`,
+  };
+}

@@ -1,0 +1,33 @@
+/**
+ * SQL pieces more than one statement shares, named once: the text form of times, and
+ * the advisory-lock keys (which migrations 0004 and 0005 derive in the insert trigger
+ * too; test/migrate.test.ts checks that the shipped migrations still spell them so).
+ */
+
+/** `column` as RFC 3339 in UTC with microseconds: the form every timestamp leaves the database in. */
+export const rfc3339 = (column: string) =>
+  `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+/**
+ * The order locks' first key (migration 0004): this schema's tag in the high bits, the
+ * partition in the low ten. `schema` is an SQL expression giving the schema's name.
+ */
+export const ORDER_LOCK_TAG = (schema: string) =>
+  `(hashtext('edupulse-outbox:order:' || ${schema}) & ${ORDER_TAG_MASK})`;
+/** The bits of the first key that hold the schema's tag: all but the low ten. */
+export const ORDER_TAG_MASK = 2147482624;
+/** The bits of the first key that hold the partition (partitions are at most 1024). */
+export const ORDER_PARTITION_MASK = 1023;
+
+/** The session-lock namespaces dispatchers share partitions with, per schema. */
+export const OWNERSHIP_NAMESPACES = (schema: string) =>
+  `hashtext('edupulse-outbox:members:' || ${schema}) & 2147483647 AS members,
+  hashtext('edupulse-outbox:partitions:' || ${schema}) & 2147483647 AS partitions`;
+
+/** The key concurrent migrators of one schema queue on (hashed with hashtextextended). */
+export const migrationLockKey = (schema: string) => `edupulse-outbox:migrate:${schema}`;
+
+/** A PostgreSQL array literal (seqs, partitions, uuids), bound as text: every driver passes it unchanged. */
+export function pgArray(values: readonly (string | number)[]): string {
+  return `{${values.join(',')}}`;
+}

@@ -1,0 +1,31 @@
+/**
+ * Every statement the runtime sends, named entity-first (outbox…, deadLetter…,
+ * ownership…, migration…), one file per entity, built per schema. Values are always
+ * bound parameters; the schema is a validated, quoted identifier.
+ */
+import { quoteSchema } from '../identifier.js';
+import { type DeadLetterStatements, deadLetterStatements } from './dead-letter.js';
+import { type MigrationStatements, migrationStatements } from './migration.js';
+import { type OutboxStatements, outboxStatements } from './outbox.js';
+import { type OwnershipStatements, ownershipStatements } from './ownership.js';
+
+export { migrationLockKey, pgArray } from './fragments.js';
+
+/** Proves a connection answers (the CLI's first statement on a database URL). */
+export const connectionCheck = 'SELECT 1';
+
+export interface Statements
+  extends OutboxStatements,
+    DeadLetterStatements,
+    OwnershipStatements,
+    MigrationStatements {}
+
+export function statements(schema: string): Statements {
+  const s = quoteSchema(schema);
+  return {
+    ...outboxStatements(s),
+    ...deadLetterStatements(s),
+    ...ownershipStatements(),
+    ...migrationStatements(s),
+  };
+}

@@ -1,0 +1,46 @@
+/**
+ * The migrator's bookkeeping (db/migrate.ts) and the schema settings read at run time.
+ * The migrations themselves are the numbered files in db/migrations.
+ */
+export interface MigrationStatements {
+  /** $1 lock key (migrationLockKey): concurrent migrators of one schema queue here. */
+  migrationLock: string;
+  /** The schema and the version table, if missing (a script: run with exec). */
+  migrationTableCreate: string;
+  /** $1 a qualified table name: whether it exists (`present`). */
+  migrationTableExists: string;
+  /** The applied versions, ascending. */
+  migrationApplied: string;
+  /** $1 version: a row when it is applied. */
+  migrationIsApplied: string;
+  /** $1 version, $2 name: records an applied migration. */
+  migrationRecord: string;
+  /** The partition count the schema was created with. */
+  settingsPartitions: string;
+  /** $1 the outbox table: the insert trigger's NOTIFY state (`D` when disabled). */
+  producerNotifyRead: string;
+  producerNotifyOn: string;
+  producerNotifyOff: string;
+}
+
+/** `s`: the quoted schema. */
+export function migrationStatements(s: string): MigrationStatements {
+  return {
+    migrationLock: 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))',
+    migrationTableCreate: `CREATE SCHEMA IF NOT EXISTS ${s};
+CREATE TABLE IF NOT EXISTS ${s}.outbox_migrations (
+  version    integer PRIMARY KEY,
+  name       text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);`,
+    migrationTableExists: 'SELECT to_regclass($1) IS NOT NULL AS present',
+    migrationApplied: `SELECT version FROM ${s}.outbox_migrations ORDER BY version`,
+    migrationIsApplied: `SELECT 1 FROM ${s}.outbox_migrations WHERE version = $1`,
+    migrationRecord: `INSERT INTO ${s}.outbox_migrations (version, name) VALUES ($1, $2)`,
+    settingsPartitions: `SELECT partitions FROM ${s}.outbox_settings`,
+    producerNotifyRead: `SELECT t.tgenabled::text AS enabled FROM pg_trigger t
+WHERE t.tgrelid = $1::regclass AND t.tgname = 'outbox_notify'`,
+    producerNotifyOn: `ALTER TABLE ${s}.outbox ENABLE TRIGGER outbox_notify`,
+    producerNotifyOff: `ALTER TABLE ${s}.outbox DISABLE TRIGGER outbox_notify`,
+  };
+}

@@ -1,0 +1,158 @@
+import { ORDER_LOCK_TAG, ORDER_PARTITION_MASK, ORDER_TAG_MASK, rfc3339 } from './fragments.js';
+
+/** The statements of the outbox table itself: enqueue, the claim, settling, the backlog. */
+export interface OutboxStatements {
+  /** $1: JSON array of {id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at}. */
+  outboxInsert: string;
+  /**
+   * $1: batch size, $2: the partitions to claim from ('{0,1,…}'), $3: the lowest seq
+   * to look at (a cursor; '0' for all), $4: the highest seq to look at, $5: per
+   * partition, the highest seq no open transaction can still precede ('{…}', NULL for
+   * none; see outboxWriteHorizon). Claims the oldest available rows, skipping rows
+   * other dispatchers hold, and returns those whose aggregate has no earlier event left
+   * outside the claim.
+   */
+  outboxClaim: string;
+  /** The same, also holding back every event after one of its aggregate's dead letters. */
+  outboxClaimHoldingDeadLetters: string;
+  /**
+   * The claim without the look for earlier events waiting for a retry, for when none is
+   * waiting anywhere (outboxWriteHorizon says so). That look only keeps such aggregates
+   * out of the batch; the order check alone already holds them back, so a retry that
+   * starts between the two statements delays nothing it should not.
+   */
+  outboxClaimNoneRetrying: string;
+  /**
+   * $1: published seqs; $2: JSON [{seq, error, delay_ms}] to retry; $3: JSON [{seq, error,
+   * attempts}] to dead-letter, with the attempts to record.
+   */
+  outboxSettle: string;
+  /**
+   * $1: schema name. The sequence's last value, the write bounds open transactions
+   * announced (migration 0004): JSON [[partition, seq mod 2^31], …], and whether any
+   * event is waiting for a retry. The first statement of every batch, so it also sets
+   * the batch's synchronous_commit.
+   */
+  outboxWriteHorizon: string;
+  /** Pending rows and the age of the oldest, in seconds. */
+  outboxBacklog: string;
+  /** Pending rows and the age of the oldest, per partition that has any. */
+  outboxBacklogByPartition: string;
+  /** Pending rows and the age of the oldest, per event type. */
+  outboxBacklogByEventType: string;
+}
+
+/** `s`: the quoted schema. */
+export function outboxStatements(s: string): OutboxStatements {
+  return {
+    // ROWS FROM … WITH ORDINALITY keeps the caller's order, so seq follows it.
+    outboxInsert: `INSERT INTO ${s}.outbox (id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
+SELECT e.id, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, coalesce(e.headers, '{}'::jsonb), coalesce(e.occurred_at, now())
+FROM ROWS FROM (json_to_recordset($1::text::json) AS (id uuid, aggregate_type text, aggregate_id text, event_type text, payload json, headers jsonb, occurred_at timestamptz))
+  WITH ORDINALITY AS e(id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at, n)
+ORDER BY e.n`,
+
+    // The batch's commit need not wait for its WAL flush (synchronous_commit off, for this
+    // transaction only): a settle lost in a server crash leaves its rows in the outbox, and
+    // they are published again under the same id, which at-least-once delivery allows.
+    outboxWriteHorizon: `SELECT set_config('synchronous_commit', 'off', true) AS commit_mode,
+  coalesce(pg_sequence_last_value('${s}.outbox_write_seq'::regclass), 0)::text AS last_seq,
+  EXISTS (SELECT 1 FROM ${s}.outbox WHERE attempts > 0 AND available_at > now()) AS retrying,
+  coalesce(json_agg(json_build_array(l.classid::bigint & ${ORDER_PARTITION_MASK}, l.objid::bigint))
+    FILTER (WHERE l.objid IS NOT NULL), '[]')::text AS writers
+FROM (SELECT 1) AS one
+LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND (l.classid::bigint & ${ORDER_TAG_MASK}) = ${ORDER_LOCK_TAG('$1')}`,
+
+    outboxClaim: claim(s, { deadLetterHold: false, retryCheck: true }),
+    outboxClaimHoldingDeadLetters: claim(s, { deadLetterHold: true, retryCheck: true }),
+    outboxClaimNoneRetrying: claim(s, { deadLetterHold: false, retryCheck: false }),
+
+    outboxSettle: `WITH published AS (
+  DELETE FROM ${s}.outbox WHERE seq = ANY($1::text::bigint[])
+), retried AS (
+  UPDATE ${s}.outbox o
+  SET attempts = o.attempts + 1,
+      available_at = clock_timestamp() + r.delay_ms * interval '1 millisecond',
+      last_error = r.error
+  FROM json_to_recordset($2::text::json) AS r(seq bigint, error text, delay_ms bigint)
+  WHERE o.seq = r.seq
+), dead AS (
+  DELETE FROM ${s}.outbox o
+  USING json_to_recordset($3::text::json) AS d(seq bigint, error text, attempts integer)
+  WHERE o.seq = d.seq
+  RETURNING o.seq, o.id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers,
+    o.partition, o.occurred_at, d.attempts, d.error
+)
+INSERT INTO ${s}.outbox_dead_letter
+  (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition, occurred_at, attempts, last_error)
+SELECT seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition, occurred_at, attempts, error
+FROM dead`,
+
+    outboxBacklog: `SELECT count(*)::int AS pending,
+  coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8 AS oldest_age_s
+FROM ${s}.outbox`,
+
+    outboxBacklogByPartition: `SELECT partition::int AS key, count(*)::int AS pending,
+  extract(epoch FROM now() - min(occurred_at))::float8 AS oldest_age_s
+FROM ${s}.outbox GROUP BY partition ORDER BY partition`,
+
+    outboxBacklogByEventType: `SELECT event_type AS key, count(*)::int AS pending,
+  extract(epoch FROM now() - min(occurred_at))::float8 AS oldest_age_s
+FROM ${s}.outbox GROUP BY event_type ORDER BY event_type`,
+  };
+}
+
+/**
+ * The claim. Candidates are the oldest available rows nobody else has locked, skipping
+ * the aggregates whose earlier event waits for a retry (or, with `hold`, sits in the dead
+ * letters), so those never take a place in the batch. A candidate is then published only
+ * if every earlier event of its aggregate still in the outbox is a candidate too: an
+ * earlier event claimed by another dispatcher (even one that will not publish it) holds
+ * back the later ones of that aggregate, and only those. Rows held back stay locked until
+ * this transaction ends, untouched.
+ */
+function claim(s: string, checks: { deadLetterHold: boolean; retryCheck: boolean }): string {
+  const sameAggregateBefore = (alias: string, row: string) =>
+    `${alias}.aggregate_type = ${row}.aggregate_type AND ${alias}.aggregate_id = ${row}.aggregate_id AND ${alias}.seq < ${row}.seq`;
+  const retryCheck = checks.retryCheck
+    ? `
+      -- A scalar subquery, not NOT EXISTS: the planner keeps it a probe per row into the
+      -- partial index of retrying rows instead of joining against all of them.
+      AND (SELECT 1 FROM ${s}.outbox w
+           WHERE ${sameAggregateBefore('w', 'o')} AND w.attempts > 0 AND w.available_at > now()
+           LIMIT 1) IS NULL`
+    : '';
+  const deadLetterHold = checks.deadLetterHold
+    ? `
+      AND (SELECT 1 FROM ${s}.outbox_dead_letter d WHERE ${sameAggregateBefore('d', 'o')} LIMIT 1) IS NULL`
+    : '';
+  // Text casts give every driver the same values.
+  return `WITH candidates AS MATERIALIZED (
+  SELECT o.seq, o.id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers,
+    o.partition, o.occurred_at, o.attempts,
+    row_number() OVER (PARTITION BY o.aggregate_type, o.aggregate_id ORDER BY o.seq) - 1 AS earlier_claimed
+  FROM (
+    SELECT * FROM ${s}.outbox o
+    WHERE o.partition = ANY($2::text::int[])
+      AND o.seq >= $3::text::bigint
+      AND o.seq <= coalesce(($5::text::bigint[])[o.partition + 1], $4::text::bigint)
+      AND o.available_at <= now()${retryCheck}${deadLetterHold}
+    ORDER BY o.seq
+    LIMIT $1
+    FOR UPDATE OF o SKIP LOCKED
+  ) o
+)
+SELECT c.seq::text AS seq, c.id::text AS id, c.aggregate_type, c.aggregate_id, c.event_type,
+  c.payload::text AS payload, c.headers::text AS headers, c.partition,
+  -- RFC 3339 where a CloudEvent can carry the time; PostgreSQL's own text (infinity, a BC
+  -- date, year 10000) where it cannot, so the check at claim time can say why.
+  CASE WHEN c.occurred_at >= '0001-01-01 00:00:00+00' AND c.occurred_at < '10000-01-01 00:00:00+00'
+    THEN ${rfc3339('c.occurred_at')}
+    ELSE c.occurred_at::text END AS occurred_at,
+  c.attempts
+FROM candidates c
+WHERE (SELECT count(*) FROM ${s}.outbox w WHERE ${sameAggregateBefore('w', 'c')}) = c.earlier_claimed
+ORDER BY c.seq`;
+}

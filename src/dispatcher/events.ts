@@ -1,0 +1,62 @@
+import type { OutboxMessage } from '../brokers/broker.js';
+
+/** What one batch did (the `batch` event). */
+export interface BatchReport {
+  claimed: number;
+  published: number;
+  retried: number;
+  deadLettered: number;
+  /** Later events of an aggregate whose earlier event failed in the batch: left for later. */
+  held: number;
+}
+
+/** Totals since the dispatcher was created. */
+export interface DispatcherStats {
+  published: number;
+  retried: number;
+  deadLettered: number;
+  batches: number;
+}
+
+/** The events of one committed batch, for metrics: what was published, retried, parked. */
+export interface SettledBatch {
+  published: readonly OutboxMessage[];
+  retried: readonly { message: OutboxMessage; error: string }[];
+  deadLettered: readonly { message: OutboxMessage; error: string; attempts: number }[];
+  /** When the broker had answered the whole batch (ms since the epoch). */
+  acknowledgedAt: number;
+}
+
+/** What a failed round of the loop is put down to. */
+export type ProblemTarget = 'broker' | 'database' | 'configuration' | 'internal';
+
+export interface DeadLetterEvent {
+  id: string;
+  eventType: string;
+  error: string;
+}
+
+export interface UnavailableEvent {
+  /** `internal`: an unexpected error of the dispatcher itself (a bug), retried like an outage. */
+  target: Exclude<ProblemTarget, 'configuration'>;
+  error: unknown;
+  retryInMs: number;
+}
+
+/**
+ * The events a dispatcher emits, typed, so metrics, health and the console subscribe
+ * without declaring the payloads again:
+ * - `batch`: every committed batch's counts;
+ * - `settled`: the same batch's events, after the commit;
+ * - `deadLetter`: one per event parked as a dead letter;
+ * - `unavailable`: before each backoff after a failed round;
+ * - `fatal`: the loop stopped because retrying cannot help (a broker refusing its
+ *   configuration, a schema that changed); call `stop()` after it.
+ */
+export interface DispatcherEvents {
+  batch: [BatchReport];
+  settled: [SettledBatch];
+  deadLetter: [DeadLetterEvent];
+  unavailable: [UnavailableEvent];
+  fatal: [Error];
+}

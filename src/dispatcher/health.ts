@@ -1,0 +1,48 @@
+import type { ProblemTarget } from './events.js';
+
+/** What the loop is doing, for health and readiness checks. */
+export interface DispatcherHealth {
+  /**
+   * `idle`: waiting for work; `dispatching`: a claim or publish is under way; `backoff`:
+   * waiting after an outage; `stopped`: not started, stopped, or stopped by a fatal error.
+   */
+  state: 'idle' | 'dispatching' | 'backoff' | 'stopped';
+  /** When the state was entered (ms since the epoch). */
+  since: number;
+  /** When the loop's current round (or, while idle, its last one) began (ms since the epoch). */
+  lastRoundAt: number;
+  brokerConnected: boolean;
+  /** The outage behind the current backoff, or the error that stopped the loop. */
+  problem?: { target: ProblemTarget; message: string };
+}
+
+/** One lane's part of the health. */
+export type LaneHealth = Omit<DispatcherHealth, 'brokerConnected'>;
+
+/**
+ * The lanes together: stopped when none runs, else in backoff if any is, dispatching if
+ * any is, idle otherwise; `lastRoundAt` of the longest-running round.
+ */
+export function combineHealth(
+  lanes: readonly LaneHealth[],
+  brokerConnected: boolean,
+): DispatcherHealth {
+  const pick =
+    lanes.find((h) => h.state === 'backoff') ??
+    lanes.find((h) => h.state === 'dispatching') ??
+    lanes.find((h) => h.state === 'idle') ??
+    lanes.find((h) => h.problem) ??
+    lanes[0];
+  const dispatching = lanes.filter((h) => h.state === 'dispatching');
+  const lastRoundAt =
+    dispatching.length > 0
+      ? Math.min(...dispatching.map((h) => h.lastRoundAt))
+      : (pick?.lastRoundAt ?? 0);
+  return {
+    state: pick?.state ?? 'stopped',
+    since: pick?.since ?? 0,
+    lastRoundAt,
+    brokerConnected,
+    ...(pick?.problem ? { problem: pick.problem } : {}),
+  };
+}

@@ -1,0 +1,98 @@
+/**
+ * The dispatcher's settings, each defined once: its default, its range and what it means.
+ * `resolveDispatcherOptions` reads them for the library, the CLI builds its flags and
+ * `--help` from them, and both check values with the same parser (common/numbers.ts).
+ */
+
+export interface WholeNumberSetting {
+  /** The CLI flag, without `--`. */
+  flag: string;
+  /** What `--help` shows as the value: `<n>`, `<ms>`. */
+  value: string;
+  default: number;
+  min: number;
+  max: number;
+  /** For `--help` and the docs. */
+  description: string;
+  /** The library option whose value is this one's minimum instead of `min`. */
+  atLeast?: string;
+  /** Set in code only: no CLI flag. */
+  libraryOnly?: boolean;
+}
+
+export const dispatcherSettings = {
+  batchSize: {
+    flag: 'batch-size',
+    value: '<n>',
+    default: 500,
+    min: 1,
+    max: 10_000,
+    description: 'events claimed, published and settled per transaction',
+  },
+  batchesInFlight: {
+    flag: 'batches-in-flight',
+    value: '<n>',
+    default: 2,
+    min: 1,
+    max: 16,
+    description:
+      'loops claiming and publishing side by side, each over its share of the partitions (1: one batch at a time)',
+  },
+  pollIntervalMs: {
+    flag: 'poll-interval-ms',
+    value: '<ms>',
+    default: 1000,
+    min: 10,
+    max: 3_600_000,
+    description: 'look for work this often without a NOTIFY (and for retries coming due)',
+  },
+  maxAttempts: {
+    flag: 'max-attempts',
+    value: '<n>',
+    default: 10,
+    min: 1,
+    max: 1000,
+    description: 'publishes before an event becomes a dead letter',
+  },
+  retryBaseDelayMs: {
+    flag: 'retry-base-delay-ms',
+    value: '<ms>',
+    default: 1000,
+    min: 1,
+    max: 86_400_000,
+    description: 'first retry delay, doubled per attempt (with jitter)',
+  },
+  retryMaxDelayMs: {
+    flag: 'retry-max-delay-ms',
+    value: '<ms>',
+    default: 300_000,
+    min: 1,
+    max: 86_400_000,
+    atLeast: 'retryBaseDelayMs' as const,
+    description: 'longest retry delay, of events and of reconnects',
+  },
+  publishTimeoutMs: {
+    flag: 'publish-timeout-ms',
+    value: '<ms>',
+    default: 30_000,
+    min: 100,
+    max: 120_000,
+    description: 'give up on an unanswered batch after this (it is rolled back and retried)',
+  },
+  rebalanceIntervalMs: {
+    flag: 'rebalance-interval-ms',
+    value: '<ms>',
+    default: 1000,
+    min: 50,
+    max: 60_000,
+    libraryOnly: true,
+    description: 'how often dispatchers sharing a database move partitions towards a fair share',
+  },
+} satisfies Record<string, WholeNumberSetting>;
+
+export type DispatcherSettingName = keyof typeof dispatcherSettings;
+
+/** `onDeadLetter`: its choices and default, for the library and `--on-dead-letter`. */
+export const deadLetterPolicies = ['continue', 'hold'] as const;
+export type DeadLetterPolicy = (typeof deadLetterPolicies)[number];
+export const defaultDeadLetterPolicy: DeadLetterPolicy = 'continue';

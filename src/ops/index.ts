@@ -1,0 +1,13 @@
+/**
+ * `edupulse-outbox/metrics`: the operations endpoints for a dispatcher you start
+ * yourself. A separate entry point, so services that only enqueue never load the
+ * Prometheus client. Give the endpoints a database of their own (one connection), so no
+ * request takes a connection the dispatcher's claims need:
+ *
+ *   const opsDb = pgDatabase({ connectionString, maxConnections: 1, applicationName: 'edupulse-outbox ops' });
+ *   const registry = dispatcherMetrics({ dispatcher, db: opsDb, schema: 'public', broker: 'nats' });
+ *   await startOpsServer({ port: 9464, registry, dispatcher, db: opsDb, schema: 'public' });
+ */
+export { type CheckResult, type HealthOptions, liveness, readiness } from './health.js';
+export { dispatcherMetrics, type MetricsOptions } from './metrics.js';
+export { type OpsServerOptions, startOpsServer } from './server.js';
