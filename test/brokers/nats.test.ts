@@ -311,7 +311,7 @@ describe('nats broker', () => {
     const server = await ownServer();
     const { broker } = fresh(server.url, '&timeout_ms=500');
     await broker.connect();
-    server.freeze();
+    await server.freeze();
     try {
       const started = Date.now();
       const error = await broker.publish([message(), message()]).catch((e: unknown) => e);

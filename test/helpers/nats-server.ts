@@ -5,7 +5,7 @@
  * same process image on the same port and store, so streams survive the outage.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +33,7 @@ export interface PrivateNatsServer {
    * SIGSTOP / SIGCONT: the process stays, its sockets stay open, nothing answers, like a
    * server behind a dead network path.
    */
-  freeze(): void;
+  freeze(): Promise<void>;
   thaw(): void;
   /** Stops it for good and removes its store. */
   destroy(): Promise<void>;
@@ -133,7 +133,17 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     url: `nats://127.0.0.1:${port}`,
     start,
     stop,
-    freeze: () => child?.kill('SIGSTOP'),
+    async freeze() {
+      const pid = child?.pid;
+      child?.kill('SIGSTOP');
+      // The signal takes effect when the process next enters the kernel: wait until it is
+      // stopped, so nothing it was still doing answers after freeze() resolves.
+      for (let i = 0; pid !== undefined && i < 200; i++) {
+        const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+        if (/\) [tT] /.test(stat)) return;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    },
     thaw: () => child?.kill('SIGCONT'),
     async destroy() {
       await stop();
