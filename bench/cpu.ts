@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 
 /** CPU milliseconds, split between this Node process and the PostgreSQL backends serving it. */
@@ -60,6 +61,105 @@ export async function cpuMeter(databaseUrl: string, applicationName: string) {
       let postgres_cpu_ms = 0;
       for (const [pid, ms] of after) postgres_cpu_ms += ms - (before.get(pid) ?? 0);
       return { node_cpu_ms, postgres_cpu_ms };
+    },
+  };
+}
+
+/**
+ * CPU ms a process has used, in nanosecond resolution from /proc/<pid>/schedstat (its
+ * time on a CPU) where the kernel offers it, else from /proc/<pid>/stat in 10 ms ticks:
+ * an idle backend uses a few ms a second, which ticks would round away.
+ */
+function preciseCpuMs(pid: number): number | undefined {
+  try {
+    const ns = Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+    if (Number.isFinite(ns)) return ns / 1e6;
+  } catch {}
+  return processCpuMs(pid);
+}
+
+/** What `backendCpuSampler` measured. */
+export interface SampledBackendCpu {
+  postgres_cpu_ms: number;
+  /** Distinct backends measured over the phase. */
+  backends: number;
+  /** From the first sample to the last. */
+  seconds: number;
+}
+
+/** Which backends `backendCpuSampler` measures: by application name, or by pid. */
+export interface BackendSelection {
+  applicationNames: readonly string[];
+  /** Read at every sample, so a session opened again later is followed. */
+  pids: () => readonly number[];
+}
+
+/**
+ * The CPU of the PostgreSQL backends `selected` over a phase, sampled every `intervalMs`
+ * so backends that come and go during it (a pool closing idle connections and opening
+ * new ones) count too: one first seen after the start counts from its fork, its
+ * connection start included; one that ends loses at most the CPU of its last interval.
+ * Undefined when the server is not on this machine (the CPU is read from /proc). Call
+ * `stop()` while the phase's connections are still open.
+ */
+export async function backendCpuSampler(
+  databaseUrl: string,
+  selected: BackendSelection,
+  intervalMs = 1000,
+): Promise<{ stop(): Promise<SampledBackendCpu> } | undefined> {
+  const client = new pg.Client({
+    connectionString: databaseUrl,
+    application_name: 'edupulse-bench-meter',
+  });
+  await client.connect();
+  const { rows } = await client.query<{ local: boolean }>(
+    `SELECT coalesce(host(inet_server_addr()) IN ('127.0.0.1', '::1'), true) AS local`,
+  );
+  if (rows[0]?.local !== true) {
+    await client.end();
+    return undefined;
+  }
+  const seen = new Map<number, { first: number; last: number }>();
+  const sample = async (starting: boolean) => {
+    const { rows: pids } = await client.query<{ pid: number }>(
+      'SELECT pid FROM pg_stat_activity WHERE application_name = ANY($1) OR pid = ANY($2)',
+      [selected.applicationNames, selected.pids()],
+    );
+    for (const { pid } of pids) {
+      const ms = preciseCpuMs(pid);
+      if (ms === undefined) continue;
+      const known = seen.get(pid);
+      if (known) known.last = ms;
+      else seen.set(pid, { first: starting ? ms : 0, last: ms });
+    }
+  };
+  await sample(true);
+  const started = process.hrtime.bigint();
+  let stopped = false;
+  // A failed sample ends the loop; stop() reports it rather than an unhandled rejection.
+  const sampling = (async () => {
+    while (!stopped) {
+      await sleep(intervalMs);
+      if (!stopped) await sample(false);
+    }
+  })().then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  return {
+    async stop() {
+      stopped = true;
+      try {
+        const failed = await sampling;
+        if (failed !== undefined) throw failed;
+        await sample(false);
+      } finally {
+        await client.end();
+      }
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      let postgres_cpu_ms = 0;
+      for (const { first, last } of seen.values()) postgres_cpu_ms += last - first;
+      return { postgres_cpu_ms, backends: seen.size, seconds };
     },
   };
 }

@@ -48,9 +48,9 @@ export interface LatencyPlan {
   seconds: number;
 }
 
-/** 8 producers at 1,000 events/s together, for 30 s (10 s with `--quick`). */
-export function latencyPlan(bench: BenchContext): LatencyPlan {
-  return { rate: 1000, producers: 8, seconds: bench.settings.quick ? 10 : 30 };
+/** 8 producers at `rate` events/s together (1,000 unless given), for 30 s (10 s with `--quick`). */
+export function latencyPlan(bench: BenchContext, rate = 1000): LatencyPlan {
+  return { rate, producers: 8, seconds: bench.settings.quick ? 10 : 30 };
 }
 
 export interface LatencyFigures {

@@ -13,6 +13,7 @@ import {
 import { installedVersion } from './packages.js';
 import { drainBrokers } from './scenarios/drain-brokers.js';
 import { drainNoop } from './scenarios/drain-noop.js';
+import { idleCost } from './scenarios/idle-cost.js';
 import { memoryDrain } from './scenarios/memory-drain.js';
 import { peer } from './scenarios/peer.js';
 import { producerCost } from './scenarios/producer-cost.js';
@@ -25,6 +26,7 @@ export const scenarios: readonly Scenario[] = [
   drainBrokers,
   steadyLatency,
   producerCost,
+  idleCost,
   scale,
   memoryDrain,
   peer,

@@ -1,6 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createOutbox, type Database, LessonPublished, notifyChannel } from 'edupulse-outbox';
+import {
+  createOutbox,
+  type Database,
+  LessonPublished,
+  notifyChannel,
+  setProducerNotify,
+} from 'edupulse-outbox';
 import pg from 'pg';
 import { type BenchContext, median, round, type Scenario } from '../context.js';
 import { quoteSchema } from '../schema.js';
@@ -71,17 +77,44 @@ async function commitRate(
 }
 
 /**
- * What a producer's commit costs with the outbox's triggers: 8 clients, each event
- * enqueued in its own transaction through the public API, into
- *  1. the migrated outbox (NOTIFY trigger and write-order trigger), with a dispatcher's
- *     LISTEN open as in production;
- *  2. the same schema with only the NOTIFY trigger dropped (what producers would pay
- *     if dispatchers only polled and the trigger were not there);
- *  3. also without the write-order trigger (seq from its sequence by default);
- *  4. a plain INSERT … VALUES of the same row into a copy of the table without triggers.
- * The variants take turns in short rounds (order rotated each round) so background load
- * hits them alike; each figure is the median round, the ratio the median of the rounds'
- * with/without-NOTIFY ratios (each pair measured within one round).
+ * Drops every trigger a migration put on the schema's outbox, whatever their names, and
+ * draws seq from the outbox's own sequence by default, as the write-order trigger did.
+ */
+async function dropOutboxTriggers(db: Database, schema: string): Promise<void> {
+  const table = `${quoteSchema(schema)}.outbox`;
+  const { rows: triggers } = await db.query<{ name: string }>(
+    'SELECT tgname AS name FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal',
+    [table],
+  );
+  for (const { name } of triggers) {
+    await db.query(`DROP TRIGGER "${name.replaceAll('"', '""')}" ON ${table}`);
+  }
+  const { rows } = await db.query<{ sequence: string | null; defaulted: boolean }>(
+    `SELECT pg_get_serial_sequence($1, 'seq') AS sequence,
+            (SELECT column_default IS NOT NULL OR is_identity = 'YES'
+               FROM information_schema.columns
+              WHERE table_schema = $2 AND table_name = 'outbox' AND column_name = 'seq') AS defaulted`,
+    [table, schema],
+  );
+  const sequence = rows[0]?.sequence;
+  if (!rows[0]?.defaulted && sequence) {
+    await db.query(`ALTER TABLE ${table} ALTER COLUMN seq SET DEFAULT nextval('${sequence}')`);
+  }
+}
+
+/**
+ * What a producer's commit costs: 8 clients, each event in its own transaction, into
+ *  1. the outbox exactly as `migrate()` leaves it by default (its triggers untouched),
+ *     with a dispatcher's LISTEN open as in production: what a business transaction
+ *     pays, against 5;
+ *  2. the same schema with the producer NOTIFY set on (`setProducerNotify(…, true)`);
+ *  3. and set off (`setProducerNotify(…, false)`): 2 against 3 is what the NOTIFY costs;
+ *  4. the outbox without any trigger (seq from its sequence by default);
+ *  5. a plain INSERT … VALUES of the same row into a copy of the table without triggers.
+ * 1–4 write through the public API (`LessonPublished.create`, `enqueue`). The variants
+ * take turns in short rounds (order rotated each round) so background load hits them
+ * alike; each figure is the median round, each ratio the median of the rounds' ratios
+ * (both sides of a ratio measured within one round).
  */
 export const producerCost: Scenario = {
   names: ['producer-cost'],
@@ -90,40 +123,53 @@ export const producerCost: Scenario = {
     const rounds = bench.settings.quick ? 5 : 10;
     const roundSeconds = bench.settings.quick ? 1 : 2;
     const lessons = Array.from({ length: AGGREGATES }, () => randomUUID());
-    return bench.withSchemas(3, async (schemas) => {
-      // a: as migrated; b: without the NOTIFY trigger; c: without either trigger.
-      const [a, b, c] = schemas as [InSchema, InSchema, InSchema];
-      const qb = quoteSchema(b.schema);
-      const qc = quoteSchema(c.schema);
-      // Trigger names as migrations 0001 and 0004 create them.
-      await b.db.query(`DROP TRIGGER outbox_notify ON ${qb}.outbox`);
-      await c.db.query(`DROP TRIGGER outbox_notify ON ${qc}.outbox`);
-      await c.db.query(`DROP TRIGGER outbox_before_insert ON ${qc}.outbox`);
-      await c.db.query(
-        `ALTER TABLE ${qc}.outbox ALTER COLUMN seq SET DEFAULT nextval('${qc}.outbox_write_seq')`,
-      );
-      await c.db.query(`CREATE TABLE ${qc}.outbox_plain (LIKE ${qc}.outbox INCLUDING ALL)`);
+    return bench.withSchemas(4, async (schemas) => {
+      // a: as migrated; b: NOTIFY on; c: NOTIFY off; d: no triggers, and the bare table.
+      const [a, b, c, d] = schemas as [InSchema, InSchema, InSchema, InSchema];
+      await setProducerNotify(b.db, b.schema, true);
+      await setProducerNotify(c.db, c.schema, false);
+      await dropOutboxTriggers(d.db, d.schema);
+      const qd = quoteSchema(d.schema);
+      await d.db.query(`CREATE TABLE ${qd}.outbox_plain (LIKE ${qd}.outbox INCLUDING ALL)`);
       const plain: Variant = {
         name: 'plain insert',
-        table: `${qc}.outbox_plain`,
+        table: `${qd}.outbox_plain`,
         write: (client, lessonId) =>
           client.query(
-            `INSERT INTO ${qc}.outbox_plain (aggregate_type, aggregate_id, event_type, payload)
+            `INSERT INTO ${qd}.outbox_plain (aggregate_type, aggregate_id, event_type, payload)
              VALUES ($1, $2, $3, $4)`,
             ['lesson', lessonId, 'lesson-published', JSON.stringify(lessonPayload(lessonId))],
           ),
         rates: [],
       };
       const variants = [
-        enqueueVariant('with NOTIFY', a.schema),
-        enqueueVariant('without NOTIFY', b.schema),
-        enqueueVariant('without triggers', c.schema),
+        enqueueVariant('as migrated', a.schema),
+        enqueueVariant('with NOTIFY', b.schema),
+        enqueueVariant('without NOTIFY', c.schema),
+        enqueueVariant('without triggers', d.schema),
         plain,
       ];
-      const [withNotify, withoutNotify, withoutTriggers] = variants as [Variant, Variant, Variant];
+      const [asMigrated, withNotify, withoutNotify, withoutTriggers] = variants as [
+        Variant,
+        Variant,
+        Variant,
+        Variant,
+      ];
 
-      let notified = 0;
-      const unlisten = await a.db.listen(notifyChannel(a.schema), () => notified++);
+      // A dispatcher listens on every outbox a producer writes to, so a NOTIFY costs
+      // what it costs in production; the counts also check each setting did its part.
+      const notified = new Map<InSchema, number>([
+        [a, 0],
+        [b, 0],
+        [c, 0],
+      ]);
+      const unlisten = await Promise.all(
+        [...notified.keys()].map((s) =>
+          s.db.listen(notifyChannel(s.schema), () =>
+            notified.set(s, (notified.get(s) as number) + 1),
+          ),
+        ),
+      );
       const clients = Array.from(
         { length: PRODUCERS },
         () =>
@@ -135,6 +181,7 @@ export const producerCost: Scenario = {
       try {
         await Promise.all(clients.map((client) => client.connect()));
         const ratios: number[] = [];
+        const toPlain: number[] = [];
         for (let r = 0; r < rounds; r++) {
           for (let i = 0; i < variants.length; i++) {
             const variant = variants[(r + i) % variants.length] as Variant;
@@ -142,14 +189,23 @@ export const producerCost: Scenario = {
             variant.rates.push(await commitRate(clients, variant, lessons, roundSeconds));
           }
           ratios.push((withNotify.rates[r] as number) / (withoutNotify.rates[r] as number));
+          toPlain.push((asMigrated.rates[r] as number) / (plain.rates[r] as number));
           bench.log(
             `producer-cost: round ${r + 1}: ${variants.map((v) => `${v.name} ${Math.round(v.rates[r] as number)}/s`).join(', ')}`,
           );
         }
         // The notifications are asynchronous; a moment for the last ones to arrive.
         await sleep(100);
-        if (notified === 0) throw new Error('producer-cost: the NOTIFY trigger never fired');
+        if (notified.get(b) === 0) {
+          throw new Error('producer-cost: no NOTIFY arrived with the producer NOTIFY set on');
+        }
+        if (notified.get(c) !== 0) {
+          throw new Error('producer-cost: a NOTIFY arrived with the producer NOTIFY set off');
+        }
         const ratio = round(median(ratios));
+        const ratioToPlain = round(median(toPlain));
+        const range = (values: number[]) =>
+          `${round(Math.min(...values))}–${round(Math.max(...values))}`;
         return [
           {
             name: 'producer-cost',
@@ -159,16 +215,21 @@ export const producerCost: Scenario = {
             commits_per_s: Math.round(median(withNotify.rates)),
             commits_per_s_without_notify: Math.round(median(withoutNotify.rates)),
             ratio,
-            ratio_range: `${round(Math.min(...ratios))}–${round(Math.max(...ratios))}`,
+            ratio_range: range(ratios),
             commits_per_s_without_triggers: Math.round(median(withoutTriggers.rates)),
             commits_per_s_plain_insert: Math.round(median(plain.rates)),
-            target: 'ratio ≥ 0.9',
-            met: ratio >= 0.9,
+            commits_per_s_as_migrated: Math.round(median(asMigrated.rates)),
+            // Observed, not read from the schema: whether its inserts woke a listener.
+            as_migrated_notify: (notified.get(a) as number) > 0 ? 'on' : 'off',
+            ratio_to_plain_insert: ratioToPlain,
+            ratio_to_plain_insert_range: range(toPlain),
+            target: 'ratio_to_plain_insert ≥ 0.85',
+            met: ratioToPlain >= 0.85,
           },
         ];
       } finally {
         await Promise.all(clients.map((client) => client.end().catch(() => {})));
-        await unlisten();
+        await Promise.all(unlisten.map((stop) => stop()));
       }
     });
   },
