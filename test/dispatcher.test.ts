@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type BatchReport,
@@ -11,11 +12,14 @@ import {
   type DispatcherOptions,
   LessonPublished,
   MemoryBroker,
+  notifyChannel,
   type OutboxEvent,
   type OutboxMessage,
   type PublishResult,
   pgDatabase,
   QuizSubmitted,
+  readProducerNotify,
+  setProducerNotify,
   type TransactionExecutor,
 } from '../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
@@ -252,33 +256,122 @@ describe('what is published', () => {
 });
 
 describe('wake-up', () => {
-  it('NOTIFY wakes a started dispatcher long before its poll interval', async () => {
-    let transactions = 0;
-    const counted: Database = {
+  /** The pool of this test, with every statement the dispatcher sends on it counted. */
+  function countingDatabase(): { db: Database; statements: () => number; claims: () => number } {
+    let statements = 0;
+    let claims = 0;
+    const counted = <E extends { query: Database['query'] }>(executor: E): E => ({
+      ...executor,
+      query(text: string, values?: readonly unknown[]) {
+        statements++;
+        return executor.query(text, values);
+      },
+    });
+    const db: Database = {
       ...t.db,
+      query: counted(t.db).query,
       transaction<T>(fn: (tx: TransactionExecutor) => Promise<T>) {
-        transactions++;
-        return t.db.transaction(fn);
+        claims++;
+        statements += 2; // BEGIN and COMMIT
+        return t.db.transaction((tx) => fn({ ...counted(tx), exec: tx.exec }));
+      },
+      async session(name: string) {
+        const session = await (t.db.session as NonNullable<Database['session']>)(name);
+        return { ...session, query: counted(session).query };
       },
     };
-    const broker = new MemoryBroker();
-    const d = dispatcher({ db: counted, broker, pollIntervalMs: 60_000 });
-    await d.start();
-    // Let it make its start-up claims (two: the wake-up from listening is used up by the
-    // first sleep) and fall asleep for the whole poll interval.
-    await waitFor('the first empty claims', () => transactions >= 2);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const claimsBefore = transactions;
+    return { db, statements: () => statements, claims: () => claims };
+  }
 
+  it('the default migration sends no NOTIFY with a producer commit', async () => {
+    expect(await readProducerNotify(t.db, t.schema)).toBe(false);
+    let notified = 0;
+    const unlisten = await t.db.listen(notifyChannel(t.schema), () => notified++);
+    try {
+      await enqueue(lesson());
+      // A NOTIFY is delivered when its transaction commits; give it ample time to arrive.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(notified).toBe(0);
+    } finally {
+      await unlisten();
+    }
+  });
+
+  it('wakes for a committed event without a poll interval elapsing, and without NOTIFY', async () => {
+    const { db, claims } = countingDatabase();
+    const broker = new MemoryBroker();
+    const d = dispatcher({ db, broker, pollIntervalMs: 60_000 });
+    await d.start();
+    // Its start-up claims, then asleep for the whole poll interval.
+    await waitFor('the first empty claims', () => claims() >= 2);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const claimsBefore = claims();
     const [id] = await enqueue(lesson());
     await waitFor('the event to be published', () => d.stats.published === 1, {
       timeoutMs: 15_000,
     });
     expect(idsOf(broker.messages)).toEqual([id]);
-    expect(transactions).toBeGreaterThan(claimsBefore);
+    expect(claims()).toBeGreaterThan(claimsBefore);
   });
 
-  it('notify: false publishes by polling, without listening', async () => {
+  it('publishes an event whose transaction commits after the wake-up saw it written', async () => {
+    const broker = new MemoryBroker();
+    const d = dispatcher({ broker, pollIntervalMs: 60_000 });
+    await d.start();
+    const client = new pg.Client({ connectionString: PG_URL });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      const [id] = await createOutbox({ schema: t.schema }).enqueue(client, lesson());
+      // The sequence moved: the dispatcher wakes, finds the writer open, and must look
+      // again by itself, since the commit moves nothing it watches.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(d.stats.published).toBe(0);
+      await client.query('COMMIT');
+      await waitFor('the late commit to be published', () => d.stats.published === 1, {
+        timeoutMs: 15_000,
+      });
+      expect(idsOf(broker.messages)).toEqual([id]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('an idle dispatcher sends a bounded number of statements a second', async () => {
+    const { db, statements } = countingDatabase();
+    const d = dispatcher({ db, broker: new MemoryBroker(), pollIntervalMs: 1000 });
+    await d.start();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const before = statements();
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const perSecond = (statements() - before) / 2;
+    // The write probe slows to one look per wakeProbeMaxMs (80 ms): 12.5 a second; plus
+    // one ownership round a second. Idle lanes do not claim: nothing waits for a retry.
+    expect(perSecond).toBeGreaterThan(8);
+    expect(perSecond).toBeLessThan(25);
+  });
+
+  it('LISTENs too where producers are set to NOTIFY, and wakes on it', async () => {
+    await setProducerNotify(t.db, t.schema, true);
+    const broker = new MemoryBroker();
+    // A probe that looks only once a minute: the NOTIFY must be what wakes it.
+    const d = dispatcher({
+      broker,
+      pollIntervalMs: 60_000,
+      wakeProbeMinMs: 10_000,
+      wakeProbeMaxMs: 60_000,
+    });
+    await d.start();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const [id] = await enqueue(lesson());
+    await waitFor('the event to be published', () => d.stats.published === 1, {
+      timeoutMs: 15_000,
+    });
+    expect(idsOf(broker.messages)).toEqual([id]);
+  });
+
+  it('notify: false never listens, even where producers NOTIFY', async () => {
+    await setProducerNotify(t.db, t.schema, true);
     const broker = new MemoryBroker();
     const d = dispatcher({ broker, notify: false, pollIntervalMs: 50 });
     await d.start();

@@ -138,7 +138,7 @@ describe('backoffDelayMs', () => {
 
 describe('Wakeup', () => {
   // Whether a sleep has ended by the next turn of the event loop, long before any timer.
-  const endsAtOnce = (sleep: Promise<void>) =>
+  const endsAtOnce = (sleep: Promise<boolean>) =>
     Promise.race([
       sleep.then(() => true),
       new Promise<boolean>((resolve) => setImmediate(() => resolve(false))),
@@ -154,10 +154,12 @@ describe('Wakeup', () => {
     await second;
   });
 
-  it('ends a sleep early when woken', async () => {
+  it('ends a sleep early when woken, and says so', async () => {
     const wakeup = new Wakeup();
     const sleeping = wakeup.sleep(60_000);
     wakeup.wake();
     expect(await endsAtOnce(sleeping)).toBe(true);
+    expect(await sleeping).toBe(true);
+    expect(await wakeup.sleep(1)).toBe(false);
   });
 });

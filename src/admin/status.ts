@@ -26,7 +26,7 @@ export interface OutboxStatus {
   pendingByPartition: Record<string, BacklogShare>;
   /** The backlog per event type. */
   pendingByEventType: Record<string, BacklogShare>;
-  /** Whether inserts NOTIFY the dispatchers (`migrate --producer-notify`); else they poll. */
+  /** Whether inserts NOTIFY the dispatchers (`migrate --producer-notify on`); off by default. */
   producerNotify: boolean;
   deadLetters: number;
   /** Dead letters per event type. */

@@ -27,20 +27,37 @@ export interface CommittedBatch extends Settlement {
   lastSeq: string | undefined;
 }
 
+/** What one claim found: the batch it committed, if any. */
+export interface BatchResult {
+  committed: CommittedBatch | undefined;
+  /**
+   * An open writing transaction bounded one of the partitions claimed from: events it
+   * holds back become claimable when it commits, which moves no sequence, so the lane
+   * looks again by itself soon.
+   */
+  writersOpen: boolean;
+  /** Some event (of any partition) waits for its retry: the lane keeps polling for it. */
+  retrying: boolean;
+}
+
 /**
  * One transaction: claim, publish, settle. A crash or error before COMMIT returns every
- * claimed row to the outbox. Resolves with undefined when nothing was claimable.
+ * claimed row to the outbox. `committed` is undefined when nothing was claimable.
  */
 export async function dispatchBatch(
   context: BatchContext,
   partitions: readonly number[],
   from: string,
-): Promise<CommittedBatch | undefined> {
+): Promise<BatchResult> {
   const { db, sql, schema, batchSize, onDeadLetter, link } = context;
-  if (partitions.length === 0) return undefined;
-  return markDatabaseErrors(db, async (tx) => {
+  if (partitions.length === 0) return { committed: undefined, writersOpen: false, retrying: false };
+  let writersOpen = false;
+  let retrying = false;
+  const committed = await markDatabaseErrors(db, async (tx) => {
     const count = await context.partitionCount();
     const horizon = await readWriteHorizon(tx, sql, schema, count);
+    writersOpen = horizon.bounded.size > 0 && partitions.some((p) => horizon.bounded.has(p));
+    retrying = horizon.retrying;
     const claim =
       onDeadLetter === 'hold'
         ? sql.outboxClaimHoldingDeadLetters
@@ -64,12 +81,15 @@ export async function dispatchBatch(
     );
     const acknowledgedAt = Date.now();
     const settlement = await settle(tx, sql, rows.length, outcome, context);
+    // What this batch scheduled for a retry waits too.
+    if (settlement.report.retried > 0) retrying = true;
     return {
       ...settlement,
       events: { ...settlement.events, acknowledgedAt },
       lastSeq: rows.at(-1)?.seq,
     };
   });
+  return { committed, writersOpen, retrying };
 }
 
 /**

@@ -6,7 +6,7 @@ import {
   SchemaVersionError,
 } from '../common/errors.js';
 import { clip } from '../common/text.js';
-import { assertSchemaCurrent, readPartitionCount } from '../db/migrate.js';
+import { assertSchemaCurrent, readPartitionCount, readProducerNotify } from '../db/migrate.js';
 import { type Statements, statements } from '../db/sql/index.js';
 import { backoffDelayMs } from './backoff.js';
 import { type BatchContext, type CommittedBatch, dispatchBatch } from './batch.js';
@@ -21,7 +21,14 @@ import {
   resolveDispatcherOptions,
 } from './options.js';
 import { PartitionOwnership } from './ownership.js';
-import { Notifications } from './wakeup.js';
+import { Notifications, WriteProbe } from './wakeup.js';
+
+/**
+ * How long an idle lane sleeps when no event waits for a retry: the write probe wakes it
+ * for new events, the ownership rounds for partitions taken over, so this full look only
+ * guards against what nothing announces (a row restored by hand, say).
+ */
+const IDLE_LOOK_MS = 30_000;
 
 /** A dispatcher: see `createDispatcher`. Its events are typed by `DispatcherEvents`. */
 export interface Dispatcher extends EventEmitter<DispatcherEvents> {
@@ -47,6 +54,10 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private readonly sql: Statements;
   private readonly link: BrokerLink;
   private readonly notifications: Notifications;
+  private readonly probe: WriteProbe;
+  /** LISTEN only where the schema's insert trigger sends NOTIFY (read at start). */
+  private listen = false;
+  private lastBrokerCheck = 0;
   private readonly ownership: PartitionOwnership;
   private readonly batch: BatchContext;
   private loop: Promise<void> | undefined;
@@ -61,8 +72,18 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     const { db, schema, rebalanceIntervalMs, logger, broker, publishTimeoutMs } = this.options;
     this.sql = statements(schema);
     this.link = new BrokerLink(broker, publishTimeoutMs, logger);
-    this.notifications = new Notifications(db, schema, logger, () => {
+    const wakeAll = () => {
       for (const lane of this.lanes) lane.wakeup.wake();
+    };
+    this.notifications = new Notifications(db, schema, logger, wakeAll);
+    this.probe = new WriteProbe({
+      db,
+      sql: this.sql,
+      logger,
+      minMs: this.options.wakeProbeMinMs,
+      maxMs: this.options.wakeProbeMaxMs,
+      retryMs: this.options.pollIntervalMs,
+      onWrite: wakeAll,
     });
     this.ownership = new PartitionOwnership(
       db,
@@ -104,7 +125,11 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     const count = this.options.batchesInFlight;
     this.lanes = Array.from({ length: count }, (_, index) => new Lane(index, count));
     await this.ownership.start(await this.partitionCount());
-    if (this.options.notify) await this.notifications.ensure();
+    this.listen =
+      this.options.notify &&
+      (await databaseWork(readProducerNotify(this.options.db, this.options.schema)));
+    if (this.listen) await this.notifications.ensure();
+    await this.probe.start();
     this.loop = Promise.all(this.lanes.map((lane) => this.run(lane))).then(() => {});
   }
 
@@ -113,6 +138,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     for (const lane of this.lanes) lane.interrupt();
     await this.loop;
     this.loop = undefined;
+    await this.probe.stop();
     await this.ownership.stop();
     await this.notifications.stop();
     await this.link.close();
@@ -138,14 +164,14 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
 
   /** One lane's loop: claim, publish, settle, one batch at a time, from its partitions. */
   private async run(lane: Lane): Promise<void> {
-    const { logger, pollIntervalMs, batchSize, notify } = this.options;
+    const { logger, pollIntervalMs, batchSize } = this.options;
     let failures = 0;
     while (!this.stopping) {
       lane.health.lastRoundAt = Date.now();
       try {
         lane.enter('dispatching');
         await this.link.ensure();
-        if (notify && !this.notifications.active) await this.notifications.ensure();
+        if (this.listen && !this.notifications.active) await this.notifications.ensure();
         if (Date.now() - lane.lastFullScan >= pollIntervalMs) lane.cursor = FULL_SCAN;
         const from = lane.cursor;
         if (from === FULL_SCAN) lane.lastFullScan = Date.now();
@@ -158,13 +184,12 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         } else {
           lane.cursor = FULL_SCAN;
           // A short claim from the cursor: look once more from the start before sleeping.
-          // (Failed events are not claimable again until their retry time, so a full
-          // batch of them cannot make this spin.)
-          if (from === FULL_SCAN) {
-            // Nothing to publish: make sure the broker is still there all the same.
-            if (lane.index === 0) await this.link.check();
+          // So does a batch that held events back behind one that failed or was
+          // dead-lettered: those may be claimable now. (A failed event is not claimable
+          // again until its retry time, so neither can make this spin.)
+          if (from === FULL_SCAN && report.held === 0) {
             lane.enter('idle');
-            await lane.wakeup.sleep(pollIntervalMs);
+            await this.idle(lane, report);
           }
         }
       } catch (error) {
@@ -177,6 +202,36 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       }
     }
     if (lane.health.state !== 'stopped') lane.enter('stopped');
+  }
+
+  /**
+   * Between claims with nothing to claim. Open writers held events back: look again soon
+   * (their commit moves nothing the probe sees). Else sleep until the wake-up says events
+   * were written, or until a retry may have come due (poll interval) when one waits, or
+   * the safety net's full look; lane 0 asks the broker for a round trip every poll
+   * interval meanwhile, so an outage shows in readiness while idle too.
+   */
+  private async idle(
+    lane: Lane,
+    found: { writersOpen: boolean; retrying: boolean },
+  ): Promise<void> {
+    const { pollIntervalMs, wakeProbeMinMs } = this.options;
+    if (found.writersOpen) {
+      await lane.wakeup.sleep(lane.recheckMs(wakeProbeMinMs, pollIntervalMs));
+      return;
+    }
+    lane.clearRecheck();
+    const until =
+      Date.now() + (found.retrying ? pollIntervalMs : Math.max(pollIntervalMs, IDLE_LOOK_MS));
+    while (!this.stopping) {
+      if (lane.index === 0 && Date.now() - this.lastBrokerCheck >= pollIntervalMs) {
+        this.lastBrokerCheck = Date.now();
+        await this.link.check();
+      }
+      const left = until - Date.now();
+      if (left <= 0) return;
+      if (await lane.wakeup.sleep(Math.min(left, pollIntervalMs))) return;
+    }
   }
 
   /** Retrying cannot fix a setting the broker or database refuses: stop and say so. */
@@ -226,11 +281,13 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private async dispatch(
     partitions: readonly number[],
     from: string,
-  ): Promise<BatchReport & { lastSeq?: string }> {
-    const committed = await dispatchBatch(this.batch, partitions, from);
-    if (!committed) return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0 };
+  ): Promise<BatchReport & { lastSeq?: string; writersOpen: boolean; retrying: boolean }> {
+    const { committed, ...found } = await dispatchBatch(this.batch, partitions, from);
+    if (!committed) {
+      return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0, ...found };
+    }
     this.report(committed);
-    return { ...committed.report, lastSeq: committed.lastSeq };
+    return { ...committed.report, lastSeq: committed.lastSeq, ...found };
   }
 
   private report({ report, events }: CommittedBatch): void {

@@ -10,6 +10,8 @@ export interface WriteHorizon {
   bounds: string;
   /** Whether any event waits for a retry right now. */
   retrying: boolean;
+  /** The partitions an open writing transaction bounds (their later events wait for it). */
+  bounded: ReadonlySet<number>;
 }
 
 /**
@@ -40,5 +42,8 @@ export async function readWriteHorizon(
     lastSeq: String(lastSeq),
     bounds: `{${bounds.map((bound) => (bound === undefined ? 'NULL' : String(bound))).join(',')}}`,
     retrying: rows[0]?.retrying !== false,
+    bounded: new Set(
+      bounds.flatMap((bound, partition) => (bound === undefined ? [] : [partition])),
+    ),
   };
 }

@@ -28,6 +28,8 @@ export class Lane {
   // events are no reason to hit a server that is down), only stop() may.
   readonly stopRequested = new Wakeup();
   health: LaneHealth = { state: 'stopped', since: Date.now(), lastRoundAt: 0 };
+  /** How long the lane waits before looking again while open writers hold events back. */
+  private recheck = 0;
 
   constructor(
     readonly index: number,
@@ -42,6 +44,22 @@ export class Lane {
     if (state !== this.health.state || problem) {
       this.health = { ...this.health, state, since: Date.now(), problem };
     }
+  }
+
+  /**
+   * The wait before the next claim after one that open writing transactions held back:
+   * `minMs`, doubling while they stay open, at most `maxMs` (the poll interval). Their
+   * commit moves no sequence the wake-up could see, so the lane looks again by itself:
+   * soon for the usual short transaction, rarely for a long one.
+   */
+  recheckMs(minMs: number, maxMs: number): number {
+    this.recheck = this.recheck === 0 ? minMs : Math.min(maxMs, this.recheck * 2);
+    return this.recheck;
+  }
+
+  /** Nothing is held back any more: the next wait is the wake-up's. */
+  clearRecheck(): void {
+    this.recheck = 0;
   }
 
   /** Wakes the lane from any sleep, the backoff's too (stop). */

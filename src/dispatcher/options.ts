@@ -33,9 +33,20 @@ export interface DispatcherOptions {
    * partitions as lanes to keep every lane busy. 1: one batch at a time.
    */
   batchesInFlight?: number;
-  /** How often to look for work when no NOTIFY arrives (and for retries coming due). */
+  /** How often to claim from the start whatever the wake-up says (retries coming due). */
   pollIntervalMs?: number;
-  /** Wake up on the outbox trigger's NOTIFY. `false`: polling only. Default true. */
+  /**
+   * The wake-up: how often the dispatcher reads the write sequence to learn that events
+   * were written, from `wakeProbeMinMs` while events flow, slowing to `wakeProbeMaxMs`
+   * when idle. Costs producers nothing; costs the database one tiny statement per look.
+   */
+  wakeProbeMinMs?: number;
+  wakeProbeMaxMs?: number;
+  /**
+   * Also LISTEN for the insert trigger's NOTIFY, when the schema sends it (`migrate
+   * --producer-notify on`; off by default since it serialises producers' commits).
+   * `false`: never. Default true.
+   */
   notify?: boolean;
   /** Publishes an event gets before it becomes a dead letter. */
   maxAttempts?: number;

@@ -82,7 +82,7 @@ export class PartitionOwnership {
     try {
       const session = this.session ?? (await this.join());
       const keys = this.keys as { members: number; partitions: number };
-      const { rows } = await session.query<Holder>(this.sql.ownershipHolders, [
+      const { rows } = await session.query<Holder>(this.sql.ownershipLocks, [
         keys.members,
         keys.partitions,
       ]);

@@ -44,7 +44,8 @@ export const dispatcherSettings = {
     default: 1000,
     min: 10,
     max: 3_600_000,
-    description: 'look for work this often without a NOTIFY (and for retries coming due)',
+    description:
+      'claim from the start this often whatever the wake-up says (retries coming due, anything missed)',
   },
   maxAttempts: {
     flag: 'max-attempts',
@@ -78,6 +79,28 @@ export const dispatcherSettings = {
     min: 100,
     max: 120_000,
     description: 'give up on an unanswered batch after this (it is rolled back and retried)',
+  },
+  wakeProbeMinMs: {
+    flag: 'wake-probe-min-ms',
+    value: '<ms>',
+    default: 2,
+    min: 1,
+    max: 10_000,
+    description:
+      'while events flow, look this often whether anything new was written (a read of the write sequence, no producer cost)',
+  },
+  wakeProbeMaxMs: {
+    flag: 'wake-probe-max-ms',
+    value: '<ms>',
+    // Measured: each look costs its backend 0.25-0.35 ms of CPU when the backend sleeps in
+    // between (waking it, not the statement, is the cost): at 50 ms an idle dispatcher
+    // cost 0.9-1 % of a core, at 80 ms about 0.6 %.
+    default: 80,
+    min: 1,
+    max: 60_000,
+    atLeast: 'wakeProbeMinMs' as const,
+    description:
+      'the same when idle: the look slows down to this, bounding both the idle cost and the delay of a first event',
   },
   rebalanceIntervalMs: {
     flag: 'rebalance-interval-ms',

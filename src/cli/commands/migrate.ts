@@ -40,7 +40,7 @@ export function migrateCommand(): Command {
     .addOption(
       new Option(
         '--producer-notify <on|off>',
-        'whether inserts NOTIFY the dispatchers (off: more commits/s for busy producers; dispatchers poll)',
+        'whether inserts also NOTIFY the dispatchers (default off: a NOTIFY makes the database commit outbox-writing transactions one at a time; dispatchers find new events by probing the write sequence either way)',
       ).choices(['on', 'off']),
     )
     .addOption(settings.verbose())
@@ -89,7 +89,7 @@ export function migrateCommand(): Command {
           if (flags.producerNotify) {
             await setProducerNotify(db, flags.schema, flags.producerNotify === 'on');
             process.stdout.write(
-              `producer notify ${flags.producerNotify} for schema "${flags.schema}"${flags.producerNotify === 'off' ? ': dispatchers find new events by polling (--poll-interval-ms)' : ''}\n`,
+              `producer notify ${flags.producerNotify} for schema "${flags.schema}"${flags.producerNotify === 'on' ? ': dispatchers started from now on also LISTEN' : ''}\n`,
             );
           }
           return 0;

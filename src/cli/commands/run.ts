@@ -4,7 +4,6 @@ import { ConfigError, errorMessage } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { clip, escapeControl } from '../../common/text.js';
 import { redactUrl } from '../../common/url.js';
-import { readProducerNotify } from '../../db/migrate.js';
 import { pgDatabase } from '../../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startOpsServer } from '../../ops/server.js';
@@ -175,12 +174,6 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
             { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },
             'dispatcher started',
           );
-          if (dispatch.notify && !(await readProducerNotify(db, dispatch.schema))) {
-            logger.info(
-              { pollIntervalMs: dispatch.pollIntervalMs },
-              'inserts do not NOTIFY (migrate --producer-notify off): new events are found by polling',
-            );
-          }
           const fatal = new Promise<Error>((resolve) => dispatcher.once('fatal', resolve));
           const outcome = await Promise.race([stopped, fatal]);
           if (outcome instanceof Error) {

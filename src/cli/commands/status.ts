@@ -48,7 +48,7 @@ export function statusCommand(): Command {
           }
           const lines = [
             `schema "${status.schema}": ${status.pending} pending (oldest ${status.oldestAgeSeconds.toFixed(1)} s), ${status.deadLetters} dead letters`,
-            `producer notify: ${status.producerNotify ? 'on' : 'off (dispatchers poll)'}`,
+            `producer notify: ${status.producerNotify ? 'on (dispatchers also LISTEN)' : 'off (dispatchers probe the write sequence)'}`,
             `dispatchers: ${status.dispatchers.length}`,
             ...status.dispatchers.map(
               (d) =>

@@ -17,7 +17,8 @@ export interface DeadLetterStatements {
   deadLetterShow: string;
   /**
    * Lets the insert trigger keep the seq a retried dead letter brings back (migration
-   * 0005), for this transaction only. Sent before deadLetterRetry.
+   * 0005), for this transaction only, and draws one seq so that the write sequence moves
+   * and the dispatchers' write probes wake them for it. Sent before deadLetterRetry.
    */
   deadLetterKeepSeq: string;
   /** The filter: moves the dead letters back into the outbox under their seq; their ids. */
@@ -55,7 +56,8 @@ ORDER BY dead_at, seq LIMIT $7`,
     deadLetterShow: `SELECT ${COLUMNS}, payload::text AS payload, headers::text AS headers
 FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
 
-    deadLetterKeepSeq: `SELECT set_config('edupulse_outbox.keep_seq', 'on', true)`,
+    deadLetterKeepSeq: `SELECT set_config('edupulse_outbox.keep_seq', 'on', true),
+  nextval('${s}.outbox_write_seq'::regclass)`,
 
     deadLetterRetry: `WITH moved AS (
   DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE}

@@ -8,7 +8,13 @@ export interface OwnershipStatements {
   ownershipLock: string;
   ownershipTryLock: string;
   ownershipUnlock: string;
-  /** $1 members namespace, $2 partitions namespace: every granted lock of both, with its holder. */
+  /**
+   * $1 members namespace, $2 partitions namespace: every granted lock of both, with its
+   * holder's pid; what a dispatcher's rebalancing round reads every second, so pg_locks
+   * alone (pg_stat_activity copies every backend's status).
+   */
+  ownershipLocks: string;
+  /** The same with each holder's application_name, for status. */
   ownershipHolders: string;
 }
 
@@ -20,6 +26,11 @@ export function ownershipStatements(): OwnershipStatements {
     ownershipLock: 'SELECT pg_advisory_lock($1::int, $2::int)',
     ownershipTryLock: 'SELECT pg_try_advisory_lock($1::int, $2::int) AS locked',
     ownershipUnlock: 'SELECT pg_advisory_unlock($1::int, $2::int) AS unlocked',
+    ownershipLocks: `SELECT l.classid::bigint AS namespace, l.objid::bigint AS key, l.pid
+FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid IN ($1::bigint::oid, $2::bigint::oid)`,
     ownershipHolders: `SELECT l.classid::bigint AS namespace, l.objid::bigint AS key, l.pid, a.application_name
 FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
