@@ -284,6 +284,36 @@ describe.each(drivers)('enqueue through $name', (driver) => {
     expect(rows.map((r) => r.id)).toEqual(events.map((e) => e.id));
   });
 
+  it('serialises each payload once, and stores it as that text', async () => {
+    const { schema, inspect } = driver.target();
+    const outbox = createOutbox({ schema });
+    let serialised = 0;
+    const payload = (n: number) => ({
+      n,
+      toJSON() {
+        serialised++;
+        return { n, note: 'as written' };
+      },
+    });
+    const event = (n: number) => ({
+      type: 'note-written',
+      aggregateType: 'note',
+      aggregateId: `note-${n}`,
+      payload: payload(n),
+    });
+    await driver.inTransaction(async (tx) => {
+      await outbox.enqueue(tx, event(1));
+      await outbox.enqueue(tx, [event(2), event(3)]);
+    }, true);
+    expect(serialised).toBe(3);
+    const rows = await storedRows(inspect, schema);
+    expect(rows.map((r) => JSON.parse(r.payload))).toEqual([
+      { n: 1, note: 'as written' },
+      { n: 2, note: 'as written' },
+      { n: 3, note: 'as written' },
+    ]);
+  });
+
   it('an invalid event in a list refuses the whole call, naming events[i], and writes nothing', async () => {
     const { schema, inspect } = driver.target();
     const outbox = createOutbox({ schema });

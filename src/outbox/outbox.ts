@@ -22,14 +22,16 @@ export interface Outbox {
   enqueue(tx: TransactionLike, events: OutboxEvent | readonly OutboxEvent[]): Promise<string[]>;
 }
 
+/** A validated event as the insert statements take it: every value as text (or null). */
 interface Row {
   id: string;
-  aggregate_type: string;
-  aggregate_id: string;
-  event_type: string;
-  payload: unknown;
-  headers: Record<string, string> | null;
-  occurred_at: string | null;
+  aggregateType: string;
+  aggregateId: string;
+  eventType: string;
+  /** The payload's JSON text: serialised once, here, and sent as it is. */
+  payload: string;
+  headers: string | null;
+  occurredAt: string | null;
 }
 
 function toRow(
@@ -40,32 +42,42 @@ function toRow(
 ): Row {
   const prefix = many ? `events[${index}]` : '';
   const valid = parseOrThrow(eventEnvelopeSchema, event, prefix, event?.type ?? 'event');
-  let json: string | undefined;
+  let payload: string | undefined;
   try {
-    json = JSON.stringify(valid.payload);
+    payload = JSON.stringify(valid.payload);
   } catch (error) {
     throw new ValidationError(
       `${prefix ? `${prefix}.` : ''}payload`,
       `is not JSON-serialisable (${valid.type})`,
-      {
-        cause: error,
-      },
+      { cause: error },
     );
   }
-  if (json === undefined) {
+  if (payload === undefined) {
     throw new ValidationError(`${prefix ? `${prefix}.` : ''}payload`, `is missing (${valid.type})`);
   }
+  // The caller's own trace headers win over the active context.
+  const headers = trace ? { ...trace, ...valid.headers } : valid.headers;
   const occurredAt = valid.occurredAt;
   return {
     id: valid.id ?? randomUUID(),
-    aggregate_type: valid.aggregateType,
-    aggregate_id: valid.aggregateId,
-    event_type: valid.type,
-    payload: valid.payload,
-    // The caller's own trace headers win over the active context.
-    headers: trace ? { ...trace, ...valid.headers } : (valid.headers ?? null),
-    occurred_at: occurredAt instanceof Date ? occurredAt.toISOString() : (occurredAt ?? null),
+    aggregateType: valid.aggregateType,
+    aggregateId: valid.aggregateId,
+    eventType: valid.type,
+    payload,
+    headers: headers ? JSON.stringify(headers) : null,
+    occurredAt: occurredAt instanceof Date ? occurredAt.toISOString() : (occurredAt ?? null),
   };
+}
+
+/** The rows as the JSON array outboxInsert reads, with each payload's text spliced in as it is. */
+function recordset(rows: readonly Row[]): string {
+  const text = (value: string | null) => (value === null ? 'null' : JSON.stringify(value));
+  return `[${rows
+    .map(
+      (row) =>
+        `{"id":${text(row.id)},"aggregate_type":${text(row.aggregateType)},"aggregate_id":${text(row.aggregateId)},"event_type":${text(row.eventType)},"payload":${row.payload},"headers":${row.headers ?? 'null'},"occurred_at":${text(row.occurredAt)}}`,
+    )
+    .join(',')}]`;
 }
 
 /** The producer side: `createOutbox().enqueue(tx, LessonPublished.create({…}))`. */
@@ -81,7 +93,21 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       const traceHeaders = activeTraceHeaders();
       const trace = Object.keys(traceHeaders).length > 0 ? traceHeaders : undefined;
       const rows = list.map((event, index) => toRow(event, index, Array.isArray(events), trace));
-      await toExecutor(tx).query(sql.outboxInsert, [JSON.stringify(rows)]);
+      const executor = toExecutor(tx);
+      const [one] = rows;
+      if (rows.length === 1 && one) {
+        await executor.query(sql.outboxInsertOne, [
+          one.id,
+          one.aggregateType,
+          one.aggregateId,
+          one.eventType,
+          one.payload,
+          one.headers,
+          one.occurredAt,
+        ]);
+      } else {
+        await executor.query(sql.outboxInsert, [recordset(rows)]);
+      }
       return rows.map((row) => row.id);
     },
   };

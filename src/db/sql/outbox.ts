@@ -2,7 +2,13 @@ import { ORDER_LOCK_TAG, ORDER_PARTITION_MASK, ORDER_TAG_MASK, rfc3339 } from '.
 
 /** The statements of the outbox table itself: enqueue, the claim, settling, the backlog. */
 export interface OutboxStatements {
-  /** $1: JSON array of {id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at}. */
+  /**
+   * One event: $1 id, $2 aggregate type, $3 aggregate id, $4 event type, $5 the payload's
+   * JSON text, $6 the headers' JSON text or NULL, $7 the time or NULL (now()). Plain
+   * VALUES: the cheapest statement for the common one-event transaction.
+   */
+  outboxInsertOne: string;
+  /** Several events: $1 a JSON array of {id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at}. */
   outboxInsert: string;
   /**
    * $1: batch size, $2: the partitions to claim from ('{0,1,…}'), $3: the lowest seq
@@ -55,6 +61,9 @@ export interface OutboxStatements {
 /** `s`: the quoted schema. */
 export function outboxStatements(s: string): OutboxStatements {
   return {
+    outboxInsertOne: `INSERT INTO ${s}.outbox (id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
+VALUES ($1::text::uuid, $2, $3, $4, $5::text::json, coalesce($6::text::jsonb, '{}'::jsonb), coalesce($7::text::timestamptz, now()))`,
+
     // ROWS FROM … WITH ORDINALITY keeps the caller's order, so seq follows it.
     outboxInsert: `INSERT INTO ${s}.outbox (id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
 SELECT e.id, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, coalesce(e.headers, '{}'::jsonb), coalesce(e.occurred_at, now())
