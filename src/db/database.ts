@@ -4,6 +4,12 @@ import type { Executor } from './executor.js';
 export interface TransactionExecutor extends Executor {
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
+  /**
+   * Optional: runs a statement without parameters and commits, in one round trip. The
+   * transaction is then over; `transaction()` commits nothing more. An adapter without it
+   * is used through `query`, then the usual COMMIT.
+   */
+  commitWith?(text: string): Promise<void>;
 }
 
 /** A connection of its own, kept open: session-level advisory locks live as long as it. */

@@ -33,6 +33,11 @@ const SESSION_OPTIONS = [
   .map((setting) => `-c ${setting}`)
   .join(' ');
 
+/** The result of a simple-protocol query: the last statement's, when it held several. */
+function lastResult(result: pg.QueryResult | pg.QueryResult[]): pg.QueryResult {
+  return Array.isArray(result) ? (result.at(-1) as pg.QueryResult) : result;
+}
+
 const preparedNames = new Map<string, string>();
 
 /** A statement's prepared-statement name: the same text, the same name, on every connection. */
@@ -67,20 +72,43 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
 
     async transaction<T>(fn: (tx: TransactionExecutor) => Promise<T>): Promise<T> {
       const client = await pool.connect();
+      // Round trips are much of a small batch's cost: BEGIN goes out with the first
+      // statement that has no parameters (one simple-protocol message), and commitWith()
+      // sends its statement and COMMIT together.
+      let begun = false;
+      let committed = false;
+      const begin = async () => {
+        if (!begun) {
+          begun = true;
+          await client.query('BEGIN');
+        }
+      };
+      const simple = async (text: string) => {
+        const prefix = begun ? '' : 'BEGIN;\n';
+        begun = true;
+        return lastResult(await client.query(`${prefix}${text}`));
+      };
       const tx: TransactionExecutor = {
         async query<R>(text: string, values: readonly unknown[] = []) {
+          if (values.length === 0) return { rows: (await simple(text)).rows as R[] };
+          await begin();
           // Statements with parameters are prepared once per connection (by a name derived
           // from their text) and planned once: the dispatcher sends the same few
           // statements for every batch, and parsing and planning them each time cost
           // about a millisecond of server CPU per batch.
-          const result =
-            values.length > 0
-              ? await client.query({ name: preparedName(text), text, values: [...values] })
-              : await client.query(text);
+          const result = await client.query({
+            name: preparedName(text),
+            text,
+            values: [...values],
+          });
           return { rows: result.rows as R[] };
         },
         async exec(sql: string) {
-          await client.query(sql);
+          await simple(sql);
+        },
+        async commitWith(text: string) {
+          await simple(`${text};\nCOMMIT`);
+          committed = true;
         },
       };
       let broken: Error | undefined;
@@ -92,16 +120,17 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       };
       client.on('error', lost);
       try {
-        await client.query('BEGIN');
         const result = await fn(tx);
-        await client.query('COMMIT');
+        if (begun && !committed) await client.query('COMMIT');
         return result;
       } catch (error) {
-        try {
-          await client.query('ROLLBACK');
-        } catch (rollbackError) {
-          // The session is unusable (server gone, connection cut): do not return it to the pool.
-          broken = rollbackError as Error;
+        if (begun && !committed) {
+          try {
+            await client.query('ROLLBACK');
+          } catch (rollbackError) {
+            // The session is unusable (server gone, connection cut): do not return it to the pool.
+            broken = rollbackError as Error;
+          }
         }
         throw error;
       } finally {

@@ -49,13 +49,13 @@ export async function dispatchBatch(
   partitions: readonly number[],
   from: string,
 ): Promise<BatchResult> {
-  const { db, sql, schema, batchSize, onDeadLetter, link } = context;
+  const { db, sql, batchSize, onDeadLetter, link } = context;
   if (partitions.length === 0) return { committed: undefined, writersOpen: false, retrying: false };
   let writersOpen = false;
   let retrying = false;
   const committed = await markDatabaseErrors(db, async (tx) => {
     const count = await context.partitionCount();
-    const horizon = await readWriteHorizon(tx, sql, schema, count);
+    const horizon = await readWriteHorizon(tx, sql, count);
     writersOpen = horizon.bounded.size > 0 && partitions.some((p) => horizon.bounded.has(p));
     retrying = horizon.retrying;
     const claim =

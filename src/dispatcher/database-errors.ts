@@ -42,6 +42,12 @@ export async function markDatabaseErrors<T>(
           return databaseWork(tx.query<R>(text, values));
         },
         exec: (sql) => databaseWork(tx.exec(sql)),
+        ...(tx.commitWith
+          ? {
+              commitWith: (text: string) =>
+                databaseWork((tx.commitWith as (t: string) => Promise<void>)(text)),
+            }
+          : {}),
       };
       try {
         return await fn(marked);

@@ -23,12 +23,10 @@ export interface WriteHorizon {
 export async function readWriteHorizon(
   tx: Executor,
   sql: Statements,
-  schema: string,
   partitionCount: number,
 ): Promise<WriteHorizon> {
   const { rows } = await tx.query<{ last_seq: string; writers: string; retrying: boolean }>(
     sql.outboxWriteHorizon,
-    [schema],
   );
   const lastSeq = BigInt(rows[0]?.last_seq ?? '0');
   const bounds: (bigint | undefined)[] = new Array(partitionCount).fill(undefined);

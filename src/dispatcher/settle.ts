@@ -1,7 +1,7 @@
 import type { OutboxMessage } from '../brokers/broker.js';
 import type { Logger } from '../common/logger.js';
 import { clip } from '../common/text.js';
-import type { Executor } from '../db/executor.js';
+import type { TransactionExecutor } from '../db/database.js';
 import { pgArray, type Statements } from '../db/sql/index.js';
 import { backoffDelayMs } from './backoff.js';
 import type { BatchReport, SettledBatch } from './events.js';
@@ -24,13 +24,14 @@ export interface Settlement {
 }
 
 /**
- * Settles a batch in its transaction, with one statement: deletes what was published,
+ * Settles a batch in its transaction, with one statement (which also commits it when the
+ * adapter can and everything was published): deletes what was published,
  * schedules each failure's retry (exponential backoff with jitter), and moves to the dead
  * letters what failed its last attempt or can never be published (attempts unchanged:
  * it was never sent).
  */
 export async function settle(
-  tx: Executor,
+  tx: Pick<TransactionExecutor, 'query' | 'commitWith'>,
   sql: Statements,
   claimed: number,
   outcome: BatchOutcome,
@@ -66,11 +67,17 @@ export async function settle(
       'publish failed; events will be retried',
     );
   }
-  await tx.query(sql.outboxSettle, [
-    pgArray(outcome.published.map((m: OutboxMessage) => m.seq)),
-    JSON.stringify(retry),
-    JSON.stringify(dead),
-  ]);
+  const published = outcome.published.map((m: OutboxMessage) => m.seq);
+  if (retry.length === 0 && dead.length === 0 && published.length > 0 && tx.commitWith) {
+    // The usual batch, everything published: the delete goes out with the COMMIT.
+    await tx.commitWith(sql.outboxSettlePublished(published));
+  } else {
+    await tx.query(sql.outboxSettle, [
+      pgArray(published),
+      JSON.stringify(retry),
+      JSON.stringify(dead),
+    ]);
+  }
   return {
     report: {
       claimed,

@@ -23,7 +23,7 @@ export interface Statements
 export function statements(schema: string): Statements {
   const s = quoteSchema(schema);
   return {
-    ...outboxStatements(s),
+    ...outboxStatements(s, schema),
     ...deadLetterStatements(s),
     ...ownershipStatements(),
     ...migrationStatements(s),

@@ -34,10 +34,16 @@ export interface OutboxStatements {
    */
   outboxSettle: string;
   /**
-   * $1: schema name. The sequence's last value, the write bounds open transactions
-   * announced (migration 0004): JSON [[partition, seq mod 2^31], …], and whether any
-   * event is waiting for a retry. The first statement of every batch, so it also sets
-   * the batch's synchronous_commit.
+   * The usual settle, when every event of the batch was published: deletes these seqs
+   * (digits only, checked, written in), so that it can go out with the COMMIT.
+   */
+  outboxSettlePublished(seqs: readonly string[]): string;
+  /**
+   * The sequence's last value, the write bounds open transactions announced (migration
+   * 0004): JSON [[partition, seq mod 2^31], …], and whether any event is waiting for a
+   * retry. The first statement of every batch, so it also sets the batch's
+   * synchronous_commit; it has no parameters (the schema name, a validated identifier,
+   * is written in), so it can go out with the batch's BEGIN in one message.
    */
   outboxWriteHorizon: string;
   /** The write sequence's oid, for outboxWriteProbe (resolved once, not at every look). */
@@ -58,8 +64,8 @@ export interface OutboxStatements {
   outboxBacklogByEventType: string;
 }
 
-/** `s`: the quoted schema. */
-export function outboxStatements(s: string): OutboxStatements {
+/** `s`: the quoted schema; `name`: the schema's name (a validated identifier). */
+export function outboxStatements(s: string, name: string): OutboxStatements {
   return {
     outboxInsertOne: `INSERT INTO ${s}.outbox (id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
 VALUES ($1::text::uuid, $2, $3, $4, $5::text::json, coalesce($6::text::jsonb, '{}'::jsonb), coalesce($7::text::timestamptz, now()))`,
@@ -82,11 +88,16 @@ ORDER BY e.n`,
 FROM (SELECT 1) AS one
 LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 2
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND (l.classid::bigint & ${ORDER_TAG_MASK}) = ${ORDER_LOCK_TAG('$1')}`,
+  AND (l.classid::bigint & ${ORDER_TAG_MASK}) = ${ORDER_LOCK_TAG(`'${name}'`)}`,
 
     outboxClaim: claim(s, { deadLetterHold: false, retryCheck: true }),
     outboxClaimHoldingDeadLetters: claim(s, { deadLetterHold: true, retryCheck: true }),
     outboxClaimNoneRetrying: claim(s, { deadLetterHold: false, retryCheck: false }),
+
+    outboxSettlePublished: (seqs) => {
+      for (const seq of seqs) if (!/^\d+$/.test(seq)) throw new Error(`not a seq: ${seq}`);
+      return `DELETE FROM ${s}.outbox WHERE seq = ANY('{${seqs.join(',')}}'::bigint[])`;
+    },
 
     outboxSettle: `WITH published AS (
   DELETE FROM ${s}.outbox WHERE seq = ANY($1::text::bigint[])
