@@ -104,11 +104,36 @@ describe('secrets in database URLs', () => {
     }
   });
 
-  it('an unreachable database is reported without the password', async () => {
+  it('an unreachable database is reported without the password, in either form', async () => {
     const result = await runCli(['status', '--database-url', dbUnreachable, '--verbose']);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('postgres:***@127.0.0.1:1');
     sweep('an unreachable database', result);
+    const parameter = await runCli([
+      'run',
+      '--database-url',
+      `postgres://postgres@127.0.0.1:1/test?password=${SECRET}`,
+      '--verbose',
+    ]);
+    expect(parameter.code).toBe(2);
+    expect(parameter.stderr).toContain('password=***');
+    sweep('an unreachable database, password as a parameter', parameter);
+  });
+
+  it('a running dispatcher logs the database URL without a password parameter', async () => {
+    const run = spawnCli([
+      'run',
+      '--database-url',
+      dbWithPasswordParameter(),
+      '--schema',
+      t.schema,
+      '--verbose',
+    ]);
+    await run.waitFor('the dispatcher to start', () => run.stderr.includes('dispatcher started'));
+    run.child.kill('SIGTERM');
+    const result = await run.exited;
+    expect(result.stderr).toContain('password=***');
+    sweep('run with ?password=', result);
   });
 });
 
