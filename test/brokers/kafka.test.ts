@@ -1,10 +1,3 @@
-/**
- * The Kafka broker against a real Kafka 4.1 (KRaft) of this file's own, started from
- * scripts/kafka/kafka.sh on other ports than the shared one: the outage tests stop and
- * start it, which must not pull the server from under other test files. Every target
- * uses topics and consumer groups of its own prefix, deleted afterwards.
- */
-import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
@@ -21,6 +14,7 @@ import {
   testKafkaScript,
   uniqueName,
 } from '../helpers/kafka.js';
+import { outboxMessage } from '../helpers/messages.js';
 import { waitFor } from '../helpers/wait.js';
 import { badInputSuite } from './bad-input.js';
 import { type BrokerHarness, brokerConformance } from './conformance.js';
@@ -69,21 +63,8 @@ const harness: BrokerHarness = {
 brokerConformance(harness);
 badInputSuite(harness);
 
-let seq = 0;
 function message(aggregateType: string, aggregateId: string, payload: unknown): OutboxMessage {
-  seq++;
-  return {
-    id: randomUUID(),
-    seq: String(seq),
-    aggregateType,
-    aggregateId,
-    eventType: 'lesson-published',
-    payload: JSON.stringify(payload),
-    headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
-    partition: 0,
-    occurredAt: new Date().toISOString(),
-    attempts: 0,
-  };
+  return outboxMessage({ aggregateType, aggregateId, payload: JSON.stringify(payload) });
 }
 
 describe('kafka broker', () => {
@@ -162,7 +143,7 @@ describe('kafka broker', () => {
       datacontenttype: 'application/json',
       partitionkey: 'quiz-7',
       traceparent: sent.headers.traceparent,
-      sequence: String(seq).padStart(19, '0'),
+      sequence: sent.seq.padStart(19, '0'),
       data: { quiz_id: 'quiz-7', score: 93 },
     });
     expect(consumer.records[0]?.headers['content-type']).toBe('application/json');

@@ -4,7 +4,7 @@
  * in parallel with others and twice in a row. Outages stop a private nats-server (own port,
  * own store), never the machine's server on 4222.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, nanos } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -14,6 +14,7 @@ import { headerValue } from '../../src/brokers/nats/subjects.js';
 import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
 import { createDispatcher } from '../../src/index.js';
 import { createPgTestSchema } from '../helpers/db.js';
+import { outboxMessage } from '../helpers/messages.js';
 import {
   consumeStream,
   createStream,
@@ -80,22 +81,11 @@ const harness: BrokerHarness = {
 brokerConformance(harness);
 badInputSuite(harness);
 
-let seq = 0;
 function message(overrides: Partial<OutboxMessage> = {}): OutboxMessage {
-  seq++;
-  return {
-    id: randomUUID(),
-    seq: String(seq),
-    aggregateType: 'lesson',
-    aggregateId: `lesson-${seq}`,
-    eventType: 'lesson-published',
-    payload: JSON.stringify({ lesson_id: `lesson-${seq}` }),
-    headers: {},
-    partition: 0,
-    occurredAt: new Date().toISOString(),
-    attempts: 0,
-    ...overrides,
-  };
+  const base = outboxMessage({ headers: {}, ...overrides });
+  return overrides.payload
+    ? base
+    : { ...base, payload: JSON.stringify({ lesson_id: base.aggregateId }) };
 }
 
 describe('nats broker', () => {

@@ -7,7 +7,9 @@ function routingWord(token: string): string {
   return token.replace(/[.*#\s]/g, '_');
 }
 
-export function amqpRoutingKey(message: OutboxMessage): string {
+export function amqpRoutingKey(
+  message: Pick<OutboxMessage, 'aggregateType' | 'eventType'>,
+): string {
   return `${routingWord(message.aggregateType)}.${routingWord(message.eventType)}`;
 }
 

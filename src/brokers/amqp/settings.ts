@@ -25,7 +25,7 @@ export interface AmqpSettings {
 
 // RabbitMQ's own rule for names, minus the reserved `amq.` prefix and the nameless
 // default exchange (which ignores routing keys).
-const exchangeName = /^(?!amq\.)[A-Za-z0-9_.:-]{1,255}$/;
+export const exchangeName = /^(?!amq\.)[A-Za-z0-9_.:-]{1,255}$/;
 /**
  * The RabbitMQ broker's settings from its URL; every query parameter (`exchange`,
  * `accept_unroutable`, `max_in_flight`, `timeout_ms`, `max_message_bytes`) is read and

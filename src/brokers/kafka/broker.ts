@@ -7,13 +7,14 @@
  * partition; value = the payload as stored; headers = the CloudEvents Kafka binding.
  */
 
-import type { Admin, BaseOptions } from '@platformatic/kafka';
+import type { Admin } from '@platformatic/kafka';
 import { BrokerUnavailableError, errorMessage } from '../../common/errors.js';
 import { clip, escapeControl } from '../../common/text.js';
 import { withTimeout } from '../../common/timeout.js';
 import { type EventBroker, type OutboxMessage, type PublishResult, published } from '../broker.js';
 import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
 import type { BrokerUrlParams } from '../url-params.js';
+import { clientOptions } from './client-options.js';
 import {
   describeError,
   findProtocolError,
@@ -30,10 +31,6 @@ import {
   kafkaTopic,
 } from './records.js';
 import { type KafkaSettings, readKafkaSettings } from './settings.js';
-
-/** Few, short retries inside the client: a longer outage is the dispatcher's backoff to handle. */
-const clientRetries = 3;
-const clientRetryDelayMs = 250;
 
 /** A Kafka broker from its URL; reads every query parameter now, so typos fail at once. */
 export function createKafkaBroker(params: BrokerUrlParams, source: string): EventBroker {
@@ -65,7 +62,7 @@ class KafkaBroker implements EventBroker {
 
   async connect(): Promise<void> {
     if (this.clients) return;
-    const options = this.clientOptions();
+    const options = clientOptions(this.settings);
     const lib = await kafkaLibrary();
     const producer: KafkaProducer = new lib.Producer({
       ...options,
@@ -142,21 +139,6 @@ class KafkaBroker implements EventBroker {
     // server that stopped answering gets timeout_ms, then closing fails what is left.
     await this.withinTimeout(this.queue).catch(() => {});
     await closeQuietly(clients);
-  }
-
-  private clientOptions(): BaseOptions {
-    const { bootstrapServers, clientId, timeoutMs, sasl, tls } = this.settings;
-    return {
-      clientId,
-      bootstrapBrokers: bootstrapServers,
-      timeout: timeoutMs,
-      connectTimeout: timeoutMs,
-      requestTimeout: timeoutMs,
-      retries: clientRetries,
-      retryDelay: clientRetryDelayMs,
-      ...(sasl ? { sasl: { mechanism: 'PLAIN' as const, ...sasl } } : {}),
-      ...(tls ? { tls: {} } : {}),
-    };
   }
 
   private async publishNow(

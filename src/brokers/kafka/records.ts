@@ -33,7 +33,10 @@ export const illegalTopicCharacters = /[^a-zA-Z0-9._-]/g;
 export const illegalTopicCharacter = /[^a-zA-Z0-9._-]/;
 
 /** The topic of a message: the template filled in, illegal characters replaced. */
-export function kafkaTopic(template: string, message: OutboxMessage): string {
+export function kafkaTopic(
+  template: string,
+  message: Pick<OutboxMessage, 'aggregateType' | 'eventType'>,
+): string {
   return template
     .replaceAll('{aggregate_type}', message.aggregateType.replace(illegalTopicCharacters, '_'))
     .replaceAll('{event_type}', message.eventType.replace(illegalTopicCharacters, '_'));

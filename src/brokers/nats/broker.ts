@@ -1,10 +1,4 @@
-import {
-  type MsgHdrs,
-  type NatsConnection,
-  type NodeConnectionOptions,
-  connect as natsConnect,
-  headers as natsHeaders,
-} from '@nats-io/transport-node';
+import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
 import {
@@ -17,6 +11,7 @@ import {
 } from '../broker.js';
 import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
 import type { BrokerUrlParams } from '../url-params.js';
+import { dialNats } from './connection.js';
 import { classifyPublishError, type Outcome } from './errors.js';
 import { PubAckInbox } from './pub-acks.js';
 import { type NatsSettings, readNatsSettings } from './settings.js';
@@ -55,7 +50,7 @@ class NatsBroker implements EventBroker {
   async connect(): Promise<void> {
     if (this.session?.link.up) return;
     await this.close();
-    const nc = await this.dial();
+    const nc = await dialNats(this.settings, 'edupulse-outbox');
     // Watching from the start, so a drop during the stream check is not missed.
     const link = new Link(nc, this.settings.location);
     try {
@@ -141,35 +136,6 @@ class NatsBroker implements EventBroker {
       await withTimeout(nc.drain(), this.settings.timeoutMs).catch(() => {});
     }
     await nc.close().catch(() => {});
-  }
-
-  private async dial(): Promise<NatsConnection> {
-    const { server, location, user, pass, token, timeoutMs } = this.settings;
-    const options: NodeConnectionOptions = {
-      servers: server,
-      name: 'edupulse-outbox',
-      timeout: timeoutMs,
-      // Brief reconnects only (~10 s): a longer outage is the dispatcher's to handle, by
-      // backing off and calling connect() again, so it is logged rather than hidden here.
-      reconnect: true,
-      maxReconnectAttempts: 20,
-      reconnectTimeWait: 500,
-      // A half-open TCP connection is noticed within ~30 s instead of the default 4 minutes.
-      pingInterval: 10_000,
-      maxPingOut: 3,
-      ...(user !== undefined ? { user, pass } : {}),
-      ...(token !== undefined ? { token } : {}),
-    };
-    try {
-      return await natsConnect(options);
-    } catch (error) {
-      throw new BrokerUnavailableError(
-        `cannot connect to NATS at ${location}: ${errorMessage(error)}`,
-        {
-          cause: error,
-        },
-      );
-    }
   }
 
   private liveSession(): Session {

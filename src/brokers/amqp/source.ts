@@ -1,0 +1,307 @@
+import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import {
+  BrokerUnavailableError,
+  ConfigError,
+  errorMessage,
+  OutboxError,
+} from '../../common/errors.js';
+import { withTimeout } from '../../common/timeout.js';
+import { urlSecrets } from '../../common/url.js';
+import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
+import type { BrokerUrlParams } from '../url-params.js';
+import { amqpRoutingKey } from './messages.js';
+import { type AmqpSettings, exchangeName, readAmqpSettings } from './settings.js';
+
+/** The exchange's rule: RabbitMQ's name characters, no reserved `amq.` prefix. */
+const queueName = exchangeName;
+const queueHint = 'letters, digits, "_", "-", ".", ":"; not starting with "amq."; at most 255';
+const queueTypes = /^(classic|quorum)$/;
+
+interface SourceConfig extends AmqpSettings {
+  queue: string;
+  queueType: 'classic' | 'quorum';
+  /** The setting the URL came from, for ConfigError. */
+  setting: string;
+}
+
+/**
+ * RabbitMQ as a message source: a durable single-active-consumer queue bound to the
+ * exchange with the routing key of each handled event type, consumed with manual acks.
+ * Besides the publisher's parameters (settings.ts), the URL may give:
+ * - `queue`: the queue's name. Default `<exchange>.<consumer>`; the exchange's name rules.
+ * - `queue_type`: `classic` (default) or `quorum`. Both keep one consumer's unacked
+ *   messages in their order when they go back to the queue (checked on RabbitMQ 3.10).
+ * Bindings are only added: an event type no longer handled keeps its binding.
+ */
+export function createAmqpSource(
+  params: BrokerUrlParams,
+  options: MessageSourceOptions,
+): MessageSource {
+  const settings = readAmqpSettings(params);
+  const queue = params.string(
+    'queue',
+    `${settings.exchange}.${options.consumer}`,
+    queueName,
+    queueHint,
+  );
+  const queueType = params.string('queue_type', 'classic', queueTypes, 'classic or quorum');
+  const { setting } = params;
+  return new AmqpSource({ ...settings, queue, queueType, setting } as SourceConfig, options);
+}
+
+class AmqpSource implements MessageSource {
+  readonly binding = 'amqp';
+  // The queue keeps one consumer process active at a time (x-single-active-consumer).
+  readonly needsLease = false;
+  readonly location: string;
+  private readonly origin: string;
+  private model: ChannelModel | undefined;
+  private channel: Channel | undefined;
+  private started = false;
+  private paused = false;
+  private lostReported = false;
+  private connectionClosed = false;
+  private closing: Promise<void> | undefined;
+  private lastError: Error | undefined;
+  private onLost: ((error: Error) => void) | undefined;
+
+  constructor(
+    private readonly config: SourceConfig,
+    private readonly options: MessageSourceOptions,
+  ) {
+    this.location = config.location;
+    this.origin = `amqp ${config.queue}`;
+  }
+
+  async start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void) {
+    if (this.model || this.closing) throw new Error('an AMQP source starts once');
+    const { exchange, queue, queueType, timeoutMs } = this.config;
+    const model = await this.connect();
+    if (this.closing) {
+      await model.close().catch(() => {});
+      throw new BrokerUnavailableError(`${this.location}: closed while starting`);
+    }
+    this.model = model;
+    this.watch(model);
+    let step = 'open a channel';
+    const rpc = <T>(next: string, call: () => Promise<T>) => {
+      step = next;
+      return withTimeout(call(), timeoutMs);
+    };
+    try {
+      const channel = await withTimeout(model.createChannel(), timeoutMs);
+      this.channel = channel;
+      this.watch(channel);
+      await rpc(`declare exchange "${exchange}" (durable topic)`, () =>
+        channel.assertExchange(exchange, 'topic', { durable: true }),
+      );
+      const args = { 'x-single-active-consumer': true, 'x-queue-type': queueType };
+      await rpc(`declare queue "${queue}" (durable, ${JSON.stringify(args)})`, () =>
+        channel.assertQueue(queue, { durable: true, arguments: args }),
+      );
+      for (const key of this.routingKeys()) {
+        await rpc(`bind queue "${queue}" to "${exchange}" with "${key}"`, () =>
+          channel.bindQueue(queue, exchange, key),
+        );
+      }
+      // Per consumer (not global): the bound on deliveries not yet acked.
+      await rpc('set prefetch', () => channel.prefetch(this.options.maxInFlight));
+      // Deliveries may come before consume() resolves: the handler is in place first.
+      const handler = (message: ConsumeMessage | null) => this.deliver(channel, message, onMessage);
+      await rpc(`consume from queue "${queue}"`, () => channel.consume(queue, handler));
+    } catch (error) {
+      await this.close();
+      throw this.startError(error, step);
+    }
+    if (this.closing) throw new BrokerUnavailableError(`${this.location}: closed while starting`);
+    this.onLost = onLost;
+    this.started = true;
+  }
+
+  async check(): Promise<void> {
+    const channel = this.channel;
+    if (!channel || !this.started || this.closing || this.lostReported) {
+      throw new BrokerUnavailableError(`${this.location}: not consuming`);
+    }
+    try {
+      await withTimeout(channel.checkQueue(this.config.queue), this.config.timeoutMs);
+    } catch (error) {
+      const text = `queue "${this.config.queue}" does not answer: ${errorMessage(error)}`;
+      throw new BrokerUnavailableError(`${this.location}: ${this.redact(text)}`, { cause: error });
+    }
+  }
+
+  /**
+   * Stops handing deliveries on; the ones that still arrive (prefetch bounds them) stay
+   * unacked and go back to the queue, in place, when the channel closes. Not basic.cancel:
+   * on it a quorum queue makes a standby consumer active at once, which would receive
+   * later messages of an aggregate while this process still works on earlier ones (seen
+   * on RabbitMQ 3.10); keeping the consumer, the handover waits for close().
+   */
+  async pause(): Promise<void> {
+    this.paused = true;
+  }
+
+  /** Closing the connection closes its channel; the server requeues what is unacked. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    const model = this.model;
+    if (!model || this.connectionClosed) return;
+    try {
+      await withTimeout(model.close(), this.config.timeoutMs);
+    } catch {
+      // A server that does not answer the close: drop the socket (amqplib keeps it as `stream`).
+      const connection = model.connection as unknown as { stream?: { destroy(): void } };
+      connection.stream?.destroy();
+    }
+  }
+
+  private async connect(): Promise<ChannelModel> {
+    try {
+      return await amqp.connect(this.config.serverUrl, {
+        // Bounds the TCP connect and the AMQP handshake.
+        timeout: this.config.timeoutMs,
+        clientProperties: { connection_name: `edupulse-outbox consumer ${this.options.consumer}` },
+      });
+    } catch (error) {
+      throw new BrokerUnavailableError(
+        `cannot connect to ${this.location}: ${this.redact(errorMessage(error))}`,
+        { cause: error },
+      );
+    }
+  }
+
+  private watch(emitter: ChannelModel | Channel): void {
+    // An 'error' without a listener would crash the process; the 'close' after it reports.
+    emitter.on('error', (error: Error) => {
+      this.lastError = error;
+    });
+    emitter.on('close', (error?: Error) => {
+      if (emitter === this.model) this.connectionClosed = true;
+      this.lost(error ?? this.lastError, emitter === this.model ? 'connection' : 'channel');
+    });
+  }
+
+  /** Routing keys as the publisher makes them (it reads only these two fields). */
+  private routingKeys(): Set<string> {
+    return new Set(
+      this.options.events.map(({ aggregateType, type }) =>
+        amqpRoutingKey({ aggregateType, eventType: type }),
+      ),
+    );
+  }
+
+  private deliver(
+    channel: Channel,
+    message: ConsumeMessage | null,
+    onMessage: (delivery: Delivery) => void,
+  ): void {
+    // null: the server cancelled the consumer (the queue was deleted).
+    if (!message) {
+      this.lost(undefined, 'consumer', 'cancelled by the server');
+      return;
+    }
+    if (this.paused || this.closing) return;
+    let acked = false;
+    const delivery: Delivery = {
+      headers: deliveryHeaders(message),
+      contentType: message.properties.contentType ?? undefined,
+      body: message.content,
+      origin: this.origin,
+      ack: async () => {
+        if (acked) return;
+        acked = true;
+        try {
+          channel.ack(message);
+        } catch (error) {
+          // The channel is gone: the server redelivers the message, the inbox knows it.
+          this.options.logger.debug(
+            { error: errorMessage(error), origin: this.origin },
+            'ack not sent',
+          );
+        }
+      },
+    };
+    try {
+      onMessage(delivery);
+    } catch (error) {
+      this.options.logger.error(
+        { error: errorMessage(error), origin: this.origin },
+        'onMessage threw',
+      );
+    }
+  }
+
+  private lost(cause: Error | undefined, what: string, how = 'closed'): void {
+    if (!this.started || this.closing || this.lostReported) return;
+    this.lostReported = true;
+    const reason = cause ? `: ${this.redact(errorMessage(cause))}` : '';
+    const error = new BrokerUnavailableError(
+      `${this.location}: ${what} of queue "${this.config.queue}" ${how}${reason}`,
+      { cause },
+    );
+    this.options.logger.warn({ error: error.message }, 'AMQP source lost');
+    try {
+      this.onLost?.(error);
+    } catch (thrown) {
+      this.options.logger.error({ error: errorMessage(thrown) }, 'onLost threw');
+    }
+  }
+
+  /** A refused declaration (403-406 close its channel) is a ConfigError; the rest, an outage. */
+  private startError(error: unknown, step: string): Error {
+    if (error instanceof OutboxError) return error;
+    const text = this.redact(errorMessage(error));
+    const code = (error as { code?: unknown } | undefined)?.code;
+    if (typeof code === 'number' && code >= 403 && code <= 406) {
+      const hint = step.startsWith('declare queue') ? '; delete it, or set ?queue=' : '';
+      return new ConfigError(
+        this.config.setting,
+        `${this.location}: RabbitMQ refused to ${step}: ${text}${hint}`,
+        { cause: error },
+      );
+    }
+    const cause = { cause: error };
+    return new BrokerUnavailableError(`${this.location}: cannot ${step}: ${text}`, cause);
+  }
+
+  /** Server and library texts do not carry the password today; this keeps it that way. */
+  private redact(text: string): string {
+    let out = text;
+    for (const secret of urlSecrets(this.config.serverUrl)) out = out.split(secret).join('***');
+    return out;
+  }
+}
+
+/** `properties.headers` as text, plus `cloudEvents:id` from the message id when absent. */
+function deliveryHeaders(message: ConsumeMessage): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(message.properties.headers ?? {})) {
+    const text = headerText(value);
+    if (text !== undefined) headers[name] = text;
+  }
+  const { messageId } = message.properties;
+  if (headers['cloudEvents:id'] === undefined && messageId != null) {
+    headers['cloudEvents:id'] = String(messageId);
+  }
+  return headers;
+}
+
+function headerText(value: unknown): string | undefined {
+  if (value === null || value === undefined) return undefined;
+  if (typeof value === 'string') return value;
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('utf8');
+  if (typeof value !== 'object') return String(value);
+  // amqplib decodes AMQP timestamps and decimals as { '!': type, value }.
+  const typed = value as { '!'?: string; value?: unknown };
+  if (typed['!'] === 'timestamp') return String(typed.value);
+  if (typed['!'] === 'decimal') {
+    const { places, digits } = typed.value as { places: number; digits: number };
+    return String(digits / 10 ** places);
+  }
+  return JSON.stringify(value);
+}

@@ -1,0 +1,165 @@
+import type { Consumer } from '@platformatic/kafka';
+import { partitionKey } from './records.js';
+
+/**
+ * What a Kafka consumer may commit, per partition. Messages of one partition are acked
+ * out of order (different aggregates are processed concurrently), but a committed offset
+ * says "everything before this is done": so the commit point only moves past a message
+ * once every message delivered before it is done too.
+ */
+export class PartitionOffsets {
+  /** Delivered offsets, ascending, from the first one not done (from `head`). */
+  private pending: bigint[] = [];
+  private head = 0;
+  private readonly done = new Set<bigint>();
+  /** The highest offset delivered; a fetch from an older position sends it again. */
+  private highest = -1n;
+  /** The offset to commit: after the last of the done prefix. */
+  private committable: bigint | undefined;
+  /** The highest offset committed, or being committed, from here. */
+  private committed: bigint | undefined;
+
+  constructor(
+    readonly topic: string,
+    readonly partition: number,
+  ) {}
+
+  /**
+   * Takes a fetched offset; false if it was delivered before. After a rebalance the
+   * stream fetches again from the committed offset: those messages are still with the
+   * caller (or done), so they are not delivered twice.
+   */
+  deliver(offset: bigint): boolean {
+    if (offset <= this.highest) return false;
+    this.highest = offset;
+    this.pending.push(offset);
+    return true;
+  }
+
+  /** Marks a delivered offset done and moves the commit point over the done prefix. */
+  ack(offset: bigint): void {
+    this.done.add(offset);
+    let moved = false;
+    while (this.head < this.pending.length) {
+      const first = this.pending[this.head] as bigint;
+      if (!this.done.delete(first)) break;
+      this.committable = first + 1n;
+      this.head++;
+      moved = true;
+    }
+    // Drops the passed prefix now and then, not on every ack.
+    if (moved && this.head > 1024 && this.head * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** The offset to commit now, or undefined when the server has it already. */
+  toCommit(): bigint | undefined {
+    const next = this.committable;
+    if (next === undefined || (this.committed !== undefined && next <= this.committed)) {
+      return undefined;
+    }
+    return next;
+  }
+
+  /** `offset` was committed: it is not sent again. */
+  committedUpTo(offset: bigint): void {
+    if (this.committed === undefined || offset > this.committed) this.committed = offset;
+  }
+}
+
+/** What commits need of the consumer. */
+export type CommittingConsumer = Pick<
+  Consumer<Buffer, Buffer, Buffer, Buffer>,
+  'assignments' | 'commit'
+>;
+
+/** Done offsets are committed together, this long after the first ack of a batch. */
+const commitDelayMs = 100;
+/** A failed commit is tried again after this long. */
+const commitRetryMs = 1_000;
+
+/**
+ * The partitions' offsets of one consumer, committed in batches: at most one commit
+ * request at a time, `commitDelayMs` after an ack, carrying every partition's progress.
+ */
+export class OffsetCommits {
+  private readonly partitions = new Map<string, PartitionOffsets>();
+  private timer: NodeJS.Timeout | undefined;
+  private committing: Promise<void> | undefined;
+  private flushed = false;
+
+  constructor(
+    private readonly consumer: CommittingConsumer,
+    /** A commit failed; it is tried again. */
+    private readonly onError: (error: unknown) => void,
+  ) {}
+
+  /** The partition of a fetched message, or undefined if it was delivered before. */
+  deliver(topic: string, partition: number, offset: bigint): PartitionOffsets | undefined {
+    const key = partitionKey(topic, partition);
+    let offsets = this.partitions.get(key);
+    if (!offsets) {
+      offsets = new PartitionOffsets(topic, partition);
+      this.partitions.set(key, offsets);
+    }
+    return offsets.deliver(offset) ? offsets : undefined;
+  }
+
+  ack(partition: PartitionOffsets, offset: bigint): void {
+    partition.ack(offset);
+    this.commitSoon(commitDelayMs);
+  }
+
+  /** Commits what is done now, after the commit in flight; later acks are not committed. */
+  async flush(): Promise<void> {
+    this.flushed = true;
+    clearTimeout(this.timer);
+    await this.committing;
+    await this.commit();
+  }
+
+  private commitSoon(delayMs: number) {
+    if (this.timer || this.flushed) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.committing) this.commitSoon(commitDelayMs);
+      else this.committing = this.commit().finally(() => (this.committing = undefined));
+    }, delayMs);
+  }
+
+  /**
+   * Commits, per partition still assigned here, the offset after its done prefix. A
+   * partition revoked meanwhile is left to its new owner, which starts from the last
+   * commit: committing ours now could move its offset back.
+   */
+  private async commit(): Promise<void> {
+    const assigned = new Set<string>();
+    for (const { topic, partitions } of this.consumer.assignments ?? []) {
+      for (const partition of partitions) assigned.add(partitionKey(topic, partition));
+    }
+    const offsets: { partition: PartitionOffsets; offset: bigint }[] = [];
+    for (const [key, partition] of this.partitions) {
+      const offset = partition.toCommit();
+      if (offset !== undefined && assigned.has(key)) offsets.push({ partition, offset });
+    }
+    if (offsets.length === 0) return;
+    try {
+      await this.consumer.commit({
+        offsets: offsets.map(({ partition: { topic, partition }, offset }) => ({
+          topic,
+          partition,
+          offset,
+          leaderEpoch: -1,
+        })),
+      });
+      for (const { partition, offset } of offsets) partition.committedUpTo(offset);
+    } catch (error) {
+      // A rebalance under way, or the server away: the offsets stay to commit, and a
+      // message committed late at worst comes again to whoever reads the partition next.
+      this.onError(error);
+      this.commitSoon(commitRetryMs);
+    }
+  }
+}

@@ -1,0 +1,334 @@
+/**
+ * Kafka's receiving half (see ../source.ts): one consumer-group member reading the topics
+ * of the consumer's event types, committing offsets only once their messages are done
+ * (offsets.ts), and pausing its fetches while `maxInFlight` messages are not acked.
+ *
+ * The URL is the publisher's (settings.ts), plus one parameter of the consumer's own:
+ * - `from=earliest|latest` (default `earliest`): where the group starts reading a
+ *   partition it has no committed offset for; `earliest` takes what was published before
+ *   the consumer's first start.
+ */
+
+import type { Consumer, Message, MessagesStream } from '@platformatic/kafka';
+import { BrokerUnavailableError, ConfigError } from '../../common/errors.js';
+import { withTimeout } from '../../common/timeout.js';
+import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
+import type { BrokerUrlParams } from '../url-params.js';
+import { clientOptions } from './client-options.js';
+import { describeError, findProtocolError, isUnavailable, reason } from './errors.js';
+import { type KafkaLibrary, kafkaLibrary } from './library.js';
+import { OffsetCommits } from './offsets.js';
+import { kafkaTopic } from './records.js';
+import { type KafkaSettings, readKafkaSettings } from './settings.js';
+
+/** Refusals of what the source declares (topics, group): settings to fix, not an outage. */
+const refusals = new Set([
+  'TOPIC_AUTHORIZATION_FAILED',
+  'GROUP_AUTHORIZATION_FAILED',
+  'INVALID_TOPIC_EXCEPTION',
+  'INVALID_REPLICATION_FACTOR',
+  'INVALID_PARTITIONS',
+  'POLICY_VIOLATION',
+  'INVALID_GROUP_ID',
+  'INCONSISTENT_GROUP_PROTOCOL',
+]);
+
+type KafkaConsumer = Consumer<Buffer, Buffer, Buffer, Buffer>;
+type KafkaStream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
+type KafkaMessage = Message<Buffer, Buffer, Buffer, Buffer>;
+type PauseReason = 'byCaller' | 'byBound';
+
+/** A Kafka source from the broker URL; the caller checks for unknown parameters after. */
+export function createKafkaSource(
+  params: BrokerUrlParams,
+  options: MessageSourceOptions,
+): MessageSource {
+  const settings = readKafkaSettings(params);
+  const group = {
+    from: params.string('from', 'earliest', /^(earliest|latest)$/, 'earliest or latest') as
+      | 'earliest'
+      | 'latest',
+    sessionTimeoutMs: params.integer('session_timeout_ms', 10_000, 6_000, 300_000),
+  };
+  return new KafkaSource(settings, group, params.setting, options);
+}
+
+/** The topics of the event types: the template filled in as the publisher does (records.ts). */
+export function sourceTopics(template: string, events: MessageSourceOptions['events']): string[] {
+  const topics = events.map(({ type, aggregateType }) =>
+    kafkaTopic(template, { aggregateType, eventType: type }),
+  );
+  return [...new Set(topics)];
+}
+
+class KafkaSource implements MessageSource {
+  readonly binding = 'kafka';
+  /** The group keeps each partition, so each aggregate, on one member. */
+  readonly needsLease = false;
+  readonly location: string;
+  private state: 'new' | 'starting' | 'started' | 'closing' | 'closed' = 'new';
+  private consumer: KafkaConsumer | undefined;
+  private stream: KafkaStream | undefined;
+  private commits: OffsetCommits | undefined;
+  private onMessage: (delivery: Delivery) => void = () => {};
+  private onLost: ((error: Error) => void) | undefined;
+  private inFlight = 0;
+  /** Paused by pause() (for good), or by the maxInFlight bound (until acks free room). */
+  private readonly paused = { byCaller: false, byBound: false };
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly settings: KafkaSettings,
+    /**
+     * `from`: where a group starts on a partition it has no committed offset for.
+     * `session_timeout_ms`: a member that stops heartbeating (a killed process) is out of
+     * the group after this long, and its partitions go to the others; default 10 s (the
+     * client's own default, 60 s, would hold them that long).
+     */
+    private readonly group: { from: 'earliest' | 'latest'; sessionTimeoutMs: number },
+    private readonly setting: string,
+    private readonly options: MessageSourceOptions,
+  ) {
+    this.location = settings.location;
+  }
+
+  async start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void) {
+    if (this.state !== 'new') throw new Error(`${this.location}: a Kafka source starts once`);
+    this.state = 'starting';
+    const topics = sourceTopics(this.settings.topicTemplate, this.options.events);
+    if (topics.length === 0) throw new ConfigError(this.setting, 'no event types to consume');
+    const lib = await kafkaLibrary();
+    const { sessionTimeoutMs } = this.group;
+    // Joining may wait for a dead member's session to expire: the coordinator holds the
+    // JoinGroup request that long, so requests (and the start) are given that much more.
+    const joinTimeoutMs = this.settings.timeoutMs + sessionTimeoutMs;
+    const consumer: KafkaConsumer = new lib.Consumer({
+      ...clientOptions(this.settings),
+      requestTimeout: joinTimeoutMs,
+      groupId: this.options.consumer,
+      sessionTimeout: sessionTimeoutMs,
+      rebalanceTimeout: sessionTimeoutMs,
+      heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 3)),
+      autocommit: false,
+      // Long polls end well within the request timeout, which would otherwise fail them.
+      maxWaitTime: Math.min(5_000, Math.floor(this.settings.timeoutMs / 2)),
+      // Fetched and not yet delivered: the fetch loop stops once this many wait.
+      highWaterMark: Math.max(16, this.options.maxInFlight),
+    });
+    this.consumer = consumer;
+    const { logger, consumer: group } = this.options;
+    this.commits = new OffsetCommits(consumer, (error) =>
+      logger.warn(
+        { location: this.location, consumer: group, error: describeError(error) },
+        'kafka offset commit failed; retrying',
+      ),
+    );
+    // Emitted when rejoining the group failed for good; unheard, it would throw.
+    consumer.on('error', (error) => this.lose(error));
+    consumer.on('consumer:group:join', ({ generationId, assignments }) =>
+      logger.debug(
+        { location: this.location, consumer: group, generationId, assignments },
+        'kafka group joined',
+      ),
+    );
+    try {
+      await withTimeout(this.open(lib, consumer, topics), joinTimeoutMs);
+    } catch (error) {
+      // Rejects now, within timeout_ms; close() waits for the release. A close() during
+      // start releases the consumer itself.
+      if (this.state === 'starting') {
+        this.state = 'closed';
+        this.closing = this.release(consumer);
+      }
+      throw this.startError(error);
+    }
+    const stream = this.stream as KafkaStream;
+    if (this.state !== 'starting') {
+      await stream.close().catch(() => {});
+      throw new BrokerUnavailableError(`${this.location}: closed while starting`);
+    }
+    this.onMessage = onMessage;
+    this.onLost = onLost;
+    this.state = 'started';
+    // Paused first, the stream stays paused when the data listener is added.
+    if (this.paused.byCaller) stream.pause();
+    stream.on('data', (message: KafkaMessage) => this.receive(message));
+  }
+
+  /** Creates the topics, joins the group, and waits for the stream's starting offsets. */
+  private async open(lib: KafkaLibrary, consumer: KafkaConsumer, topics: string[]) {
+    if (this.settings.createTopics) await this.createTopics(lib, topics);
+    const options = {
+      topics,
+      mode: lib.MessagesStreamModes.COMMITTED,
+      fallbackMode: this.group.from,
+      autocommit: false,
+    };
+    // The callback form: the listeners are on before the stream can emit anything.
+    await new Promise<void>((resolve, reject) =>
+      consumer.consume(options, (error, stream) => {
+        if (error || !stream) return reject(error);
+        this.stream = stream;
+        // For good: an 'error' event nobody listens to would throw.
+        stream.on('error', (streamError) => this.lose(streamError));
+        stream.on('close', () => this.lose(new Error('the message stream ended')));
+        // 'offsets' once it has read the committed offsets; an error there destroys it.
+        stream.once('offsets', resolve);
+        stream.once('error', reject);
+      }),
+    );
+  }
+
+  /** Creates missing topics as the publisher does, so a consumer may start first. */
+  private async createTopics(lib: KafkaLibrary, topics: string[]) {
+    const admin = new lib.Admin(clientOptions(this.settings));
+    const { partitions, replicationFactor: replicas } = this.settings;
+    try {
+      await Promise.all(
+        topics.map((topic) =>
+          admin.createTopics({ topics: [topic], partitions, replicas }).catch((error) => {
+            const apiId = findProtocolError(error)?.apiId;
+            // Exists already, or not ours to create: it may exist all the same; joining tells.
+            if (apiId === 'TOPIC_ALREADY_EXISTS' || apiId?.endsWith('AUTHORIZATION_FAILED')) return;
+            throw error;
+          }),
+        ),
+      );
+    } finally {
+      await admin.close().catch(() => {});
+    }
+  }
+
+  private receive(message: KafkaMessage) {
+    // Closing: what still flows out of the stream's buffer goes to the next source.
+    const commits = this.commits;
+    if (this.state !== 'started' || !commits) return;
+    const { topic, partition, offset } = message;
+    const offsets = commits.deliver(topic, partition, offset);
+    if (!offsets) return;
+    this.inFlight++;
+    if (this.inFlight >= this.options.maxInFlight) this.pauseStream('byBound');
+    const headers: Record<string, string> = {};
+    for (const [name, value] of message.headers) {
+      headers[name.toString('utf8')] = value?.toString('utf8') ?? '';
+    }
+    let acked = false;
+    const delivery: Delivery = {
+      headers,
+      contentType: headers['content-type'],
+      body: message.value ?? new Uint8Array(0),
+      origin: `kafka ${topic}/${partition}@${offset}`,
+      ack: async () => {
+        if (acked || this.state === 'closed') return;
+        acked = true;
+        this.inFlight--;
+        commits.ack(offsets, offset);
+        if (this.inFlight < this.options.maxInFlight) this.resumeStream('byBound');
+      },
+    };
+    try {
+      this.onMessage(delivery);
+    } catch (error) {
+      // The message stays in flight, holding its partition's commits: start afresh.
+      this.lose(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  private pauseStream(by: PauseReason) {
+    this.paused[by] = true;
+    this.stream?.pause();
+  }
+
+  private resumeStream(by: PauseReason) {
+    if (!this.paused[by]) return;
+    this.paused[by] = false;
+    // The stream's resume() also restarts its fetch loop, which pause() stopped.
+    if (this.state === 'started' && !this.paused.byCaller && !this.paused.byBound) {
+      this.stream?.resume();
+    }
+  }
+
+  /** A metadata request, not answered from the client's cache. */
+  async check(): Promise<void> {
+    const consumer = this.consumer;
+    if (!consumer || this.state !== 'started') {
+      throw new BrokerUnavailableError(`${this.location}: not connected`);
+    }
+    try {
+      await withTimeout(
+        consumer.metadata({ topics: [], forceUpdate: true }),
+        this.settings.timeoutMs,
+      );
+    } catch (error) {
+      throw this.unavailable('does not answer', error);
+    }
+  }
+
+  async pause(): Promise<void> {
+    this.pauseStream('byCaller');
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  /** Stops fetching, commits what is done, leaves the group. */
+  private async shutdown() {
+    const { consumer, stream, commits } = this;
+    this.state = 'closing';
+    const within = (work: Promise<unknown>) =>
+      withTimeout(work, this.settings.timeoutMs).catch(() => {});
+    if (stream) await within(stream.close());
+    if (commits) await within(commits.flush());
+    this.state = 'closed';
+    if (consumer) await this.release(consumer);
+  }
+
+  /** Leaves the group and closes the connections, whatever state the server is in. */
+  private async release(consumer: KafkaConsumer) {
+    // Forced: closes the consumer's streams too. The callback form: the promise overload
+    // is not picked for close(true).
+    const close = () =>
+      withTimeout(
+        new Promise<void>((resolve, reject) =>
+          consumer.close(true, (error) => (error ? reject(error) : resolve())),
+        ),
+        this.settings.timeoutMs,
+      );
+    try {
+      await close();
+    } catch {
+      // The server did not take the LeaveGroup: its session timeout drops this member.
+      // Without a member id, close() skips leaving and only closes the connections.
+      consumer.memberId = null;
+      await close().catch(() => {});
+    }
+  }
+
+  /** Once, after start resolved and before close: the caller closes and starts anew. */
+  private lose(error: Error) {
+    const onLost = this.onLost;
+    if (this.state !== 'started' || !onLost) return;
+    this.onLost = undefined;
+    onLost(this.unavailable('lost the consumer', error));
+  }
+
+  private startError(error: unknown): Error {
+    if (error instanceof ConfigError || error instanceof BrokerUnavailableError) return error;
+    const refusal = findProtocolError(error);
+    if (refusal?.apiId && refusals.has(refusal.apiId) && !isUnavailable(error)) {
+      return new ConfigError(this.setting, `${this.location}: ${reason(refusal)}`, {
+        cause: error,
+      });
+    }
+    return this.unavailable('cannot start consuming', error);
+  }
+
+  private unavailable(what: string, error: unknown): BrokerUnavailableError {
+    if (error instanceof BrokerUnavailableError) return error;
+    return new BrokerUnavailableError(`${this.location}: ${what}: ${describeError(error)}`, {
+      cause: error,
+    });
+  }
+}

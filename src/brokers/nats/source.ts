@@ -1,0 +1,194 @@
+import {
+  AckPolicy,
+  type ConsumerMessages,
+  DeliverPolicy,
+  JetStreamApiError,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+} from '@nats-io/jetstream';
+import { type NatsConnection, nanos } from '@nats-io/transport-node';
+import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
+import { withTimeout } from '../../common/timeout.js';
+import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
+import type { BrokerUrlParams } from '../url-params.js';
+import { dialNats } from './connection.js';
+import { type NatsSettings, readNatsSettings } from './settings.js';
+import { ensureStream } from './stream.js';
+
+/** What a NATS consumer adds to the publisher's URL parameters. */
+interface NatsSourceSettings extends NatsSettings {
+  /** `ack_wait_s`: how long the server waits for an ack before redelivering. Default 30. */
+  ackWaitS: number;
+  /** `deliver`: where a new durable consumer starts: `all` the stream holds, or `new` events only. Default `all`. */
+  deliver: 'all' | 'new';
+}
+
+/**
+ * A durable JetStream pull consumer named after the consumer, over `<subject_prefix>.>`,
+ * with explicit acks and `max_ack_pending` = the in-flight bound.
+ *
+ * JetStream shares a pull consumer's messages out among every process pulling from it,
+ * and redelivers an unacked message after `ack_wait` whatever came since: either would
+ * let one aggregate's events be applied out of order. So one process receives at a time
+ * (`needsLease`: the consumer holds a lease in PostgreSQL while started), and each start
+ * re-creates the durable consumer from its ack floor: everything not acked before comes
+ * again, in stream order, ahead of anything newer (the inbox drops what was applied).
+ */
+class NatsSource implements MessageSource {
+  readonly binding = 'nats';
+  readonly needsLease = true;
+  readonly location: string;
+  private nc: NatsConnection | undefined;
+  private messages: ConsumerMessages | undefined;
+  private closing = false;
+
+  constructor(
+    private readonly settings: NatsSourceSettings,
+    private readonly options: MessageSourceOptions,
+  ) {
+    this.location = settings.location;
+  }
+
+  async start(
+    onMessage: (delivery: Delivery) => void,
+    onLost: (error: Error) => void,
+  ): Promise<void> {
+    const nc = await dialNats(this.settings, `edupulse-outbox consumer ${this.options.consumer}`);
+    this.nc = nc;
+    try {
+      await ensureStream(nc, this.settings);
+      await this.resetConsumer(nc);
+      const consumer = await jetstream(nc).consumers.get(
+        this.settings.stream,
+        this.options.consumer,
+      );
+      this.messages = await consumer.consume({
+        max_messages: this.options.maxInFlight,
+        abort_on_missing_resource: true,
+        callback: (message) => onMessage(this.delivery(message)),
+      });
+    } catch (error) {
+      await this.close();
+      if (error instanceof ConfigError || error instanceof BrokerUnavailableError) throw error;
+      throw new BrokerUnavailableError(
+        `NATS at ${this.location}: consumer ${this.options.consumer}: ${errorMessage(error)}`,
+        { cause: error },
+      );
+    }
+    const lost = (reason: string) => {
+      if (!this.closing) onLost(new BrokerUnavailableError(`NATS at ${this.location}: ${reason}`));
+    };
+    void this.messages.closed().then(
+      (error) => lost(`receiving stopped${error ? `: ${errorMessage(error)}` : ''}`),
+      (error) => lost(`receiving stopped: ${errorMessage(error)}`),
+    );
+    void nc
+      .closed()
+      .then((error) => lost(`connection closed${error ? `: ${errorMessage(error)}` : ''}`));
+  }
+
+  /** Re-creates the durable consumer from its ack floor, or creates it. */
+  private async resetConsumer(nc: NatsConnection): Promise<void> {
+    const { stream, subjectPrefix, ackWaitS, deliver, timeoutMs } = this.settings;
+    const name = this.options.consumer;
+    const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
+    let floor: number | undefined;
+    try {
+      floor = (await jsm.consumers.info(stream, name)).ack_floor.stream_seq;
+      await jsm.consumers.delete(stream, name);
+    } catch (error) {
+      // 10014: no such consumer yet.
+      if (!(error instanceof JetStreamApiError && error.code === 10014)) throw error;
+    }
+    const start =
+      floor !== undefined
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 }
+        : { deliver_policy: deliver === 'new' ? DeliverPolicy.New : DeliverPolicy.All };
+    try {
+      await jsm.consumers.add(stream, {
+        durable_name: name,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(ackWaitS * 1000),
+        max_ack_pending: this.options.maxInFlight,
+        max_deliver: -1,
+        filter_subject: `${subjectPrefix}.>`,
+        description: 'EduPulse outbox consumer',
+        ...start,
+      });
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError)) throw error;
+      throw new ConfigError(
+        this.settings.setting,
+        `NATS refused consumer "${name}" on stream "${stream}": ${errorMessage(error)}`,
+        { cause: error },
+      );
+    }
+  }
+
+  private delivery(message: JsMsg): Delivery {
+    const headers: Record<string, string> = {};
+    if (message.headers) {
+      for (const name of message.headers.keys()) headers[name] = message.headers.get(name);
+    }
+    return {
+      headers,
+      contentType: headers['content-type'] ?? headers['Content-Type'],
+      body: message.data,
+      origin: `nats ${this.settings.stream}#${message.seq}`,
+      ack: async () => {
+        // A plain ack: if it is lost, the message comes again and the inbox knows it.
+        if (this.nc && !this.nc.isClosed()) message.ack();
+      },
+      working: () => {
+        if (this.nc && !this.nc.isClosed()) message.working();
+      },
+    };
+  }
+
+  async check(): Promise<void> {
+    const nc = this.nc;
+    if (!nc || nc.isClosed())
+      throw new BrokerUnavailableError(`NATS at ${this.location}: not connected`);
+    try {
+      await withTimeout(nc.flush(), this.settings.timeoutMs);
+    } catch (error) {
+      throw new BrokerUnavailableError(`NATS at ${this.location}: ${errorMessage(error)}`, {
+        cause: error,
+      });
+    }
+  }
+
+  async pause(): Promise<void> {
+    this.closing = true;
+    // Stops pulling; acks still go out on the connection.
+    await this.messages?.close().catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    const nc = this.nc;
+    this.nc = undefined;
+    await this.messages?.close().catch(() => {});
+    if (nc && !nc.isClosed()) {
+      // drain() sends the acks still buffered before the socket closes.
+      await withTimeout(nc.drain(), this.settings.timeoutMs).catch(() => {});
+      await nc.close().catch(() => {});
+    }
+  }
+}
+
+/** The consumer side of `nats://…?stream=…&subject_prefix=…[&ack_wait_s=30&deliver=all]`. */
+export function createNatsSource(
+  params: BrokerUrlParams,
+  options: MessageSourceOptions,
+): MessageSource {
+  return new NatsSource(
+    {
+      ...readNatsSettings(params),
+      ackWaitS: params.integer('ack_wait_s', 30, 5, 3600),
+      deliver: params.string('deliver', 'all', /^(all|new)$/, 'all or new') as 'all' | 'new',
+    },
+    options,
+  );
+}

@@ -1,0 +1,82 @@
+import type { Logger } from '../common/logger.js';
+
+/**
+ * The receiving half of a broker, as `consume()` (src/consumer/) drives it. One
+ * implementation per broker, beside its publisher: `nats/source.ts`, `amqp/source.ts`,
+ * `kafka/source.ts`. A source only moves messages; decoding, order, retries, the inbox
+ * and parking are the consumer's.
+ */
+
+/** One message as the broker delivered it, before any decoding. */
+export interface Delivery {
+  /**
+   * The message's headers (NATS headers, AMQP `properties.headers`, Kafka record
+   * headers), values as text. AMQP properties that CloudEvents' AMQP binding maps are
+   * added as headers too: `message-id` → `cloudEvents:id` when that header is absent.
+   */
+  headers: Record<string, string>;
+  /** The protocol's content type (AMQP `properties.contentType`, else a `content-type` header). */
+  contentType: string | undefined;
+  body: Uint8Array;
+  /** Where it came from, for logs and dead letters: `nats EDUPULSE#42`, `amqp orders`, `kafka edupulse.quiz/2@17`. */
+  origin: string;
+  /**
+   * Settles the message as done: the effect committed, or the message was parked or
+   * skipped. Called at most once. A source whose connection is gone rejects or ignores
+   * it; the broker then redelivers the message and the inbox recognises it.
+   */
+  ack(): Promise<void>;
+  /**
+   * Tells the broker the message is still being worked on (NATS: +WPI, resetting the
+   * ack wait), while its handler runs or it waits behind its aggregate's earlier events.
+   * Optional: brokers without an ack deadline need nothing.
+   */
+  working?(): void;
+}
+
+export interface MessageSourceOptions {
+  /**
+   * The consumer's name: the durable JetStream consumer, the RabbitMQ queue
+   * (`<exchange>.<consumer>` unless the URL names one), the Kafka group id.
+   */
+  consumer: string;
+  /** Messages delivered and not yet acked, at most (JetStream max_ack_pending, AMQP prefetch, Kafka pause). */
+  maxInFlight: number;
+  /**
+   * The event types the consumer handles. Kafka subscribes to their topics (the URL's
+   * `topic` template per aggregate type); RabbitMQ binds the queue to their routing keys
+   * (`<aggregate_type>.<event_type>`); NATS filters nothing (`<subject_prefix>.>`), so
+   * other types arrive and meet the consumer's unknown-type policy.
+   */
+  events: readonly { type: string; aggregateType: string }[];
+  logger: Logger;
+}
+
+export interface MessageSource {
+  /** `nats`, `amqp`, `kafka`: the CloudEvents binding its headers follow. */
+  readonly binding: 'nats' | 'amqp' | 'kafka';
+  /** The server, password redacted, for messages. */
+  readonly location: string;
+  /**
+   * True when the broker cannot itself keep one aggregate's messages on one consumer
+   * process (a JetStream pull consumer shares its messages out among all pullers); the
+   * consumer then lets one process of a consumer name receive at a time, by a lease in
+   * PostgreSQL, and calls `start` only while it holds it.
+   */
+  readonly needsLease: boolean;
+  /**
+   * Connects, declares what it needs (durable consumer, queue and binding, group) and
+   * starts calling `onMessage`, in the broker's delivery order. Resolves once receiving;
+   * rejects with BrokerUnavailableError (unreachable) or ConfigError (the broker refuses
+   * the declaration). After it resolved, `onLost` is called at most once if the
+   * connection or the subscription is lost; the consumer then closes the source and
+   * starts it again, and the messages not acked are redelivered by the broker.
+   */
+  start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void): Promise<void>;
+  /** One round trip to the broker; rejects with BrokerUnavailableError when it does not answer. */
+  check(): Promise<void>;
+  /** Stops receiving new messages; acks of messages already delivered still work. */
+  pause(): Promise<void>;
+  /** Releases the connection. Messages not acked are redelivered by the broker. */
+  close(): Promise<void>;
+}

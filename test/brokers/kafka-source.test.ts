@@ -1,0 +1,395 @@
+import { createServer, type Server } from 'node:net';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
+import { brokerFromUrl } from '../../src/brokers/index.js';
+import { PartitionOffsets } from '../../src/brokers/kafka/offsets.js';
+import { createKafkaSource, sourceTopics } from '../../src/brokers/kafka/source.js';
+import type { Delivery, MessageSource } from '../../src/brokers/source.js';
+import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/url-params.js';
+import { BrokerUnavailableError } from '../../src/common/errors.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { deleteTestResources, testAdmin, uniqueName } from '../helpers/kafka.js';
+import { outboxMessage } from '../helpers/messages.js';
+import { waitFor } from '../helpers/wait.js';
+
+const bootstrap = '127.0.0.1:9092';
+const prefix = uniqueName('t-');
+let tests = 0;
+
+/** Topics and a group of one test's own: `<prefix>-<n>.{aggregate_type}`, `<prefix>-<n>-group`. */
+function target(query = '') {
+  const name = `${prefix}-${++tests}`;
+  const url = `kafka://${bootstrap}/?topic=${name}.{aggregate_type}&timeout_ms=20000${query}`;
+  return { name, url, group: `${name}-group` };
+}
+
+const sources: MessageSource[] = [];
+const brokers: EventBroker[] = [];
+
+function source(url: string, group: string, maxInFlight = 100): MessageSource {
+  const params = new BrokerUrlParams(parseBrokerUrl(url, 'broker', 'a Kafka URL'), 'broker');
+  const created = createKafkaSource(params, {
+    consumer: group,
+    maxInFlight,
+    events: [{ type: 'lesson-published', aggregateType: 'lesson' }],
+    logger: silentLogger,
+  });
+  params.assertNoneUnknown();
+  sources.push(created);
+  return created;
+}
+
+/** Starts `source`; what it delivers, and whether it reported losing its consumer. */
+async function receive(started: MessageSource, autoAck = false) {
+  const received = { deliveries: [] as Delivery[], lost: [] as Error[], autoAck };
+  await started.start(
+    (delivery) => {
+      received.deliveries.push(delivery);
+      if (received.autoAck) void delivery.ack();
+    },
+    (error) => received.lost.push(error),
+  );
+  return received;
+}
+
+async function publisher(url: string): Promise<EventBroker> {
+  const broker = brokerFromUrl(url, { source: 'test' });
+  brokers.push(broker);
+  await broker.connect();
+  return broker;
+}
+
+function message(aggregateId: string, payload: unknown): OutboxMessage {
+  return outboxMessage({ aggregateId, payload: JSON.stringify(payload) });
+}
+
+/** Publishes `count` events of one aggregate, one call each (as the dispatcher does). */
+async function publishSeries(broker: EventBroker, count: number): Promise<OutboxMessage[]> {
+  const sent: OutboxMessage[] = [];
+  for (let n = 0; n < count; n++) {
+    const next = message('only', { n });
+    expect(await broker.publish([next])).toEqual([{ ok: true }]);
+    sent.push(next);
+  }
+  return sent;
+}
+
+const ids = (deliveries: Delivery[]) => deliveries.map((d) => d.headers.ce_id);
+const offset = (delivery: Delivery) => Number(delivery.origin.split('@')[1]);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+afterEach(async () => {
+  for (const closing of sources.splice(0)) await closing.close();
+  for (const broker of brokers.splice(0)) await broker.close();
+});
+afterAll(() => deleteTestResources(prefix, bootstrap), 60_000);
+
+describe('kafka message source', () => {
+  it('delivers CloudEvents headers and the body bytes intact, in order per partition', async () => {
+    const { name, url, group } = target('&partitions=3');
+    // Started before the first publish: the source creates the topic.
+    const started = source(url, group);
+    expect(started).toMatchObject({ binding: 'kafka', needsLease: false });
+    expect(started.location).toBe(`kafka://${bootstrap}`);
+    const received = await receive(started, true);
+    const broker = await publisher(url);
+    const aggregates = ['a-1', 'a-2', 'a-3', 'a-4', 'a-5', 'a-6'];
+    const sent: OutboxMessage[] = [];
+    for (let round = 0; round < 4; round++) {
+      const batch = aggregates.map((id) => message(id, { id, round, text: 'héllo ✓ 🎓' }));
+      expect(await broker.publish(batch)).toEqual(batch.map(() => ({ ok: true })));
+      sent.push(...batch);
+    }
+    await waitFor('every message', () => received.deliveries.length === sent.length, {
+      timeoutMs: 30_000,
+    });
+    const byId = new Map(sent.map((m) => [m.id, m]));
+    const partitions = new Map<string, number[]>();
+    const rounds = new Map<string, number[]>();
+    for (const delivery of received.deliveries) {
+      const original = byId.get(delivery.headers.ce_id ?? '');
+      if (!original) throw new Error(`unexpected delivery ${delivery.origin}`);
+      expect(delivery.headers).toMatchObject({
+        ce_specversion: '1.0',
+        ce_id: original.id,
+        ce_type: 'lesson-published',
+        ce_source: 'test',
+        ce_subject: original.aggregateId,
+        'content-type': 'application/json',
+        ce_traceparent: original.headers.traceparent,
+      });
+      expect(delivery.contentType).toBe('application/json');
+      expect(Buffer.from(delivery.body).equals(Buffer.from(original.payload, 'utf8'))).toBe(true);
+      const match = /^kafka (\S+)\/(\d+)@(\d+)$/.exec(delivery.origin);
+      expect(match?.[1]).toBe(`${name}.lesson`);
+      const partition = match?.[2] ?? '';
+      partitions.set(partition, [...(partitions.get(partition) ?? []), offset(delivery)]);
+      const round = (JSON.parse(original.payload) as { round: number }).round;
+      rounds.set(original.aggregateId, [...(rounds.get(original.aggregateId) ?? []), round]);
+    }
+    expect(new Set(received.deliveries.map((d) => d.headers.ce_id)).size).toBe(sent.length);
+    for (const offsets of partitions.values()) {
+      expect(offsets).toEqual([...offsets].sort((a, b) => a - b));
+    }
+    for (const id of aggregates) expect(rounds.get(id)).toEqual([0, 1, 2, 3]);
+    await started.check();
+    expect(received.lost).toEqual([]);
+  });
+
+  it('commits only the acked prefix: a new member gets everything from the first un-acked', async () => {
+    const { url, group } = target('&partitions=1');
+    const sent = await publishSeries(await publisher(url), 10);
+    const first = source(url, group);
+    const firstRun = await receive(first);
+    await waitFor('ten messages', () => firstRun.deliveries.length === 10, { timeoutMs: 30_000 });
+    expect(ids(firstRun.deliveries)).toEqual(sent.map((m) => m.id));
+    // Done: 0-3 (a prefix) and 6, 8 (after a gap, so not committable yet).
+    for (const index of [0, 1, 2, 3, 6, 8]) await firstRun.deliveries[index]?.ack();
+    await first.close();
+    await first.close();
+    // Acks after close are ignored, not thrown.
+    await firstRun.deliveries[4]?.ack();
+
+    const second = source(url, group);
+    const secondRun = await receive(second, true);
+    await waitFor('the redelivery', () => secondRun.deliveries.length >= 6, { timeoutMs: 30_000 });
+    await sleep(1_500);
+    expect(ids(secondRun.deliveries)).toEqual(sent.slice(4).map((m) => m.id));
+    expect(offset(secondRun.deliveries[0] as Delivery)).toBe(4);
+    await second.close();
+
+    // Everything was acked and close() committed it: a third member gets nothing.
+    const third = source(url, group);
+    const thirdRun = await receive(third, true);
+    await sleep(2_000);
+    expect(thirdRun.deliveries).toEqual([]);
+  });
+
+  it('holds at most maxInFlight messages un-acked, and delivers the rest as acks come', async () => {
+    const { url, group } = target('&partitions=1');
+    const sent = await publishSeries(await publisher(url), 20);
+    const bounded = source(url, group, 5);
+    const run = await receive(bounded);
+    await waitFor('five messages', () => run.deliveries.length === 5, { timeoutMs: 30_000 });
+    await sleep(2_000);
+    expect(run.deliveries.length).toBe(5);
+
+    // From now on each delivery is acked a little later, as a handler would. Between two
+    // ticks deliveries only grow, so the count at a tick is the most outstanding since.
+    const acked = new Set<Delivery>();
+    let most = 0;
+    const acking = setInterval(() => {
+      most = Math.max(most, run.deliveries.length - acked.size);
+      const next = run.deliveries.find((d) => !acked.has(d));
+      if (next) {
+        acked.add(next);
+        void next.ack();
+      }
+    }, 5);
+    try {
+      await waitFor('all twenty', () => acked.size === 20, { timeoutMs: 30_000 });
+    } finally {
+      clearInterval(acking);
+    }
+    expect(most).toBeLessThanOrEqual(5);
+    expect(ids(run.deliveries)).toEqual(sent.map((m) => m.id));
+  });
+
+  it('pause() stops deliveries; acks still work', async () => {
+    const { url, group } = target('&partitions=1');
+    const broker = await publisher(url);
+    const paused = source(url, group);
+    const run = await receive(paused, true);
+    await publishSeries(broker, 3);
+    await waitFor('three messages', () => run.deliveries.length === 3, { timeoutMs: 30_000 });
+    await paused.pause();
+    await publishSeries(broker, 3);
+    await sleep(2_000);
+    expect(run.deliveries.length).toBe(3);
+    await paused.check();
+    await paused.close();
+    // The three delivered were acked and committed: the next member starts after them.
+    const next = source(url, group);
+    const nextRun = await receive(next, true);
+    await waitFor('the other three', () => nextRun.deliveries.length === 3, { timeoutMs: 30_000 });
+    expect(offset(nextRun.deliveries[0] as Delivery)).toBe(3);
+  });
+
+  it('survives a rebalance: acks of revoked partitions settle quietly, nothing is lost', async () => {
+    const { url, group } = target('&partitions=4');
+    const broker = await publisher(url);
+    const aggregates = ['a-1', 'a-2', 'a-3', 'a-4', 'a-5', 'a-6', 'a-7', 'a-8'];
+    const publishRound = async (round: number) => {
+      const batch = aggregates.map((id) => message(id, { id, round }));
+      expect(await broker.publish(batch)).toEqual(batch.map(() => ({ ok: true })));
+      return batch;
+    };
+    const sent = [...(await publishRound(0)), ...(await publishRound(1))];
+    const first = source(url, group);
+    const firstRun = await receive(first);
+    await waitFor('the first rounds', () => firstRun.deliveries.length === sent.length, {
+      timeoutMs: 30_000,
+    });
+    // A second member joins while the first holds everything un-acked: the group takes
+    // some of the first one's partitions away.
+    const second = source(url, group);
+    const secondRun = await receive(second, true);
+    for (const delivery of firstRun.deliveries) await delivery.ack();
+    firstRun.autoAck = true;
+    sent.push(...(await publishRound(2)));
+    // A fetch of the first member's, sent before the rebalance, may still bring messages
+    // of the partitions it lost: the new owner reads them too (at least once, not once).
+    const seen = () => new Set(ids([...firstRun.deliveries, ...secondRun.deliveries]));
+    await waitFor(
+      'every message, and the second member reading',
+      () => seen().size === sent.length && secondRun.deliveries.length > 0,
+      { timeoutMs: 30_000 },
+    );
+    // Within one member, a partition fetched again after the rebalance is not redelivered.
+    for (const run of [firstRun, secondRun]) {
+      expect(new Set(ids(run.deliveries)).size).toBe(run.deliveries.length);
+    }
+    expect(firstRun.lost).toEqual([]);
+    expect(secondRun.lost).toEqual([]);
+    await Promise.all([first.close(), second.close()]);
+    // All acked and committed (or, for a revoked partition, redelivered to its new
+    // owner, which acked it): a fresh member finds nothing left.
+    const third = source(url, group);
+    const thirdRun = await receive(third, true);
+    await sleep(2_000);
+    expect(thirdRun.deliveries).toEqual([]);
+  });
+
+  it('reports a consumer lost for good once; a new source then starts afresh', async () => {
+    const { name, url, group } = target('&partitions=1');
+    const broker = await publisher(url);
+    await publishSeries(broker, 2);
+    const doomed = source(url, group);
+    const run = await receive(doomed, true);
+    await waitFor('two messages', () => run.deliveries.length === 2, { timeoutMs: 30_000 });
+    // The topic deleted under the consumer: its fetches fail for good.
+    const admin = testAdmin(bootstrap);
+    try {
+      await admin.deleteTopics({ topics: [`${name}.lesson`] });
+    } finally {
+      await admin.close();
+    }
+    await waitFor('onLost', () => run.lost.length > 0, { timeoutMs: 30_000 });
+    await sleep(1_000);
+    expect(run.lost).toHaveLength(1);
+    expect(run.lost[0]).toBeInstanceOf(BrokerUnavailableError);
+    await doomed.close();
+    // What the caller does next: a new source, which creates the topic again.
+    const again = source(url, group);
+    const againRun = await receive(again, true);
+    const sent = await publishSeries(broker, 1);
+    await waitFor('the new message', () => againRun.deliveries.length === 1, { timeoutMs: 30_000 });
+    expect(ids(againRun.deliveries)).toEqual(sent.map((m) => m.id));
+  });
+
+  it('from=latest: a new group starts after what was published before it', async () => {
+    const { url, group } = target('&partitions=1');
+    const broker = await publisher(url);
+    await publishSeries(broker, 3);
+    const late = source(`${url}&from=latest`, group);
+    const run = await receive(late, true);
+    const sent = await publishSeries(broker, 2);
+    await waitFor('the two new messages', () => run.deliveries.length >= 2, { timeoutMs: 30_000 });
+    await sleep(500);
+    expect(ids(run.deliveries)).toEqual(sent.map((m) => m.id));
+  });
+
+  it('start() rejects with BrokerUnavailableError when nothing listens', async () => {
+    const unreachable = source('kafka://127.0.0.1:1/?timeout_ms=3000', 'nobody');
+    const began = Date.now();
+    await expect(receive(unreachable)).rejects.toBeInstanceOf(BrokerUnavailableError);
+    expect(Date.now() - began).toBeLessThan(3_000 + 2_000);
+    await expect(unreachable.check()).rejects.toBeInstanceOf(BrokerUnavailableError);
+  });
+
+  it('start() rejects with BrokerUnavailableError within timeout_ms when the server never answers', async () => {
+    const silent: Server = createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const mute = source(`kafka://127.0.0.1:${port}/?timeout_ms=2000`, 'nobody');
+      const began = Date.now();
+      const error = await receive(mute).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BrokerUnavailableError);
+      expect((error as Error).message).toMatch(/^kafka:\/\/127\.0\.0\.1:\d+: /);
+      expect(Date.now() - began).toBeLessThan(2_000 + 3_000);
+    } finally {
+      silent.close();
+      // The client's sockets to it are closed by close(), in afterEach.
+    }
+  });
+
+  it('subscribes one topic per aggregate type, or per event when the template names it', () => {
+    const events = [
+      { type: 'lesson-published', aggregateType: 'lesson' },
+      { type: 'lesson-archived', aggregateType: 'lesson' },
+      { type: 'quiz.graded', aggregateType: 'Course Module' },
+    ];
+    expect(sourceTopics('edupulse.{aggregate_type}', events)).toEqual([
+      'edupulse.lesson',
+      'edupulse.Course_Module',
+    ]);
+    expect(sourceTopics('e.{aggregate_type}.{event_type}', events)).toEqual([
+      'e.lesson.lesson-published',
+      'e.lesson.lesson-archived',
+      'e.Course_Module.quiz.graded',
+    ]);
+  });
+});
+
+describe('kafka partition offsets', () => {
+  it('commits after the done prefix only, whatever order the acks come in', () => {
+    const offsets = new PartitionOffsets('t', 0);
+    for (const offset of [0n, 1n, 2n, 3n, 4n]) expect(offsets.deliver(offset)).toBe(true);
+    offsets.ack(1n);
+    offsets.ack(3n);
+    expect(offsets.toCommit()).toBeUndefined();
+    offsets.ack(0n);
+    expect(offsets.toCommit()).toBe(2n);
+    offsets.ack(2n);
+    expect(offsets.toCommit()).toBe(4n);
+    offsets.committedUpTo(4n);
+    expect(offsets.toCommit()).toBeUndefined();
+    offsets.ack(4n);
+    expect(offsets.toCommit()).toBe(5n);
+  });
+
+  it('follows the offsets delivered, across gaps (compaction, transaction markers)', () => {
+    const offsets = new PartitionOffsets('t', 0);
+    for (const offset of [10n, 12n, 15n]) offsets.deliver(offset);
+    offsets.ack(15n);
+    offsets.ack(12n);
+    expect(offsets.toCommit()).toBeUndefined();
+    offsets.ack(10n);
+    expect(offsets.toCommit()).toBe(16n);
+  });
+
+  it('refuses an offset delivered before (a fetch again from the committed offset)', () => {
+    const offsets = new PartitionOffsets('t', 0);
+    offsets.deliver(5n);
+    offsets.deliver(6n);
+    expect(offsets.deliver(5n)).toBe(false);
+    expect(offsets.deliver(6n)).toBe(false);
+    expect(offsets.deliver(7n)).toBe(true);
+  });
+
+  it('keeps its place over a long run of acks', () => {
+    const offsets = new PartitionOffsets('t', 0);
+    for (let n = 0n; n < 5_000n; n++) offsets.deliver(n);
+    // Everything but the first done: nothing to commit until it is.
+    for (let n = 1n; n < 5_000n; n++) offsets.ack(n);
+    expect(offsets.toCommit()).toBeUndefined();
+    offsets.ack(0n);
+    expect(offsets.toCommit()).toBe(5_000n);
+    for (let n = 5_000n; n < 7_000n; n++) {
+      offsets.deliver(n);
+      offsets.ack(n);
+    }
+    expect(offsets.toCommit()).toBe(7_000n);
+  });
+});
