@@ -1,6 +1,6 @@
 /**
  * The layering of src/, checked in `npm run lint`. From the top:
- *   cli → ops → dispatcher, outbox (the producer) → brokers, admin → db, events → common
+ *   cli → ops → dispatcher, consumer, outbox (the producer) → brokers, admin → db, events → common
  * A folder may import its own files and the folders below it, never one above or beside
  * it on its own floor; src/index.ts (the public entry) may import any library floor but
  * ops and cli, which have entries of their own. Nothing in src/ imports the tools (bench/)
@@ -14,8 +14,9 @@ const floors = {
   brokers: ['common', 'db', 'events'],
   admin: ['common', 'db', 'events'],
   dispatcher: ['common', 'db', 'events', 'brokers', 'admin'],
+  consumer: ['common', 'db', 'events', 'brokers', 'admin'],
   outbox: ['common', 'db', 'events'],
-  ops: ['common', 'db', 'events', 'brokers', 'admin', 'dispatcher', 'outbox'],
+  ops: ['common', 'db', 'events', 'brokers', 'admin', 'dispatcher', 'consumer', 'outbox'],
 };
 const folders = [
   'common',
@@ -24,6 +25,7 @@ const folders = [
   'brokers',
   'admin',
   'dispatcher',
+  'consumer',
   'outbox',
   'ops',
   'cli',

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { OutboxMessage, PublishResult } from '../src/brokers/broker.js';
 import { MemoryBroker } from '../src/brokers/memory.js';
+import { backoffDelayMs } from '../src/common/backoff.js';
 import { BrokerUnavailableError } from '../src/common/errors.js';
-import { backoffDelayMs } from '../src/dispatcher/backoff.js';
 import { publishInRounds } from '../src/dispatcher/rounds.js';
 import { Wakeup } from '../src/dispatcher/wakeup.js';
 

@@ -64,23 +64,13 @@ function filterValues(filter: DeadLetterFilter): unknown[] {
   ];
 }
 
-function isEmpty(filter: DeadLetterFilter): boolean {
-  return (
-    filter.ids === undefined &&
-    filter.eventType === undefined &&
-    filter.aggregateType === undefined &&
-    filter.aggregateId === undefined &&
-    filter.since === undefined &&
-    filter.until === undefined
-  );
-}
-
 /** Retry and discard act on every dead letter only when asked to in so many words. */
-function assertNarrowed(filter: DeadLetterFilter, all: boolean, action: string): void {
-  if (all && !isEmpty(filter)) {
+export function assertNarrowed(filter: object, all: boolean, action: string): void {
+  const empty = Object.values(filter).every((value) => value === undefined);
+  if (all && !empty) {
     throw new ConfigError('all', `cannot be combined with ids or filters (${action})`);
   }
-  if (!all && isEmpty(filter)) {
+  if (!all && empty) {
     throw new ConfigError(
       'filter',
       `${action} needs event ids, a filter, or --all to act on every dead letter`,

@@ -1,10 +1,14 @@
 import { ConfigError } from '../common/errors.js';
 import { createAmqpBroker } from './amqp/broker.js';
+import { createAmqpSource } from './amqp/source.js';
 import type { EventBroker } from './broker.js';
 import { createKafkaBroker } from './kafka/broker.js';
+import { createKafkaSource } from './kafka/source.js';
 import { LogBroker } from './log.js';
 import { MemoryBroker } from './memory.js';
 import { createNatsBroker } from './nats/broker.js';
+import { createNatsSource } from './nats/source.js';
+import type { MessageSource, MessageSourceOptions } from './source.js';
 import { BrokerUrlParams, parseBrokerUrl } from './url-params.js';
 
 export interface BrokerFromUrlOptions {
@@ -51,4 +55,40 @@ export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): Event
   }
   params.assertNoneUnknown();
   return broker;
+}
+
+export const sourceSchemes = ['nats:', 'amqp:', 'amqps:', 'kafka:'] as const;
+
+/**
+ * The receiving side of a broker URL, for `consume()`: the same URL the dispatcher
+ * publishes with (same stream, exchange, topic template), plus the consumer's own
+ * parameters (`ack_wait_s`, `queue`, `from`, …); an unknown one is refused.
+ */
+export function sourceFromUrl(
+  url: string,
+  options: MessageSourceOptions & { setting?: string },
+): MessageSource {
+  const setting = options.setting ?? 'broker';
+  const parsed = parseBrokerUrl(url, setting, `expected ${sourceSchemes.join(', ')}`);
+  const params = new BrokerUrlParams(parsed, setting);
+  let source: MessageSource;
+  switch (parsed.protocol) {
+    case 'nats:':
+      source = createNatsSource(params, options);
+      break;
+    case 'amqp:':
+    case 'amqps:':
+      source = createAmqpSource(params, options);
+      break;
+    case 'kafka:':
+      source = createKafkaSource(params, options);
+      break;
+    default:
+      throw new ConfigError(
+        setting,
+        `cannot consume from "${parsed.protocol}" (expected ${sourceSchemes.join(', ')})`,
+      );
+  }
+  params.assertNoneUnknown();
+  return source;
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { deadCommand, purgeCommand } from './commands/dead.js';
+import { deadCommand, inboxCommand, purgeCommand } from './commands/dead.js';
 import { demoCommand } from './commands/demo.js';
 import { migrateCommand } from './commands/migrate.js';
 import { runCommand } from './commands/run.js';
@@ -31,6 +31,7 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     .addCommand(statusCommand())
     .addCommand(deadCommand())
     .addCommand(purgeCommand())
+    .addCommand(inboxCommand())
     .addCommand(demoCommand());
   // Usage errors (unknown flag, missing value) exit 2 like any other bad setting.
   const configure = (command: Command) => {

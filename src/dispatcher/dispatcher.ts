@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { backoffDelayMs } from '../common/backoff.js';
 import {
   BrokerUnavailableError,
   ConfigError,
@@ -8,7 +9,6 @@ import {
 import { clip } from '../common/text.js';
 import { assertSchemaCurrent, readPartitionCount, readProducerNotify } from '../db/migrate.js';
 import { type Statements, statements } from '../db/sql/index.js';
-import { backoffDelayMs } from './backoff.js';
 import { type BatchContext, type CommittedBatch, dispatchBatch } from './batch.js';
 import { BrokerLink } from './broker-link.js';
 import { databaseWork, isDatabaseError } from './database-errors.js';

@@ -1,9 +1,9 @@
 import type { OutboxMessage } from '../brokers/broker.js';
+import { backoffDelayMs } from '../common/backoff.js';
 import type { Logger } from '../common/logger.js';
 import { clip } from '../common/text.js';
 import type { TransactionExecutor } from '../db/database.js';
 import { pgArray, type Statements } from '../db/sql/index.js';
-import { backoffDelayMs } from './backoff.js';
 import type { BatchReport, SettledBatch } from './events.js';
 import type { BatchOutcome } from './rounds.js';
 

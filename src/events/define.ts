@@ -68,8 +68,9 @@ export interface EventOptions {
   occurredAt?: Date | string;
 }
 
-export interface EventDefinition<S extends z.ZodType> {
-  readonly type: string;
+export interface EventDefinition<S extends z.ZodType, T extends string = string> {
+  /** The event type, as a literal type: consumers' handlers switch on it. */
+  readonly type: T;
   readonly aggregateType: string;
   readonly schema: S;
   /** Validates the payload and returns the event to enqueue. Throws ValidationError naming the field. */
@@ -78,8 +79,8 @@ export interface EventDefinition<S extends z.ZodType> {
   parse(payload: unknown): z.output<S>;
 }
 
-export interface EventSpec<S extends z.ZodType> {
-  type: string;
+export interface EventSpec<S extends z.ZodType, T extends string = string> {
+  type: T;
   aggregateType: string;
   /** zod schema of the payload; its output is what gets published. */
   schema: S;
@@ -97,7 +98,9 @@ export function isDeclaredEventType(type: string): boolean {
 }
 
 /** Declares an event type: its name, its aggregate and its payload schema. */
-export function defineEvent<S extends z.ZodType>(spec: EventSpec<S>): EventDefinition<S> {
+export function defineEvent<S extends z.ZodType, const T extends string = string>(
+  spec: EventSpec<S, T>,
+): EventDefinition<S, T> {
   if (!KEBAB.test(spec.type)) {
     throw new ConfigError(
       'defineEvent.type',

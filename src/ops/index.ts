@@ -7,7 +7,15 @@
  *   const opsDb = pgDatabase({ connectionString, maxConnections: 1, applicationName: 'edupulse-outbox ops' });
  *   const registry = dispatcherMetrics({ dispatcher, db: opsDb, schema: 'public', broker: 'nats' });
  *   await startOpsServer({ port: 9464, registry, dispatcher, db: opsDb, schema: 'public' });
+ *
+ * and for a consumer: `consumerMetrics({ consumer, name: 'grades' })` (a registry to
+ * serve), `consumerReadiness(consumer)` (a readiness check to answer with).
  */
+export {
+  type ConsumerMetricsOptions,
+  consumerMetrics,
+  consumerReadiness,
+} from './consumer-metrics.js';
 export { type CheckResult, type HealthOptions, liveness, readiness } from './health.js';
 export { dispatcherMetrics, type MetricsOptions } from './metrics.js';
 export { type OpsServerOptions, startOpsServer } from './server.js';

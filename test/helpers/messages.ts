@@ -20,3 +20,24 @@ export function outboxMessage(overrides: Partial<OutboxMessage> = {}): OutboxMes
     ...overrides,
   };
 }
+
+/** A quiz-submitted row of `aggregateId` that QuizSubmitted accepts, unless `payload` is given. */
+export function quizMessage(
+  aggregateId: string,
+  { score = 1, payload }: { score?: number; payload?: string } = {},
+): OutboxMessage {
+  return outboxMessage({
+    aggregateType: 'quiz',
+    aggregateId,
+    eventType: 'quiz-submitted',
+    headers: {},
+    payload:
+      payload ??
+      JSON.stringify({
+        quiz_id: aggregateId,
+        student_id: randomUUID(),
+        score,
+        submitted_at: '2026-12-01T10:00:00Z',
+      }),
+  });
+}

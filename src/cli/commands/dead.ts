@@ -1,5 +1,14 @@
 import { Command, Option } from 'commander';
 import {
+  type ConsumerDeadLetterFilter,
+  discardConsumerDeadLetters,
+  listConsumerDeadLetters,
+  purgeConsumerDeadLetters,
+  purgeInbox,
+  retryConsumerDeadLetters,
+  showConsumerDeadLetters,
+} from '../../admin/consumer-dead-letters.js';
+import {
   type DeadLetterFilter,
   discardDeadLetters,
   listDeadLetters,
@@ -9,6 +18,7 @@ import {
 } from '../../admin/dead-letters.js';
 import { ConfigError } from '../../common/errors.js';
 import { escapeControl, jsonForTerminal } from '../../common/text.js';
+import type { Executor } from '../../db/executor.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
 import { parseEventIds, parseInteger, parseTime, settings } from '../settings.js';
@@ -16,6 +26,8 @@ import { parseEventIds, parseInteger, parseTime, settings } from '../settings.js
 interface FilterFlags {
   databaseUrl?: string;
   schema: string;
+  /** Act on this consumer's dead letters (what `consume()` parked) instead of the outbox's. */
+  consumer?: string;
   eventType?: string;
   aggregateType?: string;
   aggregateId?: string;
@@ -32,6 +44,10 @@ function adminCommand(name: string, description: string, filters = true): Comman
     .addOption(settings.schema());
   if (filters) {
     command
+      .option(
+        '--consumer <name>',
+        "a consumer's dead letters (messages consume() parked) instead of the outbox's",
+      )
       .option('--event-type <type>', 'only dead letters of this event type')
       .option('--aggregate-type <type>', 'only dead letters of this aggregate type')
       .option('--aggregate-id <id>', 'only dead letters of this aggregate')
@@ -42,10 +58,32 @@ function adminCommand(name: string, description: string, filters = true): Comman
 }
 
 function parseFilter(flags: FilterFlags, ids: readonly string[] = []): DeadLetterFilter {
+  if (flags.consumer !== undefined) return parseConsumerFilter(flags, ids);
   return {
     ...(ids.length > 0 ? { ids: parseEventIds('id', ids) } : {}),
     ...(flags.eventType !== undefined ? { eventType: flags.eventType } : {}),
     ...(flags.aggregateType !== undefined ? { aggregateType: flags.aggregateType } : {}),
+    ...(flags.aggregateId !== undefined ? { aggregateId: flags.aggregateId } : {}),
+    ...(flags.since !== undefined ? { since: parseTime('since', flags.since) } : {}),
+    ...(flags.until !== undefined ? { until: parseTime('until', flags.until) } : {}),
+  };
+}
+
+/** The filter of `--consumer`: event ids are any text (other producers' ids need not be UUIDs). */
+function parseConsumerFilter(
+  flags: FilterFlags,
+  ids: readonly string[],
+): ConsumerDeadLetterFilter & { consumer: string } {
+  if (flags.aggregateType !== undefined) {
+    throw new ConfigError(
+      'aggregate-type',
+      'consumer dead letters are filtered by --aggregate-id (they keep no aggregate type)',
+    );
+  }
+  return {
+    consumer: flags.consumer as string,
+    ...(ids.length > 0 ? { ids } : {}),
+    ...(flags.eventType !== undefined ? { eventType: flags.eventType } : {}),
     ...(flags.aggregateId !== undefined ? { aggregateId: flags.aggregateId } : {}),
     ...(flags.since !== undefined ? { since: parseTime('since', flags.since) } : {}),
     ...(flags.until !== undefined ? { until: parseTime('until', flags.until) } : {}),
@@ -57,6 +95,7 @@ function bulkCommand(
   name: 'retry' | 'discard',
   description: string,
   act: typeof retryDeadLetters | typeof discardDeadLetters,
+  actOnConsumer: typeof retryConsumerDeadLetters | typeof discardConsumerDeadLetters,
   done: string,
 ): Command {
   return adminCommand(name, description)
@@ -67,7 +106,11 @@ function bulkCommand(
       await execute(flags, async ({ logger }) => {
         const filter = parseFilter(flags, ids);
         return withCurrentSchema(flags, logger, async (db) => {
-          const touched = await act(db, flags.schema, filter, { all: flags.all === true });
+          const all = { all: flags.all === true };
+          const touched =
+            flags.consumer !== undefined
+              ? await actOnConsumer(db, flags.schema, parseConsumerFilter(flags, ids), all)
+              : await act(db, flags.schema, filter, all);
           if (flags.json) {
             process.stdout.write(`${jsonForTerminal(touched)}\n`);
           } else {
@@ -75,7 +118,9 @@ function bulkCommand(
             process.stderr.write(`${touched.length} dead letters ${done}\n`);
           }
           // Asked for ids that were not there: say so with the exit code, after the rest.
-          const missing = ids.filter((id) => !touched.includes(id.toLowerCase()));
+          const missing = ids.filter(
+            (id) => !touched.includes(flags.consumer !== undefined ? id : id.toLowerCase()),
+          );
           if (missing.length > 0) {
             process.stderr.write(`not among the dead letters: ${missing.join(', ')}\n`);
             return 1;
@@ -98,6 +143,9 @@ export function deadCommand(): Command {
             const filter = parseFilter(flags);
             const limit = parseInteger('limit', flags.limit, 1, 100_000);
             return withCurrentSchema(flags, logger, async (db) => {
+              if (flags.consumer !== undefined) {
+                return listConsumer(db, flags, parseConsumerFilter(flags, []), limit);
+              }
               const dead = await listDeadLetters(db, flags.schema, filter, limit);
               if (flags.json) {
                 process.stdout.write(`${jsonForTerminal(dead)}\n`);
@@ -128,8 +176,22 @@ export function deadCommand(): Command {
     .addCommand(
       adminCommand('show', 'print one dead letter with its payload and headers, as JSON', false)
         .argument('<id>', 'the event id (CloudEvent id)')
+        .option('--consumer <name>', "a consumer's dead letter instead of the outbox's")
         .action(async (id: string, flags: FilterFlags) => {
           await execute(flags, async ({ logger }) => {
+            if (flags.consumer !== undefined) {
+              return withCurrentSchema(flags, logger, async (db) => {
+                const [dead] = await showConsumerDeadLetters(db, flags.schema, id, flags.consumer);
+                if (!dead) {
+                  process.stderr.write(
+                    `edupulse-outbox: consumer ${escapeControl(flags.consumer ?? '')} has no dead letter with event id ${escapeControl(id)}\n`,
+                  );
+                  return 1;
+                }
+                process.stdout.write(`${jsonForTerminal(dead, 2)}\n`);
+                return 0;
+              });
+            }
             const [checked] = parseEventIds('id', [id]);
             return withCurrentSchema(flags, logger, async (db) => {
               const dead = await showDeadLetter(db, flags.schema, checked as string);
@@ -146,30 +208,38 @@ export function deadCommand(): Command {
     .addCommand(
       bulkCommand(
         'retry',
-        'put dead letters back into the outbox under their original seq, attempts reset; they are published again',
+        'put dead letters back into the outbox under their original seq, attempts reset; they are published again (with --consumer: the running consumer hands them to its handler again within seconds)',
         retryDeadLetters,
-        'back in the outbox',
+        retryConsumerDeadLetters,
+        'back in the outbox (with --consumer: handed to the running consumer again)',
       ),
     )
     .addCommand(
-      bulkCommand('discard', 'delete dead letters for good', discardDeadLetters, 'discarded'),
+      bulkCommand(
+        'discard',
+        'delete dead letters for good',
+        discardDeadLetters,
+        discardConsumerDeadLetters,
+        'discarded',
+      ),
     );
 }
 
-export function purgeCommand(): Command {
-  return adminCommand(
-    'purge',
-    'delete retained history: the dead letters parked before a time',
-    false,
-  )
-    .requiredOption(
-      '--older-than <time>',
-      'dead-lettered before this: a duration ago (30d) or an ISO 8601 time',
-    )
-    .addHelpText(
-      'after',
-      '\nPublished events leave the outbox as the broker acknowledges them; dead letters are the only history kept.',
-    )
+/**
+ * A command deleting what is older than `--older-than` (and, with `--consumer`, of that
+ * consumer only); `purge` prints what it deleted, as `<n> <what> purged (…)`.
+ */
+function olderThanCommand(
+  name: string,
+  description: string,
+  olderThanHelp: string,
+  consumerHelp: string,
+  purge: (db: Executor, schema: string, before: Date, consumer?: string) => Promise<number>,
+  printed: (count: number, before: Date) => string,
+): Command {
+  return adminCommand(name, description, false)
+    .requiredOption('--older-than <time>', olderThanHelp)
+    .option('--consumer <name>', consumerHelp)
     .action(async (flags: FilterFlags & { olderThan: string }) => {
       await execute(flags, async ({ logger }) => {
         const before = parseTime('older-than', flags.olderThan);
@@ -177,12 +247,77 @@ export function purgeCommand(): Command {
           throw new ConfigError('older-than', `"${flags.olderThan}" is in the future`);
         }
         return withCurrentSchema(flags, logger, async (db) => {
-          const purged = await purgeDeadLetters(db, flags.schema, before);
-          process.stdout.write(
-            `${purged} dead letters purged (dead-lettered before ${before.toISOString()})\n`,
-          );
+          const count = await purge(db, flags.schema, before, flags.consumer);
+          process.stdout.write(`${printed(count, before)}\n`);
           return 0;
         });
       });
     });
+}
+
+export function purgeCommand(): Command {
+  return olderThanCommand(
+    'purge',
+    'delete retained history: the dead letters parked before a time',
+    'dead-lettered before this: a duration ago (30d) or an ISO 8601 time',
+    "a consumer's dead letters instead of the outbox's",
+    (db, schema, before, consumer) =>
+      consumer !== undefined
+        ? purgeConsumerDeadLetters(db, schema, before, consumer)
+        : purgeDeadLetters(db, schema, before),
+    (count, before) =>
+      `${count} dead letters purged (dead-lettered before ${before.toISOString()})`,
+  ).addHelpText(
+    'after',
+    '\nPublished events leave the outbox as the broker acknowledges them; dead letters are the only history kept.',
+  );
+}
+
+/** `dead list --consumer`: one line per consumer dead letter, or JSON. */
+async function listConsumer(
+  db: Executor,
+  flags: FilterFlags & { json?: boolean },
+  filter: ConsumerDeadLetterFilter,
+  limit: number,
+): Promise<number> {
+  const dead = await listConsumerDeadLetters(db, flags.schema, filter, limit);
+  if (flags.json) {
+    process.stdout.write(`${jsonForTerminal(dead)}\n`);
+    return 0;
+  }
+  const lines = dead.map((d) =>
+    [
+      d.deadAt,
+      d.eventId ?? `(undecodable ${d.id})`,
+      d.eventType ?? '-',
+      d.aggregateId ?? '-',
+      `attempts ${d.attempts}`,
+      d.retrying ? 'retry pending' : '',
+      d.lastError,
+    ]
+      .filter((part) => part !== '')
+      .map(escapeControl)
+      .join('  '),
+  );
+  process.stdout.write(lines.map((line) => `${line}\n`).join(''));
+  process.stderr.write(
+    `${dead.length} dead letters of consumer ${escapeControl(filter.consumer ?? '')}${dead.length === limit ? ` (--limit ${limit} reached)` : ''}\n`,
+  );
+  return 0;
+}
+
+export function inboxCommand(): Command {
+  return new Command('inbox').description("the consumers' inbox records").addCommand(
+    olderThanCommand(
+      'purge',
+      'delete inbox records older than a time (all consumers, or one)',
+      'recorded before this: a duration ago (7d) or an ISO 8601 time',
+      "only this consumer's records",
+      (db, schema, before, consumer) => purgeInbox(db, schema, before, consumer),
+      (count, before) => `${count} inbox records purged (recorded before ${before.toISOString()})`,
+    ).addHelpText(
+      'after',
+      '\nA record is needed only while a duplicate of its event can still arrive: keep them well beyond your longest outage.',
+    ),
+  );
 }

@@ -1,10 +1,15 @@
 /**
- * Every statement the runtime sends, named entity-first (outbox…, deadLetter…,
- * ownership…, migration…), one file per entity, built per schema. Values are always
+ * Every statement the runtime sends, named entity-first (outbox…, deadLetter…, inbox…,
+ * consumer…, ownership…, migration…), one file per entity, built per schema. Values are always
  * bound parameters; the schema is a validated, quoted identifier.
  */
 import { quoteSchema } from '../identifier.js';
+import {
+  type ConsumerDeadLetterStatements,
+  consumerDeadLetterStatements,
+} from './consumer-dead-letter.js';
 import { type DeadLetterStatements, deadLetterStatements } from './dead-letter.js';
+import { type InboxStatements, inboxStatements } from './inbox.js';
 import { type MigrationStatements, migrationStatements } from './migration.js';
 import { type OutboxStatements, outboxStatements } from './outbox.js';
 import { type OwnershipStatements, ownershipStatements } from './ownership.js';
@@ -17,6 +22,8 @@ export const connectionCheck = 'SELECT 1';
 export interface Statements
   extends OutboxStatements,
     DeadLetterStatements,
+    InboxStatements,
+    ConsumerDeadLetterStatements,
     OwnershipStatements,
     MigrationStatements {}
 
@@ -25,6 +32,8 @@ export function statements(schema: string): Statements {
   return {
     ...outboxStatements(s, schema),
     ...deadLetterStatements(s),
+    ...inboxStatements(s, schema),
+    ...consumerDeadLetterStatements(s),
     ...ownershipStatements(),
     ...migrationStatements(s),
   };

@@ -1,0 +1,404 @@
+import { EventEmitter } from 'node:events';
+import { sourceFromUrl } from '../brokers/index.js';
+import type { Delivery, MessageSource } from '../brokers/source.js';
+import { backoffDelayMs } from '../common/backoff.js';
+import { BrokerUnavailableError, ConfigError, errorMessage } from '../common/errors.js';
+import type { DatabaseSession } from '../db/database.js';
+import { statements } from '../db/sql/index.js';
+import type { AnyEventDefinition, ConsumedEvent } from './event.js';
+import type { Consumer, ConsumerEvents, ConsumerHealth, ConsumerStats } from './events.js';
+import { inboxOutcome, markRetried, StaleEventError } from './inbox.js';
+import { type ConsumeOptions, type ConsumerSettings, resolveConsumeOptions } from './options.js';
+import { AggregateQueues } from './order.js';
+import { type ParkedFields, parkMessage, takeRetryDeliveries } from './park.js';
+import { RejectedMessage, toConsumedEvent } from './typed.js';
+
+interface Work {
+  delivery: Delivery;
+  generation: number;
+  /** Taken from the consumer's dead letters by an operator's `dead retry`. */
+  retry?: boolean;
+}
+
+/**
+ * Receives the events of `options.events` from a broker and hands each to `handler`, one
+ * aggregate at a time in `sequence` order, different aggregates at once. Resolves once
+ * receiving (or standing by for another process of the same consumer name); rejects with
+ * ConfigError on a setting the broker refuses, or BrokerUnavailableError when the broker
+ * cannot be reached within `startTimeoutMs`.
+ *
+ * A handler that throws is retried in this process, with backoff, while its aggregate's
+ * later events wait (a redelivery by the broker could overtake them); after
+ * `maxAttempts` the message is parked as a consumer dead letter and acked.
+ */
+export async function consume<const Defs extends readonly AnyEventDefinition[]>(
+  options: ConsumeOptions<Defs>,
+): Promise<Consumer> {
+  const settings = resolveConsumeOptions(options);
+  const consumer = new BrokerConsumer(
+    settings,
+    options.handler as (event: ConsumedEvent) => unknown,
+  );
+  await consumer.start();
+  return consumer;
+}
+
+class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
+  readonly stats: ConsumerStats = {
+    received: 0,
+    processed: 0,
+    duplicates: 0,
+    stale: 0,
+    failed: 0,
+    parked: 0,
+    skipped: 0,
+  };
+  private state: ConsumerHealth['state'] = 'starting';
+  private reason: string | undefined;
+  private readonly queues: AggregateQueues;
+  private readonly inFlight = new Set<Delivery>();
+  private readonly definitions: Map<string, AnyEventDefinition>;
+  private source: MessageSource | undefined;
+  private lease: DatabaseSession | undefined;
+  /** Bumped whenever the source is replaced: work delivered by an older one is not started. */
+  private generation = 0;
+  private stopping = false;
+  private readonly stopped: Promise<void>;
+  private signalStopped: () => void = () => {};
+  private loop: Promise<void> | undefined;
+  private keepAlive: NodeJS.Timeout | undefined;
+  private takingRetries = false;
+
+  constructor(
+    private readonly settings: ConsumerSettings,
+    private readonly handler: (event: ConsumedEvent) => unknown,
+  ) {
+    super();
+    this.stopped = new Promise((resolve) => {
+      this.signalStopped = resolve;
+    });
+    this.queues = new AggregateQueues(settings.concurrency);
+    this.definitions = new Map(settings.events.map((definition) => [definition.type, definition]));
+  }
+
+  health(): ConsumerHealth {
+    return { state: this.state, reason: this.reason, inFlight: this.inFlight.size };
+  }
+
+  async start(): Promise<void> {
+    const started = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const reason = this.reason ?? 'no answer';
+        void this.stop();
+        reject(
+          new BrokerUnavailableError(
+            `consumer ${this.settings.consumer}: not started within ${this.settings.startTimeoutMs} ms: ${reason}`,
+          ),
+        );
+      }, this.settings.startTimeoutMs);
+      const onState = (state: ConsumerHealth['state']) => {
+        if (state !== 'receiving' && state !== 'standby') return;
+        clearTimeout(timer);
+        this.off('state', onState);
+        resolve();
+      };
+      this.on('state', onState);
+      this.loop = this.run().catch((error) => {
+        clearTimeout(timer);
+        this.off('state', onState);
+        reject(error);
+      });
+    });
+    // Brokers with an ack deadline hear every few seconds that queued messages are alive.
+    this.keepAlive = setInterval(() => {
+      for (const delivery of this.inFlight) delivery.working?.();
+    }, 5000);
+    this.keepAlive.unref();
+    await started;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) {
+      await this.loop?.catch(() => {});
+      return;
+    }
+    this.stopping = true;
+    this.signalStopped();
+    await this.source?.pause().catch(() => {});
+    await this.queues.idle();
+    await this.loop?.catch(() => {});
+    clearInterval(this.keepAlive);
+  }
+
+  private setState(state: ConsumerHealth['state'], reason?: string): void {
+    this.reason = reason;
+    if (state === this.state) return;
+    this.state = state;
+    this.emit('state', state);
+  }
+
+  /** Lease (where needed) → start the source → wait until it is lost or stopped → again. */
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping) {
+      const lost = this.stopped.then(() => undefined);
+      try {
+        const source = sourceFromUrl(this.settings.broker, {
+          consumer: this.settings.consumer,
+          maxInFlight: this.settings.maxInFlight,
+          events: this.settings.events,
+          logger: this.settings.logger,
+          setting: 'broker',
+        });
+        if (source.needsLease && !(await this.takeLease(lost))) break;
+        const generation = ++this.generation;
+        this.source = source;
+        let onLost: (reason: string) => void = () => {};
+        const dropped = new Promise<string>((resolve) => {
+          onLost = resolve;
+        });
+        this.lease?.onLost((error) =>
+          onLost(`lost the database session holding the lease: ${errorMessage(error)}`),
+        );
+        await source.start(
+          (delivery) => this.receive({ delivery, generation }),
+          (error) => onLost(errorMessage(error)),
+        );
+        failures = 0;
+        this.setState('receiving');
+        this.settings.logger.info(
+          { consumer: this.settings.consumer, broker: source.location },
+          'consumer receiving',
+        );
+        const retries = setInterval(
+          () => void this.takeRetries(generation),
+          this.settings.deadLetterRetryPollMs,
+        );
+        void this.takeRetries(generation);
+        const reason = await Promise.race([lost, dropped]).finally(() => clearInterval(retries));
+        if (reason !== undefined) {
+          this.emit('lost', { reason });
+          this.settings.logger.warn(
+            { consumer: this.settings.consumer, reason },
+            'consumer lost its source; reconnecting',
+          );
+          this.setState('reconnecting', reason);
+        }
+      } catch (error) {
+        if (error instanceof ConfigError) {
+          this.setState('stopped', errorMessage(error));
+          await this.release();
+          throw error;
+        }
+        this.setState('reconnecting', errorMessage(error));
+        this.settings.logger.warn(
+          { consumer: this.settings.consumer, error: errorMessage(error) },
+          'consumer cannot receive; retrying',
+        );
+      }
+      // Work the old source delivered is not started any more; the broker redelivers it.
+      this.generation++;
+      await this.release();
+      if (!this.stopping) await this.sleep(backoffDelayMs(failures++, 500, 15_000), lost);
+    }
+    await this.release();
+    this.setState('stopped');
+  }
+
+  /** Waits for the lease, standing by meanwhile; false when stopped first. */
+  private async takeLease(stopped: Promise<unknown>): Promise<boolean> {
+    const database = this.settings.database;
+    // An embedded database has one session and so one process: no one to share with.
+    if (!database.session) return true;
+    const sql = statements(this.settings.schema);
+    const session = await database.session(`edupulse-outbox consumer ${this.settings.consumer}`);
+    this.lease = session;
+    for (;;) {
+      const { rows } = await session.query<{ leased: boolean }>(sql.consumerLeaseTry, [
+        this.settings.consumer,
+      ]);
+      if (rows[0]?.leased) return true;
+      this.setState('standby', 'another process of this consumer holds the lease');
+      if (await this.sleep(this.settings.leaseRetryMs, stopped)) return false;
+    }
+  }
+
+  private async release(): Promise<void> {
+    const source = this.source;
+    this.source = undefined;
+    await source?.close().catch(() => {});
+    const lease = this.lease;
+    this.lease = undefined;
+    await lease?.close().catch(() => {});
+  }
+
+  /** Sleeps `ms`; true when `stopped` settled first. */
+  private async sleep(ms: number, stopped: Promise<unknown>): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const slept = new Promise<false>((resolve) => {
+      timer = setTimeout(resolve, ms, false);
+    });
+    const result = await Promise.race([slept, stopped.then(() => true)]);
+    clearTimeout(timer);
+    return result || this.stopping;
+  }
+
+  /**
+   * Hands the dead letters an operator asked to retry to the handler again, in their
+   * aggregates' queues: handled, the dead letter is deleted; failing again, parked anew.
+   */
+  private async takeRetries(generation: number): Promise<void> {
+    if (this.takingRetries || this.stopping || generation !== this.generation) return;
+    this.takingRetries = true;
+    try {
+      for (const delivery of await takeRetryDeliveries(this.settings)) {
+        this.receive({ delivery, generation, retry: true });
+      }
+    } catch (error) {
+      this.settings.logger.warn(
+        { consumer: this.settings.consumer, error: errorMessage(error) },
+        'cannot read the dead letters to retry; trying again later',
+      );
+    } finally {
+      this.takingRetries = false;
+    }
+  }
+
+  private receive(work: Work): void {
+    this.stats.received++;
+    this.inFlight.add(work.delivery);
+    let event: ConsumedEvent;
+    try {
+      event = toConsumedEvent(this.settings.binding, this.definitions, work.delivery);
+    } catch (error) {
+      const rejected =
+        error instanceof RejectedMessage
+          ? error
+          : new RejectedMessage('invalid', errorMessage(error), undefined);
+      const policy =
+        rejected.kind === 'unknown' ? this.settings.onUnknownType : this.settings.onInvalid;
+      // An event that was read keeps its aggregate's order; an unreadable one waits for nobody.
+      const key = rejected.fields?.aggregateId ?? `\u0000${work.delivery.origin}`;
+      this.queues.push(key, () =>
+        policy === 'skip'
+          ? this.skip(work, rejected)
+          : this.park(work, rejected.fields, rejected.message, 0),
+      );
+      return;
+    }
+    this.queues.push(event.aggregateId, () => this.handle(work, event));
+  }
+
+  private current(work: Work): boolean {
+    return !this.stopping && work.generation === this.generation;
+  }
+
+  private async handle(work: Work, event: ConsumedEvent): Promise<void> {
+    const { maxAttempts } = this.settings;
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      // Stopping or reconnected: leave it unacked, the broker redelivers it.
+      if (!this.current(work)) return this.forget(work);
+      event.attempt = attempt;
+      if (work.retry) markRetried(event);
+      const started = performance.now();
+      try {
+        await this.handler(event);
+      } catch (error) {
+        if (error instanceof StaleEventError) {
+          this.stats.stale++;
+          return this.park(work, event, error.message, attempt, true);
+        }
+        this.stats.failed++;
+        const willRetry = attempt < maxAttempts;
+        this.emit('failed', { event, error, willRetry });
+        this.settings.logger.warn(
+          {
+            consumer: this.settings.consumer,
+            id: event.id,
+            type: event.type,
+            attempt,
+            error: errorMessage(error),
+          },
+          willRetry ? 'handler failed; retrying' : 'handler failed; parking the event',
+        );
+        if (!willRetry) {
+          return this.park(
+            work,
+            event,
+            `handler failed ${attempt} time${attempt === 1 ? '' : 's'}; last error: ${errorMessage(error)}`,
+            attempt,
+          );
+        }
+        await this.sleep(
+          backoffDelayMs(attempt - 1, this.settings.retryDelayMs, this.settings.retryMaxDelayMs),
+          this.stopped,
+        );
+        continue;
+      }
+      const outcome = inboxOutcome(event) ?? 'applied';
+      this.stats.processed++;
+      if (outcome === 'duplicate') this.stats.duplicates++;
+      if (outcome === 'stale') this.stats.stale++;
+      await this.settle(work);
+      this.emit('processed', { event, outcome, durationMs: performance.now() - started });
+      return;
+    }
+  }
+
+  /** Parks the message (retrying while the database is away: the aggregate waits), then acks it. */
+  private async park(
+    work: Work,
+    fields: ParkedFields | undefined,
+    reason: string,
+    attempts: number,
+    stale = false,
+  ): Promise<void> {
+    for (let failures = 0; ; failures++) {
+      if (!this.current(work)) return this.forget(work);
+      try {
+        const parked = await parkMessage(
+          this.settings,
+          work.delivery,
+          fields,
+          reason,
+          attempts,
+          stale,
+        );
+        this.stats.parked++;
+        await this.settle(work);
+        this.emit('parked', parked);
+        this.settings.logger.warn(
+          { consumer: this.settings.consumer, ...parked },
+          'message parked as a consumer dead letter',
+        );
+        return;
+      } catch (error) {
+        this.settings.logger.error(
+          { consumer: this.settings.consumer, error: errorMessage(error) },
+          'cannot park a message; retrying',
+        );
+        await this.sleep(backoffDelayMs(failures, 500, 15_000), this.stopped);
+      }
+    }
+  }
+
+  private async skip(work: Work, rejected: RejectedMessage): Promise<void> {
+    if (!this.current(work)) return this.forget(work);
+    this.stats.skipped++;
+    await this.settle(work);
+    this.emit('skipped', {
+      origin: work.delivery.origin,
+      type: rejected.fields?.type,
+      reason: rejected.message,
+    });
+  }
+
+  private async settle(work: Work): Promise<void> {
+    this.inFlight.delete(work.delivery);
+    await work.delivery.ack().catch(() => {});
+  }
+
+  private forget(work: Work): void {
+    this.inFlight.delete(work.delivery);
+  }
+}

@@ -1,0 +1,164 @@
+import type { Delivery, MessageSource } from '../brokers/source.js';
+
+type Binding = MessageSource['binding'];
+
+/**
+ * CloudEvents 1.0 from a delivery, in either content mode of the broker's protocol
+ * binding: binary (attributes in headers, as the dispatcher publishes) or structured
+ * (`application/cloudevents+json`: attributes and `data` in one JSON body, as other
+ * producers may send).
+ */
+
+/** The context attributes and the JSON data of a CloudEvent, not yet checked against a schema. */
+export interface DecodedCloudEvent {
+  id: string;
+  type: string;
+  source: string;
+  subject: string | undefined;
+  time: string | undefined;
+  /** The `sequence` extension without its zero padding; undefined when absent or not decimal digits. */
+  sequence: string | undefined;
+  /** `subject`, else the `partitionkey` extension: whose event it is. */
+  aggregateId: string;
+  traceparent: string | undefined;
+  tracestate: string | undefined;
+  data: unknown;
+}
+
+/** Why a delivery is not a CloudEvent this library can read; the text becomes the dead letter's reason. */
+export class UndecodableMessageError extends Error {
+  override readonly name = 'UndecodableMessageError';
+}
+
+/** Header-name prefixes of each binding in binary mode (AMQP: `cloudEvents:`, older drafts `cloudEvents_`). */
+const prefixes: Record<Binding, readonly string[]> = {
+  nats: ['ce-'],
+  kafka: ['ce_'],
+  amqp: ['cloudevents:', 'cloudevents_'],
+};
+
+const structured = /^application\/cloudevents\+json\s*(;|$)/i;
+const json = /^application\/(?:[\w.+-]*\+)?json\s*(;|$)/i;
+const digits = /^\d{1,19}$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function decodeCloudEvent(
+  binding: Binding,
+  delivery: Pick<Delivery, 'headers' | 'contentType' | 'body'>,
+): DecodedCloudEvent {
+  const headers = lowerCased(delivery.headers);
+  const contentType = delivery.contentType ?? headers['content-type'];
+  if (contentType && structured.test(contentType)) return fromStructured(delivery.body);
+  const attributes: Record<string, string> = {};
+  for (const prefix of prefixes[binding]) {
+    for (const [name, value] of Object.entries(headers)) {
+      if (name.startsWith(prefix)) {
+        attributes[name.slice(prefix.length)] = binding === 'nats' ? percentDecoded(value) : value;
+      }
+    }
+  }
+  if (Object.keys(attributes).length === 0) {
+    throw new UndecodableMessageError(
+      `not a CloudEvent: no ${prefixes[binding][0]}* headers and content type ${contentType ? `"${contentType}"` : 'absent'} (expected binary mode or application/cloudevents+json)`,
+    );
+  }
+  if (contentType && !json.test(contentType)) {
+    throw new UndecodableMessageError(
+      `content type "${contentType}" is not JSON; only JSON event data can be checked against an event schema`,
+    );
+  }
+  return event(attributes, parseJson(text(delivery.body, 'body'), 'body'));
+}
+
+function fromStructured(body: Uint8Array): DecodedCloudEvent {
+  const envelope = parseJson(text(body, 'body'), 'body');
+  if (typeof envelope !== 'object' || envelope === null || Array.isArray(envelope)) {
+    throw new UndecodableMessageError('structured CloudEvent: the body is not a JSON object');
+  }
+  const fields = envelope as Record<string, unknown>;
+  const attributes: Record<string, string> = {};
+  for (const [name, value] of Object.entries(fields)) {
+    if (name === 'data' || name === 'data_base64') continue;
+    if (typeof value === 'string') attributes[name] = value;
+    else if (typeof value === 'number' || typeof value === 'boolean')
+      attributes[name] = String(value);
+  }
+  const type = attributes.datacontenttype;
+  if (type && !json.test(type)) {
+    throw new UndecodableMessageError(
+      `datacontenttype "${type}" is not JSON; only JSON event data can be checked against an event schema`,
+    );
+  }
+  let data: unknown = fields.data;
+  if (typeof fields.data_base64 === 'string') {
+    data = parseJson(text(Buffer.from(fields.data_base64, 'base64'), 'data_base64'), 'data_base64');
+  }
+  return event(attributes, data);
+}
+
+function event(attributes: Record<string, string>, data: unknown): DecodedCloudEvent {
+  const required = (name: string): string => {
+    const value = attributes[name];
+    if (!value) throw new UndecodableMessageError(`CloudEvent attribute "${name}" is missing`);
+    return value;
+  };
+  const specversion = required('specversion');
+  if (specversion !== '1.0') {
+    throw new UndecodableMessageError(`CloudEvents specversion "${specversion}" is not 1.0`);
+  }
+  const subject = attributes.subject || undefined;
+  const aggregateId = subject ?? attributes.partitionkey;
+  if (!aggregateId) {
+    throw new UndecodableMessageError(
+      'CloudEvent has neither "subject" nor "partitionkey": its aggregate is unknown, so its order cannot be kept',
+    );
+  }
+  const sequence = attributes.sequence;
+  return {
+    id: required('id'),
+    type: required('type'),
+    source: required('source'),
+    subject,
+    time: attributes.time || undefined,
+    sequence: sequence && digits.test(sequence) ? BigInt(sequence).toString() : undefined,
+    aggregateId,
+    traceparent: attributes.traceparent || undefined,
+    tracestate: attributes.tracestate || undefined,
+    data,
+  };
+}
+
+function lowerCased(headers: Record<string, string>): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) result[name.toLowerCase()] = value;
+  return result;
+}
+
+/** NATS binding: header values are percent-encoded UTF-8. A stray `%` is taken literally. */
+function percentDecoded(value: string): string {
+  if (!value.includes('%')) return value;
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+function text(bytes: Uint8Array, what: string): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new UndecodableMessageError(`${what} is not valid UTF-8`);
+  }
+}
+
+function parseJson(source: string, what: string): unknown {
+  if (source.trim() === '') return undefined;
+  try {
+    return JSON.parse(source);
+  } catch (error) {
+    throw new UndecodableMessageError(
+      `${what} is not valid JSON (${error instanceof Error ? error.message : String(error)})`,
+    );
+  }
+}

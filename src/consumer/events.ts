@@ -1,0 +1,56 @@
+import type { EventEmitter } from 'node:events';
+import type { ConsumedEvent } from './event.js';
+import type { Parked } from './park.js';
+
+/** Totals since the consumer started. */
+export interface ConsumerStats {
+  /** Messages the broker delivered (redeliveries included). */
+  received: number;
+  /** Handlers that completed and were acked (duplicates the inbox recognised included). */
+  processed: number;
+  /** Of those, events the inbox had applied before. */
+  duplicates: number;
+  /** Events older than their aggregate's last applied one (parked or skipped by the inbox's policy). */
+  stale: number;
+  /** Handler attempts that threw. */
+  failed: number;
+  /** Messages parked as consumer dead letters. */
+  parked: number;
+  /** Messages acked without a handler: unknown types (or invalid ones) under the `skip` policy. */
+  skipped: number;
+}
+
+export interface ConsumerHealth {
+  /**
+   * `receiving`; `standby` (another process of this consumer name holds the lease);
+   * `reconnecting` (the broker or the lease was lost; retrying); `stopped`.
+   */
+  state: 'starting' | 'receiving' | 'standby' | 'reconnecting' | 'stopped';
+  /** Why it is not receiving, when it is not. */
+  reason: string | undefined;
+  /** Messages delivered and not yet acked. */
+  inFlight: number;
+}
+
+/** Typed events of a consumer, for metrics and logs. */
+export interface ConsumerEvents {
+  processed: [
+    { event: ConsumedEvent; outcome: 'applied' | 'duplicate' | 'stale'; durationMs: number },
+  ];
+  failed: [{ event: ConsumedEvent; error: unknown; willRetry: boolean }];
+  parked: [Parked];
+  skipped: [{ origin: string; type: string | undefined; reason: string }];
+  /** The broker or the lease was lost; the consumer reconnects by itself. */
+  lost: [{ reason: string }];
+  state: [ConsumerHealth['state']];
+}
+
+export interface Consumer extends EventEmitter<ConsumerEvents> {
+  readonly stats: Readonly<ConsumerStats>;
+  health(): ConsumerHealth;
+  /**
+   * Stops receiving, lets the handlers already running finish and acks them, leaves the
+   * rest to the broker's redelivery, releases the connection and the lease.
+   */
+  stop(): Promise<void>;
+}

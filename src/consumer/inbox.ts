@@ -1,0 +1,133 @@
+import { purgeInbox } from '../admin/consumer-dead-letters.js';
+import { ConfigError, OutboxError } from '../common/errors.js';
+import type { Executor } from '../db/executor.js';
+import { type TransactionLike, toExecutor } from '../db/executor.js';
+import { quoteSchema } from '../db/identifier.js';
+import { statements } from '../db/sql/index.js';
+import type { ConsumedEvent } from './event.js';
+
+/**
+ * What to do with an event older than one already applied for its aggregate (its
+ * `sequence` is lower): a dead letter the producer's operator retried late, or an event
+ * from another producer that resent history.
+ * - `park` (default): the consumer parks it as a consumer dead letter with the reason,
+ *   for a person to decide; nothing is applied.
+ * - `skip`: recorded as seen and not applied.
+ * - `apply`: applied like any new event.
+ */
+export type StalePolicy = 'park' | 'skip' | 'apply';
+
+export interface InboxOptions {
+  /** The consumer's name: one inbox per consumer; the same event applies once per consumer. */
+  consumer: string;
+  /** Schema holding the inbox tables (migration 0007). Default `public`. */
+  schema?: string;
+  /** Default `park`. */
+  onStale?: StalePolicy;
+}
+
+/** `applied`: `fn` ran; `duplicate`: the event was applied before; `stale`: older than the aggregate's last, not applied. */
+export type InboxOutcome = 'applied' | 'duplicate' | 'stale';
+
+export interface InboxResult<R> {
+  outcome: InboxOutcome;
+  /** What `fn` returned, when it ran. */
+  result?: R;
+}
+
+/** The fields of an event the inbox keys on. */
+export type InboxEvent = Pick<ConsumedEvent, 'id' | 'type' | 'aggregateId' | 'sequence'>;
+
+export interface Inbox {
+  readonly consumer: string;
+  /**
+   * Inside the caller's transaction: records the event's id, then runs `fn` only if the
+   * id is new (and the event is not older than the aggregate's last, see `onStale`).
+   * Commit and both the record and `fn`'s effect are there; roll back and neither is, and
+   * the broker redelivers the event. Two transactions recording the same id at once: the
+   * second waits for the first and, if it committed, finds a duplicate.
+   */
+  process<R>(
+    tx: TransactionLike,
+    event: InboxEvent,
+    fn: () => Promise<R> | R,
+  ): Promise<InboxResult<R>>;
+  /** Deletes this consumer's inbox records older than `olderThan`, in batches; how many. */
+  purge(db: Executor, olderThan: Date, batchSize?: number): Promise<number>;
+}
+
+/** Thrown by `process` under `onStale: 'park'`: the consumer parks the event with this reason. */
+export class StaleEventError extends OutboxError {
+  constructor(message: string) {
+    super('STALE_EVENT', message);
+  }
+}
+
+// What `process` decided for each event object, read by `consume` after the handler's
+// transaction committed (metrics count duplicates and stale events apart).
+const outcomes = new WeakMap<object, InboxOutcome>();
+
+// Events an operator retried from the consumer's dead letters: applied even when stale.
+const retried = new WeakSet<object>();
+
+/** Marks an event `consume` hands to its handler as an operator's retry. */
+export function markRetried(event: object): void {
+  retried.add(event);
+}
+
+/** The inbox's verdict on an event `consume` handed to a handler, if the handler used one. */
+export function inboxOutcome(event: object): InboxOutcome | undefined {
+  return outcomes.get(event);
+}
+
+const CONSUMER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
+
+/** Checks a consumer name: it names a JetStream consumer, a RabbitMQ queue and a Kafka group. */
+export function assertConsumerName(name: unknown, setting: string): asserts name is string {
+  if (typeof name !== 'string' || !CONSUMER_NAME.test(name)) {
+    throw new ConfigError(
+      setting,
+      `${typeof name === 'string' ? `"${name.slice(0, 100)}"` : String(name)} is not a consumer name (1-100 letters, digits, "_", "-", ".", starting with a letter or digit)`,
+    );
+  }
+}
+
+export function createInbox(options: InboxOptions): Inbox {
+  assertConsumerName(options.consumer, 'inbox.consumer');
+  const schema = options.schema ?? 'public';
+  quoteSchema(schema);
+  const onStale = options.onStale ?? 'park';
+  if (!['park', 'skip', 'apply'].includes(onStale)) {
+    throw new ConfigError('inbox.onStale', `"${onStale}" is not park, skip or apply`);
+  }
+  const sql = statements(schema);
+  const consumer = options.consumer;
+  return {
+    consumer,
+    async process(tx, event, fn) {
+      const executor = toExecutor(tx);
+      const { rows } = await executor.query<{ fresh: number; in_order: number }>(sql.inboxRecord, [
+        consumer,
+        event.id,
+        event.type,
+        event.aggregateId,
+        event.sequence ?? null,
+      ]);
+      const row = rows[0];
+      let outcome: InboxOutcome = 'applied';
+      if (!row || row.fresh === 0) outcome = 'duplicate';
+      else if (row.in_order === 0 && onStale !== 'apply' && !retried.has(event)) {
+        if (onStale === 'park') {
+          throw new StaleEventError(
+            `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"`,
+          );
+        }
+        outcome = 'stale';
+      }
+      outcomes.set(event, outcome);
+      if (outcome !== 'applied') return { outcome };
+      return { outcome, result: await fn() };
+    },
+    purge: (db, olderThan, batchSize) => purgeInbox(db, schema, olderThan, consumer, batchSize),
+  };
+}

@@ -1,0 +1,154 @@
+import type { MessageSource } from '../brokers/source.js';
+import { parseBrokerUrl } from '../brokers/url-params.js';
+import { ConfigError } from '../common/errors.js';
+import { type Logger, silentLogger } from '../common/logger.js';
+import { wholeNumber } from '../common/numbers.js';
+import type { Database } from '../db/database.js';
+import { quoteSchema } from '../db/identifier.js';
+import type { AnyEventDefinition, ConsumedEventOf } from './event.js';
+import { assertConsumerName } from './inbox.js';
+
+export interface ConsumeOptions<Defs extends readonly AnyEventDefinition[]> {
+  /**
+   * The broker URL, as the dispatcher's (`nats://…?stream=…`, `amqp://…?exchange=…`,
+   * `kafka://…?topic=…`), plus the consumer's own parameters: NATS `ack_wait_s`,
+   * `deliver`; RabbitMQ `queue`, `queue_type`; Kafka `from`.
+   */
+  broker: string;
+  /** The consumer's name: its durable JetStream consumer, RabbitMQ queue, Kafka group and inbox key. */
+  consumer: string;
+  /** Where consumer dead letters are parked, and the lease is held (NATS). */
+  database: Database;
+  /** Schema holding the consumer tables (migration 0007). Default `public`. */
+  schema?: string;
+  /** The events to handle: `[QuizSubmitted, LessonPublished]`. */
+  events: Defs;
+  /**
+   * Applies one event; the message is acked when it resolves (after its transaction
+   * committed). Use an inbox inside it (`inbox.process(tx, event, …)`) to apply each
+   * event once. Throwing retries it, then parks it.
+   */
+  handler: (event: ConsumedEventOf<Defs[number]>) => unknown;
+  /** Aggregates handled at once. Default 16. */
+  concurrency?: number;
+  /** Messages delivered and not yet acked, at most. Default 256. */
+  maxInFlight?: number;
+  /** Handler attempts before the message is parked. Default 5. */
+  maxAttempts?: number;
+  /** Delay before the first retry; doubles each time, with jitter. Default 200. */
+  retryDelayMs?: number;
+  /** Longest delay between retries. Default 10000. */
+  retryMaxDelayMs?: number;
+  /** An event type none of `events` declares: `skip` (ack, count) or `park`. Default `skip`. */
+  onUnknownType?: 'skip' | 'park';
+  /** Not a CloudEvent, or data its schema refuses: `park` or `skip`. Default `park`. */
+  onInvalid?: 'park' | 'skip';
+  /** `consume()` rejects when it cannot receive (or stand by) within this. Default 30000. */
+  startTimeoutMs?: number;
+  /** How often a standby process asks for the lease. Default 1000. */
+  leaseRetryMs?: number;
+  /** How often the consumer looks for dead letters an operator asked to retry. Default 5000. */
+  deadLetterRetryPollMs?: number;
+  /** pino-shaped logger. Default: silent. */
+  logger?: Logger;
+}
+
+export interface ConsumerSettings {
+  broker: string;
+  binding: MessageSource['binding'];
+  consumer: string;
+  database: Database;
+  schema: string;
+  events: readonly AnyEventDefinition[];
+  concurrency: number;
+  maxInFlight: number;
+  maxAttempts: number;
+  retryDelayMs: number;
+  retryMaxDelayMs: number;
+  onUnknownType: 'skip' | 'park';
+  onInvalid: 'park' | 'skip';
+  startTimeoutMs: number;
+  leaseRetryMs: number;
+  deadLetterRetryPollMs: number;
+  logger: Logger;
+}
+
+const bindings: Record<string, MessageSource['binding']> = {
+  'nats:': 'nats',
+  'amqp:': 'amqp',
+  'amqps:': 'amqp',
+  'kafka:': 'kafka',
+};
+
+function oneOf<T extends string>(
+  setting: string,
+  value: T | undefined,
+  allowed: readonly T[],
+  fallback: T,
+): T {
+  const chosen = value ?? fallback;
+  if (!allowed.includes(chosen)) {
+    throw new ConfigError(setting, `"${String(chosen)}" is not ${allowed.join(' or ')}`);
+  }
+  return chosen;
+}
+
+/** Checks every option, naming the first bad one in a ConfigError. */
+export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]>(
+  options: ConsumeOptions<Defs>,
+): ConsumerSettings {
+  if (typeof options.broker !== 'string')
+    throw new ConfigError('broker', 'is required (a broker URL)');
+  const binding = bindings[parseBrokerUrl(options.broker, 'broker', 'a broker URL').protocol];
+  if (!binding)
+    throw new ConfigError('broker', 'must be a nats://, amqp://, amqps:// or kafka:// URL');
+  assertConsumerName(options.consumer, 'consumer');
+  if (!options.database || typeof options.database.query !== 'function') {
+    throw new ConfigError('database', 'is required (pgDatabase(…) or pgliteDatabase(…))');
+  }
+  const schema = options.schema ?? 'public';
+  quoteSchema(schema);
+  if (!Array.isArray(options.events) || options.events.length === 0) {
+    throw new ConfigError('events', 'must list at least one event definition (defineEvent(…))');
+  }
+  const types = new Set<string>();
+  for (const definition of options.events) {
+    if (typeof definition?.parse !== 'function') {
+      throw new ConfigError('events', 'must hold event definitions made with defineEvent(…)');
+    }
+    if (types.has(definition.type)) {
+      throw new ConfigError('events', `"${definition.type}" is listed twice`);
+    }
+    types.add(definition.type);
+  }
+  if (typeof options.handler !== 'function') throw new ConfigError('handler', 'must be a function');
+  return {
+    broker: options.broker,
+    binding,
+    consumer: options.consumer,
+    database: options.database,
+    schema,
+    events: options.events,
+    concurrency: wholeNumber('concurrency', options.concurrency ?? 16, 1, 10_000),
+    maxInFlight: wholeNumber('maxInFlight', options.maxInFlight ?? 256, 1, 65_535),
+    maxAttempts: wholeNumber('maxAttempts', options.maxAttempts ?? 5, 1, 1000),
+    retryDelayMs: wholeNumber('retryDelayMs', options.retryDelayMs ?? 200, 1, 3_600_000),
+    retryMaxDelayMs: wholeNumber(
+      'retryMaxDelayMs',
+      options.retryMaxDelayMs ?? 10_000,
+      1,
+      3_600_000,
+    ),
+    onUnknownType: oneOf('onUnknownType', options.onUnknownType, ['skip', 'park'], 'skip'),
+    onInvalid: oneOf('onInvalid', options.onInvalid, ['park', 'skip'], 'park'),
+    startTimeoutMs: wholeNumber('startTimeoutMs', options.startTimeoutMs ?? 30_000, 100, 3_600_000),
+    leaseRetryMs: wholeNumber('leaseRetryMs', options.leaseRetryMs ?? 1000, 10, 600_000),
+    deadLetterRetryPollMs: wholeNumber(
+      'deadLetterRetryPollMs',
+      options.deadLetterRetryPollMs ?? 5000,
+      10,
+      3_600_000,
+    ),
+    logger: options.logger ?? silentLogger,
+  };
+}

@@ -1,0 +1,102 @@
+import type { Delivery } from '../brokers/source.js';
+import { statements } from '../db/sql/index.js';
+import type { ConsumerSettings } from './options.js';
+
+/** What was parked, for the `parked` event and the log. */
+export interface Parked {
+  origin: string;
+  id: string | undefined;
+  type: string | undefined;
+  aggregateId: string | undefined;
+  reason: string;
+  /** Parked because it was older than its aggregate's last applied event. */
+  stale: boolean;
+}
+
+/** The event fields known when the message was parked (none if it could not be decoded). */
+export interface ParkedFields {
+  id: string;
+  type: string;
+  aggregateId: string;
+  sequence: string | undefined;
+}
+
+// PostgreSQL text and jsonb cannot hold U+0000.
+const withoutNul = (text: string) => text.replaceAll('\u0000', '\uFFFD');
+
+/** Stores the message as received, with the reason, in `consumer_dead_letter`. */
+export async function parkMessage(
+  settings: Pick<ConsumerSettings, 'database' | 'schema' | 'consumer'>,
+  delivery: Delivery,
+  fields: ParkedFields | undefined,
+  reason: string,
+  attempts: number,
+  stale = false,
+): Promise<Parked> {
+  const sql = statements(settings.schema);
+  const body = withoutNul(
+    Buffer.from(delivery.body.buffer, delivery.body.byteOffset, delivery.body.byteLength).toString(
+      'utf8',
+    ),
+  );
+  // The protocol's content type (an AMQP property) is kept with the headers, so that a
+  // retry decodes the message as it first came.
+  const withType =
+    delivery.contentType && !('content-type' in delivery.headers)
+      ? { ...delivery.headers, 'content-type': delivery.contentType }
+      : delivery.headers;
+  const headers = JSON.stringify(withType).replace(/\\u0000/g, '\\ufffd');
+  await settings.database.query(sql.consumerDeadLetterPark, [
+    settings.consumer,
+    fields?.id ?? null,
+    fields?.type ?? null,
+    fields?.aggregateId ?? null,
+    fields?.sequence ?? null,
+    delivery.origin,
+    headers,
+    body,
+    attempts,
+    withoutNul(reason),
+  ]);
+  return {
+    origin: delivery.origin,
+    id: fields?.id,
+    type: fields?.type,
+    aggregateId: fields?.aggregateId,
+    reason,
+    stale,
+  };
+}
+
+interface RetryRow {
+  id: string;
+  origin: string;
+  headers: string;
+  body: string;
+}
+
+/**
+ * Takes up to 100 of the consumer's dead letters an operator asked to retry, as
+ * deliveries whose ack deletes the dead letter (unless it was parked anew meanwhile).
+ */
+export async function takeRetryDeliveries(
+  settings: Pick<ConsumerSettings, 'database' | 'schema' | 'consumer'>,
+): Promise<Delivery[]> {
+  const sql = statements(settings.schema);
+  const { rows } = await settings.database.query<RetryRow>(sql.consumerDeadLetterTakeRetries, [
+    settings.consumer,
+    100,
+  ]);
+  return rows.map((row) => {
+    const headers = JSON.parse(row.headers) as Record<string, string>;
+    return {
+      headers,
+      contentType: headers['content-type'],
+      body: Buffer.from(row.body, 'utf8'),
+      origin: `retry of ${row.origin}`,
+      ack: async () => {
+        await settings.database.query(sql.consumerDeadLetterResolve, [row.id]);
+      },
+    };
+  });
+}

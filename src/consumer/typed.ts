@@ -1,0 +1,69 @@
+import type { Delivery, MessageSource } from '../brokers/source.js';
+import { errorMessage } from '../common/errors.js';
+import { type DecodedCloudEvent, decodeCloudEvent } from './decode.js';
+import type { AnyEventDefinition, ConsumedEvent } from './event.js';
+import type { ParkedFields } from './park.js';
+
+/** A message no handler will see: unreadable, of an unknown type, or with data its schema refuses. */
+export class RejectedMessage extends Error {
+  constructor(
+    readonly kind: 'invalid' | 'unknown',
+    message: string,
+    readonly fields: ParkedFields | undefined,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The typed event a delivery carries, or a RejectedMessage saying why there is none: not a
+ * CloudEvent (`invalid`), a type no definition declares (`unknown`), or data its schema
+ * refuses (`invalid`, naming the field).
+ */
+export function toConsumedEvent(
+  binding: MessageSource['binding'],
+  definitions: ReadonlyMap<string, AnyEventDefinition>,
+  delivery: Delivery,
+): ConsumedEvent {
+  let cloudEvent: DecodedCloudEvent;
+  try {
+    cloudEvent = decodeCloudEvent(binding, delivery);
+  } catch (error) {
+    throw new RejectedMessage('invalid', errorMessage(error), undefined);
+  }
+  const fields: ParkedFields = {
+    id: cloudEvent.id,
+    type: cloudEvent.type,
+    aggregateId: cloudEvent.aggregateId,
+    sequence: cloudEvent.sequence,
+  };
+  const definition = definitions.get(cloudEvent.type);
+  if (!definition) {
+    throw new RejectedMessage(
+      'unknown',
+      `event type "${cloudEvent.type}" is not one this consumer handles`,
+      fields,
+    );
+  }
+  let data: unknown;
+  try {
+    data = definition.parse(cloudEvent.data);
+  } catch (error) {
+    throw new RejectedMessage('invalid', errorMessage(error), fields);
+  }
+  return {
+    id: cloudEvent.id,
+    type: cloudEvent.type,
+    source: cloudEvent.source,
+    subject: cloudEvent.subject,
+    time: cloudEvent.time,
+    sequence: cloudEvent.sequence,
+    aggregateType: definition.aggregateType,
+    aggregateId: cloudEvent.aggregateId,
+    data,
+    traceparent: cloudEvent.traceparent,
+    tracestate: cloudEvent.tracestate,
+    origin: delivery.origin,
+    attempt: 1,
+  };
+}

@@ -1,0 +1,87 @@
+import { rfc3339 } from './fragments.js';
+
+/**
+ * Consumer dead letters: what `consume()` parked, and the operator's actions on them. The
+ * actions take one filter: $1 consumer, $2 event ids ('{…}' text array), $3 event type,
+ * $4 aggregate id, $5 dead at or after, $6 dead before; a NULL matches all.
+ */
+export interface ConsumerDeadLetterStatements {
+  /**
+   * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence, $6 origin,
+   * $7 headers (JSON text), $8 body, $9 attempts, $10 reason: parks a message; a second
+   * park of the same event updates the first (and ends a retry of it).
+   */
+  consumerDeadLetterPark: string;
+  /** $1 consumer or NULL: the number of consumer dead letters. */
+  consumerDeadLetterCount: string;
+  /** The filter, $7 limit: oldest first, without headers and body. */
+  consumerDeadLetterList: string;
+  /** The filter: the same with headers and body. */
+  consumerDeadLetterShow: string;
+  /** The filter: asks the running consumer to hand them to its handler again; their ids. */
+  consumerDeadLetterRetry: string;
+  /** The filter: deletes them; their ids. */
+  consumerDeadLetterDiscard: string;
+  /** $1 time, $2 consumer or NULL: deletes those parked before it; how many. */
+  consumerDeadLetterPurge: string;
+  /**
+   * $1 consumer, $2 limit: takes the dead letters whose retry was asked for (no other
+   * process takes them too), oldest first, with what the handler needs.
+   */
+  consumerDeadLetterTakeRetries: string;
+  /** $1 dead letter id: deletes a taken dead letter its retry handled (not one parked anew). */
+  consumerDeadLetterResolve: string;
+}
+
+const COLUMNS = `id::text AS id, consumer, event_id, event_type, aggregate_id, sequence::text AS sequence,
+  origin, attempts, last_error, ${rfc3339('dead_at')} AS dead_at,
+  retry_requested_at IS NOT NULL OR retry_taken_at IS NOT NULL AS retrying`;
+
+const WHERE = `($1::text IS NULL OR consumer = $1)
+  AND ($2::text::text[] IS NULL OR event_id = ANY($2::text::text[]))
+  AND ($3::text IS NULL OR event_type = $3)
+  AND ($4::text IS NULL OR aggregate_id = $4)
+  AND ($5::timestamptz IS NULL OR dead_at >= $5)
+  AND ($6::timestamptz IS NULL OR dead_at < $6)`;
+
+/** `s`: the quoted schema. */
+export function consumerDeadLetterStatements(s: string): ConsumerDeadLetterStatements {
+  const table = `${s}.consumer_dead_letter`;
+  return {
+    consumerDeadLetterPark: `INSERT INTO ${table}
+  (consumer, event_id, event_type, aggregate_id, sequence, origin, headers, body, attempts, last_error)
+VALUES ($1, $2, $3, $4, $5::text::bigint, $6, $7::text::jsonb, $8, $9, $10)
+ON CONFLICT (consumer, event_id) DO UPDATE
+  SET attempts = excluded.attempts, last_error = excluded.last_error, origin = excluded.origin,
+      dead_at = now(), retry_requested_at = NULL, retry_taken_at = NULL`,
+
+    consumerDeadLetterCount: `SELECT count(*)::int AS dead FROM ${table}
+WHERE $1::text IS NULL OR consumer = $1`,
+
+    consumerDeadLetterList: `SELECT ${COLUMNS} FROM ${table} WHERE ${WHERE}
+ORDER BY dead_at, id LIMIT $7`,
+
+    consumerDeadLetterShow: `SELECT ${COLUMNS}, headers::text AS headers, body FROM ${table} WHERE ${WHERE}
+ORDER BY dead_at, id`,
+
+    consumerDeadLetterRetry: `UPDATE ${table} SET retry_requested_at = now() WHERE ${WHERE}
+RETURNING coalesce(event_id, id::text) AS id`,
+
+    consumerDeadLetterDiscard: `DELETE FROM ${table} WHERE ${WHERE}
+RETURNING coalesce(event_id, id::text) AS id`,
+
+    consumerDeadLetterPurge: `WITH purged AS (
+  DELETE FROM ${table} WHERE dead_at < $1::timestamptz AND ($2::text IS NULL OR consumer = $2)
+  RETURNING 1)
+SELECT count(*)::int AS purged FROM purged`,
+
+    consumerDeadLetterTakeRetries: `UPDATE ${table} d SET retry_requested_at = NULL, retry_taken_at = now()
+FROM (SELECT id FROM ${table}
+  WHERE consumer = $1 AND retry_requested_at IS NOT NULL
+  ORDER BY dead_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS taken
+WHERE d.id = taken.id
+RETURNING d.id::text AS id, d.origin, d.headers::text AS headers, d.body, d.attempts, d.dead_at`,
+
+    consumerDeadLetterResolve: `DELETE FROM ${table} WHERE id = $1::text::uuid AND retry_taken_at IS NOT NULL`,
+  };
+}

@@ -1,0 +1,53 @@
+/** The consuming half: the inbox, its per-aggregate high-water marks, and the consumer's lease. */
+export interface InboxStatements {
+  /**
+   * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence (text or NULL):
+   * records the event in the caller's transaction. `fresh` is 0 when the id was recorded
+   * before (a duplicate; a concurrent recorder of the same id is waited for on the key);
+   * `in_order` is 0 when an event with a higher sequence was already applied for the
+   * aggregate, whose mark row stays locked until the transaction ends.
+   */
+  inboxRecord: string;
+  /** $1 time, $2 consumer or NULL for all, $3 limit: deletes up to $3 inbox rows older than $1, a row per deleted one. */
+  inboxPurge: string;
+  /**
+   * $1 consumer name: takes the consumer's lease on this session if free (true/false).
+   * One process per consumer name receives from a broker that cannot keep an aggregate on
+   * one process itself (NATS); the lease goes with the session.
+   */
+  consumerLeaseTry: string;
+}
+
+/** `s`: the quoted schema; `schema`: its name (a validated identifier), for the lease key. */
+export function inboxStatements(s: string, schema: string): InboxStatements {
+  return {
+    inboxRecord: `WITH fresh AS (
+  INSERT INTO ${s}.inbox (consumer, event_id, event_type, aggregate_id, sequence)
+  VALUES ($1, $2, $3, $4, $5::text::bigint)
+  ON CONFLICT DO NOTHING
+  RETURNING sequence
+), mark AS (
+  INSERT INTO ${s}.inbox_aggregate AS a (consumer, aggregate_id, last_sequence)
+  SELECT $1, $4, sequence FROM fresh WHERE sequence IS NOT NULL
+  ON CONFLICT (consumer, aggregate_id) DO UPDATE
+    SET last_sequence = excluded.last_sequence, updated_at = now()
+    WHERE a.last_sequence < excluded.last_sequence
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM fresh)::int AS fresh,
+  ((SELECT count(*) FROM mark) > 0 OR $5::text IS NULL)::int AS in_order`,
+
+    inboxPurge: `WITH doomed AS (
+  SELECT consumer, event_id FROM ${s}.inbox
+  WHERE processed_at < $1::timestamptz AND ($2::text IS NULL OR consumer = $2)
+  LIMIT $3
+)
+DELETE FROM ${s}.inbox i USING doomed
+WHERE i.consumer = doomed.consumer AND i.event_id = doomed.event_id
+RETURNING 1`,
+
+    consumerLeaseTry: `SELECT pg_try_advisory_lock(
+  hashtext('edupulse-outbox:consumer:' || '${schema}') & 2147483647,
+  hashtext($1::text)) AS leased`,
+  };
+}

@@ -1,0 +1,175 @@
+/**
+ * Consumer dead letters end to end: what consume() parks is listed, shown, retried (the
+ * running consumer hands it to its handler again) and discarded with the CLI's `dead …
+ * --consumer`, and `inbox purge` / `purge --consumer` delete by age. On RabbitMQ (no dedup
+ * window, so one event can be published twice).
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { brokerFromUrl } from '../../src/brokers/index.js';
+import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
+import { QuizSubmitted } from '../../src/index.js';
+import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
+import { runCli } from '../helpers/cli.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { quizMessage } from '../helpers/messages.js';
+import { waitFor } from '../helpers/wait.js';
+
+const exchange = testExchange();
+const url = `${AMQP_URL}?exchange=${exchange}&accept_unroutable=true`;
+const NAME = 'graded';
+let pg: TestSchema;
+let consumer: Consumer | undefined;
+const applied: string[] = [];
+let broken = new Set<string>();
+
+const quiz = quizMessage;
+
+async function publish(...messages: ReturnType<typeof quiz>[]): Promise<void> {
+  const broker = brokerFromUrl(url, { source: 'test' });
+  await broker.connect();
+  for (const message of messages) await broker.publish([message]);
+  await broker.close();
+}
+
+const cli = (...args: string[]) =>
+  runCli([...args, '--database-url', PG_URL, '--schema', pg.schema]);
+
+beforeAll(async () => {
+  pg = await createPgTestSchema('consumer_dead');
+  const inbox = createInbox({ schema: pg.schema, consumer: NAME });
+  consumer = await consume({
+    broker: url,
+    consumer: NAME,
+    database: pg.db,
+    schema: pg.schema,
+    events: [QuizSubmitted],
+    maxAttempts: 2,
+    retryDelayMs: 5,
+    deadLetterRetryPollMs: 100,
+    handler: async (event) => {
+      if (broken.has(event.id)) throw new Error(`quiz ${event.aggregateId} is locked`);
+      await pg.db.transaction((tx) =>
+        inbox.process(tx, event, async () => {
+          applied.push(event.id);
+        }),
+      );
+    },
+  });
+});
+
+afterAll(async () => {
+  await consumer?.stop();
+  await withAmqpChannel(async (channel) => {
+    await channel.deleteQueue(`${exchange}.${NAME}`);
+    await channel.deleteExchange(exchange);
+  }).catch(() => {});
+  await pg?.drop();
+});
+
+describe('consumer dead letters', () => {
+  it('lists and shows a parked event, and a retry hands it to the handler again', async () => {
+    const failing = quiz(randomUUID());
+    broken = new Set([failing.id]);
+    await publish(failing);
+    await waitFor('parked', () => consumer?.stats.parked === 1, { timeoutMs: 20_000 });
+
+    const list = await cli('dead', 'list', '--consumer', NAME, '--json');
+    expect(list.code).toBe(0);
+    const [row] = JSON.parse(list.stdout);
+    expect(row).toMatchObject({
+      consumer: NAME,
+      eventId: failing.id,
+      eventType: 'quiz-submitted',
+      aggregateId: failing.aggregateId,
+      attempts: 2,
+      lastError: `handler failed 2 times; last error: quiz ${failing.aggregateId} is locked`,
+      retrying: false,
+    });
+    const show = await cli('dead', 'show', failing.id, '--consumer', NAME);
+    expect(show.code).toBe(0);
+    const detail = JSON.parse(show.stdout);
+    expect(detail.body).toBe(failing.payload);
+    expect(detail.headers['cloudEvents:type']).toBe('quiz-submitted');
+
+    broken = new Set();
+    const retry = await cli('dead', 'retry', failing.id, '--consumer', NAME);
+    expect(retry.code).toBe(0);
+    expect(retry.stdout.trim()).toBe(failing.id);
+    await waitFor('applied on retry', () => applied.includes(failing.id), { timeoutMs: 10_000 });
+    await waitFor('the dead letter gone', async () => {
+      const after = await cli('dead', 'list', '--consumer', NAME, '--json');
+      return JSON.parse(after.stdout).length === 0;
+    });
+  });
+
+  it('a retry that fails again is parked anew, not lost', async () => {
+    const failing = quiz(randomUUID());
+    broken = new Set([failing.id]);
+    await publish(failing);
+    await waitFor('parked', async () => {
+      const list = await cli('dead', 'list', '--consumer', NAME, '--json');
+      return JSON.parse(list.stdout).some((d: { eventId: string }) => d.eventId === failing.id);
+    });
+    const failedBefore = consumer?.stats.failed ?? 0;
+    expect((await cli('dead', 'retry', '--consumer', NAME, '--all')).code).toBe(0);
+    await waitFor('two more failures', () => (consumer?.stats.failed ?? 0) >= failedBefore + 2);
+    await waitFor('parked again, not retrying', async () => {
+      const list = await cli('dead', 'list', '--consumer', NAME, '--json');
+      const rows = JSON.parse(list.stdout) as { eventId: string; retrying: boolean }[];
+      return rows.length === 1 && rows[0]?.eventId === failing.id && !rows[0].retrying;
+    });
+    const discard = await cli('dead', 'discard', '--consumer', NAME, '--all');
+    expect(discard.code).toBe(0);
+    expect(discard.stdout.trim()).toBe(failing.id);
+    broken = new Set();
+  });
+
+  it('a stale event is parked, and a retry applies it after all', async () => {
+    const aggregate = randomUUID();
+    const older = quiz(aggregate);
+    const newer = quiz(aggregate);
+    // The newer one first: the older one arrives late, as a producer's retried dead letter would.
+    await publish(newer, older);
+    await waitFor('parked as stale', () => (consumer?.stats.stale ?? 0) >= 1, {
+      timeoutMs: 20_000,
+    });
+    const list = await cli('dead', 'list', '--consumer', NAME, '--json');
+    const [row] = JSON.parse(list.stdout);
+    expect(row.eventId).toBe(older.id);
+    expect(row.lastError).toMatch(/is older than the last event applied for aggregate/);
+    expect(applied).not.toContain(older.id);
+    expect((await cli('dead', 'retry', older.id, '--consumer', NAME)).code).toBe(0);
+    await waitFor('applied on retry', () => applied.includes(older.id), { timeoutMs: 10_000 });
+  });
+
+  it('refuses what a consumer dead letter has no field for, and an unknown id exits 1', async () => {
+    const bad = await cli('dead', 'list', '--consumer', NAME, '--aggregate-type', 'quiz');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/aggregate-type/);
+    const missing = await cli('dead', 'retry', 'no-such-event', '--consumer', NAME);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/not among the dead letters: no-such-event/);
+  });
+
+  it('inbox purge and purge --consumer delete by age', async () => {
+    const { rows } = await pg.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM "${pg.schema}".inbox WHERE consumer = $1`,
+      [NAME],
+    );
+    expect(rows[0]?.n).toBeGreaterThan(0);
+    const kept = await cli('inbox', 'purge', '--older-than', '1h', '--consumer', NAME);
+    expect(kept.stdout).toMatch(/^0 inbox records purged/);
+    const purged = await cli('inbox', 'purge', '--older-than', '0s', '--consumer', NAME);
+    expect(purged.code).toBe(0);
+    expect(purged.stdout).toMatch(new RegExp(`^${rows[0]?.n} inbox records purged`));
+    const invalid = quiz(randomUUID(), { payload: '{"score":-1}' });
+    await publish(invalid);
+    await waitFor('parked', async () => {
+      const list = await cli('dead', 'list', '--consumer', NAME, '--json');
+      return JSON.parse(list.stdout).length === 1;
+    });
+    const dead = await cli('purge', '--older-than', '0s', '--consumer', NAME);
+    expect(dead.stdout).toMatch(/^1 dead letters purged/);
+  });
+});

@@ -1,0 +1,120 @@
+import { describe, expect, it } from 'vitest';
+import { headerValue } from '../../src/brokers/nats/subjects.js';
+import { decodeCloudEvent } from '../../src/consumer/decode.js';
+import {
+  binaryModeHeaders,
+  bindingPrefix,
+  type OutboxMessage,
+  structuredCloudEvent,
+} from '../../src/index.js';
+
+const message: OutboxMessage = {
+  id: '0b6b6a43-4bb5-4d0c-9a55-0f2f0b8a9c11',
+  seq: '42',
+  aggregateType: 'quiz',
+  aggregateId: 'quiz 7 ü',
+  eventType: 'quiz-submitted',
+  payload: '{"quiz_id":"q","score":12345678901234567890}',
+  headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+  partition: 3,
+  occurredAt: '2026-12-01T10:00:00.000000Z',
+  attempts: 0,
+};
+const body = new TextEncoder().encode(message.payload);
+
+describe('decodeCloudEvent', () => {
+  it('reads binary mode as the dispatcher publishes it, on each binding', () => {
+    const nats = binaryModeHeaders(message, 'svc', bindingPrefix.nats);
+    const natsEncoded = Object.fromEntries(
+      Object.entries(nats).map(([k, v]) => [k, headerValue(v)]),
+    );
+    const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
+    const { 'content-type': contentType, ...amqp } = binaryModeHeaders(
+      message,
+      'svc',
+      bindingPrefix.amqp,
+    );
+    const cases = [
+      decodeCloudEvent('nats', { headers: natsEncoded, contentType: undefined, body }),
+      decodeCloudEvent('kafka', { headers: kafka, contentType: undefined, body }),
+      decodeCloudEvent('amqp', { headers: amqp, contentType, body }),
+    ];
+    for (const event of cases) {
+      expect(event).toMatchObject({
+        id: message.id,
+        type: 'quiz-submitted',
+        source: 'svc',
+        subject: 'quiz 7 ü',
+        aggregateId: 'quiz 7 ü',
+        sequence: '42',
+        time: message.occurredAt,
+        traceparent: message.headers.traceparent,
+      });
+      expect(event.data).toEqual(JSON.parse(message.payload));
+    }
+  });
+
+  it('reads structured mode, with data or data_base64', () => {
+    const text = structuredCloudEvent(message, 'svc');
+    const event = decodeCloudEvent('amqp', {
+      headers: {},
+      contentType: 'application/cloudevents+json; charset=utf-8',
+      body: new TextEncoder().encode(text),
+    });
+    expect(event).toMatchObject({ id: message.id, sequence: '42', aggregateId: 'quiz 7 ü' });
+    const base64 = JSON.stringify({
+      specversion: '1.0',
+      id: 'other-1',
+      source: 'other',
+      type: 'quiz-submitted',
+      partitionkey: 'q1',
+      data_base64: Buffer.from('{"score":3}').toString('base64'),
+    });
+    const other = decodeCloudEvent('kafka', {
+      headers: { 'content-type': 'application/cloudevents+json' },
+      contentType: undefined,
+      body: new TextEncoder().encode(base64),
+    });
+    expect(other).toMatchObject({
+      id: 'other-1',
+      aggregateId: 'q1',
+      sequence: undefined,
+      data: { score: 3 },
+    });
+  });
+
+  it('refuses what it cannot read, saying why', () => {
+    const bytes = (text: string) => new TextEncoder().encode(text);
+    const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
+    const refuse =
+      (headers: Record<string, string>, payload: Uint8Array, contentType?: string) => () =>
+        decodeCloudEvent('kafka', { headers, contentType, body: payload });
+    expect(refuse({}, body)).toThrow(/not a CloudEvent: no ce_\* headers/);
+    expect(refuse({ ...kafka, ce_specversion: '0.3' }, body)).toThrow(
+      /specversion "0.3" is not 1.0/,
+    );
+    const { ce_id: _id, ...noId } = kafka;
+    expect(refuse(noId, body)).toThrow(/attribute "id" is missing/);
+    const { ce_subject: _s, ce_partitionkey: _p, ...noAggregate } = kafka;
+    expect(refuse(noAggregate, body)).toThrow(/neither "subject" nor "partitionkey"/);
+    expect(refuse(kafka, bytes('{"score":'))).toThrow(/body is not valid JSON/);
+    expect(refuse(kafka, new Uint8Array([0xff, 0xfe]))).toThrow(/not valid UTF-8/);
+    expect(refuse({ ...kafka, 'content-type': 'application/avro' }, body)).toThrow(
+      /"application\/avro" is not JSON/,
+    );
+    expect(refuse({}, bytes('[1]'), 'application/cloudevents+json')).toThrow(
+      /body is not a JSON object/,
+    );
+  });
+
+  it('keeps a sequence only when it is decimal digits, without padding', () => {
+    const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
+    expect(kafka.ce_sequence).toBe('0000000000000000042');
+    const odd = decodeCloudEvent('kafka', {
+      headers: { ...kafka, ce_sequence: 'abc' },
+      contentType: undefined,
+      body,
+    });
+    expect(odd.sequence).toBeUndefined();
+  });
+});

@@ -1,0 +1,173 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createInbox, StaleEventError } from '../../src/consumer/index.js';
+import {
+  createPgliteTestSchema,
+  createPgTestSchema,
+  PG_URL,
+  type TestSchema,
+} from '../helpers/db.js';
+
+let test: TestSchema;
+let pool: pg.Pool;
+
+beforeAll(async () => {
+  test = await createPgTestSchema('inbox');
+  pool = new pg.Pool({ connectionString: PG_URL, max: 4 });
+  await pool.query(`CREATE TABLE "${test.schema}".effects (event_id text, note text)`);
+});
+
+afterAll(async () => {
+  await pool?.end();
+  await test?.drop();
+});
+
+/** Runs `fn` in a node-postgres transaction on its own client. */
+async function inTransaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK');
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+let counter = 0;
+function event(aggregateId: string, sequence?: string) {
+  counter++;
+  return { id: `e-${counter}-${Math.random()}`, type: 'quiz-submitted', aggregateId, sequence };
+}
+
+async function effects(): Promise<number> {
+  const { rows } = await pool.query(`SELECT count(*)::int AS n FROM "${test.schema}".effects`);
+  return rows[0].n;
+}
+
+describe('inbox', () => {
+  it('applies an event once: a second delivery is a duplicate and its function does not run', async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'once' });
+    const e = event('a1', '1');
+    const apply = (client: pg.PoolClient) =>
+      inbox.process(client, e, () =>
+        client.query(`INSERT INTO "${test.schema}".effects VALUES ($1, 'once')`, [e.id]),
+      );
+    const before = await effects();
+    expect((await inTransaction(apply)).outcome).toBe('applied');
+    expect((await inTransaction(apply)).outcome).toBe('duplicate');
+    expect(await effects()).toBe(before + 1);
+    // Another consumer has its own records.
+    const other = createInbox({ schema: test.schema, consumer: 'other' });
+    expect((await inTransaction((c) => other.process(c, e, () => 1))).outcome).toBe('applied');
+  });
+
+  it('a rolled-back transaction records nothing, so the redelivery applies', async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'rollback' });
+    const e = event('a2', '1');
+    await expect(
+      inTransaction((client) =>
+        inbox.process(client, e, async () => {
+          await client.query(`INSERT INTO "${test.schema}".effects VALUES ($1, 'lost')`, [e.id]);
+          throw new Error('handler broke');
+        }),
+      ),
+    ).rejects.toThrow('handler broke');
+    const result = await inTransaction((client) => inbox.process(client, e, () => 'ran'));
+    expect(result).toEqual({ outcome: 'applied', result: 'ran' });
+  });
+
+  it('two transactions with one event at once: the second waits, then finds a duplicate', async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'race' });
+    const e = event('a3', '5');
+    let ranTwice = 0;
+    const first = await pool.connect();
+    const second = await pool.connect();
+    try {
+      await first.query('BEGIN');
+      await second.query('BEGIN');
+      const one = await inbox.process(first, e, () => ranTwice++);
+      expect(one.outcome).toBe('applied');
+      let secondDone = false;
+      const two = inbox
+        .process(second, e, () => ranTwice++)
+        .finally(() => {
+          secondDone = true;
+        });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(secondDone).toBe(false); // waiting on the first's key
+      await first.query('COMMIT');
+      expect((await two).outcome).toBe('duplicate');
+      await second.query('COMMIT');
+      expect(ranTwice).toBe(1);
+    } finally {
+      first.release();
+      second.release();
+    }
+  });
+
+  it("an event older than its aggregate's last applied one meets the stale policy", async () => {
+    const base = { schema: test.schema };
+    const park = createInbox({ ...base, consumer: 'stale-park' });
+    const skip = createInbox({ ...base, consumer: 'stale-skip', onStale: 'skip' });
+    const apply = createInbox({ ...base, consumer: 'stale-apply', onStale: 'apply' });
+    const newer = event('agg-s', '20');
+    const older = event('agg-s', '10');
+    for (const inbox of [park, skip, apply]) {
+      await inTransaction((c) => inbox.process(c, newer, () => 0));
+    }
+    await expect(inTransaction((c) => park.process(c, older, () => 0))).rejects.toBeInstanceOf(
+      StaleEventError,
+    );
+    expect((await inTransaction((c) => skip.process(c, older, () => 0))).outcome).toBe('stale');
+    expect((await inTransaction((c) => apply.process(c, older, () => 0))).outcome).toBe('applied');
+    // Events without a sequence (other producers) are never stale.
+    const unordered = event('agg-s');
+    expect((await inTransaction((c) => park.process(c, unordered, () => 0))).outcome).toBe(
+      'applied',
+    );
+    // A later sequence still applies.
+    expect(
+      (await inTransaction((c) => park.process(c, event('agg-s', '21'), () => 0))).outcome,
+    ).toBe('applied');
+  });
+
+  it("purge deletes only this consumer's records older than the time given", async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'purge' });
+    const keep = createInbox({ schema: test.schema, consumer: 'purge-keep' });
+    for (let i = 0; i < 7; i++) {
+      await inTransaction((c) => inbox.process(c, event(`p${i}`, '1'), () => 0));
+    }
+    await inTransaction((c) => keep.process(c, event('k', '1'), () => 0));
+    expect(await inbox.purge(test.db, new Date(Date.now() - 60_000))).toBe(0);
+    expect(await inbox.purge(test.db, new Date(Date.now() + 1000), 3)).toBe(7);
+    const { rows } = await pool.query(
+      `SELECT consumer, count(*)::int AS n FROM "${test.schema}".inbox WHERE consumer LIKE 'purge%' GROUP BY consumer`,
+    );
+    expect(rows).toEqual([{ consumer: 'purge-keep', n: 1 }]);
+  });
+
+  it('refuses a bad consumer name or policy, naming the setting', () => {
+    expect(() => createInbox({ consumer: 'has space' })).toThrow(/inbox.consumer/);
+    expect(() => createInbox({ consumer: 'ok', schema: 'x;drop' })).toThrow(/schema/);
+    // @ts-expect-error: not a policy
+    expect(() => createInbox({ consumer: 'ok', onStale: 'ignore' })).toThrow(/inbox.onStale/);
+  });
+
+  it('works inside a PGlite transaction too', async () => {
+    const lite = await createPgliteTestSchema('inbox_lite');
+    try {
+      const inbox = createInbox({ schema: lite.schema, consumer: 'lite' });
+      const e = event('l1', '1');
+      const first = await lite.pglite.transaction((tx) => inbox.process(tx, e, () => 'x'));
+      const again = await lite.pglite.transaction((tx) => inbox.process(tx, e, () => 'x'));
+      expect([first.outcome, again.outcome]).toEqual(['applied', 'duplicate']);
+    } finally {
+      await lite.drop();
+    }
+  });
+});

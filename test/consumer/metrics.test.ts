@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { brokerFromUrl } from '../../src/brokers/index.js';
+import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
+import { QuizSubmitted } from '../../src/index.js';
+import { consumerMetrics, consumerReadiness } from '../../src/ops/index.js';
+import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
+import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
+import { quizMessage } from '../helpers/messages.js';
+import { waitFor } from '../helpers/wait.js';
+
+// RabbitMQ: it keeps no dedup window, so publishing an event twice redelivers it.
+const exchange = testExchange();
+const url = `${AMQP_URL}?exchange=${exchange}&accept_unroutable=true`;
+let pg: TestSchema;
+let consumer: Consumer | undefined;
+
+beforeAll(async () => {
+  pg = await createPgTestSchema('consumer_metrics');
+});
+afterAll(async () => {
+  await consumer?.stop();
+  await withAmqpChannel(async (channel) => {
+    await channel.deleteQueue(`${exchange}.metered`);
+    await channel.deleteExchange(exchange);
+  }).catch(() => {});
+  await pg?.drop();
+});
+
+const quiz = quizMessage;
+
+it('counts processed, duplicate, failed, parked and skipped events, and reports readiness', async () => {
+  const inbox = createInbox({ schema: pg.schema, consumer: 'metered' });
+  const good = quiz(randomUUID());
+  const failing = quiz(randomUUID());
+  const invalid = quiz(randomUUID(), { payload: '{"score":"high"}' });
+  const unknown = { ...quiz(randomUUID()), eventType: 'quiz-archived' };
+  consumer = await consume({
+    broker: url,
+    consumer: 'metered',
+    database: pg.db,
+    schema: pg.schema,
+    events: [QuizSubmitted],
+    maxAttempts: 2,
+    retryDelayMs: 5,
+    onInvalid: 'skip',
+    handler: async (event) => {
+      if (event.id === failing.id) throw new Error('no');
+      await pg.db.transaction((tx) => inbox.process(tx, event, () => undefined));
+    },
+  });
+  const registry = consumerMetrics({ consumer, name: 'metered' });
+  expect(consumerReadiness(consumer)).toEqual({ ok: true, reasons: [] });
+  const broker = brokerFromUrl(url, { source: 'test' });
+  await broker.connect();
+  // The good event twice: the second is a redelivery the inbox recognises. The unknown
+  // type is never routed to the queue (RabbitMQ binds by type).
+  await broker.publish([good, failing, invalid, unknown]);
+  await broker.publish([good]);
+  await waitFor(
+    'all settled',
+    () => consumer?.stats.received === 4 && consumer.health().inFlight === 0,
+    {
+      timeoutMs: 20_000,
+    },
+  );
+  await broker.close();
+  const text = await registry.metrics();
+  const value = (line: string) => Number(new RegExp(`^${line} (\\S+)$`, 'm').exec(text)?.[1]);
+  expect(
+    value('consumer_events_processed_total\\{consumer="metered",event_type="quiz-submitted"\\}'),
+  ).toBe(2);
+  expect(value('inbox_duplicates_total\\{consumer="metered",event_type="quiz-submitted"\\}')).toBe(
+    1,
+  );
+  expect(
+    value('consumer_handler_failures_total\\{consumer="metered",event_type="quiz-submitted"\\}'),
+  ).toBe(2);
+  expect(
+    value('consumer_events_parked_total\\{consumer="metered",event_type="quiz-submitted"\\}'),
+  ).toBe(1);
+  expect(
+    value('consumer_events_skipped_total\\{consumer="metered",event_type="quiz-submitted"\\}'),
+  ).toBe(1);
+  expect(value('consumer_state\\{consumer="metered",state="receiving"\\}')).toBe(1);
+  expect(value('consumer_handler_duration_seconds_count\\{consumer="metered"\\}')).toBe(2);
+  await consumer.stop();
+  expect(consumerReadiness(consumer)).toEqual({ ok: false, reasons: ['consumer stopped'] });
+});
