@@ -3,6 +3,7 @@ import { sourceFromUrl } from '../brokers/index.js';
 import type { Delivery, MessageSource } from '../brokers/source.js';
 import { backoffDelayMs } from '../common/backoff.js';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../common/errors.js';
+import { isDatabaseUnavailable } from '../db/connection-errors.js';
 import type { DatabaseSession } from '../db/database.js';
 import { statements } from '../db/sql/index.js';
 import type { AnyEventDefinition, ConsumedEvent } from './event.js';
@@ -295,6 +296,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
 
   private async handle(work: Work, event: ConsumedEvent): Promise<void> {
     const { maxAttempts } = this.settings;
+    let outages = 0;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       // Stopping or reconnected: leave it unacked, the broker redelivers it.
       if (!this.current(work)) return this.forget(work);
@@ -307,6 +309,16 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         if (error instanceof StaleEventError) {
           this.stats.stale++;
           return this.park(work, event, error.message, attempt, true);
+        }
+        if (isDatabaseUnavailable(error)) {
+          // The event is fine, the database is away: wait for it without spending attempts.
+          this.settings.logger.warn(
+            { consumer: this.settings.consumer, id: event.id, error: errorMessage(error) },
+            'database unavailable in the handler; retrying',
+          );
+          await this.sleep(backoffDelayMs(outages++, 200, 5_000), this.stopped);
+          attempt--;
+          continue;
         }
         this.stats.failed++;
         const willRetry = attempt < maxAttempts;

@@ -1,0 +1,100 @@
+/**
+ * A handler whose database is away is waited for, not parked: connection errors spend no
+ * attempt. The handler's pool reaches PostgreSQL through a TCP proxy the test cuts.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { brokerFromUrl } from '../../src/brokers/index.js';
+import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
+import { isDatabaseUnavailable } from '../../src/db/connection-errors.js';
+import { QuizSubmitted } from '../../src/index.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { quizMessage } from '../helpers/messages.js';
+import { deleteStream } from '../helpers/nats-consumer.js';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
+
+const SERVER = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+const id = randomBytes(5).toString('hex');
+const url = `${SERVER}?stream=D_${id}&subject_prefix=d${id}`;
+let schema: TestSchema;
+let proxy: TcpProxy;
+let pool: pg.Pool;
+let consumer: Consumer | undefined;
+
+beforeAll(async () => {
+  schema = await createPgTestSchema('consumer_db_outage');
+  const target = new URL(PG_URL);
+  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  const through = new URL(PG_URL);
+  through.port = String(proxy.port);
+  pool = new pg.Pool({ connectionString: through.href, connectionTimeoutMillis: 1000 });
+  pool.on('error', () => {});
+});
+
+afterAll(async () => {
+  await consumer?.stop();
+  await proxy?.start();
+  await pool?.end();
+  await proxy?.stop();
+  await deleteStream(SERVER, `D_${id}`).catch(() => {});
+  await schema?.drop();
+});
+
+describe('a consumer whose database is away', () => {
+  it('tells connection failures from refused statements', async () => {
+    const refused = await new pg.Client({ connectionString: 'postgres://x@127.0.0.1:1/x' })
+      .connect()
+      .catch((error: unknown) => error);
+    expect(isDatabaseUnavailable(refused)).toBe(true);
+    const client = new pg.Client({ connectionString: PG_URL });
+    await client.connect();
+    const missing = await client.query('SELECT * FROM no_such_table').catch((e: unknown) => e);
+    expect(isDatabaseUnavailable(missing)).toBe(false);
+    client.on('error', () => {});
+    const killed = await client
+      .query('SELECT pg_terminate_backend(pg_backend_pid())')
+      .catch((error: unknown) => error);
+    expect(isDatabaseUnavailable(killed)).toBe(true);
+    await client.end().catch(() => {});
+    expect(isDatabaseUnavailable(new Error('wrapped', { cause: refused }))).toBe(true);
+  });
+
+  it('waits for it without spending attempts, then applies the event once', async () => {
+    const inbox = createInbox({ schema: schema.schema, consumer: 'patient' });
+    const applied: string[] = [];
+    consumer = await consume({
+      broker: url,
+      consumer: 'patient',
+      database: schema.db,
+      schema: schema.schema,
+      events: [QuizSubmitted],
+      maxAttempts: 1,
+      handler: async (event) => {
+        const client = await pool.connect();
+        try {
+          await client.query('BEGIN');
+          await inbox.process(client, event, () => applied.push(event.id));
+          await client.query('COMMIT');
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => {});
+          throw error;
+        } finally {
+          client.release(true);
+        }
+      },
+    });
+    await proxy.stop();
+    const broker = brokerFromUrl(url, { source: 'test' });
+    await broker.connect();
+    const event = quizMessage(randomUUID());
+    await broker.publish([event]);
+    await broker.close();
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(applied).toEqual([]);
+    await proxy.start();
+    await waitFor('applied', () => applied.includes(event.id), { timeoutMs: 15_000 });
+    expect(consumer.stats).toMatchObject({ processed: 1, parked: 0, failed: 0 });
+  });
+});
