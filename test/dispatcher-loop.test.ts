@@ -20,7 +20,13 @@ it('stops with a fatal event when the broker refuses its configuration, instead 
     connects++;
     throw new ConfigError('broker', 'stream "S" exists but does not capture "p.*.*"');
   };
-  const d = createDispatcher({ db: t.db, broker, schema: t.schema, retryBaseDelayMs: 10 });
+  const d = createDispatcher({
+    db: t.db,
+    broker,
+    schema: t.schema,
+    retryBaseDelayMs: 10,
+    waitForBroker: false,
+  });
   const fatal = new Promise<Error>((resolve) => d.once('fatal', resolve));
   await d.start();
   const error = await fatal;
@@ -38,7 +44,13 @@ it('waits out its backoff after an outage even when NOTIFYs arrive meanwhile', a
     throw new BrokerUnavailableError('connection refused');
   };
   // Backoff after the first failure is at least half of 5 s.
-  const d = createDispatcher({ db: t.db, broker, schema: t.schema, retryBaseDelayMs: 5000 });
+  const d = createDispatcher({
+    db: t.db,
+    broker,
+    schema: t.schema,
+    retryBaseDelayMs: 5000,
+    waitForBroker: false,
+  });
   const unavailable = new Promise((resolve) => d.once('unavailable', resolve));
   await d.start();
   await unavailable;
@@ -48,6 +60,41 @@ it('waits out its backoff after an outage even when NOTIFYs arrive meanwhile', a
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   expect(connects).toBe(1);
+  await d.stop();
+});
+
+it("start() rejects with the broker's error, and leaves nothing running", async () => {
+  for (const refusal of [
+    new ConfigError('broker', 'stream "S" exists but does not capture "p.*.*"'),
+    new BrokerUnavailableError('cannot connect to NATS at nats://127.0.0.1:1'),
+  ]) {
+    const broker = new MemoryBroker();
+    let connects = 0;
+    broker.connect = async () => {
+      connects++;
+      throw refusal;
+    };
+    const d = createDispatcher({ db: t.db, broker, schema: t.schema });
+    await expect(d.start()).rejects.toBe(refusal);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(connects).toBe(1); // no loop retrying in the background
+    expect(d.ownedPartitions()).toEqual([]);
+    await d.stop();
+  }
+});
+
+it('start() resolves once the broker is connected', async () => {
+  const broker = new MemoryBroker();
+  let connected = false;
+  const connect = broker.connect.bind(broker);
+  broker.connect = async () => {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await connect();
+    connected = true;
+  };
+  const d = createDispatcher({ db: t.db, broker, schema: t.schema });
+  await d.start();
+  expect(connected).toBe(true);
   await d.stop();
 });
 

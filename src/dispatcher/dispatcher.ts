@@ -32,7 +32,12 @@ const IDLE_LOOK_MS = 30_000;
 
 /** A dispatcher: see `createDispatcher`. Its events are typed by `DispatcherEvents`. */
 export interface Dispatcher extends EventEmitter<DispatcherEvents> {
-  /** Checks the schema, connects the broker (retrying while it is down) and starts the loop. */
+  /**
+   * Checks the schema, connects the broker (its stream, exchange or topics declared) and
+   * starts the loop; rejects with the broker's error if it cannot be reached or refuses
+   * the setup. With `waitForBroker: false` it starts at once and connects in the
+   * background, retrying while the broker is down.
+   */
   start(): Promise<void>;
   /** Stops claiming, lets the batches in flight settle, closes the broker. Idempotent. */
   stop(): Promise<void>;
@@ -121,6 +126,9 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   async start(): Promise<void> {
     if (this.loop) return;
     await assertSchemaCurrent(this.options.db, this.options.schema);
+    // Before anything else starts, so a refusal leaves nothing to stop (a broker whose
+    // connect fails releases what it opened, as on every reconnect).
+    if (this.options.waitForBroker) await this.link.ensure();
     this.stopping = false;
     const count = this.options.batchesInFlight;
     this.lanes = Array.from({ length: count }, (_, index) => new Lane(index, count));

@@ -72,6 +72,14 @@ export interface DispatcherOptions {
    * operator retries or discards the dead letter; no gap, but that aggregate stops.
    */
   onDeadLetter?: DeadLetterPolicy;
+  /**
+   * `start()` connects the broker, and declares its stream, exchange or topics, before it
+   * resolves; it rejects with the broker's error (BrokerUnavailableError when it cannot be
+   * reached, ConfigError when it refuses the setup) and starts nothing. `false`: resolve
+   * at once and keep connecting in the background, as `run` does (it rides out a broker
+   * that is down at start). Default true.
+   */
+  waitForBroker?: boolean;
   logger?: Logger;
 }
 
@@ -121,6 +129,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
       (name) => name,
     ),
     notify: options.notify ?? true,
+    waitForBroker: options.waitForBroker ?? true,
     onDeadLetter: deadLetterPolicy('onDeadLetter', options.onDeadLetter),
     logger: options.logger ?? silentLogger,
   };

@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { EventBroker } from '../../src/brokers/broker.js';
+import { BrokerUnavailableError } from '../../src/common/errors.js';
 import { withTimeout } from '../../src/common/timeout.js';
 import {
   createDispatcher,
@@ -207,7 +208,11 @@ export function brokerConformance(harness: BrokerHarness): void {
       consumer = await target.consume();
       await target.outage.stop();
       const ids = await enqueue(40, 4);
-      const d = dispatcher();
+      // By default start() waits for the broker, and says why it cannot reach it.
+      const waiting = dispatcher();
+      await expect(waiting.start()).rejects.toBeInstanceOf(BrokerUnavailableError);
+      // Without waiting (as `run` starts) it keeps trying in the background.
+      const d = dispatcher({ waitForBroker: false });
       await d.start();
       await waitFor('an unavailable report', () =>
         log.some((line) => line.level === 'warn' && line.object.target === 'broker'),

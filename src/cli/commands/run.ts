@@ -166,7 +166,14 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
         });
         const db = await openDatabase(url, logger);
         try {
-          const dispatcher = createDispatcher({ db, broker, logger, ...dispatch });
+          // A broker down at start is ridden out like any later outage (with a log line per retry).
+          const dispatcher = createDispatcher({
+            db,
+            broker,
+            logger,
+            ...dispatch,
+            waitForBroker: false,
+          });
           const server =
             ops && (await serveOps(ops, dispatcher, url, dispatch.schema, broker.name, logger));
           await dispatcher.start();
