@@ -32,6 +32,26 @@ export interface Scenario {
   run(bench: BenchContext, only: ReadonlySet<string>): Promise<ScenarioResult[]>;
 }
 
+/**
+ * A scenario of one result per target (a broker, say), each named as its target: measures
+ * those `--only` asks for, in order; `index` is the target's place in `targets`.
+ */
+export function perTarget<T extends { name: string }>(
+  targets: readonly T[],
+  measure: (bench: BenchContext, target: T, index: number) => Promise<ScenarioResult>,
+): Scenario {
+  return {
+    names: targets.map((target) => target.name),
+    async run(bench, only) {
+      const results: ScenarioResult[] = [];
+      for (const [index, target] of targets.entries()) {
+        if (only.has(target.name)) results.push(await measure(bench, target, index));
+      }
+      return results;
+    },
+  };
+}
+
 export interface FillOptions {
   /** Aggregates the events are spread over. Default 10,000. */
   aggregates?: number;
@@ -131,6 +151,11 @@ export function median(values: readonly number[]): number {
     [...values].sort((a, b) => a - b),
     0.5,
   );
+}
+
+/** `ms` of CPU over `count` events as ms per 1,000 events, one decimal; undefined stays so. */
+export function per1000(ms: number | undefined, count: number): number | undefined {
+  return ms === undefined ? undefined : round((ms * 1000) / count, 1);
 }
 
 /** Rounds to `digits` decimals, for figures that read well in a table. */

@@ -11,6 +11,7 @@ import {
   type ScenarioResult,
 } from './context.js';
 import { installedVersion } from './packages.js';
+import { consumeInbox } from './scenarios/consume-inbox.js';
 import { drainBrokers } from './scenarios/drain-brokers.js';
 import { drainNoop } from './scenarios/drain-noop.js';
 import { idleCost } from './scenarios/idle-cost.js';
@@ -24,6 +25,7 @@ import { steadyLatency } from './scenarios/steady-latency.js';
 export const scenarios: readonly Scenario[] = [
   drainNoop,
   drainBrokers,
+  consumeInbox,
   steadyLatency,
   producerCost,
   idleCost,

@@ -18,6 +18,8 @@ import {
 import {
   type BenchContext,
   errorMessage,
+  per1000,
+  perTarget,
   round,
   type Scenario,
   type ScenarioResult,
@@ -137,7 +139,8 @@ async function declareRoutedExchange(channel: amqp.Channel, exchange: string): P
   await channel.bindQueue(exchange, exchange, '#');
 }
 
-async function withAmqpChannel<T>(
+/** A confirm channel on the server of an `amqp://` URL (our parameters left out), closed after `use`. */
+export async function withAmqpChannel<T>(
   url: string,
   use: (channel: amqp.ConfirmChannel) => Promise<T>,
 ): Promise<T> {
@@ -200,7 +203,8 @@ const amqpTarget: BrokerTarget = {
     }),
 };
 
-function kafkaClientOptions(url: string) {
+/** Client id and bootstrap servers of a `kafka://` URL, for the raw clients. */
+export function kafkaClientOptions(url: string) {
   const { bootstrapServers } = kafkaSettings(url, 'kafka-url');
   return { clientId: 'edupulse-bench', bootstrapBrokers: bootstrapServers };
 }
@@ -350,17 +354,15 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
       const reference_events_per_s = Math.round(backlog / reference.seconds);
       const ratio = round(events_per_s / reference_events_per_s);
       // Where the cycles go (the broker server's own are not counted on either side).
-      const per1000 = (ms: number | undefined) =>
-        ms === undefined ? undefined : round((ms * 1000) / backlog, 1);
       return {
         name,
         backlog,
         events_per_s,
         reference_events_per_s,
         ratio,
-        node_cpu_ms_per_1000: per1000(used.node_cpu_ms),
-        postgres_cpu_ms_per_1000: per1000(used.postgres_cpu_ms),
-        reference_node_cpu_ms_per_1000: per1000(reference.node_cpu_ms),
+        node_cpu_ms_per_1000: per1000(used.node_cpu_ms, backlog),
+        postgres_cpu_ms_per_1000: per1000(used.postgres_cpu_ms, backlog),
+        reference_node_cpu_ms_per_1000: per1000(reference.node_cpu_ms, backlog),
         target: 'ratio ≥ 0.8',
         met: ratio >= 0.8,
       };
@@ -376,13 +378,4 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
 const targets: readonly BrokerTarget[] = [nats, amqpTarget, kafka];
 
 /** Drains a backlog into NATS JetStream, RabbitMQ and Kafka, each against a raw publisher. */
-export const drainBrokers: Scenario = {
-  names: targets.map((target) => target.name),
-  async run(bench, only) {
-    const results: ScenarioResult[] = [];
-    for (const target of targets) {
-      if (only.has(target.name)) results.push(await drainBroker(bench, target));
-    }
-    return results;
-  },
-};
+export const drainBrokers: Scenario = perTarget(targets, drainBroker);

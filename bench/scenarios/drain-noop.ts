@@ -1,6 +1,6 @@
 import { createDispatcher } from 'edupulse-outbox';
 import pg from 'pg';
-import { noopBroker, round, type Scenario, secondsSince } from '../context.js';
+import { noopBroker, per1000, round, type Scenario, secondsSince } from '../context.js';
 import { cpuMeter } from '../cpu.js';
 import { quoteSchema } from '../schema.js';
 
@@ -66,8 +66,6 @@ export const drainNoop: Scenario = {
     const reference_events_per_s = Math.round(backlog / reference.seconds);
     const ratio = round(events_per_s / reference_events_per_s);
     // Where the cycles go: CPU per 1,000 events in this process and in the server.
-    const per1000 = (ms: number | undefined) =>
-      ms === undefined ? undefined : round((ms * 1000) / backlog, 1);
     return [
       {
         name: 'drain-noop',
@@ -76,10 +74,10 @@ export const drainNoop: Scenario = {
         events_per_s,
         reference_events_per_s,
         ratio,
-        node_cpu_ms_per_1000: per1000(ours.cpu.node_cpu_ms),
-        postgres_cpu_ms_per_1000: per1000(ours.cpu.postgres_cpu_ms),
-        reference_node_cpu_ms_per_1000: per1000(reference.cpu.node_cpu_ms),
-        reference_postgres_cpu_ms_per_1000: per1000(reference.cpu.postgres_cpu_ms),
+        node_cpu_ms_per_1000: per1000(ours.cpu.node_cpu_ms, backlog),
+        postgres_cpu_ms_per_1000: per1000(ours.cpu.postgres_cpu_ms, backlog),
+        reference_node_cpu_ms_per_1000: per1000(reference.cpu.node_cpu_ms, backlog),
+        reference_postgres_cpu_ms_per_1000: per1000(reference.cpu.postgres_cpu_ms, backlog),
         target: 'ratio ≥ 0.5',
         met: ratio >= 0.5,
       },
