@@ -5,12 +5,15 @@
  * PostgreSQL restart: other test files run in parallel on the shared servers. The full
  * suite (100,000 events, restarts) is `npm run test:chaos` (test/chaos/full.chaos.ts).
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { type ChaosSummary, formatDetails, formatSummary, runChaos } from './chaos/chaos.js';
 import type { BrokerName } from './chaos/targets.js';
 import { killChildren } from './helpers/cli.js';
 
 const BROKERS: BrokerName[] = ['nats', 'amqp', 'kafka'];
+
+// Also when the test times out: vitest then abandons it, and its finally never runs.
+afterAll(() => killChildren());
 
 describe('chaos, reduced: SIGKILLed dispatchers lose nothing and keep each aggregate in order', () => {
   it('on NATS, RabbitMQ and Kafka', { timeout: 150_000 }, async () => {
