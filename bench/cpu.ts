@@ -20,13 +20,10 @@ function processCpuMs(pid: number): number | undefined {
   }
 }
 
-/**
- * Measures where the cycles of a phase go: this process's CPU, and the CPU of the
- * PostgreSQL backends whose `application_name` is `applicationName` (read from /proc, so
- * only when the server runs on this machine; otherwise `postgres_cpu_ms` is absent).
- * Call `stop()` while the phase's connections are still open.
- */
-export async function cpuMeter(databaseUrl: string, applicationName: string) {
+/** The meter's own connection, and whether the server runs on this machine (so /proc shows its backends). */
+async function meterConnection(
+  databaseUrl: string,
+): Promise<{ client: pg.Client; local: boolean }> {
   const client = new pg.Client({
     connectionString: databaseUrl,
     application_name: 'edupulse-bench-meter',
@@ -35,7 +32,17 @@ export async function cpuMeter(databaseUrl: string, applicationName: string) {
   const { rows } = await client.query<{ local: boolean }>(
     `SELECT coalesce(host(inet_server_addr()) IN ('127.0.0.1', '::1'), true) AS local`,
   );
-  const local = rows[0]?.local === true;
+  return { client, local: rows[0]?.local === true };
+}
+
+/**
+ * Measures where the cycles of a phase go: this process's CPU, and the CPU of the
+ * PostgreSQL backends whose `application_name` is `applicationName` (read from /proc, so
+ * only when the server runs on this machine; otherwise `postgres_cpu_ms` is absent).
+ * Call `stop()` while the phase's connections are still open.
+ */
+export async function cpuMeter(databaseUrl: string, applicationName: string) {
+  const { client, local } = await meterConnection(databaseUrl);
   const backends = async () => {
     const found = new Map<number, number>();
     if (!local) return found;
@@ -107,15 +114,8 @@ export async function backendCpuSampler(
   selected: BackendSelection,
   intervalMs = 1000,
 ): Promise<{ stop(): Promise<SampledBackendCpu> } | undefined> {
-  const client = new pg.Client({
-    connectionString: databaseUrl,
-    application_name: 'edupulse-bench-meter',
-  });
-  await client.connect();
-  const { rows } = await client.query<{ local: boolean }>(
-    `SELECT coalesce(host(inet_server_addr()) IN ('127.0.0.1', '::1'), true) AS local`,
-  );
-  if (rows[0]?.local !== true) {
+  const { client, local } = await meterConnection(databaseUrl);
+  if (!local) {
     await client.end();
     return undefined;
   }
