@@ -12,6 +12,10 @@
  * `n` is not above the previous first delivery's of the same aggregate (one aggregate's
  * transactions never overlap, so `n` is its commit order). Phantoms = delivered ids never
  * produced (a rolled-back transaction's events must not exist).
+ *
+ * The production under chaos (`produceUnderChaos`: producers, killer, restarts), the
+ * driver's database pool and the report's pieces are shared with the consumer phase
+ * (consumer-chaos.ts), which kills consumers instead of dispatchers.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
@@ -22,18 +26,24 @@ import pg from 'pg';
 import { runCli } from '../helpers/cli.js';
 import { PG_URL, testSchema } from '../helpers/db.js';
 import { startDispatchers } from './dispatchers.js';
-import { createCommitsTable, type ProducedEvent, startProducers } from './producers.js';
+import type { UnexpectedExit } from './process-pool.js';
+import {
+  createCommitsTable,
+  type ProducedEvent,
+  type ProductionStats,
+  startProducers,
+} from './producers.js';
 import { type BrokerName, type ChaosTarget, createTarget, type Delivery } from './targets.js';
 
 const run = promisify(execFile);
 
-export interface ChaosOptions {
+/** What is produced, and what is disrupted while it is: the part every chaos phase shares. */
+export interface ChaosPlan {
   broker: BrokerName;
   events: number;
   aggregates: number;
   producers: number;
-  dispatchers: number;
-  /** A random dispatcher is SIGKILLed every [min, max] ms while producers run. */
+  /** A random process (of the phase's victims) is SIGKILLed every [min, max] ms while producers run. */
   killEveryMs: [number, number];
   restartBroker: boolean;
   restartPostgres: boolean;
@@ -41,6 +51,15 @@ export interface ChaosOptions {
   rate?: number;
   /** Seed of every random choice (kill timing and victim, transaction sizes, aggregates). */
   seed?: number;
+  /**
+   * Cuts the run short (a test's timeout): production and disruptions stop, the run
+   * cleans up and rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
+}
+
+export interface ChaosOptions extends ChaosPlan {
+  dispatchers: number;
   /** How long to wait after the last disruption for everything to arrive. Default 180 s. */
   recoveryTimeoutMs?: number;
   /** Passed to `run --batch-size`. Default 200. */
@@ -87,9 +106,8 @@ export interface ChaosDetails {
   /** Produced ids that chaos_commits does not hold, or the reverse (producer bookkeeping). */
   producedMismatch: number;
   dispatchersStarted: number;
-  /** When each restart began, how long the server was left stopped, when it served again. */
-  brokerRestart?: { atSeconds: number; pauseSeconds: number; tookSeconds: number };
-  postgresRestart?: { atSeconds: number; pauseSeconds: number; tookSeconds: number };
+  brokerRestart?: Restart;
+  postgresRestart?: Restart;
   unexpectedExits: {
     slot: number;
     code: number | null;
@@ -109,7 +127,17 @@ export interface ChaosDetails {
   postMortemDir?: string;
 }
 
+/** When a restart began, how long the server was left stopped, when it served again. */
+export interface Restart {
+  atSeconds: number;
+  pauseSeconds: number;
+  tookSeconds: number;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Seconds from `from` to `to`, to a tenth. */
+export const seconds = (from: number, to = Date.now()) => Math.round((to - from) / 100) / 10;
 
 /** mulberry32: small, seedable, good enough to pick victims and sizes. */
 export function seededRandom(seed: number): () => number {
@@ -131,7 +159,7 @@ async function postgresCluster(): Promise<string> {
 }
 
 /** Stops the local PostgreSQL (fast: active sessions are cut), waits, starts it again. */
-async function restartPostgres(pauseMs: number): Promise<void> {
+export async function restartPostgres(pauseMs: number): Promise<void> {
   const version = await postgresCluster();
   const ctl = (action: 'stop' | 'start') =>
     run('pg_ctlcluster', ['--skip-systemctl-redirect', version, 'main', action], {
@@ -202,145 +230,323 @@ export function countDeliveries(
   return { delivered: seen.size, lost, outOfOrder, duplicates, phantoms, malformed };
 }
 
+/** The driver's own pool on PostgreSQL; `query` retries while PostgreSQL is away. */
+export interface AdminDb {
+  readonly pool: pg.Pool;
+  query<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[]>;
+  end(): Promise<void>;
+}
+
+export function adminDb(): AdminDb {
+  const pool = new pg.Pool({ connectionString: PG_URL, max: 2, connectionTimeoutMillis: 5000 });
+  pool.on('error', () => {});
+  return {
+    pool,
+    async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []) {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return (await pool.query<R>(text, values)).rows;
+        } catch (error) {
+          if (attempt >= 150) throw error;
+          await sleep(200);
+        }
+      }
+    },
+    end: () => pool.end(),
+  };
+}
+
+/** The `edupulse-outbox run` arguments of a chaos run's dispatchers. */
+export function runArgs(schema: string, brokerUrl: string, batchSize = 200): string[] {
+  return [
+    'run',
+    '--database-url',
+    PG_URL,
+    '--schema',
+    schema,
+    '--broker',
+    brokerUrl,
+    '--batch-size',
+    String(batchSize),
+    '--retry-max-delay-ms',
+    '2000',
+  ];
+}
+
+/** Migrates `schema` (a fresh one) with the CLI and adds the producers' commits table. */
+export async function prepareSchema(admin: AdminDb, schema: string): Promise<void> {
+  const migrated = await runCli(['migrate', '--database-url', PG_URL, '--schema', schema]);
+  if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`);
+  await createCommitsTable(admin.pool, schema);
+}
+
+/** A production that ran under chaos, once it and every disruption are over. */
+export interface ChaosProduction {
+  stats: ProductionStats;
+  productionSeconds: number;
+  /** When the last kill or restart ended (epoch ms): the recovery is counted from here. */
+  lastDisruption: number;
+  brokerRestart?: Restart;
+  postgresRestart?: Restart;
+}
+
+export interface ChaosRun {
+  plan: ChaosPlan;
+  schema: string;
+  target: ChaosTarget;
+  random: () => number;
+  /** When the run began (epoch ms): restarts are reported from here. */
+  began: number;
+  /** SIGKILLs a random victim of the phase (and starts its replacement). */
+  kill: () => void;
+  /** What the progress line adds to the produced count: `kills 4`. */
+  progress: () => string;
+  log: (line: string) => void;
+}
+
+/**
+ * The producers write `plan.events` over `plan.aggregates` while `kill` is called every
+ * `killEveryMs`, the broker is restarted at a quarter of the production and PostgreSQL at
+ * 60 % (or as soon as production ends, if it is quicker than that). Resolves when the
+ * production, the killer and the restarts are all over; rejects if a restart failed.
+ */
+export async function produceUnderChaos(run: ChaosRun): Promise<ChaosProduction> {
+  const { plan, random, began, log } = run;
+  const [killMin, killMax] = plan.killEveryMs;
+  const productionStarted = Date.now();
+  const production = startProducers({
+    databaseUrl: PG_URL,
+    schema: run.schema,
+    events: plan.events,
+    aggregates: plan.aggregates,
+    producers: Math.max(1, Math.min(plan.producers, plan.aggregates)),
+    rate: plan.rate ?? 0,
+    random,
+  });
+  let producing = true;
+  let lastDisruption = Date.now();
+  const abort = () => {
+    producing = false;
+    production.stop();
+  };
+  plan.signal?.addEventListener('abort', abort, { once: true });
+  production.done
+    .finally(() => {
+      producing = false;
+    })
+    .catch(() => {});
+
+  // The killer: every killMin–killMax ms while producers run.
+  const killer = (async () => {
+    for (;;) {
+      const wait = killMin + random() * (killMax - killMin);
+      const until = Date.now() + wait;
+      while (producing && Date.now() < until) await sleep(Math.min(100, until - Date.now()));
+      if (!producing) return;
+      run.kill();
+      lastDisruption = Date.now();
+    }
+  })();
+
+  let brokerRestart: Restart | undefined;
+  let postgresRestart: Restart | undefined;
+  const restarts = (async () => {
+    const reached = async (fraction: number) => {
+      while (producing && production.progress() < plan.events * fraction) await sleep(50);
+    };
+    if (plan.restartBroker) {
+      await reached(0.25);
+      const at = Date.now();
+      const pause = 3000 + Math.floor(random() * 2000);
+      log(`restarting the broker (${pause} ms down) at ${production.progress()} produced`);
+      await run.target.restart(pause);
+      brokerRestart = {
+        atSeconds: seconds(began, at),
+        pauseSeconds: pause / 1000,
+        tookSeconds: seconds(at),
+      };
+      lastDisruption = Math.max(lastDisruption, Date.now());
+      log(`broker back after ${brokerRestart.tookSeconds} s`);
+    }
+    if (plan.restartPostgres) {
+      await reached(0.6);
+      const at = Date.now();
+      log(`restarting PostgreSQL at ${production.progress()} produced`);
+      await restartPostgres(2000);
+      postgresRestart = {
+        atSeconds: seconds(began, at),
+        pauseSeconds: 2,
+        tookSeconds: seconds(at),
+      };
+      lastDisruption = Math.max(lastDisruption, Date.now());
+      log(`PostgreSQL back after ${postgresRestart.tookSeconds} s`);
+    }
+  })();
+  // Held until production is over (a failed restart fails the run then, not as an
+  // unhandled rejection now).
+  const restartFailure = restarts.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+
+  const progress = setInterval(() => {
+    log(`produced ${production.progress()}, ${run.progress()}`);
+  }, 10_000);
+  try {
+    const stats = await production.done;
+    await killer;
+    const failure = await restartFailure;
+    if (failure) throw failure;
+    plan.signal?.throwIfAborted();
+    return {
+      stats,
+      productionSeconds: seconds(productionStarted),
+      lastDisruption,
+      ...(brokerRestart ? { brokerRestart } : {}),
+      ...(postgresRestart ? { postgresRestart } : {}),
+    };
+  } finally {
+    clearInterval(progress);
+    plan.signal?.removeEventListener('abort', abort);
+  }
+}
+
+/**
+ * Polls `condition` every `intervalMs` until it holds (the time it did) or `timeoutMs`
+ * passed (undefined); rejects once `signal` is aborted.
+ */
+export async function waitUntil(
+  condition: () => Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 200,
+  signal?: AbortSignal,
+): Promise<number | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    signal?.throwIfAborted();
+    if (await condition()) return Date.now();
+    await sleep(intervalMs);
+  }
+  return undefined;
+}
+
+/** Produced ids that `chaos_commits` does not hold, and the reverse (producer bookkeeping). */
+export async function producedMismatch(
+  admin: AdminDb,
+  schema: string,
+  produced: readonly ProducedEvent[],
+): Promise<number> {
+  const committedIds = new Set(
+    (
+      await admin.query<{ id: string }>(
+        `SELECT unnest(ids)::text AS id FROM "${schema}".chaos_commits`,
+      )
+    ).map((row) => row.id),
+  );
+  const producedIds = new Set(produced.map((event) => event.id));
+  let mismatch = Math.abs(committedIds.size - producedIds.size);
+  for (const id of producedIds) if (!committedIds.has(id)) mismatch++;
+  return mismatch;
+}
+
+/**
+ * Where up to 20 events are: still pending in the outbox, dead-lettered by a dispatcher,
+ * or neither (`otherwise`, e.g. published and never seen again).
+ */
+export async function whereAre(
+  admin: AdminDb,
+  schema: string,
+  events: readonly ProducedEvent[],
+  otherwise: string,
+): Promise<string[]> {
+  const samples: string[] = [];
+  for (const event of events.slice(0, 20)) {
+    const [where] = await admin.query<{ place: string }>(
+      `SELECT 'pending (attempts ' || attempts || ', ' || coalesce(last_error, '') || ')' AS place
+         FROM "${schema}".outbox WHERE id = $1
+       UNION ALL
+       SELECT 'dead-lettered: ' || last_error FROM "${schema}".outbox_dead_letter WHERE id = $1`,
+      [event.id],
+    );
+    samples.push(`${event.id} ${event.aggregate} n=${event.n}: ${where?.place ?? otherwise}`);
+  }
+  return samples;
+}
+
+/** Writes `files` (name → content) into a fresh temporary directory; its path. */
+export async function writePostMortem(
+  name: string,
+  files: Record<string, string>,
+): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), `edupulse-chaos-${name}-`));
+  for (const [file, content] of Object.entries(files)) await writeFile(join(dir, file), content);
+  return dir;
+}
+
+/** The logs of a pool's processes as post-mortem files: `<prefix>-<i>.log`. */
+export function logFiles(
+  prefix: string,
+  logs: readonly { label: string; stderr: string; stdout?: string }[],
+): Record<string, string> {
+  const files: Record<string, string> = {};
+  for (const [i, entry] of logs.entries()) {
+    const stdout = entry.stdout ? `\n# stdout\n${entry.stdout}` : '';
+    files[`${prefix}-${i}.log`] = `# ${entry.label}\n${entry.stderr}${stdout}`;
+  }
+  return files;
+}
+
+/** A pool's unexpected exits as reported in the details (times in seconds). */
+export function exitDetails(exits: readonly UnexpectedExit[]): ChaosDetails['unexpectedExits'] {
+  return exits.map((exit) => ({
+    slot: exit.slot,
+    code: exit.code,
+    signal: exit.signal,
+    atSeconds: Math.round(exit.atMs / 100) / 10,
+    stderrTail: exit.stderrTail,
+  }));
+}
+
 export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const began = Date.now();
-  const seconds = (from: number, to = Date.now()) => Math.round((to - from) / 100) / 10;
   const log = (line: string) => options.log?.(`[${options.broker} ${seconds(began)}s] ${line}`);
   const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
   const random = seededRandom(seed);
   const producers = Math.max(1, Math.min(options.producers, options.aggregates));
   const recoveryTimeoutMs = options.recoveryTimeoutMs ?? 180_000;
-  const [killMin, killMax] = options.killEveryMs;
 
   const schema = testSchema(`chaos_${options.broker}`);
-  const admin = new pg.Pool({ connectionString: PG_URL, max: 2, connectionTimeoutMillis: 5000 });
-  admin.on('error', () => {});
-  /** A query on the driver's own pool, retried while PostgreSQL is away. */
-  const query = async <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) => {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return (await admin.query<R>(text, values)).rows;
-      } catch (error) {
-        if (attempt >= 150) throw error;
-        await sleep(200);
-      }
-    }
-  };
+  const admin = adminDb();
+  const { query } = admin;
 
   let target: ChaosTarget | undefined;
   let pool: ReturnType<typeof startDispatchers> | undefined;
+  // Cut short (options.signal): no dispatcher is started again, and the steps below reject.
+  const abort = () => void pool?.destroy();
+  options.signal?.addEventListener('abort', abort, { once: true });
   try {
-    const migrated = await runCli(['migrate', '--database-url', PG_URL, '--schema', schema]);
-    if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`);
-    await createCommitsTable(admin, schema);
+    await prepareSchema(admin, schema);
     target = await createTarget(options.broker, { restartable: options.restartBroker });
     log(`schema ${schema}, ${target.server}, seed ${seed}`);
 
     pool = startDispatchers({
       count: options.dispatchers,
       random,
-      args: [
-        'run',
-        '--database-url',
-        PG_URL,
-        '--schema',
-        schema,
-        '--broker',
-        target.url,
-        '--batch-size',
-        String(options.batchSize ?? 200),
-        '--retry-max-delay-ms',
-        '2000',
-      ],
+      args: runArgs(schema, target.url, options.batchSize),
     });
     const dispatchers = pool;
 
-    const productionStarted = Date.now();
-    const production = startProducers({
-      databaseUrl: PG_URL,
+    const production = await produceUnderChaos({
+      plan: options,
       schema,
-      events: options.events,
-      aggregates: options.aggregates,
-      producers,
-      rate: options.rate ?? 0,
+      target,
       random,
+      began,
+      kill: () => dispatchers.killRandom(),
+      progress: () => `kills ${dispatchers.kills}`,
+      log,
     });
-    let producing = true;
-    let lastDisruption = Date.now();
-    production.done
-      .finally(() => {
-        producing = false;
-      })
-      .catch(() => {});
-
-    // The killer: every killMin–killMax ms while producers run.
-    const killer = (async () => {
-      for (;;) {
-        const wait = killMin + random() * (killMax - killMin);
-        const until = Date.now() + wait;
-        while (producing && Date.now() < until) await sleep(Math.min(100, until - Date.now()));
-        if (!producing) return;
-        dispatchers.killRandom();
-        lastDisruption = Date.now();
-      }
-    })();
-
-    // The broker restart at a quarter of the production, PostgreSQL's at 60 % (or as soon
-    // as production ends, if it is quicker than that).
-    let brokerRestart: ChaosDetails['brokerRestart'];
-    let postgresRestart: ChaosDetails['postgresRestart'];
-    const restarts = (async () => {
-      const reached = async (fraction: number) => {
-        while (producing && production.progress() < options.events * fraction) await sleep(50);
-      };
-      if (options.restartBroker) {
-        await reached(0.25);
-        const at = Date.now();
-        const pause = 3000 + Math.floor(random() * 2000);
-        log(`restarting the broker (${pause} ms down) at ${production.progress()} produced`);
-        await (target as ChaosTarget).restart(pause);
-        brokerRestart = {
-          atSeconds: seconds(began, at),
-          pauseSeconds: pause / 1000,
-          tookSeconds: seconds(at),
-        };
-        lastDisruption = Math.max(lastDisruption, Date.now());
-        log(`broker back after ${brokerRestart.tookSeconds} s`);
-      }
-      if (options.restartPostgres) {
-        await reached(0.6);
-        const at = Date.now();
-        log(`restarting PostgreSQL at ${production.progress()} produced`);
-        await restartPostgres(2000);
-        postgresRestart = {
-          atSeconds: seconds(began, at),
-          pauseSeconds: 2,
-          tookSeconds: seconds(at),
-        };
-        lastDisruption = Math.max(lastDisruption, Date.now());
-        log(`PostgreSQL back after ${postgresRestart.tookSeconds} s`);
-      }
-    })();
-    // Held until production is over (a failed restart fails the run then, not as an
-    // unhandled rejection now).
-    const restartFailure = restarts.then(
-      () => undefined,
-      (error: unknown) => error,
-    );
-
-    const progress = setInterval(() => {
-      log(`produced ${production.progress()}, kills ${dispatchers.kills}`);
-    }, 10_000);
-    let stats: Awaited<typeof production.done>;
-    try {
-      stats = await production.done;
-      await killer;
-      const failure = await restartFailure;
-      if (failure) throw failure;
-    } finally {
-      clearInterval(progress);
-    }
-    const productionSeconds = seconds(productionStarted);
+    const { stats, productionSeconds, lastDisruption } = production;
     const produced = stats.produced;
     const [{ backlog }] = (await query<{ backlog: number }>(
       `SELECT count(*)::int AS backlog FROM "${schema}".outbox`,
@@ -348,21 +554,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     log(`production done: ${produced.length} events in ${productionSeconds} s, ${backlog} pending`);
 
     // Recovery: the outbox empty, and the broker holding at least every produced event.
-    const deadline = Date.now() + recoveryTimeoutMs;
-    let recoveredAt: number | undefined;
-    while (Date.now() < deadline) {
-      const [{ n }] = (await query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM "${schema}".outbox`,
-      )) as [{ n: number }];
-      if (n === 0) {
-        const stored = await target.stored().catch(() => -1);
-        if (stored >= produced.length) {
-          recoveredAt = Date.now();
-          break;
-        }
-      }
-      await sleep(200);
-    }
+    const chaosTarget = target;
+    const recoveredAt = await waitUntil(
+      async () => {
+        const [{ n }] = (await query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM "${schema}".outbox`,
+        )) as [{ n: number }];
+        if (n > 0) return false;
+        return (await chaosTarget.stored().catch(() => -1)) >= produced.length;
+      },
+      recoveryTimeoutMs,
+      200,
+      options.signal,
+    );
     const recoverySeconds = recoveredAt === undefined ? null : seconds(lastDisruption, recoveredAt);
     log(
       recoverySeconds === null
@@ -397,35 +601,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
 
     const deliveries = await target.readAll(120_000);
     const counted = countDeliveries(produced, deliveries);
-
-    // Producer bookkeeping against the table the transactions wrote.
-    const committedIds = new Set(
-      (
-        await query<{ id: string }>(`SELECT unnest(ids)::text AS id FROM "${schema}".chaos_commits`)
-      ).map((row) => row.id),
-    );
-    const producedIds = new Set(produced.map((event) => event.id));
-    let producedMismatch = Math.abs(committedIds.size - producedIds.size);
-    for (const id of producedIds) if (!committedIds.has(id)) producedMismatch++;
+    const mismatch = await producedMismatch(admin, schema, produced);
 
     const [{ dead }] = (await query<{ dead: number }>(
       `SELECT count(*)::int AS dead FROM "${schema}".outbox_dead_letter`,
     )) as [{ dead: number }];
-
-    // Where the lost ones are: still pending, dead-lettered, or deleted without arriving.
-    const lostSamples: string[] = [];
-    for (const event of counted.lost.slice(0, 20)) {
-      const [where] = await query<{ place: string }>(
-        `SELECT 'pending (attempts ' || attempts || ', ' || coalesce(last_error, '') || ')' AS place
-           FROM "${schema}".outbox WHERE id = $1
-         UNION ALL
-         SELECT 'dead-lettered: ' || last_error FROM "${schema}".outbox_dead_letter WHERE id = $1`,
-        [event.id],
-      );
-      lostSamples.push(
-        `${event.id} ${event.aggregate} n=${event.n}: ${where?.place ?? 'gone from the outbox, never at the broker'}`,
-      );
-    }
 
     const summary: ChaosSummary = {
       broker: options.broker,
@@ -452,20 +632,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         producerRetries: stats.retries,
         unknownCommits: stats.unknownCommits,
         unknownCommitted: stats.unknownCommitted,
-        producedMismatch,
+        producedMismatch: mismatch,
         dispatchersStarted: dispatchers.started,
-        ...(brokerRestart ? { brokerRestart } : {}),
-        ...(postgresRestart ? { postgresRestart } : {}),
-        unexpectedExits: dispatchers.unexpectedExits.map((exit) => ({
-          slot: exit.slot,
-          code: exit.code,
-          signal: exit.signal,
-          atSeconds: Math.round(exit.atMs / 100) / 10,
-          stderrTail: exit.stderrTail,
-        })),
+        ...(production.brokerRestart ? { brokerRestart: production.brokerRestart } : {}),
+        ...(production.postgresRestart ? { postgresRestart: production.postgresRestart } : {}),
+        unexpectedExits: exitDetails(dispatchers.unexpectedExits),
         finalExitCodes,
         ...(status ? { status } : {}),
-        lostSamples,
+        // Where the lost ones are: still pending, dead-lettered, or deleted without arriving.
+        lostSamples: await whereAre(
+          admin,
+          schema,
+          counted.lost,
+          'gone from the outbox, never at the broker',
+        ),
         outOfOrderSamples: counted.outOfOrder.slice(0, 20),
         malformed: counted.malformed,
       },
@@ -477,30 +657,23 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       summary.phantoms > 0 ||
       summary.deadLetters > 0 ||
       counted.malformed > 0 ||
-      producedMismatch > 0 ||
+      mismatch > 0 ||
       finalExitCodes.some((code) => code !== 0) ||
       recoverySeconds === null;
     if (wrong) {
       // Everything needed to look into it afterwards. (Crashes alone do not write this:
       // their stderr is in the details already.)
-      const dir = await mkdtemp(join(tmpdir(), `edupulse-chaos-${options.broker}-`));
-      for (const [i, entry] of dispatchers.logs().entries()) {
-        await writeFile(join(dir, `dispatcher-${i}.log`), `# ${entry.label}\n${entry.stderr}`);
-      }
-      await writeFile(
-        join(dir, 'produced.ndjson'),
-        produced.map((event) => JSON.stringify(event)).join('\n'),
-      );
-      await writeFile(
-        join(dir, 'deliveries.ndjson'),
-        deliveries.map((delivery) => JSON.stringify(delivery)).join('\n'),
-      );
-      summary.details.postMortemDir = dir;
+      summary.details.postMortemDir = await writePostMortem(options.broker, {
+        ...logFiles('dispatcher', dispatchers.logs()),
+        'produced.ndjson': produced.map((event) => JSON.stringify(event)).join('\n'),
+        'deliveries.ndjson': deliveries.map((delivery) => JSON.stringify(delivery)).join('\n'),
+      });
     }
     summary.durationSeconds = seconds(began);
     log(`done in ${summary.durationSeconds} s`);
     return summary;
   } finally {
+    options.signal?.removeEventListener('abort', abort);
     await pool?.destroy().catch(() => {});
     await target?.cleanup().catch((error) => options.log?.(`clean-up failed: ${String(error)}`));
     await query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
@@ -510,39 +683,83 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
 
 /** One table, one row per run: the numbers the issue asks for. */
 export function formatSummary(summaries: readonly ChaosSummary[]): string {
-  const header = [
-    'broker',
-    'events',
-    'delivered',
-    'lost',
-    'out-of-order',
-    'duplicates',
-    'dead letters',
-    'kills',
-    'crashes',
-    'recovery s',
-    'duration s',
-  ];
+  return formatRuns(
+    summaries,
+    'events|delivered|lost|out-of-order|duplicates|dead letters',
+    (s) => [s.events, s.delivered, s.lost, s.outOfOrder, s.duplicates, s.deadLetters],
+  );
+}
+
+/** What every chaos phase's summary has: the columns all their tables share. */
+interface RunTotals {
+  broker: string;
+  kills: number;
+  crashes: number;
+  recoverySeconds: number | null;
+  durationSeconds: number;
+}
+
+/**
+ * A phase's table, one row per run: the broker, the phase's own numbers (`titles`, split
+ * at `|`; `numbers` gives a run's), then kills, crashes, recovery and duration.
+ */
+export function formatRuns<S extends RunTotals>(
+  summaries: readonly S[],
+  titles: string,
+  numbers: (summary: S) => number[],
+): string {
+  const header = ['broker', ...titles.split('|'), 'kills', 'crashes', 'recovery s', 'duration s'];
   const rows = summaries.map((s) => [
     s.broker,
-    String(s.events),
-    String(s.delivered),
-    String(s.lost),
-    String(s.outOfOrder),
-    String(s.duplicates),
-    String(s.deadLetters),
+    ...numbers(s).map(String),
     String(s.kills),
     String(s.crashes),
     s.recoverySeconds === null ? 'never' : s.recoverySeconds.toFixed(1),
     s.durationSeconds.toFixed(1),
   ]);
+  return formatTable(header, rows);
+}
+
+/** A Markdown table: the first column left-aligned, the others (numbers) right-aligned. */
+export function formatTable(header: readonly string[], rows: readonly string[][]): string {
   const widths = header.map((title, i) =>
     Math.max(title.length, ...rows.map((row) => (row[i] ?? '').length)),
   );
-  const line = (cells: string[]) =>
+  const line = (cells: readonly string[]) =>
     `| ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join(' | ')} |`;
   const rule = `|${widths.map((width) => '-'.repeat(width + 2)).join('|')}|`;
   return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+/** The restarts of a run, for its details line ('' when it had none). */
+export function formatRestarts(d: Pick<ChaosDetails, 'brokerRestart' | 'postgresRestart'>): string {
+  return (
+    (d.brokerRestart
+      ? `; broker restart at ${d.brokerRestart.atSeconds} s (stopped, ${d.brokerRestart.pauseSeconds} s pause, serving again after ${d.brokerRestart.tookSeconds} s)`
+      : '') +
+    (d.postgresRestart
+      ? `; PostgreSQL restart at ${d.postgresRestart.atSeconds} s (stopped, ${d.postgresRestart.pauseSeconds} s pause, serving again after ${d.postgresRestart.tookSeconds} s)`
+      : '')
+  );
+}
+
+/** Lines for a pool's unexpected exits: the last line of a refused start, a crash's error lines. */
+export function formatExits(exits: ChaosDetails['unexpectedExits']): string[] {
+  const out: string[] = [];
+  for (const exit of exits) {
+    const lines = exit.stderrTail.split('\n');
+    // A refused start (exit 2: database unreachable) says it in its last line; anything
+    // else (a crash) gets its whole tail.
+    const shown =
+      exit.code === 2
+        ? lines.slice(-1)
+        : lines.filter((line) => /throw|Error|error:|Emitted|^\s+at /.test(line)).slice(0, 6);
+    out.push(
+      `  unexpected exit, slot ${exit.slot} at ${exit.atSeconds} s: code ${exit.code} signal ${exit.signal}:`,
+      ...shown.map((line) => `    ${line.slice(0, 400)}`),
+    );
+  }
+  return out;
 }
 
 /** A few lines per run beyond the table: seed, server, restarts, exits, samples of problems. */
@@ -555,31 +772,14 @@ export function formatDetails(summaries: readonly ChaosSummary[]): string {
         `${d.dispatchers} dispatchers (${d.dispatchersStarted} processes started); production ` +
         `${d.productionSeconds} s (${d.backlogAtEnd} pending at its end), ${d.transactions} transactions, ${d.producerRetries} retried, ` +
         `${d.unknownCommits} unknown commits (${d.unknownCommitted} had committed)` +
-        (d.brokerRestart
-          ? `; broker restart at ${d.brokerRestart.atSeconds} s (stopped, ${d.brokerRestart.pauseSeconds} s pause, serving again after ${d.brokerRestart.tookSeconds} s)`
-          : '') +
-        (d.postgresRestart
-          ? `; PostgreSQL restart at ${d.postgresRestart.atSeconds} s (stopped, ${d.postgresRestart.pauseSeconds} s pause, serving again after ${d.postgresRestart.tookSeconds} s)`
-          : '') +
+        formatRestarts(d) +
         `; final exit codes ${d.finalExitCodes.join(',')}; phantoms ${s.phantoms}, malformed ${d.malformed}, ` +
         `bookkeeping mismatch ${d.producedMismatch}` +
         (d.status
           ? `; status before stop: ${d.status.pending} pending, ${d.status.deadLetters} dead, ${d.status.dispatchers} dispatchers`
           : ''),
     );
-    for (const exit of d.unexpectedExits) {
-      const lines = exit.stderrTail.split('\n');
-      // A refused start (exit 2: database unreachable) says it in its last line; anything
-      // else (a crash) gets its whole tail.
-      const shown =
-        exit.code === 2
-          ? lines.slice(-1)
-          : lines.filter((line) => /throw|Error|error:|Emitted|^\s+at /.test(line)).slice(0, 6);
-      out.push(
-        `  unexpected exit, slot ${exit.slot} at ${exit.atSeconds} s: code ${exit.code} signal ${exit.signal}:`,
-        ...shown.map((line) => `    ${line.slice(0, 400)}`),
-      );
-    }
+    out.push(...formatExits(d.unexpectedExits));
     for (const sample of d.lostSamples) out.push(`  lost: ${sample}`);
     for (const sample of d.outOfOrderSamples) out.push(`  out of order: ${sample}`);
     if (d.postMortemDir) out.push(`  logs, produced and delivered events: ${d.postMortemDir}`);

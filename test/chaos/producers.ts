@@ -68,6 +68,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 export interface Production {
   progress(): number;
+  /** Ends the production early: no transaction starts after it (a run cut short). */
+  stop(): void;
   readonly done: Promise<ProductionStats>;
 }
 
@@ -93,6 +95,7 @@ export function startProducers(options: ProducerOptions): Production {
   };
   const started = Date.now();
   const guarded = new WeakSet<pg.PoolClient>();
+  let stopped = false;
 
   const checkout = async () => {
     const client = await pool.connect();
@@ -131,7 +134,7 @@ export function startProducers(options: ProducerOptions): Production {
       aggregateId: event.aggregate,
       payload: { aggregate: event.aggregate, n: event.n },
     }));
-    for (;;) {
+    while (!stopped) {
       let client: pg.PoolClient | undefined;
       let committing = false;
       try {
@@ -174,7 +177,7 @@ export function startProducers(options: ProducerOptions): Production {
     const share = Math.floor(events / producers) + (index < events % producers ? 1 : 0);
     const perSecond = rate > 0 ? rate / producers : 0;
     let written = 0;
-    while (written < share) {
+    while (written < share && !stopped) {
       if (perSecond > 0) {
         const due = started + (written / perSecond) * 1000;
         if (due > Date.now()) await sleep(due - Date.now());
@@ -201,5 +204,11 @@ export function startProducers(options: ProducerOptions): Production {
     }
   })();
 
-  return { progress: () => stats.produced.length, done };
+  return {
+    progress: () => stats.produced.length,
+    stop: () => {
+      stopped = true;
+    },
+    done,
+  };
 }

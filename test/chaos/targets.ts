@@ -2,7 +2,8 @@
  * The broker side of a chaos run, one target per broker: fresh names, the URL the `run`
  * processes publish to, a restart of the server, and an independent reader (the broker's
  * own client library, none of this project's code) that reads back everything the broker
- * stored once the run is over.
+ * stored once the run is over. Consumers (`consume()`, the consumer chaos phase) read the
+ * same URL under a consumer name the target hands out and deletes at clean-up.
  *
  * Which server:
  * - NATS: the shared one on 4222 when the run does not restart the broker; a private
@@ -59,6 +60,12 @@ export interface ChaosTarget {
   restart(pauseMs: number): Promise<void>;
   /** Everything the broker stored for this run, in its order (per partition for Kafka). */
   readAll(timeoutMs: number): Promise<Delivery[]>;
+  /**
+   * A consumer name for `consume()` on `url`, unique to this target (Kafka groups are
+   * server-wide); what it names on the broker (a JetStream durable consumer, a queue
+   * `<exchange>.<name>`, a Kafka group) is deleted by `cleanup`.
+   */
+  consumerName(base: string): string;
   /** Deletes the names created and stops what was started. */
   cleanup(): Promise<void>;
 }
@@ -162,6 +169,8 @@ async function natsTarget(options: TargetOptions): Promise<ChaosTarget> {
       }
       return deliveries;
     },
+    // Durable consumers go with their stream.
+    consumerName: (base) => base,
     async cleanup() {
       try {
         await deleteStream(url, stream).catch(() => {});
@@ -197,6 +206,7 @@ async function amqpTarget(): Promise<ChaosTarget> {
     await channel.bindQueue(queue, exchange, '#');
   });
   const [, hostPart] = AMQP_URL.split('@');
+  const consumers = new Set<string>();
   return {
     broker: 'amqp',
     url: `${AMQP_URL}?exchange=${exchange}`,
@@ -255,8 +265,15 @@ async function amqpTarget(): Promise<ChaosTarget> {
       }
       return deliveries;
     },
+    consumerName(base) {
+      // The reader's queue is `<exchange>.chaos`; a consumer's, `<exchange>.<name>`.
+      if (base === 'chaos') throw new Error('"chaos" names the reader\'s queue');
+      consumers.add(base);
+      return base;
+    },
     async cleanup() {
       await withAmqpChannel(async (channel) => {
+        for (const consumer of consumers) await channel.deleteQueue(`${exchange}.${consumer}`);
         await channel.deleteQueue(queue);
         await channel.deleteExchange(exchange);
       });
@@ -366,6 +383,8 @@ async function kafkaTarget(options: TargetOptions): Promise<ChaosTarget> {
       }
       return deliveries;
     },
+    // Groups named after the prefix go with the topics.
+    consumerName: (base) => `${prefix}-${base}`,
     async cleanup() {
       try {
         await deleteTestResources(prefix, bootstrap);

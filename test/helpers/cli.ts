@@ -54,7 +54,19 @@ function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 /** Starts `edupulse-outbox <args>`; the caller signals it and awaits `exited`. */
 export function spawnCli(args: readonly string[], options: CliOptions = {}): CliProcess {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  return spawnNode(BIN, args, options);
+}
+
+/**
+ * Starts `node <script> <args>` in the repository root, tracked and collected like the CLI
+ * (a test's own program on dist/, such as a consumer process).
+ */
+export function spawnNode(
+  script: string,
+  args: readonly string[],
+  options: CliOptions = {},
+): CliProcess {
+  const child = spawn(process.execPath, [script, ...args], {
     cwd: ROOT,
     env: childEnv(options.env),
     stdio: ['ignore', 'pipe', 'pipe'],
