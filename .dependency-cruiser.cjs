@@ -1,6 +1,6 @@
 /**
  * The layering of src/, checked in `npm run lint`. From the top:
- *   cli → ops → dispatcher, consumer, outbox (the producer) → brokers, admin → db, events → common
+ *   cli → ops → dispatcher, consumer, outbox (the producer), adapters → brokers, admin → db, events → common
  * A folder may import its own files and the folders below it, never one above or beside
  * it on its own floor; src/index.ts (the public entry) may import any library floor but
  * ops and cli, which have entries of their own. Nothing in src/ imports the tools (bench/)
@@ -16,6 +16,7 @@ const floors = {
   dispatcher: ['common', 'db', 'events', 'brokers', 'admin'],
   consumer: ['common', 'db', 'events', 'brokers', 'admin'],
   outbox: ['common', 'db', 'events'],
+  adapters: ['common', 'db'],
   ops: ['common', 'db', 'events', 'brokers', 'admin', 'dispatcher', 'consumer', 'outbox'],
 };
 const folders = [
@@ -27,6 +28,7 @@ const folders = [
   'dispatcher',
   'consumer',
   'outbox',
+  'adapters',
   'ops',
   'cli',
 ];

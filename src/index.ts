@@ -52,7 +52,13 @@ export {
 export type { Logger } from './common/logger.js';
 export { redactUrl } from './common/url.js';
 export type { Database, DatabaseSession, TransactionExecutor } from './db/database.js';
-export { type Executor, type TransactionLike, toExecutor } from './db/executor.js';
+export {
+  type AdapterOptions,
+  autocommit,
+  type Executor,
+  type TransactionLike,
+  toExecutor,
+} from './db/executor.js';
 export { notifyChannel } from './db/identifier.js';
 export {
   assertSchemaCurrent,

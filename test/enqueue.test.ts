@@ -4,6 +4,7 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
+  autocommit,
   createOutbox,
   type Executor,
   LessonCompleted,
@@ -397,7 +398,7 @@ describe.each([
     // A raw insert and an enqueue of the same aggregate land in the same partition, in order.
     const outbox = createOutbox({ schema });
     const [id] = await outbox.enqueue(
-      inspect as TransactionLike,
+      autocommit(inspect),
       LessonPublished.create(lessonPayload(lessonId)),
     );
     const after = await storedRows(inspect, schema);
@@ -420,6 +421,39 @@ describe('enqueue edge cases', () => {
       .catch((e) => e);
     expect(error).toBeInstanceOf(ValidationError);
     expect(error.path).toBe('aggregateType');
+  });
+
+  it('refuses a handle that is not in a transaction, naming it, unless autocommit() says so', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema });
+    const stored = async () =>
+      (await storedRows(pool as unknown as Executor, pgSchema.schema)).map((r) => r.id);
+    const before = await stored();
+    const refused = async (handle: unknown) => {
+      const error = await outbox
+        .enqueue(handle as TransactionLike, LessonPublished.create(lessonPayload()))
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TypeError);
+      return (error as Error).message;
+    };
+    expect(await refused(pool)).toMatch(
+      /^enqueue: a pg Pool is not a transaction.*pool\.connect\(\).*autocommit\(\)/,
+    );
+    expect(await refused(sql)).toMatch(
+      /^enqueue: a postgres\.js sql is not a transaction.*sql\.begin/,
+    );
+    expect(await refused(pgSchema.db)).toMatch(/^enqueue: a handle with its own transaction\(\)/);
+    expect(await stored()).toEqual(before);
+
+    // The opt-in writes in autocommit; a postgres.js transaction's sql is accepted as before.
+    const [viaPool] = await outbox.enqueue(
+      autocommit(pool),
+      LessonPublished.create(lessonPayload()),
+    );
+    const [viaSql] = await outbox.enqueue(autocommit(sql), LessonPublished.create(lessonPayload()));
+    const [inTx] = await sql.begin((tx) =>
+      outbox.enqueue(tx, LessonPublished.create(lessonPayload())),
+    );
+    expect(await stored()).toEqual([...before, viaPool, viaSql, inTx]);
   });
 
   it('refuses something that is not a transaction', async () => {

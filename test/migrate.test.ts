@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ORDER_LOCK_TAG, ORDER_PARTITION_MASK, ORDER_TAG_MASK } from '../src/db/sql/fragments.js';
 import {
   assertSchemaCurrent,
+  autocommit,
   ConfigError,
   createDispatcher,
   createOutbox,
@@ -138,7 +139,7 @@ describe('migrate', () => {
   it('migrations of different schemas do not interfere', async () => {
     const [a, b] = await Promise.all([freshSchema(), freshSchema()]);
     await Promise.all([migrate(a.db, a.schema), migrate(b.db, b.schema)]);
-    await createOutbox({ schema: a.schema }).enqueue(a.db, lesson());
+    await createOutbox({ schema: a.schema }).enqueue(autocommit(a.db), lesson());
     const count = async (t: TestSchema) =>
       (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".outbox`))
         .rows[0]?.n;
@@ -295,7 +296,7 @@ describe('migrationScript', () => {
     expect(await migrate(t.db, t.schema)).toEqual([]);
 
     // Enqueue, the trigger's NOTIFY channel and the dispatcher all work on it.
-    const [id] = await createOutbox({ schema: t.schema }).enqueue(t.db, lesson());
+    const [id] = await createOutbox({ schema: t.schema }).enqueue(autocommit(t.db), lesson());
     const broker = new MemoryBroker();
     const dispatcher = createDispatcher({ db: t.db, broker, schema: t.schema });
     try {
@@ -373,13 +374,13 @@ describe('schema names', () => {
     const db = pgDatabase({ connectionString: PG_URL });
     try {
       await migrate(db, name);
-      await createOutbox({ schema: name }).enqueue(db, lesson());
+      await createOutbox({ schema: name }).enqueue(autocommit(db), lesson());
       const broker = new MemoryBroker();
       const dispatcher = createDispatcher({ db, broker, schema: name, pollIntervalMs: 60_000 });
       await dispatcher.start();
       try {
         // The NOTIFY channel name derived from the longest schema still fits.
-        await createOutbox({ schema: name }).enqueue(db, lesson());
+        await createOutbox({ schema: name }).enqueue(autocommit(db), lesson());
         await waitFor('both events published', () => broker.messages.length === 2);
       } finally {
         await dispatcher.stop();

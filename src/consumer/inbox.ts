@@ -105,7 +105,7 @@ export function createInbox(options: InboxOptions): Inbox {
   return {
     consumer,
     async process(tx, event, fn) {
-      const executor = toExecutor(tx);
+      const executor = toExecutor(tx, 'inbox.process');
       const { rows } = await executor.query<{ fresh: number; in_order: number }>(sql.inboxRecord, [
         consumer,
         event.id,

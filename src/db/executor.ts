@@ -1,7 +1,8 @@
 /**
  * The one seam between the library and a database driver: run a statement with bound
  * parameters, get rows back. Application code hands us its own transaction object and
- * `toExecutor` wraps it by shape, so no driver or ORM is imported here.
+ * `toExecutor` wraps it by shape, so no driver or ORM is imported here. The ORM adapters
+ * (`edupulse-outbox/kysely`, `/knex`, …) turn an ORM's transaction into an `Executor`.
  */
 export interface Executor {
   query<R = Record<string, unknown>>(
@@ -22,6 +23,15 @@ interface UnsafeShaped {
 
 export type TransactionLike = Executor | QueryShaped | UnsafeShaped;
 
+/** What an adapter accepts besides the transaction: `autocommit` allows a handle outside one. */
+export interface AdapterOptions {
+  /**
+   * Accept a handle that is not in a transaction: each statement then commits on its own,
+   * so an event is written even if the work it describes later fails. Default false.
+   */
+  autocommit?: boolean;
+}
+
 function isUnsafeShaped(value: unknown): value is UnsafeShaped {
   return (
     (typeof value === 'function' || typeof value === 'object') &&
@@ -39,11 +49,44 @@ function isQueryShaped(value: unknown): value is QueryShaped {
 }
 
 /**
- * Wraps a driver's connection or transaction as an `Executor`. Every statement the library
- * sends uses bound parameters; parameters are strings or numbers, already in the text form
- * PostgreSQL parses, so no driver-specific type serialisation is involved.
+ * The error for a handle that is not a transaction: `what` is the call (`enqueue`,
+ * `inbox.process`), `handle` names what was passed, `instead` says what to pass.
  */
-export function toExecutor(tx: TransactionLike): Executor {
+export function notInTransaction(what: string, handle: string, instead: string): TypeError {
+  return new TypeError(
+    `${what}: ${handle} is not a transaction, so the write would commit on its own, apart from the work it belongs to. Pass ${instead}, or wrap it with autocommit() to write without a transaction on purpose`,
+  );
+}
+
+/**
+ * Handles that run every statement in a transaction of its own: a node-postgres `Pool`,
+ * postgres.js's top-level `sql` (it has `begin`), our `Database` or an ORM instance (they
+ * have `transaction()`). Names what it is and what to pass instead, or undefined. A
+ * single session (a pg `Client`, a PGlite instance) is accepted: the caller may have sent
+ * BEGIN on it.
+ */
+function autocommitHandle(tx: object): { handle: string; instead: string } | undefined {
+  const shape = tx as Record<string, unknown>;
+  if (typeof shape.connect === 'function' && 'totalCount' in shape) {
+    return {
+      handle: 'a pg Pool',
+      instead: 'the client of your transaction (pool.connect(), then BEGIN … COMMIT)',
+    };
+  }
+  if (typeof shape.begin === 'function') {
+    return { handle: 'a postgres.js sql', instead: 'the sql of sql.begin(async (tx) => …)' };
+  }
+  if (typeof shape.transaction === 'function' && !('waitReady' in shape)) {
+    return {
+      handle: 'a handle with its own transaction() (a Database, an ORM instance)',
+      instead:
+        "the tx its transaction(async (tx) => …) passes, or an ORM adapter's (edupulse-outbox/kysely, …)",
+    };
+  }
+  return undefined;
+}
+
+function wrap(tx: TransactionLike, what: string): Executor {
   // postgres.js first: its `sql` is a function object that has no `query` of this shape.
   if (isUnsafeShaped(tx)) {
     return {
@@ -57,6 +100,30 @@ export function toExecutor(tx: TransactionLike): Executor {
     return tx as Executor;
   }
   throw new TypeError(
-    'enqueue: the transaction must be a node-postgres client, a postgres.js sql/transaction or a PGlite instance/transaction (an object with query(text, values) or unsafe(text, values))',
+    `${what}: the transaction must be a node-postgres client, a postgres.js transaction, a PGlite transaction or an adapter's (edupulse-outbox/kysely, /knex, …): an object with query(text, values) or unsafe(text, values)`,
   );
+}
+
+/**
+ * Wraps a driver's transaction as an `Executor`. A handle that is plainly not in a
+ * transaction (a pool, a top-level client) is refused with a TypeError naming it; pass
+ * `autocommit(handle)` to write without one. Every statement the library sends uses bound
+ * parameters; parameters are strings or numbers, already in the text form PostgreSQL
+ * parses, so no driver-specific type serialisation is involved.
+ */
+export function toExecutor(tx: TransactionLike, what = 'enqueue'): Executor {
+  const refused =
+    typeof tx === 'object' || typeof tx === 'function' ? tx && autocommitHandle(tx) : undefined;
+  if (refused) throw notInTransaction(what, refused.handle, refused.instead);
+  return wrap(tx, what);
+}
+
+/**
+ * The explicit opt-in for writing without a transaction: each statement sent through
+ * the result commits on its own (a pool, postgres.js's `sql`, a PGlite instance).
+ */
+export function autocommit(handle: TransactionLike): Executor {
+  const executor = wrap(handle, 'autocommit');
+  // A new object, so that toExecutor does not see the handle it wraps.
+  return { query: (text, values) => executor.query(text, values) };
 }
