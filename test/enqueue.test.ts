@@ -11,6 +11,7 @@ import {
   LessonPublished,
   type OutboxEvent,
   QuizSubmitted,
+  SchemaVersionError,
   type TransactionLike,
   ValidationError,
 } from '../src/index.js';
@@ -454,6 +455,32 @@ describe('enqueue edge cases', () => {
       outbox.enqueue(tx, LessonPublished.create(lessonPayload())),
     );
     expect(await stored()).toEqual([...before, viaPool, viaSql, inTx]);
+  });
+
+  it('into a schema that was never migrated: a SchemaVersionError that says to run migrate', async () => {
+    const outbox = createOutbox({ schema: 'never_migrated' });
+    const expected =
+      'schema "never_migrated" has no outbox table: run `edupulse-outbox migrate --schema never_migrated` (or migrate(db, \'never_migrated\')) before writing to it';
+    const viaPg = await withBeginCommit(
+      client,
+      (tx) => outbox.enqueue(tx, LessonPublished.create(lessonPayload())),
+      false,
+    ).catch((e: unknown) => e);
+    const viaSql = await sql
+      .begin((tx) =>
+        outbox.enqueue(tx, [
+          LessonPublished.create(lessonPayload()),
+          LessonPublished.create(lessonPayload()),
+        ]),
+      )
+      .catch((e: unknown) => e);
+    const viaPglite = await pgliteSchema.pglite
+      .transaction((tx) => outbox.enqueue(tx, LessonPublished.create(lessonPayload())))
+      .catch((e: unknown) => e);
+    for (const error of [viaPg, viaSql, viaPglite]) {
+      expect(error).toBeInstanceOf(SchemaVersionError);
+      expect((error as Error).message).toBe(expected);
+    }
   });
 
   it('refuses something that is not a transaction', async () => {

@@ -3,6 +3,7 @@ import { ConfigError, OutboxError } from '../common/errors.js';
 import type { Executor } from '../db/executor.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
+import { missingTableError } from '../db/missing-table.js';
 import { statements } from '../db/sql/index.js';
 import type { ConsumedEvent } from './event.js';
 
@@ -106,13 +107,17 @@ export function createInbox(options: InboxOptions): Inbox {
     consumer,
     async process(tx, event, fn) {
       const executor = toExecutor(tx, 'inbox.process');
-      const { rows } = await executor.query<{ fresh: number; in_order: number }>(sql.inboxRecord, [
-        consumer,
-        event.id,
-        event.type,
-        event.aggregateId,
-        event.sequence ?? null,
-      ]);
+      const { rows } = await executor
+        .query<{ fresh: number; in_order: number }>(sql.inboxRecord, [
+          consumer,
+          event.id,
+          event.type,
+          event.aggregateId,
+          event.sequence ?? null,
+        ])
+        .catch((error: unknown) => {
+          throw missingTableError(error, schema, 'inbox') ?? error;
+        });
       const row = rows[0];
       let outcome: InboxOutcome = 'applied';
       if (!row || row.fresh === 0) outcome = 'duplicate';

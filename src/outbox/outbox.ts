@@ -3,6 +3,7 @@ import { ValidationError } from '../common/errors.js';
 import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
+import { missingTableError } from '../db/missing-table.js';
 import { statements } from '../db/sql/index.js';
 import { eventEnvelopeSchema, type OutboxEvent, parseOrThrow } from '../events/define.js';
 
@@ -95,18 +96,22 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       const rows = list.map((event, index) => toRow(event, index, Array.isArray(events), trace));
       const executor = toExecutor(tx);
       const [one] = rows;
-      if (rows.length === 1 && one) {
-        await executor.query(sql.outboxInsertOne, [
-          one.id,
-          one.aggregateType,
-          one.aggregateId,
-          one.eventType,
-          one.payload,
-          one.headers,
-          one.occurredAt,
-        ]);
-      } else {
-        await executor.query(sql.outboxInsert, [recordset(rows)]);
+      try {
+        if (rows.length === 1 && one) {
+          await executor.query(sql.outboxInsertOne, [
+            one.id,
+            one.aggregateType,
+            one.aggregateId,
+            one.eventType,
+            one.payload,
+            one.headers,
+            one.occurredAt,
+          ]);
+        } else {
+          await executor.query(sql.outboxInsert, [recordset(rows)]);
+        }
+      } catch (error) {
+        throw missingTableError(error, schema, 'outbox') ?? error;
       }
       return rows.map((row) => row.id);
     },

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createInbox, StaleEventError } from '../../src/consumer/index.js';
+import { SchemaVersionError } from '../../src/index.js';
 import {
   createPgliteTestSchema,
   createPgTestSchema,
@@ -50,6 +51,21 @@ async function effects(): Promise<number> {
 }
 
 describe('inbox', () => {
+  it('in a schema that was never migrated, says to run migrate and runs nothing', async () => {
+    const inbox = createInbox({ schema: 'never_migrated_inbox', consumer: 'c' });
+    let ran = false;
+    const error = await inTransaction((client) =>
+      inbox.process(client, event('m1', '1'), () => {
+        ran = true;
+      }),
+    ).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SchemaVersionError);
+    expect((error as Error).message).toBe(
+      'schema "never_migrated_inbox" has no inbox table: run `edupulse-outbox migrate --schema never_migrated_inbox` (or migrate(db, \'never_migrated_inbox\')) before writing to it',
+    );
+    expect(ran).toBe(false);
+  });
+
   it('applies an event once: a second delivery is a duplicate and its function does not run', async () => {
     const inbox = createInbox({ schema: test.schema, consumer: 'once' });
     const e = event('a1', '1');
