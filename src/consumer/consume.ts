@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { purgeInbox } from '../admin/consumer-dead-letters.js';
 import { sourceFromUrl } from '../brokers/index.js';
 import type { Delivery, MessageSource } from '../brokers/source.js';
 import { backoffDelayMs } from '../common/backoff.js';
@@ -53,6 +54,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     failed: 0,
     parked: 0,
     skipped: 0,
+    inboxPurged: 0,
   };
   private state: ConsumerHealth['state'] = 'starting';
   private reason: string | undefined;
@@ -69,6 +71,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private loop: Promise<void> | undefined;
   private keepAlive: NodeJS.Timeout | undefined;
   private takingRetries = false;
+  private purging = false;
 
   constructor(
     private readonly settings: ConsumerSettings,
@@ -176,7 +179,15 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           this.settings.deadLetterRetryPollMs,
         );
         void this.takeRetries(generation);
-        const reason = await Promise.race([lost, dropped]).finally(() => clearInterval(retries));
+        const janitor =
+          this.settings.inboxRetentionMs === undefined
+            ? undefined
+            : setInterval(() => void this.purgeInbox(), this.settings.inboxPurgeIntervalMs);
+        if (janitor) void this.purgeInbox();
+        const reason = await Promise.race([lost, dropped]).finally(() => {
+          clearInterval(retries);
+          clearInterval(janitor);
+        });
         if (reason !== undefined) {
           this.emit('lost', { reason });
           this.settings.logger.warn(
@@ -248,6 +259,32 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
    * Hands the dead letters an operator asked to retry to the handler again, in their
    * aggregates' queues: handled, the dead letter is deleted; failing again, parked anew.
    */
+  /** The janitor's round: this consumer's inbox records older than the retention, in batches. */
+  private async purgeInbox(): Promise<void> {
+    const retention = this.settings.inboxRetentionMs;
+    if (this.purging || this.stopping || retention === undefined) return;
+    this.purging = true;
+    const before = new Date(Date.now() - retention);
+    try {
+      const { database, schema, consumer } = this.settings;
+      const deleted = await purgeInbox(database, schema, before, consumer);
+      this.stats.inboxPurged += deleted;
+      if (deleted > 0) {
+        this.settings.logger.info(
+          { consumer, deleted, before: before.toISOString() },
+          'inbox records purged',
+        );
+      }
+    } catch (error) {
+      this.settings.logger.warn(
+        { consumer: this.settings.consumer, error: errorMessage(error) },
+        'cannot purge the inbox; trying again later',
+      );
+    } finally {
+      this.purging = false;
+    }
+  }
+
   private async takeRetries(generation: number): Promise<void> {
     if (this.takingRetries || this.stopping || generation !== this.generation) return;
     this.takingRetries = true;

@@ -18,6 +18,8 @@ export interface ConsumerStats {
   parked: number;
   /** Messages acked without a handler: unknown types (or invalid ones) under the `skip` policy. */
   skipped: number;
+  /** Inbox records the janitor deleted (`inboxRetentionMs`). */
+  inboxPurged: number;
 }
 
 export interface ConsumerHealth {

@@ -49,6 +49,14 @@ export interface ConsumeOptions<Defs extends readonly AnyEventDefinition[]> {
   leaseRetryMs?: number;
   /** How often the consumer looks for dead letters an operator asked to retry. Default 5000. */
   deadLetterRetryPollMs?: number;
+  /**
+   * The inbox janitor: while receiving, deletes this consumer's inbox records older than
+   * this (in batches), every `inboxPurgeIntervalMs`. Keep it well beyond the longest
+   * outage a duplicate could follow (see the README). Default: no janitor (purge by hand).
+   */
+  inboxRetentionMs?: number;
+  /** How often the janitor runs. Default 600000 (10 minutes). */
+  inboxPurgeIntervalMs?: number;
   /** pino-shaped logger. Default: silent. */
   logger?: Logger;
 }
@@ -70,6 +78,8 @@ export interface ConsumerSettings {
   startTimeoutMs: number;
   leaseRetryMs: number;
   deadLetterRetryPollMs: number;
+  inboxRetentionMs: number | undefined;
+  inboxPurgeIntervalMs: number;
   logger: Logger;
 }
 
@@ -148,6 +158,16 @@ export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]
       options.deadLetterRetryPollMs ?? 5000,
       10,
       3_600_000,
+    ),
+    inboxRetentionMs:
+      options.inboxRetentionMs === undefined
+        ? undefined
+        : wholeNumber('inboxRetentionMs', options.inboxRetentionMs, 60_000, 3_650 * 86_400_000),
+    inboxPurgeIntervalMs: wholeNumber(
+      'inboxPurgeIntervalMs',
+      options.inboxPurgeIntervalMs ?? 600_000,
+      10,
+      86_400_000,
     ),
     logger: options.logger ?? silentLogger,
   };

@@ -172,4 +172,41 @@ describe('consumer dead letters', () => {
     const dead = await cli('purge', '--older-than', '0s', '--consumer', NAME);
     expect(dead.stdout).toMatch(/^1 dead letters purged/);
   });
+
+  it("the janitor deletes its own consumer's inbox records past the retention, no others", async () => {
+    const inboxRow = (consumer: string, age: string) =>
+      pg.db.query(
+        `INSERT INTO "${pg.schema}".inbox (consumer, event_id, event_type, aggregate_id, processed_at)
+         VALUES ($1, $2, 'quiz-submitted', 'q', now() - $3::interval)`,
+        [consumer, randomUUID(), age],
+      );
+    for (const age of ['2 hours', '3 hours', '30 days']) await inboxRow('tidy', age);
+    await inboxRow('tidy', '30 seconds');
+    for (const age of ['2 hours', '30 days']) await inboxRow('untidy', age);
+    const tidy = await consume({
+      broker: url,
+      consumer: 'tidy',
+      database: pg.db,
+      schema: pg.schema,
+      events: [QuizSubmitted],
+      inboxRetentionMs: 3_600_000,
+      inboxPurgeIntervalMs: 100,
+      handler: () => {},
+    });
+    try {
+      await waitFor('purged', () => tidy.stats.inboxPurged === 3);
+    } finally {
+      await tidy.stop();
+      await withAmqpChannel((channel) => channel.deleteQueue(`${exchange}.tidy`)).catch(() => {});
+    }
+    const { rows } = await pg.db.query<{ consumer: string; n: number }>(
+      `SELECT consumer, count(*)::int AS n FROM "${pg.schema}".inbox
+       WHERE consumer IN ('tidy', 'untidy') GROUP BY consumer ORDER BY consumer`,
+    );
+    expect(rows).toEqual([
+      { consumer: 'tidy', n: 1 },
+      { consumer: 'untidy', n: 2 },
+    ]);
+    expect(tidy.stats.inboxPurged).toBe(3);
+  });
 });
