@@ -75,6 +75,13 @@ export interface MessageSource {
   start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void): Promise<void>;
   /** One round trip to the broker; rejects with BrokerUnavailableError when it does not answer. */
   check(): Promise<void>;
+  /**
+   * Messages the broker holds for this consumer that are not yet acknowledged, as the
+   * broker reports them: JetStream's pending plus ack-pending; the RabbitMQ queue's ready
+   * messages plus this connection's unacked ones; Kafka's group lag (latest offset minus
+   * committed offset, over the consumer's topics). Rejects when the broker does not answer.
+   */
+  backlog(): Promise<number>;
   /** Stops receiving new messages; acks of messages already delivered still work. */
   pause(): Promise<void>;
   /** Releases the connection. Messages not acked are redelivered by the broker. */

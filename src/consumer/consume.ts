@@ -89,6 +89,12 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     return { state: this.state, reason: this.reason, inFlight: this.inFlight.size };
   }
 
+  async backlog(): Promise<number | undefined> {
+    const source = this.source;
+    if (!source || this.state !== 'receiving') return undefined;
+    return source.backlog();
+  }
+
   async start(): Promise<void> {
     const started = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -51,6 +51,13 @@ export interface Consumer extends EventEmitter<ConsumerEvents> {
   readonly stats: Readonly<ConsumerStats>;
   health(): ConsumerHealth;
   /**
+   * Messages the broker holds for this consumer not yet acknowledged, as the broker
+   * reports them (JetStream pending + ack-pending; the RabbitMQ queue's ready messages +
+   * this process's unacked; Kafka's group lag). Undefined while not receiving; rejects
+   * when the broker does not answer.
+   */
+  backlog(): Promise<number | undefined>;
+  /**
    * Stops receiving, lets the handlers already running finish and acks them, leaves the
    * rest to the broker's redelivery, releases the connection and the lease.
    */

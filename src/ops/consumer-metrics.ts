@@ -101,6 +101,17 @@ export function consumerMetrics(options: ConsumerMetricsOptions): Registry {
     },
   });
   new Gauge({
+    name: 'consumer_backlog_messages',
+    help: 'Messages the broker holds for the consumer not yet acknowledged (JetStream pending + ack pending; RabbitMQ ready + unacked; Kafka group lag). Absent while not receiving or when the broker does not answer.',
+    labelNames: ['consumer'] as const,
+    registers,
+    async collect() {
+      const backlog = await consumer.backlog().catch(() => undefined);
+      if (backlog === undefined) this.remove({ consumer: name });
+      else this.set({ consumer: name }, backlog);
+    },
+  });
+  new Gauge({
     name: 'consumer_state',
     help: '1 for the state the consumer is in (starting, receiving, standby, reconnecting, stopped).',
     labelNames: ['consumer', 'state'] as const,

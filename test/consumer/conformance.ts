@@ -17,6 +17,7 @@ import {
   createInbox,
 } from '../../src/consumer/index.js';
 import { LessonPublished, QuizSubmitted } from '../../src/index.js';
+import { consumerMetrics } from '../../src/ops/consumer-metrics.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
 import { waitFor } from '../helpers/wait.js';
@@ -335,6 +336,49 @@ export function consumerConformance(harness: ConsumerHarness): void {
       expect(overlapped).toBe(false);
       expect(maxRunning).toBeGreaterThan(1);
       expect(maxRunning).toBeLessThanOrEqual(8);
+    });
+
+    it("reports the broker's backlog: what is published and not yet acked, then none", async () => {
+      const t = await target();
+      const name = named(t, 'backlog');
+      const messages = interleaved(3, 10);
+      const inbox = createInbox({ schema: pg.schema, consumer: name });
+      let release = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const consumer = await start(t.url, name, {
+        handler: async (event) => {
+          await gate;
+          await pg.db.transaction((tx) =>
+            inbox.process(tx, event, () =>
+              tx.query(
+                `INSERT INTO "${pg.schema}".effects (consumer, event_id, aggregate_id, sequence) VALUES ($1, $2, $3, $4)`,
+                [name, event.id, event.aggregateId, event.sequence],
+              ),
+            ),
+          );
+        },
+      });
+      const metrics = consumerMetrics({ consumer, name });
+      const scraped = async () =>
+        (await metrics.metrics())
+          .split('\n')
+          .find((line) => line.startsWith(`consumer_backlog_messages{consumer="${name}"}`));
+      expect(await consumer.backlog()).toBe(0);
+      await publish(t.url, messages);
+      await waitFor(
+        'the backlog holds every message',
+        async () => (await consumer.backlog()) === 30,
+      );
+      expect(await scraped()).toBe(`consumer_backlog_messages{consumer="${name}"} 30`);
+      release();
+      await expectAppliedOnceInOrder(name, messages);
+      await waitFor('the backlog is empty', async () => (await consumer.backlog()) === 0);
+      expect(await scraped()).toBe(`consumer_backlog_messages{consumer="${name}"} 0`);
+      await consumer.stop();
+      expect(await consumer.backlog()).toBeUndefined();
+      expect(await scraped()).toBeUndefined();
     });
 
     it('redelivers what a killed consumer applied but never acked, and the inbox applies it once', async () => {

@@ -57,6 +57,8 @@ class AmqpSource implements MessageSource {
   private readonly origin: string;
   private model: ChannelModel | undefined;
   private channel: Channel | undefined;
+  /** Messages delivered on this channel and not acked (handed on or held while paused). */
+  private unacked = 0;
   private started = false;
   private paused = false;
   private lostReported = false;
@@ -118,13 +120,22 @@ class AmqpSource implements MessageSource {
     this.started = true;
   }
 
+  /** The queue's status: a round trip that also says whether the queue is still there. */
   async check(): Promise<void> {
+    await this.backlog();
+  }
+
+  async backlog(): Promise<number> {
     const channel = this.channel;
     if (!channel || !this.started || this.closing || this.lostReported) {
       throw new BrokerUnavailableError(`${this.location}: not consuming`);
     }
     try {
-      await withTimeout(channel.checkQueue(this.config.queue), this.config.timeoutMs);
+      const { messageCount } = await withTimeout(
+        channel.checkQueue(this.config.queue),
+        this.config.timeoutMs,
+      );
+      return messageCount + this.unacked;
     } catch (error) {
       const text = `queue "${this.config.queue}" does not answer: ${errorMessage(error)}`;
       throw new BrokerUnavailableError(`${this.location}: ${this.redact(text)}`, { cause: error });
@@ -205,6 +216,7 @@ class AmqpSource implements MessageSource {
       this.lost(undefined, 'consumer', 'cancelled by the server');
       return;
     }
+    this.unacked++;
     if (this.paused || this.closing) return;
     let acked = false;
     const delivery: Delivery = {
@@ -215,6 +227,7 @@ class AmqpSource implements MessageSource {
       ack: async () => {
         if (acked) return;
         acked = true;
+        this.unacked--;
         try {
           channel.ack(message);
         } catch (error) {

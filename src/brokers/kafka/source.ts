@@ -264,6 +264,47 @@ class KafkaSource implements MessageSource {
     }
   }
 
+  /**
+   * The group's lag over the consumer's topics: per partition the latest offset minus the
+   * committed one; a partition the group never committed on counts from its earliest
+   * offset (`from=earliest`) or not at all (`from=latest`).
+   */
+  async backlog(): Promise<number> {
+    const consumer = this.consumer;
+    if (!consumer || this.state !== 'started') {
+      throw new BrokerUnavailableError(`${this.location}: not connected`);
+    }
+    const topics = sourceTopics(this.settings.topicTemplate, this.options.events);
+    try {
+      return await withTimeout(this.lag(consumer, topics), this.settings.timeoutMs);
+    } catch (error) {
+      throw this.unavailable('cannot read the group lag', error);
+    }
+  }
+
+  private async lag(consumer: KafkaConsumer, topics: string[]): Promise<number> {
+    const latest = await consumer.listOffsets({ topics });
+    const earliest =
+      this.group.from === 'earliest'
+        ? await consumer.listOffsets({ topics, timestamp: -2n })
+        : latest;
+    const committed = await consumer.listCommittedOffsets({
+      topics: [...latest].map(([topic, offsets]) => ({
+        topic,
+        partitions: offsets.map((_, partition) => partition),
+      })),
+    });
+    let total = 0n;
+    for (const [topic, offsets] of latest) {
+      offsets.forEach((end, partition) => {
+        const done = committed.get(topic)?.[partition] ?? -1n;
+        const from = done >= 0n ? done : (earliest.get(topic)?.[partition] ?? end);
+        if (end > from) total += end - from;
+      });
+    }
+    return Number(total);
+  }
+
   async pause(): Promise<void> {
     this.pauseStream('byCaller');
   }

@@ -159,6 +159,22 @@ class NatsSource implements MessageSource {
     }
   }
 
+  async backlog(): Promise<number> {
+    const nc = this.nc;
+    if (!nc || nc.isClosed())
+      throw new BrokerUnavailableError(`NATS at ${this.location}: not connected`);
+    const { stream, timeoutMs } = this.settings;
+    try {
+      const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
+      const info = await jsm.consumers.info(stream, this.options.consumer);
+      return info.num_pending + info.num_ack_pending;
+    } catch (error) {
+      throw new BrokerUnavailableError(`NATS at ${this.location}: ${errorMessage(error)}`, {
+        cause: error,
+      });
+    }
+  }
+
   async pause(): Promise<void> {
     this.closing = true;
     // Stops pulling; acks still go out on the connection.
