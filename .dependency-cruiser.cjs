@@ -1,11 +1,11 @@
 /**
  * The layering of src/, checked in `npm run lint`. From the top:
- *   cli → ops → dispatcher, consumer, outbox (the producer), adapters → brokers, admin → db, events → common
+ *   cli → ops, nestjs → dispatcher, consumer, outbox (the producer), adapters → brokers, admin → db, events → common
  * A folder may import its own files and the folders below it, never one above or beside
  * it on its own floor; src/index.ts (the public entry) may import any library floor but
- * ops and cli, which have entries of their own. Nothing in src/ imports the tools (bench/)
- * or the tests, the benchmarks import only the package's public API, and there are no
- * import cycles.
+ * ops, nestjs and cli, which have entries of their own. Nothing in src/ imports the tools
+ * (bench/) or the tests, the benchmarks import only the package's public API, and there
+ * are no import cycles.
  */
 const floors = {
   common: [],
@@ -18,6 +18,7 @@ const floors = {
   outbox: ['common', 'db', 'events'],
   adapters: ['common', 'db'],
   ops: ['common', 'db', 'events', 'brokers', 'admin', 'dispatcher', 'consumer', 'outbox'],
+  nestjs: ['common', 'db', 'events', 'brokers', 'dispatcher', 'outbox'],
 };
 const folders = [
   'common',
@@ -30,6 +31,7 @@ const folders = [
   'outbox',
   'adapters',
   'ops',
+  'nestjs',
   'cli',
 ];
 
@@ -58,10 +60,11 @@ module.exports = {
     },
     {
       name: 'entry-below-ops-and-cli',
-      comment: 'The public entry exports the library; ops and the CLI have entries of their own.',
+      comment:
+        'The public entry exports the library; ops, the Nest module and the CLI have entries of their own.',
       severity: 'error',
       from: { path: '^src/index\\.ts$' },
-      to: { path: '^src/(ops|cli)/' },
+      to: { path: '^src/(ops|nestjs|cli)/' },
     },
     ...Object.entries(floors).map(([folder, below]) => ({
       name: `${folder}-imports-only-below`,

@@ -1,0 +1,124 @@
+import {
+  type BeforeApplicationShutdown,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
+import type { EventBroker } from '../brokers/broker.js';
+import { brokerFromUrl } from '../brokers/index.js';
+import { ConfigError } from '../common/errors.js';
+import type { Database } from '../db/database.js';
+import { migrate } from '../db/migrate.js';
+import { pgDatabase } from '../db/pg.js';
+import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher.js';
+import { createOutbox, type Outbox } from '../outbox/outbox.js';
+import { nestLogger } from './logger.js';
+import type { OutboxModuleOptions } from './options.js';
+
+/**
+ * What the module made from its options, and their lifecycle: Nest calls the hooks of
+ * this provider. Made when the module is instantiated, so a bad option fails there;
+ * nothing connects before `onModuleInit`.
+ */
+export class OutboxLifecycle
+  implements OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown
+{
+  readonly database: Database;
+  readonly outbox: Outbox;
+  readonly dispatcher: Dispatcher | null;
+  private readonly schema: string;
+  private readonly migrate: boolean;
+  /** Opened here from a connection string, so closed here; a given `Database` is its owner's. */
+  private readonly ownsDatabase: boolean;
+  private closed: Promise<void> | undefined;
+
+  constructor(options: OutboxModuleOptions) {
+    this.schema = options.schema ?? 'public';
+    this.migrate = options.migrate ?? false;
+    const { database } = options;
+    if (!database) {
+      throw new ConfigError(
+        'database',
+        'is required: a Database (pgDatabase(…)) or a connection string',
+      );
+    }
+    const broker = (options.dispatch ?? true) ? resolveBroker(options) : undefined;
+    this.outbox = createOutbox({ schema: this.schema });
+    this.ownsDatabase = typeof database === 'string';
+    this.database =
+      typeof database === 'string'
+        ? pgDatabase({ connectionString: database, applicationName: 'edupulse-outbox nestjs' })
+        : database;
+    this.dispatcher = broker
+      ? createDispatcher({
+          logger: nestLogger(new Logger('Outbox')),
+          ...options.dispatcher,
+          db: this.database,
+          broker,
+          schema: this.schema,
+        })
+      : null;
+  }
+
+  async onModuleInit(): Promise<void> {
+    if (!this.migrate) return;
+    await this.releaseOnFailure(() => migrate(this.database, this.schema));
+  }
+
+  /**
+   * After every module is initialised. `start()` checks the schema and connects the
+   * broker (unless `waitForBroker: false`); its error fails the bootstrap.
+   */
+  async onApplicationBootstrap(): Promise<void> {
+    const { dispatcher } = this;
+    if (dispatcher) await this.releaseOnFailure(() => dispatcher.start());
+  }
+
+  /** Before the shutdown hooks: the batches in flight settle while everything is still open. */
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.dispatcher?.stop();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.close();
+  }
+
+  /**
+   * A bootstrap that fails leaves no application to close: release what the module holds
+   * (an aborted start may have opened some of the dispatcher's connections), then rethrow.
+   */
+  private async releaseOnFailure(work: () => Promise<unknown>): Promise<void> {
+    try {
+      await work();
+    } catch (error) {
+      await this.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Stops the dispatcher (idempotent) and closes the database the module opened, once. */
+  private close(): Promise<void> {
+    this.closed ??= (async () => {
+      try {
+        await this.dispatcher?.stop();
+      } finally {
+        if (this.ownsDatabase) await this.database.close();
+      }
+    })();
+    return this.closed;
+  }
+}
+
+function resolveBroker(options: OutboxModuleOptions): EventBroker {
+  const { broker } = options;
+  if (!broker) {
+    throw new ConfigError(
+      'broker',
+      'is required to dispatch: an EventBroker or a broker URL (or dispatch: false to enqueue only)',
+    );
+  }
+  return typeof broker === 'string'
+    ? brokerFromUrl(broker, { source: options.source ?? '/edupulse' })
+    : broker;
+}
