@@ -1,0 +1,57 @@
+/**
+ * `edupulse-outbox/drizzle`: a Drizzle transaction on PostgreSQL (`drizzle-orm/node-postgres`,
+ * `drizzle-orm/postgres-js`) as the handle `enqueue` and `inbox.process` take.
+ *
+ * ```ts
+ * await db.transaction(async (tx) => {
+ *   await tx.insert(lesson).values(row);
+ *   await outbox.enqueue(fromDrizzle(tx), LessonPublished.create({ … }));
+ * });
+ * ```
+ */
+import { is } from 'drizzle-orm/entity';
+import { type PgSession, PgTransaction } from 'drizzle-orm/pg-core/session';
+import { type AdapterOptions, type Executor, notInTransaction } from '../db/executor.js';
+
+/** What the adapter uses of a Drizzle PostgreSQL database or transaction: its session. */
+export interface DrizzleLike {
+  readonly _: { readonly session: Pick<PgSession, 'prepareQuery'> };
+}
+
+/**
+ * Wraps a Drizzle transaction (the `tx` of `db.transaction(async (tx) => …)`, a nested one
+ * too) as an `Executor`. A Drizzle database outside a transaction is refused with a
+ * TypeError unless `{ autocommit: true }`.
+ *
+ * Each statement is prepared by the transaction's own session from its text and values,
+ * as Drizzle does with the SQL it builds: the values are bound parameters (`sql.raw`
+ * would paste them into the text), it runs on the transaction's connection, and Drizzle's
+ * logger sees it.
+ */
+export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Executor {
+  const session = tx?._?.session;
+  if (typeof session?.prepareQuery !== 'function') {
+    throw new TypeError('fromDrizzle: expected a Drizzle PostgreSQL transaction');
+  }
+  if (!is(tx, PgTransaction) && !options.autocommit) {
+    throw notInTransaction(
+      'fromDrizzle',
+      'a Drizzle database outside a transaction',
+      'the tx of db.transaction(async (tx) => …)',
+    );
+  }
+  return {
+    async query<R>(text: string, values: readonly unknown[] = []) {
+      // No fields and no name: the driver's own result, not a named prepared statement.
+      const prepared = session.prepareQuery(
+        { sql: text, params: [...values] },
+        undefined,
+        undefined,
+        false,
+      );
+      // node-postgres gives its QueryResult ({ rows }), postgres.js the rows themselves.
+      const result = (await prepared.execute()) as unknown[] | { rows: unknown[] };
+      return { rows: (Array.isArray(result) ? result : result.rows) as R[] };
+    },
+  };
+}

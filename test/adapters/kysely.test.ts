@@ -1,0 +1,97 @@
+import { CamelCasePlugin, Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fromKysely } from '../../src/adapters/kysely.js';
+import { createInbox } from '../../src/consumer/index.js';
+import { createOutbox, LessonPublished } from '../../src/index.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { type AdapterHarness, adapterSuite, countStatements } from './suite.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: the tests query only through raw SQL
+type Tables = any;
+
+let test: TestSchema;
+let pool: pg.Pool;
+let db: Kysely<Tables>;
+let harness: AdapterHarness;
+
+/** Rejected on purpose to roll a transaction back. */
+class Rollback extends Error {}
+
+beforeAll(async () => {
+  test = await createPgTestSchema('kysely');
+  pool = new pg.Pool({ connectionString: PG_URL, max: 3 });
+  const statements = countStatements(pool);
+  db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+  harness = {
+    async inTransaction(fn, commit) {
+      let result: Awaited<ReturnType<typeof fn>> | undefined;
+      try {
+        await db.transaction().execute(async (trx) => {
+          result = await fn(fromKysely(trx));
+          if (!commit) throw new Rollback();
+        });
+      } catch (error) {
+        if (!(error instanceof Rollback)) throw error;
+      }
+      return result as Awaited<ReturnType<typeof fn>>;
+    },
+    outside: (options) => fromKysely(db, options),
+    refusal:
+      'fromKysely: a Kysely instance outside a transaction is not a transaction, so the write would commit on its own',
+    statements,
+  };
+});
+
+afterAll(async () => {
+  await db?.destroy(); // ends the pool
+  await test?.drop();
+});
+
+describe('edupulse-outbox/kysely', () => {
+  adapterSuite(() => ({ schema: test.schema, inspect: test.db, harness }));
+
+  it('a controlled transaction (startTransaction) is a transaction too', async () => {
+    const outbox = createOutbox({ schema: test.schema });
+    const trx = await db.startTransaction().execute();
+    const [id] = await outbox.enqueue(fromKysely(trx), LessonPublished.create(lesson()));
+    await trx.rollback().execute();
+    const { rows } = await test.db.query(`SELECT 1 FROM "${test.schema}".outbox WHERE id = $1`, [
+      id,
+    ]);
+    expect(rows).toEqual([]);
+  });
+
+  it("the instance's plugins do not touch the library's statements (CamelCasePlugin)", async () => {
+    const camel = db.withPlugin(new CamelCasePlugin());
+    const inbox = createInbox({ schema: test.schema, consumer: 'camel', onStale: 'skip' });
+    const event = (id: string, sequence: string) => ({
+      id,
+      type: 'lesson-published',
+      aggregateId: 'lesson-camel',
+      sequence,
+    });
+    const process = (e: ReturnType<typeof event>) =>
+      camel
+        .transaction()
+        .execute(async (trx) => (await inbox.process(fromKysely(trx), e, () => 1)).outcome);
+    // The inbox reads back its own column names (in_order): renamed to inOrder, an event
+    // older than the aggregate's last would look in order and be applied.
+    expect(await process(event('camel-5', '5'))).toBe('applied');
+    expect(await process(event('camel-3', '3'))).toBe('stale');
+    expect(await process(event('camel-5', '5'))).toBe('duplicate');
+  });
+
+  it('something that is not a Kysely instance is refused', () => {
+    expect(() => fromKysely(pool as never)).toThrow('fromKysely: expected a Kysely transaction');
+  });
+});
+
+function lesson() {
+  return {
+    lesson_id: crypto.randomUUID(),
+    author_id: crypto.randomUUID(),
+    title: 'Cells',
+    published_at: '2024-05-01T09:30:00Z',
+  };
+}
