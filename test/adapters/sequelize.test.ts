@@ -1,0 +1,162 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import { Sequelize } from 'sequelize';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fromSequelize } from '../../src/adapters/sequelize.js';
+import { createInbox } from '../../src/consumer/index.js';
+import { createOutbox, type Executor, LessonPublished } from '../../src/index.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { type AdapterHarness, adapterSuite } from './suite.js';
+
+let test: TestSchema;
+let sequelize: Sequelize;
+let harness: AdapterHarness;
+let sent = 0;
+
+/** Rejected on purpose to roll a transaction back. */
+class Rollback extends Error {}
+
+beforeAll(async () => {
+  test = await createPgTestSchema('sequelize');
+  // `logging` sees every statement Sequelize sends, on any of its connections.
+  sequelize = new Sequelize(PG_URL, { logging: () => void sent++, pool: { max: 3 } });
+  harness = {
+    async inTransaction(fn, commit) {
+      let result: Awaited<ReturnType<typeof fn>> | undefined;
+      try {
+        await sequelize.transaction(async (t) => {
+          result = await fn(fromSequelize(sequelize, t));
+          if (!commit) throw new Rollback();
+        });
+      } catch (error) {
+        if (!(error instanceof Rollback)) throw error;
+      }
+      return result as Awaited<ReturnType<typeof fn>>;
+    },
+    outside: (options) => fromSequelize(sequelize, undefined, options),
+    refusal:
+      'fromSequelize: a Sequelize instance without a transaction is not a transaction, so the write would commit on its own',
+    statements: () => sent,
+  };
+});
+
+afterAll(async () => {
+  await sequelize?.close();
+  await test?.drop();
+});
+
+async function stored(id: string | undefined): Promise<number> {
+  const { rows } = await test.db.query(`SELECT 1 FROM "${test.schema}".outbox WHERE id = $1`, [id]);
+  return rows.length;
+}
+
+/** A CLS namespace as Sequelize.useCLS takes it (the cls-hooked API), on AsyncLocalStorage. */
+function namespace() {
+  const storage = new AsyncLocalStorage<Map<string, unknown>>();
+  return {
+    run: (fn: (context: Map<string, unknown>) => unknown) => {
+      const context = new Map<string, unknown>();
+      return storage.run(context, () => fn(context));
+    },
+    bind: <F>(fn: F) => fn,
+    get: (key: string) => storage.getStore()?.get(key),
+    set: (key: string, value: unknown) => storage.getStore()?.set(key, value),
+  };
+}
+
+describe('edupulse-outbox/sequelize', () => {
+  adapterSuite(() => ({ schema: test.schema, inspect: test.db, harness }));
+
+  it('an unmanaged transaction (await sequelize.transaction()) is a transaction too', async () => {
+    const outbox = createOutbox({ schema: test.schema });
+    const t = await sequelize.transaction();
+    const [id] = await outbox.enqueue(
+      fromSequelize(sequelize, t),
+      LessonPublished.create(lesson()),
+    );
+    await t.rollback();
+    expect(await stored(id)).toBe(0);
+  });
+
+  it('the text reaches PostgreSQL as written: $$, $name, $9 and ? are not rewritten', async () => {
+    const query = (tx: Executor) =>
+      tx.query(
+        `SELECT $1::text AS a, '$$' AS b, $tag$ $name $$ $9 $tag$ AS c, 'x$1' AS d, $2::int AS e,
+           $1 || '$1' AS f, '?' AS g`,
+        ['?', 7],
+      );
+    expect((await harness.inTransaction(query, true)).rows).toEqual([
+      { a: '?', b: '$$', c: ' $name $$ $9 ', d: 'x$1', e: 7, f: '?$1', g: '?' },
+    ]);
+    const none = await harness.inTransaction((tx) => tx.query(`SELECT '$$ $1' AS b`), true);
+    expect(none.rows).toEqual([{ b: '$$ $1' }]);
+  });
+
+  it('a value with a NUL character is refused rather than sent altered', async () => {
+    await expect(
+      harness.inTransaction((tx) => tx.query('SELECT $1::text AS a', ['a\0b']), true),
+    ).rejects.toThrow('fromSequelize: a value contains a NUL character');
+  });
+
+  it('UPDATE and DELETE … RETURNING give their rows too (inbox.purge)', async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: `purge-${randomUUID()}` });
+    await harness.inTransaction(async (tx) => {
+      for (const aggregateId of ['a', 'b', 'c']) {
+        const event = { id: randomUUID(), type: 'lesson-published', aggregateId, sequence: '1' };
+        await inbox.process(tx, event, () => 1);
+      }
+    }, true);
+    const purged = await harness.inTransaction(
+      (tx) => inbox.purge(tx, new Date(Date.now() + 60_000)),
+      true,
+    );
+    expect(purged).toBe(3);
+  });
+
+  it("with CLS: the instance is refused, and autocommit writes outside CLS's transaction", async () => {
+    const outbox = createOutbox({ schema: test.schema });
+    Sequelize.useCLS(namespace());
+    let kept: string | undefined;
+    let lost: string | undefined;
+    try {
+      await sequelize
+        .transaction(async (t) => {
+          expect(() => fromSequelize(sequelize)).toThrow(
+            'fromSequelize: a Sequelize instance without a transaction (its CLS transaction is not picked up implicitly) is not a transaction',
+          );
+          const autocommit = fromSequelize(sequelize, null, { autocommit: true });
+          [kept] = await outbox.enqueue(autocommit, LessonPublished.create(lesson()));
+          [lost] = await outbox.enqueue(
+            fromSequelize(sequelize, t),
+            LessonPublished.create(lesson()),
+          );
+          throw new Rollback();
+        })
+        .catch((error) => {
+          if (!(error instanceof Rollback)) throw error;
+        });
+    } finally {
+      // Sequelize has no way to turn CLS off again.
+      (Sequelize as unknown as { _cls?: unknown })._cls = undefined;
+    }
+    expect([await stored(kept), await stored(lost)]).toEqual([1, 0]);
+  });
+
+  it('something that is not a Sequelize instance is refused', () => {
+    expect(() => fromSequelize({} as never, null, { autocommit: true })).toThrow(
+      'fromSequelize: expected a Sequelize instance',
+    );
+    expect(() => fromSequelize(sequelize, {} as never)).toThrow(
+      'fromSequelize: the transaction must be a Sequelize Transaction',
+    );
+  });
+});
+
+function lesson() {
+  return {
+    lesson_id: randomUUID(),
+    author_id: randomUUID(),
+    title: 'Cells',
+    published_at: '2024-05-01T09:30:00Z',
+  };
+}
