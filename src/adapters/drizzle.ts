@@ -11,7 +11,7 @@
  */
 import { is } from 'drizzle-orm/entity';
 import { type PgSession, PgTransaction } from 'drizzle-orm/pg-core/session';
-import { type AdapterOptions, type Executor, notInTransaction } from '../db/executor.js';
+import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
 
 /** What the adapter uses of a Drizzle PostgreSQL database or transaction: its session. */
 export interface DrizzleLike {
@@ -34,7 +34,7 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
     throw new TypeError('fromDrizzle: expected a Drizzle PostgreSQL transaction');
   }
   if (!is(tx, PgTransaction) && !options.autocommit) {
-    throw notInTransaction(
+    throw adapterNotInTransaction(
       'fromDrizzle',
       'a Drizzle database outside a transaction',
       'the tx of db.transaction(async (tx) => …)',

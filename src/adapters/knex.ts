@@ -9,14 +9,14 @@
  * });
  * ```
  */
-import { type AdapterOptions, type Executor, notInTransaction } from '../db/executor.js';
+import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
 
 /**
  * What the adapter uses of a Knex client: the connection of the transaction (or one from
  * the pool) and `query(connection, { sql, bindings })`, the step below `knex.raw` that
  * sends `sql` and its bindings to the driver as they are.
  */
-interface KnexClientLike {
+export interface KnexClientLike {
   acquireConnection(): Promise<unknown>;
   releaseConnection(connection: unknown): Promise<unknown>;
   query(
@@ -48,29 +48,38 @@ export function fromKnex(trx: KnexLike, options: AdapterOptions = {}): Executor 
     throw new TypeError('fromKnex: expected a Knex transaction');
   }
   if (!trx.isTransaction && !options.autocommit) {
-    throw notInTransaction(
+    throw adapterNotInTransaction(
       'fromKnex',
       'a Knex instance outside a transaction',
       'the trx of knex.transaction(async (trx) => …)',
     );
   }
-  return {
-    async query<R>(text: string, values: readonly unknown[] = []) {
-      const sql = escapeQuestionMarks(client, text);
-      // In a transaction, its connection (releasing it is a no-op); else one from the pool.
-      const connection = await client.acquireConnection();
-      try {
-        const { response } = await client.query(connection, {
-          sql,
-          bindings: [...values],
-          method: 'raw',
-        });
-        return { rows: (response?.rows ?? []) as R[] };
-      } finally {
-        await client.releaseConnection(connection);
-      }
-    },
-  };
+  return { query: (text, values) => knexClientQuery(client, 'fromKnex', text, values) };
+}
+
+/**
+ * Sends one statement through a Knex client: on the transaction's connection when the
+ * client belongs to one (releasing it is a no-op), else on one from the pool. Also the
+ * way MikroORM's adapter sends, through the Knex under its EntityManager.
+ */
+export async function knexClientQuery<R>(
+  client: KnexClientLike,
+  what: string,
+  text: string,
+  values: readonly unknown[] = [],
+): Promise<{ rows: R[] }> {
+  const sql = escapeQuestionMarks(client, text, what);
+  const connection = await client.acquireConnection();
+  try {
+    const { response } = await client.query(connection, {
+      sql,
+      bindings: [...values],
+      method: 'raw',
+    });
+    return { rows: (response?.rows ?? []) as R[] };
+  } finally {
+    await client.releaseConnection(connection);
+  }
 }
 
 /**
@@ -79,11 +88,11 @@ export function fromKnex(trx: KnexLike, options: AdapterOptions = {}): Executor 
  * the client's own rewrite: text it cannot carry (a backslash before a `?`) is refused
  * rather than sent altered.
  */
-function escapeQuestionMarks(client: KnexClientLike, text: string): string {
+function escapeQuestionMarks(client: KnexClientLike, text: string, what: string): string {
   if (!text.includes('?')) return text;
   const escaped = text.replaceAll('?', '\\?');
   if (client.positionBindings?.(escaped) !== text) {
-    throw new TypeError('fromKnex: a statement with "\\?" in its text cannot be sent as it is');
+    throw new TypeError(`${what}: a statement with "\\?" in its text cannot be sent as it is`);
   }
   return escaped;
 }

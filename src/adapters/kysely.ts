@@ -10,7 +10,7 @@
  * ```
  */
 import { CompiledQuery, type QueryResult } from 'kysely';
-import { type AdapterOptions, type Executor, notInTransaction } from '../db/executor.js';
+import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
 
 /** What the adapter uses of a Kysely instance (`Kysely`, `Transaction`, `ControlledTransaction`). */
 export interface KyselyLike {
@@ -31,7 +31,7 @@ export function fromKysely(trx: KyselyLike, options: AdapterOptions = {}): Execu
     throw new TypeError('fromKysely: expected a Kysely transaction');
   }
   if (!trx.isTransaction && !options.autocommit) {
-    throw notInTransaction(
+    throw adapterNotInTransaction(
       'fromKysely',
       'a Kysely instance outside a transaction',
       'the trx of db.transaction().execute(async (trx) => …)',

@@ -10,22 +10,8 @@
  * ```
  */
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { type AdapterOptions, type Executor, notInTransaction } from '../db/executor.js';
-
-/**
- * What the adapter uses of the Knex client under MikroORM 6: the connection (the
- * transaction's, or one from the pool) and `query(connection, { sql, bindings })`, the step
- * below `knex.raw` that sends `sql` and its bindings to `pg` as they are.
- */
-interface KnexClient {
-  acquireConnection(): Promise<unknown>;
-  releaseConnection(connection: unknown): Promise<unknown>;
-  query(
-    connection: unknown,
-    query: { sql: string; bindings: unknown[]; method: 'raw' },
-  ): Promise<{ response?: { rows?: unknown[] } }>;
-  positionBindings(sql: string): string;
-}
+import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
+import { type KnexClientLike, knexClientQuery } from './knex.js';
 
 /**
  * Wraps a MikroORM transaction as an `Executor`: the `em` of
@@ -48,7 +34,7 @@ export function fromMikroORM(em: EntityManager, options: AdapterOptions = {}): E
   }
   const check = () => {
     if (!options.autocommit && !em.isInTransaction()) {
-      throw notInTransaction(
+      throw adapterNotInTransaction(
         'fromMikroORM',
         'a MikroORM EntityManager outside a transaction',
         'the em of em.transactional(async (em) => …)',
@@ -57,38 +43,11 @@ export function fromMikroORM(em: EntityManager, options: AdapterOptions = {}): E
   };
   check();
   return {
-    async query<R>(text: string, values: readonly unknown[] = []) {
+    async query(text, values) {
       check();
-      // The transaction's Knex (its connection; releasing it is a no-op), else the pool's.
+      // The transaction's Knex, else the pool's.
       const knex = em.getTransactionContext<{ client: unknown }>() ?? em.getKnex();
-      const client = knex.client as KnexClient;
-      const sql = escapeQuestionMarks(client, text);
-      const connection = await client.acquireConnection();
-      try {
-        const { response } = await client.query(connection, {
-          sql,
-          bindings: [...values],
-          method: 'raw',
-        });
-        return { rows: (response?.rows ?? []) as R[] };
-      } finally {
-        await client.releaseConnection(connection);
-      }
+      return knexClientQuery(knex.client as KnexClientLike, 'fromMikroORM', text, values);
     },
   };
-}
-
-/**
- * The client numbers every `?` in the text as a placeholder (`$1`, `$2`, …) and turns
- * `\?` into `?`. Escapes each `?` so the text arrives as written (a jsonb `?` operator, a
- * `'?'`), and checks that with the client's own rewrite: text it cannot carry (a backslash
- * before a `?`) is refused rather than sent altered.
- */
-function escapeQuestionMarks(client: KnexClient, text: string): string {
-  if (!text.includes('?')) return text;
-  const escaped = text.replaceAll('?', '\\?');
-  if (client.positionBindings(escaped) !== text) {
-    throw new TypeError('fromMikroORM: a statement with "\\?" in its text cannot be sent as it is');
-  }
-  return escaped;
 }

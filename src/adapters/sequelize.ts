@@ -10,7 +10,7 @@
  * ```
  */
 import type { QueryOptions, Sequelize, Transaction } from 'sequelize';
-import { type AdapterOptions, type Executor, notInTransaction } from '../db/executor.js';
+import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
 
 // What Sequelize looks for in the text of a query given `bind` (its own pattern): `$$`,
 // which it turns into `$`, and `$1` or `$name`, which must have a value or it throws.
@@ -70,7 +70,7 @@ export function fromSequelize(
     throw new TypeError('fromSequelize: the transaction must be a Sequelize Transaction');
   }
   if (transaction == null && !options.autocommit) {
-    throw notInTransaction(
+    throw adapterNotInTransaction(
       'fromSequelize',
       clsTransaction(sequelize)
         ? 'a Sequelize instance without a transaction (its CLS transaction is not picked up implicitly)'

@@ -10,7 +10,7 @@
  * ```
  */
 import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
-import { type AdapterOptions, type Executor, notInTransaction } from '../db/executor.js';
+import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
 
 /** What `fromTypeORM` takes: the manager of a transaction, or a query runner in one. */
 export type TypeORMHandle = EntityManager | QueryRunner | DataSource;
@@ -75,7 +75,8 @@ export function fromTypeORM(handle: TypeORMHandle, options: AdapterOptions = {})
     return onRunner(handle, 'a TypeORM QueryRunner with no transaction started', options);
   }
   if (isDataSource(handle)) {
-    if (!options.autocommit) throw notInTransaction('fromTypeORM', 'a TypeORM DataSource', INSTEAD);
+    if (!options.autocommit)
+      throw adapterNotInTransaction('fromTypeORM', 'a TypeORM DataSource', INSTEAD);
     return { query: (text, values = []) => runAlone(handle, text, values) };
   }
   if (isEntityManager(handle)) {
@@ -83,7 +84,7 @@ export function fromTypeORM(handle: TypeORMHandle, options: AdapterOptions = {})
     if (runner) return onRunner(runner, 'a TypeORM EntityManager outside a transaction', options);
     // dataSource.manager: every statement takes a connection of its own.
     if (!options.autocommit) {
-      throw notInTransaction(
+      throw adapterNotInTransaction(
         'fromTypeORM',
         'a TypeORM EntityManager outside a transaction',
         INSTEAD,
@@ -101,7 +102,7 @@ export function fromTypeORM(handle: TypeORMHandle, options: AdapterOptions = {})
 function onRunner(runner: QueryRunner, handle: string, options: AdapterOptions): Executor {
   const check = () => {
     if (!runner.isTransactionActive && !options.autocommit) {
-      throw notInTransaction(
+      throw adapterNotInTransaction(
         'fromTypeORM',
         handle,
         `${INSTEAD}, or a query runner after startTransaction()`,

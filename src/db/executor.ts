@@ -50,12 +50,23 @@ function isQueryShaped(value: unknown): value is QueryShaped {
 
 /**
  * The error for a handle that is not a transaction: `what` is the call (`enqueue`,
- * `inbox.process`), `handle` names what was passed, `instead` says what to pass.
+ * `inbox.process`, `fromKysely`), `handle` names what was passed, `instead` says what to
+ * pass, `optIn` how to write without a transaction on purpose.
  */
-export function notInTransaction(what: string, handle: string, instead: string): TypeError {
+export function notInTransaction(
+  what: string,
+  handle: string,
+  instead: string,
+  optIn = 'wrap it with autocommit()',
+): TypeError {
   return new TypeError(
-    `${what}: ${handle} is not a transaction, so the write would commit on its own, apart from the work it belongs to. Pass ${instead}, or wrap it with autocommit() to write without a transaction on purpose`,
+    `${what}: ${handle} is not a transaction, so the write would commit on its own, apart from the work it belongs to. Pass ${instead}, or ${optIn} to write without a transaction on purpose`,
   );
+}
+
+/** The same for an ORM adapter, whose opt-in is its `{ autocommit: true }` option. */
+export function adapterNotInTransaction(what: string, handle: string, instead: string): TypeError {
+  return notInTransaction(what, handle, instead, 'give { autocommit: true }');
 }
 
 /**

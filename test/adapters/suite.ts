@@ -151,6 +151,9 @@ export function adapterSuite(context: () => AdapterContext): void {
       (async () => outbox.enqueue(ctx.harness.outside(), LessonPublished.create(lesson())))(),
     ).rejects.toThrow(TypeError);
     expect(() => ctx.harness.outside()).toThrow(ctx.harness.refusal);
+    expect(() => ctx.harness.outside()).toThrow(
+      /, or give \{ autocommit: true \} to write without a transaction on purpose$/,
+    );
     expect(() => ctx.harness.outside({ autocommit: false })).toThrow(TypeError);
     expect(ctx.harness.statements()).toBe(before);
     expect(await stored(ctx)).toEqual([]);
