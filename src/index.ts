@@ -86,6 +86,7 @@ export type {
 export type { DispatcherHealth } from './dispatcher/health.js';
 export type { DispatcherOptions } from './dispatcher/options.js';
 export { dispatcherSettings, type WholeNumberSetting } from './dispatcher/settings.js';
+export { stopOnSignals } from './dispatcher/signals.js';
 export {
   catalogue,
   EnrollmentCreated,

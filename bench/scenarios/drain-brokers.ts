@@ -325,7 +325,7 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
       bench.log(`${name}: reference publisher, ${backlog} messages`);
       const reference = await target.reference(url, tag, sample, backlog);
       bench.log(`${name}: dispatcher drain of ${backlog}`);
-      const dispatcher = createDispatcher({ db, schema, broker, batchSize });
+      const dispatcher = createDispatcher({ db, schema, broker, batchSize, logger: false });
       const done = new Promise<void>((resolve, reject) => {
         dispatcher.on('batch', (report: { retried: number; deadLettered: number }) => {
           if (report.retried + report.deadLettered > 0) {

@@ -46,7 +46,13 @@ export const drainNoop: Scenario = {
     bench.log(`drain-noop: dispatcher drain of ${backlog}`);
     const ours = await bench.withSchema(async (db, schema) => {
       await bench.fill(db, schema, backlog);
-      const dispatcher = createDispatcher({ db, schema, broker: noopBroker(), batchSize: 1000 });
+      const dispatcher = createDispatcher({
+        db,
+        schema,
+        broker: noopBroker(),
+        batchSize: 1000,
+        logger: false,
+      });
       const done = new Promise<void>((resolve) =>
         dispatcher.on('batch', () => dispatcher.stats.published >= backlog && resolve()),
       );

@@ -111,7 +111,12 @@ export const idleCost: Scenario = {
         applicationName: APPLICATION_NAME,
       });
       const observed = observedDatabase(pool);
-      const dispatcher = createDispatcher({ db: observed.db, schema, broker: noopBroker() });
+      const dispatcher = createDispatcher({
+        db: observed.db,
+        schema,
+        broker: noopBroker(),
+        logger: false,
+      });
       try {
         await dispatcher.start();
         await sleep(WARM_UP_MS);

@@ -197,7 +197,7 @@ async function ourDrain(bench: BenchContext, db: Database, schema: string): Prom
   const stream = await createBenchStream(bench.settings.natsUrl, 'peer-ours');
   try {
     const broker = brokerFromUrl(stream.brokerUrl, { source: '/edupulse-bench' });
-    const dispatcher = createDispatcher({ db, schema, broker, batchSize: 1000 });
+    const dispatcher = createDispatcher({ db, schema, broker, batchSize: 1000, logger: false });
     const started = process.hrtime.bigint();
     const done = new Promise<void>((resolve) =>
       dispatcher.on('batch', () => dispatcher.stats.published >= bench.backlog && resolve()),

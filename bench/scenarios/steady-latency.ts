@@ -38,6 +38,7 @@ export const startLatencyPublisher: StartLatencyPublisher<OursOptions> = async (
     db,
     schema: options.schema,
     broker: recordingBroker(broker, acked),
+    logger: false,
     // Polling: no LISTEN, and the write probe slowed to one look a second, what the
     // dispatcher did before it had a wake-up of its own.
     ...(options.notify ? {} : { notify: false, wakeProbeMinMs: 1000, wakeProbeMaxMs: 1000 }),

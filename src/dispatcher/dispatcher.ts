@@ -21,6 +21,7 @@ import {
   resolveDispatcherOptions,
 } from './options.js';
 import { PartitionOwnership } from './ownership.js';
+import { RunEnd } from './run-end.js';
 import { Notifications, WriteProbe } from './wakeup.js';
 
 /**
@@ -39,8 +40,19 @@ export interface Dispatcher extends EventEmitter<DispatcherEvents> {
    * background, retrying while the broker is down.
    */
   start(): Promise<void>;
-  /** Stops claiming, lets the batches in flight settle, closes the broker. Idempotent. */
+  /**
+   * Stops claiming, lets the batches in flight settle, closes the broker. Idempotent;
+   * waits for a `start()` under way first.
+   */
   stop(): Promise<void>;
+  /**
+   * Settles once the dispatcher last started has stopped and released the broker and its
+   * database sessions: resolves after `stop()` (or the `signal`'s abort); rejects with the
+   * error when the loop stopped by itself because retrying cannot help (the `fatal`
+   * event's error: a broker refusing its configuration, a schema that changed), or when
+   * `start()` failed. A rejection nobody awaits is dropped, never an unhandled rejection.
+   */
+  readonly closed: Promise<void>;
   /**
    * Publishes until no claimable row is left, then resolves with the count published.
    * For scripts and tests on a dispatcher that is not started.
@@ -67,6 +79,17 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private readonly batch: BatchContext;
   private loop: Promise<void> | undefined;
   private stopping = false;
+  /** The start under way, which a stop waits for. */
+  private starting: Promise<void> | undefined;
+  /** The stop under way or done, shared by stop(), the signal and a fatal error. */
+  private stopped: Promise<void> | undefined;
+  /** What ended the loop by itself, for `closed` to reject with. */
+  private fatalError: Error | undefined;
+  private end = new RunEnd();
+  private readonly onAbort = () => {
+    // A failure to release shows in `closed`.
+    this.stop().catch(() => {});
+  };
   private partitions: number | undefined;
   /** One per batch in flight: each claims from its own share of the owned partitions. */
   private lanes: Lane[] = [];
@@ -123,33 +146,100 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     );
   }
 
-  async start(): Promise<void> {
-    if (this.loop) return;
-    await assertSchemaCurrent(this.options.db, this.options.schema);
-    // Before anything else starts, so a refusal leaves nothing to stop (a broker whose
-    // connect fails releases what it opened, as on every reconnect).
-    if (this.options.waitForBroker) await this.link.ensure();
-    this.stopping = false;
-    const count = this.options.batchesInFlight;
-    this.lanes = Array.from({ length: count }, (_, index) => new Lane(index, count));
-    await this.ownership.start(await this.partitionCount());
-    this.listen =
-      this.options.notify &&
-      (await databaseWork(readProducerNotify(this.options.db, this.options.schema)));
-    if (this.listen) await this.notifications.ensure();
-    await this.probe.start();
-    this.loop = Promise.all(this.lanes.map((lane) => this.run(lane))).then(() => {});
+  get closed(): Promise<void> {
+    return this.end.promise;
   }
 
-  async stop(): Promise<void> {
+  start(): Promise<void> {
+    this.starting ??= this.begin().finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async begin(): Promise<void> {
+    // A stop under way finishes first; then this is a new run, with a `closed` of its own.
+    await this.stopped?.catch(() => {});
+    if (this.loop) return;
+    const { db, schema, signal, logger } = this.options;
+    this.stopped = undefined;
+    this.fatalError = undefined;
+    if (this.end.settled) this.end = new RunEnd();
+    if (signal?.aborted) {
+      // Stopped before it started: a clean stop, but start() says why nothing runs.
+      this.end.resolve();
+      throw signal.reason;
+    }
+    signal?.addEventListener('abort', this.onAbort, { once: true });
+    try {
+      await assertSchemaCurrent(db, schema);
+      // Before anything else starts, so a refusal leaves nothing to stop (a broker whose
+      // connect fails releases what it opened, as on every reconnect).
+      if (this.options.waitForBroker) await this.link.ensure();
+      this.stopping = false;
+      const count = this.options.batchesInFlight;
+      this.lanes = Array.from({ length: count }, (_, index) => new Lane(index, count));
+      await this.ownership.start(await this.partitionCount());
+      this.listen = this.options.notify && (await databaseWork(readProducerNotify(db, schema)));
+      if (this.listen) await this.notifications.ensure();
+      await this.probe.start();
+    } catch (error) {
+      signal?.removeEventListener('abort', this.onAbort);
+      this.end.reject(error);
+      throw error;
+    }
+    this.loop = Promise.all(this.lanes.map((lane) => this.run(lane))).then(() => {});
+    logger.info(
+      {
+        schema,
+        broker: this.link.name,
+        batchSize: this.options.batchSize,
+        batchesInFlight: this.options.batchesInFlight,
+      },
+      'dispatcher started',
+    );
+  }
+
+  /**
+   * Stops the loop and releases what the run holds, each part even when another fails;
+   * then settles `closed`: rejected with the fatal error if one ended the loop, or with
+   * the first failure to release, else resolved.
+   */
+  private async shutdown(): Promise<void> {
+    await this.starting?.catch(() => {});
+    const running = this.loop !== undefined;
     this.stopping = true;
     for (const lane of this.lanes) lane.interrupt();
-    await this.loop;
+    let failure: { error: unknown } | undefined;
+    for (const release of [
+      () => this.loop,
+      () => this.probe.stop(),
+      () => this.ownership.stop(),
+      () => this.notifications.stop(),
+      () => this.link.close(),
+    ]) {
+      try {
+        await release();
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
     this.loop = undefined;
-    await this.probe.stop();
-    await this.ownership.stop();
-    await this.notifications.stop();
-    await this.link.close();
+    this.options.signal?.removeEventListener('abort', this.onAbort);
+    if (this.fatalError) {
+      this.end.reject(this.fatalError);
+    } else if (failure) {
+      this.end.reject(failure.error);
+    } else {
+      if (running) this.options.logger.info({ ...this.stats }, 'dispatcher stopped');
+      this.end.resolve();
+    }
+    if (failure) throw failure.error;
   }
 
   async drain(): Promise<number> {
@@ -242,12 +332,18 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     }
   }
 
-  /** Retrying cannot fix a setting the broker or database refuses: stop and say so. */
+  /**
+   * Retrying cannot fix a setting the broker or database refuses: say so, stop, and
+   * release the broker and the database sessions; `closed` then rejects with the error.
+   */
   private fail(lane: Lane, error: Error): void {
     this.options.logger.error({ err: errorMessage(error) }, 'dispatcher stopped: cannot go on');
     lane.enter('stopped', { target: 'configuration', message: errorMessage(error) });
+    this.fatalError = error;
     this.stopping = true;
     for (const other of this.lanes) other.interrupt();
+    // Started before the event, so a listener's own stop() joins this one.
+    this.stop().catch(() => {});
     this.emit('fatal', error);
   }
 

@@ -51,7 +51,8 @@ export interface UnavailableEvent {
  * - `deadLetter`: one per event parked as a dead letter;
  * - `unavailable`: before each backoff after a failed round;
  * - `fatal`: the loop stopped because retrying cannot help (a broker refusing its
- *   configuration, a schema that changed); call `stop()` after it.
+ *   configuration, a schema that changed); the dispatcher then releases the broker and
+ *   its database sessions by itself, and `closed` rejects with the same error.
  */
 export interface DispatcherEvents {
   batch: [BatchReport];

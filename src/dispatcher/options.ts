@@ -1,6 +1,6 @@
 import type { EventBroker } from '../brokers/broker.js';
 import { ConfigError } from '../common/errors.js';
-import { type Logger, silentLogger } from '../common/logger.js';
+import { createLogger, type Logger, silentLogger } from '../common/logger.js';
 import { quoted, wholeNumber } from '../common/numbers.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
@@ -80,11 +80,19 @@ export interface DispatcherOptions {
    * that is down at start). Default true.
    */
   waitForBroker?: boolean;
-  logger?: Logger;
+  /**
+   * Where the dispatcher logs (start, stop, outages, dead letters, a fatal error): any
+   * logger of pino's shape, such as the application's pino logger. Default: JSON lines at
+   * `info` on stderr, as the CLI writes them. `false`: no logging.
+   */
+  logger?: Logger | false;
+  /** Stops the dispatcher, as `stop()` does, when aborted; `start()` rejects if it already is. */
+  signal?: AbortSignal;
 }
 
-export type ResolvedDispatcherOptions = Required<Omit<DispatcherOptions, 'logger'>> & {
+export type ResolvedDispatcherOptions = Required<Omit<DispatcherOptions, 'logger' | 'signal'>> & {
   logger: Logger;
+  signal: AbortSignal | undefined;
 };
 
 /**
@@ -131,6 +139,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
     notify: options.notify ?? true,
     waitForBroker: options.waitForBroker ?? true,
     onDeadLetter: deadLetterPolicy('onDeadLetter', options.onDeadLetter),
-    logger: options.logger ?? silentLogger,
+    logger: options.logger === false ? silentLogger : (options.logger ?? createLogger('info')),
+    signal: options.signal,
   };
 }

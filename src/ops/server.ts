@@ -1,11 +1,15 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { errorMessage } from '../common/errors.js';
-import { scrubSecrets } from '../common/secrets.js';
-import { type CheckResult, type HealthOptions, liveness, readiness } from './health.js';
+import {
+  notFound,
+  type OpsEndpointsOptions,
+  opsAnswer,
+  opsPaths,
+  servedPath,
+} from './endpoints.js';
 
-export interface OpsServerOptions extends HealthOptions {
+export interface OpsServerOptions extends OpsEndpointsOptions {
   registry: Registry;
   port: number;
   /** Default 127.0.0.1: metrics and health stay on this machine unless told otherwise. */
@@ -13,10 +17,12 @@ export interface OpsServerOptions extends HealthOptions {
 }
 
 /**
- * The operations endpoints: `GET /metrics` (Prometheus text), `GET /healthz` and
- * `GET /readyz` (200 `ok`, or 503 with one reason per line). Resolves once listening.
- * Pass as `db` (here and to `dispatcherMetrics`) an executor apart from the dispatcher's,
- * with one connection: then no request, however many, takes a connection a claim needs.
+ * The operations endpoints on a port of their own: `GET /metrics` (Prometheus text),
+ * `GET /healthz` and `GET /readyz` (200 `ok`, or 503 with one reason per line). Resolves
+ * once listening. Pass as `db` (here and to `dispatcherMetrics`) an executor apart from
+ * the dispatcher's, with one connection: then no request, however many, takes a
+ * connection a claim needs. In an application's own server: `outboxFastify`,
+ * `outboxHandler`.
  */
 export async function startOpsServer(options: OpsServerOptions): Promise<{
   server: Server;
@@ -24,36 +30,17 @@ export async function startOpsServer(options: OpsServerOptions): Promise<{
   close(): Promise<void>;
 }> {
   const server = createServer((request, response) => {
-    const path = (request.url ?? '/').split('?')[0];
     const reply = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
       response.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-      // Reasons quote servers' and libraries' words: swept for the settings' secrets.
-      response.end(scrubSecrets(body));
+      response.end(body);
     };
-    const answer = (result: CheckResult) =>
-      result.ok ? reply(200, 'ok\n') : reply(503, `${result.reasons.join('\n')}\n`);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       reply(405, 'only GET\n');
       return;
     }
-    switch (path) {
-      case '/metrics':
-        options.registry
-          .metrics()
-          .then((text) => reply(200, text, options.registry.contentType))
-          .catch((error: unknown) => reply(500, `${errorMessage(error)}\n`));
-        return;
-      case '/healthz':
-        answer(liveness(options));
-        return;
-      case '/readyz':
-        readiness(options)
-          .then(answer)
-          .catch((error: unknown) => reply(500, `${errorMessage(error)}\n`));
-        return;
-      default:
-        reply(404, 'not found: try /metrics, /healthz or /readyz\n');
-    }
+    const path = servedPath(options, (request.url ?? '/').split('?')[0] ?? '/');
+    const answer = path ? opsAnswer(options, path) : Promise.resolve(notFound(opsPaths(options)));
+    answer.then(({ status, body, contentType }) => reply(status, body, contentType));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
