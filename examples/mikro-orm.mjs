@@ -1,17 +1,16 @@
 #!/usr/bin/env node
 // A lesson and its lesson-published event written in one MikroORM transaction: both commit
-// together, or neither exists. Creates its `lesson` table, migrates the outbox in schema
-// `public` of DATABASE_URL (default the local server), enqueues, prints the outbox row.
-// The entity is an EntitySchema, so no decorators are needed.
+// together, or neither exists. Against DATABASE_URL (default the local server); lesson.mjs
+// migrates the outbox, creates the `lesson` table and prints the outbox row. The entity is
+// an EntitySchema, so no decorators are needed.
 //
 //   npm install @mikro-orm/core @mikro-orm/postgresql
 //   node examples/mikro-orm.mjs
 import { randomUUID } from 'node:crypto';
 import { EntitySchema, MikroORM } from '@mikro-orm/postgresql';
-import { createOutbox, LessonPublished, migrate, pgDatabase } from 'edupulse-outbox';
+import { createOutbox } from 'edupulse-outbox';
 import { fromMikroORM } from 'edupulse-outbox/mikro-orm';
-
-const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+import { databaseUrl, lessonPublished, prepareDatabase, printOutboxRow } from './lesson.mjs';
 
 const Lesson = new EntitySchema(
   /** @type {const} */ ({
@@ -25,32 +24,15 @@ const Lesson = new EntitySchema(
   }),
 );
 
-const orm = await MikroORM.init({ clientUrl: url, entities: [Lesson] });
-const admin = pgDatabase({ connectionString: url });
-await migrate(admin, 'public');
-await orm.em.getConnection().execute(`CREATE TABLE IF NOT EXISTS lesson (
-  id uuid PRIMARY KEY, author_id uuid NOT NULL, title text NOT NULL)`);
+await prepareDatabase();
+const orm = await MikroORM.init({ clientUrl: databaseUrl, entities: [Lesson] });
 
 const outbox = createOutbox();
 const lesson = { id: randomUUID(), author_id: randomUUID(), title: 'Fractions without fear' };
 const [eventId] = await orm.em.fork().transactional(async (em) => {
   em.create(Lesson, lesson); // flushed by transactional(), before its COMMIT
-  return outbox.enqueue(
-    fromMikroORM(em),
-    LessonPublished.create({
-      lesson_id: lesson.id,
-      author_id: lesson.author_id,
-      title: lesson.title,
-      published_at: new Date().toISOString(),
-    }),
-  );
+  return outbox.enqueue(fromMikroORM(em), lessonPublished(lesson));
 });
-
-// Committed: read it back. A dispatcher running on this database may have published it already.
-const { rows } = await admin.query(
-  'SELECT id, aggregate_type, aggregate_id, event_type, payload FROM outbox WHERE id = $1',
-  [eventId],
-);
-console.log(rows[0] ?? `event ${eventId} committed and already published`);
 await orm.close();
-await admin.close();
+
+await printOutboxRow(eventId);

@@ -1,18 +1,18 @@
 #!/usr/bin/env node
 // A lesson and its lesson-published event written in one Sequelize transaction: both commit
-// together, or neither exists. Creates its `lesson` table, migrates the outbox in schema
-// `public` of DATABASE_URL (default the local server), enqueues, prints the outbox row.
+// together, or neither exists. Against DATABASE_URL (default the local server); lesson.mjs
+// migrates the outbox, creates the `lesson` table and prints the outbox row.
 //
 //   npm install sequelize pg
 //   node examples/sequelize.mjs
 import { randomUUID } from 'node:crypto';
-import { createOutbox, LessonPublished, migrate, pgDatabase } from 'edupulse-outbox';
+import { createOutbox } from 'edupulse-outbox';
 import { fromSequelize } from 'edupulse-outbox/sequelize';
 import { DataTypes, Sequelize } from 'sequelize';
+import { databaseUrl, lessonPublished, prepareDatabase, printOutboxRow } from './lesson.mjs';
 
-const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-const sequelize = new Sequelize(url, { logging: false });
+await prepareDatabase();
+const sequelize = new Sequelize(databaseUrl, { logging: false });
 const Lesson = sequelize.define(
   'lesson',
   {
@@ -22,30 +22,13 @@ const Lesson = sequelize.define(
   },
   { tableName: 'lesson', timestamps: false },
 );
-const admin = pgDatabase({ connectionString: url });
-await migrate(admin, 'public');
-await Lesson.sync();
 
 const outbox = createOutbox();
 const lesson = { id: randomUUID(), author_id: randomUUID(), title: 'Fractions without fear' };
 const [eventId] = await sequelize.transaction(async (t) => {
   await Lesson.create(lesson, { transaction: t });
-  return outbox.enqueue(
-    fromSequelize(sequelize, t),
-    LessonPublished.create({
-      lesson_id: lesson.id,
-      author_id: lesson.author_id,
-      title: lesson.title,
-      published_at: new Date().toISOString(),
-    }),
-  );
+  return outbox.enqueue(fromSequelize(sequelize, t), lessonPublished(lesson));
 });
-
-// Committed: read it back. A dispatcher running on this database may have published it already.
-const { rows } = await admin.query(
-  'SELECT id, aggregate_type, aggregate_id, event_type, payload FROM outbox WHERE id = $1',
-  [eventId],
-);
-console.log(rows[0] ?? `event ${eventId} committed and already published`);
 await sequelize.close();
-await admin.close();
+
+await printOutboxRow(eventId);

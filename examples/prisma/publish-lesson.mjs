@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 // A lesson and its lesson-published event written in one Prisma interactive transaction:
-// both commit together, or neither exists. Prisma 7 with its node-postgres driver adapter;
-// creates its `lesson` table, migrates the outbox in schema `public` of DATABASE_URL
-// (default the local server), enqueues, prints the outbox row.
+// both commit together, or neither exists. Prisma 7 with its node-postgres driver adapter,
+// against DATABASE_URL (default the local server); ../lesson.mjs migrates the outbox,
+// creates the `lesson` table (in a project, Prisma Migrate creates the model's table) and
+// prints the outbox row.
 //
 //   npm install @prisma/client @prisma/adapter-pg && npm install --save-dev prisma
 //   npx prisma generate --schema examples/prisma/schema.prisma
 //   node examples/prisma/publish-lesson.mjs
 import { randomUUID } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
-import { createOutbox, LessonPublished, migrate, pgDatabase } from 'edupulse-outbox';
+import { createOutbox } from 'edupulse-outbox';
 import { fromPrisma } from 'edupulse-outbox/prisma';
+import { databaseUrl, lessonPublished, prepareDatabase, printOutboxRow } from '../lesson.mjs';
 
 /**
  * What this script uses of the generated client, for the type check (which runs before
@@ -20,7 +22,6 @@ import { fromPrisma } from 'edupulse-outbox/prisma';
  *   lesson: { create(args: { data: Lesson }): Promise<Lesson> } }} Tx
  * @typedef {Tx & {
  *   $transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>,
- *   $executeRawUnsafe(query: string): Promise<number>,
  *   $disconnect(): Promise<void> }} Client
  */
 
@@ -34,34 +35,15 @@ const { PrismaClient } = await import(generated).catch((error) => {
   throw error;
 });
 
-const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: url }) });
-const admin = pgDatabase({ connectionString: url });
-await migrate(admin, 'public');
-// In a project, Prisma Migrate creates the model's table.
-await prisma.$executeRawUnsafe(`CREATE TABLE IF NOT EXISTS lesson (
-  id uuid PRIMARY KEY, author_id uuid NOT NULL, title text NOT NULL)`);
+await prepareDatabase();
+const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: databaseUrl }) });
 
 const outbox = createOutbox();
 const lesson = { id: randomUUID(), authorId: randomUUID(), title: 'Fractions without fear' };
 const [eventId] = await prisma.$transaction(async (tx) => {
   await tx.lesson.create({ data: lesson });
-  return outbox.enqueue(
-    fromPrisma(tx),
-    LessonPublished.create({
-      lesson_id: lesson.id,
-      author_id: lesson.authorId,
-      title: lesson.title,
-      published_at: new Date().toISOString(),
-    }),
-  );
+  return outbox.enqueue(fromPrisma(tx), lessonPublished(lesson));
 });
-
-// Committed: read it back. A dispatcher running on this database may have published it already.
-const { rows } = await admin.query(
-  'SELECT id, aggregate_type, aggregate_id, event_type, payload FROM outbox WHERE id = $1',
-  [eventId],
-);
-console.log(rows[0] ?? `event ${eventId} committed and already published`);
 await prisma.$disconnect();
-await admin.close();
+
+await printOutboxRow(eventId);
