@@ -5,20 +5,19 @@
  * fatal error is a real NATS stream replaced by one over other subjects; the logging, the
  * unobserved rejection and the signals are watched in a process of their own.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import {
   brokerFromUrl,
   ConfigError,
   createDispatcher,
-  createOutbox,
   type Dispatcher,
-  LessonPublished,
   MemoryBroker,
 } from '../src/index.js';
 import { killChildren, spawnNode } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
 import { createStream, deleteStream } from './helpers/nats-consumer.js';
+import { enqueueLesson } from './helpers/outbox.js';
 import { waitFor } from './helpers/wait.js';
 
 const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -51,21 +50,6 @@ function memoryDispatcher(options: { signal?: AbortSignal } = {}): Dispatcher {
   return dispatcher;
 }
 
-async function enqueueOne(): Promise<void> {
-  const outbox = createOutbox({ schema: t.schema });
-  await t.db.transaction((tx) =>
-    outbox.enqueue(
-      tx,
-      LessonPublished.create({
-        lesson_id: randomUUID(),
-        author_id: randomUUID(),
-        title: 'Fractions',
-        published_at: new Date().toISOString(),
-      }),
-    ),
-  );
-}
-
 const pending = async () =>
   (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".outbox`)).rows[0]
     ?.n;
@@ -88,14 +72,14 @@ it('closed rejects with the fatal error when its NATS stream is replaced by one 
   cleanups.push(() => dispatcher.stop());
   const fatal = new Promise<Error>((resolve) => dispatcher.once('fatal', resolve));
   await dispatcher.start();
-  await enqueueOne();
+  await enqueueLesson(t);
   await waitFor('the first event to be published', async () => (await pending()) === 0);
 
   // An operator recreates the stream over other subjects: publishing finds no stream, the
   // dispatcher reconnects, and the stream it finds does not capture its subjects.
   await deleteStream(NATS_URL, stream);
   await createStream(NATS_URL, stream, [`other${id}.>`]);
-  await enqueueOne();
+  await enqueueLesson(t);
 
   const error = await dispatcher.closed.then(
     () => undefined,

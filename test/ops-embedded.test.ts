@@ -5,7 +5,6 @@
  * application chose, and leave its other routes alone. Real Fastify and Express servers
  * on ephemeral ports, a started dispatcher, the real PostgreSQL.
  */
-import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -13,10 +12,8 @@ import Fastify from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   createDispatcher,
-  createOutbox,
   type Database,
   type Dispatcher,
-  LessonPublished,
   MemoryBroker,
   pgDatabase,
 } from '../src/index.js';
@@ -28,6 +25,7 @@ import {
   startOpsServer,
 } from '../src/ops/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+import { enqueueLesson } from './helpers/outbox.js';
 import { waitFor } from './helpers/wait.js';
 
 let t: TestSchema;
@@ -71,18 +69,7 @@ async function startDispatcher(): Promise<{ dispatcher: Dispatcher; ops: OpsEndp
   cleanups.push(() => dispatcher.stop());
   const registry = dispatcherMetrics({ dispatcher, db: opsDb, schema: t.schema, broker: 'memory' });
   await dispatcher.start();
-  const outbox = createOutbox({ schema: t.schema });
-  await t.db.transaction((tx) =>
-    outbox.enqueue(
-      tx,
-      LessonPublished.create({
-        lesson_id: randomUUID(),
-        author_id: randomUUID(),
-        title: 'Fractions',
-        published_at: new Date().toISOString(),
-      }),
-    ),
-  );
+  await enqueueLesson(t);
   await waitFor('the event to be published', () => broker.messages.length === 1);
   return { dispatcher, ops: { dispatcher, db: opsDb, schema: t.schema, registry } };
 }

@@ -17,27 +17,25 @@ export type TypeORMHandle = EntityManager | QueryRunner | DataSource;
 
 const INSTEAD = 'the manager that dataSource.transaction(async (manager) => …) passes';
 
+/** Whether `handle` has a function under each of `names`: TypeORM's classes, by their shape. */
+function hasMethods<T>(handle: object, ...names: (keyof T)[]): boolean {
+  const shape = handle as Partial<Record<keyof T, unknown>>;
+  return names.every((name) => typeof shape[name] === 'function');
+}
+
 function isQueryRunner(handle: object): handle is QueryRunner {
-  const shape = handle as Partial<Record<keyof QueryRunner, unknown>>;
   return (
-    typeof shape.isTransactionActive === 'boolean' &&
-    typeof shape.startTransaction === 'function' &&
-    typeof shape.query === 'function'
+    typeof (handle as Partial<QueryRunner>).isTransactionActive === 'boolean' &&
+    hasMethods<QueryRunner>(handle, 'startTransaction', 'query')
   );
 }
 
 function isDataSource(handle: object): handle is DataSource {
-  const shape = handle as Partial<Record<keyof DataSource, unknown>>;
-  return typeof shape.createQueryRunner === 'function' && typeof shape.initialize === 'function';
+  return hasMethods<DataSource>(handle, 'createQueryRunner', 'initialize');
 }
 
 function isEntityManager(handle: object): handle is EntityManager {
-  const shape = handle as Partial<Record<keyof EntityManager, unknown>>;
-  return (
-    typeof shape.transaction === 'function' &&
-    typeof shape.query === 'function' &&
-    typeof shape.getRepository === 'function'
-  );
+  return hasMethods<EntityManager>(handle, 'transaction', 'query', 'getRepository');
 }
 
 // `useStructuredResult`: the rows of any statement are its `records`. Without it TypeORM

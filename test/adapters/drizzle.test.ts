@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'drizzle-orm';
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
 import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js';
@@ -6,12 +5,17 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DrizzleLike, fromDrizzle } from '../../src/adapters/drizzle.js';
-import { createOutbox, type Executor, QuizSubmitted } from '../../src/index.js';
+import { createOutbox, QuizSubmitted } from '../../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
-import { type AdapterHarness, adapterSuite, countStatements } from './suite.js';
-
-/** Rejected on purpose to roll a transaction back. */
-class Rollback extends Error {}
+import { outboxIds, quiz } from '../helpers/outbox.js';
+import {
+  type AdapterHarness,
+  adapterSuite,
+  callbackTransaction,
+  countStatements,
+  ignoreRollback,
+  Rollback,
+} from './suite.js';
 
 /** The statements Drizzle's own logger saw. */
 const logged: string[] = [];
@@ -64,21 +68,6 @@ afterAll(async () => {
   await test?.drop();
 });
 
-async function outboxIds(): Promise<string[]> {
-  const { rows } = await test.db.query<{ id: string }>(
-    `SELECT id::text AS id FROM "${test.schema}".outbox ORDER BY seq`,
-  );
-  return rows.map((r) => r.id);
-}
-
-const quiz = () =>
-  QuizSubmitted.create({
-    quiz_id: randomUUID(),
-    student_id: randomUUID(),
-    score: 7,
-    submitted_at: '2024-05-01T10:00:00Z',
-  });
-
 describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
   let opened: ReturnType<Driver['open']>;
   let harness: AdapterHarness;
@@ -87,18 +76,7 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
     opened = driver.open();
     const { db } = opened;
     harness = {
-      async inTransaction<T>(fn: (tx: Executor) => Promise<T>, commit: boolean) {
-        let result: T | undefined;
-        try {
-          await db.transaction(async (tx) => {
-            result = await fn(fromDrizzle(tx));
-            if (!commit) throw new Rollback();
-          });
-        } catch (error) {
-          if (!(error instanceof Rollback)) throw error;
-        }
-        return result as T;
-      },
+      inTransaction: callbackTransaction((body) => db.transaction((tx) => body(fromDrizzle(tx)))),
       outside: (options) => fromDrizzle(db, options),
       refusal:
         'fromDrizzle: a Drizzle database outside a transaction is not a transaction, so the write would commit on its own',
@@ -115,25 +93,25 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
   it('a nested transaction (savepoint) rolled back takes its event with it', async () => {
     await test.db.query(`TRUNCATE "${test.schema}".outbox`);
     const outbox = createOutbox({ schema: test.schema });
-    const kept = quiz();
+    const kept = QuizSubmitted.create(quiz());
     await opened.db.transaction(async (tx) => {
       await outbox.enqueue(fromDrizzle(tx), kept);
       await tx
         .transaction(async (inner) => {
-          await outbox.enqueue(fromDrizzle(inner), quiz());
+          await outbox.enqueue(fromDrizzle(inner), QuizSubmitted.create(quiz()));
           throw new Rollback();
         })
-        .catch((error) => {
-          if (!(error instanceof Rollback)) throw error;
-        });
+        .catch(ignoreRollback);
     });
-    expect(await outboxIds()).toEqual([kept.id]);
+    expect(await outboxIds(test)).toEqual([kept.id]);
   });
 
   it("Drizzle's logger sees the statements", async () => {
     const outbox = createOutbox({ schema: test.schema });
     logged.length = 0;
-    await opened.db.transaction((tx) => outbox.enqueue(fromDrizzle(tx), quiz()));
+    await opened.db.transaction((tx) =>
+      outbox.enqueue(fromDrizzle(tx), QuizSubmitted.create(quiz())),
+    );
     expect(logged.filter((q) => q.includes(`"${test.schema}".outbox`))).toHaveLength(1);
   });
 });

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import knexFactory, { type Knex } from 'knex';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,15 +5,19 @@ import { fromKnex } from '../../src/adapters/knex.js';
 import { createInbox } from '../../src/consumer/index.js';
 import { createOutbox, type Executor, QuizSubmitted } from '../../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
-import { type AdapterHarness, adapterSuite } from './suite.js';
+import { outboxIds, quiz } from '../helpers/outbox.js';
+import {
+  type AdapterHarness,
+  adapterSuite,
+  callbackTransaction,
+  ignoreRollback,
+  Rollback,
+} from './suite.js';
 
 let test: TestSchema;
 let knex: Knex;
 let harness: AdapterHarness;
 let sent = 0;
-
-/** Rejected on purpose to roll a transaction back. */
-class Rollback extends Error {}
 
 /** A Knex on the test server whose pg connections count the statements they send. */
 function openKnex(config: Partial<Knex.Config> = {}): Knex {
@@ -37,28 +40,15 @@ function openKnex(config: Partial<Knex.Config> = {}): Knex {
   });
 }
 
-async function inKnexTransaction<T>(
-  db: Knex,
-  fn: (tx: Executor) => Promise<T>,
-  commit: boolean,
-): Promise<T> {
-  let result: T | undefined;
-  try {
-    await db.transaction(async (trx) => {
-      result = await fn(fromKnex(trx));
-      if (!commit) throw new Rollback();
-    });
-  } catch (error) {
-    if (!(error instanceof Rollback)) throw error;
-  }
-  return result as T;
-}
+/** The harness's `inTransaction` on `db`. */
+const inKnexTransaction = (db: Knex) =>
+  callbackTransaction((body) => db.transaction((trx) => body(fromKnex(trx))));
 
 beforeAll(async () => {
   test = await createPgTestSchema('knex');
   knex = openKnex();
   harness = {
-    inTransaction: (fn, commit) => inKnexTransaction(knex, fn, commit),
+    inTransaction: inKnexTransaction(knex),
     outside: (options) => fromKnex(knex, options),
     refusal:
       'fromKnex: a Knex instance outside a transaction is not a transaction, so the write would commit on its own',
@@ -70,20 +60,6 @@ afterAll(async () => {
   await knex?.destroy();
   await test?.drop();
 });
-
-const quiz = () => ({
-  quiz_id: randomUUID(),
-  student_id: randomUUID(),
-  score: 3,
-  submitted_at: '2024-05-01T10:00:00Z',
-});
-
-async function outboxIds(): Promise<string[]> {
-  const { rows } = await test.db.query<{ id: string }>(
-    `SELECT id::text AS id FROM "${test.schema}".outbox ORDER BY seq`,
-  );
-  return rows.map((r) => r.id);
-}
 
 describe('edupulse-outbox/knex', () => {
   adapterSuite(() => ({ schema: test.schema, inspect: test.db, harness }));
@@ -119,7 +95,7 @@ describe('edupulse-outbox/knex', () => {
     await expect(outbox.enqueue(kept as Executor, QuizSubmitted.create(quiz()))).rejects.toThrow(
       'Transaction query already complete',
     );
-    expect(await outboxIds()).toEqual([]);
+    expect(await outboxIds(test)).toEqual([]);
   });
 
   it('a nested transaction (savepoint) rolled back takes its event with it', async () => {
@@ -133,11 +109,9 @@ describe('edupulse-outbox/knex', () => {
           await outbox.enqueue(fromKnex(inner), QuizSubmitted.create(quiz()));
           throw new Rollback();
         })
-        .catch((error) => {
-          if (!(error instanceof Rollback)) throw error;
-        });
+        .catch(ignoreRollback);
     });
-    expect(await outboxIds()).toEqual([kept.id]);
+    expect(await outboxIds(test)).toEqual([kept.id]);
   });
 
   it("the instance's postProcessResponse does not touch the library's statements", async () => {
@@ -163,7 +137,7 @@ describe('edupulse-outbox/knex', () => {
         sequence,
       });
       const process = (e: ReturnType<typeof event>) =>
-        inKnexTransaction(camel, async (tx) => (await inbox.process(tx, e, () => 1)).outcome, true);
+        inKnexTransaction(camel)(async (tx) => (await inbox.process(tx, e, () => 1)).outcome, true);
       // The inbox reads back its own column names (in_order): renamed to inOrder, an event
       // older than the aggregate's last would look in order and be applied.
       expect(await process(event('camel-5', '5'))).toBe('applied');

@@ -5,7 +5,13 @@ import { fromKysely } from '../../src/adapters/kysely.js';
 import { createInbox } from '../../src/consumer/index.js';
 import { createOutbox, LessonPublished } from '../../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
-import { type AdapterHarness, adapterSuite, countStatements } from './suite.js';
+import { lesson, outboxIds } from '../helpers/outbox.js';
+import {
+  type AdapterHarness,
+  adapterSuite,
+  callbackTransaction,
+  countStatements,
+} from './suite.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: the tests query only through raw SQL
 type Tables = any;
@@ -15,27 +21,15 @@ let pool: pg.Pool;
 let db: Kysely<Tables>;
 let harness: AdapterHarness;
 
-/** Rejected on purpose to roll a transaction back. */
-class Rollback extends Error {}
-
 beforeAll(async () => {
   test = await createPgTestSchema('kysely');
   pool = new pg.Pool({ connectionString: PG_URL, max: 3 });
   const statements = countStatements(pool);
   db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   harness = {
-    async inTransaction(fn, commit) {
-      let result: Awaited<ReturnType<typeof fn>> | undefined;
-      try {
-        await db.transaction().execute(async (trx) => {
-          result = await fn(fromKysely(trx));
-          if (!commit) throw new Rollback();
-        });
-      } catch (error) {
-        if (!(error instanceof Rollback)) throw error;
-      }
-      return result as Awaited<ReturnType<typeof fn>>;
-    },
+    inTransaction: callbackTransaction((body) =>
+      db.transaction().execute((trx) => body(fromKysely(trx))),
+    ),
     outside: (options) => fromKysely(db, options),
     refusal:
       'fromKysely: a Kysely instance outside a transaction is not a transaction, so the write would commit on its own',
@@ -54,12 +48,9 @@ describe('edupulse-outbox/kysely', () => {
   it('a controlled transaction (startTransaction) is a transaction too', async () => {
     const outbox = createOutbox({ schema: test.schema });
     const trx = await db.startTransaction().execute();
-    const [id] = await outbox.enqueue(fromKysely(trx), LessonPublished.create(lesson()));
+    await outbox.enqueue(fromKysely(trx), LessonPublished.create(lesson()));
     await trx.rollback().execute();
-    const { rows } = await test.db.query(`SELECT 1 FROM "${test.schema}".outbox WHERE id = $1`, [
-      id,
-    ]);
-    expect(rows).toEqual([]);
+    expect(await outboxIds(test)).toEqual([]);
   });
 
   it("the instance's plugins do not touch the library's statements (CamelCasePlugin)", async () => {
@@ -86,12 +77,3 @@ describe('edupulse-outbox/kysely', () => {
     expect(() => fromKysely(pool as never)).toThrow('fromKysely: expected a Kysely transaction');
   });
 });
-
-function lesson() {
-  return {
-    lesson_id: crypto.randomUUID(),
-    author_id: crypto.randomUUID(),
-    title: 'Cells',
-    published_at: '2024-05-01T09:30:00Z',
-  };
-}

@@ -20,6 +20,8 @@ import { fromPrisma, type PrismaRawQueryable } from '../../src/adapters/prisma.j
 import { createInbox } from '../../src/consumer/index.js';
 import { createOutbox, defineEvent, LessonPublished } from '../../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { lesson } from '../helpers/outbox.js';
+import { Rollback } from './suite.js';
 
 /** What these tests use of the generated client: the Lesson model and raw queries. */
 interface Tx extends PrismaRawQueryable {
@@ -130,18 +132,9 @@ beforeEach(async () => {
   await pool.query(`TRUNCATE "${test.schema}".outbox, "${test.schema}".lessons`);
 });
 
-/** Rejected on purpose to roll a transaction back. */
-class Rollback extends Error {}
-
 const outbox = () => createOutbox({ schema: test.schema });
 
-const lessonPublished = (title = 'Photosynthesis') =>
-  LessonPublished.create({
-    lesson_id: randomUUID(),
-    author_id: randomUUID(),
-    title,
-    published_at: '2024-05-01T09:30:00Z',
-  });
+const lessonPublished = (title?: string) => LessonPublished.create(lesson(title));
 
 async function stored(): Promise<{ id: string; aggregate_id: string; payload: string }[]> {
   const { rows } = await pool.query(

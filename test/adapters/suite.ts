@@ -1,7 +1,8 @@
 /**
- * What every ORM adapter (edupulse-outbox/kysely, /knex, /drizzle) passes against the real
- * PostgreSQL: enqueue and inbox.process inside the builder's own transaction, a handle
- * outside one refused, `{ autocommit: true }` honoured. Each test file opens its builder
+ * What every ORM adapter (edupulse-outbox/kysely, /knex, /drizzle, /typeorm, /sequelize,
+ * /mikro-orm) passes against the real PostgreSQL: enqueue and inbox.process inside the
+ * builder's own transaction, a handle outside one refused, `{ autocommit: true }`
+ * honoured, the rows of UPDATE and DELETE … RETURNING. Each test file opens its builder
  * on a fresh migrated schema and registers this suite with a harness.
  */
 import { randomUUID } from 'node:crypto';
@@ -16,6 +17,7 @@ import {
   LessonPublished,
   QuizSubmitted,
 } from '../../src/index.js';
+import { lesson, quiz } from '../helpers/outbox.js';
 
 export interface AdapterHarness {
   /**
@@ -51,22 +53,34 @@ export function countStatements(pool: pg.Pool): () => number {
   return () => n;
 }
 
+/** Rejected on purpose to roll a transaction back. */
+export class Rollback extends Error {}
+
+/** For `.catch()`: swallows the Rollback a test threw on purpose, rethrows anything else. */
+export function ignoreRollback(error: unknown): void {
+  if (!(error instanceof Rollback)) throw error;
+}
+
+/**
+ * `inTransaction` for a builder whose transactions take a callback (committed when it
+ * resolves, rolled back when it throws): `transaction(body)` opens one and calls `body`
+ * with the adapter over it.
+ */
+export function callbackTransaction(
+  transaction: (body: (tx: Executor) => Promise<void>) => Promise<unknown>,
+): AdapterHarness['inTransaction'] {
+  return async <T>(fn: (tx: Executor) => Promise<T>, commit: boolean) => {
+    let result: T | undefined;
+    await transaction(async (tx) => {
+      result = await fn(tx);
+      if (!commit) throw new Rollback();
+    }).catch(ignoreRollback);
+    return result as T;
+  };
+}
+
 /** Text the builders treat specially when it is in a statement: it must arrive as it is. */
 const awkward = "what ? and ?? and $1 and \\? and '$2' mean";
-
-const lesson = (title = 'Photosynthesis') => ({
-  lesson_id: randomUUID(),
-  author_id: randomUUID(),
-  title,
-  published_at: '2024-05-01T09:30:00Z',
-});
-
-const quiz = () => ({
-  quiz_id: randomUUID(),
-  student_id: randomUUID(),
-  score: 12.5,
-  submitted_at: '2024-05-01T10:00:00Z',
-});
 
 interface StoredRow {
   id: string;
@@ -212,5 +226,27 @@ export function adapterSuite(context: () => AdapterContext): void {
       [event.id],
     );
     expect(rows).toEqual([{ event_id: event.id, note: awkward }]);
+  });
+
+  it('UPDATE and DELETE … RETURNING give their rows too (inbox.purge)', async () => {
+    const ctx = context();
+    const inbox = createInbox({ schema: ctx.schema, consumer: `purge-${randomUUID()}` });
+    await ctx.harness.inTransaction(async (tx) => {
+      for (const aggregateId of ['a', 'b', 'c']) {
+        const event = { id: randomUUID(), type: 'lesson-published', aggregateId, sequence: '1' };
+        await inbox.process(tx, event, () => 1);
+      }
+    }, true);
+    const purged = await ctx.harness.inTransaction(
+      (tx) => inbox.purge(tx, new Date(Date.now() + 60_000)),
+      true,
+    );
+    expect(purged).toBe(3);
+    const { rows } = await ctx.harness.inTransaction(async (tx) => {
+      await tx.query('CREATE TEMP TABLE marks (n int) ON COMMIT DROP');
+      await tx.query('INSERT INTO marks VALUES ($1), ($2)', [1, 2]);
+      return tx.query<{ n: number }>('UPDATE marks SET n = n * 10 RETURNING n');
+    }, true);
+    expect(rows.map((row) => row.n).sort()).toEqual([10, 20]);
   });
 }

@@ -1,0 +1,37 @@
+/**
+ * Events and outbox rows as the tests use them: payloads the catalogue accepts, with fresh
+ * ids; one event enqueued in a transaction of its own; the ids the outbox holds.
+ */
+import { randomUUID } from 'node:crypto';
+import { createOutbox, LessonPublished } from '../../src/index.js';
+import type { TestSchema } from './db.js';
+
+/** A lesson-published payload with fresh ids. */
+export const lesson = (title = 'Photosynthesis') => ({
+  lesson_id: randomUUID(),
+  author_id: randomUUID(),
+  title,
+  published_at: '2024-05-01T09:30:00Z',
+});
+
+/** A quiz-submitted payload with fresh ids. */
+export const quiz = (score = 12.5) => ({
+  quiz_id: randomUUID(),
+  student_id: randomUUID(),
+  score,
+  submitted_at: '2024-05-01T10:00:00Z',
+});
+
+/** Enqueues one lesson-published event in a transaction of its own. */
+export async function enqueueLesson(t: TestSchema): Promise<void> {
+  const outbox = createOutbox({ schema: t.schema });
+  await t.db.transaction((tx) => outbox.enqueue(tx, LessonPublished.create(lesson())));
+}
+
+/** The ids of the events in the outbox, in the order they were written. */
+export async function outboxIds(t: TestSchema): Promise<string[]> {
+  const { rows } = await t.db.query<{ id: string }>(
+    `SELECT id::text AS id FROM "${t.schema}".outbox ORDER BY seq`,
+  );
+  return rows.map((row) => row.id);
+}
