@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Consumer, stringDeserializers } from '@platformatic/kafka';
 import { createOutbox, type Database } from 'edupulse-outbox';
@@ -46,21 +46,24 @@ interface Run {
   bench: BenchContext;
   server: LogicalPostgres;
   topics: BenchTopics;
-  tag: string;
 }
 
-/** The topic of our lesson events in this run, and our `run`'s broker URL for it. */
-function ourTopic(run: Run): { topic: string; brokerUrl: string } {
+/**
+ * The topic of our lesson events in a scenario (named after its schema, which is unique to
+ * it), and our `run`'s broker URL for it.
+ */
+function ourTopic(run: Run, schema: string): { topic: string; brokerUrl: string } {
   const base = run.bench.settings.kafkaUrl;
   const separator = base.includes('?') ? '&' : '?';
   return {
-    topic: `edupulse.bench.${run.tag}.ours.lesson`,
-    brokerUrl: `${base}${separator}topic=edupulse.bench.${run.tag}.ours.{aggregate_type}`,
+    topic: `edupulse.${schema}.ours.lesson`,
+    brokerUrl: `${base}${separator}topic=edupulse.${schema}.ours.{aggregate_type}`,
   };
 }
 
-function debeziumTopic(run: Run): string {
-  return `edupulse.bench.${run.tag}.dbz.lesson`;
+/** Debezium's topic of the lesson events, `${routedByValue}` being the aggregatetype. */
+function debeziumTopic(schema: string, routedByValue = 'lesson'): string {
+  return `edupulse.${schema}.dbz.${routedByValue}`;
 }
 
 /** Our events carry their id in the CloudEvents header `ce_id`. */
@@ -127,7 +130,8 @@ function startDebezium(run: Run, schema: string): DebeziumProcess {
     slot,
     publication,
     bootstrapServers: run.topics.bootstrapServers,
-    topic: `edupulse.bench.${run.tag}.dbz.\${routedByValue}`,
+    // The outbox router's own placeholder, which it fills in with the aggregatetype.
+    topic: debeziumTopic(schema, `\${routedByValue}`),
   });
 }
 
@@ -240,7 +244,7 @@ async function drainSide(
 async function drainResult(run: Run): Promise<ScenarioResult> {
   const backlog = run.bench.backlog;
   return run.bench.withSchema(async (db, schema) => {
-    const ours = ourTopic(run);
+    const ours = ourTopic(run, schema);
     await run.topics.create(ours.topic);
     run.bench.log(`peer-debezium-drain: ${backlog} events in our outbox`);
     await fillOurs(db, schema, backlog);
@@ -254,7 +258,7 @@ async function drainResult(run: Run): Promise<ScenarioResult> {
     );
 
     // The slot is made after our drain, so Debezium decodes only its own backlog.
-    const topic = debeziumTopic(run);
+    const topic = debeziumTopic(schema);
     await run.topics.create(topic);
     await createDebeziumOutbox(db, schema);
     try {
@@ -321,19 +325,22 @@ export const startLatencyPublisher: StartLatencyPublisher<TopicReader> = async (
   });
   const idOf = options.debezium ? debeziumId : ourId;
   const stream = await consumer.consume({ topics: [options.topic], mode: 'earliest' });
+  let warmedUp = false;
   let warmed: () => void = () => {};
   const firstRead = new Promise<void>((resolve) => {
     warmed = resolve;
   });
   stream.on('data', (message) => {
+    // What is read before this returns is the warm-up: the producers start after it.
+    if (!warmedUp) return warmed();
     const id = idOf(message.headers);
     if (id !== undefined) acked(id);
-    warmed();
   });
   const timeout = sleep(60_000, 'timeout' as const, { ref: false });
   if ((await Promise.race([firstRead.then(() => 'read' as const), timeout])) === 'timeout') {
     throw new Error(`the latency consumer read nothing from ${options.topic} in 60 s`);
   }
+  warmedUp = true;
   return async () => {
     await stream.close().catch(() => {});
     // The callback form: the promise overload is not picked for close(true).
@@ -402,7 +409,7 @@ async function latencySide(
 
 async function latencyResult(run: Run): Promise<ScenarioResult> {
   const ours = await run.bench.withSchema(async (_db, schema) => {
-    const { topic, brokerUrl } = ourTopic(run);
+    const { topic, brokerUrl } = ourTopic(run, schema);
     await run.topics.create(topic);
     run.bench.log('peer-debezium-latency: our dispatcher (a run process, defaults)');
     const dispatcher = new DispatcherProcess(run.server.url, schema, [], brokerUrl);
@@ -413,7 +420,7 @@ async function latencyResult(run: Run): Promise<ScenarioResult> {
     }
   });
   const theirs = await run.bench.withSchema(async (db, schema) => {
-    const topic = debeziumTopic(run);
+    const topic = debeziumTopic(schema);
     await run.topics.create(topic);
     await createDebeziumOutbox(db, schema);
     const debezium = startDebezium(run, schema);
@@ -430,6 +437,7 @@ async function latencyResult(run: Run): Promise<ScenarioResult> {
   return {
     name: 'peer-debezium-latency',
     events: ours.events,
+    events_per_s: ours.events_per_s,
     p50_ms: ours.p50_ms,
     p95_ms: ours.p95_ms,
     p99_ms: ours.p99_ms,
@@ -437,6 +445,7 @@ async function latencyResult(run: Run): Promise<ScenarioResult> {
     late_events: ours.late_events,
     delivery: delivery(ours),
     debezium_events: theirs.events,
+    debezium_events_per_s: theirs.events_per_s,
     debezium_p50_ms: theirs.p50_ms,
     debezium_p95_ms: theirs.p95_ms,
     debezium_p99_ms: theirs.p99_ms,
@@ -495,8 +504,8 @@ async function producerCostResult(run: Run): Promise<ScenarioResult> {
   const roundSeconds = run.bench.settings.quick ? 1 : 2;
   return run.bench.withSchema(
     async (db, schema) => {
-      const ours = ourTopic(run);
-      const theirTopic = debeziumTopic(run);
+      const ours = ourTopic(run, schema);
+      const theirTopic = debeziumTopic(schema);
       await run.topics.create(ours.topic);
       await run.topics.create(theirTopic);
       await createDebeziumOutbox(db, schema);
@@ -601,7 +610,7 @@ export const peerDebezium: Scenario = {
     try {
       await buildDebeziumPeer((line) => bench.log(line));
       const results = await withPrivatePostgres(bench, async ({ bench: onPrivate, server }) => {
-        const run: Run = { bench: onPrivate, server, topics, tag: randomBytes(4).toString('hex') };
+        const run: Run = { bench: onPrivate, server, topics };
         const measured: ScenarioResult[] = [];
         if (only.has('peer-debezium-drain')) measured.push(await drainResult(run));
         if (only.has('peer-debezium-latency')) measured.push(await latencyResult(run));
