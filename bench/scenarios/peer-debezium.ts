@@ -307,12 +307,17 @@ interface TopicReader {
   topic: string;
   groupId: string;
   debezium: boolean;
+  /** Keys (aggregate ids) of the warm-up events, which are not measured. */
+  warmUpKeys: string[];
+  /** How many warm-up events to read before the producers may start. */
+  warmUpEvents: number;
 }
 
 /**
  * In the latency worker: a consumer of the run's topic, reporting each event's id as it
- * arrives (the same consumer, and clock, for both publishers). Ready once it has read the
- * warm-up event already in the topic, so it is fetching before the producers start.
+ * arrives (the same consumer, and clock, for both publishers). Ready once it has read every
+ * warm-up event (written before it started), so the whole path, the consumer included, has
+ * run before the producers start; warm-up events are known by their keys and not reported.
  */
 export const startLatencyPublisher: StartLatencyPublisher<TopicReader> = async (options, acked) => {
   const consumer = new Consumer({
@@ -324,23 +329,27 @@ export const startLatencyPublisher: StartLatencyPublisher<TopicReader> = async (
     autocommit: false,
   });
   const idOf = options.debezium ? debeziumId : ourId;
-  const stream = await consumer.consume({ topics: [options.topic], mode: 'earliest' });
-  let warmedUp = false;
+  const warmUpKeys = new Set(options.warmUpKeys);
+  let warmUpRead = 0;
   let warmed: () => void = () => {};
-  const firstRead = new Promise<void>((resolve) => {
+  const warmedUp = new Promise<void>((resolve) => {
     warmed = resolve;
   });
+  const stream = await consumer.consume({ topics: [options.topic], mode: 'earliest' });
   stream.on('data', (message) => {
-    // What is read before this returns is the warm-up: the producers start after it.
-    if (!warmedUp) return warmed();
+    if (warmUpKeys.has(message.key)) {
+      if (++warmUpRead >= options.warmUpEvents) warmed();
+      return;
+    }
     const id = idOf(message.headers);
     if (id !== undefined) acked(id);
   });
-  const timeout = sleep(60_000, 'timeout' as const, { ref: false });
-  if ((await Promise.race([firstRead.then(() => 'read' as const), timeout])) === 'timeout') {
-    throw new Error(`the latency consumer read nothing from ${options.topic} in 60 s`);
+  const timeout = sleep(180_000, 'timeout' as const, { ref: false });
+  if ((await Promise.race([warmedUp.then(() => 'read' as const), timeout])) === 'timeout') {
+    throw new Error(
+      `the latency consumer read ${warmUpRead} of ${options.warmUpEvents} warm-up events from ${options.topic} in 180 s`,
+    );
   }
-  warmedUp = true;
   return async () => {
     await stream.close().catch(() => {});
     // The callback form: the promise overload is not picked for close(true).
@@ -349,9 +358,8 @@ export const startLatencyPublisher: StartLatencyPublisher<TopicReader> = async (
 };
 
 /** One lesson-published per transaction through the public enqueue API. */
-function enqueueOurs(schema: string): Produce {
+function enqueueOurs(schema: string, traffic = lessonTraffic()): Produce {
   const outbox = createOutbox({ schema });
-  const traffic = lessonTraffic();
   return async (client, n) => {
     const [id] = await outbox.enqueue(client, traffic(n));
     return id as string;
@@ -363,9 +371,8 @@ function enqueueOurs(schema: string): Produce {
  * default: INSERT, then DELETE of the same row (remove-after-insert), in the caller's
  * transaction.
  */
-function insertDebezium(schema: string): Produce {
+function insertDebezium(schema: string, traffic = lessonTraffic()): Produce {
   const table = `${quoteSchema(schema)}.${DBZ_TABLE}`;
-  const traffic = lessonTraffic();
   return async (client, n) => {
     const event = traffic(n);
     const id = randomUUID();
@@ -392,18 +399,50 @@ async function warmUp(run: Run, produce: Produce, topic: string): Promise<void> 
   await run.topics.waitForCount(topic, 1, { intervalMs: 50, timeoutMs: 120_000 });
 }
 
+/** Warm-up traffic before a latency measurement: events over aggregates of its own. */
+const WARM_UP_EVENTS = 2000;
+const WARM_UP_AGGREGATES = 100;
+
+/**
+ * Writes `WARM_UP_EVENTS` with `produceFor(traffic)` (8 producers, each event its own
+ * transaction, as fast as they go), then measures: the JIT of either runtime (the JVM's
+ * most) and every connection on the path have run before the measured phase.
+ */
 async function latencySide(
   run: Run,
   topic: string,
-  produce: Produce,
+  produceFor: (traffic: ReturnType<typeof lessonTraffic>) => Produce,
   debezium: boolean,
 ): Promise<LatencyFigures> {
-  await warmUp(run, produce, topic);
+  const warmUpKeys = Array.from({ length: WARM_UP_AGGREGATES }, () => randomUUID());
+  const warmUp = produceFor(lessonTraffic(warmUpKeys));
+  const clients = Array.from({ length: PRODUCERS }, () => new pg.Client(run.server.url));
+  try {
+    await Promise.all(clients.map((client) => client.connect()));
+    await Promise.all(
+      clients.map(async (client, p) => {
+        for (let n = p; n < WARM_UP_EVENTS; n += PRODUCERS) {
+          await client.query('BEGIN');
+          await warmUp(client as unknown as pg.PoolClient, n);
+          await client.query('COMMIT');
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(clients.map((client) => client.end().catch(() => {})));
+  }
   const groupId = `edupulse-bench-latency-${topic}`;
   run.topics.own(groupId);
-  return measureLatency(run.bench, produce, {
+  return measureLatency(run.bench, produceFor(lessonTraffic()), {
     module: import.meta.url,
-    options: { bootstrapServers: run.topics.bootstrapServers, topic, groupId, debezium },
+    options: {
+      bootstrapServers: run.topics.bootstrapServers,
+      topic,
+      groupId,
+      debezium,
+      warmUpKeys,
+      warmUpEvents: WARM_UP_EVENTS,
+    },
   });
 }
 
@@ -414,7 +453,7 @@ async function latencyResult(run: Run): Promise<ScenarioResult> {
     run.bench.log('peer-debezium-latency: our dispatcher (a run process, defaults)');
     const dispatcher = new DispatcherProcess(run.server.url, schema, [], brokerUrl);
     try {
-      return await latencySide(run, topic, enqueueOurs(schema), false);
+      return await latencySide(run, topic, (traffic) => enqueueOurs(schema, traffic), false);
     } finally {
       await dispatcher.stop().catch(() => dispatcher.kill());
     }
@@ -427,7 +466,7 @@ async function latencyResult(run: Run): Promise<ScenarioResult> {
     try {
       run.bench.log('peer-debezium-latency: Debezium (waiting for the engine to start)');
       await debezium.whenReady();
-      return await latencySide(run, topic, insertDebezium(schema), true);
+      return await latencySide(run, topic, (traffic) => insertDebezium(schema, traffic), true);
     } finally {
       await debezium.stop().catch(() => debezium.kill());
       await dropDebeziumOutbox(db, schema);
