@@ -164,12 +164,12 @@ public final class OutboxPeer {
         // Batching: larger batches than the default 2048 amortise the engine's per-batch
         // work and the producer's wait for acknowledgements; the queue stays larger than a
         // batch, as the connector's documentation requires.
-        p.setProperty("max.batch.size", where.getOrDefault("max.batch.size", "8192"));
-        p.setProperty("max.queue.size", where.getOrDefault("max.queue.size", "32768"));
+        p.setProperty("max.batch.size", "8192");
+        p.setProperty("max.queue.size", "32768");
         // A partial batch goes out after this wait (default 500 ms): under steady traffic
         // the batch never fills, so this is the connector's own share of the latency. Full
         // batches go at once, so the drain does not depend on it.
-        p.setProperty("poll.interval.ms", where.getOrDefault("poll.interval.ms", "10"));
+        p.setProperty("poll.interval.ms", "10");
 
         p.setProperty("transforms", "outbox");
         p.setProperty("transforms.outbox.type", "io.debezium.transforms.outbox.EventRouter");
