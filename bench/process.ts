@@ -8,14 +8,43 @@ import { quoteSchema } from './schema.js';
 /** Keeps the end of a child's stderr (its JSON logs), to explain a failure. */
 const STDERR_KEPT = 4096;
 
-/** A `run` dispatcher in a child process, publishing to the log broker into /dev/null. */
+/**
+ * Peak and current resident set size of process `pid` in MiB, from /proc/<pid>/status
+ * (VmHWM, VmRSS); undefined once the process is gone or where /proc does not exist.
+ */
+export async function processMemory(
+  pid: number,
+): Promise<{ peakMb: number; rssMb: number } | undefined> {
+  let status: string;
+  try {
+    status = await readFile(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const kib = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]);
+  const peak = kib('VmHWM');
+  const rss = kib('VmRSS');
+  if (!Number.isFinite(peak) || !Number.isFinite(rss)) return undefined;
+  return { peakMb: peak / 1024, rssMb: rss / 1024 };
+}
+
+/**
+ * A `run` dispatcher in a child process, publishing to `broker` (by default the log broker
+ * into /dev/null).
+ */
 export class DispatcherProcess {
   readonly pid: number;
   private readonly child: ChildProcess;
   private stderr = '';
   private readonly exited: Promise<number | string>;
 
-  constructor(databaseUrl: string, schema: string, extraArgs: readonly string[] = []) {
+  constructor(
+    databaseUrl: string,
+    schema: string,
+    extraArgs: readonly string[] = [],
+    broker = 'log:',
+  ) {
     // The CLI as a deployment runs it: the package's own executable, a process of its own.
     const cli = packageBin('edupulse-outbox', 'edupulse-outbox');
     // log: writes every event to stdout; 'ignore' points stdout at /dev/null, the
@@ -30,7 +59,7 @@ export class DispatcherProcess {
         '--schema',
         schema,
         '--broker',
-        'log:',
+        broker,
         ...extraArgs,
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
@@ -55,23 +84,9 @@ export class DispatcherProcess {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /**
-   * Peak and current resident set size in MiB, from /proc/<pid>/status (VmHWM, VmRSS);
-   * undefined once the process is gone or where /proc does not exist.
-   */
-  async memory(): Promise<{ peakMb: number; rssMb: number } | undefined> {
-    let status: string;
-    try {
-      status = await readFile(`/proc/${this.pid}/status`, 'utf8');
-    } catch {
-      return undefined;
-    }
-    const kib = (field: string) =>
-      Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]);
-    const peak = kib('VmHWM');
-    const rss = kib('VmRSS');
-    if (!Number.isFinite(peak) || !Number.isFinite(rss)) return undefined;
-    return { peakMb: peak / 1024, rssMb: rss / 1024 };
+  /** Peak and current resident set size (see `processMemory`). */
+  memory(): Promise<{ peakMb: number; rssMb: number } | undefined> {
+    return processMemory(this.pid);
   }
 
   /** SIGTERM, then waits for the exit; throws unless it was the clean stop (exit 0). */

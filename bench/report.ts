@@ -10,6 +10,7 @@ import {
   type Scenario,
   type ScenarioResult,
 } from './context.js';
+import { DEBEZIUM_VERSION } from './debezium.js';
 import { installedVersion } from './packages.js';
 import { consumeInbox } from './scenarios/consume-inbox.js';
 import { drainBrokers } from './scenarios/drain-brokers.js';
@@ -17,6 +18,7 @@ import { drainNoop } from './scenarios/drain-noop.js';
 import { idleCost } from './scenarios/idle-cost.js';
 import { memoryDrain } from './scenarios/memory-drain.js';
 import { peer } from './scenarios/peer.js';
+import { peerDebezium } from './scenarios/peer-debezium.js';
 import { producerCost } from './scenarios/producer-cost.js';
 import { scale } from './scenarios/scale.js';
 import { steadyLatency } from './scenarios/steady-latency.js';
@@ -32,6 +34,7 @@ export const scenarios: readonly Scenario[] = [
   scale,
   memoryDrain,
   peer,
+  peerDebezium,
 ];
 
 /** The scenario names as the performance issue spells them, in order; what `--only` takes. */
@@ -62,6 +65,8 @@ async function versions(databaseUrl: string): Promise<Record<string, string>> {
       node: process.versions.node,
       postgresql: rows[0]?.server_version ?? 'unknown',
       ...clientVersions(),
+      // The Debezium peer's, as its pom.xml pins it (built only when its scenarios run).
+      debezium: DEBEZIUM_VERSION,
     };
   } finally {
     await client.end();

@@ -10,6 +10,7 @@ import {
 } from '../context.js';
 import { connectJetStream, createBenchStream } from '../jetstream.js';
 import { measureLatency, type Produce, type StartLatencyPublisher } from '../latency.js';
+import { withPrivatePostgres } from '../private-postgres.js';
 import { quoteSchema } from '../schema.js';
 import { delivery, lessonTraffic, ourLatency } from './steady-latency.js';
 
@@ -321,28 +322,143 @@ async function latencyResult(bench: BenchContext, peer: Peer): Promise<ScenarioR
   }
 }
 
-/** The peer's logical-replication listener needs `wal_level = logical`. */
-async function logicalResult(bench: BenchContext): Promise<ScenarioResult> {
-  const client = new pg.Client(bench.settings.databaseUrl);
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ wal_level: string }>('SHOW wal_level');
-    const level = rows[0]?.wal_level ?? 'unknown';
-    return {
-      name: 'peer-logical',
-      skipped:
-        level === 'logical'
-          ? 'the logical-replication listener is not measured yet'
-          : `wal_level is ${level}; the peer's logical-replication listener needs logical`,
-    };
-  } finally {
-    await client.end();
-  }
+/** Rows per transaction of the peer's backlog for its logical-replication listener. */
+const REPLICATION_FILL_TRANSACTION = 100;
+
+/**
+ * The peer's logical-replication listener (`initializeReplicationMessageListener`), with
+ * the same JetStream handler as its polling listener. Messages of one segment (= aggregate)
+ * one after the other, segments in parallel (`createReplicationSegmentMutexConcurrencyController`;
+ * the default handles every message one at a time), so it keeps the order we keep.
+ */
+async function startPeerReplicationListener(
+  peer: Peer,
+  options: PeerOptions & { publication: string; slot: string },
+  acked: (id: string) => void,
+): Promise<() => Promise<void>> {
+  const { nc, js } = await connectJetStream(options.natsUrl);
+  const encoder = new TextEncoder();
+  const listenerConfig = { connectionString: options.databaseUrl, application_name: 'peer-bench' };
+  const [shutdown] = peer.initializeReplicationMessageListener(
+    {
+      outboxOrInbox: 'outbox',
+      dbListenerConfig: listenerConfig,
+      dbHandlerConfig: { ...listenerConfig, max: PEER_TUNING.handlerConnections } as pg.PoolConfig,
+      settings: {
+        dbSchema: options.schema,
+        dbTable: TABLE,
+        dbPublication: options.publication,
+        dbReplicationSlot: options.slot,
+        enableMaxAttemptsProtection: false,
+        enablePoisonousMessageProtection: false,
+        messageCleanupIntervalInMs: 0,
+      },
+    },
+    {
+      async handle(message) {
+        await js.publish(
+          `${options.subjectPrefix}.${message.aggregateType}.${message.messageType}`,
+          encoder.encode(JSON.stringify(message.payload)),
+          { msgID: message.id, timeout: 5000 },
+        );
+        acked(message.id);
+      },
+    },
+    peer.getDisabledLogger(),
+    { concurrencyStrategy: peer.createReplicationSegmentMutexConcurrencyController() },
+  );
+  return async () => {
+    await shutdown();
+    await nc.drain();
+  };
 }
 
 /**
- * Against pg-transactional-outbox: draining a backlog to NATS, and latency under the
- * steady traffic of steady-latency, ours measured in the same run.
+ * On a private PostgreSQL with `wal_level = logical`: our dispatcher drains a backlog to
+ * NATS, then the peer's logical-replication listener drains the same number of events from
+ * its own table through a publication (inserts only, as its DatabaseSetup makes it) and a
+ * pgoutput slot made after our drain, so it decodes only its own backlog. Given at most
+ * 120 s (60 s quick), its rate taken from what it published by then, as in peer-drain.
+ */
+async function logicalResult(bench: BenchContext, peer: Peer): Promise<ScenarioResult> {
+  const limitS = bench.settings.quick ? 60 : 120;
+  const result = await withPrivatePostgres(bench, ({ bench: onPrivate }) =>
+    onPrivate.withSchema(async (db, schema) => {
+      const backlog = onPrivate.backlog;
+      const s = quoteSchema(schema);
+      bench.log(`peer-logical: ${backlog} events in our outbox`);
+      await onPrivate.fill(db, schema, backlog);
+      bench.log('peer-logical: our dispatcher');
+      const ours = await ourDrain(onPrivate, db, schema);
+
+      const publication = `${schema}_peer`;
+      const slot = `${schema}_peer`;
+      await createPeerTable(peer, onPrivate.settings.databaseUrl, schema);
+      await db.query(
+        `CREATE PUBLICATION "${publication}" FOR TABLE ${s}.${TABLE} WITH (publish = 'insert')`,
+      );
+      await db.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+      try {
+        bench.log(`peer-logical: ${backlog} events in the peer's table`);
+        for (let i = 0; i < backlog; i += REPLICATION_FILL_TRANSACTION) {
+          await db.query(
+            `INSERT INTO ${s}.${TABLE} (id, aggregate_type, aggregate_id, message_type, segment, payload)
+             SELECT gen_random_uuid(), 'lesson', 'lesson-' || (i % 10000), 'lesson-published',
+                    'lesson-' || (i % 10000),
+                    json_build_object('lesson_id', 'lesson-' || (i % 10000), 'title', 'Fractions', 'n', i)
+             FROM generate_series($1::int, $1::int + $2::int - 1) AS i`,
+            [i, REPLICATION_FILL_TRANSACTION],
+          );
+        }
+        bench.log(`peer-logical: the peer's logical-replication listener (at most ${limitS} s)`);
+        const stream = await createBenchStream(bench.settings.natsUrl, 'peer-logical');
+        let theirs: { drained: number; seconds: number };
+        try {
+          const progress = timeUntil(backlog, limitS);
+          const stop = await startPeerReplicationListener(
+            peer,
+            {
+              databaseUrl: onPrivate.settings.databaseUrl,
+              schema,
+              natsUrl: bench.settings.natsUrl,
+              subjectPrefix: stream.subjectPrefix,
+              publication,
+              slot,
+            },
+            progress.acked,
+          );
+          const seconds = (await progress.done) ?? progress.elapsed();
+          theirs = { drained: progress.count(), seconds };
+          await stop();
+        } finally {
+          await stream.remove();
+        }
+        const events_per_s = Math.round(backlog / ours);
+        const peer_events_per_s = Math.round(theirs.drained / theirs.seconds);
+        return {
+          name: 'peer-logical',
+          backlog,
+          events_per_s,
+          peer_events_per_s,
+          peer_drained: theirs.drained,
+          ratio: round(events_per_s / peer_events_per_s),
+        };
+      } finally {
+        await db.query(
+          'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1',
+          [slot],
+        );
+        await db.query(`DROP PUBLICATION IF EXISTS "${publication}"`);
+      }
+    }),
+  );
+  return 'skipped' in result ? { name: 'peer-logical', skipped: result.skipped } : result;
+}
+
+/**
+ * Against pg-transactional-outbox: draining a backlog to NATS with its polling listener and
+ * with its logical-replication listener, and latency under the steady traffic of
+ * steady-latency, ours measured in the same run.
  */
 export const peer: Scenario = {
   names: ['peer-drain', 'peer-latency', 'peer-logical'],
@@ -356,7 +472,7 @@ export const peer: Scenario = {
     const results: ScenarioResult[] = [];
     if (only.has('peer-drain')) results.push(await drainResult(bench, loaded));
     if (only.has('peer-latency')) results.push(await latencyResult(bench, loaded));
-    if (only.has('peer-logical')) results.push(await logicalResult(bench));
+    if (only.has('peer-logical')) results.push(await logicalResult(bench, loaded));
     return results;
   },
 };

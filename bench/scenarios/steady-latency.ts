@@ -54,8 +54,9 @@ export const startLatencyPublisher: StartLatencyPublisher<OursOptions> = async (
  * The n-th event of the steady traffic: a lesson-published over 1,000 lessons, several
  * events each, so the order per aggregate is at work.
  */
-export function lessonTraffic(): (n: number) => ReturnType<typeof LessonPublished.create> {
-  const lessons = Array.from({ length: 1000 }, () => randomUUID());
+export function lessonTraffic(
+  lessons: readonly string[] = Array.from({ length: 1000 }, () => randomUUID()),
+): (n: number) => ReturnType<typeof LessonPublished.create> {
   const author = randomUUID();
   return (n) =>
     LessonPublished.create({
