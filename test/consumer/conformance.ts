@@ -248,7 +248,12 @@ export function consumerConformance(harness: ConsumerHarness): void {
 
     it('decodes structured mode (application/cloudevents+json) from another producer', async () => {
       const t = await target();
-      const received: { id: string; aggregateId: string; sequence?: string | undefined; data: unknown }[] = [];
+      const received: {
+        id: string;
+        aggregateId: string;
+        sequence?: string | undefined;
+        data: unknown;
+      }[] = [];
       await consume({
         broker: t.url,
         consumer: named(t, 'structured'),
