@@ -1,8 +1,9 @@
 import { ConfigError, errorMessage } from './errors.js';
 
 /**
- * The optional peer dependencies (package.json `peerDependenciesMeta`). Each is imported
- * only where it is used, so a service that only enqueues installs and loads none of them;
+ * The optional peer dependencies the library imports (package.json
+ * `peerDependenciesMeta`; the ORMs the adapters fit by shape are never imported). Each is
+ * imported only where it is used, so a service that only enqueues installs and loads none of them;
  * a feature used without its packages is a setting the user must fix: a ConfigError naming
  * what to install.
  */
