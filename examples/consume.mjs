@@ -19,7 +19,8 @@
 //
 // Start it before the demo on RabbitMQ: its queue must exist for the exchange to route
 // events to it. Ctrl-C stops it after the events being applied are committed and acked.
-import { PGlite } from '@electric-sql/pglite';
+// Outside this repository it needs the broker's client (README, Install) and, without
+// DATABASE_URL, @electric-sql/pglite.
 import { consume, createInbox } from '../dist/consumer/index.js';
 import {
   LessonPublished,
@@ -36,7 +37,7 @@ if (!broker) {
 }
 const database = process.env.DATABASE_URL
   ? pgDatabase({ connectionString: process.env.DATABASE_URL })
-  : pgliteDatabase(await PGlite.create());
+  : pgliteDatabase(await (await import('@electric-sql/pglite')).PGlite.create());
 await migrate(database, 'public');
 await database.query(`CREATE TABLE IF NOT EXISTS best_score (
   quiz_id uuid, student_id uuid, score numeric NOT NULL, PRIMARY KEY (quiz_id, student_id))`);

@@ -73,7 +73,7 @@ export {
   setProducerNotify,
 } from './db/migrate.js';
 export { type PgDatabaseOptions, pgDatabase } from './db/pg.js';
-export { pgliteDatabase } from './db/pglite.js';
+export { type PGliteLike, type PGliteTransactionLike, pgliteDatabase } from './db/pglite.js';
 export { createDispatcher, type Dispatcher } from './dispatcher/dispatcher.js';
 export type {
   BatchReport,

@@ -341,7 +341,7 @@ type SideName = 'ours' | 'raw';
 interface Run {
   seconds: number;
   node_cpu_ms: number;
-  postgres_cpu_ms?: number;
+  postgres_cpu_ms?: number | undefined;
 }
 
 /** Where one run of a side reads from and writes to. */

@@ -178,7 +178,7 @@ const amqpTarget: BrokerTarget = {
             persistent: true,
             mandatory: true,
             messageId: id,
-            contentType,
+            ...(contentType === undefined ? {} : { contentType }),
             timestamp,
             headers: {
               ...fixed,

@@ -1,13 +1,12 @@
 import { ConfigError } from '../common/errors.js';
-import { createAmqpBroker } from './amqp/broker.js';
-import { createAmqpSource } from './amqp/source.js';
+import { optionalPeers } from '../common/peers.js';
+import { readAmqpSettings, readAmqpSourceSettings } from './amqp/settings.js';
 import type { EventBroker } from './broker.js';
-import { createKafkaBroker } from './kafka/broker.js';
-import { createKafkaSource } from './kafka/source.js';
+import { readKafkaSettings, readKafkaSourceSettings } from './kafka/settings.js';
+import { LazyBroker, LazySource } from './lazy.js';
 import { LogBroker } from './log.js';
 import { MemoryBroker } from './memory.js';
-import { createNatsBroker } from './nats/broker.js';
-import { createNatsSource } from './nats/source.js';
+import { readNatsSettings, readNatsSourceSettings } from './nats/settings.js';
 import type { MessageSource, MessageSourceOptions } from './source.js';
 import { BrokerUrlParams, parseBrokerUrl } from './url-params.js';
 
@@ -23,26 +22,47 @@ export const brokerSchemes = ['nats:', 'amqp:', 'amqps:', 'kafka:', 'log:', 'mem
 /**
  * A broker from its URL: `nats://host:4222`, `amqp://user:pass@host:5672`,
  * `kafka://host:9092`, `log:` (NDJSON CloudEvents on stdout) or `memory:` (tests). Names
- * and limits are query parameters (`?stream=EDUPULSE`); an unknown one is refused.
+ * and limits are query parameters (`?stream=EDUPULSE`); an unknown one is refused, and so
+ * (ConfigError naming the packages to install) is a scheme whose client is not installed.
+ * The client is imported on the broker's first `connect()`.
  */
 export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): EventBroker {
+  const { source } = options;
   const setting = options.setting ?? 'broker';
   const parsed = parseBrokerUrl(url, setting, `expected ${brokerSchemes.join(', ')}`);
   const params = new BrokerUrlParams(parsed, setting);
   let broker: EventBroker;
   switch (parsed.protocol) {
-    case 'nats:':
-      broker = createNatsBroker(params, options.source);
+    case 'nats:': {
+      const settings = readNatsSettings(params);
+      broker = new LazyBroker('nats', {
+        peer: optionalPeers.nats,
+        setting,
+        load: async () => (await import('./nats/broker.js')).createNatsBroker(settings, source),
+      });
       break;
+    }
     case 'amqp:':
-    case 'amqps:':
-      broker = createAmqpBroker(params, options.source);
+    case 'amqps:': {
+      const settings = readAmqpSettings(params);
+      broker = new LazyBroker('amqp', {
+        peer: optionalPeers.amqp,
+        setting,
+        load: async () => (await import('./amqp/broker.js')).createAmqpBroker(settings, source),
+      });
       break;
-    case 'kafka:':
-      broker = createKafkaBroker(params, options.source);
+    }
+    case 'kafka:': {
+      const settings = readKafkaSettings(params);
+      broker = new LazyBroker('kafka', {
+        peer: optionalPeers.kafka,
+        setting,
+        load: async () => (await import('./kafka/broker.js')).createKafkaBroker(settings, source),
+      });
       break;
+    }
     case 'log:':
-      broker = new LogBroker({ source: options.source });
+      broker = new LogBroker({ source });
       break;
     case 'memory:':
       broker = new MemoryBroker();
@@ -54,6 +74,7 @@ export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): Event
       );
   }
   params.assertNoneUnknown();
+  if (broker instanceof LazyBroker) broker.assertInstalled();
   return broker;
 }
 
@@ -71,18 +92,36 @@ export function sourceFromUrl(
   const setting = options.setting ?? 'broker';
   const parsed = parseBrokerUrl(url, setting, `expected ${sourceSchemes.join(', ')}`);
   const params = new BrokerUrlParams(parsed, setting);
-  let source: MessageSource;
+  let source: LazySource;
   switch (parsed.protocol) {
-    case 'nats:':
-      source = createNatsSource(params, options);
+    case 'nats:': {
+      const settings = readNatsSourceSettings(params);
+      source = new LazySource('nats', settings.location, true, {
+        peer: optionalPeers.nats,
+        setting,
+        load: async () => (await import('./nats/source.js')).createNatsSource(settings, options),
+      });
       break;
+    }
     case 'amqp:':
-    case 'amqps:':
-      source = createAmqpSource(params, options);
+    case 'amqps:': {
+      const settings = readAmqpSourceSettings(params, options.consumer);
+      source = new LazySource('amqp', settings.location, false, {
+        peer: optionalPeers.amqp,
+        setting,
+        load: async () => (await import('./amqp/source.js')).createAmqpSource(settings, options),
+      });
       break;
-    case 'kafka:':
-      source = createKafkaSource(params, options);
+    }
+    case 'kafka:': {
+      const settings = readKafkaSourceSettings(params);
+      source = new LazySource('kafka', settings.location, false, {
+        peer: optionalPeers.kafka,
+        setting,
+        load: async () => (await import('./kafka/source.js')).createKafkaSource(settings, options),
+      });
       break;
+    }
     default:
       throw new ConfigError(
         setting,
@@ -90,5 +129,6 @@ export function sourceFromUrl(
       );
   }
   params.assertNoneUnknown();
+  source.assertInstalled();
   return source;
 }

@@ -44,7 +44,7 @@ export interface MigrateOptions {
    * 64. Used only when the schema is created: later migrations are rendered with the
    * count the schema records, and a different count given here is refused.
    */
-  partitions?: number;
+  partitions?: number | undefined;
   /**
    * The last migration to apply (or print), so a schema can be brought up step by step;
    * default the newest this library ships.

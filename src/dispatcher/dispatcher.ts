@@ -385,7 +385,9 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private async dispatch(
     partitions: readonly number[],
     from: string,
-  ): Promise<BatchReport & { lastSeq?: string; writersOpen: boolean; retrying: boolean }> {
+  ): Promise<
+    BatchReport & { lastSeq?: string | undefined; writersOpen: boolean; retrying: boolean }
+  > {
     const { committed, ...found } = await dispatchBatch(this.batch, partitions, from);
     if (!committed) {
       return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0, ...found };

@@ -13,7 +13,7 @@ export interface DispatcherHealth {
   lastRoundAt: number;
   brokerConnected: boolean;
   /** The outage behind the current backoff, or the error that stopped the loop. */
-  problem?: { target: ProblemTarget; message: string };
+  problem?: { target: ProblemTarget; message: string } | undefined;
 }
 
 /** One lane's part of the health. */

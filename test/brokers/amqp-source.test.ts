@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { readAmqpSourceSettings } from '../../src/brokers/amqp/settings.js';
 import { createAmqpSource } from '../../src/brokers/amqp/source.js';
 import type { OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
@@ -71,7 +72,7 @@ describe('amqp source', () => {
 
   const build = (sourceUrl: string, maxInFlight = 100) => {
     const params = new BrokerUrlParams(new URL(sourceUrl), 'broker');
-    const source = createAmqpSource(params, {
+    const source = createAmqpSource(readAmqpSourceSettings(params, CONSUMER), {
       consumer: CONSUMER,
       maxInFlight,
       events,

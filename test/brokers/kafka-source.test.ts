@@ -3,6 +3,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { PartitionOffsets } from '../../src/brokers/kafka/offsets.js';
+import { readKafkaSourceSettings } from '../../src/brokers/kafka/settings.js';
 import { createKafkaSource, sourceTopics } from '../../src/brokers/kafka/source.js';
 import type { Delivery, MessageSource } from '../../src/brokers/source.js';
 import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/url-params.js';
@@ -28,7 +29,7 @@ const brokers: EventBroker[] = [];
 
 function source(url: string, group: string, maxInFlight = 100): MessageSource {
   const params = new BrokerUrlParams(parseBrokerUrl(url, 'broker', 'a Kafka URL'), 'broker');
-  const created = createKafkaSource(params, {
+  const created = createKafkaSource(readKafkaSourceSettings(params), {
     consumer: group,
     maxInFlight,
     events: [{ type: 'lesson-published', aggregateType: 'lesson' }],

@@ -40,7 +40,7 @@ export interface ConsumerTarget {
   /** Publishes with the server's own client, not this project's publisher. */
   publishRaw(message: RawMessage): Promise<void>;
   /** Takes the server (or the path to it) down and back up; absent when this target has none. */
-  outage?: { stop(): Promise<void>; start(): Promise<void> };
+  outage?: { stop(): Promise<void>; start(): Promise<void> } | undefined;
   /** The consumer name to use for `base`, unique to this target (Kafka groups are server-wide). */
   consumerName(base: string): string;
   /** Removes the target's stream / exchange / topics and the consumers' queues or groups. */
@@ -249,7 +249,12 @@ export function consumerConformance(harness: ConsumerHarness): void {
 
     it('decodes structured mode (application/cloudevents+json) from another producer', async () => {
       const t = await target();
-      const received: { id: string; aggregateId: string; sequence?: string; data: unknown }[] = [];
+      const received: {
+        id: string;
+        aggregateId: string;
+        sequence?: string | undefined;
+        data: unknown;
+      }[] = [];
       await consume({
         broker: t.url,
         consumer: named(t, 'structured'),

@@ -14,7 +14,7 @@ const SETTING_VARIABLES = ['DATABASE_URL', 'OUTBOX_BROKER_URL', 'OUTBOX_SCHEMA']
 
 export interface CliOptions {
   /** Variables added to the child's environment (the CLI's settings are removed first). */
-  env?: Record<string, string>;
+  env?: Record<string, string> | undefined;
 }
 
 export interface CliResult {

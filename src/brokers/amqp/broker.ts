@@ -7,17 +7,16 @@ import {
   type PublishResult,
   payloadTooLarge,
 } from '../broker.js';
-import type { BrokerUrlParams } from '../url-params.js';
 import { amqpRoutingKey } from './messages.js';
 import { type AmqpConfig, AmqpSession } from './session.js';
-import { readAmqpSettings } from './settings.js';
+import type { AmqpSettings } from './settings.js';
 
 /**
  * RabbitMQ: a confirm channel, persistent `mandatory` messages to a topic exchange, routing
  * key `<aggregate_type>.<event_type>`, CloudEvents in binary mode (AMQP binding).
  */
-export function createAmqpBroker(params: BrokerUrlParams, source: string): EventBroker {
-  return new AmqpBroker({ ...readAmqpSettings(params), source });
+export function createAmqpBroker(settings: AmqpSettings, source: string): EventBroker {
+  return new AmqpBroker({ ...settings, source });
 }
 
 class AmqpBroker implements EventBroker {

@@ -47,6 +47,40 @@ export function readAmqpSettings(params: BrokerUrlParams): AmqpSettings {
   };
 }
 
+/** The exchange's rule: RabbitMQ's name characters, no reserved `amq.` prefix. */
+const queueName = exchangeName;
+const queueHint = 'letters, digits, "_", "-", ".", ":"; not starting with "amq."; at most 255';
+const queueTypes = /^(classic|quorum)$/;
+
+/** What a RabbitMQ consumer adds to the publisher's URL parameters. */
+export interface AmqpSourceSettings extends AmqpSettings {
+  /** `queue`: the queue's name. Default `<exchange>.<consumer>`; the exchange's name rules. */
+  queue: string;
+  /**
+   * `queue_type`: `classic` (default) or `quorum`. Both keep one consumer's unacked
+   * messages in their order when they go back to the queue (checked on RabbitMQ 3.10).
+   */
+  queueType: 'classic' | 'quorum';
+  /** The setting the URL came from, for ConfigError. */
+  setting: string;
+}
+
+/** A RabbitMQ source's settings from the broker URL: the publisher's, then its own. */
+export function readAmqpSourceSettings(
+  params: BrokerUrlParams,
+  consumer: string,
+): AmqpSourceSettings {
+  const settings = readAmqpSettings(params);
+  const queue = params.string('queue', `${settings.exchange}.${consumer}`, queueName, queueHint);
+  const queueType = params.string('queue_type', 'classic', queueTypes, 'classic or quorum');
+  return {
+    ...settings,
+    queue,
+    queueType: queueType as 'classic' | 'quorum',
+    setting: params.setting,
+  };
+}
+
 function serverUrls(url: URL): { serverUrl: string; location: string } {
   const server = new URL(url.href);
   // Our parameters are not amqplib's (it would read e.g. `heartbeat` from the query).

@@ -8,45 +8,20 @@ import {
 import { withTimeout } from '../../common/timeout.js';
 import { urlSecrets } from '../../common/url.js';
 import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
-import type { BrokerUrlParams } from '../url-params.js';
 import { amqpRoutingKey } from './messages.js';
-import { type AmqpSettings, exchangeName, readAmqpSettings } from './settings.js';
-
-/** The exchange's rule: RabbitMQ's name characters, no reserved `amq.` prefix. */
-const queueName = exchangeName;
-const queueHint = 'letters, digits, "_", "-", ".", ":"; not starting with "amq."; at most 255';
-const queueTypes = /^(classic|quorum)$/;
-
-interface SourceConfig extends AmqpSettings {
-  queue: string;
-  queueType: 'classic' | 'quorum';
-  /** The setting the URL came from, for ConfigError. */
-  setting: string;
-}
+import type { AmqpSourceSettings } from './settings.js';
 
 /**
  * RabbitMQ as a message source: a durable single-active-consumer queue bound to the
- * exchange with the routing key of each handled event type, consumed with manual acks.
- * Besides the publisher's parameters (settings.ts), the URL may give:
- * - `queue`: the queue's name. Default `<exchange>.<consumer>`; the exchange's name rules.
- * - `queue_type`: `classic` (default) or `quorum`. Both keep one consumer's unacked
- *   messages in their order when they go back to the queue (checked on RabbitMQ 3.10).
- * Bindings are only added: an event type no longer handled keeps its binding.
+ * exchange with the routing key of each handled event type, consumed with manual acks
+ * (the queue and its type: settings.ts). Bindings are only added: an event type no longer
+ * handled keeps its binding.
  */
 export function createAmqpSource(
-  params: BrokerUrlParams,
+  config: AmqpSourceSettings,
   options: MessageSourceOptions,
 ): MessageSource {
-  const settings = readAmqpSettings(params);
-  const queue = params.string(
-    'queue',
-    `${settings.exchange}.${options.consumer}`,
-    queueName,
-    queueHint,
-  );
-  const queueType = params.string('queue_type', 'classic', queueTypes, 'classic or quorum');
-  const { setting } = params;
-  return new AmqpSource({ ...settings, queue, queueType, setting } as SourceConfig, options);
+  return new AmqpSource(config, options);
 }
 
 class AmqpSource implements MessageSource {
@@ -68,7 +43,7 @@ class AmqpSource implements MessageSource {
   private onLost: ((error: Error) => void) | undefined;
 
   constructor(
-    private readonly config: SourceConfig,
+    private readonly config: AmqpSourceSettings,
     private readonly options: MessageSourceOptions,
   ) {
     this.location = config.location;

@@ -13,7 +13,6 @@ import { clip, escapeControl } from '../../common/text.js';
 import { withTimeout } from '../../common/timeout.js';
 import { type EventBroker, type OutboxMessage, type PublishResult, published } from '../broker.js';
 import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
-import type { BrokerUrlParams } from '../url-params.js';
 import { clientOptions } from './client-options.js';
 import {
   describeError,
@@ -30,11 +29,11 @@ import {
   kafkaPartition,
   kafkaTopic,
 } from './records.js';
-import { type KafkaSettings, readKafkaSettings } from './settings.js';
+import type { KafkaSettings } from './settings.js';
 
-/** A Kafka broker from its URL; reads every query parameter now, so typos fail at once. */
-export function createKafkaBroker(params: BrokerUrlParams, source: string): EventBroker {
-  return new KafkaBroker(readKafkaSettings(params), source);
+/** A Kafka broker with the settings of its URL (settings.ts). */
+export function createKafkaBroker(settings: KafkaSettings, source: string): EventBroker {
+  return new KafkaBroker(settings, source);
 }
 
 interface Clients {

@@ -55,6 +55,32 @@ export function readKafkaSettings(params: BrokerUrlParams): KafkaSettings {
   };
 }
 
+/** What a Kafka consumer adds to the publisher's URL parameters. */
+export interface KafkaSourceSettings extends KafkaSettings {
+  /** `from`: where a group starts on a partition it has no committed offset for. Default `earliest`. */
+  from: 'earliest' | 'latest';
+  /**
+   * `session_timeout_ms`: a member that stops heartbeating (a killed process) is out of
+   * the group after this long, and its partitions go to the others; default 10 s (the
+   * client's own default, 60 s, would hold them that long).
+   */
+  sessionTimeoutMs: number;
+  /** The setting the URL came from, for ConfigError. */
+  setting: string;
+}
+
+/** A Kafka source's settings from the broker URL: the publisher's, then its own. */
+export function readKafkaSourceSettings(params: BrokerUrlParams): KafkaSourceSettings {
+  return {
+    ...readKafkaSettings(params),
+    from: params.string('from', 'earliest', /^(earliest|latest)$/, 'earliest or latest') as
+      | 'earliest'
+      | 'latest',
+    sessionTimeoutMs: params.integer('session_timeout_ms', 10_000, 6_000, 300_000),
+    setting: params.setting,
+  };
+}
+
 /**
  * `a:9092`, `a,b:9092` (each host without a port gets 9092) or `a%3A9092,b%3A9093`: the
  * WHATWG URL parser refuses `a:9092,b:9093` in a URL's authority, so the colons of every

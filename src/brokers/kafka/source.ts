@@ -13,13 +13,12 @@ import type { Consumer, Message, MessagesStream } from '@platformatic/kafka';
 import { BrokerUnavailableError, ConfigError } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
 import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
-import type { BrokerUrlParams } from '../url-params.js';
 import { clientOptions } from './client-options.js';
 import { describeError, findProtocolError, isUnavailable, reason } from './errors.js';
 import { type KafkaLibrary, kafkaLibrary } from './library.js';
 import { OffsetCommits } from './offsets.js';
 import { kafkaTopic } from './records.js';
-import { type KafkaSettings, readKafkaSettings } from './settings.js';
+import type { KafkaSourceSettings } from './settings.js';
 
 /** Refusals of what the source declares (topics, group): settings to fix, not an outage. */
 const refusals = new Set([
@@ -38,19 +37,12 @@ type KafkaStream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
 type KafkaMessage = Message<Buffer, Buffer, Buffer, Buffer>;
 type PauseReason = 'byCaller' | 'byBound';
 
-/** A Kafka source from the broker URL; the caller checks for unknown parameters after. */
+/** A Kafka source with the settings of the broker URL (settings.ts). */
 export function createKafkaSource(
-  params: BrokerUrlParams,
+  settings: KafkaSourceSettings,
   options: MessageSourceOptions,
 ): MessageSource {
-  const settings = readKafkaSettings(params);
-  const group = {
-    from: params.string('from', 'earliest', /^(earliest|latest)$/, 'earliest or latest') as
-      | 'earliest'
-      | 'latest',
-    sessionTimeoutMs: params.integer('session_timeout_ms', 10_000, 6_000, 300_000),
-  };
-  return new KafkaSource(settings, group, params.setting, options);
+  return new KafkaSource(settings, options);
 }
 
 /** The topics of the event types: the template filled in as the publisher does (records.ts). */
@@ -78,15 +70,7 @@ class KafkaSource implements MessageSource {
   private closing: Promise<void> | undefined;
 
   constructor(
-    private readonly settings: KafkaSettings,
-    /**
-     * `from`: where a group starts on a partition it has no committed offset for.
-     * `session_timeout_ms`: a member that stops heartbeating (a killed process) is out of
-     * the group after this long, and its partitions go to the others; default 10 s (the
-     * client's own default, 60 s, would hold them that long).
-     */
-    private readonly group: { from: 'earliest' | 'latest'; sessionTimeoutMs: number },
-    private readonly setting: string,
+    private readonly settings: KafkaSourceSettings,
     private readonly options: MessageSourceOptions,
   ) {
     this.location = settings.location;
@@ -96,9 +80,10 @@ class KafkaSource implements MessageSource {
     if (this.state !== 'new') throw new Error(`${this.location}: a Kafka source starts once`);
     this.state = 'starting';
     const topics = sourceTopics(this.settings.topicTemplate, this.options.events);
-    if (topics.length === 0) throw new ConfigError(this.setting, 'no event types to consume');
+    if (topics.length === 0)
+      throw new ConfigError(this.settings.setting, 'no event types to consume');
     const lib = await kafkaLibrary();
-    const { sessionTimeoutMs } = this.group;
+    const { sessionTimeoutMs } = this.settings;
     // Joining may wait for a dead member's session to expire: the coordinator holds the
     // JoinGroup request that long, so requests (and the start) are given that much more.
     const joinTimeoutMs = this.settings.timeoutMs + sessionTimeoutMs;
@@ -161,7 +146,7 @@ class KafkaSource implements MessageSource {
     const options = {
       topics,
       mode: lib.MessagesStreamModes.COMMITTED,
-      fallbackMode: this.group.from,
+      fallbackMode: this.settings.from,
       autocommit: false,
     };
     // The callback form: the listeners are on before the stream can emit anything.
@@ -359,7 +344,7 @@ class KafkaSource implements MessageSource {
     if (error instanceof ConfigError || error instanceof BrokerUnavailableError) return error;
     const refusal = findProtocolError(error);
     if (refusal?.apiId && refusals.has(refusal.apiId) && !isUnavailable(error)) {
-      return new ConfigError(this.setting, `${this.location}: ${reason(refusal)}`, {
+      return new ConfigError(this.settings.setting, `${this.location}: ${reason(refusal)}`, {
         cause: error,
       });
     }

@@ -10,11 +10,10 @@ import {
   published,
 } from '../broker.js';
 import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
-import type { BrokerUrlParams } from '../url-params.js';
 import { dialNats } from './connection.js';
 import { classifyPublishError, type Outcome } from './errors.js';
 import { PubAckInbox } from './pub-acks.js';
-import { type NatsSettings, readNatsSettings } from './settings.js';
+import type { NatsSettings } from './settings.js';
 import { ensureStream } from './stream.js';
 import { headerValue, subjectToken } from './subjects.js';
 import { Link, PublishRun, Slots } from './transport.js';
@@ -192,6 +191,6 @@ class NatsBroker implements EventBroker {
 }
 
 /** The broker for `nats://[user:pass@|token@]host:4222?stream=…&subject_prefix=…`. */
-export function createNatsBroker(params: BrokerUrlParams, source: string): EventBroker {
-  return new NatsBroker(readNatsSettings(params), source);
+export function createNatsBroker(settings: NatsSettings, source: string): EventBroker {
+  return new NatsBroker(settings, source);
 }

@@ -48,6 +48,23 @@ export function readNatsSettings(params: BrokerUrlParams): NatsSettings {
   };
 }
 
+/** What a NATS consumer adds to the publisher's URL parameters. */
+export interface NatsSourceSettings extends NatsSettings {
+  /** `ack_wait_s`: how long the server waits for an ack before redelivering. Default 30. */
+  ackWaitS: number;
+  /** `deliver`: where a new durable consumer starts: `all` the stream holds, or `new` events only. Default `all`. */
+  deliver: 'all' | 'new';
+}
+
+/** A NATS source's settings from the broker URL: the publisher's, then its own. */
+export function readNatsSourceSettings(params: BrokerUrlParams): NatsSourceSettings {
+  return {
+    ...readNatsSettings(params),
+    ackWaitS: params.integer('ack_wait_s', 30, 5, 3600),
+    deliver: params.string('deliver', 'all', /^(all|new)$/, 'all or new') as 'all' | 'new',
+  };
+}
+
 /** `nats://user:***@host:4222`: no query, no password, no token. */
 function serverLabel(url: URL): string {
   const bare = new URL(url.href);

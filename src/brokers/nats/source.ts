@@ -11,18 +11,9 @@ import { type NatsConnection, nanos } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
 import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
-import type { BrokerUrlParams } from '../url-params.js';
 import { dialNats } from './connection.js';
-import { type NatsSettings, readNatsSettings } from './settings.js';
+import type { NatsSourceSettings } from './settings.js';
 import { ensureStream } from './stream.js';
-
-/** What a NATS consumer adds to the publisher's URL parameters. */
-interface NatsSourceSettings extends NatsSettings {
-  /** `ack_wait_s`: how long the server waits for an ack before redelivering. Default 30. */
-  ackWaitS: number;
-  /** `deliver`: where a new durable consumer starts: `all` the stream holds, or `new` events only. Default `all`. */
-  deliver: 'all' | 'new';
-}
 
 /**
  * A durable JetStream pull consumer named after the consumer, over `<subject_prefix>.>`,
@@ -196,15 +187,8 @@ class NatsSource implements MessageSource {
 
 /** The consumer side of `nats://…?stream=…&subject_prefix=…[&ack_wait_s=30&deliver=all]`. */
 export function createNatsSource(
-  params: BrokerUrlParams,
+  settings: NatsSourceSettings,
   options: MessageSourceOptions,
 ): MessageSource {
-  return new NatsSource(
-    {
-      ...readNatsSettings(params),
-      ackWaitS: params.integer('ack_wait_s', 30, 5, 3600),
-      deliver: params.string('deliver', 'all', /^(all|new)$/, 'all or new') as 'all' | 'new',
-    },
-    options,
-  );
+  return new NatsSource(settings, options);
 }

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { brokerFromUrl } from '../../brokers/index.js';
 import { createLogger } from '../../common/logger.js';
+import { loadWithPeer, optionalPeers } from '../../common/peers.js';
 import { redactUrl } from '../../common/url.js';
 import type { Database } from '../../db/database.js';
 import { migrate } from '../../db/migrate.js';
@@ -35,8 +36,13 @@ async function openDemoDatabase(
   logger: ReturnType<typeof createLogger>,
 ) {
   if (url === undefined || url === '') {
-    // Loaded only here: the embedded server is a large WebAssembly module that run/migrate never need.
-    const { PGlite } = await import('@electric-sql/pglite');
+    // Loaded only here: the embedded server is a large WebAssembly module that run/migrate
+    // never need, and an optional peer dependency.
+    const { PGlite } = await loadWithPeer(
+      'database-url',
+      optionalPeers.pglite,
+      () => import('@electric-sql/pglite'),
+    );
     const pglite = await PGlite.create();
     return {
       db: pgliteDatabase(pglite),

@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { brokerFromUrl } from '../../brokers/index.js';
 import { ConfigError, errorMessage } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { assertPeerInstalled, loadWithPeer, optionalPeers } from '../../common/peers.js';
 import { clip, escapeControl } from '../../common/text.js';
 import { redactUrl } from '../../common/url.js';
 import { pgDatabase } from '../../db/pg.js';
@@ -51,6 +52,7 @@ function parseEventTypeLabels(raw: string | undefined): string[] {
 function parseOpsFlags(flags: RunFlags) {
   const eventTypeLabels = parseEventTypeLabels(flags.metricsEventTypes);
   if (flags.metricsPort === undefined) return undefined;
+  assertPeerInstalled('metrics-port', optionalPeers.metrics);
   return {
     port: parseInteger('metrics-port', flags.metricsPort, 0, 65_535),
     host: flags.metricsHost,
@@ -73,7 +75,11 @@ async function serveOps(
   logger: Logger,
 ) {
   // Loaded only when asked for: the metrics client is a sizeable share of a dispatcher's memory.
-  const { dispatcherMetrics } = await import('../../ops/metrics.js');
+  const { dispatcherMetrics } = await loadWithPeer(
+    'metrics-port',
+    optionalPeers.metrics,
+    () => import('../../ops/metrics.js'),
+  );
   // One connection is enough: concurrent requests share one check, and its answer serves
   // for a second (SharedCheck).
   const db = pgDatabase({
