@@ -157,7 +157,8 @@ describe.each([
 
   it('without a registry leaves /metrics to the application', async () => {
     const { ops } = await startDispatcher();
-    const app = await serve({ ...ops, registry: undefined });
+    const { registry: _, ...withoutRegistry } = ops;
+    const app = await serve(withoutRegistry);
     expect((await get(`${app}/ops/metrics`)).status).toBe(404);
     expect(await get(`${app}/ops/healthz`)).toMatchObject({ status: 200, body: 'ok\n' });
   });

@@ -92,7 +92,7 @@ export function fromSequelize(
       // Without values, no `bind`: Sequelize then leaves the text alone.
       const some = bind.length > 0;
       const queryOptions: QueryOptions & { supportsSearchPath: boolean } = {
-        bind: some ? bind : undefined,
+        ...(some ? { bind } : {}),
         // null, not undefined: undefined would let Sequelize take the CLS transaction.
         transaction: transaction ?? null,
         // SELECT: the rows, for any statement (RAW would give [rows, result], and an

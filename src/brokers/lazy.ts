@@ -90,6 +90,13 @@ export class LazySource implements MessageSource {
     return this.source.check();
   }
 
+  backlog(): Promise<number> {
+    if (!this.source) {
+      return Promise.reject(new BrokerUnavailableError(`${this.location}: not started`));
+    }
+    return this.source.backlog();
+  }
+
   async pause(): Promise<void> {
     await this.source?.pause();
   }

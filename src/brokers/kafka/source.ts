@@ -270,7 +270,7 @@ class KafkaSource implements MessageSource {
   private async lag(consumer: KafkaConsumer, topics: string[]): Promise<number> {
     const latest = await consumer.listOffsets({ topics });
     const earliest =
-      this.group.from === 'earliest'
+      this.settings.from === 'earliest'
         ? await consumer.listOffsets({ topics, timestamp: -2n })
         : latest;
     const committed = await consumer.listCommittedOffsets({

@@ -182,12 +182,12 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable databas
           });
           const server =
             ops && (await serveOps(ops, dispatcher, url, dispatch.schema, broker.name, logger));
+          await dispatcher.start();
           // The dispatcher logs its start and stop itself; the addresses are the CLI's to say.
           logger.info(
             { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },
-            'starting the dispatcher',
+            'dispatching',
           );
-          await dispatcher.start();
           const fatal = new Promise<Error>((resolve) => dispatcher.once('fatal', resolve));
           const outcome = await Promise.race([stopped, fatal]);
           if (outcome instanceof Error) {
