@@ -3,6 +3,7 @@ import { brokerFromUrl, createDispatcher, type Database } from 'edupulse-outbox'
 import pg from 'pg';
 import {
   type BenchContext,
+  errorMessage,
   round,
   type Scenario,
   type ScenarioResult,
@@ -469,10 +470,31 @@ export const peer: Scenario = {
       const skipped = `${PACKAGE} is not installed (it is a devDependency: npm install)`;
       return wanted.map((name) => ({ name, skipped }));
     }
+    // The peer's listeners can leave a query of their own failing after they are shut
+    // down (seen once: "Connection terminated" when its logical-replication listener's
+    // server stopped), a rejection nobody handles that would end the whole benchmark run.
+    // While the peer runs, such a rejection is logged and counted, not fatal.
+    const peerFailures: string[] = [];
+    const onUnhandled = (reason: unknown) => {
+      peerFailures.push(errorMessage(reason));
+      bench.log(`peer: a rejection the peer left unhandled: ${errorMessage(reason)}`);
+    };
+    process.on('unhandledRejection', onUnhandled);
     const results: ScenarioResult[] = [];
-    if (only.has('peer-drain')) results.push(await drainResult(bench, loaded));
-    if (only.has('peer-latency')) results.push(await latencyResult(bench, loaded));
-    if (only.has('peer-logical')) results.push(await logicalResult(bench, loaded));
+    try {
+      if (only.has('peer-drain')) results.push(await drainResult(bench, loaded));
+      if (only.has('peer-latency')) results.push(await latencyResult(bench, loaded));
+      if (only.has('peer-logical')) results.push(await logicalResult(bench, loaded));
+      // Late ones: give the peer's pools a moment to report.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    if (peerFailures.length > 0) {
+      for (const result of results) {
+        if (!('skipped' in result)) result.peer_unhandled_rejections = peerFailures.length;
+      }
+    }
     return results;
   },
 };
