@@ -4,12 +4,12 @@
  * flag → environment → default order of settings.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
 
@@ -310,6 +310,7 @@ describe('bench', () => {
 
   it('writes the report the README describes, and leaves no schema behind', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edupulse-bench-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const out = join(dir, 'latest.json');
     const schemasBefore = await benchSchemas();
     const result = await runBench([
