@@ -161,6 +161,7 @@ it('lists every option of createOutbox, createInbox, pgDatabase and OutboxModule
   expect(listed('pgDatabase')).toEqual(
     names<PgDatabaseOptions>({
       connectionString: true,
+      setting: true,
       maxConnections: true,
       applicationName: true,
       connectTimeoutMs: true,

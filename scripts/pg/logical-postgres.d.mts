@@ -3,9 +3,19 @@ export interface LogicalPostgresOptions {
   parentDir?: string;
   /** More `postgresql.conf` settings (name → value), after the built-in ones. */
   settings?: Record<string, string>;
+  /**
+   * Files written into the data directory before the server starts (name → content), mode
+   * 0600 and owned by the server's OS user: certificates and keys that `settings` name
+   * (`ssl_cert_file: 'server.crt'`).
+   */
+  files?: Record<string, string>;
+  /** pg_hba.conf's lines instead of initdb's (trust on 127.0.0.1). */
+  hba?: string[];
+  /** The `postgres` role's password (set by initdb, SCRAM); none by default. */
+  password?: string;
 }
 
-/** A private PostgreSQL server with `wal_level = logical`, trust auth on 127.0.0.1. */
+/** A private PostgreSQL server with `wal_level = logical`, trust auth on 127.0.0.1 unless `hba` says otherwise. */
 export interface LogicalPostgres {
   /** Its own TCP port on 127.0.0.1 (no Unix socket). */
   readonly port: number;

@@ -1,5 +1,6 @@
 // A private PostgreSQL with `wal_level = logical`, for the benchmarks and tests that need
-// logical replication without reconfiguring the machine's shared server: initdb into a
+// logical replication — or TLS, passwords, client certificates — without reconfiguring
+// the machine's shared server: initdb into a
 // scratch directory, its own free port, started with pg_ctl, stopped and removed afterwards
 // (also when the process exits or is interrupted). Plain JavaScript with a .d.mts beside it,
 // so that both bench/ (compiled apart from src/) and test/ can import it.
@@ -9,7 +10,14 @@
 // (runuser), and the scratch directory is handed to that user.
 
 import { execFile, execFileSync } from 'node:child_process';
-import { appendFileSync, chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import {
+  appendFileSync,
+  chownSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -163,6 +171,12 @@ export async function startLogicalPostgres(options = {}) {
   process.on('SIGTERM', onSignal);
 
   const port = await freePort();
+  const passwordFile = () => {
+    const file = join(dir, 'initdb-password');
+    writeFileSync(file, `${options.password}\n`, { mode: 0o600 });
+    if (user) chownSync(file, user.uid, user.gid);
+    return file;
+  };
   try {
     const initdb = command('initdb', [
       '-D',
@@ -176,9 +190,21 @@ export async function startLogicalPostgres(options = {}) {
       // Skips flushing initdb's own files: a scratch cluster a crash could not leave behind
       // half-written. The server itself runs with full durability (DURABILITY).
       '--no-sync',
+      // The superuser's password (SCRAM), for tests of password authentication.
+      ...(options.password === undefined ? [] : [`--pwfile=${passwordFile()}`]),
     ]);
     await run(initdb.file, initdb.args);
     appendFileSync(join(data, 'postgresql.conf'), configText(port, options.settings ?? {}));
+    // Files the settings name (certificates and keys): private to the server's OS user,
+    // as PostgreSQL requires of a key file.
+    for (const [name, content] of Object.entries(options.files ?? {})) {
+      const file = join(data, name);
+      writeFileSync(file, content, { mode: 0o600 });
+      if (user) chownSync(file, user.uid, user.gid);
+    }
+    if (options.hba) {
+      writeFileSync(join(data, 'pg_hba.conf'), `${options.hba.join('\n')}\n`);
+    }
     const start = pgCtl('-l', log, '-w', '-t', '60', 'start');
     await run(start.file, start.args);
   } catch (error) {

@@ -19,6 +19,7 @@ export async function openDatabase(
 ): Promise<Database> {
   const db = pgDatabase({
     connectionString: url,
+    setting,
     onIdleError: (error) => logger.warn({ err: errorMessage(error) }, 'database connection lost'),
   });
   try {

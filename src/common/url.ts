@@ -9,9 +9,12 @@
 
 const SECRET_PARAMETER = /pass|secret|token|nkey|seed|credential|auth|api_?key|private|signature/i;
 
-/** True for a query parameter whose value is a secret, by its name. */
+/**
+ * True for a query parameter whose value is a secret, by its name. A `…_file` parameter
+ * (`password_file`) names where a secret is kept: its path is shown, its content never.
+ */
 export function isSecretParameter(name: string): boolean {
-  return SECRET_PARAMETER.test(name);
+  return SECRET_PARAMETER.test(name) && !/_file$/i.test(name);
 }
 
 // scheme://[userinfo@]hosts[rest]: the user info may not hold / ? # (they end the authority).

@@ -1,10 +1,17 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { ConfigError } from '../common/errors.js';
 import type { Database, DatabaseSession, TransactionExecutor } from './database.js';
+import { pgConnectionSettings } from './pg-config.js';
 
 export interface PgDatabaseOptions {
-  /** `postgres://user:pass@host:port/db`. */
+  /**
+   * `postgres://user:pass@host:port/db`, read as libpq reads it: `sslmode`, `sslrootcert`,
+   * `sslcert`, `sslkey`, and `password_file` (see pg-config.ts; docs/operations.md).
+   */
   connectionString: string;
+  /** The setting the connection string came from, named in errors. Default `connectionString`. */
+  setting?: string;
   /** Most connections the pool opens (the listener takes one more). Default 4. */
   maxConnections?: number;
   /** Shown in `pg_stat_activity`. Default `edupulse-outbox`. */
@@ -24,14 +31,16 @@ export interface PgDatabaseOptions {
 // see transaction()): planning each claim cost more server CPU than executing it in small
 // batches. A transaction left idle for five minutes (a frozen process; a hung broker call
 // is cut sooner, at publishTimeoutMs) is ended by the server so its claimed rows come back.
-const SESSION_OPTIONS = [
-  'plan_cache_mode=force_generic_plan',
-  'enable_bitmapscan=off',
-  'enable_seqscan=off',
-  'idle_in_transaction_session_timeout=300000',
+// Set by a statement on each new connection rather than as startup options, which
+// connection poolers refuse (PgBouncer: "unsupported startup parameter: options").
+const SESSION_SETTINGS = [
+  'plan_cache_mode = force_generic_plan',
+  'enable_bitmapscan = off',
+  'enable_seqscan = off',
+  'idle_in_transaction_session_timeout = 300000',
 ]
-  .map((setting) => `-c ${setting}`)
-  .join(' ');
+  .map((setting) => `SET ${setting}`)
+  .join('; ');
 
 /** The result of a simple-protocol query: the last statement's, when it held several. */
 function lastResult(result: pg.QueryResult | pg.QueryResult[]): pg.QueryResult {
@@ -52,16 +61,24 @@ function preparedName(text: string): string {
 
 /** A `Database` over node-postgres: a pool for transactions, one extra connection per `listen`. */
 export function pgDatabase(options: PgDatabaseOptions): Database {
+  const setting = options.setting ?? 'connectionString';
+  const connection = pgConnectionSettings(options.connectionString, setting);
   const config: pg.PoolConfig = {
-    connectionString: options.connectionString,
     max: options.maxConnections ?? 4,
     application_name: options.applicationName ?? 'edupulse-outbox',
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
-    options: SESSION_OPTIONS,
+    // The URL's own parameters (an application_name of its own) take precedence.
+    ...connection.config,
   };
   const pool = new pg.Pool(config);
   // Without a listener an idle connection dropped by a server restart would crash the process.
   pool.on('error', (error) => options.onIdleError?.(error));
+  // Queued before whatever the connection was opened for, so it runs first; should it fail,
+  // so does that first statement, which reports it.
+  pool.on('connect', (client) => {
+    client.query(SESSION_SETTINGS).catch(() => {});
+  });
+  const sessionOptions = { setting, sessionPooler: connection.sessionPooler };
   const dedicated = new Set<pg.Client>();
 
   return {
@@ -140,7 +157,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     },
 
     async listen(channel, onNotify, onError) {
-      const { client, session } = await openSession(config, dedicated, 'listening');
+      const { client, session } = await openSession(config, dedicated, 'listening', sessionOptions);
       session.onLost((error) => onError?.(error));
       client.on('notification', (message) => {
         if (message.channel === channel) onNotify();
@@ -156,7 +173,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
 
     async session(applicationName: string): Promise<DatabaseSession> {
       const named = { ...config, application_name: applicationName };
-      return (await openSession(named, dedicated, 'session')).session;
+      return (await openSession(named, dedicated, 'session', sessionOptions)).session;
     },
 
     async close() {
@@ -168,6 +185,32 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
 }
 
 /**
+ * Refuses a session that does not reach the server directly. Session advisory locks
+ * (partition ownership, a consumer's lease) and LISTEN belong to one server session for
+ * the life of the connection; a pooler in transaction mode hands each transaction to any
+ * server connection, so a lock would stay behind on a connection another client then
+ * uses — two dispatchers owning one partition — and notifications would go astray.
+ *
+ * The test: the process id a server gives in its startup answer (the key a cancel request
+ * names) is the backend's own, `pg_backend_pid()`. A pooler answers the startup itself
+ * with a key of its own making, so the two differ whatever mode it runs in. A pooler in
+ * session mode (one server session per client connection) keeps every guarantee: the URL
+ * says so with `pooler=session`.
+ */
+async function checkSessionIsDirect(client: pg.Client, setting: string): Promise<void> {
+  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  const announced = (client as unknown as { processID: number | null }).processID;
+  if (announced === null || rows[0]?.pid === announced) return;
+  throw new ConfigError(
+    setting,
+    'reaches PostgreSQL through a connection pooler (the server process answering is not the one the connection was given), ' +
+      "which breaks the session locks that keep one partition's events in order. " +
+      'Give this process a direct URL to the server (applications may keep using the pooler to enqueue), ' +
+      'or, for a pooler in session mode (PgBouncer pool_mode = session), add pooler=session to the URL',
+  );
+}
+
+/**
  * A connection outside the pool (LISTEN, session locks), tracked in `open` so close()
  * ends it. Whoever holds it hears once, through onLost, that it is gone.
  */
@@ -175,6 +218,7 @@ async function openSession(
   config: pg.ClientConfig,
   open: Set<pg.Client>,
   purpose: string,
+  options: { setting: string; sessionPooler: boolean },
 ): Promise<{ client: pg.Client; session: DatabaseSession }> {
   const client = new pg.Client(config);
   open.add(client);
@@ -195,6 +239,8 @@ async function openSession(
   client.on('end', () => fail(new Error(`${purpose} connection closed`)));
   try {
     await client.connect();
+    await client.query(SESSION_SETTINGS);
+    if (!options.sessionPooler) await checkSessionIsDirect(client, options.setting);
   } catch (error) {
     end();
     await client.end().catch(() => {});

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { hostname } from 'node:os';
-import { errorMessage } from '../common/errors.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Database, DatabaseSession } from '../db/database.js';
 import type { Statements } from '../db/sql/index.js';
@@ -60,6 +60,15 @@ export class PartitionOwnership {
     this.count = partitionCount;
     this.stopped = false;
     if (!this.shared) return;
+    // A session that cannot hold locks (through a pooler in transaction mode) is a setting
+    // to fix, refused here rather than retried every round; a database that is away is
+    // waited for by the rounds.
+    try {
+      await this.join();
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      this.lose(error);
+    }
     await this.rebalance();
     this.timer = setInterval(() => {
       this.round = this.round.then(() => this.rebalance());

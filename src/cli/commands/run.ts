@@ -84,6 +84,7 @@ async function serveOps(
   // for a second (SharedCheck).
   const db = pgDatabase({
     connectionString: databaseUrl,
+    setting: 'database-url',
     maxConnections: 1,
     applicationName: 'edupulse-outbox ops',
     onIdleError: (error) =>

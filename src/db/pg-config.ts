@@ -1,0 +1,149 @@
+/**
+ * A postgres:// URL as node-postgres connection settings, read the way libpq (psql) reads
+ * it, so a URL that works with psql means the same here:
+ *
+ * - `sslmode`: `disable`, `require` (encrypted, server not verified — unless `sslrootcert`
+ *   is given, then as `verify-ca`), `verify-ca` (the server's certificate chains to the CA),
+ *   `verify-full` (and names the host). `allow` and `prefer` are refused: they would fall
+ *   back to plain text, which node-postgres cannot do and an operator should choose in
+ *   words (`disable`). No `sslmode` is plain text, as node-postgres has it.
+ * - `sslrootcert` (CA file), `sslcert` and `sslkey` (client certificate): file paths. A CA
+ *   file without `sslmode` means `verify-full`.
+ * - `password_file`: the password is the file's content (one trailing newline dropped),
+ *   so it need not be written into the URL or the environment. It is remembered as a
+ *   secret: nothing printed shows it.
+ * - `pooler=session`: the dispatcher may run through this URL although it goes through a
+ *   connection pooler, because the pooler pins one server session to each connection
+ *   (PgBouncer's `pool_mode = session`). See checkSessionIsDirect.
+ *
+ * Files are read here, once; a file that cannot be read is a ConfigError naming the
+ * parameter, as is an sslmode that is not one of the above.
+ */
+import { readFileSync } from 'node:fs';
+import type pg from 'pg';
+import { parse, toClientConfig } from 'pg-connection-string';
+import { ConfigError, errorMessage } from '../common/errors.js';
+import { registerSecret } from '../common/secrets.js';
+
+const SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
+const FILE_PARAMETERS = ['sslrootcert', 'sslcert', 'sslkey', 'password_file'] as const;
+const POOLER_MODES = ['none', 'session'] as const;
+
+export interface PgConnectionSettings {
+  /** For pg.Client and pg.Pool. */
+  config: pg.ClientConfig;
+  /** `pooler=session` was given: a pooler that pins sessions stands between us and the server. */
+  sessionPooler: boolean;
+}
+
+function readParameterFile(setting: string, name: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(setting, `${name}: cannot read ${path}: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Connection settings of `url` (see above). `setting` names the URL's setting in errors
+ * (`database-url` in the CLI).
+ */
+export function pgConnectionSettings(url: string, setting: string): PgConnectionSettings {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // Not quoted: it may hold a password.
+    throw new ConfigError(setting, 'is not a valid URL (expected postgres://user@host/database)');
+  }
+  const params = parsed.searchParams;
+
+  const sslmode = params.get('sslmode');
+  if (sslmode !== null && !(SSL_MODES as readonly string[]).includes(sslmode)) {
+    const hint =
+      sslmode === 'prefer' || sslmode === 'allow'
+        ? ' — it would fall back to plain text; say require (encrypted, not verified), verify-ca or verify-full, or disable'
+        : '';
+    throw new ConfigError(
+      setting,
+      `sslmode="${sslmode}" is not supported (use one of: ${SSL_MODES.join(', ')})${hint}`,
+    );
+  }
+  const pooler = params.get('pooler') ?? 'none';
+  if (!(POOLER_MODES as readonly string[]).includes(pooler)) {
+    throw new ConfigError(
+      setting,
+      `pooler="${pooler}" is not valid (use session for a pooler in session mode, or leave it out)`,
+    );
+  }
+  // libpq semantics are asked for below; a URL may not ask again.
+  params.delete('uselibpqcompat');
+  params.delete('pooler');
+
+  const files: Partial<Record<(typeof FILE_PARAMETERS)[number], string>> = {};
+  const paths: Partial<Record<(typeof FILE_PARAMETERS)[number], string>> = {};
+  for (const name of FILE_PARAMETERS) {
+    const path = params.get(name);
+    if (path === null) continue;
+    if (path === '') throw new ConfigError(setting, `${name} is empty (expected a file path)`);
+    files[name] = readParameterFile(setting, name, path);
+    paths[name] = path;
+    params.delete(name);
+  }
+
+  let password: string | undefined;
+  if (files.password_file !== undefined) {
+    if (parsed.password || params.has('password')) {
+      throw new ConfigError(setting, 'password_file and a password are both given: keep one');
+    }
+    password = files.password_file.replace(/\r?\n$/, '');
+    if (password === '') {
+      throw new ConfigError(setting, `password_file: ${paths.password_file} is empty`);
+    }
+    registerSecret(password);
+  }
+
+  // The files were read above (so a missing one names its parameter), and sslmode is
+  // applied below: the parser gets neither, and reads the rest of the URL.
+  params.delete('sslmode');
+  const options = parse(parsed.href, { useLibpqCompat: true });
+  if (sslmode === 'disable') {
+    options.ssl = false;
+  } else if (sslmode !== null || files.sslrootcert !== undefined || files.sslcert !== undefined) {
+    const ssl: SslOptions = {};
+    if (files.sslrootcert !== undefined) ssl.ca = files.sslrootcert;
+    if (files.sslcert !== undefined) ssl.cert = files.sslcert;
+    if (files.sslkey !== undefined) ssl.key = files.sslkey;
+    applySslMode(setting, ssl, sslmode ?? 'verify-full', files.sslrootcert !== undefined);
+    options.ssl = ssl;
+  }
+  const config = toClientConfig(options);
+  if (password !== undefined) config.password = password;
+  return { config, sessionPooler: pooler === 'session' };
+}
+
+interface SslOptions {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  rejectUnauthorized?: boolean;
+  checkServerIdentity?: () => undefined;
+}
+
+/** libpq's meaning of each mode, on Node's TLS options. */
+function applySslMode(setting: string, ssl: SslOptions, mode: string, hasCa: boolean): void {
+  // require with a CA file is verify-ca (libpq); without, encryption only.
+  const effective = mode === 'require' && hasCa ? 'verify-ca' : mode;
+  if (effective === 'require') ssl.rejectUnauthorized = false;
+  if (effective === 'verify-ca') {
+    if (!hasCa) {
+      throw new ConfigError(
+        setting,
+        'sslmode=verify-ca needs sslrootcert (the CA file): with the public CAs, anyone holding a certificate from them would pass; use verify-full for those',
+      );
+    }
+    ssl.checkServerIdentity = () => undefined;
+  }
+}

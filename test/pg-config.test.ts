@@ -1,0 +1,124 @@
+/**
+ * How a postgres:// URL becomes node-postgres settings: libpq's sslmode meanings, files
+ * read once and named when they cannot be, the password file, the pooler declaration.
+ * What each setting does against a real TLS server is test/network/postgres-tls.test.ts.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError } from '../src/common/errors.js';
+import { scrubSecrets } from '../src/common/secrets.js';
+import { redactUrl } from '../src/common/url.js';
+import { pgConnectionSettings } from '../src/db/pg-config.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'edupulse-pg-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function file(name: string, content: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, content);
+  return path;
+}
+
+const BASE = 'postgres://app@db.internal:5433/shop';
+const settings = (query: string) => pgConnectionSettings(`${BASE}?${query}`, 'database-url');
+const ssl = (query: string) => settings(query).config.ssl as Record<string, unknown>;
+
+function refusal(query: string): ConfigError {
+  try {
+    settings(query);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error(`${query} was accepted`);
+}
+
+describe('pgConnectionSettings', () => {
+  it('reads host, port, user and database, and no TLS without sslmode', () => {
+    const { config, sessionPooler } = pgConnectionSettings(BASE, 'database-url');
+    expect(config).toMatchObject({
+      host: 'db.internal',
+      port: 5433,
+      user: 'app',
+      database: 'shop',
+    });
+    expect(config.ssl).toBeUndefined();
+    expect(sessionPooler).toBe(false);
+  });
+
+  it("gives each sslmode libpq's meaning", () => {
+    const ca = file('ca.pem', 'CA PEM');
+    expect(settings('sslmode=disable').config.ssl).toBe(false);
+    // require: encrypted, not verified.
+    expect(ssl('sslmode=require')).toEqual({ rejectUnauthorized: false });
+    // require with a CA, and verify-ca: the chain is checked, the name is not.
+    for (const mode of ['require', 'verify-ca']) {
+      const options = ssl(`sslmode=${mode}&sslrootcert=${ca}`);
+      expect(options.ca).toBe('CA PEM');
+      expect(options.rejectUnauthorized).toBeUndefined();
+      expect(typeof options.checkServerIdentity).toBe('function');
+    }
+    // verify-full, and a CA file alone: chain and name.
+    for (const query of [`sslmode=verify-full&sslrootcert=${ca}`, `sslrootcert=${ca}`]) {
+      expect(ssl(query)).toEqual({ ca: 'CA PEM' });
+    }
+    expect(ssl('sslmode=verify-full')).toEqual({});
+  });
+
+  it('reads the client certificate and key', () => {
+    const options = ssl(
+      `sslmode=verify-full&sslcert=${file('client.crt', 'CERT')}&sslkey=${file('client.key', 'KEY')}`,
+    );
+    expect(options).toEqual({ cert: 'CERT', key: 'KEY' });
+  });
+
+  it('refuses the modes that fall back to plain text, unknown modes and verify-ca without a CA', () => {
+    expect(refusal('sslmode=prefer').message).toMatch(
+      /^database-url: sslmode="prefer" is not supported .*fall back to plain text/,
+    );
+    expect(refusal('sslmode=allow').message).toMatch(/sslmode="allow" is not supported/);
+    expect(refusal('sslmode=verify_full').message).toMatch(
+      /sslmode="verify_full" is not supported \(use one of: disable, require, verify-ca, verify-full\)/,
+    );
+    expect(refusal('sslmode=verify-ca').message).toMatch(/verify-ca needs sslrootcert/);
+  });
+
+  it('names the parameter of a file that cannot be read', () => {
+    const missing = join(dir, 'nowhere.pem');
+    for (const name of ['sslrootcert', 'sslcert', 'sslkey', 'password_file']) {
+      const error = refusal(`${name}=${missing}`);
+      expect(error.setting).toBe('database-url');
+      expect(error.message).toMatch(
+        new RegExp(`^database-url: ${name}: cannot read .*nowhere\\.pem`),
+      );
+    }
+    expect(refusal('sslrootcert=').message).toMatch(/sslrootcert is empty/);
+  });
+
+  it('takes the password from password_file, remembered as a secret', () => {
+    const path = file('password', 'Pw-From-File-93x\n');
+    expect(settings(`password_file=${path}`).config.password).toBe('Pw-From-File-93x');
+    expect(scrubSecrets('auth failed for Pw-From-File-93x')).toBe('auth failed for ***');
+    // The path is shown, not hidden: it is where the secret is kept, not the secret.
+    expect(redactUrl(`${BASE}?password_file=${path}`)).toContain(`password_file=${path}`);
+
+    expect(refusal(`password_file=${file('empty', '\n')}`).message).toMatch(
+      /password_file: .*empty is empty/,
+    );
+    const both = pgConnectionSettings.bind(
+      null,
+      `postgres://app:inline@db.internal/shop?password_file=${path}`,
+      'database-url',
+    );
+    expect(both).toThrow(/password_file and a password are both given/);
+  });
+
+  it('declares a pooler in session mode with pooler=session, and refuses other values', () => {
+    const declared = settings('pooler=session&sslmode=disable');
+    expect(declared.sessionPooler).toBe(true);
+    expect(declared.config).not.toHaveProperty('pooler');
+    expect(refusal('pooler=transaction').message).toMatch(/pooler="transaction" is not valid/);
+  });
+});
