@@ -70,14 +70,23 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     // The URL's own parameters (an application_name of its own) take precedence.
     ...connection.config,
   };
-  const pool = new pg.Pool(config);
+  // Connections that reach the server through a pooler not declared as pinning sessions:
+  // they get neither the session settings (a pooler in transaction mode would hand them on
+  // to other clients' transactions) nor named prepared statements (which live in one server
+  // session). Admin commands work through such a pooler; session() refuses it.
+  const unpinned = new WeakSet<pg.ClientBase>();
+  const pool = new pg.Pool({
+    ...config,
+    onConnect: async (client) => {
+      if (connection.sessionPooler || (await reachesServerDirectly(client))) {
+        await client.query(SESSION_SETTINGS);
+      } else {
+        unpinned.add(client);
+      }
+    },
+  });
   // Without a listener an idle connection dropped by a server restart would crash the process.
   pool.on('error', (error) => options.onIdleError?.(error));
-  // Queued before whatever the connection was opened for, so it runs first; should it fail,
-  // so does that first statement, which reports it.
-  pool.on('connect', (client) => {
-    client.query(SESSION_SETTINGS).catch(() => {});
-  });
   const sessionOptions = { setting, sessionPooler: connection.sessionPooler };
   const dedicated = new Set<pg.Client>();
 
@@ -113,11 +122,11 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
           // from their text) and planned once: the dispatcher sends the same few
           // statements for every batch, and parsing and planning them each time cost
           // about a millisecond of server CPU per batch.
-          const result = await client.query({
-            name: preparedName(text),
-            text,
-            values: [...values],
-          });
+          const result = await client.query(
+            unpinned.has(client)
+              ? { text, values: [...values] }
+              : { name: preparedName(text), text, values: [...values] },
+          );
           return { rows: result.rows as R[] };
         },
         async exec(sql: string) {
@@ -185,22 +194,28 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
 }
 
 /**
+ * Whether the connection reaches the server itself rather than a pooler: the process id a
+ * server gives in its startup answer (the key a cancel request names) is the backend's
+ * own, `pg_backend_pid()`; a pooler answers the startup itself with a key of its own
+ * making, so the two differ whatever mode it runs in.
+ */
+async function reachesServerDirectly(client: pg.ClientBase): Promise<boolean> {
+  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  const announced = (client as unknown as { processID: number | null }).processID;
+  return announced === null || rows[0]?.pid === announced;
+}
+
+/**
  * Refuses a session that does not reach the server directly. Session advisory locks
  * (partition ownership, a consumer's lease) and LISTEN belong to one server session for
  * the life of the connection; a pooler in transaction mode hands each transaction to any
  * server connection, so a lock would stay behind on a connection another client then
- * uses — two dispatchers owning one partition — and notifications would go astray.
- *
- * The test: the process id a server gives in its startup answer (the key a cancel request
- * names) is the backend's own, `pg_backend_pid()`. A pooler answers the startup itself
- * with a key of its own making, so the two differ whatever mode it runs in. A pooler in
- * session mode (one server session per client connection) keeps every guarantee: the URL
- * says so with `pooler=session`.
+ * uses — two dispatchers owning one partition — and notifications would go astray. A
+ * pooler in session mode (one server session per client connection) keeps every
+ * guarantee: the URL says so with `pooler=session`, and the check is skipped.
  */
 async function checkSessionIsDirect(client: pg.Client, setting: string): Promise<void> {
-  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  const announced = (client as unknown as { processID: number | null }).processID;
-  if (announced === null || rows[0]?.pid === announced) return;
+  if (await reachesServerDirectly(client)) return;
   throw new ConfigError(
     setting,
     'reaches PostgreSQL through a connection pooler (the server process answering is not the one the connection was given), ' +
@@ -239,8 +254,9 @@ async function openSession(
   client.on('end', () => fail(new Error(`${purpose} connection closed`)));
   try {
     await client.connect();
-    await client.query(SESSION_SETTINGS);
+    // Checked first: a session setting must not reach a pooler's shared server connections.
     if (!options.sessionPooler) await checkSessionIsDirect(client, options.setting);
+    await client.query(SESSION_SETTINGS);
   } catch (error) {
     end();
     await client.end().catch(() => {});

@@ -3,7 +3,8 @@
  * ids; one event enqueued in a transaction of its own; the ids the outbox holds.
  */
 import { randomUUID } from 'node:crypto';
-import { createOutbox, LessonPublished } from '../../src/index.js';
+import { z } from 'zod';
+import { createOutbox, defineEvent, LessonPublished } from '../../src/index.js';
 import type { TestSchema } from './db.js';
 
 /** A lesson-published payload with fresh ids. */
@@ -35,3 +36,11 @@ export async function outboxIds(t: TestSchema): Promise<string[]> {
   );
   return rows.map((row) => row.id);
 }
+
+/** A test event whose payload says which aggregate (`walk`) and which step (`n`) it is. */
+export const StepTaken = defineEvent({
+  type: 'step-taken',
+  aggregateType: 'walk',
+  schema: z.object({ walk: z.string(), n: z.number().int() }),
+  aggregateId: (payload) => payload.walk,
+});

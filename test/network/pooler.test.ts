@@ -10,11 +10,11 @@
  */
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { createOutbox, defineEvent } from '../../src/index.js';
+import { createOutbox } from '../../src/index.js';
 import { killChildren, runCli, spawnCli } from '../helpers/cli.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { consumeStream, deleteStream } from '../helpers/nats-consumer.js';
+import { StepTaken } from '../helpers/outbox.js';
 import { type PgBouncer, startPgBouncer } from '../helpers/pgbouncer.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -23,13 +23,6 @@ afterEach(killChildren);
 const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
 const AGGREGATES = 40;
 const PER_AGGREGATE = 25;
-
-const StepTaken = defineEvent({
-  type: 'step-taken',
-  aggregateType: 'walk',
-  schema: z.object({ walk: z.string(), n: z.number().int() }),
-  aggregateId: (payload) => payload.walk,
-});
 
 let transactionPooler: PgBouncer;
 let sessionPooler: PgBouncer;
@@ -118,16 +111,46 @@ describe('behind PgBouncer', () => {
     }
   });
 
+  /** `edupulse-outbox <command> --database-url <url> --schema <the test's> <more>`. */
+  const cli = (command: string, url: string, ...more: string[]) =>
+    runCli([command, '--database-url', url, '--schema', t.schema, ...more]);
+
+  it('admin commands work through it, and leave no session setting behind for the applications', async () => {
+    const status = await cli('status', transactionPooler.url('test'), '--json');
+    expect(status.stderr).toBe('');
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ pending: AGGREGATES * PER_AGGREGATE });
+
+    // Every server connection of the pool (4), held at once so each is a different one:
+    // none carries the dispatchers' planner settings.
+    const pool = new pg.Pool({ connectionString: transactionPooler.url('test'), max: 4 });
+    try {
+      const clients = await Promise.all(Array.from({ length: 4 }, () => pool.connect()));
+      try {
+        // Each transaction stays open until all four have read: four server connections.
+        const seen = await Promise.all(
+          clients.map(async (client) => {
+            await client.query('BEGIN');
+            const { rows } = await client.query<{ seqscan: string; plans: string; pid: number }>(
+              `SELECT current_setting('enable_seqscan') AS seqscan,
+                      current_setting('plan_cache_mode') AS plans, pg_backend_pid() AS pid`,
+            );
+            return rows[0];
+          }),
+        );
+        await Promise.all(clients.map((client) => client.query('COMMIT')));
+        expect(new Set(seen.map((row) => row?.pid)).size).toBe(4);
+        for (const row of seen) expect(row).toMatchObject({ seqscan: 'on', plans: 'auto' });
+      } finally {
+        for (const client of clients) client.release();
+      }
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('behind a pooler in session mode, refused unless the URL says pooler=session', async () => {
-    const result = await runCli([
-      'run',
-      '--database-url',
-      sessionPooler.url('test'),
-      '--schema',
-      t.schema,
-      '--broker',
-      'memory:',
-    ]);
+    const result = await cli('run', sessionPooler.url('test'), '--broker', 'memory:');
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/through a connection pooler/);
   });
@@ -185,7 +208,10 @@ describe('behind PgBouncer', () => {
         expect({ walk, ns }).toEqual({ walk, ns: inOrder });
       }
       // Both took part: each held partitions through the pooler.
-      for (const run of [first, second]) expect(run.stderr).toMatch(/partitions rebalanced/);
+      for (const run of [first, second])
+        expect(run.stderr, `${first.stderr}\n----\n${second.stderr}`).toMatch(
+          /partitions rebalanced/,
+        );
     } finally {
       first.child.kill('SIGTERM');
       second.child.kill('SIGTERM');
