@@ -18,8 +18,9 @@ import {
  * setting when it is wrong.
  */
 export const settings = {
-  databaseUrl: (description = 'PostgreSQL connection URL') =>
-    new Option('--database-url <url>', description).env('DATABASE_URL'),
+  databaseUrl: (
+    description = 'PostgreSQL connection URL (libpq parameters: sslmode, sslrootcert, sslcert, sslkey; password_file; pooler=session)',
+  ) => new Option('--database-url <url>', description).env('DATABASE_URL'),
   schema: () =>
     new Option('--schema <name>', 'schema holding the outbox tables')
       .env('OUTBOX_SCHEMA')
