@@ -16,16 +16,20 @@ export interface BenchStream {
 }
 
 /**
- * Connects to the server of a `nats://[user:pass@|token@]host:port` URL, with its
- * server and credentials read as our NATS broker reads them.
+ * Connects to the servers of a `nats://[user:pass@|token@]host:port` URL, with its
+ * servers, credentials and TLS read as our NATS broker reads them.
  */
 export function natsConnection(natsUrl: string, name = 'edupulse-bench'): Promise<NatsConnection> {
-  const { server, user, pass, token } = natsSettings(natsUrl, 'nats-url');
+  const { servers, auth, tls } = natsSettings(natsUrl, 'nats-url');
+  if (auth?.kind === 'nkey' || auth?.kind === 'creds') {
+    throw new Error('nats-url: the benchmarks log in with a user and password or a token');
+  }
   return connect({
-    servers: server,
+    servers,
     name,
-    ...(user !== undefined ? { user, pass } : {}),
-    ...(token !== undefined ? { token } : {}),
+    ...(auth?.kind === 'password' ? { user: auth.user, pass: auth.pass } : {}),
+    ...(auth?.kind === 'token' ? { token: auth.token } : {}),
+    ...(tls ? { tls } : {}),
   });
 }
 

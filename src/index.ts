@@ -41,7 +41,9 @@ export { brokerFromUrl } from './brokers/index.js';
 export { type KafkaSettings, kafkaSettings } from './brokers/kafka/settings.js';
 export { LogBroker, type LogBrokerOptions } from './brokers/log.js';
 export { MemoryBroker, type MemoryBrokerOptions } from './brokers/memory.js';
+export type { NatsAuth } from './brokers/nats/auth.js';
 export { type NatsSettings, natsSettings } from './brokers/nats/settings.js';
+export type { NatsTls } from './brokers/nats/tls.js';
 export {
   BrokerUnavailableError,
   ConfigError,

@@ -2,6 +2,7 @@ import { ConfigError, errorMessage, SchemaVersionError } from '../common/errors.
 import { createLogger, type Logger } from '../common/logger.js';
 import { registerUrlSecrets, scrubSecrets } from '../common/secrets.js';
 import { escapeControl } from '../common/text.js';
+import { parseUrl } from '../common/url.js';
 
 export interface CommandContext {
   logger: Logger;
@@ -22,7 +23,10 @@ function registerFlagSecrets(flags: Record<string, unknown>): void {
   for (const name of URL_FLAGS) {
     const value = flags[name];
     if (typeof value !== 'string') continue;
-    registerUrlSecrets(value, { userIsSecret: /^\s*nats:/i.test(value) });
+    // A lone NATS user is a token, unless password_file holds its password.
+    const url = parseUrl(value);
+    const userIsSecret = url?.protocol === 'nats:' && !url.searchParams.has('password_file');
+    registerUrlSecrets(value, { userIsSecret });
   }
 }
 

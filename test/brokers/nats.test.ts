@@ -12,7 +12,7 @@ import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { headerValue } from '../../src/brokers/nats/subjects.js';
 import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
-import { createDispatcher } from '../../src/index.js';
+import { createDispatcher, natsSettings } from '../../src/index.js';
 import { createPgTestSchema } from '../helpers/db.js';
 import { outboxMessage } from '../helpers/messages.js';
 import {
@@ -340,6 +340,9 @@ describe('nats broker', () => {
       ['?subject_prefix=edu*', /subject_prefix="edu\*" is not valid/],
       ['?stream=a%20b', /stream="a b" is not valid/],
       ['?streams=X', /unknown parameter "streams"/],
+      ['?tls=yes', /tls="yes" is not valid \(true or false\)/],
+      ['?cert_file=/nonexistent/client.crt', /cert_file: cannot read \/nonexistent\/client\.crt/],
+      ['?token_file=', /token_file is empty \(expected a file path\)/],
     ])('refuses %s', (query, reason) => {
       let error: unknown;
       try {
@@ -351,6 +354,18 @@ describe('nats broker', () => {
       expect((error as ConfigError).setting).toBe('broker');
       expect(String(error)).toMatch(reason);
     });
+  });
+
+  it('reads a list of servers, each with its port or 4222', () => {
+    expect(natsSettings('nats://a.example:4223,b.example,10.0.0.3:4224').servers).toEqual([
+      'a.example:4223',
+      'b.example:4222',
+      '10.0.0.3:4224',
+    ]);
+    expect(natsSettings('nats://').servers).toEqual(['127.0.0.1:4222']);
+    expect(() => natsSettings('nats://a.example:42x,b.example:4222')).toThrow(
+      /broker: "a.example:42x" is not a NATS server/,
+    );
   });
 
   describe('credentials', () => {
@@ -381,10 +396,11 @@ describe('nats broker', () => {
       expect(String(withToken)).not.toContain('t0ken-value');
     });
 
-    it('are used, and a wrong password is reported without it', async () => {
+    it('are used, and a wrong password is a ConfigError (retrying cannot help) without it', async () => {
       auth = await startNatsServer({ user: { name: 'alice', password: 'right-pw' } });
       const wrong = await connectError(`nats://alice:wrong-pw@127.0.0.1:${auth.port}`);
-      expect(wrong).toBeInstanceOf(BrokerUnavailableError);
+      expect(wrong).toBeInstanceOf(ConfigError);
+      expect((wrong as ConfigError).setting).toBe('broker');
       expect(String(wrong)).toMatch(/authorization violation/i);
       expect(String(wrong)).not.toContain('wrong-pw');
       const { broker } = fresh(`nats://alice:right-pw@127.0.0.1:${auth.port}`);

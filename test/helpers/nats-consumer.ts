@@ -3,7 +3,7 @@
  * test: stream declarations / clean-up, and an independent ordered consumer.
  */
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import type { Consumer, ReceivedMessage } from '../brokers/conformance.js';
 
 export interface NatsReceived extends ReceivedMessage {
@@ -12,8 +12,13 @@ export interface NatsReceived extends ReceivedMessage {
   raw: Record<string, string>;
 }
 
-export async function withConnection<T>(url: string, use: (nc: NatsConnection) => Promise<T>) {
-  const nc = await connect({ servers: url.replace(/^nats:\/\//, '') });
+/** `options`: TLS and credentials, for a server that requires them. */
+export async function withConnection<T>(
+  url: string,
+  use: (nc: NatsConnection) => Promise<T>,
+  options: NodeConnectionOptions = {},
+) {
+  const nc = await connect({ servers: url.replace(/^nats:\/\//, ''), ...options });
   try {
     return await use(nc);
   } finally {
@@ -50,15 +55,18 @@ export function decodeHeader(value: string): string {
 /**
  * An ordered consumer over the whole stream, with the NATS client only: it reconnects
  * without limit and resumes where it stopped, so it sees everything across an outage.
+ * `options`: TLS and credentials, for a server that requires them.
  */
 export async function consumeStream(
   url: string,
   stream: string,
+  options: NodeConnectionOptions = {},
 ): Promise<Consumer & { received: NatsReceived[] }> {
   const nc = await connect({
     servers: url.replace(/^nats:\/\//, ''),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 100,
+    ...options,
   });
   // Short pulls: after a server restart the ordered consumer is recreated but its pull can
   // stall until heartbeats are missed, which is 2 × expires/2 (default expires: 30 s).

@@ -15,10 +15,22 @@ const NATS_SERVER = process.env.NATS_SERVER_BIN ?? 'nats-server';
 export interface NatsServerOptions {
   /** Largest message the server accepts (header + body), in bytes. Default 1 MB. */
   maxPayload?: number;
-  /** Require this user and password. */
+  /** Require this user and password (with `nkeys`: either). */
   user?: { name: string; password: string };
   /** Require this token. */
   token?: string;
+  /** Require one of these NKey users (their public keys, `U…`). */
+  nkeys?: string[];
+  /**
+   * TLS on the client port (required of every client): the server's certificate and key,
+   * and with `verify` the CA whose client certificates it asks for and accepts.
+   */
+  tls?: { certFile: string; keyFile: string; caFile?: string; verify?: boolean };
+  /**
+   * Operator (JWT) mode: the operator's JWT, the account JWTs it trusts by public key, and
+   * the system account among them (JetStream needs one).
+   */
+  operator?: { jwt: string; accounts: Record<string, string>; systemAccount: string };
 }
 
 export interface PrivateNatsServer {
@@ -39,7 +51,7 @@ export interface PrivateNatsServer {
   destroy(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.once('error', reject);
@@ -57,12 +69,35 @@ function configText(port: number, storeDir: string, options: NatsServerOptions):
     `max_payload: ${options.maxPayload ?? 1024 * 1024}`,
     `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
   ];
-  if (options.user) {
+  const users = [
+    ...(options.user
+      ? [
+          `{ user: ${JSON.stringify(options.user.name)}, password: ${JSON.stringify(options.user.password)} }`,
+        ]
+      : []),
+    ...(options.nkeys ?? []).map((key) => `{ nkey: ${JSON.stringify(key)} }`),
+  ];
+  if (users.length > 0) lines.push(`authorization { users: [ ${users.join(', ')} ] }`);
+  if (options.token) lines.push(`authorization { token: ${JSON.stringify(options.token)} }`);
+  if (options.tls) {
+    const { certFile, keyFile, caFile, verify } = options.tls;
     lines.push(
-      `authorization { user: ${JSON.stringify(options.user.name)}, password: ${JSON.stringify(options.user.password)} }`,
+      `tls { cert_file: ${JSON.stringify(certFile)}, key_file: ${JSON.stringify(keyFile)}${
+        caFile ? `, ca_file: ${JSON.stringify(caFile)}` : ''
+      }${verify ? ', verify: true' : ''} }`,
     );
   }
-  if (options.token) lines.push(`authorization { token: ${JSON.stringify(options.token)} }`);
+  if (options.operator) {
+    const preload = Object.entries(options.operator.accounts).map(
+      ([key, jwt]) => `${key}: ${JSON.stringify(jwt)}`,
+    );
+    lines.push(
+      `operator: ${JSON.stringify(options.operator.jwt)}`,
+      `system_account: ${JSON.stringify(options.operator.systemAccount)}`,
+      'resolver: MEMORY',
+      `resolver_preload: { ${preload.join(', ')} }`,
+    );
+  }
   return `${lines.join('\n')}\n`;
 }
 

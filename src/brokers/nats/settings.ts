@@ -1,17 +1,27 @@
-import { decodePercent, redactUrl } from '../../common/url.js';
+import { ConfigError } from '../../common/errors.js';
+import { hostList, redactUrl } from '../../common/url.js';
 import { type BrokerUrlParams, settingsFromUrl } from '../url-params.js';
+import { type NatsAuth, readNatsAuth } from './auth.js';
+import { type NatsTls, readNatsTls } from './tls.js';
 
 /** Settings of the NATS JetStream broker, read from the broker URL's query parameters. */
 export interface NatsSettings {
-  /** `host:port` of the server. */
-  server: string;
+  /**
+   * `host:port` of each server: `nats://a:4222,b:4222,c:4222` names a cluster's seeds; the
+   * client connects to one that answers and, when it drops, to another.
+   */
+  servers: string[];
   /** The server URL without query and with credentials masked, for messages. */
   location: string;
   /** The setting the URL came from, named in configuration errors. */
   setting: string;
-  user?: string;
-  pass?: string;
-  token?: string;
+  /** User and password, token, NKey or creds (see auth.ts); files already read. */
+  auth?: NatsAuth;
+  /**
+   * TLS required, with these PEM texts (`tls=true`, `ca_file`, `cert_file`, `key_file`);
+   * absent: the client's choice (TLS when the server offers it).
+   */
+  tls?: NatsTls;
   /** `stream`: the JetStream stream the events are stored in. Default `EDUPULSE`. */
   stream: string;
   /** `subject_prefix`: first subject token, `<prefix>.<aggregate_type>.<event_type>`. Default `edupulse`. */
@@ -32,14 +42,15 @@ const NAME_HINT = 'letters, digits, _ or -';
 /** The NATS broker's settings from its URL; every query parameter is read (and checked) here. */
 export function readNatsSettings(params: BrokerUrlParams): NatsSettings {
   const url = params.url;
-  const username = decodePercent(url.username);
-  const password = decodePercent(url.password);
+  const servers = natsServers(url, params.setting);
+  const auth = readNatsAuth(params);
+  const tls = readNatsTls(params);
   return {
-    server: `${url.hostname || '127.0.0.1'}:${url.port || '4222'}`,
+    servers,
     location: serverLabel(url),
     setting: params.setting,
-    // A user without a password is a token, as in the nats CLI's URLs.
-    ...(password ? { user: username, pass: password } : username ? { token: username } : {}),
+    ...(auth ? { auth } : {}),
+    ...(tls ? { tls } : {}),
     stream: params.string('stream', 'EDUPULSE', NAME, NAME_HINT),
     subjectPrefix: params.string('subject_prefix', 'edupulse', NAME, NAME_HINT),
     maxInFlight: params.integer('max_in_flight', 256, 1, 65_536),
@@ -63,6 +74,24 @@ export function readNatsSourceSettings(params: BrokerUrlParams): NatsSourceSetti
     ackWaitS: params.integer('ack_wait_s', 30, 5, 3600),
     deliver: params.string('deliver', 'all', /^(all|new)$/, 'all or new') as 'all' | 'new',
   };
+}
+
+const SERVER = /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9._-]+)(?::(\d{1,5}))?$/;
+
+/** `host:port` of each server of the URL (hostList), port 4222 where none is written. */
+function natsServers(url: URL, setting: string): string[] {
+  if (url.host === '') return ['127.0.0.1:4222'];
+  return hostList(url).map((server) => {
+    const match = SERVER.exec(server);
+    const port = Number(match?.[2] ?? 4222);
+    if (!match || port < 1 || port > 65_535) {
+      throw new ConfigError(
+        setting,
+        `"${server}" is not a NATS server (expected host:port, several separated by commas)`,
+      );
+    }
+    return `${match[1]}:${port}`;
+  });
 }
 
 /** `nats://user:***@host:4222`: no query, no password, no token. */

@@ -158,6 +158,9 @@ SIGTERM or SIGINT: stop claiming, settle the batches in flight, exit 0; a second
 With --metrics-port: GET /metrics (Prometheus text), /healthz (200 while the loop is alive)
 and /readyz (200 when the database and broker are reachable, the loop makes progress and
 the lag is under --ready-max-lag-seconds; else 503 with the reasons, one per line).
+NATS over TLS with credentials: nats://host:4222[,host:4222…]?tls=true&ca_file=…[&cert_file=…&key_file=…]
+and one of user:pass@ (or user@ with password_file=…), token_file=…, nkey_file=…, creds_file=…
+(docs/operations.md, "NATS"). A broker down is retried; one that refuses the credentials or TLS is exit 2.
 Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable database or schema behind.`,
     )
     .action(async (flags: RunFlags) => {
