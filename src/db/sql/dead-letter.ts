@@ -25,7 +25,11 @@ export interface DeadLetterStatements {
   deadLetterRetry: string;
   /** The filter: deletes them; their ids. */
   deadLetterDiscard: string;
-  /** $1 time: deletes those dead-lettered before it; how many. */
+  /**
+   * $1 time, $2 limit: deletes up to $2 of the dead letters dead-lettered before $1, a row
+   * per deleted one. Rows another transaction holds (a retry, another purge) are skipped,
+   * not waited for, so a batch's time stays bounded whoever else is at work.
+   */
   deadLetterPurge: string;
 }
 
@@ -70,8 +74,13 @@ RETURNING id::text AS id`,
 
     deadLetterDiscard: `DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE} RETURNING id::text AS id`,
 
-    deadLetterPurge: `WITH purged AS (
-  DELETE FROM ${s}.outbox_dead_letter WHERE dead_at < $1::timestamptz RETURNING 1
-) SELECT count(*)::int AS purged FROM purged`,
+    // No index leads with dead_at: a batch's scan stops once it has found its rows, which
+    // come first in a table filled in dead_at order.
+    deadLetterPurge: `WITH doomed AS (
+  SELECT seq FROM ${s}.outbox_dead_letter WHERE dead_at < $1::timestamptz
+  LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM ${s}.outbox_dead_letter d USING doomed WHERE d.seq = doomed.seq
+RETURNING 1`,
   };
 }
