@@ -80,6 +80,7 @@ export type {
   DeadLetterEvent,
   DispatcherEvents,
   DispatcherStats,
+  PurgeReport,
   SettledBatch,
   UnavailableEvent,
 } from './dispatcher/events.js';

@@ -1,7 +1,7 @@
 import { ConfigError } from '../common/errors.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
-import { pgArray, statements } from '../db/sql/index.js';
+import { deadLetterJanitorLockKey, pgArray, statements } from '../db/sql/index.js';
 import { deleteInBatches } from './batches.js';
 
 /**
@@ -162,7 +162,7 @@ export async function discardDeadLetters(
   return rows.map((row) => row.id);
 }
 
-/** Dead letters deleted per statement by `purgeDeadLetters`. */
+/** Dead letters deleted per statement by `purgeDeadLetters` and the dispatcher's janitor. */
 export const DEAD_LETTER_PURGE_BATCH = 1000;
 
 /**
@@ -181,4 +181,32 @@ export async function purgeDeadLetters(
     const { rows } = await db.query(sql.deadLetterPurge, [before.toISOString(), limit]);
     return rows.length;
   });
+}
+
+/**
+ * The dispatcher's janitor: `purgeDeadLetters`, where each batch is a transaction that
+ * first takes the schema's janitor lock. Several dispatchers may run janitors; one deletes
+ * at a time, and another that finds the lock taken ends its round (the one holding it
+ * carries on). `shouldStop` is asked before each batch. Returns how many it deleted.
+ */
+export async function purgeDeadLettersAsJanitor(
+  db: Database,
+  schema: string,
+  before: Date,
+  shouldStop: () => boolean = () => false,
+): Promise<number> {
+  const sql = statements(schema);
+  const key = deadLetterJanitorLockKey(schema);
+  return deleteInBatches(DEAD_LETTER_PURGE_BATCH, (limit) =>
+    shouldStop()
+      ? Promise.resolve(undefined)
+      : db.transaction(async (tx) => {
+          const { rows: lock } = await tx.query<{ locked: boolean }>(sql.deadLetterJanitorLock, [
+            key,
+          ]);
+          if (lock[0]?.locked !== true) return undefined;
+          const { rows } = await tx.query(sql.deadLetterPurge, [before.toISOString(), limit]);
+          return rows.length;
+        }),
+  );
 }

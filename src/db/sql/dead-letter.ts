@@ -7,7 +7,7 @@ import { rfc3339 } from './fragments.js';
  * all (admin/dead-letters.ts binds them).
  */
 export interface DeadLetterStatements {
-  /** Number of dead letters. */
+  /** Number of dead letters, and how long ago the oldest was dead-lettered (0 when none). */
   deadLetterCount: string;
   /** Dead letters per event type. */
   deadLetterCountByEventType: string;
@@ -31,6 +31,11 @@ export interface DeadLetterStatements {
    * not waited for, so a batch's time stays bounded whoever else is at work.
    */
   deadLetterPurge: string;
+  /**
+   * $1 lock key (deadLetterJanitorLockKey): true when this transaction is the one janitor
+   * of the schema at work (the lock ends with the transaction).
+   */
+  deadLetterJanitorLock: string;
 }
 
 const COLUMNS = `seq::text AS seq, id::text AS id, aggregate_type, aggregate_id, event_type, partition,
@@ -49,7 +54,9 @@ const WHERE = `($1::text::uuid[] IS NULL OR id = ANY($1::text::uuid[]))
 /** `s`: the quoted schema. */
 export function deadLetterStatements(s: string): DeadLetterStatements {
   return {
-    deadLetterCount: `SELECT count(*)::int AS dead FROM ${s}.outbox_dead_letter`,
+    deadLetterCount: `SELECT count(*)::int AS dead,
+  coalesce(extract(epoch FROM now() - min(dead_at)), 0)::float8 AS oldest_age_s
+FROM ${s}.outbox_dead_letter`,
 
     deadLetterCountByEventType: `SELECT event_type AS key, count(*)::int AS dead
 FROM ${s}.outbox_dead_letter GROUP BY event_type ORDER BY event_type`,
@@ -82,5 +89,7 @@ RETURNING id::text AS id`,
 )
 DELETE FROM ${s}.outbox_dead_letter d USING doomed WHERE d.seq = doomed.seq
 RETURNING 1`,
+
+    deadLetterJanitorLock: 'SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked',
   };
 }
