@@ -82,6 +82,7 @@ export type {
   DeadLetterEvent,
   DispatcherEvents,
   DispatcherStats,
+  PurgeReport,
   SettledBatch,
   UnavailableEvent,
 } from './dispatcher/events.js';

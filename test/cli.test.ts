@@ -47,6 +47,7 @@ describe('--help', () => {
       '--batch-size',
       '--poll-interval-ms',
       '--max-attempts',
+      '--dead-letter-retention',
       '--verbose',
       'SIGTERM',
     ]) {

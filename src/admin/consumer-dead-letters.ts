@@ -1,5 +1,6 @@
 import type { Executor } from '../db/executor.js';
 import { pgArray, statements } from '../db/sql/index.js';
+import { deleteInBatches } from './batches.js';
 import { assertNarrowed } from './dead-letters.js';
 
 /**
@@ -179,14 +180,12 @@ export async function purgeInbox(
   batchSize = 5000,
 ): Promise<number> {
   const sql = statements(schema);
-  let total = 0;
-  for (;;) {
+  return deleteInBatches(batchSize, async (limit) => {
     const { rows } = await db.query(sql.inboxPurge, [
       before.toISOString(),
       consumer ?? null,
-      batchSize,
+      limit,
     ]);
-    total += rows.length;
-    if (rows.length < batchSize) return total;
-  }
+    return rows.length;
+  });
 }

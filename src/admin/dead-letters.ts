@@ -1,7 +1,8 @@
 import { ConfigError } from '../common/errors.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
-import { pgArray, statements } from '../db/sql/index.js';
+import { deadLetterJanitorLockKey, pgArray, statements } from '../db/sql/index.js';
+import { deleteInBatches } from './batches.js';
 
 /**
  * Which dead letters an operator means. Every field narrows the set; `ids` are CloudEvent
@@ -161,18 +162,51 @@ export async function discardDeadLetters(
   return rows.map((row) => row.id);
 }
 
+/** Dead letters deleted per statement by `purgeDeadLetters` and the dispatcher's janitor. */
+export const DEAD_LETTER_PURGE_BATCH = 1000;
+
 /**
  * The retained history: published events leave the outbox when the broker acknowledges
- * them, so only dead letters are kept. Deletes those dead-lettered before `before`;
- * returns how many.
+ * them, so only dead letters are kept. Deletes those dead-lettered before `before`, in
+ * batches of `batchSize` (each its own statement); returns how many.
  */
 export async function purgeDeadLetters(
   db: Executor,
   schema: string,
   before: Date,
+  batchSize = DEAD_LETTER_PURGE_BATCH,
 ): Promise<number> {
-  const { rows } = await db.query<{ purged: number }>(statements(schema).deadLetterPurge, [
-    before.toISOString(),
-  ]);
-  return Number(rows[0]?.purged ?? 0);
+  const sql = statements(schema);
+  return deleteInBatches(batchSize, async (limit) => {
+    const { rows } = await db.query(sql.deadLetterPurge, [before.toISOString(), limit]);
+    return rows.length;
+  });
+}
+
+/**
+ * The dispatcher's janitor: `purgeDeadLetters`, where each batch is a transaction that
+ * first takes the schema's janitor lock. Several dispatchers may run janitors; one deletes
+ * at a time, and another that finds the lock taken ends its round (the one holding it
+ * carries on). `shouldStop` is asked before each batch. Returns how many it deleted.
+ */
+export async function purgeDeadLettersAsJanitor(
+  db: Database,
+  schema: string,
+  before: Date,
+  shouldStop: () => boolean = () => false,
+): Promise<number> {
+  const sql = statements(schema);
+  const key = deadLetterJanitorLockKey(schema);
+  return deleteInBatches(DEAD_LETTER_PURGE_BATCH, (limit) =>
+    shouldStop()
+      ? Promise.resolve(undefined)
+      : db.transaction(async (tx) => {
+          const { rows: lock } = await tx.query<{ locked: boolean }>(sql.deadLetterJanitorLock, [
+            key,
+          ]);
+          if (lock[0]?.locked !== true) return undefined;
+          const { rows } = await tx.query(sql.deadLetterPurge, [before.toISOString(), limit]);
+          return rows.length;
+        }),
+  );
 }

@@ -29,6 +29,13 @@ export interface OutboxStatus {
   /** Whether inserts NOTIFY the dispatchers (`migrate --producer-notify on`); off by default. */
   producerNotify: boolean;
   deadLetters: number;
+  /**
+   * How long ago the oldest dead letter was dead-lettered, in seconds (0 when none). The
+   * retention is a setting of each running dispatcher, which this snapshot of the
+   * database cannot read; with `deadLetterRetentionMs` in force, this stays below the
+   * retention plus the janitor's interval.
+   */
+  oldestDeadLetterAgeSeconds: number;
   /** Dead letters per event type. */
   deadLettersByEventType: Record<string, number>;
   /** Dispatchers sharing the partitions right now, and what each owns. */
@@ -50,7 +57,7 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     db.query<{ pending: number; oldest_age_s: number }>(sql.outboxBacklog),
     db.query<Share>(sql.outboxBacklogByPartition),
     db.query<Share>(sql.outboxBacklogByEventType),
-    db.query<{ dead: number }>(sql.deadLetterCount),
+    db.query<{ dead: number; oldest_age_s: number }>(sql.deadLetterCount),
     db.query<{ key: string; dead: number }>(sql.deadLetterCountByEventType),
     db.query<{ members: number; partitions: number }>(sql.ownershipKeys, [schema]),
   ]);
@@ -90,6 +97,7 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     pendingByEventType: shares(byEventType),
     producerNotify: await readProducerNotify(db, schema),
     deadLetters: Number(dead[0]?.dead ?? 0),
+    oldestDeadLetterAgeSeconds: Number(dead[0]?.oldest_age_s ?? 0),
     deadLettersByEventType: Object.fromEntries(
       deadByEventType.map((row) => [row.key, Number(row.dead)]),
     ),

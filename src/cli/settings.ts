@@ -7,6 +7,7 @@ import { deadLetterPolicy, resolveWholeNumbers } from '../dispatcher/options.js'
 import {
   type DispatcherSettingName,
   deadLetterPolicies,
+  deadLetterRetention,
   defaultDeadLetterPolicy,
   dispatcherSettings,
   type WholeNumberSetting,
@@ -41,6 +42,11 @@ export const settings = {
     )
       .choices(deadLetterPolicies)
       .default(defaultDeadLetterPolicy),
+  deadLetterRetention: () =>
+    new Option(
+      `--${deadLetterRetention.flag} ${deadLetterRetention.value}`,
+      deadLetterRetention.description,
+    ),
   verbose: () => new Option('--verbose', 'debug logs, and stack traces on errors'),
 };
 
@@ -77,7 +83,10 @@ function dispatcherOption(name: DispatcherSettingName): Option {
   return new Option(`--${spec.flag} ${spec.value}`, spec.description).default(String(spec.default));
 }
 
-/** The flags of every dispatcher setting the CLI offers, then --no-notify and --on-dead-letter. */
+/**
+ * The flags of every dispatcher setting the CLI offers, then --no-notify,
+ * --on-dead-letter and --dead-letter-retention.
+ */
 export function dispatchOptions(): Option[] {
   const names = Object.keys(dispatcherSettings) as DispatcherSettingName[];
   return [
@@ -86,6 +95,7 @@ export function dispatchOptions(): Option[] {
       .map(dispatcherOption),
     settings.notify(),
     settings.onDeadLetter(),
+    settings.deadLetterRetention(),
   ];
 }
 
@@ -93,15 +103,29 @@ export function dispatchOptions(): Option[] {
 export type DispatchFlags = Partial<Record<DispatcherSettingName, string>> & {
   notify: boolean;
   onDeadLetter: string;
+  deadLetterRetention?: string;
 };
 
 /** The dispatcher options of `run` and `demo`, checked before anything is opened. */
 export function parseDispatchFlags(flags: DispatchFlags) {
+  const retention = flags.deadLetterRetention;
   return {
     ...resolveWholeNumbers(flags, (name) => dispatcherSettings[name].flag),
     notify: flags.notify,
     onDeadLetter: deadLetterPolicy('on-dead-letter', flags.onDeadLetter),
+    ...(retention !== undefined && { deadLetterRetentionMs: parseRetention(retention) }),
   };
+}
+
+/** `--dead-letter-retention`: a duration from a minute to ten years, in milliseconds. */
+function parseRetention(raw: string): number {
+  const { flag, minMs, maxMs } = deadLetterRetention;
+  const ms = parseDuration(flag, raw);
+  if (ms < minMs || ms > maxMs) {
+    const range = `${minMs / 60_000}m to ${maxMs / 86_400_000}d`;
+    throw new ConfigError(flag, `"${escapeControl(raw)}" is not from ${range}`);
+  }
+  return ms;
 }
 
 /** The flags `run` and `demo` share: where events go and how the dispatcher behaves. */

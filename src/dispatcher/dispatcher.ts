@@ -14,6 +14,7 @@ import { BrokerLink } from './broker-link.js';
 import { databaseWork, isDatabaseError } from './database-errors.js';
 import type { BatchReport, DispatcherEvents, DispatcherStats, UnavailableEvent } from './events.js';
 import { combineHealth, type DispatcherHealth } from './health.js';
+import { DeadLetterJanitor } from './janitor.js';
 import { FULL_SCAN, Lane, nextSeq } from './lane.js';
 import {
   type DispatcherOptions,
@@ -66,7 +67,13 @@ export interface Dispatcher extends EventEmitter<DispatcherEvents> {
 }
 
 class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatcher {
-  readonly stats: DispatcherStats = { published: 0, retried: 0, deadLettered: 0, batches: 0 };
+  readonly stats: DispatcherStats = {
+    published: 0,
+    retried: 0,
+    deadLettered: 0,
+    batches: 0,
+    deadLettersPurged: 0,
+  };
   private readonly options: ResolvedDispatcherOptions;
   private readonly sql: Statements;
   private readonly link: BrokerLink;
@@ -76,6 +83,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private listen = false;
   private lastBrokerCheck = 0;
   private readonly ownership: PartitionOwnership;
+  /** With `deadLetterRetentionMs`: deletes the dead letters past it while running. */
+  private readonly janitor: DeadLetterJanitor | undefined;
   private readonly batch: BatchContext;
   private loop: Promise<void> | undefined;
   private stopping = false;
@@ -127,6 +136,21 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         }
       },
     );
+    const retentionMs = this.options.deadLetterRetentionMs;
+    this.janitor =
+      retentionMs === undefined
+        ? undefined
+        : new DeadLetterJanitor({
+            db,
+            schema,
+            retentionMs,
+            intervalMs: this.options.deadLetterPurgeIntervalMs,
+            logger,
+            onPurged: (deadLetters, before) => {
+              this.stats.deadLettersPurged += deadLetters;
+              this.emit('purged', { deadLetters, before });
+            },
+          });
     this.batch = {
       ...this.options,
       sql: this.sql,
@@ -194,12 +218,14 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       throw error;
     }
     this.loop = Promise.all(this.lanes.map((lane) => this.run(lane))).then(() => {});
+    this.janitor?.start();
     logger.info(
       {
         schema,
         broker: this.link.name,
         batchSize: this.options.batchSize,
         batchesInFlight: this.options.batchesInFlight,
+        ...(this.janitor && { deadLetterRetentionMs: this.options.deadLetterRetentionMs }),
       },
       'dispatcher started',
     );
@@ -218,6 +244,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     let failure: { error: unknown } | undefined;
     for (const release of [
       () => this.loop,
+      () => this.janitor?.stop(),
       () => this.probe.stop(),
       () => this.ownership.stop(),
       () => this.notifications.stop(),

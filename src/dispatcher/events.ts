@@ -16,6 +16,15 @@ export interface DispatcherStats {
   retried: number;
   deadLettered: number;
   batches: number;
+  /** Dead letters its janitor deleted (`deadLetterRetentionMs`). */
+  deadLettersPurged: number;
+}
+
+/** One round of the dead-letter janitor that deleted something (the `purged` event). */
+export interface PurgeReport {
+  deadLetters: number;
+  /** The dead letters dead-lettered before this time were due. */
+  before: Date;
 }
 
 /** The events of one committed batch, for metrics: what was published, retried, parked. */
@@ -50,6 +59,7 @@ export interface UnavailableEvent {
  * - `settled`: the same batch's events, after the commit;
  * - `deadLetter`: one per event parked as a dead letter;
  * - `unavailable`: before each backoff after a failed round;
+ * - `purged`: the dead-letter janitor deleted dead letters past the retention;
  * - `fatal`: the loop stopped because retrying cannot help (a broker refusing its
  *   configuration, a schema that changed); the dispatcher then releases the broker and
  *   its database sessions by itself, and `closed` rejects with the same error.
@@ -59,5 +69,6 @@ export interface DispatcherEvents {
   settled: [SettledBatch];
   deadLetter: [DeadLetterEvent];
   unavailable: [UnavailableEvent];
+  purged: [PurgeReport];
   fatal: [Error];
 }

@@ -8,6 +8,7 @@ import {
   type DeadLetterPolicy,
   type DispatcherSettingName,
   deadLetterPolicies,
+  deadLetterRetention,
   defaultDeadLetterPolicy,
   dispatcherSettings,
 } from './settings.js';
@@ -66,6 +67,16 @@ export interface DispatcherOptions {
    */
   rebalanceIntervalMs?: number;
   /**
+   * The dead-letter janitor: while running, deletes the dead letters dead-lettered longer
+   * ago than this (by `dead_at`), a thousand per statement, every
+   * `deadLetterPurgeIntervalMs`. Of several dispatchers of a schema, one janitor deletes at
+   * a time. At least 60000 (a minute). Default: none, dead letters are kept until an
+   * operator retries, discards or purges them.
+   */
+  deadLetterRetentionMs?: number;
+  /** How often the janitor runs, with `deadLetterRetentionMs`. */
+  deadLetterPurgeIntervalMs?: number;
+  /**
    * What happens to the later events of an aggregate once one of its events is
    * dead-lettered. `continue` (default): they are published; the aggregate's consumers
    * see a gap but the aggregate keeps flowing. `hold`: they wait in the outbox until an
@@ -90,9 +101,12 @@ export interface DispatcherOptions {
   signal?: AbortSignal;
 }
 
-export type ResolvedDispatcherOptions = Required<Omit<DispatcherOptions, 'logger' | 'signal'>> & {
+export type ResolvedDispatcherOptions = Required<
+  Omit<DispatcherOptions, 'logger' | 'signal' | 'deadLetterRetentionMs'>
+> & {
   logger: Logger;
   signal: AbortSignal | undefined;
+  deadLetterRetentionMs: number | undefined;
 };
 
 /**
@@ -139,6 +153,15 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
     notify: options.notify ?? true,
     waitForBroker: options.waitForBroker ?? true,
     onDeadLetter: deadLetterPolicy('onDeadLetter', options.onDeadLetter),
+    deadLetterRetentionMs:
+      options.deadLetterRetentionMs === undefined
+        ? undefined
+        : wholeNumber(
+            'deadLetterRetentionMs',
+            options.deadLetterRetentionMs,
+            deadLetterRetention.minMs,
+            deadLetterRetention.maxMs,
+          ),
     logger: options.logger === false ? silentLogger : (options.logger ?? createLogger('info')),
     signal: options.signal,
   };

@@ -111,6 +111,16 @@ export const dispatcherSettings = {
     libraryOnly: true,
     description: 'how often dispatchers sharing a database move partitions towards a fair share',
   },
+  deadLetterPurgeIntervalMs: {
+    flag: 'dead-letter-purge-interval-ms',
+    value: '<ms>',
+    default: 600_000,
+    min: 10,
+    max: 86_400_000,
+    libraryOnly: true,
+    description:
+      'how often the dead-letter janitor looks for dead letters past the retention (with deadLetterRetentionMs)',
+  },
 } satisfies Record<string, WholeNumberSetting>;
 
 export type DispatcherSettingName = keyof typeof dispatcherSettings;
@@ -119,3 +129,17 @@ export type DispatcherSettingName = keyof typeof dispatcherSettings;
 export const deadLetterPolicies = ['continue', 'hold'] as const;
 export type DeadLetterPolicy = (typeof deadLetterPolicies)[number];
 export const defaultDeadLetterPolicy: DeadLetterPolicy = 'continue';
+
+/**
+ * `deadLetterRetentionMs` / `--dead-letter-retention`: a duration with no default (dead
+ * letters are kept until an operator acts). At least a minute: a shorter one would delete
+ * what an operator has not had the time to see.
+ */
+export const deadLetterRetention = {
+  flag: 'dead-letter-retention',
+  value: '<duration>',
+  minMs: 60_000,
+  maxMs: 3650 * 86_400_000,
+  description:
+    'delete dead letters dead-lettered longer ago than this (30d, 12h; at least 1m), in batches, every 10 minutes; default: keep them',
+};

@@ -99,6 +99,11 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers,
   });
+  const purged = new Counter({
+    name: 'outbox_dead_letters_purged_total',
+    help: "Dead letters this dispatcher's janitor deleted past the retention (--dead-letter-retention).",
+    registers,
+  });
   const batchSize = new Histogram({
     name: 'outbox_batch_size',
     help: 'Events claimed per batch.',
@@ -107,6 +112,7 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   });
 
   dispatcher.on('batch', (report) => batchSize.observe(report.claimed));
+  dispatcher.on('purged', (report) => purged.inc(report.deadLetters));
   dispatcher.on('settled', (batch) => {
     for (const message of batch.published) {
       published.inc({ event_type: label(message.eventType), broker });
@@ -156,12 +162,16 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   });
 
   // One round of database counts shared by the gauges below and by concurrent scrapes.
-  const countCheck = new SharedCheck<{ partitions: BacklogRow[]; dead: number }>();
+  const countCheck = new SharedCheck<{
+    partitions: BacklogRow[];
+    dead: number;
+    oldestDeadAgeSeconds: number;
+  }>();
   const count = async () => {
     const [partitions, dead] = await withTimeout(
       Promise.all([
         db.query<BacklogRow>(sql.outboxBacklogByPartition),
-        db.query<{ dead: number }>(sql.deadLetterCount),
+        db.query<{ dead: number; oldest_age_s: number }>(sql.deadLetterCount),
       ]),
       timeoutMs,
       () => new Error(`the database did not answer within ${timeoutMs} ms`),
@@ -169,7 +179,11 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
       logger.debug({ err: errorMessage(error) }, 'metrics: cannot count the backlog');
       throw error;
     });
-    return { partitions: partitions.rows, dead: Number(dead.rows[0]?.dead ?? 0) };
+    return {
+      partitions: partitions.rows,
+      dead: Number(dead.rows[0]?.dead ?? 0),
+      oldestDeadAgeSeconds: Number(dead.rows[0]?.oldest_age_s ?? 0),
+    };
   };
   const countOnce = async () => {
     const outcome = await countCheck.get(count, cacheMs);
@@ -205,6 +219,15 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
     async collect() {
       const counts = await countOnce();
       if (counts) this.set(counts.dead);
+    },
+  });
+  new Gauge({
+    name: 'outbox_oldest_dead_letter_age_seconds',
+    help: 'How long ago the oldest dead letter was dead-lettered (0 when none); a retention keeps it below the retention plus the janitor interval.',
+    registers,
+    async collect() {
+      const counts = await countOnce();
+      if (counts) this.set(counts.oldestDeadAgeSeconds);
     },
   });
   return registry;

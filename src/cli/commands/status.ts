@@ -38,6 +38,14 @@ export function statusCommand(): Command {
     .addOption(settings.schema())
     .option('--json', 'print one JSON object instead of text')
     .addOption(settings.verbose())
+    .addHelpText(
+      'after',
+      `
+Status reads the database only. A dead-letter retention is a setting of each running
+dispatcher (run --dead-letter-retention), which the database does not record; the age of
+the oldest dead letter shows it at work: with a retention in force, it stays below the
+retention plus the janitor's 10 minutes.`,
+    )
     .action(async (flags: StatusFlags) => {
       await execute(flags, async ({ logger }) => {
         return withCurrentSchema(flags, logger, async (db) => {
@@ -49,6 +57,9 @@ export function statusCommand(): Command {
           const lines = [
             `schema "${status.schema}": ${status.pending} pending (oldest ${status.oldestAgeSeconds.toFixed(1)} s), ${status.deadLetters} dead letters`,
             `producer notify: ${status.producerNotify ? 'on (dispatchers also LISTEN)' : 'off (dispatchers probe the write sequence)'}`,
+            ...(status.deadLetters > 0
+              ? [`oldest dead letter: dead-lettered ${age(status.oldestDeadLetterAgeSeconds)} ago`]
+              : []),
             `dispatchers: ${status.dispatchers.length}`,
             ...status.dispatchers.map(
               (d) =>
@@ -67,6 +78,14 @@ export function statusCommand(): Command {
         });
       });
     });
+}
+
+/** `45 s`, `12.5 min`, `3.0 h`, `40.0 d`: an age in the unit that reads best. */
+export function age(seconds: number): string {
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  if (seconds < 3600) return `${(seconds / 60).toFixed(1)} min`;
+  if (seconds < 86_400) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86_400).toFixed(1)} d`;
 }
 
 /** `0-21,40,42-43`: a sorted list of partitions, compactly. */

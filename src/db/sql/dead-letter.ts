@@ -7,7 +7,7 @@ import { rfc3339 } from './fragments.js';
  * all (admin/dead-letters.ts binds them).
  */
 export interface DeadLetterStatements {
-  /** Number of dead letters. */
+  /** Number of dead letters, and how long ago the oldest was dead-lettered (0 when none). */
   deadLetterCount: string;
   /** Dead letters per event type. */
   deadLetterCountByEventType: string;
@@ -25,8 +25,17 @@ export interface DeadLetterStatements {
   deadLetterRetry: string;
   /** The filter: deletes them; their ids. */
   deadLetterDiscard: string;
-  /** $1 time: deletes those dead-lettered before it; how many. */
+  /**
+   * $1 time, $2 limit: deletes up to $2 of the dead letters dead-lettered before $1, a row
+   * per deleted one. Rows another transaction holds (a retry, another purge) are skipped,
+   * not waited for, so a batch's time stays bounded whoever else is at work.
+   */
   deadLetterPurge: string;
+  /**
+   * $1 lock key (deadLetterJanitorLockKey): true when this transaction is the one janitor
+   * of the schema at work (the lock ends with the transaction).
+   */
+  deadLetterJanitorLock: string;
 }
 
 const COLUMNS = `seq::text AS seq, id::text AS id, aggregate_type, aggregate_id, event_type, partition,
@@ -45,7 +54,9 @@ const WHERE = `($1::text::uuid[] IS NULL OR id = ANY($1::text::uuid[]))
 /** `s`: the quoted schema. */
 export function deadLetterStatements(s: string): DeadLetterStatements {
   return {
-    deadLetterCount: `SELECT count(*)::int AS dead FROM ${s}.outbox_dead_letter`,
+    deadLetterCount: `SELECT count(*)::int AS dead,
+  coalesce(extract(epoch FROM now() - min(dead_at)), 0)::float8 AS oldest_age_s
+FROM ${s}.outbox_dead_letter`,
 
     deadLetterCountByEventType: `SELECT event_type AS key, count(*)::int AS dead
 FROM ${s}.outbox_dead_letter GROUP BY event_type ORDER BY event_type`,
@@ -70,8 +81,15 @@ RETURNING id::text AS id`,
 
     deadLetterDiscard: `DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE} RETURNING id::text AS id`,
 
-    deadLetterPurge: `WITH purged AS (
-  DELETE FROM ${s}.outbox_dead_letter WHERE dead_at < $1::timestamptz RETURNING 1
-) SELECT count(*)::int AS purged FROM purged`,
+    // No index leads with dead_at: a batch's scan stops once it has found its rows, which
+    // come first in a table filled in dead_at order.
+    deadLetterPurge: `WITH doomed AS (
+  SELECT seq FROM ${s}.outbox_dead_letter WHERE dead_at < $1::timestamptz
+  LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM ${s}.outbox_dead_letter d USING doomed WHERE d.seq = doomed.seq
+RETURNING 1`,
+
+    deadLetterJanitorLock: 'SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked',
   };
 }

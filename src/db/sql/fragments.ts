@@ -27,6 +27,10 @@ export const OWNERSHIP_NAMESPACES = (schema: string) =>
 /** The key concurrent migrators of one schema queue on (hashed with hashtextextended). */
 export const migrationLockKey = (schema: string) => `edupulse-outbox:migrate:${schema}`;
 
+/** The key the dispatchers' dead-letter janitors of one schema take turns on (the same). */
+export const deadLetterJanitorLockKey = (schema: string) =>
+  `edupulse-outbox:dead-letter-janitor:${schema}`;
+
 /** A PostgreSQL array literal (seqs, partitions, uuids), bound as text: every driver passes it unchanged. */
 export function pgArray(values: readonly (string | number)[]): string {
   return `{${values.join(',')}}`;

@@ -14,7 +14,7 @@ import { type MigrationStatements, migrationStatements } from './migration.js';
 import { type OutboxStatements, outboxStatements } from './outbox.js';
 import { type OwnershipStatements, ownershipStatements } from './ownership.js';
 
-export { migrationLockKey, pgArray } from './fragments.js';
+export { deadLetterJanitorLockKey, migrationLockKey, pgArray } from './fragments.js';
 
 /** Proves a connection answers (the CLI's first statement on a database URL). */
 export const connectionCheck = 'SELECT 1';
