@@ -19,11 +19,10 @@
  * Files are read here, once; a file that cannot be read is a ConfigError naming the
  * parameter, as is an sslmode that is not one of the above.
  */
-import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
-import { ConfigError, errorMessage } from '../common/errors.js';
-import { registerSecret } from '../common/secrets.js';
+import { ConfigError } from '../common/errors.js';
+import { readPasswordFile, readSettingFile } from '../common/setting-files.js';
 
 const SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
 const FILE_PARAMETERS = ['sslrootcert', 'sslcert', 'sslkey', 'password_file'] as const;
@@ -34,16 +33,6 @@ export interface PgConnectionSettings {
   config: pg.ClientConfig;
   /** `pooler=session` was given: a pooler that pins sessions stands between us and the server. */
   sessionPooler: boolean;
-}
-
-function readParameterFile(setting: string, name: string, path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (error) {
-    throw new ConfigError(setting, `${name}: cannot read ${path}: ${errorMessage(error)}`, {
-      cause: error,
-    });
-  }
 }
 
 /**
@@ -83,27 +72,20 @@ export function pgConnectionSettings(url: string, setting: string): PgConnection
   params.delete('pooler');
 
   const files: Partial<Record<(typeof FILE_PARAMETERS)[number], string>> = {};
-  const paths: Partial<Record<(typeof FILE_PARAMETERS)[number], string>> = {};
   for (const name of FILE_PARAMETERS) {
     const path = params.get(name);
     if (path === null) continue;
-    if (path === '') throw new ConfigError(setting, `${name} is empty (expected a file path)`);
-    files[name] = readParameterFile(setting, name, path);
-    paths[name] = path;
-    params.delete(name);
-  }
-
-  let password: string | undefined;
-  if (files.password_file !== undefined) {
-    if (parsed.password || params.has('password')) {
+    if (name === 'password_file' && (parsed.password || params.has('password'))) {
       throw new ConfigError(setting, 'password_file and a password are both given: keep one');
     }
-    password = files.password_file.replace(/\r?\n$/, '');
-    if (password === '') {
-      throw new ConfigError(setting, `password_file: ${paths.password_file} is empty`);
-    }
-    registerSecret(password);
+    files[name] = (name === 'password_file' ? readPasswordFile : readSettingFile)(
+      setting,
+      name,
+      path,
+    );
+    params.delete(name);
   }
+  const password = files.password_file;
 
   // The files were read above (so a missing one names its parameter), and sslmode is
   // applied below: the parser gets neither, and reads the rest of the URL.
