@@ -29,6 +29,7 @@ import {
   kafkaPartition,
   kafkaTopic,
 } from './records.js';
+import { refusedSettingsError } from './refused-settings.js';
 import type { KafkaSettings } from './settings.js';
 
 /** A Kafka broker with the settings of its URL (settings.ts). */
@@ -82,7 +83,11 @@ class KafkaBroker implements EventBroker {
       );
     } catch (error) {
       await closeQuietly({ producer, admin, staleSequences: false });
-      throw this.unavailable('cannot connect', error);
+      // A certificate or credentials the server refuses: a setting to fix, not an outage.
+      throw (
+        (await refusedSettingsError(error, this.settings)) ??
+        this.unavailable('cannot connect', error)
+      );
     }
     this.clients = { producer, admin, staleSequences: false };
   }

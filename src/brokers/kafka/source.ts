@@ -18,6 +18,7 @@ import { describeError, findProtocolError, isUnavailable, reason } from './error
 import { type KafkaLibrary, kafkaLibrary } from './library.js';
 import { OffsetCommits } from './offsets.js';
 import { kafkaTopic } from './records.js';
+import { refusedSettingsError } from './refused-settings.js';
 import type { KafkaSourceSettings } from './settings.js';
 
 /** Refusals of what the source declares (topics, group): settings to fix, not an outage. */
@@ -125,7 +126,7 @@ class KafkaSource implements MessageSource {
         this.state = 'closed';
         this.closing = this.release(consumer);
       }
-      throw this.startError(error);
+      throw await this.startError(error);
     }
     const stream = this.stream as KafkaStream;
     if (this.state !== 'starting') {
@@ -340,8 +341,10 @@ class KafkaSource implements MessageSource {
     onLost(this.unavailable('lost the consumer', error));
   }
 
-  private startError(error: unknown): Error {
+  private async startError(error: unknown): Promise<Error> {
     if (error instanceof ConfigError || error instanceof BrokerUnavailableError) return error;
+    const refused = await refusedSettingsError(error, this.settings);
+    if (refused) return refused;
     const refusal = findProtocolError(error);
     if (refusal?.apiId && refusals.has(refusal.apiId) && !isUnavailable(error)) {
       return new ConfigError(this.settings.setting, `${this.location}: ${reason(refusal)}`, {

@@ -158,7 +158,9 @@ SIGTERM or SIGINT: stop claiming, settle the batches in flight, exit 0; a second
 With --metrics-port: GET /metrics (Prometheus text), /healthz (200 while the loop is alive)
 and /readyz (200 when the database and broker are reachable, the loop makes progress and
 the lag is under --ready-max-lag-seconds; else 503 with the reasons, one per line).
-Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable database or schema behind.`,
+Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting (a broker refusing its configuration,
+a certificate or credentials included), unreachable database or schema behind; a broker that is
+down is waited for.`,
     )
     .action(async (flags: RunFlags) => {
       await execute(flags, async ({ logger }) => {
