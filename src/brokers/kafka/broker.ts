@@ -21,7 +21,7 @@ import {
   reason,
   settleFailedSend,
 } from './errors.js';
-import { type KafkaProducer, kafkaLibrary, serializersOf } from './library.js';
+import { guardConnections, type KafkaProducer, kafkaLibrary, serializersOf } from './library.js';
 import {
   type Entry,
   HeaderBytes,
@@ -64,15 +64,17 @@ class KafkaBroker implements EventBroker {
     if (this.clients) return;
     const options = clientOptions(this.settings);
     const lib = await kafkaLibrary();
-    const producer: KafkaProducer = new lib.Producer({
-      ...options,
-      idempotent: true,
-      acks: lib.ProduceAcks.ALL,
-      serializers: serializersOf(lib),
-      // Topics are created here with the configured partitions, not by the server's defaults.
-      autocreateTopics: false,
-    });
-    const admin = new lib.Admin(options);
+    const producer: KafkaProducer = guardConnections(
+      new lib.Producer({
+        ...options,
+        idempotent: true,
+        acks: lib.ProduceAcks.ALL,
+        serializers: serializersOf(lib),
+        // Topics are created here with the configured partitions, not by the server's defaults.
+        autocreateTopics: false,
+      }),
+    );
+    const admin = guardConnections(new lib.Admin(options));
     try {
       await this.withinTimeout(
         (async () => {
