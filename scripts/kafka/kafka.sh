@@ -17,6 +17,12 @@
 #   KAFKA_START_TIMEOUT       seconds to wait for the broker to serve clients (default 90)
 #   KAFKA_HEAP_OPTS           broker heap (default "-Xms256m -Xmx512m")
 #   KAFKA_JAVA                java binary (default: $JAVA_HOME/bin/java if present, else java)
+#   KAFKA_LIBS_DIR            the jars (default: <work>/libs), e.g. another work dir's, shared
+#   KAFKA_EXTRA_LISTENERS     more client listeners, "SASL_SSL://127.0.0.1:P1,SSL://127.0.0.1:P2"
+#                             (each named after its security protocol); PLAINTEXT stays for tools
+#   KAFKA_EXTRA_CONFIG        a file appended to server.properties (ssl.*, sasl.*, listener.name.*)
+#   KAFKA_FORMAT_ARGS         more arguments for the first storage format, split on white space,
+#                             e.g. "--add-scram SCRAM-SHA-512=[name=app,password=…]"
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +32,7 @@ POM="$SCRIPT_DIR/pom.xml"
 WORK="${KAFKA_HOME_DIR:-$ROOT/.kafka}"
 mkdir -p "$WORK"
 WORK="$(cd "$WORK" && pwd)"
-LIBS="$WORK/libs"
+LIBS="${KAFKA_LIBS_DIR:-$WORK/libs}"
 DATA="$WORK/data"
 LOGS="$WORK/logs"
 CONFIG="$WORK/server.properties"
@@ -44,6 +50,8 @@ HOST=127.0.0.1
 BOOTSTRAP="$HOST:$PORT"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+EXTRA_LISTENERS="${KAFKA_EXTRA_LISTENERS:-}"
+EXTRA_CONFIG="${KAFKA_EXTRA_CONFIG:-}"
 
 if [[ -n "${KAFKA_JAVA:-}" ]]; then
   JAVA="$KAFKA_JAVA"
@@ -80,7 +88,7 @@ install() {
   local version
   version="$(sed -nE 's:.*<kafka.version>([^<]+)</kafka.version>.*:\1:p' "$POM")"
   say "fetching Kafka $version jars from Maven Central into $LIBS"
-  local tmp="$WORK/libs.tmp"
+  local tmp="$LIBS.tmp"
   rm -rf "$tmp"
   # The stamp is written last: a half-done copy is never taken for a finished one.
   mkdir -p "$LOGS"
@@ -129,15 +137,22 @@ serves_clients() {
 
 write_configs() {
   mkdir -p "$DATA" "$LOGS"
+  local extra="" protocols="" listener
+  if [[ -n "$EXTRA_LISTENERS" ]]; then
+    extra=",$EXTRA_LISTENERS"
+    for listener in ${EXTRA_LISTENERS//,/ }; do
+      protocols+=",${listener%%://*}:${listener%%://*}"
+    done
+  fi
   cat >"$CONFIG" <<EOF
 # Written by scripts/kafka/kafka.sh on every start; edit the script, not this file.
 # One KRaft node that is both broker and controller, for tests on a small box.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT$extra
+advertised.listeners=PLAINTEXT://$HOST:$PORT$extra
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT$protocols
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DATA
@@ -168,6 +183,10 @@ log.segment.bytes=16777216
 log.retention.hours=24
 log.retention.check.interval.ms=300000
 EOF
+  if [[ -n "$EXTRA_CONFIG" ]]; then
+    [[ -r "$EXTRA_CONFIG" ]] || die "KAFKA_EXTRA_CONFIG: cannot read $EXTRA_CONFIG"
+    { echo; echo "# From $EXTRA_CONFIG (KAFKA_EXTRA_CONFIG)."; cat "$EXTRA_CONFIG"; } >>"$CONFIG"
+  fi
   cat >"$LOG4J" <<EOF
 # Broker logging: INFO to a size-capped file, noisy loggers at WARN, nothing on a terminal.
 status = warn
@@ -223,8 +242,11 @@ format_storage() {
     return 0
   fi
   say "formatting storage, cluster id $(cat "$CLUSTER_ID_FILE")"
+  # read -a: split on white space without expanding the [ ] of --add-scram as a glob.
+  local more=()
+  read -r -a more <<<"${KAFKA_FORMAT_ARGS:-}"
   tool kafka.tools.StorageTool format --ignore-formatted \
-    -t "$(cat "$CLUSTER_ID_FILE")" -c "$CONFIG" >"$LOGS/format.log" 2>&1 \
+    -t "$(cat "$CLUSTER_ID_FILE")" -c "$CONFIG" "${more[@]}" >"$LOGS/format.log" 2>&1 \
     || { cat "$LOGS/format.log" >&2; die "storage format failed"; }
 }
 
@@ -344,7 +366,7 @@ status() {
 }
 
 usage() {
-  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 cmd="${1:-}"

@@ -15,6 +15,12 @@ export class BrokerUrlParams {
     this.params = url.searchParams;
   }
 
+  /** The parameter's value as written, or undefined when the URL does not give it. */
+  optional(name: string): string | undefined {
+    this.known.add(name);
+    return this.params.get(name) ?? undefined;
+  }
+
   string(name: string, fallback: string, pattern?: RegExp, hint?: string): string {
     this.known.add(name);
     const value = this.params.get(name) ?? fallback;

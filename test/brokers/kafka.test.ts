@@ -1,10 +1,15 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
+import { clientOptions } from '../../src/brokers/kafka/client-options.js';
 import { kafkaPartition, kafkaTopic } from '../../src/brokers/kafka/records.js';
 import { readKafkaSettings } from '../../src/brokers/kafka/settings.js';
 import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/url-params.js';
 import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
+import { scrubSecrets } from '../../src/common/secrets.js';
 import {
   consumeTestTopics,
   deleteTestResources,
@@ -273,7 +278,7 @@ describe('kafka broker URL', () => {
     expect(settings('kafka://k1,k2:9093').bootstrapServers).toEqual(['k1:9092', 'k2:9093']);
     const both = settings('kafka://u%40x:p%2Fw@k1%3A9094,k2:9095');
     expect(both.bootstrapServers).toEqual(['k1:9094', 'k2:9095']);
-    expect(both.sasl).toEqual({ username: 'u@x', password: 'p/w' });
+    expect(both.sasl).toEqual({ mechanism: 'PLAIN', username: 'u@x', password: 'p/w' });
     expect(both.location).not.toContain('p%2Fw');
     // The usual way to write several servers, each with its port.
     expect(settings('kafka://u:p@k1:9092,k2:9093,k3:9094/?partitions=1').bootstrapServers).toEqual([
@@ -295,6 +300,67 @@ describe('kafka broker URL', () => {
     ['partition=3', /unknown parameter "partition"/],
   ])('refuses %s with a ConfigError naming the broker setting', (query, message) => {
     const error = refused(`kafka://127.0.0.1:9092/?${query}`);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).setting).toBe('broker');
+    expect((error as Error).message).toMatch(message);
+  });
+
+  it('reads sasl_mechanism, password_file and the TLS files', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edupulse-kafka-url-'));
+    try {
+      const password = join(dir, 'password');
+      writeFileSync(password, 'Kafka-From-File-41\n');
+      const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+      const ca = join(dir, 'ca.pem');
+      writeFileSync(ca, pem);
+
+      expect(settings('kafka://app:pw@k1').sasl?.mechanism).toBe('PLAIN');
+      const scram = settings(
+        `kafka://app@k1/?sasl_mechanism=scram-sha-512&password_file=${password}`,
+      );
+      expect(scram.sasl).toEqual({
+        mechanism: 'SCRAM-SHA-512',
+        username: 'app',
+        password: 'Kafka-From-File-41',
+      });
+      // The user is shown, the password masked, the file's path shown (not a secret).
+      expect(scram.location).toBe('kafka://app:***@k1:9092');
+      expect(scrubSecrets('refused Kafka-From-File-41')).toBe('refused ***');
+      // Either case.
+      const upper = settings(
+        `kafka://u@k1/?sasl_mechanism=SCRAM-SHA-256&password_file=${password}`,
+      );
+      expect(upper.sasl?.mechanism).toBe('SCRAM-SHA-256');
+
+      expect(settings('kafka://k1').tls).toBeUndefined();
+      expect(settings('kafka://k1/?tls=true').tls).toEqual({});
+      // A file of TLS means TLS.
+      expect(settings(`kafka://k1/?ca_file=${ca}`).tls).toEqual({ ca: pem });
+      // SNI for a cluster addressed by name; none for addresses (Node warns, RFC 6066 forbids).
+      expect(clientOptions(settings('kafka://k1,k2/?tls=true')).tlsServerName).toBe(true);
+      expect(clientOptions(settings('kafka://10.0.0.1/?tls=true')).tlsServerName).toBe(false);
+      expect(clientOptions(settings('kafka://k1')).tlsServerName).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    ['kafka://k1/?sasl_mechanism=plain', /sasl_mechanism needs a user name in the URL/],
+    ['kafka://k1/?password_file=/x', /password_file needs a user name in the URL/],
+    ['kafka://u:p@k1/?sasl_mechanism=gssapi', /sasl_mechanism="gssapi" is not valid/],
+    ['kafka://u:p@k1/?password_file=/x', /password_file and a password are both given/],
+    [
+      'kafka://u@k1/?password_file=/nowhere/pw',
+      /^broker: password_file: cannot read \/nowhere\/pw/,
+    ],
+    ['kafka://k1/?ca_file=/nowhere/ca.pem', /^broker: ca_file: cannot read \/nowhere\/ca\.pem/],
+    ['kafka://k1/?ca_file=', /ca_file is empty/],
+    ['kafka://k1/?tls=false&ca_file=/x', /ca_file given with tls=false/],
+    ['kafka://k1/?cert_file=/x', /cert_file and key_file go together/],
+    ['kafka://k1/?ca_file=/dev/null', /ca_file: \/dev\/null holds no PEM certificate/],
+  ])('refuses %s with a ConfigError naming the broker setting', (url, message) => {
+    const error = refused(url);
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).setting).toBe('broker');
     expect((error as Error).message).toMatch(message);

@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = fileURLToPath(new URL('../../bin/edupulse-outbox', import.meta.url));
@@ -176,6 +177,14 @@ export function jsonLines(stdout: string): Record<string, unknown>[] {
 /** Lines of a stack trace (`    at fn (file:line)`), which non-verbose errors must not print. */
 export function stackLines(text: string): string[] {
   return text.split('\n').filter((line) => /^\s+at\s/.test(line));
+}
+
+/** Fails if any of `outputs` holds `secret`, as written or percent-encoded. */
+export function expectNoSecretIn(outputs: readonly string[], secret: string): void {
+  for (const output of outputs) {
+    expect(output).not.toContain(secret);
+    expect(output).not.toContain(encodeURIComponent(secret));
+  }
 }
 
 /** Non-empty lines of a text. */

@@ -19,6 +19,8 @@ export interface KafkaInstance {
   home: string;
   port: number;
   controllerPort: number;
+  /** More of kafka.sh's variables (KAFKA_EXTRA_LISTENERS, KAFKA_LIBS_DIR, …). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -37,9 +39,9 @@ export function kafkaInstance(name: string, port: number): KafkaInstance & { boo
 /** The second Kafka, which the outage tests stop and start; not the shared one on 9092. */
 export const testKafka = kafkaInstance('outage', 19092);
 
-/** `scripts/kafka/kafka.sh start|stop` for a Kafka of the tests' own (the test Kafka by default). */
+/** `scripts/kafka/kafka.sh start|stop|install` for a Kafka of the tests' own (the test Kafka by default). */
 export async function testKafkaScript(
-  command: 'start' | 'stop',
+  command: 'start' | 'stop' | 'install',
   instance: KafkaInstance = testKafka,
 ): Promise<void> {
   try {
@@ -50,6 +52,7 @@ export async function testKafkaScript(
         KAFKA_HOME_DIR: instance.home,
         KAFKA_PORT: String(instance.port),
         KAFKA_CONTROLLER_PORT: String(instance.controllerPort),
+        ...instance.env,
       },
     });
   } catch (error) {

@@ -12,6 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type NodeConnectionOptions, nkeys } from '@nats-io/transport-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../scripts/free-port.mjs';
 import { consume } from '../../src/consumer/index.js';
 import { ConfigError, LessonPublished } from '../../src/index.js';
 import { createTestCa, type Issued, type TestCa } from '../helpers/certs.js';
@@ -19,7 +20,7 @@ import { type CliResult, killChildren, runCli, spawnCli } from '../helpers/cli.j
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { consumeStream } from '../helpers/nats-consumer.js';
 import { mintOperator, type NatsOperator } from '../helpers/nats-jwt.js';
-import { freePort, type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
+import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
 import { lesson } from '../helpers/outbox.js';
 import { waitFor } from '../helpers/wait.js';
 

@@ -21,7 +21,7 @@ import {
   reason,
   settleFailedSend,
 } from './errors.js';
-import { type KafkaProducer, kafkaLibrary, serializersOf } from './library.js';
+import { guardConnections, type KafkaProducer, kafkaLibrary, serializersOf } from './library.js';
 import {
   type Entry,
   HeaderBytes,
@@ -29,6 +29,7 @@ import {
   kafkaPartition,
   kafkaTopic,
 } from './records.js';
+import { refusedSettingsError } from './refused-settings.js';
 import type { KafkaSettings } from './settings.js';
 
 /** A Kafka broker with the settings of its URL (settings.ts). */
@@ -63,15 +64,17 @@ class KafkaBroker implements EventBroker {
     if (this.clients) return;
     const options = clientOptions(this.settings);
     const lib = await kafkaLibrary();
-    const producer: KafkaProducer = new lib.Producer({
-      ...options,
-      idempotent: true,
-      acks: lib.ProduceAcks.ALL,
-      serializers: serializersOf(lib),
-      // Topics are created here with the configured partitions, not by the server's defaults.
-      autocreateTopics: false,
-    });
-    const admin = new lib.Admin(options);
+    const producer: KafkaProducer = guardConnections(
+      new lib.Producer({
+        ...options,
+        idempotent: true,
+        acks: lib.ProduceAcks.ALL,
+        serializers: serializersOf(lib),
+        // Topics are created here with the configured partitions, not by the server's defaults.
+        autocreateTopics: false,
+      }),
+    );
+    const admin = guardConnections(new lib.Admin(options));
     try {
       await this.withinTimeout(
         (async () => {
@@ -82,7 +85,11 @@ class KafkaBroker implements EventBroker {
       );
     } catch (error) {
       await closeQuietly({ producer, admin, staleSequences: false });
-      throw this.unavailable('cannot connect', error);
+      // A certificate or credentials the server refuses: a setting to fix, not an outage.
+      throw (
+        (await refusedSettingsError(error, this.settings)) ??
+        this.unavailable('cannot connect', error)
+      );
     }
     this.clients = { producer, admin, staleSequences: false };
   }

@@ -1,15 +1,37 @@
-import { ConfigError } from '../../common/errors.js';
+import { createSecureContext } from 'node:tls';
+import { ConfigError, errorMessage } from '../../common/errors.js';
+import { readSecretFile, readSettingFile } from '../../common/setting-files.js';
 import { decodePercent, redactUrl } from '../../common/url.js';
 import { type BrokerUrlParams, settingsFromUrl } from '../url-params.js';
+
+/** The SASL mechanisms a Kafka URL may name (`sasl_mechanism`), as the protocol spells them. */
+export const kafkaSaslMechanisms = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'] as const;
+export type KafkaSaslMechanism = (typeof kafkaSaslMechanisms)[number];
+
+/** SASL credentials: the user of the URL, its password from the URL or `password_file`. */
+export interface KafkaSasl {
+  mechanism: KafkaSaslMechanism;
+  username: string;
+  password: string;
+}
+
+/** TLS to the brokers, with the PEM contents of the URL's files. */
+export interface KafkaTls {
+  /** `ca_file`: the CAs to trust instead of Node's default store. */
+  ca?: string;
+  /** `cert_file` and `key_file`: a client certificate, for listeners that ask for one. */
+  cert?: string;
+  key?: string;
+}
 
 /** Everything a Kafka broker URL configures, validated. */
 export interface KafkaSettings {
   /** `host:port` of each bootstrap server. */
   bootstrapServers: string[];
-  /** SASL PLAIN credentials, from the URL's user info. */
-  sasl: { username: string; password: string } | undefined;
-  /** TLS to the brokers (`tls=true`), with Node's default CA store. */
-  tls: boolean;
+  /** SASL credentials, when the URL has user info. */
+  sasl: KafkaSasl | undefined;
+  /** TLS to the brokers (`tls=true`, or a `…_file` of TLS), else plain text. */
+  tls: KafkaTls | undefined;
   /** Topic name template: `{aggregate_type}` and `{event_type}` are replaced. */
   topicTemplate: string;
   /** Create a missing topic before its first publish. */
@@ -23,6 +45,8 @@ export interface KafkaSettings {
   timeoutMs: number;
   /** The servers for messages, password redacted. */
   location: string;
+  /** The setting the URL came from, for ConfigError (`broker` in the CLI). */
+  setting: string;
 }
 
 const defaultPort = 9092;
@@ -31,13 +55,10 @@ const defaultPort = 9092;
 export function readKafkaSettings(params: BrokerUrlParams): KafkaSettings {
   const url = params.url;
   const bootstrapServers = parseBootstrapServers(url.host, params.setting);
-  const sasl = url.username
-    ? { username: decodePercent(url.username), password: decodePercent(url.password) }
-    : undefined;
   return {
     bootstrapServers,
-    sasl,
-    tls: params.boolean('tls', false),
+    sasl: readSasl(params),
+    tls: readTls(params),
     topicTemplate: params.string(
       'topic',
       'edupulse.{aggregate_type}',
@@ -49,10 +70,106 @@ export function readKafkaSettings(params: BrokerUrlParams): KafkaSettings {
     replicationFactor: params.integer('replication_factor', 1, 1, 32_767),
     clientId: params.string('client_id', 'edupulse-outbox', /^[a-zA-Z0-9._-]{1,255}$/),
     timeoutMs: params.integer('timeout_ms', 10_000, 100, 600_000),
+    // user:***@ also when the password comes from password_file (a lone user would be
+    // masked whole, as for a NATS token).
     location: redactUrl(
-      `kafka://${url.username ? `${url.username}:${url.password}@` : ''}${bootstrapServers.join(',')}`,
+      `kafka://${url.username ? `${url.username}:${url.password || '***'}@` : ''}${bootstrapServers.join(',')}`,
     ),
+    setting: params.setting,
   };
+}
+
+/**
+ * `kafka://user:password@…`, or `kafka://user@…?password_file=/run/secrets/kafka`, with
+ * `sasl_mechanism` (`plain` unless given; `scram-sha-256`, `scram-sha-512`).
+ */
+function readSasl(params: BrokerUrlParams): KafkaSasl | undefined {
+  const { url, setting } = params;
+  const named = params.optional('sasl_mechanism');
+  const passwordFile = params.optional('password_file');
+  if (!url.username) {
+    for (const [name, value] of [
+      ['sasl_mechanism', named],
+      ['password_file', passwordFile],
+    ] as const) {
+      if (value !== undefined) {
+        throw new ConfigError(
+          setting,
+          `${name} needs a user name in the URL (kafka://user@host:9092/?${name}=…)`,
+        );
+      }
+    }
+    return undefined;
+  }
+  const mechanism = (named ?? 'plain').toUpperCase() as KafkaSaslMechanism;
+  if (!kafkaSaslMechanisms.includes(mechanism)) {
+    throw new ConfigError(
+      setting,
+      `sasl_mechanism="${named}" is not valid (plain, scram-sha-256 or scram-sha-512)`,
+    );
+  }
+  if (passwordFile !== undefined && url.password) {
+    throw new ConfigError(setting, 'password_file and a password are both given: keep one');
+  }
+  return {
+    mechanism,
+    username: decodePercent(url.username),
+    password:
+      passwordFile !== undefined
+        ? readSecretFile(setting, 'password_file', passwordFile)
+        : decodePercent(url.password),
+  };
+}
+
+/**
+ * `tls=true` (Node's default CAs), `ca_file` (the CAs to trust instead), `cert_file` with
+ * `key_file` (a client certificate). A file of TLS means TLS; `tls=false` with one is refused.
+ */
+function readTls(params: BrokerUrlParams): KafkaTls | undefined {
+  const { setting } = params;
+  const files = {
+    ca: params.optional('ca_file'),
+    cert: params.optional('cert_file'),
+    key: params.optional('key_file'),
+  };
+  const given = Object.entries(files)
+    .filter(([, path]) => path !== undefined)
+    .map(([name]) => `${name}_file`);
+  const tls = params.boolean('tls', given.length > 0);
+  if (!tls) {
+    if (given.length > 0) {
+      throw new ConfigError(setting, `${given.join(', ')} given with tls=false: drop tls=false`);
+    }
+    return undefined;
+  }
+  if ((files.cert === undefined) !== (files.key === undefined)) {
+    throw new ConfigError(
+      setting,
+      'cert_file and key_file go together (a client certificate and its key)',
+    );
+  }
+  const options: KafkaTls = {};
+  if (files.ca !== undefined) {
+    options.ca = readSettingFile(setting, 'ca_file', files.ca);
+    if (!options.ca.includes('-----BEGIN CERTIFICATE-----')) {
+      throw new ConfigError(setting, `ca_file: ${files.ca} holds no PEM certificate`);
+    }
+  }
+  if (files.cert !== undefined && files.key !== undefined) {
+    options.cert = readSettingFile(setting, 'cert_file', files.cert);
+    options.key = readSettingFile(setting, 'key_file', files.key);
+    // Here, not at the first connection: a key that is not the certificate's is a setting.
+    try {
+      createSecureContext({ cert: options.cert, key: options.key });
+    } catch (error) {
+      throw new ConfigError(
+        setting,
+        `cert_file, key_file: not a PEM certificate and its private key: ${errorMessage(error)}`,
+        { cause: error },
+      );
+    }
+  }
+  return options;
 }
 
 /** What a Kafka consumer adds to the publisher's URL parameters. */
@@ -65,8 +182,6 @@ export interface KafkaSourceSettings extends KafkaSettings {
    * client's own default, 60 s, would hold them that long).
    */
   sessionTimeoutMs: number;
-  /** The setting the URL came from, for ConfigError. */
-  setting: string;
 }
 
 /** A Kafka source's settings from the broker URL: the publisher's, then its own. */
@@ -77,7 +192,6 @@ export function readKafkaSourceSettings(params: BrokerUrlParams): KafkaSourceSet
       | 'earliest'
       | 'latest',
     sessionTimeoutMs: params.integer('session_timeout_ms', 10_000, 6_000, 300_000),
-    setting: params.setting,
   };
 }
 

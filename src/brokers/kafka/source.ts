@@ -15,9 +15,10 @@ import { withTimeout } from '../../common/timeout.js';
 import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
 import { clientOptions } from './client-options.js';
 import { describeError, findProtocolError, isUnavailable, reason } from './errors.js';
-import { type KafkaLibrary, kafkaLibrary } from './library.js';
+import { guardConnections, type KafkaLibrary, kafkaLibrary } from './library.js';
 import { OffsetCommits } from './offsets.js';
 import { kafkaTopic } from './records.js';
+import { refusedSettingsError } from './refused-settings.js';
 import type { KafkaSourceSettings } from './settings.js';
 
 /** Refusals of what the source declares (topics, group): settings to fix, not an outage. */
@@ -87,19 +88,21 @@ class KafkaSource implements MessageSource {
     // Joining may wait for a dead member's session to expire: the coordinator holds the
     // JoinGroup request that long, so requests (and the start) are given that much more.
     const joinTimeoutMs = this.settings.timeoutMs + sessionTimeoutMs;
-    const consumer: KafkaConsumer = new lib.Consumer({
-      ...clientOptions(this.settings),
-      requestTimeout: joinTimeoutMs,
-      groupId: this.options.consumer,
-      sessionTimeout: sessionTimeoutMs,
-      rebalanceTimeout: sessionTimeoutMs,
-      heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 3)),
-      autocommit: false,
-      // Long polls end well within the request timeout, which would otherwise fail them.
-      maxWaitTime: Math.min(5_000, Math.floor(this.settings.timeoutMs / 2)),
-      // Fetched and not yet delivered: the fetch loop stops once this many wait.
-      highWaterMark: Math.max(16, this.options.maxInFlight),
-    });
+    const consumer: KafkaConsumer = guardConnections(
+      new lib.Consumer({
+        ...clientOptions(this.settings),
+        requestTimeout: joinTimeoutMs,
+        groupId: this.options.consumer,
+        sessionTimeout: sessionTimeoutMs,
+        rebalanceTimeout: sessionTimeoutMs,
+        heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 3)),
+        autocommit: false,
+        // Long polls end well within the request timeout, which would otherwise fail them.
+        maxWaitTime: Math.min(5_000, Math.floor(this.settings.timeoutMs / 2)),
+        // Fetched and not yet delivered: the fetch loop stops once this many wait.
+        highWaterMark: Math.max(16, this.options.maxInFlight),
+      }),
+    );
     this.consumer = consumer;
     const { logger, consumer: group } = this.options;
     this.commits = new OffsetCommits(consumer, (error) =>
@@ -125,7 +128,7 @@ class KafkaSource implements MessageSource {
         this.state = 'closed';
         this.closing = this.release(consumer);
       }
-      throw this.startError(error);
+      throw await this.startError(error);
     }
     const stream = this.stream as KafkaStream;
     if (this.state !== 'starting') {
@@ -166,7 +169,7 @@ class KafkaSource implements MessageSource {
 
   /** Creates missing topics as the publisher does, so a consumer may start first. */
   private async createTopics(lib: KafkaLibrary, topics: string[]) {
-    const admin = new lib.Admin(clientOptions(this.settings));
+    const admin = guardConnections(new lib.Admin(clientOptions(this.settings)));
     const { partitions, replicationFactor: replicas } = this.settings;
     try {
       await Promise.all(
@@ -340,8 +343,10 @@ class KafkaSource implements MessageSource {
     onLost(this.unavailable('lost the consumer', error));
   }
 
-  private startError(error: unknown): Error {
+  private async startError(error: unknown): Promise<Error> {
     if (error instanceof ConfigError || error instanceof BrokerUnavailableError) return error;
+    const refused = await refusedSettingsError(error, this.settings);
+    if (refused) return refused;
     const refusal = findProtocolError(error);
     if (refusal?.apiId && refusals.has(refusal.apiId) && !isUnavailable(error)) {
       return new ConfigError(this.settings.setting, `${this.location}: ${reason(refusal)}`, {

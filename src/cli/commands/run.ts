@@ -160,8 +160,11 @@ and /readyz (200 when the database and broker are reachable, the loop makes prog
 the lag is under --ready-max-lag-seconds; else 503 with the reasons, one per line).
 NATS over TLS with credentials: nats://host:4222[,host:4222…]?tls=true&ca_file=…[&cert_file=…&key_file=…]
 and one of user:pass@ (or user@ with password_file=…), token_file=…, nkey_file=…, creds_file=…
-(docs/operations.md, "NATS"). A broker down is retried; one that refuses the credentials or TLS is exit 2.
-Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting, unreachable database or schema behind.`,
+(docs/operations.md, "NATS"); Kafka over TLS/SASL: kafka://user@host:9093?ca_file=…&sasl_mechanism=scram-sha-512&password_file=…
+(docs/operations.md, "Kafka").
+Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting (a broker refusing its configuration,
+a certificate or credentials included), unreachable database or schema behind; a broker that is
+down is waited for.`,
     )
     .action(async (flags: RunFlags) => {
       await execute(flags, async ({ logger }) => {

@@ -1,0 +1,145 @@
+/**
+ * Connection failures that the URL's settings cause, told apart from outages: the server's
+ * certificate does not verify (`ca_file`, the host name), the server refuses our client
+ * certificate or wants one (`cert_file`, `key_file`), SASL refuses the credentials or the
+ * mechanism (the user, `password_file`, `sasl_mechanism`). Retrying cannot fix these, so
+ * they become a ConfigError (the dispatcher stops, `run` exits 2) instead of an outage
+ * retried for ever. A server that is down, restarting or unreachable is none of them.
+ */
+import { ConfigError } from '../../common/errors.js';
+import { errorTree } from './errors.js';
+import type { KafkaSettings } from './settings.js';
+import { probeTls } from './tls-probe.js';
+
+/** How long the TLS probe may take: a refusal comes back at once. */
+const PROBE_TIMEOUT_MS = 5000;
+
+/**
+ * The ConfigError (naming the URL's setting) for a connection failure the settings cause,
+ * or undefined for an outage. With TLS, a failure that does not say why is asked again of
+ * the first bootstrap server, whose refusal the client library may have swallowed
+ * (tls-probe.ts).
+ */
+export async function refusedSettingsError(
+  error: unknown,
+  settings: KafkaSettings,
+): Promise<ConfigError | undefined> {
+  let refusal = refusedSettings(error, settings);
+  const server = settings.bootstrapServers[0];
+  if (!refusal && settings.tls && server) {
+    const probed = await probeTls(
+      server,
+      settings.tls,
+      settings.clientId,
+      Math.min(settings.timeoutMs, PROBE_TIMEOUT_MS),
+    );
+    if (probed) refusal = refusedSettings(probed, settings);
+  }
+  if (!refusal) return undefined;
+  return new ConfigError(settings.setting, `${settings.location}: ${refusal}`, { cause: error });
+}
+
+/** OpenSSL's certificate verification failures, as Node's TLS errors carry them in `code`. */
+const untrustedCertificate = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+]);
+
+/** The certificate is good but names other hosts than the one connected to. */
+const wrongHost = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH']);
+
+/** TLS alerts with which a server refuses the client's certificate, or its lack of one. */
+const clientCertificateRefused = new Set([
+  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED',
+  'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA',
+]);
+
+/** Answers with which the server refuses SASL. */
+const saslRefusals = new Set([
+  'SASL_AUTHENTICATION_FAILED',
+  'UNSUPPORTED_SASL_MECHANISM',
+  'ILLEGAL_SASL_STATE',
+]);
+
+interface Node {
+  code?: string;
+  /** OpenSSL's reason, on Node's TLS errors: `sslv3 alert bad certificate`. */
+  reason?: string;
+  apiId?: string;
+  message?: string;
+  serverErrorMessage?: string | null;
+}
+
+/**
+ * What in the settings the server refuses, as a sentence naming the parameters to check;
+ * undefined when `error` is not such a refusal (an outage, or something else).
+ */
+function refusedSettings(error: unknown, settings: KafkaSettings): string | undefined {
+  const nodes = [...errorTree(error)] as Node[];
+  const find = (codes: Set<string>) => nodes.find((node) => node.code && codes.has(node.code));
+
+  const untrusted = find(untrustedCertificate);
+  if (untrusted) {
+    const trusted = settings.tls?.ca
+      ? 'the CA of ca_file'
+      : "Node's default CAs (ca_file names the CA to trust)";
+    return `TLS: the server's certificate does not verify against ${trusted}: ${untrusted.message}`;
+  }
+  const host = find(wrongHost);
+  if (host) {
+    return `TLS: the server's certificate is not for the host connected to (use a name it carries): ${host.message}`;
+  }
+  const refused = find(clientCertificateRefused);
+  if (refused) {
+    const check = settings.tls?.cert
+      ? 'check cert_file and key_file'
+      : 'give one with cert_file and key_file';
+    // OpenSSL's message is a line of internals; its reason is the alert in words.
+    return `TLS: the server refuses the client certificate (${check}): ${refused.reason ?? refused.message}`;
+  }
+
+  const sasl = settings.sasl;
+  if (!sasl) return undefined;
+  const answer = nodes.find((node) => node.apiId && saslRefusals.has(node.apiId));
+  switch (answer?.apiId) {
+    case 'ILLEGAL_SASL_STATE':
+      return 'SASL: this listener does not take SASL (a user in the URL means SASL: give the port of a SASL_SSL listener, or no user)';
+    case 'UNSUPPORTED_SASL_MECHANISM':
+      return `SASL: the server does not take the mechanism ${sasl.mechanism} (sasl_mechanism)`;
+  }
+  // The client's own verdict counts only when the server answered: a connection lost
+  // during the exchange (a broker restarting) is wrapped the same way, and is an outage.
+  const failed =
+    answer?.apiId === 'SASL_AUTHENTICATION_FAILED' ||
+    nodes.some((node) => node.code === 'PLT_KFK_AUTHENTICATION' && !lostConnection(node));
+  if (!failed) return undefined;
+  const said = answer?.serverErrorMessage ?? answer?.message;
+  return `SASL ${sasl.mechanism} authentication of user "${sasl.username}" failed (check the user, the password or password_file, and sasl_mechanism)${said ? `: ${said}` : ''}`;
+}
+
+/** True when `node` was caused by a connection that broke or timed out. */
+function lostConnection(node: Node): boolean {
+  return [...errorTree(node)]
+    .slice(1)
+    .some((cause: Node) => cause.code === 'PLT_KFK_NETWORK' || /^E[A-Z]+$/.test(cause.code ?? ''));
+}

@@ -1,0 +1,334 @@
+/**
+ * Kafka over TLS with SASL, as managed clusters run it: a private Kafka from this
+ * repository's script (test/helpers/secure-kafka.ts) with a SASL_SSL listener (PLAIN,
+ * SCRAM-SHA-256, SCRAM-SHA-512) and an SSL listener that requires a client certificate,
+ * both with certificates from a CA this test makes with openssl. The CLI publishes events
+ * enqueued in a fresh schema, an independent client reads them back (over the private
+ * Kafka's plain listener), consume() receives over SASL_SSL; a wrong CA, a wrong password
+ * or a missing client certificate is exit 2 with one line naming the setting, while a
+ * broker that is merely down is waited for; no output ever holds the password.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../scripts/free-port.mjs';
+import { ConfigError } from '../../src/common/errors.js';
+import { consume } from '../../src/consumer/index.js';
+import { LessonPublished } from '../../src/index.js';
+import { createTestCa, type TestCa } from '../helpers/certs.js';
+import {
+  type CliProcess,
+  type CliResult,
+  expectNoSecretIn,
+  killChildren,
+  lines,
+  runCli,
+  spawnCli,
+} from '../helpers/cli.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { consumeTestTopics, uniqueName } from '../helpers/kafka.js';
+import { enqueueLesson, outboxIds } from '../helpers/outbox.js';
+import { type SecureKafka, startSecureKafka } from '../helpers/secure-kafka.js';
+import { waitFor } from '../helpers/wait.js';
+
+afterEach(killChildren);
+
+const USER = 'outbox';
+const PASSWORD = 'Kafka-Secret-5d2e8b';
+const WRONG_PASSWORD = 'Not-The-Kafka-Password-61';
+
+let ca: TestCa;
+let otherCa: TestCa;
+let kafka: SecureKafka;
+let t: TestSchema;
+let passwordFile: string;
+const outputs: string[] = [];
+
+function file(name: string, content: string): string {
+  const path = join(ca.dir, name);
+  writeFileSync(path, content);
+  return path;
+}
+
+/** A kafka:// URL to `server`, as `user` unless it is empty; `params` are its query. */
+function kafkaUrl(server: string, params: Record<string, string>, user = USER): string {
+  const query = new URLSearchParams(params).toString();
+  return `kafka://${user ? `${user}@` : ''}${server}/?${query}`;
+}
+
+/** The CLI to completion, its output kept for the password sweep at the end. */
+async function cli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+  const result = await runCli(args, { timeoutMs });
+  outputs.push(result.stdout, result.stderr);
+  return result;
+}
+
+/** `run` with `broker`; verbose (debug logs and stacks: the most output to sweep) unless told. */
+const runArgs = (broker: string, verbose = true) => [
+  'run',
+  '--database-url',
+  PG_URL,
+  '--schema',
+  t.schema,
+  '--broker',
+  broker,
+  '--retry-base-delay-ms',
+  '100',
+  ...(verbose ? ['--verbose'] : []),
+];
+
+/** SIGTERM, then a clean stop (exit 0); the output is kept for the sweep. */
+async function stopCleanly(run: CliProcess): Promise<void> {
+  run.child.kill('SIGTERM');
+  const result = await run.exited;
+  outputs.push(result.stdout, result.stderr);
+  expect(result.code).toBe(0);
+}
+
+/** `count` events over three aggregates named after `prefix`, payload `{ n }`. */
+async function enqueueNumbered(prefix: string, count: number): Promise<void> {
+  for (let n = 0; n < count; n++) {
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+       VALUES ('lesson', $1, 'lesson-published', $2)`,
+      [`${prefix}-${n % 3}`, JSON.stringify({ n })],
+    );
+  }
+}
+
+/**
+ * Runs the dispatcher with `broker` until an independent client has read the `count`
+ * events of `prefix` from the topic `<prefix>.lesson`, then stops it (exit 0), and checks
+ * that each aggregate's events arrived in the order written.
+ */
+async function publishAndReadBack(broker: string, prefix: string, count: number): Promise<void> {
+  const reader = consumeTestTopics([`${prefix}.lesson`], `${prefix}-read`, kafka.plaintext);
+  try {
+    await enqueueNumbered(prefix, count);
+    const run = spawnCli(runArgs(broker));
+    await run.waitFor(
+      `${count} events read back`,
+      () => reader.received.filter((m) => m.attributes.subject?.startsWith(prefix)).length >= count,
+      90_000,
+    );
+    await stopCleanly(run);
+  } finally {
+    await reader.close();
+  }
+  for (let a = 0; a < 3; a++) {
+    const ns = reader.received
+      .filter((m) => m.attributes.subject === `${prefix}-${a}`)
+      .map((m) => (JSON.parse(m.body) as { n: number }).n);
+    expect(ns).toEqual([...Array(count).keys()].filter((n) => n % 3 === a));
+  }
+}
+
+/** The CLI's one error line, among the dispatcher's JSON log lines and (verbose) the stack. */
+function errorLine(result: CliResult): string {
+  const errors = lines(result.stderr).filter((line) => line.startsWith('edupulse-outbox: '));
+  expect(errors).toHaveLength(1);
+  return errors[0] ?? '';
+}
+
+beforeAll(async () => {
+  ca = createTestCa();
+  otherCa = createTestCa('Another CA');
+  passwordFile = file('kafka-password', `${PASSWORD}\n`);
+  t = await createPgTestSchema('kafka_tls');
+  kafka = await startSecureKafka({ ca, user: USER, password: PASSWORD });
+}, 240_000);
+
+afterAll(async () => {
+  await killChildren();
+  await kafka?.stop();
+  await t?.drop();
+  ca?.remove();
+  otherCa?.remove();
+}, 120_000);
+
+describe('Kafka over SASL_SSL', () => {
+  it.each(['scram-sha-512', 'scram-sha-256', 'plain'])(
+    'run publishes with sasl_mechanism=%s, ca_file and password_file',
+    async (mechanism) => {
+      const prefix = uniqueName('s');
+      const broker = kafkaUrl(kafka.saslSsl, {
+        sasl_mechanism: mechanism,
+        password_file: passwordFile,
+        ca_file: ca.certFile,
+        topic: `${prefix}.{aggregate_type}`,
+      });
+      await publishAndReadBack(broker, prefix, 9);
+    },
+  );
+
+  it('refuses a server whose certificate another CA signed: exit 2, one line naming the broker', async () => {
+    const result = await cli(
+      runArgs(
+        kafkaUrl(kafka.saslSsl, {
+          sasl_mechanism: 'scram-sha-512',
+          password_file: passwordFile,
+          ca_file: otherCa.certFile,
+        }),
+      ),
+    );
+    expect(result.code).toBe(2);
+    expect(errorLine(result)).toMatch(
+      /^edupulse-outbox: broker: kafka:\/\/outbox:\*\*\*@127\.0\.0\.1:\d+: TLS: the server's certificate does not verify against the CA of ca_file/,
+    );
+  });
+
+  it.each(['scram-sha-512', 'plain'])(
+    'a wrong password (%s) is exit 2 naming the broker, and shows neither password',
+    async (mechanism) => {
+      const wrong = file('wrong-password', `${WRONG_PASSWORD}\n`);
+      const result = await cli(
+        runArgs(
+          kafkaUrl(kafka.saslSsl, {
+            sasl_mechanism: mechanism,
+            password_file: wrong,
+            ca_file: ca.certFile,
+          }),
+        ),
+      );
+      expect(result.code).toBe(2);
+      expect(errorLine(result)).toMatch(
+        new RegExp(
+          `^edupulse-outbox: broker: kafka://outbox:\\*\\*\\*@127\\.0\\.0\\.1:\\d+: SASL ${mechanism.toUpperCase()} authentication of user "outbox" failed`,
+        ),
+      );
+      expect(`${result.stdout}${result.stderr}`).not.toContain(WRONG_PASSWORD);
+    },
+  );
+
+  it('waits for a broker that is down, as for any outage, and stops cleanly', async () => {
+    const down = `127.0.0.1:${await freePort()}`;
+    const run = spawnCli(
+      runArgs(
+        kafkaUrl(down, {
+          sasl_mechanism: 'scram-sha-512',
+          password_file: passwordFile,
+          ca_file: ca.certFile,
+        }),
+      ),
+    );
+    await run.waitFor(
+      'two retries',
+      () => run.stderr.split('broker unavailable; retrying').length > 2,
+      30_000,
+    );
+    await stopCleanly(run);
+  });
+
+  it('consume() receives over SASL_SSL, and refuses a wrong password with a ConfigError', async () => {
+    const prefix = uniqueName('c');
+    const broker = kafkaUrl(kafka.saslSsl, {
+      sasl_mechanism: 'scram-sha-256',
+      password_file: passwordFile,
+      ca_file: ca.certFile,
+      topic: `${prefix}.{aggregate_type}`,
+    });
+    for (let n = 0; n < 5; n++) await enqueueLesson(t);
+    const ids = await outboxIds(t);
+    const received: string[] = [];
+    const consumer = await consume({
+      broker,
+      consumer: `${prefix}-grades`,
+      database: t.db,
+      schema: t.schema,
+      events: [LessonPublished],
+      handler: (event) => {
+        received.push(event.id);
+      },
+    });
+    try {
+      const run = spawnCli(runArgs(broker));
+      await waitFor('the consumer to receive every event', () => received.length >= ids.length, {
+        timeoutMs: 90_000,
+      });
+      await stopCleanly(run);
+    } finally {
+      await consumer.stop();
+    }
+    expect([...new Set(received)].sort()).toEqual([...ids].sort());
+
+    const wrong = file('consumer-wrong-password', WRONG_PASSWORD);
+    const refused = consume({
+      broker: kafkaUrl(kafka.saslSsl, {
+        sasl_mechanism: 'scram-sha-256',
+        password_file: wrong,
+        ca_file: ca.certFile,
+        topic: `${prefix}.{aggregate_type}`,
+      }),
+      consumer: `${prefix}-refused`,
+      database: t.db,
+      schema: t.schema,
+      events: [LessonPublished],
+      handler: () => {},
+    });
+    await expect(refused).rejects.toBeInstanceOf(ConfigError);
+    await expect(refused).rejects.toThrow(/^broker: .*SASL SCRAM-SHA-256 authentication/);
+  });
+});
+
+describe('Kafka over TLS with a client certificate', () => {
+  it('publishes with cert_file and key_file where the listener requires them', async () => {
+    const client = ca.issue('kafka-client', 'edupulse-outbox');
+    const prefix = uniqueName('m');
+    const broker = kafkaUrl(
+      kafka.ssl,
+      {
+        ca_file: ca.certFile,
+        cert_file: client.certFile,
+        key_file: client.keyFile,
+        topic: `${prefix}.{aggregate_type}`,
+      },
+      '',
+    );
+    await publishAndReadBack(broker, prefix, 6);
+  });
+
+  it('without a client certificate: exit 2 saying the server wants one, with SASL too', async () => {
+    // With SASL, the refusal ends the connection during the SASL exchange, which the
+    // client library reports twice (library.ts, guardConnections): still one clean line.
+    for (const [params, user] of [
+      [{ ca_file: ca.certFile }, ''],
+      [
+        { ca_file: ca.certFile, password_file: passwordFile, sasl_mechanism: 'scram-sha-512' },
+        USER,
+      ],
+    ] as const) {
+      const result = await cli(runArgs(kafkaUrl(kafka.ssl, params, user)));
+      expect({ params, code: result.code }).toEqual({ params, code: 2 });
+      expect(errorLine(result)).toMatch(
+        /^edupulse-outbox: broker: kafka:\/\/(outbox:\*\*\*@)?127\.0\.0\.1:\d+: TLS: the server refuses the client certificate \(give one with cert_file and key_file\): \S/,
+      );
+    }
+  });
+});
+
+describe('the URL parameters', () => {
+  it('name the parameter of a file that cannot be read, in one line, before connecting', async () => {
+    const missing = join(ca.dir, 'missing.pem');
+    for (const [params, message] of [
+      [
+        { password_file: missing },
+        /^edupulse-outbox: broker: password_file: cannot read .*missing\.pem/,
+      ],
+      [{ ca_file: missing }, /^edupulse-outbox: broker: ca_file: cannot read .*missing\.pem/],
+      [
+        { cert_file: missing, key_file: missing },
+        /^edupulse-outbox: broker: cert_file: cannot read .*missing\.pem/,
+      ],
+    ] as const) {
+      const result = await cli(runArgs(kafkaUrl(kafka.saslSsl, params), false));
+      expect({ params, code: result.code }).toEqual({ params, code: 2 });
+      expect(lines(result.stderr)).toHaveLength(1);
+      expect(result.stderr).toMatch(message);
+    }
+  });
+
+  it('no output of any of these commands held the password', () => {
+    expect(outputs.length).toBeGreaterThan(10);
+    expectNoSecretIn(outputs, PASSWORD);
+  });
+});
