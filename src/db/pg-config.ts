@@ -67,7 +67,7 @@ export function pgConnectionSettings(url: string, setting: string): PgConnection
       `pooler="${pooler}" is not valid (use session for a pooler in session mode, or leave it out)`,
     );
   }
-  // libpq semantics are asked for below; a URL may not ask again.
+  // Ours: sslmode is read here with libpq's meaning, whatever node-postgres's own flag says.
   params.delete('uselibpqcompat');
   params.delete('pooler');
 
@@ -90,7 +90,7 @@ export function pgConnectionSettings(url: string, setting: string): PgConnection
   // The files were read above (so a missing one names its parameter), and sslmode is
   // applied below: the parser gets neither, and reads the rest of the URL.
   params.delete('sslmode');
-  const options = parse(parsed.href, { useLibpqCompat: true });
+  const options = parse(parsed.href);
   if (sslmode === 'disable') {
     options.ssl = false;
   } else if (sslmode !== null || files.sslrootcert !== undefined || files.sslcert !== undefined) {

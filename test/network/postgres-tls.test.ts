@@ -51,6 +51,10 @@ function url(host: string, params: Record<string, string>, user = 'postgres'): s
 
 let passwordFile: string;
 
+/** `status` of the test's schema through a URL to the private server (see `url`). */
+const status = (host: string, params: Record<string, string>, user?: string) =>
+  cli(['status', '--database-url', url(host, params, user), '--schema', SCHEMA]);
+
 beforeAll(async () => {
   ca = createTestCa();
   otherCa = createTestCa('Another CA');
@@ -163,17 +167,11 @@ describe('PostgreSQL over TLS', () => {
   });
 
   it('refuses a server whose certificate another CA signed: exit 2, one line naming the setting', async () => {
-    const result = await cli([
-      'status',
-      '--database-url',
-      url('localhost', {
-        sslmode: 'verify-full',
-        sslrootcert: otherCa.certFile,
-        password_file: passwordFile,
-      }),
-      '--schema',
-      SCHEMA,
-    ]);
+    const result = await status('localhost', {
+      sslmode: 'verify-full',
+      sslrootcert: otherCa.certFile,
+      password_file: passwordFile,
+    });
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(
       /^edupulse-outbox: database-url: cannot connect to .*certificate/,
@@ -182,17 +180,11 @@ describe('PostgreSQL over TLS', () => {
   });
 
   it('verify-full checks the host name, verify-ca only the chain, require only encrypts', async () => {
-    const byIp = await cli([
-      'status',
-      '--database-url',
-      url('127.0.0.1', {
-        sslmode: 'verify-full',
-        sslrootcert: ca.certFile,
-        password_file: passwordFile,
-      }),
-      '--schema',
-      SCHEMA,
-    ]);
+    const byIp = await status('127.0.0.1', {
+      sslmode: 'verify-full',
+      sslrootcert: ca.certFile,
+      password_file: passwordFile,
+    });
     expect(byIp.code).toBe(2);
     expect(byIp.stderr).toMatch(
       /database-url: cannot connect to .*Hostname\/IP does not match certificate's altnames/,
@@ -204,13 +196,7 @@ describe('PostgreSQL over TLS', () => {
       { sslmode: 'require', sslrootcert: ca.certFile },
       { sslmode: 'require' },
     ]) {
-      const result = await cli([
-        'status',
-        '--database-url',
-        url('127.0.0.1', { ...params, password_file: passwordFile }),
-        '--schema',
-        SCHEMA,
-      ]);
+      const result = await status('127.0.0.1', { ...params, password_file: passwordFile });
       expect({ params, stderr: result.stderr, code: result.code }).toEqual({
         params,
         stderr: '',
@@ -218,17 +204,11 @@ describe('PostgreSQL over TLS', () => {
       });
     }
 
-    const wrongChain = await cli([
-      'status',
-      '--database-url',
-      url('127.0.0.1', {
-        sslmode: 'require',
-        sslrootcert: otherCa.certFile,
-        password_file: passwordFile,
-      }),
-      '--schema',
-      SCHEMA,
-    ]);
+    const wrongChain = await status('127.0.0.1', {
+      sslmode: 'require',
+      sslrootcert: otherCa.certFile,
+      password_file: passwordFile,
+    });
     expect(wrongChain.code).toBe(2);
   });
 
@@ -248,45 +228,31 @@ describe('PostgreSQL over TLS', () => {
   });
 
   it('plain text is refused by the server, and said so', async () => {
-    const result = await cli([
-      'status',
-      '--database-url',
-      url('localhost', { sslmode: 'disable', password_file: passwordFile }),
-      '--schema',
-      SCHEMA,
-    ]);
+    const result = await status('localhost', { sslmode: 'disable', password_file: passwordFile });
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/no encryption/);
   });
 
   it('logs in with a client certificate, and not without one', async () => {
     const client = ca.issue('client', 'certuser');
-    const withCert = await cli([
-      'status',
-      '--database-url',
-      url(
-        'localhost',
-        {
-          sslmode: 'verify-full',
-          sslrootcert: ca.certFile,
-          sslcert: client.certFile,
-          sslkey: client.keyFile,
-        },
-        'certuser',
-      ),
-      '--schema',
-      SCHEMA,
-    ]);
+    const withCert = await status(
+      'localhost',
+      {
+        sslmode: 'verify-full',
+        sslrootcert: ca.certFile,
+        sslcert: client.certFile,
+        sslkey: client.keyFile,
+      },
+      'certuser',
+    );
     expect(withCert.stderr).toBe('');
     expect(withCert.code).toBe(0);
 
-    const without = await cli([
-      'status',
-      '--database-url',
-      url('localhost', { sslmode: 'verify-full', sslrootcert: ca.certFile }, 'certuser'),
-      '--schema',
-      SCHEMA,
-    ]);
+    const without = await status(
+      'localhost',
+      { sslmode: 'verify-full', sslrootcert: ca.certFile },
+      'certuser',
+    );
     expect(without.code).toBe(2);
     expect(without.stderr).toMatch(/database-url: cannot connect/);
   });
@@ -307,13 +273,7 @@ describe('PostgreSQL over TLS', () => {
         /^edupulse-outbox: database-url: sslmode=verify-ca needs sslrootcert/,
       ],
     ] as const) {
-      const result = await cli([
-        'status',
-        '--database-url',
-        url('localhost', params),
-        '--schema',
-        SCHEMA,
-      ]);
+      const result = await status('localhost', params);
       expect({ params, code: result.code }).toEqual({ params, code: 2 });
       expect(result.stderr).toMatch(message);
     }
