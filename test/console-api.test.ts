@@ -382,3 +382,59 @@ describe('access', () => {
     expect((await call('/api/overview')).body.status.deadLetters).toBe(0);
   });
 });
+
+describe('the OpenAPI file', () => {
+  it('documents every endpoint the server answers, with the fields its answers carry', async () => {
+    const { parse } = await import('yaml');
+    const { readFileSync } = await import('node:fs');
+    const spec = parse(readFileSync('docs/console-api.yaml', 'utf8'));
+    const schemas = spec.components.schemas as Record<string, { required?: string[] }>;
+    const required = (schema: { $ref?: string; required?: string[] }): string[] =>
+      schema.$ref
+        ? (schemas[schema.$ref.split('/').at(-1) as string]?.required ?? [])
+        : (schema.required ?? []);
+    const ids = await enqueue([lesson(randomUUID())]);
+    await drain(() => 'refused');
+    await serve();
+    const paths = Object.entries(
+      spec.paths as Record<
+        string,
+        Record<
+          string,
+          {
+            responses: Record<
+              string,
+              { content: Record<string, { schema: { $ref?: string; required?: string[] } }> }
+            >;
+          }
+        >
+      >,
+    );
+    expect(paths.map(([path]) => path).sort()).toEqual([
+      '/api/dead-letters',
+      '/api/dead-letters/discard',
+      '/api/dead-letters/groups',
+      '/api/dead-letters/retry',
+      '/api/dead-letters/{id}',
+      '/api/history',
+      '/api/overview',
+      '/api/search',
+    ]);
+    for (const [path, methods] of paths) {
+      for (const [method, operation] of Object.entries(methods)) {
+        const url = path.replace('{id}', ids[0] as string) + (path === '/api/search' ? '?q=x' : '');
+        const reply =
+          method === 'post' ? await post(url, { ids: [randomUUID()] }) : await call(url);
+        expect(reply.status, `${method} ${path}`).toBe(200);
+        const schema = operation.responses['200']?.content['application/json']?.schema;
+        for (const field of required(schema ?? {})) {
+          expect(reply.body, `${method} ${path}: ${field}`).toHaveProperty(field);
+        }
+      }
+    }
+    const overview = (await call('/api/overview')).body;
+    for (const field of schemas.Status?.required ?? []) {
+      expect(overview.status, `Status.${field}`).toHaveProperty(field);
+    }
+  });
+});
