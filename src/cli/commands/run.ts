@@ -5,6 +5,7 @@ import type { Logger } from '../../common/logger.js';
 import { assertPeerInstalled, loadWithPeer, optionalPeers } from '../../common/peers.js';
 import { clip, escapeControl } from '../../common/text.js';
 import { redactUrl } from '../../common/url.js';
+import { isDatabaseUnavailable } from '../../db/connection-errors.js';
 import { pgDatabase } from '../../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startOpsServer } from '../../ops/server.js';
@@ -229,7 +230,19 @@ down is waited for.`,
               await server?.close();
               throw error;
             }));
-          await dispatcher.start();
+          await dispatcher.start().catch(async (error: unknown) => {
+            await site?.close();
+            await server?.close();
+            // Lost while starting (a server restart): the same as unreachable at start.
+            if (isDatabaseUnavailable(error)) {
+              throw new ConfigError(
+                'database-url',
+                `lost ${redactUrl(url)} while starting: ${errorMessage(error)}`,
+                { cause: error },
+              );
+            }
+            throw error;
+          });
           // The dispatcher logs its start and stop itself; the addresses are the CLI's to say.
           logger.info(
             { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },
