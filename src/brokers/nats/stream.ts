@@ -19,8 +19,10 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
   try {
     jsm = await jetstreamManager(nc, { timeout: timeoutMs });
   } catch (error) {
+    // A cluster electing its leaders after losing a server answers like one without
+    // JetStream, for a few seconds: say both.
     throw new BrokerUnavailableError(
-      `NATS at ${location} has no JetStream (${errorMessage(error)}); start nats-server with -js`,
+      `JetStream at NATS ${location} did not answer (${errorMessage(error)}): a cluster electing its leader answers so for a few seconds; a server started without -js, always`,
       { cause: error },
     );
   }
