@@ -111,7 +111,10 @@ describe('amqp broker', () => {
       ['accept_unroutable=yes', /accept_unroutable="yes" must be true or false/],
       ['exchange=amq.topic', /exchange="amq.topic" is not valid/],
       ['exchange=a%20b', /exchange="a b" is not valid/],
-      ['heartbeat=5', /unknown parameter "heartbeat"/],
+      ['heartbeat=0', /heartbeat="0" is not a whole number from 1 to 3600/],
+      ['frame_max=1024', /frame_max="1024" is not a whole number from 4096 to 1048576/],
+      ['ca_file=/ca.pem', /ca_file given with amqp:\/\/, which is plain text: use amqps:\/\//],
+      ['heartbeats=5', /unknown parameter "heartbeats"/],
     ] as const) {
       const build = () => amqpBroker(`${AMQP_URL}?${query}`);
       expect(build, query).toThrow(ConfigError);
@@ -289,7 +292,7 @@ describe('amqp broker', () => {
     await waitFor('the delivery', () => received.received.some((m) => m.dedupId === again.id));
   });
 
-  it('a wrong password: BrokerUnavailableError naming the server, never the password', async () => {
+  it('a wrong password: ConfigError naming the setting and the server, never the password', async () => {
     const url = new URL(AMQP_URL);
     url.password = 'Wr0ng-s3cret';
     const broker = amqpBroker(url.href);
@@ -297,10 +300,10 @@ describe('amqp broker', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(error).toBeInstanceOf(ConfigError);
     const text = String((error as Error).message);
-    expect(text).toContain(`cannot connect to amqp://${url.username}:***@${url.host}`);
-    expect(text).toMatch(/ACCESS_REFUSED/);
+    expect(text).toContain(`broker: cannot connect to amqp://${url.username}:***@${url.host}`);
+    expect(text).toMatch(/refused user "guest" .*ACCESS_REFUSED/);
     expect(inspect(error, { depth: 10 })).not.toContain('Wr0ng-s3cret');
   });
 
