@@ -9,12 +9,11 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../../scripts/free-port.mjs';
-import { waitFor } from './wait.js';
+import { accepts, waitFor } from './wait.js';
 
 // The packaged scripts themselves: the wrappers on the PATH switch to the rabbitmq user
 // when run as root, which could not read a root-owned scratch directory.
@@ -146,16 +145,4 @@ export async function startRabbitNode(options: RabbitNodeOptions): Promise<Rabbi
     ctl,
     stop,
   };
-}
-
-/** True when something accepts a TCP connection on 127.0.0.1:`port`. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }

@@ -15,24 +15,20 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../scripts/free-port.mjs';
 import { ConfigError } from '../../src/common/errors.js';
-import { consume } from '../../src/consumer/index.js';
-import { LessonPublished } from '../../src/index.js';
 import { type AmqpConsumer, consumeExchange, testExchange } from '../helpers/amqp.js';
 import { createTestCa, type Issued, type TestCa } from '../helpers/certs.js';
+import { expectNoSecretIn, killChildren, lines, spawnCli } from '../helpers/cli.js';
+import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import {
-  type CliProcess,
-  type CliResult,
-  expectNoSecretIn,
-  killChildren,
-  lines,
-  runCli,
-  spawnCli,
-} from '../helpers/cli.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
-import { enqueueLesson, outboxIds } from '../helpers/outbox.js';
+  consumeRefused,
+  consumeWhileRunPublishes,
+  errorLine,
+  recordedCli,
+  runArgs,
+} from '../helpers/network-cli.js';
+import { enqueueNumbered } from '../helpers/outbox.js';
 import { type RabbitNode, startRabbitNode } from '../helpers/rabbitmq-node.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
-import { waitFor } from '../helpers/wait.js';
 
 afterEach(killChildren);
 
@@ -46,7 +42,8 @@ let client: Issued;
 let node: RabbitNode;
 let t: TestSchema;
 let passwordFile: string;
-const outputs: string[] = [];
+const recorded = recordedCli();
+const { outputs, cli, stopCleanly } = recorded;
 const cleanups: (() => Promise<void>)[] = [];
 
 /**
@@ -65,45 +62,17 @@ function amqpsUrl(params: Record<string, string>, servers?: string, userinfo = U
   return `amqps://${userinfo}@${servers ?? `localhost:${node.tlsPort}`}/?${query}`;
 }
 
-/** The CLI to completion, its output kept for the password sweep at the end. */
-async function cli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
-  const result = await runCli(args, { timeoutMs });
-  outputs.push(result.stdout, result.stderr);
-  return result;
-}
-
-/** `run` with `broker`; verbose (debug logs and stacks: the most output to sweep) unless told. */
-const runArgs = (broker: string, verbose = true, more: string[] = []) => [
-  'run',
-  '--database-url',
-  PG_URL,
-  '--schema',
-  t.schema,
-  '--broker',
-  broker,
-  '--retry-base-delay-ms',
-  '100',
-  ...more,
-  ...(verbose ? ['--verbose'] : []),
-];
-
-/** SIGTERM, then a clean stop (exit 0); the output is kept for the sweep. */
-async function stopCleanly(run: CliProcess): Promise<void> {
-  run.child.kill('SIGTERM');
-  const result = await run.exited;
-  outputs.push(result.stdout, result.stderr);
-  expect(result.code).toBe(0);
-}
-
-/** `count` events over `aggregates` aggregates named after `prefix`, payload `{ n }`. */
-async function enqueueNumbered(prefix: string, from: number, to: number, aggregates = 3) {
-  const ns = [...Array(to - from).keys()].map((i) => from + i);
-  await t.db.query(
-    `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
-     SELECT 'lesson', $1 || '-' || (n % $2), 'lesson-published', json_build_object('n', n)
-     FROM unnest($3::int[]) AS n ORDER BY n`,
-    [prefix, aggregates, ns],
-  );
+/**
+ * A fresh exchange, an independent reader of everything routed to it (on the node's plain
+ * listener), and `count` numbered events enqueued for aggregates named after it.
+ */
+async function readerAndEvents(count: number) {
+  const exchange = testExchange();
+  const reader = await consumeExchange(exchange, '#', node.url);
+  cleanups.push(() => reader.close());
+  const prefix = exchange.replace(/\./g, '-');
+  await enqueueNumbered(t, prefix, 0, count);
+  return { exchange, reader, prefix };
 }
 
 /** Each aggregate's `n`s in the order `reader` received them. */
@@ -116,13 +85,6 @@ function perAggregate(reader: AmqpConsumer): Map<string, number[]> {
     seen.set(subject, list);
   }
   return seen;
-}
-
-/** The CLI's one error line, among the dispatcher's JSON log lines and (verbose) the stack. */
-function errorLine(result: CliResult): string {
-  const errors = lines(result.stderr).filter((line) => line.startsWith('edupulse-outbox: '));
-  expect(errors).toHaveLength(1);
-  return errors[0] ?? '';
 }
 
 /** What the node says of its client connections (`rabbitmqctl list_connections`). */
@@ -162,12 +124,10 @@ afterAll(async () => {
 
 describe('RabbitMQ over TLS', () => {
   it('run publishes over amqps (CA verified, client certificate, password_file, heartbeat, frame_max)', async () => {
-    const exchange = testExchange();
-    const reader = await consumeExchange(exchange, '#', node.url);
-    cleanups.push(() => reader.close());
-    const prefix = exchange.replace(/\./g, '-');
-    await enqueueNumbered(prefix, 0, 12);
-    const run = spawnCli(runArgs(amqpsUrl({ exchange, heartbeat: '7', frame_max: '8192' })));
+    const { exchange, reader, prefix } = await readerAndEvents(12);
+    const run = spawnCli(
+      runArgs(t.schema, amqpsUrl({ exchange, heartbeat: '7', frame_max: '8192' })),
+    );
     await run.waitFor('12 events read back', () => reader.received.length >= 12, 60_000);
     // The server's view of the dispatcher's connection: TLS, the user, what it asked for.
     const connections = await serverConnections(['user', 'ssl', 'frame_max', 'timeout']);
@@ -180,7 +140,7 @@ describe('RabbitMQ over TLS', () => {
   });
 
   it('refuses a server whose certificate another CA signed: exit 2 naming ca_file', async () => {
-    const result = await cli(runArgs(amqpsUrl({ ca_file: otherCa.certFile })));
+    const result = await cli(runArgs(t.schema, amqpsUrl({ ca_file: otherCa.certFile })));
     expect(result.code).toBe(2);
     expect(errorLine(result)).toMatch(
       /^edupulse-outbox: broker: cannot connect to amqps:\/\/outbox:\*\*\*@localhost:\d+\/: TLS: the server's certificate does not verify against the CA of ca_file: /,
@@ -188,7 +148,7 @@ describe('RabbitMQ over TLS', () => {
   });
 
   it('without a client certificate: exit 2 saying the server wants one', async () => {
-    const result = await cli(runArgs(amqpsUrl({ cert_file: '', key_file: '' })));
+    const result = await cli(runArgs(t.schema, amqpsUrl({ cert_file: '', key_file: '' })));
     expect(result.code).toBe(2);
     expect(errorLine(result)).toMatch(
       /^edupulse-outbox: broker: cannot connect to amqps:\/\/outbox:\*\*\*@localhost:\d+\/: TLS: the server refuses the client certificate \(give one with cert_file and key_file\): \S/,
@@ -198,7 +158,7 @@ describe('RabbitMQ over TLS', () => {
   it('a wrong password is exit 2 naming the user, and shows neither password', async () => {
     const wrong = join(ca.dir, 'wrong-password');
     writeFileSync(wrong, WRONG_PASSWORD);
-    const result = await cli(runArgs(amqpsUrl({ password_file: wrong })));
+    const result = await cli(runArgs(t.schema, amqpsUrl({ password_file: wrong })));
     expect(result.code).toBe(2);
     expect(errorLine(result)).toMatch(
       /^edupulse-outbox: broker: cannot connect to amqps:\/\/outbox:\*\*\*@localhost:\d+\/: the server refused user "outbox" \(check the user, and the password or password_file\): .*ACCESS_REFUSED/,
@@ -209,38 +169,12 @@ describe('RabbitMQ over TLS', () => {
   it('consume() receives over amqps, and refuses a wrong password with a ConfigError', async () => {
     const exchange = testExchange();
     const broker = amqpsUrl({ exchange });
-    for (let n = 0; n < 5; n++) await enqueueLesson(t);
-    const ids = await outboxIds(t);
-    const received: string[] = [];
-    const consumer = await consume({
-      broker,
-      consumer: 'grades',
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: (event) => {
-        received.push(event.id);
-      },
-    });
-    try {
-      const run = spawnCli(runArgs(broker));
-      await waitFor('the consumer to receive every event', () => received.length >= ids.length, {
-        timeoutMs: 60_000,
-      });
-      await stopCleanly(run);
-    } finally {
-      await consumer.stop();
-    }
-    expect([...new Set(received)].sort()).toEqual([...ids].sort());
+    await consumeWhileRunPublishes(t, broker, 'grades', recorded);
 
-    const refused = consume({
-      broker: amqpsUrl({ exchange, password_file: '' }, undefined, `${USER}:${WRONG_PASSWORD}`),
-      consumer: 'refused',
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: () => {},
-    });
+    const refused = consumeRefused(
+      t,
+      amqpsUrl({ exchange, password_file: '' }, undefined, `${USER}:${WRONG_PASSWORD}`),
+    );
     await expect(refused).rejects.toBeInstanceOf(ConfigError);
     await expect(refused).rejects.toThrow(/^broker: .*the server refused user "outbox"/);
     await expect(refused).rejects.not.toThrow(WRONG_PASSWORD);
@@ -269,13 +203,15 @@ describe('the URL parameters', () => {
       ],
       [{ frame_max: '4194304' }, /^edupulse-outbox: broker: frame_max="4194304" is not a whole/],
     ] as const) {
-      const result = await cli(runArgs(amqpsUrl(params), false));
+      const result = await cli(runArgs(t.schema, amqpsUrl(params), { verbose: false }));
       expect({ params, code: result.code }).toEqual({ params, code: 2 });
       expect(lines(result.stderr)).toHaveLength(1);
       expect(result.stderr).toMatch(message);
     }
     const plain = await cli(
-      runArgs(`amqp://${USER}@127.0.0.1:${node.port}/?ca_file=${ca.certFile}`, false),
+      runArgs(t.schema, `amqp://${USER}@127.0.0.1:${node.port}/?ca_file=${ca.certFile}`, {
+        verbose: false,
+      }),
     );
     expect(plain.code).toBe(2);
     expect(plain.stderr).toMatch(
@@ -286,13 +222,11 @@ describe('the URL parameters', () => {
 
 describe('several servers', () => {
   it('a URL listing a dead server first: run connects to the next one', async () => {
-    const exchange = testExchange();
-    const reader = await consumeExchange(exchange, '#', node.url);
-    cleanups.push(() => reader.close());
-    const prefix = exchange.replace(/\./g, '-');
-    await enqueueNumbered(prefix, 0, 9);
+    const { exchange, reader } = await readerAndEvents(9);
     const dead = `127.0.0.1:${await freePort()}`;
-    const run = spawnCli(runArgs(amqpsUrl({ exchange }, `${dead},localhost:${node.tlsPort}`)));
+    const run = spawnCli(
+      runArgs(t.schema, amqpsUrl({ exchange }, `${dead},localhost:${node.tlsPort}`)),
+    );
     await run.waitFor('9 events read back', () => reader.received.length >= 9, 60_000);
     await stopCleanly(run);
     expect(reader.received).toHaveLength(9);
@@ -318,10 +252,12 @@ describe('several servers', () => {
     const total = 3000;
     const aggregates = 10;
     const broker = `amqp://${USER}@127.0.0.1:${proxy.port},127.0.0.1:${second.port}/?${new URLSearchParams({ password_file: passwordFile, exchange })}`;
-    const run = spawnCli(runArgs(broker, false, ['--batch-size', '20']));
+    const run = spawnCli(
+      runArgs(t.schema, broker, { verbose: false, extra: ['--batch-size', '20'] }),
+    );
     // Events keep coming while the first server goes, so the cut falls mid-drain.
     for (let from = 0; from < total; from += 100) {
-      await enqueueNumbered(prefix, from, from + 100, aggregates);
+      await enqueueNumbered(t, prefix, from, from + 100, aggregates);
       if (from === 1000) {
         await run.waitFor(
           'events through the first server',
