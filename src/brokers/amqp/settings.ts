@@ -62,8 +62,9 @@ export interface AmqpSettings {
 export const exchangeName = /^(?!amq\.)[A-Za-z0-9_.:-]{1,255}$/;
 /**
  * The RabbitMQ broker's settings from its URL; every query parameter (`exchange`,
- * `accept_unroutable`, `max_in_flight`, `timeout_ms`, `max_message_bytes`) is read and
- * checked here.
+ * `accept_unroutable`, `max_in_flight`, `timeout_ms`, `max_message_bytes`, `heartbeat`,
+ * `frame_max`, `password_file`, and with `amqps://` `ca_file`, `cert_file`, `key_file`,
+ * `servername`) is read and checked here; the files are read now.
  */
 export function readAmqpSettings(params: BrokerUrlParams): AmqpSettings {
   const { url, setting } = params;
@@ -83,10 +84,7 @@ export function readAmqpSettings(params: BrokerUrlParams): AmqpSettings {
     // frame is buffered whole on both sides.
     frameMax: optionalInteger(params, 'frame_max', 4096, 1024 * 1024),
     serverUrl: firstServerUrl(url, servers),
-    // user:***@ also when the password comes from password_file.
-    location: redactUrl(
-      `${url.protocol}//${user === undefined ? '' : `${url.username}:${url.password || '***'}@`}${servers.map(({ host, port }) => `${host}:${port}`).join(',')}${url.pathname}`,
-    ),
+    location: serverLabel(url, servers),
     setting,
     exchange: params.string(
       'exchange',
@@ -176,6 +174,16 @@ function optionalInteger(
   max: number,
 ): number | undefined {
   return params.optional(name) === undefined ? undefined : params.integer(name, min, min, max);
+}
+
+/**
+ * `amqps://user:***@a:5671,b:5671/vhost`: every server with its port, no query; `user:***@`
+ * also when the password comes from password_file.
+ */
+function serverLabel(url: URL, servers: BrokerServer[]): string {
+  const auth = url.username ? `${url.username}:${url.password || '***'}@` : '';
+  const hosts = servers.map(({ host, port }) => `${host}:${port}`).join(',');
+  return redactUrl(`${url.protocol}//${auth}${hosts}${url.pathname}`);
 }
 
 /** `amqp[s]://user:pass@first-host:port/vhost`, as written (percent-encoding kept). */
