@@ -341,7 +341,10 @@ describe('nats broker', () => {
       ['?stream=a%20b', /stream="a b" is not valid/],
       ['?streams=X', /unknown parameter "streams"/],
       ['?tls=yes', /tls="yes" is not valid \(true or false\)/],
-      ['?cert_file=/nonexistent/client.crt', /cert_file: cannot read \/nonexistent\/client\.crt/],
+      [
+        '?cert_file=/nonexistent/client.crt&key_file=/nonexistent/client.key',
+        /cert_file: cannot read \/nonexistent\/client\.crt/,
+      ],
       ['?token_file=', /token_file is empty \(expected a file path\)/],
     ])('refuses %s', (query, reason) => {
       let error: unknown;
