@@ -326,8 +326,9 @@ describe('nats broker', () => {
     it('has defaults and reads every documented parameter', () => {
       expect(from('').name).toBe('nats');
       expect(
-        from('?stream=S&subject_prefix=p&max_in_flight=10&duplicate_window_s=60&timeout_ms=1000')
-          .name,
+        from(
+          '?stream=S&subject_prefix=p&max_in_flight=10&duplicate_window_s=60&replicas=3&timeout_ms=1000',
+        ).name,
       ).toBe('nats');
     });
 
@@ -336,6 +337,8 @@ describe('nats broker', () => {
       ['?max_in_flight=many', /max_in_flight="many"/],
       ['?timeout_ms=5', /timeout_ms="5"/],
       ['?duplicate_window_s=-1', /duplicate_window_s="-1"/],
+      ['?replicas=0', /replicas="0" is not a whole number from 1 to 5/],
+      ['?replicas=7', /replicas="7"/],
       ['?subject_prefix=edu.pulse', /subject_prefix="edu.pulse" is not valid/],
       ['?subject_prefix=edu*', /subject_prefix="edu\*" is not valid/],
       ['?stream=a%20b', /stream="a b" is not valid/],

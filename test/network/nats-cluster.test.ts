@@ -1,6 +1,6 @@
 /**
  * A NATS cluster that loses a node mid-drain: three private nats-servers in one JetStream
- * cluster, a stream of three replicas, `run` given all three addresses. The server that
+ * cluster, `run` given all three addresses and creating its stream with three replicas. The server that
  * leads the stream is killed (SIGKILL: nothing handed over) while the dispatcher publishes; a new leader takes over, the
  * client reconnects to a live member, and the batches in flight are published again under
  * their Nats-Msg-Id. Read back afterwards with an independent ordered consumer: every
@@ -48,17 +48,19 @@ async function streamState(url: string, stream: string) {
 it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past the dedup', async () => {
   const stream = `CLUSTER_${randomUUID().slice(0, 8).toUpperCase()}`;
   const prefix = `cl${randomUUID().slice(0, 8)}`;
-  // JetStream answers once the cluster has elected its meta leader.
+  // JetStream places a replicated stream once the cluster has elected its meta leader and
+  // every member has joined: asked with a stream of the test's own, removed after.
   await waitFor(
-    'a JetStream cluster that creates a stream of 3 replicas',
+    'a JetStream cluster that places a stream of 3 replicas',
     () =>
       withConnection(cluster.url, async (nc) => {
-        await (await jetstreamManager(nc)).streams.add({
-          name: stream,
-          subjects: [`${prefix}.>`],
+        const jsm = await jetstreamManager(nc);
+        await jsm.streams.add({
+          name: `${stream}_READY`,
+          subjects: [`${prefix}-ready`],
           num_replicas: 3,
-          duplicate_window: 120 * 1_000_000_000,
         });
+        await jsm.streams.delete(`${stream}_READY`);
         return true;
       }).catch(() => false),
     { timeoutMs: 30_000, intervalMs: 500 },
@@ -77,12 +79,15 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
     );
   }
 
-  const broker = `${cluster.url}?stream=${stream}&subject_prefix=${prefix}&timeout_ms=2000`;
+  // The dispatcher creates the stream, with three replicas.
+  const broker = `${cluster.url}?stream=${stream}&subject_prefix=${prefix}&replicas=3&timeout_ms=2000`;
   const run = spawnCli(['run', '--schema', t.schema, '--broker', broker, '--batch-size', '200'], {
     env: { DATABASE_URL: PG_URL },
   });
   await run.waitFor('a third of the events in the stream', async () => {
-    return (await streamState(cluster.url, stream)).messages >= EVENTS / 3;
+    // Until the dispatcher has created it, the stream is not found.
+    const state = await streamState(cluster.url, stream).catch(() => undefined);
+    return (state?.messages ?? 0) >= EVENTS / 3;
   });
   const before = await streamState(cluster.url, stream);
   expect(before.replicas).toBe(3);
@@ -120,9 +125,20 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
   run.child.kill('SIGTERM');
   expect((await run.exited).code).toBe(0);
 
-  const reader = await consumeStream(liveUrl, stream);
-  const stored = (await streamState(liveUrl, stream)).messages;
-  await waitFor('the whole stream read back', () => reader.received.length >= stored, {
+  // JetStream's API may still be settling after the election: ask until it answers.
+  let reader: Awaited<ReturnType<typeof consumeStream>> | undefined;
+  let stored = 0;
+  await waitFor(
+    'a reader of the stream',
+    async () => {
+      stored = (await streamState(liveUrl, stream).catch(() => undefined))?.messages ?? 0;
+      reader = stored > 0 ? await consumeStream(liveUrl, stream).catch(() => undefined) : undefined;
+      return reader !== undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 500 },
+  );
+  if (!reader) throw new Error('no reader');
+  await waitFor('the whole stream read back', () => (reader?.received.length ?? 0) >= stored, {
     timeoutMs: 30_000,
   });
   await reader.close();

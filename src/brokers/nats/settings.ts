@@ -29,6 +29,8 @@ export interface NatsSettings {
   maxInFlight: number;
   /** `duplicate_window_s`: the server's dedup window, used only when creating the stream. Default 120. */
   duplicateWindowS: number;
+  /** `replicas`: copies of the stream a JetStream cluster keeps, used only when creating it. Default 1. */
+  replicas: number;
   /** `timeout_ms`: wait for one PubAck, for the connection handshake and for each stream request. Default 5000. */
   timeoutMs: number;
 }
@@ -54,6 +56,7 @@ export function readNatsSettings(params: BrokerUrlParams): NatsSettings {
     subjectPrefix: params.string('subject_prefix', 'edupulse', NAME, NAME_HINT),
     maxInFlight: params.integer('max_in_flight', 256, 1, 65_536),
     duplicateWindowS: params.integer('duplicate_window_s', 120, 1, 7 * 24 * 3600),
+    replicas: params.integer('replicas', 1, 1, 5),
     timeoutMs: params.integer('timeout_ms', 5000, 100, 120_000),
   };
 }
