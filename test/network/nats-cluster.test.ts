@@ -9,12 +9,16 @@
 import { randomUUID } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createOutbox } from '../../src/index.js';
 import { killChildren, spawnCli } from '../helpers/cli.js';
+import {
+  enqueueWalks,
+  outboxCount,
+  printDrainSummary,
+  summarizeDrain,
+} from '../helpers/cluster-drain.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { consumeStream, withConnection } from '../helpers/nats-consumer.js';
 import { type PrivateNatsCluster, startNatsCluster } from '../helpers/nats-server.js';
-import { StepTaken } from '../helpers/outbox.js';
 import { waitFor } from '../helpers/wait.js';
 
 const EVENTS = 20_000;
@@ -66,18 +70,7 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
     { timeoutMs: 30_000, intervalMs: 500 },
   );
 
-  const outbox = createOutbox({ schema: t.schema });
-  const perWalk = EVENTS / WALKS;
-  for (let from = 0; from < perWalk; from += 10) {
-    await t.db.transaction((tx) =>
-      outbox.enqueue(
-        tx,
-        Array.from({ length: WALKS * 10 }, (_, i) =>
-          StepTaken.create({ walk: `w${i % WALKS}`, n: from + Math.floor(i / WALKS) }),
-        ),
-      ),
-    );
-  }
+  await enqueueWalks(t, EVENTS, WALKS);
 
   // The dispatcher creates the stream, with three replicas.
   const broker = `${cluster.url}?stream=${stream}&subject_prefix=${prefix}&replicas=3&timeout_ms=2000`;
@@ -112,16 +105,7 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
     },
     60_000,
   );
-  await run.waitFor(
-    'the outbox drained',
-    async () => {
-      const { rows } = await t.db.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM "${t.schema}".outbox`,
-      );
-      return rows[0]?.n === 0;
-    },
-    90_000,
-  );
+  await run.waitFor('the outbox drained', async () => (await outboxCount(t)) === 0, 90_000);
   run.child.kill('SIGTERM');
   expect((await run.exited).code).toBe(0);
 
@@ -143,29 +127,11 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
   });
   await reader.close();
 
-  const ids = new Set<string>();
-  const lastStep = new Map<string, number>();
-  let outOfOrder = 0;
-  for (const message of reader.received) {
-    ids.add(message.attributes.id ?? '');
-    const { walk, n } = JSON.parse(message.body) as { walk: string; n: number };
-    if ((lastStep.get(walk) ?? -1) >= n) outOfOrder++;
-    lastStep.set(walk, n);
-  }
-  const summary = {
-    sent: EVENTS,
-    received: reader.received.length,
-    lost: EVENTS - ids.size,
-    outOfOrder,
-    duplicates: reader.received.length - ids.size,
-    recoverySeconds: Number(((recoveredAt - stoppedAt) / 1000).toFixed(1)),
-  };
-  console.log(
-    [
-      '| sent | received | lost | out of order | duplicates | recovery s |',
-      '|------|----------|------|--------------|------------|------------|',
-      `| ${Object.values(summary).join(' | ')} |`,
-    ].join('\n'),
+  const summary = summarizeDrain(
+    EVENTS,
+    reader.received.map((message) => ({ id: message.attributes.id ?? '', body: message.body })),
+    recoveredAt - stoppedAt,
   );
+  printDrainSummary(summary);
   expect(summary).toMatchObject({ received: EVENTS, lost: 0, outOfOrder: 0, duplicates: 0 });
 });
