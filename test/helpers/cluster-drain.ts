@@ -1,34 +1,78 @@
 /**
- * What the broker-cluster tests share: the backlog (StepTaken events over many walks,
- * enqueued before the dispatcher starts), the check of what was read back, and the table
- * they print.
+ * What the broker-cluster tests share: the schema and cluster of the file, the backlog
+ * (StepTaken events over many walks, enqueued before the dispatcher starts) and `run`
+ * draining it, the check of what was read back, and the table they print.
  */
+import { afterAll, beforeAll, expect } from 'vitest';
 import { createOutbox } from '../../src/index.js';
-import type { TestSchema } from './db.js';
+import { type CliProcess, killChildren, spawnCli } from './cli.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from './db.js';
 import { StepTaken } from './outbox.js';
 
-/** Enqueues `events` StepTaken events: walks w0…w<walks-1>, steps 0, 1, 2… of each in order. */
-export async function enqueueWalks(t: TestSchema, events: number, walks: number): Promise<void> {
+/**
+ * A cluster test file's schema and cluster: both started before its tests (within
+ * `startTimeoutMs`, else the hook timeout), removed after them with every CLI process the
+ * file spawned. Read them inside a test: they are set once the hook has run.
+ */
+export function clusterDrainFixture<Cluster extends { destroy(): Promise<void> }>(
+  schemaPrefix: string,
+  startCluster: () => Promise<Cluster>,
+  startTimeoutMs?: number,
+): { readonly t: TestSchema; readonly cluster: Cluster } {
+  const fixture = {} as { t: TestSchema; cluster: Cluster };
+  beforeAll(async () => {
+    [fixture.t, fixture.cluster] = await Promise.all([
+      createPgTestSchema(schemaPrefix),
+      startCluster(),
+    ]);
+  }, startTimeoutMs);
+  afterAll(async () => {
+    await killChildren();
+    await fixture.cluster?.destroy();
+    await fixture.t?.drop();
+  });
+  return fixture;
+}
+
+/** The backlog: StepTaken events over walks w0…w199, steps 0, 1, 2… of each. */
+export const DRAIN_EVENTS = 20_000;
+const WALKS = 200;
+
+/**
+ * Enqueues the backlog (in transactions of 2,000 events, each walk's steps in order),
+ * then starts `run` on `broker` with batches of 200.
+ */
+export async function startDrain(t: TestSchema, broker: string): Promise<CliProcess> {
   const outbox = createOutbox({ schema: t.schema });
-  const perWalk = events / walks;
-  for (let from = 0; from < perWalk; from += 10) {
+  for (let from = 0; from < DRAIN_EVENTS / WALKS; from += 10) {
     await t.db.transaction((tx) =>
       outbox.enqueue(
         tx,
-        Array.from({ length: walks * 10 }, (_, i) =>
-          StepTaken.create({ walk: `w${i % walks}`, n: from + Math.floor(i / walks) }),
+        Array.from({ length: WALKS * 10 }, (_, i) =>
+          StepTaken.create({ walk: `w${i % WALKS}`, n: from + Math.floor(i / WALKS) }),
         ),
       ),
     );
   }
+  return spawnCli(['run', '--schema', t.schema, '--broker', broker, '--batch-size', '200'], {
+    env: { DATABASE_URL: PG_URL },
+  });
 }
 
-/** The count of rows left in the test schema's outbox. */
-export async function outboxCount(t: TestSchema): Promise<number> {
-  const { rows } = await t.db.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM "${t.schema}".outbox`,
+/** Waits until the outbox is empty, then stops `run` with SIGTERM: it must exit 0. */
+export async function finishDrain(run: CliProcess, t: TestSchema): Promise<void> {
+  await run.waitFor(
+    'the outbox drained',
+    async () => {
+      const { rows } = await t.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM "${t.schema}".outbox`,
+      );
+      return rows[0]?.n === 0;
+    },
+    90_000,
   );
-  return rows[0]?.n ?? -1;
+  run.child.kill('SIGTERM');
+  expect((await run.exited).code).toBe(0);
 }
 
 export interface DrainSummary {
@@ -47,7 +91,6 @@ export interface DrainSummary {
  * repeats an event already delivered in its place, which a consumer's inbox drops.
  */
 export function summarizeDrain(
-  sent: number,
   messages: readonly { id: string; body: string }[],
   recoveryMs: number,
 ): DrainSummary {
@@ -66,9 +109,9 @@ export function summarizeDrain(
     lastStep.set(walk, Math.max(n, lastStep.get(walk) ?? -1));
   }
   return {
-    sent,
+    sent: DRAIN_EVENTS,
     received: messages.length,
-    lost: sent - ids.size,
+    lost: DRAIN_EVENTS - ids.size,
     outOfOrder,
     duplicates,
     recoverySeconds: Number((recoveryMs / 1000).toFixed(1)),

@@ -8,34 +8,20 @@
  */
 import { randomUUID } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { killChildren, spawnCli } from '../helpers/cli.js';
+import { expect, it } from 'vitest';
 import {
-  enqueueWalks,
-  outboxCount,
+  clusterDrainFixture,
+  DRAIN_EVENTS,
+  finishDrain,
   printDrainSummary,
+  startDrain,
   summarizeDrain,
 } from '../helpers/cluster-drain.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { consumeStream, withConnection } from '../helpers/nats-consumer.js';
-import { type PrivateNatsCluster, startNatsCluster } from '../helpers/nats-server.js';
+import { startNatsCluster } from '../helpers/nats-server.js';
 import { waitFor } from '../helpers/wait.js';
 
-const EVENTS = 20_000;
-const WALKS = 200;
-
-let t: TestSchema;
-let cluster: PrivateNatsCluster;
-
-beforeAll(async () => {
-  [t, cluster] = await Promise.all([createPgTestSchema('nats_cluster'), startNatsCluster(3)]);
-});
-
-afterAll(async () => {
-  await killChildren();
-  await cluster?.destroy();
-  await t?.drop();
-});
+const fixture = clusterDrainFixture('nats_cluster', () => startNatsCluster(3));
 
 /** The stream's leader (n1, n2, n3) and how many messages it holds, as the cluster says. */
 async function streamState(url: string, stream: string) {
@@ -50,6 +36,7 @@ async function streamState(url: string, stream: string) {
 }
 
 it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past the dedup', async () => {
+  const { t, cluster } = fixture;
   const stream = `CLUSTER_${randomUUID().slice(0, 8).toUpperCase()}`;
   const prefix = `cl${randomUUID().slice(0, 8)}`;
   // JetStream places a replicated stream once the cluster has elected its meta leader and
@@ -70,17 +57,13 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
     { timeoutMs: 30_000, intervalMs: 500 },
   );
 
-  await enqueueWalks(t, EVENTS, WALKS);
-
   // The dispatcher creates the stream, with three replicas.
   const broker = `${cluster.url}?stream=${stream}&subject_prefix=${prefix}&replicas=3&timeout_ms=2000`;
-  const run = spawnCli(['run', '--schema', t.schema, '--broker', broker, '--batch-size', '200'], {
-    env: { DATABASE_URL: PG_URL },
-  });
+  const run = await startDrain(t, broker);
   await run.waitFor('a third of the events in the stream', async () => {
     // Until the dispatcher has created it, the stream is not found.
     const state = await streamState(cluster.url, stream).catch(() => undefined);
-    return (state?.messages ?? 0) >= EVENTS / 3;
+    return (state?.messages ?? 0) >= DRAIN_EVENTS / 3;
   });
   const before = await streamState(cluster.url, stream);
   expect(before.replicas).toBe(3);
@@ -105,9 +88,7 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
     },
     60_000,
   );
-  await run.waitFor('the outbox drained', async () => (await outboxCount(t)) === 0, 90_000);
-  run.child.kill('SIGTERM');
-  expect((await run.exited).code).toBe(0);
+  await finishDrain(run, t);
 
   // JetStream's API may still be settling after the election: ask until it answers.
   let reader: Awaited<ReturnType<typeof consumeStream>> | undefined;
@@ -128,10 +109,9 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
   await reader.close();
 
   const summary = summarizeDrain(
-    EVENTS,
     reader.received.map((message) => ({ id: message.attributes.id ?? '', body: message.body })),
     recoveredAt - stoppedAt,
   );
   printDrainSummary(summary);
-  expect(summary).toMatchObject({ received: EVENTS, lost: 0, outOfOrder: 0, duplicates: 0 });
+  expect(summary).toMatchObject({ received: DRAIN_EVENTS, lost: 0, outOfOrder: 0, duplicates: 0 });
 });
