@@ -61,7 +61,7 @@ export async function startKafkaCluster(size = 3): Promise<PrivateKafkaCluster> 
   const dir = mkdtempSync(join(tmpdir(), 'edupulse-kafka-cluster-'));
   const ports = new Set<number>();
   while (ports.size < 2 * size) ports.add(await freePort());
-  const [...free] = ports;
+  const free = [...ports];
   const ids = Array.from({ length: size }, (_, i) => i + 1);
   const port = (id: number) => free[2 * (id - 1)] as number;
   const controllerPort = (id: number) => free[2 * (id - 1) + 1] as number;
@@ -129,9 +129,7 @@ export async function startKafkaCluster(size = 3): Promise<PrivateKafkaCluster> 
     // A scratch cluster whose data is removed next: no clean shutdown to wait for.
     killAll();
     for (const instance of instances) {
-      for (let pid = pidOf(instance.home); pid && alive(pid); ) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      while (pidOf(instance.home)) await new Promise((resolve) => setTimeout(resolve, 100));
     }
     rmSync(dir, { recursive: true, force: true });
   };
