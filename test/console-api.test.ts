@@ -216,6 +216,20 @@ describe('reading', () => {
     expect((await call('/api/search?q=')).body).toMatchObject({ field: 'q' });
   });
 
+  it("lists an aggregate's events oldest first, by number, not as text", async () => {
+    const lessonId = randomUUID();
+    // Seqs ordered as text would put 10 before 9, and 100 before 99.
+    const dead = await enqueue(Array.from({ length: 12 }, () => lesson(lessonId)));
+    await drain(() => 'refused');
+    const pending = await enqueue(Array.from({ length: 95 }, () => lesson(lessonId)));
+    await serve();
+    const found = (await call(`/api/search?q=${lessonId}`)).body;
+    expect(found.pending.map((e: { id: string }) => e.id)).toEqual(pending);
+    expect(found.deadLetters.map((e: { id: string }) => e.id)).toEqual(dead);
+    const listed = (await call(`/api/dead-letters?aggregateId=${lessonId}`)).body;
+    expect(listed.deadLetters.map((e: { id: string }) => e.id)).toEqual(dead);
+  });
+
   it('samples the publish rate while a dispatcher drains, and the latency of the one it serves', async () => {
     const broker = new MemoryBroker();
     const dispatcher = createDispatcher({ db: t.db, schema: t.schema, broker });

@@ -58,11 +58,12 @@ ON CONFLICT (consumer, event_id) DO UPDATE
     consumerDeadLetterCount: `SELECT count(*)::int AS dead FROM ${table}
 WHERE $1::text IS NULL OR consumer = $1`,
 
-    consumerDeadLetterList: `SELECT ${COLUMNS} FROM ${table} WHERE ${WHERE}
-ORDER BY dead_at, id LIMIT $7`,
+    // Ordered by the table's columns (c.): the output's dead_at and id are text.
+    consumerDeadLetterList: `SELECT ${COLUMNS} FROM ${table} c WHERE ${WHERE}
+ORDER BY c.dead_at, c.id LIMIT $7`,
 
-    consumerDeadLetterShow: `SELECT ${COLUMNS}, headers::text AS headers, body FROM ${table} WHERE ${WHERE}
-ORDER BY dead_at, id`,
+    consumerDeadLetterShow: `SELECT ${COLUMNS}, headers::text AS headers, body FROM ${table} c WHERE ${WHERE}
+ORDER BY c.dead_at, c.id`,
 
     consumerDeadLetterRetry: `UPDATE ${table} SET retry_requested_at = now() WHERE ${WHERE}
 RETURNING coalesce(event_id, id::text) AS id`,

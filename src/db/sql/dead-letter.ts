@@ -69,8 +69,9 @@ FROM ${s}.outbox_dead_letter`,
     deadLetterCountByEventType: `SELECT event_type AS key, count(*)::int AS dead
 FROM ${s}.outbox_dead_letter GROUP BY event_type ORDER BY event_type`,
 
-    deadLetterList: `SELECT ${COLUMNS} FROM ${s}.outbox_dead_letter WHERE ${WHERE}
-ORDER BY dead_at, seq LIMIT $9`,
+    // Ordered by the table's columns (d.): the output's dead_at and seq are text.
+    deadLetterList: `SELECT ${COLUMNS} FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
+ORDER BY d.dead_at, d.seq LIMIT $9`,
 
     deadLetterGroups: `SELECT event_type, last_error AS error, count(*)::int AS count,
   ${rfc3339('min(dead_at)')} AS first_dead_at,

@@ -153,7 +153,7 @@ FROM ${s}.outbox`,
 
     outboxSearch: `SELECT seq::text AS seq, id::text AS id, aggregate_type, aggregate_id, event_type,
   partition, ${rfc3339('occurred_at')} AS occurred_at, attempts, last_error
-FROM ${s}.outbox WHERE id = $1::uuid OR aggregate_id = $2 ORDER BY seq LIMIT 100`,
+FROM ${s}.outbox o WHERE id = $1::uuid OR aggregate_id = $2 ORDER BY o.seq LIMIT 100`,
 
     outboxBacklogByPartition: `SELECT partition::int AS key, count(*)::int AS pending,
   extract(epoch FROM now() - min(occurred_at))::float8 AS oldest_age_s
