@@ -6,7 +6,8 @@ import { deleteInBatches } from './batches.js';
 
 /**
  * Which dead letters an operator means. Every field narrows the set; `ids` are CloudEvent
- * ids; `since`/`until` bound when the event was dead-lettered (`dead_at`, until excluded).
+ * ids; `since`/`until` bound when the event was dead-lettered (`dead_at`, until excluded);
+ * `error` is a last error exactly (a group's), `errorContains` text in it, in any case.
  */
 export interface DeadLetterFilter {
   ids?: readonly string[];
@@ -15,6 +16,17 @@ export interface DeadLetterFilter {
   aggregateId?: string;
   since?: Date;
   until?: Date;
+  error?: string;
+  errorContains?: string;
+}
+
+/** Dead letters of one event type that failed with one error. */
+export interface DeadLetterGroup {
+  eventType: string;
+  error: string;
+  count: number;
+  firstDeadAt: string;
+  lastDeadAt: string;
 }
 
 export interface DeadLetter {
@@ -62,6 +74,8 @@ function filterValues(filter: DeadLetterFilter): unknown[] {
     filter.aggregateId ?? null,
     filter.since?.toISOString() ?? null,
     filter.until?.toISOString() ?? null,
+    filter.error ?? null,
+    filter.errorContains ?? null,
   ];
 }
 
@@ -106,6 +120,32 @@ export async function listDeadLetters(
     limit,
   ]);
   return rows.map(toDeadLetter);
+}
+
+/**
+ * The matching dead letters by event type and last error, the largest groups first (at
+ * most 500): what failed, how often, since when. A group's `{ eventType, error }` is the
+ * filter that retries or discards it.
+ */
+export async function groupDeadLetters(
+  db: Executor,
+  schema: string,
+  filter: DeadLetterFilter = {},
+): Promise<DeadLetterGroup[]> {
+  const { rows } = await db.query<{
+    event_type: string;
+    error: string;
+    count: number;
+    first_dead_at: string;
+    last_dead_at: string;
+  }>(statements(schema).deadLetterGroups, filterValues(filter));
+  return rows.map((row) => ({
+    eventType: row.event_type,
+    error: row.error,
+    count: Number(row.count),
+    firstDeadAt: row.first_dead_at,
+    lastDeadAt: row.last_dead_at,
+  }));
 }
 
 /** One dead letter with its payload and headers, or undefined. */

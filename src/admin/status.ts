@@ -19,6 +19,8 @@ export interface BacklogShare {
 
 export interface OutboxStatus {
   schema: string;
+  /** The schema's number of partitions (fixed by `migrate --partitions`). */
+  partitions: number;
   pending: number;
   /** Age of the oldest pending event, in seconds (0 when none). */
   oldestAgeSeconds: number;
@@ -38,6 +40,8 @@ export interface OutboxStatus {
   oldestDeadLetterAgeSeconds: number;
   /** Dead letters per event type. */
   deadLettersByEventType: Record<string, number>;
+  /** Messages `consume()` parked, all consumers of the schema together. */
+  consumerDeadLetters: number;
   /** Dispatchers sharing the partitions right now, and what each owns. */
   dispatchers: DispatcherOwnership[];
 }
@@ -53,6 +57,8 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     { rows: dead },
     { rows: deadByEventType },
     { rows: keyRows },
+    { rows: settings },
+    { rows: consumerDead },
   ] = await Promise.all([
     db.query<{ pending: number; oldest_age_s: number }>(sql.outboxBacklog),
     db.query<Share>(sql.outboxBacklogByPartition),
@@ -60,6 +66,8 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     db.query<{ dead: number; oldest_age_s: number }>(sql.deadLetterCount),
     db.query<{ key: string; dead: number }>(sql.deadLetterCountByEventType),
     db.query<{ members: number; partitions: number }>(sql.ownershipKeys, [schema]),
+    db.query<{ partitions: number }>(sql.settingsPartitions),
+    db.query<{ dead: number }>(sql.consumerDeadLetterCount, [null]),
   ]);
   const shares = (rows: Share[]) =>
     Object.fromEntries(
@@ -91,6 +99,7 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
   for (const dispatcher of dispatchers) dispatcher.partitions.sort((a, b) => a - b);
   return {
     schema,
+    partitions: Number(settings[0]?.partitions ?? 0),
     pending: Number(backlog[0]?.pending ?? 0),
     oldestAgeSeconds: Number(backlog[0]?.oldest_age_s ?? 0),
     pendingByPartition: shares(byPartition),
@@ -101,6 +110,7 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     deadLettersByEventType: Object.fromEntries(
       deadByEventType.map((row) => [row.key, Number(row.dead)]),
     ),
+    consumerDeadLetters: Number(consumerDead[0]?.dead ?? 0),
     dispatchers,
   };
 }

@@ -1,6 +1,6 @@
 import { ConfigError, errorMessage, SchemaVersionError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import { registerUrlSecrets, scrubSecrets } from '../common/secrets.js';
+import { registerSecret, registerUrlSecrets, scrubSecrets } from '../common/secrets.js';
 import { escapeControl } from '../common/text.js';
 import { parseUrl } from '../common/url.js';
 
@@ -28,6 +28,8 @@ function registerFlagSecrets(flags: Record<string, unknown>): void {
     const userIsSecret = url?.protocol === 'nats:' && !url.searchParams.has('password_file');
     registerUrlSecrets(value, { userIsSecret });
   }
+  // The console's token (`--ui-token`).
+  if (typeof flags.uiToken === 'string') registerSecret(flags.uiToken);
 }
 
 /**

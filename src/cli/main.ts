@@ -5,6 +5,7 @@ import { demoCommand } from './commands/demo.js';
 import { migrateCommand } from './commands/migrate.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
+import { uiCommand } from './commands/ui.js';
 import { exitCodes } from './execute.js';
 
 function version(): string {
@@ -32,6 +33,7 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     .addCommand(deadCommand())
     .addCommand(purgeCommand())
     .addCommand(inboxCommand())
+    .addCommand(uiCommand())
     .addCommand(demoCommand());
   // Usage errors (unknown flag, missing value) exit 2 like any other bad setting.
   const configure = (command: Command) => {

@@ -11,7 +11,15 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = fileURLToPath(new URL('../../bin/edupulse-outbox', import.meta.url));
 
 /** Settings the CLI reads from the environment; removed from every child's env unless given. */
-const SETTING_VARIABLES = ['DATABASE_URL', 'OUTBOX_BROKER_URL', 'OUTBOX_SCHEMA'];
+const SETTING_VARIABLES = [
+  'DATABASE_URL',
+  'OUTBOX_BROKER_URL',
+  'OUTBOX_SCHEMA',
+  'OUTBOX_UI_TOKEN',
+  'OUTBOX_UI_TOKEN_FILE',
+  'OUTBOX_UI_PORT',
+  'OUTBOX_UI_HOST',
+];
 
 export interface CliOptions {
   /** Variables added to the child's environment (the CLI's settings are removed first). */

@@ -19,8 +19,16 @@ import {
   settings,
 } from '../settings.js';
 import { onShutdownSignal } from '../shutdown.js';
+import {
+  type ConsoleTokenFlags,
+  consoleTokenOptions,
+  parseConsoleSettings,
+  serveConsole,
+} from './ui.js';
 
-interface RunFlags extends DispatcherFlags {
+interface RunFlags extends DispatcherFlags, ConsoleTokenFlags {
+  uiPort?: string;
+  uiHost: string;
   databaseUrl?: string;
   metricsPort?: string;
   metricsHost: string;
@@ -125,7 +133,7 @@ export function runCommand(): Command {
     .addOption(settings.broker())
     .addOption(settings.source());
   for (const option of dispatchOptions()) command.addOption(option);
-  return command
+  command
     .addOption(
       new Option(
         '--metrics-port <port>',
@@ -149,6 +157,22 @@ export function runCommand(): Command {
         'comma-separated event types that keep their name as the event_type label of the metrics, besides the catalogue\'s; any other type is counted as "other"',
       ).env('OUTBOX_METRICS_EVENT_TYPES'),
     )
+    .addOption(
+      new Option(
+        '--ui-port <port>',
+        'serve the web console (edupulse-outbox ui) from this dispatcher on this port (0: any free port)',
+      ).env('OUTBOX_UI_PORT'),
+    )
+    .addOption(
+      new Option(
+        '--ui-host <address>',
+        'address the console binds to; beyond loopback it needs --ui-token',
+      )
+        .env('OUTBOX_UI_HOST')
+        .default('127.0.0.1'),
+    );
+  for (const option of consoleTokenOptions()) command.addOption(option);
+  return command
     .addOption(settings.verbose())
     .addHelpText(
       'after',
@@ -172,6 +196,10 @@ down is waited for.`,
         const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
         const broker = brokerFromUrl(flags.broker, { source: flags.source });
         const ops = parseOpsFlags(flags);
+        const ui =
+          flags.uiPort === undefined
+            ? undefined
+            : parseConsoleSettings('ui-port', flags.uiPort, flags.uiHost, flags);
         // Listen before connecting: a SIGTERM that arrives while we start up (a
         // supervisor replacing us at once) still ends in a clean stop and exit 0.
         const stopped = new Promise<NodeJS.Signals>((resolve) => {
@@ -189,6 +217,18 @@ down is waited for.`,
           });
           const server =
             ops && (await serveOps(ops, dispatcher, url, dispatch.schema, broker.name, logger));
+          const site =
+            ui &&
+            (await serveConsole(ui, {
+              databaseUrl: url,
+              schema: dispatch.schema,
+              logger,
+              dispatcher,
+              brokerName: broker.name,
+            }).catch(async (error: unknown) => {
+              await server?.close();
+              throw error;
+            }));
           await dispatcher.start();
           // The dispatcher logs its start and stop itself; the addresses are the CLI's to say.
           logger.info(
@@ -199,11 +239,13 @@ down is waited for.`,
           const outcome = await Promise.race([stopped, fatal]);
           if (outcome instanceof Error) {
             await dispatcher.stop();
+            await site?.close();
             await server?.close();
             throw outcome;
           }
           logger.info({ signal: outcome }, 'stopping: settling the batches in flight');
           await dispatcher.stop();
+          await site?.close();
           await server?.close();
           return 0;
         } finally {

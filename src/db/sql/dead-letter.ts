@@ -3,16 +3,22 @@ import { rfc3339 } from './fragments.js';
 /**
  * The dead letters: counts for status and metrics, and the operator's actions. The actions
  * take one filter whatever the operator gave: $1 ids ('{…}' uuid array), $2 event type,
- * $3 aggregate type, $4 aggregate id, $5 dead at or after, $6 dead before; a NULL matches
- * all (admin/dead-letters.ts binds them).
+ * $3 aggregate type, $4 aggregate id, $5 dead at or after, $6 dead before, $7 last error
+ * (exactly), $8 text the last error contains (any case); a NULL matches all
+ * (admin/dead-letters.ts binds them).
  */
 export interface DeadLetterStatements {
   /** Number of dead letters, and how long ago the oldest was dead-lettered (0 when none). */
   deadLetterCount: string;
   /** Dead letters per event type. */
   deadLetterCountByEventType: string;
-  /** The filter, $7 limit: dead letters oldest first, without payload and headers. */
+  /** The filter, $9 limit: dead letters oldest first, without payload and headers. */
   deadLetterList: string;
+  /**
+   * The filter: dead letters grouped by event type and last error, with their count and
+   * the first and last time one was dead-lettered; the largest groups first, at most 500.
+   */
+  deadLetterGroups: string;
   /** The filter: the same with the payload and headers as text. */
   deadLetterShow: string;
   /**
@@ -49,7 +55,9 @@ const WHERE = `($1::text::uuid[] IS NULL OR id = ANY($1::text::uuid[]))
   AND ($3::text IS NULL OR aggregate_type = $3)
   AND ($4::text IS NULL OR aggregate_id = $4)
   AND ($5::timestamptz IS NULL OR dead_at >= $5)
-  AND ($6::timestamptz IS NULL OR dead_at < $6)`;
+  AND ($6::timestamptz IS NULL OR dead_at < $6)
+  AND ($7::text IS NULL OR last_error = $7)
+  AND ($8::text IS NULL OR strpos(lower(last_error), lower($8)) > 0)`;
 
 /** `s`: the quoted schema. */
 export function deadLetterStatements(s: string): DeadLetterStatements {
@@ -62,7 +70,13 @@ FROM ${s}.outbox_dead_letter`,
 FROM ${s}.outbox_dead_letter GROUP BY event_type ORDER BY event_type`,
 
     deadLetterList: `SELECT ${COLUMNS} FROM ${s}.outbox_dead_letter WHERE ${WHERE}
-ORDER BY dead_at, seq LIMIT $7`,
+ORDER BY dead_at, seq LIMIT $9`,
+
+    deadLetterGroups: `SELECT event_type, last_error AS error, count(*)::int AS count,
+  ${rfc3339('min(dead_at)')} AS first_dead_at,
+  ${rfc3339('max(dead_at)')} AS last_dead_at
+FROM ${s}.outbox_dead_letter WHERE ${WHERE}
+GROUP BY event_type, last_error ORDER BY count(*) DESC, min(dead_at) LIMIT 500`,
 
     deadLetterShow: `SELECT ${COLUMNS}, payload::text AS payload, headers::text AS headers
 FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,

@@ -58,6 +58,18 @@ export interface OutboxStatements {
   outboxWriteProbe(oid: string): string;
   /** Pending rows and the age of the oldest, in seconds. */
   outboxBacklog: string;
+  /**
+   * The backlog, the dead letters, and the outbox's running totals from the statistics:
+   * rows deleted from the outbox (each published or dead-lettered event leaves it) and rows
+   * inserted into the dead letters. Two samples of it give the schema's publish rate,
+   * whichever dispatchers publish (the console's history).
+   */
+  outboxActivity: string;
+  /**
+   * $1 event id (uuid text, or NULL), $2 aggregate id: the pending events with that id or
+   * of that aggregate, oldest first, at most 100 (an operator's search).
+   */
+  outboxSearch: string;
   /** Pending rows and the age of the oldest, per partition that has any. */
   outboxBacklogByPartition: string;
   /** Pending rows and the age of the oldest, per event type. */
@@ -130,6 +142,18 @@ FROM dead`,
     outboxBacklog: `SELECT count(*)::int AS pending,
   coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8 AS oldest_age_s
 FROM ${s}.outbox`,
+
+    outboxActivity: `SELECT (SELECT count(*) FROM ${s}.outbox)::int AS pending,
+  coalesce(extract(epoch FROM now() - (SELECT min(occurred_at) FROM ${s}.outbox)), 0)::float8 AS oldest_age_s,
+  (SELECT count(*) FROM ${s}.outbox_dead_letter)::int AS dead,
+  coalesce((SELECT n_tup_del FROM pg_stat_user_tables
+    WHERE relid = '${s}.outbox'::regclass), 0)::text AS outbox_deleted,
+  coalesce((SELECT n_tup_ins FROM pg_stat_user_tables
+    WHERE relid = '${s}.outbox_dead_letter'::regclass), 0)::text AS dead_inserted`,
+
+    outboxSearch: `SELECT seq::text AS seq, id::text AS id, aggregate_type, aggregate_id, event_type,
+  partition, ${rfc3339('occurred_at')} AS occurred_at, attempts, last_error
+FROM ${s}.outbox WHERE id = $1::uuid OR aggregate_id = $2 ORDER BY seq LIMIT 100`,
 
     outboxBacklogByPartition: `SELECT partition::int AS key, count(*)::int AS pending,
   extract(epoch FROM now() - min(occurred_at))::float8 AS oldest_age_s

@@ -1,0 +1,179 @@
+import { Command, Option } from 'commander';
+import { ConfigError, errorMessage } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { readSecretFile } from '../../common/setting-files.js';
+import { checkConsoleAccess, startConsoleServer } from '../../console/server.js';
+import { quoteSchema } from '../../db/identifier.js';
+import { assertSchemaCurrent } from '../../db/migrate.js';
+import { pgDatabase } from '../../db/pg.js';
+import type { Dispatcher } from '../../dispatcher/dispatcher.js';
+import { openDatabase } from '../database.js';
+import { execute } from '../execute.js';
+import { parseDatabaseUrl, parseInteger, settings } from '../settings.js';
+import { onShutdownSignal } from '../shutdown.js';
+
+/** The console's token settings, shared by `ui` and `run --ui-port`. */
+export interface ConsoleTokenFlags {
+  uiToken?: string;
+  uiTokenFile?: string;
+}
+
+export const consoleTokenOptions = () => [
+  new Option(
+    '--ui-token <token>',
+    'token every API request of the console must carry (Authorization: Bearer …), at least 16 characters; required to bind beyond 127.0.0.1',
+  ).env('OUTBOX_UI_TOKEN'),
+  new Option('--ui-token-file <path>', 'read the console token from this file').env(
+    'OUTBOX_UI_TOKEN_FILE',
+  ),
+];
+
+export interface ConsoleSettings {
+  port: number;
+  host: string;
+  token: string | undefined;
+  /** The flag of the port, for errors: `port` (ui) or `ui-port` (run). */
+  portSetting: string;
+}
+
+/** Port, address and token, checked before anything is opened (a bind beyond loopback needs a token). */
+export function parseConsoleSettings(
+  portSetting: string,
+  port: string,
+  host: string,
+  flags: ConsoleTokenFlags,
+): ConsoleSettings {
+  if (flags.uiToken !== undefined && flags.uiTokenFile !== undefined) {
+    throw new ConfigError('ui-token-file', 'give the token once: --ui-token or --ui-token-file');
+  }
+  const token =
+    flags.uiTokenFile !== undefined
+      ? readSecretFile('ui-token-file', 'ui-token-file', flags.uiTokenFile)
+      : flags.uiToken;
+  checkConsoleAccess(host, token, flags.uiTokenFile !== undefined ? 'ui-token-file' : 'ui-token');
+  return { port: parseInteger(portSetting, port, 0, 65_535), host, token, portSetting };
+}
+
+/**
+ * Serves the console on a database pool of its own (a few connections, apart from any
+ * dispatcher's); a port that cannot be bound is a bad setting. `close()` stops both.
+ */
+export async function serveConsole(
+  served: ConsoleSettings,
+  context: {
+    databaseUrl: string;
+    schema: string;
+    logger: Logger;
+    dispatcher?: Dispatcher;
+    brokerName?: string;
+  },
+): Promise<{ port: number; close(): Promise<void> }> {
+  const db = pgDatabase({
+    connectionString: context.databaseUrl,
+    setting: 'database-url',
+    maxConnections: 3,
+    applicationName: 'edupulse-outbox console',
+    onIdleError: (error) =>
+      context.logger.warn({ err: errorMessage(error) }, 'console database connection lost'),
+  });
+  try {
+    const server = await startConsoleServer({
+      db,
+      schema: context.schema,
+      dispatcher: context.dispatcher,
+      brokerName: context.brokerName,
+      logger: context.logger,
+      port: served.port,
+      host: served.host,
+      token: served.token,
+    });
+    context.logger.info(
+      { host: served.host, port: server.port, token: served.token !== undefined },
+      'serving the console',
+    );
+    return {
+      port: server.port,
+      async close() {
+        await server.close();
+        await db.close();
+      },
+    };
+  } catch (error) {
+    await db.close();
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(
+      served.portSetting,
+      `cannot listen on ${served.host}:${served.port}: ${errorMessage(error)}`,
+    );
+  }
+}
+
+interface UiFlags extends ConsoleTokenFlags {
+  databaseUrl?: string;
+  schema: string;
+  port: string;
+  host: string;
+  verbose?: boolean;
+}
+
+export function uiCommand(): Command {
+  const command = new Command('ui')
+    .description(
+      'serve the web console: backlog, partitions, dead letters (retry, discard) and search, with its JSON API',
+    )
+    .addOption(settings.databaseUrl())
+    .addOption(settings.schema())
+    .addOption(
+      new Option('--port <port>', 'port of the console (0: any free port)')
+        .env('OUTBOX_UI_PORT')
+        .default('8740'),
+    )
+    .addOption(
+      new Option(
+        '--host <address>',
+        'address the console binds to; beyond loopback it needs a token',
+      )
+        .env('OUTBOX_UI_HOST')
+        .default('127.0.0.1'),
+    );
+  for (const option of consoleTokenOptions()) command.addOption(option);
+  return command
+    .addOption(settings.verbose())
+    .addHelpText(
+      'after',
+      `
+Open http://127.0.0.1:8740/ in a browser. The page and its API (docs/console-api.yaml)
+read the database like \`status\` and act on dead letters like \`dead retry|discard\`.
+With a token, every API request must carry it (Authorization: Bearer <token>); the page
+asks for it once per tab. Prefer OUTBOX_UI_TOKEN or --ui-token-file to a flag, which
+other users of the machine can see. \`run --ui-port\` serves the same console from a
+dispatcher, with its broker state and commit→ack latency.
+SIGTERM or SIGINT: stop, exit 0. Exit codes: 1 failure; 2 bad setting (a port that cannot
+be bound, a bind beyond loopback without a token), unreachable database or schema behind.`,
+    )
+    .action(async (flags: UiFlags) => {
+      await execute(flags, async ({ logger }) => {
+        const url = parseDatabaseUrl('database-url', flags.databaseUrl);
+        quoteSchema(flags.schema);
+        const served = parseConsoleSettings('port', flags.port, flags.host, flags);
+        const stopped = new Promise<NodeJS.Signals>((resolve) => {
+          onShutdownSignal(resolve, () => process.exit(130));
+        });
+        const check = await openDatabase(url, logger);
+        try {
+          await assertSchemaCurrent(check, flags.schema);
+        } finally {
+          await check.close();
+        }
+        const server = await serveConsole(served, {
+          databaseUrl: url,
+          schema: flags.schema,
+          logger,
+        });
+        const signal = await stopped;
+        logger.info({ signal }, 'stopping the console');
+        await server.close();
+        return 0;
+      });
+    });
+}

@@ -1,0 +1,109 @@
+import { ConfigError } from './errors.js';
+import { escapeControl } from './text.js';
+
+/*
+ * What an operator types to pick events: durations, times and event ids. The CLI's flags
+ * and the console's API read them alike, and refuse them alike (a ConfigError naming the
+ * setting or field).
+ */
+
+const DURATION = /^(\d+)(ms|s|m|h|d)$/;
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** `90s`, `15m`, `12h`, `30d` in milliseconds, or a ConfigError naming the setting. */
+export function parseDuration(setting: string, raw: string): number {
+  const match = DURATION.exec(raw.trim());
+  const ms = match ? Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS] : Number.NaN;
+  if (!Number.isSafeInteger(ms)) {
+    throw new ConfigError(
+      setting,
+      `"${escapeControl(raw)}" is not a duration (like 90s, 15m, 12h or 30d)`,
+    );
+  }
+  return ms;
+}
+
+// The times accepted: PostgreSQL has no year 0 and JavaScript writes years past
+// 9999 with a sign PostgreSQL does not read, so a time outside these years would only
+// come back as a database error.
+const EARLIEST_MS = Date.parse('0001-01-01T00:00:00.000Z');
+const LATEST_MS = Date.parse('9999-12-31T23:59:59.999Z');
+const TIME_WINDOW = 'the years 0001 to 9999 (UTC)';
+
+const ISO_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/**
+ * The instant an ISO 8601 time names, or undefined when a field is not a real one
+ * (2026-02-30, 25:00): the fields must come back unchanged from the calendar. As in
+ * `Date.parse`, a date alone is UTC and a time without an offset is local time.
+ */
+function isoInstant(text: string): number | undefined {
+  const match = ISO_TIME.exec(text);
+  if (!match) return undefined;
+  const [, year, month, day, hour = '0', minute = '0', second = '0', fraction = '', zone] = match;
+  const [y, mo, d] = [Number(year), Number(month) - 1, Number(day)];
+  const [h, mi, s] = [Number(hour), Number(minute), Number(second)];
+  const ms = Number(fraction.slice(0, 3).padEnd(3, '0'));
+  // setUTCFullYear, not Date.UTC: Date.UTC reads years 0-99 as 1900-1999.
+  const date = new Date(0);
+  date.setUTCFullYear(y, mo, d);
+  if (date.getUTCFullYear() !== y || date.getUTCMonth() !== mo || date.getUTCDate() !== d) {
+    return undefined;
+  }
+  if (h > 23 || mi > 59 || s > 59) return undefined;
+  if (match[4] === undefined) return date.getTime(); // a date alone
+  if (zone === undefined) {
+    const local = new Date(0);
+    local.setFullYear(y, mo, d);
+    local.setHours(h, mi, s, ms);
+    return local.getTime();
+  }
+  date.setUTCHours(h, mi, s, ms);
+  if (zone === 'Z') return date.getTime();
+  const offset = /^([+-])(\d{2}):?(\d{2})$/.exec(zone);
+  const [offsetHours, offsetMinutes] = [Number(offset?.[2]), Number(offset?.[3])];
+  if (offsetHours > 23 || offsetMinutes > 59) return undefined;
+  const sign = offset?.[1] === '-' ? -1 : 1;
+  return date.getTime() - sign * (offsetHours * 60 + offsetMinutes) * 60_000;
+}
+
+/**
+ * A point in time: an ISO 8601 timestamp (`2026-11-27T10:00:00Z`) or a duration ago
+ * (`2h`), in the years 0001-9999, or a ConfigError naming the setting.
+ */
+export function parseTime(setting: string, raw: string, now = Date.now()): Date {
+  const text = raw.trim();
+  const shown = escapeControl(raw);
+  if (DURATION.test(text)) {
+    const time = now - parseDuration(setting, raw);
+    if (time < EARLIEST_MS) {
+      throw new ConfigError(setting, `"${shown}" ago is not within ${TIME_WINDOW}`);
+    }
+    return new Date(time);
+  }
+  if (!ISO_TIME.test(text)) {
+    throw new ConfigError(
+      setting,
+      `"${shown}" is neither an ISO 8601 time (2026-11-27T10:00:00Z) nor a duration ago (2h)`,
+    );
+  }
+  const time = isoInstant(text);
+  if (time === undefined) {
+    throw new ConfigError(setting, `"${shown}" is not a real date and time`);
+  }
+  if (time < EARLIEST_MS || time > LATEST_MS) {
+    throw new ConfigError(setting, `"${shown}" is not within ${TIME_WINDOW}`);
+  }
+  return new Date(time);
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Event ids (CloudEvent ids, UUIDs), or a ConfigError naming the setting. */
+export function parseEventIds(setting: string, raw: readonly string[]): string[] {
+  for (const id of raw) {
+    if (!UUID.test(id)) throw new ConfigError(setting, `"${id}" is not an event id (a UUID)`);
+  }
+  return [...raw];
+}

@@ -1,0 +1,218 @@
+import {
+  type DeadLetterFilter,
+  discardDeadLetters,
+  groupDeadLetters,
+  listDeadLetters,
+  retryDeadLetters,
+  showDeadLetter,
+} from '../admin/dead-letters.js';
+import { searchEvents } from '../admin/search.js';
+import { outboxStatus } from '../admin/status.js';
+import { parseEventIds, parseTime } from '../common/admin-input.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
+import { wholeNumber } from '../common/numbers.js';
+import { scrubSecrets } from '../common/secrets.js';
+import type { Database } from '../db/database.js';
+import type { Dispatcher } from '../dispatcher/dispatcher.js';
+import type { History } from './history.js';
+
+/** What the admin API answers from. */
+export interface ConsoleApiOptions {
+  /** Its own pool, apart from a dispatcher's: a request never takes a claim's connection. */
+  db: Database;
+  schema: string;
+  history: History;
+  /** The dispatcher serving the console (`run --ui-port`), and its broker's name. */
+  dispatcher?: Dispatcher | undefined;
+  brokerName?: string | undefined;
+}
+
+export interface ApiAnswer {
+  status: number;
+  body: unknown;
+}
+
+/** A request the API does not serve: 404 or 405 (bad input is a ConfigError: 400). */
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const TEXT_MAX = 500;
+const IDS_MAX = 10_000;
+const FILTER_FIELDS = [
+  'eventType',
+  'aggregateType',
+  'aggregateId',
+  'error',
+  'errorContains',
+  'since',
+  'until',
+] as const;
+type FilterField = (typeof FILTER_FIELDS)[number];
+
+function text(field: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '' || value.length > TEXT_MAX) {
+    throw new ConfigError(field, `expected text of 1 to ${TEXT_MAX} characters`);
+  }
+  return value;
+}
+
+/** A filter from query parameters or a JSON object; the same fields, checked alike. */
+function parseFilter(read: (field: FilterField) => unknown): DeadLetterFilter {
+  const filter: DeadLetterFilter = {};
+  for (const field of FILTER_FIELDS) {
+    const value = read(field);
+    if (value === undefined || value === null) continue;
+    if (field === 'since' || field === 'until') {
+      filter[field] = parseTime(field, text(field, value));
+    } else {
+      filter[field] = text(field, value);
+    }
+  }
+  return filter;
+}
+
+function queryFilter(query: URLSearchParams): DeadLetterFilter {
+  return parseFilter((field) => query.get(field) ?? undefined);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A retry or discard body: `{ ids?, filter?, all? }`, nothing else. */
+function parseSelection(body: unknown): { filter: DeadLetterFilter; all: boolean } {
+  if (!isObject(body)) throw new ConfigError('body', 'expected a JSON object');
+  for (const key of Object.keys(body)) {
+    if (!['ids', 'filter', 'all'].includes(key)) {
+      throw new ConfigError(key, 'unknown field (expected ids, filter or all)');
+    }
+  }
+  const { ids, filter, all } = body;
+  if (all !== undefined && typeof all !== 'boolean') {
+    throw new ConfigError('all', 'expected true or false');
+  }
+  if (filter !== undefined && !isObject(filter)) {
+    throw new ConfigError('filter', 'expected an object');
+  }
+  for (const key of Object.keys(filter ?? {})) {
+    if (!(FILTER_FIELDS as readonly string[]).includes(key)) {
+      throw new ConfigError(
+        `filter.${key}`,
+        `unknown field (expected ${FILTER_FIELDS.join(', ')})`,
+      );
+    }
+  }
+  const selected = parseFilter((field) => (filter as Record<string, unknown> | undefined)?.[field]);
+  if (ids !== undefined) {
+    if (!Array.isArray(ids) || ids.length > IDS_MAX || ids.some((id) => typeof id !== 'string')) {
+      throw new ConfigError('ids', `expected an array of at most ${IDS_MAX} event ids`);
+    }
+    if (ids.length === 0) throw new ConfigError('ids', 'is empty');
+    selected.ids = parseEventIds('ids', ids as string[]);
+  }
+  return { filter: selected, all: all === true };
+}
+
+function limitOf(query: URLSearchParams): number {
+  const raw = query.get('limit');
+  return raw === null ? 100 : wholeNumber('limit', raw, 1, 1000);
+}
+
+/** The serving dispatcher's own view, null when the console runs apart (`ui`). */
+function dispatcherView(options: ConsoleApiOptions) {
+  const { dispatcher } = options;
+  if (!dispatcher) return null;
+  const health = dispatcher.health();
+  const brokerProblem = health.problem?.target === 'broker' ? health.problem.message : undefined;
+  return {
+    broker: options.brokerName ?? 'unknown',
+    brokerHealthy: health.brokerConnected && brokerProblem === undefined,
+    ...(brokerProblem !== undefined ? { brokerError: scrubSecrets(brokerProblem) } : {}),
+    state: health.state,
+    published: dispatcher.stats.published,
+    retried: dispatcher.stats.retried,
+    deadLettered: dispatcher.stats.deadLettered,
+  };
+}
+
+const DEAD_LETTER = /^\/api\/dead-letters\/([^/]+)$/;
+
+/**
+ * Answers one admin API request (docs/console-api.yaml). `body` is the parsed JSON of a
+ * POST. Bad input is a 400 naming the field; the answers are the CLI's (`status --json`,
+ * `dead list|show|retry|discard`), from the same functions.
+ */
+export async function answerApi(
+  options: ConsoleApiOptions,
+  method: string,
+  path: string,
+  query: URLSearchParams,
+  body?: unknown,
+): Promise<ApiAnswer> {
+  const { db, schema } = options;
+  const get = method === 'GET' || method === 'HEAD';
+  try {
+    if (path === '/api/dead-letters/retry' || path === '/api/dead-letters/discard') {
+      if (method !== 'POST') throw new ApiError(405, 'use POST');
+      const { filter, all } = parseSelection(body);
+      const ids = path.endsWith('/retry')
+        ? await retryDeadLetters(db, schema, filter, { all })
+        : await discardDeadLetters(db, schema, filter, { all });
+      return { status: 200, body: { ids } };
+    }
+    if (!get) throw new ApiError(405, 'use GET');
+    switch (path) {
+      case '/api/overview':
+        return {
+          status: 200,
+          body: { status: await outboxStatus(db, schema), dispatcher: dispatcherView(options) },
+        };
+      case '/api/history':
+        return {
+          status: 200,
+          body: { intervalMs: options.history.intervalMs, samples: options.history.list() },
+        };
+      case '/api/dead-letters': {
+        const limit = limitOf(query);
+        const found = await listDeadLetters(db, schema, queryFilter(query), limit + 1);
+        return {
+          status: 200,
+          body: { deadLetters: found.slice(0, limit), truncated: found.length > limit },
+        };
+      }
+      case '/api/dead-letters/groups':
+        return {
+          status: 200,
+          body: { groups: await groupDeadLetters(db, schema, queryFilter(query)) },
+        };
+      case '/api/search': {
+        const q = text('q', query.get('q') ?? '').trim();
+        if (q === '') throw new ConfigError('q', 'expected an event id or an aggregate id');
+        return { status: 200, body: await searchEvents(db, schema, q) };
+      }
+    }
+    const id = DEAD_LETTER.exec(path)?.[1];
+    if (id !== undefined) {
+      const [checked] = parseEventIds('id', [id]);
+      const found = checked === undefined ? undefined : await showDeadLetter(db, schema, checked);
+      if (!found) throw new ApiError(404, `no dead letter ${checked}`);
+      return { status: 200, body: found };
+    }
+    throw new ApiError(404, `no such endpoint: ${path}`);
+  } catch (error) {
+    if (error instanceof ApiError) {
+      return { status: error.status, body: { error: error.message } };
+    }
+    if (error instanceof ConfigError) {
+      return { status: 400, body: { error: error.message, field: error.setting } };
+    }
+    // Reasons quote servers' and libraries' words: swept for the settings' secrets.
+    return { status: 500, body: { error: scrubSecrets(errorMessage(error)) } };
+  }
+}

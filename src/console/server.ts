@@ -1,0 +1,260 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { registerSecret } from '../common/secrets.js';
+import { answerApi, type ConsoleApiOptions } from './api.js';
+import { History } from './history.js';
+
+export interface ConsoleServerOptions extends Omit<ConsoleApiOptions, 'history'> {
+  port: number;
+  /** Default 127.0.0.1. Any address beyond loopback needs a `token`. */
+  host?: string;
+  /** Required on every API request as `Authorization: Bearer <token>`; at least 16 characters. */
+  token?: string | undefined;
+  logger?: Logger | undefined;
+  /** Where the built page is (index.html and assets/). Default: the package's dist/ui. */
+  pageDir?: string;
+  /** How often the history samples the outbox. Default 2000 ms. */
+  sampleIntervalMs?: number;
+}
+
+export interface ConsoleServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+const TOKEN_MIN = 16;
+const BODY_MAX = 1024 * 1024;
+
+// The page is ours alone: its own scripts, styles and API, nothing inline, nothing from
+// elsewhere, never framed.
+const SECURITY_HEADERS = {
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-resource-policy': 'same-origin',
+};
+
+const TEXT = 'text/plain; charset=utf-8';
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.woff2': 'font/woff2',
+};
+
+/** True for addresses only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return bare === 'localhost' || bare === '::1' || /^127\.\d+\.\d+\.\d+$/.test(bare);
+}
+
+/**
+ * The console's access rule, checked before anything listens: loopback needs nothing;
+ * any other address needs a token, long enough not to be guessed.
+ */
+export function checkConsoleAccess(host: string, token: string | undefined, setting = 'ui-token') {
+  if (token !== undefined && token.length < TOKEN_MIN) {
+    throw new ConfigError(setting, `must be at least ${TOKEN_MIN} characters`);
+  }
+  if (token === undefined && !isLoopback(host)) {
+    throw new ConfigError(
+      setting,
+      `the console on ${host} is reachable beyond this machine: give it a token (--ui-token or OUTBOX_UI_TOKEN), or bind 127.0.0.1`,
+    );
+  }
+}
+
+const digest = (value: string) => createHash('sha256').update(value).digest();
+
+function bearerMatches(header: string | undefined, expected: Buffer): boolean {
+  const match = /^Bearer (.+)$/i.exec(header ?? '');
+  return match?.[1] !== undefined && timingSafeEqual(digest(match[1]), expected);
+}
+
+/**
+ * Without a token the console trusts whoever reaches it, so it must be this machine: a page
+ * of another site that renamed its host to 127.0.0.1 (DNS rebinding) sends its own Host.
+ */
+function hostIsLoopback(request: IncomingMessage): boolean {
+  const host = request.headers.host ?? '';
+  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0];
+  return isLoopback(name ?? '');
+}
+
+/** A request another site's page sent: its Origin is not this server's. */
+function crossOrigin(request: IncomingMessage): boolean {
+  const origin = request.headers.origin;
+  if (origin === undefined) return false;
+  try {
+    return new URL(origin).host !== request.headers.host;
+  } catch {
+    return true;
+  }
+}
+
+/** A POST's JSON body, or the status and reason it is refused with. */
+async function readJson(
+  request: IncomingMessage,
+): Promise<{ body: unknown } | { status: number; error: string }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request) {
+    size += (chunk as Buffer).length;
+    if (size > BODY_MAX) return { status: 413, error: `body: larger than ${BODY_MAX} bytes` };
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return { body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown };
+  } catch {
+    return { status: 400, error: 'body: is not JSON' };
+  }
+}
+
+/**
+ * Serves the web console: the page (built into the package) and the admin API
+ * (docs/console-api.yaml) on one port. Refuses a bind beyond loopback without a token
+ * (ConfigError naming `ui-token`); resolves once listening. Give it a database pool of
+ * its own (a few connections), not a dispatcher's.
+ */
+export async function startConsoleServer(options: ConsoleServerOptions): Promise<ConsoleServer> {
+  const host = options.host ?? '127.0.0.1';
+  checkConsoleAccess(host, options.token);
+  registerSecret(options.token);
+  const expected = options.token === undefined ? undefined : digest(options.token);
+  const pageDir = options.pageDir ?? fileURLToPath(new URL('../ui/', import.meta.url));
+  const history = new History({
+    db: options.db,
+    schema: options.schema,
+    dispatcher: options.dispatcher,
+    logger: options.logger,
+    ...(options.sampleIntervalMs !== undefined ? { intervalMs: options.sampleIntervalMs } : {}),
+  });
+  const api = { ...options, history };
+
+  const send = (
+    response: ServerResponse,
+    status: number,
+    body: string | Buffer,
+    type: string,
+    extra: Record<string, string> = {},
+  ) => {
+    response.writeHead(status, {
+      ...SECURITY_HEADERS,
+      'content-type': type,
+      'cache-control': 'no-store',
+      ...extra,
+    });
+    response.end(body);
+  };
+  const json = (response: ServerResponse, status: number, body: unknown, extra = {}) =>
+    send(response, status, `${JSON.stringify(body)}\n`, 'application/json; charset=utf-8', extra);
+
+  const servePage = async (response: ServerResponse, path: string, head: boolean) => {
+    const file =
+      path === '/' ? 'index.html' : /^\/assets\/[\w.-]+$/.test(path) ? path.slice(1) : '';
+    const type = TYPES[file.slice(file.lastIndexOf('.'))];
+    if (!file || !type) {
+      json(response, 404, { error: `no such page: ${path}` });
+      return;
+    }
+    let content: Buffer;
+    try {
+      content = await readFile(`${pageDir}/${file}`);
+    } catch {
+      if (file === 'index.html') {
+        send(response, 503, 'The console page is not built: run npm run build.\n', TEXT);
+      } else {
+        json(response, 404, { error: `no such file: ${path}` });
+      }
+      return;
+    }
+    // Asset names carry a hash of their content: they never change under one name.
+    const cache =
+      file === 'index.html' ? {} : { 'cache-control': 'public, max-age=31536000, immutable' };
+    send(response, 200, head ? Buffer.alloc(0) : content, type, cache);
+  };
+
+  const handle = async (request: IncomingMessage, response: ServerResponse) => {
+    const url = new URL(request.url ?? '/', 'http://console.invalid');
+    const method = request.method ?? 'GET';
+    if (!url.pathname.startsWith('/api/')) {
+      if (method !== 'GET' && method !== 'HEAD') {
+        json(response, 405, { error: 'use GET' });
+        return;
+      }
+      await servePage(response, url.pathname, method === 'HEAD');
+      return;
+    }
+    if (expected && !bearerMatches(request.headers.authorization, expected)) {
+      json(
+        response,
+        401,
+        { error: 'a token is required: Authorization: Bearer <token>' },
+        {
+          'www-authenticate': 'Bearer',
+        },
+      );
+      return;
+    }
+    if (!expected && !hostIsLoopback(request)) {
+      json(response, 403, {
+        error: 'this console answers requests addressed to 127.0.0.1 or localhost',
+      });
+      return;
+    }
+    if (crossOrigin(request)) {
+      json(response, 403, { error: 'requests from another origin are refused' });
+      return;
+    }
+    let body: unknown;
+    if (method === 'POST') {
+      if (!/^application\/json\b/i.test(request.headers['content-type'] ?? '')) {
+        json(response, 415, { error: 'send the body as application/json' });
+        return;
+      }
+      const read = await readJson(request);
+      if ('status' in read) {
+        json(response, read.status, { error: read.error, field: 'body' });
+        return;
+      }
+      body = read.body;
+    }
+    const answer = await answerApi(api, method, url.pathname, url.searchParams, body);
+    json(response, answer.status, answer.body);
+  };
+
+  const server = createServer((request, response) => {
+    handle(request, response).catch((error: unknown) => {
+      options.logger?.warn({ err: errorMessage(error) }, 'console: request failed');
+      if (!response.headersSent) json(response, 500, { error: 'internal error' });
+      else response.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  history.start();
+  return {
+    port: (server.address() as AddressInfo).port,
+    async close() {
+      await history.stop();
+      await new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+    },
+  };
+}
