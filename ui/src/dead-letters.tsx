@@ -6,7 +6,7 @@ import { useState } from 'preact/hooks';
 import { query, usePoll } from './api.js';
 import { count, time } from './format.js';
 import { Actions, eventColumns, Problem, Table, Touched } from './parts.js';
-import type { DeadLetter, DeadLetterFilter, DeadLetterGroup } from './types.js';
+import type { DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterPage } from './types.js';
 
 const FIELDS = [
   ['eventType', 'event type', 'text'],
@@ -96,9 +96,7 @@ function GroupLetters(props: {
     eventType: props.group.eventType,
     error: props.group.error,
   };
-  const letters = usePoll<{ deadLetters: DeadLetter[]; truncated: boolean }>(
-    `dead-letters${query(groupFilter)}`,
-  );
+  const letters = usePoll<DeadLetterPage>(`dead-letters${query(groupFilter)}`);
   const [selected, setSelected] = useState<ReadonlySet<string>>(new Set());
   const rows = letters.data?.deadLetters ?? [];
   const toggle = (id: string) => {

@@ -20,10 +20,13 @@ function Broker({ overview }: { overview: Overview }) {
         not known: served by <code>edupulse-outbox ui</code>
       </>
     );
-  if (d.brokerHealthy) return <>{d.broker}: connected</>;
+  const broker = d.brokerHealthy
+    ? 'connected'
+    : `unhealthy${d.brokerError ? ` (${d.brokerError})` : ''}`;
   return (
     <>
-      {d.broker}: unhealthy{d.brokerError ? ` (${d.brokerError})` : ''}
+      {d.broker}: {broker}; this dispatcher {d.state}, {count(d.published)} published,{' '}
+      {count(d.deadLettered)} dead-lettered
     </>
   );
 }

@@ -1,49 +1,35 @@
-/** The admin API's answers, as docs/console-api.yaml describes them. */
+/**
+ * The admin API's answers (docs/console-api.yaml). The shapes are the server's own types,
+ * imported for their types only (nothing of src/ is bundled), so a change on one side
+ * that the other does not follow fails `npm run typecheck`.
+ */
+import type { DeadLetter } from '../../src/admin/dead-letters.js';
+import type { OutboxStatus } from '../../src/admin/status.js';
+import type { Sample } from '../../src/console/history.js';
+import type { DispatcherHealth } from '../../src/dispatcher/health.js';
 
-export interface Share {
-  pending: number;
-  oldestAgeSeconds: number;
-}
-
-export interface Dispatcher {
-  pid: number;
-  name: string;
-  partitions: number[];
-}
-
-export interface Status {
-  schema: string;
-  partitions: number;
-  pending: number;
-  oldestAgeSeconds: number;
-  pendingByPartition: Record<string, Share>;
-  pendingByEventType: Record<string, Share>;
-  deadLetters: number;
-  oldestDeadLetterAgeSeconds: number;
-  consumerDeadLetters: number;
-  dispatchers: Dispatcher[];
-}
+export type { ConsumerDeadLetter } from '../../src/admin/consumer-dead-letters.js';
+export type {
+  DeadLetter,
+  DeadLetterDetail,
+  DeadLetterGroup,
+} from '../../src/admin/dead-letters.js';
+export type { PendingEvent, SearchResult } from '../../src/admin/search.js';
+export type { OutboxStatus as Status } from '../../src/admin/status.js';
 
 export interface Overview {
-  status: Status;
+  status: OutboxStatus;
+  /** The serving dispatcher's own view (`run --ui-port`); null for `edupulse-outbox ui`. */
   dispatcher: {
     broker: string;
     brokerHealthy: boolean;
     brokerError?: string;
+    /** What its loop is doing. */
+    state: DispatcherHealth['state'];
     published: number;
     retried: number;
     deadLettered: number;
   } | null;
-}
-
-export interface Sample {
-  t: number;
-  pending: number;
-  oldestAgeSeconds: number;
-  deadLetters: number;
-  publishedPerSecond: number | null;
-  latencyP50Ms: number | null;
-  latencyP99Ms: number | null;
 }
 
 export interface History {
@@ -51,57 +37,12 @@ export interface History {
   samples: Sample[];
 }
 
-export interface PendingEvent {
-  seq: string;
-  id: string;
-  aggregateType: string;
-  aggregateId: string;
-  eventType: string;
-  partition: number;
-  occurredAt: string;
-  attempts: number;
-  lastError?: string | null;
-}
-
-export interface DeadLetter extends PendingEvent {
-  deadAt: string;
-  lastError: string;
-}
-
-export interface DeadLetterDetail extends DeadLetter {
-  payload: string;
-  headers: Record<string, string>;
-}
-
-export interface DeadLetterGroup {
-  eventType: string;
-  error: string;
-  count: number;
-  firstDeadAt: string;
-  lastDeadAt: string;
-}
-
-export interface ConsumerDeadLetter {
-  id: string;
-  consumer: string;
-  eventId: string | null;
-  eventType: string | null;
-  aggregateId: string | null;
-  sequence: string | null;
-  origin: string;
-  attempts: number;
-  lastError: string;
-  deadAt: string;
-  retrying: boolean;
-}
-
-export interface SearchResult {
-  pending: PendingEvent[];
+export interface DeadLetterPage {
   deadLetters: DeadLetter[];
-  consumerDeadLetters: ConsumerDeadLetter[];
+  truncated: boolean;
 }
 
-/** The dead-letter filter: every field narrows (the CLI's `dead` flags). */
+/** The dead-letter filter on the wire: every field narrows; times are ISO 8601 text. */
 export interface DeadLetterFilter {
   eventType?: string;
   aggregateType?: string;
