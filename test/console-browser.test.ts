@@ -12,6 +12,7 @@ import { AMQP_URL, consumeExchange, deleteExchange, testExchange } from './helpe
 import { type CliProcess, killChildren, runCli, spawnCli } from './helpers/cli.js';
 import {
   launchChromium,
+  loggedPort,
   screenshotDir,
   shownNumber,
   startConsole,
@@ -257,6 +258,62 @@ describe('the web console in Chromium', () => {
     expect(consumer.received.filter((message) => quizIds.has(message.dedupId))).toEqual([]);
     expect(await tableCount('')).toBe(0);
     expectSameOriginAndNoViolation(watched, ui.base);
+  });
+
+  it('served by run --ui-port, shows its broker and the commit → ack latency', {
+    timeout: 120_000,
+  }, async () => {
+    const prefix = `t${randomBytes(5).toString('hex')}`;
+    const stream = `T_${prefix}`;
+    await createStream(NATS_URL, stream, [`${prefix}.>`]);
+    cleanups.push(() => deleteStream(NATS_URL, stream));
+    const dispatcher = run(
+      `${NATS_URL}?stream=${stream}&subject_prefix=${prefix}`,
+      '--ui-port',
+      '0',
+    );
+    let port = 0;
+    await dispatcher.waitFor('the console', () => {
+      port = loggedPort(dispatcher, 'serving the console');
+      return port > 0;
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const watched = await open(base);
+    const { page } = watched;
+    const broker = page.getByTestId('broker');
+    await waitFor(
+      'the broker figure',
+      async () => /nats: connected/.test((await broker.textContent()) ?? ''),
+      {
+        timeoutMs: 15_000,
+      },
+    );
+    // Events keep coming for a few samples: each sample holds the latency of what it saw published.
+    let inserted = 0;
+    await waitFor(
+      'the latency chart',
+      async () => {
+        if (inserted < 2000) inserted += (await insert(100, 10)).length;
+        return (await page.getByTestId('chart-latency').count()) === 1;
+      },
+      { timeoutMs: 30_000, intervalMs: 300 },
+    );
+    expect(await page.getByTestId('chart-latency-absent').count()).toBe(0);
+    await waitFor('everything published', async () => (await tableCount('')) === 0, {
+      timeoutMs: 30_000,
+    });
+    await waitFor(
+      "the dispatcher's count",
+      async () =>
+        new RegExp(`${inserted.toLocaleString('en-US')} published`).test(
+          (await broker.textContent()) ?? '',
+        ),
+      {
+        timeoutMs: 10_000,
+      },
+    );
+    await stop(dispatcher);
+    expectSameOriginAndNoViolation(watched, base);
   });
 
   it('bound beyond loopback, refuses API requests without the token and asks for it', {
