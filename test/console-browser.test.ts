@@ -415,6 +415,7 @@ describe('the web console in Chromium', () => {
     expect(await shownNumber(page, 'dead-letters')).toBe(52);
     expect(await shownNumber(page, 'dispatchers')).toBe(2);
     expect(await page.getByTestId('broker').textContent()).toContain('not known');
+    expect(await page.getByTestId('chart-latency-absent').textContent()).toContain('run --ui-port');
 
     await page.getByTestId('nav-partitions').click();
     const { status } = await overview();
@@ -426,7 +427,7 @@ describe('the web console in Chromium', () => {
     const classes = await cells.evaluateAll((all) => all.map((cell) => cell.className));
     expect(new Set(classes.map((c) => /owner-\d/.exec(c)?.[0])).size).toBe(2);
     expect(classes.filter((c) => c.includes('unowned'))).toEqual([]);
-    await page.screenshot({ path: join(shots.dir, 'partitions.png'), fullPage: true });
+    await page.screenshot({ path: join(shots.dir, 'partitions.png') });
 
     // With the dispatchers gone, the partitions with a backlog have no owner: stuck, and shown so.
     for (const holder of holders) await stop(holder);
@@ -446,7 +447,7 @@ describe('the web console in Chromium', () => {
     await groups.filter({ hasText: 'lesson-published' }).getByTestId('group-open').click();
     await page.getByTestId('letters-row').first().waitFor();
     await page.getByTestId('select').nth(1).check();
-    await page.screenshot({ path: join(shots.dir, 'dead-letters.png'), fullPage: true });
+    await page.screenshot({ path: join(shots.dir, 'dead-letters.png') });
 
     const first = dead[0] as Row;
     await page.getByRole('link', { name: first.id }).click();
@@ -456,7 +457,7 @@ describe('the web console in Chromium', () => {
       title: '<script>alert(1)</script>',
     });
     expect(await page.getByTestId('detail-type').textContent()).toBe('lesson-published');
-    await page.screenshot({ path: join(shots.dir, 'dead-letter.png'), fullPage: true });
+    await page.screenshot({ path: join(shots.dir, 'dead-letter.png') });
 
     await page.getByTestId('nav-search').click();
     await page.getByTestId('search-input').fill(first.aggregate_id ?? '');
@@ -467,7 +468,7 @@ describe('the web console in Chromium', () => {
     expect(await page.getByTestId('search-pending').getByTestId('search-pending-row').count()).toBe(
       10,
     );
-    await page.screenshot({ path: join(shots.dir, 'search.png'), fullPage: true });
+    await page.screenshot({ path: join(shots.dir, 'search.png') });
 
     // Untrusted text stayed text: no element was made from it, no script ran.
     expect(await page.evaluate('window.pwned')).toBeUndefined();
