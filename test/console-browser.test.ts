@@ -112,6 +112,15 @@ async function stop(cli: CliProcess): Promise<void> {
   expect(result.code, result.stderr).toBe(0);
 }
 
+/** A fresh JetStream stream for the test (deleted after it); the broker URL publishing to it. */
+async function natsStream(): Promise<string> {
+  const prefix = `t${randomBytes(5).toString('hex')}`;
+  const stream = `T_${prefix}`;
+  await createStream(NATS_URL, stream, [`${prefix}.>`]);
+  cleanups.push(() => deleteStream(NATS_URL, stream));
+  return `${NATS_URL}?stream=${stream}&subject_prefix=${prefix}`;
+}
+
 /**
  * Makes every pending event a dead letter the way production does: a dispatcher publishes
  * to a RabbitMQ exchange that no queue is bound to (unroutable, refused), one attempt each.
@@ -146,18 +155,8 @@ describe('the web console in Chromium', () => {
     // A mark in this document: still there at the end means no reload happened.
     await page.evaluate('window.sameDocument = true');
 
-    const prefix = `t${randomBytes(5).toString('hex')}`;
-    const stream = `T_${prefix}`;
-    await createStream(NATS_URL, stream, [`${prefix}.>`]);
-    cleanups.push(() => deleteStream(NATS_URL, stream));
     // Small batches, one at a time: the drain takes several of the page's 2 s polls.
-    const dispatcher = run(
-      `${NATS_URL}?stream=${stream}&subject_prefix=${prefix}`,
-      '--batch-size',
-      '20',
-      '--batches-in-flight',
-      '1',
-    );
+    const dispatcher = run(await natsStream(), '--batch-size', '20', '--batches-in-flight', '1');
     const shown: number[] = [EVENTS];
     const shots = screenshotDir();
     cleanups.push(async () => shots.remove());
@@ -263,15 +262,7 @@ describe('the web console in Chromium', () => {
   it('served by run --ui-port, shows its broker and the commit → ack latency', {
     timeout: 120_000,
   }, async () => {
-    const prefix = `t${randomBytes(5).toString('hex')}`;
-    const stream = `T_${prefix}`;
-    await createStream(NATS_URL, stream, [`${prefix}.>`]);
-    cleanups.push(() => deleteStream(NATS_URL, stream));
-    const dispatcher = run(
-      `${NATS_URL}?stream=${stream}&subject_prefix=${prefix}`,
-      '--ui-port',
-      '0',
-    );
+    const dispatcher = run(await natsStream(), '--ui-port', '0');
     let port = 0;
     await dispatcher.waitFor('the console', () => {
       port = loggedPort(dispatcher, 'serving the console');

@@ -2,8 +2,14 @@
 import { useEffect, useState } from 'preact/hooks';
 import { query, usePoll } from './api.js';
 import { count, time } from './format.js';
-import { eventColumns, Problem, Table } from './parts.js';
+import { type Column, eventColumns, Problem, Table } from './parts.js';
 import type { ConsumerDeadLetter, DeadLetter, PendingEvent, SearchResult } from './types.js';
+
+/** An event table with the last error at the end (a pending event has one after a failure). */
+const withError = <T extends PendingEvent>(linkDead: boolean): Column<T>[] => [
+  ...eventColumns<T>(linkDead),
+  { title: 'last error', cell: (e) => <span class="error">{e.lastError ?? ''}</span> },
+];
 
 export function SearchPage({ q }: { q: string }) {
   const [text, setText] = useState(q);
@@ -41,10 +47,7 @@ export function SearchPage({ q }: { q: string }) {
             rowKey={(e) => e.id}
             empty="None pending."
             rows={r.pending}
-            columns={[
-              ...eventColumns<PendingEvent>(false),
-              { title: 'last error', cell: (e) => <span class="error">{e.lastError ?? ''}</span> },
-            ]}
+            columns={withError<PendingEvent>(false)}
           />
           <h3>Dead letters ({count(r.deadLetters.length)})</h3>
           <Table
@@ -52,10 +55,7 @@ export function SearchPage({ q }: { q: string }) {
             rowKey={(e) => e.id}
             empty="No dead letters."
             rows={r.deadLetters}
-            columns={[
-              ...eventColumns<DeadLetter>(true),
-              { title: 'last error', cell: (e) => <span class="error">{e.lastError}</span> },
-            ]}
+            columns={withError<DeadLetter>(true)}
           />
           <h3>Parked by consumers ({count(r.consumerDeadLetters.length)})</h3>
           <Table<ConsumerDeadLetter>
