@@ -128,6 +128,61 @@ describe('dead letters', () => {
     expect(status.deadLettersByEventType).toEqual({ 'lesson-published': 1, 'quiz-submitted': 1 });
   });
 
+  it('groups them by event type and error, and filters by the error (dead groups, --error, --error-contains)', async () => {
+    const quizId = randomUUID();
+    const ids = await enqueue([quiz(quizId), lesson(randomUUID(), 'a'), quiz(quizId)]);
+    await drain(() => true);
+    await enqueue([lesson(randomUUID(), 'b')]);
+    const other = new MemoryBroker({
+      onPublish: () => ({ ok: false, error: 'Topic Not Found: lessons', permanent: true }),
+    });
+    const dispatcher = createDispatcher({
+      db: t.db,
+      schema: t.schema,
+      broker: other,
+      maxAttempts: 1,
+    });
+    await dispatcher.drain();
+    await dispatcher.stop();
+
+    const groups = await cli('dead', 'groups', '--json');
+    expect(groups.code, groups.stderr).toBe(0);
+    expect(JSON.parse(groups.stdout)).toEqual([
+      expect.objectContaining({ eventType: 'quiz-submitted', error: 'refused by test', count: 2 }),
+      expect.objectContaining({
+        eventType: 'lesson-published',
+        error: 'refused by test',
+        count: 1,
+      }),
+      expect.objectContaining({
+        eventType: 'lesson-published',
+        error: 'Topic Not Found: lessons',
+        count: 1,
+      }),
+    ]);
+    const text = await cli('dead', 'groups', '--event-type', 'quiz-submitted');
+    expect(text.stdout).toMatch(/^2 {2}quiz-submitted {2}\S+ {2}\S+ {2}refused by test$/m);
+
+    const notFound = JSON.parse(
+      (await cli('dead', 'list', '--json', '--error-contains', 'topic not')).stdout,
+    ) as { eventType: string }[];
+    expect(notFound.map((d) => d.eventType)).toEqual(['lesson-published']);
+    const retried = await cli(
+      'dead',
+      'retry',
+      '--event-type',
+      'quiz-submitted',
+      '--error',
+      'refused by test',
+      '--json',
+    );
+    expect(retried.code, retried.stderr).toBe(0);
+    expect((JSON.parse(retried.stdout) as string[]).sort()).toEqual([ids[0], ids[2]].sort());
+    const refused = await cli('dead', 'list', '--consumer', 'c', '--error-contains', 'x');
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('error-contains: ');
+  });
+
   it('retry republishes the event and status shows it gone from the dead letters', async () => {
     const [id] = await enqueue([lesson(randomUUID(), 'Decimals')]);
     await drain(() => true);
@@ -228,6 +283,7 @@ describe('status', () => {
       'quiz-submitted': { pending: 1 },
     });
     const text = await cli('status');
+    expect(text.stdout).toContain('dispatchers: 0 (sharing 64 partitions)');
     expect(text.stdout).toContain('pending by event type:');
     expect(text.stdout).toMatch(/quiz-submitted {2}1 pending/);
   });

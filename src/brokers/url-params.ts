@@ -1,6 +1,14 @@
 import { ConfigError } from '../common/errors.js';
 import { readWholeNumber } from '../common/numbers.js';
-import { parseUrl } from '../common/url.js';
+import { hostList, parseUrl } from '../common/url.js';
+
+/** One server of a broker URL; an IPv6 host keeps its brackets. */
+export interface BrokerServer {
+  host: string;
+  port: number;
+}
+
+const SERVER = /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9._-]+)(?::(\d{1,5}))?$/;
 
 /** Query parameters of a broker URL, each read once; an unknown one is an error, not ignored. */
 export class BrokerUrlParams {
@@ -51,6 +59,24 @@ export class BrokerUrlParams {
       throw new ConfigError(this.setting, `${name}="${raw}" must be true or false`);
     }
     return raw === 'true';
+  }
+
+  /**
+   * The servers of the URL's authority (`a:5672,b:5672`, see hostList), each as host and
+   * port, `defaultPort` where none is written; `what` names a server in the error.
+   */
+  servers(defaultPort: number, what: string): BrokerServer[] {
+    return hostList(this.url).map((server) => {
+      const match = SERVER.exec(server);
+      const port = Number(match?.[2] ?? defaultPort);
+      if (!match?.[1] || port < 1 || port > 65_535) {
+        throw new ConfigError(
+          this.setting,
+          `"${server}" is not ${what} (expected host:port, several separated by commas)`,
+        );
+      }
+      return { host: match[1], port };
+    });
   }
 
   /** Call after reading every parameter: refuses the ones nobody read (typos). */

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
+import { amqpSettings } from '../../src/brokers/amqp/settings.js';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
@@ -12,6 +13,7 @@ import {
   testExchange,
   withAmqpChannel,
 } from '../helpers/amqp.js';
+import { scratchDir } from '../helpers/scratch.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 import { badInputSuite } from './bad-input.js';
@@ -111,12 +113,62 @@ describe('amqp broker', () => {
       ['accept_unroutable=yes', /accept_unroutable="yes" must be true or false/],
       ['exchange=amq.topic', /exchange="amq.topic" is not valid/],
       ['exchange=a%20b', /exchange="a b" is not valid/],
-      ['heartbeat=5', /unknown parameter "heartbeat"/],
+      ['heartbeat=0', /heartbeat="0" is not a whole number from 1 to 3600/],
+      ['frame_max=1024', /frame_max="1024" is not a whole number from 4096 to 1048576/],
+      ['ca_file=/ca.pem', /ca_file given with amqp:\/\/, which is plain text: use amqps:\/\//],
+      ['heartbeats=5', /unknown parameter "heartbeats"/],
     ] as const) {
       const build = () => amqpBroker(`${AMQP_URL}?${query}`);
       expect(build, query).toThrow(ConfigError);
       expect(build, query).toThrow(/^broker: /);
       expect(build, query).toThrow(text);
+    }
+  });
+
+  it('reads the servers, the virtual host, password_file and TLS from the URL', () => {
+    const scratch = scratchDir('amqp-settings');
+    try {
+      const password = scratch.file('password', 'pa55-from-file\n');
+      const several = amqpSettings(
+        `amqp://outbox@a.internal:5673,b.internal,10.0.0.3:5674/edu%2Fpulse?password_file=${password}&heartbeat=15&frame_max=8192`,
+      );
+      expect(several.servers).toEqual([
+        { host: 'a.internal', port: 5673 },
+        { host: 'b.internal', port: 5672 },
+        { host: '10.0.0.3', port: 5674 },
+      ]);
+      expect(several).toMatchObject({
+        vhost: 'edu/pulse',
+        username: 'outbox',
+        password: 'pa55-from-file',
+        tls: undefined,
+        heartbeatS: 15,
+        frameMax: 8192,
+        location: 'amqp://outbox:***@a.internal:5673,b.internal:5672,10.0.0.3:5674/edu%2Fpulse',
+      });
+      expect(amqpSettings('amqp://[::1]').servers).toEqual([{ host: '[::1]', port: 5672 }]);
+      const tls = amqpSettings('amqps://u:p%40ss@rabbit/?servername=rabbit.internal');
+      expect(tls).toMatchObject({
+        servers: [{ host: 'rabbit', port: 5671 }],
+        vhost: '/',
+        password: 'p@ss',
+        tls: { servername: 'rabbit.internal' },
+        heartbeatS: undefined,
+        frameMax: undefined,
+        serverUrl: 'amqps://u:p%40ss@rabbit:5671/',
+      });
+      for (const [url, text] of [
+        [`amqp://h/?password_file=${password}`, /password_file needs a user in the URL/],
+        [`amqp://u:p@h/?password_file=${password}`, /password_file and a password are both given/],
+        ['amqp://u@h/?servername=h', /servername given with amqp:\/\//],
+        ['amqps://u@h/?servername=a%20b', /servername="a b" is not a host name/],
+        ['amqps://u@h/?cert_file=/c.pem', /cert_file and key_file go together/],
+        ['amqp://u@h:70000,k:1', /"h:70000" is not a RabbitMQ server/],
+      ] as const) {
+        expect(() => amqpSettings(url), url).toThrow(text);
+      }
+    } finally {
+      scratch.remove();
     }
   });
 
@@ -289,7 +341,7 @@ describe('amqp broker', () => {
     await waitFor('the delivery', () => received.received.some((m) => m.dedupId === again.id));
   });
 
-  it('a wrong password: BrokerUnavailableError naming the server, never the password', async () => {
+  it('a wrong password: ConfigError naming the setting and the server, never the password', async () => {
     const url = new URL(AMQP_URL);
     url.password = 'Wr0ng-s3cret';
     const broker = amqpBroker(url.href);
@@ -297,10 +349,10 @@ describe('amqp broker', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(error).toBeInstanceOf(ConfigError);
     const text = String((error as Error).message);
-    expect(text).toContain(`cannot connect to amqp://${url.username}:***@${url.host}`);
-    expect(text).toMatch(/ACCESS_REFUSED/);
+    expect(text).toContain(`broker: cannot connect to amqp://${url.username}:***@${url.host}`);
+    expect(text).toMatch(/refused user "guest" .*ACCESS_REFUSED/);
     expect(inspect(error, { depth: 10 })).not.toContain('Wr0ng-s3cret');
   });
 

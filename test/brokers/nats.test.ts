@@ -326,8 +326,9 @@ describe('nats broker', () => {
     it('has defaults and reads every documented parameter', () => {
       expect(from('').name).toBe('nats');
       expect(
-        from('?stream=S&subject_prefix=p&max_in_flight=10&duplicate_window_s=60&timeout_ms=1000')
-          .name,
+        from(
+          '?stream=S&subject_prefix=p&max_in_flight=10&duplicate_window_s=60&replicas=3&timeout_ms=1000',
+        ).name,
       ).toBe('nats');
     });
 
@@ -336,12 +337,17 @@ describe('nats broker', () => {
       ['?max_in_flight=many', /max_in_flight="many"/],
       ['?timeout_ms=5', /timeout_ms="5"/],
       ['?duplicate_window_s=-1', /duplicate_window_s="-1"/],
+      ['?replicas=0', /replicas="0" is not a whole number from 1 to 5/],
+      ['?replicas=7', /replicas="7"/],
       ['?subject_prefix=edu.pulse', /subject_prefix="edu.pulse" is not valid/],
       ['?subject_prefix=edu*', /subject_prefix="edu\*" is not valid/],
       ['?stream=a%20b', /stream="a b" is not valid/],
       ['?streams=X', /unknown parameter "streams"/],
       ['?tls=yes', /tls="yes" is not valid \(true or false\)/],
-      ['?cert_file=/nonexistent/client.crt', /cert_file: cannot read \/nonexistent\/client\.crt/],
+      [
+        '?cert_file=/nonexistent/client.crt&key_file=/nonexistent/client.key',
+        /cert_file: cannot read \/nonexistent\/client\.crt/,
+      ],
       ['?token_file=', /token_file is empty \(expected a file path\)/],
     ])('refuses %s', (query, reason) => {
       let error: unknown;

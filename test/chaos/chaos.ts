@@ -753,7 +753,9 @@ export function formatExits(exits: ChaosDetails['unexpectedExits']): string[] {
     const shown =
       exit.code === 2
         ? lines.slice(-1)
-        : lines.filter((line) => /throw|Error|error:|Emitted|^\s+at /.test(line)).slice(0, 6);
+        : lines
+            .filter((line) => /^edupulse-outbox: |throw|Error|error:|Emitted|^\s+at /.test(line))
+            .slice(0, 6);
     out.push(
       `  unexpected exit, slot ${exit.slot} at ${exit.atSeconds} s: code ${exit.code} signal ${exit.signal}:`,
       ...shown.map((line) => `    ${line.slice(0, 400)}`),

@@ -59,10 +59,14 @@ export interface AmqpConsumer extends Consumer {
 /**
  * Consumes everything routed to `exchange` with `pattern`, on an exclusive server-named
  * queue that goes with the connection. Declares the exchange as the broker does (durable
- * topic), since the consumer may start first.
+ * topic), since the consumer may start first. `url`: another server than the shared one.
  */
-export async function consumeExchange(exchange: string, pattern: string): Promise<AmqpConsumer> {
-  const connection = await amqp.connect(AMQP_URL);
+export async function consumeExchange(
+  exchange: string,
+  pattern: string,
+  url = AMQP_URL,
+): Promise<AmqpConsumer> {
+  const connection = await amqp.connect(url);
   connection.on('error', () => {});
   const channel = await connection.createChannel();
   await channel.assertExchange(exchange, 'topic', { durable: true });

@@ -12,13 +12,16 @@ export interface NatsReceived extends ReceivedMessage {
   raw: Record<string, string>;
 }
 
+/** The client's `servers` from a URL that may list several: `nats://a:4222,b:4222`. */
+const serversOf = (url: string) => url.replace(/^nats:\/\//, '').split(',');
+
 /** `options`: TLS and credentials, for a server that requires them. */
 export async function withConnection<T>(
   url: string,
   use: (nc: NatsConnection) => Promise<T>,
   options: NodeConnectionOptions = {},
 ) {
-  const nc = await connect({ servers: url.replace(/^nats:\/\//, ''), ...options });
+  const nc = await connect({ servers: serversOf(url), ...options });
   try {
     return await use(nc);
   } finally {
@@ -63,7 +66,7 @@ export async function consumeStream(
   options: NodeConnectionOptions = {},
 ): Promise<Consumer & { received: NatsReceived[] }> {
   const nc = await connect({
-    servers: url.replace(/^nats:\/\//, ''),
+    servers: serversOf(url),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 100,
     ...options,

@@ -31,16 +31,27 @@ export interface NatsServerOptions {
    * the system account among them (JetStream needs one).
    */
   operator?: { jwt: string; accounts: Record<string, string>; systemAccount: string };
+  /** Client port (default: a free one). */
+  port?: number;
+  /**
+   * A member of a cluster: its server name, the port its routes listen on, and the other
+   * members' route ports. JetStream then replicates streams across the members.
+   */
+  cluster?: { name: string; serverName: string; routePort: number; routes: number[] };
 }
 
 export interface PrivateNatsServer {
   readonly port: number;
+  /** The process id while it runs. */
+  readonly pid: number | undefined;
   /** `nats://127.0.0.1:<port>`, without credentials. */
   readonly url: string;
   /** Starts the process again (no-op if running) and waits until it accepts clients. */
   start(): Promise<void>;
   /** Stops the process (SIGTERM: JetStream flushes its store) and waits for it to exit. */
   stop(): Promise<void>;
+  /** SIGKILL: a crash, nothing handed over; waits for the exit. */
+  kill(): Promise<void>;
   /**
    * SIGSTOP / SIGCONT: the process stays, its sockets stay open, nothing answers, like a
    * server behind a dead network path.
@@ -57,6 +68,15 @@ function configText(port: number, storeDir: string, options: NatsServerOptions):
     `max_payload: ${options.maxPayload ?? 1024 * 1024}`,
     `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
   ];
+  if (options.cluster) {
+    const { name, serverName, routePort, routes } = options.cluster;
+    lines.push(
+      `server_name: ${JSON.stringify(serverName)}`,
+      `cluster { name: ${JSON.stringify(name)}, listen: "127.0.0.1:${routePort}", routes: [ ${routes
+        .map((route) => `"nats-route://127.0.0.1:${route}"`)
+        .join(', ')} ] }`,
+    );
+  }
   const users = [
     ...(options.user
       ? [
@@ -112,7 +132,7 @@ function whenReady(child: ChildProcess, log: () => string): Promise<void> {
 
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<PrivateNatsServer> {
   const dir = await mkdtemp(join(tmpdir(), 'edupulse-nats-'));
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const config = join(dir, 'nats.conf');
   await writeFile(config, configText(port, join(dir, 'store'), options));
   let child: ChildProcess | undefined;
@@ -138,7 +158,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     }
   };
 
-  const stop = async () => {
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     const running = child;
     if (!running) return;
     child = undefined;
@@ -146,16 +166,20 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     await new Promise<void>((resolve) => {
       running.once('exit', () => resolve());
       running.kill('SIGCONT');
-      running.kill('SIGTERM');
+      running.kill(signal);
     });
   };
 
   await start();
   return {
+    get pid() {
+      return child?.pid;
+    },
     port,
     url: `nats://127.0.0.1:${port}`,
     start,
-    stop,
+    stop: () => stop(),
+    kill: () => stop('SIGKILL'),
     async freeze() {
       const pid = child?.pid;
       child?.kill('SIGSTOP');
@@ -171,6 +195,45 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     async destroy() {
       await stop();
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface PrivateNatsCluster {
+  /** The members, in the order of their names n1, n2, n3. */
+  readonly servers: readonly PrivateNatsServer[];
+  /** Every member's client address: `nats://127.0.0.1:a,127.0.0.1:b,127.0.0.1:c`. */
+  readonly url: string;
+  /** The member whose server name is `name` (n1, n2, …). */
+  byName(name: string): PrivateNatsServer | undefined;
+  destroy(): Promise<void>;
+}
+
+/** `size` private nats-servers routed into one JetStream cluster, each on ports of its own. */
+export async function startNatsCluster(size = 3): Promise<PrivateNatsCluster> {
+  const ports = await Promise.all(Array.from({ length: size * 2 }, () => freePort()));
+  const clientPorts = ports.slice(0, size);
+  const routePorts = ports.slice(size);
+  const name = `edupulse-${process.pid}-${clientPorts[0]}`;
+  const servers = await Promise.all(
+    clientPorts.map((port, i) =>
+      startNatsServer({
+        port,
+        cluster: {
+          name,
+          serverName: `n${i + 1}`,
+          routePort: routePorts[i] as number,
+          routes: routePorts.filter((_, j) => j !== i),
+        },
+      }),
+    ),
+  );
+  return {
+    servers,
+    url: `nats://${clientPorts.map((port) => `127.0.0.1:${port}`).join(',')}`,
+    byName: (serverName) => servers[Number(serverName.slice(1)) - 1],
+    async destroy() {
+      await Promise.all(servers.map((server) => server.destroy()));
     },
   };
 }

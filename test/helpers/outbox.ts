@@ -44,3 +44,24 @@ export const StepTaken = defineEvent({
   schema: z.object({ walk: z.string(), n: z.number().int() }),
   aggregateId: (payload) => payload.walk,
 });
+
+/**
+ * Lesson events numbered `from` … `to - 1` (payload `{ n }`), for aggregates
+ * `<prefix>-<n mod aggregates>`, written in `n` order by one statement: a reader can then
+ * check each aggregate's events arrived complete and in order.
+ */
+export async function enqueueNumbered(
+  t: TestSchema,
+  prefix: string,
+  from: number,
+  to: number,
+  aggregates = 3,
+): Promise<void> {
+  const ns = Array.from({ length: to - from }, (_, i) => from + i);
+  await t.db.query(
+    `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+     SELECT 'lesson', $1 || '-' || (n % $2), 'lesson-published', json_build_object('n', n)
+     FROM unnest($3::int[]) AS n ORDER BY n`,
+    [prefix, aggregates, ns],
+  );
+}

@@ -6,28 +6,17 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../scripts/free-port.mjs';
+import { accepts } from './wait.js';
 
 export interface PgBouncer {
   port: number;
   /** A URL through the pooler to `database` on the shared server, as user postgres. */
   url(database: string): string;
   stop(): Promise<void>;
-}
-
-function answers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 export async function startPgBouncer(options: {
@@ -82,7 +71,7 @@ export async function startPgBouncer(options: {
       return stderr;
     }
   };
-  for (let i = 0; !(await answers(port)); i++) {
+  for (let i = 0; !(await accepts(port)); i++) {
     if (child.exitCode !== null || i > 100) {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });

@@ -13,23 +13,19 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../scripts/free-port.mjs';
 import { ConfigError } from '../../src/common/errors.js';
-import { consume } from '../../src/consumer/index.js';
-import { LessonPublished } from '../../src/index.js';
 import { createTestCa, type TestCa } from '../helpers/certs.js';
-import {
-  type CliProcess,
-  type CliResult,
-  expectNoSecretIn,
-  killChildren,
-  lines,
-  runCli,
-  spawnCli,
-} from '../helpers/cli.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { expectNoSecretIn, killChildren, lines, spawnCli } from '../helpers/cli.js';
+import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { consumeTestTopics, uniqueName } from '../helpers/kafka.js';
-import { enqueueLesson, outboxIds } from '../helpers/outbox.js';
+import {
+  consumeRefused,
+  consumeWhileRunPublishes,
+  errorLine,
+  recordedCli,
+  runArgs,
+} from '../helpers/network-cli.js';
+import { enqueueNumbered } from '../helpers/outbox.js';
 import { type SecureKafka, startSecureKafka } from '../helpers/secure-kafka.js';
-import { waitFor } from '../helpers/wait.js';
 
 afterEach(killChildren);
 
@@ -42,7 +38,8 @@ let otherCa: TestCa;
 let kafka: SecureKafka;
 let t: TestSchema;
 let passwordFile: string;
-const outputs: string[] = [];
+const recorded = recordedCli();
+const { outputs, cli, stopCleanly } = recorded;
 
 function file(name: string, content: string): string {
   const path = join(ca.dir, name);
@@ -56,46 +53,6 @@ function kafkaUrl(server: string, params: Record<string, string>, user = USER): 
   return `kafka://${user ? `${user}@` : ''}${server}/?${query}`;
 }
 
-/** The CLI to completion, its output kept for the password sweep at the end. */
-async function cli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
-  const result = await runCli(args, { timeoutMs });
-  outputs.push(result.stdout, result.stderr);
-  return result;
-}
-
-/** `run` with `broker`; verbose (debug logs and stacks: the most output to sweep) unless told. */
-const runArgs = (broker: string, verbose = true) => [
-  'run',
-  '--database-url',
-  PG_URL,
-  '--schema',
-  t.schema,
-  '--broker',
-  broker,
-  '--retry-base-delay-ms',
-  '100',
-  ...(verbose ? ['--verbose'] : []),
-];
-
-/** SIGTERM, then a clean stop (exit 0); the output is kept for the sweep. */
-async function stopCleanly(run: CliProcess): Promise<void> {
-  run.child.kill('SIGTERM');
-  const result = await run.exited;
-  outputs.push(result.stdout, result.stderr);
-  expect(result.code).toBe(0);
-}
-
-/** `count` events over three aggregates named after `prefix`, payload `{ n }`. */
-async function enqueueNumbered(prefix: string, count: number): Promise<void> {
-  for (let n = 0; n < count; n++) {
-    await t.db.query(
-      `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
-       VALUES ('lesson', $1, 'lesson-published', $2)`,
-      [`${prefix}-${n % 3}`, JSON.stringify({ n })],
-    );
-  }
-}
-
 /**
  * Runs the dispatcher with `broker` until an independent client has read the `count`
  * events of `prefix` from the topic `<prefix>.lesson`, then stops it (exit 0), and checks
@@ -104,8 +61,8 @@ async function enqueueNumbered(prefix: string, count: number): Promise<void> {
 async function publishAndReadBack(broker: string, prefix: string, count: number): Promise<void> {
   const reader = consumeTestTopics([`${prefix}.lesson`], `${prefix}-read`, kafka.plaintext);
   try {
-    await enqueueNumbered(prefix, count);
-    const run = spawnCli(runArgs(broker));
+    await enqueueNumbered(t, prefix, 0, count);
+    const run = spawnCli(runArgs(t.schema, broker));
     await run.waitFor(
       `${count} events read back`,
       () => reader.received.filter((m) => m.attributes.subject?.startsWith(prefix)).length >= count,
@@ -121,13 +78,6 @@ async function publishAndReadBack(broker: string, prefix: string, count: number)
       .map((m) => (JSON.parse(m.body) as { n: number }).n);
     expect(ns).toEqual([...Array(count).keys()].filter((n) => n % 3 === a));
   }
-}
-
-/** The CLI's one error line, among the dispatcher's JSON log lines and (verbose) the stack. */
-function errorLine(result: CliResult): string {
-  const errors = lines(result.stderr).filter((line) => line.startsWith('edupulse-outbox: '));
-  expect(errors).toHaveLength(1);
-  return errors[0] ?? '';
 }
 
 beforeAll(async () => {
@@ -164,6 +114,7 @@ describe('Kafka over SASL_SSL', () => {
   it('refuses a server whose certificate another CA signed: exit 2, one line naming the broker', async () => {
     const result = await cli(
       runArgs(
+        t.schema,
         kafkaUrl(kafka.saslSsl, {
           sasl_mechanism: 'scram-sha-512',
           password_file: passwordFile,
@@ -183,6 +134,7 @@ describe('Kafka over SASL_SSL', () => {
       const wrong = file('wrong-password', `${WRONG_PASSWORD}\n`);
       const result = await cli(
         runArgs(
+          t.schema,
           kafkaUrl(kafka.saslSsl, {
             sasl_mechanism: mechanism,
             password_file: wrong,
@@ -204,6 +156,7 @@ describe('Kafka over SASL_SSL', () => {
     const down = `127.0.0.1:${await freePort()}`;
     const run = spawnCli(
       runArgs(
+        t.schema,
         kafkaUrl(down, {
           sasl_mechanism: 'scram-sha-512',
           password_file: passwordFile,
@@ -227,44 +180,18 @@ describe('Kafka over SASL_SSL', () => {
       ca_file: ca.certFile,
       topic: `${prefix}.{aggregate_type}`,
     });
-    for (let n = 0; n < 5; n++) await enqueueLesson(t);
-    const ids = await outboxIds(t);
-    const received: string[] = [];
-    const consumer = await consume({
-      broker,
-      consumer: `${prefix}-grades`,
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: (event) => {
-        received.push(event.id);
-      },
-    });
-    try {
-      const run = spawnCli(runArgs(broker));
-      await waitFor('the consumer to receive every event', () => received.length >= ids.length, {
-        timeoutMs: 90_000,
-      });
-      await stopCleanly(run);
-    } finally {
-      await consumer.stop();
-    }
-    expect([...new Set(received)].sort()).toEqual([...ids].sort());
+    await consumeWhileRunPublishes(t, broker, `${prefix}-grades`, recorded);
 
     const wrong = file('consumer-wrong-password', WRONG_PASSWORD);
-    const refused = consume({
-      broker: kafkaUrl(kafka.saslSsl, {
+    const refused = consumeRefused(
+      t,
+      kafkaUrl(kafka.saslSsl, {
         sasl_mechanism: 'scram-sha-256',
         password_file: wrong,
         ca_file: ca.certFile,
         topic: `${prefix}.{aggregate_type}`,
       }),
-      consumer: `${prefix}-refused`,
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: () => {},
-    });
+    );
     await expect(refused).rejects.toBeInstanceOf(ConfigError);
     await expect(refused).rejects.toThrow(/^broker: .*SASL SCRAM-SHA-256 authentication/);
   });
@@ -297,7 +224,7 @@ describe('Kafka over TLS with a client certificate', () => {
         USER,
       ],
     ] as const) {
-      const result = await cli(runArgs(kafkaUrl(kafka.ssl, params, user)));
+      const result = await cli(runArgs(t.schema, kafkaUrl(kafka.ssl, params, user)));
       expect({ params, code: result.code }).toEqual({ params, code: 2 });
       expect(errorLine(result)).toMatch(
         /^edupulse-outbox: broker: kafka:\/\/(outbox:\*\*\*@)?127\.0\.0\.1:\d+: TLS: the server refuses the client certificate \(give one with cert_file and key_file\): \S/,
@@ -320,7 +247,9 @@ describe('the URL parameters', () => {
         /^edupulse-outbox: broker: cert_file: cannot read .*missing\.pem/,
       ],
     ] as const) {
-      const result = await cli(runArgs(kafkaUrl(kafka.saslSsl, params), false));
+      const result = await cli(
+        runArgs(t.schema, kafkaUrl(kafka.saslSsl, params), { verbose: false }),
+      );
       expect({ params, code: result.code }).toEqual({ params, code: 2 });
       expect(lines(result.stderr)).toHaveLength(1);
       expect(result.stderr).toMatch(message);

@@ -418,7 +418,7 @@ describe('NATS over TLS with authentication', () => {
       [
         { cert_file: client.certFile, key_file: otherCa.certFile },
         '',
-        /broker: cert_file \/ key_file: /,
+        /broker: cert_file, key_file: /,
       ],
       [{ password_file: missing }, 'outbox@', /broker: password_file: cannot read .*missing/],
       [{ password_file: files.password ?? '' }, '', /broker: password_file needs the user/],

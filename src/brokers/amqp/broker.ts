@@ -26,6 +26,8 @@ class AmqpBroker implements EventBroker {
   private readonly active = new Set<Promise<PublishResult[]>>();
   private closing: Promise<void> | undefined;
   private connecting: Promise<void> | undefined;
+  /** Where the next connect starts among the URL's servers: after the one that failed. */
+  private nextServer = 0;
 
   constructor(private readonly config: AmqpConfig) {}
 
@@ -81,10 +83,8 @@ class AmqpBroker implements EventBroker {
   private async reconnect(): Promise<void> {
     await this.closing;
     if (this.session && !this.session.failure) return;
-    const stale = this.session;
-    this.session = undefined;
-    await stale?.shutdown();
-    this.session = await AmqpSession.open(this.config);
+    await this.retire();
+    this.session = await AmqpSession.open(this.config, this.nextServer);
   }
 
   private async publishAll(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
@@ -116,8 +116,19 @@ class AmqpBroker implements EventBroker {
     // Every accepted message is confirmed, refused, or failed with the session (which
     // the confirm timeout bounds) before the connection goes.
     await Promise.allSettled(this.active);
+    await this.retire();
+  }
+
+  /**
+   * Closes the session. One that failed (its connection dropped, or its server went
+   * silent) sends the next connect to the server after its own: with several servers,
+   * a dispatcher fails over instead of waiting for the one that went away.
+   */
+  private async retire(): Promise<void> {
     const session = this.session;
     this.session = undefined;
-    await session?.shutdown();
+    if (!session) return;
+    if (session.failure) this.nextServer = (session.server + 1) % this.config.servers.length;
+    await session.shutdown();
   }
 }

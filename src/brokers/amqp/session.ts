@@ -1,7 +1,8 @@
-import amqp, { type ChannelModel, type ConfirmChannel, type Message } from 'amqplib';
+import type { ChannelModel, ConfirmChannel, Message } from 'amqplib';
 import { BrokerUnavailableError, errorMessage } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
 import { type OutboxMessage, type PublishResult, payloadTooLarge, published } from '../broker.js';
+import { connectAmqp, redact } from './connection.js';
 import { amqpPublishOptions, amqpRoutingKey } from './messages.js';
 import type { AmqpSettings } from './settings.js';
 
@@ -42,11 +43,14 @@ export class AmqpSession {
   private constructor(
     private readonly config: AmqpConfig,
     private readonly model: ChannelModel,
+    /** Index in `config.servers` of the server this session is connected to. */
+    readonly server: number,
   ) {}
 
-  static async open(config: AmqpConfig): Promise<AmqpSession> {
-    const model = await connectModel(config);
-    const session = new AmqpSession(config, model);
+  /** Connects to the first server that answers, trying them in order from `first`. */
+  static async open(config: AmqpConfig, first = 0): Promise<AmqpSession> {
+    const { model, server } = await connectAmqp(config, `edupulse-outbox ${config.source}`, first);
+    const session = new AmqpSession(config, model, server);
     session.watchConnection();
     try {
       const channel = await withTimeout(model.createConfirmChannel(), config.timeoutMs);
@@ -252,9 +256,7 @@ export class AmqpSession {
   /** Marks the session failed (the first reason wins) and releases everything waiting on it. */
   private fail(reason: string): BrokerUnavailableError {
     if (!this.failure) {
-      const cause = this.lastError
-        ? `: ${redactText(errorMessage(this.lastError), this.config)}`
-        : '';
+      const cause = this.lastError ? `: ${redact(errorMessage(this.lastError), this.config)}` : '';
       this.failure = new BrokerUnavailableError(`${this.config.location}: ${reason}${cause}`, {
         cause: this.lastError,
       });
@@ -282,31 +284,4 @@ export class AmqpSession {
     };
     connection.stream?.destroy(new Error('close timed out'));
   }
-}
-
-async function connectModel(config: AmqpConfig): Promise<ChannelModel> {
-  try {
-    return await amqp.connect(config.serverUrl, {
-      // Bounds the TCP connect and the AMQP handshake; amqplib lifts it once open.
-      timeout: config.timeoutMs,
-      clientProperties: { connection_name: `edupulse-outbox ${config.source}` },
-    });
-  } catch (error) {
-    throw new BrokerUnavailableError(
-      `cannot connect to ${config.location}: ${redactText(errorMessage(error), config)}`,
-      { cause: error },
-    );
-  }
-}
-
-/** Server and library texts do not carry the password today; this keeps it that way. */
-function redactText(text: string, config: AmqpConfig): string {
-  const { password } = new URL(config.serverUrl);
-  let plain = password;
-  try {
-    plain = decodeURIComponent(password);
-  } catch {
-    // A malformed escape is used as written.
-  }
-  return plain ? text.split(plain).join('***').split(password).join('***') : text;
 }

@@ -1,4 +1,4 @@
-import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import {
   BrokerUnavailableError,
   ConfigError,
@@ -6,8 +6,8 @@ import {
   OutboxError,
 } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
-import { urlSecrets } from '../../common/url.js';
 import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
+import { connectAmqp, redact } from './connection.js';
 import { amqpRoutingKey } from './messages.js';
 import type { AmqpSourceSettings } from './settings.js';
 
@@ -147,18 +147,8 @@ class AmqpSource implements MessageSource {
   }
 
   private async connect(): Promise<ChannelModel> {
-    try {
-      return await amqp.connect(this.config.serverUrl, {
-        // Bounds the TCP connect and the AMQP handshake.
-        timeout: this.config.timeoutMs,
-        clientProperties: { connection_name: `edupulse-outbox consumer ${this.options.consumer}` },
-      });
-    } catch (error) {
-      throw new BrokerUnavailableError(
-        `cannot connect to ${this.location}: ${this.redact(errorMessage(error))}`,
-        { cause: error },
-      );
-    }
+    const name = `edupulse-outbox consumer ${this.options.consumer}`;
+    return (await connectAmqp(this.config, name)).model;
   }
 
   private watch(emitter: ChannelModel | Channel): void {
@@ -257,11 +247,8 @@ class AmqpSource implements MessageSource {
     return new BrokerUnavailableError(`${this.location}: cannot ${step}: ${text}`, cause);
   }
 
-  /** Server and library texts do not carry the password today; this keeps it that way. */
   private redact(text: string): string {
-    let out = text;
-    for (const secret of urlSecrets(this.config.serverUrl)) out = out.split(secret).join('***');
-    return out;
+    return redact(text, this.config);
   }
 }
 

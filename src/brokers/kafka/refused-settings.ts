@@ -7,6 +7,11 @@
  * retried for ever. A server that is down, restarting or unreachable is none of them.
  */
 import { ConfigError } from '../../common/errors.js';
+import {
+  clientCertificateRefusedCodes,
+  untrustedCertificateCodes,
+  wrongHostCodes,
+} from '../tls-refusal.js';
 import { errorTree } from './errors.js';
 import type { KafkaSettings } from './settings.js';
 import { probeTls } from './tls-probe.js';
@@ -39,41 +44,6 @@ export async function refusedSettingsError(
   return new ConfigError(settings.setting, `${settings.location}: ${refusal}`, { cause: error });
 }
 
-/** OpenSSL's certificate verification failures, as Node's TLS errors carry them in `code`. */
-const untrustedCertificate = new Set([
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
-  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_NOT_YET_VALID',
-  'CERT_HAS_EXPIRED',
-  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
-  'ERROR_IN_CERT_NOT_AFTER_FIELD',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'CERT_CHAIN_TOO_LONG',
-  'CERT_REVOKED',
-  'INVALID_CA',
-  'PATH_LENGTH_EXCEEDED',
-  'INVALID_PURPOSE',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-]);
-
-/** The certificate is good but names other hosts than the one connected to. */
-const wrongHost = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH']);
-
-/** TLS alerts with which a server refuses the client's certificate, or its lack of one. */
-const clientCertificateRefused = new Set([
-  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
-  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
-  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN',
-  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED',
-  'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA',
-]);
-
 /** Answers with which the server refuses SASL. */
 const saslRefusals = new Set([
   'SASL_AUTHENTICATION_FAILED',
@@ -96,20 +66,21 @@ interface Node {
  */
 function refusedSettings(error: unknown, settings: KafkaSettings): string | undefined {
   const nodes = [...errorTree(error)] as Node[];
-  const find = (codes: Set<string>) => nodes.find((node) => node.code && codes.has(node.code));
+  const find = (codes: ReadonlySet<string>) =>
+    nodes.find((node) => node.code && codes.has(node.code));
 
-  const untrusted = find(untrustedCertificate);
+  const untrusted = find(untrustedCertificateCodes);
   if (untrusted) {
     const trusted = settings.tls?.ca
       ? 'the CA of ca_file'
       : "Node's default CAs (ca_file names the CA to trust)";
     return `TLS: the server's certificate does not verify against ${trusted}: ${untrusted.message}`;
   }
-  const host = find(wrongHost);
+  const host = find(wrongHostCodes);
   if (host) {
     return `TLS: the server's certificate is not for the host connected to (use a name it carries): ${host.message}`;
   }
-  const refused = find(clientCertificateRefused);
+  const refused = find(clientCertificateRefusedCodes);
   if (refused) {
     const check = settings.tls?.cert
       ? 'check cert_file and key_file'

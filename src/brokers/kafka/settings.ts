@@ -1,7 +1,7 @@
-import { createSecureContext } from 'node:tls';
-import { ConfigError, errorMessage } from '../../common/errors.js';
-import { readSecretFile, readSettingFile } from '../../common/setting-files.js';
+import { ConfigError } from '../../common/errors.js';
+import { readSecretFile } from '../../common/setting-files.js';
 import { decodePercent, redactUrl } from '../../common/url.js';
+import { readTlsFiles, type TlsFiles, tlsFilesGiven } from '../tls-files.js';
 import { type BrokerUrlParams, settingsFromUrl } from '../url-params.js';
 
 /** The SASL mechanisms a Kafka URL may name (`sasl_mechanism`), as the protocol spells them. */
@@ -15,14 +15,8 @@ export interface KafkaSasl {
   password: string;
 }
 
-/** TLS to the brokers, with the PEM contents of the URL's files. */
-export interface KafkaTls {
-  /** `ca_file`: the CAs to trust instead of Node's default store. */
-  ca?: string;
-  /** `cert_file` and `key_file`: a client certificate, for listeners that ask for one. */
-  cert?: string;
-  key?: string;
-}
+/** TLS to the brokers, with the PEM contents of the URL's files (`ca_file`, `cert_file`, `key_file`). */
+export type KafkaTls = TlsFiles;
 
 /** Everything a Kafka broker URL configures, validated. */
 export interface KafkaSettings {
@@ -126,50 +120,16 @@ function readSasl(params: BrokerUrlParams): KafkaSasl | undefined {
  * `key_file` (a client certificate). A file of TLS means TLS; `tls=false` with one is refused.
  */
 function readTls(params: BrokerUrlParams): KafkaTls | undefined {
-  const { setting } = params;
-  const files = {
-    ca: params.optional('ca_file'),
-    cert: params.optional('cert_file'),
-    key: params.optional('key_file'),
-  };
-  const given = Object.entries(files)
-    .filter(([, path]) => path !== undefined)
-    .map(([name]) => `${name}_file`);
+  const given = tlsFilesGiven(params);
   const tls = params.boolean('tls', given.length > 0);
-  if (!tls) {
-    if (given.length > 0) {
-      throw new ConfigError(setting, `${given.join(', ')} given with tls=false: drop tls=false`);
-    }
-    return undefined;
-  }
-  if ((files.cert === undefined) !== (files.key === undefined)) {
+  if (!tls && given.length > 0) {
     throw new ConfigError(
-      setting,
-      'cert_file and key_file go together (a client certificate and its key)',
+      params.setting,
+      `${given.join(', ')} given with tls=false: drop tls=false`,
     );
   }
-  const options: KafkaTls = {};
-  if (files.ca !== undefined) {
-    options.ca = readSettingFile(setting, 'ca_file', files.ca);
-    if (!options.ca.includes('-----BEGIN CERTIFICATE-----')) {
-      throw new ConfigError(setting, `ca_file: ${files.ca} holds no PEM certificate`);
-    }
-  }
-  if (files.cert !== undefined && files.key !== undefined) {
-    options.cert = readSettingFile(setting, 'cert_file', files.cert);
-    options.key = readSettingFile(setting, 'key_file', files.key);
-    // Here, not at the first connection: a key that is not the certificate's is a setting.
-    try {
-      createSecureContext({ cert: options.cert, key: options.key });
-    } catch (error) {
-      throw new ConfigError(
-        setting,
-        `cert_file, key_file: not a PEM certificate and its private key: ${errorMessage(error)}`,
-        { cause: error },
-      );
-    }
-  }
-  return options;
+  const files = readTlsFiles(params);
+  return tls ? files : undefined;
 }
 
 /** What a Kafka consumer adds to the publisher's URL parameters. */

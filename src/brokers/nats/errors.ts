@@ -15,6 +15,7 @@ import {
 } from '@nats-io/transport-node';
 import { errorMessage } from '../../common/errors.js';
 import type { PublishResult } from '../broker.js';
+import { tlsRefusal } from '../tls-refusal.js';
 import type { NatsSettings } from './settings.js';
 import type { Link, PublishRun } from './transport.js';
 
@@ -83,25 +84,6 @@ export async function classifyPublishError(
   return { ok: false, error: reason, permanent: false };
 }
 
-// OpenSSL's verdicts on the server's certificate, as Node reports them (error.code).
-const CERTIFICATE_REFUSED = new Set([
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'CERT_REJECTED',
-  'CERT_REVOKED',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_UNTRUSTED',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-  'HOSTNAME_MISMATCH',
-  'INVALID_CA',
-  'INVALID_PURPOSE',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-]);
-
 /**
  * Why connecting failed, when retrying cannot help: the server refused our credentials,
  * we refused its certificate, it refused ours (a TLS alert), or TLS was asked of a server
@@ -115,19 +97,16 @@ export function connectRefusal(error: unknown, auth: string): string | undefined
   if (denied && !/timeout/i.test(denied.message)) {
     return `the server refused ${auth}: ${denied.message}`;
   }
-  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    const { code, reason } = e as { code?: unknown; reason?: unknown };
-    if (typeof code !== 'string') continue;
-    // OpenSSL's own words (`sslv3 alert bad certificate`), without its file and line.
-    const said = typeof reason === 'string' ? reason : e.message;
-    if (CERTIFICATE_REFUSED.has(code)) {
-      return `TLS: the server's certificate is not trusted (${e.message}; ca_file names the CA to trust)`;
-    }
-    if (/^ERR_SSL_.*ALERT/.test(code)) {
+  const tls = tlsRefusal(error);
+  switch (tls?.kind) {
+    case 'untrusted':
+    case 'wrong-host':
+      return `TLS: the server's certificate is not trusted (${tls.said}; ca_file names the CA to trust)`;
+    case 'client-certificate':
       // The server's alert: a client certificate missing (cert_file, key_file) or refused.
-      return `TLS: the server refused the connection (${said}; a server with verify: true needs cert_file and key_file)`;
-    }
-    if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_OSSL_')) return `TLS: ${said}`;
+      return `TLS: the server refused the connection (${tls.said}; a server with verify: true needs cert_file and key_file)`;
+    case 'other':
+      return `TLS: ${tls.said}`;
   }
   // The client's own check, before any handshake; it has no class or code of its own.
   const connection = causedBy(error, ConnectionError);

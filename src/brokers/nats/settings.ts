@@ -1,5 +1,4 @@
-import { ConfigError } from '../../common/errors.js';
-import { hostList, redactUrl } from '../../common/url.js';
+import { redactUrl } from '../../common/url.js';
 import { type BrokerUrlParams, settingsFromUrl } from '../url-params.js';
 import { type NatsAuth, readNatsAuth } from './auth.js';
 import { type NatsTls, readNatsTls } from './tls.js';
@@ -30,6 +29,8 @@ export interface NatsSettings {
   maxInFlight: number;
   /** `duplicate_window_s`: the server's dedup window, used only when creating the stream. Default 120. */
   duplicateWindowS: number;
+  /** `replicas`: copies of the stream a JetStream cluster keeps, used only when creating it. Default 1. */
+  replicas: number;
   /** `timeout_ms`: wait for one PubAck, for the connection handshake and for each stream request. Default 5000. */
   timeoutMs: number;
 }
@@ -42,7 +43,7 @@ const NAME_HINT = 'letters, digits, _ or -';
 /** The NATS broker's settings from its URL; every query parameter is read (and checked) here. */
 export function readNatsSettings(params: BrokerUrlParams): NatsSettings {
   const url = params.url;
-  const servers = natsServers(url, params.setting);
+  const servers = natsServers(params);
   const auth = readNatsAuth(params);
   const tls = readNatsTls(params);
   return {
@@ -55,6 +56,7 @@ export function readNatsSettings(params: BrokerUrlParams): NatsSettings {
     subjectPrefix: params.string('subject_prefix', 'edupulse', NAME, NAME_HINT),
     maxInFlight: params.integer('max_in_flight', 256, 1, 65_536),
     duplicateWindowS: params.integer('duplicate_window_s', 120, 1, 7 * 24 * 3600),
+    replicas: params.integer('replicas', 1, 1, 5),
     timeoutMs: params.integer('timeout_ms', 5000, 100, 120_000),
   };
 }
@@ -76,22 +78,10 @@ export function readNatsSourceSettings(params: BrokerUrlParams): NatsSourceSetti
   };
 }
 
-const SERVER = /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9._-]+)(?::(\d{1,5}))?$/;
-
-/** `host:port` of each server of the URL (hostList), port 4222 where none is written. */
-function natsServers(url: URL, setting: string): string[] {
-  if (url.host === '') return ['127.0.0.1:4222'];
-  return hostList(url).map((server) => {
-    const match = SERVER.exec(server);
-    const port = Number(match?.[2] ?? 4222);
-    if (!match || port < 1 || port > 65_535) {
-      throw new ConfigError(
-        setting,
-        `"${server}" is not a NATS server (expected host:port, several separated by commas)`,
-      );
-    }
-    return `${match[1]}:${port}`;
-  });
+/** `host:port` of each server of the URL, port 4222 where none is written. */
+function natsServers(params: BrokerUrlParams): string[] {
+  if (params.url.host === '') return ['127.0.0.1:4222'];
+  return params.servers(4222, 'a NATS server').map(({ host, port }) => `${host}:${port}`);
 }
 
 /** `nats://user:***@host:4222`: no query, no password, no token. */

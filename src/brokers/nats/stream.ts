@@ -11,7 +11,7 @@ import { captures } from './subjects.js';
 
 /** Creates the stream over `<subject_prefix>.>` if missing; else checks that it captures those subjects. */
 export async function ensureStream(nc: NatsConnection, settings: NatsSettings): Promise<void> {
-  const { stream, subjectPrefix, duplicateWindowS, timeoutMs, location } = settings;
+  const { stream, subjectPrefix, duplicateWindowS, replicas, timeoutMs, location } = settings;
   const subject = `${subjectPrefix}.>`;
   // What publish sends to; an existing stream over exactly these is fine too.
   const publishedTo = `${subjectPrefix}.*.*`;
@@ -19,8 +19,10 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
   try {
     jsm = await jetstreamManager(nc, { timeout: timeoutMs });
   } catch (error) {
+    // A cluster electing its leaders after losing a server answers like one without
+    // JetStream, for a few seconds: say both.
     throw new BrokerUnavailableError(
-      `NATS at ${location} has no JetStream (${errorMessage(error)}); start nats-server with -js`,
+      `JetStream at NATS ${location} did not answer (${errorMessage(error)}): a cluster electing its leader answers so for a few seconds; a server started without -js, always`,
       { cause: error },
     );
   }
@@ -31,6 +33,7 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
         name: stream,
         subjects: [subject],
         duplicate_window: nanos(duplicateWindowS * 1000),
+        num_replicas: replicas,
         description: 'EduPulse outbox events (CloudEvents, binary mode)',
       });
     } catch (error) {

@@ -11,6 +11,7 @@ import {
 import {
   type DeadLetterFilter,
   discardDeadLetters,
+  groupDeadLetters,
   listDeadLetters,
   purgeDeadLetters,
   retryDeadLetters,
@@ -33,6 +34,8 @@ interface FilterFlags {
   aggregateId?: string;
   since?: string;
   until?: string;
+  error?: string;
+  errorContains?: string;
   verbose?: boolean;
 }
 
@@ -52,7 +55,15 @@ function adminCommand(name: string, description: string, filters = true): Comman
       .option('--aggregate-type <type>', 'only dead letters of this aggregate type')
       .option('--aggregate-id <id>', 'only dead letters of this aggregate')
       .option('--since <time>', 'dead-lettered at or after: ISO 8601 time, or a duration ago (2h)')
-      .option('--until <time>', 'dead-lettered before: ISO 8601 time, or a duration ago (30m)');
+      .option('--until <time>', 'dead-lettered before: ISO 8601 time, or a duration ago (30m)')
+      .option(
+        '--error <text>',
+        'only dead letters whose last error is exactly this (a group of dead groups)',
+      )
+      .option(
+        '--error-contains <text>',
+        'only dead letters whose last error contains this text, in any case',
+      );
   }
   return command.addOption(settings.verbose());
 }
@@ -66,6 +77,8 @@ function parseFilter(flags: FilterFlags, ids: readonly string[] = []): DeadLette
     ...(flags.aggregateId !== undefined ? { aggregateId: flags.aggregateId } : {}),
     ...(flags.since !== undefined ? { since: parseTime('since', flags.since) } : {}),
     ...(flags.until !== undefined ? { until: parseTime('until', flags.until) } : {}),
+    ...(flags.error !== undefined ? { error: flags.error } : {}),
+    ...(flags.errorContains !== undefined ? { errorContains: flags.errorContains } : {}),
   };
 }
 
@@ -79,6 +92,14 @@ function parseConsumerFilter(
       'aggregate-type',
       'consumer dead letters are filtered by --aggregate-id (they keep no aggregate type)',
     );
+  }
+  for (const [flag, value] of [
+    ['error', flags.error],
+    ['error-contains', flags.errorContains],
+  ] as const) {
+    if (value !== undefined) {
+      throw new ConfigError(flag, "filters the outbox's dead letters, not a consumer's");
+    }
   }
   return {
     consumer: flags.consumer as string,
@@ -131,9 +152,41 @@ function bulkCommand(
     });
 }
 
+/** `dead groups`: the dead letters by event type and last error, as the console shows them. */
+function groupsCommand(): Command {
+  return adminCommand('groups', 'count dead letters by event type and last error, largest first')
+    .option('--json', 'print one JSON array instead of text')
+    .action(async (flags: FilterFlags & { json?: boolean }) => {
+      await execute(flags, async ({ logger }) => {
+        if (flags.consumer !== undefined) {
+          throw new ConfigError('consumer', "dead groups counts the outbox's dead letters");
+        }
+        const filter = parseFilter(flags);
+        return withCurrentSchema(flags, logger, async (db) => {
+          const groups = await groupDeadLetters(db, flags.schema, filter);
+          if (flags.json) {
+            process.stdout.write(`${jsonForTerminal(groups)}\n`);
+            return 0;
+          }
+          const lines = groups.map((g) =>
+            [String(g.count), g.eventType, g.firstDeadAt, g.lastDeadAt, g.error]
+              .map(escapeControl)
+              .join('  '),
+          );
+          process.stdout.write(lines.map((line) => `${line}\n`).join(''));
+          process.stderr.write(
+            `${groups.length} groups (count, event type, first and last dead-lettered, error); retry one with: dead retry --event-type <type> --error <error>\n`,
+          );
+          return 0;
+        });
+      });
+    });
+}
+
 export function deadCommand(): Command {
   return new Command('dead')
     .description('list, show, retry or discard dead letters (events that failed too often)')
+    .addCommand(groupsCommand())
     .addCommand(
       adminCommand('list', 'list dead letters, oldest first')
         .option('--limit <n>', 'at most this many (1-100000)', '100')

@@ -5,6 +5,7 @@ import type { Logger } from '../../common/logger.js';
 import { assertPeerInstalled, loadWithPeer, optionalPeers } from '../../common/peers.js';
 import { clip, escapeControl } from '../../common/text.js';
 import { redactUrl } from '../../common/url.js';
+import { isDatabaseUnavailable } from '../../db/connection-errors.js';
 import { pgDatabase } from '../../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startOpsServer } from '../../ops/server.js';
@@ -185,7 +186,8 @@ the lag is under --ready-max-lag-seconds; else 503 with the reasons, one per lin
 NATS over TLS with credentials: nats://host:4222[,host:4222…]?tls=true&ca_file=…[&cert_file=…&key_file=…]
 and one of user:pass@ (or user@ with password_file=…), token_file=…, nkey_file=…, creds_file=…
 (docs/operations.md, "NATS"); Kafka over TLS/SASL: kafka://user@host:9093?ca_file=…&sasl_mechanism=scram-sha-512&password_file=…
-(docs/operations.md, "Kafka").
+(docs/operations.md, "Kafka"); RabbitMQ over TLS: amqps://user@host:5671[,host:5671…]/vhost?ca_file=…[&cert_file=…&key_file=…]&password_file=…
+(docs/operations.md, "RabbitMQ").
 Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting (a broker refusing its configuration,
 a certificate or credentials included), unreachable database or schema behind; a broker that is
 down is waited for.`,
@@ -229,7 +231,19 @@ down is waited for.`,
               await server?.close();
               throw error;
             }));
-          await dispatcher.start();
+          await dispatcher.start().catch(async (error: unknown) => {
+            await site?.close();
+            await server?.close();
+            // Lost while starting (a server restart): the same as unreachable at start.
+            if (isDatabaseUnavailable(error)) {
+              throw new ConfigError(
+                'database-url',
+                `lost ${redactUrl(url)} while starting: ${errorMessage(error)}`,
+                { cause: error },
+              );
+            }
+            throw error;
+          });
           // The dispatcher logs its start and stop itself; the addresses are the CLI's to say.
           logger.info(
             { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },

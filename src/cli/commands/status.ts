@@ -60,7 +60,12 @@ retention plus the janitor's 10 minutes.`,
             ...(status.deadLetters > 0
               ? [`oldest dead letter: dead-lettered ${age(status.oldestDeadLetterAgeSeconds)} ago`]
               : []),
-            `dispatchers: ${status.dispatchers.length}`,
+            ...(status.consumerDeadLetters > 0
+              ? [
+                  `consumer dead letters: ${status.consumerDeadLetters} (dead list --consumer <name>)`,
+                ]
+              : []),
+            `dispatchers: ${status.dispatchers.length} (sharing ${status.partitions} partitions)`,
             ...status.dispatchers.map(
               (d) =>
                 `  pid ${d.pid}  ${escapeControl(d.name)}  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
