@@ -333,9 +333,10 @@ describe('the web console in Chromium', () => {
     const { page } = watched;
     await page.getByTestId('token-form').waitFor();
     expect(await page.getByTestId('pending').count()).toBe(0);
+    expect(await page.getByTestId('token-refused').count()).toBe(0);
     await page.getByTestId('token-input').fill('wrong');
     await page.getByTestId('token-submit').click();
-    await page.getByTestId('token-form').waitFor();
+    await page.getByTestId('token-refused').waitFor();
     await page.getByTestId('token-input').fill(token);
     await page.getByTestId('token-submit').click();
     await waitFor(

@@ -27,6 +27,9 @@ function setTokenNeeded(needed: boolean): void {
   for (const listener of listeners) listener(needed);
 }
 
+/** Whether this tab holds a token (so a 401 means the server refused it). */
+export const hasToken = () => sessionStorage.getItem(TOKEN_KEY) !== null;
+
 export function saveToken(token: string): void {
   sessionStorage.setItem(TOKEN_KEY, token);
   setTokenNeeded(false);

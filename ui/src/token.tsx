@@ -1,6 +1,6 @@
 /** Asks for the console's token after the API answered 401; keeps it for this tab only. */
 import { useState } from 'preact/hooks';
-import { saveToken } from './api.js';
+import { hasToken, saveToken } from './api.js';
 
 export function TokenForm() {
   const [token, setToken] = useState('');
@@ -14,6 +14,11 @@ export function TokenForm() {
       }}
     >
       <h2>Token required</h2>
+      {hasToken() && (
+        <p class="problem" role="alert" data-testid="token-refused">
+          The console refused the token this tab holds.
+        </p>
+      )}
       <p>
         This console is bound beyond loopback and answers only requests that carry its token (
         <code>--ui-token</code> or <code>OUTBOX_UI_TOKEN</code> where it was started). It is kept
