@@ -68,11 +68,14 @@ export function uniqueName(prefix = 't'): string {
   return `${prefix}${randomBytes(5).toString('hex')}`;
 }
 
-/** An admin client of `bootstrap`: by default the test Kafka, not the shared one on 9092. */
+/**
+ * An admin client of `bootstrap` (`host:port`, or several of a cluster separated by
+ * commas): by default the test Kafka, not the shared one on 9092.
+ */
 export function testAdmin(bootstrap: string = testKafka.bootstrap): Admin {
   return new Admin({
     clientId: 'edupulse-test-admin',
-    bootstrapBrokers: [bootstrap],
+    bootstrapBrokers: bootstrap.split(','),
     retries: 3,
     retryDelay: 250,
   });
@@ -98,6 +101,8 @@ export async function deleteTestResources(
 export interface ConsumedRecord {
   topic: string;
   partition: number;
+  /** Its offset in the partition: a record read twice (the reader restarted) has the same. */
+  offset: bigint;
   key: string;
   headers: Record<string, string>;
   value: string;
@@ -164,7 +169,7 @@ export function consumeTestTopics(
     const consumer = new Consumer({
       clientId: 'edupulse-test-consumer',
       groupId: `${groupPrefix}-${generation}`,
-      bootstrapBrokers: [bootstrap],
+      bootstrapBrokers: bootstrap.split(','),
       deserializers: stringDeserializers,
       maxWaitTime: 500,
       sessionTimeout: 10_000,
@@ -184,6 +189,7 @@ export function consumeTestTopics(
           onRecord({
             topic: message.topic,
             partition: message.partition,
+            offset: message.offset,
             key: message.key,
             headers: Object.fromEntries(message.headers),
             value: message.value,

@@ -8,30 +8,20 @@
  */
 import { randomUUID } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createOutbox } from '../../src/index.js';
-import { killChildren, spawnCli } from '../helpers/cli.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { expect, it } from 'vitest';
+import {
+  clusterDrainFixture,
+  DRAIN_EVENTS,
+  finishDrain,
+  printDrainSummary,
+  startDrain,
+  summarizeDrain,
+} from '../helpers/cluster-drain.js';
 import { consumeStream, withConnection } from '../helpers/nats-consumer.js';
-import { type PrivateNatsCluster, startNatsCluster } from '../helpers/nats-server.js';
-import { StepTaken } from '../helpers/outbox.js';
+import { startNatsCluster } from '../helpers/nats-server.js';
 import { waitFor } from '../helpers/wait.js';
 
-const EVENTS = 20_000;
-const WALKS = 200;
-
-let t: TestSchema;
-let cluster: PrivateNatsCluster;
-
-beforeAll(async () => {
-  [t, cluster] = await Promise.all([createPgTestSchema('nats_cluster'), startNatsCluster(3)]);
-});
-
-afterAll(async () => {
-  await killChildren();
-  await cluster?.destroy();
-  await t?.drop();
-});
+const fixture = clusterDrainFixture('nats_cluster', () => startNatsCluster(3));
 
 /** The stream's leader (n1, n2, n3) and how many messages it holds, as the cluster says. */
 async function streamState(url: string, stream: string) {
@@ -46,6 +36,7 @@ async function streamState(url: string, stream: string) {
 }
 
 it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past the dedup', async () => {
+  const { t, cluster } = fixture;
   const stream = `CLUSTER_${randomUUID().slice(0, 8).toUpperCase()}`;
   const prefix = `cl${randomUUID().slice(0, 8)}`;
   // JetStream places a replicated stream once the cluster has elected its meta leader and
@@ -66,28 +57,13 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
     { timeoutMs: 30_000, intervalMs: 500 },
   );
 
-  const outbox = createOutbox({ schema: t.schema });
-  const perWalk = EVENTS / WALKS;
-  for (let from = 0; from < perWalk; from += 10) {
-    await t.db.transaction((tx) =>
-      outbox.enqueue(
-        tx,
-        Array.from({ length: WALKS * 10 }, (_, i) =>
-          StepTaken.create({ walk: `w${i % WALKS}`, n: from + Math.floor(i / WALKS) }),
-        ),
-      ),
-    );
-  }
-
   // The dispatcher creates the stream, with three replicas.
   const broker = `${cluster.url}?stream=${stream}&subject_prefix=${prefix}&replicas=3&timeout_ms=2000`;
-  const run = spawnCli(['run', '--schema', t.schema, '--broker', broker, '--batch-size', '200'], {
-    env: { DATABASE_URL: PG_URL },
-  });
+  const run = await startDrain(t, broker);
   await run.waitFor('a third of the events in the stream', async () => {
     // Until the dispatcher has created it, the stream is not found.
     const state = await streamState(cluster.url, stream).catch(() => undefined);
-    return (state?.messages ?? 0) >= EVENTS / 3;
+    return (state?.messages ?? 0) >= DRAIN_EVENTS / 3;
   });
   const before = await streamState(cluster.url, stream);
   expect(before.replicas).toBe(3);
@@ -112,18 +88,7 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
     },
     60_000,
   );
-  await run.waitFor(
-    'the outbox drained',
-    async () => {
-      const { rows } = await t.db.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM "${t.schema}".outbox`,
-      );
-      return rows[0]?.n === 0;
-    },
-    90_000,
-  );
-  run.child.kill('SIGTERM');
-  expect((await run.exited).code).toBe(0);
+  await finishDrain(run, t);
 
   // JetStream's API may still be settling after the election: ask until it answers.
   let reader: Awaited<ReturnType<typeof consumeStream>> | undefined;
@@ -143,29 +108,10 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
   });
   await reader.close();
 
-  const ids = new Set<string>();
-  const lastStep = new Map<string, number>();
-  let outOfOrder = 0;
-  for (const message of reader.received) {
-    ids.add(message.attributes.id ?? '');
-    const { walk, n } = JSON.parse(message.body) as { walk: string; n: number };
-    if ((lastStep.get(walk) ?? -1) >= n) outOfOrder++;
-    lastStep.set(walk, n);
-  }
-  const summary = {
-    sent: EVENTS,
-    received: reader.received.length,
-    lost: EVENTS - ids.size,
-    outOfOrder,
-    duplicates: reader.received.length - ids.size,
-    recoverySeconds: Number(((recoveredAt - stoppedAt) / 1000).toFixed(1)),
-  };
-  console.log(
-    [
-      '| sent | received | lost | out of order | duplicates | recovery s |',
-      '|------|----------|------|--------------|------------|------------|',
-      `| ${Object.values(summary).join(' | ')} |`,
-    ].join('\n'),
+  const summary = summarizeDrain(
+    reader.received.map((message) => ({ id: message.attributes.id ?? '', body: message.body })),
+    recoveredAt - stoppedAt,
   );
-  expect(summary).toMatchObject({ received: EVENTS, lost: 0, outOfOrder: 0, duplicates: 0 });
+  printDrainSummary(summary);
+  expect(summary).toMatchObject({ received: DRAIN_EVENTS, lost: 0, outOfOrder: 0, duplicates: 0 });
 });
