@@ -64,7 +64,8 @@ it('installs with only the peers a NATS producer needs, type-checks strictly, an
   expect(existsSync(join(ROOT, 'dist/index.js')), 'dist/ is built (npm run build)').toBe(true);
   pg = await createPgTestSchema('package', { migrate: false });
 
-  // The tarball: the compiled package, its migrations, docs and examples; nothing else.
+  // The tarball: the compiled package, its migrations, the console page, docs and examples;
+  // nothing else (the README's screenshots stay in the repository).
   const pack = await sh(
     'npm',
     ['pack', '--json', '--ignore-scripts', '--pack-destination', dir],
@@ -84,9 +85,15 @@ it('installs with only the peers a NATS producer needs, type-checks strictly, an
       'dist/index.js',
       'dist/index.d.ts',
       'dist/db/migrations/0001_outbox.sql',
+      'dist/ui/index.html',
     ]),
   );
-  expect(files.filter((path) => /^(src|test|bench|dist\/bench)\/|\.map$/.test(path))).toEqual([]);
+  expect(files.filter((path) => /^dist\/ui\/assets\/index-[\w-]+\.js$/.test(path))).toHaveLength(1);
+  expect(
+    files.filter((path) =>
+      /^(src|test|bench|ui|dist\/bench|docs\/screenshots)\/|\.map$/.test(path),
+    ),
+  ).toEqual([]);
 
   const app = join(dir, 'app');
   mkdirSync(app);

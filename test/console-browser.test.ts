@@ -1,0 +1,479 @@
+/**
+ * The web console in a real headless Chromium (Debian's, driven by playwright-core) against
+ * `edupulse-outbox ui` and `run` processes, PostgreSQL and the real brokers: what an
+ * operator relies on when looking at the page. Every case has its own schema, stream or
+ * exchange, removed afterwards, so the file runs beside others and twice in a row.
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Browser } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { AMQP_URL, consumeExchange, deleteExchange, testExchange } from './helpers/amqp.js';
+import { type CliProcess, killChildren, runCli, spawnCli } from './helpers/cli.js';
+import {
+  launchChromium,
+  loggedPort,
+  screenshotDir,
+  shownNumber,
+  startConsole,
+  type WatchedPage,
+  watchedPage,
+} from './helpers/console.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+import { createStream, deleteStream } from './helpers/nats-consumer.js';
+import { waitFor } from './helpers/wait.js';
+
+const NATS_URL = 'nats://127.0.0.1:4222';
+
+let browser: Browser;
+let t: TestSchema;
+const cleanups: (() => Promise<unknown>)[] = [];
+const pages: WatchedPage[] = [];
+
+beforeAll(async () => {
+  browser = await launchChromium();
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+beforeEach(async () => {
+  t = await createPgTestSchema('console');
+});
+
+afterEach(async () => {
+  for (const { page } of pages.splice(0)) await page.close().catch(() => {});
+  await killChildren();
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+  await t.drop();
+});
+
+/** A page on `base` that is closed after the test, its requests and violations recorded. */
+async function open(base: string, hash = '#/'): Promise<WatchedPage> {
+  const watched = await watchedPage(browser);
+  pages.push(watched);
+  await watched.page.goto(`${base}/${hash}`);
+  return watched;
+}
+
+/** Every request stayed on the console's origin, and the page reported no CSP violation. */
+function expectSameOriginAndNoViolation(watched: WatchedPage, base: string): void {
+  const origin = new URL(base).origin;
+  expect(watched.requests.length).toBeGreaterThan(0);
+  expect(watched.requests.filter((url) => new URL(url).origin !== origin)).toEqual([]);
+  expect(watched.violations).toEqual([]);
+}
+
+interface Row {
+  id: string;
+  seq: string;
+  aggregate_id: string;
+  event_type: string;
+}
+
+/** `count` events by plain SQL, round-robin over `aggregates` `<prefix>-<i>`, in seq order. */
+async function insert(count: number, aggregates: number, eventType = 'lesson-published') {
+  const aggregateType = eventType === 'quiz-submitted' ? 'quiz' : 'lesson';
+  const { rows } = await t.db.query<Row>(
+    `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+     SELECT $1, $2 || '-' || (i % $3), $4, json_build_object('n', i, 'title', $5::text)
+     FROM generate_series(1, $6) i
+     RETURNING id::text, seq::text, aggregate_id, event_type`,
+    [aggregateType, aggregateType, aggregates, eventType, '<script>alert(1)</script>', count],
+  );
+  return rows;
+}
+
+async function tableCount(suffix: '' | '_dead_letter'): Promise<number> {
+  const { rows } = await t.db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM "${t.schema}".outbox${suffix}`,
+  );
+  return rows[0]?.n ?? -1;
+}
+
+/** `edupulse-outbox run` on the test's schema; SIGTERMed (and awaited) by `stop`. */
+function run(broker: string, ...args: string[]): CliProcess {
+  return spawnCli([
+    'run',
+    '--database-url',
+    PG_URL,
+    '--schema',
+    t.schema,
+    '--broker',
+    broker,
+    ...args,
+  ]);
+}
+
+async function stop(cli: CliProcess): Promise<void> {
+  cli.child.kill('SIGTERM');
+  const result = await cli.exited;
+  expect(result.code, result.stderr).toBe(0);
+}
+
+/** A fresh JetStream stream for the test (deleted after it); the broker URL publishing to it. */
+async function natsStream(): Promise<string> {
+  const prefix = `t${randomBytes(5).toString('hex')}`;
+  const stream = `T_${prefix}`;
+  await createStream(NATS_URL, stream, [`${prefix}.>`]);
+  cleanups.push(() => deleteStream(NATS_URL, stream));
+  return `${NATS_URL}?stream=${stream}&subject_prefix=${prefix}`;
+}
+
+/**
+ * Makes every pending event a dead letter the way production does: a dispatcher publishes
+ * to a RabbitMQ exchange that no queue is bound to (unroutable, refused), one attempt each.
+ */
+async function deadLetterAll(exchange: string): Promise<void> {
+  const expected = (await tableCount('')) + (await tableCount('_dead_letter'));
+  const refused = run(`${AMQP_URL}?exchange=${exchange}`, '--max-attempts', '1');
+  await refused.waitFor(
+    'every event dead-lettered',
+    async () => (await tableCount('_dead_letter')) === expected,
+    60_000,
+  );
+  await stop(refused);
+}
+
+describe('the web console in Chromium', () => {
+  it('shows the backlog falling during a live drain, without a reload', {
+    timeout: 180_000,
+  }, async () => {
+    const EVENTS = 20_000;
+    await insert(EVENTS, 500);
+    const ui = await startConsole(t.schema);
+    const watched = await open(ui.base);
+    const { page } = watched;
+    await waitFor(
+      'the page to show the backlog',
+      async () => (await shownNumber(page, 'pending')) === EVENTS,
+      {
+        timeoutMs: 15_000,
+      },
+    );
+    // A mark in this document: still there at the end means no reload happened.
+    await page.evaluate('window.sameDocument = true');
+
+    // Small batches, one at a time: the drain takes several of the page's 2 s polls.
+    const dispatcher = run(await natsStream(), '--batch-size', '20', '--batches-in-flight', '1');
+    const shown: number[] = [EVENTS];
+    const shots = screenshotDir();
+    cleanups.push(async () => shots.remove());
+    let shot = false;
+    await dispatcher.waitFor(
+      'the page to show 0 pending',
+      async () => {
+        const pending = await shownNumber(page, 'pending');
+        if (pending !== shown.at(-1)) shown.push(pending);
+        // The overview's picture: mid-drain, the backlog chart falling.
+        if (!shot && pending > 0 && pending < EVENTS / 2) {
+          shot = true;
+          await page.screenshot({ path: join(shots.dir, 'overview.png') });
+        }
+        return pending === 0;
+      },
+      120_000,
+    );
+    await stop(dispatcher);
+
+    expect(await tableCount('')).toBe(0);
+    // It fell through values between, never rose, and ended at 0: the page was live.
+    expect(shown.filter((n) => n > 0 && n < EVENTS).length, shown.join(' → ')).toBeGreaterThan(0);
+    expect(shown).toEqual([...shown].sort((a, b) => b - a));
+    expect(await page.evaluate('window.sameDocument')).toBe(true);
+    expect(await page.getByTestId('chart-backlog').isVisible()).toBe(true);
+    expectSameOriginAndNoViolation(watched, ui.base);
+  });
+
+  it('retries a dead-letter group by clicking; its events then reach the broker in order', {
+    timeout: 180_000,
+  }, async () => {
+    const exchange = testExchange();
+    cleanups.push(() => deleteExchange(exchange));
+    const lessons = await insert(200, 10);
+    const quizzes = await insert(30, 3, 'quiz-submitted');
+    await deadLetterAll(exchange);
+    expect(await tableCount('_dead_letter')).toBe(230);
+
+    const ui = await startConsole(t.schema);
+    const watched = await open(ui.base, '#/dead-letters');
+    const { page } = watched;
+    const groups = page.getByTestId('groups-row');
+    await waitFor('two groups', async () => (await groups.count()) === 2, { timeoutMs: 15_000 });
+    const lessonGroup = groups.filter({ hasText: 'lesson-published' });
+    expect(await lessonGroup.textContent()).toContain('200');
+    await lessonGroup.getByTestId('group-open').click();
+    // The group's dead letters (the first hundred): the lesson events, no others.
+    const rows = page.getByTestId('letters-row');
+    await waitFor('the group listed', async () => (await rows.count()) === 100, {
+      timeoutMs: 15_000,
+    });
+    const lessonIds = new Set(lessons.map((row) => row.id));
+    const listed = await rows.evaluateAll((all) =>
+      all.map((row) => row.querySelector('a')?.textContent),
+    );
+    expect(listed.filter((id) => !lessonIds.has(id ?? ''))).toEqual([]);
+
+    await page.getByTestId('retry-group').click();
+    await page.getByTestId('confirm').waitFor();
+    // Nothing moves before the confirm.
+    expect(await tableCount('')).toBe(0);
+    await page.getByTestId('confirm-yes').click();
+    await page.getByTestId('touched').waitFor();
+    expect(await page.getByTestId('touched').textContent()).toBe('Retried 200 dead letters.');
+    expect(await tableCount('')).toBe(200);
+    // The other group stays dead, and the page says so.
+    expect(await tableCount('_dead_letter')).toBe(30);
+    await waitFor('one group left', async () => (await groups.count()) === 1, {
+      timeoutMs: 10_000,
+    });
+    expect(await groups.first().textContent()).toContain('quiz-submitted');
+
+    // Now a queue is bound: a dispatcher publishes the retried events, and RabbitMQ's own
+    // client, not this project's code, reads them back.
+    const consumer = await consumeExchange(exchange, '#');
+    cleanups.push(() => consumer.close());
+    const dispatcher = run(`${AMQP_URL}?exchange=${exchange}`);
+    await dispatcher.waitFor(
+      '200 events at the consumer',
+      () => consumer.received.length >= 200,
+      60_000,
+    );
+    await stop(dispatcher);
+
+    const order = new Map<string, string[]>();
+    for (const message of consumer.received) {
+      const subject = message.attributes.subject ?? '';
+      const ids = order.get(subject) ?? [];
+      if (!ids.includes(message.dedupId)) ids.push(message.dedupId);
+      order.set(subject, ids);
+    }
+    const expected = new Map<string, string[]>();
+    for (const row of lessons)
+      expected.set(row.aggregate_id, [...(expected.get(row.aggregate_id) ?? []), row.id]);
+    expect(order).toEqual(expected);
+    const quizIds = new Set(quizzes.map((row) => row.id));
+    expect(consumer.received.filter((message) => quizIds.has(message.dedupId))).toEqual([]);
+    expect(await tableCount('')).toBe(0);
+    expectSameOriginAndNoViolation(watched, ui.base);
+  });
+
+  it('served by run --ui-port, shows its broker and the commit → ack latency', {
+    timeout: 120_000,
+  }, async () => {
+    const dispatcher = run(await natsStream(), '--ui-port', '0');
+    let port = 0;
+    await dispatcher.waitFor('the console', () => {
+      port = loggedPort(dispatcher, 'serving the console');
+      return port > 0;
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const watched = await open(base);
+    const { page } = watched;
+    const broker = page.getByTestId('broker');
+    await waitFor(
+      'the broker figure',
+      async () => /nats: connected/.test((await broker.textContent()) ?? ''),
+      {
+        timeoutMs: 15_000,
+      },
+    );
+    // Events keep coming for a few samples: each sample holds the latency of what it saw published.
+    let inserted = 0;
+    await waitFor(
+      'the latency chart',
+      async () => {
+        if (inserted < 2000) inserted += (await insert(100, 10)).length;
+        return (await page.getByTestId('chart-latency').count()) === 1;
+      },
+      { timeoutMs: 30_000, intervalMs: 300 },
+    );
+    expect(await page.getByTestId('chart-latency-absent').count()).toBe(0);
+    await waitFor('everything published', async () => (await tableCount('')) === 0, {
+      timeoutMs: 30_000,
+    });
+    await waitFor(
+      "the dispatcher's count",
+      async () =>
+        new RegExp(`${inserted.toLocaleString('en-US')} published`).test(
+          (await broker.textContent()) ?? '',
+        ),
+      {
+        timeoutMs: 10_000,
+      },
+    );
+    await stop(dispatcher);
+    expectSameOriginAndNoViolation(watched, base);
+  });
+
+  it('bound beyond loopback, refuses API requests without the token and asks for it', {
+    timeout: 60_000,
+  }, async () => {
+    const token = randomBytes(16).toString('hex');
+    const refused = await runCli(
+      ['ui', '--database-url', PG_URL, '--schema', t.schema, '--port', '0', '--host', '0.0.0.0'],
+      {
+        timeoutMs: 15_000,
+      },
+    );
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('ui-token');
+
+    await insert(7, 7);
+    const ui = await startConsole(t.schema, ['--host', '0.0.0.0'], { OUTBOX_UI_TOKEN: token });
+    const api = `${ui.base}/api/overview`;
+    expect((await fetch(api)).status).toBe(401);
+    expect((await fetch(api, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
+    expect((await fetch(api, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+    // The page itself carries no data and is served without the token.
+    expect((await fetch(`${ui.base}/`)).status).toBe(200);
+
+    const watched = await open(ui.base);
+    const { page } = watched;
+    await page.getByTestId('token-form').waitFor();
+    expect(await page.getByTestId('pending').count()).toBe(0);
+    expect(await page.getByTestId('token-refused').count()).toBe(0);
+    await page.getByTestId('token-input').fill('wrong');
+    await page.getByTestId('token-submit').click();
+    await page.getByTestId('token-refused').waitFor();
+    await page.getByTestId('token-input').fill(token);
+    await page.getByTestId('token-submit').click();
+    await waitFor(
+      'the overview with the token',
+      async () => (await page.getByTestId('pending').count()) === 1,
+      {
+        timeoutMs: 10_000,
+      },
+    );
+    expect(await shownNumber(page, 'pending')).toBe(7);
+    // Another page of the console in the same tab uses the kept token.
+    await page.getByTestId('nav-partitions').click();
+    await page.getByTestId('partition-grid').waitFor();
+    // The token travelled in a header only: never in a URL.
+    expect(watched.requests.filter((url) => url.includes(token))).toEqual([]);
+    expectSameOriginAndNoViolation(watched, ui.base);
+  });
+
+  it('every page stays on its own origin with no CSP violation, untrusted text shown as text (screenshots)', {
+    timeout: 180_000,
+  }, async () => {
+    const shots = screenshotDir();
+    cleanups.push(async () => shots.remove());
+    const exchange = testExchange();
+    cleanups.push(() => deleteExchange(exchange));
+    const dead = await insert(40, 8);
+    await insert(12, 4, 'quiz-submitted');
+    await deadLetterAll(exchange);
+    // An error text that would run script if the page pasted it as HTML.
+    const hostile = '<img src=x onerror="window.pwned=1"> broker said no';
+    await t.db.query(
+      `UPDATE "${t.schema}".outbox_dead_letter SET last_error = $1 WHERE event_type = 'quiz-submitted'`,
+      [hostile],
+    );
+    // A backlog, held by two dispatchers whose broker refuses it (retried later, not dead).
+    await insert(3000, 300);
+    const holders = [1, 2].map(() =>
+      run(
+        `${AMQP_URL}?exchange=${exchange}`,
+        '--max-attempts',
+        '1000',
+        '--retry-base-delay-ms',
+        '60000',
+      ),
+    );
+    const ui = await startConsole(t.schema);
+    const watched = await open(ui.base);
+    const { page } = watched;
+    const overview = async () =>
+      (await (await fetch(`${ui.base}/api/overview`)).json()) as {
+        status: { partitions: number; dispatchers: { partitions: number[] }[] };
+      };
+    await waitFor(
+      'two dispatchers sharing the partitions',
+      async () => {
+        const { status } = await overview();
+        const owned = status.dispatchers.reduce((sum, d) => sum + d.partitions.length, 0);
+        return status.dispatchers.length === 2 && owned === status.partitions;
+      },
+      { timeoutMs: 30_000 },
+    );
+
+    await waitFor(
+      'the overview figures',
+      async () => (await shownNumber(page, 'pending')) === 3000,
+      { timeoutMs: 10_000 },
+    );
+    expect(await shownNumber(page, 'dead-letters')).toBe(52);
+    expect(await shownNumber(page, 'dispatchers')).toBe(2);
+    expect(await page.getByTestId('broker').textContent()).toContain('not known');
+    expect(await page.getByTestId('chart-latency-absent').textContent()).toContain('run --ui-port');
+
+    await page.getByTestId('nav-partitions').click();
+    const { status } = await overview();
+    const cells = page.getByTestId('partition');
+    await waitFor('every partition', async () => (await cells.count()) === status.partitions, {
+      timeoutMs: 10_000,
+    });
+    // Each partition in its owner's colour: as many colours as dispatchers, none unowned.
+    const classes = await cells.evaluateAll((all) => all.map((cell) => cell.className));
+    expect(new Set(classes.map((c) => /owner-\d/.exec(c)?.[0])).size).toBe(2);
+    expect(classes.filter((c) => c.includes('unowned'))).toEqual([]);
+    await page.screenshot({ path: join(shots.dir, 'partitions.png') });
+
+    // With the dispatchers gone, the partitions with a backlog have no owner: stuck, and shown so.
+    for (const holder of holders) await stop(holder);
+    await waitFor(
+      'stuck partitions shown',
+      async () => (await page.locator('[data-state="stuck"]').count()) > 0,
+      {
+        timeoutMs: 10_000,
+      },
+    );
+
+    await page.getByTestId('nav-dead-letters').click();
+    const groups = page.getByTestId('groups-row');
+    await waitFor('two groups', async () => (await groups.count()) === 2, { timeoutMs: 10_000 });
+    const hostileGroup = groups.filter({ hasText: 'quiz-submitted' });
+    expect(await hostileGroup.textContent()).toContain(hostile);
+    await groups.filter({ hasText: 'lesson-published' }).getByTestId('group-open').click();
+    await page.getByTestId('letters-row').first().waitFor();
+    await page.getByTestId('select').nth(1).check();
+    await page.screenshot({ path: join(shots.dir, 'dead-letters.png') });
+
+    const first = dead[0] as Row;
+    await page.getByRole('link', { name: first.id }).click();
+    await page.getByTestId('detail-payload').waitFor();
+    expect(JSON.parse((await page.getByTestId('detail-payload').textContent()) ?? '')).toEqual({
+      n: 1,
+      title: '<script>alert(1)</script>',
+    });
+    expect(await page.getByTestId('detail-type').textContent()).toBe('lesson-published');
+    await page.screenshot({ path: join(shots.dir, 'dead-letter.png') });
+
+    await page.getByTestId('nav-search').click();
+    await page.getByTestId('search-input').fill(first.aggregate_id ?? '');
+    await page.getByTestId('search-submit').click();
+    await page.getByTestId('search-dead').waitFor();
+    // Its dead letters (5 of the 40 over 8 aggregates) and its pending events (10 of 3,000 over 300).
+    expect(await page.getByTestId('search-dead').getByTestId('search-dead-row').count()).toBe(5);
+    expect(await page.getByTestId('search-pending').getByTestId('search-pending-row').count()).toBe(
+      10,
+    );
+    await page.screenshot({ path: join(shots.dir, 'search.png') });
+
+    // Untrusted text stayed text: no element was made from it, no script ran.
+    expect(await page.evaluate('window.pwned')).toBeUndefined();
+    expect(await page.locator('img').count()).toBe(0);
+    expectSameOriginAndNoViolation(watched, ui.base);
+
+    // The recorder does see a violation when there is one: an inline script is refused.
+    await page.evaluate(
+      "document.body.append(Object.assign(document.createElement('script'), { textContent: 'window.inline = 1' }))",
+    );
+    await waitFor('the violation reported', () => watched.violations.length > 0, {
+      timeoutMs: 5000,
+    });
+    expect(await page.evaluate('window.inline')).toBeUndefined();
+  });
+});

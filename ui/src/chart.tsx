@@ -1,0 +1,61 @@
+/** A uPlot line chart over time, updated in place as new samples arrive. */
+import 'uplot/dist/uPlot.min.css';
+import { useEffect, useRef } from 'preact/hooks';
+import uPlot from 'uplot';
+
+export interface Series {
+  label: string;
+  /** A class-free colour: uPlot draws on a canvas. */
+  stroke: string;
+}
+
+export function Chart(props: {
+  testid: string;
+  title: string;
+  unit: string;
+  series: Series[];
+  /** x: seconds since the epoch; then one array per series. */
+  data: [number[], ...(number | null)[][]];
+}) {
+  const box = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | undefined>(undefined);
+  const { series, unit } = props;
+  useEffect(() => {
+    if (!box.current) return;
+    const chart = new uPlot(
+      {
+        width: Math.max(box.current.clientWidth, 300),
+        height: 180,
+        legend: { show: true },
+        scales: { y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+        axes: [{}, { label: unit, size: 60 }],
+        series: [
+          {},
+          ...series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, spanGaps: false })),
+        ],
+      },
+      [[]],
+      box.current,
+    );
+    plot.current = chart;
+    const onResize = () => {
+      if (box.current)
+        chart.setSize({ width: Math.max(box.current.clientWidth, 300), height: 180 });
+    };
+    addEventListener('resize', onResize);
+    return () => {
+      removeEventListener('resize', onResize);
+      chart.destroy();
+      plot.current = undefined;
+    };
+  }, [series, unit]);
+  useEffect(() => {
+    plot.current?.setData(props.data as uPlot.AlignedData);
+  }, [props.data]);
+  return (
+    <section class="chart" data-testid={props.testid}>
+      <h3>{props.title}</h3>
+      <div ref={box} />
+    </section>
+  );
+}

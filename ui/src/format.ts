@@ -1,0 +1,27 @@
+/** How figures read on the page. */
+
+export const count = (n: number) => n.toLocaleString('en-US');
+
+/** An age in seconds as `42 s`, `3 min 5 s`, `2 h 10 min`, `3 d 4 h`. */
+export function age(seconds: number): string {
+  const s = Math.floor(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86_400)} d ${Math.floor((s % 86_400) / 3600)} h`;
+}
+
+/** An instant as `2026-12-02 10:04:20`, in UTC so every operator reads the same. */
+export function time(iso: string): string {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toISOString().slice(0, 19).replace('T', ' ');
+}
+
+/** The payload indented when it is JSON, else as written. */
+export function prettyJson(text: string): string {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}
