@@ -180,11 +180,15 @@ export async function retryDeadLetters(
 ): Promise<string[]> {
   assertNarrowed(filter, options.all === true, 'retry');
   const sql = statements(schema);
-  return db.transaction(async (tx) => {
+  const ids = await db.transaction(async (tx) => {
     await tx.query(sql.deadLetterKeepSeq);
     const { rows } = await tx.query<{ id: string }>(sql.deadLetterRetry, filterValues(filter));
     return rows.map((row) => row.id);
   });
+  // Committed: now wake the dispatchers (a failure here only delays the publish until
+  // their next full look, 30 s at most).
+  if (ids.length > 0) await db.query(sql.deadLetterWake).catch(() => {});
+  return ids;
 }
 
 /** Deletes the matching dead letters for good. Returns their ids. */

@@ -23,10 +23,16 @@ export interface DeadLetterStatements {
   deadLetterShow: string;
   /**
    * Lets the insert trigger keep the seq a retried dead letter brings back (migration
-   * 0005), for this transaction only, and draws one seq so that the write sequence moves
-   * and the dispatchers' write probes wake them for it. Sent before deadLetterRetry.
+   * 0005), for this transaction only. Sent before deadLetterRetry.
    */
   deadLetterKeepSeq: string;
+  /**
+   * Draws one seq so that the write sequence moves and the dispatchers' write probes wake
+   * them for what a retry put back. Sent after the retry has committed: a move they see
+   * earlier sends them to claim rows not yet visible, and nothing would wake them again
+   * (a retried row announces no write bound, having its seq already).
+   */
+  deadLetterWake: string;
   /** The filter: moves the dead letters back into the outbox under their seq; their ids. */
   deadLetterRetry: string;
   /** The filter: deletes them; their ids. */
@@ -82,8 +88,9 @@ GROUP BY event_type, last_error ORDER BY count(*) DESC, min(dead_at) LIMIT 500`,
     deadLetterShow: `SELECT ${COLUMNS}, payload::text AS payload, headers::text AS headers
 FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
 
-    deadLetterKeepSeq: `SELECT set_config('edupulse_outbox.keep_seq', 'on', true),
-  nextval('${s}.outbox_write_seq'::regclass)`,
+    deadLetterKeepSeq: `SELECT set_config('edupulse_outbox.keep_seq', 'on', true)`,
+
+    deadLetterWake: `SELECT nextval('${s}.outbox_write_seq'::regclass)`,
 
     deadLetterRetry: `WITH moved AS (
   DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE}
