@@ -193,6 +193,11 @@ COMMIT;
 export async function assertSchemaCurrent(db: Executor, schema: string): Promise<void> {
   const status = await migrationStatus(db, schema);
   const current = status.applied.at(-1) ?? 0;
+  if (current === 0) {
+    throw new SchemaVersionError(
+      `schema "${schema}" holds no outbox tables: check the schema's name (--schema, OUTBOX_SCHEMA), or create them with \`edupulse-outbox migrate\``,
+    );
+  }
   if (status.pending.length > 0) {
     throw new SchemaVersionError(
       `schema "${schema}" is at version ${current}, this version of edupulse-outbox needs ${status.latest}: run \`edupulse-outbox migrate\``,

@@ -50,7 +50,7 @@ export function PartitionsPage() {
             {status.dispatchers.map((d, index) => (
               <li key={d.pid}>
                 <span class={`swatch owner-${index % COLOURS}`} />
-                {d.name} (pid {d.pid}): {count(d.partitions.length)} partitions
+                {d.name} (PostgreSQL backend {d.pid}): {count(d.partitions.length)} partitions
               </li>
             ))}
             <li>

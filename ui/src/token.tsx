@@ -20,9 +20,9 @@ export function TokenForm() {
         </p>
       )}
       <p>
-        This console is bound beyond loopback and answers only requests that carry its token (
-        <code>--ui-token</code> or <code>OUTBOX_UI_TOKEN</code> where it was started). It is kept
-        for this tab only.
+        This console answers only requests that carry its token, given where it was started (
+        <code>--ui-token</code>, <code>--ui-token-file</code> or <code>OUTBOX_UI_TOKEN</code>). It
+        is kept for this tab only.
       </p>
       <input
         type="password"

@@ -68,7 +68,7 @@ retention plus the janitor's 10 minutes.`,
             `dispatchers: ${status.dispatchers.length} (sharing ${status.partitions} partitions)`,
             ...status.dispatchers.map(
               (d) =>
-                `  pid ${d.pid}  ${escapeControl(d.name)}  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
+                `  ${escapeControl(d.name)}  (backend pid ${d.pid})  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
             ),
             ...section('pending by event type', status.pendingByEventType),
             ...section('pending by partition', status.pendingByPartition),
