@@ -405,6 +405,8 @@ describe('the web console in Chromium', () => {
       { timeoutMs: 10_000 },
     );
     expect(await shownNumber(page, 'dead-letters')).toBe(52);
+    // The retention at work shows as the oldest dead letter's age.
+    expect(await page.getByTestId('oldest-dead-letter').textContent()).toMatch(/^\d+ s ago$/);
     expect(await shownNumber(page, 'dispatchers')).toBe(2);
     expect(await page.getByTestId('broker').textContent()).toContain('not known');
     expect(await page.getByTestId('chart-latency-absent').textContent()).toContain('run --ui-port');

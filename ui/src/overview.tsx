@@ -92,6 +92,9 @@ export function OverviewPage() {
           <Figure label="Dead letters" testid="dead-letters" warn={s.deadLetters > 0}>
             <a href="#/dead-letters">{count(s.deadLetters)}</a>
           </Figure>
+          <Figure label="Oldest dead letter" testid="oldest-dead-letter">
+            {s.deadLetters > 0 ? `${age(s.oldestDeadLetterAgeSeconds)} ago` : '—'}
+          </Figure>
           <Figure
             label="Consumer dead letters"
             testid="consumer-dead-letters"
@@ -102,9 +105,10 @@ export function OverviewPage() {
           <Figure
             label="Dispatchers connected"
             testid="dispatchers"
-            warn={s.dispatchers.length === 0 && s.pending > 0}
+            warn={s.dispatchers.length === 0}
           >
             <a href="#/partitions">{count(s.dispatchers.length)}</a>
+            {s.dispatchers.length === 0 ? ' · none: nothing is published' : null}
           </Figure>
           <Figure label="Broker" testid="broker" text warn={o.dispatcher?.brokerHealthy === false}>
             <Broker overview={o} />
