@@ -1,10 +1,14 @@
 /**
  * Secrets are never printed: a secret is planted in every form a URL setting can carry it
  * (password, password containing an unencoded `/`, `?password=`, a NATS token as the
- * user, a password the server refuses, a secret query parameter, the environment), and
- * the whole output of every command and endpoint is swept for it, `--verbose` included.
+ * user, a password the server refuses, a secret query parameter, the environment, a file
+ * named by `password_file`/`token_file`, the console's token), and the whole output of
+ * every command and endpoint is swept for it, `--verbose` included.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type CliResult, killChildren, runCli, spawnCli } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
@@ -206,5 +210,109 @@ describe('secrets in broker URLs', () => {
     expect(demo.code).toBe(0);
     expect(demo.stderr).toContain('nats://***@127.0.0.1:4222');
     sweep('demo', demo);
+  });
+});
+
+describe('secrets in files, and the console token', () => {
+  let dir: string;
+  let file: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'secrets-'));
+    file = join(dir, 'secret');
+    writeFileSync(file, `${SECRET}\n`);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const FROM_FILES = {
+    database: () => ['--database-url', `${PG_URL}?password_file=${file}`, '--broker', 'log:'],
+    amqpRefused: () => [
+      '--database-url',
+      PG_URL,
+      '--broker',
+      `amqp://guest@127.0.0.1:5672?password_file=${file}`,
+    ],
+    natsPassword: () => [
+      '--database-url',
+      PG_URL,
+      '--broker',
+      `nats://edupulse@127.0.0.1:4222?password_file=${file}`,
+    ],
+    natsToken: () => [
+      '--database-url',
+      PG_URL,
+      '--broker',
+      `nats://127.0.0.1:4222?token_file=${file}`,
+    ],
+    kafkaSasl: () => [
+      '--database-url',
+      PG_URL,
+      '--broker',
+      `kafka://edupulse@127.0.0.1:9092?sasl_mechanism=scram-sha-512&password_file=${file}`,
+    ],
+  };
+
+  it.each(Object.keys(FROM_FILES) as (keyof typeof FROM_FILES)[])(
+    '%s: run prints no part of what the file holds',
+    async (name) => {
+      const result = await runCli(
+        [
+          'run',
+          '--schema',
+          t.schema,
+          '--retry-base-delay-ms',
+          '100',
+          '--verbose',
+          ...FROM_FILES[name](),
+        ],
+        { timeoutMs: 4000 },
+      );
+      sweep(`run (${name})`, result);
+    },
+  );
+
+  it('the console prints no part of its token, nor do its refusals', async () => {
+    const ui = spawnCli(
+      [
+        'ui',
+        '--schema',
+        t.schema,
+        '--port',
+        '0',
+        '--host',
+        '0.0.0.0',
+        '--ui-token-file',
+        file,
+        '--verbose',
+      ],
+      {
+        env: { DATABASE_URL: PG_URL },
+      },
+    );
+    let port = 0;
+    await ui.waitFor('the console', () => {
+      const line = ui.stderr.split('\n').find((l) => l.includes('serving the console'));
+      if (line) port = (JSON.parse(line) as { port: number }).port;
+      return port > 0;
+    });
+    let bodies = '';
+    for (const authorization of [undefined, `Bearer ${SECRET.slice(0, -1)}`, `Bearer ${SECRET}`]) {
+      const response = await fetch(`http://127.0.0.1:${port}/api/overview`, {
+        headers: authorization ? { authorization } : {},
+      });
+      bodies += `${response.status} ${await response.text()}\n`;
+    }
+    expect(bodies).toMatch(/^401 .*\n401 .*\n200 /s);
+    ui.child.kill('SIGTERM');
+    sweep('ui', await ui.exited);
+    expectNoSecret('the console', bodies);
+    // Too short a token is refused without being shown.
+    const short = await runCli(
+      ['ui', '--schema', t.schema, '--ui-token', SECRET.slice(0, 12), '--verbose'],
+      {
+        env: { DATABASE_URL: PG_URL },
+      },
+    );
+    expect(short.code).toBe(2);
+    expect(`${short.stdout}${short.stderr}`).not.toContain(SECRET.slice(0, 12));
   });
 });
