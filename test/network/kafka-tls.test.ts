@@ -233,6 +233,31 @@ describe('Kafka over TLS with a client certificate', () => {
   });
 });
 
+describe('a listener of the other kind', () => {
+  it('tls=true to a plain-text listener is exit 2 saying it answers in plain text', async () => {
+    const result = await cli(
+      runArgs(t.schema, kafkaUrl(kafka.plaintext, { ca_file: ca.certFile }, '')),
+    );
+    expect(result.code).toBe(2);
+    expect(errorLine(result)).toMatch(
+      /^edupulse-outbox: broker: kafka:\/\/127\.0\.0\.1:\d+: TLS: 127\.0\.0\.1:\d+ answers in plain text, not TLS \(give the port of an SSL or SASL_SSL listener/,
+    );
+  });
+
+  it('plain text to a TLS listener is exit 2 saying to add tls=true, with SASL too', async () => {
+    for (const [server, user, params] of [
+      [kafka.ssl, '', {}],
+      [kafka.saslSsl, USER, { password_file: passwordFile, sasl_mechanism: 'scram-sha-512' }],
+    ] as const) {
+      const result = await cli(runArgs(t.schema, kafkaUrl(server, params, user)));
+      expect({ server, code: result.code }).toEqual({ server, code: 2 });
+      expect(errorLine(result)).toMatch(
+        /^edupulse-outbox: broker: kafka:\/\/(outbox:\*\*\*@)?127\.0\.0\.1:\d+: 127\.0\.0\.1:\d+ speaks TLS, and the URL asks for plain text \(add tls=true/,
+      );
+    }
+  });
+});
+
 describe('the URL parameters', () => {
   it('name the parameter of a file that cannot be read, in one line, before connecting', async () => {
     const missing = join(ca.dir, 'missing.pem');

@@ -4,7 +4,8 @@
  * certificate or wants one (`cert_file`, `key_file`), SASL refuses the credentials or the
  * mechanism (the user, `password_file`, `sasl_mechanism`). Retrying cannot fix these, so
  * they become a ConfigError (the dispatcher stops, `run` exits 2) instead of an outage
- * retried for ever. A server that is down, restarting or unreachable is none of them.
+ * retried for ever. So does a listener of the other kind: TLS asked of a plain-text one,
+ * or the reverse. A server that is down, restarting or unreachable is none of them.
  */
 import { ConfigError } from '../../common/errors.js';
 import {
@@ -14,7 +15,7 @@ import {
 } from '../tls-refusal.js';
 import { errorTree } from './errors.js';
 import type { KafkaSettings } from './settings.js';
-import { probeTls } from './tls-probe.js';
+import { probeListenerKind, probeTls } from './tls-probe.js';
 
 /** How long the TLS probe may take: a refusal comes back at once. */
 const PROBE_TIMEOUT_MS = 5000;
@@ -31,17 +32,24 @@ export async function refusedSettingsError(
 ): Promise<ConfigError | undefined> {
   let refusal = refusedSettings(error, settings);
   const server = settings.bootstrapServers[0];
+  const timeoutMs = Math.min(settings.timeoutMs, PROBE_TIMEOUT_MS);
   if (!refusal && settings.tls && server) {
-    const probed = await probeTls(
-      server,
-      settings.tls,
-      settings.clientId,
-      Math.min(settings.timeoutMs, PROBE_TIMEOUT_MS),
-    );
+    const probed = await probeTls(server, settings.tls, settings.clientId, timeoutMs);
     if (probed) refusal = refusedSettings(probed, settings);
+  }
+  if (!refusal && server) {
+    const kind = await probeListenerKind(server, settings.tls, settings.clientId, timeoutMs);
+    if (kind) refusal = otherListenerKind(kind, server);
   }
   if (!refusal) return undefined;
   return new ConfigError(settings.setting, `${settings.location}: ${refusal}`, { cause: error });
+}
+
+/** The sentence for a listener that speaks the other way than the URL asks. */
+function otherListenerKind(kind: 'plain' | 'tls', server: string): string {
+  return kind === 'plain'
+    ? `TLS: ${server} answers in plain text, not TLS (give the port of an SSL or SASL_SSL listener, or drop tls=true, ca_file, cert_file and key_file)`
+    : `${server} speaks TLS, and the URL asks for plain text (add tls=true, with ca_file when a private CA signs the certificate, or give the port of a PLAINTEXT or SASL_PLAINTEXT listener)`;
 }
 
 /** Answers with which the server refuses SASL. */
