@@ -12,6 +12,10 @@
  * - `password_file`: the password is the file's content (one trailing newline dropped),
  *   so it need not be written into the URL or the environment. It is remembered as a
  *   secret: nothing printed shows it.
+ * - Several hosts (`postgres://a:5432,b:5432/db`) with `target_session_attrs` `any` (the
+ *   default: the first that accepts a connection), `read-write` or `primary` (the first
+ *   that takes writes), tried in order for every new connection — as libpq does, so a URL
+ *   listing a primary and its standby follows a failover (pg-hosts.ts).
  * - `pooler=session`: the dispatcher may run through this URL although it goes through a
  *   connection pooler, because the pooler pins one server session to each connection
  *   (PgBouncer's `pool_mode = session`). See checkSessionIsDirect.
@@ -23,14 +27,25 @@ import type pg from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
 import { ConfigError } from '../common/errors.js';
 import { readSecretFile, readSettingFile } from '../common/setting-files.js';
+import { hostList, parseUrl } from '../common/url.js';
 
 const SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
 const FILE_PARAMETERS = ['sslrootcert', 'sslcert', 'sslkey', 'password_file'] as const;
 const POOLER_MODES = ['none', 'session'] as const;
+const TARGET_SESSION_ATTRS = ['any', 'read-write', 'primary'] as const;
+
+export interface PgHost {
+  host: string;
+  port: number;
+}
 
 export interface PgConnectionSettings {
-  /** For pg.Client and pg.Pool. */
+  /** For pg.Client and pg.Pool: with the first host; see `hosts`. */
   config: pg.ClientConfig;
+  /** Every host of the URL in order (libpq's `host1:port1,host2:port2`). */
+  hosts: PgHost[];
+  /** `target_session_attrs=read-write` (or `primary`): only a server that takes writes. */
+  readWrite: boolean;
   /** `pooler=session` was given: a pooler that pins sessions stands between us and the server. */
   sessionPooler: boolean;
 }
@@ -40,14 +55,23 @@ export interface PgConnectionSettings {
  * (`database-url` in the CLI).
  */
 export function pgConnectionSettings(url: string, setting: string): PgConnectionSettings {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    // Not quoted: it may hold a password.
+  const parsed = parseUrl(url);
+  // Not quoted: it may hold a password.
+  if (!parsed) {
     throw new ConfigError(setting, 'is not a valid URL (expected postgres://user@host/database)');
   }
   const params = parsed.searchParams;
+  const hosts = serverList(setting, parsed);
+  const targetSessionAttrs = params.get('target_session_attrs') ?? 'any';
+  if (!(TARGET_SESSION_ATTRS as readonly string[]).includes(targetSessionAttrs)) {
+    throw new ConfigError(
+      setting,
+      `target_session_attrs="${targetSessionAttrs}" is not supported (use one of: ${TARGET_SESSION_ATTRS.join(', ')}; the outbox writes, so a standby will not do)`,
+    );
+  }
+  params.delete('target_session_attrs');
+  // The parser reads one host: the first; the connections choose among them (pg-hosts.ts).
+  parsed.host = `${hosts[0]?.host.includes(':') ? `[${hosts[0].host}]` : hosts[0]?.host}:${hosts[0]?.port}`;
 
   const sslmode = params.get('sslmode');
   if (sslmode !== null && !(SSL_MODES as readonly string[]).includes(sslmode)) {
@@ -103,7 +127,26 @@ export function pgConnectionSettings(url: string, setting: string): PgConnection
   }
   const config = toClientConfig(options);
   if (password !== undefined) config.password = password;
-  return { config, sessionPooler: pooler === 'session' };
+  return {
+    config,
+    sessionPooler: pooler === 'session',
+    hosts,
+    readWrite: targetSessionAttrs !== 'any',
+  };
+}
+
+/** The URL's hosts (`a:5432,b:5433`), each with its port or 5432. */
+function serverList(setting: string, url: URL): PgHost[] {
+  const hosts = hostList(url).map((server) => {
+    const match = /^(\[[^\]]*\]|[^:]*)(?::(\d*))?$/.exec(server);
+    const host = match?.[1]?.replace(/^\[(.*)\]$/, '$1') ?? '';
+    const port = match?.[2] ? Number(match[2]) : 5432;
+    if (!match || !host || !(port >= 1 && port <= 65535)) {
+      throw new ConfigError(setting, `"${server}" is not a host with an optional port (host:5432)`);
+    }
+    return { host, port };
+  });
+  return hosts;
 }
 
 interface SslOptions {

@@ -3,6 +3,7 @@ import pg from 'pg';
 import { ConfigError } from '../common/errors.js';
 import type { Database, DatabaseSession, TransactionExecutor } from './database.js';
 import { pgConnectionSettings } from './pg-config.js';
+import { hostChoosingClient } from './pg-hosts.js';
 
 export interface PgDatabaseOptions {
   /**
@@ -75,8 +76,10 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
   // to other clients' transactions) nor named prepared statements (which live in one server
   // session). Admin commands work through such a pooler; session() refuses it.
   const unpinned = new WeakSet<pg.ClientBase>();
+  const Client = hostChoosingClient(connection.hosts, connection.readWrite);
   const pool = new pg.Pool({
     ...config,
+    ...(Client ? { Client } : {}),
     onConnect: async (client) => {
       if (connection.sessionPooler || (await reachesServerDirectly(client))) {
         await client.query(SESSION_SETTINGS);
@@ -87,7 +90,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
   });
   // Without a listener an idle connection dropped by a server restart would crash the process.
   pool.on('error', (error) => options.onIdleError?.(error));
-  const sessionOptions = { setting, sessionPooler: connection.sessionPooler };
+  const sessionOptions = { setting, sessionPooler: connection.sessionPooler, Client };
   const dedicated = new Set<pg.Client>();
 
   return {
@@ -233,9 +236,13 @@ async function openSession(
   config: pg.ClientConfig,
   open: Set<pg.Client>,
   purpose: string,
-  options: { setting: string; sessionPooler: boolean },
+  options: {
+    setting: string;
+    sessionPooler: boolean;
+    Client: (new (config?: pg.ClientConfig) => pg.Client) | undefined;
+  },
 ): Promise<{ client: pg.Client; session: DatabaseSession }> {
-  const client = new pg.Client(config);
+  const client = new (options.Client ?? pg.Client)(config);
   open.add(client);
   let lost: ((error: Error) => void) | undefined;
   let ended = false;
