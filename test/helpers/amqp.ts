@@ -56,38 +56,74 @@ export interface AmqpConsumer extends Consumer {
   readonly deliveries: ConsumeMessage[];
 }
 
+export interface ConsumeExchangeOptions {
+  /**
+   * A quorum queue instead of the exclusive classic one: replicated on every node of a
+   * cluster, so it outlives the loss of one. Quorum queues cannot be exclusive: this one
+   * is durable and named, and close() deletes it. With `leaderUrl`, it is declared through
+   * that server, which RabbitMQ then makes the queue's leader (its default leader locator
+   * is the declaring client's node).
+   */
+  quorum?: { leaderUrl?: string };
+}
+
 /**
  * Consumes everything routed to `exchange` with `pattern`, on an exclusive server-named
- * queue that goes with the connection. Declares the exchange as the broker does (durable
- * topic), since the consumer may start first. `url`: another server than the shared one.
+ * queue that goes with the connection (or a quorum queue). Declares the exchange as the
+ * broker does (durable topic), since the consumer may start first. `url`: another server
+ * than the shared one.
  */
 export async function consumeExchange(
   exchange: string,
   pattern: string,
   url = AMQP_URL,
+  { quorum }: ConsumeExchangeOptions = {},
 ): Promise<AmqpConsumer> {
   const connection = await amqp.connect(url);
   connection.on('error', () => {});
   const channel = await connection.createChannel();
+  const queue = quorum
+    ? await declareQuorumQueue(`${exchange}.quorum`, quorum.leaderUrl ?? url)
+    : (await channel.assertQueue('', { exclusive: true, autoDelete: true })).queue;
   await channel.assertExchange(exchange, 'topic', { durable: true });
-  const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true });
   await channel.bindQueue(queue, exchange, pattern);
   const received: ReceivedMessage[] = [];
   const deliveries: ConsumeMessage[] = [];
+  // A quorum queue's deliveries are acknowledged, so that those a leader change cuts off
+  // on the way are delivered again rather than counted as lost by the test.
+  if (quorum) await channel.prefetch(1000);
   await channel.consume(
     queue,
     (message) => {
       if (!message) return;
       deliveries.push(message);
       received.push(receivedMessage(message));
+      if (quorum) channel.ack(message);
     },
-    { noAck: true },
+    { noAck: !quorum },
   );
   return {
     received,
     deliveries,
     async close() {
+      if (quorum) await channel.deleteQueue(queue).catch(() => {});
       await connection.close().catch(() => {});
     },
   };
+}
+
+/** A durable quorum queue `name`, declared through a connection to `url`. */
+async function declareQuorumQueue(name: string, url: string): Promise<string> {
+  const connection = await amqp.connect(url);
+  connection.on('error', () => {});
+  try {
+    const channel = await connection.createChannel();
+    const { queue } = await channel.assertQueue(name, {
+      durable: true,
+      arguments: { 'x-queue-type': 'quorum' },
+    });
+    return queue;
+  } finally {
+    await connection.close().catch(() => {});
+  }
 }

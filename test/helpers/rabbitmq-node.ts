@@ -4,11 +4,12 @@
  * a scratch directory for its configuration, database, logs and Erlang cookie; no
  * plugins. One user (`default_user`), allowed from anywhere. With `tls`, an AMQPS listener
  * with the given certificate that verifies client certificates against the CA (and, with
- * `requireClientCertificate`, refuses clients without one). `stop()` stops the node, kills
- * what is left of it and removes the directory.
+ * `requireClientCertificate`, refuses clients without one). With `cookie`, the Erlang cookie
+ * it shares with the other members of a cluster (rabbitmq-cluster.ts). `stop()` stops the
+ * node, kills what is left of it and removes the directory.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -31,6 +32,11 @@ export interface RabbitNodeOptions {
     keyFile: string;
     requireClientCertificate: boolean;
   };
+  /**
+   * The Erlang cookie: nodes (and their rabbitmqctl) talk to each other only when they
+   * hold the same one. Absent, the node makes its own.
+   */
+  cookie?: string;
 }
 
 export interface RabbitNode {
@@ -44,11 +50,13 @@ export interface RabbitNode {
   url: string;
   /** `rabbitmqctl -n <name> <args>`: its stdout. */
   ctl(args: readonly string[]): Promise<string>;
+  /** SIGKILL to the node and its helpers: a crash, nothing handed over; waits for the exit. */
+  kill(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export async function startRabbitNode(options: RabbitNodeOptions): Promise<RabbitNode> {
-  const { user, password, tls } = options;
+  const { user, password, tls, cookie } = options;
   if (!/^[A-Za-z0-9-]+$/.test(user) || !/^[A-Za-z0-9-]+$/.test(password)) {
     throw new Error('startRabbitNode: user and password must be letters, digits and "-"');
   }
@@ -77,6 +85,12 @@ export async function startRabbitNode(options: RabbitNodeOptions): Promise<Rabbi
   writeFileSync(join(dir, 'rabbitmq.conf'), config.join('\n'));
   writeFileSync(join(dir, 'enabled_plugins'), '[].\n');
   writeFileSync(join(dir, 'rabbitmq-env.conf'), '');
+  if (cookie !== undefined) {
+    // Where the node and rabbitmqctl look for it ($HOME below); Erlang refuses a cookie
+    // file that others may read.
+    writeFileSync(join(dir, '.erlang.cookie'), cookie);
+    chmodSync(join(dir, '.erlang.cookie'), 0o400);
+  }
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     // The cookie the node and rabbitmqctl share is made in $HOME.
@@ -93,14 +107,14 @@ export async function startRabbitNode(options: RabbitNodeOptions): Promise<Rabbi
     RABBITMQ_CONF_ENV_FILE: join(dir, 'rabbitmq-env.conf'),
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: '-kernel inet_dist_use_interface {127,0,0,1}',
   };
-  // A process group of its own: the script runs the Erlang VM as its child, and kill()
+  // A process group of its own: the script runs the Erlang VM as its child, and killGroup()
   // below must reach both.
   const child: ChildProcess = spawn(bin('rabbitmq-server'), [], {
     env,
     stdio: ['ignore', 'ignore', 'ignore'],
     detached: true,
   });
-  const kill = () => {
+  const killGroup = () => {
     try {
       if (child.pid) process.kill(-child.pid, 'SIGKILL');
     } catch {
@@ -121,7 +135,7 @@ export async function startRabbitNode(options: RabbitNodeOptions): Promise<Rabbi
       await waitFor('the node to exit', () => exited, { timeoutMs: 15_000 }).catch(() => {});
     }
     // What the stop left behind (erl_child_setup, inet_gethost), or a node that did not stop.
-    kill();
+    killGroup();
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -143,6 +157,13 @@ export async function startRabbitNode(options: RabbitNodeOptions): Promise<Rabbi
     tlsPort: tls ? tlsPort : undefined,
     url: `amqp://${user}:${password}@127.0.0.1:${port}`,
     ctl,
+    async kill() {
+      killGroup();
+      // The script's exit, then the VM's: its listener goes with it.
+      await waitFor(`RabbitMQ node ${name} to exit`, async () => exited && !(await accepts(port)), {
+        timeoutMs: 15_000,
+      });
+    },
     stop,
   };
 }
