@@ -122,6 +122,15 @@ describe('secrets in database URLs', () => {
     expect(parameter.code).toBe(2);
     expect(parameter.stderr).toContain('password=***');
     sweep('an unreachable database, password as a parameter', parameter);
+    const hosts = await runCli([
+      'status',
+      '--database-url',
+      dbUnreachable.replace('127.0.0.1:1', '127.0.0.1:1,127.0.0.1:2'),
+      '--verbose',
+    ]);
+    expect(hosts.code).toBe(2);
+    expect(hosts.stderr).toContain('postgres:***@127.0.0.1:1,127.0.0.1:2');
+    sweep('an unreachable list of database hosts', hosts);
   });
 
   it('a running dispatcher logs the database URL without a password parameter', async () => {
