@@ -28,7 +28,10 @@ export const settings = {
       .env('OUTBOX_SCHEMA')
       .default('public'),
   broker: () =>
-    new Option('--broker <url>', 'where events go: log: (NDJSON CloudEvents on stdout)')
+    new Option(
+      '--broker <url>',
+      "where events go: nats://host:4222, amqp(s)://user@host/vhost, kafka://host:9092, or log: (NDJSON CloudEvents on stdout); docs/operations.md lists each URL's parameters",
+    )
       .env('OUTBOX_BROKER_URL')
       .default('log:'),
   source: () =>
