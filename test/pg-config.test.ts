@@ -121,4 +121,28 @@ describe('pgConnectionSettings', () => {
     expect(declared.config).not.toHaveProperty('pooler');
     expect(refusal('pooler=transaction').message).toMatch(/pooler="transaction" is not valid/);
   });
+
+  it('reads a list of hosts in order, each with its port or 5432, and target_session_attrs', () => {
+    const url = 'postgres://app:pw@db-a.internal:5433,db-b.internal,10.0.0.7:5434/shop';
+    const listed = pgConnectionSettings(`${url}?target_session_attrs=read-write`, 'database-url');
+    expect(listed.hosts).toEqual([
+      { host: 'db-a.internal', port: 5433 },
+      { host: 'db-b.internal', port: 5432 },
+      { host: '10.0.0.7', port: 5434 },
+    ]);
+    expect(listed.readWrite).toBe(true);
+    // The first host is the client's until the connection chooses; the rest reads as usual.
+    expect(listed.config).toMatchObject({ host: 'db-a.internal', port: 5433, database: 'shop' });
+    expect(listed.config).not.toHaveProperty('target_session_attrs');
+    expect(pgConnectionSettings(BASE, 'database-url')).toMatchObject({
+      hosts: [{ host: 'db.internal', port: 5433 }],
+      readWrite: false,
+    });
+    expect(refusal('target_session_attrs=standby').message).toMatch(
+      /target_session_attrs="standby" is not supported .*the outbox writes/,
+    );
+    expect(() => pgConnectionSettings('postgres://app@a:0,b:5432/shop', 'database-url')).toThrow(
+      /"a:0" is not a host with an optional port/,
+    );
+  });
 });

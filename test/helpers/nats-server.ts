@@ -209,8 +209,14 @@ export interface PrivateNatsCluster {
   destroy(): Promise<void>;
 }
 
-/** `size` private nats-servers routed into one JetStream cluster, each on ports of its own. */
-export async function startNatsCluster(size = 3): Promise<PrivateNatsCluster> {
+/**
+ * `size` private nats-servers routed into one JetStream cluster, each on ports of its own;
+ * with `tls`, each requires it of its clients (the routes between them stay plain).
+ */
+export async function startNatsCluster(
+  size = 3,
+  tls?: NatsServerOptions['tls'],
+): Promise<PrivateNatsCluster> {
   const ports = await Promise.all(Array.from({ length: size * 2 }, () => freePort()));
   const clientPorts = ports.slice(0, size);
   const routePorts = ports.slice(size);
@@ -219,6 +225,7 @@ export async function startNatsCluster(size = 3): Promise<PrivateNatsCluster> {
     clientPorts.map((port, i) =>
       startNatsServer({
         port,
+        ...(tls ? { tls } : {}),
         cluster: {
           name,
           serverName: `n${i + 1}`,

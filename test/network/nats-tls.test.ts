@@ -20,7 +20,11 @@ import { type CliResult, killChildren, runCli, spawnCli } from '../helpers/cli.j
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { consumeStream } from '../helpers/nats-consumer.js';
 import { mintOperator, type NatsOperator } from '../helpers/nats-jwt.js';
-import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
+import {
+  type PrivateNatsServer,
+  startNatsCluster,
+  startNatsServer,
+} from '../helpers/nats-server.js';
 import { lesson } from '../helpers/outbox.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -312,6 +316,27 @@ describe('NATS over TLS with authentication', () => {
     expect(errorLines(without)).toEqual([
       expect.stringMatching(/^edupulse-outbox: broker: cannot connect to NATS at .*: TLS: /),
     ]);
+  });
+
+  it('a cluster that wants a client certificate, none given: exit 2, not a start that never ends', async () => {
+    // The servers tell the client of each other (their cluster's client addresses), which
+    // kept its first connect going round them for ever.
+    const serverCert = ca.issue('nats-cluster', 'localhost', ['DNS:localhost', 'IP:127.0.0.1']);
+    const cluster = await startNatsCluster(2, {
+      certFile: serverCert.certFile,
+      keyFile: serverCert.keyFile,
+      caFile: ca.certFile,
+      verify: true,
+    });
+    try {
+      const without = await runWith(`${cluster.url}?ca_file=${encodeURIComponent(ca.certFile)}`);
+      expect(without.code).toBe(2);
+      expect(errorLines(without)).toEqual([
+        expect.stringMatching(/^edupulse-outbox: broker: cannot connect to NATS at .*: TLS: /),
+      ]);
+    } finally {
+      await cluster.destroy();
+    }
   });
 
   it('a server list whose first server is down: the client connects to one that answers', async () => {

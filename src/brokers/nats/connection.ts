@@ -30,40 +30,90 @@ export async function dialNats(settings: NatsSettings, name: string): Promise<Na
     // off and connecting again, so it is logged rather than hidden here.
     reconnect: true,
     maxReconnectAttempts: 20,
-    reconnectTimeWait: 500,
+    reconnectTimeWait: RECONNECT_WAIT_MS,
     // A half-open TCP connection is noticed within ~30 s instead of the default 4 minutes.
     pingInterval: 10_000,
     maxPingOut: 3,
     ...(settings.tls ? { tls: { ...settings.tls } } : {}),
     ...authOptions(settings.auth, setting),
   };
+  let error: unknown;
   try {
-    return await natsConnect(options);
-  } catch (error) {
-    const auth = describeAuth(settings.auth);
-    let refusal = connectRefusal(error, auth);
-    let cause = error;
-    if (refusal === undefined && error instanceof TimeoutError) {
-      // A server that ends the connection right after the TLS handshake (TLS 1.3 sends its
-      // verdict on our certificate then) leaves a reconnecting client waiting for a reply
-      // until it times out. One attempt without reconnecting shows what the server said.
-      const verdict = await attemptOnce(options);
-      refusal = verdict === undefined ? undefined : connectRefusal(verdict, auth);
-      if (refusal !== undefined) cause = verdict;
-    }
-    const message = `cannot connect to NATS at ${location}: ${refusal ?? errorMessage(error)}`;
-    throw refusal !== undefined
-      ? new ConfigError(setting, message, { cause })
-      : new BrokerUnavailableError(message, { cause: error });
+    return await firstConnect(options, Math.max(2 * timeoutMs, 5000));
+  } catch (caught) {
+    error = caught;
   }
+  const auth = describeAuth(settings.auth);
+  let refusal = connectRefusal(error, auth);
+  let cause = error;
+  if (refusal === undefined && error instanceof TimeoutError) {
+    // A server that ends the connection right after the TLS handshake (TLS 1.3 sends its
+    // verdict on our certificate then) leaves a reconnecting client waiting for a reply
+    // until it times out. One attempt without reconnecting shows what the server said.
+    const verdict = await attemptOnce(options);
+    refusal = verdict === undefined ? undefined : connectRefusal(verdict, auth);
+    if (refusal !== undefined) cause = verdict;
+  }
+  const message = `cannot connect to NATS at ${location}: ${refusal ?? errorMessage(error)}`;
+  throw refusal !== undefined
+    ? new ConfigError(setting, message, { cause })
+    : new BrokerUnavailableError(message, { cause: error });
 }
 
-/** The error of one connection attempt without reconnecting (2 s at most), or undefined. */
+const RECONNECT_WAIT_MS = 500;
+
+/**
+ * The client's first connect, given up after `deadlineMs` with a TimeoutError. Its own
+ * loop ends only when every server has failed once, but each server of a cluster that
+ * answers (then refuses us: a client certificate it wants) names the others again, so
+ * against a cluster it would go round them for ever, and a dispatcher would neither start
+ * nor stop. Given up, the loop is made to end at its next turn (its wait between servers
+ * throws), and a connection it makes meanwhile is closed.
+ */
+async function firstConnect(
+  options: NodeConnectionOptions,
+  deadlineMs: number,
+): Promise<NatsConnection> {
+  let abandoned = false;
+  const connecting = natsConnect({
+    ...options,
+    // The client's own wait between servers (the wait, plus up to 100 ms, or 1 s with
+    // TLS, of jitter), until given up.
+    reconnectDelayHandler: () => {
+      if (abandoned) throw new TimeoutError();
+      const jitter = options.tls ? 1000 : 100;
+      return RECONNECT_WAIT_MS + Math.floor(Math.random() * (jitter + 1));
+    },
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), deadlineMs);
+  });
+  try {
+    const connected = await Promise.race([connecting, deadline]);
+    if (connected) return connected;
+  } finally {
+    clearTimeout(timer);
+  }
+  abandoned = true;
+  connecting.then(
+    (late) => late.close().catch(() => {}),
+    () => {},
+  );
+  throw new TimeoutError();
+}
+
+/**
+ * The error of one connection attempt to the first server (2 s at most), without
+ * reconnecting or going on to the servers it names, or undefined when it connects.
+ */
 async function attemptOnce(options: NodeConnectionOptions): Promise<unknown> {
   try {
     const nc = await natsConnect({
       ...options,
       reconnect: false,
+      ignoreClusterUpdates: true,
+      noRandomize: true,
       timeout: Math.min(options.timeout ?? 2000, 2000),
     });
     await nc.close();
