@@ -8,7 +8,8 @@ import { hostChoosingClient } from './pg-hosts.js';
 export interface PgDatabaseOptions {
   /**
    * `postgres://user:pass@host:port/db`, read as libpq reads it: `sslmode`, `sslrootcert`,
-   * `sslcert`, `sslkey`, and `password_file` (see pg-config.ts; docs/operations.md).
+   * `sslcert`, `sslkey`, `password_file`, several hosts (`a:5432,b:5432`) and
+   * `target_session_attrs` (see pg-config.ts; docs/operations.md).
    */
   connectionString: string;
   /** The setting the connection string came from, named in errors. Default `connectionString`. */
