@@ -463,6 +463,14 @@ describe('the web console in Chromium', () => {
       10,
     );
     await page.screenshot({ path: join(shots.dir, 'search.png') });
+    expect(await page.getByTestId('search-nothing').count()).toBe(0);
+    // An id found nowhere (a published event is no longer kept) says why.
+    await page.getByTestId('search-input').fill('00000000-0000-4000-8000-000000000000');
+    await page.getByTestId('search-submit').click();
+    await page.getByTestId('search-nothing').waitFor();
+    expect(await page.getByTestId('search-nothing').textContent()).toContain(
+      'An event leaves the outbox once the broker has acknowledged it',
+    );
 
     // Untrusted text stayed text: no element was made from it, no script ran.
     expect(await page.evaluate('window.pwned')).toBeUndefined();

@@ -39,6 +39,13 @@ export function SearchPage({ q }: { q: string }) {
         </button>
       </form>
       <Problem error={result.error} />
+      {r && r.pending.length + r.deadLetters.length + r.consumerDeadLetters.length === 0 && (
+        <p class="empty" data-testid="search-nothing">
+          Found nowhere here. An event leaves the outbox once the broker has acknowledged it, so an
+          event that was published, and that no consumer parked, is not kept: look for it on the
+          broker, or in a consumer's inbox table. Search takes a whole event id or aggregate id.
+        </p>
+      )}
       {r && (
         <>
           <h3>Pending in the outbox ({count(r.pending.length)})</h3>
