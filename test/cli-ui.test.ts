@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectNoSecretIn, killChildren, runCli, spawnCli } from './helpers/cli.js';
+import { loggedPort } from './helpers/console.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
 
 let t: TestSchema;
@@ -30,8 +31,7 @@ async function serving(args: string[], extraEnv: Record<string, string> = {}) {
   const child = spawnCli(args, { env: { ...env, ...extraEnv } });
   let port = 0;
   await child.waitFor('the console', () => {
-    const line = child.stderr.split('\n').find((l) => l.includes('serving the console'));
-    if (line) port = (JSON.parse(line) as { port: number }).port;
+    port = loggedPort(child, 'serving the console');
     return port > 0;
   });
   return { child, port };

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type CliResult, killChildren, runCli, spawnCli } from './helpers/cli.js';
+import { startConsole } from './helpers/console.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
 
 afterEach(killChildren);
@@ -280,29 +281,13 @@ describe('secrets in files, and the console token', () => {
   );
 
   it('the console prints no part of its token, nor do its refusals', async () => {
-    const ui = spawnCli(
-      [
-        'ui',
-        '--schema',
-        t.schema,
-        '--port',
-        '0',
-        '--host',
-        '0.0.0.0',
-        '--ui-token-file',
-        file,
-        '--verbose',
-      ],
-      {
-        env: { DATABASE_URL: PG_URL },
-      },
-    );
-    let port = 0;
-    await ui.waitFor('the console', () => {
-      const line = ui.stderr.split('\n').find((l) => l.includes('serving the console'));
-      if (line) port = (JSON.parse(line) as { port: number }).port;
-      return port > 0;
-    });
+    const { cli: ui, port } = await startConsole(t.schema, [
+      '--host',
+      '0.0.0.0',
+      '--ui-token-file',
+      file,
+      '--verbose',
+    ]);
     let bodies = '';
     for (const authorization of [undefined, `Bearer ${SECRET.slice(0, -1)}`, `Bearer ${SECRET}`]) {
       const response = await fetch(`http://127.0.0.1:${port}/api/overview`, {

@@ -71,7 +71,8 @@ export function pgConnectionSettings(url: string, setting: string): PgConnection
   }
   params.delete('target_session_attrs');
   // The parser reads one host: the first; the connections choose among them (pg-hosts.ts).
-  parsed.host = `${hosts[0]?.host.includes(':') ? `[${hosts[0].host}]` : hosts[0]?.host}:${hosts[0]?.port}`;
+  const [first] = hosts as [PgHost, ...PgHost[]];
+  parsed.host = `${first.host.includes(':') ? `[${first.host}]` : first.host}:${first.port}`;
 
   const sslmode = params.get('sslmode');
   if (sslmode !== null && !(SSL_MODES as readonly string[]).includes(sslmode)) {
@@ -137,7 +138,7 @@ export function pgConnectionSettings(url: string, setting: string): PgConnection
 
 /** The URL's hosts (`a:5432,b:5433`), each with its port or 5432. */
 function serverList(setting: string, url: URL): PgHost[] {
-  const hosts = hostList(url).map((server) => {
+  return hostList(url).map((server) => {
     const match = /^(\[[^\]]*\]|[^:]*)(?::(\d*))?$/.exec(server);
     const host = match?.[1]?.replace(/^\[(.*)\]$/, '$1') ?? '';
     const port = match?.[2] ? Number(match[2]) : 5432;
@@ -146,7 +147,6 @@ function serverList(setting: string, url: URL): PgHost[] {
     }
     return { host, port };
   });
-  return hosts;
 }
 
 interface SslOptions {
