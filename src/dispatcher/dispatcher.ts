@@ -102,6 +102,13 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private partitions: number | undefined;
   /** One per batch in flight: each claims from its own share of the owned partitions. */
   private lanes: Lane[] = [];
+  /**
+   * Between backlogs, lane 0 alone claims, from every owned partition; the others join
+   * (each over its share) when a claim comes back full, and leave when all are idle again.
+   * Steady traffic gives each claim a few events: one lane claiming where n would send
+   * n claims to the database for the same events, most of them finding nothing.
+   */
+  private solo = true;
 
   constructor(options: DispatcherOptions) {
     super();
@@ -109,9 +116,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     const { db, schema, rebalanceIntervalMs, logger, broker, publishTimeoutMs } = this.options;
     this.sql = statements(schema);
     this.link = new BrokerLink(broker, publishTimeoutMs, logger);
-    const wakeAll = () => {
-      for (const lane of this.lanes) lane.wakeup.wake();
-    };
+    const wakeAll = () => this.wakeForWrites();
     this.notifications = new Notifications(db, schema, logger, wakeAll);
     this.probe = new WriteProbe({
       db,
@@ -208,6 +213,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       this.stopping = false;
       const count = this.options.batchesInFlight;
       this.lanes = Array.from({ length: count }, (_, index) => new Lane(index, count));
+      this.solo = true;
       await this.ownership.start(await this.partitionCount());
       this.listen = this.options.notify && (await databaseWork(readProducerNotify(db, schema)));
       if (this.listen) await this.notifications.ensure();
@@ -300,12 +306,13 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         if (Date.now() - lane.lastFullScan >= pollIntervalMs) lane.cursor = FULL_SCAN;
         const from = lane.cursor;
         if (from === FULL_SCAN) lane.lastFullScan = Date.now();
-        const report = await this.dispatch(lane.share(this.ownership.partitions()), from);
+        const report = await this.dispatch(this.claimFrom(lane), from);
         if (failures > 0) logger.info({ after: failures }, 'dispatching again');
         failures = 0;
         if (report.claimed === batchSize) {
-          // More is probably waiting beyond this batch: go on from there.
+          // More is probably waiting beyond this batch: go on from there, with every lane.
           lane.cursor = nextSeq(report.lastSeq);
+          if (this.solo) this.spread();
         } else {
           lane.cursor = FULL_SCAN;
           // A short claim from the cursor: look once more from the start before sleeping.
@@ -314,6 +321,9 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
           // again until its retry time, so neither can make this spin.)
           if (from === FULL_SCAN && report.held === 0) {
             lane.enter('idle');
+            if (!this.solo && this.lanes.every((other) => other.health.state !== 'dispatching')) {
+              this.gather();
+            }
             await this.idle(lane, report);
           }
         }
@@ -327,6 +337,36 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       }
     }
     if (lane.health.state !== 'stopped') lane.enter('stopped');
+  }
+
+  /** The partitions `lane` claims from now: all owned ones for lane 0 alone, else its share. */
+  private claimFrom(lane: Lane): number[] {
+    const owned = this.ownership.partitions();
+    if (!this.solo) return lane.share(owned);
+    return lane.index === 0 ? owned : [];
+  }
+
+  /** New events were written: lane 0 looks when alone, else every lane. */
+  private wakeForWrites(): void {
+    for (const lane of this.solo ? this.lanes.slice(0, 1) : this.lanes) lane.wakeup.wake();
+  }
+
+  /** A backlog: every lane claims, each from its share. */
+  private spread(): void {
+    this.solo = false;
+    for (const lane of this.lanes) lane.wakeup.wake();
+  }
+
+  /**
+   * Every lane is idle: lane 0 takes every partition again. It looks at once, from the
+   * start, for what open writers held back in the others' shares.
+   */
+  private gather(): void {
+    this.solo = true;
+    const first = this.lanes[0];
+    if (!first) return;
+    first.cursor = FULL_SCAN;
+    first.wakeup.wake();
   }
 
   /**

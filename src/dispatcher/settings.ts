@@ -36,7 +36,7 @@ export const dispatcherSettings = {
     min: 1,
     max: 16,
     description:
-      'loops claiming and publishing side by side, each over its share of the partitions (1: one batch at a time)',
+      'loops claiming and publishing side by side during a backlog, each over its share of the partitions (1: one batch at a time)',
   },
   pollIntervalMs: {
     flag: 'poll-interval-ms',
