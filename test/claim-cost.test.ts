@@ -5,7 +5,7 @@
  * EXPLAIN (ANALYZE, BUFFERS), never timed.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { pgArray, statements } from '../src/db/sql/index.js';
+import { pgArray, type Statements, statements } from '../src/db/sql/index.js';
 import { createPgTestSchema, type TestSchema } from './helpers/db.js';
 
 const BATCH = 500;
@@ -35,11 +35,11 @@ function rowsTouched(node: PlanNode): number {
 }
 
 let t: TestSchema;
-let claim: string;
+let sql: Statements;
 
 beforeAll(async () => {
   t = await createPgTestSchema('claim_cost');
-  claim = statements(t.schema).outboxClaim;
+  sql = statements(t.schema);
   // Vacuum would tidy the dead rows away in the middle of the measurement.
   await t.db.query(`ALTER TABLE "${t.schema}".outbox SET (autovacuum_enabled = false)`);
   await t.db.query(
@@ -56,9 +56,12 @@ afterAll(async () => {
 
 async function measure(from = '0') {
   return t.db.transaction(async (tx) => {
+    // The horizon as the dispatcher reads it first: no writer open.
+    await tx.query(sql.outboxWriteLastSeq);
+    await tx.query(sql.outboxWriteBounds);
     const { rows } = await tx.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
-      `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${claim}`,
-      [BATCH, ALL, from, '9223372036854775807', '{}'],
+      `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql.outboxClaim}`,
+      [BATCH, ALL, from],
     );
     const plan = (rows[0] as { 'QUERY PLAN': [{ Plan: PlanNode }] })['QUERY PLAN'][0].Plan;
     // EXPLAIN ANALYZE really locked the rows; the transaction ends and releases them.

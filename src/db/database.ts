@@ -10,6 +10,17 @@ export interface TransactionExecutor extends Executor {
    * is used through `query`, then the usual COMMIT.
    */
   commitWith?(text: string): Promise<void>;
+  /**
+   * Optional: runs `before` (statements without parameters, separated by semicolons),
+   * then `text` with `values`, in this order and each in a snapshot of its own as
+   * separate queries would be, in one round trip; returns the rows of the last statement
+   * of `before` and those of `text`. Without it the dispatcher sends them one by one.
+   */
+  queryAfter?<B, R>(
+    before: string,
+    text: string,
+    values: readonly unknown[],
+  ): Promise<{ before: B[]; rows: R[] }>;
 }
 
 /** A connection of its own, kept open: session-level advisory locks live as long as it. */

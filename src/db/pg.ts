@@ -61,6 +61,23 @@ function preparedName(text: string): string {
   return name;
 }
 
+/**
+ * The values of a statement sent as `EXECUTE name(…)` inside a simple-protocol message,
+ * written in: only integers, and strings of digits or of an array of digits ('{0,1}'),
+ * which need no quoting rules. Undefined for anything else: then it goes with bound
+ * parameters.
+ */
+function digitLiterals(values: readonly unknown[]): string | undefined {
+  const literals: string[] = [];
+  for (const value of values) {
+    if (typeof value === 'number' && Number.isSafeInteger(value)) literals.push(String(value));
+    else if (typeof value === 'string' && /^(\d+|\{\d*(,\d+)*\})$/.test(value)) {
+      literals.push(`'${value}'`);
+    } else return undefined;
+  }
+  return literals.join(', ');
+}
+
 /** A `Database` over node-postgres: a pool for transactions, one extra connection per `listen`. */
 export function pgDatabase(options: PgDatabaseOptions): Database {
   const setting = options.setting ?? 'connectionString';
@@ -77,6 +94,29 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
   // to other clients' transactions) nor named prepared statements (which live in one server
   // session). Admin commands work through such a pooler; session() refuses it.
   const unpinned = new WeakSet<pg.ClientBase>();
+  /** Per connection, the statements prepared with SQL PREPARE (see queryAfter). */
+  const sqlPrepared = new WeakMap<pg.ClientBase, Set<string>>();
+  /**
+   * The name `text` is prepared under on `client` by SQL PREPARE, prepared on first use;
+   * undefined where statements are not prepared (a pooler). A distinct name from the
+   * protocol-level one: both live in the session's one namespace.
+   */
+  const preparedBySql = async (client: pg.PoolClient, text: string) => {
+    if (unpinned.has(client)) return undefined;
+    const name = `${preparedName(text)}_sql`;
+    const names = sqlPrepared.get(client) ?? new Set<string>();
+    sqlPrepared.set(client, names);
+    if (!names.has(name)) {
+      try {
+        await client.query(`PREPARE ${name} AS ${text}`);
+      } catch (error) {
+        // Already there: a session a pooler in session mode handed on.
+        if ((error as { code?: string }).code !== '42P05') throw error;
+      }
+      names.add(name);
+    }
+    return name;
+  };
   const Client = hostChoosingClient(connection.hosts, connection.readWrite);
   const pool = new pg.Pool({
     ...config,
@@ -113,10 +153,12 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
           await client.query('BEGIN');
         }
       };
-      const simple = async (text: string) => {
+      const simple = async (text: string) => lastResult(await simpleAll(text));
+      const simpleAll = async (text: string) => {
         const prefix = begun ? '' : 'BEGIN;\n';
         begun = true;
-        return lastResult(await client.query(`${prefix}${text}`));
+        const result: pg.QueryResult | pg.QueryResult[] = await client.query(`${prefix}${text}`);
+        return Array.isArray(result) ? result : [result];
       };
       const tx: TransactionExecutor = {
         async query<R>(text: string, values: readonly unknown[] = []) {
@@ -135,6 +177,23 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
         },
         async exec(sql: string) {
           await simple(sql);
+        },
+        async queryAfter<B, R>(before: string, text: string, values: readonly unknown[]) {
+          // One message: BEGIN if not yet sent, `before`, and the statement prepared by SQL
+          // PREPARE run by EXECUTE with its values written in. A simple-protocol message
+          // runs its statements in order, each in a snapshot of its own.
+          const literals = digitLiterals(values);
+          const name = literals === undefined ? undefined : await preparedBySql(client, text);
+          if (name) {
+            const results = await simpleAll(`${before};\nEXECUTE ${name}(${literals})`);
+            return {
+              before: (results.at(-2)?.rows ?? []) as B[],
+              rows: (results.at(-1)?.rows ?? []) as R[],
+            };
+          }
+          const first = await simple(before);
+          const { rows } = await tx.query<R>(text, values);
+          return { before: first.rows as B[], rows };
         },
         async commitWith(text: string) {
           await simple(`${text};\nCOMMIT`);

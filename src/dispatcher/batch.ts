@@ -4,7 +4,7 @@ import { pgArray, type Statements } from '../db/sql/index.js';
 import type { BrokerLink } from './broker-link.js';
 import { markDatabaseErrors } from './database-errors.js';
 import type { SettledBatch } from './events.js';
-import { readWriteHorizon } from './horizon.js';
+import { claimWithinHorizon } from './horizon.js';
 import { type ClaimedRow, toMessage } from './message.js';
 import { publishTraced } from './publish-span.js';
 import { publishInRounds } from './rounds.js';
@@ -18,7 +18,6 @@ export interface BatchContext extends SettlePolicy {
   batchSize: number;
   onDeadLetter: 'continue' | 'hold';
   link: BrokerLink;
-  partitionCount(): Promise<number>;
 }
 
 /** A committed batch: its settlement, when the broker had answered, and its last seq. */
@@ -54,23 +53,14 @@ export async function dispatchBatch(
   let writersOpen = false;
   let retrying = false;
   const committed = await markDatabaseErrors(db, async (tx) => {
-    const count = await context.partitionCount();
-    const horizon = await readWriteHorizon(tx, sql, count);
-    writersOpen = horizon.bounded.size > 0 && partitions.some((p) => horizon.bounded.has(p));
-    retrying = horizon.retrying;
-    const claim =
-      onDeadLetter === 'hold'
-        ? sql.outboxClaimHoldingDeadLetters
-        : horizon.retrying
-          ? sql.outboxClaim
-          : sql.outboxClaimNoneRetrying;
-    const { rows } = await tx.query<ClaimedRow>(claim, [
+    const claim = onDeadLetter === 'hold' ? sql.outboxClaimHoldingDeadLetters : sql.outboxClaim;
+    const { horizon, rows } = await claimWithinHorizon<ClaimedRow>(tx, sql, claim, [
       batchSize,
       pgArray(partitions),
       from,
-      horizon.lastSeq,
-      horizon.bounds,
     ]);
+    writersOpen = horizon.bounded.size > 0 && partitions.some((p) => horizon.bounded.has(p));
+    retrying = horizon.retrying;
     if (rows.length === 0) return undefined;
     const { messages, problems } = checkRows(rows, link);
     const outcome = await publishInRounds(

@@ -160,7 +160,6 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       ...this.options,
       sql: this.sql,
       link: this.link,
-      partitionCount: () => this.partitionCount(),
     };
   }
 

@@ -1,47 +1,48 @@
-import type { Executor } from '../db/executor.js';
+import type { TransactionExecutor } from '../db/database.js';
 import type { Statements } from '../db/sql/index.js';
 
-const MODULUS = 2n ** 31n;
-
 export interface WriteHorizon {
-  /** The highest seq drawn so far: nothing above it is claimed. */
-  lastSeq: string;
-  /** Per partition, the highest seq no open writer can precede: a '{…}' array, NULL where unbounded. */
-  bounds: string;
   /** Whether any event waits for a retry right now. */
   retrying: boolean;
   /** The partitions an open writing transaction bounds (their later events wait for it). */
   bounded: ReadonlySet<number>;
 }
 
+/** The claim's parameters: the batch size, the partitions ('{…}'), the cursor. */
+export type ClaimValues = [number, string, string];
+
 /**
- * Reads, before the claim's snapshot, how far each partition may be published without
- * overtaking an open transaction (migration 0004 explains the announcements). A bound
- * travels as the seq modulo 2^31 and is restored here next to the sequence's last
- * value, which it can trail by less than 2^31.
+ * The write horizon (see outboxWriteLastSeq), then the claim it limits, in this order
+ * and in one message where the executor can send several (the horizon's statements
+ * take no parameters); else one by one. Returns the horizon and the claimed rows.
  */
-export async function readWriteHorizon(
-  tx: Executor,
+export async function claimWithinHorizon<R>(
+  tx: TransactionExecutor,
   sql: Statements,
-  partitionCount: number,
-): Promise<WriteHorizon> {
-  const { rows } = await tx.query<{ last_seq: string; writers: string; retrying: boolean }>(
-    sql.outboxWriteHorizon,
-  );
-  const lastSeq = BigInt(rows[0]?.last_seq ?? '0');
-  const bounds: (bigint | undefined)[] = new Array(partitionCount).fill(undefined);
-  for (const [partition, low] of JSON.parse(rows[0]?.writers ?? '[]') as [number, number][]) {
-    if (partition >= partitionCount) continue;
-    const bound = lastSeq - ((((lastSeq - BigInt(low)) % MODULUS) + MODULUS) % MODULUS);
-    const current = bounds[partition];
-    if (current === undefined || bound < current) bounds[partition] = bound;
+  claim: string,
+  values: ClaimValues,
+): Promise<{ horizon: WriteHorizon; rows: R[] }> {
+  type Bounds = { bounded: string; retrying: boolean };
+  let bounds: Bounds | undefined;
+  let rows: R[];
+  if (tx.queryAfter) {
+    const result = await tx.queryAfter<Bounds, R>(
+      `${sql.outboxWriteLastSeq};\n${sql.outboxWriteBounds}`,
+      claim,
+      values,
+    );
+    bounds = result.before[0];
+    rows = result.rows;
+  } else {
+    await tx.query(sql.outboxWriteLastSeq);
+    bounds = (await tx.query<Bounds>(sql.outboxWriteBounds)).rows[0];
+    rows = (await tx.query<R>(claim, values)).rows;
   }
   return {
-    lastSeq: String(lastSeq),
-    bounds: `{${bounds.map((bound) => (bound === undefined ? 'NULL' : String(bound))).join(',')}}`,
-    retrying: rows[0]?.retrying !== false,
-    bounded: new Set(
-      bounds.flatMap((bound, partition) => (bound === undefined ? [] : [partition])),
-    ),
+    horizon: {
+      retrying: bounds?.retrying !== false,
+      bounded: new Set(JSON.parse(bounds?.bounded ?? '[]') as number[]),
+    },
+    rows,
   };
 }

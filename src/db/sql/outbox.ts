@@ -1,5 +1,11 @@
 import { ORDER_LOCK_TAG, ORDER_PARTITION_MASK, ORDER_TAG_MASK, rfc3339 } from './fragments.js';
 
+/** Where outboxWriteHorizon leaves the claim its limits, for this transaction only. */
+const CLAIM_LAST_SEQ = 'edupulse_outbox.claim_last_seq';
+const CLAIM_BOUNDS = 'edupulse_outbox.claim_bounds';
+/** Announced bounds are seqs modulo 2^31 (an advisory lock key is an int4). */
+const SEQ_MODULUS = 2147483648;
+
 /** The statements of the outbox table itself: enqueue, the claim, settling, the backlog. */
 export interface OutboxStatements {
   /**
@@ -12,22 +18,14 @@ export interface OutboxStatements {
   outboxInsert: string;
   /**
    * $1: batch size, $2: the partitions to claim from ('{0,1,…}'), $3: the lowest seq
-   * to look at (a cursor; '0' for all), $4: the highest seq to look at, $5: per
-   * partition, the highest seq no open transaction can still precede ('{…}', NULL for
-   * none; see outboxWriteHorizon). Claims the oldest available rows, skipping rows
-   * other dispatchers hold, and returns those whose aggregate has no earlier event left
-   * outside the claim.
+   * to look at (a cursor; '0' for all). The highest seq to look at, overall and per
+   * partition, it reads from what outboxWriteHorizon set in this transaction. Claims the
+   * oldest available rows, skipping rows other dispatchers hold, and returns those whose
+   * aggregate has no earlier event left outside the claim.
    */
   outboxClaim: string;
   /** The same, also holding back every event after one of its aggregate's dead letters. */
   outboxClaimHoldingDeadLetters: string;
-  /**
-   * The claim without the look for earlier events waiting for a retry, for when none is
-   * waiting anywhere (outboxWriteHorizon says so). That look only keeps such aggregates
-   * out of the batch; the order check alone already holds them back, so a retry that
-   * starts between the two statements delays nothing it should not.
-   */
-  outboxClaimNoneRetrying: string;
   /**
    * $1: published seqs; $2: JSON [{seq, error, delay_ms}] to retry; $3: JSON [{seq, error,
    * attempts}] to dead-letter, with the attempts to record.
@@ -39,13 +37,21 @@ export interface OutboxStatements {
    */
   outboxSettlePublished(seqs: readonly string[]): string;
   /**
-   * The sequence's last value, the write bounds open transactions announced (migration
-   * 0004): JSON [[partition, seq mod 2^31], …], and whether any event is waiting for a
-   * retry. The first statement of every batch, so it also sets the batch's
-   * synchronous_commit; it has no parameters (the schema name, a validated identifier,
-   * is written in), so it can go out with the batch's BEGIN in one message.
+   * How far the claim may go (migration 0004 explains the announcements), in two
+   * statements run in this order before it, each in a snapshot of its own: this one reads
+   * the write sequence's last value; outboxWriteBounds then reads the bounds that open
+   * writing transactions announced (advisory locks), restores them next to that value and
+   * keeps the lowest per partition. A writer that draws a seq at or below the last value
+   * read took its lock before it, so the second read sees it while it is open; read the
+   * other way round (or in one statement, which reads the locks first), a writer could
+   * lock and draw between the two reads unseen. Both leave their result in
+   * transaction-local settings for the claim, so the three can go out in one message.
+   * This one also sets the batch's synchronous_commit. No parameters: the schema name, a
+   * validated identifier, is written in.
    */
-  outboxWriteHorizon: string;
+  outboxWriteLastSeq: string;
+  /** See outboxWriteLastSeq; returns the bounded partitions (JSON) and whether any event waits for a retry. */
+  outboxWriteBounds: string;
   /** The write sequence's oid, for outboxWriteProbe (resolved once, not at every look). */
   outboxWriteSeqOid: string;
   /**
@@ -92,19 +98,30 @@ ORDER BY e.n`,
     // The batch's commit need not wait for its WAL flush (synchronous_commit off, for this
     // transaction only): a settle lost in a server crash leaves its rows in the outbox, and
     // they are published again under the same id, which at-least-once delivery allows.
-    outboxWriteHorizon: `SELECT set_config('synchronous_commit', 'off', true) AS commit_mode,
-  coalesce(pg_sequence_last_value('${s}.outbox_write_seq'::regclass), 0)::text AS last_seq,
-  EXISTS (SELECT 1 FROM ${s}.outbox WHERE attempts > 0 AND available_at > now()) AS retrying,
-  coalesce(json_agg(json_build_array(l.classid::bigint & ${ORDER_PARTITION_MASK}, l.objid::bigint))
-    FILTER (WHERE l.objid IS NOT NULL), '[]')::text AS writers
-FROM (SELECT 1) AS one
-LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 2
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND (l.classid::bigint & ${ORDER_TAG_MASK}) = ${ORDER_LOCK_TAG(`'${name}'`)}`,
+    outboxWriteLastSeq: `SELECT set_config('synchronous_commit', 'off', true) AS commit_mode,
+  set_config('${CLAIM_LAST_SEQ}',
+    coalesce(pg_sequence_last_value('${s}.outbox_write_seq'::regclass), 0)::text, true) AS last_seq`,
 
-    outboxClaim: claim(s, { deadLetterHold: false, retryCheck: true }),
-    outboxClaimHoldingDeadLetters: claim(s, { deadLetterHold: true, retryCheck: true }),
-    outboxClaimNoneRetrying: claim(s, { deadLetterHold: false, retryCheck: false }),
+    // A bound travels as the seq modulo 2^31 and is restored next to the last value, which
+    // it trails by less than 2^31.
+    outboxWriteBounds: `WITH bound AS (
+  SELECT (l.classid::bigint & ${ORDER_PARTITION_MASK})::int AS partition,
+    min(h.last_seq - ((h.last_seq - l.objid::bigint) % ${SEQ_MODULUS} + ${SEQ_MODULUS}) % ${SEQ_MODULUS}) AS seq
+  FROM (SELECT current_setting('${CLAIM_LAST_SEQ}')::bigint AS last_seq) AS h, pg_locks l
+  WHERE l.locktype = 'advisory' AND l.objsubid = 2
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND (l.classid::bigint & ${ORDER_TAG_MASK}) = ${ORDER_LOCK_TAG(`'${name}'`)}
+  GROUP BY 1
+)
+SELECT set_config('${CLAIM_BOUNDS}', coalesce((
+    SELECT array_agg(b.seq ORDER BY g.p)
+    FROM generate_series(0, (SELECT max(partition) FROM bound)) AS g(p)
+    LEFT JOIN bound b ON b.partition = g.p)::text, '{}'), true) AS bounds,
+  coalesce((SELECT json_agg(partition) FROM bound), '[]')::text AS bounded,
+  EXISTS (SELECT 1 FROM ${s}.outbox WHERE attempts > 0 AND available_at > now()) AS retrying`,
+
+    outboxClaim: claim(s, { deadLetterHold: false }),
+    outboxClaimHoldingDeadLetters: claim(s, { deadLetterHold: true }),
 
     outboxSettlePublished: (seqs) => {
       for (const seq of seqs) if (!/^\d+$/.test(seq)) throw new Error(`not a seq: ${seq}`);
@@ -174,17 +191,20 @@ FROM ${s}.outbox GROUP BY event_type ORDER BY event_type`,
  * back the later ones of that aggregate, and only those. Rows held back stay locked until
  * this transaction ends, untouched.
  */
-function claim(s: string, checks: { deadLetterHold: boolean; retryCheck: boolean }): string {
+function claim(s: string, checks: { deadLetterHold: boolean }): string {
   const sameAggregateBefore = (alias: string, row: string) =>
     `${alias}.aggregate_type = ${row}.aggregate_type AND ${alias}.aggregate_id = ${row}.aggregate_id AND ${alias}.seq < ${row}.seq`;
-  const retryCheck = checks.retryCheck
-    ? `
-      -- A scalar subquery, not NOT EXISTS: the planner keeps it a probe per row into the
-      -- partial index of retrying rows instead of joining against all of them.
-      AND (SELECT 1 FROM ${s}.outbox w
-           WHERE ${sameAggregateBefore('w', 'o')} AND w.attempts > 0 AND w.available_at > now()
-           LIMIT 1) IS NULL`
-    : '';
+  // Skips the aggregates whose earlier event waits for a retry, so they take no place in
+  // the batch. Only while some event waits at all: the first operand is computed once per
+  // claim, and OR stops there. (The look is for the batch's sake only: the order check
+  // alone already holds those aggregates back.) A scalar subquery, not NOT EXISTS: the
+  // planner keeps it a probe per row into the partial index of retrying rows instead of
+  // joining against all of them.
+  const retryCheck = `
+      AND ((SELECT NOT EXISTS (SELECT 1 FROM ${s}.outbox WHERE attempts > 0 AND available_at > now()))
+        OR (SELECT 1 FROM ${s}.outbox w
+            WHERE ${sameAggregateBefore('w', 'o')} AND w.attempts > 0 AND w.available_at > now()
+            LIMIT 1) IS NULL)`;
   const deadLetterHold = checks.deadLetterHold
     ? `
       AND (SELECT 1 FROM ${s}.outbox_dead_letter d WHERE ${sameAggregateBefore('d', 'o')} LIMIT 1) IS NULL`
@@ -198,7 +218,8 @@ function claim(s: string, checks: { deadLetterHold: boolean; retryCheck: boolean
     SELECT * FROM ${s}.outbox o
     WHERE o.partition = ANY($2::text::int[])
       AND o.seq >= $3::text::bigint
-      AND o.seq <= coalesce(($5::text::bigint[])[o.partition + 1], $4::text::bigint)
+      AND o.seq <= coalesce(((SELECT current_setting('${CLAIM_BOUNDS}')::bigint[]))[o.partition + 1],
+        (SELECT current_setting('${CLAIM_LAST_SEQ}')::bigint))
       AND o.available_at <= now()${retryCheck}${deadLetterHold}
     ORDER BY o.seq
     LIMIT $1
