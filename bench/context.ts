@@ -6,6 +6,8 @@ import { quoteSchema } from './schema.js';
 export interface BenchSettings {
   /** Smaller backlogs and shorter steady phases (the whole run under 5 minutes). */
   quick: boolean;
+  /** The planned rate of `steady-latency`, events/s (1,000 unless given). */
+  steadyRate: number;
   databaseUrl: string;
   natsUrl: string;
   amqpUrl: string;

@@ -2,13 +2,14 @@
 // and this folder, then runs `node bench/dist/run.js`. It uses the package as an
 // application would, by its name, and lives outside it: the package ships no bench code.
 import { resolve } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError } from 'edupulse-outbox';
 import { errorMessage } from './context.js';
 import { reportTable, runBench, scenarioNames, writeReport } from './report.js';
 
 interface BenchFlags {
   quick?: boolean;
+  steadyRate: number;
   only?: string;
   databaseUrl: string;
   natsUrl: string;
@@ -20,6 +21,15 @@ interface BenchFlags {
 
 /** Exit codes as the CLI's: a setting that cannot be used is 2, anything else 1. */
 const exitCodes = { ok: 0, failure: 1, badSetting: 2 } as const;
+
+/** `--steady-rate`: a whole number of events a second, 1 to 100,000. */
+function parseRate(raw: string): number {
+  const rate = Number(raw);
+  if (!/^\d+$/.test(raw) || rate < 1 || rate > 100_000) {
+    throw new InvalidArgumentError('a whole number of events a second, 1 to 100000');
+  }
+  return rate;
+}
 
 /** The names in `--only`, each checked against the scenarios. */
 function parseOnly(raw: string | undefined): Set<string> {
@@ -87,6 +97,14 @@ function program(): Command {
     .option('--only <names>', `comma-separated scenarios (${scenarioNames.join(', ')})`)
     .addOption(
       new Option(
+        '--steady-rate <events/s>',
+        'the rate steady-latency plans (its target is for 1,000; a sweep shows where it breaks)',
+      )
+        .argParser(parseRate)
+        .default(1000),
+    )
+    .addOption(
+      new Option(
         '--database-url <url>',
         'PostgreSQL server to measure on (each scenario uses a schema of its own)',
       )
@@ -135,6 +153,7 @@ async function main(argv: readonly string[]): Promise<number> {
     const report = await runBench(
       {
         quick: flags.quick === true,
+        steadyRate: flags.steadyRate,
         databaseUrl: parseDatabaseUrl(flags.databaseUrl),
         natsUrl: flags.natsUrl,
         amqpUrl: flags.amqpUrl,

@@ -309,6 +309,14 @@ describe('bench', () => {
     expect(errorLines[0]).toContain('drain-fast');
   });
 
+  it('a steady rate that is not a whole number of events a second exits 2 naming it', async () => {
+    const result = await runBench(['--only', 'steady-latency', '--steady-rate', '0.5']);
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(stackLines(result.stderr)).toEqual([]);
+    expect(lines(result.stderr)[0]).toContain('--steady-rate');
+  });
+
   it('writes the report the README describes, and leaves no schema behind', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edupulse-bench-'));
     onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
