@@ -49,10 +49,15 @@ export async function dialNats(settings: NatsSettings, name: string): Promise<Na
   if (refusal === undefined && error instanceof TimeoutError) {
     // A server that ends the connection right after the TLS handshake (TLS 1.3 sends its
     // verdict on our certificate then) leaves a reconnecting client waiting for a reply
-    // until it times out. One attempt without reconnecting shows what the server said.
-    const verdict = await attemptOnce(options);
-    refusal = verdict === undefined ? undefined : connectRefusal(verdict, auth);
-    if (refusal !== undefined) cause = verdict;
+    // until it times out. An attempt without reconnecting shows what the server said;
+    // on a busy machine the connection may be reset before its alert is read, so a quick
+    // failure that says nothing is tried again, a few times.
+    for (let attempt = 0; attempt < VERDICT_ATTEMPTS; attempt++) {
+      const verdict = await attemptOnce(options);
+      refusal = verdict === undefined ? undefined : connectRefusal(verdict, auth);
+      if (refusal !== undefined) cause = verdict;
+      if (verdict === undefined || refusal !== undefined || verdict instanceof TimeoutError) break;
+    }
   }
   const message = `cannot connect to NATS at ${location}: ${refusal ?? errorMessage(error)}`;
   throw refusal !== undefined
@@ -61,6 +66,8 @@ export async function dialNats(settings: NatsSettings, name: string): Promise<Na
 }
 
 const RECONNECT_WAIT_MS = 500;
+/** Attempts at reading a server's verdict after a first connect that timed out. */
+const VERDICT_ATTEMPTS = 3;
 
 /**
  * The client's first connect, given up after `deadlineMs` with a TimeoutError. Its own
