@@ -1,13 +1,15 @@
 /**
  * The node-postgres `Database`'s transaction executor: `queryAfter` sends statements
  * without parameters and a prepared statement in one message, in order, each in a
- * snapshot of its own (the dispatcher's write horizon and claim go so).
+ * snapshot of its own (the dispatcher's write horizon and claim go so); and a transaction's
+ * first prepared statement takes BEGIN along.
  */
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database, TransactionExecutor } from '../src/db/database.js';
 import { pgDatabase } from '../src/index.js';
 import { PG_URL } from './helpers/db.js';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 
 let db: Database;
 let observer: Database;
@@ -69,4 +71,68 @@ it('sends values other than integers and digits as bound parameters', async () =
   const text = `'); DROP TABLE edupulse_never; --`;
   const { rows } = await db.transaction((tx) => queryAfter(tx)('SELECT 1', statement, [1, text]));
   expect(rows).toMatchObject([{ next: 2, list: text }]);
+});
+
+describe('a transaction whose first statement has parameters', () => {
+  let proxy: TcpProxy;
+  let proxied: Database;
+  // The transaction id shows whether two statements ran in one transaction.
+  const xidStatement = 'SELECT txid_current()::text AS xid, $1::int AS n';
+
+  beforeAll(async () => {
+    const target = new URL(PG_URL);
+    proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    target.host = `127.0.0.1:${proxy.port}`;
+    proxied = pgDatabase({ connectionString: target.toString(), maxConnections: 1 });
+  });
+
+  afterAll(async () => {
+    await proxied?.close();
+    await proxy?.stop();
+  });
+
+  /** Runs `fn` in a transaction; what it returned and how many writes reached the server. */
+  async function counted<T>(fn: (tx: TransactionExecutor) => Promise<T>) {
+    const before = proxy.writesToServer;
+    const result = await proxied.transaction(fn);
+    return { result, writes: proxy.writesToServer - before };
+  }
+
+  const twoStatements = (tx: TransactionExecutor) =>
+    Promise.all([
+      tx.query<{ xid: string; n: number }>(xidStatement, [1]),
+      tx.query<{ xid: string; n: number }>(xidStatement, [2]),
+    ]).then(([first, second]) => [...first.rows, ...second.rows]);
+
+  it('sends BEGIN with it once the connection has run it: three round trips, not four', async () => {
+    // The connection is opened and the statement prepared on it.
+    const first = await counted(twoStatements);
+    const second = await counted(twoStatements);
+    for (const { result } of [first, second]) {
+      expect(result.map((row) => row.n)).toEqual([1, 2]);
+      expect(result[0]?.xid).toBe(result[1]?.xid);
+    }
+    expect(second.result[0]?.xid).not.toBe(first.result[0]?.xid);
+    // BEGIN with the first statement, the second statement, COMMIT.
+    expect(second.writes).toBe(3);
+  });
+
+  it('rolls back when the statement sent with BEGIN fails, and the connection goes on', async () => {
+    const divide = 'SELECT 10 / $1::int AS q';
+    await proxied.transaction((tx) => tx.query(divide, [5]));
+    await expect(proxied.transaction((tx) => tx.query(divide, [0]))).rejects.toThrow(
+      /division by zero/,
+    );
+    const { result, writes } = await counted(async (tx) => {
+      const { rows } = await tx.query<{ q: number }>(divide, [2]);
+      return rows;
+    });
+    expect(result).toEqual([{ q: 5 }]);
+    expect(writes).toBe(2);
+    // Nothing left open on the session.
+    const { rows } = await proxied.query<{ status: string }>(
+      "SELECT CASE WHEN now() = statement_timestamp() THEN 'none' ELSE 'in a transaction' END AS status",
+    );
+    expect(rows).toEqual([{ status: 'none' }]);
+  });
 });

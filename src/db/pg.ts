@@ -78,6 +78,47 @@ function digitLiterals(values: readonly unknown[]): string | undefined {
   return literals.join(', ');
 }
 
+/** The parts of node-postgres's connection a query writes its protocol messages with. */
+interface ProtocolWriter {
+  parse(message: { text: string; name: string }): void;
+  bind(message: { portal: string; statement: string; values: unknown[] }): void;
+  execute(message: { portal: string; rows: number }): void;
+}
+
+/**
+ * A prepared statement, already parsed on the connection, sent behind BEGIN in one
+ * extended-protocol message: Parse, Bind and Execute of BEGIN (the unnamed statement),
+ * then the statement's own Bind, Describe, Execute and one Sync, which node-postgres
+ * writes with one system call. Its result is BEGIN's and then the statement's. The
+ * values still go as bound parameters. Only for a statement the connection has run (so
+ * its own Parse is not in the message: node-postgres takes the ParseComplete of BEGIN
+ * for the statement's).
+ */
+class BeginThenQuery extends pg.Query {
+  prepare(connection: ProtocolWriter): void {
+    connection.parse({ text: 'BEGIN', name: '' });
+    connection.bind({ portal: '', statement: '', values: [] });
+    connection.execute({ portal: '', rows: 0 });
+    (pg.Query.prototype as unknown as { prepare(c: ProtocolWriter): void }).prepare.call(
+      this,
+      connection,
+    );
+  }
+}
+
+/** Where a submitted query hands over its outcome: an error, or its result set(s). */
+type QueryCallback = (error: Error | null, result: pg.QueryResult | pg.QueryResult[]) => void;
+
+/** Runs `query` on `client`: its result set, or the last of them. */
+function submit(client: pg.ClientBase, query: pg.Query): Promise<pg.QueryResult> {
+  return new Promise((resolve, reject) => {
+    const callback: QueryCallback = (error, result) =>
+      error ? reject(error) : resolve(lastResult(result));
+    (query as unknown as { callback: QueryCallback }).callback = callback;
+    client.query(query);
+  });
+}
+
 /** A `Database` over node-postgres: a pool for transactions, one extra connection per `listen`. */
 export function pgDatabase(options: PgDatabaseOptions): Database {
   const setting = options.setting ?? 'connectionString';
@@ -94,6 +135,8 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
   // to other clients' transactions) nor named prepared statements (which live in one server
   // session). Admin commands work through such a pooler; session() refuses it.
   const unpinned = new WeakSet<pg.ClientBase>();
+  /** Per connection, the prepared statements it has run (see BeginThenQuery). */
+  const ranPrepared = new WeakMap<pg.ClientBase, Set<string>>();
   /** Per connection, the statements prepared with SQL PREPARE (see queryAfter). */
   const sqlPrepared = new WeakMap<pg.ClientBase, Set<string>>();
   /**
@@ -143,8 +186,9 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     async transaction<T>(fn: (tx: TransactionExecutor) => Promise<T>): Promise<T> {
       const client = await pool.connect();
       // Round trips are much of a small batch's cost: BEGIN goes out with the first
-      // statement that has no parameters (one simple-protocol message), and commitWith()
-      // sends its statement and COMMIT together.
+      // statement (one simple-protocol message when it has no parameters, one
+      // extended-protocol message when it is prepared, see BeginThenQuery), and
+      // commitWith() sends its statement and COMMIT together.
       let begun = false;
       let committed = false;
       const begin = async () => {
@@ -163,16 +207,29 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       const tx: TransactionExecutor = {
         async query<R>(text: string, values: readonly unknown[] = []) {
           if (values.length === 0) return { rows: (await simple(text)).rows as R[] };
-          await begin();
+          if (unpinned.has(client)) {
+            await begin();
+            return { rows: (await client.query(text, [...values])).rows as R[] };
+          }
           // Statements with parameters are prepared once per connection (by a name derived
           // from their text) and planned once: the dispatcher sends the same few
           // statements for every batch, and parsing and planning them each time cost
-          // about a millisecond of server CPU per batch.
-          const result = await client.query(
-            unpinned.has(client)
-              ? { text, values: [...values] }
-              : { name: preparedName(text), text, values: [...values] },
-          );
+          // about a millisecond of server CPU per batch. The first of a transaction takes
+          // BEGIN along once the connection has run it (a consumer's inbox statement: one
+          // round trip of its handler's four).
+          const name = preparedName(text);
+          const ran = ranPrepared.get(client) ?? new Set<string>();
+          const config = { name, text, values: [...values] };
+          let result: pg.QueryResult;
+          if (!begun && ran.has(name)) {
+            begun = true;
+            result = await submit(client, new BeginThenQuery(config));
+          } else {
+            await begin();
+            result = await client.query(config);
+            ran.add(name);
+            ranPrepared.set(client, ran);
+          }
           return { rows: result.rows as R[] };
         },
         async exec(sql: string) {

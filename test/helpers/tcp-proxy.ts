@@ -22,6 +22,11 @@ export interface TcpProxy {
   freeze(direction?: Direction): void;
   /** Lets held data flow again, both ways. */
   thaw(): void;
+  /**
+   * Reads the code under test has sent so far, over all its connections: a client that
+   * waits for each answer before it writes again sends one per round trip.
+   */
+  readonly writesToServer: number;
 }
 
 export interface TcpProxyTarget {
@@ -57,10 +62,12 @@ export async function startTcpProxy(target: TcpProxyTarget): Promise<TcpProxy> {
   const frozen = new Set<Direction>();
   let server: net.Server | undefined;
   let port = 0;
+  let writesToServer = 0;
 
   const forward = (client: net.Socket) => {
     const pair = { client, upstream: net.connect(target.port, target.host) };
     pairs.add(pair);
+    client.on('data', () => writesToServer++);
     const cut = () => {
       pair.client.destroy();
       pair.upstream.destroy();
@@ -89,6 +96,9 @@ export async function startTcpProxy(target: TcpProxyTarget): Promise<TcpProxy> {
   return {
     get port() {
       return port;
+    },
+    get writesToServer() {
+      return writesToServer;
     },
     async stop() {
       const closing = server;
