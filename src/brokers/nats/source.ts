@@ -120,7 +120,8 @@ class NatsSource implements MessageSource {
   private delivery(message: JsMsg): Delivery {
     const headers: Record<string, string> = {};
     if (message.headers) {
-      for (const name of message.headers.keys()) headers[name] = message.headers.get(name);
+      // Iterated: get() looks each name up through a fresh list of every name.
+      for (const [name, values] of message.headers) headers[name] = values[0] ?? '';
     }
     return {
       headers,
