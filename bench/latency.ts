@@ -45,12 +45,22 @@ export interface LatencyPlan {
   /** Events per second, all producers together. */
   rate: number;
   producers: number;
+  /** The measured phase. */
   seconds: number;
+  /**
+   * The same traffic just before it, not measured: the publisher, a fresh worker thread,
+   * runs its code cold at first (its first 300–400 ms measured at several times the
+   * latency of the rest), and a publisher in production has been running for long.
+   */
+  warmUpSeconds: number;
 }
 
-/** 8 producers at `rate` events/s together (1,000 unless given), for 30 s (10 s with `--quick`). */
+/**
+ * 8 producers at `rate` events/s together (1,000 unless given), for 30 s (10 s with
+ * `--quick`), after 2 s of the same traffic.
+ */
 export function latencyPlan(bench: BenchContext, rate = 1000): LatencyPlan {
-  return { rate, producers: 8, seconds: bench.settings.quick ? 10 : 30 };
+  return { rate, producers: 8, seconds: bench.settings.quick ? 10 : 30, warmUpSeconds: 2 };
 }
 
 export interface LatencyFigures {
@@ -117,7 +127,10 @@ function reply<T extends WorkerReply['type']>(
 }
 
 interface Produced {
+  /** The measured phase's events: id → commit time. */
   commits: Map<string, number>;
+  /** Events committed in the warm-up. */
+  warmUpEvents: number;
   late: number;
   maxLagMs: number;
   seconds: number;
@@ -126,7 +139,8 @@ interface Produced {
 /**
  * Runs the producers on a schedule of absolute times: slot i is due at start + i/rate,
  * producer p takes the slots p, p + producers, …. A producer that falls behind sends its
- * late events at once (the count stays exact) and counts them as late.
+ * late events at once (the count stays exact) and counts them as late. The warm-up's
+ * slots come first, in the same schedule, and only their number is kept.
  */
 async function produceSteadily(
   pool: pg.Pool,
@@ -134,25 +148,38 @@ async function produceSteadily(
   plan: LatencyPlan,
 ): Promise<Produced> {
   const intervalMs = 1000 / plan.rate;
-  const perProducer = Math.round((plan.rate * plan.seconds) / plan.producers);
+  const slotsPerProducer = (seconds: number) => Math.round((plan.rate * seconds) / plan.producers);
+  const warmUpSlots = slotsPerProducer(plan.warmUpSeconds) * plan.producers;
+  const perProducer = slotsPerProducer(plan.warmUpSeconds) + slotsPerProducer(plan.seconds);
   const producerIntervalMs = intervalMs * plan.producers;
-  const result: Produced = { commits: new Map(), late: 0, maxLagMs: 0, seconds: 0 };
+  const result: Produced = {
+    commits: new Map(),
+    warmUpEvents: 0,
+    late: 0,
+    maxLagMs: 0,
+    seconds: 0,
+  };
   const start = nowMs() + 50;
+  const measuredFrom = start + warmUpSlots * intervalMs;
   const producer = async (p: number) => {
     for (let k = 0; k < perProducer; k++) {
       const slot = k * plan.producers + p;
+      const measured = slot >= warmUpSlots;
       const due = start + slot * intervalMs;
       const wait = due - nowMs();
       if (wait > 0) await sleep(wait);
       const lag = nowMs() - due;
-      if (lag > producerIntervalMs) result.late++;
-      result.maxLagMs = Math.max(result.maxLagMs, lag);
+      if (measured) {
+        if (lag > producerIntervalMs) result.late++;
+        result.maxLagMs = Math.max(result.maxLagMs, lag);
+      }
       const client = await pool.connect();
       try {
         await client.query('BEGIN');
         const id = await produce(client, slot);
         await client.query('COMMIT');
-        result.commits.set(id, nowMs());
+        if (measured) result.commits.set(id, nowMs());
+        else result.warmUpEvents++;
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {});
         throw error;
@@ -162,7 +189,7 @@ async function produceSteadily(
     }
   };
   await Promise.all(Array.from({ length: plan.producers }, (_, p) => producer(p)));
-  result.seconds = (nowMs() - start) / 1000;
+  result.seconds = (nowMs() - measuredFrom) / 1000;
   return result;
 }
 
@@ -194,7 +221,10 @@ export async function measureLatency<Options>(
     for (const client of warm) client.release();
     const produced = await produceSteadily(pool, produce, plan);
     const acks = reply(worker, 'acks');
-    worker.postMessage({ expected: produced.commits.size, graceMs: options.graceMs ?? 60_000 });
+    worker.postMessage({
+      expected: produced.warmUpEvents + produced.commits.size,
+      graceMs: options.graceMs ?? 60_000,
+    });
     const { ids, times } = await acks;
     return figures(produced, ids, times);
   } finally {
