@@ -126,6 +126,58 @@ describe('inbox', () => {
     }
   });
 
+  it("holds an aggregate's mark until the transaction ends: the aggregate's next event waits", async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'one-at-a-time', onStale: 'skip' });
+    await inTransaction((c) => inbox.process(c, event('agg-w', '5'), () => 0));
+    const first = await pool.connect();
+    const second = await pool.connect();
+    /** `second` processes `e` while `first` holds its transaction open; what it found. */
+    const whileFirstOpen = async (held: ReturnType<typeof event>, e: ReturnType<typeof event>) => {
+      await first.query('BEGIN');
+      await second.query('BEGIN');
+      const one = await inbox.process(first, held, () => 0);
+      let secondDone = false;
+      const two = inbox
+        .process(second, e, () => 0)
+        .finally(() => {
+          secondDone = true;
+        });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const waited = !secondDone;
+      await first.query('COMMIT');
+      const outcome = (await two).outcome;
+      await second.query('COMMIT');
+      return { first: one.outcome, second: outcome, waited };
+    };
+    // [the event held open, the aggregate's next one, what each found]
+    const cases: [string, string, string, string][] = [
+      // A later event moves the mark; the next one waits for that commit, then applies.
+      ['6', '7', 'applied', 'applied'],
+      // A stale event moves nothing, but holds the mark all the same.
+      ['1', '8', 'stale', 'applied'],
+      // Waiting on a mark that moved past it, an event finds itself stale.
+      ['10', '9', 'applied', 'stale'],
+    ];
+    try {
+      for (const [held, next, heldOutcome, nextOutcome] of cases) {
+        expect(await whileFirstOpen(event('agg-w', held), event('agg-w', next))).toEqual({
+          first: heldOutcome,
+          second: nextOutcome,
+          waited: true,
+        });
+      }
+      // A first event of a new aggregate: the other waits on the new row's key.
+      expect(await whileFirstOpen(event('agg-w-new', '1'), event('agg-w-new', '2'))).toEqual({
+        first: 'applied',
+        second: 'applied',
+        waited: true,
+      });
+    } finally {
+      first.release();
+      second.release();
+    }
+  });
+
   it("an event older than its aggregate's last applied one meets the stale policy", async () => {
     const base = { schema: test.schema };
     const park = createInbox({ ...base, consumer: 'stale-park' });
