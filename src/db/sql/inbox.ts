@@ -21,31 +21,21 @@ export interface InboxStatements {
 /** `s`: the quoted schema; `schema`: its name (a validated identifier), for the lease key. */
 export function inboxStatements(s: string, schema: string): InboxStatements {
   return {
-    // The usual event moves its aggregate's mark by a plain UPDATE. Only a first event of
-    // its aggregate, or a stale one, goes on to the INSERT … ON CONFLICT, which takes the
-    // row's lock even where its WHERE leaves the row as it is; as the usual path, it would
-    // write that lock to the WAL before the update.
     inboxRecord: `WITH fresh AS (
   INSERT INTO ${s}.inbox (consumer, event_id, event_type, aggregate_id, sequence)
   VALUES ($1, $2, $3, $4, $5::text::bigint)
   ON CONFLICT DO NOTHING
   RETURNING sequence
-), moved AS (
-  UPDATE ${s}.inbox_aggregate a SET last_sequence = f.sequence, updated_at = now()
-  FROM fresh f
-  WHERE a.consumer = $1 AND a.aggregate_id = $4 AND a.last_sequence < f.sequence
-  RETURNING 1
 ), mark AS (
   INSERT INTO ${s}.inbox_aggregate AS a (consumer, aggregate_id, last_sequence)
-  SELECT $1, $4, sequence FROM fresh
-  WHERE sequence IS NOT NULL AND NOT EXISTS (SELECT FROM moved)
+  SELECT $1, $4, sequence FROM fresh WHERE sequence IS NOT NULL
   ON CONFLICT (consumer, aggregate_id) DO UPDATE
     SET last_sequence = excluded.last_sequence, updated_at = now()
     WHERE a.last_sequence < excluded.last_sequence
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM fresh)::int AS fresh,
-  (EXISTS (SELECT FROM moved) OR EXISTS (SELECT FROM mark) OR $5::text IS NULL)::int AS in_order`,
+  ((SELECT count(*) FROM mark) > 0 OR $5::text IS NULL)::int AS in_order`,
 
     inboxPurge: `WITH doomed AS (
   SELECT consumer, event_id FROM ${s}.inbox
