@@ -109,8 +109,8 @@ class BeginThenQuery extends pg.Query {
 /**
  * A query of a prepared statement, built from its text and values rather than from a
  * config object: node-postgres copies a config object property by property
- * (`Object.defineProperties`) for every query, which took 6 % of a consumer's own CPU in
- * `consume-inbox`, and leaves an object slow to read.
+ * (`Object.defineProperties`) for every query, which took 6 % of a consumer's
+ * JavaScript time in `consume-inbox`, and leaves an object slow to read.
  */
 function namedQuery(
   Kind: typeof pg.Query,
