@@ -355,6 +355,45 @@ describe('the web console in Chromium', () => {
     expectSameOriginAndNoViolation(watched, ui.base);
   });
 
+  it('keeps a search typed as soon as the search page shows', {
+    timeout: 60_000,
+  }, async () => {
+    const [row] = await insert(3, 1);
+    const ui = await startConsole(t.schema);
+    const watched = await open(ui.base);
+    const { page } = watched;
+    await page.getByTestId('nav-search').waitFor();
+    // Typed into the field the moment it is in the page, before the page's effects run
+    // (they run after the next frame), as a quick hand or a browser's autofill does.
+    const typed = row?.aggregate_id ?? '';
+    const kept = await page.evaluate(`(async () => {
+      const field = () => document.querySelector('[data-testid="search-input"]');
+      const shown = new Promise((resolve) => {
+        new MutationObserver((_, observer) => {
+          if (field()) {
+            observer.disconnect();
+            resolve(field());
+          }
+        }).observe(document.body, { childList: true, subtree: true });
+      });
+      location.hash = '#/search';
+      const input = await shown;
+      input.value = ${JSON.stringify(typed)};
+      input.dispatchEvent(new Event('input', { bubbles: true }));
+      // Two frames and a while: every effect of the render has run.
+      await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      return field().value;
+    })()`);
+    expect(kept).toBe(typed);
+    await page.getByTestId('search-submit').click();
+    await page.getByTestId('search-pending').waitFor();
+    expect(await page.getByTestId('search-pending').getByTestId('search-pending-row').count()).toBe(
+      3,
+    );
+    expectSameOriginAndNoViolation(watched, ui.base);
+  });
+
   it('every page stays on its own origin with no CSP violation, untrusted text shown as text (screenshots)', {
     timeout: 180_000,
   }, async () => {

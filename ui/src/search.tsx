@@ -1,5 +1,5 @@
 /** An event by id, or an aggregate's events: pending, dead, and parked by consumers. */
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { query, usePoll } from './api.js';
 import { count, time } from './format.js';
 import { type Column, eventColumns, Problem, Table } from './parts.js';
@@ -13,7 +13,14 @@ const withError = <T extends PendingEvent>(linkDead: boolean): Column<T>[] => [
 
 export function SearchPage({ q }: { q: string }) {
   const [text, setText] = useState(q);
-  useEffect(() => setText(q), [q]);
+  // A new search in the address (a link, back, forward) replaces the field's text. Not on
+  // mount: the effect runs after the first paint, and would wipe what was typed since.
+  const shown = useRef(q);
+  useEffect(() => {
+    if (shown.current === q) return;
+    shown.current = q;
+    setText(q);
+  }, [q]);
   const result = usePoll<SearchResult>(q ? `search${query({ q })}` : null);
   const r = result.data;
   return (
