@@ -136,3 +136,16 @@ describe('a transaction whose first statement has parameters', () => {
     expect(rows).toEqual([{ status: 'none' }]);
   });
 });
+
+it("gives a failing statement's error a stack that leads back to the code that ran it", async () => {
+  async function recordLesson(tx: TransactionExecutor) {
+    await tx.query('SELECT 10 / $1::int AS q', [0]);
+  }
+  const error = await db.transaction(recordLesson).then(
+    () => new Error('the statement did not fail'),
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(Error);
+  expect((error as Error).message).toMatch(/division by zero/);
+  expect((error as Error).stack).toContain('recordLesson');
+});

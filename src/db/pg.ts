@@ -126,13 +126,20 @@ function namedQuery(
 /** Where a submitted query hands over its outcome: an error, or its result set(s). */
 type QueryCallback = (error: Error | null, result: pg.QueryResult | pg.QueryResult[]) => void;
 
-/** Runs `query` on `client`: its result set, or the last of them. */
+/**
+ * Runs `query` on `client`: its result set, or the last of them. An error's stack is taken
+ * again here, as node-postgres does for the queries it makes itself, so that it leads back
+ * to the caller instead of to the socket that read the error.
+ */
 function submit(client: pg.ClientBase, query: pg.Query): Promise<pg.QueryResult> {
-  return new Promise((resolve, reject) => {
+  return new Promise<pg.QueryResult>((resolve, reject) => {
     const callback: QueryCallback = (error, result) =>
       error ? reject(error) : resolve(lastResult(result));
     (query as unknown as { callback: QueryCallback }).callback = callback;
     client.query(query);
+  }).catch((error: unknown) => {
+    if (error instanceof Error) Error.captureStackTrace(error);
+    throw error;
   });
 }
 
