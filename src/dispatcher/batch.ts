@@ -26,6 +26,9 @@ export interface CommittedBatch extends Settlement {
   lastSeq: string | undefined;
 }
 
+/** A row the claim returns: to publish, or held back (see outboxClaim). */
+type CandidateRow = ClaimedRow & { held: boolean };
+
 /** What one claim found: the batch it committed, if any. */
 export interface BatchResult {
   committed: CommittedBatch | undefined;
@@ -35,6 +38,12 @@ export interface BatchResult {
    * looks again by itself soon.
    */
   writersOpen: boolean;
+  /**
+   * An earlier event of an aggregate claimed here is in another claim (another dispatcher's
+   * during a handover, or another lane's), so its later events were held back. That claim's
+   * end moves no sequence either: the lane looks again by itself soon.
+   */
+  claimedElsewhere: boolean;
   /** Some event (of any partition) waits for its retry: the lane keeps polling for it. */
   retrying: boolean;
 }
@@ -49,18 +58,24 @@ export async function dispatchBatch(
   from: string,
 ): Promise<BatchResult> {
   const { db, sql, batchSize, onDeadLetter, link } = context;
-  if (partitions.length === 0) return { committed: undefined, writersOpen: false, retrying: false };
+  if (partitions.length === 0) {
+    return { committed: undefined, writersOpen: false, claimedElsewhere: false, retrying: false };
+  }
   let writersOpen = false;
+  let claimedElsewhere = false;
   let retrying = false;
   const committed = await markDatabaseErrors(db, async (tx) => {
     const claim = onDeadLetter === 'hold' ? sql.outboxClaimHoldingDeadLetters : sql.outboxClaim;
-    const { horizon, rows } = await claimWithinHorizon<ClaimedRow>(tx, sql, claim, [
+    const claimed = await claimWithinHorizon<CandidateRow>(tx, sql, claim, [
       batchSize,
       pgArray(partitions),
       from,
     ]);
+    const { horizon } = claimed;
     writersOpen = horizon.bounded.size > 0 && partitions.some((p) => horizon.bounded.has(p));
     retrying = horizon.retrying;
+    const rows = claimed.rows.filter((row) => !row.held);
+    claimedElsewhere = rows.length < claimed.rows.length;
     if (rows.length === 0) return undefined;
     const { messages, problems } = checkRows(rows, link);
     const outcome = await publishInRounds(
@@ -79,7 +94,7 @@ export async function dispatchBatch(
       lastSeq: rows.at(-1)?.seq,
     };
   });
-  return { committed, writersOpen, retrying };
+  return { committed, writersOpen, claimedElsewhere, retrying };
 }
 
 /**

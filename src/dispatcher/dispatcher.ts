@@ -369,18 +369,18 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   }
 
   /**
-   * Between claims with nothing to claim. Open writers held events back: look again soon
-   * (their commit moves nothing the probe sees). Else sleep until the wake-up says events
+   * Between claims with nothing to claim. Open writers, or another claim of an earlier
+   * event, held events back: look again soon (their end moves nothing the probe sees). Else sleep until the wake-up says events
    * were written, or until a retry may have come due (poll interval) when one waits, or
    * the safety net's full look; lane 0 asks the broker for a round trip every poll
    * interval meanwhile, so an outage shows in readiness while idle too.
    */
   private async idle(
     lane: Lane,
-    found: { writersOpen: boolean; retrying: boolean },
+    found: { writersOpen: boolean; claimedElsewhere: boolean; retrying: boolean },
   ): Promise<void> {
     const { pollIntervalMs, wakeProbeMinMs } = this.options;
-    if (found.writersOpen) {
+    if (found.writersOpen || found.claimedElsewhere) {
       await lane.wakeup.sleep(lane.recheckMs(wakeProbeMinMs, pollIntervalMs));
       return;
     }
@@ -452,7 +452,12 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     partitions: readonly number[],
     from: string,
   ): Promise<
-    BatchReport & { lastSeq?: string | undefined; writersOpen: boolean; retrying: boolean }
+    BatchReport & {
+      lastSeq?: string | undefined;
+      writersOpen: boolean;
+      claimedElsewhere: boolean;
+      retrying: boolean;
+    }
   > {
     const { committed, ...found } = await dispatchBatch(this.batch, partitions, from);
     if (!committed) {

@@ -47,10 +47,10 @@ export class Lane {
   }
 
   /**
-   * The wait before the next claim after one that open writing transactions held back:
-   * `minMs`, doubling while they stay open, at most `maxMs` (the poll interval). Their
-   * commit moves no sequence the wake-up could see, so the lane looks again by itself:
-   * soon for the usual short transaction, rarely for a long one.
+   * The wait before the next claim after one that open writing transactions, or another
+   * claim of an earlier event, held back: `minMs`, doubling while they stay open, at most
+   * `maxMs` (the poll interval). Their end moves no sequence the wake-up could see, so the
+   * lane looks again by itself: soon for the usual short transaction, rarely for a long one.
    */
   recheckMs(minMs: number, maxMs: number): number {
     this.recheck = this.recheck === 0 ? minMs : Math.min(maxMs, this.recheck * 2);

@@ -188,8 +188,9 @@ FROM ${s}.outbox GROUP BY event_type ORDER BY event_type`,
  * letters), so those never take a place in the batch. A candidate is then published only
  * if every earlier event of its aggregate still in the outbox is a candidate too: an
  * earlier event claimed by another dispatcher (even one that will not publish it) holds
- * back the later ones of that aggregate, and only those. Rows held back stay locked until
- * this transaction ends, untouched.
+ * back the later ones of that aggregate, and only those. Rows held back come back marked
+ * `held`, so the dispatcher knows to look again soon; they stay locked until this
+ * transaction ends, untouched.
  */
 function claim(s: string, checks: { deadLetterHold: boolean }): string {
   const sameAggregateBefore = (alias: string, row: string) =>
@@ -233,8 +234,9 @@ SELECT c.seq::text AS seq, c.id::text AS id, c.aggregate_type, c.aggregate_id, c
   CASE WHEN c.occurred_at >= '0001-01-01 00:00:00+00' AND c.occurred_at < '10000-01-01 00:00:00+00'
     THEN ${rfc3339('c.occurred_at')}
     ELSE c.occurred_at::text END AS occurred_at,
-  c.attempts
+  c.attempts,
+  (SELECT count(*) FROM ${s}.outbox w WHERE ${sameAggregateBefore('w', 'c')}) <> c.earlier_claimed
+    AS held
 FROM candidates c
-WHERE (SELECT count(*) FROM ${s}.outbox w WHERE ${sameAggregateBefore('w', 'c')}) = c.earlier_claimed
 ORDER BY c.seq`;
 }
