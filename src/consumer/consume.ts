@@ -163,8 +163,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         if (source.needsLease && !(await this.takeLease(lost))) break;
         const generation = ++this.generation;
         this.source = source;
-        let onLost: (reason: string) => void = () => {};
-        const dropped = new Promise<string>((resolve) => {
+        let onLost: (reason: string | ConfigError) => void = () => {};
+        const dropped = new Promise<string | ConfigError>((resolve) => {
           onLost = resolve;
         });
         this.lease?.onLost((error) =>
@@ -172,7 +172,9 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         );
         await source.start(
           (delivery) => this.receive({ delivery, generation }),
-          (error) => onLost(errorMessage(error)),
+          // A ConfigError (a Kafka member fenced out by another of the same name) is not
+          // mended by starting again: it stops the consumer.
+          (error) => onLost(error instanceof ConfigError ? error : errorMessage(error)),
         );
         failures = 0;
         this.setState('receiving');
@@ -194,6 +196,13 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           clearInterval(retries);
           clearInterval(janitor);
         });
+        if (reason instanceof ConfigError) {
+          this.settings.logger.error(
+            { consumer: this.settings.consumer, error: errorMessage(reason) },
+            'consumer stopped: cannot go on',
+          );
+          throw reason;
+        }
         if (reason !== undefined) {
           this.emit('lost', { reason });
           this.settings.logger.warn(

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:net';
+import type { Consumer } from '@platformatic/kafka';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
@@ -7,7 +8,7 @@ import { readKafkaSourceSettings } from '../../src/brokers/kafka/settings.js';
 import { createKafkaSource, sourceTopics } from '../../src/brokers/kafka/source.js';
 import type { Delivery, MessageSource } from '../../src/brokers/source.js';
 import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/url-params.js';
-import { BrokerUnavailableError } from '../../src/common/errors.js';
+import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { deleteTestResources, testAdmin, uniqueName } from '../helpers/kafka.js';
 import { outboxMessage } from '../helpers/messages.js';
@@ -298,6 +299,81 @@ describe('kafka message source', () => {
     await waitFor('the two new messages', () => run.deliveries.length >= 2, { timeoutMs: 30_000 });
     await sleep(500);
     expect(ids(run.deliveries)).toEqual(sent.map((m) => m.id));
+  });
+
+  describe('group_instance_id (static membership)', () => {
+    /** Ends a source's connections without leaving the group, as a killed process does. */
+    async function vanish(member: MessageSource) {
+      const client = (member as unknown as { consumer: Consumer }).consumer;
+      // Without a member id the client skips its LeaveGroup.
+      client.memberId = null;
+      await client.close(true);
+    }
+
+    it('a member back under the same name takes its partitions at once, not after its session', async () => {
+      // A dynamic member would wait for the vanished one's 60 s session to end.
+      const { url, group } = target();
+      const member = `${url}&group_instance_id=pod-0&session_timeout_ms=60000`;
+      const first = await receive(source(member, group), true);
+      const broker = await publisher(url);
+      await publishSeries(broker, 3);
+      await waitFor('the first member to receive', () => first.deliveries.length === 3, {
+        timeoutMs: 30_000,
+      });
+      await vanish(sources[0] as MessageSource);
+      const sent = await publishSeries(broker, 3);
+      const began = Date.now();
+      const again = await receive(source(member, group), true);
+      await waitFor(
+        'the member started again to receive',
+        () => sent.every((m) => ids(again.deliveries).includes(m.id)),
+        { timeoutMs: 40_000 },
+      );
+      expect(Date.now() - began).toBeLessThan(15_000);
+      expect(again.lost).toEqual([]);
+    });
+
+    it('a second live member under the same name fences the first out: it is lost with a ConfigError, the second goes on', async () => {
+      const { url, group } = target();
+      const member = `${url}&group_instance_id=pod-0`;
+      const first = source(member, group);
+      const firstRun = await receive(first, true);
+      const broker = await publisher(url);
+      await publishSeries(broker, 1);
+      await waitFor('the first member to receive', () => firstRun.deliveries.length === 1, {
+        timeoutMs: 30_000,
+      });
+      const second = await receive(source(member, group), true);
+      await publishSeries(broker, 1);
+      await waitFor('the first member to be lost', () => firstRun.lost.length > 0, {
+        timeoutMs: 20_000,
+      });
+      expect(firstRun.lost).toHaveLength(1);
+      expect(firstRun.lost[0]).toBeInstanceOf(ConfigError);
+      expect(firstRun.lost[0]?.message).toBe(
+        `broker: group_instance_id="pod-0": another process joined consumer group "${group}" under the same name and the group fenced this one out; give each process its own group_instance_id`,
+      );
+      // The consumer closes a lost source; the second member keeps the partitions.
+      await first.close();
+      const later = await publishSeries(broker, 2);
+      await waitFor(
+        'the second member to receive what came after',
+        () => later.every((m) => ids(second.deliveries).includes(m.id)),
+        { timeoutMs: 30_000 },
+      );
+      await sleep(3_000);
+      expect(second.lost).toEqual([]);
+    });
+
+    it('refuses a name Kafka would refuse, naming the parameter', () => {
+      expect(() => source(target('&group_instance_id=pod%200').url, 'g')).toThrow(
+        new ConfigError(
+          'broker',
+          'group_instance_id="pod 0" is not valid (one to 249 letters, digits, ".", "_" or "-")',
+        ),
+      );
+      expect(() => source(target('&group_instance_id=').url, 'g')).toThrow(ConfigError);
+    });
   });
 
   it('start() rejects with BrokerUnavailableError when nothing listens', async () => {

@@ -59,6 +59,11 @@ export interface ConsumerChaosOptions extends ChaosPlan {
   recoveryTimeoutMs?: number;
   /** Passed to `run --batch-size`. Default 200. */
   batchSize?: number;
+  /**
+   * Kafka: each consumer slot joins the group under a name of its own
+   * (`group_instance_id`, static membership), kept across its restarts. Default false.
+   */
+  instanceNames?: boolean;
   /** Logged as the run goes (progress, disruptions). Default: nothing. */
   log?: (line: string) => void;
 }
@@ -244,7 +249,9 @@ export async function runConsumerChaos(
     await createEffectsTables(admin, schema, options.aggregates);
     target = await createTarget(options.broker, { restartable: options.restartBroker });
     const consumer = target.consumerName('effects');
-    log(`schema ${schema}, ${target.server}, consumer ${consumer}, seed ${seed}`);
+    log(
+      `schema ${schema}, ${target.server}, consumer ${consumer}, seed ${seed}${options.instanceNames && options.broker === 'kafka' ? ', a group_instance_id per slot' : ''}`,
+    );
 
     // Consumers first: on RabbitMQ their queue must be bound before anything is published
     // (one started process has bound it; the others may still be joining).
@@ -252,6 +259,7 @@ export async function runConsumerChaos(
       count: options.consumers,
       random,
       brokerUrl: target.url,
+      instanceNames: options.instanceNames === true && options.broker === 'kafka',
       databaseUrl: PG_URL,
       schema,
       consumer,

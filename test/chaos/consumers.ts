@@ -20,6 +20,8 @@ export interface ConsumerPoolOptions {
   random: () => number;
   /** The broker URL `consume()` reads. */
   brokerUrl: string;
+  /** Kafka: `group_instance_id=<consumer>-<slot>` added to each slot's URL. */
+  instanceNames?: boolean;
   databaseUrl: string;
   schema: string;
   /** The consumer name all the processes share. */
@@ -50,10 +52,12 @@ export function startConsumers(options: ConsumerPoolOptions): ConsumerPool {
   const pool = startProcessPool({
     count: options.count,
     random: options.random,
-    spawn: () =>
+    spawn: (slot) =>
       spawnNode(SCRIPT, [], {
         env: {
-          BROKER_URL: options.brokerUrl,
+          BROKER_URL: options.instanceNames
+            ? `${options.brokerUrl}&group_instance_id=${options.consumer}-${slot}`
+            : options.brokerUrl,
           DATABASE_URL: options.databaseUrl,
           SCHEMA: options.schema,
           CONSUMER: options.consumer,

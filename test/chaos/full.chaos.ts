@@ -18,7 +18,8 @@
  *
  * One summary table per phase is printed. CHAOS_PHASE=dispatchers or consumers runs one
  * phase, CHAOS_BROKERS=nats,kafka a subset of brokers; CHAOS_SEED fixes the random
- * choices (the seed of every run is printed, to repeat one).
+ * choices (the seed of every run is printed, to repeat one). CHAOS_KAFKA_INSTANCE_NAMES=1
+ * gives each Kafka consumer slot a `group_instance_id` of its own (static membership).
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { killChildren } from '../helpers/cli.js';
@@ -38,6 +39,7 @@ const brokers = (process.env.CHAOS_BROKERS?.split(',') ?? ALL).filter((name): na
 );
 const phases = process.env.CHAOS_PHASE?.split(',') ?? ['dispatchers', 'consumers'];
 const seed = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : undefined;
+const instanceNames = process.env.CHAOS_KAFKA_INSTANCE_NAMES === '1';
 const EVENTS = 100_000;
 const CONSUMER_EVENTS = 50_000;
 
@@ -108,6 +110,7 @@ describe.runIf(phases.includes('consumers'))(
         restartBroker: true,
         restartPostgres: true,
         recoveryTimeoutMs: 600_000,
+        instanceNames,
         signal,
         ...(seed !== undefined ? { seed } : {}),
         log: (line) => console.log(line),

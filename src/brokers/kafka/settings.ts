@@ -142,6 +142,13 @@ export interface KafkaSourceSettings extends KafkaSettings {
    * client's own default, 60 s, would hold them that long).
    */
   sessionTimeoutMs: number;
+  /**
+   * `group_instance_id`: makes this process a static member of its group under this name
+   * (one per process: a host or pod name). A process started again under the same name
+   * takes its partitions back at once, without a rebalance of the group; one gone for
+   * good keeps them until `session_timeout_ms` has passed.
+   */
+  groupInstanceId: string | undefined;
 }
 
 /** A Kafka source's settings from the broker URL: the publisher's, then its own. */
@@ -152,7 +159,19 @@ export function readKafkaSourceSettings(params: BrokerUrlParams): KafkaSourceSet
       | 'earliest'
       | 'latest',
     sessionTimeoutMs: params.integer('session_timeout_ms', 10_000, 6_000, 300_000),
+    groupInstanceId: readGroupInstanceId(params),
   };
+}
+
+/** Kafka's own rule for the name, so that a bad one is refused before the group sees it. */
+function readGroupInstanceId(params: BrokerUrlParams): string | undefined {
+  if (params.optional('group_instance_id') === undefined) return undefined;
+  return params.string(
+    'group_instance_id',
+    '',
+    /^[a-zA-Z0-9._-]{1,249}$/,
+    'one to 249 letters, digits, ".", "_" or "-"',
+  );
 }
 
 /**

@@ -97,6 +97,9 @@ class KafkaSource implements MessageSource {
         rebalanceTimeout: sessionTimeoutMs,
         heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 3)),
         autocommit: false,
+        ...(this.settings.groupInstanceId
+          ? { groupInstanceId: this.settings.groupInstanceId }
+          : {}),
         // Long polls end well within the request timeout, which would otherwise fail them.
         maxWaitTime: Math.min(5_000, Math.floor(this.settings.timeoutMs / 2)),
         // Fetched and not yet delivered: the fetch loop stops once this many wait.
@@ -105,14 +108,16 @@ class KafkaSource implements MessageSource {
     );
     this.consumer = consumer;
     const { logger, consumer: group } = this.options;
-    this.commits = new OffsetCommits(consumer, (error) =>
+    this.commits = new OffsetCommits(consumer, (error) => {
+      if (this.fenced(error)) return;
       logger.warn(
         { location: this.location, consumer: group, error: describeError(error) },
         'kafka offset commit failed; retrying',
-      ),
-    );
+      );
+    });
     // Emitted when rejoining the group failed for good; unheard, it would throw.
     consumer.on('error', (error) => this.lose(error));
+    consumer.on('consumer:heartbeat:error', ({ error }: { error?: unknown }) => this.fenced(error));
     consumer.on('consumer:group:join', ({ generationId, assignments }) =>
       logger.debug(
         { location: this.location, consumer: group, generationId, assignments },
@@ -335,12 +340,31 @@ class KafkaSource implements MessageSource {
     }
   }
 
+  /**
+   * A static member (`group_instance_id`) whose name another process joined under is
+   * fenced out of the group: its commits and heartbeats fail, but the client goes on
+   * fetching. Two processes on the same partitions would race each other, and starting
+   * again would fence the other in turn: the source is lost with a ConfigError, which
+   * stops the consumer. True when `error` says so.
+   */
+  private fenced(error: unknown): boolean {
+    const name = this.settings.groupInstanceId;
+    if (!name || findProtocolError(error)?.apiId !== 'FENCED_INSTANCE_ID') return false;
+    this.lose(
+      new ConfigError(
+        this.settings.setting,
+        `group_instance_id="${name}": another process joined consumer group "${this.options.consumer}" under the same name and the group fenced this one out; give each process its own group_instance_id`,
+      ),
+    );
+    return true;
+  }
+
   /** Once, after start resolved and before close: the caller closes and starts anew. */
   private lose(error: Error) {
     const onLost = this.onLost;
     if (this.state !== 'started' || !onLost) return;
     this.onLost = undefined;
-    onLost(this.unavailable('lost the consumer', error));
+    onLost(error instanceof ConfigError ? error : this.unavailable('lost the consumer', error));
   }
 
   private async startError(error: unknown): Promise<Error> {
