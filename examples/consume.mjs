@@ -33,7 +33,7 @@ import {
 const broker = process.argv[2];
 if (!broker) {
   process.stderr.write('usage: node examples/consume.mjs <broker-url>\n');
-  process.exit(2);
+  process.exitCode = 2;
 }
 const database = process.env.DATABASE_URL
   ? pgDatabase({ connectionString: process.env.DATABASE_URL })
@@ -88,3 +88,10 @@ const stop = async () => {
 };
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);
+// Stopped by itself, since retrying cannot help (a setting the broker refuses on a
+// reconnect): say why and end with exit 2. Outages are not fatal: it reconnects.
+consumer.closed.catch(async (error) => {
+  process.stderr.write(`consume: stopped: ${error.message}\n`);
+  await database.close();
+  process.exitCode = 2;
+});

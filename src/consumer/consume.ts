@@ -4,6 +4,7 @@ import { sourceFromUrl } from '../brokers/index.js';
 import type { Delivery, MessageSource } from '../brokers/source.js';
 import { backoffDelayMs } from '../common/backoff.js';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../common/errors.js';
+import { RunEnd } from '../common/run-end.js';
 import { isDatabaseUnavailable } from '../db/connection-errors.js';
 import type { DatabaseSession } from '../db/database.js';
 import { statements } from '../db/sql/index.js';
@@ -69,6 +70,9 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private readonly stopped: Promise<void>;
   private signalStopped: () => void = () => {};
   private loop: Promise<void> | undefined;
+  /** Settled by stop(): rejected with `fatalError` when that ended the loop by itself. */
+  private readonly end = new RunEnd();
+  private fatalError: Error | undefined;
   private keepAlive: NodeJS.Timeout | undefined;
   private takingRetries = false;
   private purging = false;
@@ -95,7 +99,12 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     return source.backlog();
   }
 
+  get closed(): Promise<void> {
+    return this.end.promise;
+  }
+
   async start(): Promise<void> {
+    let running = false;
     const started = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         const reason = this.reason ?? 'no answer';
@@ -117,6 +126,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         clearTimeout(timer);
         this.off('state', onState);
         reject(error);
+        // After start resolved, nobody hears that rejection: say it, and stop.
+        if (running) this.fail(error);
       });
     });
     // Brokers with an ack deadline hear every few seconds that queued messages are alive.
@@ -125,6 +136,18 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     }, 5000);
     this.keepAlive.unref();
     await started;
+    running = true;
+  }
+
+  /** The loop stopped by itself, since retrying cannot help: `fatal`, then stop() settles `closed`. */
+  private fail(error: unknown): void {
+    this.fatalError = error instanceof Error ? error : new Error(String(error));
+    this.settings.logger.error(
+      { consumer: this.settings.consumer, error: errorMessage(error) },
+      'consumer stopped: cannot go on',
+    );
+    this.emit('fatal', this.fatalError);
+    void this.stop();
   }
 
   async stop(): Promise<void> {
@@ -138,6 +161,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     await this.queues.idle();
     await this.loop?.catch(() => {});
     clearInterval(this.keepAlive);
+    if (this.fatalError) this.end.reject(this.fatalError);
+    else this.end.resolve();
   }
 
   private setState(state: ConsumerHealth['state'], reason?: string): void {
@@ -196,13 +221,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           clearInterval(retries);
           clearInterval(janitor);
         });
-        if (reason instanceof ConfigError) {
-          this.settings.logger.error(
-            { consumer: this.settings.consumer, error: errorMessage(reason) },
-            'consumer stopped: cannot go on',
-          );
-          throw reason;
-        }
+        if (reason instanceof ConfigError) throw reason;
         if (reason !== undefined) {
           this.emit('lost', { reason });
           this.settings.logger.warn(

@@ -44,6 +44,11 @@ export interface ConsumerEvents {
   skipped: [{ origin: string; type: string | undefined; reason: string }];
   /** The broker or the lease was lost; the consumer reconnects by itself. */
   lost: [{ reason: string }];
+  /**
+   * The consumer stopped by itself, since retrying cannot help (a `ConfigError`); the same
+   * error rejects `closed`.
+   */
+  fatal: [Error];
   state: [ConsumerHealth['state']];
 }
 
@@ -62,4 +67,11 @@ export interface Consumer extends EventEmitter<ConsumerEvents> {
    * rest to the broker's redelivery, releases the connection and the lease.
    */
   stop(): Promise<void>;
+  /**
+   * Settles once the consumer has stopped: resolves after stop(); rejects with the error
+   * when it stopped by itself because retrying cannot help, such as a setting the broker
+   * refuses on a reconnect, or a Kafka member fenced out by another process of the same
+   * `group_instance_id`. A rejection nobody awaits is dropped, never unhandled.
+   */
+  readonly closed: Promise<void>;
 }

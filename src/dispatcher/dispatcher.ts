@@ -6,6 +6,7 @@ import {
   errorMessage,
   SchemaVersionError,
 } from '../common/errors.js';
+import { RunEnd } from '../common/run-end.js';
 import { clip } from '../common/text.js';
 import { assertSchemaCurrent, readPartitionCount, readProducerNotify } from '../db/migrate.js';
 import { type Statements, statements } from '../db/sql/index.js';
@@ -22,7 +23,6 @@ import {
   resolveDispatcherOptions,
 } from './options.js';
 import { PartitionOwnership } from './ownership.js';
-import { RunEnd } from './run-end.js';
 import { Notifications, WriteProbe } from './wakeup.js';
 
 /**

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { Producer, stringSerializers } from '@platformatic/kafka';
 import { afterAll, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
+import { ConfigError } from '../../src/common/errors.js';
 import { type Consumer, consume } from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
 import { createPgTestSchema } from '../helpers/db.js';
@@ -108,6 +109,8 @@ it('group_instance_id: a process fenced out by another of the same name stops, s
   try {
     await broker.connect();
     const first = await start('first');
+    const fatal: Error[] = [];
+    first.on('fatal', (error) => fatal.push(error));
     const early = await send();
     await waitFor('the first process to apply', () => seen.first.includes(early), {
       timeoutMs: 30_000,
@@ -117,6 +120,8 @@ it('group_instance_id: a process fenced out by another of the same name stops, s
     await waitFor('the first process to stop', () => first.health().state === 'stopped', {
       timeoutMs: 20_000,
     });
+    await expect(first.closed).rejects.toBeInstanceOf(ConfigError);
+    expect(fatal.map((error) => error.message)).toEqual([first.health().reason]);
     expect(first.health().reason).toMatch(
       /^broker: group_instance_id="pod-0": another process joined consumer group "c[\w-]+-static" under the same name and the group fenced this one out; give each process its own group_instance_id$/,
     );
@@ -130,6 +135,8 @@ it('group_instance_id: a process fenced out by another of the same name stops, s
     );
     expect(second.health().state).toBe('receiving');
     expect(seen.first).not.toContain(later);
+    await second.stop();
+    await expect(second.closed).resolves.toBeUndefined();
   } finally {
     await Promise.allSettled(consumers.map((c) => c.stop()));
     await broker.close();

@@ -86,4 +86,6 @@ it('counts processed, duplicate, failed, parked and skipped events, and reports 
   expect(value('consumer_handler_duration_seconds_count\\{consumer="metered"\\}')).toBe(2);
   await consumer.stop();
   expect(consumerReadiness(consumer)).toEqual({ ok: false, reasons: ['consumer stopped'] });
+  // Stopped by stop(), not by itself.
+  await expect(consumer.closed).resolves.toBeUndefined();
 });

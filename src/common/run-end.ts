@@ -1,5 +1,5 @@
 /**
- * How one run of a dispatcher ended, as a promise: resolved after a clean stop, rejected
+ * How one run of a dispatcher or a consumer ended, as a promise: resolved after a clean stop, rejected
  * with the error that ended it. A do-nothing handler is attached at once, so a rejection
  * that nobody awaits is not an unhandled rejection (Node would end the process over it);
  * whoever awaits the promise still gets the error.
