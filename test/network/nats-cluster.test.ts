@@ -65,12 +65,17 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
     const state = await streamState(cluster.url, stream).catch(() => undefined);
     return (state?.messages ?? 0) >= DRAIN_EVENTS / 3;
   });
+  // Paused while the leader is read and killed: on a busy machine the dispatcher could
+  // otherwise publish the rest in between, leaving nothing for the new leader to take.
+  run.child.kill('SIGSTOP');
   const before = await streamState(cluster.url, stream);
   expect(before.replicas).toBe(3);
+  expect(before.messages, 'events left to publish when the leader dies').toBeLessThan(DRAIN_EVENTS);
   const leader = cluster.byName(before.leader ?? '');
   expect(leader, `leader ${before.leader}`).toBeDefined();
   const stoppedAt = Date.now();
   await leader?.kill();
+  run.child.kill('SIGCONT');
   const live = cluster.servers.filter((server) => server !== leader);
   const liveUrl = `nats://${live.map((server) => `127.0.0.1:${server.port}`).join(',')}`;
 
