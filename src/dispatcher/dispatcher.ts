@@ -370,10 +370,11 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
 
   /**
    * Between claims with nothing to claim. Open writers, or another claim of an earlier
-   * event, held events back: look again soon (their end moves nothing the probe sees). Else sleep until the wake-up says events
-   * were written, or until a retry may have come due (poll interval) when one waits, or
-   * the safety net's full look; lane 0 asks the broker for a round trip every poll
-   * interval meanwhile, so an outage shows in readiness while idle too.
+   * event, held events back: look again soon (their end moves nothing the probe sees).
+   * Else sleep until the wake-up says events were written, or until a retry may have come
+   * due (poll interval) when one waits, or the safety net's full look; lane 0 asks the
+   * broker for a round trip every poll interval meanwhile, so an outage shows in
+   * readiness while idle too.
    */
   private async idle(
     lane: Lane,
