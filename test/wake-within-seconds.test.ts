@@ -7,10 +7,14 @@
  * - an aggregate's later events held back while its earlier event was in another claim
  *   (another dispatcher's, during a handover): that claim's end moves no sequence, so the
  *   dispatcher looks again by itself soon.
+ * - an event an open writing transaction held back, once it commits: the looks for it
+ *   start again from the shortest after each claim that found events, whatever length
+ *   they grew to while an earlier writer stayed open.
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { retryDeadLetters } from '../src/admin/dead-letters.js';
+import { readPartitionCount } from '../src/db/migrate.js';
 import {
   createDispatcher,
   createOutbox,
@@ -125,4 +129,68 @@ it("publishes an aggregate's later events within seconds of another claim on its
   expect(broker.messages.map((m) => m.id)).toEqual(ids.slice(1));
   // At most the poll interval (1 s by default) after the other claim ended, and some slack.
   expect(Date.now() - endedAt).toBeLessThan(3000);
+});
+
+it('looks again soon for an open writer after a claim found events, however long an earlier writer stayed open', async () => {
+  const partitions = await readPartitionCount(t.db, t.schema);
+  const partitionOf = async (aggregateId: string) => {
+    const { rows } = await t.db.query<{ p: number }>(
+      'SELECT ((hashtextextended($1, 0) & 2147483647) % $2)::int AS p',
+      [aggregateId, partitions],
+    );
+    return rows[0]?.p;
+  };
+  const lesson = (lessonId: string) =>
+    LessonPublished.create({
+      lesson_id: lessonId,
+      author_id: randomUUID(),
+      title: 'part 1',
+      published_at: '2026-12-03T09:30:00Z',
+    });
+  const broker = new MemoryBroker();
+  // A long poll interval lets the quick looks for an open writer grow long.
+  dispatcher = createDispatcher({
+    db: t.db,
+    schema: t.schema,
+    broker,
+    pollIntervalMs: 10_000,
+    logger: false,
+  });
+  await dispatcher.start();
+  const outbox = createOutbox({ schema: t.schema });
+  const slowLesson = randomUUID();
+  let quickLesson = randomUUID();
+  while ((await partitionOf(quickLesson)) === (await partitionOf(slowLesson))) {
+    quickLesson = randomUUID();
+  }
+  const write = async (lessonId: string, open?: Promise<void>) =>
+    t.db.transaction(async (tx) => {
+      const ids = await outbox.enqueue(tx, [lesson(lessonId)]);
+      await open;
+      return ids;
+    });
+  let commitSlow!: () => void;
+  const slowOpen = new Promise<void>((resolve) => {
+    commitSlow = resolve;
+  });
+  // A writer that stays open 3 s: the looks for it have grown to seconds apart.
+  const slow = write(slowLesson, slowOpen);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  // Another partition's event: the dispatcher publishes it while the writer is still open.
+  const [quickId] = await write(quickLesson);
+  await waitFor('the other partition’s event', () => broker.messages.length === 1, {
+    timeoutMs: 5000,
+  });
+  expect(broker.messages[0]?.id).toBe(quickId);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  commitSlow();
+  const [slowId] = await slow;
+  const committedAt = Date.now();
+  await waitFor('the long writer’s event', () => broker.messages.length === 2, {
+    timeoutMs: 15_000,
+  });
+  expect(broker.messages[1]?.id).toBe(slowId);
+  // The looks started again from the shortest after the claim that found an event: about
+  // 0.5 s after the commit at most, not the seconds they had grown to before it.
+  expect(Date.now() - committedAt).toBeLessThan(2000);
 });

@@ -308,6 +308,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         const report = await this.dispatch(this.claimFrom(lane), from);
         if (failures > 0) logger.info({ after: failures }, 'dispatching again');
         failures = 0;
+        // Events came: what is held back next starts a fresh series of quick looks.
+        if (report.claimed > 0) lane.clearRecheck();
         if (report.claimed === batchSize) {
           // More is probably waiting beyond this batch: go on from there, with every lane.
           lane.cursor = nextSeq(report.lastSeq);
