@@ -135,7 +135,14 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       for (const delivery of this.inFlight) delivery.working?.();
     }, 5000);
     this.keepAlive.unref();
-    await started;
+    try {
+      await started;
+    } catch (error) {
+      // Nobody holds this consumer now: let nothing hold it (a service retrying its start
+      // would keep every failed attempt).
+      clearInterval(this.keepAlive);
+      throw error;
+    }
     running = true;
   }
 
@@ -195,12 +202,22 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         this.lease?.onLost((error) =>
           onLost(`lost the database session holding the lease: ${errorMessage(error)}`),
         );
-        await source.start(
+        const starting = source.start(
           (delivery) => this.receive({ delivery, generation }),
           // A ConfigError (a Kafka member fenced out by another of the same name) is not
           // mended by starting again: it stops the consumer.
           (error) => onLost(error instanceof ConfigError ? error : errorMessage(error)),
         );
+        if ((await Promise.race([starting.then(() => false), lost.then(() => true)])) === true) {
+          // Stopped while the broker was still being reached (a start that timed out, a
+          // shutdown): the lease goes at once; what the start still opens is closed when
+          // it ends.
+          void starting.then(
+            () => source.close(),
+            () => {},
+          );
+          break;
+        }
         failures = 0;
         this.setState('receiving');
         this.settings.logger.info(
