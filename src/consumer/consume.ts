@@ -306,10 +306,6 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     return result || this.stopping;
   }
 
-  /**
-   * Hands the dead letters an operator asked to retry to the handler again, in their
-   * aggregates' queues: handled, the dead letter is deleted; failing again, parked anew.
-   */
   /** The janitor's round: this consumer's inbox records older than the retention, in batches. */
   private async purgeInbox(): Promise<void> {
     const retention = this.settings.inboxRetentionMs;
@@ -336,6 +332,10 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     }
   }
 
+  /**
+   * Hands the dead letters an operator asked to retry to the handler again, in their
+   * aggregates' queues: handled, the dead letter is deleted; failing again, parked anew.
+   */
   private async takeRetries(generation: number): Promise<void> {
     if (this.takingRetries || this.stopping || generation !== this.generation) return;
     this.takingRetries = true;
