@@ -18,7 +18,14 @@
 //   ./bin/edupulse-outbox demo --events 200 --broker nats://127.0.0.1:4222
 //
 // Start it before the demo on RabbitMQ: its queue must exist for the exchange to route
-// events to it. Ctrl-C stops it after the events being applied are committed and acked.
+// events to it. The demo also publishes event types this consumer does not bind its queue
+// for (enrollment-created, lesson-completed), which RabbitMQ returns to the dispatcher as
+// unroutable; let the demo accept that, or it retries them until they are dead letters:
+//
+//   ./bin/edupulse-outbox demo --events 200 \
+//     --broker 'amqp://guest:guest@127.0.0.1:5672?accept_unroutable=true'
+//
+// Ctrl-C stops it after the events being applied are committed and acked.
 // Outside this repository it needs the broker's client (README, Install) and, without
 // DATABASE_URL, @electric-sql/pglite.
 import { consume, createInbox } from '../dist/consumer/index.js';

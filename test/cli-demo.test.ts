@@ -1,5 +1,6 @@
 /** `edupulse-outbox demo` as a separate process: embedded PGlite by default, or the server. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { AMQP_URL, deleteExchange, testExchange } from './helpers/amqp.js';
 import {
   type CliResult,
   jsonLines,
@@ -79,18 +80,50 @@ describe('demo', () => {
     expect(rows[0]?.n).toBe(0);
   });
 
-  it('SIGINT stops producing, publishes what is pending, and exits 0', async () => {
-    const cli = spawnCli(['demo', '--rate', '50']);
-    await cli.waitFor('20 events on stdout', () => cli.lineCount() >= 20);
-    cli.child.kill('SIGINT');
-    const result = await cli.exited;
-    expect(result.code, result.stderr).toBe(0);
-    expect(stackLines(result.stderr)).toEqual([]);
-    const { produced, published, dead } = summary(result.stderr);
-    expect(produced).toBeGreaterThanOrEqual(20);
-    expect(published).toBe(produced);
-    expect(dead).toBe(0);
-    expect(expectCloudEvents(result)).toHaveLength(published);
+  // --rate 0 on the embedded database: its answers come without a turn of the event loop,
+  // which must not starve the dispatcher or the signal handler.
+  it.each(['50', '0'])(
+    '--rate %s: SIGINT stops producing, publishes what is pending, and exits 0',
+    async (rate) => {
+      const cli = spawnCli(['demo', '--rate', rate]);
+      await cli.waitFor('20 events on stdout', () => cli.lineCount() >= 20);
+      cli.child.kill('SIGINT');
+      const result = await cli.exited;
+      expect(result.code, result.stderr).toBe(0);
+      expect(stackLines(result.stderr)).toEqual([]);
+      const { produced, published, dead } = summary(result.stderr);
+      expect(produced).toBeGreaterThanOrEqual(20);
+      expect(published).toBe(produced);
+      expect(dead).toBe(0);
+      expect(expectCloudEvents(result)).toHaveLength(published);
+    },
+  );
+
+  it('exits 1 naming what is left when the broker refuses every event for 10 s', async () => {
+    // No queue is bound to the exchange: RabbitMQ returns every event (NO_ROUTE), and the
+    // first retry is due after the demo stops waiting.
+    const exchange = testExchange();
+    try {
+      const result = await runCli([
+        'demo',
+        '--events',
+        '5',
+        '--rate',
+        '0',
+        '--broker',
+        `${AMQP_URL}?exchange=${exchange}`,
+        '--retry-base-delay-ms',
+        '60000',
+      ]);
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr).toContain(
+        'demo: 5 of 5 events not published: none went out in the last 10 s',
+      );
+      expect(result.stderr).not.toContain('guest:guest');
+      expect(stackLines(result.stderr)).toEqual([]);
+    } finally {
+      await deleteExchange(exchange);
+    }
   });
 
   it('a bad --events or --rate exits 2 naming it', async () => {

@@ -29,6 +29,8 @@ interface DemoFlags extends DispatcherFlags {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** After Ctrl-C, how long the demo waits for the dispatcher to publish anything more. */
+const STALL_MS = 10_000;
 
 async function openDemoDatabase(
   url: string | undefined,
@@ -74,7 +76,9 @@ export function demoCommand(): Command {
       'after',
       `
 CloudEvents go to the broker (stdout for log:), progress to stderr.
-Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits at once (130).`,
+Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits at once (130).
+When nothing more is published for 10 s (a broker that refuses or cannot be reached), the
+demo exits 1 saying how many events were left unpublished.`,
     )
     .action(async (flags: DemoFlags) => {
       await execute(flags, async ({ verbose }) => {
@@ -93,6 +97,9 @@ Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits a
           const removeHandlers = onShutdownSignal(
             () => {
               stopping = true;
+              process.stderr.write(
+                '\ndemo: stopping: publishing what is pending (Ctrl-C again exits at once)\n',
+              );
             },
             () => process.exit(130),
           );
@@ -119,19 +126,37 @@ Ctrl-C: stop producing, publish what is pending, exit 0; a second Ctrl-C exits a
             if (target !== undefined) events = events.slice(0, target - produced);
             await db.transaction((tx) => outbox.enqueue(tx, events));
             produced += events.length;
-            if (rate > 0) {
-              const ahead = started + (produced / rate) * 1000 - Date.now();
-              if (ahead > 0) await sleep(ahead);
-            }
+            const ahead = rate > 0 ? started + (produced / rate) * 1000 - Date.now() : 0;
+            // Never two transactions back to back without a turn of the event loop: an
+            // embedded database answers without one, and the dispatcher, the progress
+            // line and Ctrl-C would wait for the loop to end.
+            if (ahead > 0) await sleep(ahead);
+            else await new Promise((resolve) => setImmediate(resolve));
           }
-          // Everything produced is published (or dead-lettered) before we stop.
-          while (!fatal && dispatcher.stats.published + dispatcher.stats.deadLettered < produced) {
+          // Everything produced is published (or dead-lettered) before we stop, as long as
+          // the dispatcher gets on with it: a broker that refuses or cannot be reached
+          // would keep the demo waiting for retries without end.
+          const done = () => dispatcher.stats.published + dispatcher.stats.deadLettered;
+          let progressAt = Date.now();
+          let seen = done();
+          while (!fatal && done() < produced && Date.now() - progressAt < STALL_MS) {
             await sleep(20);
+            if (done() !== seen) {
+              seen = done();
+              progressAt = Date.now();
+            }
           }
           await dispatcher.stop();
           removeHandlers();
           progress.stop();
           if (fatal) throw fatal;
+          const pending = produced - done();
+          if (pending > 0) {
+            process.stderr.write(
+              `demo: ${pending} of ${produced} events not published: none went out in the last ${STALL_MS / 1000} s (see the lines above); they stay in the outbox${flags.databaseUrl ? '' : ' of the embedded database, gone when the demo ends'}\n`,
+            );
+            return 1;
+          }
           const seconds = (Date.now() - started) / 1000;
           const { published, deadLettered } = dispatcher.stats;
           process.stderr.write(
