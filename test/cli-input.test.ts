@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseTime } from '../src/cli/settings.js';
 import { escapeControl, jsonForTerminal } from '../src/common/text.js';
-import { ConfigError, createOutbox } from '../src/index.js';
+import { brokerFromUrl, ConfigError, createOutbox } from '../src/index.js';
 import { killChildren, lines, runCli, stackLines } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
 
@@ -126,6 +126,34 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
     expect(migrate).toContain('reserved');
     await expectRefused(['migrate', '--print', '--schema', 'information_schema'], 'schema');
     await expectRefused(['status', '--schema', 'pg_catalog'], 'schema');
+  });
+
+  it('a CloudEvents source that is not a URI-reference', async () => {
+    for (const command of ['run', 'demo']) {
+      for (const source of ['', 'not a uri', '/lessons%zz']) {
+        const refused = await expectRefused([command, '--source', source], 'source');
+        expect(refused).toContain('not a CloudEvents source');
+      }
+    }
+    // A good one, escapes and all: the demo on the embedded database publishes with it.
+    const accepted = await runCli([
+      'demo',
+      '--events',
+      '1',
+      '--source',
+      'https://edupulse.example/a%20b',
+    ]);
+    expect(accepted.code, accepted.stderr).toBe(0);
+    expect(accepted.stdout).toContain('"source":"https://edupulse.example/a%20b"');
+  });
+
+  it('the library refuses a missing or bad source too', () => {
+    for (const options of [undefined, {}, { source: '' }, { source: 'two words' }]) {
+      const create = () => brokerFromUrl('log:', options as unknown as { source: string });
+      expect(create, JSON.stringify(options)).toThrow(ConfigError);
+      expect(create).toThrow('not a CloudEvents source');
+    }
+    expect(() => brokerFromUrl('log:', { source: '/edupulse' })).not.toThrow();
   });
 
   it('the library refuses a reserved schema too', () => {

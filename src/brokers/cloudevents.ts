@@ -1,4 +1,26 @@
+import { ConfigError } from '../common/errors.js';
 import type { OutboxMessage } from './broker.js';
+
+/** RFC 3986's characters, with `%` only as the start of an escape. */
+const URI_REFERENCE = /^(?:[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$/;
+
+/**
+ * Checks a CloudEvents `source`: a non-empty URI-reference such as `/edupulse` or
+ * `https://edupulse.example/lessons`. Consumers refuse events without one.
+ */
+export function assertCloudEventsSource(
+  source: unknown,
+  setting: string,
+): asserts source is string {
+  if (typeof source !== 'string' || source.length > 2048 || !URI_REFERENCE.test(source)) {
+    const shown =
+      typeof source === 'string' ? JSON.stringify(source.slice(0, 100)) : String(source);
+    throw new ConfigError(
+      setting,
+      `${shown} is not a CloudEvents source: a non-empty URI-reference is needed, such as "/edupulse" or "https://edupulse.example/lessons" (spaces and other characters outside URIs percent-encoded)`,
+    );
+  }
+}
 
 /**
  * CloudEvents 1.0 context attributes of a message. `sequence` is zero-padded so that it

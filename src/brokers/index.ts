@@ -2,6 +2,7 @@ import { ConfigError } from '../common/errors.js';
 import { optionalPeers } from '../common/peers.js';
 import { readAmqpSettings, readAmqpSourceSettings } from './amqp/settings.js';
 import type { EventBroker } from './broker.js';
+import { assertCloudEventsSource } from './cloudevents.js';
 import { readKafkaSettings, readKafkaSourceSettings } from './kafka/settings.js';
 import { LazyBroker, LazySource } from './lazy.js';
 import { LogBroker } from './log.js';
@@ -27,7 +28,8 @@ export const brokerSchemes = ['nats:', 'amqp:', 'amqps:', 'kafka:', 'log:', 'mem
  * The client is imported on the broker's first `connect()`.
  */
 export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): EventBroker {
-  const { source } = options;
+  const source = (options as BrokerFromUrlOptions | undefined)?.source;
+  assertCloudEventsSource(source, 'source');
   const setting = options.setting ?? 'broker';
   const parsed = parseBrokerUrl(url, setting, `expected ${brokerSchemes.join(', ')}`);
   const params = new BrokerUrlParams(parsed, setting);
