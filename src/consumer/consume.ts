@@ -3,10 +3,16 @@ import { purgeInbox } from '../admin/consumer-dead-letters.js';
 import { sourceFromUrl } from '../brokers/index.js';
 import type { Delivery, MessageSource } from '../brokers/source.js';
 import { backoffDelayMs } from '../common/backoff.js';
-import { BrokerUnavailableError, ConfigError, errorMessage } from '../common/errors.js';
+import {
+  BrokerUnavailableError,
+  ConfigError,
+  errorMessage,
+  SchemaVersionError,
+} from '../common/errors.js';
 import { RunEnd } from '../common/run-end.js';
 import { isDatabaseUnavailable } from '../db/connection-errors.js';
 import type { DatabaseSession } from '../db/database.js';
+import { assertSchemaCurrent } from '../db/migrate.js';
 import { statements } from '../db/sql/index.js';
 import type { AnyEventDefinition, ConsumedEvent } from './event.js';
 import type { Consumer, ConsumerEvents, ConsumerHealth, ConsumerStats } from './events.js';
@@ -182,9 +188,16 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   /** Lease (where needed) → start the source → wait until it is lost or stopped → again. */
   private async run(): Promise<void> {
     let failures = 0;
+    let schemaChecked = false;
     while (!this.stopping) {
       const lost = this.stopped.then(() => undefined);
       try {
+        // A schema without the consumer's tables (not migrated, or a wrong name) fails
+        // every message; say so at once. A database that cannot be reached is retried.
+        if (!schemaChecked) {
+          await assertSchemaCurrent(this.settings.database, this.settings.schema);
+          schemaChecked = true;
+        }
         const source = sourceFromUrl(this.settings.broker, {
           consumer: this.settings.consumer,
           maxInFlight: this.settings.maxInFlight,
@@ -248,7 +261,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           this.setState('reconnecting', reason);
         }
       } catch (error) {
-        if (error instanceof ConfigError) {
+        if (error instanceof ConfigError || error instanceof SchemaVersionError) {
           this.setState('stopped', errorMessage(error));
           await this.release();
           throw error;

@@ -8,7 +8,11 @@ import { createServer } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
+import {
+  BrokerUnavailableError,
+  ConfigError,
+  SchemaVersionError,
+} from '../../src/common/errors.js';
 import { consume } from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
@@ -118,6 +122,31 @@ it('rejects a queue RabbitMQ refuses with a ConfigError naming the setting, and 
       await channel.deleteQueue(`${exchange}.${consumer}`);
       await channel.deleteExchange(exchange);
     });
+  }
+});
+
+it('rejects a schema without the consumer tables before it receives anything', async () => {
+  const exchange = testExchange();
+  const consumer = 'start-unmigrated';
+  try {
+    const error = await consume({
+      ...options(`${AMQP_URL}?exchange=${exchange}`, consumer),
+      schema: `${pg.schema}_missing`,
+    }).then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    expect(error).toBeInstanceOf(SchemaVersionError);
+    expect((error as Error).message).toContain(
+      `schema "${pg.schema}_missing" holds no outbox tables`,
+    );
+    expect((error as Error).message).toContain('edupulse-outbox migrate');
+    // Refused before the broker was asked for anything: no queue was declared.
+    await withAmqpChannel(async (channel) => {
+      await expect(channel.checkQueue(`${exchange}.${consumer}`)).rejects.toThrow('404');
+    });
+  } finally {
+    await withAmqpChannel((channel) => channel.deleteExchange(exchange)).catch(() => {});
   }
 });
 
