@@ -150,6 +150,11 @@ describe('consumer dead letters', () => {
     const missing = await cli('dead', 'retry', 'no-such-event', '--consumer', NAME);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/not among the dead letters: no-such-event/);
+    // dead groups counts the outbox's only: its help does not offer --consumer.
+    expect((await cli('dead', 'groups', '--help')).stdout).not.toContain('--consumer');
+    const groups = await cli('dead', 'groups', '--consumer', NAME);
+    expect(groups.code).toBe(2);
+    expect(groups.stderr).toContain("unknown option '--consumer'");
   });
 
   it('inbox purge and purge --consumer delete by age', async () => {

@@ -40,17 +40,24 @@ interface FilterFlags {
 }
 
 /** The database settings (and, with `filters`, the filters) every admin command shares. */
-function adminCommand(name: string, description: string, filters = true): Command {
+function adminCommand(
+  name: string,
+  description: string,
+  filters = true,
+  consumers = filters,
+): Command {
   const command = new Command(name)
     .description(description)
     .addOption(settings.databaseUrl())
     .addOption(settings.schema());
+  if (consumers) {
+    command.option(
+      '--consumer <name>',
+      "a consumer's dead letters (messages consume() parked) instead of the outbox's",
+    );
+  }
   if (filters) {
     command
-      .option(
-        '--consumer <name>',
-        "a consumer's dead letters (messages consume() parked) instead of the outbox's",
-      )
       .option('--event-type <type>', 'only dead letters of this event type')
       .option('--aggregate-type <type>', 'only dead letters of this aggregate type')
       .option('--aggregate-id <id>', 'only dead letters of this aggregate')
@@ -154,13 +161,15 @@ function bulkCommand(
 
 /** `dead groups`: the dead letters by event type and last error, as the console shows them. */
 function groupsCommand(): Command {
-  return adminCommand('groups', 'count dead letters by event type and last error, largest first')
+  return adminCommand(
+    'groups',
+    "count the outbox's dead letters by event type and last error, largest first",
+    true,
+    false,
+  )
     .option('--json', 'print one JSON array instead of text')
     .action(async (flags: FilterFlags & { json?: boolean }) => {
       await execute(flags, async ({ logger }) => {
-        if (flags.consumer !== undefined) {
-          throw new ConfigError('consumer', "dead groups counts the outbox's dead letters");
-        }
         const filter = parseFilter(flags);
         return withCurrentSchema(flags, logger, async (db) => {
           const groups = await groupDeadLetters(db, flags.schema, filter);
