@@ -1,5 +1,6 @@
 /** `edupulse-outbox migrate` as a separate process, on fresh schemas of this file. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readProducerNotify } from '../src/db/migrate.js';
 import { loadMigrations, migrate } from '../src/index.js';
 import { killChildren, lines, runCli, stackLines } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema, testSchema } from './helpers/db.js';
@@ -105,10 +106,18 @@ describe('migrate', () => {
     expect(result.stdout).toContain(`"${schema}".outbox_dead_letter`);
   });
 
-  it('the --print script applied by hand gives a current schema', async () => {
-    const script = await runCli(['migrate', '--print', '--schema', printed.schema]);
+  it('the --print script applied by hand gives a current schema, notifying as asked', async () => {
+    const script = await runCli([
+      'migrate',
+      '--print',
+      '--producer-notify',
+      'on',
+      '--schema',
+      printed.schema,
+    ]);
     expect(script.code, script.stderr).toBe(0);
     await printed.db.query(script.stdout);
+    expect(await readProducerNotify(printed.db, printed.schema)).toBe(true);
     const check = await runCli([
       'migrate',
       '--check',
@@ -118,6 +127,13 @@ describe('migrate', () => {
       printed.schema,
     ]);
     expect(check.code, check.stdout + check.stderr).toBe(0);
+  });
+
+  it('--print with --check exits 2: there is no database to check', async () => {
+    const result = await runCli(['migrate', '--print', '--check']);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('check: ');
   });
 
   it('two processes migrating one schema at once apply each migration once', async () => {

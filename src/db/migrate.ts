@@ -217,8 +217,13 @@ export async function assertSchemaCurrent(db: Executor, schema: string): Promise
  * commit throughput; without it dispatchers find new events by polling.
  */
 export async function setProducerNotify(db: Executor, schema: string, on: boolean): Promise<void> {
+  await db.query(producerNotifyStatement(schema, on));
+}
+
+/** The statement that turns the insert trigger's NOTIFY on or off, as `migrate --print` shows it. */
+export function producerNotifyStatement(schema: string, on: boolean): string {
   const sql = statements(schema);
-  await db.query(on ? sql.producerNotifyOn : sql.producerNotifyOff);
+  return on ? sql.producerNotifyOn : sql.producerNotifyOff;
 }
 
 /** True unless `setProducerNotify(…, false)` turned the insert trigger's NOTIFY off. */

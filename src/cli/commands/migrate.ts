@@ -1,10 +1,12 @@
 import { Command, Option } from 'commander';
+import { ConfigError } from '../../common/errors.js';
 import { quoteSchema } from '../../db/identifier.js';
 import {
   MAX_PARTITIONS,
   migrate,
   migrationScript,
   migrationStatus,
+  producerNotifyStatement,
   setProducerNotify,
 } from '../../db/migrate.js';
 import { openDatabase } from '../database.js';
@@ -30,7 +32,7 @@ export function migrateCommand(): Command {
     .addOption(settings.schema())
     .option(
       '--print',
-      'print the SQL that creates a new schema instead of applying it (no database needed; with --partitions or 64)',
+      'print the SQL that creates a new schema instead of applying it (no database needed; with --partitions or 64, and --producer-notify as given)',
     )
     .option('--check', 'apply nothing; exit 1 if the database is behind, 0 if it is current')
     .option(
@@ -58,7 +60,12 @@ export function migrateCommand(): Command {
             ? undefined
             : parseInteger('partitions', flags.partitions, 1, MAX_PARTITIONS);
         if (flags.print) {
-          process.stdout.write(migrationScript(flags.schema, { partitions }));
+          if (flags.check) throw new ConfigError('check', 'checks a database; --print needs none');
+          let script = migrationScript(flags.schema, { partitions });
+          if (flags.producerNotify) {
+            script += `\n-- --producer-notify ${flags.producerNotify}\n${producerNotifyStatement(flags.schema, flags.producerNotify === 'on')};\n`;
+          }
+          process.stdout.write(script);
           return 0;
         }
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
