@@ -36,6 +36,34 @@ function refusal(query: string): ConfigError {
 }
 
 describe('pgConnectionSettings', () => {
+  it('refuses a parameter nothing reads, naming it and not its value', () => {
+    // A misspelt sslmode would have meant plain text; channel_binding is libpq's only.
+    for (const query of ['sslmod=verify-full', 'channel_binding=require', 'ssl=true']) {
+      const error = refusal(query);
+      const name = query.split('=')[0] as string;
+      expect(error.message).toContain(
+        `the URL parameter "${name}" is not one this connection reads`,
+      );
+      expect(error.message).toContain('sslmode');
+    }
+    expect(refusal('passwd=hunter2').message).not.toContain('hunter2');
+  });
+
+  it("reads what node-postgres reads, and libpq's connect_timeout in seconds", () => {
+    const { config } = settings(
+      'application_name=shop&statement_timeout=2000&options=-c%20search_path%3Dshop&connect_timeout=7',
+    );
+    expect(config).toMatchObject({
+      application_name: 'shop',
+      statement_timeout: '2000',
+      options: '-c search_path=shop',
+      connectionTimeoutMillis: 7000,
+    });
+    expect(refusal('connect_timeout=soon').message).toContain(
+      'connect_timeout="soon" is not a whole number of seconds',
+    );
+  });
+
   it('reads host, port, user and database, and no TLS without sslmode', () => {
     const { config, sessionPooler } = pgConnectionSettings(BASE, 'database-url');
     expect(config).toMatchObject({

@@ -115,6 +115,11 @@ export function pgConnectionSettings(url: string, setting: string): PgConnection
   // The files were read above (so a missing one names its parameter), and sslmode is
   // applied below: the parser gets neither, and reads the rest of the URL.
   params.delete('sslmode');
+  // libpq's connect_timeout (seconds) is node-postgres's connectionTimeoutMillis.
+  const connectTimeout = params.get('connect_timeout');
+  params.delete('connect_timeout');
+  const timeoutMs = connectTimeout === null ? undefined : connectTimeoutMs(setting, connectTimeout);
+  assertKnownParameters(setting, params);
   const options = parse(parsed.href);
   if (sslmode === 'disable') {
     options.ssl = false;
@@ -128,12 +133,58 @@ export function pgConnectionSettings(url: string, setting: string): PgConnection
   }
   const config = toClientConfig(options);
   if (password !== undefined) config.password = password;
+  if (timeoutMs !== undefined) config.connectionTimeoutMillis = timeoutMs;
   return {
     config,
     sessionPooler: pooler === 'session',
     hosts,
     readWrite: targetSessionAttrs !== 'any',
   };
+}
+
+/**
+ * What node-postgres reads from the rest of a URL; it ignores anything else without a
+ * word, so a misspelt `sslmode` would mean plain text. Ours (read above) are gone by now.
+ */
+const PG_PARAMETERS = [
+  'application_name',
+  'fallback_application_name',
+  'options',
+  'client_encoding',
+  'statement_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+  'query_timeout',
+  'sslnegotiation',
+  'user',
+  'password',
+  'host',
+  'port',
+  'db',
+  'encoding',
+] as const;
+
+/** Refuses a parameter nothing reads: a typo, or a libpq one node-postgres lacks. */
+function assertKnownParameters(setting: string, params: URLSearchParams): void {
+  for (const name of new Set(params.keys())) {
+    if ((PG_PARAMETERS as readonly string[]).includes(name)) continue;
+    // Not quoted beyond its name: the value may be a secret.
+    throw new ConfigError(
+      setting,
+      `the URL parameter "${name.slice(0, 64)}" is not one this connection reads; it takes sslmode, sslrootcert, sslcert, sslkey, password_file, target_session_attrs, pooler, connect_timeout and ${PG_PARAMETERS.slice(0, 10).join(', ')}`,
+    );
+  }
+}
+
+/** libpq's connect_timeout: whole seconds. */
+function connectTimeoutMs(setting: string, raw: string): number {
+  if (!/^\d{1,6}$/.test(raw)) {
+    throw new ConfigError(
+      setting,
+      `connect_timeout="${raw.slice(0, 20)}" is not a whole number of seconds`,
+    );
+  }
+  return Number(raw) * 1000;
 }
 
 /** The URL's hosts (`a:5432,b:5433`), each with its port or 5432. */
