@@ -36,6 +36,14 @@ function refusal(query: string): ConfigError {
 }
 
 describe('pgConnectionSettings', () => {
+  it('says when no URL was given (an unset DATABASE_URL)', () => {
+    for (const url of [undefined, '']) {
+      expect(() => pgConnectionSettings(url, 'connectionString')).toThrow(
+        'connectionString: no URL given (expected postgres://user@host/database)',
+      );
+    }
+  });
+
   it('refuses a parameter nothing reads, naming it and not its value', () => {
     // A misspelt sslmode would have meant plain text; channel_binding is libpq's only.
     for (const query of ['sslmod=verify-full', 'channel_binding=require', 'ssl=true']) {

@@ -54,7 +54,13 @@ export interface PgConnectionSettings {
  * Connection settings of `url` (see above). `setting` names the URL's setting in errors
  * (`database-url` in the CLI).
  */
-export function pgConnectionSettings(url: string, setting: string): PgConnectionSettings {
+export function pgConnectionSettings(
+  url: string | undefined,
+  setting: string,
+): PgConnectionSettings {
+  if (url === undefined || url === '') {
+    throw new ConfigError(setting, 'no URL given (expected postgres://user@host/database)');
+  }
   const parsed = parseUrl(url);
   // Not quoted: it may hold a password.
   if (!parsed) {

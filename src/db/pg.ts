@@ -9,9 +9,10 @@ export interface PgDatabaseOptions {
   /**
    * `postgres://user:pass@host:port/db`, read as libpq reads it: `sslmode`, `sslrootcert`,
    * `sslcert`, `sslkey`, `password_file`, several hosts (`a:5432,b:5432`) and
-   * `target_session_attrs` (see pg-config.ts; docs/operations.md).
+   * `target_session_attrs` (see pg-config.ts; docs/operations.md). Undefined (an unset
+   * `process.env.DATABASE_URL`) is a ConfigError saying so.
    */
-  connectionString: string;
+  connectionString: string | undefined;
   /** The setting the connection string came from, named in errors. Default `connectionString`. */
   setting?: string;
   /** Most connections the pool opens (the listener takes one more). Default 4. */
