@@ -267,7 +267,7 @@ describe('dead letters', () => {
     expect(none.stderr).toContain('older-than');
     const purge = await cli('purge', '--older-than', '30d');
     expect(purge.code, purge.stderr).toBe(0);
-    expect(purge.stdout).toContain('1 dead letters purged');
+    expect(purge.stdout).toContain('1 dead letter purged');
     const left = JSON.parse((await cli('dead', 'list', '--json')).stdout) as { id: string }[];
     expect(left).toHaveLength(1);
   });

@@ -47,3 +47,8 @@ export function jsonForTerminal(value: unknown, indent?: number): string {
     (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
 }
+
+/** `1 dead letter`, `2 dead letters`: a count with its noun, plural unless one. */
+export function counted(count: number, one: string, many = `${one}s`): string {
+  return `${count} ${count === 1 ? one : many}`;
+}

@@ -18,7 +18,7 @@ import {
   showDeadLetter,
 } from '../../admin/dead-letters.js';
 import { ConfigError } from '../../common/errors.js';
-import { escapeControl, jsonForTerminal } from '../../common/text.js';
+import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import type { Executor } from '../../db/executor.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
@@ -125,6 +125,7 @@ function bulkCommand(
   act: typeof retryDeadLetters | typeof discardDeadLetters,
   actOnConsumer: typeof retryConsumerDeadLetters | typeof discardConsumerDeadLetters,
   done: string,
+  consumerDone = done,
 ): Command {
   return adminCommand(name, description)
     .argument('[ids...]', 'event ids (CloudEvent ids) of the dead letters')
@@ -143,7 +144,9 @@ function bulkCommand(
             process.stdout.write(`${jsonForTerminal(touched)}\n`);
           } else {
             process.stdout.write(touched.map((id) => `${escapeControl(id)}\n`).join(''));
-            process.stderr.write(`${touched.length} dead letters ${done}\n`);
+            process.stderr.write(
+              `${counted(touched.length, 'dead letter')} ${flags.consumer !== undefined ? consumerDone : done}\n`,
+            );
           }
           // Asked for ids that were not there: say so with the exit code, after the rest.
           const missing = ids.filter(
@@ -184,7 +187,7 @@ function groupsCommand(): Command {
           );
           process.stdout.write(lines.map((line) => `${line}\n`).join(''));
           process.stderr.write(
-            `${groups.length} groups (count, event type, first and last dead-lettered, error); retry one with: dead retry --event-type <type> --error <error>\n`,
+            `${counted(groups.length, 'group')} (count, event type, first and last dead-lettered, error); retry one with: dead retry --event-type <type> --error <error>\n`,
           );
           return 0;
         });
@@ -228,7 +231,7 @@ export function deadCommand(): Command {
               );
               process.stdout.write(lines.map((line) => `${line}\n`).join(''));
               process.stderr.write(
-                `${dead.length} dead letters${dead.length === limit ? ` (--limit ${limit} reached)` : ''}\n`,
+                `${counted(dead.length, 'dead letter')}${dead.length === limit ? ` (--limit ${limit} reached)` : ''}\n`,
               );
               return 0;
             });
@@ -273,7 +276,8 @@ export function deadCommand(): Command {
         'put dead letters back into the outbox under their original seq, attempts reset; they are published again (with --consumer: the running consumer hands them to its handler again within seconds)',
         retryDeadLetters,
         retryConsumerDeadLetters,
-        'back in the outbox (with --consumer: handed to the running consumer again)',
+        'back in the outbox',
+        'handed to the running consumer again',
       ),
     )
     .addCommand(
@@ -328,7 +332,7 @@ export function purgeCommand(): Command {
         ? purgeConsumerDeadLetters(db, schema, before, consumer)
         : purgeDeadLetters(db, schema, before),
     (count, before) =>
-      `${count} dead letters purged (dead-lettered before ${before.toISOString()})`,
+      `${counted(count, 'dead letter')} purged (dead-lettered before ${before.toISOString()})`,
   ).addHelpText(
     'after',
     '\nPublished events leave the outbox as the broker acknowledges them; dead letters are the only history kept.',
@@ -363,7 +367,7 @@ async function listConsumer(
   );
   process.stdout.write(lines.map((line) => `${line}\n`).join(''));
   process.stderr.write(
-    `${dead.length} dead letters of consumer ${escapeControl(filter.consumer ?? '')}${dead.length === limit ? ` (--limit ${limit} reached)` : ''}\n`,
+    `${counted(dead.length, 'dead letter')} of consumer ${escapeControl(filter.consumer ?? '')}${dead.length === limit ? ` (--limit ${limit} reached)` : ''}\n`,
   );
   return 0;
 }
@@ -376,7 +380,8 @@ export function inboxCommand(): Command {
       'recorded before this: a duration ago (7d) or an ISO 8601 time',
       "only this consumer's records",
       (db, schema, before, consumer) => purgeInbox(db, schema, before, consumer),
-      (count, before) => `${count} inbox records purged (recorded before ${before.toISOString()})`,
+      (count, before) =>
+        `${counted(count, 'inbox record')} purged (recorded before ${before.toISOString()})`,
     ).addHelpText(
       'after',
       '\nA record is needed only while a duplicate of its event can still arrive: keep them well beyond your longest outage.',

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { type BacklogShare, outboxStatus } from '../../admin/status.js';
-import { escapeControl, jsonForTerminal } from '../../common/text.js';
+import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
 import { settings } from '../settings.js';
@@ -55,7 +55,7 @@ retention plus the janitor's 10 minutes.`,
             return 0;
           }
           const lines = [
-            `schema "${status.schema}": ${status.pending} pending (oldest ${status.oldestAgeSeconds.toFixed(1)} s), ${status.deadLetters} dead letters`,
+            `schema "${status.schema}": ${status.pending} pending (oldest ${status.oldestAgeSeconds.toFixed(1)} s), ${counted(status.deadLetters, 'dead letter')}`,
             `producer notify: ${status.producerNotify ? 'on (dispatchers also LISTEN)' : 'off (dispatchers probe the write sequence)'}`,
             ...(status.deadLetters > 0
               ? [`oldest dead letter: dead-lettered ${age(status.oldestDeadLetterAgeSeconds)} ago`]
