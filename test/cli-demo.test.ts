@@ -1,5 +1,8 @@
 /** `edupulse-outbox demo` as a separate process: embedded PGlite by default, or the server. */
+
+import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createOutbox, LessonPublished } from '../src/index.js';
 import { AMQP_URL, deleteExchange, testExchange } from './helpers/amqp.js';
 import {
   type CliResult,
@@ -78,6 +81,49 @@ describe('demo', () => {
       `SELECT count(*)::int AS n FROM "${target.schema}".outbox`,
     );
     expect(rows[0]?.n).toBe(0);
+  });
+
+  it('publishes and waits for what an earlier run left in the outbox, and says so', async () => {
+    const leftover = await createPgTestSchema('cli_demo_left');
+    try {
+      const outbox = createOutbox({ schema: leftover.schema });
+      await leftover.db.transaction((tx) =>
+        outbox.enqueue(
+          tx,
+          Array.from({ length: 20 }, (_, n) =>
+            LessonPublished.create({
+              lesson_id: randomUUID(),
+              author_id: randomUUID(),
+              title: `left ${n}`,
+              published_at: '2026-12-03T09:30:00Z',
+            }),
+          ),
+        ),
+      );
+      const result = await runCli([
+        'demo',
+        '--events',
+        '5',
+        '--rate',
+        '0',
+        '--database-url',
+        PG_URL,
+        '--schema',
+        leftover.schema,
+      ]);
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toContain(
+        'demo: 20 events already in the outbox, left by an earlier run, go out too',
+      );
+      expect(summary(result.stderr)).toEqual({ produced: 5, published: 25, dead: 0 });
+      expect(expectCloudEvents(result)).toHaveLength(25);
+      const { rows } = await leftover.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM "${leftover.schema}".outbox`,
+      );
+      expect(rows[0]?.n).toBe(0);
+    } finally {
+      await leftover.drop();
+    }
   });
 
   // --rate 0 on the embedded database: its answers come without a turn of the event loop,
