@@ -239,7 +239,8 @@ describe('settings from the environment', () => {
     });
     expect(result.code).toBe(2);
     expect(lines(result.stderr)).toHaveLength(1);
-    expect(result.stderr).toContain('broker');
+    // Named by the variable it came from, as a person would look for it.
+    expect(result.stderr).toContain('edupulse-outbox: broker (from OUTBOX_BROKER_URL): ');
   });
 
   it('--broker wins over OUTBOX_BROKER_URL, both ways', async () => {
@@ -247,7 +248,7 @@ describe('settings from the environment', () => {
       env: { DATABASE_URL: PG_URL, OUTBOX_BROKER_URL: 'log:' },
     });
     expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain('broker');
+    expect(refused.stderr).toContain('edupulse-outbox: broker: ');
 
     const cli = spawnCli(['run', '--schema', target.schema, '--broker', 'log:'], {
       env: { DATABASE_URL: PG_URL, OUTBOX_BROKER_URL: 'kafka2://x' },

@@ -32,6 +32,23 @@ function registerFlagSecrets(flags: Record<string, unknown>): void {
   if (typeof flags.uiToken === 'string') registerSecret(flags.uiToken);
 }
 
+/** Settings of this run whose value came from an environment variable: setting → variable. */
+const fromEnvironment = new Map<string, string>();
+
+/** Notes that `setting` was read from `variable`, for the error that may name it. */
+export function settingFromEnvironment(setting: string, variable: string): void {
+  fromEnvironment.set(setting, variable);
+}
+
+/** `metrics-port: …` as `metrics-port (from OUTBOX_METRICS_PORT): …` when the value came from there. */
+function nameTheVariable(error: unknown, message: string): string {
+  if (!(error instanceof ConfigError)) return message;
+  const variable = fromEnvironment.get(error.setting);
+  const prefix = `${error.setting}: `;
+  if (variable === undefined || !message.startsWith(prefix)) return message;
+  return `${error.setting} (from ${variable}): ${message.slice(prefix.length)}`;
+}
+
 /**
  * Runs a command's body and turns what it throws into one line on stderr and an exit
  * code: a setting the command cannot use (bad value, unreachable target, schema behind)
@@ -49,7 +66,7 @@ export async function execute(
   } catch (error) {
     const usage = error instanceof ConfigError || error instanceof SchemaVersionError;
     // A value quoted back in a message may hold control characters: shown escaped.
-    let text = `edupulse-outbox: ${escapeControl(errorMessage(error))}\n`;
+    let text = `edupulse-outbox: ${escapeControl(nameTheVariable(error, errorMessage(error)))}\n`;
     if (verbose && error instanceof Error && error.stack) {
       text += `${error.stack.split('\n').map(escapeControl).join('\n')}\n`;
     }

@@ -177,7 +177,7 @@ function assertKnownParameters(setting: string, params: URLSearchParams): void {
     // Not quoted beyond its name: the value may be a secret.
     throw new ConfigError(
       setting,
-      `the URL parameter "${name.slice(0, 64)}" is not one this connection reads; it takes sslmode, sslrootcert, sslcert, sslkey, password_file, target_session_attrs, pooler, connect_timeout and ${PG_PARAMETERS.slice(0, 10).join(', ')}`,
+      `the URL parameter "${name.slice(0, 64)}" is not one this connection reads; it takes sslmode, sslrootcert, sslcert, sslkey, password_file, target_session_attrs, pooler, connect_timeout, ${PG_PARAMETERS.slice(0, 9).join(', ')} and node-postgres's few others`,
     );
   }
 }
