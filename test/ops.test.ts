@@ -368,7 +368,7 @@ describe('run --metrics-port', () => {
     }
     const fromEnv = await run([], { OUTBOX_METRICS_EVENT_TYPES: 'custom-a,,custom-b' });
     expect(fromEnv.code).toBe(2);
-    expect(fromEnv.stderr).toContain('metrics-event-types: ');
+    expect(fromEnv.stderr).toContain('metrics-event-types (from OUTBOX_METRICS_EVENT_TYPES): ');
   });
 
   it('refuses a port it cannot use, naming the setting (exit 2)', async () => {

@@ -132,13 +132,16 @@ describe('brokerFromUrl without the client installed', () => {
     expect(thrown.message).toMatch(new RegExp(`npm install .*${c.install}`));
   });
 
-  it('the consumer: consume() rejects with the same ConfigError', () => {
+  it('the consumer: consume() rejects with the same ConfigError', async () => {
+    // A migrated schema: consume() checks it before it reaches for the broker's package.
+    const migrated = await createPgTestSchema('optional_consumer');
     const out = evalModule(
       `import { pgDatabase, LessonPublished, ConfigError } from 'edupulse-outbox';
        import { consume } from 'edupulse-outbox/consumer';
        const database = pgDatabase({ connectionString: ${JSON.stringify(PG_URL)} });
        try {
          await consume({ broker: 'nats://127.0.0.1:4222', consumer: 'c', database,
+           schema: ${JSON.stringify(migrated.schema)},
            events: [LessonPublished], handler: () => {} });
          console.log('{}');
        } catch (e) {
@@ -148,6 +151,7 @@ describe('brokerFromUrl without the client installed', () => {
        }`,
       { NODE_OPTIONS: `--import ${HIDE.href}`, HIDDEN_PACKAGES: '@nats-io/transport-node' },
     );
+    await migrated.drop();
     const thrown = JSON.parse(out) as { config?: boolean; message?: string };
     expect(thrown.config).toBe(true);
     expect(thrown.message).toContain('npm install @nats-io/transport-node');
