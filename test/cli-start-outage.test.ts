@@ -49,7 +49,7 @@ it('exits 2 naming database-url when the database goes away during start-up', as
     await proxy.stop();
     const result = await run.exited;
     expect(result.code, result.stderr).toBe(2);
-    expect(result.stderr).toMatch(/database-url: lost .* while starting/);
+    expect(result.stderr).toMatch(/database-url \(from DATABASE_URL\): lost .* while starting/);
   } finally {
     release();
     await locked;
