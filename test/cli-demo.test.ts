@@ -26,6 +26,10 @@ function summary(stderr: string): { produced: number; published: number; dead: n
   return { produced: Number(match[1]), published: Number(match[2]), dead: Number(match[3]) };
 }
 
+/** `demo --events <events> --rate 0` and `more`, run to its end. */
+const demoOf = (events: number, ...more: string[]) =>
+  runCli(['demo', '--events', String(events), '--rate', '0', ...more]);
+
 /** Every stdout line is a CloudEvent of the catalogue; returns them. */
 function expectCloudEvents(result: CliResult) {
   const events = jsonLines(result.stdout);
@@ -55,7 +59,7 @@ describe('demo', () => {
 
   it('--events 50 --rate 0 on the embedded database publishes exactly 50 events', async () => {
     // runCli removes DATABASE_URL from the child's environment: the demo uses PGlite.
-    const result = await runCli(['demo', '--events', '50', '--rate', '0']);
+    const result = await demoOf(50);
     expect(result.code, result.stderr).toBe(0);
     expect(expectCloudEvents(result)).toHaveLength(50);
     expect(summary(result.stderr)).toEqual({ produced: 50, published: 50, dead: 0 });
@@ -63,17 +67,7 @@ describe('demo', () => {
   });
 
   it('--events 50 --rate 0 works on the server too', async () => {
-    const result = await runCli([
-      'demo',
-      '--events',
-      '50',
-      '--rate',
-      '0',
-      '--database-url',
-      PG_URL,
-      '--schema',
-      target.schema,
-    ]);
+    const result = await demoOf(50, '--database-url', PG_URL, '--schema', target.schema);
     expect(result.code, result.stderr).toBe(0);
     expect(expectCloudEvents(result)).toHaveLength(50);
     expect(summary(result.stderr)).toEqual({ produced: 50, published: 50, dead: 0 });
@@ -100,17 +94,7 @@ describe('demo', () => {
           ),
         ),
       );
-      const result = await runCli([
-        'demo',
-        '--events',
-        '5',
-        '--rate',
-        '0',
-        '--database-url',
-        PG_URL,
-        '--schema',
-        leftover.schema,
-      ]);
+      const result = await demoOf(5, '--database-url', PG_URL, '--schema', leftover.schema);
       expect(result.code, result.stderr).toBe(0);
       expect(result.stderr).toContain(
         'demo: 20 events already in the outbox, left by an earlier run, go out too',
@@ -150,17 +134,13 @@ describe('demo', () => {
     // first retry is due after the demo stops waiting.
     const exchange = testExchange();
     try {
-      const result = await runCli([
-        'demo',
-        '--events',
-        '5',
-        '--rate',
-        '0',
+      const result = await demoOf(
+        5,
         '--broker',
         `${AMQP_URL}?exchange=${exchange}`,
         '--retry-base-delay-ms',
         '60000',
-      ]);
+      );
       expect(result.code, result.stderr).toBe(1);
       expect(result.stderr).toContain(
         'demo: 5 of 5 events not published: none went out in the last 10 s',

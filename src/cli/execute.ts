@@ -33,11 +33,11 @@ function registerFlagSecrets(flags: Record<string, unknown>): void {
 }
 
 /** Settings of this run whose value came from an environment variable: setting → variable. */
-const fromEnvironment = new Map<string, string>();
+let fromEnvironment = new Map<string, string>();
 
-/** Notes that `setting` was read from `variable`, for the error that may name it. */
-export function settingFromEnvironment(setting: string, variable: string): void {
-  fromEnvironment.set(setting, variable);
+/** The settings of the command about to run that were read from the environment. */
+export function settingsFromEnvironment(settings: Map<string, string>): void {
+  fromEnvironment = settings;
 }
 
 /** `metrics-port: …` as `metrics-port (from OUTBOX_METRICS_PORT): …` when the value came from there. */

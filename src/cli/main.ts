@@ -6,7 +6,7 @@ import { migrateCommand } from './commands/migrate.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
 import { uiCommand } from './commands/ui.js';
-import { exitCodes, settingFromEnvironment } from './execute.js';
+import { exitCodes, settingsFromEnvironment } from './execute.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -46,12 +46,14 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
   configure(root);
   // A bad value read from the environment is named by its variable too.
   root.hook('preAction', (_, action) => {
+    const read = new Map<string, string>();
     for (const option of action.options) {
       const name = option.attributeName();
       if (option.envVar && action.getOptionValueSource(name) === 'env') {
-        settingFromEnvironment(option.long?.replace(/^--/, '') ?? name, option.envVar);
+        read.set(option.long?.replace(/^--/, '') ?? name, option.envVar);
       }
     }
+    settingsFromEnvironment(read);
   });
   return root;
 }

@@ -19,6 +19,9 @@
  * - `pooler=session`: the dispatcher may run through this URL although it goes through a
  *   connection pooler, because the pooler pins one server session to each connection
  *   (PgBouncer's `pool_mode = session`). See checkSessionIsDirect.
+ * - `connect_timeout`: whole seconds, as node-postgres's `connectionTimeoutMillis`.
+ * - Besides these, only what node-postgres reads (PG_PARAMETERS): it ignores anything else
+ *   without a word, so any other parameter is refused, naming it.
  *
  * Files are read here, once; a file that cannot be read is a ConfigError naming the
  * parameter, as is an sslmode that is not one of the above.

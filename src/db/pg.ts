@@ -8,8 +8,8 @@ import { hostChoosingClient } from './pg-hosts.js';
 export interface PgDatabaseOptions {
   /**
    * `postgres://user:pass@host:port/db`, read as libpq reads it: `sslmode`, `sslrootcert`,
-   * `sslcert`, `sslkey`, `password_file`, several hosts (`a:5432,b:5432`) and
-   * `target_session_attrs` (see pg-config.ts; docs/operations.md). Undefined (an unset
+   * `sslcert`, `sslkey`, `password_file`, `connect_timeout`, several hosts (`a:5432,b:5432`)
+   * and `target_session_attrs` (see pg-config.ts; docs/operations.md). Undefined (an unset
    * `process.env.DATABASE_URL`) is a ConfigError saying so.
    */
   connectionString: string | undefined;
