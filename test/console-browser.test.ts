@@ -457,8 +457,18 @@ describe('the web console in Chromium', () => {
       timeoutMs: 10_000,
     });
     // Each partition in its owner's colour: as many colours as dispatchers, none unowned.
-    const classes = await cells.evaluateAll((all) => all.map((cell) => cell.className));
-    expect(new Set(classes.map((c) => /owner-\d/.exec(c)?.[0])).size).toBe(2);
+    // Waited for: the page may have drawn a snapshot taken while a membership changed.
+    let classes: string[] = [];
+    const colours = () => new Set(classes.map((c) => /owner-\d/.exec(c)?.[0])).size;
+    await waitFor(
+      'two owners on the partitions page',
+      async () => {
+        classes = await cells.evaluateAll((all) => all.map((cell) => cell.className));
+        return colours() === 2;
+      },
+      { timeoutMs: 10_000 },
+    ).catch(() => {});
+    expect(colours()).toBe(2);
     expect(classes.filter((c) => c.includes('unowned'))).toEqual([]);
     await page.screenshot({ path: join(shots.dir, 'partitions.png') });
 
