@@ -59,18 +59,33 @@ export async function startDrain(t: TestSchema, broker: string): Promise<CliProc
   });
 }
 
+/** Rows still in the outbox, counting those a batch in flight has claimed. */
+export async function outboxRows(t: TestSchema): Promise<number> {
+  const { rows } = await t.db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM "${t.schema}".outbox`,
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/**
+ * Waits until a third of the backlog has been published (the outbox asked, not the broker:
+ * one query on an open pool answers within the 20 ms between looks, where a broker client
+ * connecting per look may miss the whole drain), then pauses `run` with SIGSTOP, so the
+ * test can read the cluster and kill a node before the dispatcher publishes the rest.
+ * The caller resumes it with SIGCONT.
+ */
+export async function pauseAfterAThird(run: CliProcess, t: TestSchema): Promise<void> {
+  await run.waitFor(
+    'a third of the events published',
+    async () => (await outboxRows(t)) <= DRAIN_EVENTS - DRAIN_EVENTS / 3,
+    60_000,
+  );
+  run.child.kill('SIGSTOP');
+}
+
 /** Waits until the outbox is empty, then stops `run` with SIGTERM: it must exit 0. */
 export async function finishDrain(run: CliProcess, t: TestSchema): Promise<void> {
-  await run.waitFor(
-    'the outbox drained',
-    async () => {
-      const { rows } = await t.db.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM "${t.schema}".outbox`,
-      );
-      return rows[0]?.n === 0;
-    },
-    90_000,
-  );
+  await run.waitFor('the outbox drained', async () => (await outboxRows(t)) === 0, 90_000);
   run.child.kill('SIGTERM');
   expect((await run.exited).code).toBe(0);
 }

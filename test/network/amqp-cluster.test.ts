@@ -19,11 +19,11 @@ import {
   clusterDrainFixture,
   DRAIN_EVENTS,
   finishDrain,
+  outboxRows,
   printDrainSummary,
   startDrain,
   summarizeDrain,
 } from '../helpers/cluster-drain.js';
-import type { TestSchema } from '../helpers/db.js';
 import { startRabbitCluster } from '../helpers/rabbitmq-cluster.js';
 import type { RabbitNode } from '../helpers/rabbitmq-node.js';
 import { waitFor } from '../helpers/wait.js';
@@ -66,14 +66,6 @@ async function dispatcherPorts(node: RabbitNode): Promise<number[]> {
       ),
     )
     .map((connection) => connection.port);
-}
-
-/** Rows still in the outbox, counting those a batch in flight has claimed. */
-async function outboxRows(t: TestSchema): Promise<number> {
-  const { rows } = await t.db.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM "${t.schema}".outbox`,
-  );
-  return rows[0]?.n ?? 0;
 }
 
 it('loses the node the dispatcher publishes through, the quorum queue leader, mid-drain: 0 lost, 0 out of order', async () => {

@@ -13,6 +13,7 @@ import {
   clusterDrainFixture,
   DRAIN_EVENTS,
   finishDrain,
+  pauseAfterAThird,
   printDrainSummary,
   startDrain,
   summarizeDrain,
@@ -60,14 +61,7 @@ it('loses the stream leader mid-drain: 0 lost, 0 out of order, 0 duplicates past
   // The dispatcher creates the stream, with three replicas.
   const broker = `${cluster.url}?stream=${stream}&subject_prefix=${prefix}&replicas=3&timeout_ms=2000`;
   const run = await startDrain(t, broker);
-  await run.waitFor('a third of the events in the stream', async () => {
-    // Until the dispatcher has created it, the stream is not found.
-    const state = await streamState(cluster.url, stream).catch(() => undefined);
-    return (state?.messages ?? 0) >= DRAIN_EVENTS / 3;
-  });
-  // Paused while the leader is read and killed: on a busy machine the dispatcher could
-  // otherwise publish the rest in between, leaving nothing for the new leader to take.
-  run.child.kill('SIGSTOP');
+  await pauseAfterAThird(run, t);
   const before = await streamState(cluster.url, stream);
   expect(before.replicas).toBe(3);
   expect(before.messages, 'events left to publish when the leader dies').toBeLessThan(DRAIN_EVENTS);
