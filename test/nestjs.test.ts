@@ -271,20 +271,20 @@ describe('OutboxModule', () => {
 
   it('refuses options it cannot use when the module is made', async () => {
     const { schema } = await testSchema();
+    // Options given as plain JavaScript would give them: unchecked by the compiler.
+    const bootstrap = (options: object) =>
+      start(appModule([OutboxModule.forRoot({ database: PG_URL, schema, ...options } as never)]));
+    await expect(bootstrap({})).rejects.toThrow(ConfigError);
+    await expect(bootstrap({ broker: 'nats://127.0.0.1:4222?nope=1' })).rejects.toThrow(/nope/);
+    // A misspelt option would otherwise be ignored.
+    await expect(bootstrap({ dispatch: false, migrates: true })).rejects.toThrow(
+      'migrates: is not an option of OutboxModule; did you mean "migrate"?',
+    );
     await expect(
-      start(appModule([OutboxModule.forRoot({ database: PG_URL, schema })])),
-    ).rejects.toThrow(ConfigError);
-    await expect(
-      start(
-        appModule([
-          OutboxModule.forRoot({
-            database: PG_URL,
-            schema,
-            broker: 'nats://127.0.0.1:4222?nope=1',
-          }),
-        ]),
-      ),
-    ).rejects.toThrow(/nope/);
+      bootstrap({ broker: natsBroker(), dispatcher: { batchSise: 10 } }),
+    ).rejects.toThrow(
+      `dispatcher.batchSise: is not an option of OutboxModule's dispatcher; did you mean "batchSize"?`,
+    );
   });
 
   it('dispatch: false enqueues only: no dispatcher, no broker', async () => {

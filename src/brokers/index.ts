@@ -1,4 +1,5 @@
 import { ConfigError } from '../common/errors.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import { optionalPeers } from '../common/peers.js';
 import { readAmqpSettings, readAmqpSourceSettings } from './amqp/settings.js';
 import type { EventBroker } from './broker.js';
@@ -18,6 +19,8 @@ export interface BrokerFromUrlOptions {
   setting?: string;
 }
 
+const brokerFromUrlOptions = optionNames<BrokerFromUrlOptions>({ source: true, setting: true });
+
 export const brokerSchemes = ['nats:', 'amqp:', 'amqps:', 'kafka:', 'log:', 'memory:'] as const;
 
 /**
@@ -29,6 +32,7 @@ export const brokerSchemes = ['nats:', 'amqp:', 'amqps:', 'kafka:', 'log:', 'mem
  */
 export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): EventBroker {
   const source = (options as BrokerFromUrlOptions | undefined)?.source;
+  if (options) assertKnownOptions('brokerFromUrl', options, brokerFromUrlOptions);
   assertCloudEventsSource(source, 'source');
   const setting = options.setting ?? 'broker';
   const parsed = parseBrokerUrl(url, setting, `expected ${brokerSchemes.join(', ')}`);

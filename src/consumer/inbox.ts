@@ -1,5 +1,6 @@
 import { purgeInbox } from '../admin/consumer-dead-letters.js';
 import { ConfigError, OutboxError } from '../common/errors.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Executor } from '../db/executor.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
@@ -93,7 +94,14 @@ export function assertConsumerName(name: unknown, setting: string): asserts name
   }
 }
 
+export const inboxOptions = optionNames<InboxOptions>({
+  consumer: true,
+  schema: true,
+  onStale: true,
+});
+
 export function createInbox(options: InboxOptions): Inbox {
+  assertKnownOptions('createInbox', options, inboxOptions, 'inbox.');
   assertConsumerName(options.consumer, 'inbox.consumer');
   const schema = options.schema ?? 'public';
   quoteSchema(schema);

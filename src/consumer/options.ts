@@ -3,6 +3,7 @@ import { parseBrokerUrl } from '../brokers/url-params.js';
 import { ConfigError } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { wholeNumber } from '../common/numbers.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import type { AnyEventDefinition, ConsumedEventOf } from './event.js';
@@ -103,10 +104,33 @@ function oneOf<T extends string>(
   return chosen;
 }
 
+export const consumeOptions = optionNames<ConsumeOptions<readonly AnyEventDefinition[]>>({
+  broker: true,
+  consumer: true,
+  database: true,
+  schema: true,
+  events: true,
+  handler: true,
+  concurrency: true,
+  maxInFlight: true,
+  maxAttempts: true,
+  retryDelayMs: true,
+  retryMaxDelayMs: true,
+  onUnknownType: true,
+  onInvalid: true,
+  startTimeoutMs: true,
+  leaseRetryMs: true,
+  deadLetterRetryPollMs: true,
+  inboxRetentionMs: true,
+  inboxPurgeIntervalMs: true,
+  logger: true,
+});
+
 /** Checks every option, naming the first bad one in a ConfigError. */
 export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]>(
   options: ConsumeOptions<Defs>,
 ): ConsumerSettings {
+  assertKnownOptions('consume', options, consumeOptions);
   if (typeof options.broker !== 'string')
     throw new ConfigError('broker', 'is required (a broker URL)');
   const binding = bindings[parseBrokerUrl(options.broker, 'broker', 'a broker URL').protocol];

@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { ConfigError, SchemaVersionError } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Database } from './database.js';
 import type { Executor } from './executor.js';
 import { notifyChannel, quoteSchema } from './identifier.js';
@@ -51,6 +52,8 @@ export interface MigrateOptions {
    */
   targetVersion?: number;
 }
+
+const migrateOptions = optionNames<MigrateOptions>({ partitions: true, targetVersion: true });
 
 export const DEFAULT_PARTITIONS = 64;
 
@@ -135,6 +138,7 @@ export async function migrate(
   schema: string,
   options: MigrateOptions = {},
 ): Promise<Migration[]> {
+  assertKnownOptions('migrate', options, migrateOptions);
   const sql = statements(schema);
   if (options.partitions !== undefined) partitionCount(options.partitions);
   const migrations = migrationsToApply(options);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { ConfigError } from '../common/errors.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Database, DatabaseSession, TransactionExecutor } from './database.js';
 import { pgConnectionSettings } from './pg-config.js';
 import { hostChoosingClient } from './pg-hosts.js';
@@ -145,7 +146,17 @@ function submit(client: pg.ClientBase, query: pg.Query): Promise<pg.QueryResult>
 }
 
 /** A `Database` over node-postgres: a pool for transactions, one extra connection per `listen`. */
+export const pgDatabaseOptions = optionNames<PgDatabaseOptions>({
+  connectionString: true,
+  setting: true,
+  maxConnections: true,
+  applicationName: true,
+  connectTimeoutMs: true,
+  onIdleError: true,
+});
+
 export function pgDatabase(options: PgDatabaseOptions): Database {
+  assertKnownOptions('pgDatabase', options, pgDatabaseOptions);
   const setting = options.setting ?? 'connectionString';
   const connection = pgConnectionSettings(options.connectionString, setting);
   const config: pg.PoolConfig = {

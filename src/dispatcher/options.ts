@@ -2,6 +2,7 @@ import type { EventBroker } from '../brokers/broker.js';
 import { ConfigError } from '../common/errors.js';
 import { createLogger, type Logger, silentLogger } from '../common/logger.js';
 import { quoted, wholeNumber } from '../common/numbers.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import {
@@ -136,8 +137,32 @@ export function deadLetterPolicy(setting: string, value: unknown): DeadLetterPol
   return resolved as DeadLetterPolicy;
 }
 
+export const dispatcherOptions = optionNames<DispatcherOptions>({
+  db: true,
+  broker: true,
+  schema: true,
+  batchSize: true,
+  batchesInFlight: true,
+  pollIntervalMs: true,
+  wakeProbeMinMs: true,
+  wakeProbeMaxMs: true,
+  notify: true,
+  maxAttempts: true,
+  retryBaseDelayMs: true,
+  retryMaxDelayMs: true,
+  publishTimeoutMs: true,
+  rebalanceIntervalMs: true,
+  deadLetterRetentionMs: true,
+  deadLetterPurgeIntervalMs: true,
+  onDeadLetter: true,
+  waitForBroker: true,
+  logger: true,
+  signal: true,
+});
+
 /** Fills in defaults and checks every field; a bad one throws ConfigError naming it. */
 export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDispatcherOptions {
+  assertKnownOptions('createDispatcher', options, dispatcherOptions);
   if (!options.db) throw new ConfigError('db', 'is required');
   if (!options.broker) throw new ConfigError('broker', 'is required');
   const schema = options.schema ?? 'public';

@@ -8,13 +8,30 @@ import {
 import type { EventBroker } from '../brokers/broker.js';
 import { brokerFromUrl } from '../brokers/index.js';
 import { ConfigError } from '../common/errors.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Database } from '../db/database.js';
 import { migrate } from '../db/migrate.js';
 import { pgDatabase } from '../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher.js';
+import { dispatcherOptions } from '../dispatcher/options.js';
 import { createOutbox, type Outbox } from '../outbox/outbox.js';
 import { nestLogger } from './logger.js';
 import type { OutboxModuleOptions } from './options.js';
+
+export const moduleOptions = optionNames<OutboxModuleOptions>({
+  schema: true,
+  database: true,
+  broker: true,
+  source: true,
+  dispatcher: true,
+  dispatch: true,
+  migrate: true,
+});
+
+/** The dispatcher's options but those the module sets itself. */
+const moduleDispatcherOptions: ReadonlySet<string> = new Set(
+  [...dispatcherOptions].filter((name) => !['db', 'broker', 'schema'].includes(name)),
+);
 
 /**
  * What the module made from its options, and their lifecycle: Nest calls the hooks of
@@ -34,6 +51,15 @@ export class OutboxLifecycle
   private closed: Promise<void> | undefined;
 
   constructor(options: OutboxModuleOptions) {
+    assertKnownOptions('OutboxModule', options, moduleOptions);
+    if (options.dispatcher) {
+      assertKnownOptions(
+        "OutboxModule's dispatcher",
+        options.dispatcher,
+        moduleDispatcherOptions,
+        'dispatcher.',
+      );
+    }
     this.schema = options.schema ?? 'public';
     this.migrate = options.migrate ?? false;
     const { database } = options;

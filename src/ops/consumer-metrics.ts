@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Consumer, ConsumerHealth } from '../consumer/events.js';
 import { catalogue } from '../events/catalogue.js';
 import { isDeclaredEventType } from '../events/define.js';
@@ -11,6 +12,12 @@ export interface ConsumerMetricsOptions {
   /** Default: a new registry, with Node's process metrics (prefixed `consumer_`). */
   registry?: Registry;
 }
+
+const consumerMetricsOptions = optionNames<ConsumerMetricsOptions>({
+  consumer: true,
+  name: true,
+  registry: true,
+});
 
 const states: readonly ConsumerHealth['state'][] = [
   'starting',
@@ -35,6 +42,7 @@ function eventTypeLabel(type: string | undefined): string {
  * (when it happened in the producer's transaction) to the end of its handler.
  */
 export function consumerMetrics(options: ConsumerMetricsOptions): Registry {
+  assertKnownOptions('consumerMetrics', options, consumerMetricsOptions);
   const { consumer, name } = options;
   const registry = options.registry ?? new Registry();
   if (!options.registry) collectDefaultMetrics({ register: registry, prefix: 'consumer_' });

@@ -1,7 +1,14 @@
 import type { Registry } from 'prom-client';
 import { errorMessage } from '../common/errors.js';
+import { optionNames } from '../common/options.js';
 import { scrubSecrets } from '../common/secrets.js';
-import { type CheckResult, type HealthOptions, liveness, readiness } from './health.js';
+import {
+  type CheckResult,
+  type HealthOptions,
+  healthOptionKeys,
+  liveness,
+  readiness,
+} from './health.js';
 
 /** What the operations endpoints need: the health checks' options and the metrics. */
 export interface OpsEndpointsOptions extends HealthOptions {
@@ -11,6 +18,11 @@ export interface OpsEndpointsOptions extends HealthOptions {
    */
   registry?: Registry;
 }
+
+export const endpointsOptions = optionNames<OpsEndpointsOptions>({
+  ...healthOptionKeys,
+  registry: true,
+});
 
 /** One answer of the endpoints, whatever serves it. */
 export interface OpsAnswer {

@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { assertKnownOptions } from '../common/options.js';
 import {
+  endpointsOptions,
   notFound,
   type OpsEndpointsOptions,
   opsAnswer,
@@ -22,6 +24,7 @@ export type OpsHandler = (
  * handler the URL without the mount path.
  */
 export function outboxHandler(options: OpsEndpointsOptions): OpsHandler {
+  assertKnownOptions('outboxHandler', options, endpointsOptions);
   return (request, response, next) => {
     const method = request.method;
     const path =

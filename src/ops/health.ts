@@ -35,6 +35,18 @@ export interface HealthOptions {
   databaseCacheMs?: number;
 }
 
+/** The names of `HealthOptions`, for the option checks of the functions that take them. */
+export const healthOptionKeys: Record<keyof HealthOptions, true> = {
+  dispatcher: true,
+  db: true,
+  schema: true,
+  maxLagSeconds: true,
+  stallAfterMs: true,
+  stuckAfterMs: true,
+  queryTimeoutMs: true,
+  databaseCacheMs: true,
+};
+
 // Keyed by the executor, so every caller of `readiness` on one database and schema (the
 // ops server's requests, a service's own probes) shares the check.
 const lagChecks = new WeakMap<Executor, Map<string, SharedCheck<number>>>();

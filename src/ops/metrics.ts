@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { errorMessage } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import { withTimeout } from '../common/timeout.js';
 import type { Executor } from '../db/executor.js';
 import { statements } from '../db/sql/index.js';
@@ -35,6 +36,18 @@ export interface MetricsOptions {
   databaseCacheMs?: number;
 }
 
+const metricsOptions = optionNames<MetricsOptions>({
+  dispatcher: true,
+  db: true,
+  schema: true,
+  broker: true,
+  eventTypeLabels: true,
+  registry: true,
+  logger: true,
+  queryTimeoutMs: true,
+  databaseCacheMs: true,
+});
+
 /** The `event_type` label of the events of a type that is neither known nor listed. */
 const OTHER_EVENT_TYPE = 'other';
 
@@ -64,6 +77,7 @@ interface BacklogRow {
  * is bounded: see `eventTypeLabels`.
  */
 export function dispatcherMetrics(options: MetricsOptions): Registry {
+  assertKnownOptions('dispatcherMetrics', options, metricsOptions);
   const { dispatcher, db, broker } = options;
   const logger = options.logger ?? silentLogger;
   const registry = options.registry ?? new Registry();

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import {
   notFound,
   type OpsEndpointsOptions,
@@ -8,6 +9,7 @@ import {
   opsPaths,
   servedPath,
 } from './endpoints.js';
+import { healthOptionKeys } from './health.js';
 
 export interface OpsServerOptions extends OpsEndpointsOptions {
   registry: Registry;
@@ -15,6 +17,13 @@ export interface OpsServerOptions extends OpsEndpointsOptions {
   /** Default 127.0.0.1: metrics and health stay on this machine unless told otherwise. */
   host?: string;
 }
+
+const serverOptions = optionNames<OpsServerOptions>({
+  ...healthOptionKeys,
+  registry: true,
+  port: true,
+  host: true,
+});
 
 /**
  * The operations endpoints on a port of their own: `GET /metrics` (Prometheus text),
@@ -29,6 +38,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<{
   port: number;
   close(): Promise<void>;
 }> {
+  assertKnownOptions('startOpsServer', options, serverOptions);
   const server = createServer((request, response) => {
     const reply = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
       response.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../common/errors.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
@@ -11,6 +12,8 @@ export interface OutboxOptions {
   /** Schema holding the outbox tables. Default `public`. */
   schema?: string;
 }
+
+export const outboxOptions = optionNames<OutboxOptions>({ schema: true });
 
 export interface Outbox {
   /**
@@ -83,6 +86,7 @@ function recordset(rows: readonly Row[]): string {
 
 /** The producer side: `createOutbox().enqueue(tx, LessonPublished.create({…}))`. */
 export function createOutbox(options: OutboxOptions = {}): Outbox {
+  assertKnownOptions('createOutbox', options, outboxOptions);
   const schema = options.schema ?? 'public';
   quoteSchema(schema);
   const sql = statements(schema);

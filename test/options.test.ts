@@ -1,0 +1,136 @@
+/**
+ * Options misspelt from plain JavaScript (no compiler to catch them): every public entry
+ * that takes an options object refuses a property it does not know, naming it and the
+ * option it was probably meant to be, before it opens, writes or sends anything. Without
+ * the check each of these would run on the option's default.
+ */
+import { afterAll, expect, it } from 'vitest';
+import { consume, createInbox } from '../src/consumer/index.js';
+import {
+  brokerFromUrl,
+  ConfigError,
+  createDispatcher,
+  createOutbox,
+  LessonPublished,
+  MemoryBroker,
+  migrate,
+  pgDatabase,
+} from '../src/index.js';
+import {
+  consumerMetrics,
+  dispatcherMetrics,
+  outboxHandler,
+  startOpsServer,
+} from '../src/ops/index.js';
+import { PG_URL, testSchema } from './helpers/db.js';
+
+const db = pgDatabase({ connectionString: PG_URL, maxConnections: 1 });
+afterAll(() => db.close());
+
+/** The ConfigError `run` throws (or rejects with), as `{ setting, message }`. */
+async function refusal(run: () => unknown): Promise<{ setting: string; message: string }> {
+  try {
+    await run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    const { setting, message } = error as ConfigError;
+    return { setting, message };
+  }
+  throw new Error('not refused');
+}
+
+// Typed as the entries take them, the misspelt keys would not compile: cast as plain JS.
+const js = <T>(options: object) => options as T;
+
+it('createOutbox and createDispatcher name the misspelt option and the one meant', async () => {
+  expect(await refusal(() => createOutbox(js({ shema: 'lessons' })))).toEqual({
+    setting: 'shema',
+    message: 'shema: is not an option of createOutbox; did you mean "schema"?',
+  });
+  const broker = new MemoryBroker();
+  expect(await refusal(() => createDispatcher(js({ db, broker, batchsize: 10 })))).toMatchObject({
+    setting: 'batchsize',
+    message: 'batchsize: is not an option of createDispatcher; did you mean "batchSize"?',
+  });
+  // Nothing near: every option is listed instead.
+  const { message } = await refusal(() =>
+    createDispatcher(js({ db, broker, pollEverySeconds: 1 })),
+  );
+  expect(message).toMatch(
+    /^pollEverySeconds: is not an option of createDispatcher \(its options: db, broker, schema, batchSize, /,
+  );
+  expect(message).toContain('pollIntervalMs');
+  // Spelt right, as given by TypeScript users, nothing changes.
+  expect(createDispatcher({ db, broker, batchSize: 10, logger: false }).health().state).toBe(
+    'stopped',
+  );
+});
+
+it('migrate refuses a misspelt option before creating the schema', async () => {
+  const schema = testSchema('options');
+  expect(await refusal(() => migrate(db, schema, js({ partition: 8 })))).toMatchObject({
+    setting: 'partition',
+    message: 'partition: is not an option of migrate; did you mean "partitions"?',
+  });
+  const { rows } = await db.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+  expect(rows).toHaveLength(0);
+});
+
+it('pgDatabase and brokerFromUrl refuse before connecting', async () => {
+  expect(
+    await refusal(() => pgDatabase(js({ connectionString: PG_URL, maxConnection: 2 }))),
+  ).toMatchObject({
+    setting: 'maxConnection',
+    message: 'maxConnection: is not an option of pgDatabase; did you mean "maxConnections"?',
+  });
+  expect(
+    await refusal(() => brokerFromUrl('log:', js({ source: '/edupulse', settings: 'broker' }))),
+  ).toMatchObject({ message: expect.stringContaining('did you mean "setting"?') });
+});
+
+it('consume and createInbox refuse before asking the broker or the database', async () => {
+  expect(
+    await refusal(() =>
+      consume(
+        js<Parameters<typeof consume>[0]>({
+          // A port nothing listens on: a connection attempt would fail otherwise.
+          broker: 'nats://127.0.0.1:1?stream=NEVER',
+          consumer: 'grades',
+          database: db,
+          events: [LessonPublished],
+          handler: () => undefined,
+          maxInflight: 8,
+        }),
+      ),
+    ),
+  ).toMatchObject({
+    setting: 'maxInflight',
+    message: 'maxInflight: is not an option of consume; did you mean "maxInFlight"?',
+  });
+  expect(await refusal(() => createInbox(js({ consumer: 'grades', onstale: 'skip' })))).toEqual({
+    setting: 'inbox.onstale',
+    message: 'inbox.onstale: is not an option of createInbox; did you mean "onStale"?',
+  });
+});
+
+it('the operations endpoints and metrics refuse a misspelt option', async () => {
+  const dispatcher = createDispatcher({ db, broker: new MemoryBroker(), logger: false });
+  const health = { dispatcher, db, schema: 'public' };
+  expect(await refusal(() => outboxHandler(js({ ...health, maxLagSecond: 5 })))).toMatchObject({
+    message: 'maxLagSecond: is not an option of outboxHandler; did you mean "maxLagSeconds"?',
+  });
+  const registry = dispatcherMetrics({ ...health, broker: 'memory' });
+  expect(
+    await refusal(() => startOpsServer(js({ ...health, registry, port: 0, hots: '0.0.0.0' }))),
+  ).toMatchObject({
+    message: 'hots: is not an option of startOpsServer; did you mean "host"?',
+  });
+  expect(
+    await refusal(() =>
+      dispatcherMetrics(js({ ...health, broker: 'memory', registery: registry })),
+    ),
+  ).toMatchObject({ setting: 'registery' });
+  expect(
+    await refusal(() => consumerMetrics(js({ consumer: {}, name: 'grades', labels: {} }))),
+  ).toMatchObject({ setting: 'labels' });
+});
