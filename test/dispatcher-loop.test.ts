@@ -4,6 +4,7 @@ import { MemoryBroker } from '../src/brokers/memory.js';
 import { BrokerUnavailableError, ConfigError } from '../src/common/errors.js';
 import { createDispatcher, createOutbox, LessonPublished } from '../src/index.js';
 import { createPgTestSchema, type TestSchema } from './helpers/db.js';
+import { waitFor } from './helpers/wait.js';
 
 let t: TestSchema;
 beforeAll(async () => {
@@ -61,6 +62,45 @@ it('waits out its backoff after an outage even when NOTIFYs arrive meanwhile', a
   }
   expect(connects).toBe(1);
   await d.stop();
+});
+
+it('logs each step of an outage once, however many lanes wait it out', async () => {
+  const broker = new MemoryBroker();
+  const connect = broker.connect.bind(broker);
+  broker.connect = async () => {
+    throw new BrokerUnavailableError('connection refused');
+  };
+  const lines: { message: string; attempt?: unknown }[] = [];
+  const log = (fields: Record<string, unknown>, message: string) =>
+    lines.push({ message, attempt: fields.attempt });
+  const d = createDispatcher({
+    db: t.db,
+    broker,
+    schema: t.schema,
+    batchesInFlight: 4,
+    retryBaseDelayMs: 20,
+    retryMaxDelayMs: 80,
+    waitForBroker: false,
+    logger: { debug: log, info: log, warn: log, error: log },
+  });
+  const outage = () => lines.filter((line) => line.message === 'broker unavailable; retrying');
+  const failed: unknown[] = [];
+  d.on('unavailable', (event) => failed.push(event));
+  await d.start();
+  await waitFor('six steps of the outage', () => outage().length >= 6, { timeoutMs: 10_000 });
+  broker.connect = connect;
+  await waitFor(
+    'dispatching again',
+    () => lines.some((line) => line.message === 'dispatching again'),
+    { timeoutMs: 10_000 },
+  );
+  await d.stop();
+  // More lanes failed than lines were logged (each failure is an event), one per step.
+  const attempts = outage().map((line) => line.attempt as number);
+  expect(failed.length).toBeGreaterThan(attempts.length);
+  expect(attempts.slice(0, 6)).toEqual([1, 2, 3, 4, 5, 6]);
+  expect(new Set(attempts).size).toBe(attempts.length);
+  expect(lines.filter((line) => line.message === 'dispatching again')).toHaveLength(1);
 });
 
 it("start() rejects with the broker's error, and leaves nothing running", async () => {

@@ -109,6 +109,12 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
    * n claims to the database for the same events, most of them finding nothing.
    */
   private solo = true;
+  /**
+   * The outage last logged (what failed, and why) and its highest step: lanes fail
+   * together and back off side by side, so a step one lane logged is not logged again by
+   * the others. Cleared by the first lane that dispatches again.
+   */
+  private outage: { key: string; attempt: number } | undefined;
 
   constructor(options: DispatcherOptions) {
     super();
@@ -306,7 +312,10 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         const from = lane.cursor;
         if (from === FULL_SCAN) lane.lastFullScan = Date.now();
         const report = await this.dispatch(this.claimFrom(lane), from);
-        if (failures > 0) logger.info({ after: failures }, 'dispatching again');
+        if (failures > 0 && this.outage) {
+          logger.info({ after: failures }, 'dispatching again');
+          this.outage = undefined;
+        }
         failures = 0;
         // Events came: what is held back next starts a fresh series of quick looks.
         if (report.claimed > 0) lane.clearRecheck();
@@ -437,13 +446,18 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       retryInMs: delay,
       lane: lane.index,
     };
-    if (target === 'internal') {
-      logger.error(
-        { ...fields, stack: error instanceof Error ? error.stack : undefined },
-        'unexpected error in the dispatcher; retrying',
-      );
-    } else {
-      logger.warn(fields, `${target} unavailable; retrying`);
+    const key = `${target}: ${fields.err}`;
+    // Another lane may have logged this step of the same outage already.
+    if (this.outage?.key !== key || this.outage.attempt < fields.attempt) {
+      this.outage = { key, attempt: fields.attempt };
+      if (target === 'internal') {
+        logger.error(
+          { ...fields, stack: error instanceof Error ? error.stack : undefined },
+          'unexpected error in the dispatcher; retrying',
+        );
+      } else {
+        logger.warn(fields, `${target} unavailable; retrying`);
+      }
     }
     this.emit('unavailable', { target, error, retryInMs: delay });
     lane.enter('backoff', { target, message: errorMessage(error) });
