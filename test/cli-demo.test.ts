@@ -129,6 +129,20 @@ describe('demo', () => {
     },
   );
 
+  it('says it is starting the embedded database, and a SIGINT meanwhile produces nothing', async () => {
+    const cli = spawnCli(['demo', '--rate', '0']);
+    await cli.waitFor('the starting line', () =>
+      cli.stderr.includes('demo: starting the embedded PostgreSQL (PGlite, in memory)'),
+    );
+    // The database takes seconds to start; the signal comes while it does.
+    cli.child.kill('SIGINT');
+    const result = await cli.exited;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toContain('demo: stopping');
+    expect(summary(result.stderr)).toEqual({ produced: 0, published: 0, dead: 0 });
+    expect(result.stdout).toBe('');
+  });
+
   it('exits 1 naming what is left when the broker refuses every event for 10 s', async () => {
     // No queue is bound to the exchange: RabbitMQ returns every event (NO_ROUTE), and the
     // first retry is due after the demo stops waiting.

@@ -90,7 +90,29 @@ demo exits 1 saying how many events were left unpublished.`,
         const rate = parseInteger('rate', flags.rate, 0, 1e6);
         const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
         const broker = brokerFromUrl(flags.broker, { source: flags.source });
-        const { db, where, close } = await openDemoDatabase(flags.databaseUrl, flags, logger);
+        // From the start: a Ctrl-C while the database starts ends the demo before it
+        // produces anything.
+        let stopping = false;
+        const removeHandlers = onShutdownSignal(
+          () => {
+            stopping = true;
+            process.stderr.write(
+              '\ndemo: stopping: publishing what is pending (Ctrl-C again exits at once)\n',
+            );
+          },
+          () => process.exit(130),
+        );
+        if (!flags.databaseUrl) {
+          process.stderr.write(
+            'demo: starting the embedded PostgreSQL (PGlite, in memory): a few seconds\n',
+          );
+        }
+        const { db, where, close } = await openDemoDatabase(flags.databaseUrl, flags, logger).catch(
+          (error: unknown) => {
+            removeHandlers();
+            throw error;
+          },
+        );
         try {
           await migrate(db, flags.schema);
           // Events an earlier run left (a server's schema): the dispatcher publishes them
@@ -101,16 +123,6 @@ demo exits 1 saying how many events were left unpublished.`,
           const waiting = rows[0]?.n ?? 0;
           const outbox = createOutbox({ schema: flags.schema });
           const dispatcher = createDispatcher({ db, broker, logger, ...dispatch });
-          let stopping = false;
-          const removeHandlers = onShutdownSignal(
-            () => {
-              stopping = true;
-              process.stderr.write(
-                '\ndemo: stopping: publishing what is pending (Ctrl-C again exits at once)\n',
-              );
-            },
-            () => process.exit(130),
-          );
           let fatal: Error | undefined;
           dispatcher.once('fatal', (error: Error) => {
             fatal = error;
@@ -134,6 +146,9 @@ demo exits 1 saying how many events were left unpublished.`,
             dead: dispatcher.stats.deadLettered,
           }));
           const traffic = createTraffic();
+          // The embedded database answers without a turn of the event loop: take one, so
+          // a Ctrl-C given while it started is seen before the first event.
+          await new Promise((resolve) => setImmediate(resolve));
           while (!stopping && (target === undefined || produced < target)) {
             let events = traffic.next();
             if (target !== undefined) events = events.slice(0, target - produced);
@@ -160,7 +175,6 @@ demo exits 1 saying how many events were left unpublished.`,
             }
           }
           await dispatcher.stop();
-          removeHandlers();
           progress.stop();
           if (fatal) throw fatal;
           const pending = produced + waiting - done();
@@ -177,6 +191,7 @@ demo exits 1 saying how many events were left unpublished.`,
           );
           return 0;
         } finally {
+          removeHandlers();
           await close();
         }
       });
