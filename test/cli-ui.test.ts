@@ -50,8 +50,13 @@ describe('edupulse-outbox ui', () => {
     const cases: [string[], string][] = [
       [['--host', '0.0.0.0'], 'ui-token: '],
       [['--ui-token', 'shorty-token'], 'ui-token: must be at least 16 characters'],
-      [['--ui-token-file', join(dir, 'missing')], 'ui-token-file: '],
+      [['--ui-token-file', join(dir, 'missing')], 'edupulse-outbox: ui-token-file: cannot read '],
       [['--port', '70000'], 'port: '],
+      // An address not of this machine: the address is at fault, not the port.
+      [
+        ['--host', '10.255.255.1', '--port', '0', '--ui-token', 'console-token-0123456789'],
+        'host: cannot listen on 10.255.255.1:0',
+      ],
     ];
     for (const [extra, message] of cases) {
       const result = await runCli(['ui', '--schema', t.schema, ...extra], { env });

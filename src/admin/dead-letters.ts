@@ -88,7 +88,7 @@ export function assertNarrowed(filter: object, all: boolean, action: string): vo
   if (!all && empty) {
     throw new ConfigError(
       'filter',
-      `${action} needs event ids, a filter, or --all to act on every dead letter`,
+      `${action} needs event ids, a filter, or all (--all in the CLI, "all": true in the console's API) to act on every dead letter`,
     );
   }
 }

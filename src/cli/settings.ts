@@ -1,6 +1,6 @@
 import { Option } from 'commander';
 import { parseDuration } from '../common/admin-input.js';
-import { ConfigError } from '../common/errors.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { escapeControl } from '../common/text.js';
 import { parseUrl } from '../common/url.js';
@@ -56,6 +56,31 @@ export const settings = {
 
 /** A whole number within bounds, or a ConfigError naming the setting (common/numbers.ts). */
 export const parseInteger = wholeNumber;
+
+/** What the system says of an address that cannot be bound: no such name, or not this machine's. */
+const HOST_ERRORS = new Set([
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EAI_NONAME',
+  'EADDRNOTAVAIL',
+  'EAFNOSUPPORT',
+]);
+
+/**
+ * A server that could not listen, as a ConfigError naming the setting at fault: the
+ * address when the system refused it, else the port (in use, or privileged).
+ */
+export function listenError(
+  error: unknown,
+  where: { host: string; port: number; hostSetting: string; portSetting: string },
+): ConfigError {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return new ConfigError(
+    code !== undefined && HOST_ERRORS.has(code) ? where.hostSetting : where.portSetting,
+    `cannot listen on ${where.host}:${where.port}: ${errorMessage(error)}`,
+    { cause: error },
+  );
+}
 
 /**
  * A postgres:// or postgresql:// URL, or a ConfigError naming the setting. A URL that does

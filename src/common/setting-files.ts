@@ -7,13 +7,20 @@ import { readFileSync } from 'node:fs';
 import { ConfigError, errorMessage } from './errors.js';
 import { registerSecret } from './secrets.js';
 
-/** The file's text, or a ConfigError naming `setting` and the parameter `name`. */
+/**
+ * The file's text, or a ConfigError naming `setting` and the parameter `name` (once, when
+ * the file is a setting of its own: `ui-token-file: cannot read …`).
+ */
 export function readSettingFile(setting: string, name: string, path: string): string {
-  if (path === '') throw new ConfigError(setting, `${name} is empty (expected a file path)`);
+  const named = name === setting ? '' : `${name}: `;
+  if (path === '') {
+    const what = name === setting ? 'the path' : name;
+    throw new ConfigError(setting, `${what} is empty (expected a file path)`);
+  }
   try {
     return readFileSync(path, 'utf8');
   } catch (error) {
-    throw new ConfigError(setting, `${name}: cannot read ${path}: ${errorMessage(error)}`, {
+    throw new ConfigError(setting, `${named}cannot read ${path}: ${errorMessage(error)}`, {
       cause: error,
     });
   }
@@ -26,7 +33,9 @@ export function readSettingFile(setting: string, name: string, path: string): st
  */
 export function readSecretFile(setting: string, name: string, path: string): string {
   const secret = readSettingFile(setting, name, path).replace(/\r?\n$/, '');
-  if (secret === '') throw new ConfigError(setting, `${name}: ${path} is empty`);
+  if (secret === '') {
+    throw new ConfigError(setting, `${name === setting ? '' : `${name}: `}${path} is empty`);
+  }
   registerSecret(secret);
   return secret;
 }

@@ -30,6 +30,7 @@ export interface ConsoleApiOptions {
 export interface ApiAnswer {
   status: number;
   body: unknown;
+  headers?: Record<string, string>;
 }
 
 /** A request the API does not serve: 404 or 405 (bad input is a ConfigError: 400). */
@@ -37,6 +38,8 @@ class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** The methods the path takes, for a 405's `Allow`. */
+    readonly allow?: string,
   ) {
     super(message);
   }
@@ -62,22 +65,43 @@ function text(field: string, value: unknown): string {
   return value;
 }
 
-/** A filter from query parameters or a JSON object; the same fields, checked alike. */
-function parseFilter(read: (field: FilterField) => unknown): DeadLetterFilter {
+/**
+ * A filter from query parameters or a JSON object; the same fields, checked alike, named
+ * in errors as given (`since`, or `filter.since` in a body).
+ */
+function parseFilter(read: (field: FilterField) => unknown, prefix = ''): DeadLetterFilter {
   const filter: DeadLetterFilter = {};
   for (const field of FILTER_FIELDS) {
     const value = read(field);
     if (value === undefined || value === null) continue;
+    const named = `${prefix}${field}`;
     if (field === 'since' || field === 'until') {
-      filter[field] = parseTime(field, text(field, value));
+      filter[field] = parseTime(named, text(named, value));
     } else {
-      filter[field] = text(field, value);
+      filter[field] = text(named, value);
     }
   }
   return filter;
 }
 
-function queryFilter(query: URLSearchParams): DeadLetterFilter {
+/**
+ * Refuses a query parameter the endpoint does not read, or one given twice: a misspelt
+ * filter (`eventtype`) would otherwise widen the answer to every dead letter.
+ */
+function checkQuery(query: URLSearchParams, allowed: readonly string[]): void {
+  for (const name of new Set(query.keys())) {
+    if (!allowed.includes(name)) {
+      throw new ConfigError(
+        name,
+        `unknown query parameter (${allowed.length > 0 ? `expected ${allowed.join(', ')}` : 'this endpoint takes none'})`,
+      );
+    }
+    if (query.getAll(name).length > 1) throw new ConfigError(name, 'given more than once');
+  }
+}
+
+function queryFilter(query: URLSearchParams, more: readonly string[] = []): DeadLetterFilter {
+  checkQuery(query, [...FILTER_FIELDS, ...more]);
   return parseFilter((field) => query.get(field) ?? undefined);
 }
 
@@ -108,7 +132,10 @@ function parseSelection(body: unknown): { filter: DeadLetterFilter; all: boolean
       );
     }
   }
-  const selected = parseFilter((field) => (filter as Record<string, unknown> | undefined)?.[field]);
+  const selected = parseFilter(
+    (field) => (filter as Record<string, unknown> | undefined)?.[field],
+    'filter.',
+  );
   if (ids !== undefined) {
     if (!Array.isArray(ids) || ids.length > IDS_MAX || ids.some((id) => typeof id !== 'string')) {
       throw new ConfigError('ids', `expected an array of at most ${IDS_MAX} event ids`);
@@ -159,14 +186,23 @@ export async function answerApi(
   const get = method === 'GET' || method === 'HEAD';
   try {
     if (path === '/api/dead-letters/retry' || path === '/api/dead-letters/discard') {
-      if (method !== 'POST') throw new ApiError(405, 'use POST');
+      if (method !== 'POST') throw new ApiError(405, 'use POST', 'POST');
+      checkQuery(query, []);
       const { filter, all } = parseSelection(body);
       const ids = path.endsWith('/retry')
         ? await retryDeadLetters(db, schema, filter, { all })
         : await discardDeadLetters(db, schema, filter, { all });
-      return { status: 200, body: { ids } };
+      // Ids asked for that were not dead letters (any more): the CLI's exit 1.
+      const asked = filter.ids;
+      if (asked === undefined) return { status: 200, body: { ids } };
+      const done = new Set(ids.map((id) => id.toLowerCase()));
+      const notFound = asked.filter((id) => !done.has(id.toLowerCase()));
+      return { status: 200, body: { ids, notFound } };
     }
-    if (!get) throw new ApiError(405, 'use GET');
+    if (!get) throw new ApiError(405, 'use GET', 'GET, HEAD');
+    if (path !== '/api/dead-letters' && path !== '/api/dead-letters/groups') {
+      checkQuery(query, path === '/api/search' ? ['q'] : []);
+    }
     switch (path) {
       case '/api/overview':
         return {
@@ -179,8 +215,9 @@ export async function answerApi(
           body: { intervalMs: options.history.intervalMs, samples: options.history.list() },
         };
       case '/api/dead-letters': {
+        const filter = queryFilter(query, ['limit']);
         const limit = limitOf(query);
-        const found = await listDeadLetters(db, schema, queryFilter(query), limit + 1);
+        const found = await listDeadLetters(db, schema, filter, limit + 1);
         return {
           status: 200,
           body: { deadLetters: found.slice(0, limit), truncated: found.length > limit },
@@ -207,7 +244,11 @@ export async function answerApi(
     throw new ApiError(404, `no such endpoint: ${path}`);
   } catch (error) {
     if (error instanceof ApiError) {
-      return { status: error.status, body: { error: error.message } };
+      return {
+        status: error.status,
+        body: { error: error.message },
+        ...(error.allow ? { headers: { allow: error.allow } } : {}),
+      };
     }
     if (error instanceof ConfigError) {
       return { status: 400, body: { error: error.message, field: error.setting } };

@@ -68,16 +68,27 @@ export function checkConsoleAccess(host: string, token: string | undefined, sett
   if (token === undefined && !isLoopback(host)) {
     throw new ConfigError(
       setting,
-      `the console on ${host} is reachable beyond this machine: give it a token (--ui-token or OUTBOX_UI_TOKEN), or bind 127.0.0.1`,
+      `the console on ${host} is reachable beyond this machine: give it a token (OUTBOX_UI_TOKEN, --ui-token-file or --ui-token), or bind 127.0.0.1`,
     );
   }
 }
 
 const digest = (value: string) => createHash('sha256').update(value).digest();
 
-function bearerMatches(header: string | undefined, expected: Buffer): boolean {
-  const match = /^Bearer (.+)$/i.exec(header ?? '');
-  return match?.[1] !== undefined && timingSafeEqual(digest(match[1]), expected);
+/**
+ * Why a request is refused under a token, or undefined when it carries the token. Says
+ * what is wrong (none, in the URL, another scheme, not this token), never what is right.
+ */
+function tokenRefusal(request: IncomingMessage, url: URL, expected: Buffer): string | undefined {
+  const header = request.headers.authorization;
+  if (header === undefined) {
+    return ['token', 'access_token'].some((name) => url.searchParams.has(name))
+      ? 'a token in the URL is not read (URLs end up in logs and histories): send it as Authorization: Bearer <token>'
+      : 'a token is required: Authorization: Bearer <token>';
+  }
+  const match = /^Bearer (.+)$/i.exec(header);
+  if (match?.[1] === undefined) return 'the Authorization header must be Bearer <token>';
+  return timingSafeEqual(digest(match[1]), expected) ? undefined : 'the token is not accepted';
 }
 
 /**
@@ -188,26 +199,20 @@ export async function startConsoleServer(options: ConsoleServerOptions): Promise
     const method = request.method ?? 'GET';
     if (!url.pathname.startsWith('/api/')) {
       if (method !== 'GET' && method !== 'HEAD') {
-        json(response, 405, { error: 'use GET' });
+        json(response, 405, { error: 'use GET' }, { allow: 'GET, HEAD' });
         return;
       }
       await servePage(response, url.pathname, method === 'HEAD');
       return;
     }
-    if (expected && !bearerMatches(request.headers.authorization, expected)) {
-      json(
-        response,
-        401,
-        { error: 'a token is required: Authorization: Bearer <token>' },
-        {
-          'www-authenticate': 'Bearer',
-        },
-      );
+    const refused = expected && tokenRefusal(request, url, expected);
+    if (refused) {
+      json(response, 401, { error: refused }, { 'www-authenticate': 'Bearer' });
       return;
     }
     if (!expected && !hostIsLoopback(request)) {
       json(response, 403, {
-        error: 'this console answers requests addressed to 127.0.0.1 or localhost',
+        error: 'this console answers requests addressed to 127.0.0.1, ::1 or localhost',
       });
       return;
     }
@@ -229,7 +234,7 @@ export async function startConsoleServer(options: ConsoleServerOptions): Promise
       body = read.body;
     }
     const answer = await answerApi(api, method, url.pathname, url.searchParams, body);
-    json(response, answer.status, answer.body);
+    json(response, answer.status, answer.body, answer.headers);
   };
 
   const server = createServer((request, response) => {
@@ -238,6 +243,24 @@ export async function startConsoleServer(options: ConsoleServerOptions): Promise
       if (!response.headersSent) json(response, 500, { error: 'internal error' });
       else response.destroy();
     });
+  });
+  // Requests Node refuses before they reach the handler (headers over its limit, bytes
+  // that are not HTTP): answered in the API's JSON form rather than with an empty body.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, reason, message] =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request Header Fields Too Large', 'the request line and headers are too large']
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'Request Timeout', 'the request did not arrive in time']
+          : [400, 'Bad Request', 'not an HTTP request this server can read'];
+    const body = `${JSON.stringify({ error: message })}\n`;
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -14,6 +14,7 @@ import { execute } from '../execute.js';
 import {
   type DispatcherFlags,
   dispatchOptions,
+  listenError,
   parseDatabaseUrl,
   parseDispatchFlags,
   parseInteger,
@@ -119,10 +120,7 @@ async function serveOps(
     };
   } catch (error) {
     await db.close();
-    throw new ConfigError(
-      'metrics-port',
-      `cannot listen on ${ops.host}:${ops.port}: ${errorMessage(error)}`,
-    );
+    throw listenError(error, { ...ops, portSetting: 'metrics-port', hostSetting: 'metrics-host' });
   }
 }
 
@@ -201,7 +199,7 @@ down is waited for.`,
         const ui =
           flags.uiPort === undefined
             ? undefined
-            : parseConsoleSettings('ui-port', flags.uiPort, flags.uiHost, flags);
+            : parseConsoleSettings('ui-port', flags.uiPort, 'ui-host', flags.uiHost, flags);
         // Listen before connecting: a SIGTERM that arrives while we start up (a
         // supervisor replacing us at once) still ends in a clean stop and exit 0.
         const stopped = new Promise<NodeJS.Signals>((resolve) => {

@@ -9,7 +9,7 @@ import { pgDatabase } from '../../db/pg.js';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
-import { parseDatabaseUrl, parseInteger, settings } from '../settings.js';
+import { listenError, parseDatabaseUrl, parseInteger, settings } from '../settings.js';
 import { onShutdownSignal } from '../shutdown.js';
 
 /** The console's token settings, shared by `ui` and `run --ui-port`. */
@@ -32,14 +32,16 @@ export interface ConsoleSettings {
   port: number;
   host: string;
   token: string | undefined;
-  /** The flag of the port, for errors: `port` (ui) or `ui-port` (run). */
+  /** The flags of the port and the address, for errors: `port`, `host` (ui) or `ui-port`, `ui-host` (run). */
   portSetting: string;
+  hostSetting: string;
 }
 
 /** Port, address and token, checked before anything is opened (a bind beyond loopback needs a token). */
 export function parseConsoleSettings(
   portSetting: string,
   port: string,
+  hostSetting: string,
   host: string,
   flags: ConsoleTokenFlags,
 ): ConsoleSettings {
@@ -51,7 +53,13 @@ export function parseConsoleSettings(
       ? readSecretFile('ui-token-file', 'ui-token-file', flags.uiTokenFile)
       : flags.uiToken;
   checkConsoleAccess(host, token, flags.uiTokenFile !== undefined ? 'ui-token-file' : 'ui-token');
-  return { port: parseInteger(portSetting, port, 0, 65_535), host, token, portSetting };
+  return {
+    port: parseInteger(portSetting, port, 0, 65_535),
+    host,
+    token,
+    portSetting,
+    hostSetting,
+  };
 }
 
 /**
@@ -101,10 +109,7 @@ export async function serveConsole(
   } catch (error) {
     await db.close();
     if (error instanceof ConfigError) throw error;
-    throw new ConfigError(
-      served.portSetting,
-      `cannot listen on ${served.host}:${served.port}: ${errorMessage(error)}`,
-    );
+    throw listenError(error, served);
   }
 }
 
@@ -155,7 +160,7 @@ be bound, a bind beyond loopback without a token), unreachable database or schem
       await execute(flags, async ({ logger }) => {
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
         quoteSchema(flags.schema);
-        const served = parseConsoleSettings('port', flags.port, flags.host, flags);
+        const served = parseConsoleSettings('port', flags.port, 'host', flags.host, flags);
         const stopped = new Promise<NodeJS.Signals>((resolve) => {
           onShutdownSignal(resolve, () => process.exit(130));
         });
