@@ -160,11 +160,18 @@ describe('a bad setting', () => {
     expect(lines(result.stderr)[0]).toContain('--frobnicate');
   });
 
-  it('an unknown command exits 2 naming it', async () => {
-    const result = await runCli(['frobnicate']);
-    expect(result.code).toBe(2);
-    expect(stackLines(result.stderr)).toEqual([]);
-    expect(lines(result.stderr)[0]).toContain('frobnicate');
+  it('an unknown command exits 2 naming it, with --help too', async () => {
+    for (const args of [['frobnicate'], ['frobnicate', '--help'], ['frobnicate', '-h']]) {
+      const result = await runCli(args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(stackLines(result.stderr)).toEqual([]);
+      expect(lines(result.stderr)[0]).toBe("edupulse-outbox: unknown command 'frobnicate'");
+      expect(result.stdout, args.join(' ')).toBe('');
+    }
+    // The web console answers to its name too.
+    const alias = await runCli(['console', '--help']);
+    expect(alias.code).toBe(0);
+    expect(alias.stdout).toContain('Usage: edupulse-outbox ui|console [options]');
   });
 
   it('--verbose adds the stack trace', async () => {

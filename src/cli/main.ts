@@ -60,8 +60,18 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
 
 /** Parses argv, runs the command, and returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  const root = program();
+  // Commander answers `<unknown> --help` with the general help and exit 0, as if the
+  // command existed: without the help flags it says the command is unknown (exit 2).
+  const [first] = argv;
+  const known = (name: string) =>
+    name === 'help' || root.commands.some((c) => c.name() === name || c.aliases().includes(name));
+  const args =
+    first !== undefined && !first.startsWith('-') && !known(first)
+      ? argv.filter((arg) => arg !== '--help' && arg !== '-h')
+      : argv;
   try {
-    await program().parseAsync([...argv], { from: 'user' });
+    await root.parseAsync([...args], { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : exitCodes.ok;
   } catch (error) {
     if (error instanceof CommanderError) {

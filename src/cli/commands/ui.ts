@@ -122,7 +122,7 @@ interface UiFlags extends ConsoleTokenFlags {
 }
 
 export function uiCommand(): Command {
-  const command = new Command('ui')
+  const command = new Command('ui').alias('console')
     .description(
       'serve the web console: backlog, partitions, dead letters (retry, discard) and search, with its JSON API',
     )
