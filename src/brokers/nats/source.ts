@@ -1,5 +1,6 @@
 import {
   AckPolicy,
+  type ConsumerInfo,
   type ConsumerMessages,
   DeliverPolicy,
   JetStreamApiError,
@@ -79,23 +80,33 @@ class NatsSource implements MessageSource {
       .then((error) => lost(`connection closed${error ? `: ${errorMessage(error)}` : ''}`));
   }
 
-  /** Re-creates the durable consumer from its ack floor, or creates it. */
+  /**
+   * Re-creates the durable consumer from its ack floor, or creates it. A consumer that has
+   * acked nothing yet reports a floor of 0, whatever it started from: it is re-created from
+   * its own start, else a restart after a run that acked nothing would deliver the whole
+   * stream again. So a first start with `deliver=new` starts at the sequence after the
+   * stream's last, which the next start can read back, rather than at "new", which it
+   * cannot.
+   */
   private async resetConsumer(nc: NatsConnection): Promise<void> {
     const { stream, subjectPrefix, ackWaitS, deliver, timeoutMs } = this.settings;
     const name = this.options.consumer;
     const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
     let floor: number | undefined;
     try {
-      floor = (await jsm.consumers.info(stream, name)).ack_floor.stream_seq;
+      floor = resumeAfter(await jsm.consumers.info(stream, name));
       await jsm.consumers.delete(stream, name);
     } catch (error) {
       // 10014: no such consumer yet.
       if (!(error instanceof JetStreamApiError && error.code === 10014)) throw error;
     }
+    if (floor === undefined && deliver === 'new') {
+      floor = (await jsm.streams.info(stream)).state.last_seq;
+    }
     const start =
       floor !== undefined
         ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 }
-        : { deliver_policy: deliver === 'new' ? DeliverPolicy.New : DeliverPolicy.All };
+        : { deliver_policy: DeliverPolicy.All };
     try {
       await jsm.consumers.add(stream, {
         durable_name: name,
@@ -192,4 +203,22 @@ export function createNatsSource(
   options: MessageSourceOptions,
 ): MessageSource {
   return new NatsSource(settings, options);
+}
+
+/**
+ * The stream sequence a re-created consumer resumes after: its ack floor once it has acked
+ * something; before that, where it was created to start (JetStream reports a floor of 0
+ * then, which would mean the stream's first message).
+ */
+export function resumeAfter(info: ConsumerInfo): number {
+  if (info.ack_floor.consumer_seq > 0) return info.ack_floor.stream_seq;
+  const { deliver_policy, opt_start_seq } = info.config;
+  if (deliver_policy === DeliverPolicy.StartSequence && opt_start_seq !== undefined) {
+    return opt_start_seq - 1;
+  }
+  // Made by an earlier version with deliver=new, nothing delivered: its start is there.
+  if (deliver_policy === DeliverPolicy.New && info.delivered.consumer_seq === 0) {
+    return info.delivered.stream_seq;
+  }
+  return 0;
 }
