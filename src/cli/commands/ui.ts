@@ -122,7 +122,8 @@ interface UiFlags extends ConsoleTokenFlags {
 }
 
 export function uiCommand(): Command {
-  const command = new Command('ui').alias('console')
+  const command = new Command('ui')
+    .alias('console')
     .description(
       'serve the web console: backlog, partitions, dead letters (retry, discard) and search, with its JSON API',
     )
