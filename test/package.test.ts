@@ -9,7 +9,15 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -119,6 +127,14 @@ it('installs with only the peers a NATS producer needs, type-checks strictly, an
   );
   expect(install.code, install.stderr).toBe(0);
   expect(`${install.stdout}${install.stderr}`).not.toContain('EBADENGINE');
+  // No script of ours runs at install, nor asks the user to allow one (npm's allowScripts).
+  expect(`${install.stdout}${install.stderr}`).not.toContain('install-scripts');
+  const installed = JSON.parse(
+    readFileSync(join(app, 'node_modules/edupulse-outbox/package.json'), 'utf8'),
+  ) as { scripts?: Record<string, string> };
+  for (const hook of ['preinstall', 'install', 'postinstall', 'prepare']) {
+    expect(installed.scripts?.[hook], hook).toBeUndefined();
+  }
   // The optional peers the app did not ask for stay out.
   for (const name of ['amqplib', '@platformatic/kafka', '@electric-sql/pglite', 'prom-client']) {
     expect(existsSync(join(app, 'node_modules', name)), name).toBe(false);
