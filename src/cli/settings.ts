@@ -164,4 +164,4 @@ export interface DispatcherFlags extends DispatchFlags {
   source: string;
 }
 
-export { parseDuration, parseEventIds, parseTime } from '../common/admin-input.js';
+export { parseDuration, parseEventIds, parseTime, untouched } from '../common/admin-input.js';

@@ -107,3 +107,18 @@ export function parseEventIds(setting: string, raw: readonly string[]): string[]
   }
   return [...raw];
 }
+
+/**
+ * The ids asked for that an action (retry, discard) did not touch: not dead letters, or
+ * not any more. The outbox's event ids are UUIDs, equal whatever their case; a consumer's
+ * are compared as given (`exact`).
+ */
+export function untouched(
+  asked: readonly string[],
+  touched: readonly string[],
+  exact = false,
+): string[] {
+  const key = (id: string) => (exact ? id : id.toLowerCase());
+  const done = new Set(touched.map(key));
+  return asked.filter((id) => !done.has(key(id)));
+}

@@ -7,12 +7,15 @@ import { readFileSync } from 'node:fs';
 import { ConfigError, errorMessage } from './errors.js';
 import { registerSecret } from './secrets.js';
 
+/** `name: ` before a message about the file, unless the setting is the file itself. */
+const namedAs = (setting: string, name: string) => (name === setting ? '' : `${name}: `);
+
 /**
  * The file's text, or a ConfigError naming `setting` and the parameter `name` (once, when
  * the file is a setting of its own: `ui-token-file: cannot read …`).
  */
 export function readSettingFile(setting: string, name: string, path: string): string {
-  const named = name === setting ? '' : `${name}: `;
+  const named = namedAs(setting, name);
   if (path === '') {
     const what = name === setting ? 'the path' : name;
     throw new ConfigError(setting, `${what} is empty (expected a file path)`);
@@ -34,7 +37,7 @@ export function readSettingFile(setting: string, name: string, path: string): st
 export function readSecretFile(setting: string, name: string, path: string): string {
   const secret = readSettingFile(setting, name, path).replace(/\r?\n$/, '');
   if (secret === '') {
-    throw new ConfigError(setting, `${name === setting ? '' : `${name}: `}${path} is empty`);
+    throw new ConfigError(setting, `${namedAs(setting, name)}${path} is empty`);
   }
   registerSecret(secret);
   return secret;

@@ -8,7 +8,7 @@ import {
 } from '../admin/dead-letters.js';
 import { searchEvents } from '../admin/search.js';
 import { outboxStatus } from '../admin/status.js';
-import { parseEventIds, parseTime } from '../common/admin-input.js';
+import { parseEventIds, parseTime, untouched } from '../common/admin-input.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
@@ -193,11 +193,8 @@ export async function answerApi(
         ? await retryDeadLetters(db, schema, filter, { all })
         : await discardDeadLetters(db, schema, filter, { all });
       // Ids asked for that were not dead letters (any more): the CLI's exit 1.
-      const asked = filter.ids;
-      if (asked === undefined) return { status: 200, body: { ids } };
-      const done = new Set(ids.map((id) => id.toLowerCase()));
-      const notFound = asked.filter((id) => !done.has(id.toLowerCase()));
-      return { status: 200, body: { ids, notFound } };
+      if (filter.ids === undefined) return { status: 200, body: { ids } };
+      return { status: 200, body: { ids, notFound: untouched(filter.ids, ids) } };
     }
     if (!get) throw new ApiError(405, 'use GET', 'GET, HEAD');
     if (path !== '/api/dead-letters' && path !== '/api/dead-letters/groups') {

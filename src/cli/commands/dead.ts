@@ -22,7 +22,7 @@ import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import type { Executor } from '../../db/executor.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
-import { parseEventIds, parseInteger, parseTime, settings } from '../settings.js';
+import { parseEventIds, parseInteger, parseTime, settings, untouched } from '../settings.js';
 
 interface FilterFlags {
   databaseUrl?: string;
@@ -149,9 +149,7 @@ function bulkCommand(
             );
           }
           // Asked for ids that were not there: say so with the exit code, after the rest.
-          const missing = ids.filter(
-            (id) => !touched.includes(flags.consumer !== undefined ? id : id.toLowerCase()),
-          );
+          const missing = untouched(ids, touched, flags.consumer !== undefined);
           if (missing.length > 0) {
             process.stderr.write(`not among the dead letters: ${missing.join(', ')}\n`);
             return 1;
