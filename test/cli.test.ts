@@ -161,7 +161,12 @@ describe('a bad setting', () => {
   });
 
   it('an unknown command exits 2 naming it, with --help too', async () => {
-    for (const args of [['frobnicate'], ['frobnicate', '--help'], ['frobnicate', '-h']]) {
+    for (const args of [
+      ['frobnicate'],
+      ['frobnicate', '--help'],
+      ['frobnicate', '-h'],
+      ['help', 'frobnicate'],
+    ]) {
       const result = await runCli(args);
       expect(result.code, args.join(' ')).toBe(2);
       expect(stackLines(result.stderr)).toEqual([]);

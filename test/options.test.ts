@@ -19,6 +19,8 @@ import {
 import {
   consumerMetrics,
   dispatcherMetrics,
+  type OpsEndpointsOptions,
+  outboxFastify,
   outboxHandler,
   startOpsServer,
 } from '../src/ops/index.js';
@@ -118,6 +120,16 @@ it('the operations endpoints and metrics refuse a misspelt option', async () => 
   const health = { dispatcher, db, schema: 'public' };
   expect(await refusal(() => outboxHandler(js({ ...health, maxLagSecond: 5 })))).toMatchObject({
     message: 'maxLagSecond: is not an option of outboxHandler; did you mean "maxLagSeconds"?',
+  });
+  // Fastify passes its register options along with ours: those are not refused.
+  const routes: string[] = [];
+  const app = { get: (path: string) => routes.push(path) };
+  await outboxFastify(app, { ...health, prefix: '/ops', logLevel: 'warn' } as OpsEndpointsOptions);
+  expect(routes).toContain('/healthz');
+  expect(
+    await refusal(() => outboxFastify(app, js({ ...health, prefix: '/ops', registy: {} }))),
+  ).toMatchObject({
+    message: 'registy: is not an option of outboxFastify; did you mean "registry"?',
   });
   const registry = dispatcherMetrics({ ...health, broker: 'memory' });
   expect(

@@ -11,7 +11,12 @@
  */
 import { is } from 'drizzle-orm/entity';
 import { type PgSession, PgTransaction } from 'drizzle-orm/pg-core/session';
-import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
+import {
+  type AdapterOptions,
+  adapterNotInTransaction,
+  assertAdapterOptions,
+  type Executor,
+} from '../db/executor.js';
 
 /** What the adapter uses of a Drizzle PostgreSQL database or transaction: its session. */
 export interface DrizzleLike {
@@ -29,6 +34,7 @@ export interface DrizzleLike {
  * logger sees it.
  */
 export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Executor {
+  assertAdapterOptions('fromDrizzle', options);
   const session = tx?._?.session;
   if (typeof session?.prepareQuery !== 'function') {
     throw new TypeError('fromDrizzle: expected a Drizzle PostgreSQL transaction');

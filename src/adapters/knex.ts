@@ -9,7 +9,12 @@
  * });
  * ```
  */
-import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
+import {
+  type AdapterOptions,
+  adapterNotInTransaction,
+  assertAdapterOptions,
+  type Executor,
+} from '../db/executor.js';
 
 /**
  * What the adapter uses of a Knex client: the connection of the transaction (or one from
@@ -43,6 +48,7 @@ export interface KnexLike {
  * still checks that the transaction is not over and emits its `query` event.
  */
 export function fromKnex(trx: KnexLike, options: AdapterOptions = {}): Executor {
+  assertAdapterOptions('fromKnex', options);
   const client = trx?.client as KnexClientLike | undefined;
   if (typeof client?.query !== 'function' || typeof client.acquireConnection !== 'function') {
     throw new TypeError('fromKnex: expected a Knex transaction');

@@ -10,7 +10,12 @@
  * ```
  */
 import { CompiledQuery, type QueryResult } from 'kysely';
-import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
+import {
+  type AdapterOptions,
+  adapterNotInTransaction,
+  assertAdapterOptions,
+  type Executor,
+} from '../db/executor.js';
 
 /** What the adapter uses of a Kysely instance (`Kysely`, `Transaction`, `ControlledTransaction`). */
 export interface KyselyLike {
@@ -27,6 +32,7 @@ export interface KyselyLike {
  * a transaction is refused with a TypeError unless `{ autocommit: true }`.
  */
 export function fromKysely(trx: KyselyLike, options: AdapterOptions = {}): Executor {
+  assertAdapterOptions('fromKysely', options);
   if (typeof trx?.withoutPlugins !== 'function') {
     throw new TypeError('fromKysely: expected a Kysely transaction');
   }

@@ -10,7 +10,12 @@
  * ```
  */
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
+import {
+  type AdapterOptions,
+  adapterNotInTransaction,
+  assertAdapterOptions,
+  type Executor,
+} from '../db/executor.js';
 import { type KnexClientLike, knexClientQuery } from './knex.js';
 
 /**
@@ -29,6 +34,7 @@ import { type KnexClientLike, knexClientQuery } from './knex.js';
  * is not over and emits its `query` event (MikroORM's own query log does not see them).
  */
 export function fromMikroORM(em: EntityManager, options: AdapterOptions = {}): Executor {
+  assertAdapterOptions('fromMikroORM', options);
   if (typeof em?.isInTransaction !== 'function' || typeof em.getKnex !== 'function') {
     throw new TypeError('fromMikroORM: expected an EntityManager of @mikro-orm/postgresql');
   }

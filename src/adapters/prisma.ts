@@ -7,7 +7,12 @@
  * `values`). Nothing of Prisma is imported: the client is generated per project, so its
  * type is whatever `prisma generate` wrote, and only the shape below is relied on.
  */
-import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
+import {
+  type AdapterOptions,
+  adapterNotInTransaction,
+  assertAdapterOptions,
+  type Executor,
+} from '../db/executor.js';
 
 /** The part of a Prisma client (or of its interactive transaction) used here. */
 export interface PrismaRawQueryable {
@@ -51,6 +56,7 @@ function rowAsNodePostgres(row: Record<string, unknown>): Record<string, unknown
  * `{ autocommit: true }`.
  */
 export function fromPrisma(tx: PrismaRawQueryable, options: AdapterOptions = {}): Executor {
+  assertAdapterOptions('fromPrisma', options);
   if (
     typeof tx !== 'object' ||
     tx === null ||

@@ -10,7 +10,12 @@
  * ```
  */
 import type { QueryOptions, Sequelize, Transaction } from 'sequelize';
-import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
+import {
+  type AdapterOptions,
+  adapterNotInTransaction,
+  assertAdapterOptions,
+  type Executor,
+} from '../db/executor.js';
 
 // What Sequelize looks for in the text of a query given `bind` (its own pattern): `$$`,
 // which it turns into `$`, and `$1` or `$name`, which must have a value or it throws.
@@ -63,6 +68,7 @@ export function fromSequelize(
   transaction?: Transaction | null,
   options: AdapterOptions = {},
 ): Executor {
+  assertAdapterOptions('fromSequelize', options);
   if (!isSequelize(sequelize)) {
     throw new TypeError('fromSequelize: expected a Sequelize instance, then its transaction');
   }

@@ -10,7 +10,12 @@
  * ```
  */
 import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
-import { type AdapterOptions, adapterNotInTransaction, type Executor } from '../db/executor.js';
+import {
+  type AdapterOptions,
+  adapterNotInTransaction,
+  assertAdapterOptions,
+  type Executor,
+} from '../db/executor.js';
 
 /** What `fromTypeORM` takes: the manager of a transaction, or a query runner in one. */
 export type TypeORMHandle = EntityManager | QueryRunner | DataSource;
@@ -66,6 +71,7 @@ async function runAlone<R>(source: DataSource, text: string, values: readonly un
  * at its next statement too.
  */
 export function fromTypeORM(handle: TypeORMHandle, options: AdapterOptions = {}): Executor {
+  assertAdapterOptions('fromTypeORM', options);
   if (typeof handle !== 'object' || handle === null) {
     throw new TypeError('fromTypeORM: expected a TypeORM EntityManager or QueryRunner');
   }

@@ -62,14 +62,17 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
 export async function main(argv: readonly string[]): Promise<number> {
   const root = program();
   // Commander answers `<unknown> --help` with the general help and exit 0, as if the
-  // command existed: without the help flags it says the command is unknown (exit 2).
-  const [first] = argv;
+  // command existed, and `help <unknown>` with the general help alone: without the help
+  // flags or word it says the command is unknown (exit 2).
   const known = (name: string) =>
     name === 'help' || root.commands.some((c) => c.name() === name || c.aliases().includes(name));
+  const words =
+    argv[0] === 'help' && argv[1] !== undefined && !known(argv[1]) ? argv.slice(1) : argv;
+  const [first] = words;
   const args =
     first !== undefined && !first.startsWith('-') && !known(first)
-      ? argv.filter((arg) => arg !== '--help' && arg !== '-h')
-      : argv;
+      ? words.filter((arg) => arg !== '--help' && arg !== '-h')
+      : words;
   try {
     await root.parseAsync([...args], { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : exitCodes.ok;

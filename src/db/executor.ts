@@ -1,3 +1,5 @@
+import { assertKnownOptions, optionNames } from '../common/options.js';
+
 /**
  * The one seam between the library and a database driver: run a statement with bound
  * parameters, get rows back. Application code hands us its own transaction object and
@@ -65,6 +67,13 @@ export function notInTransaction(
 }
 
 /** The same for an ORM adapter, whose opt-in is its `{ autocommit: true }` option. */
+const adapterOptions = optionNames<AdapterOptions>({ autocommit: true });
+
+/** Refuses an adapter option that is not one (`autoCommit`, `autocomit`), naming the adapter. */
+export function assertAdapterOptions(what: string, options: AdapterOptions): void {
+  assertKnownOptions(what, options, adapterOptions);
+}
+
 export function adapterNotInTransaction(what: string, handle: string, instead: string): TypeError {
   return notInTransaction(what, handle, instead, 'give { autocommit: true }');
 }

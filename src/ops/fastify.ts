@@ -1,4 +1,14 @@
-import { type OpsEndpointsOptions, opsAnswer, opsPaths } from './endpoints.js';
+import { assertKnownOptions } from '../common/options.js';
+import { endpointsOptions, type OpsEndpointsOptions, opsAnswer, opsPaths } from './endpoints.js';
+
+// Fastify hands the plugin its own register options (`prefix`, `logLevel`,
+// `logSerializers`) with ours.
+const pluginOptions: ReadonlySet<string> = new Set([
+  ...endpointsOptions,
+  'prefix',
+  'logLevel',
+  'logSerializers',
+]);
 
 /**
  * The part of a Fastify reply the plugin uses. Fastify is not imported (its types
@@ -31,6 +41,7 @@ export async function outboxFastify(
   app: FastifyInstanceLike,
   options: OpsEndpointsOptions,
 ): Promise<void> {
+  assertKnownOptions('outboxFastify', options, pluginOptions);
   for (const path of opsPaths(options)) {
     app.get(path, async (_request, reply) => {
       const { status, contentType, body } = await opsAnswer(options, path);

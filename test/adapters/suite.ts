@@ -173,6 +173,17 @@ export function adapterSuite(context: () => AdapterContext): void {
     expect(await stored(ctx)).toEqual([]);
   });
 
+  it('a misspelt option is refused by name, and nothing is written', async () => {
+    const ctx = context();
+    const before = ctx.harness.statements();
+    const misspelt = { autoCommit: true } as AdapterOptions;
+    expect(() => ctx.harness.outside(misspelt)).toThrow(
+      /^autoCommit: is not an option of from\w+; did you mean "autocommit"\?$/,
+    );
+    expect(ctx.harness.statements()).toBe(before);
+    expect(await stored(ctx)).toEqual([]);
+  });
+
   it('{ autocommit: true } writes outside a transaction', async () => {
     const ctx = context();
     const outbox = createOutbox({ schema: ctx.schema });
