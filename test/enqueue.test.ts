@@ -457,6 +457,35 @@ describe('enqueue edge cases', () => {
     expect(await stored()).toEqual([...before, viaPool, viaSql, inTx]);
   });
 
+  it('refuses a node-postgres client with no transaction open, and takes it once BEGIN has run', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema });
+    const stored = async () =>
+      (await storedRows(pool as unknown as Executor, pgSchema.schema)).map((r) => r.id);
+    const before = await stored();
+    const error = await outbox
+      .enqueue(client, LessonPublished.create(lessonPayload()))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TypeError);
+    expect((error as Error).message).toMatch(
+      /^enqueue: a node-postgres client with no transaction open is not a transaction.*await client\.query\('BEGIN'\).*autocommit\(\)/,
+    );
+    expect(await stored()).toEqual(before);
+
+    // After BEGIN, and with BEGIN sent but not yet answered, the client is a transaction;
+    // rolled back, the event is gone with it.
+    await client.query('BEGIN');
+    const [committed] = await outbox.enqueue(client, LessonPublished.create(lessonPayload()));
+    await client.query('COMMIT');
+    const begin = client.query('BEGIN');
+    const [rolledBack] = await outbox.enqueue(client, LessonPublished.create(lessonPayload()));
+    await begin;
+    await client.query('ROLLBACK');
+    expect(rolledBack).toBeDefined();
+    // The opt-in still writes through it on purpose.
+    const [own] = await outbox.enqueue(autocommit(client), LessonPublished.create(lessonPayload()));
+    expect(await stored()).toEqual([...before, committed, own]);
+  });
+
   it('into a schema that was never migrated: a SchemaVersionError that says to run migrate', async () => {
     const outbox = createOutbox({ schema: 'never_migrated' });
     const expected =

@@ -81,9 +81,9 @@ export function adapterNotInTransaction(what: string, handle: string, instead: s
 /**
  * Handles that run every statement in a transaction of its own: a node-postgres `Pool`,
  * postgres.js's top-level `sql` (it has `begin`), our `Database` or an ORM instance (they
- * have `transaction()`). Names what it is and what to pass instead, or undefined. A
- * single session (a pg `Client`, a PGlite instance) is accepted: the caller may have sent
- * BEGIN on it.
+ * have `transaction()`), and a node-postgres client its server reports idle outside a
+ * transaction. Names what it is and what to pass instead, or undefined. A PGlite
+ * instance is accepted: it does not say whether the caller sent BEGIN on it.
  */
 function autocommitHandle(tx: object): { handle: string; instead: string } | undefined {
   const shape = tx as Record<string, unknown>;
@@ -91,6 +91,19 @@ function autocommitHandle(tx: object): { handle: string; instead: string } | und
     return {
       handle: 'a pg Pool',
       instead: 'the client of your transaction (pool.connect(), then BEGIN … COMMIT)',
+    };
+  }
+  // A node-postgres Client or PoolClient that is idle outside a transaction: nothing is
+  // pending on it (a BEGIN sent and not yet answered would be), and its last
+  // ReadyForQuery said 'I'.
+  if (
+    typeof shape.getTransactionStatus === 'function' &&
+    shape.readyForQuery === true &&
+    (shape.getTransactionStatus as () => unknown).call(tx) === 'I'
+  ) {
+    return {
+      handle: 'a node-postgres client with no transaction open',
+      instead: "the client once await client.query('BEGIN') has run",
     };
   }
   if (typeof shape.begin === 'function') {

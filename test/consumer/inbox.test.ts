@@ -82,6 +82,30 @@ describe('inbox', () => {
     expect((await inTransaction((c) => other.process(c, e, () => 1))).outcome).toBe('applied');
   });
 
+  it('refuses a node-postgres client with no transaction open, and runs nothing', async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'no-transaction' });
+    const client = await pool.connect();
+    let ran = false;
+    try {
+      const error = await inbox
+        .process(client, event('n1', '1'), () => {
+          ran = true;
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TypeError);
+      expect((error as Error).message).toMatch(
+        /^inbox\.process: a node-postgres client with no transaction open is not a transaction/,
+      );
+    } finally {
+      client.release();
+    }
+    expect(ran).toBe(false);
+    const { rows } = await pool.query(
+      `SELECT count(*)::int AS n FROM "${test.schema}".inbox WHERE consumer = 'no-transaction'`,
+    );
+    expect(rows[0].n).toBe(0);
+  });
+
   it('a rolled-back transaction records nothing, so the redelivery applies', async () => {
     const inbox = createInbox({ schema: test.schema, consumer: 'rollback' });
     const e = event('a2', '1');
