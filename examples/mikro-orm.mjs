@@ -4,7 +4,7 @@
 // migrates the outbox, creates the `lesson` table and prints the outbox row. The entity is
 // an EntitySchema, so no decorators are needed.
 //
-//   npm install @mikro-orm/core @mikro-orm/postgresql
+//   npm install @mikro-orm/core@6 @mikro-orm/postgresql@6
 //   node examples/mikro-orm.mjs
 import { randomUUID } from 'node:crypto';
 import { EntitySchema, MikroORM } from '@mikro-orm/postgresql';

@@ -285,6 +285,17 @@ describe('OutboxModule', () => {
     ).rejects.toThrow(
       `dispatcher.batchSise: is not an option of OutboxModule's dispatcher; did you mean "batchSize"?`,
     );
+    await expect(bootstrap({ dispatch: false, isGlobl: false })).rejects.toThrow(
+      'isGlobl: is not an option of OutboxModule; did you mean "isGlobal"?',
+    );
+    // A bad connection string is named as the option it was given in, its password unsaid.
+    const badUrl = bootstrap({
+      database: 'postgres://app:S3cretPw@127.0.0.1:notaport/app',
+      dispatch: false,
+    });
+    await expect(badUrl).rejects.toMatchObject({ setting: 'database' });
+    await expect(badUrl).rejects.toThrow(/^database: /);
+    await expect(badUrl).rejects.not.toThrow(/S3cretPw/);
   });
 
   it('dispatch: false enqueues only: no dispatcher, no broker', async () => {

@@ -16,6 +16,7 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  isIdlePgClient,
 } from '../db/executor.js';
 
 /** What the adapter uses of a Drizzle PostgreSQL database or transaction: its session. */
@@ -48,6 +49,15 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
   }
   return {
     async query<R>(text: string, values: readonly unknown[] = []) {
+      // node-postgres: a tx kept past the end of its callback is on a connection that has
+      // committed (or gone back to the pool); a statement there would commit on its own.
+      if (!options.autocommit && isIdlePgClient((session as { client?: unknown }).client)) {
+        throw adapterNotInTransaction(
+          'fromDrizzle',
+          'a Drizzle transaction that has ended',
+          'the tx of db.transaction(async (tx) => …) while its callback runs',
+        );
+      }
       // No fields and no name: the driver's own result, not a named prepared statement.
       const prepared = session.prepareQuery(
         { sql: text, params: [...values] },

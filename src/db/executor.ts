@@ -1,3 +1,4 @@
+import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 
 /**
@@ -69,14 +70,86 @@ export function notInTransaction(
 /** The same for an ORM adapter, whose opt-in is its `{ autocommit: true }` option. */
 const adapterOptions = optionNames<AdapterOptions>({ autocommit: true });
 
-/** Refuses an adapter option that is not one (`autoCommit`, `autocomit`), naming the adapter. */
+/**
+ * Refuses an adapter option that is not one (`autoCommit`, `autocomit`), naming the
+ * adapter, and an `autocommit` that is not a boolean.
+ */
 export function assertAdapterOptions(what: string, options: AdapterOptions): void {
   assertKnownOptions(what, options, adapterOptions);
+  // Any truthy value would do, the string "false" from an environment variable included.
+  const { autocommit } = options;
+  if (autocommit !== undefined && typeof autocommit !== 'boolean') {
+    throw new ConfigError('autocommit', `must be true or false, not ${JSON.stringify(autocommit)}`);
+  }
 }
 
 export function adapterNotInTransaction(what: string, handle: string, instead: string): TypeError {
   return notInTransaction(what, handle, instead, 'give { autocommit: true }');
 }
+
+/**
+ * A node-postgres Client or PoolClient that is idle outside a transaction: nothing is
+ * pending on it (a BEGIN sent and not yet answered would be), and its server's last
+ * ReadyForQuery said 'I'. False for anything else, a client in a transaction included.
+ */
+export function isIdlePgClient(value: unknown): boolean {
+  const shape = value as { getTransactionStatus?: unknown; readyForQuery?: unknown } | null;
+  return (
+    typeof shape?.getTransactionStatus === 'function' &&
+    shape.readyForQuery === true &&
+    (shape.getTransactionStatus as () => unknown).call(shape) === 'I'
+  );
+}
+
+/** The adapters, by a shape each ORM's objects have and no driver's handle has. */
+const ormAdapters: readonly {
+  orm: string;
+  adapter: string;
+  is(shape: Record<string, unknown>): boolean;
+}[] = [
+  {
+    orm: 'a Kysely',
+    adapter: 'fromKysely(trx) from edupulse-outbox/kysely',
+    is: (s) => typeof s.withoutPlugins === 'function',
+  },
+  {
+    orm: 'a Knex',
+    adapter: 'fromKnex(trx) from edupulse-outbox/knex',
+    is: (s) =>
+      typeof (s.client as { acquireConnection?: unknown } | undefined)?.acquireConnection ===
+      'function',
+  },
+  {
+    orm: 'a Drizzle',
+    adapter: 'fromDrizzle(tx) from edupulse-outbox/drizzle',
+    is: (s) => typeof (s._ as { session?: unknown } | undefined)?.session === 'object',
+  },
+  {
+    orm: 'a MikroORM',
+    adapter: 'fromMikroORM(em) from edupulse-outbox/mikro-orm',
+    is: (s) => typeof s.isInTransaction === 'function' && typeof s.getKnex === 'function',
+  },
+  {
+    orm: 'a TypeORM',
+    adapter: 'fromTypeORM(manager) from edupulse-outbox/typeorm',
+    is: (s) =>
+      typeof s.createQueryRunner === 'function' ||
+      typeof s.getRepository === 'function' ||
+      (typeof s.startTransaction === 'function' && 'isTransactionActive' in s),
+  },
+  {
+    orm: 'a Sequelize',
+    adapter: 'fromSequelize(sequelize, t) from edupulse-outbox/sequelize',
+    is: (s) =>
+      typeof s.getQueryInterface === 'function' ||
+      (typeof s.afterCommit === 'function' && typeof s.rollback === 'function'),
+  },
+  {
+    orm: 'a Prisma',
+    adapter: 'fromPrisma(tx) from edupulse-outbox/prisma',
+    is: (s) => typeof s.$queryRawUnsafe === 'function',
+  },
+];
 
 /**
  * Handles that run every statement in a transaction of its own: a node-postgres `Pool`,
@@ -93,14 +166,7 @@ function autocommitHandle(tx: object): { handle: string; instead: string } | und
       instead: 'the client of your transaction (pool.connect(), then BEGIN … COMMIT)',
     };
   }
-  // A node-postgres Client or PoolClient that is idle outside a transaction: nothing is
-  // pending on it (a BEGIN sent and not yet answered would be), and its last
-  // ReadyForQuery said 'I'.
-  if (
-    typeof shape.getTransactionStatus === 'function' &&
-    shape.readyForQuery === true &&
-    (shape.getTransactionStatus as () => unknown).call(tx) === 'I'
-  ) {
+  if (isIdlePgClient(tx)) {
     return {
       handle: 'a node-postgres client with no transaction open',
       instead: "the client once await client.query('BEGIN') has run",
@@ -111,15 +177,23 @@ function autocommitHandle(tx: object): { handle: string; instead: string } | und
   }
   if (typeof shape.transaction === 'function' && !('waitReady' in shape)) {
     return {
-      handle: 'a handle with its own transaction() (a Database, an ORM instance)',
-      instead:
-        "the tx its transaction(async (tx) => …) passes, or an ORM adapter's (edupulse-outbox/kysely, …)",
+      handle: 'a handle with its own transaction() (a Database)',
+      instead: 'the tx its transaction(async (tx) => …) passes',
     };
   }
   return undefined;
 }
 
 function wrap(tx: TransactionLike, what: string): Executor {
+  const shape = (typeof tx === 'object' || typeof tx === 'function') && tx ? tx : undefined;
+  const orm =
+    shape && ormAdapters.find(({ is }) => is(shape as unknown as Record<string, unknown>));
+  if (orm) {
+    const optIn = what === 'autocommit' ? ', given { autocommit: true }' : '';
+    throw new TypeError(
+      `${what}: the handle is ${orm.orm} object, which is passed through its adapter: ${orm.adapter}${optIn}`,
+    );
+  }
   // postgres.js first: its `sql` is a function object that has no `query` of this shape.
   if (isUnsafeShaped(tx)) {
     return {
@@ -145,10 +219,12 @@ function wrap(tx: TransactionLike, what: string): Executor {
  * parses, so no driver-specific type serialisation is involved.
  */
 export function toExecutor(tx: TransactionLike, what = 'enqueue'): Executor {
+  // Which kind of handle first (an ORM's object is named with its adapter), then its state.
+  const executor = wrap(tx, what);
   const refused =
-    typeof tx === 'object' || typeof tx === 'function' ? tx && autocommitHandle(tx) : undefined;
+    (typeof tx === 'object' || typeof tx === 'function') && tx ? autocommitHandle(tx) : undefined;
   if (refused) throw notInTransaction(what, refused.handle, refused.instead);
-  return wrap(tx, what);
+  return executor;
 }
 
 /**

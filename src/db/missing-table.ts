@@ -13,9 +13,28 @@ export function missingTableError(
   schema: string,
   table: string,
 ): SchemaVersionError | undefined {
-  if ((error as { code?: unknown } | null)?.code !== UNDEFINED_TABLE) return undefined;
+  if (!hasSqlState(error, UNDEFINED_TABLE)) return undefined;
   return new SchemaVersionError(
     `schema "${schema}" has no ${table} table: run \`edupulse-outbox migrate --schema ${schema}\` (or migrate(db, '${schema}')) before writing to it`,
     { cause: error },
+  );
+}
+
+/**
+ * Whether a driver's error, or the driver error an ORM wrapped, carries SQLSTATE `state`:
+ * node-postgres, postgres.js and PGlite put it in `code`; Drizzle wraps theirs as
+ * `cause`, Sequelize as `parent`; Prisma puts it in `meta.code`, or with a driver adapter
+ * in `meta.driverAdapterError.cause.originalCode`.
+ */
+function hasSqlState(error: unknown, state: string, depth = 0): boolean {
+  if (typeof error !== 'object' || error === null || depth > 4) return false;
+  const { code, originalCode, cause, parent, meta, driverAdapterError } = error as Record<
+    string,
+    unknown
+  >;
+  return (
+    code === state ||
+    originalCode === state ||
+    [cause, parent, meta, driverAdapterError].some((inner) => hasSqlState(inner, state, depth + 1))
   );
 }

@@ -28,6 +28,12 @@ export const moduleOptions = optionNames<OutboxModuleOptions>({
   migrate: true,
 });
 
+/**
+ * What a misspelt option is held against: `isGlobal`, which the module builder takes out
+ * before the options reach here, too, so that `isGlobl` gets its suggestion.
+ */
+const withExtras: ReadonlySet<string> = new Set([...moduleOptions, 'isGlobal']);
+
 /** The dispatcher's options but those the module sets itself. */
 const moduleDispatcherOptions: ReadonlySet<string> = new Set(
   [...dispatcherOptions].filter((name) => !['db', 'broker', 'schema'].includes(name)),
@@ -51,7 +57,7 @@ export class OutboxLifecycle
   private closed: Promise<void> | undefined;
 
   constructor(options: OutboxModuleOptions) {
-    assertKnownOptions('OutboxModule', options, moduleOptions);
+    assertKnownOptions('OutboxModule', options, withExtras);
     if (options.dispatcher) {
       assertKnownOptions(
         "OutboxModule's dispatcher",
@@ -72,10 +78,7 @@ export class OutboxLifecycle
     const broker = (options.dispatch ?? true) ? resolveBroker(options) : undefined;
     this.outbox = createOutbox({ schema: this.schema });
     this.ownsDatabase = typeof database === 'string';
-    this.database =
-      typeof database === 'string'
-        ? pgDatabase({ connectionString: database, applicationName: 'edupulse-outbox nestjs' })
-        : database;
+    this.database = typeof database === 'string' ? databaseAt(database) : database;
     this.dispatcher = broker
       ? createDispatcher({
           logger: nestLogger(new Logger('Outbox')),
@@ -147,4 +150,17 @@ function resolveBroker(options: OutboxModuleOptions): EventBroker {
   return typeof broker === 'string'
     ? brokerFromUrl(broker, { source: options.source ?? '/edupulse' })
     : broker;
+}
+
+/** The module's own pool for a connection string; a bad one is named as the `database` option. */
+function databaseAt(url: string): Database {
+  try {
+    return pgDatabase({ connectionString: url, applicationName: 'edupulse-outbox nestjs' });
+  } catch (error) {
+    if (error instanceof ConfigError && error.setting === 'connectionString') {
+      const reason = error.message.slice(`${error.setting}: `.length);
+      throw new ConfigError('database', reason, { cause: error });
+    }
+    throw error;
+  }
 }

@@ -77,6 +77,7 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
     const { db } = opened;
     harness = {
       inTransaction: callbackTransaction((body) => db.transaction((tx) => body(fromDrizzle(tx)))),
+      unwrapped: db,
       outside: (options) => fromDrizzle(db, options),
       refusal:
         'fromDrizzle: a Drizzle database outside a transaction is not a transaction, so the write would commit on its own',
@@ -89,6 +90,25 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
   });
 
   adapterSuite(() => ({ schema: test.schema, inspect: test.db, harness }));
+
+  // postgres.js runs a finished transaction's statements on their own, and says nothing
+  // that would tell: only node-postgres's connection can be asked.
+  it.runIf(driver.name === 'node-postgres')(
+    'a tx kept past the end of its callback is refused, and writes nothing',
+    async () => {
+      const outbox = createOutbox({ schema: test.schema });
+      const before = await outboxIds(test);
+      const kept = await opened.db.transaction(async (tx) => tx);
+      const error = await outbox
+        .enqueue(fromDrizzle(kept), QuizSubmitted.create(quiz()))
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TypeError);
+      expect((error as Error).message).toMatch(
+        /^fromDrizzle: a Drizzle transaction that has ended is not a transaction/,
+      );
+      expect(await outboxIds(test)).toEqual(before);
+    },
+  );
 
   it('a nested transaction (savepoint) rolled back takes its event with it', async () => {
     await test.db.query(`TRUNCATE "${test.schema}".outbox`);

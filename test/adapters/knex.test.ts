@@ -49,6 +49,7 @@ beforeAll(async () => {
   knex = openKnex();
   harness = {
     inTransaction: inKnexTransaction(knex),
+    unwrapped: knex,
     outside: (options) => fromKnex(knex, options),
     refusal:
       'fromKnex: a Knex instance outside a transaction is not a transaction, so the write would commit on its own',

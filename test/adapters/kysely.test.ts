@@ -30,6 +30,7 @@ beforeAll(async () => {
     inTransaction: callbackTransaction((body) =>
       db.transaction().execute((trx) => body(fromKysely(trx))),
     ),
+    unwrapped: db,
     outside: (options) => fromKysely(db, options),
     refusal:
       'fromKysely: a Kysely instance outside a transaction is not a transaction, so the write would commit on its own',

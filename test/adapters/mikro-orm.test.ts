@@ -34,6 +34,7 @@ beforeAll(async () => {
     inTransaction: callbackTransaction((body) =>
       orm.em.fork().transactional((em) => body(fromMikroORM(em))),
     ),
+    unwrapped: orm.em,
     outside: (options) => fromMikroORM(orm.em.fork(), options),
     refusal:
       'fromMikroORM: a MikroORM EntityManager outside a transaction is not a transaction, so the write would commit on its own',

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { fromPrisma, type PrismaRawQueryable } from '../../src/adapters/prisma.js';
 import { createInbox } from '../../src/consumer/index.js';
-import { createOutbox, defineEvent, LessonPublished } from '../../src/index.js';
+import { createOutbox, defineEvent, LessonPublished, SchemaVersionError } from '../../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { lesson } from '../helpers/outbox.js';
 import { Rollback } from './suite.js';
@@ -197,6 +197,28 @@ describe.each(generated)('fromPrisma, $generator', (client) => {
     );
     await expect(write()).rejects.toThrow('the tx of prisma.$transaction(async (tx) => …)');
     expect(await stored()).toEqual([]);
+  });
+
+  it('a PrismaClient or its tx without the adapter is refused, naming fromPrisma', async () => {
+    const adapter =
+      /^enqueue: the handle is a Prisma object, which is passed through its adapter: fromPrisma\(tx\) from edupulse-outbox\/prisma$/;
+    await expect(outbox().enqueue(prisma as never, lessonPublished())).rejects.toThrow(adapter);
+    await expect(
+      prisma.$transaction((tx) => outbox().enqueue(tx as never, lessonPublished())),
+    ).rejects.toThrow(adapter);
+    expect(await stored()).toEqual([]);
+  });
+
+  it('a missing outbox table is the SchemaVersionError that says to run migrate', async () => {
+    const error = await prisma
+      .$transaction((tx) =>
+        createOutbox({ schema: 'never_migrated_prisma' }).enqueue(
+          fromPrisma(tx),
+          lessonPublished(),
+        ),
+      )
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SchemaVersionError);
   });
 
   it('{ autocommit: true } writes through a PrismaClient, committed on its own', async () => {

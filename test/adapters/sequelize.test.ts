@@ -26,6 +26,7 @@ beforeAll(async () => {
     inTransaction: callbackTransaction((body) =>
       sequelize.transaction((t) => body(fromSequelize(sequelize, t))),
     ),
+    unwrapped: sequelize,
     outside: (options) => fromSequelize(sequelize, undefined, options),
     refusal:
       'fromSequelize: a Sequelize instance without a transaction is not a transaction, so the write would commit on its own',

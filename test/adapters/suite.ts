@@ -16,6 +16,8 @@ import {
   type Executor,
   LessonPublished,
   QuizSubmitted,
+  SchemaVersionError,
+  type TransactionLike,
 } from '../../src/index.js';
 import { lesson, quiz } from '../helpers/outbox.js';
 
@@ -27,6 +29,8 @@ export interface AdapterHarness {
   inTransaction<T>(fn: (tx: Executor) => Promise<T>, commit: boolean): Promise<T>;
   /** The adapter over the builder's top-level handle, which is not in a transaction. */
   outside(options?: AdapterOptions): Executor;
+  /** The builder's top-level handle itself, without the adapter. */
+  unwrapped: unknown;
   /** The start of the TypeError `outside()` throws. */
   refusal: string;
   /** Statements the driver has sent to PostgreSQL so far, on any of its connections. */
@@ -76,6 +80,26 @@ export function callbackTransaction(
       if (!commit) throw new Rollback();
     }).catch(ignoreRollback);
     return result as T;
+  };
+}
+
+/** A quiz-submitted event `id` as consume() hands it to a handler. */
+function consumedQuiz(id: string): ConsumedEvent {
+  const data = quiz();
+  return {
+    id,
+    type: 'quiz-submitted',
+    source: '/edupulse',
+    subject: data.quiz_id,
+    time: data.submitted_at,
+    sequence: '7',
+    aggregateType: 'quiz',
+    aggregateId: data.quiz_id,
+    data,
+    traceparent: undefined,
+    tracestate: undefined,
+    origin: 'test',
+    attempt: 1,
   };
 }
 
@@ -173,12 +197,54 @@ export function adapterSuite(context: () => AdapterContext): void {
     expect(await stored(ctx)).toEqual([]);
   });
 
+  it('into a schema that was never migrated: the SchemaVersionError that says to run migrate', async () => {
+    const outbox = createOutbox({ schema: 'never_migrated_adapter' });
+    const inbox = createInbox({ schema: 'never_migrated_adapter', consumer: 'c' });
+    const event = consumedQuiz(randomUUID());
+    for (const write of [
+      (tx: Executor) => outbox.enqueue(tx, LessonPublished.create(lesson())),
+      (tx: Executor) => inbox.process(tx, event, () => undefined).then(() => []),
+    ]) {
+      const error = await context()
+        .harness.inTransaction(write, false)
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(SchemaVersionError);
+      expect((error as Error).message).toMatch(
+        /^schema "never_migrated_adapter" has no (outbox|inbox) table: run `edupulse-outbox migrate --schema never_migrated_adapter`/,
+      );
+    }
+  });
+
+  it("the builder's own handle without the adapter is refused, naming the adapter", async () => {
+    const ctx = context();
+    const outbox = createOutbox({ schema: ctx.schema });
+    const inbox = createInbox({ schema: ctx.schema, consumer: `unwrapped-${randomUUID()}` });
+    const before = ctx.harness.statements();
+    const handle = ctx.harness.unwrapped as TransactionLike;
+    const refusals = [
+      await outbox.enqueue(handle, LessonPublished.create(lesson())).catch((e: unknown) => e),
+      await inbox.process(handle, consumedQuiz(randomUUID()), () => {}).catch((e: unknown) => e),
+    ];
+    for (const error of refusals) {
+      expect(error).toBeInstanceOf(TypeError);
+      expect((error as Error).message).toMatch(
+        /^(enqueue|inbox\.process): the handle is an? \w+ object, which is passed through its adapter: from\w+\(.*\) from edupulse-outbox\/[a-z-]+$/,
+      );
+    }
+    expect(ctx.harness.statements()).toBe(before);
+    expect(await stored(ctx)).toEqual([]);
+  });
+
   it('a misspelt option is refused by name, and nothing is written', async () => {
     const ctx = context();
     const before = ctx.harness.statements();
     const misspelt = { autoCommit: true } as AdapterOptions;
     expect(() => ctx.harness.outside(misspelt)).toThrow(
       /^autoCommit: is not an option of from\w+; did you mean "autocommit"\?$/,
+    );
+    const text = { autocommit: 'false' } as unknown as AdapterOptions;
+    expect(() => ctx.harness.outside(text)).toThrow(
+      'autocommit: must be true or false, not "false"',
     );
     expect(ctx.harness.statements()).toBe(before);
     expect(await stored(ctx)).toEqual([]);
@@ -200,23 +266,7 @@ export function adapterSuite(context: () => AdapterContext): void {
       `CREATE TABLE IF NOT EXISTS "${ctx.schema}".effects (event_id text, note text)`,
     );
     const inbox = createInbox({ schema: ctx.schema, consumer: `adapter-${randomUUID()}` });
-    // A ConsumedEvent as consume() hands it to a handler.
-    const data = quiz();
-    const event: ConsumedEvent = {
-      id: `${randomUUID()} ${awkward}`,
-      type: 'quiz-submitted',
-      source: '/edupulse',
-      subject: data.quiz_id,
-      time: data.submitted_at,
-      sequence: '7',
-      aggregateType: 'quiz',
-      aggregateId: data.quiz_id,
-      data,
-      traceparent: undefined,
-      tracestate: undefined,
-      origin: 'test',
-      attempt: 1,
-    };
+    const event = consumedQuiz(`${randomUUID()} ${awkward}`);
     let ran = 0;
     const apply = (tx: Executor) =>
       inbox.process(tx, event, async () => {

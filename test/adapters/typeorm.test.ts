@@ -32,6 +32,7 @@ beforeAll(async () => {
     inTransaction: callbackTransaction((body) =>
       dataSource.transaction((manager) => body(fromTypeORM(manager))),
     ),
+    unwrapped: dataSource.manager,
     outside: (options) => fromTypeORM(dataSource.manager, options),
     refusal:
       'fromTypeORM: a TypeORM EntityManager outside a transaction is not a transaction, so the write would commit on its own',
