@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import postgres from 'postgres';
+import postgres4 from 'postgres4';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   autocommit,
@@ -484,6 +485,32 @@ describe('enqueue edge cases', () => {
     // The opt-in still writes through it on purpose.
     const [own] = await outbox.enqueue(autocommit(client), LessonPublished.create(lessonPayload()));
     expect(await stored()).toEqual([...before, committed, own]);
+  });
+
+  it('postgres.js 4: its transaction and savepoint are taken, its top-level sql refused', async () => {
+    // From 4.0 a transaction's sql has begin() too: what tells them apart is savepoint().
+    const sql4 = postgres4(PG_URL, { max: 1, onnotice: () => {} });
+    try {
+      const outbox = createOutbox({ schema: pgSchema.schema });
+      const stored = async () =>
+        (await storedRows(pool as unknown as Executor, pgSchema.schema)).map((r) => r.id);
+      const before = await stored();
+      const [inTx] = await sql4.begin((tx) =>
+        outbox.enqueue(tx, LessonPublished.create(lessonPayload())),
+      );
+      const [inSavepoint] = await sql4.begin((tx) =>
+        tx.savepoint((sp) => outbox.enqueue(sp, LessonPublished.create(lessonPayload()))),
+      );
+      const refused = await outbox
+        .enqueue(sql4, LessonPublished.create(lessonPayload()))
+        .catch((e: unknown) => e);
+      expect((refused as Error).message).toMatch(
+        /^enqueue: a postgres\.js sql is not a transaction/,
+      );
+      expect(await stored()).toEqual([...before, inTx, inSavepoint]);
+    } finally {
+      await sql4.end();
+    }
   });
 
   it('into a schema that was never migrated: a SchemaVersionError that says to run migrate', async () => {

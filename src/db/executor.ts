@@ -172,7 +172,9 @@ function autocommitHandle(tx: object): { handle: string; instead: string } | und
       instead: "the client once await client.query('BEGIN') has run",
     };
   }
-  if (typeof shape.begin === 'function') {
+  // postgres.js's top-level sql has begin() and no savepoint(); from 4.0 a transaction's
+  // sql has begin() too, and savepoint() in every major.
+  if (typeof shape.begin === 'function' && typeof shape.savepoint !== 'function') {
     return { handle: 'a postgres.js sql', instead: 'the sql of sql.begin(async (tx) => …)' };
   }
   if (typeof shape.transaction === 'function' && !('waitReady' in shape)) {
