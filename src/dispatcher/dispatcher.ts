@@ -9,7 +9,7 @@ import {
 import { RunEnd } from '../common/run-end.js';
 import { clip } from '../common/text.js';
 import { assertSchemaCurrent, readPartitionCount, readProducerNotify } from '../db/migrate.js';
-import { type Statements, statements } from '../db/sql/index.js';
+import { connectionCheck, type Statements, statements } from '../db/sql/index.js';
 import { type BatchContext, type CommittedBatch, dispatchBatch } from './batch.js';
 import { BrokerLink } from './broker-link.js';
 import { databaseWork, isDatabaseError } from './database-errors.js';
@@ -110,11 +110,13 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
    */
   private solo = true;
   /**
-   * The outage last logged (what failed, and why) and its highest step: lanes fail
-   * together and back off side by side, so a step one lane logged is not logged again by
-   * the others. Cleared by the first lane that dispatches again.
+   * The outage under way: the highest step logged for each thing that failed (the
+   * database, the broker, or an unexpected error by its message). Lanes fail together and
+   * back off side by side, so a step one lane logged is not logged again by the others,
+   * nor is an earlier step by a lane that started failing later. Cleared by the first lane
+   * that dispatches again.
    */
-  private outage: { key: string; attempt: number } | undefined;
+  private readonly outage = new Map<string, number>();
 
   constructor(options: DispatcherOptions) {
     super();
@@ -219,6 +221,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       const count = this.options.batchesInFlight;
       this.lanes = Array.from({ length: count }, (_, index) => new Lane(index, count));
       this.solo = true;
+      this.outage.clear();
       await this.ownership.start(await this.partitionCount());
       this.listen = this.options.notify && (await databaseWork(readProducerNotify(db, schema)));
       if (this.listen) await this.notifications.ensure();
@@ -311,10 +314,17 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         if (Date.now() - lane.lastFullScan >= pollIntervalMs) lane.cursor = FULL_SCAN;
         const from = lane.cursor;
         if (from === FULL_SCAN) lane.lastFullScan = Date.now();
-        const report = await this.dispatch(this.claimFrom(lane), from);
-        if (failures > 0 && this.outage) {
+        const partitions = this.claimFrom(lane);
+        // A claim from no partition asks the database nothing. During an outage, or with
+        // the partitions gone with the ownership's session, ask it directly: otherwise the
+        // round succeeds with the database away, ends the outage and stops reporting it.
+        if (partitions.length === 0 && (failures > 0 || this.ownership.lost)) {
+          await databaseWork(this.options.db.query(connectionCheck));
+        }
+        const report = await this.dispatch(partitions, from);
+        if (failures > 0 && this.outage.size > 0) {
           logger.info({ after: failures }, 'dispatching again');
-          this.outage = undefined;
+          this.outage.clear();
         }
         failures = 0;
         // Events came: what is held back next starts a fresh series of quick looks.
@@ -446,10 +456,12 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       retryInMs: delay,
       lane: lane.index,
     };
-    const key = `${target}: ${fields.err}`;
-    // Another lane may have logged this step of the same outage already.
-    if (this.outage?.key !== key || this.outage.attempt < fields.attempt) {
-      this.outage = { key, attempt: fields.attempt };
+    // One outage of the database or the broker, whatever each lane's error says of it (a
+    // cut connection, then a refused one); an unexpected error is told by its message.
+    const key = target === 'internal' ? `internal: ${fields.err}` : target;
+    // Another lane may have logged this step of the same outage, or a later one, already.
+    if ((this.outage.get(key) ?? 0) < fields.attempt) {
+      this.outage.set(key, fields.attempt);
       if (target === 'internal') {
         logger.error(
           { ...fields, stack: error instanceof Error ? error.stack : undefined },

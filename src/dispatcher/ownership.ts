@@ -50,6 +50,14 @@ export class PartitionOwnership {
     return this.db.session !== undefined;
   }
 
+  /**
+   * Shared, running, and without the session that holds the locks (the database away, or
+   * not joined yet): owning nothing then says nothing about whether the database answers.
+   */
+  get lost(): boolean {
+    return this.shared && !this.stopped && this.session === undefined;
+  }
+
   /** The partitions to claim from, ascending; every one when not shared. */
   partitions(): number[] {
     if (!this.shared) return Array.from({ length: this.count }, (_, p) => p);

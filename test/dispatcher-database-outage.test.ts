@@ -1,0 +1,141 @@
+/**
+ * A dispatcher whose database goes away for several steps of its backoff: it says each
+ * step once, says `dispatching again` once the database answers again (not before), and
+ * publishes every event written before and during the outage. The dispatcher reaches
+ * PostgreSQL through a TCP proxy the test stops; the test enqueues directly.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { MemoryBroker } from '../src/brokers/memory.js';
+import {
+  createDispatcher,
+  createOutbox,
+  type Database,
+  type Dispatcher,
+  LessonPublished,
+  pgDatabase,
+} from '../src/index.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { waitFor } from './helpers/wait.js';
+
+let t: TestSchema;
+let proxy: TcpProxy;
+let viaProxy: Database;
+let dispatcher: Dispatcher | undefined;
+
+beforeAll(async () => {
+  t = await createPgTestSchema('db_outage_log');
+  const target = new URL(PG_URL);
+  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  const through = new URL(PG_URL);
+  through.port = String(proxy.port);
+  viaProxy = pgDatabase({ connectionString: through.href, connectTimeoutMs: 1000 });
+});
+
+afterEach(async () => {
+  await dispatcher?.stop().catch(() => {});
+  dispatcher = undefined;
+  await proxy?.start();
+});
+
+afterAll(async () => {
+  await viaProxy?.close();
+  await proxy?.stop();
+  await t?.drop();
+});
+
+interface Line {
+  message: string;
+  fields: Record<string, unknown>;
+  at: number;
+}
+
+const outbox = () => createOutbox({ schema: t.schema });
+
+async function enqueue(count: number): Promise<string[]> {
+  const ids: string[] = [];
+  await t.db.transaction(async (tx) => {
+    for (let i = 0; i < count; i++) {
+      const event = LessonPublished.create({
+        lesson_id: randomUUID(),
+        author_id: randomUUID(),
+        title: `lesson ${i}`,
+        published_at: new Date().toISOString(),
+      });
+      ids.push(...(await outbox().enqueue(tx, event)));
+    }
+  });
+  return ids;
+}
+
+it.each([
+  { when: 'while it is idle', latencyMs: 0 },
+  { when: 'while a batch is in flight', latencyMs: 200 },
+])(
+  'logs each step of a database outage $when once, and dispatching again once it is back',
+  async ({ latencyMs }) => {
+    const broker = new MemoryBroker({ latencyMs });
+    const lines: Line[] = [];
+    const log = (fields: Record<string, unknown>, message: string) =>
+      lines.push({ message, fields, at: Date.now() });
+    dispatcher = createDispatcher({
+      db: viaProxy,
+      broker,
+      schema: t.schema,
+      batchSize: 10,
+      retryBaseDelayMs: 20,
+      retryMaxDelayMs: 160,
+      pollIntervalMs: 100,
+      rebalanceIntervalMs: 100,
+      logger: { debug: () => {}, info: log, warn: log, error: log },
+    });
+    const published = () => new Set(broker.messages.map((message) => message.id));
+    const unavailable = () =>
+      lines.filter((line) => line.message === 'database unavailable; retrying');
+    const again = () => lines.filter((line) => line.message === 'dispatching again');
+
+    await dispatcher.start();
+    const before = await enqueue(20);
+    if (latencyMs > 0) {
+      // The first batch is at the broker: its transaction is cut before it commits.
+      await waitFor('a batch in flight', () => broker.calls > 0);
+    } else {
+      await waitFor('the events before the outage', () =>
+        before.every((id) => published().has(id)),
+      );
+    }
+
+    await proxy.stop();
+    const during = await enqueue(30);
+    await waitFor(
+      'six steps of the outage logged',
+      () => unavailable().some((line) => line.fields.attempt === 6),
+      { timeoutMs: 15_000 },
+    );
+    // Nothing declared the outage over while the database was away.
+    expect(again()).toEqual([]);
+    const backAt = Date.now();
+    await proxy.start();
+
+    await waitFor('dispatching again', () => again().length > 0, { timeoutMs: 15_000 });
+    await waitFor('every event published', () =>
+      [...before, ...during].every((id) => published().has(id)),
+    );
+    await dispatcher.stop();
+    dispatcher = undefined;
+
+    const attempts = unavailable().map((line) => line.fields.attempt);
+    expect(attempts).toEqual(Array.from({ length: attempts.length }, (_, i) => i + 1));
+    expect(again()).toHaveLength(1);
+    const [resumed] = again();
+    expect(resumed?.at).toBeGreaterThanOrEqual(backAt);
+    expect(lines.indexOf(resumed as Line)).toBeGreaterThan(
+      lines.indexOf(unavailable().at(-1) as Line),
+    );
+    const { rows } = await t.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM "${t.schema}".outbox`,
+    );
+    expect(rows[0]?.n).toBe(0);
+  },
+);
