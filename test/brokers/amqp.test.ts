@@ -295,6 +295,46 @@ describe('amqp broker', () => {
     expect(received.received[0]?.dedupId).toBe(small.id);
   });
 
+  it('refuses a routing key over 255 bytes itself, permanently, and keeps the channel', async () => {
+    const exchange = exchangeForTest();
+    const received = await consumer(exchange, '#');
+    const broker = await connected(brokerUrl({ exchange }));
+    // `lesson.<event type>`: 255 bytes fit an AMQP short string, 256 do not.
+    const fits = outboxMessage({ eventType: 'f'.repeat(255 - 'lesson.'.length) });
+    const batch = [
+      outboxMessage(),
+      outboxMessage({ eventType: 't'.repeat(5000) }),
+      fits,
+      outboxMessage({ eventType: `${fits.eventType}x` }),
+      outboxMessage({ aggregateType: 'é'.repeat(150) }),
+      outboxMessage(),
+    ];
+    const refusal = (bytes: string) => ({
+      ok: false,
+      permanent: true,
+      error: `aggregate_type and event_type: the routing key "<aggregate_type>.<event_type>" is ${bytes}, over AMQP's limit of 255 bytes`,
+    });
+    const results = await broker.publish(batch);
+    expect(results).toEqual([
+      { ok: true },
+      refusal('4.9 KiB'),
+      { ok: true },
+      refusal('256 bytes'),
+      refusal('317 bytes'),
+      { ok: true },
+    ]);
+    // The same reasons when the dispatcher claims the rows, before any publish.
+    expect(batch.map((m) => broker.validate?.(m))).toEqual(
+      results.map((r) => (r.ok ? undefined : r.error)),
+    );
+    await broker.check?.();
+    expect(await broker.publish([outboxMessage()])).toEqual([{ ok: true }]);
+    await waitFor('the four published messages', () => received.received.length === 4);
+    expect(received.deliveries.map((d) => d.fields.routingKey)).toContain(
+      `lesson.${fits.eventType}`,
+    );
+  });
+
   it('keeps at most max_in_flight publishes unconfirmed', async () => {
     const exchange = exchangeForTest();
     const received = await consumer(exchange, '#');

@@ -161,6 +161,26 @@ const rows: BadRow[] = [
     aggregateId: `café "1" 100% ${randomUUID()}`,
     expect: 'published',
   },
+  {
+    // Over a NATS control line (the server would drop the connection) and an AMQP shortstr.
+    name: 'a 5,000-character event type',
+    eventType: 't'.repeat(5000),
+    expect: 'published',
+    on: {
+      nats: /^event_type: "t{80}… \(5000 characters\)" makes the NATS subject \d+ bytes, over the 3584 a NATS server's control line leaves for a subject$/,
+      amqp: /^aggregate_type and event_type: the routing key .* is 4\.9 KiB, over AMQP's limit of 255 bytes$/,
+    },
+  },
+  {
+    name: 'a 300-character aggregate type',
+    aggregateType: 'a'.repeat(300),
+    expect: 'published',
+    on: {
+      amqp: /^aggregate_type and event_type: the routing key .* is 317 bytes, over AMQP's limit of 255 bytes$/,
+      kafka:
+        /^topic "[\w.-]+… \(\d+ characters\)" is \d+ characters, over Kafka's 249 \(aggregate_type or event_type too long\)$/,
+    },
+  },
 ];
 
 /** Where a published row can be seen: the consumers listen to aggregate type `lesson` only. */
@@ -228,7 +248,8 @@ export function badInputSuite(harness: BadInputHarness): void {
         return inserted[0]?.id as string;
       };
       // Ten rounds: every good aggregate gets one event per round, and bad rows sit between
-      // them; the first two bad rows belong to a good aggregate, in the middle of its events.
+      // them (two per round, and the rows past the twentieth one per round after those); the
+      // bad rows of round 4 belong to good aggregates, in the middle of their events.
       for (let round = 0; round < 10; round++) {
         for (const [i, aggregateId] of goodAggregates.entries()) {
           const payload = JSON.stringify({ lesson_id: aggregateId, n: round });
@@ -241,8 +262,8 @@ export function badInputSuite(harness: BadInputHarness): void {
             occurredAt: null,
           });
           good.push({ id, aggregateId, n: round });
-          const row = rows[round * 2 + (i % 2)];
-          if (i < 2 && row && round * 2 + i < rows.length) {
+          const row = i < 2 ? rows[round * 2 + i] : i === 2 ? rows[20 + round] : undefined;
+          if (row) {
             const inGoodAggregate = round === 4;
             const payloadText = row.payload ?? JSON.stringify({ lesson_id: 'bad', row: row.name });
             bad.push({
@@ -261,7 +282,7 @@ export function badInputSuite(harness: BadInputHarness): void {
           }
         }
       }
-      expect(bad.map((b) => b.row.name)).toEqual(rows.map((row) => row.name));
+      expect(bad.map((b) => b.row.name).sort()).toEqual(rows.map((row) => row.name).sort());
 
       dispatcher = createDispatcher({
         db: pg.db,

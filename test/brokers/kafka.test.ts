@@ -178,6 +178,34 @@ describe('kafka broker', () => {
     ]);
   });
 
+  it('refuses a topic over 249 characters alone, and keeps publishing', async () => {
+    const broker = await connected();
+    const long = message('a'.repeat(300), 'long-1', { n: 0 });
+    const batch = [
+      message('shortname', 'ok-1', { n: 1 }),
+      long,
+      message('shortname', 'ok-2', { n: 2 }),
+    ];
+    // When the dispatcher claims the row, before any publish.
+    expect(broker.validate?.(long)).toBe(
+      `topic "${`${prefix}.${'a'.repeat(300)}`.slice(0, 80)}… (${prefix.length + 301} characters)" is ${prefix.length + 301} characters, over Kafka's 249 (aggregate_type or event_type too long)`,
+    );
+    // A direct caller: the server refuses to create the topic, for that message alone.
+    const results = await broker.publish(batch);
+    expect(results[0]).toEqual({ ok: true });
+    expect(results[1]).toMatchObject({ ok: false, permanent: true });
+    expect(results[1]?.ok === false && results[1].error).toMatch(/INVALID_TOPIC_EXCEPTION/);
+    expect(results[2]).toEqual({ ok: true });
+    await broker.check?.();
+    expect(await broker.publish([message('shortname', 'ok-1', { n: 3 })])).toEqual([{ ok: true }]);
+    consumer = consumeTestTopics([`${prefix}.shortname`], `${prefix}-long`);
+    await waitFor('three records', () => consumer?.records.length === 3);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Three partitions: the aggregates' records arrive in any order between them.
+    const numbers = consumer.records.map((r) => (JSON.parse(r.value) as { n: number }).n);
+    expect(numbers.sort()).toEqual([1, 2, 3]);
+  });
+
   it('close() is idempotent and connect() after close() publishes again', async () => {
     const broker = await connected();
     expect(await broker.publish([message('course', 'c-1', { n: 1 })])).toEqual([{ ok: true }]);

@@ -10,7 +10,7 @@ import { connect, nanos } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
-import { headerValue } from '../../src/brokers/nats/subjects.js';
+import { headerValue, maxSubjectBytes } from '../../src/brokers/nats/subjects.js';
 import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
 import { createDispatcher, natsSettings } from '../../src/index.js';
 import { createPgTestSchema } from '../helpers/db.js';
@@ -19,6 +19,7 @@ import {
   consumeStream,
   createStream,
   deleteStream,
+  type NatsReceived,
   streamInfo,
   withConnection,
 } from '../helpers/nats-consumer.js';
@@ -180,6 +181,63 @@ describe('nats broker', () => {
       permanent: true,
       error: `stream ${stream}: message size exceeds maximum allowed (code 10054)`,
     });
+  });
+
+  it('refuses a subject longer than a control line carries, alone; the connection stays', async () => {
+    const { broker, stream, prefix } = fresh();
+    await broker.connect();
+    const consumer = await consumeStream(SHARED_URL, stream);
+    cleanups.push(() => consumer.close());
+    // `<prefix>.lesson.<event type>`: the longest subject published, and one byte more.
+    const fits = 'f'.repeat(maxSubjectBytes - `${prefix}.lesson.`.length);
+    const batch = [
+      message(),
+      message({ eventType: 't'.repeat(5000) }),
+      message({ eventType: fits }),
+      message({ eventType: `${fits}x` }),
+      message({ aggregateType: 'a'.repeat(4000) }),
+      message(),
+    ];
+    const results = await broker.publish(batch);
+    const subjectBytes = `${prefix}.lesson.`.length + 5000;
+    expect(results).toEqual([
+      { ok: true },
+      {
+        ok: false,
+        permanent: true,
+        error: `event_type: "${'t'.repeat(80)}… (5000 characters)" makes the NATS subject ${subjectBytes} bytes, over the 3584 a NATS server's control line leaves for a subject`,
+      },
+      { ok: true },
+      {
+        ok: false,
+        permanent: true,
+        error: expect.stringMatching(
+          /^event_type: .* makes the NATS subject 3585 bytes, over the 3584 /,
+        ),
+      },
+      {
+        ok: false,
+        permanent: true,
+        error: expect.stringMatching(
+          /^aggregate_type: "a{80}… \(4000 characters\)" makes the NATS subject /,
+        ),
+      },
+      { ok: true },
+    ]);
+    // The same reasons when the dispatcher claims the rows, before any publish.
+    expect(batch.map((m) => broker.validate?.(m))).toEqual(
+      results.map((r) => (r.ok ? undefined : r.error)),
+    );
+    // Still connected: a round trip, and the next batch goes out.
+    await broker.check?.();
+    expect(await broker.publish([message()])).toEqual([{ ok: true }]);
+    await waitFor('the four published messages', () => consumer.received.length === 4);
+    const received: NatsReceived[] = consumer.received;
+    const longest = received.find((m) => m.attributes.id === batch[2]?.id);
+    expect(longest?.subject.length).toBe(maxSubjectBytes);
+    expect(consumer.received.map((m) => m.attributes.id)).toEqual(
+      expect.arrayContaining([batch[0]?.id, batch[5]?.id]),
+    );
   });
 
   it('publishes a batch larger than max_in_flight', async () => {

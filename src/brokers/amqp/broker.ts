@@ -1,13 +1,12 @@
 import { BrokerUnavailableError } from '../../common/errors.js';
 import {
   type EventBroker,
-  formatBytes,
   nameRefusal,
   type OutboxMessage,
   type PublishResult,
   payloadTooLarge,
 } from '../broker.js';
-import { amqpRoutingKey } from './messages.js';
+import { amqpRoutingKey, routingKeyRefusal } from './messages.js';
 import { type AmqpConfig, AmqpSession } from './session.js';
 import type { AmqpSettings } from './settings.js';
 
@@ -58,10 +57,8 @@ class AmqpBroker implements EventBroker {
       'an AMQP routing key word (no ".", "*", "#" or white space)',
     );
     if (refusal) return refusal;
-    const keyBytes = Buffer.byteLength(amqpRoutingKey(message));
-    if (keyBytes > 255) {
-      return `aggregate_type and event_type: the routing key "<aggregate_type>.<event_type>" is ${formatBytes(keyBytes)}, over AMQP's 255`;
-    }
+    const keyRefusal = routingKeyRefusal(amqpRoutingKey(message));
+    if (keyRefusal) return keyRefusal;
     const bytes = Buffer.byteLength(message.payload);
     return bytes > this.config.maxMessageBytes
       ? payloadTooLarge(bytes, this.config.maxMessageBytes, 'max_message_bytes')

@@ -1,5 +1,5 @@
 import type amqp from 'amqplib';
-import type { OutboxMessage } from '../broker.js';
+import { formatBytes, type OutboxMessage } from '../broker.js';
 import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
 
 /** A routing-key word: `.` separates words and `*`, `#` are wildcards in topic bindings. */
@@ -11,6 +11,17 @@ export function amqpRoutingKey(
   message: Pick<OutboxMessage, 'aggregateType' | 'eventType'>,
 ): string {
   return `${routingWord(message.aggregateType)}.${routingWord(message.eventType)}`;
+}
+
+/**
+ * Why `routingKey` cannot be sent: over the 255 bytes of an AMQP short string (amqplib
+ * refuses to encode it). Undefined when it fits.
+ */
+export function routingKeyRefusal(routingKey: string): string | undefined {
+  const keyBytes = Buffer.byteLength(routingKey);
+  return keyBytes > 255
+    ? `aggregate_type and event_type: the routing key "<aggregate_type>.<event_type>" is ${formatBytes(keyBytes)}, over AMQP's limit of 255 bytes`
+    : undefined;
 }
 
 /** Message properties: CloudEvents attributes as `cloudEvents:*` headers, the content type as the AMQP property. */

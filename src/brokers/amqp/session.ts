@@ -3,7 +3,7 @@ import { BrokerUnavailableError, errorMessage } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
 import { type OutboxMessage, type PublishResult, payloadTooLarge, published } from '../broker.js';
 import { connectAmqp, redact } from './connection.js';
-import { amqpPublishOptions, amqpRoutingKey } from './messages.js';
+import { amqpPublishOptions, amqpRoutingKey, routingKeyRefusal } from './messages.js';
 import type { AmqpSettings } from './settings.js';
 
 /** The settings and the CloudEvents `source` of every message. */
@@ -94,9 +94,12 @@ export class AmqpSession {
   send(message: OutboxMessage): Promise<PublishResult> {
     const channel = this.channel;
     if (this.failure || !channel) return Promise.reject(this.failure ?? this.fail('no channel'));
+    // The dispatcher's claim-time check (validate) keeps these away; a direct caller too.
+    const routingKey = amqpRoutingKey(message);
+    const keyRefusal = routingKeyRefusal(routingKey);
+    if (keyRefusal) return Promise.resolve({ ok: false, permanent: true, error: keyRefusal });
     const body = Buffer.from(message.payload);
     if (body.length > this.config.maxMessageBytes) {
-      // The dispatcher's claim-time check (validate) keeps these away; a direct caller too.
       return Promise.resolve({
         ok: false,
         permanent: true,
@@ -109,7 +112,7 @@ export class AmqpSession {
       try {
         accepted = channel.publish(
           this.config.exchange,
-          amqpRoutingKey(message),
+          routingKey,
           body,
           amqpPublishOptions(message, this.config.source),
           (error: unknown) => this.confirmed(pending, error),

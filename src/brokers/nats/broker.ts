@@ -15,7 +15,7 @@ import { classifyPublishError, type Outcome } from './errors.js';
 import { PubAckInbox } from './pub-acks.js';
 import type { NatsSettings } from './settings.js';
 import { ensureStream } from './stream.js';
-import { headerValue, subjectToken } from './subjects.js';
+import { headerValue, subjectLengthRefusal, subjectToken } from './subjects.js';
 import { Link, PublishRun, Slots } from './transport.js';
 
 /** A connected client: its PubAck inbox, link state and in-flight bound. */
@@ -73,14 +73,13 @@ class NatsBroker implements EventBroker {
 
   /**
    * Names that would change a subject's shape (`.` splits a token, `*` and `>` are
-   * wildcards to subscribers) and payloads over the server's max_payload.
+   * wildcards to subscribers), subjects longer than the server reads in a control line
+   * (maxSubjectBytes), and payloads over the server's max_payload.
    */
   validate(message: OutboxMessage): string | undefined {
-    const refusal = nameRefusal(
-      message,
-      /[.*>\s]/u,
-      'a NATS subject token (no ".", "*", ">" or white space)',
-    );
+    const refusal =
+      nameRefusal(message, /[.*>\s]/u, 'a NATS subject token (no ".", "*", ">" or white space)') ??
+      subjectLengthRefusal(this.subject(message), message);
     if (refusal) return refusal;
     const limit = this.session?.nc.info?.max_payload;
     const bytes = Buffer.byteLength(message.payload);
@@ -153,6 +152,10 @@ class NatsBroker implements EventBroker {
     try {
       if (run.unavailable !== undefined) return { unavailable: run.unavailable };
       const subject = this.subject(message);
+      // The dispatcher's claim-time check (validate) keeps these away; a direct caller too,
+      // since the server would drop the connection.
+      const tooLong = subjectLengthRefusal(subject, message);
+      if (tooLong) return { ok: false, error: tooLong, permanent: true };
       const payload = encoder.encode(message.payload);
       try {
         // A PubAck flagged `duplicate` is a success too: the stream already has the event.
