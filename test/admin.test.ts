@@ -181,6 +181,14 @@ describe('dead letters', () => {
     const refused = await cli('dead', 'list', '--consumer', 'c', '--error-contains', 'x');
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('error-contains: ');
+    // Empty text is contained in every error: refused, not read as a filter on all of them.
+    const before = (await statusJson()).deadLetters;
+    for (const flag of ['--error-contains', '--error', '--event-type', '--aggregate-id']) {
+      const empty = await cli('dead', 'discard', flag, '');
+      expect(empty.code, flag).toBe(2);
+      expect(empty.stderr).toContain(`${flag.slice(2)}: expected text of 1 to 500 characters`);
+    }
+    expect((await statusJson()).deadLetters).toBe(before);
   });
 
   it('retry republishes the event and status shows it gone from the dead letters', async () => {

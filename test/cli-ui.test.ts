@@ -69,6 +69,28 @@ describe('edupulse-outbox ui', () => {
     );
     const behind = await runCli(['ui', '--schema', 'not_migrated_here'], { env });
     expect(behind.code).toBe(2);
+    // A token file with spaces around the token, or a second line: no request could match.
+    for (const [name, text] of [
+      ['spaced', '  console-token-0123456789  \n'],
+      ['two-lines', 'console-token-0123456789\n\n'],
+    ] as const) {
+      writeFileSync(join(dir, name), text);
+      const result = await runCli(['ui', '--ui-token-file', join(dir, name)], { env });
+      expect(result.code, name).toBe(2);
+      expect(result.stderr).toContain('ui-token-file: holds whitespace');
+      expectNoSecretIn([result.stderr, result.stdout], 'console-token-0123456789');
+    }
+    // run checks the console's and the readiness settings without their ports too.
+    for (const [extra, message] of [
+      [['--ui-token', 'shorty-token'], 'ui-token: must be at least 16 characters'],
+      [['--ready-max-lag-seconds', 'abc'], 'ready-max-lag-seconds: '],
+    ] as const) {
+      const result = await runCli(['run', '--schema', t.schema, '--broker', 'log:', ...extra], {
+        env,
+      });
+      expect(result.code, extra.join(' ')).toBe(2);
+      expect(result.stderr).toContain(message);
+    }
   });
 
   it('with a token from a file, binds beyond loopback and never prints the token', async () => {

@@ -287,6 +287,30 @@ describe.each(drivers)('enqueue through $name', (driver) => {
     expect(rows.map((r) => r.id)).toEqual(events.map((e) => e.id));
   });
 
+  it('an id twice in one call, or already in the outbox, is a ValidationError naming the event', async () => {
+    const { schema, inspect } = driver.target();
+    const outbox = createOutbox({ schema });
+    const first = { ...LessonPublished.create(lessonPayload()), id: randomUUID() };
+    const again = { ...LessonPublished.create(lessonPayload()), id: first.id.toUpperCase() };
+    const twice = await driver
+      .inTransaction((tx) => outbox.enqueue(tx, [first, again]), true)
+      .catch((e: unknown) => e);
+    expect(twice).toBeInstanceOf(ValidationError);
+    expect((twice as ValidationError).message).toBe('events[1].id: repeats events[0].id');
+    const [id] = await driver.inTransaction((tx) => outbox.enqueue(tx, again), true);
+    expect(id).toBe(first.id); // as PostgreSQL writes it, and the broker gets it
+    const taken = await driver
+      .inTransaction(
+        (tx) => outbox.enqueue(tx, [LessonPublished.create(lessonPayload()), first]),
+        true,
+      )
+      .catch((e: unknown) => e);
+    expect(taken).toBeInstanceOf(ValidationError);
+    expect((taken as ValidationError).path).toBe('events[1].id');
+    expect((taken as Error).message).toMatch(/^events\[1\]\.id: is already in the outbox/);
+    expect((await storedRows(inspect, schema)).map((r) => r.id)).toEqual([first.id]);
+  });
+
   it('serialises each payload once, and stores it as that text', async () => {
     const { schema, inspect } = driver.target();
     const outbox = createOutbox({ schema });
@@ -327,6 +351,13 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       [{ ...valid(), id: 'not-a-uuid' }, 'events[1].id'],
       [{ ...valid(), headers: { traceparent: 1 as never } }, 'events[1].headers.traceparent'],
       [{ ...valid(), payload: { big: 1n } }, 'events[1].payload'],
+      // What the claim would dead-letter, or PostgreSQL refuse, is refused before it.
+      [{ ...valid(), aggregateId: 'line1\nline2' }, 'events[1].aggregateId'],
+      [{ ...valid(), aggregateId: 'nul\u0000' }, 'events[1].aggregateId'],
+      [{ ...valid(), aggregateId: 'half \ud800 a pair' }, 'events[1].aggregateId'],
+      [{ ...valid(), headers: { traceparent: '00-abc\n' } }, 'events[1].headers.traceparent'],
+      [{ ...valid(), occurredAt: new Date('+010000-01-01T00:00:00Z') }, 'events[1].occurredAt'],
+      [{ ...valid(), occurredAt: new Date('0000-06-01T00:00:00Z') }, 'events[1].occurredAt'],
     ];
     for (const [bad, path] of cases) {
       const outcome = await driver.inTransaction(async (tx) => {

@@ -85,7 +85,7 @@ export class BrokerUrlParams {
       if (!this.known.has(name)) {
         throw new ConfigError(
           this.setting,
-          `unknown parameter "${name}" (this broker takes: ${[...this.known].join(', ')})`,
+          `unknown parameter "${name}" (${this.known.size > 0 ? `this broker takes: ${[...this.known].join(', ')}` : 'this broker takes none'})`,
         );
       }
     }

@@ -164,4 +164,10 @@ export interface DispatcherFlags extends DispatchFlags {
   source: string;
 }
 
-export { parseDuration, parseEventIds, parseTime, untouched } from '../common/admin-input.js';
+export {
+  filterText,
+  parseDuration,
+  parseEventIds,
+  parseTime,
+  untouched,
+} from '../common/admin-input.js';

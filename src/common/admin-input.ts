@@ -7,6 +7,20 @@ import { escapeControl } from './text.js';
  * setting or field).
  */
 
+const TEXT_MAX = 500;
+
+/**
+ * A filter's text (an event type, an error to look for): 1 to 500 characters. Empty text
+ * is refused rather than read as no filter: `--error-contains ""` is contained in every
+ * error, so a retry or discard given it would take every dead letter without `--all`.
+ */
+export function filterText(setting: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '' || value.length > TEXT_MAX) {
+    throw new ConfigError(setting, `expected text of 1 to ${TEXT_MAX} characters`);
+  }
+  return value;
+}
+
 const DURATION = /^(\d+)(ms|s|m|h|d)$/;
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
@@ -26,9 +40,9 @@ export function parseDuration(setting: string, raw: string): number {
 // The times accepted: PostgreSQL has no year 0 and JavaScript writes years past
 // 9999 with a sign PostgreSQL does not read, so a time outside these years would only
 // come back as a database error.
-const EARLIEST_MS = Date.parse('0001-01-01T00:00:00.000Z');
-const LATEST_MS = Date.parse('9999-12-31T23:59:59.999Z');
-const TIME_WINDOW = 'the years 0001 to 9999 (UTC)';
+export const EARLIEST_MS = Date.parse('0001-01-01T00:00:00.000Z');
+export const LATEST_MS = Date.parse('9999-12-31T23:59:59.999Z');
+export const TIME_WINDOW = 'the years 0001 to 9999 (UTC)';
 
 const ISO_TIME =
   /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:?\d{2})?)?$/;

@@ -52,3 +52,23 @@ export function jsonForTerminal(value: unknown, indent?: number): string {
 export function counted(count: number, one: string, many = `${one}s`): string {
   return `${count} ${count === 1 ? one : many}`;
 }
+
+// What the CloudEvents String type excludes: control characters and Unicode
+// noncharacters; and an unpaired surrogate, which is not text at all (PostgreSQL cannot
+// store it, and a driver replaces it on the way).
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+const NOT_CLOUDEVENTS_TEXT = /[\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|\p{Surrogate}/u;
+
+/**
+ * The first character of `text` no CloudEvents attribute may carry, as `U+000A`, or
+ * undefined when there is none.
+ */
+export function unsendableCharacter(text: string): string | undefined {
+  const bad = NOT_CLOUDEVENTS_TEXT.exec(text)?.[0];
+  if (bad === undefined) return undefined;
+  return `U+${(bad.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+/** The reason a field holding `code` is refused, the same before commit and at claim. */
+export const unsendableReason = (code: string) =>
+  `contains ${code}, a character no CloudEvents attribute may carry`;

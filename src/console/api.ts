@@ -8,7 +8,7 @@ import {
 } from '../admin/dead-letters.js';
 import { searchEvents } from '../admin/search.js';
 import { outboxStatus } from '../admin/status.js';
-import { parseEventIds, parseTime, untouched } from '../common/admin-input.js';
+import { filterText, parseEventIds, parseTime, untouched } from '../common/admin-input.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
@@ -45,7 +45,6 @@ class ApiError extends Error {
   }
 }
 
-const TEXT_MAX = 500;
 const IDS_MAX = 10_000;
 const FILTER_FIELDS = [
   'eventType',
@@ -58,13 +57,6 @@ const FILTER_FIELDS = [
 ] as const;
 type FilterField = (typeof FILTER_FIELDS)[number];
 
-function text(field: string, value: unknown): string {
-  if (typeof value !== 'string' || value === '' || value.length > TEXT_MAX) {
-    throw new ConfigError(field, `expected text of 1 to ${TEXT_MAX} characters`);
-  }
-  return value;
-}
-
 /**
  * A filter from query parameters or a JSON object; the same fields, checked alike, named
  * in errors as given (`since`, or `filter.since` in a body).
@@ -76,9 +68,9 @@ function parseFilter(read: (field: FilterField) => unknown, prefix = ''): DeadLe
     if (value === undefined || value === null) continue;
     const named = `${prefix}${field}`;
     if (field === 'since' || field === 'until') {
-      filter[field] = parseTime(named, text(named, value));
+      filter[field] = parseTime(named, filterText(named, value));
     } else {
-      filter[field] = text(named, value);
+      filter[field] = filterText(named, value);
     }
   }
   return filter;
@@ -226,7 +218,7 @@ export async function answerApi(
           body: { groups: await groupDeadLetters(db, schema, queryFilter(query)) },
         };
       case '/api/search': {
-        const q = text('q', query.get('q') ?? '').trim();
+        const q = filterText('q', query.get('q') ?? '').trim();
         if (q === '') throw new ConfigError('q', 'expected an event id or an aggregate id');
         return { status: 200, body: await searchEvents(db, schema, q) };
       }

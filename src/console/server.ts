@@ -65,6 +65,14 @@ export function checkConsoleAccess(host: string, token: string | undefined, sett
   if (token !== undefined && token.length < TOKEN_MIN) {
     throw new ConfigError(setting, `must be at least ${TOKEN_MIN} characters`);
   }
+  // An Authorization header loses the spaces around a value and cannot carry a line
+  // break: a token holding one would start the console and refuse every request.
+  if (token !== undefined && /\s/.test(token)) {
+    throw new ConfigError(
+      setting,
+      'holds whitespace (a space, tab or line break), which no request can send back as it is',
+    );
+  }
   if (token === undefined && !isLoopback(host)) {
     throw new ConfigError(
       setting,

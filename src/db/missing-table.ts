@@ -3,6 +3,9 @@ import { SchemaVersionError } from '../common/errors.js';
 /** SQLSTATE undefined_table: what every driver reports for `INSERT INTO nope.outbox`. */
 const UNDEFINED_TABLE = '42P01';
 
+/** SQLSTATE unique_violation. */
+export const UNIQUE_VIOLATION = '23505';
+
 /**
  * A statement on one of our tables failed because the table is not there (the schema was
  * never migrated, or not to the version that made it): the driver's "relation … does not
@@ -26,7 +29,7 @@ export function missingTableError(
  * `cause`, Sequelize as `parent`; Prisma puts it in `meta.code`, or with a driver adapter
  * in `meta.driverAdapterError.cause.originalCode`.
  */
-function hasSqlState(error: unknown, state: string, depth = 0): boolean {
+export function hasSqlState(error: unknown, state: string, depth = 0): boolean {
   if (typeof error !== 'object' || error === null || depth > 4) return false;
   const { code, originalCode, cause, parent, meta, driverAdapterError } = error as Record<
     string,
@@ -37,4 +40,17 @@ function hasSqlState(error: unknown, state: string, depth = 0): boolean {
     originalCode === state ||
     [cause, parent, meta, driverAdapterError].some((inner) => hasSqlState(inner, state, depth + 1))
   );
+}
+
+/** The driver's message and detail, and those of the error an ORM wrapped, as one text. */
+export function errorText(error: unknown, depth = 0): string {
+  if (typeof error !== 'object' || error === null || depth > 4) return '';
+  const { message, detail, cause, parent, meta, driverAdapterError } = error as Record<
+    string,
+    unknown
+  >;
+  return [message, detail]
+    .filter((part): part is string => typeof part === 'string')
+    .concat([cause, parent, meta, driverAdapterError].map((inner) => errorText(inner, depth + 1)))
+    .join(' ');
 }

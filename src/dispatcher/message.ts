@@ -1,5 +1,5 @@
 import type { OutboxMessage } from '../brokers/broker.js';
-import { clip, escapeControl } from '../common/text.js';
+import { clip, escapeControl, unsendableCharacter, unsendableReason } from '../common/text.js';
 
 /** A row as the claim returns it (every value as text, see outboxClaim). */
 export interface ClaimedRow {
@@ -25,10 +25,6 @@ export interface CheckedMessage {
 
 const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
-// What the CloudEvents String type excludes: control characters and Unicode noncharacters.
-// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
-const NOT_CLOUDEVENTS_TEXT = /[\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]/u;
-
 function kindOf(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
@@ -36,10 +32,8 @@ function kindOf(value: unknown): string {
 }
 
 function textProblem(field: string, text: string): string | undefined {
-  const bad = NOT_CLOUDEVENTS_TEXT.exec(text)?.[0];
-  if (bad === undefined) return undefined;
-  const code = `U+${(bad.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
-  return `${field}: contains ${code}, a character no CloudEvents attribute may carry`;
+  const code = unsendableCharacter(text);
+  return code === undefined ? undefined : `${field}: ${unsendableReason(code)}`;
 }
 
 function timeProblem(text: string): string | undefined {

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { EARLIEST_MS, LATEST_MS, TIME_WINDOW } from '../common/admin-input.js';
 import { ConfigError, ValidationError } from '../common/errors.js';
+import { unsendableCharacter, unsendableReason } from '../common/text.js';
 
 /**
  * An event ready to be enqueued: validated, with its payload in the exact shape that will
@@ -16,9 +18,17 @@ export interface OutboxEvent<P = unknown> {
   aggregateId: string;
   /** JSON payload, published as the message body. */
   payload: P;
-  /** Event id (uuid), the broker's dedup id. Generated when absent. */
+  /**
+   * Event id (uuid), the broker's dedup id. Generated when absent. An id must be new: one
+   * already in the outbox is refused, and one published before is dropped by the broker
+   * as a repeat within its dedup window (as a retry's is).
+   */
   id?: string;
-  /** String headers carried to the broker (e.g. `traceparent`). */
+  /**
+   * String headers kept with the event: `traceparent` and `tracestate` are published as
+   * CloudEvents attributes; other keys stay in the outbox row (shown by `dead show` and
+   * the console), not on the message.
+   */
   headers?: Record<string, string>;
   /** When it happened. Defaults to the enqueuing transaction's start. */
   occurredAt?: Date | string;
@@ -28,17 +38,32 @@ const KEBAB = /^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$/;
 // Aggregate types become one token of a NATS subject or AMQP routing key: no dots or wildcards.
 const AGGREGATE_TYPE = /^[a-z][a-z0-9_-]*$/;
 
+/** Text that reaches the broker as a CloudEvents attribute: refused before commit, not at claim. */
+const sendable = (value: string, ctx: z.RefinementCtx) => {
+  const code = unsendableCharacter(value);
+  if (code !== undefined) ctx.addIssue({ code: 'custom', message: unsendableReason(code) });
+};
+
+/** A time PostgreSQL stores and a CloudEvents time carries: the years 0001 to 9999. */
+const inTimeWindow = (value: Date | string) => {
+  const ms = value instanceof Date ? value.getTime() : Date.parse(value);
+  return ms >= EARLIEST_MS && ms <= LATEST_MS;
+};
+
 export const eventEnvelopeSchema = z.object({
   type: z.string().max(200).regex(KEBAB, 'must be kebab-case, e.g. lesson-published'),
   aggregateType: z
     .string()
     .max(100)
     .regex(AGGREGATE_TYPE, 'must be lower-case letters, digits, - or _, starting with a letter'),
-  aggregateId: z.string().min(1, 'must not be empty').max(500),
+  aggregateId: z.string().min(1, 'must not be empty').max(500).superRefine(sendable),
   payload: z.unknown(),
   id: z.uuid().optional(),
-  headers: z.record(z.string(), z.string()).optional(),
-  occurredAt: z.union([z.date(), z.iso.datetime({ offset: true })]).optional(),
+  headers: z.record(z.string(), z.string().superRefine(sendable)).optional(),
+  occurredAt: z
+    .union([z.date(), z.iso.datetime({ offset: true })])
+    .refine(inTimeWindow, `must be in ${TIME_WINDOW}`)
+    .optional(),
 });
 
 /** `payload.score`, `aggregateId`, `headers.traceparent`: the form ValidationError uses. */

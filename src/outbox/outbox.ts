@@ -4,7 +4,12 @@ import { assertKnownOptions, optionNames } from '../common/options.js';
 import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
-import { missingTableError } from '../db/missing-table.js';
+import {
+  errorText,
+  hasSqlState,
+  missingTableError,
+  UNIQUE_VIOLATION,
+} from '../db/missing-table.js';
 import { statements } from '../db/sql/index.js';
 import { eventEnvelopeSchema, type OutboxEvent, parseOrThrow } from '../events/define.js';
 
@@ -63,7 +68,8 @@ function toRow(
   const headers = trace ? { ...trace, ...valid.headers } : valid.headers;
   const occurredAt = valid.occurredAt;
   return {
-    id: valid.id ?? randomUUID(),
+    // PostgreSQL's uuid is written in lower case: the id returned is the one published.
+    id: valid.id?.toLowerCase() ?? randomUUID(),
     aggregateType: valid.aggregateType,
     aggregateId: valid.aggregateId,
     eventType: valid.type,
@@ -84,6 +90,38 @@ function recordset(rows: readonly Row[]): string {
     .join(',')}]`;
 }
 
+/** One call's events each have an id of their own: the second of two is named. */
+function assertDistinctIds(rows: readonly Row[]): void {
+  const seen = new Map<string, number>();
+  rows.forEach((row, index) => {
+    const first = seen.get(row.id);
+    if (first !== undefined) {
+      throw new ValidationError(`events[${index}].id`, `repeats events[${first}].id`);
+    }
+    seen.set(row.id, index);
+  });
+}
+
+/**
+ * An id already in the outbox (another call's event, not yet published): the unique
+ * violation becomes a ValidationError naming the event. The transaction is aborted by
+ * then, as by any failed statement.
+ */
+function takenIdError(
+  error: unknown,
+  rows: readonly Row[],
+  many: boolean,
+): ValidationError | undefined {
+  if (!hasSqlState(error, UNIQUE_VIOLATION)) return undefined;
+  const index = rows.findIndex((row) => errorText(error).includes(row.id));
+  const path = many ? `events[${Math.max(index, 0)}].id` : 'id';
+  return new ValidationError(
+    path,
+    'is already in the outbox: each event needs an id of its own (an id is the dedup id the broker drops repeats of)',
+    { cause: error },
+  );
+}
+
 /** The producer side: `createOutbox().enqueue(tx, LessonPublished.create({…}))`. */
 export function createOutbox(options: OutboxOptions = {}): Outbox {
   assertKnownOptions('createOutbox', options, outboxOptions);
@@ -97,7 +135,9 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       // Validate everything before touching the database: one bad event refuses the call.
       const traceHeaders = activeTraceHeaders();
       const trace = Object.keys(traceHeaders).length > 0 ? traceHeaders : undefined;
-      const rows = list.map((event, index) => toRow(event, index, Array.isArray(events), trace));
+      const many = Array.isArray(events);
+      const rows = list.map((event, index) => toRow(event, index, many, trace));
+      assertDistinctIds(rows);
       const executor = toExecutor(tx);
       const [one] = rows;
       try {
@@ -115,7 +155,9 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
           await executor.query(sql.outboxInsert, [recordset(rows)]);
         }
       } catch (error) {
-        throw missingTableError(error, schema, 'outbox') ?? error;
+        throw (
+          missingTableError(error, schema, 'outbox') ?? takenIdError(error, rows, many) ?? error
+        );
       }
       return rows.map((row) => row.id);
     },

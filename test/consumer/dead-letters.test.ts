@@ -165,7 +165,15 @@ describe('consumer dead letters', () => {
     expect(rows[0]?.n).toBeGreaterThan(0);
     const kept = await cli('inbox', 'purge', '--older-than', '1h', '--consumer', NAME);
     expect(kept.stdout).toMatch(/^0 inbox records purged/);
-    const purged = await cli('inbox', 'purge', '--older-than', '0s', '--consumer', NAME);
+    // Nothing younger than a minute: `0s` would take every record, the latest included.
+    const tooYoung = await cli('inbox', 'purge', '--older-than', '0s', '--consumer', NAME);
+    expect(tooYoung.code).toBe(2);
+    expect(tooYoung.stderr).toContain('older-than: "0s" is less than a minute ago');
+    await pg.db.query(
+      `UPDATE "${pg.schema}".inbox SET processed_at = processed_at - interval '2 minutes' WHERE consumer = $1`,
+      [NAME],
+    );
+    const purged = await cli('inbox', 'purge', '--older-than', '1m', '--consumer', NAME);
     expect(purged.code).toBe(0);
     expect(purged.stdout).toMatch(new RegExp(`^${rows[0]?.n} inbox records? purged`));
     const invalid = quiz(randomUUID(), { payload: '{"score":-1}' });
@@ -174,7 +182,11 @@ describe('consumer dead letters', () => {
       const list = await cli('dead', 'list', '--consumer', NAME, '--json');
       return JSON.parse(list.stdout).length === 1;
     });
-    const dead = await cli('purge', '--older-than', '0s', '--consumer', NAME);
+    await pg.db.query(
+      `UPDATE "${pg.schema}".consumer_dead_letter SET dead_at = dead_at - interval '2 minutes' WHERE consumer = $1`,
+      [NAME],
+    );
+    const dead = await cli('purge', '--older-than', '1m', '--consumer', NAME);
     expect(dead.stdout).toMatch(/^1 dead letter purged/);
   });
 

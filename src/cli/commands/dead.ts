@@ -22,7 +22,14 @@ import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import type { Executor } from '../../db/executor.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
-import { parseEventIds, parseInteger, parseTime, settings, untouched } from '../settings.js';
+import {
+  filterText,
+  parseEventIds,
+  parseInteger,
+  parseTime,
+  settings,
+  untouched,
+} from '../settings.js';
 
 interface FilterFlags {
   databaseUrl?: string;
@@ -79,13 +86,21 @@ function parseFilter(flags: FilterFlags, ids: readonly string[] = []): DeadLette
   if (flags.consumer !== undefined) return parseConsumerFilter(flags, ids);
   return {
     ...(ids.length > 0 ? { ids: parseEventIds('id', ids) } : {}),
-    ...(flags.eventType !== undefined ? { eventType: flags.eventType } : {}),
-    ...(flags.aggregateType !== undefined ? { aggregateType: flags.aggregateType } : {}),
-    ...(flags.aggregateId !== undefined ? { aggregateId: flags.aggregateId } : {}),
+    ...(flags.eventType !== undefined
+      ? { eventType: filterText('event-type', flags.eventType) }
+      : {}),
+    ...(flags.aggregateType !== undefined
+      ? { aggregateType: filterText('aggregate-type', flags.aggregateType) }
+      : {}),
+    ...(flags.aggregateId !== undefined
+      ? { aggregateId: filterText('aggregate-id', flags.aggregateId) }
+      : {}),
     ...(flags.since !== undefined ? { since: parseTime('since', flags.since) } : {}),
     ...(flags.until !== undefined ? { until: parseTime('until', flags.until) } : {}),
-    ...(flags.error !== undefined ? { error: flags.error } : {}),
-    ...(flags.errorContains !== undefined ? { errorContains: flags.errorContains } : {}),
+    ...(flags.error !== undefined ? { error: filterText('error', flags.error) } : {}),
+    ...(flags.errorContains !== undefined
+      ? { errorContains: filterText('error-contains', flags.errorContains) }
+      : {}),
   };
 }
 
@@ -111,8 +126,12 @@ function parseConsumerFilter(
   return {
     consumer: flags.consumer as string,
     ...(ids.length > 0 ? { ids } : {}),
-    ...(flags.eventType !== undefined ? { eventType: flags.eventType } : {}),
-    ...(flags.aggregateId !== undefined ? { aggregateId: flags.aggregateId } : {}),
+    ...(flags.eventType !== undefined
+      ? { eventType: filterText('event-type', flags.eventType) }
+      : {}),
+    ...(flags.aggregateId !== undefined
+      ? { aggregateId: filterText('aggregate-id', flags.aggregateId) }
+      : {}),
     ...(flags.since !== undefined ? { since: parseTime('since', flags.since) } : {}),
     ...(flags.until !== undefined ? { until: parseTime('until', flags.until) } : {}),
   };
@@ -289,6 +308,9 @@ export function deadCommand(): Command {
     );
 }
 
+/** The youngest `--older-than` a purge takes, as the retention settings' least. */
+const MIN_AGE_MS = 60_000;
+
 /**
  * A command deleting what is older than `--older-than` (and, with `--consumer`, of that
  * consumer only); `purge` prints what it deleted, as `<n> <what> purged (…)`.
@@ -309,6 +331,14 @@ function olderThanCommand(
         const before = parseTime('older-than', flags.olderThan);
         if (before.getTime() > Date.now()) {
           throw new ConfigError('older-than', `"${flags.olderThan}" is in the future`);
+        }
+        // As the retention settings: nothing younger than a minute. `0s` would delete all,
+        // and an inbox without its latest records takes a redelivery for a new event.
+        if (before.getTime() > Date.now() - MIN_AGE_MS) {
+          throw new ConfigError(
+            'older-than',
+            `"${escapeControl(flags.olderThan)}" is less than a minute ago: give 1m or more`,
+          );
         }
         return withCurrentSchema(flags, logger, async (db) => {
           const count = await purge(db, flags.schema, before, flags.consumer);

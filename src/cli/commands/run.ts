@@ -25,6 +25,7 @@ import {
   type ConsoleTokenFlags,
   consoleTokenOptions,
   parseConsoleSettings,
+  parseConsoleToken,
   serveConsole,
 } from './ui.js';
 
@@ -60,13 +61,15 @@ function parseEventTypeLabels(raw: string | undefined): string[] {
 
 /** `--metrics-port` and friends, checked before anything is opened. */
 function parseOpsFlags(flags: RunFlags) {
+  // Checked with the endpoints off too: a bad value is found before they are turned on.
   const eventTypeLabels = parseEventTypeLabels(flags.metricsEventTypes);
+  const maxLagSeconds = parseInteger('ready-max-lag-seconds', flags.readyMaxLagSeconds, 1, 86_400);
   if (flags.metricsPort === undefined) return undefined;
   assertPeerInstalled('metrics-port', optionalPeers.metrics);
   return {
     port: parseInteger('metrics-port', flags.metricsPort, 0, 65_535),
     host: flags.metricsHost,
-    maxLagSeconds: parseInteger('ready-max-lag-seconds', flags.readyMaxLagSeconds, 1, 86_400),
+    maxLagSeconds,
     eventTypeLabels,
   };
 }
@@ -196,6 +199,7 @@ down is waited for.`,
         const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
         const broker = brokerFromUrl(flags.broker, { source: flags.source });
         const ops = parseOpsFlags(flags);
+        if (flags.uiPort === undefined) parseConsoleToken(flags);
         const ui =
           flags.uiPort === undefined
             ? undefined

@@ -37,14 +37,15 @@ export interface ConsoleSettings {
   hostSetting: string;
 }
 
-/** Port, address and token, checked before anything is opened (a bind beyond loopback needs a token). */
-export function parseConsoleSettings(
-  portSetting: string,
-  port: string,
-  hostSetting: string,
-  host: string,
+/**
+ * The console's token, if given: once, long enough, sendable; and given when `host` is
+ * beyond loopback. `run` checks it without `--ui-port` too, so a bad one is found before
+ * the day the console is turned on.
+ */
+export function parseConsoleToken(
   flags: ConsoleTokenFlags,
-): ConsoleSettings {
+  host = '127.0.0.1',
+): string | undefined {
   if (flags.uiToken !== undefined && flags.uiTokenFile !== undefined) {
     throw new ConfigError('ui-token-file', 'give the token once: --ui-token or --ui-token-file');
   }
@@ -53,6 +54,18 @@ export function parseConsoleSettings(
       ? readSecretFile('ui-token-file', 'ui-token-file', flags.uiTokenFile)
       : flags.uiToken;
   checkConsoleAccess(host, token, flags.uiTokenFile !== undefined ? 'ui-token-file' : 'ui-token');
+  return token;
+}
+
+/** Port, address and token, checked before anything is opened (a bind beyond loopback needs a token). */
+export function parseConsoleSettings(
+  portSetting: string,
+  port: string,
+  hostSetting: string,
+  host: string,
+  flags: ConsoleTokenFlags,
+): ConsoleSettings {
+  const token = parseConsoleToken(flags, host);
   return {
     port: parseInteger(portSetting, port, 0, 65_535),
     host,
