@@ -287,6 +287,21 @@ describe.each(drivers)('enqueue through $name', (driver) => {
     expect(rows.map((r) => r.id)).toEqual(events.map((e) => e.id));
   });
 
+  it('a payload with text that only looks like an escape, or a whole surrogate pair, is written', async () => {
+    const { schema, inspect } = driver.target();
+    const outbox = createOutbox({ schema });
+    const payload = { note: 'a backslash and u0000: \\u0000, a pair: 😀' };
+    const event = () => ({
+      type: 'note-written',
+      aggregateType: 'note',
+      aggregateId: 'n-1',
+      payload,
+    });
+    await driver.inTransaction((tx) => outbox.enqueue(tx, [event(), event()]), true);
+    const rows = await storedRows(inspect, schema);
+    expect(rows.map((r) => JSON.parse(r.payload))).toEqual([payload, payload]);
+  });
+
   it('an id twice in one call, or already in the outbox, is a ValidationError naming the event', async () => {
     const { schema, inspect } = driver.target();
     const outbox = createOutbox({ schema });
@@ -358,6 +373,8 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       [{ ...valid(), headers: { traceparent: '00-abc\n' } }, 'events[1].headers.traceparent'],
       [{ ...valid(), occurredAt: new Date('+010000-01-01T00:00:00Z') }, 'events[1].occurredAt'],
       [{ ...valid(), occurredAt: new Date('0000-06-01T00:00:00Z') }, 'events[1].occurredAt'],
+      [{ ...valid(), payload: { note: 'nul \u0000' } }, 'events[1].payload'],
+      [{ ...valid(), payload: { note: 'half \ud800 a pair' } }, 'events[1].payload'],
     ];
     for (const [bad, path] of cases) {
       const outcome = await driver.inTransaction(async (tx) => {

@@ -187,6 +187,40 @@ describe('defineEvent', () => {
     ).toThrow(ConfigError);
   });
 
+  it('refuses a payload schema whose values JSON does not carry, naming the field', () => {
+    const define = (payload: z.ZodType) => () =>
+      defineEvent({
+        type: 'certificate-issued',
+        aggregateType: 'student',
+        schema: z.object({ student_id: z.string(), payload }),
+        aggregateId: () => 's-1',
+      });
+    const cases: [z.ZodType, string][] = [
+      [z.date(), 'payload.payload is a Date, which arrives as text'],
+      [z.set(z.string()), 'payload.payload is a Set, which JSON carries as {}'],
+      [z.map(z.string(), z.number()), 'payload.payload is a Map'],
+      [
+        z.object({ items: z.array(z.object({ at: z.date() })) }),
+        'payload.payload.items[].at is a Date',
+      ],
+      [z.union([z.string(), z.bigint()]).optional(), 'payload.payload is a BigInt'],
+    ];
+    for (const [field, message] of cases) {
+      expect(define(field)).toThrow(ConfigError);
+      expect(define(field)).toThrow(`defineEvent.schema: certificate-issued: ${message}`);
+    }
+    // What reads its JSON text back, and transforms of JSON input, are taken.
+    for (const field of [
+      z.coerce.date(),
+      z.iso.datetime(),
+      z.string().transform((text) => text.length),
+      z.array(z.string()),
+      z.record(z.string(), z.number()),
+    ]) {
+      expect(define(field)).not.toThrow();
+    }
+  });
+
   it('accepts a kebab type and builds events with it', () => {
     const Archived = defineEvent({
       type: 'course-archived-v2',

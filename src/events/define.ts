@@ -122,6 +122,59 @@ export function isDeclaredEventType(type: string): boolean {
   return declaredTypes.has(type);
 }
 
+// Schema types whose values JSON does not carry: a Set or Map arrives as {}, a Date as
+// text its schema then refuses, NaN as null; a BigInt does not serialise at all. The
+// consumer parses the JSON with the same schema, so such a field parks every event.
+const NOT_JSON: Record<string, string> = {
+  date: 'a Date, which arrives as text (use z.iso.datetime(), or z.coerce.date())',
+  set: 'a Set, which JSON carries as {} (use z.array())',
+  map: 'a Map, which JSON carries as {} (use z.record())',
+  bigint: 'a BigInt, which JSON cannot carry (use a string, or z.coerce.bigint())',
+  nan: 'NaN, which JSON carries as null',
+  symbol: 'a symbol, which JSON cannot carry',
+  function: 'a function, which JSON cannot carry',
+  promise: 'a promise, which JSON cannot carry',
+};
+
+/** A JSON Schema path (`properties`, `items`, `anyOf` …) as the field it leads to: `.items[].at`. */
+function fieldOf(path: readonly (string | number)[]): string {
+  let field = '';
+  for (let i = 0; i < path.length; i++) {
+    const part = path[i];
+    if (part === 'properties') field += `.${String(path[++i])}`;
+    else if (part === 'items') field += '[]';
+    else if (part === 'prefixItems') field += `[${String(path[++i])}]`;
+    else if (part === 'additionalProperties') field += '.*';
+    else if (part === 'anyOf' || part === 'oneOf' || part === 'allOf') i++;
+  }
+  return field;
+}
+
+/**
+ * Why the payload schema cannot come back from the broker as it went in: the first field
+ * (`payload.tags`, `payload.items[].at`) of a type JSON does not carry, or undefined.
+ * Coercing types (`z.coerce.date()`) read their JSON text back, so they pass.
+ */
+function notThroughJson(schema: z.ZodType): string | undefined {
+  let found: string | undefined;
+  try {
+    z.toJSONSchema(schema, {
+      io: 'input',
+      unrepresentable: 'any',
+      override: ({ zodSchema, path }) => {
+        const def = (zodSchema as { _zod?: { def?: { type?: string; coerce?: boolean } } })._zod
+          ?.def;
+        const why = def?.type !== undefined && !def.coerce ? NOT_JSON[def.type] : undefined;
+        if (why === undefined || found !== undefined) return;
+        found = `payload${fieldOf(path)} is ${why}`;
+      },
+    });
+  } catch {
+    // A schema the converter cannot walk is taken as it is.
+  }
+  return found;
+}
+
 /** Declares an event type: its name, its aggregate and its payload schema. */
 export function defineEvent<S extends z.ZodType, const T extends string = string>(
   spec: EventSpec<S, T>,
@@ -138,6 +191,8 @@ export function defineEvent<S extends z.ZodType, const T extends string = string
       `"${spec.aggregateType}" must be lower-case letters, digits, - or _, starting with a letter`,
     );
   }
+  const lossy = notThroughJson(spec.schema);
+  if (lossy) throw new ConfigError('defineEvent.schema', `${spec.type}: ${lossy}`);
   declaredTypes.add(spec.type);
   const schema = spec.schema as unknown as z.ZodType<z.output<S>>;
   const parse = (payload: unknown) => parseOrThrow(schema, payload, 'payload', spec.type);

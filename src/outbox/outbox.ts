@@ -43,6 +43,13 @@ interface Row {
   occurredAt: string | null;
 }
 
+/**
+ * The escapes JSON.stringify writes for text PostgreSQL's JSON functions refuse: NUL, and
+ * a surrogate without its pair (a paired one is written as it is). An escaped backslash
+ * before `u` is text, not an escape, hence the even run of backslashes.
+ */
+const UNREADABLE_ESCAPE = /(?<!\\)(?:\\\\)*\\u(0000|d[89a-f][0-9a-f]{2})/i;
+
 function toRow(
   event: OutboxEvent,
   index: number,
@@ -63,6 +70,14 @@ function toRow(
   }
   if (payload === undefined) {
     throw new ValidationError(`${prefix ? `${prefix}.` : ''}payload`, `is missing (${valid.type})`);
+  }
+  const unreadable = UNREADABLE_ESCAPE.exec(payload)?.[1];
+  if (unreadable !== undefined) {
+    const what = unreadable === '0000' ? 'a NUL character' : 'an unpaired surrogate';
+    throw new ValidationError(
+      `${prefix ? `${prefix}.` : ''}payload`,
+      `holds ${what} (\\u${unreadable}), which PostgreSQL cannot read from JSON (${valid.type})`,
+    );
   }
   // The caller's own trace headers win over the active context.
   const headers = trace ? { ...trace, ...valid.headers } : valid.headers;
