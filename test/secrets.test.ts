@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pgDriver from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type CliResult, killChildren, runCli, spawnCli } from './helpers/cli.js';
 import { startConsole } from './helpers/console.js';
@@ -148,6 +149,52 @@ describe('secrets in database URLs', () => {
     const result = await run.exited;
     expect(result.stderr).toContain('password=***');
     sweep('run with ?password=', result);
+  });
+
+  it("status shows a lock holder's application_name swept of the secret", async () => {
+    // A dispatcher's ownership locks, then held by a session whose application_name is
+    // anyone's text (through a pooler, the last client's): here the password.
+    const run = spawnCli(['run', '--database-url', dbWithPassword(), '--schema', t.schema]);
+    await run.waitFor('the dispatcher to start', () => run.stderr.includes('dispatcher started'));
+    const before = await runCli(['status', '--schema', t.schema, '--json'], {
+      env: { DATABASE_URL: PG_URL },
+    });
+    const [holder] = (JSON.parse(before.stdout) as { dispatchers: { pid: number }[] }).dispatchers;
+    const { rows: locks } = await t.db.query<{ classid: string; objid: string }>(
+      `SELECT classid::bigint::text AS classid, objid::bigint::text AS objid FROM pg_locks
+       WHERE locktype = 'advisory' AND objsubid = 2 AND pid = $1`,
+      [holder?.pid],
+    );
+    run.child.kill('SIGTERM');
+    await run.exited;
+    const session = new pgDriver.Client({
+      connectionString: PG_URL,
+      application_name: `dispatcher ${SECRET}`,
+    });
+    await session.connect();
+    try {
+      for (const { classid, objid } of locks) {
+        await session.query(
+          'SELECT pg_advisory_lock($1::bigint::bit(32)::int, $2::bigint::bit(32)::int)',
+          [classid, objid],
+        );
+      }
+      for (const json of [[], ['--json']]) {
+        const status = await runCli([
+          'status',
+          '--database-url',
+          dbWithPassword(),
+          '--schema',
+          t.schema,
+          ...json,
+        ]);
+        expect(status.code).toBe(0);
+        expect(status.stdout).toContain('dispatcher ***');
+        sweep('status of a lock holder named with the secret', status);
+      }
+    } finally {
+      await session.end();
+    }
   });
 });
 

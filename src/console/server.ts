@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { registerSecret } from '../common/secrets.js';
+import { registerSecret, scrubSecrets } from '../common/secrets.js';
 import { answerApi, type ConsoleApiOptions } from './api.js';
 import { History } from './history.js';
 
@@ -175,7 +175,14 @@ export async function startConsoleServer(options: ConsoleServerOptions): Promise
     response.end(body);
   };
   const json = (response: ServerResponse, status: number, body: unknown, extra = {}) =>
-    send(response, status, `${JSON.stringify(body)}\n`, 'application/json; charset=utf-8', extra);
+    // Swept like the CLI's output: a session's application_name, say, is anyone's text.
+    send(
+      response,
+      status,
+      `${scrubSecrets(JSON.stringify(body))}\n`,
+      'application/json; charset=utf-8',
+      extra,
+    );
 
   const servePage = async (response: ServerResponse, path: string, head: boolean) => {
     const file =

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { type BacklogShare, outboxStatus } from '../../admin/status.js';
+import { scrubSecrets } from '../../common/secrets.js';
 import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
@@ -51,7 +52,7 @@ retention plus the janitor's 10 minutes.`,
         return withCurrentSchema(flags, logger, async (db) => {
           const status = await outboxStatus(db, flags.schema);
           if (flags.json) {
-            process.stdout.write(`${jsonForTerminal(status)}\n`);
+            process.stdout.write(`${scrubSecrets(jsonForTerminal(status))}\n`);
             return 0;
           }
           const lines = [
@@ -78,7 +79,7 @@ retention plus the janitor's 10 minutes.`,
               (dead) => `${dead}`,
             ),
           ];
-          process.stdout.write(`${lines.join('\n')}\n`);
+          process.stdout.write(`${scrubSecrets(lines.join('\n'))}\n`);
           return 0;
         });
       });
