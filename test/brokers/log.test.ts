@@ -2,10 +2,11 @@
  * The log broker (`log:`): one structured-mode CloudEvent per line, with `data` the stored
  * payload byte for byte (line breaks outside strings removed) and a valid `time`.
  */
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { OutboxMessage } from '../../src/brokers/broker.js';
 import { LogBroker } from '../../src/brokers/log.js';
+import { ConfigError } from '../../src/index.js';
 import { badInputSuite } from './bad-input.js';
 import type { ReceivedMessage } from './conformance.js';
 
@@ -88,5 +89,24 @@ describe('log broker', () => {
     expect(lines).toHaveLength(1);
     expect(parse(lines[0] as string).body).toBe('{  "text": "a\\nb",  "list": [    1,    2  ]}');
     expect(JSON.parse(parse(lines[0] as string).body)).toEqual({ text: 'a\nb', list: [1, 2] });
+  });
+
+  it('a closed output (a pipe whose reader left) is a ConfigError that stops, not a crash', async () => {
+    // As process.stdout does when `| head` has exited: the write fails, then 'error'.
+    const output = new Writable({
+      write(_chunk, _encoding, callback) {
+        callback(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+      },
+    });
+    const broker = new LogBroker({ source: SOURCE, output });
+    for (let i = 0; i < 2; i++) {
+      const error = await broker.publish([message('{}')]).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toBe(
+        'broker: log: the output is closed: write EPIPE; nothing more can be written (the events stay in the outbox)',
+      );
+    }
+    await broker.close();
+    expect(output.listenerCount('error')).toBe(0);
   });
 });
