@@ -95,6 +95,24 @@ describe('a bad setting', () => {
     expect(stderr).toContain('banana');
   });
 
+  it('a maximum under the setting it pairs with names both', async () => {
+    const stderr = await expectBadSetting(
+      [
+        'run',
+        '--database-url',
+        PG_URL,
+        '--retry-base-delay-ms',
+        '5000',
+        '--retry-max-delay-ms',
+        '1000',
+      ],
+      'retry-max-delay-ms',
+    );
+    expect(stderr).toContain(
+      'retry-max-delay-ms: "1000" is below retry-base-delay-ms (5000), which it must be at least',
+    );
+  });
+
   it('an out-of-range number', async () => {
     await expectBadSetting(['run', '--database-url', PG_URL, '--batch-size', '0'], 'batch-size');
     await expectBadSetting(

@@ -1,7 +1,7 @@
 import type { EventBroker } from '../brokers/broker.js';
 import { ConfigError } from '../common/errors.js';
 import { createLogger, type Logger, silentLogger } from '../common/logger.js';
-import { quoted, wholeNumber } from '../common/numbers.js';
+import { quoted, readWholeNumber, wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
@@ -122,8 +122,17 @@ export function resolveWholeNumbers(
   // In table order, so a setting's `atLeast` is resolved before it.
   for (const name of Object.keys(dispatcherSettings) as DispatcherSettingName[]) {
     const spec = dispatcherSettings[name];
-    const min = 'atLeast' in spec ? resolved[spec.atLeast as DispatcherSettingName] : spec.min;
-    resolved[name] = wholeNumber(setting(name), values[name] ?? spec.default, min, spec.max);
+    const floor = 'atLeast' in spec ? (spec.atLeast as DispatcherSettingName) : undefined;
+    const min = floor ? resolved[floor] : spec.min;
+    const value = values[name] ?? spec.default;
+    // Under the setting it pairs with: say so, or the range's low end looks arbitrary.
+    if (floor && readWholeNumber(value, 0, spec.max) !== undefined && Number(value) < min) {
+      throw new ConfigError(
+        setting(name),
+        `${quoted(value)} is below ${setting(floor)} (${min}), which it must be at least`,
+      );
+    }
+    resolved[name] = wholeNumber(setting(name), value, min, spec.max);
   }
   return resolved;
 }
