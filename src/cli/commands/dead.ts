@@ -353,7 +353,7 @@ export function purgeCommand(): Command {
   return olderThanCommand(
     'purge',
     'delete retained history: the dead letters parked before a time',
-    'dead-lettered before this: a duration ago (30d) or an ISO 8601 time',
+    'dead-lettered before this: a duration ago (30d) or an ISO 8601 time, at least a minute ago',
     "a consumer's dead letters instead of the outbox's",
     (db, schema, before, consumer) =>
       consumer !== undefined
@@ -405,7 +405,7 @@ export function inboxCommand(): Command {
     olderThanCommand(
       'purge',
       'delete inbox records older than a time (all consumers, or one)',
-      'recorded before this: a duration ago (7d) or an ISO 8601 time',
+      'recorded before this: a duration ago (7d) or an ISO 8601 time, at least a minute ago',
       "only this consumer's records",
       (db, schema, before, consumer) => purgeInbox(db, schema, before, consumer),
       (count, before) =>
