@@ -11,9 +11,16 @@ import { ConfigError } from '../src/common/errors.js';
 import { scrubSecrets } from '../src/common/secrets.js';
 import { redactUrl } from '../src/common/url.js';
 import { pgConnectionSettings } from '../src/db/pg-config.js';
+import { createTestCa } from './helpers/certs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edupulse-pg-config-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+// Real PEM files: the URL's TLS files are checked as such when it is read.
+const testCa = createTestCa();
+const client = testCa.issue('client', 'app');
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+  testCa.remove();
+});
 
 function file(name: string, content: string): string {
   const path = join(dir, name);
@@ -85,29 +92,48 @@ describe('pgConnectionSettings', () => {
   });
 
   it("gives each sslmode libpq's meaning", () => {
-    const ca = file('ca.pem', 'CA PEM');
+    const ca = testCa.certFile;
     expect(settings('sslmode=disable').config.ssl).toBe(false);
     // require: encrypted, not verified.
     expect(ssl('sslmode=require')).toEqual({ rejectUnauthorized: false });
     // require with a CA, and verify-ca: the chain is checked, the name is not.
     for (const mode of ['require', 'verify-ca']) {
       const options = ssl(`sslmode=${mode}&sslrootcert=${ca}`);
-      expect(options.ca).toBe('CA PEM');
+      expect(options.ca).toBe(testCa.cert);
       expect(options.rejectUnauthorized).toBeUndefined();
       expect(typeof options.checkServerIdentity).toBe('function');
     }
     // verify-full, and a CA file alone: chain and name.
     for (const query of [`sslmode=verify-full&sslrootcert=${ca}`, `sslrootcert=${ca}`]) {
-      expect(ssl(query)).toEqual({ ca: 'CA PEM' });
+      expect(ssl(query)).toEqual({ ca: testCa.cert });
     }
     expect(ssl('sslmode=verify-full')).toEqual({});
   });
 
   it('reads the client certificate and key', () => {
-    const options = ssl(
-      `sslmode=verify-full&sslcert=${file('client.crt', 'CERT')}&sslkey=${file('client.key', 'KEY')}`,
-    );
-    expect(options).toEqual({ cert: 'CERT', key: 'KEY' });
+    const options = ssl(`sslmode=verify-full&sslcert=${client.certFile}&sslkey=${client.keyFile}`);
+    expect(options).toEqual({ cert: client.cert, key: client.key });
+  });
+
+  it('refuses TLS files that are not PEM, a certificate without its key, and a key not its own', () => {
+    const other = testCa.issue('other', 'someone-else');
+    const cases: [string, RegExp][] = [
+      [
+        `sslrootcert=${file('not-a-ca.pem', 'CA PEM')}`,
+        /^database-url: sslrootcert: .* holds no PEM certificate$/,
+      ],
+      [`sslcert=${client.certFile}`, /^database-url: sslcert and sslkey go together/],
+      [`sslkey=${client.keyFile}`, /^database-url: sslcert and sslkey go together/],
+      [
+        `sslcert=${client.certFile}&sslkey=${other.keyFile}`,
+        /^database-url: sslcert, sslkey: not a PEM certificate and its private key: .*key values mismatch/,
+      ],
+    ];
+    for (const [query, message] of cases) {
+      expect(refusal(query).message).toMatch(message);
+    }
+    // The key is a secret: nothing printed shows it.
+    expect(scrubSecrets(client.key.trim())).toBe('***');
   });
 
   it('refuses the modes that fall back to plain text, unknown modes and verify-ca without a CA', () => {
@@ -123,8 +149,10 @@ describe('pgConnectionSettings', () => {
 
   it('names the parameter of a file that cannot be read', () => {
     const missing = join(dir, 'nowhere.pem');
+    // The certificate and its key are given together.
+    const pair = { sslcert: `&sslkey=${client.keyFile}`, sslkey: `&sslcert=${client.certFile}` };
     for (const name of ['sslrootcert', 'sslcert', 'sslkey', 'password_file']) {
-      const error = refusal(`${name}=${missing}`);
+      const error = refusal(`${name}=${missing}${pair[name as keyof typeof pair] ?? ''}`);
       expect(error.setting).toBe('database-url');
       expect(error.message).toMatch(
         new RegExp(`^database-url: ${name}: cannot read .*nowhere\\.pem`),

@@ -7,8 +7,9 @@
  *   `verify-full` (and names the host). `allow` and `prefer` are refused: they would fall
  *   back to plain text, which node-postgres cannot do and an operator should choose in
  *   words (`disable`). No `sslmode` is plain text, as node-postgres has it.
- * - `sslrootcert` (CA file), `sslcert` and `sslkey` (client certificate): file paths. A CA
- *   file without `sslmode` means `verify-full`.
+ * - `sslrootcert` (CA file), `sslcert` and `sslkey` (client certificate): file paths, read
+ *   and checked as PEM when the URL is read; `sslcert` and `sslkey` go together (there is
+ *   no default key file). A CA file without `sslmode` means `verify-full`.
  * - `password_file`: the password is the file's content (one trailing newline dropped),
  *   so it need not be written into the URL or the environment. It is remembered as a
  *   secret: nothing printed shows it.
@@ -29,7 +30,8 @@
 import type pg from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
 import { ConfigError } from '../common/errors.js';
-import { readSecretFile, readSettingFile } from '../common/setting-files.js';
+import { readSecretFile } from '../common/setting-files.js';
+import { readPemFiles } from '../common/tls-pem.js';
 import { hostList, parseUrl } from '../common/url.js';
 
 const SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
@@ -105,21 +107,28 @@ export function pgConnectionSettings(
   params.delete('uselibpqcompat');
   params.delete('pooler');
 
-  const files: Partial<Record<(typeof FILE_PARAMETERS)[number], string>> = {};
+  const paths: Partial<Record<(typeof FILE_PARAMETERS)[number], string>> = {};
   for (const name of FILE_PARAMETERS) {
     const path = params.get(name);
     if (path === null) continue;
     params.delete(name);
-    if (name === 'password_file') {
-      if (parsed.password || params.has('password')) {
-        throw new ConfigError(setting, 'password_file and a password are both given: keep one');
-      }
-      files[name] = readSecretFile(setting, name, path);
-    } else {
-      files[name] = readSettingFile(setting, name, path);
-    }
+    paths[name] = path;
   }
-  const password = files.password_file;
+  if (paths.password_file !== undefined && (parsed.password || params.has('password'))) {
+    throw new ConfigError(setting, 'password_file and a password are both given: keep one');
+  }
+  const password =
+    paths.password_file === undefined
+      ? undefined
+      : readSecretFile(setting, 'password_file', paths.password_file);
+  // Checked as PEM now, as a broker's TLS files are: a file that is not one, or a
+  // certificate without its key, would otherwise fail every connection.
+  const pem = readPemFiles(
+    setting,
+    { ca: paths.sslrootcert, cert: paths.sslcert, key: paths.sslkey },
+    { ca: 'sslrootcert', cert: 'sslcert', key: 'sslkey' },
+  );
+  const files = { sslrootcert: pem.ca, sslcert: pem.cert, sslkey: pem.key };
 
   // The files were read above (so a missing one names its parameter), and sslmode is
   // applied below: the parser gets neither, and reads the rest of the URL.
