@@ -67,7 +67,6 @@ export function notInTransaction(
   );
 }
 
-/** The same for an ORM adapter, whose opt-in is its `{ autocommit: true }` option. */
 const adapterOptions = optionNames<AdapterOptions>({ autocommit: true });
 
 /**
@@ -83,6 +82,7 @@ export function assertAdapterOptions(what: string, options: AdapterOptions): voi
   }
 }
 
+/** The same for an ORM adapter, whose opt-in is its `{ autocommit: true }` option. */
 export function adapterNotInTransaction(what: string, handle: string, instead: string): TypeError {
   return notInTransaction(what, handle, instead, 'give { autocommit: true }');
 }
@@ -158,15 +158,16 @@ const ormAdapters: readonly {
  * transaction. Names what it is and what to pass instead, or undefined. A PGlite
  * instance is accepted: it does not say whether the caller sent BEGIN on it.
  */
-function autocommitHandle(tx: object): { handle: string; instead: string } | undefined {
-  const shape = tx as Record<string, unknown>;
+function autocommitHandle(
+  shape: Record<string, unknown>,
+): { handle: string; instead: string } | undefined {
   if (typeof shape.connect === 'function' && 'totalCount' in shape) {
     return {
       handle: 'a pg Pool',
       instead: 'the client of your transaction (pool.connect(), then BEGIN … COMMIT)',
     };
   }
-  if (isIdlePgClient(tx)) {
+  if (isIdlePgClient(shape)) {
     return {
       handle: 'a node-postgres client with no transaction open',
       instead: "the client once await client.query('BEGIN') has run",
@@ -186,10 +187,15 @@ function autocommitHandle(tx: object): { handle: string; instead: string } | und
   return undefined;
 }
 
+/** `tx` as an object to look at (postgres.js's `sql` is a function), or undefined. */
+const asObject = (tx: unknown): Record<string, unknown> | undefined =>
+  (typeof tx === 'object' || typeof tx === 'function') && tx
+    ? (tx as Record<string, unknown>)
+    : undefined;
+
 function wrap(tx: TransactionLike, what: string): Executor {
-  const shape = (typeof tx === 'object' || typeof tx === 'function') && tx ? tx : undefined;
-  const orm =
-    shape && ormAdapters.find(({ is }) => is(shape as unknown as Record<string, unknown>));
+  const shape = asObject(tx);
+  const orm = shape && ormAdapters.find(({ is }) => is(shape));
   if (orm) {
     const optIn = what === 'autocommit' ? ', given { autocommit: true }' : '';
     throw new TypeError(
@@ -223,8 +229,8 @@ function wrap(tx: TransactionLike, what: string): Executor {
 export function toExecutor(tx: TransactionLike, what = 'enqueue'): Executor {
   // Which kind of handle first (an ORM's object is named with its adapter), then its state.
   const executor = wrap(tx, what);
-  const refused =
-    (typeof tx === 'object' || typeof tx === 'function') && tx ? autocommitHandle(tx) : undefined;
+  const shape = asObject(tx);
+  const refused = shape && autocommitHandle(shape);
   if (refused) throw notInTransaction(what, refused.handle, refused.instead);
   return executor;
 }

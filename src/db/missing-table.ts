@@ -24,33 +24,35 @@ export function missingTableError(
 }
 
 /**
- * Whether a driver's error, or the driver error an ORM wrapped, carries SQLSTATE `state`:
- * node-postgres, postgres.js and PGlite put it in `code`; Drizzle wraps theirs as
- * `cause`, Sequelize as `parent`; Prisma puts it in `meta.code`, or with a driver adapter
- * in `meta.driverAdapterError.cause.originalCode`.
+ * A driver's error and the ones an ORM wrapped around or inside it, outermost first:
+ * Drizzle wraps the driver's as `cause`, Sequelize as `parent`; Prisma keeps what it knows
+ * in `meta`, with a driver adapter in `meta.driverAdapterError.cause`.
  */
-export function hasSqlState(error: unknown, state: string, depth = 0): boolean {
-  if (typeof error !== 'object' || error === null || depth > 4) return false;
-  const { code, originalCode, cause, parent, meta, driverAdapterError } = error as Record<
-    string,
-    unknown
-  >;
-  return (
-    code === state ||
-    originalCode === state ||
-    [cause, parent, meta, driverAdapterError].some((inner) => hasSqlState(inner, state, depth + 1))
-  );
+function* errorLayers(error: unknown, depth = 0): Generator<Record<string, unknown>> {
+  if (typeof error !== 'object' || error === null || depth > 4) return;
+  const layer = error as Record<string, unknown>;
+  yield layer;
+  for (const inner of [layer.cause, layer.parent, layer.meta, layer.driverAdapterError]) {
+    yield* errorLayers(inner, depth + 1);
+  }
 }
 
-/** The driver's message and detail, and those of the error an ORM wrapped, as one text. */
-export function errorText(error: unknown, depth = 0): string {
-  if (typeof error !== 'object' || error === null || depth > 4) return '';
-  const { message, detail, cause, parent, meta, driverAdapterError } = error as Record<
-    string,
-    unknown
-  >;
-  return [message, detail]
+/**
+ * Whether a driver's error, or the driver error an ORM wrapped, carries SQLSTATE `state`:
+ * node-postgres, postgres.js and PGlite put it in `code`, Prisma in `meta.code` or, with
+ * a driver adapter, `originalCode`.
+ */
+export function hasSqlState(error: unknown, state: string): boolean {
+  for (const { code, originalCode } of errorLayers(error)) {
+    if (code === state || originalCode === state) return true;
+  }
+  return false;
+}
+
+/** The messages and details of a driver's error and of those an ORM wrapped, as one text. */
+export function errorText(error: unknown): string {
+  return [...errorLayers(error)]
+    .flatMap(({ message, detail }) => [message, detail])
     .filter((part): part is string => typeof part === 'string')
-    .concat([cause, parent, meta, driverAdapterError].map((inner) => errorText(inner, depth + 1)))
     .join(' ');
 }
