@@ -26,7 +26,7 @@ import pg from 'pg';
 import { runCli } from '../helpers/cli.js';
 import { PG_URL, testSchema } from '../helpers/db.js';
 import { startDispatchers } from './dispatchers.js';
-import type { UnexpectedExit } from './process-pool.js';
+import { exitCode, type UnexpectedExit } from './process-pool.js';
 import {
   createCommitsTable,
   type ProducedEvent,
@@ -115,8 +115,8 @@ export interface ChaosDetails {
     atSeconds: number;
     stderrTail: string;
   }[];
-  /** Exit codes of the dispatchers SIGTERMed at the end. */
-  finalExitCodes: (number | null)[];
+  /** Exit codes of the dispatchers SIGTERMed at the end (a signal's name if one ended it). */
+  finalExitCodes: (number | string | null)[];
   /** `status --json` just before the SIGTERMs: pending, dead letters, dispatchers seen. */
   status?: { pending: number; deadLetters: number; dispatchers: number };
   /** What became of up to 20 lost events: still in the outbox, dead-lettered, or gone. */
@@ -597,7 +597,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     } catch {}
 
     const exits = await dispatchers.stop(30_000);
-    const finalExitCodes = exits.map((exit) => exit.code);
+    const finalExitCodes = exits.map(exitCode);
 
     const deliveries = await target.readAll(120_000);
     const counted = countDeliveries(produced, deliveries);

@@ -8,7 +8,8 @@
  * A random consumer is SIGKILLed every 1–3 s and restarted at once, the broker is
  * restarted once and PostgreSQL once (chaos.ts, as the dispatcher phase does). When
  * production is done and the disruptions are over, the driver waits until every produced
- * event is applied, SIGTERMs the consumers (each must exit 0), and counts:
+ * event is applied, SIGTERMs the consumers once each slot's is running (each must exit 0),
+ * and counts:
  *
  * - lost: produced, never applied;
  * - applied twice: effects rows beyond one per event id (the inbox must make it 0);
@@ -47,6 +48,7 @@ import {
 } from './chaos.js';
 import { type ConsumerPool, type ConsumerReports, startConsumers } from './consumers.js';
 import { type DispatcherPool, startDispatchers } from './dispatchers.js';
+import { exitCode } from './process-pool.js';
 import { aggregateName, type ProducedEvent } from './producers.js';
 import { type BrokerName, type ChaosTarget, createTarget } from './targets.js';
 
@@ -110,9 +112,12 @@ export interface ConsumerChaosDetails {
   producedMismatch: number;
   brokerRestart?: Restart;
   postgresRestart?: Restart;
-  /** Exit codes of the consumers, then of the dispatchers, SIGTERMed at the end. */
-  consumerExitCodes: (number | null)[];
-  dispatcherExitCodes: (number | null)[];
+  /**
+   * Exit codes of the consumers, then of the dispatchers, SIGTERMed at the end; the
+   * signal's name for a process that a signal ended.
+   */
+  consumerExitCodes: (number | string | null)[];
+  dispatcherExitCodes: (number | string | null)[];
   consumerExits: ChaosDetails['unexpectedExits'];
   dispatcherExits: ChaosDetails['unexpectedExits'];
   reports: ConsumerReports;
@@ -312,8 +317,14 @@ export async function runConsumerChaos(
         : `every event applied ${recoverySeconds} s after the last disruption`,
     );
 
-    const consumerExitCodes = (await pool.stop(60_000)).map((exit) => exit.code);
-    const dispatcherExitCodes = (await dispatchers.stop(30_000)).map((exit) => exit.code);
+    // The killer's last victim may have been replaced a moment ago: a process SIGTERMed
+    // while still loading ends by the signal, as any Node program does before it installs
+    // its handler. Stop what is running: every slot's consumer receiving or standing by.
+    await pool.ready(options.consumers, 120_000, signal).catch((error: unknown) => {
+      log(`before the stop: ${error instanceof Error ? error.message : String(error)}`);
+    });
+    const consumerExitCodes = (await pool.stop(60_000)).map(exitCode);
+    const dispatcherExitCodes = (await dispatchers.stop(30_000)).map(exitCode);
 
     const applies = await admin.query<Apply>(
       // serial is a bigint: node-postgres gives it as text.

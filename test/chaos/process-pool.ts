@@ -49,6 +49,10 @@ export interface ProcessPool {
   logs(): { label: string; stdout: string; stderr: string }[];
 }
 
+/** A process's exit code, or the name of the signal that ended it. */
+export const exitCode = (exit: { code: number | null; signal: NodeJS.Signals | null }) =>
+  exit.code ?? exit.signal;
+
 const alive = (cli: CliProcess) => cli.child.exitCode === null && cli.child.signalCode === null;
 
 export function startProcessPool(options: ProcessPoolOptions): ProcessPool {
