@@ -22,9 +22,39 @@ export function assertCloudEventsSource(
   }
 }
 
+/** The context attributes the outbox sets itself (and `data`): a header of one of these names is not published. */
+const OWN_ATTRIBUTES = new Set([
+  'specversion',
+  'id',
+  'source',
+  'type',
+  'subject',
+  'time',
+  'datacontenttype',
+  'dataschema',
+  'sequence',
+  'partitionkey',
+  'data',
+  'data_base64',
+]);
+
+/** A CloudEvents extension attribute's name: lower-case ASCII letters and digits, at most 20. */
+const EXTENSION_NAME = /^[a-z0-9]{1,20}$/;
+
+/**
+ * Whether an outbox header of this name is published, as a CloudEvents extension
+ * attribute: `traceparent`, `tracestate`, `tenant`, `correlationid`… Names with other
+ * characters (`x-request-id`), longer than 20, or of an attribute the outbox sets itself
+ * (`id`, `type`, `sequence`, …) stay in the outbox row only.
+ */
+export function isPublishedHeader(name: string): boolean {
+  return EXTENSION_NAME.test(name) && !OWN_ATTRIBUTES.has(name);
+}
+
 /**
  * CloudEvents 1.0 context attributes of a message. `sequence` is zero-padded so that it
  * orders as a string, as the sequence extension requires; `partitionkey` is the aggregate id.
+ * The headers named as extension attributes follow (`isPublishedHeader`).
  */
 export function cloudEventAttributes(
   message: OutboxMessage,
@@ -41,10 +71,11 @@ export function cloudEventAttributes(
     sequence: message.seq.padStart(19, '0'),
     partitionkey: message.aggregateId,
   };
-  const traceparent = message.headers.traceparent;
-  if (traceparent) attributes.traceparent = traceparent;
-  const tracestate = message.headers.tracestate;
-  if (tracestate) attributes.tracestate = tracestate;
+  const headers = message.headers;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value && isPublishedHeader(name)) attributes[name] = value;
+  }
   return attributes;
 }
 

@@ -1,3 +1,4 @@
+import { isPublishedHeader } from '../brokers/cloudevents.js';
 import type { Delivery, MessageSource } from '../brokers/source.js';
 
 type Binding = MessageSource['binding'];
@@ -22,6 +23,8 @@ export interface DecodedCloudEvent {
   aggregateId: string;
   traceparent: string | undefined;
   tracestate: string | undefined;
+  /** The other extension attributes (`tenant`, …), by name. */
+  extensions: Record<string, string>;
   data: unknown;
 }
 
@@ -114,6 +117,12 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
     );
   }
   const sequence = attributes.sequence;
+  const extensions: Record<string, string> = {};
+  for (const name in attributes) {
+    if (isPublishedHeader(name) && name !== 'traceparent' && name !== 'tracestate') {
+      extensions[name] = attributes[name] as string;
+    }
+  }
   return {
     id: required('id'),
     type: required('type'),
@@ -124,6 +133,7 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
     aggregateId,
     traceparent: attributes.traceparent || undefined,
     tracestate: attributes.tracestate || undefined,
+    extensions,
     data,
   };
 }

@@ -31,6 +31,11 @@ export interface ConsumedEvent<T extends string = string, D = unknown> {
   /** W3C trace context the producer's transaction carried, when it had one. */
   traceparent: string | undefined;
   tracestate: string | undefined;
+  /**
+   * The event's other CloudEvents extension attributes, by name: the headers the producer
+   * gave it with such names (`headers: { tenant: 'north' }` arrives as `{ tenant: 'north' }`).
+   */
+  extensions: Record<string, string>;
   /** Where the broker delivered it from: `nats EDUPULSE#42`, `amqp orders`, `kafka edupulse.quiz/2@17`. */
   origin: string;
   /** 1 on the first try in this process, 2 on the first retry, … */

@@ -63,6 +63,7 @@ export function toConsumedEvent(
     data,
     traceparent: cloudEvent.traceparent,
     tracestate: cloudEvent.tracestate,
+    extensions: cloudEvent.extensions,
     origin: delivery.origin,
     attempt: 1,
   };

@@ -1,4 +1,5 @@
 import type { OutboxMessage } from '../brokers/broker.js';
+import { isPublishedHeader } from '../brokers/cloudevents.js';
 import { clip, escapeControl, unsendableCharacter, unsendableReason } from '../common/text.js';
 
 /** A row as the claim returns it (every value as text, see outboxClaim). */
@@ -73,12 +74,9 @@ export function toMessage(row: ClaimedRow): CheckedMessage {
     textProblem('event_type', row.event_type),
     textProblem('aggregate_type', row.aggregate_type),
     textProblem('aggregate_id', row.aggregate_id),
-    headers.traceparent === undefined
-      ? undefined
-      : textProblem('headers.traceparent', headers.traceparent),
-    headers.tracestate === undefined
-      ? undefined
-      : textProblem('headers.tracestate', headers.tracestate),
+    ...Object.entries(headers).map(([name, value]) =>
+      isPublishedHeader(name) ? textProblem(`headers.${name}`, value) : undefined,
+    ),
   ];
   for (const problem of checks) if (problem) problems.push(problem);
   return problems.length > 0 ? { message, problem: problems.join('; ') } : { message };

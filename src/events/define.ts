@@ -25,9 +25,12 @@ export interface OutboxEvent<P = unknown> {
    */
   id?: string;
   /**
-   * String headers kept with the event: `traceparent` and `tracestate` are published as
-   * CloudEvents attributes; other keys stay in the outbox row (shown by `dead show` and
-   * the console), not on the message.
+   * String headers kept with the event. A name that a CloudEvents extension attribute can
+   * have (lower-case ASCII letters and digits, at most 20: `traceparent`, `tenant`,
+   * `correlationid`) is published as one, unless the outbox sets that attribute itself
+   * (`id`, `type`, `source`, `subject`, `time`, `sequence`, …); consumers read them in
+   * `event.extensions`. Other names stay in the outbox row (shown by `dead show` and the
+   * console), not on the message.
    */
   headers?: Record<string, string>;
   /** When it happened. Defaults to the enqueuing transaction's start. */

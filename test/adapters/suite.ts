@@ -98,6 +98,7 @@ function consumedQuiz(id: string): ConsumedEvent {
     data,
     traceparent: undefined,
     tracestate: undefined,
+    extensions: {},
     origin: 'test',
     attempt: 1,
   };

@@ -75,6 +75,26 @@ const rows: BadRow[] = [
     expect: /^headers\.traceparent: contains U\+000D, a character no CloudEvents attribute/,
   },
   {
+    name: 'a published header with a line break',
+    headers: JSON.stringify({ tenant: 'north\r\nx-injected: 1', 'x-note': 'a\tb' }),
+    expect: /^headers\.tenant: contains U\+000D, a character no CloudEvents attribute/,
+  },
+  {
+    name: 'a published header of 200 KB',
+    headers: JSON.stringify({ tenant: 'n'.repeat(200_000) }),
+    expect: 'published',
+    on: {
+      // The NATS server takes messages of up to 64 KiB, headers included.
+      nats: /^'payload' max_payload size exceeded \(\d+ bytes \+ headers; max_payload \d+\)$/,
+      amqp: /^not sent: Encoded field table \(headers or arguments\) exceeds the 65536 byte encoding buffer$/,
+    },
+  },
+  {
+    name: 'a header only kept in the row, with a tab',
+    headers: JSON.stringify({ 'x-note': 'a\tb' }),
+    expect: 'published',
+  },
+  {
     name: 'occurred_at infinity',
     occurredAt: 'infinity',
     expect: /^occurred_at: "infinity" is not a finite time$/,

@@ -197,7 +197,12 @@ export function consumerConformance(harness: ConsumerHarness): void {
           aggregateId: lesson.lesson_id,
           eventType: 'lesson-published',
           payload: JSON.stringify(lesson),
-          headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+          headers: {
+            traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+            tenant: 'north 100% ü',
+            correlationid: randomUUID(),
+            'x-request-id': 'kept in the outbox row',
+          },
         },
       ];
       const received: unknown[] = [];
@@ -229,6 +234,7 @@ export function consumerConformance(harness: ConsumerHarness): void {
             sequence: first.seq,
             time: first.occurredAt,
             data: JSON.parse(first.payload),
+            extensions: {},
             attempt: 1,
           }),
         },
@@ -242,6 +248,10 @@ export function consumerConformance(harness: ConsumerHarness): void {
             sequence: second.seq,
             data: lesson,
             traceparent: second.headers.traceparent,
+            extensions: {
+              tenant: 'north 100% ü',
+              correlationid: second.headers.correlationid,
+            },
           }),
         },
       ]);
@@ -253,6 +263,7 @@ export function consumerConformance(harness: ConsumerHarness): void {
         id: string;
         aggregateId: string;
         sequence?: string | undefined;
+        extensions: Record<string, string>;
         data: unknown;
       }[] = [];
       await consume({
@@ -284,6 +295,7 @@ export function consumerConformance(harness: ConsumerHarness): void {
           type: 'quiz-submitted',
           subject: data.quiz_id,
           datacontenttype: 'application/json',
+          tenant: 'south',
           data,
         }),
       });
@@ -292,6 +304,7 @@ export function consumerConformance(harness: ConsumerHarness): void {
         id: 'other-producer-1',
         aggregateId: data.quiz_id,
         sequence: undefined,
+        extensions: { tenant: 'south' },
         data,
       });
     });

@@ -15,7 +15,12 @@ const message: OutboxMessage = {
   aggregateId: 'quiz 7 ü',
   eventType: 'quiz-submitted',
   payload: '{"quiz_id":"q","score":12345678901234567890}',
-  headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+  headers: {
+    traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+    tenant: 'north ü 100%',
+    'x-request-id': 'stays in the row',
+    type: 'not the type',
+  },
   partition: 3,
   occurredAt: '2026-12-01T10:00:00.000000Z',
   attempts: 0,
@@ -50,6 +55,8 @@ describe('decodeCloudEvent', () => {
         time: message.occurredAt,
         traceparent: message.headers.traceparent,
       });
+      // Headers named as extension attributes travel; others, and the outbox's own names, do not.
+      expect(event.extensions).toEqual({ tenant: 'north ü 100%' });
       expect(event.data).toEqual(JSON.parse(message.payload));
     }
   });
@@ -61,7 +68,13 @@ describe('decodeCloudEvent', () => {
       contentType: 'application/cloudevents+json; charset=utf-8',
       body: new TextEncoder().encode(text),
     });
-    expect(event).toMatchObject({ id: message.id, sequence: '42', aggregateId: 'quiz 7 ü' });
+    expect(event).toMatchObject({
+      id: message.id,
+      type: 'quiz-submitted',
+      sequence: '42',
+      aggregateId: 'quiz 7 ü',
+      extensions: { tenant: 'north ü 100%' },
+    });
     const base64 = JSON.stringify({
       specversion: '1.0',
       id: 'other-1',

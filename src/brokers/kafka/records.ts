@@ -5,9 +5,11 @@ import { type KafkaRecord, loadedLibrary } from './library.js';
  * Header bytes for the records, encoded as the client's string serializer would (UTF-8).
  * The names are few and the same on every record, and most values repeat from one record
  * to the next (specversion, source, content type, type, often time): each name keeps the
- * bytes of its last value, so a batch encodes only what changes.
+ * bytes of its last value, so a batch encodes only what changes. Events' own headers
+ * (extension attributes) add names; past `MAX_NAMES` a new name is encoded each time.
  */
 export class HeaderBytes {
+  private static readonly MAX_NAMES = 64;
   private readonly names = new Map<string, { name: Buffer; text: string; value: Buffer }>();
 
   encode(headers: Record<string, string>): Map<Buffer, Buffer> {
@@ -17,7 +19,7 @@ export class HeaderBytes {
       let last = this.names.get(name);
       if (!last) {
         last = { name: Buffer.from(name, 'utf8'), text, value: Buffer.from(text, 'utf8') };
-        this.names.set(name, last);
+        if (this.names.size < HeaderBytes.MAX_NAMES) this.names.set(name, last);
       } else if (last.text !== text) {
         last.text = text;
         last.value = Buffer.from(text, 'utf8');
