@@ -147,6 +147,10 @@ export async function migrate(
     const ran = await db.transaction(async (tx) => {
       // One lock per schema: concurrent migrators of one schema queue, others do not wait.
       await tx.query(sql.migrationLock, [migrationLockKey(schema)]);
+      const { rows: schemas } = await tx.query<{ present: boolean }>(sql.migrationSchemaExists, [
+        schema,
+      ]);
+      if (!schemas[0]?.present) await tx.exec(sql.migrationSchemaCreate);
       await tx.exec(sql.migrationTableCreate);
       // Before the version check, so a count that contradicts the schema is refused even
       // when nothing is pending, and before anything is applied when something is.
@@ -181,6 +185,7 @@ export function migrationScript(schema: string, options: MigrateOptions = {}): s
     (migration) => `-- ${String(migration.version).padStart(4, '0')}_${migration.name}
 BEGIN;
 ${sql.migrationLock.replace('$1', `'${migrationLockKey(schema)}'`)};
+${sql.migrationSchemaCreate};
 ${sql.migrationTableCreate}
 ${renderMigration(migration, schema, options).trim()}
 INSERT INTO ${s}.outbox_migrations (version, name) VALUES (${migration.version}, '${migration.name}');

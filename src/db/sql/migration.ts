@@ -5,7 +5,14 @@
 export interface MigrationStatements {
   /** $1 lock key (migrationLockKey): concurrent migrators of one schema queue here. */
   migrationLock: string;
-  /** The schema and the version table, if missing (a script: run with exec). */
+  /** $1 the schema's name: whether it exists (`present`). */
+  migrationSchemaExists: string;
+  /**
+   * The schema. Sent only when it is missing: CREATE SCHEMA checks CREATE on the database
+   * even with IF NOT EXISTS, which the owner of a schema made for it need not have.
+   */
+  migrationSchemaCreate: string;
+  /** The version table, if missing. */
   migrationTableCreate: string;
   /** $1 a qualified table name: whether it exists (`present`). */
   migrationTableExists: string;
@@ -27,8 +34,10 @@ export interface MigrationStatements {
 export function migrationStatements(s: string): MigrationStatements {
   return {
     migrationLock: 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))',
-    migrationTableCreate: `CREATE SCHEMA IF NOT EXISTS ${s};
-CREATE TABLE IF NOT EXISTS ${s}.outbox_migrations (
+    migrationSchemaExists:
+      'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1) AS present',
+    migrationSchemaCreate: `CREATE SCHEMA IF NOT EXISTS ${s}`,
+    migrationTableCreate: `CREATE TABLE IF NOT EXISTS ${s}.outbox_migrations (
   version    integer PRIMARY KEY,
   name       text NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT now()
