@@ -48,6 +48,7 @@ export {
   BrokerUnavailableError,
   ConfigError,
   OutboxError,
+  PrivilegeError,
   SchemaVersionError,
   ValidationError,
 } from './common/errors.js';

@@ -5,6 +5,7 @@ import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
 import { pgDatabase } from '../db/pg.js';
+import { privilegeErrorOf } from '../db/privileges.js';
 import { connectionCheck } from '../db/sql/index.js';
 import { parseDatabaseUrl } from './settings.js';
 
@@ -47,6 +48,9 @@ export async function withCurrentSchema<T>(
   try {
     await assertSchemaCurrent(db, flags.schema);
     return await body(db);
+  } catch (error) {
+    // A refusal names the role and what the admin commands need, not just the table.
+    throw (await privilegeErrorOf(error, db, flags.schema, ['operate'])) ?? error;
   } finally {
     await db.close();
   }

@@ -1,4 +1,4 @@
-import { ConfigError, errorMessage, SchemaVersionError } from '../common/errors.js';
+import { ConfigError, errorMessage, PrivilegeError, SchemaVersionError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { registerSecret, registerUrlSecrets, scrubSecrets } from '../common/secrets.js';
 import { escapeControl } from '../common/text.js';
@@ -51,8 +51,8 @@ function nameTheVariable(error: unknown, message: string): string {
 
 /**
  * Runs a command's body and turns what it throws into one line on stderr and an exit
- * code: a setting the command cannot use (bad value, unreachable target, schema behind)
- * is 2, anything else 1. `--verbose` adds the stack. Neither shows a secret of the settings.
+ * code: a setting the command cannot use (bad value, unreachable target, schema behind,
+ * a privilege the database role lacks) is 2, anything else 1. `--verbose` adds the stack. Neither shows a secret of the settings.
  */
 export async function execute(
   flags: { verbose?: boolean },
@@ -64,7 +64,10 @@ export async function execute(
   try {
     process.exitCode = await body({ logger, verbose });
   } catch (error) {
-    const usage = error instanceof ConfigError || error instanceof SchemaVersionError;
+    const usage =
+      error instanceof ConfigError ||
+      error instanceof SchemaVersionError ||
+      error instanceof PrivilegeError;
     // A value quoted back in a message may hold control characters: shown escaped.
     let text = `edupulse-outbox: ${escapeControl(nameTheVariable(error, errorMessage(error)))}\n`;
     if (verbose && error instanceof Error && error.stack) {

@@ -43,6 +43,27 @@ export class SchemaVersionError extends OutboxError {
   }
 }
 
+/**
+ * PostgreSQL refused the role a privilege this part of the library needs (a table it may
+ * not read or write, a schema it may not use, row-level security hiding rows from it).
+ * A configuration error like ConfigError: retrying cannot help until someone grants it.
+ * `role` is the refused role when known; `missing` lists what to grant, e.g.
+ * `DELETE ON TABLE "s".outbox`, when the library could tell.
+ */
+export class PrivilegeError extends OutboxError {
+  readonly role: string | undefined;
+  readonly missing: readonly string[];
+  constructor(
+    message: string,
+    details: { role?: string | undefined; missing?: readonly string[] } = {},
+    options?: ErrorOptions,
+  ) {
+    super('PRIVILEGE', message, options);
+    this.role = details.role;
+    this.missing = details.missing ?? [];
+  }
+}
+
 /** `new Error(…)` text of anything thrown, for logs and `last_error`. */
 export function errorMessage(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;

@@ -5,6 +5,7 @@ import type { Executor } from '../db/executor.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
 import { missingTableError } from '../db/missing-table.js';
+import { refusedPrivilege } from '../db/privileges.js';
 import { statements } from '../db/sql/index.js';
 import type { ConsumedEvent } from './event.js';
 
@@ -124,7 +125,11 @@ export function createInbox(options: InboxOptions): Inbox {
           event.sequence ?? null,
         ])
         .catch((error: unknown) => {
-          throw missingTableError(error, schema, 'inbox') ?? error;
+          throw (
+            missingTableError(error, schema, 'inbox') ??
+            refusedPrivilege(error, schema, 'inbox') ??
+            error
+          );
         });
       const row = rows[0];
       let outcome: InboxOutcome = 'applied';

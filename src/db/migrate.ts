@@ -1,10 +1,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { ConfigError, SchemaVersionError } from '../common/errors.js';
+import { ConfigError, PrivilegeError, SchemaVersionError } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import type { Database } from './database.js';
+import type { Database, TransactionExecutor } from './database.js';
 import type { Executor } from './executor.js';
 import { notifyChannel, quoteSchema } from './identifier.js';
+import { hasSqlState } from './missing-table.js';
+import { INSUFFICIENT_PRIVILEGE } from './privileges.js';
 import { migrationLockKey, statements } from './sql/index.js';
 
 export interface Migration {
@@ -144,7 +146,7 @@ export async function migrate(
   const migrations = migrationsToApply(options);
   const applied: Migration[] = [];
   for (const migration of migrations) {
-    const ran = await db.transaction(async (tx) => {
+    const ran = await migrationTransaction(db, schema, async (tx) => {
       // One lock per schema: concurrent migrators of one schema queue, others do not wait.
       await tx.query(sql.migrationLock, [migrationLockKey(schema)]);
       const { rows: schemas } = await tx.query<{ present: boolean }>(sql.migrationSchemaExists, [
@@ -164,6 +166,50 @@ export async function migrate(
     if (ran) applied.push(migration);
   }
   return applied;
+}
+
+/**
+ * `db.transaction(fn)`, with a refused privilege said as what to do: the migrating role
+ * creates the schema (CREATE on the database, when it is missing) and its objects (CREATE
+ * on it), and alters the tables, which only their owner may.
+ */
+async function migrationTransaction<T>(
+  db: Database,
+  schema: string,
+  fn: (tx: TransactionExecutor) => Promise<T>,
+): Promise<T> {
+  try {
+    return await db.transaction(fn);
+  } catch (error) {
+    throw (await migrationPrivilegeError(db, schema, error)) ?? error;
+  }
+}
+
+/** A migration refused for want of a privilege, as a PrivilegeError naming the role and the way out. */
+export async function migrationPrivilegeError(
+  db: Executor,
+  schema: string,
+  error: unknown,
+): Promise<PrivilegeError | undefined> {
+  if (!hasSqlState(error, INSUFFICIENT_PRIVILEGE)) return undefined;
+  const { rows } = await db
+    .query<{ role: string; owner: string | null }>(statements(schema).privilegeSchemaOwner, [
+      schema,
+    ])
+    .catch(() => ({ rows: [] as { role: string; owner: string | null }[] }));
+  const role = rows[0]?.role;
+  const owner = rows[0]?.owner;
+  const message = error instanceof Error ? error.message : String(error);
+  const who = role === undefined ? 'the role' : `role "${role}"`;
+  const way =
+    owner === null || owner === undefined
+      ? `create the schema for it first (CREATE SCHEMA ${quoteSchema(schema)} AUTHORIZATION ${role === undefined ? '<role>' : `"${role}"`}) or migrate as a role that may create schemas`
+      : `migrate as the schema's owner ("${owner}"), who owns the tables migrations alter`;
+  return new PrivilegeError(
+    `${who} cannot migrate schema "${schema}": ${message}: ${way} (docs/operations.md, "Least-privilege roles")`,
+    { role },
+    { cause: error },
+  );
 }
 
 /** The partition count the schema was created with. */

@@ -4,11 +4,13 @@ import {
   BrokerUnavailableError,
   ConfigError,
   errorMessage,
+  PrivilegeError,
   SchemaVersionError,
 } from '../common/errors.js';
 import { RunEnd } from '../common/run-end.js';
 import { clip } from '../common/text.js';
 import { assertSchemaCurrent, readPartitionCount, readProducerNotify } from '../db/migrate.js';
+import { assertPrivileges, type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
 import { connectionCheck, type Statements, statements } from '../db/sql/index.js';
 import { type BatchContext, type CommittedBatch, dispatchBatch } from './batch.js';
 import { BrokerLink } from './broker-link.js';
@@ -213,6 +215,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     }
     signal?.addEventListener('abort', this.onAbort, { once: true });
     try {
+      // First: a role that may not use the schema would otherwise be told it is not migrated.
+      await assertPrivileges(db, schema, this.privilegedParts());
       await assertSchemaCurrent(db, schema);
       // Before anything else starts, so a refusal leaves nothing to stop (a broker whose
       // connect fails releases what it opened, as on every reconnect).
@@ -243,6 +247,11 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       },
       'dispatcher started',
     );
+  }
+
+  /** What this dispatcher does that needs privileges (see db/privileges.ts). */
+  private privilegedParts(): PrivilegedPart[] {
+    return this.janitor ? ['dispatch', 'dispatch-retention'] : ['dispatch'];
   }
 
   /**
@@ -349,8 +358,22 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         }
       } catch (error) {
         if (this.stopping) break;
-        if (error instanceof ConfigError || error instanceof SchemaVersionError) {
-          this.fail(lane, error);
+        // A privilege revoked while running: retrying would publish the batch again and
+        // again (its settle refused), so stop and say what to grant.
+        const refused = await privilegeErrorOf(
+          error,
+          this.options.db,
+          this.options.schema,
+          this.privilegedParts(),
+        );
+        if (this.stopping) break;
+        if (
+          refused ||
+          error instanceof ConfigError ||
+          error instanceof SchemaVersionError ||
+          error instanceof PrivilegeError
+        ) {
+          this.fail(lane, refused ?? (error as Error));
           break;
         }
         await this.backOff(lane, error, failures++);

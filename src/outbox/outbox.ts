@@ -10,6 +10,7 @@ import {
   missingTableError,
   UNIQUE_VIOLATION,
 } from '../db/missing-table.js';
+import { refusedPrivilege } from '../db/privileges.js';
 import { statements } from '../db/sql/index.js';
 import { eventEnvelopeSchema, type OutboxEvent, parseOrThrow } from '../events/define.js';
 
@@ -171,7 +172,10 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
         }
       } catch (error) {
         throw (
-          missingTableError(error, schema, 'outbox') ?? takenIdError(error, rows, many) ?? error
+          missingTableError(error, schema, 'outbox') ??
+          refusedPrivilege(error, schema, 'enqueue') ??
+          takenIdError(error, rows, many) ??
+          error
         );
       }
       return rows.map((row) => row.id);

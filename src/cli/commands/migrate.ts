@@ -4,6 +4,7 @@ import { quoteSchema } from '../../db/identifier.js';
 import {
   MAX_PARTITIONS,
   migrate,
+  migrationPrivilegeError,
   migrationScript,
   migrationStatus,
   producerNotifyStatement,
@@ -48,7 +49,7 @@ export function migrateCommand(): Command {
     .addOption(settings.verbose())
     .addHelpText(
       'after',
-      '\nExit codes: 0 done (or current, with --check); 1 behind (with --check); 2 bad setting or unreachable database.',
+      '\nExit codes: 0 done (or current, with --check); 1 behind (with --check); 2 bad setting, unreachable database, or a privilege the role lacks.',
     )
     .action(async (flags: MigrateFlags) => {
       await execute(flags, async ({ logger }) => {
@@ -72,7 +73,9 @@ export function migrateCommand(): Command {
         const db = await openDatabase(url, logger);
         try {
           if (flags.check) {
-            const status = await migrationStatus(db, flags.schema);
+            const status = await migrationStatus(db, flags.schema).catch(async (error) => {
+              throw (await migrationPrivilegeError(db, flags.schema, error)) ?? error;
+            });
             const current = status.applied.at(-1) ?? 0;
             if (status.pending.length > 0) {
               process.stdout.write(

@@ -1,6 +1,6 @@
 /**
  * Every statement the runtime sends, named entity-first (outbox…, deadLetter…, inbox…,
- * consumer…, ownership…, migration…), one file per entity, built per schema. Values are always
+ * consumer…, ownership…, privilege…, migration…), one file per entity, built per schema. Values are always
  * bound parameters; the schema is a validated, quoted identifier.
  */
 import { quoteSchema } from '../identifier.js';
@@ -13,6 +13,7 @@ import { type InboxStatements, inboxStatements } from './inbox.js';
 import { type MigrationStatements, migrationStatements } from './migration.js';
 import { type OutboxStatements, outboxStatements } from './outbox.js';
 import { type OwnershipStatements, ownershipStatements } from './ownership.js';
+import { type PrivilegeStatements, privilegeStatements } from './privilege.js';
 
 export { deadLetterJanitorLockKey, migrationLockKey, pgArray } from './fragments.js';
 
@@ -25,6 +26,7 @@ export interface Statements
     InboxStatements,
     ConsumerDeadLetterStatements,
     OwnershipStatements,
+    PrivilegeStatements,
     MigrationStatements {}
 
 export function statements(schema: string): Statements {
@@ -35,6 +37,7 @@ export function statements(schema: string): Statements {
     ...inboxStatements(s, schema),
     ...consumerDeadLetterStatements(s),
     ...ownershipStatements(),
+    ...privilegeStatements(),
     ...migrationStatements(s),
   };
 }
