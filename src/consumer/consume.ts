@@ -7,12 +7,20 @@ import {
   BrokerUnavailableError,
   ConfigError,
   errorMessage,
+  PrivilegeError,
   SchemaVersionError,
 } from '../common/errors.js';
 import { RunEnd } from '../common/run-end.js';
 import { isDatabaseUnavailable } from '../db/connection-errors.js';
 import type { DatabaseSession } from '../db/database.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
+import { hasSqlState } from '../db/missing-table.js';
+import {
+  assertPrivileges,
+  INSUFFICIENT_PRIVILEGE,
+  type PrivilegedPart,
+  privilegeErrorOf,
+} from '../db/privileges.js';
 import { statements } from '../db/sql/index.js';
 import type { AnyEventDefinition, ConsumedEvent } from './event.js';
 import type { Consumer, ConsumerEvents, ConsumerHealth, ConsumerStats } from './events.js';
@@ -82,6 +90,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private keepAlive: NodeJS.Timeout | undefined;
   private takingRetries = false;
   private purging = false;
+  /** Ends the source's run with an error retrying cannot mend (a privilege refused mid-run). */
+  private stopWith: (error: PrivilegeError) => void = () => {};
 
   constructor(
     private readonly settings: ConsumerSettings,
@@ -195,6 +205,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         // A schema without the consumer's tables (not migrated, or a wrong name) fails
         // every message; say so at once. A database that cannot be reached is retried.
         if (!schemaChecked) {
+          // First: a role that may not use the schema would be told it is not migrated.
+          await assertPrivileges(this.settings.database, this.settings.schema, this.privileged());
           await assertSchemaCurrent(this.settings.database, this.settings.schema);
           schemaChecked = true;
         }
@@ -208,10 +220,11 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         if (source.needsLease && !(await this.takeLease(lost))) break;
         const generation = ++this.generation;
         this.source = source;
-        let onLost: (reason: string | ConfigError) => void = () => {};
-        const dropped = new Promise<string | ConfigError>((resolve) => {
+        let onLost: (reason: string | ConfigError | PrivilegeError) => void = () => {};
+        const dropped = new Promise<string | ConfigError | PrivilegeError>((resolve) => {
           onLost = resolve;
         });
+        this.stopWith = onLost;
         this.lease?.onLost((error) =>
           onLost(`lost the database session holding the lease: ${errorMessage(error)}`),
         );
@@ -251,7 +264,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           clearInterval(retries);
           clearInterval(janitor);
         });
-        if (reason instanceof ConfigError) throw reason;
+        if (reason instanceof ConfigError || reason instanceof PrivilegeError) throw reason;
         if (reason !== undefined) {
           this.emit('lost', { reason });
           this.settings.logger.warn(
@@ -261,10 +274,22 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           this.setState('reconnecting', reason);
         }
       } catch (error) {
-        if (error instanceof ConfigError || error instanceof SchemaVersionError) {
-          this.setState('stopped', errorMessage(error));
+        const refused = await privilegeErrorOf(
+          error,
+          this.settings.database,
+          this.settings.schema,
+          this.privileged(),
+        ).catch(() => undefined);
+        if (
+          refused ||
+          error instanceof ConfigError ||
+          error instanceof SchemaVersionError ||
+          error instanceof PrivilegeError
+        ) {
+          const fatal = refused ?? error;
+          this.setState('stopped', errorMessage(fatal));
           await this.release();
-          throw error;
+          throw fatal;
         }
         this.setState('reconnecting', errorMessage(error));
         this.settings.logger.warn(
@@ -279,6 +304,36 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     }
     await this.release();
     this.setState('stopped');
+  }
+
+  /** What this consumer does that needs privileges (see db/privileges.ts). */
+  private privileged(): PrivilegedPart[] {
+    return this.settings.inboxRetentionMs === undefined
+      ? ['consume']
+      : ['consume', 'inbox', 'inbox-retention'];
+  }
+
+  /**
+   * A statement refused for want of a privilege, in the handler (the inbox, the handler's
+   * own tables) or parking: every message would fail the same way and be parked or
+   * retried for ever, so the consumer stops, leaving the message unacknowledged for the
+   * broker to deliver again once the role has its grants.
+   */
+  private refusedPrivilege(work: Work, error: unknown): boolean {
+    if (!(error instanceof PrivilegeError) && !hasSqlState(error, INSUFFICIENT_PRIVILEGE)) {
+      return false;
+    }
+    this.forget(work);
+    void privilegeErrorOf(error, this.settings.database, this.settings.schema, this.privileged())
+      .catch(() => undefined)
+      .then((refused) => {
+        const stated =
+          error instanceof PrivilegeError
+            ? error
+            : (refused ?? new PrivilegeError(errorMessage(error), {}, { cause: error }));
+        this.stopWith(stated);
+      });
+    return true;
   }
 
   /** Waits for the lease, standing by meanwhile; false when stopped first. */
@@ -411,6 +466,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           this.stats.stale++;
           return this.park(work, event, error.message, attempt, true);
         }
+        if (this.refusedPrivilege(work, error)) return;
         if (isDatabaseUnavailable(error)) {
           // The event is fine, the database is away: wait for it without spending attempts.
           this.settings.logger.warn(
@@ -486,6 +542,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         );
         return;
       } catch (error) {
+        if (this.refusedPrivilege(work, error)) return;
         this.settings.logger.error(
           { consumer: this.settings.consumer, error: errorMessage(error) },
           'cannot park a message; retrying',
