@@ -1,0 +1,348 @@
+/**
+ * Least-privilege roles: an owner migrates a schema made for it; the app, the dispatcher,
+ * the consumer and the operator each log in as a role holding exactly the grants
+ * docs/operations.md prints, and do their work. A missing or revoked grant is named with
+ * the role at start (exit 2), never retried batch after batch. Roles are cluster-wide:
+ * every name here carries this file's random suffix, and all are dropped afterwards.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { consume, createInbox } from '../src/consumer/index.js';
+import { grantStatements, type PrivilegedPart } from '../src/db/privileges.js';
+import {
+  createOutbox,
+  type Database,
+  LessonPublished,
+  PrivilegeError,
+  pgDatabase,
+} from '../src/index.js';
+import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
+import { PG_URL, testSchema } from './helpers/db.js';
+
+afterEach(killChildren);
+
+const suffix = randomBytes(4).toString('hex');
+const role = (name: string) => `t_pgr_${suffix}_${name}`;
+const ROLES = {
+  owner: role('owner'),
+  app: role('app'),
+  dispatcher: role('dispatcher'),
+  consumer: role('consumer'),
+  operator: role('operator'),
+  stranger: role('stranger'),
+};
+const schema = testSchema('pg_roles');
+const NATS = 'nats://127.0.0.1:4222';
+
+/** PG_URL logged in as `user` (the tests' server trusts local connections). */
+function urlAs(user: string): string {
+  const url = new URL(PG_URL);
+  url.username = user;
+  url.password = '';
+  return url.toString();
+}
+
+/** The GRANT statements of docs/operations.md, by the comment above them (`app`, `dispatcher`, …). */
+function documentedGrants(): Map<string, string[]> {
+  const text = readFileSync(new URL('../docs/operations.md', import.meta.url), 'utf8');
+  const section = text.slice(text.indexOf('### Least-privilege roles'));
+  const block = section.slice(
+    section.indexOf('-- app:'),
+    section.indexOf('```', section.indexOf('-- app:')),
+  );
+  const grants = new Map<string, string[]>();
+  let heading = '';
+  for (const line of block.split('\n')) {
+    if (line.startsWith('-- ')) heading = line.slice(3);
+    else if (line.startsWith('GRANT ')) grants.set(heading, [...(grants.get(heading) ?? []), line]);
+  }
+  return grants;
+}
+
+/** The documented headings and what each grants, as the library's own table says it. */
+const SECTIONS: [heading: string, role: string, parts: PrivilegedPart[]][] = [
+  ['app:', 'outbox_app', ['enqueue']],
+  ['dispatcher:', 'outbox_dispatcher', ['dispatch']],
+  ['dispatcher with --dead-letter-retention:', 'outbox_dispatcher', ['dispatch-retention']],
+  ['consumer:', 'outbox_consumer', ['consume', 'inbox']],
+  ['consumer with inboxRetentionMs:', 'outbox_consumer', ['inbox-retention']],
+  ['operator:', 'outbox_operator', ['operate']],
+];
+
+/** The documented statements for our schema and roles. */
+function grantsFor(heading: string): string[] {
+  const documented = [...documentedGrants()].find(([h]) => h.startsWith(heading))?.[1] ?? [];
+  return documented.map((line) =>
+    line
+      .replaceAll('edupulse.', `"${schema}".`)
+      .replace('SCHEMA edupulse ', `SCHEMA "${schema}" `)
+      .replace(/TO outbox_(\w+);$/, (_, name: string) => `TO "${role(name)}";`),
+  );
+}
+
+describe('least-privilege roles', () => {
+  let admin: Database;
+  let owner: pg.Client;
+
+  beforeAll(async () => {
+    admin = pgDatabase({ connectionString: PG_URL, applicationName: `test-${schema}` });
+    for (const name of Object.values(ROLES)) await admin.query(`CREATE ROLE "${name}" LOGIN`);
+    await admin.query(`CREATE SCHEMA "${schema}" AUTHORIZATION "${ROLES.owner}"`);
+    owner = new pg.Client({ connectionString: urlAs(ROLES.owner) });
+    await owner.connect();
+  });
+
+  afterAll(async () => {
+    await killChildren();
+    await owner?.end();
+    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    for (const name of Object.values(ROLES)) {
+      await admin.query(`DROP OWNED BY "${name}"`).catch(() => {});
+      await admin.query(`DROP ROLE IF EXISTS "${name}"`);
+    }
+    await admin.close();
+  });
+
+  it('the documented grants are the ones the library checks', () => {
+    const documented = documentedGrants();
+    expect([...documented.keys()].map((h) => h.split(':')[0])).toEqual(
+      SECTIONS.map(([h]) => h.split(':')[0]),
+    );
+    for (const [heading, name, parts] of SECTIONS) {
+      const generated = grantStatements('edupulse', name, parts).map((g) => g.replaceAll('"', ''));
+      expect([...documented].find(([h]) => h.startsWith(heading))?.[1], heading).toEqual(generated);
+    }
+  });
+
+  it('migrate by a role that may not create the schema names the role and the way out', async () => {
+    const other = testSchema('pg_roles_new');
+    const result = await runCli([
+      'migrate',
+      '--database-url',
+      urlAs(ROLES.stranger),
+      '--schema',
+      other,
+    ]);
+    expect(result.code).toBe(2);
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr).toContain(`role "${ROLES.stranger}" cannot migrate schema "${other}"`);
+    expect(result.stderr).toContain(`CREATE SCHEMA "${other}" AUTHORIZATION "${ROLES.stranger}"`);
+    const intoOwned = await runCli([
+      'migrate',
+      '--database-url',
+      urlAs(ROLES.stranger),
+      '--schema',
+      schema,
+    ]);
+    expect(intoOwned.code).toBe(2);
+    expect(intoOwned.stderr).toContain(`migrate as the schema's owner ("${ROLES.owner}")`);
+    expect(stackLines(result.stderr + intoOwned.stderr)).toEqual([]);
+  });
+
+  it("the schema's owner migrates it without CREATE on the database", async () => {
+    const result = await runCli([
+      'migrate',
+      '--database-url',
+      urlAs(ROLES.owner),
+      '--schema',
+      schema,
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('applied 1 outbox');
+  });
+
+  it('run and consume() with no grants name the role and the grants, not an unmigrated schema', async () => {
+    const run = await runCli(
+      ['run', '--database-url', urlAs(ROLES.dispatcher), '--schema', schema, '--broker', 'log:'],
+      { timeoutMs: 20_000 },
+    );
+    expect(run.code).toBe(2);
+    expect(lines(run.stderr)).toHaveLength(1);
+    expect(run.stderr).toContain(
+      `role "${ROLES.dispatcher}" lacks privileges needed by the dispatcher`,
+    );
+    expect(run.stderr).toContain(`GRANT USAGE ON SCHEMA "${schema}" TO "${ROLES.dispatcher}";`);
+    expect(run.stderr).not.toContain('migrate');
+
+    const db = pgDatabase({ connectionString: urlAs(ROLES.consumer) });
+    try {
+      const started = consume({
+        broker: `${NATS}?stream=PGR_${suffix}&subject_prefix=pgr${suffix}`,
+        consumer: 'pgr',
+        database: db,
+        schema,
+        events: [LessonPublished],
+        handler: () => {},
+      });
+      await expect(started).rejects.toThrow(PrivilegeError);
+      await expect(started).rejects.toThrow(`role "${ROLES.consumer}" lacks privileges`);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('enqueue without its grants throws a PrivilegeError listing them', async () => {
+    const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      const enqueued = createOutbox({ schema }).enqueue(client, lesson('refused'));
+      await expect(enqueued).rejects.toThrow(PrivilegeError);
+      await expect(enqueued).rejects.toThrow(`INSERT ON "${schema}".outbox`);
+      await client.query('ROLLBACK');
+    } finally {
+      await client.end();
+    }
+  });
+
+  describe('with exactly the documented grants', () => {
+    beforeAll(async () => {
+      for (const [heading] of SECTIONS) {
+        for (const statement of grantsFor(heading)) await owner.query(statement);
+      }
+    });
+
+    it('the app enqueues', async () => {
+      const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
+      await client.connect();
+      try {
+        await client.query('BEGIN');
+        await createOutbox({ schema }).enqueue(client, [lesson('a1'), lesson('a2')]);
+        await client.query('COMMIT');
+      } finally {
+        await client.end();
+      }
+      // One the dispatcher must dead-letter: a control character in the aggregate id.
+      await owner.query(
+        `INSERT INTO "${schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+         VALUES ('lesson', E'bad\\x1b', 'lesson-published', '{}')`,
+      );
+    });
+
+    it('the dispatcher publishes and dead-letters, with retention', async () => {
+      const run = spawnCli([
+        'run',
+        '--database-url',
+        urlAs(ROLES.dispatcher),
+        '--schema',
+        schema,
+        '--broker',
+        'log:',
+        '--dead-letter-retention',
+        '30d',
+        '--on-dead-letter',
+        'hold',
+      ]);
+      await run.waitFor('two events', () => run.lineCount() >= 2);
+      await run.waitFor('the dead letter', async () => (await count('outbox_dead_letter')) === 1);
+      run.child.kill('SIGTERM');
+      const result = await run.exited;
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).not.toContain('permission denied');
+      expect(await count('outbox')).toBe(0);
+    });
+
+    it('the consumer applies through the inbox and purges it', async () => {
+      const db = pgDatabase({ connectionString: urlAs(ROLES.consumer) });
+      const inbox = createInbox({ schema, consumer: 'pgr' });
+      try {
+        const consumer = await consume({
+          broker: `${NATS}?stream=PGR_${suffix}&subject_prefix=pgr${suffix}`,
+          consumer: 'pgr',
+          database: db,
+          schema,
+          events: [LessonPublished],
+          inboxRetentionMs: 60_000,
+          handler: () => {},
+        });
+        await consumer.stop();
+        const event = {
+          id: crypto.randomUUID(),
+          type: 'lesson-published',
+          aggregateId: crypto.randomUUID(),
+          sequence: '1',
+        };
+        await db.transaction((tx) => inbox.process(tx, event, async () => {}));
+        const again = await db.transaction((tx) => inbox.process(tx, event, async () => {}));
+        expect(again.outcome).toBe('duplicate');
+        expect(await inbox.purge(db, new Date())).toBe(1);
+      } finally {
+        await db.close();
+      }
+    });
+
+    it('the operator runs status, dead …, purge, inbox purge', async () => {
+      const as = ['--database-url', urlAs(ROLES.operator), '--schema', schema];
+      const ok = async (args: string[]) => {
+        const result = await runCli([...args, ...as]);
+        expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(0);
+        return result;
+      };
+      await ok(['status']);
+      await ok(['dead', 'list']);
+      await ok(['dead', 'groups']);
+      await ok(['dead', 'list', '--consumer', 'pgr']);
+      await ok(['dead', 'retry', '--all']);
+      expect(await count('outbox')).toBe(1);
+      // Back to the dead letters, by hand, to discard and purge it.
+      await owner.query(`DELETE FROM "${schema}".outbox`);
+      await ok(['dead', 'discard', '--all']);
+      await ok(['dead', 'retry', '--all', '--consumer', 'pgr']);
+      await ok(['purge', '--older-than', '1h']);
+      await ok(['purge', '--older-than', '1h', '--consumer', 'pgr']);
+      await ok(['inbox', 'purge', '--older-than', '1h']);
+    });
+
+    it('a grant revoked while running stops the dispatcher, exit 2, the event kept', async () => {
+      const run = spawnCli([
+        'run',
+        '--database-url',
+        urlAs(ROLES.dispatcher),
+        '--schema',
+        schema,
+        '--broker',
+        'log:',
+      ]);
+      await run.waitFor('dispatching', () => run.stderr.includes('"dispatching"'));
+      await owner.query(`REVOKE DELETE ON "${schema}".outbox FROM "${ROLES.dispatcher}"`);
+      try {
+        const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
+        await client.connect();
+        await client.query('BEGIN');
+        await createOutbox({ schema }).enqueue(client, lesson('r1'));
+        await client.query('COMMIT');
+        await client.end();
+        const result = await run.exited;
+        expect(result.code).toBe(2);
+        expect(result.stderr).toContain(
+          `GRANT DELETE ON "${schema}".outbox TO "${ROLES.dispatcher}";`,
+        );
+        expect(result.stderr).not.toContain('database unavailable');
+        // Published at most once, then the batch rolled back: kept, not dead-lettered.
+        expect(run.lineCount()).toBeLessThanOrEqual(1);
+        expect(await count('outbox')).toBe(1);
+        expect(await count('outbox_dead_letter')).toBe(0);
+      } finally {
+        await owner.query(`GRANT DELETE ON "${schema}".outbox TO "${ROLES.dispatcher}"`);
+      }
+    });
+  });
+
+  async function count(table: string): Promise<number> {
+    const { rows } = await admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM "${schema}".${table}`,
+    );
+    return rows[0]?.n ?? 0;
+  }
+});
+
+function lesson(title: string) {
+  return LessonPublished.create({
+    lesson_id: crypto.randomUUID(),
+    author_id: crypto.randomUUID(),
+    title,
+    published_at: new Date().toISOString(),
+  });
+}
