@@ -20,6 +20,7 @@ import {
 } from '../src/index.js';
 import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
 import { PG_URL, testSchema } from './helpers/db.js';
+import { deleteStream } from './helpers/nats-consumer.js';
 
 afterEach(killChildren);
 
@@ -103,6 +104,7 @@ describe('least-privilege roles', () => {
       await admin.query(`DROP ROLE IF EXISTS "${name}"`);
     }
     await admin.close();
+    await deleteStream(NATS, `PGR_${suffix}`);
   });
 
   it('the documented grants are the ones the library checks', () => {
