@@ -21,6 +21,7 @@ import {
 import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
 import { PG_URL, testSchema } from './helpers/db.js';
 import { deleteStream } from './helpers/nats-consumer.js';
+import { waitFor } from './helpers/wait.js';
 
 afterEach(killChildren);
 
@@ -328,6 +329,92 @@ describe('least-privilege roles', () => {
         expect(await count('outbox_dead_letter')).toBe(0);
       } finally {
         await owner.query(`GRANT DELETE ON "${schema}".outbox TO "${ROLES.dispatcher}"`);
+      }
+    });
+
+    it('row-level security on the outbox is said at start, and a policy that shows every row works', async () => {
+      await owner.query(`ALTER TABLE "${schema}".outbox ENABLE ROW LEVEL SECURITY`);
+      await owner.query(
+        `CREATE POLICY every_row ON "${schema}".outbox USING (true) WITH CHECK (true)`,
+      );
+      try {
+        const run = spawnCli([
+          'run',
+          '--database-url',
+          urlAs(ROLES.dispatcher),
+          '--schema',
+          schema,
+          '--broker',
+          'log:',
+        ]);
+        await run.waitFor('dispatching', () => run.stderr.includes('"dispatching"'));
+        const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
+        await client.connect();
+        await client.query('BEGIN');
+        await createOutbox({ schema }).enqueue(client, lesson('seen by the policy'));
+        await client.query('COMMIT');
+        await client.end();
+        await run.waitFor('the outbox drained', async () => (await count('outbox')) === 0);
+        run.child.kill('SIGTERM');
+        const result = await run.exited;
+        expect(result.code, result.stderr).toBe(0);
+        expect(result.stdout).toContain('seen by the policy');
+        expect(result.stderr).toContain(
+          `row-level security applies to this role on \\"${schema}\\".outbox`,
+        );
+      } finally {
+        await owner.query(`DROP POLICY every_row ON "${schema}".outbox`);
+        await owner.query(`ALTER TABLE "${schema}".outbox DISABLE ROW LEVEL SECURITY`);
+      }
+    });
+
+    it('a handler refused on its own table fails like any handler: parked, the consumer goes on', async () => {
+      // The application's table, which the consumer's role was given nothing on.
+      await owner.query(`CREATE TABLE "${schema}".private_effects (id uuid PRIMARY KEY)`);
+      const broker = `${NATS}?stream=PGR_${suffix}&subject_prefix=pgr${suffix}`;
+      const run = spawnCli([
+        'run',
+        '--database-url',
+        urlAs(ROLES.dispatcher),
+        '--schema',
+        schema,
+        '--broker',
+        broker,
+      ]);
+      const db = pgDatabase({ connectionString: urlAs(ROLES.consumer) });
+      try {
+        const consumer = await consume({
+          broker,
+          consumer: 'pgr_own',
+          database: db,
+          schema,
+          events: [LessonPublished],
+          maxAttempts: 1,
+          handler: (event) =>
+            db.transaction((tx) =>
+              tx.query(`INSERT INTO "${schema}".private_effects (id) VALUES ($1)`, [event.id]),
+            ),
+        });
+        const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
+        await client.connect();
+        await client.query('BEGIN');
+        await createOutbox({ schema }).enqueue(client, lesson('refused by the handler'));
+        await client.query('COMMIT');
+        await client.end();
+        await waitFor('the parked event', async () => (await count('consumer_dead_letter')) === 1, {
+          timeoutMs: 20_000,
+        });
+        const { rows } = await admin.query<{ consumer: string; last_error: string }>(
+          `SELECT consumer, last_error FROM "${schema}".consumer_dead_letter`,
+        );
+        expect(rows[0]?.consumer).toBe('pgr_own');
+        expect(rows[0]?.last_error).toContain('permission denied for table private_effects');
+        expect(consumer.health().state).toBe('receiving');
+        await consumer.stop();
+      } finally {
+        run.child.kill('SIGTERM');
+        await run.exited;
+        await db.close();
       }
     });
   });

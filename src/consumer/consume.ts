@@ -18,6 +18,7 @@ import { hasSqlState } from '../db/missing-table.js';
 import {
   assertPrivileges,
   INSUFFICIENT_PRIVILEGE,
+  missingPrivileges,
   type PrivilegedPart,
   privilegeErrorOf,
 } from '../db/privileges.js';
@@ -206,7 +207,12 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         // every message; say so at once. A database that cannot be reached is retried.
         if (!schemaChecked) {
           // First: a role that may not use the schema would be told it is not migrated.
-          await assertPrivileges(this.settings.database, this.settings.schema, this.privileged());
+          await assertPrivileges(
+            this.settings.database,
+            this.settings.schema,
+            this.privileged(),
+            this.settings.logger,
+          );
           await assertSchemaCurrent(this.settings.database, this.settings.schema);
           schemaChecked = true;
         }
@@ -314,25 +320,29 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   }
 
   /**
-   * A statement refused for want of a privilege, in the handler (the inbox, the handler's
-   * own tables) or parking: every message would fail the same way and be parked or
-   * retried for ever, so the consumer stops, leaving the message unacknowledged for the
-   * broker to deliver again once the role has its grants.
+   * A statement refused for want of a privilege on the library's own tables, in the
+   * handler (the inbox, an enqueue) or parking: every message would fail the same way and
+   * be parked or retried for ever, so the consumer stops, leaving the message
+   * unacknowledged for the broker to deliver again once the role has its grants. A
+   * refusal the library's grants do not explain (the handler's own tables, a row-level
+   * security check on one row) is a handler failure like any other, unless `parking`.
    */
-  private refusedPrivilege(work: Work, error: unknown): boolean {
+  private async refusedPrivilege(work: Work, error: unknown, parking = false): Promise<boolean> {
     if (!(error instanceof PrivilegeError) && !hasSqlState(error, INSUFFICIENT_PRIVILEGE)) {
       return false;
     }
+    const { database, schema } = this.settings;
+    const parts = [...new Set<PrivilegedPart>([...this.privileged(), 'inbox'])];
+    // A PrivilegeError comes from the library (an enqueue, the inbox) and says what to grant.
+    const stated =
+      error instanceof PrivilegeError
+        ? error
+        : parking
+          ? await privilegeErrorOf(error, database, schema, parts).catch(() => undefined)
+          : await missingPrivileges(database, schema, parts, error).catch(() => undefined);
+    if (!stated && !parking) return false;
     this.forget(work);
-    void privilegeErrorOf(error, this.settings.database, this.settings.schema, this.privileged())
-      .catch(() => undefined)
-      .then((refused) => {
-        const stated =
-          error instanceof PrivilegeError
-            ? error
-            : (refused ?? new PrivilegeError(errorMessage(error), {}, { cause: error }));
-        this.stopWith(stated);
-      });
+    this.stopWith(stated ?? new PrivilegeError(errorMessage(error), {}, { cause: error }));
     return true;
   }
 
@@ -466,7 +476,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           this.stats.stale++;
           return this.park(work, event, error.message, attempt, true);
         }
-        if (this.refusedPrivilege(work, error)) return;
+        if (await this.refusedPrivilege(work, error)) return;
         if (isDatabaseUnavailable(error)) {
           // The event is fine, the database is away: wait for it without spending attempts.
           this.settings.logger.warn(
@@ -542,7 +552,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         );
         return;
       } catch (error) {
-        if (this.refusedPrivilege(work, error)) return;
+        if (await this.refusedPrivilege(work, error, true)) return;
         this.settings.logger.error(
           { consumer: this.settings.consumer, error: errorMessage(error) },
           'cannot park a message; retrying',

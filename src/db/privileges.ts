@@ -5,6 +5,7 @@
  * test runs every command with exactly those.
  */
 import { PrivilegeError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
 import type { Executor } from './executor.js';
 import { quoteSchema } from './identifier.js';
 import { hasSqlState } from './missing-table.js';
@@ -127,17 +128,24 @@ interface MissingRow {
   privilege: string;
 }
 
+/** What `checkPrivileges` finds: the grants missing, and the tables row-level security filters. */
+export interface PrivilegeCheck {
+  /** The role and the GRANT statements to run; undefined when nothing is missing. */
+  missing: PrivilegeError | undefined;
+  /** `"schema".table` of each table a row-level security policy applies to for the role. */
+  rowSecurity: string[];
+}
+
 /**
- * What the current role lacks of what `parts` need on `schema`, as an error naming the
- * role and the GRANT statements to run, or undefined when nothing is missing. Objects not
- * there yet are left to the schema version check.
+ * What the current role lacks of what `parts` need on `schema`, and where row-level
+ * security applies to it. Objects not there yet are left to the schema version check.
  */
-export async function missingPrivileges(
+export async function checkPrivileges(
   db: Executor,
   schema: string,
   parts: readonly PrivilegedPart[],
   cause?: unknown,
-): Promise<PrivilegeError | undefined> {
+): Promise<PrivilegeCheck> {
   const needed = parts.flatMap((part) =>
     (PRIVILEGES[part] as readonly Grant[]).flatMap((grant) =>
       grant.privileges.map((privilege) => ({
@@ -151,19 +159,15 @@ export async function missingPrivileges(
     schema,
     JSON.stringify(needed),
   ]);
-  const role = rows[0]?.role;
-  if (role === undefined) return undefined;
+  const rowSecurity = rows
+    .filter((row) => row.kind === 'row security')
+    .map((row) => `"${schema}".${row.name}`);
+  const lacking = rows.filter((row) => row.kind !== 'row security');
+  const role = lacking[0]?.role;
+  if (role === undefined) return { missing: undefined, rowSecurity };
   const doer = DOER[parts[0] as PrivilegedPart];
-  const hidden = rows.filter((row) => row.kind === 'row security').map((row) => row.name);
-  if (hidden.length > 0) {
-    return new PrivilegeError(
-      `role "${role}": row-level security is enabled on ${hidden.map((name) => `"${schema}".${name}`).join(', ')}, so ${doer} would see only the rows a policy lets it, and never handle the others: disable it (ALTER TABLE … DISABLE ROW LEVEL SECURITY) or let the role bypass it (${GUIDE})`,
-      { role },
-      { cause },
-    );
-  }
   const byObject = new Map<string, string[]>();
-  for (const row of rows) {
+  for (const row of lacking) {
     const grant: Grant =
       row.kind === 'schema'
         ? { on: 'schema', privileges: [] }
@@ -174,23 +178,48 @@ export async function missingPrivileges(
   const missing = [...byObject].map(
     ([object, privileges]) => `${privileges.join(', ')} ON ${object}`,
   );
-  return new PrivilegeError(
-    `role "${role}" lacks privileges needed by ${doer} in schema "${schema}": ${missing
-      .map((what) => `GRANT ${what} TO ${quoteIdent(role)};`)
-      .join(' ')} See ${GUIDE}`,
-    { role, missing },
-    { cause },
-  );
+  return {
+    missing: new PrivilegeError(
+      `role "${role}" lacks privileges needed by ${doer} in schema "${schema}": ${missing
+        .map((what) => `GRANT ${what} TO ${quoteIdent(role)};`)
+        .join(' ')} See ${GUIDE}`,
+      { role, missing },
+      { cause },
+    ),
+    rowSecurity,
+  };
 }
 
-/** Throws the PrivilegeError of `missingPrivileges`, if any. */
+/** The PrivilegeError naming what the current role lacks of what `parts` need, if anything. */
+export async function missingPrivileges(
+  db: Executor,
+  schema: string,
+  parts: readonly PrivilegedPart[],
+  cause?: unknown,
+): Promise<PrivilegeError | undefined> {
+  return (await checkPrivileges(db, schema, parts, cause)).missing;
+}
+
+/**
+ * At start: throws the PrivilegeError of what the role lacks, if anything. A policy may
+ * let the role see every row, so row-level security is a warning, not a refusal: rows a
+ * policy hides from the dispatcher are never published, and from a consumer's role its
+ * own dead letters or inbox records go unseen.
+ */
 export async function assertPrivileges(
   db: Executor,
   schema: string,
   parts: readonly PrivilegedPart[],
+  logger: Pick<Logger, 'warn'>,
 ): Promise<void> {
-  const error = await missingPrivileges(db, schema, parts);
-  if (error) throw error;
+  const { missing, rowSecurity } = await checkPrivileges(db, schema, parts);
+  if (missing) throw missing;
+  if (rowSecurity.length > 0) {
+    logger.warn(
+      { tables: rowSecurity },
+      `row-level security applies to this role on ${rowSecurity.join(', ')}: rows its policies hide are never handled by ${DOER[parts[0] as PrivilegedPart]}; unless a policy lets the role see every row, disable it on these tables or give the role BYPASSRLS (${GUIDE})`,
+    );
+  }
 }
 
 /**

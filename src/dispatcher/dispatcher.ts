@@ -216,7 +216,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     signal?.addEventListener('abort', this.onAbort, { once: true });
     try {
       // First: a role that may not use the schema would otherwise be told it is not migrated.
-      await assertPrivileges(db, schema, this.privilegedParts());
+      await assertPrivileges(db, schema, this.privilegedParts(), logger);
       await assertSchemaCurrent(db, schema);
       // Before anything else starts, so a refusal leaves nothing to stop (a broker whose
       // connect fails releases what it opened, as on every reconnect).
