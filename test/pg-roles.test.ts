@@ -19,6 +19,7 @@ import {
   pgDatabase,
 } from '../src/index.js';
 import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
+import { loggedPort } from './helpers/console.js';
 import { PG_URL, testSchema } from './helpers/db.js';
 import { deleteStream } from './helpers/nats-consumer.js';
 import { waitFor } from './helpers/wait.js';
@@ -416,6 +417,30 @@ describe('least-privilege roles', () => {
         await run.exited;
         await db.close();
       }
+    });
+
+    it("the console of a role without the operator's grants names the role and what to grant", async () => {
+      const ui = spawnCli([
+        'ui',
+        '--database-url',
+        urlAs(ROLES.dispatcher),
+        '--schema',
+        schema,
+        '--port',
+        '0',
+      ]);
+      let port = 0;
+      await ui.waitFor('the console to serve', () => {
+        port = loggedPort(ui, 'serving the console');
+        return port > 0;
+      });
+      const response = await fetch(`http://127.0.0.1:${port}/api/overview`);
+      const body = (await response.json()) as { error?: string };
+      expect(response.status).toBe(500);
+      expect(body.error).toContain(
+        `role "${ROLES.dispatcher}" lacks privileges needed by the admin commands`,
+      );
+      expect(body.error).toContain(`TO "${ROLES.dispatcher}";`);
     });
   });
 

@@ -13,6 +13,7 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
 import type { Database } from '../db/database.js';
+import { privilegeErrorOf } from '../db/privileges.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
 import type { History } from './history.js';
 
@@ -242,7 +243,9 @@ export async function answerApi(
     if (error instanceof ConfigError) {
       return { status: 400, body: { error: error.message, field: error.setting } };
     }
+    // A role without the operator's grants: which role, and what to grant.
+    const refused = await privilegeErrorOf(error, db, schema, ['operate']).catch(() => undefined);
     // Reasons quote servers' and libraries' words: swept for the settings' secrets.
-    return { status: 500, body: { error: scrubSecrets(errorMessage(error)) } };
+    return { status: 500, body: { error: scrubSecrets(errorMessage(refused ?? error)) } };
   }
 }
