@@ -17,6 +17,11 @@ export interface NatsServerOptions {
   maxPayload?: number;
   /** Require this user and password (with `nkeys`: either). */
   user?: { name: string; password: string };
+  /**
+   * Require one of these users, each with its own permissions (nats-server's `publish` and
+   * `subscribe` allow lists; absent, everything).
+   */
+  users?: { name: string; password: string; publish?: string[]; subscribe?: string[] }[];
   /** Require this token. */
   token?: string;
   /** Require one of these NKey users (their public keys, `U…`). */
@@ -83,6 +88,14 @@ function configText(port: number, storeDir: string, options: NatsServerOptions):
           `{ user: ${JSON.stringify(options.user.name)}, password: ${JSON.stringify(options.user.password)} }`,
         ]
       : []),
+    ...(options.users ?? []).map(({ name, password, publish, subscribe }) => {
+      const allow = [
+        ...(publish ? [`publish: ${JSON.stringify(publish)}`] : []),
+        ...(subscribe ? [`subscribe: ${JSON.stringify(subscribe)}`] : []),
+      ];
+      const permissions = allow.length > 0 ? `, permissions: { ${allow.join(', ')} }` : '';
+      return `{ user: ${JSON.stringify(name)}, password: ${JSON.stringify(password)}${permissions} }`;
+    }),
     ...(options.nkeys ?? []).map((key) => `{ nkey: ${JSON.stringify(key)} }`),
   ];
   if (users.length > 0) lines.push(`authorization { users: [ ${users.join(', ')} ] }`);

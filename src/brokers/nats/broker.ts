@@ -103,10 +103,18 @@ class NatsBroker implements EventBroker {
     all.then(forget, forget);
     try {
       const outcomes = await Promise.race([all, run.givenUp.then(() => undefined)]);
+      if (run.forbidden !== undefined) {
+        // No event is at fault and no retry can help: the dispatcher stops (run exits 2)
+        // and every event stays in the outbox, none dead-lettered.
+        throw new ConfigError(
+          this.settings.setting,
+          `NATS at ${this.settings.location}: ${run.forbidden}`,
+        );
+      }
       if (run.unavailable !== undefined || outcomes === undefined) {
         throw new BrokerUnavailableError(`nats: ${run.unavailable ?? 'unavailable'}`);
       }
-      // No outcome is `unavailable` here: each of those gave the run up.
+      // No outcome is `unavailable` or `forbidden` here: each of those gave the run up.
       return outcomes as PublishResult[];
     } finally {
       unsubscribe();
@@ -170,7 +178,8 @@ class NatsBroker implements EventBroker {
           subject,
           bytes: payload.length,
         });
-        if ('unavailable' in outcome) run.giveUp(outcome.unavailable);
+        if ('forbidden' in outcome) run.forbid(outcome.forbidden);
+        else if ('unavailable' in outcome) run.giveUp(outcome.unavailable);
         return outcome;
       }
     } finally {

@@ -19,8 +19,11 @@ import { tlsRefusal } from '../tls-refusal.js';
 import type { NatsSettings } from './settings.js';
 import type { Link, PublishRun } from './transport.js';
 
-/** How one message ended: a result for the dispatcher, or "the server is unreachable". */
-export type Outcome = PublishResult | { unavailable: string };
+/**
+ * How one message ended: a result for the dispatcher, "the server is unreachable", or
+ * "the server does not permit what publishing needs" (a setting to fix, for every message).
+ */
+export type Outcome = PublishResult | { unavailable: string } | { forbidden: string };
 
 /**
  * Decides by error class (and the JetStream error code), not by message text: the message
@@ -45,8 +48,14 @@ export async function classifyPublishError(
     const limit = nc.info?.max_payload;
     return refused(`${reason} (${bytes} bytes + headers${limit ? `; max_payload ${limit}` : ''})`);
   }
-  if (causedBy(error, InvalidSubjectError) || causedBy(error, PermissionViolationError)) {
+  if (causedBy(error, InvalidSubjectError)) {
     return refused(`${reason} (subject ${subject})`);
+  }
+  const denied = permissionDenied(error, settings.subjectPrefix);
+  if (denied) {
+    // The user's permissions, not the event: every event would be refused the same way,
+    // and parking them would only hide a setting to fix.
+    return { forbidden: denied };
   }
   const api = causedBy(error, JetStreamApiError);
   if (causedBy(error, NoRespondersError) || api?.code === 10059) {
@@ -114,6 +123,25 @@ export function connectRefusal(error: unknown, auth: string): string | undefined
     return 'the server does not offer TLS, which tls=true, ca_file or cert_file require';
   }
   return undefined;
+}
+
+/**
+ * The user's permissions refused a publish or a subscription (the server's "Permissions
+ * Violation"), as a sentence naming the subject and the right it needs; undefined otherwise.
+ */
+export function permissionDenied(error: unknown, subjectPrefix?: string): string | undefined {
+  const violation = causedBy(error, PermissionViolationError);
+  if (!violation) return undefined;
+  const right = violation.operation === 'publish' ? 'publish' : 'subscribe';
+  return `the server does not let this user ${right} to "${violation.subject}" (${violation.message}): grant it ${right} rights on "${rightFor(violation.subject, subjectPrefix)}" (see docs/operations.md#nats for the permissions needed)`;
+}
+
+/** The subject pattern to grant, rather than one message's reply inbox or API call. */
+function rightFor(subject: string, subjectPrefix: string | undefined): string {
+  if (subjectPrefix && subject.startsWith(`${subjectPrefix}.`)) return `${subjectPrefix}.>`;
+  if (subject.startsWith('_INBOX.')) return '_INBOX.>';
+  if (subject.startsWith('$JS.ACK.')) return '$JS.ACK.>';
+  return subject;
 }
 
 function refused(error: string): PublishResult {

@@ -8,11 +8,12 @@ import {
   jetstream,
   jetstreamManager,
 } from '@nats-io/jetstream';
-import { type NatsConnection, nanos } from '@nats-io/transport-node';
+import { type NatsConnection, nanos, PermissionViolationError } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
 import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
 import { dialNats } from './connection.js';
+import { permissionDenied } from './errors.js';
 import type { NatsSourceSettings } from './settings.js';
 import { ensureStream } from './stream.js';
 
@@ -63,6 +64,14 @@ class NatsSource implements MessageSource {
     } catch (error) {
       await this.close();
       if (error instanceof ConfigError || error instanceof BrokerUnavailableError) throw error;
+      const denied = permissionDenied(error, this.settings.subjectPrefix);
+      if (denied) {
+        throw new ConfigError(
+          this.settings.setting,
+          `NATS at ${this.location}: consumer ${this.options.consumer}: ${denied}`,
+          { cause: error },
+        );
+      }
       throw new BrokerUnavailableError(
         `NATS at ${this.location}: consumer ${this.options.consumer}: ${errorMessage(error)}`,
         { cause: error },
@@ -78,6 +87,29 @@ class NatsSource implements MessageSource {
     void nc
       .closed()
       .then((error) => lost(`connection closed${error ? `: ${errorMessage(error)}` : ''}`));
+    void this.watchPermissions(nc, onLost);
+  }
+
+  /**
+   * An ack the server does not permit is dropped without a word to the publisher: every
+   * message would come again after ack_wait, and again at each start, for ever. The server
+   * reports the violation on the connection's status; it is a setting, so the consumer
+   * stops (`fatal`) naming it.
+   */
+  private async watchPermissions(nc: NatsConnection, onLost: (error: Error) => void) {
+    for await (const status of nc.status()) {
+      const error = status.type === 'error' ? status.error : undefined;
+      if (!(error instanceof PermissionViolationError) || this.closing) continue;
+      const denied = permissionDenied(error, this.settings.subjectPrefix) ?? errorMessage(error);
+      onLost(
+        new ConfigError(
+          this.settings.setting,
+          `NATS at ${this.location}: consumer ${this.options.consumer}: ${denied}`,
+          { cause: error },
+        ),
+      );
+      return;
+    }
   }
 
   /**

@@ -6,6 +6,7 @@ import {
 } from '@nats-io/jetstream';
 import { type NatsConnection, nanos } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
+import { permissionDenied } from './errors.js';
 import type { NatsSettings } from './settings.js';
 import { captures } from './subjects.js';
 
@@ -19,6 +20,8 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
   try {
     jsm = await jetstreamManager(nc, { timeout: timeoutMs });
   } catch (error) {
+    // The user may not call the JetStream API, or not receive its answers: a setting.
+    forbidden(error, settings, 'cannot reach the JetStream API');
     // A cluster electing its leaders after losing a server answers like one without
     // JetStream, for a few seconds: say both.
     throw new BrokerUnavailableError(
@@ -26,7 +29,13 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
       { cause: error },
     );
   }
-  let info = await streamInfo(jsm, stream);
+  let info: StreamInfo | undefined;
+  try {
+    info = await streamInfo(jsm, stream);
+  } catch (error) {
+    forbidden(error, settings, `cannot read NATS stream "${stream}"`);
+    throw error;
+  }
   if (!info) {
     try {
       info = await jsm.streams.add({
@@ -39,6 +48,13 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
     } catch (error) {
       // The server refused the stream (subjects overlap another stream, limits, …); not a
       // network problem. Unless another dispatcher created it first (10058: name in use).
+      // A user without the right to create streams: the stream must be made for it.
+      forbidden(
+        error,
+        settings,
+        `NATS stream "${stream}" does not exist and this user may not create it`,
+        `or have it created beforehand: nats stream add ${stream} --subjects '${subject}' --dupe-window ${duplicateWindowS}s${replicas > 1 ? ` --replicas ${replicas}` : ''}`,
+      );
       if (!(error instanceof JetStreamApiError)) throw error;
       info = error.code === 10058 ? await streamInfo(jsm, stream) : undefined;
       if (!info) {
@@ -59,6 +75,20 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
       }); choose another stream= or subject_prefix=, or add "${subject}" to the stream`,
     );
   }
+}
+
+/** Throws a ConfigError if `error` is the server refusing a permission; `what` leads it. */
+function forbidden(error: unknown, settings: NatsSettings, what: string, hint?: string): void {
+  const denied = permissionDenied(error, settings.subjectPrefix);
+  if (!denied) return;
+  const more = hint ? `; ${hint}` : '';
+  throw new ConfigError(
+    settings.setting,
+    `NATS at ${settings.location}: ${what}: ${denied}${more}`,
+    {
+      cause: error,
+    },
+  );
 }
 
 async function streamInfo(jsm: JetStreamManager, stream: string): Promise<StreamInfo | undefined> {

@@ -68,6 +68,8 @@ export class Slots {
  */
 export class PublishRun {
   unavailable: string | undefined;
+  /** Set when the server refused a publish for want of a permission: a setting to fix. */
+  forbidden: string | undefined;
   readonly givenUp: Promise<void>;
   private resolveGivenUp: () => void = () => {};
   private probe: Promise<boolean> | undefined;
@@ -76,6 +78,12 @@ export class PublishRun {
     this.givenUp = new Promise((resolve) => {
       this.resolveGivenUp = resolve;
     });
+  }
+
+  /** Gives up for want of a permission: the batch stops as for an outage, then `forbidden` says why. */
+  forbid(reason: string): void {
+    this.forbidden ??= reason;
+    this.giveUp(reason);
   }
 
   giveUp(reason: string): void {

@@ -1,0 +1,213 @@
+/**
+ * NATS with least-privilege users, as a platform team runs it: a private nats-server whose
+ * users may publish and consume but not create streams; an administrator makes the stream.
+ * The dispatcher and consume() work with the permissions docs/operations.md lists, and no
+ * more. A permission missing is a setting to fix: `run` exits 2 with one line naming the
+ * subject and the right, and the events stay in the outbox (none dead-lettered, none
+ * lost); consume() rejects, or stops with `fatal`, saying so. No output holds a password.
+ */
+import { jetstreamManager } from '@nats-io/jetstream';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { consume } from '../../src/consumer/index.js';
+import { ConfigError, LessonPublished } from '../../src/index.js';
+import { expectNoSecretIn, killChildren, spawnCli } from '../helpers/cli.js';
+import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
+import { withConnection } from '../helpers/nats-consumer.js';
+import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
+import { errorLine, recordedCli, runArgs } from '../helpers/network-cli.js';
+import { enqueueLesson, outboxIds } from '../helpers/outbox.js';
+import { waitFor } from '../helpers/wait.js';
+
+afterEach(killChildren);
+
+const STREAM = 'EDUPULSE';
+/** What the dispatcher needs (docs/operations.md, NATS): publish its events, read the stream. */
+const DISPATCHER = ['edupulse.>', '$JS.API.INFO', `$JS.API.STREAM.INFO.${STREAM}`];
+/** What consume() as "grades" needs: its own durable consumer, its pulls and its acks. */
+const consumerRights = (name: string) => [
+  '$JS.API.INFO',
+  `$JS.API.STREAM.INFO.${STREAM}`,
+  `$JS.API.CONSUMER.INFO.${STREAM}.${name}`,
+  `$JS.API.CONSUMER.DELETE.${STREAM}.${name}`,
+  `$JS.API.CONSUMER.CREATE.${STREAM}.${name}.>`,
+  `$JS.API.CONSUMER.MSG.NEXT.${STREAM}.${name}`,
+  `$JS.ACK.${STREAM}.${name}.>`,
+];
+const INBOX = ['_INBOX.>'];
+
+const users = {
+  admin: { name: 'admin', password: 'Nats-Admin-1f6e3a' },
+  outbox: { name: 'outbox', password: 'Nats-Outbox-8c2d57', publish: DISPATCHER, subscribe: INBOX },
+  grades: {
+    name: 'grades',
+    password: 'Nats-Grades-3b9a04',
+    publish: consumerRights('grades'),
+    subscribe: INBOX,
+  },
+  nopub: {
+    name: 'nopub',
+    password: 'Nats-Nopub-6d0c1e',
+    publish: DISPATCHER.filter((subject) => subject !== 'edupulse.>'),
+    subscribe: INBOX,
+  },
+  noapi: {
+    name: 'noapi',
+    password: 'Nats-Noapi-2e7f95',
+    publish: ['edupulse.>'],
+    subscribe: INBOX,
+  },
+  noack: {
+    name: 'noack',
+    password: 'Nats-Noack-9a4b6c',
+    publish: consumerRights('noack').filter((subject) => !subject.startsWith('$JS.ACK.')),
+    subscribe: INBOX,
+  },
+};
+
+let server: PrivateNatsServer;
+let t: TestSchema;
+const recorded = recordedCli();
+const { outputs, cli, stopCleanly } = recorded;
+
+const urlAs = (user: keyof typeof users) =>
+  `nats://${users[user].name}:${users[user].password}@127.0.0.1:${server.port}`;
+
+/** The stream as an administrator makes it, afresh (or only removed, with no subjects). */
+async function adminStream(subjects: string[] = ['edupulse.>']): Promise<void> {
+  await withConnection(
+    server.url,
+    async (nc) => {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(STREAM).catch(() => false);
+      if (subjects.length > 0) {
+        await jsm.streams.add({ name: STREAM, subjects, duplicate_window: 120 * 1e9 });
+      }
+    },
+    { user: users.admin.name, pass: users.admin.password },
+  );
+}
+
+async function rows(): Promise<{ pending: number; dead: number }> {
+  const count = async (table: string) =>
+    Number((await t.db.query(`SELECT count(*) AS n FROM "${t.schema}".${table}`)).rows[0]?.n);
+  return { pending: await count('outbox'), dead: await count('outbox_dead_letter') };
+}
+
+beforeAll(async () => {
+  server = await startNatsServer({ users: Object.values(users) });
+  t = await createPgTestSchema('nats_perms');
+});
+
+beforeEach(async () => {
+  await t.db.query(`DELETE FROM "${t.schema}".outbox`);
+  await t.db.query(`DELETE FROM "${t.schema}".outbox_dead_letter`);
+});
+
+afterAll(async () => {
+  await killChildren();
+  for (const { password } of Object.values(users)) expectNoSecretIn(outputs, password);
+  await server?.destroy();
+  await t?.drop();
+});
+
+describe('NATS with least-privilege users', () => {
+  it('publishes to the stream an administrator made, and consume() receives, with the documented permissions only', async () => {
+    await adminStream();
+    for (let n = 0; n < 5; n++) await enqueueLesson(t);
+    const ids = await outboxIds(t);
+    const received: string[] = [];
+    const consumer = await consume({
+      broker: urlAs('grades'),
+      consumer: 'grades',
+      database: t.db,
+      schema: t.schema,
+      events: [LessonPublished],
+      handler: (event) => {
+        received.push(event.id);
+      },
+    });
+    try {
+      const run = spawnCli(runArgs(t.schema, urlAs('outbox')));
+      await waitFor('every event received', () => received.length >= ids.length, {
+        timeoutMs: 60_000,
+      });
+      await stopCleanly(run);
+    } finally {
+      await consumer.stop();
+    }
+    expect([...new Set(received)].sort()).toEqual([...ids].sort());
+    expect(await rows()).toEqual({ pending: 0, dead: 0 });
+  });
+
+  it('a missing stream the user may not create: exit 2 naming the stream and the right, events kept', async () => {
+    await adminStream([]);
+    await enqueueLesson(t);
+    const result = await cli(runArgs(t.schema, urlAs('outbox')));
+    expect(result.code).toBe(2);
+    expect(errorLine(result)).toMatch(
+      /^edupulse-outbox: broker: NATS at nats:\/\/outbox:\*\*\*@127\.0\.0\.1:\d+: NATS stream "EDUPULSE" does not exist and this user may not create it: the server does not let this user publish to "\$JS\.API\.STREAM\.CREATE\.EDUPULSE" .*nats stream add EDUPULSE --subjects 'edupulse\.>' --dupe-window 120s$/,
+    );
+    expect(await rows()).toEqual({ pending: 1, dead: 0 });
+  });
+
+  it('no right to publish the events: exit 2 naming the subjects, nothing dead-lettered', async () => {
+    await adminStream();
+    for (let n = 0; n < 3; n++) await enqueueLesson(t);
+    const result = await cli(runArgs(t.schema, urlAs('nopub'), { extra: ['--max-attempts', '1'] }));
+    expect(result.code).toBe(2);
+    expect(errorLine(result)).toMatch(
+      /^edupulse-outbox: broker: NATS at nats:\/\/nopub:\*\*\*@127\.0\.0\.1:\d+: the server does not let this user publish to "edupulse\.lesson\.lesson-published" .*grant it publish rights on "edupulse\.>"/,
+    );
+    expect(result.stderr).not.toContain('event dead-lettered');
+    expect(await rows()).toEqual({ pending: 3, dead: 0 });
+  });
+
+  it('no right to the JetStream API: exit 2 naming it, not taken for an election', async () => {
+    await adminStream();
+    await enqueueLesson(t);
+    const result = await cli(runArgs(t.schema, urlAs('noapi')));
+    expect(result.code).toBe(2);
+    const line = errorLine(result);
+    expect(line).toMatch(/cannot reach the JetStream API: .*publish to "\$JS\.API\.INFO"/);
+    expect(line).not.toMatch(/electing/);
+    expect(await rows()).toEqual({ pending: 1, dead: 0 });
+  });
+
+  it('consume() without the consumer API rejects with a ConfigError naming the subject', async () => {
+    await adminStream();
+    const refused = consume({
+      broker: urlAs('outbox'),
+      consumer: 'grades',
+      database: t.db,
+      schema: t.schema,
+      events: [LessonPublished],
+      handler: () => {},
+    });
+    await expect(refused).rejects.toBeInstanceOf(ConfigError);
+    await expect(refused).rejects.toThrow(
+      /publish to "\$JS\.API\.CONSUMER\.INFO\.EDUPULSE\.grades"/,
+    );
+  });
+
+  it('consume() without the right to ack stops (fatal) naming it, instead of receiving the same events for ever', async () => {
+    await adminStream();
+    await enqueueLesson(t);
+    const run = spawnCli(runArgs(t.schema, urlAs('outbox')));
+    await waitFor('the event published', async () => (await rows()).pending === 0, {
+      timeoutMs: 30_000,
+    });
+    await stopCleanly(run);
+    const consumer = await consume({
+      broker: urlAs('noack'),
+      consumer: 'noack',
+      database: t.db,
+      schema: t.schema,
+      events: [LessonPublished],
+      handler: () => {},
+    });
+    await expect(consumer.closed).rejects.toThrow(
+      /consumer noack: the server does not let this user publish to "\$JS\.ACK\.EDUPULSE\.noack\..*grant it publish rights on "\$JS\.ACK\.>"/,
+    );
+    expect(consumer.health().state).toBe('stopped');
+  });
+});
