@@ -1,9 +1,10 @@
 import type { ChannelModel, ConfirmChannel, Message } from 'amqplib';
-import { BrokerUnavailableError, errorMessage } from '../../common/errors.js';
+import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
 import { type OutboxMessage, type PublishResult, payloadTooLarge, published } from '../broker.js';
 import { connectAmqp, redact } from './connection.js';
 import { amqpPublishOptions, amqpRoutingKey, routingKeyRefusal } from './messages.js';
+import { declareOrFind, replyCode } from './refusal.js';
 import type { AmqpSettings } from './settings.js';
 
 /** The settings and the CloudEvents `source` of every message. */
@@ -25,7 +26,8 @@ interface Pending {
  * broker opens a new session on the next connect().
  */
 export class AmqpSession {
-  failure: BrokerUnavailableError | undefined;
+  /** A ConfigError when the server refused what publishing needs (a permission): not an outage. */
+  failure: BrokerUnavailableError | ConfigError | undefined;
   /** By message id; an array because a caller may publish the same id twice at once. */
   private readonly pending = new Map<string, Pending[]>();
   private inFlight = 0;
@@ -53,21 +55,54 @@ export class AmqpSession {
     const session = new AmqpSession(config, model, server);
     session.watchConnection();
     try {
+      // On a channel of its own: a refusal closes the channel it came on.
+      await session.declareExchange();
       const channel = await withTimeout(model.createConfirmChannel(), config.timeoutMs);
       session.watchChannel(channel);
-      await withTimeout(
-        channel.assertExchange(config.exchange, 'topic', { durable: true }),
-        config.timeoutMs,
-      );
       session.channel = channel;
       return session;
     } catch (error) {
       await session.shutdown();
+      if (error instanceof ConfigError) throw error;
       throw new BrokerUnavailableError(
         `${config.location}: cannot open a confirm channel and declare exchange "${config.exchange}": ${errorMessage(error)}`,
         { cause: error },
       );
     }
+  }
+
+  /**
+   * Declares the durable topic exchange. A user without the configure permission (the
+   * exchange made by an administrator) may still publish to it: a passive declare then
+   * checks that it exists. The server refusing it (another type or durability, or missing
+   * and not ours to declare) is a setting to fix, not an outage: ConfigError.
+   */
+  private async declareExchange(): Promise<void> {
+    const { exchange, setting, location, timeoutMs } = this.config;
+    const outcome = await declareOrFind(
+      this.model,
+      timeoutMs,
+      (channel) => channel.assertExchange(exchange, 'topic', { durable: true }),
+      (channel) => channel.checkExchange(exchange),
+    );
+    if (outcome === undefined) return;
+    const { refused, missing } = outcome;
+    const why = redact(errorMessage(refused), this.config);
+    if (missing) {
+      throw new ConfigError(
+        setting,
+        `${location}: exchange "${exchange}" does not exist, and this user may not declare it (${why}); have it declared beforehand as a durable topic exchange, or grant the user configure permission on it`,
+        { cause: refused },
+      );
+    }
+    if (replyCode(refused) === 406) {
+      throw new ConfigError(
+        setting,
+        `${location}: exchange "${exchange}" exists with settings other than ours (a durable topic exchange): ${why}; declare it so, or name another with exchange=`,
+        { cause: refused },
+      );
+    }
+    throw refused;
   }
 
   /** One RPC on the channel (a passive declare of our exchange). */
@@ -257,12 +292,22 @@ export class AmqpSession {
   }
 
   /** Marks the session failed (the first reason wins) and releases everything waiting on it. */
-  private fail(reason: string): BrokerUnavailableError {
+  private fail(reason: string): BrokerUnavailableError | ConfigError {
     if (!this.failure) {
       const cause = this.lastError ? `: ${redact(errorMessage(this.lastError), this.config)}` : '';
-      this.failure = new BrokerUnavailableError(`${this.config.location}: ${reason}${cause}`, {
-        cause: this.lastError,
-      });
+      const { exchange, location, setting } = this.config;
+      // ACCESS_REFUSED closing the channel: the user may not write to the exchange. Every
+      // event would be refused so, and reconnecting cannot change it: a setting to fix.
+      this.failure =
+        !this.connectionFailed && replyCode(this.lastError) === 403
+          ? new ConfigError(
+              setting,
+              `${location}: the server does not let this user publish to exchange "${exchange}"${cause}; grant it write permission on the exchange`,
+              { cause: this.lastError },
+            )
+          : new BrokerUnavailableError(`${location}: ${reason}${cause}`, {
+              cause: this.lastError,
+            });
       clearTimeout(this.watchdog);
       for (const pending of [...this.pending.values()].flat()) {
         this.confirmed(pending, this.failure);

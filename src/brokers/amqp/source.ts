@@ -9,6 +9,7 @@ import { withTimeout } from '../../common/timeout.js';
 import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
 import { connectAmqp, redact } from './connection.js';
 import { amqpRoutingKey } from './messages.js';
+import { declareOrFind } from './refusal.js';
 import type { AmqpSourceSettings } from './settings.js';
 
 /**
@@ -66,16 +67,25 @@ class AmqpSource implements MessageSource {
       return withTimeout(call(), timeoutMs);
     };
     try {
-      const channel = await withTimeout(model.createChannel(), timeoutMs);
-      this.channel = channel;
-      this.watch(channel);
-      await rpc(`declare exchange "${exchange}" (durable topic)`, () =>
-        channel.assertExchange(exchange, 'topic', { durable: true }),
+      // Each declare on a channel of its own: a refusal closes the channel it came on.
+      step = `declare exchange "${exchange}" (durable topic)`;
+      await this.declare(
+        `exchange "${exchange}"`,
+        'a durable topic exchange',
+        (channel) => channel.assertExchange(exchange, 'topic', { durable: true }),
+        (channel) => channel.checkExchange(exchange),
       );
       const args = { 'x-single-active-consumer': true, 'x-queue-type': queueType };
-      await rpc(`declare queue "${queue}" (durable, ${JSON.stringify(args)})`, () =>
-        channel.assertQueue(queue, { durable: true, arguments: args }),
+      step = `declare queue "${queue}" (durable, ${JSON.stringify(args)})`;
+      await this.declare(
+        `queue "${queue}"`,
+        `a durable queue with ${JSON.stringify(args)}`,
+        (channel) => channel.assertQueue(queue, { durable: true, arguments: args }),
+        (channel) => channel.checkQueue(queue),
       );
+      const channel = await rpc('open a channel', () => model.createChannel());
+      this.channel = channel;
+      this.watch(channel);
       for (const key of this.routingKeys()) {
         await rpc(`bind queue "${queue}" to "${exchange}" with "${key}"`, () =>
           channel.bindQueue(queue, exchange, key),
@@ -93,6 +103,30 @@ class AmqpSource implements MessageSource {
     if (this.closing) throw new BrokerUnavailableError(`${this.location}: closed while starting`);
     this.onLost = onLost;
     this.started = true;
+  }
+
+  /**
+   * `declare`s the exchange or the queue; a user without the configure permission (an
+   * administrator made them) checks passively with `find` that it exists instead. Throws
+   * the refusal that stands: the thing missing and not ours to declare, or declared with
+   * other settings.
+   */
+  private async declare(
+    what: string,
+    shape: string,
+    declare: (channel: Channel) => Promise<unknown>,
+    find: (channel: Channel) => Promise<unknown>,
+  ): Promise<void> {
+    const model = this.model as ChannelModel;
+    const outcome = await declareOrFind(model, this.config.timeoutMs, declare, find);
+    if (outcome === undefined) return;
+    const { refused, missing } = outcome;
+    if (!missing) throw refused;
+    throw new ConfigError(
+      this.config.setting,
+      `${this.location}: ${what} does not exist, and this user may not declare it (${this.redact(errorMessage(refused))}); have it declared beforehand as ${shape}, or grant the user configure permission on it`,
+      { cause: refused },
+    );
   }
 
   /** The queue's status: a round trip that also says whether the queue is still there. */
