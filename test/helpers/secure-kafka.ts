@@ -36,12 +36,23 @@ export interface SecureKafkaOptions {
   user: string;
   /** Letters, digits and `-` only: it goes into a JAAS line and a format argument as is. */
   password: string;
+  /** More SASL users, with the same rules for their names and passwords. */
+  moreUsers?: { user: string; password: string }[];
+  /**
+   * Lines added to the broker's properties, e.g. an authorizer. With
+   * `StandardAuthorizer`, make `User:ANONYMOUS` a super user: the plain listener, the
+   * controller and the tests' own clients connect as it.
+   */
+  extraConfig?: string[];
 }
 
 export async function startSecureKafka(options: SecureKafkaOptions): Promise<SecureKafka> {
   const { ca, user, password } = options;
-  if (!/^[A-Za-z0-9-]+$/.test(user) || !/^[A-Za-z0-9-]+$/.test(password)) {
-    throw new Error('startSecureKafka: user and password must be letters, digits and "-"');
+  const users = [{ user, password }, ...(options.moreUsers ?? [])];
+  for (const each of users) {
+    if (!/^[A-Za-z0-9-]+$/.test(each.user) || !/^[A-Za-z0-9-]+$/.test(each.password)) {
+      throw new Error('startSecureKafka: users and passwords must be letters, digits and "-"');
+    }
   }
   // The jars of the repository's own Kafka work dir (fetched there once, under its lock).
   await testKafkaScript('install', { home: repoKafka, port: 9092, controllerPort: 9093 });
@@ -70,15 +81,19 @@ export async function startSecureKafka(options: SecureKafkaOptions): Promise<Sec
       'ssl.truststore.type=PEM',
       `ssl.truststore.location=${ca.certFile}`,
       'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
-      `listener.name.sasl_ssl.plain.sasl.jaas.config=${jaas('plain.PlainLoginModule', ` user_${user}="${password}"`)}`,
+      `listener.name.sasl_ssl.plain.sasl.jaas.config=${jaas(
+        'plain.PlainLoginModule',
+        users.map((each) => ` user_${each.user}="${each.password}"`).join(''),
+      )}`,
       `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=${jaas('scram.ScramLoginModule')}`,
       `listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=${jaas('scram.ScramLoginModule')}`,
       'listener.name.ssl.ssl.client.auth=required',
+      ...(options.extraConfig ?? []),
       '',
     ].join('\n'),
   );
-  const scram = ['SCRAM-SHA-256', 'SCRAM-SHA-512'].map(
-    (mechanism) => `--add-scram ${mechanism}=[name=${user},password=${password}]`,
+  const scram = ['SCRAM-SHA-256', 'SCRAM-SHA-512'].flatMap((mechanism) =>
+    users.map((each) => `--add-scram ${mechanism}=[name=${each.user},password=${each.password}]`),
   );
   const instance = {
     home,

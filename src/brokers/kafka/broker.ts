@@ -8,13 +8,14 @@
  */
 
 import type { Admin } from '@platformatic/kafka';
-import { BrokerUnavailableError, errorMessage } from '../../common/errors.js';
+import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
 import { clip, escapeControl } from '../../common/text.js';
 import { withTimeout } from '../../common/timeout.js';
 import { type EventBroker, type OutboxMessage, type PublishResult, published } from '../broker.js';
 import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
 import { clientOptions } from './client-options.js';
 import {
+  authorizationRefusal,
   describeError,
   findProtocolError,
   isUnavailable,
@@ -51,6 +52,8 @@ class KafkaBroker implements EventBroker {
   private readonly knownTopics = new Set<string>();
   /** Topics published to: one of these missing later has vanished, an outage, not a bad event. */
   private readonly seenTopics = new Set<string>();
+  /** Topics this user may not create (no CREATE ACL): an administrator makes them. */
+  private readonly notOurs = new Set<string>();
   /** Publishes run one at a time: a failed send resets the producer's sequence numbers. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly headerBytes = new HeaderBytes();
@@ -85,7 +88,9 @@ class KafkaBroker implements EventBroker {
       );
     } catch (error) {
       await closeQuietly({ producer, admin, staleSequences: false });
-      // A certificate or credentials the server refuses: a setting to fix, not an outage.
+      // A certificate or credentials the server refuses, or an ACL missing (the idempotent
+      // producer's IDEMPOTENT_WRITE): a setting to fix, not an outage.
+      this.throwIfForbidden('cannot start the idempotent producer', error);
       throw (
         (await refusedSettingsError(error, this.settings)) ??
         this.unavailable('cannot connect', error)
@@ -213,9 +218,11 @@ class KafkaBroker implements EventBroker {
       switch (refusal?.apiId) {
         case 'TOPIC_ALREADY_EXISTS':
           return undefined;
-        // Not allowed to create: it may exist all the same; producing will tell.
+        // Not allowed to create: it may exist all the same (made by an administrator);
+        // reading its metadata will tell.
         case 'TOPIC_AUTHORIZATION_FAILED':
         case 'CLUSTER_AUTHORIZATION_FAILED':
+          this.notOurs.add(topic);
           return undefined;
         case 'INVALID_TOPIC_EXCEPTION':
           return { ok: false, permanent: true, error: `topic "${topic}": ${reason(refusal)}` };
@@ -240,6 +247,7 @@ class KafkaBroker implements EventBroker {
           const metadata = await producer.metadata({ topics: [topic] });
           counts.set(topic, metadata.topics.get(topic)?.partitionsCount ?? 1);
         } catch (error) {
+          this.throwIfForbidden(`cannot read the metadata of topic "${topic}"`, error);
           if (isUnavailable(error)) throw this.unavailable('cannot read metadata', error);
           this.topicMissing(topic, error);
           refused.set(topic, {
@@ -261,7 +269,23 @@ class KafkaBroker implements EventBroker {
    * those events are refused.
    */
   private topicMissing(topic: string, error: unknown): void {
-    const vanished = this.knownTopics.delete(topic) || this.seenTopics.has(topic);
+    // A topic this user could not create was only assumed to exist: not known, until published to.
+    const known = this.knownTopics.delete(topic) && !this.notOurs.has(topic);
+    const vanished = known || this.seenTopics.has(topic);
+    if (this.notOurs.has(topic)) {
+      if (vanished) {
+        throw this.unavailable(
+          `topic "${topic}" is gone, and this user may not create it: waiting for it to be created again`,
+          error,
+        );
+      }
+      // Retrying cannot create it: say so once, instead of an outage for ever.
+      throw new ConfigError(
+        this.settings.setting,
+        `${this.settings.location}: topic "${topic}" does not exist, and this user may not create it (no CREATE ACL); create it beforehand, grant the user CREATE on it, or set create_topics=false to park the events of topics that do not exist`,
+        { cause: error },
+      );
+    }
     if (this.settings.createTopics || vanished) {
       const next = this.settings.createTopics
         ? 'it is created again on the next try'
@@ -290,6 +314,7 @@ class KafkaBroker implements EventBroker {
       return;
     } catch (error) {
       clients.staleSequences = true;
+      this.throwIfForbidden('publish refused', error);
       if (isUnavailable(error)) throw this.unavailable('publish failed', error);
       // The client's cached metadata may still list a topic deleted since: ask afresh.
       await this.checkTopicsExist(
@@ -308,6 +333,7 @@ class KafkaBroker implements EventBroker {
       try {
         await producer.metadata({ topics: [topic], forceUpdate: true });
       } catch (error) {
+        this.throwIfForbidden(`cannot read the metadata of topic "${topic}"`, error);
         if (isUnavailable(error)) throw this.unavailable('cannot read metadata', error);
         this.topicMissing(topic, error);
       }
@@ -325,8 +351,21 @@ class KafkaBroker implements EventBroker {
       await clients.producer.initIdempotentProducer({});
       clients.staleSequences = false;
     } catch (error) {
+      this.throwIfForbidden('cannot restart the idempotent producer', error);
       throw this.unavailable('cannot restart the idempotent producer', error);
     }
+  }
+
+  /**
+   * Throws a ConfigError when an ACL refused the client: the dispatcher stops (`run` exits
+   * 2) with every event still in the outbox, rather than parking them or retrying for ever.
+   */
+  private throwIfForbidden(what: string, error: unknown): void {
+    const refusal = authorizationRefusal(error);
+    if (!refusal) return;
+    throw new ConfigError(this.settings.setting, `${this.settings.location}: ${what}: ${refusal}`, {
+      cause: error,
+    });
   }
 
   private withinTimeout<T>(work: Promise<T>): Promise<T> {

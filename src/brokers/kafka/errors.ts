@@ -9,7 +9,6 @@ export const permanentErrors = new Set([
   'INVALID_TOPIC_EXCEPTION',
   'INVALID_RECORD',
   'INVALID_TIMESTAMP',
-  'TOPIC_AUTHORIZATION_FAILED',
 ]);
 
 /** Errors that refuse this client as a whole, not one message: reported as unavailability. */
@@ -84,6 +83,25 @@ interface ProduceResponse {
     partitionResponses?: { index: number; errorCode: number; errorMessage: string | null }[];
   }[];
 }
+
+/**
+ * The ACL that refused the client (`TOPIC_AUTHORIZATION_FAILED: …` with what it needs), or
+ * undefined. Every event would be refused the same way and no retry can help: a setting.
+ */
+export function authorizationRefusal(error: unknown): string | undefined {
+  for (const node of errorTree(error)) {
+    const needs = node.apiId ? aclNeeded[node.apiId] : undefined;
+    if (needs) return `${reason(node)} (${needs})`;
+  }
+  return undefined;
+}
+
+const aclNeeded: Record<string, string> = {
+  TOPIC_AUTHORIZATION_FAILED: 'the user needs WRITE and DESCRIBE on the topic',
+  CLUSTER_AUTHORIZATION_FAILED:
+    'the idempotent producer needs IDEMPOTENT_WRITE on the cluster, which WRITE on any topic implies',
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED: 'the user needs WRITE on the transactional id',
+};
 
 /** The server cannot be reached or refuses this client: no message is at fault. */
 export function isUnavailable(error: unknown): boolean {
