@@ -155,6 +155,41 @@ describe('least-privilege roles', () => {
     ]);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toContain('applied 1 outbox');
+    // Another role checking the version: told what reading it takes, not how to migrate.
+    const check = await runCli([
+      'migrate',
+      '--check',
+      '--database-url',
+      urlAs(ROLES.stranger),
+      '--schema',
+      schema,
+    ]);
+    expect(check.code).toBe(2);
+    expect(check.stderr).toContain(
+      `role "${ROLES.stranger}" cannot read the migrations of schema "${schema}"`,
+    );
+    expect(check.stderr).toContain(`or check as the schema's owner ("${ROLES.owner}")`);
+  });
+
+  it("the --print script runs as a schema's owner without CREATE on the database", async () => {
+    const other = testSchema('pg_roles_print');
+    await admin.query(`CREATE SCHEMA "${other}" AUTHORIZATION "${ROLES.owner}"`);
+    try {
+      const printed = await runCli(['migrate', '--print', '--schema', other]);
+      expect(printed.code, printed.stderr).toBe(0);
+      await owner.query(printed.stdout);
+      const status = await runCli([
+        'migrate',
+        '--check',
+        '--database-url',
+        urlAs(ROLES.owner),
+        '--schema',
+        other,
+      ]);
+      expect(status.code, status.stderr).toBe(0);
+    } finally {
+      await admin.query(`DROP SCHEMA IF EXISTS "${other}" CASCADE`);
+    }
   });
 
   it('run and consume() with no grants name the role and the grants, not an unmigrated schema', async () => {

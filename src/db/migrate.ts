@@ -185,11 +185,15 @@ async function migrationTransaction<T>(
   }
 }
 
-/** A migration refused for want of a privilege, as a PrivilegeError naming the role and the way out. */
+/**
+ * A migration refused for want of a privilege, as a PrivilegeError naming the role and the
+ * way out; `checking`: only reading which migrations are applied (`migrate --check`).
+ */
 export async function migrationPrivilegeError(
   db: Executor,
   schema: string,
   error: unknown,
+  checking = false,
 ): Promise<PrivilegeError | undefined> {
   if (!hasSqlState(error, INSUFFICIENT_PRIVILEGE)) return undefined;
   const { rows } = await db
@@ -201,6 +205,13 @@ export async function migrationPrivilegeError(
   const owner = rows[0]?.owner;
   const message = error instanceof Error ? error.message : String(error);
   const who = role === undefined ? 'the role' : `role "${role}"`;
+  if (checking) {
+    return new PrivilegeError(
+      `${who} cannot read the migrations of schema "${schema}": ${message}: grant it USAGE on the schema and SELECT on ${quoteSchema(schema)}.outbox_migrations, or check as the schema's owner${owner ? ` ("${owner}")` : ''} (docs/operations.md, "Least-privilege roles")`,
+      { role },
+      { cause: error },
+    );
+  }
   const way =
     owner === null || owner === undefined
       ? `create the schema for it first (CREATE SCHEMA ${quoteSchema(schema)} AUTHORIZATION ${role === undefined ? '<role>' : `"${role}"`}) or migrate as a role that may create schemas`
@@ -231,7 +242,7 @@ export function migrationScript(schema: string, options: MigrateOptions = {}): s
     (migration) => `-- ${String(migration.version).padStart(4, '0')}_${migration.name}
 BEGIN;
 ${sql.migrationLock.replace('$1', `'${migrationLockKey(schema)}'`)};
-${sql.migrationSchemaCreate};
+${schemaEnsure(schema)}
 ${sql.migrationTableCreate}
 ${renderMigration(migration, schema, options).trim()}
 INSERT INTO ${s}.outbox_migrations (version, name) VALUES (${migration.version}, '${migration.name}');
@@ -239,6 +250,19 @@ COMMIT;
 `,
   );
   return parts.join('\n');
+}
+
+/**
+ * The schema when missing, as a script can say it: CREATE SCHEMA checks CREATE on the
+ * database even with IF NOT EXISTS, which the owner of a schema made for it need not have
+ * (migrate() asks first, as `migrationSchemaExists`). `schema` is a validated identifier.
+ */
+function schemaEnsure(schema: string): string {
+  return `DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = '${schema}') THEN
+    CREATE SCHEMA ${quoteSchema(schema)};
+  END IF;
+END $$;`;
 }
 
 /**

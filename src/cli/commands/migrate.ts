@@ -74,7 +74,7 @@ export function migrateCommand(): Command {
         try {
           if (flags.check) {
             const status = await migrationStatus(db, flags.schema).catch(async (error) => {
-              throw (await migrationPrivilegeError(db, flags.schema, error)) ?? error;
+              throw (await migrationPrivilegeError(db, flags.schema, error, true)) ?? error;
             });
             const current = status.applied.at(-1) ?? 0;
             if (status.pending.length > 0) {
