@@ -71,13 +71,15 @@ export function errorLine(result: CliResult): string {
 
 /**
  * Five lesson events enqueued, consume() on `broker` as `consumer`, and `run` publishing
- * with the same URL until the consumer has received every one; both stopped after.
+ * with `runBroker` (the same URL unless given: a user of its own) until the consumer has
+ * received every one; both stopped after.
  */
 export async function consumeWhileRunPublishes(
   t: TestSchema,
   broker: string,
   consumer: string,
   recorded: RecordedCli,
+  runBroker = broker,
 ): Promise<void> {
   for (let n = 0; n < 5; n++) await enqueueLesson(t);
   const ids = await outboxIds(t);
@@ -93,7 +95,7 @@ export async function consumeWhileRunPublishes(
     },
   });
   try {
-    const run = spawnCli(runArgs(t.schema, broker));
+    const run = spawnCli(runArgs(t.schema, runBroker));
     await waitFor('the consumer to receive every event', () => received.length >= ids.length, {
       timeoutMs: 90_000,
     });
@@ -102,6 +104,13 @@ export async function consumeWhileRunPublishes(
     await running.stop();
   }
   expect([...new Set(received)].sort()).toEqual([...ids].sort());
+}
+
+/** The events left in the outbox and the dead letters, by count. */
+export async function outboxRows(t: TestSchema): Promise<{ pending: number; dead: number }> {
+  const count = async (table: string) =>
+    Number((await t.db.query(`SELECT count(*) AS n FROM "${t.schema}".${table}`)).rows[0]?.n);
+  return { pending: await count('outbox'), dead: await count('outbox_dead_letter') };
 }
 
 /** consume() with a URL the broker refuses: the promise, for the test to check its rejection. */

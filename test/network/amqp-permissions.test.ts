@@ -11,12 +11,17 @@ import amqp from 'amqplib';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { consume } from '../../src/consumer/index.js';
 import { ConfigError, LessonPublished } from '../../src/index.js';
-import { expectNoSecretIn, killChildren, spawnCli } from '../helpers/cli.js';
+import { expectNoSecretIn, killChildren } from '../helpers/cli.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
-import { errorLine, recordedCli, runArgs } from '../helpers/network-cli.js';
-import { enqueueLesson, outboxIds } from '../helpers/outbox.js';
+import {
+  consumeWhileRunPublishes,
+  errorLine,
+  outboxRows,
+  recordedCli,
+  runArgs,
+} from '../helpers/network-cli.js';
+import { enqueueLesson } from '../helpers/outbox.js';
 import { type RabbitNode, startRabbitNode } from '../helpers/rabbitmq-node.js';
-import { waitFor } from '../helpers/wait.js';
 
 afterEach(killChildren);
 
@@ -36,7 +41,7 @@ const users = {
 let node: RabbitNode;
 let t: TestSchema;
 const recorded = recordedCli();
-const { outputs, cli, stopCleanly } = recorded;
+const { outputs, cli } = recorded;
 
 const urlAs = (user: keyof typeof users | 'admin') =>
   `amqp://${user}:${user === 'admin' ? ADMIN_PASSWORD : users[user].password}@127.0.0.1:${node.port}`;
@@ -58,12 +63,6 @@ async function adminDeclares(type: 'topic' | 'direct' | undefined): Promise<void
   } finally {
     await connection.close();
   }
-}
-
-async function rows(): Promise<{ pending: number; dead: number }> {
-  const count = async (table: string) =>
-    Number((await t.db.query(`SELECT count(*) AS n FROM "${t.schema}".${table}`)).rows[0]?.n);
-  return { pending: await count('outbox'), dead: await count('outbox_dead_letter') };
 }
 
 beforeAll(async () => {
@@ -92,30 +91,8 @@ afterAll(async () => {
 describe('RabbitMQ with least-privilege users', () => {
   it('publishes to the exchange an administrator declared, and consume() receives from its queue, with no configure permission', async () => {
     await adminDeclares('topic');
-    for (let n = 0; n < 5; n++) await enqueueLesson(t);
-    const ids = await outboxIds(t);
-    const received: string[] = [];
-    const consumer = await consume({
-      broker: urlAs('grades'),
-      consumer: 'grades',
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: (event) => {
-        received.push(event.id);
-      },
-    });
-    try {
-      const run = spawnCli(runArgs(t.schema, urlAs('outbox')));
-      await waitFor('every event received', () => received.length >= ids.length, {
-        timeoutMs: 60_000,
-      });
-      await stopCleanly(run);
-    } finally {
-      await consumer.stop();
-    }
-    expect([...new Set(received)].sort()).toEqual([...ids].sort());
-    expect(await rows()).toEqual({ pending: 0, dead: 0 });
+    await consumeWhileRunPublishes(t, urlAs('grades'), 'grades', recorded, urlAs('outbox'));
+    expect(await outboxRows(t)).toEqual({ pending: 0, dead: 0 });
   });
 
   it('an exchange missing and not the user to declare: exit 2 saying so, events kept', async () => {
@@ -126,7 +103,7 @@ describe('RabbitMQ with least-privilege users', () => {
     expect(errorLine(result)).toMatch(
       /^edupulse-outbox: broker: amqp:\/\/outbox:\*\*\*@127\.0\.0\.1:\d+: exchange "edupulse\.events" does not exist, and this user may not declare it \(.*ACCESS_REFUSED.*\); have it declared beforehand as a durable topic exchange, or grant the user configure permission on it$/,
     );
-    expect(await rows()).toEqual({ pending: 1, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 1, dead: 0 });
   });
 
   it('an exchange of another type: exit 2 naming the difference, not retried for ever', async () => {
@@ -137,7 +114,7 @@ describe('RabbitMQ with least-privilege users', () => {
     expect(errorLine(result)).toMatch(
       /exchange "edupulse\.events" exists with settings other than ours \(a durable topic exchange\): .*PRECONDITION_FAILED - inequivalent arg 'type'.*received 'topic' but current is 'direct'/,
     );
-    expect(await rows()).toEqual({ pending: 1, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 1, dead: 0 });
   });
 
   it('no write permission on the exchange: exit 2 saying so, nothing dead-lettered', async () => {
@@ -151,7 +128,7 @@ describe('RabbitMQ with least-privilege users', () => {
       /^edupulse-outbox: broker: amqp:\/\/nowrite:\*\*\*@127\.0\.0\.1:\d+: the server does not let this user publish to exchange "edupulse\.events": .*ACCESS_REFUSED.*; grant it write permission on the exchange$/,
     );
     expect(result.stderr).not.toContain('event dead-lettered');
-    expect(await rows()).toEqual({ pending: 3, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 3, dead: 0 });
   });
 
   it('consume() whose queue is missing and not its to declare rejects with a ConfigError saying how to declare it', async () => {

@@ -14,13 +14,18 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { consume } from '../../src/consumer/index.js';
 import { ConfigError, LessonPublished } from '../../src/index.js';
 import { createTestCa, type TestCa } from '../helpers/certs.js';
-import { expectNoSecretIn, killChildren, spawnCli } from '../helpers/cli.js';
+import { expectNoSecretIn, killChildren } from '../helpers/cli.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { testAdmin, uniqueName } from '../helpers/kafka.js';
-import { errorLine, recordedCli, runArgs } from '../helpers/network-cli.js';
-import { enqueueLesson, outboxIds } from '../helpers/outbox.js';
+import {
+  consumeWhileRunPublishes,
+  errorLine,
+  outboxRows,
+  recordedCli,
+  runArgs,
+} from '../helpers/network-cli.js';
+import { enqueueLesson } from '../helpers/outbox.js';
 import { type SecureKafka, startSecureKafka } from '../helpers/secure-kafka.js';
-import { waitFor } from '../helpers/wait.js';
 
 afterEach(killChildren);
 
@@ -49,7 +54,7 @@ let admin: Admin;
 let t: TestSchema;
 const passwordFiles: Record<string, string> = {};
 const recorded = recordedCli();
-const { outputs, cli, stopCleanly } = recorded;
+const { outputs, cli } = recorded;
 
 function allow(user: User, resourceType: number, name: string, operation: number, pattern: number) {
   return {
@@ -72,12 +77,6 @@ function urlAs(user: User, topics: string): string {
     topic: `${topics}.{aggregate_type}`,
   });
   return `kafka://${user}@${kafka.saslSsl}/?${query}`;
-}
-
-async function rows(): Promise<{ pending: number; dead: number }> {
-  const count = async (table: string) =>
-    Number((await t.db.query(`SELECT count(*) AS n FROM "${t.schema}".${table}`)).rows[0]?.n);
-  return { pending: await count('outbox'), dead: await count('outbox_dead_letter') };
 }
 
 beforeAll(async () => {
@@ -130,30 +129,8 @@ describe('Kafka with ACLs', () => {
   it('publishes to a topic an administrator created, and consume() receives, with WRITE, DESCRIBE and READ only', async () => {
     const topics = `${BASE}.a`;
     await admin.createTopics({ topics: [`${topics}.lesson`], partitions: 1, replicas: 1 });
-    for (let n = 0; n < 5; n++) await enqueueLesson(t);
-    const ids = await outboxIds(t);
-    const received: string[] = [];
-    const consumer = await consume({
-      broker: urlAs('outbox', topics),
-      consumer: GROUP,
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: (event) => {
-        received.push(event.id);
-      },
-    });
-    try {
-      const run = spawnCli(runArgs(t.schema, urlAs('outbox', topics)));
-      await waitFor('every event received', () => received.length >= ids.length, {
-        timeoutMs: 90_000,
-      });
-      await stopCleanly(run);
-    } finally {
-      await consumer.stop();
-    }
-    expect([...new Set(received)].sort()).toEqual([...ids].sort());
-    expect(await rows()).toEqual({ pending: 0, dead: 0 });
+    await consumeWhileRunPublishes(t, urlAs('outbox', topics), GROUP, recorded);
+    expect(await outboxRows(t)).toEqual({ pending: 0, dead: 0 });
   });
 
   it('a topic missing and not the user to create: exit 2 naming the topic, events kept', async () => {
@@ -166,7 +143,7 @@ describe('Kafka with ACLs', () => {
         `^edupulse-outbox: broker: kafka://outbox:\\*\\*\\*@127\\.0\\.0\\.1:\\d+: topic "${topics}\\.lesson" does not exist, and this user may not create it \\(no CREATE ACL\\)`,
       ),
     );
-    expect(await rows()).toEqual({ pending: 1, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 1, dead: 0 });
   });
 
   it('no WRITE on the topic: exit 2 naming the ACL, nothing dead-lettered', async () => {
@@ -181,7 +158,7 @@ describe('Kafka with ACLs', () => {
       /^edupulse-outbox: broker: kafka:\/\/nowrite:\*\*\*@127\.0\.0\.1:\d+: publish refused: TOPIC_AUTHORIZATION_FAILED: .*\(the user needs WRITE and DESCRIBE on the topic\)$/,
     );
     expect(result.stderr).not.toContain('event dead-lettered');
-    expect(await rows()).toEqual({ pending: 3, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 3, dead: 0 });
   });
 
   it('no ACL at all, so no IDEMPOTENT_WRITE: exit 2 naming it, not an outage', async () => {
@@ -191,7 +168,7 @@ describe('Kafka with ACLs', () => {
     expect(errorLine(result)).toMatch(
       /^edupulse-outbox: broker: kafka:\/\/noacl:\*\*\*@127\.0\.0\.1:\d+: cannot start the idempotent producer: CLUSTER_AUTHORIZATION_FAILED: .*IDEMPOTENT_WRITE on the cluster/,
     );
-    expect(await rows()).toEqual({ pending: 1, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 1, dead: 0 });
   });
 
   it('consume() without READ on its consumer group rejects with a ConfigError', async () => {

@@ -14,8 +14,14 @@ import { expectNoSecretIn, killChildren, spawnCli } from '../helpers/cli.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { withConnection } from '../helpers/nats-consumer.js';
 import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
-import { errorLine, recordedCli, runArgs } from '../helpers/network-cli.js';
-import { enqueueLesson, outboxIds } from '../helpers/outbox.js';
+import {
+  consumeWhileRunPublishes,
+  errorLine,
+  outboxRows,
+  recordedCli,
+  runArgs,
+} from '../helpers/network-cli.js';
+import { enqueueLesson } from '../helpers/outbox.js';
 import { waitFor } from '../helpers/wait.js';
 
 afterEach(killChildren);
@@ -87,12 +93,6 @@ async function adminStream(subjects: string[] = ['edupulse.>']): Promise<void> {
   );
 }
 
-async function rows(): Promise<{ pending: number; dead: number }> {
-  const count = async (table: string) =>
-    Number((await t.db.query(`SELECT count(*) AS n FROM "${t.schema}".${table}`)).rows[0]?.n);
-  return { pending: await count('outbox'), dead: await count('outbox_dead_letter') };
-}
-
 beforeAll(async () => {
   server = await startNatsServer({ users: Object.values(users) });
   t = await createPgTestSchema('nats_perms');
@@ -113,30 +113,8 @@ afterAll(async () => {
 describe('NATS with least-privilege users', () => {
   it('publishes to the stream an administrator made, and consume() receives, with the documented permissions only', async () => {
     await adminStream();
-    for (let n = 0; n < 5; n++) await enqueueLesson(t);
-    const ids = await outboxIds(t);
-    const received: string[] = [];
-    const consumer = await consume({
-      broker: urlAs('grades'),
-      consumer: 'grades',
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: (event) => {
-        received.push(event.id);
-      },
-    });
-    try {
-      const run = spawnCli(runArgs(t.schema, urlAs('outbox')));
-      await waitFor('every event received', () => received.length >= ids.length, {
-        timeoutMs: 60_000,
-      });
-      await stopCleanly(run);
-    } finally {
-      await consumer.stop();
-    }
-    expect([...new Set(received)].sort()).toEqual([...ids].sort());
-    expect(await rows()).toEqual({ pending: 0, dead: 0 });
+    await consumeWhileRunPublishes(t, urlAs('grades'), 'grades', recorded, urlAs('outbox'));
+    expect(await outboxRows(t)).toEqual({ pending: 0, dead: 0 });
   });
 
   it('a missing stream the user may not create: exit 2 naming the stream and the right, events kept', async () => {
@@ -147,7 +125,7 @@ describe('NATS with least-privilege users', () => {
     expect(errorLine(result)).toMatch(
       /^edupulse-outbox: broker: NATS at nats:\/\/outbox:\*\*\*@127\.0\.0\.1:\d+: NATS stream "EDUPULSE" does not exist and this user may not create it: the server does not let this user publish to "\$JS\.API\.STREAM\.CREATE\.EDUPULSE" .*nats stream add EDUPULSE --subjects 'edupulse\.>' --dupe-window 120s$/,
     );
-    expect(await rows()).toEqual({ pending: 1, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 1, dead: 0 });
   });
 
   it('no right to publish the events: exit 2 naming the subjects, nothing dead-lettered', async () => {
@@ -159,7 +137,7 @@ describe('NATS with least-privilege users', () => {
       /^edupulse-outbox: broker: NATS at nats:\/\/nopub:\*\*\*@127\.0\.0\.1:\d+: the server does not let this user publish to "edupulse\.lesson\.lesson-published" .*grant it publish rights on "edupulse\.>"/,
     );
     expect(result.stderr).not.toContain('event dead-lettered');
-    expect(await rows()).toEqual({ pending: 3, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 3, dead: 0 });
   });
 
   it('no right to the JetStream API: exit 2 naming it, not taken for an election', async () => {
@@ -170,7 +148,7 @@ describe('NATS with least-privilege users', () => {
     const line = errorLine(result);
     expect(line).toMatch(/cannot reach the JetStream API: .*publish to "\$JS\.API\.INFO"/);
     expect(line).not.toMatch(/electing/);
-    expect(await rows()).toEqual({ pending: 1, dead: 0 });
+    expect(await outboxRows(t)).toEqual({ pending: 1, dead: 0 });
   });
 
   it('consume() without the consumer API rejects with a ConfigError naming the subject', async () => {
@@ -193,7 +171,7 @@ describe('NATS with least-privilege users', () => {
     await adminStream();
     await enqueueLesson(t);
     const run = spawnCli(runArgs(t.schema, urlAs('outbox')));
-    await waitFor('the event published', async () => (await rows()).pending === 0, {
+    await waitFor('the event published', async () => (await outboxRows(t)).pending === 0, {
       timeoutMs: 30_000,
     });
     await stopCleanly(run);
