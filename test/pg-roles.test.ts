@@ -244,15 +244,7 @@ describe('least-privilege roles', () => {
     });
 
     it('the app enqueues', async () => {
-      const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
-      await client.connect();
-      try {
-        await client.query('BEGIN');
-        await createOutbox({ schema }).enqueue(client, [lesson('a1'), lesson('a2')]);
-        await client.query('COMMIT');
-      } finally {
-        await client.end();
-      }
+      await enqueueAsApp([lesson('a1'), lesson('a2')]);
       // One the dispatcher must dead-letter: a control character in the aggregate id.
       await owner.query(
         `INSERT INTO "${schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
@@ -347,12 +339,7 @@ describe('least-privilege roles', () => {
       await run.waitFor('dispatching', () => run.stderr.includes('"dispatching"'));
       await owner.query(`REVOKE DELETE ON "${schema}".outbox FROM "${ROLES.dispatcher}"`);
       try {
-        const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
-        await client.connect();
-        await client.query('BEGIN');
-        await createOutbox({ schema }).enqueue(client, lesson('r1'));
-        await client.query('COMMIT');
-        await client.end();
+        await enqueueAsApp([lesson('r1')]);
         const result = await run.exited;
         expect(result.code).toBe(2);
         expect(result.stderr).toContain(
@@ -384,12 +371,7 @@ describe('least-privilege roles', () => {
           'log:',
         ]);
         await run.waitFor('dispatching', () => run.stderr.includes('"dispatching"'));
-        const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
-        await client.connect();
-        await client.query('BEGIN');
-        await createOutbox({ schema }).enqueue(client, lesson('seen by the policy'));
-        await client.query('COMMIT');
-        await client.end();
+        await enqueueAsApp([lesson('seen by the policy')]);
         await run.waitFor('the outbox drained', async () => (await count('outbox')) === 0);
         run.child.kill('SIGTERM');
         const result = await run.exited;
@@ -431,12 +413,7 @@ describe('least-privilege roles', () => {
               tx.query(`INSERT INTO "${schema}".private_effects (id) VALUES ($1)`, [event.id]),
             ),
         });
-        const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
-        await client.connect();
-        await client.query('BEGIN');
-        await createOutbox({ schema }).enqueue(client, lesson('refused by the handler'));
-        await client.query('COMMIT');
-        await client.end();
+        await enqueueAsApp([lesson('refused by the handler')]);
         await waitFor('the parked event', async () => (await count('consumer_dead_letter')) === 1, {
           timeoutMs: 20_000,
         });
@@ -478,6 +455,19 @@ describe('least-privilege roles', () => {
       expect(body.error).toContain(`TO "${ROLES.dispatcher}";`);
     });
   });
+
+  /** `events` enqueued and committed by the app's role, in one transaction. */
+  async function enqueueAsApp(events: ReturnType<typeof lesson>[]): Promise<void> {
+    const client = new pg.Client({ connectionString: urlAs(ROLES.app) });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      await createOutbox({ schema }).enqueue(client, events);
+      await client.query('COMMIT');
+    } finally {
+      await client.end();
+    }
+  }
 
   async function count(table: string): Promise<number> {
     const { rows } = await admin.query<{ n: number }>(
