@@ -48,6 +48,18 @@ export async function markDatabaseErrors<T>(
                 databaseWork((tx.commitWith as (t: string) => Promise<void>)(text)),
             }
           : {}),
+        ...(tx.queryAfter
+          ? {
+              queryAfter: <B, R>(before: string, text: string, values: readonly unknown[]) =>
+                databaseWork(
+                  (tx.queryAfter as NonNullable<TransactionExecutor['queryAfter']>)<B, R>(
+                    before,
+                    text,
+                    values,
+                  ),
+                ),
+            }
+          : {}),
       };
       try {
         return await fn(marked);
