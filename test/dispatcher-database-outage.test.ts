@@ -1,8 +1,11 @@
 /**
  * A dispatcher whose database goes away for several steps of its backoff: it says each
  * step once, says `dispatching again` once the database answers again (not before), and
- * publishes every event written before and during the outage. The dispatcher reaches
- * PostgreSQL through a TCP proxy the test stops; the test enqueues directly.
+ * publishes every event written before and during the outage. Then a database whose
+ * connections go silent: no error, no close, nothing answering (a network partition, a
+ * failover to another address), which without a limit of its own the dispatcher would
+ * wait on until TCP gives up, many minutes later, or for ever. The dispatcher reaches
+ * PostgreSQL through a TCP proxy the test stops or strands; the test enqueues directly.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
@@ -23,6 +26,8 @@ let t: TestSchema;
 let proxy: TcpProxy;
 let viaProxy: Database;
 let dispatcher: Dispatcher | undefined;
+/** Server processes behind stranded connections, ended after each test. */
+let strandedPorts: number[] = [];
 
 beforeAll(async () => {
   t = await createPgTestSchema('db_outage_log');
@@ -37,6 +42,8 @@ afterEach(async () => {
   await dispatcher?.stop().catch(() => {});
   dispatcher = undefined;
   await proxy?.start();
+  await terminate(strandedPorts);
+  strandedPorts = [];
 });
 
 afterAll(async () => {
@@ -139,3 +146,87 @@ it.each([
     expect(rows[0]?.n).toBe(0);
   },
 );
+
+/** Ends the server processes whose clients sit at `ports` (on this host); how many there were. */
+async function terminate(ports: number[]): Promise<number> {
+  if (ports.length === 0) return 0;
+  const { rows } = await t.db.query<{ pid: number }>(
+    `SELECT pid FROM pg_stat_activity
+     WHERE client_port = ANY($1::int[]) AND client_addr = '127.0.0.1' AND pid <> pg_backend_pid()`,
+    [ports],
+  );
+  for (const { pid } of rows) await t.db.query('SELECT pg_terminate_backend($1)', [pid]);
+  return rows.length;
+}
+
+function start(broker: MemoryBroker, lines: string[]): Promise<void> {
+  const log = (_fields: Record<string, unknown>, message: string) => lines.push(message);
+  dispatcher = createDispatcher({
+    db: viaProxy,
+    broker,
+    schema: t.schema,
+    databaseTimeoutMs: 1000,
+    retryBaseDelayMs: 20,
+    retryMaxDelayMs: 200,
+    rebalanceIntervalMs: 200,
+    logger: { debug: () => {}, info: log, warn: log, error: log },
+  });
+  return dispatcher.start();
+}
+
+const published = (broker: MemoryBroker) => new Set(broker.messages.map((m) => m.id));
+
+// The dispatcher would otherwise find an event only at its idle look, every 30 s, with
+// its write probe waiting on a dead connection; 15 s tells the two apart.
+const soon = { timeoutMs: 15_000 };
+
+it('gives up on connections gone silent with a batch in flight, and publishes on new ones (a failover)', async () => {
+  const broker = new MemoryBroker({ latencyMs: 300 });
+  const lines: string[] = [];
+  await start(broker, lines);
+  const first = await enqueue(5);
+  // The batch is at the broker: its settle will go out on a connection already stranded.
+  await waitFor('a batch in flight', () => broker.calls > 0);
+  strandedPorts = proxy.strand();
+  // The old server is gone, and its sessions with it: nothing holds the rows any more.
+  expect(await terminate(strandedPorts)).toBeGreaterThan(0);
+  const later = await enqueue(5);
+  await waitFor(
+    'every event published',
+    () => [...first, ...later].every((id) => published(broker).has(id)),
+    soon,
+  );
+  expect(lines).toContain('database unavailable; retrying');
+  await waitFor('the outage declared over', () => lines.includes('dispatching again'), soon);
+}, 30_000);
+
+it('frees the partitions it held when cut off while the server stays up, and takes them again', async () => {
+  const broker = new MemoryBroker();
+  const lines: string[] = [];
+  await start(broker, lines);
+  const first = await enqueue(3);
+  await waitFor('the events before', () => first.every((id) => published(broker).has(id)));
+  strandedPorts = proxy.strand();
+  // The server still runs the stranded sessions. The one holding the partition locks must
+  // end by itself, or no dispatcher could own those partitions again.
+  await waitFor(
+    "the server ending the dispatcher's stranded sessions",
+    async () => (await dedicatedSessions(strandedPorts)) === 0,
+    soon,
+  );
+  const later = await enqueue(3);
+  await waitFor('the events after', () => later.every((id) => published(broker).has(id)), soon);
+  const joined = lines.filter((line) => line === 'joined the dispatchers sharing partitions');
+  expect(joined.length).toBeGreaterThanOrEqual(2);
+}, 40_000);
+
+/** The dispatcher's own sessions (ownership, write probe) among the server processes at `ports`. */
+async function dedicatedSessions(ports: number[]): Promise<number> {
+  const { rows } = await t.db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity
+     WHERE client_port = ANY($1::int[]) AND client_addr = '127.0.0.1'
+       AND application_name LIKE 'edupulse-outbox %'`,
+    [ports],
+  );
+  return rows[0]?.n ?? 0;
+}

@@ -1,3 +1,4 @@
+import type { DatabaseTimeouts } from './answer-timeout.js';
 import type { Executor } from './executor.js';
 
 /** A transaction as the dispatcher and migrator see it: statements, plus multi-statement SQL scripts. */
@@ -23,6 +24,15 @@ export interface TransactionExecutor extends Executor {
   ): Promise<{ before: B[]; rows: R[] }>;
 }
 
+/**
+ * For a caller whose statements are all short (the dispatcher): `timeouts` drops a
+ * connection left unanswered, and asks the server to end a dedicated session left idle
+ * (see DatabaseTimeouts). An adapter without a network to lose (PGlite) ignores them.
+ */
+export interface DatabaseCallOptions {
+  timeouts?: DatabaseTimeouts;
+}
+
 /** A connection of its own, kept open: session-level advisory locks live as long as it. */
 export interface DatabaseSession extends Executor {
   /** Called once if the connection is lost; its session locks are gone with it. */
@@ -36,8 +46,16 @@ export interface DatabaseSession extends Executor {
  * `pgliteDatabase` (embedded PGlite).
  */
 export interface Database extends Executor {
+  query<R = Record<string, unknown>>(
+    text: string,
+    values?: readonly unknown[],
+    options?: DatabaseCallOptions,
+  ): Promise<{ rows: R[] }>;
   /** Runs `fn` in a transaction: commit when it resolves, roll back when it throws. */
-  transaction<T>(fn: (tx: TransactionExecutor) => Promise<T>): Promise<T>;
+  transaction<T>(
+    fn: (tx: TransactionExecutor) => Promise<T>,
+    options?: DatabaseCallOptions,
+  ): Promise<T>;
   /**
    * Calls `onNotify` for each notification on `channel` until the returned function is
    * called. `onError` hears a lost listening connection; the caller keeps polling meanwhile.
@@ -51,7 +69,7 @@ export interface Database extends Executor {
    * Opens a dedicated session (dispatchers hold their partition locks on one). Absent
    * on an embedded single-session database, where one dispatcher owns every partition.
    */
-  session?(applicationName: string): Promise<DatabaseSession>;
+  session?(applicationName: string, options?: DatabaseCallOptions): Promise<DatabaseSession>;
   /** Releases every connection the adapter opened. */
   close(): Promise<void>;
 }

@@ -2,7 +2,13 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import type { Database, DatabaseSession, TransactionExecutor } from './database.js';
+import { answeredWithin, type DatabaseTimeouts, sessionLimits } from './answer-timeout.js';
+import type {
+  Database,
+  DatabaseCallOptions,
+  DatabaseSession,
+  TransactionExecutor,
+} from './database.js';
 import { pgConnectionSettings } from './pg-config.js';
 import { hostChoosingClient } from './pg-hosts.js';
 
@@ -213,114 +219,126 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
   const sessionOptions = { setting, sessionPooler: connection.sessionPooler, Client };
   const dedicated = new Set<pg.Client>();
 
+  const transaction = async <T>(
+    fn: (tx: TransactionExecutor) => Promise<T>,
+    timeouts: DatabaseTimeouts | undefined,
+  ): Promise<T> => {
+    const client = await pool.connect();
+    const answered = <V>(work: Promise<V>) => answeredWithin(client, timeouts?.answerMs, work);
+    // Round trips are much of a small batch's cost: BEGIN goes out with the first
+    // statement (one simple-protocol message when it has no parameters, one
+    // extended-protocol message when it is prepared, see BeginThenQuery), and
+    // commitWith() sends its statement and COMMIT together.
+    let begun = false;
+    let committed = false;
+    const begin = async () => {
+      if (!begun) {
+        begun = true;
+        await answered(client.query('BEGIN'));
+      }
+    };
+    const simple = async (text: string) => lastResult(await simpleAll(text));
+    const simpleAll = async (text: string) => {
+      const prefix = begun ? '' : 'BEGIN;\n';
+      begun = true;
+      const result: pg.QueryResult | pg.QueryResult[] = await answered(
+        client.query(`${prefix}${text}`),
+      );
+      return Array.isArray(result) ? result : [result];
+    };
+    const tx: TransactionExecutor = {
+      async query<R>(text: string, values: readonly unknown[] = []) {
+        if (values.length === 0) return { rows: (await simple(text)).rows as R[] };
+        if (unpinned.has(client)) {
+          await begin();
+          return { rows: (await answered(client.query(text, [...values]))).rows as R[] };
+        }
+        // Statements with parameters are prepared once per connection (by a name derived
+        // from their text) and planned once: the dispatcher sends the same few
+        // statements for every batch, and parsing and planning them each time cost
+        // about a millisecond of server CPU per batch. The first of a transaction takes
+        // BEGIN along once the connection has run it (a consumer's inbox statement: one
+        // round trip of its handler's four).
+        const name = preparedName(text);
+        const ran = ranPrepared.get(client) ?? new Set<string>();
+        let result: pg.QueryResult;
+        if (!begun && ran.has(name)) {
+          begun = true;
+          result = await answered(submit(client, namedQuery(BeginThenQuery, name, text, values)));
+        } else {
+          await begin();
+          result = await answered(submit(client, namedQuery(pg.Query, name, text, values)));
+          ran.add(name);
+          ranPrepared.set(client, ran);
+        }
+        return { rows: result.rows as R[] };
+      },
+      async exec(sql: string) {
+        await simple(sql);
+      },
+      async queryAfter<B, R>(before: string, text: string, values: readonly unknown[]) {
+        // One message: BEGIN if not yet sent, `before`, and the statement prepared by SQL
+        // PREPARE run by EXECUTE with its values written in. A simple-protocol message
+        // runs its statements in order, each in a snapshot of its own.
+        const literals = digitLiterals(values);
+        const name =
+          literals === undefined ? undefined : await answered(preparedBySql(client, text));
+        if (name) {
+          const results = await simpleAll(`${before};\nEXECUTE ${name}(${literals})`);
+          return {
+            before: (results.at(-2)?.rows ?? []) as B[],
+            rows: (results.at(-1)?.rows ?? []) as R[],
+          };
+        }
+        const first = await simple(before);
+        const { rows } = await tx.query<R>(text, values);
+        return { before: first.rows as B[], rows };
+      },
+      async commitWith(text: string) {
+        await simple(`${text};\nCOMMIT`);
+        committed = true;
+      },
+    };
+    let broken: Error | undefined;
+    // While checked out the pool does not listen for this client's errors: a server
+    // that ends the session (restart, admin) while we wait on the broker would be an
+    // unhandled 'error' event and kill the process. Remember it; the next query fails.
+    const lost = (error: Error) => {
+      broken = error;
+    };
+    client.on('error', lost);
+    try {
+      const result = await fn(tx);
+      if (begun && !committed) await answered(client.query('COMMIT'));
+      return result;
+    } catch (error) {
+      if (begun && !committed) {
+        try {
+          await answered(client.query('ROLLBACK'));
+        } catch (rollbackError) {
+          // The session is unusable (server gone, connection cut): do not return it to the pool.
+          broken = rollbackError as Error;
+        }
+      }
+      throw error;
+    } finally {
+      client.off('error', lost);
+      client.release(broken);
+    }
+  };
+
   return {
-    async query<R>(text: string, values: readonly unknown[] = []) {
+    async query<R>(text: string, values: readonly unknown[] = [], options?: DatabaseCallOptions) {
+      // With timeouts, in a transaction of its own: the same guard over the connection.
+      if (options?.timeouts)
+        return transaction((tx) => tx.query<R>(text, values), options.timeouts);
       const result = await pool.query(text, [...values]);
       return { rows: result.rows as R[] };
     },
+    transaction: <T>(fn: (tx: TransactionExecutor) => Promise<T>, options?: DatabaseCallOptions) =>
+      transaction(fn, options?.timeouts),
 
-    async transaction<T>(fn: (tx: TransactionExecutor) => Promise<T>): Promise<T> {
-      const client = await pool.connect();
-      // Round trips are much of a small batch's cost: BEGIN goes out with the first
-      // statement (one simple-protocol message when it has no parameters, one
-      // extended-protocol message when it is prepared, see BeginThenQuery), and
-      // commitWith() sends its statement and COMMIT together.
-      let begun = false;
-      let committed = false;
-      const begin = async () => {
-        if (!begun) {
-          begun = true;
-          await client.query('BEGIN');
-        }
-      };
-      const simple = async (text: string) => lastResult(await simpleAll(text));
-      const simpleAll = async (text: string) => {
-        const prefix = begun ? '' : 'BEGIN;\n';
-        begun = true;
-        const result: pg.QueryResult | pg.QueryResult[] = await client.query(`${prefix}${text}`);
-        return Array.isArray(result) ? result : [result];
-      };
-      const tx: TransactionExecutor = {
-        async query<R>(text: string, values: readonly unknown[] = []) {
-          if (values.length === 0) return { rows: (await simple(text)).rows as R[] };
-          if (unpinned.has(client)) {
-            await begin();
-            return { rows: (await client.query(text, [...values])).rows as R[] };
-          }
-          // Statements with parameters are prepared once per connection (by a name derived
-          // from their text) and planned once: the dispatcher sends the same few
-          // statements for every batch, and parsing and planning them each time cost
-          // about a millisecond of server CPU per batch. The first of a transaction takes
-          // BEGIN along once the connection has run it (a consumer's inbox statement: one
-          // round trip of its handler's four).
-          const name = preparedName(text);
-          const ran = ranPrepared.get(client) ?? new Set<string>();
-          let result: pg.QueryResult;
-          if (!begun && ran.has(name)) {
-            begun = true;
-            result = await submit(client, namedQuery(BeginThenQuery, name, text, values));
-          } else {
-            await begin();
-            result = await submit(client, namedQuery(pg.Query, name, text, values));
-            ran.add(name);
-            ranPrepared.set(client, ran);
-          }
-          return { rows: result.rows as R[] };
-        },
-        async exec(sql: string) {
-          await simple(sql);
-        },
-        async queryAfter<B, R>(before: string, text: string, values: readonly unknown[]) {
-          // One message: BEGIN if not yet sent, `before`, and the statement prepared by SQL
-          // PREPARE run by EXECUTE with its values written in. A simple-protocol message
-          // runs its statements in order, each in a snapshot of its own.
-          const literals = digitLiterals(values);
-          const name = literals === undefined ? undefined : await preparedBySql(client, text);
-          if (name) {
-            const results = await simpleAll(`${before};\nEXECUTE ${name}(${literals})`);
-            return {
-              before: (results.at(-2)?.rows ?? []) as B[],
-              rows: (results.at(-1)?.rows ?? []) as R[],
-            };
-          }
-          const first = await simple(before);
-          const { rows } = await tx.query<R>(text, values);
-          return { before: first.rows as B[], rows };
-        },
-        async commitWith(text: string) {
-          await simple(`${text};\nCOMMIT`);
-          committed = true;
-        },
-      };
-      let broken: Error | undefined;
-      // While checked out the pool does not listen for this client's errors: a server
-      // that ends the session (restart, admin) while we wait on the broker would be an
-      // unhandled 'error' event and kill the process. Remember it; the next query fails.
-      const lost = (error: Error) => {
-        broken = error;
-      };
-      client.on('error', lost);
-      try {
-        const result = await fn(tx);
-        if (begun && !committed) await client.query('COMMIT');
-        return result;
-      } catch (error) {
-        if (begun && !committed) {
-          try {
-            await client.query('ROLLBACK');
-          } catch (rollbackError) {
-            // The session is unusable (server gone, connection cut): do not return it to the pool.
-            broken = rollbackError as Error;
-          }
-        }
-        throw error;
-      } finally {
-        client.off('error', lost);
-        client.release(broken);
-      }
-    },
-
-    async listen(channel, onNotify, onError) {
+    async listen(channel: string, onNotify: () => void, onError?: (error: Error) => void) {
       const { client, session } = await openSession(config, dedicated, 'listening', sessionOptions);
       session.onLost((error) => onError?.(error));
       client.on('notification', (message) => {
@@ -335,9 +353,13 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       return () => session.close();
     },
 
-    async session(applicationName: string): Promise<DatabaseSession> {
+    async session(applicationName: string, options?: DatabaseCallOptions) {
       const named = { ...config, application_name: applicationName };
-      return (await openSession(named, dedicated, 'session', sessionOptions)).session;
+      const opened = await openSession(named, dedicated, 'session', {
+        ...sessionOptions,
+        timeouts: options?.timeouts,
+      });
+      return opened.session;
     },
 
     async close() {
@@ -392,8 +414,11 @@ async function openSession(
     setting: string;
     sessionPooler: boolean;
     Client: (new (config?: pg.ClientConfig) => pg.Client) | undefined;
+    timeouts?: DatabaseTimeouts | undefined;
   },
 ): Promise<{ client: pg.Client; session: DatabaseSession }> {
+  const answerMs = options.timeouts?.answerMs;
+  const idleSessionMs = options.timeouts?.idleSessionMs;
   const client = new (options.Client ?? pg.Client)(config);
   open.add(client);
   let lost: ((error: Error) => void) | undefined;
@@ -415,7 +440,10 @@ async function openSession(
     await client.connect();
     // Checked first: a session setting must not reach a pooler's shared server connections.
     if (!options.sessionPooler) await checkSessionIsDirect(client, options.setting);
-    await client.query(SESSION_SETTINGS);
+    await answeredWithin(client, answerMs, client.query(SESSION_SETTINGS));
+    if (idleSessionMs !== undefined) {
+      await answeredWithin(client, answerMs, client.query(sessionLimits(idleSessionMs)));
+    }
   } catch (error) {
     end();
     await client.end().catch(() => {});
@@ -423,7 +451,7 @@ async function openSession(
   }
   const session: DatabaseSession = {
     async query<R>(text: string, values: readonly unknown[] = []) {
-      const result = await client.query(text, [...values]);
+      const result = await answeredWithin(client, answerMs, client.query(text, [...values]));
       return { rows: result.rows as R[] };
     },
     onLost(listener) {

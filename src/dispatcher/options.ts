@@ -62,6 +62,15 @@ export interface DispatcherOptions {
    */
   publishTimeoutMs?: number;
   /**
+   * A statement of the dispatcher's own that PostgreSQL has not answered within this
+   * drops its connection and fails as a lost connection (retried on a new one): a network
+   * partition or a failover to another address leaves connections open and silent. Its
+   * dedicated sessions also ask the server to end them when left idle (PostgreSQL 14 and
+   * later), so the partitions a cut-off dispatcher held come free. No effect on an
+   * embedded database.
+   */
+  databaseTimeoutMs?: number;
+  /**
    * How often dispatchers sharing a database recount each other and move partitions
    * towards a fair share; a joining, leaving or crashed dispatcher is balanced out within
    * about two rounds.
@@ -160,6 +169,7 @@ export const dispatcherOptions = optionNames<DispatcherOptions>({
   retryBaseDelayMs: true,
   retryMaxDelayMs: true,
   publishTimeoutMs: true,
+  databaseTimeoutMs: true,
   rebalanceIntervalMs: true,
   deadLetterRetentionMs: true,
   deadLetterPurgeIntervalMs: true,
@@ -176,14 +186,15 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
   if (!options.broker) throw new ConfigError('broker', 'is required');
   const schema = options.schema ?? 'public';
   quoteSchema(schema);
+  const numbers = resolveWholeNumbers(
+    options as Partial<Record<DispatcherSettingName, unknown>>,
+    (name) => name,
+  );
   return {
-    db: options.db,
+    db: withDispatcherTimeouts(options.db, numbers),
     broker: options.broker,
     schema,
-    ...resolveWholeNumbers(
-      options as Partial<Record<DispatcherSettingName, unknown>>,
-      (name) => name,
-    ),
+    ...numbers,
     notify: options.notify ?? true,
     waitForBroker: options.waitForBroker ?? true,
     onDeadLetter: deadLetterPolicy('onDeadLetter', options.onDeadLetter),
@@ -198,5 +209,29 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
           ),
     logger: options.logger === false ? silentLogger : (options.logger ?? createLogger('info')),
     signal: options.signal,
+  };
+}
+
+/**
+ * The database as the dispatcher uses it: its statements answered within
+ * `databaseTimeoutMs`, and its sessions (partition ownership, the write probe) ended by
+ * the server once idle for twice the longest gap between their statements, each taking
+ * up to `databaseTimeoutMs`. Passed with each call, so that a `Database` the application
+ * wraps (to count or trace statements) keeps its wrapper.
+ */
+function withDispatcherTimeouts(
+  db: Database,
+  numbers: Record<DispatcherSettingName, number>,
+): Database {
+  const { databaseTimeoutMs, rebalanceIntervalMs, wakeProbeMaxMs } = numbers;
+  const gapMs = Math.max(rebalanceIntervalMs, wakeProbeMaxMs) + databaseTimeoutMs;
+  const options = { timeouts: { answerMs: databaseTimeoutMs, idleSessionMs: 2 * gapMs } };
+  const { session } = db;
+  return {
+    query: (text, values) => db.query(text, values, options),
+    transaction: (fn) => db.transaction(fn, options),
+    listen: (channel, onNotify, onError) => db.listen(channel, onNotify, onError),
+    ...(session ? { session: (name: string) => session.call(db, name, options) } : {}),
+    close: () => db.close(),
   };
 }

@@ -80,6 +80,15 @@ export const dispatcherSettings = {
     max: 120_000,
     description: 'give up on an unanswered batch after this (it is rolled back and retried)',
   },
+  databaseTimeoutMs: {
+    flag: 'database-timeout-ms',
+    value: '<ms>',
+    default: 30_000,
+    min: 100,
+    max: 600_000,
+    description:
+      'a statement of the dispatcher PostgreSQL has not answered by then drops its connection, taken for lost (a partition, a failover), and is retried on a new one',
+  },
   wakeProbeMinMs: {
     flag: 'wake-probe-min-ms',
     value: '<ms>',

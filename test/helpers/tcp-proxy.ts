@@ -23,6 +23,14 @@ export interface TcpProxy {
   /** Lets held data flow again, both ways. */
   thaw(): void;
   /**
+   * Holds every open connection both ways for good, while new ones flow: a network that
+   * went silent (a failover to another address, a host cut off), whose connections the
+   * code under test must give up on by itself. Neither side hears anything of the other
+   * again, even a close. Returns the local ports of the server-side sockets (the server's
+   * `client_port`).
+   */
+  strand(): number[];
+  /**
    * Reads the code under test has sent so far, over all its connections: a client that
    * waits for each answer before it writes again sends one per round trip.
    */
@@ -59,6 +67,8 @@ const directions: readonly Direction[] = ['to-server', 'to-client'];
 
 export async function startTcpProxy(target: TcpProxyTarget): Promise<TcpProxy> {
   const pairs = new Set<SocketPair>();
+  /** Stranded pairs, destroyed by stop(). */
+  const stranded = new Set<SocketPair>();
   const frozen = new Set<Direction>();
   let server: net.Server | undefined;
   let port = 0;
@@ -103,6 +113,11 @@ export async function startTcpProxy(target: TcpProxyTarget): Promise<TcpProxy> {
     async stop() {
       const closing = server;
       server = undefined;
+      for (const pair of stranded) {
+        pair.client.destroy();
+        pair.upstream.destroy();
+      }
+      stranded.clear();
       for (const pair of pairs) {
         pair.client.destroy();
         pair.upstream.destroy();
@@ -123,6 +138,21 @@ export async function startTcpProxy(target: TcpProxyTarget): Promise<TcpProxy> {
     thaw() {
       for (const d of frozen) for (const pair of pairs) flow(pair, d);
       frozen.clear();
+    },
+    strand() {
+      const ports: number[] = [];
+      for (const pair of pairs) {
+        for (const d of directions) if (!frozen.has(d)) hold(pair, d);
+        for (const socket of [pair.client, pair.upstream]) {
+          socket.removeAllListeners('close');
+          socket.removeAllListeners('error');
+          socket.on('error', () => {});
+        }
+        if (pair.upstream.localPort !== undefined) ports.push(pair.upstream.localPort);
+        pairs.delete(pair);
+        stranded.add(pair);
+      }
+      return ports;
     },
   };
 }
