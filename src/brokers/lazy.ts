@@ -77,6 +77,11 @@ export class LazySource implements MessageSource {
     assertPeerInstalled(this.loader.setting, this.loader.peer);
   }
 
+  /** Known once started (the implementation is loaded then). */
+  get workingIntervalMs(): number | undefined {
+    return this.source?.workingIntervalMs;
+  }
+
   async start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void) {
     const { peer, setting, load } = this.loader;
     this.source ??= await loadWithPeer(setting, peer, load);

@@ -28,8 +28,9 @@ export interface Delivery {
   ack(): Promise<void>;
   /**
    * Tells the broker the message is still being worked on (NATS: +WPI, resetting the
-   * ack wait), while its handler runs or it waits behind its aggregate's earlier events.
-   * Optional: brokers without an ack deadline need nothing.
+   * ack wait), while its handler runs or it waits behind its aggregate's earlier events;
+   * the consumer calls it every `MessageSource.workingIntervalMs`. Optional: brokers
+   * without an ack deadline need nothing.
    */
   working?(): void;
 }
@@ -64,6 +65,12 @@ export interface MessageSource {
    * PostgreSQL, and calls `start` only while it holds it.
    */
   readonly needsLease: boolean;
+  /**
+   * For a broker with an ack deadline (deliveries have `working`): how often a message
+   * not yet acked must be marked as worked on, well within the deadline, so that the
+   * broker does not deliver it again while its handler still runs.
+   */
+  readonly workingIntervalMs?: number | undefined;
   /**
    * Connects, declares what it needs (durable consumer, queue and binding, group) and
    * starts calling `onMessage`, in the broker's delivery order. Resolves once receiving;

@@ -88,7 +88,6 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   /** Settled by stop(): rejected with `fatalError` when that ended the loop by itself. */
   private readonly end = new RunEnd();
   private fatalError: Error | undefined;
-  private keepAlive: NodeJS.Timeout | undefined;
   private takingRetries = false;
   private purging = false;
   /** Ends the source's run with an error retrying cannot mend (a privilege refused mid-run). */
@@ -147,19 +146,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         if (running) this.fail(error);
       });
     });
-    // Brokers with an ack deadline hear every few seconds that queued messages are alive.
-    this.keepAlive = setInterval(() => {
-      for (const delivery of this.inFlight) delivery.working?.();
-    }, 5000);
-    this.keepAlive.unref();
-    try {
-      await started;
-    } catch (error) {
-      // Nobody holds this consumer now: let nothing hold it (a service retrying its start
-      // would keep every failed attempt).
-      clearInterval(this.keepAlive);
-      throw error;
-    }
+    await started;
     running = true;
   }
 
@@ -184,7 +171,6 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     await this.source?.pause().catch(() => {});
     await this.queues.idle();
     await this.loop?.catch(() => {});
-    clearInterval(this.keepAlive);
     if (this.fatalError) this.end.reject(this.fatalError);
     else this.end.resolve();
   }
@@ -266,9 +252,18 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
             ? undefined
             : setInterval(() => void this.purgeInbox(), this.settings.inboxPurgeIntervalMs);
         if (janitor) void this.purgeInbox();
+        // A broker with an ack deadline hears, at its source's pace, that the messages
+        // in flight (running, or queued behind their aggregate's earlier ones) are alive.
+        const keepAlive =
+          source.workingIntervalMs === undefined
+            ? undefined
+            : setInterval(() => {
+                for (const delivery of this.inFlight) delivery.working?.();
+              }, source.workingIntervalMs);
         const reason = await Promise.race([lost, dropped]).finally(() => {
           clearInterval(retries);
           clearInterval(janitor);
+          clearInterval(keepAlive);
         });
         if (reason instanceof ConfigError || reason instanceof PrivilegeError) throw reason;
         if (reason !== undefined) {

@@ -4,11 +4,11 @@
  * outage target lives on a private nats-server that the test stops and starts.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { jetstream } from '@nats-io/jetstream';
-import { headers as natsHeaders } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { afterAll, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
-import { consume } from '../../src/consumer/index.js';
+import { type Consumer, consume } from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
 import { createPgTestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
@@ -108,3 +108,64 @@ it('deliver=new skips the history at the first start, and at every start until i
     await pg.drop();
   }
 });
+
+it('a handler slower than ack_wait_s keeps its message: the broker hears it is worked on within every ack wait', async () => {
+  const pg = await createPgTestSchema('consume_nats_slow');
+  const id = randomBytes(5).toString('hex');
+  const stream = `C_${id}`;
+  const url = `${SHARED_URL}?stream=${stream}&subject_prefix=c${id}`;
+  const aggregate = randomUUID();
+  // The first event's handler runs for three ack waits; the second waits behind it.
+  const messages = [quizMessage(aggregate), quizMessage(aggregate), quizMessage(randomUUID())];
+  const handled: string[] = [];
+  // What the consumer tells the server about each message (+WPI, then +ACK), by reply subject.
+  const told = new Map<string, { at: number; what: string }[]>();
+  const listener = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
+  listener.subscribe(`$JS.ACK.${stream}.slow.>`, {
+    callback: (_error, message) => {
+      const said = told.get(message.subject) ?? [];
+      said.push({ at: Date.now(), what: message.string() });
+      told.set(message.subject, said);
+    },
+  });
+  await listener.flush();
+  let consumer: Consumer | undefined;
+  try {
+    const broker = brokerFromUrl(url, { source: '/edupulse/consumer-test' });
+    await broker.connect();
+    for (const message of messages) await broker.publish([message]);
+    await broker.close();
+    consumer = await consume({
+      broker: `${url}&ack_wait_s=5`,
+      consumer: 'slow',
+      database: pg.db,
+      schema: pg.schema,
+      events: [QuizSubmitted],
+      handler: async (event) => {
+        if (event.id === messages[0]?.id)
+          await new Promise((resolve) => setTimeout(resolve, 15_000));
+        handled.push(event.id);
+      },
+    });
+    await waitFor('every event handled', () => handled.length >= messages.length, {
+      timeoutMs: 30_000,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(handled).toEqual([messages[2]?.id, messages[0]?.id, messages[1]?.id]);
+    expect(consumer.stats.received).toBe(messages.length);
+    const info = await withConnection(SHARED_URL, async (nc) =>
+      (await jetstreamManager(nc)).consumers.info(stream, 'slow'),
+    );
+    expect(info.num_redelivered).toBe(0);
+    // The slow message's marks: none more than an ack wait after the one before.
+    const marks = [...told.values()].reduce((a, b) => (b.length > a.length ? b : a));
+    expect(marks.at(-1)?.what).toBe('+ACK');
+    const gaps = marks.slice(1).map((mark, i) => mark.at - (marks[i]?.at ?? 0));
+    expect(Math.max(...gaps)).toBeLessThan(5_000);
+  } finally {
+    await consumer?.stop();
+    await listener.close();
+    await deleteStream(SHARED_URL, stream).catch(() => {});
+    await pg.drop();
+  }
+}, 60_000);

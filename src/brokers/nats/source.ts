@@ -32,6 +32,7 @@ class NatsSource implements MessageSource {
   readonly binding = 'nats';
   readonly needsLease = true;
   readonly location: string;
+  readonly workingIntervalMs: number;
   private nc: NatsConnection | undefined;
   private messages: ConsumerMessages | undefined;
   private closing = false;
@@ -41,6 +42,8 @@ class NatsSource implements MessageSource {
     private readonly options: MessageSourceOptions,
   ) {
     this.location = settings.location;
+    // Three marks per ack wait: one late timer or a slow round trip still leaves two.
+    this.workingIntervalMs = Math.min(5_000, Math.floor((settings.ackWaitS * 1000) / 3));
   }
 
   async start(
