@@ -25,7 +25,7 @@ import {
 import { statements } from '../db/sql/index.js';
 import type { AnyEventDefinition, ConsumedEvent } from './event.js';
 import type { Consumer, ConsumerEvents, ConsumerHealth, ConsumerStats } from './events.js';
-import { inboxOutcome, markRetried, StaleEventError } from './inbox.js';
+import { acceptStale, inboxOutcome, StaleEventError } from './inbox.js';
 import { type ConsumeOptions, type ConsumerSettings, resolveConsumeOptions } from './options.js';
 import { AggregateQueues } from './order.js';
 import { type ParkedFields, parkMessage, takeRetryDeliveries } from './park.js';
@@ -36,6 +36,11 @@ interface Work {
   generation: number;
   /** Taken from the consumer's dead letters by an operator's `dead retry`. */
   retry?: boolean;
+  /**
+   * That dead letter was parked for being older than its aggregate's last applied event,
+   * so the operator who retried it saw that: the inbox applies it after all.
+   */
+  retryStale?: boolean;
 }
 
 /**
@@ -413,8 +418,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     if (this.takingRetries || this.stopping || generation !== this.generation) return;
     this.takingRetries = true;
     try {
-      for (const delivery of await takeRetryDeliveries(this.settings)) {
-        this.receive({ delivery, generation, retry: true });
+      for (const { delivery, stale } of await takeRetryDeliveries(this.settings)) {
+        this.receive({ delivery, generation, retry: true, retryStale: stale });
       }
     } catch (error) {
       this.settings.logger.warn(
@@ -462,7 +467,10 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       // Stopping or reconnected: leave it unacked, the broker redelivers it.
       if (!this.current(work)) return this.forget(work);
       event.attempt = attempt;
-      if (work.retry) markRetried(event);
+      // Only a retry of what was parked as stale skips the stale check: one parked for its
+      // payload or a failing handler may meanwhile have been overtaken by its aggregate's
+      // later events, and applying it now would overwrite what they wrote.
+      if (work.retryStale) acceptStale(event);
       const started = performance.now();
       try {
         await this.handler(event);

@@ -14,7 +14,8 @@ import type { ConsumedEvent } from './event.js';
  * `sequence` is lower): a dead letter the producer's operator retried late, or an event
  * from another producer that resent history.
  * - `park` (default): the consumer parks it as a consumer dead letter with the reason,
- *   for a person to decide; nothing is applied.
+ *   for a person to decide; nothing is applied. `dead retry --consumer` of it applies it
+ *   after all; a retried dead letter parked for another reason meets this policy again.
  * - `skip`: recorded as seen and not applied.
  * - `apply`: applied like any new event.
  */
@@ -70,12 +71,12 @@ export class StaleEventError extends OutboxError {
 // transaction committed (metrics count duplicates and stale events apart).
 const outcomes = new WeakMap<object, InboxOutcome>();
 
-// Events an operator retried from the consumer's dead letters: applied even when stale.
-const retried = new WeakSet<object>();
+// Events an operator retried after they were parked as stale: applied even when stale.
+const acceptedStale = new WeakSet<object>();
 
-/** Marks an event `consume` hands to its handler as an operator's retry. */
-export function markRetried(event: object): void {
-  retried.add(event);
+/** Marks an event `consume` hands to its handler as an operator's retry of a stale one. */
+export function acceptStale(event: object): void {
+  acceptedStale.add(event);
 }
 
 /** The inbox's verdict on an event `consume` handed to a handler, if the handler used one. */
@@ -134,7 +135,7 @@ export function createInbox(options: InboxOptions): Inbox {
       const row = rows[0];
       let outcome: InboxOutcome = 'applied';
       if (!row || row.fresh === 0) outcome = 'duplicate';
-      else if (row.in_order === 0 && onStale !== 'apply' && !retried.has(event)) {
+      else if (row.in_order === 0 && onStale !== 'apply' && !acceptedStale.has(event)) {
         if (onStale === 'park') {
           throw new StaleEventError(
             `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"`,

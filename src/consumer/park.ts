@@ -57,6 +57,7 @@ export async function parkMessage(
     body,
     attempts,
     withoutNul(reason),
+    stale,
   ]);
   return {
     origin: delivery.origin,
@@ -73,15 +74,21 @@ interface RetryRow {
   origin: string;
   headers: string;
   body: string;
+  stale: boolean;
 }
 
-/**
- * Takes up to 100 of the consumer's dead letters an operator asked to retry, as
- * deliveries whose ack deletes the dead letter (unless it was parked anew meanwhile).
- */
+/** A dead letter an operator asked to retry, as a delivery. */
+export interface RetryDelivery {
+  /** Its ack deletes the dead letter (unless it was parked anew meanwhile). */
+  delivery: Delivery;
+  /** Parked for being older than its aggregate's last applied event: the retry applies it after all. */
+  stale: boolean;
+}
+
+/** Takes up to 100 of the consumer's dead letters an operator asked to retry. */
 export async function takeRetryDeliveries(
   settings: Pick<ConsumerSettings, 'database' | 'schema' | 'consumer'>,
-): Promise<Delivery[]> {
+): Promise<RetryDelivery[]> {
   const sql = statements(settings.schema);
   const { rows } = await settings.database.query<RetryRow>(sql.consumerDeadLetterTakeRetries, [
     settings.consumer,
@@ -89,7 +96,7 @@ export async function takeRetryDeliveries(
   ]);
   return rows.map((row) => {
     const headers = JSON.parse(row.headers) as Record<string, string>;
-    return {
+    const delivery: Delivery = {
       headers,
       contentType: headers['content-type'],
       body: Buffer.from(row.body, 'utf8'),
@@ -98,5 +105,6 @@ export async function takeRetryDeliveries(
         await settings.database.query(sql.consumerDeadLetterResolve, [row.id]);
       },
     };
+    return { delivery, stale: row.stale };
   });
 }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
-import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
+import { AMQP_URL, deleteConsumerQueues, testExchange, withAmqpChannel } from '../helpers/amqp.js';
 import { runCli } from '../helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
@@ -60,10 +60,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await consumer?.stop();
-  await withAmqpChannel(async (channel) => {
-    await channel.deleteQueue(`${exchange}.${NAME}`);
-    await channel.deleteExchange(exchange);
-  }).catch(() => {});
+  await deleteConsumerQueues(exchange, NAME);
   await pg?.drop();
 });
 

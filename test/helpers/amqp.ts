@@ -35,6 +35,17 @@ export async function deleteExchange(exchange: string): Promise<void> {
   await withAmqpChannel((channel) => channel.deleteExchange(exchange));
 }
 
+/** After a consumer test: the queues `consume()` declared for these consumers, then the exchange; errors ignored. */
+export async function deleteConsumerQueues(
+  exchange: string,
+  ...consumers: string[]
+): Promise<void> {
+  await withAmqpChannel(async (channel) => {
+    for (const consumer of consumers) await channel.deleteQueue(`${exchange}.${consumer}`);
+    await channel.deleteExchange(exchange);
+  }).catch(() => {});
+}
+
 /** What the independent consumer reads from a delivery. */
 export function receivedMessage(message: ConsumeMessage): ReceivedMessage {
   const attributes: Record<string, string> = {};

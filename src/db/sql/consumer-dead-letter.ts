@@ -8,8 +8,9 @@ import { rfc3339 } from './fragments.js';
 export interface ConsumerDeadLetterStatements {
   /**
    * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence, $6 origin,
-   * $7 headers (JSON text), $8 body, $9 attempts, $10 reason: parks a message; a second
-   * park of the same event updates the first (and ends a retry of it).
+   * $7 headers (JSON text), $8 body, $9 attempts, $10 reason, $11 stale (older than its
+   * aggregate's last applied event): parks a message; a second park of the same event
+   * updates the first (and ends a retry of it).
    */
   consumerDeadLetterPark: string;
   /** $1 consumer or NULL: the number of consumer dead letters. */
@@ -26,7 +27,8 @@ export interface ConsumerDeadLetterStatements {
   consumerDeadLetterPurge: string;
   /**
    * $1 consumer, $2 limit: takes the dead letters whose retry was asked for (no other
-   * process takes them too), oldest first, with what the handler needs.
+   * process takes them too), oldest first, with what the handler needs and whether each
+   * was parked as stale.
    */
   consumerDeadLetterTakeRetries: string;
   /** $1 dead letter id: deletes a taken dead letter its retry handled (not one parked anew). */
@@ -49,11 +51,11 @@ export function consumerDeadLetterStatements(s: string): ConsumerDeadLetterState
   const table = `${s}.consumer_dead_letter`;
   return {
     consumerDeadLetterPark: `INSERT INTO ${table}
-  (consumer, event_id, event_type, aggregate_id, sequence, origin, headers, body, attempts, last_error)
-VALUES ($1, $2, $3, $4, $5::text::bigint, $6, $7::text::jsonb, $8, $9, $10)
+  (consumer, event_id, event_type, aggregate_id, sequence, origin, headers, body, attempts, last_error, stale)
+VALUES ($1, $2, $3, $4, $5::text::bigint, $6, $7::text::jsonb, $8, $9, $10, $11)
 ON CONFLICT (consumer, event_id) DO UPDATE
   SET attempts = excluded.attempts, last_error = excluded.last_error, origin = excluded.origin,
-      dead_at = now(), retry_requested_at = NULL, retry_taken_at = NULL`,
+      stale = excluded.stale, dead_at = now(), retry_requested_at = NULL, retry_taken_at = NULL`,
 
     consumerDeadLetterCount: `SELECT count(*)::int AS dead FROM ${table}
 WHERE $1::text IS NULL OR consumer = $1`,
@@ -81,7 +83,7 @@ FROM (SELECT id FROM ${table}
   WHERE consumer = $1 AND retry_requested_at IS NOT NULL
   ORDER BY dead_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS taken
 WHERE d.id = taken.id
-RETURNING d.id::text AS id, d.origin, d.headers::text AS headers, d.body, d.attempts, d.dead_at`,
+RETURNING d.id::text AS id, d.origin, d.headers::text AS headers, d.body, d.attempts, d.dead_at, d.stale`,
 
     consumerDeadLetterResolve: `DELETE FROM ${table} WHERE id = $1::text::uuid AND retry_taken_at IS NOT NULL`,
   };

@@ -1,0 +1,6 @@
+-- Whether a consumer dead letter was parked for being older than its aggregate's last
+-- applied event. An operator's retry applies such a one after all: its reason said so.
+-- A retry of one parked for another reason (a payload the schema refused, a handler
+-- that failed) meets the inbox's stale policy like any late event, so that a fixed
+-- consumer does not apply it over what its aggregate's later events wrote meanwhile.
+ALTER TABLE :schema.consumer_dead_letter ADD COLUMN stale boolean NOT NULL DEFAULT false;
