@@ -84,10 +84,15 @@ interface DeadLetter {
   retrying: boolean;
 }
 
+/** The consumer's dead letters, as `dead list --consumer` shows them (read directly: polled). */
 async function deadLetters(): Promise<DeadLetter[]> {
-  const list = await cli('dead', 'list', '--consumer', NAME, '--json');
-  expect(list.code).toBe(0);
-  return JSON.parse(list.stdout);
+  const { rows } = await pg.db.query<DeadLetter>(
+    `SELECT event_id AS "eventId", last_error AS "lastError",
+       retry_requested_at IS NOT NULL OR retry_taken_at IS NOT NULL AS retrying
+     FROM "${pg.schema}".consumer_dead_letter WHERE consumer = $1 ORDER BY dead_at, id`,
+    [NAME],
+  );
+  return rows;
 }
 
 /** The consumer as deployed with `events`, applying through the inbox into lesson_title. */
@@ -201,5 +206,31 @@ describe('evolving an event schema', () => {
     await waitFor('applied', () => applied.some((a) => a.id === first.id), { timeoutMs: 20_000 });
     expect(await titleOf(lessonId)).toBe('Fractions');
     await waitFor('no dead letter left', async () => (await deadLetters()).length === 0);
+  });
+
+  it("retried dead letters reach the handler in their aggregate's order, whatever order they were parked in", async () => {
+    await deploy(LessonPublished);
+    const ids = lesson();
+    const first = Renamed.create({ ...ids, name: 'Decimals' });
+    const second = Renamed.create({ ...ids, name: 'Decimals, revised' });
+    await produce(first, second);
+    await waitFor('both parked', async () => (await deadLetters()).length === 2, {
+      timeoutMs: 20_000,
+    });
+    // Retried too early, the first is parked again: now it was parked after the second.
+    expect((await cli('dead', 'retry', String(first.id), '--consumer', NAME)).code).toBe(0);
+    await waitFor('parked again', async () => {
+      const rows = await deadLetters();
+      return rows.length === 2 && rows.every((row) => !row.retrying);
+    });
+    expect((await deadLetters()).map((row) => row.eventId)).toEqual([second.id, first.id]);
+
+    await deploy(EitherName);
+    expect((await cli('dead', 'retry', '--consumer', NAME, '--all')).code).toBe(0);
+    await waitFor('no dead letter left', async () => (await deadLetters()).length === 0, {
+      timeoutMs: 20_000,
+    });
+    expect(applied.map((a) => a.id)).toEqual([first.id, second.id]);
+    expect(await titleOf(ids.lesson_id)).toBe('Decimals, revised');
   });
 });

@@ -27,8 +27,8 @@ export interface ConsumerDeadLetterStatements {
   consumerDeadLetterPurge: string;
   /**
    * $1 consumer, $2 limit: takes the dead letters whose retry was asked for (no other
-   * process takes them too), oldest first, with what the handler needs and whether each
-   * was parked as stale.
+   * process takes them too), in sequence order, with what the handler needs and whether
+   * each was parked as stale.
    */
   consumerDeadLetterTakeRetries: string;
   /** $1 dead letter id: deletes a taken dead letter its retry handled (not one parked anew). */
@@ -78,12 +78,19 @@ RETURNING coalesce(event_id, id::text) AS id`,
   RETURNING 1)
 SELECT count(*)::int AS purged FROM purged`,
 
-    consumerDeadLetterTakeRetries: `UPDATE ${table} d SET retry_requested_at = NULL, retry_taken_at = now()
-FROM (SELECT id FROM ${table}
-  WHERE consumer = $1 AND retry_requested_at IS NOT NULL
-  ORDER BY dead_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS taken
-WHERE d.id = taken.id
-RETURNING d.id::text AS id, d.origin, d.headers::text AS headers, d.body, d.attempts, d.dead_at, d.stale`,
+    // In sequence order, not the order they were parked in: a dead letter parked again
+    // (a retry that failed) is parked later than its aggregate's next one, and handed to
+    // the handler after it, it would be stale. RETURNING keeps no order: hence the SELECT.
+    consumerDeadLetterTakeRetries: `WITH taken AS (
+  UPDATE ${table} d SET retry_requested_at = NULL, retry_taken_at = now()
+  FROM (SELECT id FROM ${table}
+    WHERE consumer = $1 AND retry_requested_at IS NOT NULL
+    ORDER BY sequence NULLS LAST, dead_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS picked
+  WHERE d.id = picked.id
+  RETURNING d.id, d.origin, d.headers, d.body, d.attempts, d.dead_at, d.stale, d.sequence
+)
+SELECT id::text AS id, origin, headers::text AS headers, body, attempts, dead_at, stale
+FROM taken ORDER BY sequence NULLS LAST, dead_at, id`,
 
     consumerDeadLetterResolve: `DELETE FROM ${table} WHERE id = $1::text::uuid AND retry_taken_at IS NOT NULL`,
   };
