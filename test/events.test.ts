@@ -270,6 +270,16 @@ describe('CloudEvents envelope', () => {
     expect(attributes.tracestate).toBe('edupulse=1');
   });
 
+  it('publishes no dataschema: a header of that name stays in the row, unlike schemaversion', () => {
+    const headers = {
+      dataschema: 'https://schemas.example/lesson-published/2',
+      schemaversion: '2',
+    };
+    const attributes = cloudEventAttributes(message({ headers }), 's');
+    expect(attributes).not.toHaveProperty('dataschema');
+    expect(attributes.schemaversion).toBe('2');
+  });
+
   it('structuredCloudEvent: data is the stored payload verbatim', () => {
     // Key order a re-encoding through jsonb would change.
     const payload = '{"zeta":1,"alpha":{"b":2,"a":[1,2.50]},"text":"line\\nbreak"}';
@@ -291,5 +301,50 @@ describe('CloudEvents envelope', () => {
     expect(line).not.toMatch(/[\r\n]/);
     expect(JSON.parse(line).data).toEqual(lesson);
     expect(Object.keys(JSON.parse(line).data)).toEqual(Object.keys(lesson));
+  });
+});
+
+describe('evolving a payload schema (README "Evolving an event\'s schema")', () => {
+  it('create drops a field its schema does not declare; a strict schema refuses it, naming it', () => {
+    const withSummary = { ...lesson, summary: 'parts of a whole' };
+    expect(LessonPublished.create(withSummary).payload).toEqual(lesson);
+    const Strict = defineEvent({
+      type: 'lesson-published',
+      aggregateType: 'lesson',
+      schema: z.strictObject(LessonPublished.schema.shape),
+      aggregateId: (p) => p.lesson_id,
+    });
+    const error = validationError(() => Strict.create(withSummary));
+    expect(error.message).toBe('payload: Unrecognized key: "summary" (lesson-published)');
+  });
+
+  it('a consumer whose schema is a looseObject keeps the fields it does not declare', () => {
+    const Loose = defineEvent({
+      type: 'lesson-published',
+      aggregateType: 'lesson',
+      schema: z.looseObject(LessonPublished.schema.shape),
+      aggregateId: (p) => p.lesson_id,
+    });
+    const withSummary = { ...lesson, summary: 'parts of a whole' };
+    expect(Loose.parse(withSummary)).toEqual(withSummary);
+    expect(LessonPublished.parse(withSummary)).toEqual(lesson);
+  });
+
+  it('a version in the payload: older payloads without it read as version 1', () => {
+    const Versioned = defineEvent({
+      type: 'lesson-published',
+      aggregateType: 'lesson',
+      schema: z.discriminatedUnion('version', [
+        LessonPublished.schema.extend({ version: z.literal(1).default(1) }),
+        LessonPublished.schema.extend({ version: z.literal(2), summary: z.string() }),
+      ]),
+      aggregateId: (p) => p.lesson_id,
+    });
+    expect(Versioned.parse(lesson)).toEqual({ ...lesson, version: 1 });
+    const v2 = Versioned.create({ ...lesson, version: 2, summary: 'parts of a whole' });
+    expect(v2.payload).toEqual({ ...lesson, version: 2, summary: 'parts of a whole' });
+    expect(validationError(() => Versioned.parse({ ...lesson, version: 2 })).path).toBe(
+      'payload.summary',
+    );
   });
 });

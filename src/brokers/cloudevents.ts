@@ -22,7 +22,11 @@ export function assertCloudEventsSource(
   }
 }
 
-/** The context attributes the outbox sets itself (and `data`): a header of one of these names is not published. */
+/**
+ * The CloudEvents context attributes (and `data`): a header of one of these names is not
+ * published. The outbox sets each itself but `dataschema`, which must be a URI: a header
+ * of any text cannot stand in for it.
+ */
 const OWN_ATTRIBUTES = new Set([
   'specversion',
   'id',

@@ -20,6 +20,7 @@ import {
   createOutbox,
   type Dispatcher,
   defineEvent,
+  LessonCompleted,
   LessonPublished,
   type OutboxEvent,
 } from '../../src/index.js';
@@ -49,6 +50,27 @@ const Renamed = defineEvent({
     published_at: timestamp,
   }),
   aggregateId: (p) => p.lesson_id,
+});
+/** lesson-published with an optional field added. */
+const WithSummary = defineEvent({
+  type: 'lesson-published',
+  aggregateType: 'lesson',
+  schema: LessonPublished.schema.extend({ summary: z.string().optional() }),
+  aggregateId: (p) => p.lesson_id,
+});
+/** lesson-published without `author_id`. */
+const WithoutAuthor = defineEvent({
+  type: 'lesson-published',
+  aggregateType: 'lesson',
+  schema: LessonPublished.schema.omit({ author_id: true }),
+  aggregateId: (p) => p.lesson_id,
+});
+/** lesson-completed with `duration_seconds` as text. */
+const DurationAsText = defineEvent({
+  type: 'lesson-completed',
+  aggregateType: 'student',
+  schema: LessonCompleted.schema.extend({ duration_seconds: z.string() }),
+  aggregateId: (p) => p.student_id,
 });
 /** The fixed consumer's definition: reads either name, and gives the handler `title`. */
 const EitherName = defineEvent({
@@ -111,11 +133,13 @@ async function deploy(...events: AnyEventDefinition[]): Promise<void> {
       pg.db.transaction((tx) =>
         inbox.process(tx, event, async () => {
           const data = event.data as Record<string, unknown>;
-          await tx.query(
-            `INSERT INTO "${pg.schema}".lesson_title VALUES ($1, $2)
-             ON CONFLICT (lesson_id) DO UPDATE SET title = excluded.title`,
-            [data.lesson_id, data.title],
-          );
+          if (event.type === 'lesson-published') {
+            await tx.query(
+              `INSERT INTO "${pg.schema}".lesson_title VALUES ($1, $2)
+               ON CONFLICT (lesson_id) DO UPDATE SET title = excluded.title`,
+              [data.lesson_id, data.title],
+            );
+          }
           applied.push({ id: event.id, data });
         }),
       ),
@@ -164,6 +188,49 @@ afterAll(async () => {
 });
 
 describe('evolving an event schema', () => {
+  it('an old consumer drops a field it does not declare, and parks an event that lacks or retypes one it requires, naming the field', async () => {
+    await deploy(LessonPublished, LessonCompleted);
+    const added = WithSummary.create({ ...lesson(), title: 'Ratios', summary: 'parts of a whole' });
+    const removed = WithoutAuthor.create({
+      lesson_id: randomUUID(),
+      title: 'Angles',
+      published_at: '2026-12-01T09:30:00Z',
+    });
+    const renamed = Renamed.create({ ...lesson(), name: 'Volumes' });
+    const retyped = DurationAsText.create({
+      lesson_id: randomUUID(),
+      student_id: randomUUID(),
+      completed_at: '2026-12-01T09:30:00Z',
+      duration_seconds: '90',
+    });
+    await produce(added, removed, renamed, retyped);
+    await waitFor('one applied, three parked', async () => {
+      return applied.length === 1 && (await deadLetters()).length === 3;
+    });
+    expect(applied[0]).toEqual({ id: added.id, data: LessonPublished.parse(added.payload) });
+    expect(applied[0]?.data).not.toHaveProperty('summary');
+    const reasons = Object.fromEntries(
+      (await deadLetters()).map((row) => [row.eventId, row.lastError]),
+    );
+    expect(reasons).toEqual({
+      [String(removed.id)]:
+        'payload.author_id: Invalid input: expected string, received undefined (lesson-published)',
+      [String(renamed.id)]:
+        'payload.title: Invalid input: expected string, received undefined (lesson-published)',
+      [String(retyped.id)]:
+        'payload.duration_seconds: Invalid input: expected number, received string (lesson-completed)',
+    });
+  });
+
+  it('a new consumer reads an old event without the optional field it added', async () => {
+    await deploy(WithSummary);
+    const old = LessonPublished.create({ ...lesson(), title: 'Ratios' });
+    await produce(old);
+    await waitFor('applied', () => applied.length === 1);
+    expect(applied[0]).toEqual({ id: old.id, data: old.payload });
+    expect(applied[0]?.data.summary).toBeUndefined();
+  });
+
   it('a parked event retried after its aggregate moved on is parked as stale, not applied over the newer one; a second retry applies it', async () => {
     await deploy(LessonPublished);
     // The producer ships the rename first: the old consumer parks the event, naming the field.
