@@ -190,6 +190,35 @@ describe('upgrading a schema created by an earlier release', () => {
     },
   );
 
+  it('0008 marks the consumer dead letters an earlier release parked as stale, and no others', async () => {
+    const t = await freshSchema('migrate_upgrade');
+    await migrate(t.db, t.schema, { targetVersion: 7 });
+    const reasons = {
+      stale:
+        'event e-1 (quiz-submitted, sequence 3) is older than the last event applied for aggregate "q-1"',
+      invalid: 'payload.score: Invalid input: expected number, received string (quiz-submitted)',
+      failed:
+        'handler failed 5 times; last error: event e-3 is older than the last event applied for aggregate "q-1"',
+    };
+    for (const [id, reason] of Object.entries(reasons)) {
+      await t.db.query(
+        `INSERT INTO "${t.schema}".consumer_dead_letter
+           (consumer, event_id, origin, headers, body, attempts, last_error)
+         VALUES ('grades', $1, 'test', '{}', '{}', 1, $2)`,
+        [id, reason],
+      );
+    }
+    await migrate(t.db, t.schema);
+    const { rows } = await t.db.query<{ event_id: string; stale: boolean }>(
+      `SELECT event_id, stale FROM "${t.schema}".consumer_dead_letter ORDER BY event_id`,
+    );
+    expect(rows).toEqual([
+      { event_id: 'failed', stale: false },
+      { event_id: 'invalid', stale: false },
+      { event_id: 'stale', stale: true },
+    ]);
+  });
+
   it("a partition count other than the schema's is refused before anything is applied", async () => {
     const t = await freshSchema('migrate_upgrade');
     await migrate(t.db, t.schema, { partitions: 16, targetVersion: 3 });
