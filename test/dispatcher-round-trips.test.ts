@@ -7,9 +7,9 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { pgArray, statements } from '../src/db/sql/index.js';
 import { markDatabaseErrors } from '../src/dispatcher/database-errors.js';
 import { claimWithinHorizon } from '../src/dispatcher/horizon.js';
-import { type Database, pgDatabase } from '../src/index.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
-import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import type { Database } from '../src/index.js';
+import { createPgTestSchema, proxiedPgDatabase, type TestSchema } from './helpers/db.js';
+import type { TcpProxy } from './helpers/tcp-proxy.js';
 
 let t: TestSchema;
 let proxy: TcpProxy;
@@ -17,10 +17,7 @@ let proxied: Database;
 
 beforeAll(async () => {
   t = await createPgTestSchema('round_trips');
-  const target = new URL(PG_URL);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
-  target.host = `127.0.0.1:${proxy.port}`;
-  proxied = pgDatabase({ connectionString: target.toString(), maxConnections: 1 });
+  ({ proxy, db: proxied } = await proxiedPgDatabase({ maxConnections: 1 }));
 });
 
 afterAll(async () => {

@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database, TransactionExecutor } from '../src/db/database.js';
 import { pgDatabase } from '../src/index.js';
-import { PG_URL } from './helpers/db.js';
-import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { PG_URL, proxiedPgDatabase } from './helpers/db.js';
+import type { TcpProxy } from './helpers/tcp-proxy.js';
 
 let db: Database;
 let observer: Database;
@@ -80,10 +80,7 @@ describe('a transaction whose first statement has parameters', () => {
   const xidStatement = 'SELECT txid_current()::text AS xid, $1::int AS n';
 
   beforeAll(async () => {
-    const target = new URL(PG_URL);
-    proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
-    target.host = `127.0.0.1:${proxy.port}`;
-    proxied = pgDatabase({ connectionString: target.toString(), maxConnections: 1 });
+    ({ proxy, db: proxied } = await proxiedPgDatabase({ maxConnections: 1 }));
   });
 
   afterAll(async () => {

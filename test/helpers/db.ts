@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { PGlite } from '@electric-sql/pglite';
 import { type Database, migrate, pgDatabase, pgliteDatabase } from '../../src/index.js';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 /** The PostgreSQL the tests use: `DATABASE_URL`, else the local trust-auth server. */
 export const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -74,4 +75,17 @@ export async function createPgliteTestSchema(
       if (!pglite.closed) await pglite.close();
     },
   };
+}
+
+/**
+ * A node-postgres `Database` that reaches the test server through a TCP proxy of its own,
+ * which counts what it sends and can cut or silence the network. Close both when done.
+ */
+export async function proxiedPgDatabase(
+  options: Omit<Parameters<typeof pgDatabase>[0], 'connectionString'> = {},
+): Promise<{ proxy: TcpProxy; db: Database }> {
+  const target = new URL(PG_URL);
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  target.host = `127.0.0.1:${proxy.port}`;
+  return { proxy, db: pgDatabase({ ...options, connectionString: target.toString() }) };
 }
