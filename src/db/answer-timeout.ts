@@ -5,8 +5,6 @@
  * resend. The dispatcher's statements are short, so one unanswered for long means the
  * connection is lost: it is dropped, and the statement fails as any lost connection does.
  */
-import type pg from 'pg';
-
 export interface DatabaseTimeouts {
   /** A statement unanswered this long drops its connection and fails (code ETIMEDOUT). */
   answerMs: number;
@@ -22,7 +20,9 @@ export interface DatabaseTimeouts {
 
 /** `work`, failing with ETIMEDOUT, its connection dropped, when unanswered within `ms`. */
 export function answeredWithin<T>(
-  client: pg.ClientBase,
+  // A node-postgres client, by shape: these declarations are public, and the types of
+  // pg are not a dependency of an application that uses postgres.js or PGlite.
+  client: object,
   ms: number | undefined,
   work: Promise<T>,
 ): Promise<T> {
