@@ -246,7 +246,7 @@ format_storage() {
   local more=()
   read -r -a more <<<"${KAFKA_FORMAT_ARGS:-}"
   tool kafka.tools.StorageTool format --ignore-formatted \
-    -t "$(cat "$CLUSTER_ID_FILE")" -c "$CONFIG" "${more[@]}" >"$LOGS/format.log" 2>&1 \
+    --cluster-id="$(cat "$CLUSTER_ID_FILE")" -c "$CONFIG" "${more[@]}" >"$LOGS/format.log" 2>&1 \
     || { cat "$LOGS/format.log" >&2; die "storage format failed"; }
 }
 

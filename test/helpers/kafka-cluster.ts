@@ -41,8 +41,12 @@ export interface PrivateKafkaCluster {
 }
 
 /** A KRaft cluster id: 16 random bytes, base64url without padding (what StorageTool prints). */
+/** Like Kafka's own random ids: never one that starts with '-', which a command line reads as an option. */
 function clusterId(): string {
-  return randomBytes(16).toString('base64url');
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 function alive(pid: number): boolean {
