@@ -16,10 +16,9 @@ import {
   type Database,
   type Dispatcher,
   LessonPublished,
-  pgDatabase,
 } from '../src/index.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
-import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { createPgTestSchema, proxiedPgDatabase, type TestSchema } from './helpers/db.js';
+import type { TcpProxy } from './helpers/tcp-proxy.js';
 import { waitFor } from './helpers/wait.js';
 
 let t: TestSchema;
@@ -31,11 +30,7 @@ let strandedPorts: number[] = [];
 
 beforeAll(async () => {
   t = await createPgTestSchema('db_outage_log');
-  const target = new URL(PG_URL);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
-  const through = new URL(PG_URL);
-  through.port = String(proxy.port);
-  viaProxy = pgDatabase({ connectionString: through.href, connectTimeoutMs: 1000 });
+  ({ proxy, db: viaProxy } = await proxiedPgDatabase({ connectTimeoutMs: 1000 }));
 });
 
 afterEach(async () => {

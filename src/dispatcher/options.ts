@@ -3,6 +3,7 @@ import { ConfigError } from '../common/errors.js';
 import { createLogger, type Logger, silentLogger } from '../common/logger.js';
 import { quoted, readWholeNumber, wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
+import { withTimeouts } from '../db/answer-timeout.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import {
@@ -216,8 +217,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
  * The database as the dispatcher uses it: its statements answered within
  * `databaseTimeoutMs`, and its sessions (partition ownership, the write probe) ended by
  * the server once idle for twice the longest gap between their statements, each taking
- * up to `databaseTimeoutMs`. Passed with each call, so that a `Database` the application
- * wraps (to count or trace statements) keeps its wrapper.
+ * up to `databaseTimeoutMs`.
  */
 function withDispatcherTimeouts(
   db: Database,
@@ -225,13 +225,5 @@ function withDispatcherTimeouts(
 ): Database {
   const { databaseTimeoutMs, rebalanceIntervalMs, wakeProbeMaxMs } = numbers;
   const gapMs = Math.max(rebalanceIntervalMs, wakeProbeMaxMs) + databaseTimeoutMs;
-  const options = { timeouts: { answerMs: databaseTimeoutMs, idleSessionMs: 2 * gapMs } };
-  const { session } = db;
-  return {
-    query: (text, values) => db.query(text, values, options),
-    transaction: (fn) => db.transaction(fn, options),
-    listen: (channel, onNotify, onError) => db.listen(channel, onNotify, onError),
-    ...(session ? { session: (name: string) => session.call(db, name, options) } : {}),
-    close: () => db.close(),
-  };
+  return withTimeouts(db, { answerMs: databaseTimeoutMs, idleSessionMs: 2 * gapMs });
 }
