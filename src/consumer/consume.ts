@@ -193,6 +193,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     let schemaChecked = false;
     while (!this.stopping) {
       const lost = this.stopped.then(() => undefined);
+      let leaseCheck: NodeJS.Timeout | undefined;
       try {
         // A schema without the consumer's tables (not migrated, or a wrong name) fails
         // every message; say so at once. A database that cannot be reached is retried.
@@ -225,6 +226,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         this.lease?.onLost((error) =>
           onLost(`lost the database session holding the lease: ${errorMessage(error)}`),
         );
+        leaseCheck = this.checkLease(onLost);
         const starting = source.start(
           (delivery) => this.receive({ delivery, generation }),
           // A ConfigError (a Kafka member fenced out by another of the same name) is not
@@ -239,6 +241,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
             () => source.close(),
             () => {},
           );
+          clearInterval(leaseCheck);
           break;
         }
         failures = 0;
@@ -294,6 +297,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         ) {
           const fatal = refused ?? error;
           this.setState('stopped', errorMessage(fatal));
+          clearInterval(leaseCheck);
           await this.release();
           throw fatal;
         }
@@ -303,6 +307,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           'consumer cannot receive; retrying',
         );
       }
+      clearInterval(leaseCheck);
       // Work the old source delivered is not started any more; the broker redelivers it.
       this.generation++;
       await this.release();
@@ -362,6 +367,29 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       this.setState('standby', 'another process of this consumer holds the lease');
       if (await this.sleep(this.settings.leaseRetryMs, stopped)) return false;
     }
+  }
+
+  /**
+   * While the lease is held, asks its session every leaseRetryMs whether it still answers:
+   * a connection gone silent holds nothing once the server ends it, and another process
+   * may then take the lease. Undefined without a lease.
+   */
+  private checkLease(onLost: (reason: string) => void): NodeJS.Timeout | undefined {
+    const lease = this.lease;
+    if (!lease) return undefined;
+    let asking = false;
+    return setInterval(() => {
+      if (asking) return;
+      asking = true;
+      lease
+        .query('SELECT 1')
+        .catch((error: unknown) =>
+          onLost(`the database session holding the lease failed: ${errorMessage(error)}`),
+        )
+        .finally(() => {
+          asking = false;
+        });
+    }, this.settings.leaseRetryMs);
   }
 
   private async release(): Promise<void> {

@@ -4,6 +4,7 @@ import { ConfigError } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
+import { withTimeouts } from '../db/answer-timeout.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import type { AnyEventDefinition, ConsumedEventOf } from './event.js';
@@ -18,7 +19,10 @@ export interface ConsumeOptions<Defs extends readonly AnyEventDefinition[]> {
   broker: string;
   /** The consumer's name: its durable JetStream consumer, RabbitMQ queue, Kafka group and inbox key. */
   consumer: string;
-  /** Where consumer dead letters are parked, and the lease is held (NATS). */
+  /**
+   * Where consumer dead letters are parked, and the lease is held (NATS): the consumer's
+   * own statements, not the handler's.
+   */
   database: Database;
   /** Schema holding the consumer tables (migration 0007). Default `public`. */
   schema?: string;
@@ -46,8 +50,20 @@ export interface ConsumeOptions<Defs extends readonly AnyEventDefinition[]> {
   onInvalid?: 'park' | 'skip';
   /** `consume()` rejects when it cannot receive (or stand by) within this. Default 30000. */
   startTimeoutMs?: number;
-  /** How often a standby process asks for the lease. Default 1000. */
+  /**
+   * How often a standby process asks for the lease, and a receiving one makes sure the
+   * session holding it still answers (NATS). Default 1000.
+   */
   leaseRetryMs?: number;
+  /**
+   * One of the consumer's own statements (the lease, parking, dead-letter retries, the
+   * janitor; not the handler's) unanswered this long — a network gone silent, a failover
+   * to another address — drops its connection and fails as a lost connection does; the
+   * lease's session lost, the consumer stops receiving until it holds the lease again.
+   * The server is asked to end the lease's session once idle for 2 × (`leaseRetryMs` +
+   * this), so that a process cut off leaves the lease to another. Default 30000.
+   */
+  databaseTimeoutMs?: number;
   /** How often the consumer looks for dead letters an operator asked to retry. Default 5000. */
   deadLetterRetryPollMs?: number;
   /**
@@ -78,6 +94,7 @@ export interface ConsumerSettings {
   onInvalid: 'park' | 'skip';
   startTimeoutMs: number;
   leaseRetryMs: number;
+  databaseTimeoutMs: number;
   deadLetterRetryPollMs: number;
   inboxRetentionMs: number | undefined;
   inboxPurgeIntervalMs: number;
@@ -120,6 +137,7 @@ export const consumeOptions = optionNames<ConsumeOptions<readonly AnyEventDefini
   onInvalid: true,
   startTimeoutMs: true,
   leaseRetryMs: true,
+  databaseTimeoutMs: true,
   deadLetterRetryPollMs: true,
   inboxRetentionMs: true,
   inboxPurgeIntervalMs: true,
@@ -156,11 +174,23 @@ export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]
     types.add(definition.type);
   }
   if (typeof options.handler !== 'function') throw new ConfigError('handler', 'must be a function');
+  const leaseRetryMs = wholeNumber('leaseRetryMs', options.leaseRetryMs ?? 1000, 10, 600_000);
+  const databaseTimeoutMs = wholeNumber(
+    'databaseTimeoutMs',
+    options.databaseTimeoutMs ?? 30_000,
+    100,
+    600_000,
+  );
   return {
     broker: options.broker,
     binding,
     consumer: options.consumer,
-    database: options.database,
+    // Its own statements answered within databaseTimeoutMs; the lease's session, used
+    // every leaseRetryMs, ended by the server once idle for twice that gap.
+    database: withTimeouts(options.database, {
+      answerMs: databaseTimeoutMs,
+      idleSessionMs: 2 * (leaseRetryMs + databaseTimeoutMs),
+    }),
     schema,
     events: options.events,
     concurrency: wholeNumber('concurrency', options.concurrency ?? 16, 1, 10_000),
@@ -176,7 +206,8 @@ export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]
     onUnknownType: oneOf('onUnknownType', options.onUnknownType, ['skip', 'park'], 'skip'),
     onInvalid: oneOf('onInvalid', options.onInvalid, ['park', 'skip'], 'park'),
     startTimeoutMs: wholeNumber('startTimeoutMs', options.startTimeoutMs ?? 30_000, 100, 3_600_000),
-    leaseRetryMs: wholeNumber('leaseRetryMs', options.leaseRetryMs ?? 1000, 10, 600_000),
+    leaseRetryMs,
+    databaseTimeoutMs,
     deadLetterRetryPollMs: wholeNumber(
       'deadLetterRetryPollMs',
       options.deadLetterRetryPollMs ?? 5000,
