@@ -373,7 +373,12 @@ class KafkaSource implements MessageSource {
     if (refused) return refused;
     const refusal = findProtocolError(error);
     if (refusal?.apiId && refusals.has(refusal.apiId) && !isUnavailable(error)) {
-      return new ConfigError(this.settings.setting, `${this.location}: ${reason(refusal)}`, {
+      // The group is the consumer's name, not in the URL: the message names it.
+      const what =
+        refusal.apiId === 'GROUP_AUTHORIZATION_FAILED'
+          ? `this user may not read consumer group "${this.options.consumer}" (${reason(refusal)}); grant it READ on the group`
+          : reason(refusal);
+      return new ConfigError(this.settings.setting, `${this.location}: ${what}`, {
         cause: error,
       });
     }
