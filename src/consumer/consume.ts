@@ -11,7 +11,7 @@ import {
   SchemaVersionError,
 } from '../common/errors.js';
 import { RunEnd } from '../common/run-end.js';
-import { isDatabaseUnavailable } from '../db/connection-errors.js';
+import { isDatabaseUnavailable, waitedForPool } from '../db/connection-errors.js';
 import type { DatabaseSession } from '../db/database.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
 import { hasSqlState } from '../db/missing-table.js';
@@ -509,10 +509,13 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         }
         if (await this.refusedPrivilege(work, error)) return;
         if (isDatabaseUnavailable(error)) {
-          // The event is fine, the database is away: wait for it without spending attempts.
+          // The event is fine, the database is away (or its pool busy): wait for it
+          // without spending attempts.
           this.settings.logger.warn(
             { consumer: this.settings.consumer, id: event.id, error: errorMessage(error) },
-            'database unavailable in the handler; retrying',
+            waitedForPool(error)
+              ? 'no database connection came free in the handler within the connect timeout (a pool smaller than concurrency, or slow transactions); retrying'
+              : 'database unavailable in the handler; retrying',
           );
           await this.sleep(backoffDelayMs(outages++, 200, 5_000), this.stopped);
           attempt--;

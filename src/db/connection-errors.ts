@@ -26,15 +26,23 @@ const unavailableCodes = new Set([
  * node-postgres reports a connection that died under a query, and a pool that could not
  * connect in time, without any code: these are its own fixed texts.
  */
+const poolWaitText = 'timeout exceeded when trying to connect';
 const codelessDriverTexts = [
   'Connection terminated',
   'connection error and is not queryable',
-  'timeout exceeded when trying to connect',
+  poolWaitText,
 ];
 
-export function isDatabaseUnavailable(error: unknown): boolean {
+/** `error` and its causes, a few deep. */
+function* causeChain(error: unknown): Generator<{ code?: unknown; message?: unknown }> {
   for (let depth = 0; depth < 5 && typeof error === 'object' && error !== null; depth++) {
-    const { code, message } = error as { code?: unknown; message?: unknown };
+    yield error as { code?: unknown; message?: unknown };
+    error = (error as { cause?: unknown }).cause;
+  }
+}
+
+export function isDatabaseUnavailable(error: unknown): boolean {
+  for (const { code, message } of causeChain(error)) {
     if (typeof code === 'string') {
       if (code.startsWith('08') && code.length === 5) return true;
       if (unavailableStates.has(code) || unavailableCodes.has(code)) return true;
@@ -46,7 +54,19 @@ export function isDatabaseUnavailable(error: unknown): boolean {
     ) {
       return true;
     }
-    error = (error as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/**
+ * node-postgres's pool gave up waiting for one of its connections to come free: every
+ * one was in use for the whole connect timeout. Taken as unavailable too (nothing is
+ * wrong with the statement), but said apart: it is usually a pool too small for the
+ * work, not an outage.
+ */
+export function waitedForPool(error: unknown): boolean {
+  for (const { message } of causeChain(error)) {
+    if (typeof message === 'string' && message.includes(poolWaitText)) return true;
   }
   return false;
 }

@@ -1,6 +1,7 @@
 /**
  * A handler whose database is away is waited for, not parked: connection errors spend no
- * attempt. The handler's pool reaches PostgreSQL through a TCP proxy the test cuts.
+ * attempt. The handler's pool reaches PostgreSQL through a TCP proxy the test cuts. A
+ * pool too small for the handlers running at once is waited for too, and said so.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
@@ -8,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
 import { isDatabaseUnavailable } from '../../src/db/connection-errors.js';
-import { QuizSubmitted } from '../../src/index.js';
+import { pgDatabase, QuizSubmitted } from '../../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
 import { deleteStream } from '../helpers/nats-consumer.js';
@@ -100,5 +101,48 @@ describe('a consumer whose database is away', () => {
     });
     expect(applied).toEqual([event.id]);
     expect(consumer.stats).toMatchObject({ processed: 1, parked: 0, failed: 0 });
+  });
+  it('a pool smaller than concurrency: handlers wait for a connection, said so, nothing parked', async () => {
+    const small = pgDatabase({
+      connectionString: PG_URL,
+      maxConnections: 1,
+      connectTimeoutMs: 200,
+    });
+    const warnings: string[] = [];
+    const handled = new Set<string>();
+    const log = (_fields: object, message?: string) => void warnings.push(String(message));
+    const busy = await consume({
+      broker: url,
+      consumer: 'crowded',
+      database: schema.db,
+      schema: schema.schema,
+      events: [QuizSubmitted],
+      concurrency: 4,
+      maxAttempts: 1,
+      logger: { debug: () => {}, info: () => {}, warn: log, error: log },
+      handler: async (event) => {
+        await small.transaction((tx) => tx.query('SELECT pg_sleep(0.3)'));
+        handled.add(event.id);
+      },
+    });
+    try {
+      const broker = brokerFromUrl(url, { source: 'test' });
+      await broker.connect();
+      const events = Array.from({ length: 4 }, () => quizMessage(randomUUID()));
+      await broker.publish(events);
+      await broker.close();
+      // The stream holds the earlier test's event too: this consumer handles it as well.
+      await waitFor('four handled', () => events.every((e) => handled.has(e.id)), {
+        timeoutMs: 20_000,
+      });
+      expect(busy.stats).toMatchObject({ parked: 0, failed: 0 });
+      expect(warnings.some((line) => line.startsWith('no database connection came free'))).toBe(
+        true,
+      );
+      expect(warnings).not.toContain('database unavailable in the handler; retrying');
+    } finally {
+      await busy.stop();
+      await small.close();
+    }
   });
 });
