@@ -16,6 +16,7 @@ import { consumeInbox } from './scenarios/consume-inbox.js';
 import { drainBrokers } from './scenarios/drain-brokers.js';
 import { drainNoop } from './scenarios/drain-noop.js';
 import { idleCost } from './scenarios/idle-cost.js';
+import { memoryConsume } from './scenarios/memory-consume.js';
 import { memoryDrain } from './scenarios/memory-drain.js';
 import { peer } from './scenarios/peer.js';
 import { peerDebezium } from './scenarios/peer-debezium.js';
@@ -33,6 +34,7 @@ export const scenarios: readonly Scenario[] = [
   idleCost,
   scale,
   memoryDrain,
+  memoryConsume,
   peer,
   peerDebezium,
 ];
