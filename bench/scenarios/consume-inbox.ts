@@ -58,7 +58,7 @@ type Handle = (body: Uint8Array, ack: () => void) => void;
  * What differs between the brokers. Every name carries `tag`, unique to the run, so the
  * bench never reads a real stream, queue or topic, and removes what it made.
  */
-interface ConsumeTarget {
+export interface ConsumeTarget {
   name: string;
   baseUrl(bench: BenchContext): string;
   /** Query parameters of the URL our publisher and `consume()` share. */
@@ -216,6 +216,8 @@ const kafka: ConsumeTarget = {
       rebalanceTimeout: 10_000,
       heartbeatInterval: 3_000,
       highWaterMark: maxInFlight,
+      // As our source fetches: 1 MiB of records per request.
+      maxBytes: 1_048_576,
     });
     const offsets = new RawOffsets();
     let timer: NodeJS.Timeout | undefined;
@@ -494,7 +496,7 @@ const eventsPerSide = (bench: BenchContext) => (bench.settings.quick ? 20_000 : 
  * quiz's events are in the stream in `sequence` order. Each student id is new: an event's
  * effect is a row of its own.
  */
-async function publishBacklog(broker: EventBroker, count: number): Promise<void> {
+export async function publishBacklog(broker: EventBroker, count: number): Promise<void> {
   try {
     const quizzes = Array.from({ length: aggregates }, () => randomUUID());
     const occurredAt = new Date().toISOString();
@@ -618,14 +620,14 @@ async function consumeBroker(
   }
 }
 
-const targets: readonly ConsumeTarget[] = [nats, amqpTarget, kafka];
+export const consumeTargets: readonly ConsumeTarget[] = [nats, amqpTarget, kafka];
 
 /**
  * Consumes a backlog from NATS JetStream, RabbitMQ and Kafka through `consume()` and an
  * inbox, each against a raw consumer of the same client library applying the same effect
  * without one. Which side goes first alternates from broker to broker.
  */
-export const consumeInbox: Scenario = perTarget(targets, (bench, target, index) =>
+export const consumeInbox: Scenario = perTarget(consumeTargets, (bench, target, index) =>
   consumeBroker(
     bench,
     target,

@@ -38,6 +38,9 @@ type KafkaStream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
 type KafkaMessage = Message<Buffer, Buffer, Buffer, Buffer>;
 type PauseReason = 'byCaller' | 'byBound';
 
+/** Most bytes of records one fetch request asks for. */
+export const fetchMaxBytes = 1_048_576;
+
 /** A Kafka source with the settings of the broker URL (settings.ts). */
 export function createKafkaSource(
   settings: KafkaSourceSettings,
@@ -104,6 +107,10 @@ class KafkaSource implements MessageSource {
         maxWaitTime: Math.min(5_000, Math.floor(this.settings.timeoutMs / 2)),
         // Fetched and not yet delivered: the fetch loop stops once this many wait.
         highWaterMark: Math.max(16, this.options.maxInFlight),
+        // What one fetch brings at most (a record larger than this still comes, alone). The
+        // client's 10 MiB made a consumer draining a backlog twice as large in memory
+        // (bench/README.md, memory-consume-kafka), and no faster.
+        maxBytes: fetchMaxBytes,
       }),
     );
     this.consumer = consumer;
