@@ -19,15 +19,21 @@ let allReceived: () => void = () => {};
 const done = new Promise<void>((resolve) => {
   allReceived = resolve;
 });
+// Warnings and errors on stderr, which the bench shows when the worker fails.
+const say = (fields: object, message?: string) =>
+  process.stderr.write(`${message ?? ''} ${JSON.stringify(fields)}\n`);
+const logger = { debug: () => {}, info: () => {}, warn: say, error: say };
+const handler = () => {
+  if (++received === count) allReceived();
+};
 const consumer = await consume({
   broker: url,
   consumer: name,
   database,
   schema,
+  logger,
   events: [QuizSubmitted],
-  handler: () => {
-    if (++received === count) allReceived();
-  },
+  handler,
 });
 await done;
 const seconds = Number(process.hrtime.bigint() - started) / 1e9;
