@@ -33,6 +33,13 @@ export interface Delivery {
    * without an ack deadline need nothing.
    */
   working?(): void;
+  /**
+   * True once the broker gave the message to another process of the consumer (Kafka: a
+   * rebalance moved its partition; that process reads it from the last commit). The
+   * consumer does not start it, nor retry it; one already running finishes and its ack
+   * is ignored. Optional: brokers that never take a message back.
+   */
+  withdrawn?(): boolean;
 }
 
 export interface MessageSourceOptions {

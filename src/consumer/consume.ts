@@ -484,15 +484,16 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     this.queues.push(event.aggregateId, () => this.handle(work, event));
   }
 
+  /** Not stopping, its source still the current one, and not given to another process. */
   private current(work: Work): boolean {
-    return !this.stopping && work.generation === this.generation;
+    return !this.stopping && work.generation === this.generation && !work.delivery.withdrawn?.();
   }
 
   private async handle(work: Work, event: ConsumedEvent): Promise<void> {
     const { maxAttempts } = this.settings;
     let outages = 0;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      // Stopping or reconnected: leave it unacked, the broker redelivers it.
+      // Stopping, reconnected or withdrawn: leave it unacked, the broker redelivers it.
       if (!this.current(work)) return this.forget(work);
       event.attempt = attempt;
       // Only a retry of what was parked as stale skips the stale check: one parked for its

@@ -65,6 +65,18 @@ function message(aggregateId: string, payload: unknown): OutboxMessage {
   return outboxMessage({ aggregateId, payload: JSON.stringify(payload) });
 }
 
+/** Eight aggregates, spread over the partitions the same way in every run. */
+const AGGREGATES = ['a-1', 'a-2', 'a-3', 'a-4', 'a-5', 'a-6', 'a-7', 'a-8'];
+
+/** Publishes one event of each of AGGREGATES per call (a round), returning them. */
+function roundsOf(broker: EventBroker) {
+  return async (round: number) => {
+    const batch = AGGREGATES.map((id) => message(id, { id, round }));
+    expect(await broker.publish(batch)).toEqual(batch.map(() => ({ ok: true })));
+    return batch;
+  };
+}
+
 /** Publishes `count` events of one aggregate, one call each (as the dispatcher does). */
 async function publishSeries(broker: EventBroker, count: number): Promise<OutboxMessage[]> {
   const sent: OutboxMessage[] = [];
@@ -219,13 +231,7 @@ describe('kafka message source', () => {
 
   it('survives a rebalance: acks of revoked partitions settle quietly, nothing is lost', async () => {
     const { url, group } = target('&partitions=4');
-    const broker = await publisher(url);
-    const aggregates = ['a-1', 'a-2', 'a-3', 'a-4', 'a-5', 'a-6', 'a-7', 'a-8'];
-    const publishRound = async (round: number) => {
-      const batch = aggregates.map((id) => message(id, { id, round }));
-      expect(await broker.publish(batch)).toEqual(batch.map(() => ({ ok: true })));
-      return batch;
-    };
+    const publishRound = roundsOf(await publisher(url));
     const sent = [...(await publishRound(0)), ...(await publishRound(1))];
     const first = source(url, group);
     const firstRun = await receive(first);
@@ -256,6 +262,71 @@ describe('kafka message source', () => {
     await Promise.all([first.close(), second.close()]);
     // All acked and committed (or, for a revoked partition, redelivered to its new
     // owner, which acked it): a fresh member finds nothing left.
+    const third = source(url, group);
+    const thirdRun = await receive(third, true);
+    await sleep(2_000);
+    expect(thirdRun.deliveries).toEqual([]);
+  });
+
+  it('withdraws what a member had not done of the partitions a rebalance took: out of its bound, left to the new owner', async () => {
+    const { url, group } = target('&partitions=4');
+    const publishRound = roundsOf(await publisher(url));
+    // The first round done and committed: only a partition committed on is withdrawn.
+    const sent = await publishRound(0);
+    const first = source(url, group, AGGREGATES.length);
+    const firstRun = await receive(first, true);
+    await waitFor('the first round', () => firstRun.deliveries.length === sent.length, {
+      timeoutMs: 30_000,
+    });
+    await sleep(1_000);
+    // The next one held un-acked: its bound full, it fetches nothing more.
+    firstRun.autoAck = false;
+    sent.push(...(await publishRound(1)));
+    await waitFor('the second round', () => firstRun.deliveries.length === sent.length, {
+      timeoutMs: 30_000,
+    });
+    const held = firstRun.deliveries.slice(AGGREGATES.length);
+    const second = source(url, group);
+    const secondRun = await receive(second, true);
+    const withdrawn = () => held.filter((d) => d.withdrawn?.());
+    await waitFor('the first member to lose partitions', () => withdrawn().length > 0, {
+      timeoutMs: 30_000,
+    });
+    const partition = (d: Delivery) => d.origin.split('@')[0];
+    const lost = new Set(withdrawn().map(partition));
+    // Whole partitions, and the new owner receives what was withdrawn.
+    for (const d of held) expect(d.withdrawn?.()).toBe(lost.has(partition(d)));
+    await waitFor(
+      'the new owner receiving what was withdrawn',
+      () => {
+        const theirs = new Set(ids(secondRun.deliveries));
+        return withdrawn().every((d) => theirs.has(d.headers.ce_id));
+      },
+      { timeoutMs: 30_000 },
+    );
+    // Withdrawn messages left the bound: with the rest still un-acked, the first member
+    // receives the next round's messages of the partitions it kept.
+    const next = await publishRound(2);
+    await waitFor(
+      'the first member receiving again',
+      () => firstRun.deliveries.length > sent.length,
+      { timeoutMs: 30_000 },
+    );
+    expect(firstRun.deliveries.length - sent.length).toBeLessThanOrEqual(withdrawn().length);
+    // Their acks change nothing; the others' are committed as before.
+    for (const delivery of firstRun.deliveries) await delivery.ack();
+    firstRun.autoAck = true;
+    const seen = () => new Set(ids([...firstRun.deliveries, ...secondRun.deliveries]));
+    await waitFor('every message', () => [...sent, ...next].every((m) => seen().has(m.id)), {
+      timeoutMs: 30_000,
+    });
+    expect(firstRun.lost).toEqual([]);
+    // The new owner leaves: the withdrawn partitions come back, and the first member,
+    // which may still hold messages of them fetched before, is lost, to start afresh.
+    await second.close();
+    await waitFor('the first member lost', () => firstRun.lost.length === 1, { timeoutMs: 30_000 });
+    expect(firstRun.lost[0]?.message).toMatch(/withdrawn in a rebalance was given back/);
+    await first.close();
     const third = source(url, group);
     const thirdRun = await receive(third, true);
     await sleep(2_000);

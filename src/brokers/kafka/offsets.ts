@@ -18,6 +18,11 @@ export class PartitionOffsets {
   private committable: bigint | undefined;
   /** The highest offset committed, or being committed, from here. */
   private committed: bigint | undefined;
+  /**
+   * The group gave the partition to another member: what was delivered from here and is
+   * not done is that member's now, and nothing more is committed from here.
+   */
+  withdrawn = false;
 
   constructor(
     readonly topic: string,
@@ -34,6 +39,16 @@ export class PartitionOffsets {
     this.highest = offset;
     this.pending.push(offset);
     return true;
+  }
+
+  /** Whether an offset of this partition was committed from here. */
+  get hasCommitted(): boolean {
+    return this.committed !== undefined;
+  }
+
+  /** Delivered offsets not yet done. */
+  get open(): number {
+    return this.pending.length - this.head - this.done.size;
   }
 
   /** Marks a delivered offset done and moves the commit point over the done prefix. */
@@ -105,6 +120,21 @@ export class OffsetCommits {
       this.partitions.set(key, offsets);
     }
     return offsets.deliver(offset) ? offsets : undefined;
+  }
+
+  /**
+   * Forgets a partition the group gave to another member, and marks it withdrawn: the
+   * new owner reads it from the group's committed offset. Only a partition this member
+   * has committed on, so that there is such an offset (with `from=latest` and none, the
+   * new owner would skip what this one dropped); otherwise undefined, and nothing changes.
+   */
+  withdraw(topic: string, partition: number): PartitionOffsets | undefined {
+    const key = partitionKey(topic, partition);
+    const offsets = this.partitions.get(key);
+    if (!offsets?.hasCommitted) return undefined;
+    this.partitions.delete(key);
+    offsets.withdrawn = true;
+    return offsets;
   }
 
   ack(partition: PartitionOffsets, offset: bigint): void {

@@ -17,7 +17,7 @@ import { clientOptions } from './client-options.js';
 import { describeError, findProtocolError, isUnavailable, reason } from './errors.js';
 import { guardConnections, type KafkaLibrary, kafkaLibrary } from './library.js';
 import { OffsetCommits } from './offsets.js';
-import { kafkaTopic } from './records.js';
+import { kafkaTopic, partitionKey } from './records.js';
 import { refusedSettingsError } from './refused-settings.js';
 import type { KafkaSourceSettings } from './settings.js';
 
@@ -69,6 +69,10 @@ class KafkaSource implements MessageSource {
   private onMessage: (delivery: Delivery) => void = () => {};
   private onLost: ((error: Error) => void) | undefined;
   private inFlight = 0;
+  /** Partitions of the last join, `topic\u0000partition`. */
+  private assigned = new Set<string>();
+  /** Partitions a rebalance gave to another member: what the stream still holds of them is dropped. */
+  private readonly withdrawn = new Set<string>();
   /** Paused by pause() (for good), or by the maxInFlight bound (until acks free room). */
   private readonly paused = { byCaller: false, byBound: false };
   private closing: Promise<void> | undefined;
@@ -125,12 +129,13 @@ class KafkaSource implements MessageSource {
     // Emitted when rejoining the group failed for good; unheard, it would throw.
     consumer.on('error', (error) => this.lose(error));
     consumer.on('consumer:heartbeat:error', ({ error }: { error?: unknown }) => this.fenced(error));
-    consumer.on('consumer:group:join', ({ generationId, assignments }) =>
+    consumer.on('consumer:group:join', ({ generationId, assignments }) => {
       logger.debug(
         { location: this.location, consumer: group, generationId, assignments },
         'kafka group joined',
-      ),
-    );
+      );
+      this.reassigned(assignments ?? []);
+    });
     try {
       await withTimeout(this.open(lib, consumer, topics), joinTimeoutMs);
     } catch (error) {
@@ -204,6 +209,8 @@ class KafkaSource implements MessageSource {
     const commits = this.commits;
     if (this.state !== 'started' || !commits) return;
     const { topic, partition, offset } = message;
+    // Fetched before a rebalance gave its partition away: the new owner reads it.
+    if (this.withdrawn.size > 0 && this.withdrawn.has(partitionKey(topic, partition))) return;
     const offsets = commits.deliver(topic, partition, offset);
     if (!offsets) return;
     this.inFlight++;
@@ -218,9 +225,12 @@ class KafkaSource implements MessageSource {
       contentType: headers['content-type'],
       body: message.value ?? new Uint8Array(0),
       origin: `kafka ${topic}/${partition}@${offset}`,
+      withdrawn: () => offsets.withdrawn,
       ack: async () => {
         if (acked || this.state === 'closed') return;
         acked = true;
+        // Counted out of the bound when withdrawn; its offset is the new owner's to commit.
+        if (offsets.withdrawn) return;
         this.inFlight--;
         commits.ack(offsets, offset);
         if (this.inFlight < this.options.maxInFlight) this.resumeStream('byBound');
@@ -232,6 +242,41 @@ class KafkaSource implements MessageSource {
       // The message stays in flight, holding its partition's commits: start afresh.
       this.lose(error instanceof Error ? error : new Error(String(error)));
     }
+  }
+
+  /**
+   * A join's assignments. A partition this member had and lost is the new owner's from
+   * the group's committed offset: its messages here that are not done are withdrawn (the
+   * consumer does not start them; those running finish, their acks ignored), they leave
+   * the in-flight bound, and what the stream still holds of it is dropped. Without this
+   * the member worked through everything it had received of partitions it no longer
+   * owned, each of which the new owner received again. Only partitions committed on from
+   * here (see OffsetCommits.withdraw); the others are worked through as before.
+   *
+   * A withdrawn partition given back later could meet what the stream fetched of it
+   * before, ahead of what it fetches again from the committed offset, and the offsets
+   * refuse anything older than what they have seen: the source is lost instead, and the
+   * consumer starts afresh from the committed offsets.
+   */
+  private reassigned(assignments: readonly { topic: string; partitions: readonly number[] }[]) {
+    const now = new Set<string>();
+    for (const { topic, partitions } of assignments) {
+      for (const partition of partitions) now.add(partitionKey(topic, partition));
+    }
+    if ([...now].some((key) => this.withdrawn.has(key))) {
+      this.lose(new Error('a partition withdrawn in a rebalance was given back; reading afresh'));
+      return;
+    }
+    for (const key of this.assigned) {
+      if (now.has(key)) continue;
+      const [topic, partition] = key.split('\u0000') as [string, string];
+      const offsets = this.commits?.withdraw(topic, Number(partition));
+      if (!offsets) continue;
+      this.withdrawn.add(key);
+      this.inFlight -= offsets.open;
+    }
+    this.assigned = now;
+    if (this.inFlight < this.options.maxInFlight) this.resumeStream('byBound');
   }
 
   private pauseStream(by: PauseReason) {
