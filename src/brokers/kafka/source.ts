@@ -73,6 +73,12 @@ class KafkaSource implements MessageSource {
   private assigned = new Set<string>();
   /** Partitions a rebalance gave to another member: what the stream still holds of them is dropped. */
   private readonly withdrawn = new Set<string>();
+  /**
+   * Withdrawn partitions given back, and how many messages the stream had buffered then:
+   * those came before the handover and are dropped for these partitions (see reassigned).
+   */
+  private readonly givenBack = new Set<string>();
+  private bufferedBeforeGivenBack = 0;
   /** Paused by pause() (for good), or by the maxInFlight bound (until acks free room). */
   private readonly paused = { byCaller: false, byBound: false };
   private closing: Promise<void> | undefined;
@@ -209,8 +215,16 @@ class KafkaSource implements MessageSource {
     const commits = this.commits;
     if (this.state !== 'started' || !commits) return;
     const { topic, partition, offset } = message;
-    // Fetched before a rebalance gave its partition away: the new owner reads it.
-    if (this.withdrawn.size > 0 && this.withdrawn.has(partitionKey(topic, partition))) return;
+    if (this.withdrawn.size > 0 || this.bufferedBeforeGivenBack > 0) {
+      const key = partitionKey(topic, partition);
+      // Fetched before a rebalance gave its partition away: the new owner reads it.
+      if (this.withdrawn.has(key)) return;
+      // Fetched before the partition was given back: it comes again from the commit.
+      if (this.bufferedBeforeGivenBack > 0) {
+        if (--this.bufferedBeforeGivenBack === 0) this.givenBack.clear();
+        if (this.givenBack.has(key)) return;
+      }
+    }
     const offsets = commits.deliver(topic, partition, offset);
     if (!offsets) return;
     this.inFlight++;
@@ -253,20 +267,26 @@ class KafkaSource implements MessageSource {
    * owned, each of which the new owner received again. Only partitions committed on from
    * here (see OffsetCommits.withdraw); the others are worked through as before.
    *
-   * A withdrawn partition given back later could meet what the stream fetched of it
-   * before, ahead of what it fetches again from the committed offset, and the offsets
-   * refuse anything older than what they have seen: the source is lost instead, and the
-   * consumer starts afresh from the committed offsets.
+   * A withdrawn partition given back is read again from the group's committed offset,
+   * afresh (its offsets were forgotten). What the stream had buffered of it before is
+   * older than that and must not come first, or the offsets would refuse what is fetched
+   * again: the messages buffered at the join, first out of the stream, are dropped for
+   * it. Nothing of it was fetched while it was away.
    */
   private reassigned(assignments: readonly { topic: string; partitions: readonly number[] }[]) {
     const now = new Set<string>();
     for (const { topic, partitions } of assignments) {
       for (const partition of partitions) now.add(partitionKey(topic, partition));
     }
-    if ([...now].some((key) => this.withdrawn.has(key))) {
-      this.lose(new Error('a partition withdrawn in a rebalance was given back; reading afresh'));
-      return;
+    for (const key of now) {
+      if (!this.withdrawn.delete(key)) continue;
+      this.givenBack.add(key);
+      this.bufferedBeforeGivenBack = Math.max(
+        this.bufferedBeforeGivenBack,
+        this.stream?.readableLength ?? 0,
+      );
     }
+    if (this.bufferedBeforeGivenBack === 0) this.givenBack.clear();
     for (const key of this.assigned) {
       if (now.has(key)) continue;
       const [topic, partition] = key.split('\u0000') as [string, string];
