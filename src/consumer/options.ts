@@ -4,9 +4,9 @@ import { ConfigError } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import { withTimeouts } from '../db/answer-timeout.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
+import { withTimeouts } from '../db/with-timeouts.js';
 import type { AnyEventDefinition, ConsumedEventOf } from './event.js';
 import { assertConsumerName } from './inbox.js';
 

@@ -1,5 +1,3 @@
-import type { Database } from './database.js';
-
 /**
  * A connection PostgreSQL stops answering (a network partition, a host frozen or gone
  * after a failover) gives no error of its own: the socket stays open and a statement
@@ -59,20 +57,4 @@ export function sessionLimits(idleSessionMs: number): string {
   set_config('tcp_keepalives_idle', '30', false),
   set_config('tcp_keepalives_interval', '10', false),
   set_config('tcp_keepalives_count', '3', false)`;
-}
-
-/**
- * `db` with `timeouts` passed on each call, so that a `Database` the application wraps
- * (to count or trace statements) keeps its wrapper.
- */
-export function withTimeouts(db: Database, timeouts: DatabaseTimeouts): Database {
-  const options = { timeouts };
-  const { session } = db;
-  return {
-    query: (text, values) => db.query(text, values, options),
-    transaction: (fn) => db.transaction(fn, options),
-    listen: (channel, onNotify, onError) => db.listen(channel, onNotify, onError),
-    ...(session ? { session: (name: string) => session.call(db, name, options) } : {}),
-    close: () => db.close(),
-  };
 }

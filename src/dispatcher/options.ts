@@ -3,9 +3,9 @@ import { ConfigError } from '../common/errors.js';
 import { createLogger, type Logger, silentLogger } from '../common/logger.js';
 import { quoted, readWholeNumber, wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import { withTimeouts } from '../db/answer-timeout.js';
 import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
+import { withTimeouts } from '../db/with-timeouts.js';
 import {
   type DeadLetterPolicy,
   type DispatcherSettingName,
