@@ -30,7 +30,12 @@ export {
   outboxStatus,
 } from './admin/status.js';
 export { type AmqpSettings, amqpSettings } from './brokers/amqp/settings.js';
-export type { EventBroker, OutboxMessage, PublishResult } from './brokers/broker.js';
+export type {
+  ConnectOptions,
+  EventBroker,
+  OutboxMessage,
+  PublishResult,
+} from './brokers/broker.js';
 export {
   binaryModeHeaders,
   bindingPrefix,

@@ -1,3 +1,4 @@
+import type { Logger } from '../common/logger.js';
 import { clip, escapeControl } from '../common/text.js';
 
 /** A claimed outbox row as brokers receive it. */
@@ -44,10 +45,20 @@ export type PublishResult =
  * rejects with `BrokerUnavailableError` instead; the batch is then retried without
  * counting an attempt against any event.
  */
+/** What the caller of `connect` hands the broker. */
+export interface ConnectOptions {
+  /**
+   * Where the broker reports what it finds on connecting that works but falls short of
+   * its settings (a NATS stream made elsewhere with a shorter duplicate window, say).
+   * The dispatcher passes its own.
+   */
+  logger?: Logger;
+}
+
 export interface EventBroker {
   /** `log`, `memory`, `nats`, … for logs and metrics. */
   readonly name: string;
-  connect(): Promise<void>;
+  connect(options?: ConnectOptions): Promise<void>;
   publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]>;
   /**
    * Optional: one round trip to the broker, rejecting with BrokerUnavailableError when

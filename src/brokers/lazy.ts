@@ -1,6 +1,6 @@
 import { BrokerUnavailableError } from '../common/errors.js';
 import { assertPeerInstalled, loadWithPeer, type OptionalPeer } from '../common/peers.js';
-import type { EventBroker, OutboxMessage, PublishResult } from './broker.js';
+import type { ConnectOptions, EventBroker, OutboxMessage, PublishResult } from './broker.js';
 import type { Delivery, MessageSource } from './source.js';
 
 /** How to build the real broker or source, and the client packages it imports. */
@@ -31,12 +31,12 @@ export class LazyBroker implements EventBroker {
     assertPeerInstalled(this.loader.setting, this.loader.peer);
   }
 
-  async connect(): Promise<void> {
+  async connect(options?: ConnectOptions): Promise<void> {
     const { peer, setting, load } = this.loader;
     this.loading ??= loadWithPeer(setting, peer, load);
     // A failed import is not retried: the packages will not appear while we run.
     this.broker ??= await this.loading;
-    await this.broker.connect();
+    await this.broker.connect(options);
   }
 
   publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {

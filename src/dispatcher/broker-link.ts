@@ -80,7 +80,7 @@ export class BrokerLink {
 
   private async connect(): Promise<void> {
     try {
-      await this.broker.connect();
+      await this.broker.connect({ logger: this.logger });
     } catch (error) {
       throw error instanceof BrokerUnavailableError || error instanceof ConfigError
         ? error

@@ -135,6 +135,69 @@ describe('nats broker', () => {
     expect(String(error)).toContain(`${other.prefix}x.>, ${other.prefix}.lesson`);
   });
 
+  it('a dispatcher warns of an existing stream that keeps less than its settings, and uses it', async () => {
+    const { stream, prefix } = names();
+    cleanups.push(() => deleteStream(SHARED_URL, stream));
+    // Made elsewhere: a 5 s duplicate window, one replica.
+    await withConnection(SHARED_URL, async (nc) => {
+      await (await jetstreamManager(nc)).streams.add({
+        name: stream,
+        subjects: [`${prefix}.>`],
+        duplicate_window: nanos(5000),
+      });
+    });
+    const pg = await createPgTestSchema('nats_shortfall');
+    cleanups.push(() => pg.drop());
+    const warnings: string[] = [];
+    const dispatcher = createDispatcher({
+      db: pg.db,
+      broker: brokerFromUrl(
+        `${SHARED_URL}?stream=${stream}&subject_prefix=${prefix}&duplicate_window_s=60&replicas=3`,
+        { source: SOURCE },
+      ),
+      schema: pg.schema,
+      pollIntervalMs: 50,
+      logger: {
+        debug: () => {},
+        info: () => {},
+        warn: (_fields, message) => warnings.push(message),
+        error: () => {},
+      },
+    });
+    cleanups.push(() => dispatcher.stop());
+    await dispatcher.start();
+    await pg.db.query(
+      `INSERT INTO "${pg.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+       VALUES ('lesson', 'l-1', 'lesson-published', '{}')`,
+    );
+    await waitFor(
+      'the event',
+      async () => (await streamInfo(SHARED_URL, stream)).state.messages === 1,
+    );
+    expect(warnings).toEqual([
+      `NATS stream "${stream}" drops a repeated Nats-Msg-Id only within 5 s, less than duplicate_window_s (60 s): an event published again after a crash later than that reaches consumers twice; widen it: nats stream edit ${stream} --dupe-window 60s`,
+      `NATS stream "${stream}" keeps 1 copy of each event, fewer than replicas (3): it survives fewer lost servers than planned; add copies: nats stream edit ${stream} --replicas 3`,
+    ]);
+    // Used as it is: the dispatcher changes nothing of a stream it did not make.
+    expect((await streamInfo(SHARED_URL, stream)).config.duplicate_window).toBe(nanos(5000));
+
+    // A stream that keeps what the settings ask (the server's default window, 2 min, and
+    // the default 120 s), or one the dispatcher made itself: nothing to say.
+    const quiet: string[] = [];
+    const logger = {
+      debug: () => {},
+      info: () => {},
+      warn: (_fields: object, message: string) => quiet.push(message),
+      error: () => {},
+    };
+    const asked = fresh();
+    await createStream(SHARED_URL, asked.stream, [`${asked.prefix}.>`]);
+    await asked.broker.connect({ logger });
+    const made = fresh();
+    await made.broker.connect({ logger });
+    expect(quiet).toEqual([]);
+  });
+
   it('maps characters a subject token cannot hold to _, and percent-encodes header values', async () => {
     const { broker, stream, prefix } = fresh();
     await broker.connect();

@@ -2,6 +2,7 @@ import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
 import {
+  type ConnectOptions,
   type EventBroker,
   nameRefusal,
   type OutboxMessage,
@@ -14,7 +15,7 @@ import { dialNats } from './connection.js';
 import { classifyPublishError, type Outcome } from './errors.js';
 import { PubAckInbox } from './pub-acks.js';
 import type { NatsSettings } from './settings.js';
-import { ensureStream } from './stream.js';
+import { ensureStream, streamShortfalls } from './stream.js';
 import { headerValue, subjectLengthRefusal, subjectToken } from './subjects.js';
 import { Link, PublishRun, Slots } from './transport.js';
 
@@ -46,14 +47,17 @@ class NatsBroker implements EventBroker {
     private readonly source: string,
   ) {}
 
-  async connect(): Promise<void> {
+  async connect(options?: ConnectOptions): Promise<void> {
     if (this.session?.link.up) return;
     await this.close();
     const nc = await dialNats(this.settings, 'edupulse-outbox');
     // Watching from the start, so a drop during the stream check is not missed.
     const link = new Link(nc, this.settings.location);
     try {
-      await ensureStream(nc, this.settings);
+      const found = await ensureStream(nc, this.settings);
+      for (const shortfall of found ? streamShortfalls(found, this.settings) : []) {
+        options?.logger?.warn({ broker: this.name, stream: this.settings.stream }, shortfall);
+      }
     } catch (error) {
       await nc.close().catch(() => {});
       if (error instanceof ConfigError || error instanceof BrokerUnavailableError) throw error;

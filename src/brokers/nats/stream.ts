@@ -10,8 +10,14 @@ import { permissionDenied } from './errors.js';
 import type { NatsSettings } from './settings.js';
 import { captures } from './subjects.js';
 
-/** Creates the stream over `<subject_prefix>.>` if missing; else checks that it captures those subjects. */
-export async function ensureStream(nc: NatsConnection, settings: NatsSettings): Promise<void> {
+/**
+ * Creates the stream over `<subject_prefix>.>` if missing; else checks that it captures
+ * those subjects. The stream as found, or undefined when it was created here.
+ */
+export async function ensureStream(
+  nc: NatsConnection,
+  settings: NatsSettings,
+): Promise<StreamInfo | undefined> {
   const { stream, subjectPrefix, duplicateWindowS, replicas, timeoutMs, location } = settings;
   const subject = `${subjectPrefix}.>`;
   // What publish sends to; an existing stream over exactly these is fine too.
@@ -36,6 +42,7 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
     forbidden(error, settings, `cannot read NATS stream "${stream}"`);
     throw error;
   }
+  const found = info;
   if (!info) {
     try {
       info = await jsm.streams.add({
@@ -75,6 +82,32 @@ export async function ensureStream(nc: NatsConnection, settings: NatsSettings): 
       }); choose another stream= or subject_prefix=, or add "${subject}" to the stream`,
     );
   }
+  return found;
+}
+
+/**
+ * Where a stream made elsewhere, which the dispatcher uses as it is, keeps less than the
+ * settings ask: a duplicate window shorter than `duplicate_window_s` (an event published
+ * again after a crash later than that reaches consumers twice), fewer replicas than
+ * `replicas`. A sentence each, with the command that mends it.
+ */
+export function streamShortfalls(info: StreamInfo, settings: NatsSettings): string[] {
+  const { stream, duplicateWindowS, replicas } = settings;
+  const shortfalls: string[] = [];
+  // Nanoseconds; 0 (a stream made without one) is the server's default, 2 minutes.
+  const windowS = (info.config.duplicate_window || nanos(120_000)) / 1e9;
+  if (windowS < duplicateWindowS) {
+    shortfalls.push(
+      `NATS stream "${stream}" drops a repeated Nats-Msg-Id only within ${windowS} s, less than duplicate_window_s (${duplicateWindowS} s): an event published again after a crash later than that reaches consumers twice; widen it: nats stream edit ${stream} --dupe-window ${duplicateWindowS}s`,
+    );
+  }
+  const kept = info.config.num_replicas || 1;
+  if (kept < replicas) {
+    shortfalls.push(
+      `NATS stream "${stream}" keeps ${kept} cop${kept === 1 ? 'y' : 'ies'} of each event, fewer than replicas (${replicas}): it survives fewer lost servers than planned; add copies: nats stream edit ${stream} --replicas ${replicas}`,
+    );
+  }
+  return shortfalls;
 }
 
 /** Throws a ConfigError if `error` is the server refusing a permission; `what` leads it. */
