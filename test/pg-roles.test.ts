@@ -12,9 +12,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { consume, createInbox } from '../src/consumer/index.js';
 import { grantStatements, type PrivilegedPart } from '../src/db/privileges.js';
 import {
+  createDispatcher,
   createOutbox,
   type Database,
   LessonPublished,
+  MemoryBroker,
   PrivilegeError,
   pgDatabase,
 } from '../src/index.js';
@@ -352,6 +354,89 @@ describe('least-privilege roles', () => {
         expect(await count('outbox_dead_letter')).toBe(0);
       } finally {
         await owner.query(`GRANT DELETE ON "${schema}".outbox TO "${ROLES.dispatcher}"`);
+      }
+    });
+
+    it('retention refused while running is said with its grant at each round; publishing goes on', async () => {
+      const errors: string[] = [];
+      const db = pgDatabase({ connectionString: urlAs(ROLES.dispatcher) });
+      const dispatcher = createDispatcher({
+        db,
+        broker: new MemoryBroker(),
+        schema,
+        pollIntervalMs: 50,
+        deadLetterRetentionMs: 86_400_000,
+        deadLetterPurgeIntervalMs: 100,
+        logger: {
+          debug: () => {},
+          info: () => {},
+          warn: () => {},
+          error: (fields) => errors.push(String(fields.err)),
+        },
+      });
+      await dispatcher.start();
+      await owner.query(
+        `REVOKE UPDATE, DELETE ON "${schema}".outbox_dead_letter FROM "${ROLES.dispatcher}"`,
+      );
+      try {
+        await waitFor('two rounds refused', () => errors.length >= 2);
+        expect(errors[0]).toContain(
+          `GRANT DELETE, UPDATE ON "${schema}".outbox_dead_letter TO "${ROLES.dispatcher}";`,
+        );
+        await enqueueAsApp([lesson('published while retention is refused')]);
+        await waitFor('the event published', async () => (await count('outbox')) === 0);
+        expect(dispatcher.health().state).not.toBe('stopped');
+      } finally {
+        await owner.query(
+          `GRANT UPDATE, DELETE ON "${schema}".outbox_dead_letter TO "${ROLES.dispatcher}"`,
+        );
+        await dispatcher.stop();
+        await db.close();
+      }
+    });
+
+    it("a consumer whose dead-letter grants are revoked stops naming them; the inbox's retention only says so", async () => {
+      const broker = `${NATS}?stream=PGR_${suffix}&subject_prefix=pgr${suffix}`;
+      const db = pgDatabase({ connectionString: urlAs(ROLES.consumer) });
+      const errors: string[] = [];
+      const consumer = await consume({
+        broker,
+        consumer: 'pgr_revoked',
+        database: db,
+        schema,
+        events: [LessonPublished],
+        deadLetterRetryPollMs: 100,
+        inboxRetentionMs: 60_000,
+        inboxPurgeIntervalMs: 100,
+        logger: {
+          debug: () => {},
+          info: () => {},
+          warn: () => {},
+          error: (fields) => errors.push(String(fields.error)),
+        },
+        handler: () => {},
+      });
+      try {
+        await owner.query(`REVOKE DELETE ON "${schema}".inbox FROM "${ROLES.consumer}"`);
+        await waitFor('a purge refused', () => errors.length >= 1);
+        expect(errors[0]).toContain(`GRANT DELETE ON "${schema}".inbox TO "${ROLES.consumer}";`);
+        expect(consumer.health().state).toBe('receiving');
+
+        await owner.query(
+          `REVOKE SELECT, UPDATE, DELETE ON "${schema}".consumer_dead_letter FROM "${ROLES.consumer}"`,
+        );
+        const fatal = await consumer.closed.catch((error: unknown) => error);
+        expect(fatal).toBeInstanceOf(PrivilegeError);
+        expect(String(fatal)).toContain(
+          `GRANT DELETE, UPDATE, SELECT ON "${schema}".consumer_dead_letter TO "${ROLES.consumer}";`,
+        );
+      } finally {
+        await owner.query(`GRANT DELETE ON "${schema}".inbox TO "${ROLES.consumer}"`);
+        await owner.query(
+          `GRANT SELECT, UPDATE, DELETE ON "${schema}".consumer_dead_letter TO "${ROLES.consumer}"`,
+        );
+        await consumer.stop().catch(() => {});
+        await db.close();
       }
     });
 

@@ -429,10 +429,21 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         );
       }
     } catch (error) {
-      this.settings.logger.warn(
-        { consumer: this.settings.consumer, error: errorMessage(error) },
-        'cannot purge the inbox; trying again later',
-      );
+      const { database, schema, consumer } = this.settings;
+      // A grant revoked while running: said with what to grant, at each round; handling
+      // goes on, only the expired records stay until the grant is back.
+      const refused = await privilegeErrorOf(error, database, schema, ['inbox-retention']);
+      if (refused) {
+        this.settings.logger.error(
+          { consumer, error: refused.message },
+          'cannot purge the inbox for want of a grant; handling goes on, trying again at the next round',
+        );
+      } else {
+        this.settings.logger.warn(
+          { consumer, error: errorMessage(error) },
+          'cannot purge the inbox; trying again later',
+        );
+      }
     } finally {
       this.purging = false;
     }
@@ -450,6 +461,14 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         this.receive({ delivery, generation, retry: true, retryStale: stale });
       }
     } catch (error) {
+      // Without its grants on the dead letters the consumer could not park either: it
+      // stops, as when parking is refused.
+      const { database, schema } = this.settings;
+      const refused = await privilegeErrorOf(error, database, schema, ['consume']);
+      if (refused) {
+        this.stopWith(refused);
+        return;
+      }
       this.settings.logger.warn(
         { consumer: this.settings.consumer, error: errorMessage(error) },
         'cannot read the dead letters to retry; trying again later',

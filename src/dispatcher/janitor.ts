@@ -2,6 +2,7 @@ import { purgeDeadLettersAsJanitor } from '../admin/dead-letters.js';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Database } from '../db/database.js';
+import { privilegeErrorOf } from '../db/privileges.js';
 
 export interface JanitorOptions {
   db: Database;
@@ -58,6 +59,16 @@ export class DeadLetterJanitor {
       logger.info({ deleted, before: before.toISOString() }, 'dead letters purged');
       this.options.onPurged(deleted, before);
     } catch (error) {
+      // A grant revoked while running: said with what to grant, at each round. Publishing
+      // goes on; only the expired dead letters stay until the grant is back.
+      const refused = await privilegeErrorOf(error, db, schema, ['dispatch-retention']);
+      if (refused) {
+        logger.error(
+          { err: refused.message },
+          'cannot purge the dead letters for want of a grant; publishing goes on, trying again at the next round',
+        );
+        return;
+      }
       logger.warn(
         { err: errorMessage(error) },
         'cannot purge the dead letters; trying again later',
