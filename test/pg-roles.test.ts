@@ -39,6 +39,14 @@ const ROLES = {
   stranger: role('stranger'),
 };
 const schema = testSchema('pg_roles');
+
+/** A logger keeping `field` of each error line, where the library says what to grant. */
+function errorLines(field: string) {
+  const lines: string[] = [];
+  const ignore = () => {};
+  const error = (fields: Record<string, unknown>) => lines.push(String(fields[field]));
+  return { lines, logger: { debug: ignore, info: ignore, warn: ignore, error } };
+}
 const NATS = 'nats://127.0.0.1:4222';
 
 /** PG_URL logged in as `user` (the tests' server trusts local connections). */
@@ -358,7 +366,7 @@ describe('least-privilege roles', () => {
     });
 
     it('retention refused while running is said with its grant at each round; publishing goes on', async () => {
-      const errors: string[] = [];
+      const { lines: errors, logger } = errorLines('err');
       const db = pgDatabase({ connectionString: urlAs(ROLES.dispatcher) });
       const dispatcher = createDispatcher({
         db,
@@ -367,12 +375,7 @@ describe('least-privilege roles', () => {
         pollIntervalMs: 50,
         deadLetterRetentionMs: 86_400_000,
         deadLetterPurgeIntervalMs: 100,
-        logger: {
-          debug: () => {},
-          info: () => {},
-          warn: () => {},
-          error: (fields) => errors.push(String(fields.err)),
-        },
+        logger,
       });
       await dispatcher.start();
       await owner.query(
@@ -381,7 +384,7 @@ describe('least-privilege roles', () => {
       try {
         await waitFor('two rounds refused', () => errors.length >= 2);
         expect(errors[0]).toContain(
-          `GRANT DELETE, UPDATE ON "${schema}".outbox_dead_letter TO "${ROLES.dispatcher}";`,
+          `GRANT UPDATE, DELETE ON "${schema}".outbox_dead_letter TO "${ROLES.dispatcher}";`,
         );
         await enqueueAsApp([lesson('published while retention is refused')]);
         await waitFor('the event published', async () => (await count('outbox')) === 0);
@@ -398,7 +401,7 @@ describe('least-privilege roles', () => {
     it("a consumer whose dead-letter grants are revoked stops naming them; the inbox's retention only says so", async () => {
       const broker = `${NATS}?stream=PGR_${suffix}&subject_prefix=pgr${suffix}`;
       const db = pgDatabase({ connectionString: urlAs(ROLES.consumer) });
-      const errors: string[] = [];
+      const { lines: errors, logger } = errorLines('error');
       const consumer = await consume({
         broker,
         consumer: 'pgr_revoked',
@@ -408,12 +411,7 @@ describe('least-privilege roles', () => {
         deadLetterRetryPollMs: 100,
         inboxRetentionMs: 60_000,
         inboxPurgeIntervalMs: 100,
-        logger: {
-          debug: () => {},
-          info: () => {},
-          warn: () => {},
-          error: (fields) => errors.push(String(fields.error)),
-        },
+        logger,
         handler: () => {},
       });
       try {
@@ -428,7 +426,7 @@ describe('least-privilege roles', () => {
         const fatal = await consumer.closed.catch((error: unknown) => error);
         expect(fatal).toBeInstanceOf(PrivilegeError);
         expect(String(fatal)).toContain(
-          `GRANT DELETE, UPDATE, SELECT ON "${schema}".consumer_dead_letter TO "${ROLES.consumer}";`,
+          `GRANT SELECT, UPDATE, DELETE ON "${schema}".consumer_dead_letter TO "${ROLES.consumer}";`,
         );
       } finally {
         await owner.query(`GRANT DELETE ON "${schema}".inbox TO "${ROLES.consumer}"`);
