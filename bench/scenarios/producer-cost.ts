@@ -113,8 +113,8 @@ async function dropOutboxTriggers(db: Database, schema: string): Promise<void> {
  *  5. a plain INSERT … VALUES of the same row into a copy of the table without triggers.
  * 1–4 write through the public API (`LessonPublished.create`, `enqueue`). The variants
  * take turns in short rounds (order rotated each round, after one round not measured)
- * so background load hits them alike; each figure is the median round, each ratio the median of the rounds' ratios
- * (both sides of a ratio measured within one round).
+ * so background load hits them alike; each figure is the median round, each ratio the
+ * median of the rounds' ratios (both sides of a ratio measured within one round).
  */
 export const producerCost: Scenario = {
   names: ['producer-cost'],

@@ -35,16 +35,6 @@ export type PublishResult =
       permanent: boolean;
     };
 
-/**
- * A publish target. The dispatcher calls `connect` once, then `publish` with batches,
- * then `close`.
- *
- * `publish` returns one result per message, in the batch's order. Messages of one batch
- * may go out in any order or in parallel: the dispatcher never puts two events of one
- * aggregate in the same call. When the broker as a whole is unreachable, `publish`
- * rejects with `BrokerUnavailableError` instead; the batch is then retried without
- * counting an attempt against any event.
- */
 /** What the caller of `connect` hands the broker. */
 export interface ConnectOptions {
   /**
@@ -55,6 +45,16 @@ export interface ConnectOptions {
   logger?: Logger;
 }
 
+/**
+ * A publish target. The dispatcher calls `connect` once, then `publish` with batches,
+ * then `close`.
+ *
+ * `publish` returns one result per message, in the batch's order. Messages of one batch
+ * may go out in any order or in parallel: the dispatcher never puts two events of one
+ * aggregate in the same call. When the broker as a whole is unreachable, `publish`
+ * rejects with `BrokerUnavailableError` instead; the batch is then retried without
+ * counting an attempt against any event.
+ */
 export interface EventBroker {
   /** `log`, `memory`, `nats`, … for logs and metrics. */
   readonly name: string;

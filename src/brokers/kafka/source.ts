@@ -39,7 +39,7 @@ type KafkaMessage = Message<Buffer, Buffer, Buffer, Buffer>;
 type PauseReason = 'byCaller' | 'byBound';
 
 /** Most bytes of records one fetch request asks for. */
-export const fetchMaxBytes = 1_048_576;
+const fetchMaxBytes = 1_048_576;
 
 /** A Kafka source with the settings of the broker URL (settings.ts). */
 export function createKafkaSource(
