@@ -40,9 +40,13 @@ const WALKS = 200;
 
 /**
  * Enqueues the backlog (in transactions of 2,000 events, each walk's steps in order),
- * then starts `run` on `broker` with batches of 200.
+ * then starts `run` on `broker` with batches of 200 (and `options`, flags of `run`).
  */
-export async function startDrain(t: TestSchema, broker: string): Promise<CliProcess> {
+export async function startDrain(
+  t: TestSchema,
+  broker: string,
+  options: readonly string[] = [],
+): Promise<CliProcess> {
   const outbox = createOutbox({ schema: t.schema });
   for (let from = 0; from < DRAIN_EVENTS / WALKS; from += 10) {
     await t.db.transaction((tx) =>
@@ -54,9 +58,10 @@ export async function startDrain(t: TestSchema, broker: string): Promise<CliProc
       ),
     );
   }
-  return spawnCli(['run', '--schema', t.schema, '--broker', broker, '--batch-size', '200'], {
-    env: { DATABASE_URL: PG_URL },
-  });
+  return spawnCli(
+    ['run', '--schema', t.schema, '--broker', broker, '--batch-size', '200', ...options],
+    { env: { DATABASE_URL: PG_URL } },
+  );
 }
 
 /** Rows still in the outbox, counting those a batch in flight has claimed. */

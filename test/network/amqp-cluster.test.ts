@@ -10,6 +10,14 @@
  * reader, on the second node, stays connected through it all: every event arrives, each
  * walk's steps in order.
  *
+ * The dispatcher retries and reconnects after 5–10 ms (`--retry-base-delay-ms 10`), so its
+ * new channel publishes to the queue before the cluster has recorded the new leader. On
+ * RabbitMQ up to 3.12 such a channel has every publish to the queue nacked for as long as
+ * it stays open; the dispatcher replaces a channel after a nack, and this test failed (the
+ * outbox stopped shrinking) while it did not. Retries stay at most a second apart and
+ * many (`--retry-max-delay-ms 1000 --max-attempts 100`): until the new leader is recorded,
+ * each is nacked again.
+ *
  * Duplicates are counted and printed, not required to be 0: what the killed node had taken
  * into the queue without its confirm reaching the dispatcher is published again
  * (at-least-once; a consumer's inbox drops it by event id).
@@ -83,7 +91,14 @@ it('loses the node the dispatcher publishes through, the quorum queue leader, mi
     expect(before).toMatchObject({ type: 'quorum', leader: first.name });
     expect(before.members).toHaveLength(3);
 
-    const run = await startDrain(t, `amqp://${cluster.hosts}/?exchange=${exchange}`);
+    const run = await startDrain(t, `amqp://${cluster.hosts}/?exchange=${exchange}`, [
+      '--retry-base-delay-ms',
+      '10',
+      '--retry-max-delay-ms',
+      '1000',
+      '--max-attempts',
+      '100',
+    ]);
     // Paused a third of the way: rabbitmqctl takes seconds to answer, in which the
     // dispatcher would otherwise publish nearly all the rest through the first node.
     await pauseAfterAThird(run, t);
@@ -128,6 +143,8 @@ it('loses the node the dispatcher publishes through, the quorum queue leader, mi
       recoveredAt - stoppedAt,
     );
     printDrainSummary(summary);
+    const nacked = run.stderr.split('\n').filter((line) => line.includes('nacked by the server'));
+    console.log(`publish rounds with nacks after the kill: ${nacked.length}`);
     expect(summary).toMatchObject({ lost: 0, outOfOrder: 0 });
   } finally {
     await reader.close();

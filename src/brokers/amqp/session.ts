@@ -24,6 +24,14 @@ interface Pending {
  * One connection and its confirm channel. Once it fails (connection or channel lost,
  * confirm timeout), it stays failed: every waiting publish rejects with `failure`, and the
  * broker opens a new session on the next connect().
+ *
+ * A nack replaces the channel (on the same connection) before the next publish. A channel
+ * keeps what it learnt of each queue at its first publish there: on RabbitMQ up to 3.12, a
+ * channel that first published to a quorum queue just after the queue's leader was lost,
+ * before the cluster recorded the new one, has every later publish to it nacked for as long
+ * as it stays open, while a new channel is confirmed (`test/network/amqp-cluster.test.ts`).
+ * For any other nack (a queue full with overflow reject-publish) a new channel costs one
+ * round trip before a retry that waits its backoff anyway.
  */
 export class AmqpSession {
   /** A ConfigError when the server refused what publishing needs (a permission): not an outage. */
@@ -38,6 +46,9 @@ export class AmqpSession {
   private lastError: Error | undefined;
   private blockedReason: string | undefined;
   private channel: ConfirmChannel | undefined;
+  /** A nack came: the channel is replaced once nothing on it waits for a confirm. */
+  private renewChannel = false;
+  private renewing: Promise<void> | undefined;
   private connectionClosed = false;
   /** The connection reported an error: its channel's close is a symptom, not the cause. */
   private connectionFailed = false;
@@ -114,15 +125,53 @@ export class AmqpSession {
 
   /** True when a message may go out now (else `ready()` waits, or throws the failure). */
   canSend(): boolean {
-    return !this.failure && this.inFlight < this.config.maxInFlight && !this.mustDrain;
+    return (
+      !this.failure &&
+      !this.renewChannel &&
+      this.inFlight < this.config.maxInFlight &&
+      !this.mustDrain
+    );
   }
 
-  /** Resolves when a message may go out: a window slot is free and the channel is not full. */
+  /**
+   * Resolves when a message may go out: a window slot is free, the channel is not full, and
+   * one that had a nack has been replaced.
+   */
   async ready(): Promise<void> {
-    while (!this.failure && (this.inFlight >= this.config.maxInFlight || this.mustDrain)) {
-      await new Promise<void>((resolve) => this.waiters.add(resolve));
+    while (!this.failure && !this.canSend()) {
+      if (this.renewChannel && this.inFlight === 0) {
+        this.renewing ??= this.replaceChannel().finally(() => {
+          this.renewing = undefined;
+        });
+        await this.renewing;
+      } else {
+        await new Promise<void>((resolve) => this.waiters.add(resolve));
+      }
     }
     if (this.failure) throw this.failure;
+  }
+
+  /** Opens a new confirm channel, then closes the one it replaces; failing, fails the session. */
+  private async replaceChannel(): Promise<void> {
+    const old = this.channel;
+    let channel: ConfirmChannel;
+    try {
+      channel = await withTimeout(this.model.createConfirmChannel(), this.config.timeoutMs);
+    } catch (error) {
+      this.lastError ??= error instanceof Error ? error : new Error(errorMessage(error));
+      this.fail('cannot open a new channel after a nack');
+      return;
+    }
+    if (this.failure) {
+      channel.close().catch(() => {});
+      return;
+    }
+    this.watchChannel(channel);
+    this.channel = channel;
+    this.renewChannel = false;
+    this.mustDrain = false;
+    // Nothing on it waits for a confirm; its close is no longer the session's concern.
+    old?.close().catch(() => {});
   }
 
   /** Publishes one message; the promise settles with its confirm (or rejects with the session). */
@@ -199,17 +248,22 @@ export class AmqpSession {
     });
   }
 
+  /** Listens to `channel` for as long as it is the session's (a nack replaces it). */
   private watchChannel(channel: ConfirmChannel): void {
+    const current = () => channel === this.channel;
     channel.on('error', (error: Error) => {
-      this.lastError = error;
+      if (current()) this.lastError = error;
     });
     // Prepended: amqplib's own 'close' listener fails every unconfirmed publish, and
     // confirmed() must see the session failed by then to tell a loss from a nack.
-    channel.prependListener('close', () =>
-      this.fail(this.connectionFailed ? 'connection lost' : 'channel closed'),
-    );
-    channel.on('return', (returned: Message) => this.returned(returned));
+    channel.prependListener('close', () => {
+      if (current()) this.fail(this.connectionFailed ? 'connection lost' : 'channel closed');
+    });
+    channel.on('return', (returned: Message) => {
+      if (current()) this.returned(returned);
+    });
     channel.on('drain', () => {
+      if (!current()) return;
       this.mustDrain = false;
       this.wake();
     });
@@ -249,6 +303,8 @@ export class AmqpSession {
   private confirmed(pending: Pending, error: unknown): void {
     if (pending.settled) return;
     pending.settled = true;
+    // Before untrack() wakes the publishers waiting for a slot.
+    if (error && !this.failure) this.renewChannel = true;
     this.untrack(pending);
     if (this.failure) {
       // The connection or channel went before the confirm: whether the server kept the
@@ -259,7 +315,7 @@ export class AmqpSession {
         ok: false,
         permanent: false,
         error:
-          'nacked by the server: it could not take the message (e.g. a queue full with overflow reject-publish)',
+          'nacked by the server: it could not take the message (e.g. a queue full with overflow reject-publish, or a quorum queue that lost its leader); retried on a new channel',
       });
     } else if (pending.returned !== undefined && !this.config.acceptUnroutable) {
       pending.resolve({ ok: false, permanent: true, error: pending.returned });
