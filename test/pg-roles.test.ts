@@ -40,11 +40,11 @@ const ROLES = {
 };
 const schema = testSchema('pg_roles');
 
-/** A logger keeping `field` of each error line, where the library says what to grant. */
-function errorLines(field: string) {
+/** A logger keeping `err` of each error line, where the library says what to grant. */
+function errorLines() {
   const lines: string[] = [];
   const ignore = () => {};
-  const error = (fields: Record<string, unknown>) => lines.push(String(fields[field]));
+  const error = (fields: Record<string, unknown>) => lines.push(String(fields.err));
   return { lines, logger: { debug: ignore, info: ignore, warn: ignore, error } };
 }
 const NATS = 'nats://127.0.0.1:4222';
@@ -366,7 +366,7 @@ describe('least-privilege roles', () => {
     });
 
     it('retention refused while running is said with its grant at each round; publishing goes on', async () => {
-      const { lines: errors, logger } = errorLines('err');
+      const { lines: errors, logger } = errorLines();
       const db = pgDatabase({ connectionString: urlAs(ROLES.dispatcher) });
       const dispatcher = createDispatcher({
         db,
@@ -401,7 +401,7 @@ describe('least-privilege roles', () => {
     it("a consumer whose dead-letter grants are revoked stops naming them; the inbox's retention only says so", async () => {
       const broker = `${NATS}?stream=PGR_${suffix}&subject_prefix=pgr${suffix}`;
       const db = pgDatabase({ connectionString: urlAs(ROLES.consumer) });
-      const { lines: errors, logger } = errorLines('error');
+      const { lines: errors, logger } = errorLines();
       const consumer = await consume({
         broker,
         consumer: 'pgr_revoked',

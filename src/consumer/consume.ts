@@ -159,7 +159,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private fail(error: unknown): void {
     this.fatalError = error instanceof Error ? error : new Error(String(error));
     this.settings.logger.error(
-      { consumer: this.settings.consumer, error: errorMessage(error) },
+      { consumer: this.settings.consumer, err: errorMessage(error) },
       'consumer stopped: cannot go on',
     );
     this.emit('fatal', this.fatalError);
@@ -303,7 +303,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         }
         this.setState('reconnecting', errorMessage(error));
         this.settings.logger.warn(
-          { consumer: this.settings.consumer, error: errorMessage(error) },
+          { consumer: this.settings.consumer, err: errorMessage(error) },
           'consumer cannot receive; retrying',
         );
       }
@@ -435,12 +435,12 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       const refused = await privilegeErrorOf(error, database, schema, ['inbox-retention']);
       if (refused) {
         this.settings.logger.error(
-          { consumer, error: refused.message },
+          { consumer, err: refused.message },
           'cannot purge the inbox for want of a grant; handling goes on, trying again at the next round',
         );
       } else {
         this.settings.logger.warn(
-          { consumer, error: errorMessage(error) },
+          { consumer, err: errorMessage(error) },
           'cannot purge the inbox; trying again later',
         );
       }
@@ -470,7 +470,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         return;
       }
       this.settings.logger.warn(
-        { consumer: this.settings.consumer, error: errorMessage(error) },
+        { consumer: this.settings.consumer, err: errorMessage(error) },
         'cannot read the dead letters to retry; trying again later',
       );
     } finally {
@@ -532,7 +532,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           // The event is fine, the database is away (or its pool busy): wait for it
           // without spending attempts.
           this.settings.logger.warn(
-            { consumer: this.settings.consumer, id: event.id, error: errorMessage(error) },
+            { consumer: this.settings.consumer, id: event.id, err: errorMessage(error) },
             waitedForPool(error)
               ? 'no database connection came free in the handler within the connect timeout (a pool smaller than concurrency, or slow transactions); retrying'
               : 'database unavailable in the handler; retrying',
@@ -550,7 +550,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
             id: event.id,
             type: event.type,
             attempt,
-            error: errorMessage(error),
+            err: errorMessage(error),
           },
           willRetry ? 'handler failed; retrying' : 'handler failed; parking the event',
         );
@@ -608,7 +608,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       } catch (error) {
         if (await this.refusedPrivilege(work, error, true)) return;
         this.settings.logger.error(
-          { consumer: this.settings.consumer, error: errorMessage(error) },
+          { consumer: this.settings.consumer, err: errorMessage(error) },
           'cannot park a message; retrying',
         );
         await this.sleep(backoffDelayMs(failures, 500, 15_000), this.stopped);

@@ -232,7 +232,7 @@ class AmqpSource implements MessageSource {
         } catch (error) {
           // The channel is gone: the server redelivers the message, the inbox knows it.
           this.options.logger.debug(
-            { error: errorMessage(error), origin: this.origin },
+            { err: errorMessage(error), origin: this.origin },
             'ack not sent',
           );
         }
@@ -242,7 +242,7 @@ class AmqpSource implements MessageSource {
       onMessage(delivery);
     } catch (error) {
       this.options.logger.error(
-        { error: errorMessage(error), origin: this.origin },
+        { err: errorMessage(error), origin: this.origin },
         'onMessage threw',
       );
     }
@@ -256,11 +256,11 @@ class AmqpSource implements MessageSource {
       `${this.location}: ${what} of queue "${this.config.queue}" ${how}${reason}`,
       { cause },
     );
-    this.options.logger.warn({ error: error.message }, 'AMQP source lost');
+    this.options.logger.warn({ err: error.message }, 'AMQP source lost');
     try {
       this.onLost?.(error);
     } catch (thrown) {
-      this.options.logger.error({ error: errorMessage(thrown) }, 'onLost threw');
+      this.options.logger.error({ err: errorMessage(thrown) }, 'onLost threw');
     }
   }
 

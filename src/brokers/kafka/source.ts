@@ -128,7 +128,7 @@ class KafkaSource implements MessageSource {
     this.commits = new OffsetCommits(consumer, (error) => {
       if (this.fenced(error)) return;
       logger.warn(
-        { location: this.location, consumer: group, error: describeError(error) },
+        { location: this.location, consumer: group, err: describeError(error) },
         'kafka offset commit failed; retrying',
       );
     });
