@@ -2,12 +2,18 @@ import { randomBytes } from 'node:crypto';
 import { type Database, type EventBroker, migrate, pgDatabase } from 'edupulse-outbox';
 import { quoteSchema } from './schema.js';
 
+/** The brokers a steady scenario can publish to. */
+export const steadyBrokers = ['nats', 'amqp', 'kafka'] as const;
+export type SteadyBroker = (typeof steadyBrokers)[number];
+
 /** Where the benchmarks run and how big they are. */
 export interface BenchSettings {
   /** Smaller backlogs and shorter steady phases (the whole run under 5 minutes). */
   quick: boolean;
   /** The planned rate of `steady-latency`, events/s (1,000 unless given). */
   steadyRate: number;
+  /** The broker the steady scenarios publish to (NATS unless given). */
+  steadyBroker: SteadyBroker;
   databaseUrl: string;
   natsUrl: string;
   amqpUrl: string;

@@ -4,12 +4,13 @@
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError } from 'edupulse-outbox';
-import { errorMessage } from './context.js';
+import { errorMessage, type SteadyBroker, steadyBrokers } from './context.js';
 import { reportTable, runBench, scenarioNames, writeReport } from './report.js';
 
 interface BenchFlags {
   quick?: boolean;
   steadyRate: number;
+  steadyBroker: SteadyBroker;
   only?: string;
   databaseUrl: string;
   natsUrl: string;
@@ -105,6 +106,14 @@ function program(): Command {
     )
     .addOption(
       new Option(
+        '--steady-broker <broker>',
+        'the broker the steady scenarios publish to (their targets are for NATS)',
+      )
+        .choices(steadyBrokers)
+        .default('nats'),
+    )
+    .addOption(
+      new Option(
         '--database-url <url>',
         'PostgreSQL server to measure on (each scenario uses a schema of its own)',
       )
@@ -154,6 +163,7 @@ async function main(argv: readonly string[]): Promise<number> {
       {
         quick: flags.quick === true,
         steadyRate: flags.steadyRate,
+        steadyBroker: flags.steadyBroker,
         databaseUrl: parseDatabaseUrl(flags.databaseUrl),
         natsUrl: flags.natsUrl,
         amqpUrl: flags.amqpUrl,

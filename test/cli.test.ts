@@ -348,6 +348,15 @@ describe('bench', () => {
     expect(lines(result.stderr)[0]).toContain('--steady-rate');
   });
 
+  it('a steady broker it does not know exits 2 naming the setting and the choices', async () => {
+    const result = await runBench(['--only', 'steady-latency', '--steady-broker', 'redis']);
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(stackLines(result.stderr)).toEqual([]);
+    expect(lines(result.stderr)[0]).toContain('--steady-broker');
+    expect(lines(result.stderr)[0]).toContain('nats, amqp, kafka');
+  });
+
   it('writes the report the README describes, and leaves no schema behind', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edupulse-bench-'));
     onTestFinished(() => rmSync(dir, { recursive: true, force: true }));

@@ -308,8 +308,7 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
   const backlog = bench.backlog;
   const tag = randomBytes(4).toString('hex');
   const url = target.baseUrl(bench);
-  const separator = url.includes('?') ? '&' : '?';
-  const broker = brokerFromUrl(`${url}${separator}${target.query(tag)}`, { source });
+  const broker = brokerFromUrl(adapterUrl(target, url, tag), { source });
   try {
     await broker.connect();
     await target.prepare?.(url, tag);
@@ -376,6 +375,26 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
 }
 
 const targets: readonly BrokerTarget[] = [nats, amqpTarget, kafka];
+
+/** Our adapter's URL for `target` on the server of `url`: names of the run's `tag`. */
+function adapterUrl(target: BrokerTarget, url: string, tag: string): string {
+  return `${url}${url.includes('?') ? '&' : '?'}${target.query(tag)}`;
+}
+
+/**
+ * A stream, exchange or topic of its own on `broker` (as the drain scenarios make them):
+ * our adapter's URL for it, and what removes it afterwards.
+ */
+export async function benchDestination(
+  bench: BenchContext,
+  broker: 'amqp' | 'kafka',
+): Promise<{ brokerUrl: string; remove(): Promise<void> }> {
+  const target = broker === 'amqp' ? amqpTarget : kafka;
+  const tag = randomBytes(4).toString('hex');
+  const url = target.baseUrl(bench);
+  await target.prepare?.(url, tag);
+  return { brokerUrl: adapterUrl(target, url, tag), remove: () => target.cleanup(url, tag) };
+}
 
 /** Drains a backlog into NATS JetStream, RabbitMQ and Kafka, each against a raw publisher. */
 export const drainBrokers: Scenario = perTarget(targets, drainBroker);

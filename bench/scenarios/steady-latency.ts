@@ -6,7 +6,13 @@ import {
   LessonPublished,
   pgDatabase,
 } from 'edupulse-outbox';
-import { type BenchContext, round, type Scenario, type ScenarioResult } from '../context.js';
+import {
+  type BenchContext,
+  round,
+  type Scenario,
+  type ScenarioResult,
+  type SteadyBroker,
+} from '../context.js';
 import { createBenchStream } from '../jetstream.js';
 import {
   type LatencyFigures,
@@ -17,6 +23,7 @@ import {
   recordingBroker,
   type StartLatencyPublisher,
 } from '../latency.js';
+import { benchDestination } from './drain-brokers.js';
 
 interface OursOptions {
   databaseUrl: string;
@@ -25,7 +32,7 @@ interface OursOptions {
   notify: boolean;
 }
 
-/** Our dispatcher with default options, publishing to NATS; run in the latency worker. */
+/** Our dispatcher with default options, publishing to `brokerUrl`; run in the latency worker. */
 export const startLatencyPublisher: StartLatencyPublisher<OursOptions> = async (options, acked) => {
   const db = pgDatabase({
     connectionString: options.databaseUrl,
@@ -77,16 +84,27 @@ function enqueueLesson(schema: string): Produce {
   };
 }
 
+/** A stream of its own on NATS, or an exchange or topics of its own on the others. */
+async function steadyDestination(
+  bench: BenchContext,
+  broker: SteadyBroker,
+): Promise<{ brokerUrl: string; remove(): Promise<void> }> {
+  return broker === 'nats'
+    ? createBenchStream(bench.settings.natsUrl, 'latency')
+    : benchDestination(bench, broker);
+}
+
 /**
- * Our latency under steady traffic to NATS, in a fresh schema (as migrated) and stream of
- * its own; at `plan`, or the steady plan of 1,000 events/s.
+ * Our latency under steady traffic to `broker` (NATS unless given), in a fresh schema (as
+ * migrated) and destination of its own; at `plan`, or the steady plan of 1,000 events/s.
  */
 export async function ourLatency(
   bench: BenchContext,
   notify: boolean,
   plan: LatencyPlan = latencyPlan(bench),
+  broker: SteadyBroker = 'nats',
 ): Promise<LatencyFigures> {
-  const stream = await createBenchStream(bench.settings.natsUrl, 'latency');
+  const stream = await steadyDestination(bench, broker);
   try {
     return await bench.withSchema((_db, schema) =>
       measureLatency(
@@ -125,7 +143,10 @@ function rates(plan: LatencyPlan, figures: LatencyFigures) {
   };
 }
 
-/** One steady run: its figures, and the latency target when it has one. */
+/**
+ * One steady run on `--steady-broker`: its figures, and the latency target when it has one
+ * (`targeted`, on NATS: the broker the targets were set for).
+ */
 async function steadyResult(
   bench: BenchContext,
   name: string,
@@ -133,15 +154,17 @@ async function steadyResult(
   plan: LatencyPlan,
   targeted: boolean,
 ): Promise<ScenarioResult> {
-  const figures = await ourLatency(bench, notify, plan);
+  const broker = bench.settings.steadyBroker;
+  const figures = await ourLatency(bench, notify, plan, broker);
   const reached = rates(plan, figures);
   const result: ScenarioResult = {
     name,
+    broker,
     ...figures,
     ...reached,
     delivery: delivery(figures),
   };
-  if (!targeted) return result;
+  if (!targeted || broker !== 'nats') return result;
   return {
     ...result,
     target: 'p50 ≤ 5 ms, p99 ≤ 25 ms, rate_reached ≥ 0.95',
@@ -156,17 +179,21 @@ async function steadyResult(
 }
 
 /**
- * 8 producers, each event its own transaction; latency from COMMIT returning to the NATS
- * PubAck. At 1,000 and 2,000 events/s with the dispatcher's default wake-up (the
- * targets), then at 1,000 polling once a second (no LISTEN, the write probe slowed to one look a
- * second; no target: it shows what the wake-up buys). Each in a schema as `migrate()` leaves it.
+ * 8 producers, each event its own transaction; latency from COMMIT returning to the
+ * broker's acknowledgement (the NATS PubAck; with `--steady-broker`, RabbitMQ's confirm or
+ * Kafka's ack). At 1,000 and 2,000 events/s with the dispatcher's default wake-up (the
+ * targets, on NATS), then at 1,000 polling once a second (no LISTEN, the write probe slowed
+ * to one look a second; no target: it shows what the wake-up buys). Each in a schema as
+ * `migrate()` leaves it.
  */
 export const steadyLatency: Scenario = {
   names: ['steady-latency', 'steady-latency-2k', 'steady-latency-polling'],
   async run(bench, only) {
     const results: ScenarioResult[] = [];
     if (only.has('steady-latency')) {
-      bench.log(`steady-latency: default wake-up, ${bench.settings.steadyRate} events/s`);
+      bench.log(
+        `steady-latency: default wake-up, ${bench.settings.steadyRate} events/s to ${bench.settings.steadyBroker}`,
+      );
       const plan = latencyPlan(bench, bench.settings.steadyRate);
       // The target is for 1,000 events/s; at another rate the figures come without one.
       results.push(await steadyResult(bench, 'steady-latency', true, plan, plan.rate === 1000));
