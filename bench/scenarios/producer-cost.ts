@@ -188,6 +188,9 @@ export const producerCost: Scenario = {
         }
         const ratios: number[] = [];
         const toPlain: number[] = [];
+        // As migrated ÷ NOTIFY set off: two outboxes set up alike while the default leaves
+        // the NOTIFY off, so what one round's ratio moves by noise alone.
+        const alike: number[] = [];
         for (let r = 0; r < rounds; r++) {
           for (let i = 0; i < variants.length; i++) {
             const variant = variants[(r + i) % variants.length] as Variant;
@@ -196,6 +199,7 @@ export const producerCost: Scenario = {
           }
           ratios.push((withNotify.rates[r] as number) / (withoutNotify.rates[r] as number));
           toPlain.push((asMigrated.rates[r] as number) / (plain.rates[r] as number));
+          alike.push((asMigrated.rates[r] as number) / (withoutNotify.rates[r] as number));
           bench.log(
             `producer-cost: round ${r + 1}: ${variants.map((v) => `${v.name} ${Math.round(v.rates[r] as number)}/s`).join(', ')}`,
           );
@@ -212,6 +216,7 @@ export const producerCost: Scenario = {
         const ratioToPlain = round(median(toPlain));
         const range = (values: number[]) =>
           `${round(Math.min(...values))}–${round(Math.max(...values))}`;
+        const asMigratedNotify = (notified.get(a) as number) > 0 ? 'on' : 'off';
         return [
           {
             name: 'producer-cost',
@@ -226,9 +231,10 @@ export const producerCost: Scenario = {
             commits_per_s_plain_insert: Math.round(median(plain.rates)),
             commits_per_s_as_migrated: Math.round(median(asMigrated.rates)),
             // Observed, not read from the schema: whether its inserts woke a listener.
-            as_migrated_notify: (notified.get(a) as number) > 0 ? 'on' : 'off',
+            as_migrated_notify: asMigratedNotify,
             ratio_to_plain_insert: ratioToPlain,
             ratio_to_plain_insert_range: range(toPlain),
+            ...(asMigratedNotify === 'off' ? { same_setup_ratio_range: range(alike) } : {}),
             target: 'ratio_to_plain_insert ≥ 0.85',
             met: ratioToPlain >= 0.85,
           },
