@@ -70,6 +70,9 @@ describe('natsSettings', () => {
     refuses(`creds_file=${token}`, /creds_file: .* is not a \.creds file/);
     refuses(`token_file=${file('empty', '\n')}`, /token_file: .* is empty/);
     refuses(`nkey_file=${join(dir, 'absent.nk')}`, /broker: nkey_file: cannot read .*absent\.nk/);
+    // A device that never ends is refused once past the size of any real file, not read
+    // until memory runs out.
+    refuses('token_file=/dev/zero', /token_file: \/dev\/zero holds more than 16 MiB/);
   });
 
   it('requires TLS when asked or when a TLS file is given', () => {

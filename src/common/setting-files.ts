@@ -3,7 +3,7 @@
  * settings are read, so that a missing file is a ConfigError naming its parameter at start
  * rather than a connection failure retried for ever.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { ConfigError, errorMessage } from './errors.js';
 import { registerSecret } from './secrets.js';
 
@@ -20,12 +20,47 @@ export function readSettingFile(setting: string, name: string, path: string): st
     const what = name === setting ? 'the path' : name;
     throw new ConfigError(setting, `${what} is empty (expected a file path)`);
   }
+  let text: string | undefined;
   try {
-    return readFileSync(path, 'utf8');
+    text = readAtMost(path, MAX_SETTING_FILE_BYTES);
   } catch (error) {
     throw new ConfigError(setting, `${named}cannot read ${path}: ${errorMessage(error)}`, {
       cause: error,
     });
+  }
+  if (text === undefined) {
+    throw new ConfigError(
+      setting,
+      `${named}${path} holds more than ${MAX_SETTING_FILE_BYTES / 2 ** 20} MiB, far more than a password, a key or a CA bundle (is it the right file?)`,
+    );
+  }
+  return text;
+}
+
+/**
+ * The most a setting file is read to. A CA bundle of every public root is about 200 KB;
+ * a device that never ends (`/dev/zero`, `/dev/urandom`) would otherwise be read until
+ * memory runs out.
+ */
+const MAX_SETTING_FILE_BYTES = 16 * 2 ** 20;
+
+/** The file's text, or undefined when it holds more than `limit` bytes. */
+function readAtMost(path: string, limit: number): string | undefined {
+  const fd = openSync(path, 'r');
+  try {
+    const buffer = Buffer.alloc(64 * 1024);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const read = readSync(fd, buffer, 0, buffer.length, null);
+      if (read === 0) break;
+      total += read;
+      if (total > limit) return undefined;
+      chunks.push(Buffer.from(buffer.subarray(0, read)));
+    }
+    return Buffer.concat(chunks, total).toString('utf8');
+  } finally {
+    closeSync(fd);
   }
 }
 
