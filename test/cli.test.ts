@@ -340,21 +340,21 @@ describe('bench', () => {
     expect(errorLines[0]).toContain('drain-fast');
   });
 
-  it('a steady rate that is not a whole number of events a second exits 2 naming it', async () => {
-    const result = await runBench(['--only', 'steady-latency', '--steady-rate', '0.5']);
+  it.each([
+    [
+      'a steady rate that is not a whole number of events a second',
+      '--steady-rate',
+      '0.5',
+      'a whole number of events a second',
+    ],
+    ['a steady broker it does not know', '--steady-broker', 'redis', 'nats, amqp, kafka'],
+  ])('%s exits 2 naming the setting and what it takes', async (_, flag, value, takes) => {
+    const result = await runBench(['--only', 'steady-latency', flag, value]);
     expect(result.code, result.stderr).toBe(2);
     expect(result.stdout).toBe('');
     expect(stackLines(result.stderr)).toEqual([]);
-    expect(lines(result.stderr)[0]).toContain('--steady-rate');
-  });
-
-  it('a steady broker it does not know exits 2 naming the setting and the choices', async () => {
-    const result = await runBench(['--only', 'steady-latency', '--steady-broker', 'redis']);
-    expect(result.code, result.stderr).toBe(2);
-    expect(result.stdout).toBe('');
-    expect(stackLines(result.stderr)).toEqual([]);
-    expect(lines(result.stderr)[0]).toContain('--steady-broker');
-    expect(lines(result.stderr)[0]).toContain('nats, amqp, kafka');
+    expect(lines(result.stderr)[0]).toContain(flag);
+    expect(lines(result.stderr)[0]).toContain(takes);
   });
 
   it('writes the report the README describes, and leaves no schema behind', async () => {
