@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { clientOptions } from '../../src/brokers/kafka/client-options.js';
+import { kafkaLibrary } from '../../src/brokers/kafka/library.js';
 import { kafkaPartition, kafkaTopic } from '../../src/brokers/kafka/records.js';
 import { readKafkaSettings } from '../../src/brokers/kafka/settings.js';
 import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/url-params.js';
@@ -400,5 +401,25 @@ describe('kafka broker URL', () => {
     expect(kafkaTopic('{aggregate_type}-{event_type}', { ...m, eventType: 'a:b' })).toBe(
       'course_module_v2-a_b',
     );
+  });
+});
+
+describe('kafka partition of a key', () => {
+  it("is the Java client's: murmur2 of the key's bytes, sign bit masked", async () => {
+    await kafkaLibrary();
+    // Kafka's UtilsTest.testMurmur2: the Java client's hash of these keys.
+    const java: [string, number][] = [
+      ['21', -973932308],
+      ['foobar', -790332482],
+      ['a-little-bit-long-string', -985981536],
+      ['a-little-bit-longer-string', -1486304829],
+      ['lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8', -58897971],
+      ['abc', 479470107],
+    ];
+    for (const [key, hash] of java) {
+      for (const partitions of [1, 3, 7, 64]) {
+        expect(kafkaPartition(key, partitions), key).toBe((hash & 0x7fffffff) % partitions);
+      }
+    }
   });
 });
