@@ -308,6 +308,9 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         );
       }
       clearInterval(leaseCheck);
+      // Stopping: the handlers already running finish and ack through this source, under
+      // this lease, before either is let go; what waits behind them is not started.
+      if (this.stopping) await this.queues.idle();
       // Work the old source delivered is not started any more; the broker redelivers it.
       this.generation++;
       await this.release();

@@ -441,6 +441,52 @@ export function consumerConformance(harness: ConsumerHarness): void {
       expect(survivor.stats.duplicates).toBeGreaterThanOrEqual(1);
     }, 120_000);
 
+    it('stop() lets the running handler finish and acks its message before it closes', async () => {
+      const t = await target();
+      const name = named(t, 'stopping');
+      const inbox = createInbox({ schema: pg.schema, consumer: name });
+      let started = () => {};
+      const running = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      let release = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let finished = false;
+      const first = await start(t.url, name, {
+        handler: async (event) => {
+          started();
+          await gate;
+          await pg.db.transaction((tx) =>
+            inbox.process(tx, event, () =>
+              tx.query(
+                `INSERT INTO "${pg.schema}".effects (consumer, event_id, aggregate_id, sequence) VALUES ($1, $2, $3, $4)`,
+                [name, event.id, event.aggregateId, event.sequence],
+              ),
+            ),
+          );
+          finished = true;
+        },
+      });
+      const before = [quiz(randomUUID())];
+      await publish(t.url, before);
+      await running;
+      const stopping = first.stop();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      release();
+      await stopping;
+      expect(finished).toBe(true);
+      expect(first.stats.processed).toBe(1);
+      // The next run of the same consumer is not given that message again.
+      const next = await start(t.url, name);
+      const after = [quiz(randomUUID())];
+      await publish(t.url, after);
+      await expectAppliedOnceInOrder(name, [...before, ...after]);
+      expect(next.stats.received).toBe(1);
+      expect(next.stats.duplicates).toBe(0);
+    }, 120_000);
+
     it('a restart after a run that acked nothing resumes where it was, not from the start', async () => {
       const t = await target();
       const name = named(t, 'idle');

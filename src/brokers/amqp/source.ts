@@ -172,6 +172,13 @@ class AmqpSource implements MessageSource {
     const model = this.model;
     if (!model || this.connectionClosed) return;
     try {
+      // The channel first: the server reads its acks before the close that follows them
+      // on the channel. Closing the connection at once, amqplib may write the
+      // connection's close before acks still buffered for the channel, and the server
+      // would requeue what was just acked.
+      await withTimeout(this.channel?.close() ?? Promise.resolve(), this.config.timeoutMs).catch(
+        () => {},
+      );
       await withTimeout(model.close(), this.config.timeoutMs);
     } catch {
       // A server that does not answer the close: drop the socket (amqplib keeps it as `stream`).
