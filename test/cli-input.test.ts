@@ -121,6 +121,18 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
     await expectRefused(['dead', 'list', '--since', '0000-01-01'], 'since');
   });
 
+  it('a time window the wrong way round, which nothing could match', async () => {
+    const refused = await expectRefused(
+      ['dead', 'list', '--since', '2027-01-01T00:00:00Z', '--until', '2h'],
+      'until',
+    );
+    expect(refused).toContain('is not after since (2027-01-01T00:00:00.000Z)');
+    await expectRefused(
+      ['dead', 'retry', '--consumer', 'grades', '--since', '1h', '--until', '2h'],
+      'until',
+    );
+  });
+
   it('a schema name PostgreSQL reserves', async () => {
     const migrate = await expectRefused(['migrate', '--schema', 'pg_temp'], 'schema');
     expect(migrate).toContain('reserved');
@@ -148,8 +160,13 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
   });
 
   it('the library refuses a missing or bad source too', () => {
-    for (const options of [undefined, {}, { source: '' }, { source: 'two words' }]) {
+    for (const options of [undefined, {}]) {
       const create = () => brokerFromUrl('log:', options as unknown as { source: string });
+      expect(create, JSON.stringify(options)).toThrow(ConfigError);
+      expect(create).toThrow('brokerFromUrl(url, { source }) needs the CloudEvents source');
+    }
+    for (const options of [{ source: '' }, { source: 'two words' }]) {
+      const create = () => brokerFromUrl('log:', options);
       expect(create, JSON.stringify(options)).toThrow(ConfigError);
       expect(create).toThrow('not a CloudEvents source');
     }

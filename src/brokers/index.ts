@@ -33,6 +33,12 @@ export const brokerSchemes = ['nats:', 'amqp:', 'amqps:', 'kafka:', 'log:', 'mem
 export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): EventBroker {
   const source = (options as BrokerFromUrlOptions | undefined)?.source;
   if (options) assertKnownOptions('brokerFromUrl', options, brokerFromUrlOptions);
+  if (source === undefined) {
+    throw new ConfigError(
+      'source',
+      'brokerFromUrl(url, { source }) needs the CloudEvents source of the events it publishes: a URI-reference naming your service, such as "/lessons-service" (the CLI uses "/edupulse")',
+    );
+  }
   assertCloudEventsSource(source, 'source');
   const setting = options.setting ?? 'broker';
   const parsed = parseBrokerUrl(url, setting, `expected ${brokerSchemes.join(', ')}`);
