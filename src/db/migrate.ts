@@ -274,12 +274,12 @@ export async function assertSchemaCurrent(db: Executor, schema: string): Promise
   const current = status.applied.at(-1) ?? 0;
   if (current === 0) {
     throw new SchemaVersionError(
-      `schema "${schema}" holds no outbox tables: check the schema's name (--schema, OUTBOX_SCHEMA), or create them with \`edupulse-outbox migrate\``,
+      `schema "${schema}" holds no outbox tables: check the schema's name (the \`schema\` option; --schema or OUTBOX_SCHEMA in the CLI), or create them with \`edupulse-outbox migrate --schema ${schema}\` (or migrate(db, '${schema}'))`,
     );
   }
   if (status.pending.length > 0) {
     throw new SchemaVersionError(
-      `schema "${schema}" is at version ${current}, this version of edupulse-outbox needs ${status.latest}: run \`edupulse-outbox migrate\``,
+      `schema "${schema}" is at version ${current}, this version of edupulse-outbox needs ${status.latest}: run \`edupulse-outbox migrate --schema ${schema}\` (or migrate(db, '${schema}'))`,
     );
   }
   if (current > status.latest) {
