@@ -311,6 +311,10 @@ describe('acting', () => {
       [{ ids: [] }, 'ids'],
       [{ filter: { eventType: 'x', colour: 'red' } }, 'filter.colour'],
       [{ filter: { since: 'yesterday' } }, 'filter.since'],
+      [
+        { filter: { since: '2026-12-02T00:00:00Z', until: '2026-12-01T00:00:00Z' } },
+        'filter.until',
+      ],
       [{ filter: { eventType: 'x' }, all: true }, 'all'],
       [{ all: 'yes' }, 'all'],
       [{ everything: true }, 'everything'],
@@ -338,6 +342,11 @@ describe('acting', () => {
       expect(reply.body.field, path).toBe(field);
     }
     expect((await call('/api/dead-letters?until=2026-13-01T00:00:00Z')).body.field).toBe('until');
+    // The window the wrong way round: nothing could match, so it is refused, not answered empty.
+    const backwards = await call('/api/dead-letters?since=1h&until=2h');
+    expect(backwards.status).toBe(400);
+    expect(backwards.body.field).toBe('until');
+    expect(backwards.body.error).toContain('is not after since');
     expect((await call('/api/dead-letters/nope')).body.field).toBe('id');
     const getRetry = await call('/api/dead-letters/retry');
     expect(getRetry.status).toBe(405);

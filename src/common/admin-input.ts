@@ -83,6 +83,23 @@ function isoInstant(text: string): number | undefined {
 }
 
 /**
+ * Refuses a time window that nothing can match: `until` (exclusive) not after `since`,
+ * such as the two given the wrong way round.
+ */
+export function assertTimeWindow(
+  since: Date | undefined,
+  until: Date | undefined,
+  names: { since: string; until: string },
+): void {
+  if (since && until && until.getTime() <= since.getTime()) {
+    throw new ConfigError(
+      names.until,
+      `${until.toISOString()} is not after ${names.since} (${since.toISOString()}): no time lies between them`,
+    );
+  }
+}
+
+/**
  * A point in time: an ISO 8601 timestamp (`2026-11-27T10:00:00Z`) or a duration ago
  * (`2h`), in the years 0001-9999, or a ConfigError naming the setting.
  */

@@ -8,7 +8,13 @@ import {
 } from '../admin/dead-letters.js';
 import { searchEvents } from '../admin/search.js';
 import { outboxStatus } from '../admin/status.js';
-import { filterText, parseEventIds, parseTime, untouched } from '../common/admin-input.js';
+import {
+  assertTimeWindow,
+  filterText,
+  parseEventIds,
+  parseTime,
+  untouched,
+} from '../common/admin-input.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
@@ -74,6 +80,10 @@ function parseFilter(read: (field: FilterField) => unknown, prefix = ''): DeadLe
       filter[field] = filterText(named, value);
     }
   }
+  assertTimeWindow(filter.since, filter.until, {
+    since: `${prefix}since`,
+    until: `${prefix}until`,
+  });
   return filter;
 }
 

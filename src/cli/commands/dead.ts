@@ -17,6 +17,7 @@ import {
   retryDeadLetters,
   showDeadLetter,
 } from '../../admin/dead-letters.js';
+import { assertTimeWindow } from '../../common/admin-input.js';
 import { ConfigError } from '../../common/errors.js';
 import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import type { Executor } from '../../db/executor.js';
@@ -95,8 +96,7 @@ function parseFilter(flags: FilterFlags, ids: readonly string[] = []): DeadLette
     ...(flags.aggregateId !== undefined
       ? { aggregateId: filterText('aggregate-id', flags.aggregateId) }
       : {}),
-    ...(flags.since !== undefined ? { since: parseTime('since', flags.since) } : {}),
-    ...(flags.until !== undefined ? { until: parseTime('until', flags.until) } : {}),
+    ...timeWindow(flags),
     ...(flags.error !== undefined ? { error: filterText('error', flags.error) } : {}),
     ...(flags.errorContains !== undefined
       ? { errorContains: filterText('error-contains', flags.errorContains) }
@@ -132,9 +132,16 @@ function parseConsumerFilter(
     ...(flags.aggregateId !== undefined
       ? { aggregateId: filterText('aggregate-id', flags.aggregateId) }
       : {}),
-    ...(flags.since !== undefined ? { since: parseTime('since', flags.since) } : {}),
-    ...(flags.until !== undefined ? { until: parseTime('until', flags.until) } : {}),
+    ...timeWindow(flags),
   };
+}
+
+/** `--since` and `--until`, each when given; the two the wrong way round are refused. */
+function timeWindow(flags: FilterFlags): { since?: Date; until?: Date } {
+  const since = flags.since === undefined ? undefined : parseTime('since', flags.since);
+  const until = flags.until === undefined ? undefined : parseTime('until', flags.until);
+  assertTimeWindow(since, until, { since: 'since', until: 'until' });
+  return { ...(since ? { since } : {}), ...(until ? { until } : {}) };
 }
 
 /** `dead retry` and `dead discard`: ids and/or filters, or `--all`; prints what it touched. */
