@@ -25,9 +25,13 @@ function section<T>(
   values: Record<string, T>,
   text: (value: T) => string = (value) => backlog(value as BacklogShare),
 ): string[] {
-  const entries = Object.entries(values);
+  const entries = Object.entries(values).map(
+    ([key, value]) => [escapeControl(key), value] as const,
+  );
   if (entries.length === 0) return [];
-  return [`${title}:`, ...entries.map(([key, value]) => `  ${escapeControl(key)}  ${text(value)}`)];
+  // The keys padded to the longest (up to 40 characters), so the figures line up.
+  const width = Math.min(40, Math.max(...entries.map(([key]) => key.length)));
+  return [`${title}:`, ...entries.map(([key, value]) => `  ${key.padEnd(width)}  ${text(value)}`)];
 }
 
 export function statusCommand(): Command {
