@@ -28,14 +28,14 @@
 // Ctrl-C stops it after the events being applied are committed and acked.
 // Outside this repository it needs the broker's client (README, Install) and, without
 // DATABASE_URL, @electric-sql/pglite.
-import { consume, createInbox } from '../dist/consumer/index.js';
 import {
   LessonPublished,
   migrate,
   pgDatabase,
   pgliteDatabase,
   QuizSubmitted,
-} from '../dist/index.js';
+} from 'edupulse-outbox';
+import { consume, createInbox } from 'edupulse-outbox/consumer';
 
 const broker = process.argv[2];
 if (!broker) {
