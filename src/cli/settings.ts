@@ -30,7 +30,7 @@ export const settings = {
   broker: () =>
     new Option(
       '--broker <url>',
-      "where events go: nats://host:4222, amqp(s)://user@host/vhost, kafka://host:9092, or log: (NDJSON CloudEvents on stdout); docs/operations.md lists each URL's parameters",
+      "where events go: nats://host:4222, amqp(s)://user@host/vhost, kafka://host:9092, or log: (NDJSON CloudEvents on stdout); the README's Brokers section lists each URL's parameters",
     )
       .env('OUTBOX_BROKER_URL')
       .default('log:'),
@@ -38,7 +38,11 @@ export const settings = {
     new Option('--source <uri-reference>', 'CloudEvents source of every event').default(
       '/edupulse',
     ),
-  notify: () => new Option('--no-notify', 'do not LISTEN for the outbox trigger; poll only'),
+  notify: () =>
+    new Option(
+      '--no-notify',
+      "do not LISTEN for the insert trigger's NOTIFY (sent after migrate --producer-notify on); new events are still found by probing the write sequence",
+    ),
   onDeadLetter: () =>
     new Option(
       '--on-dead-letter <policy>',

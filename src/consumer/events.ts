@@ -24,8 +24,9 @@ export interface ConsumerStats {
 
 export interface ConsumerHealth {
   /**
-   * `receiving`; `standby` (another process of this consumer name holds the lease);
-   * `reconnecting` (the broker or the lease was lost; retrying); `stopped`.
+   * `starting` (until it first receives or stands by); `receiving`; `standby` (another
+   * process of this consumer name holds the lease); `reconnecting` (the broker or the
+   * lease was lost; retrying); `stopped`.
    */
   state: 'starting' | 'receiving' | 'standby' | 'reconnecting' | 'stopped';
   /** Why it is not receiving, when it is not. */

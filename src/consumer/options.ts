@@ -14,7 +14,8 @@ export interface ConsumeOptions<Defs extends readonly AnyEventDefinition[]> {
   /**
    * The broker URL, as the dispatcher's (`nats://…?stream=…`, `amqp://…?exchange=…`,
    * `kafka://…?topic=…`), plus the consumer's own parameters: NATS `ack_wait_s`,
-   * `deliver`; RabbitMQ `queue`, `queue_type`; Kafka `from`.
+   * `deliver`; RabbitMQ `queue`, `queue_type`; Kafka `from`, `session_timeout_ms`,
+   * `group_instance_id`.
    */
   broker: string;
   /** The consumer's name: its durable JetStream consumer, RabbitMQ queue, Kafka group and inbox key. */
