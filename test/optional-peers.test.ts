@@ -190,6 +190,8 @@ describe('the CLI without an optional package', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('database-url: ');
     expect(result.stderr).toContain('npm install @electric-sql/pglite');
+    // Nothing claims it is starting what it cannot load.
+    expect(result.stderr).not.toContain('starting the embedded PostgreSQL');
   });
 
   describe('a client that resolves but cannot be loaded', () => {

@@ -47,6 +47,9 @@ async function openDemoDatabase(
       optionalPeers.pglite,
       () => import('@electric-sql/pglite'),
     );
+    process.stderr.write(
+      'demo: starting the embedded PostgreSQL (PGlite, in memory): a few seconds\n',
+    );
     const pglite = await PGlite.create();
     return {
       db: pgliteDatabase(pglite),
@@ -102,11 +105,6 @@ demo exits 1 saying how many events were left unpublished.`,
           },
           () => process.exit(130),
         );
-        if (!flags.databaseUrl) {
-          process.stderr.write(
-            'demo: starting the embedded PostgreSQL (PGlite, in memory): a few seconds\n',
-          );
-        }
         const { db, where, close } = await openDemoDatabase(flags.databaseUrl, flags, logger).catch(
           (error: unknown) => {
             removeHandlers();
