@@ -171,6 +171,8 @@ class AmqpSource implements MessageSource {
   private async shutdown(): Promise<void> {
     const model = this.model;
     if (!model || this.connectionClosed) return;
+    // One timeout for both steps.
+    const deadline = Date.now() + this.config.timeoutMs;
     try {
       // The channel first: the server reads its acks before the close that follows them
       // on the channel. Closing the connection at once, amqplib may write the
@@ -179,7 +181,7 @@ class AmqpSource implements MessageSource {
       await withTimeout(this.channel?.close() ?? Promise.resolve(), this.config.timeoutMs).catch(
         () => {},
       );
-      await withTimeout(model.close(), this.config.timeoutMs);
+      await withTimeout(model.close(), Math.max(1, deadline - Date.now()));
     } catch {
       // A server that does not answer the close: drop the socket (amqplib keeps it as `stream`).
       const connection = model.connection as unknown as { stream?: { destroy(): void } };
