@@ -297,11 +297,11 @@ export function deadCommand(): Command {
     .addCommand(
       bulkCommand(
         'retry',
-        'put dead letters back into the outbox under their original seq, attempts reset; they are published again (with --consumer: the running consumer hands them to its handler again within seconds)',
+        'put dead letters back into the outbox under their original seq, attempts reset; they are published again (with --consumer: marked for retry, which the consumer hands to its handler within seconds while it runs, or when it next starts)',
         retryDeadLetters,
         retryConsumerDeadLetters,
         'back in the outbox',
-        'handed to the running consumer again',
+        'marked for retry, taken up by the consumer within seconds while it runs, or when it starts',
       ),
     )
     .addCommand(
