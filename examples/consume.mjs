@@ -43,7 +43,7 @@ if (!broker) {
   process.exitCode = 2;
 }
 const database = process.env.DATABASE_URL
-  ? pgDatabase({ connectionString: process.env.DATABASE_URL })
+  ? pgDatabase({ connectionString: process.env.DATABASE_URL, maxConnections: 20 })
   : pgliteDatabase(await (await import('@electric-sql/pglite')).PGlite.create());
 await migrate(database, 'public');
 await database.query(`CREATE TABLE IF NOT EXISTS best_score (
