@@ -62,6 +62,10 @@ describe('pgConnectionSettings', () => {
       expect(error.message).toContain('sslmode');
     }
     expect(refusal('passwd=hunter2').message).not.toContain('hunter2');
+    // A near miss names what it probably meant.
+    expect(refusal('sslmod=verify-full').message).toContain('(did you mean "sslmode"?)');
+    expect(refusal('aplication_name=shop').message).toContain('did you mean "application_name"?');
+    expect(refusal('channel_binding=require').message).not.toContain('did you mean');
   });
 
   it("reads what node-postgres reads, and libpq's connect_timeout in seconds", () => {

@@ -1,5 +1,6 @@
 import { ConfigError } from '../common/errors.js';
 import { readWholeNumber } from '../common/numbers.js';
+import { closestName } from '../common/options.js';
 import { hostList, parseUrl } from '../common/url.js';
 
 /** One server of a broker URL; an IPv6 host keeps its brackets. */
@@ -83,9 +84,10 @@ export class BrokerUrlParams {
   assertNoneUnknown(): void {
     for (const name of this.params.keys()) {
       if (!this.known.has(name)) {
+        const meant = closestName(name, this.known);
         throw new ConfigError(
           this.setting,
-          `unknown parameter "${name}" (${this.known.size > 0 ? `this broker takes: ${[...this.known].join(', ')}` : 'this broker takes none'})`,
+          `unknown parameter "${name}"${meant ? `; did you mean "${meant}"?` : ''} (${this.known.size > 0 ? `this broker takes: ${[...this.known].join(', ')}` : 'this broker takes none'})`,
         );
       }
     }

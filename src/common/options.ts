@@ -23,7 +23,7 @@ export function assertKnownOptions(
 ): void {
   for (const key of Object.keys(options)) {
     if (known.has(key)) continue;
-    const meant = closest(key, known);
+    const meant = closestName(key, known);
     throw new ConfigError(
       `${settingPrefix}${key}`,
       `is not an option of ${what}${meant ? `; did you mean "${meant}"?` : ` (its options: ${[...known].join(', ')})`}`,
@@ -32,7 +32,7 @@ export function assertKnownOptions(
 }
 
 /** The known name nearest `key`: the same but for case, else at most two edits away. */
-function closest(key: string, known: ReadonlySet<string>): string | undefined {
+export function closestName(key: string, known: Iterable<string>): string | undefined {
   const lower = key.toLowerCase();
   let best: string | undefined;
   let bestDistance = 3;

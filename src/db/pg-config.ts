@@ -30,6 +30,7 @@
 import type pg from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
 import { ConfigError } from '../common/errors.js';
+import { closestName } from '../common/options.js';
 import { readSecretFile } from '../common/setting-files.js';
 import { readPemFiles } from '../common/tls-pem.js';
 import { hostList, parseUrl } from '../common/url.js';
@@ -182,14 +183,27 @@ const PG_PARAMETERS = [
   'encoding',
 ] as const;
 
+/** The parameters read here before node-postgres sees the URL. */
+const OWN_PARAMETERS = [
+  'sslmode',
+  'sslrootcert',
+  'sslcert',
+  'sslkey',
+  'password_file',
+  'target_session_attrs',
+  'pooler',
+  'connect_timeout',
+] as const;
+
 /** Refuses a parameter nothing reads: a typo, or a libpq one node-postgres lacks. */
 function assertKnownParameters(setting: string, params: URLSearchParams): void {
   for (const name of new Set(params.keys())) {
     if ((PG_PARAMETERS as readonly string[]).includes(name)) continue;
+    const meant = closestName(name, [...OWN_PARAMETERS, ...PG_PARAMETERS]);
     // Not quoted beyond its name: the value may be a secret.
     throw new ConfigError(
       setting,
-      `the URL parameter "${name.slice(0, 64)}" is not one this connection reads; it takes sslmode, sslrootcert, sslcert, sslkey, password_file, target_session_attrs, pooler, connect_timeout, ${PG_PARAMETERS.slice(0, 9).join(', ')} and node-postgres's few others`,
+      `the URL parameter "${name.slice(0, 64)}" is not one this connection reads${meant ? ` (did you mean "${meant}"?)` : ''}; it takes ${OWN_PARAMETERS.join(', ')}, ${PG_PARAMETERS.slice(0, 9).join(', ')} and node-postgres's few others`,
     );
   }
 }

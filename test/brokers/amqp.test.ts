@@ -116,7 +116,8 @@ describe('amqp broker', () => {
       ['heartbeat=0', /heartbeat="0" is not a whole number from 1 to 3600/],
       ['frame_max=1024', /frame_max="1024" is not a whole number from 4096 to 1048576/],
       ['ca_file=/ca.pem', /ca_file given with amqp:\/\/, which is plain text: use amqps:\/\//],
-      ['heartbeats=5', /unknown parameter "heartbeats"/],
+      ['heartbeats=5', /unknown parameter "heartbeats"; did you mean "heartbeat"\?/],
+      ['no_such_thing=1', /unknown parameter "no_such_thing" \(this broker takes: /],
     ] as const) {
       const build = () => amqpBroker(`${AMQP_URL}?${query}`);
       expect(build, query).toThrow(ConfigError);

@@ -326,7 +326,8 @@ describe('kafka broker URL', () => {
     ['topic=edu/{aggregate_type}', /topic="edu\/\{aggregate_type\}" is not valid/],
     ['topic={aggregate}', /topic=/],
     ['client_id=a b', /client_id/],
-    ['partition=3', /unknown parameter "partition"/],
+    ['partition=3', /unknown parameter "partition"; did you mean "partitions"\?/],
+    ['tpoic=edu.{aggregate_type}', /unknown parameter "tpoic"; did you mean "topic"\?/],
   ])('refuses %s with a ConfigError naming the broker setting', (query, message) => {
     const error = refused(`kafka://127.0.0.1:9092/?${query}`);
     expect(error).toBeInstanceOf(ConfigError);
