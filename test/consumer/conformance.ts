@@ -15,6 +15,7 @@ import {
   type Consumer,
   consume,
   createInbox,
+  type InboxEvent,
 } from '../../src/consumer/index.js';
 import { LessonPublished, QuizSubmitted } from '../../src/index.js';
 import { consumerMetrics } from '../../src/ops/consumer-metrics.js';
@@ -112,13 +113,24 @@ export function consumerConformance(harness: ConsumerHarness): void {
       return name;
     }
 
+    /** One row in the effects table for `event`, through `name`'s inbox, in a transaction of its own. */
+    function applyEffect(name: string, event: InboxEvent) {
+      return pg.db.transaction((tx) =>
+        createInbox({ schema: pg.schema, consumer: name }).process(tx, event, () =>
+          tx.query(
+            `INSERT INTO "${pg.schema}".effects (consumer, event_id, aggregate_id, sequence) VALUES ($1, $2, $3, $4)`,
+            [name, event.id, event.aggregateId, event.sequence],
+          ),
+        ),
+      );
+    }
+
     /** A consumer applying quiz events through the inbox into the effects table. */
     async function start(
       url: string,
       name: string,
       extra: Partial<ConsumeOptions<[typeof QuizSubmitted]>> = {},
     ): Promise<Consumer> {
-      const inbox = createInbox({ schema: pg.schema, consumer: name });
       const consumer = await consume({
         broker: url,
         consumer: name,
@@ -126,15 +138,7 @@ export function consumerConformance(harness: ConsumerHarness): void {
         schema: pg.schema,
         events: [QuizSubmitted],
         leaseRetryMs: 100,
-        handler: (event) =>
-          pg.db.transaction((tx) =>
-            inbox.process(tx, event, () =>
-              tx.query(
-                `INSERT INTO "${pg.schema}".effects (consumer, event_id, aggregate_id, sequence) VALUES ($1, $2, $3, $4)`,
-                [name, event.id, event.aggregateId, event.sequence],
-              ),
-            ),
-          ),
+        handler: (event) => applyEffect(name, event),
         ...extra,
       });
       consumers.push(consumer);
@@ -317,7 +321,6 @@ export function consumerConformance(harness: ConsumerHarness): void {
       const busy = new Set<string>();
       let overlapped = false;
       const name = named(t, 'order');
-      const inbox = createInbox({ schema: pg.schema, consumer: name });
       // Handlers wait until everything is published, so every aggregate has a queue of
       // events waiting when they start: what would let them overlap if nothing held them.
       let published = () => {};
@@ -334,14 +337,7 @@ export function consumerConformance(harness: ConsumerHarness): void {
           maxRunning = Math.max(maxRunning, running);
           try {
             await new Promise((resolve) => setTimeout(resolve, Math.random() * 4));
-            await pg.db.transaction((tx) =>
-              inbox.process(tx, event, () =>
-                tx.query(
-                  `INSERT INTO "${pg.schema}".effects (consumer, event_id, aggregate_id, sequence) VALUES ($1, $2, $3, $4)`,
-                  [name, event.id, event.aggregateId, event.sequence],
-                ),
-              ),
-            );
+            await applyEffect(name, event);
           } finally {
             running--;
             busy.delete(event.aggregateId);
@@ -360,7 +356,6 @@ export function consumerConformance(harness: ConsumerHarness): void {
       const t = await target();
       const name = named(t, 'backlog');
       const messages = interleaved(3, 10);
-      const inbox = createInbox({ schema: pg.schema, consumer: name });
       let release = () => {};
       const gate = new Promise<void>((resolve) => {
         release = resolve;
@@ -368,14 +363,7 @@ export function consumerConformance(harness: ConsumerHarness): void {
       const consumer = await start(t.url, name, {
         handler: async (event) => {
           await gate;
-          await pg.db.transaction((tx) =>
-            inbox.process(tx, event, () =>
-              tx.query(
-                `INSERT INTO "${pg.schema}".effects (consumer, event_id, aggregate_id, sequence) VALUES ($1, $2, $3, $4)`,
-                [name, event.id, event.aggregateId, event.sequence],
-              ),
-            ),
-          );
+          await applyEffect(name, event);
         },
       });
       const metrics = consumerMetrics({ consumer, name });
@@ -444,7 +432,6 @@ export function consumerConformance(harness: ConsumerHarness): void {
     it('stop() lets the running handler finish and acks its message before it closes', async () => {
       const t = await target();
       const name = named(t, 'stopping');
-      const inbox = createInbox({ schema: pg.schema, consumer: name });
       let started = () => {};
       const running = new Promise<void>((resolve) => {
         started = resolve;
@@ -458,14 +445,7 @@ export function consumerConformance(harness: ConsumerHarness): void {
         handler: async (event) => {
           started();
           await gate;
-          await pg.db.transaction((tx) =>
-            inbox.process(tx, event, () =>
-              tx.query(
-                `INSERT INTO "${pg.schema}".effects (consumer, event_id, aggregate_id, sequence) VALUES ($1, $2, $3, $4)`,
-                [name, event.id, event.aggregateId, event.sequence],
-              ),
-            ),
-          );
+          await applyEffect(name, event);
           finished = true;
         },
       });
