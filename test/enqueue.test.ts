@@ -587,12 +587,22 @@ describe('enqueue edge cases', () => {
     }
   });
 
-  it('refuses something that is not a transaction', async () => {
-    await expect(
-      createOutbox({ schema: pgSchema.schema }).enqueue(
-        {} as TransactionLike,
-        LessonPublished.create(lessonPayload()),
-      ),
-    ).rejects.toThrow(TypeError);
+  it('refuses something that is not a transaction, saying what it got and not its value', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema });
+    const event = LessonPublished.create(lessonPayload());
+    await expect(outbox.enqueue({} as TransactionLike, event)).rejects.toThrow(TypeError);
+    // A connection string passed by mistake: named as a string, never printed.
+    const url = 'postgres://app:s3cret-pw@db.internal/app';
+    const error = await outbox.enqueue(url as never, event).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(TypeError);
+    expect((error as Error).message).toMatch(/^enqueue: the transaction must be .*; got a string$/);
+    expect((error as Error).message).not.toContain('s3cret');
+    await expect(outbox.enqueue(undefined as never, event)).rejects.toThrow(/; got undefined$/);
+    await expect(outbox.enqueue({ rows: [] } as never, event)).rejects.toThrow(
+      /; got a plain object with keys rows$/,
+    );
   });
 });

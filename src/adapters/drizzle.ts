@@ -17,6 +17,7 @@ import {
   assertAdapterOptions,
   type Executor,
   isIdlePgClient,
+  wrongHandle,
 } from '../db/executor.js';
 
 /** What the adapter uses of a Drizzle PostgreSQL database or transaction: its session. */
@@ -38,7 +39,7 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
   assertAdapterOptions('fromDrizzle', options);
   const session = tx?._?.session;
   if (typeof session?.prepareQuery !== 'function') {
-    throw new TypeError('fromDrizzle: expected a Drizzle PostgreSQL transaction');
+    throw wrongHandle('fromDrizzle', 'a Drizzle PostgreSQL transaction', tx);
   }
   if (!is(tx, PgTransaction) && !options.autocommit) {
     throw adapterNotInTransaction(

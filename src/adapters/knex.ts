@@ -14,6 +14,7 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  wrongHandle,
 } from '../db/executor.js';
 
 /**
@@ -51,7 +52,7 @@ export function fromKnex(trx: KnexLike, options: AdapterOptions = {}): Executor 
   assertAdapterOptions('fromKnex', options);
   const client = trx?.client as KnexClientLike | undefined;
   if (typeof client?.query !== 'function' || typeof client.acquireConnection !== 'function') {
-    throw new TypeError('fromKnex: expected a Knex transaction');
+    throw wrongHandle('fromKnex', 'a Knex transaction', trx);
   }
   if (!trx.isTransaction && !options.autocommit) {
     throw adapterNotInTransaction(

@@ -15,6 +15,7 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  wrongHandle,
 } from '../db/executor.js';
 
 /** What the adapter uses of a Kysely instance (`Kysely`, `Transaction`, `ControlledTransaction`). */
@@ -34,7 +35,7 @@ export interface KyselyLike {
 export function fromKysely(trx: KyselyLike, options: AdapterOptions = {}): Executor {
   assertAdapterOptions('fromKysely', options);
   if (typeof trx?.withoutPlugins !== 'function') {
-    throw new TypeError('fromKysely: expected a Kysely transaction');
+    throw wrongHandle('fromKysely', 'a Kysely transaction', trx);
   }
   if (!trx.isTransaction && !options.autocommit) {
     throw adapterNotInTransaction(

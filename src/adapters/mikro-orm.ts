@@ -15,6 +15,7 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  wrongHandle,
 } from '../db/executor.js';
 import { type KnexClientLike, knexClientQuery } from './knex.js';
 
@@ -36,7 +37,7 @@ import { type KnexClientLike, knexClientQuery } from './knex.js';
 export function fromMikroORM(em: EntityManager, options: AdapterOptions = {}): Executor {
   assertAdapterOptions('fromMikroORM', options);
   if (typeof em?.isInTransaction !== 'function' || typeof em.getKnex !== 'function') {
-    throw new TypeError('fromMikroORM: expected an EntityManager of @mikro-orm/postgresql');
+    throw wrongHandle('fromMikroORM', 'an EntityManager of @mikro-orm/postgresql', em);
   }
   const check = () => {
     if (!options.autocommit && !em.isInTransaction()) {

@@ -12,6 +12,7 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  wrongHandle,
 } from '../db/executor.js';
 
 /** The part of a Prisma client (or of its interactive transaction) used here. */
@@ -62,8 +63,10 @@ export function fromPrisma(tx: PrismaRawQueryable, options: AdapterOptions = {})
     tx === null ||
     typeof (tx as Partial<PrismaRawQueryable>).$queryRawUnsafe !== 'function'
   ) {
-    throw new TypeError(
-      'fromPrisma: expected the tx of prisma.$transaction(async (tx) => …), an object with $queryRawUnsafe',
+    throw wrongHandle(
+      'fromPrisma',
+      'the tx of prisma.$transaction(async (tx) => …), an object with $queryRawUnsafe',
+      tx,
     );
   }
   if (isClientOutsideTransaction(tx) && !options.autocommit) {

@@ -15,6 +15,7 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  wrongHandle,
 } from '../db/executor.js';
 
 // What Sequelize looks for in the text of a query given `bind` (its own pattern): `$$`,
@@ -70,10 +71,10 @@ export function fromSequelize(
 ): Executor {
   assertAdapterOptions('fromSequelize', options);
   if (!isSequelize(sequelize)) {
-    throw new TypeError('fromSequelize: expected a Sequelize instance, then its transaction');
+    throw wrongHandle('fromSequelize', 'a Sequelize instance, then its transaction', sequelize);
   }
   if (transaction != null && typeof transaction.commit !== 'function') {
-    throw new TypeError('fromSequelize: the transaction must be a Sequelize Transaction');
+    throw wrongHandle('fromSequelize', 'a Sequelize Transaction as the transaction', transaction);
   }
   if (transaction == null && !options.autocommit) {
     throw adapterNotInTransaction(

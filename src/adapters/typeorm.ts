@@ -15,6 +15,7 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  wrongHandle,
 } from '../db/executor.js';
 
 /** What `fromTypeORM` takes: the manager of a transaction, or a query runner in one. */
@@ -73,7 +74,7 @@ async function runAlone<R>(source: DataSource, text: string, values: readonly un
 export function fromTypeORM(handle: TypeORMHandle, options: AdapterOptions = {}): Executor {
   assertAdapterOptions('fromTypeORM', options);
   if (typeof handle !== 'object' || handle === null) {
-    throw new TypeError('fromTypeORM: expected a TypeORM EntityManager or QueryRunner');
+    throw wrongHandle('fromTypeORM', 'a TypeORM EntityManager or QueryRunner', handle);
   }
   if (isQueryRunner(handle)) {
     return onRunner(handle, 'a TypeORM QueryRunner with no transaction started', options);
@@ -100,7 +101,7 @@ export function fromTypeORM(handle: TypeORMHandle, options: AdapterOptions = {})
       (handle as unknown as { connection: DataSource }).connection;
     return { query: (text, values = []) => runAlone(source, text, values) };
   }
-  throw new TypeError('fromTypeORM: expected a TypeORM EntityManager or QueryRunner');
+  throw wrongHandle('fromTypeORM', 'a TypeORM EntityManager or QueryRunner', handle);
 }
 
 function onRunner(runner: QueryRunner, handle: string, options: AdapterOptions): Executor {

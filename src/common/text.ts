@@ -72,3 +72,26 @@ export function unsendableCharacter(text: string): string | undefined {
 /** The reason a field holding `code` is refused, the same before commit and at claim. */
 export const unsendableReason = (code: string) =>
   `contains ${code}, a character no CloudEvents attribute may carry`;
+
+/**
+ * What kind of value was passed, for an error that refuses it: `undefined`, `a string`,
+ * `a Pool`, `a plain object with keys query, release`. Never the value itself, which may
+ * be a secret or a connection string.
+ */
+export function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'function') {
+    return value.name ? `a function (${clip(escapeControl(value.name), 60)})` : 'a function';
+  }
+  if (typeof value !== 'object') return `a ${typeof value}`;
+  const prototype = Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null;
+  const name = prototype?.constructor?.name;
+  if (prototype !== null && prototype !== Object.prototype && typeof name === 'string' && name) {
+    return `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${clip(escapeControl(name), 60)}`;
+  }
+  const keys = Object.keys(value);
+  if (keys.length === 0) return 'an empty object';
+  const shown = keys.slice(0, 5).map((key) => clip(escapeControl(key), 40));
+  return `a plain object with keys ${shown.join(', ')}${keys.length > 5 ? ', …' : ''}`;
+}

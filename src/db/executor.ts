@@ -1,5 +1,6 @@
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
+import { describeValue } from '../common/text.js';
 
 /**
  * The one seam between the library and a database driver: run a statement with bound
@@ -65,6 +66,14 @@ export function notInTransaction(
   return new TypeError(
     `${what}: ${handle} is not a transaction, so the write would commit on its own, apart from the work it belongs to. Pass ${instead}, or ${optIn} to write without a transaction on purpose`,
   );
+}
+
+/**
+ * The error for a handle of the wrong kind: `what` is the call, `expected` what it takes,
+ * `got` what was passed (described, never shown: it may hold a connection string).
+ */
+export function wrongHandle(what: string, expected: string, got: unknown): TypeError {
+  return new TypeError(`${what}: expected ${expected}, got ${describeValue(got)}`);
 }
 
 const adapterOptions = optionNames<AdapterOptions>({ autocommit: true });
@@ -215,7 +224,7 @@ function wrap(tx: TransactionLike, what: string): Executor {
     return tx as Executor;
   }
   throw new TypeError(
-    `${what}: the transaction must be a node-postgres client, a postgres.js transaction, a PGlite transaction or an adapter's (edupulse-outbox/kysely, /knex, …): an object with query(text, values) or unsafe(text, values)`,
+    `${what}: the transaction must be a node-postgres client, a postgres.js transaction, a PGlite transaction or an adapter's (edupulse-outbox/kysely, /knex, …): an object with query(text, values) or unsafe(text, values); got ${describeValue(tx)}`,
   );
 }
 

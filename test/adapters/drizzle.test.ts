@@ -139,7 +139,7 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
 describe('edupulse-outbox/drizzle', () => {
   it('something that is not a Drizzle database is refused', () => {
     expect(() => fromDrizzle({} as DrizzleLike)).toThrow(
-      'fromDrizzle: expected a Drizzle PostgreSQL transaction',
+      'fromDrizzle: expected a Drizzle PostgreSQL transaction, got an empty object',
     );
   });
 });

@@ -150,6 +150,8 @@ describe('edupulse-outbox/knex', () => {
   });
 
   it('something that is not a Knex instance is refused', () => {
-    expect(() => fromKnex({} as Knex)).toThrow('fromKnex: expected a Knex transaction');
+    expect(() => fromKnex({} as Knex)).toThrow(
+      'fromKnex: expected a Knex transaction, got an empty object',
+    );
   });
 });

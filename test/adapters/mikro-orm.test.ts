@@ -96,7 +96,7 @@ describe('edupulse-outbox/mikro-orm', () => {
 
   it('something that is not an EntityManager is refused', () => {
     expect(() => fromMikroORM({} as never, { autocommit: true })).toThrow(
-      'fromMikroORM: expected an EntityManager of @mikro-orm/postgresql',
+      'fromMikroORM: expected an EntityManager of @mikro-orm/postgresql, got an empty object',
     );
   });
 });

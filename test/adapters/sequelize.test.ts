@@ -109,10 +109,10 @@ describe('edupulse-outbox/sequelize', () => {
 
   it('something that is not a Sequelize instance is refused', () => {
     expect(() => fromSequelize({} as never, null, { autocommit: true })).toThrow(
-      'fromSequelize: expected a Sequelize instance',
+      'fromSequelize: expected a Sequelize instance, then its transaction, got an empty object',
     );
     expect(() => fromSequelize(sequelize, {} as never)).toThrow(
-      'fromSequelize: the transaction must be a Sequelize Transaction',
+      'fromSequelize: expected a Sequelize Transaction as the transaction, got an empty object',
     );
   });
 });

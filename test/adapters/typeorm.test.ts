@@ -84,7 +84,7 @@ describe('edupulse-outbox/typeorm', () => {
 
   it('something that is not a TypeORM handle is refused', () => {
     expect(() => fromTypeORM({} as never)).toThrow(
-      'fromTypeORM: expected a TypeORM EntityManager or QueryRunner',
+      'fromTypeORM: expected a TypeORM EntityManager or QueryRunner, got an empty object',
     );
   });
 });
