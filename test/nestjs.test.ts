@@ -20,6 +20,7 @@ import {
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   BrokerUnavailableError,
@@ -296,6 +297,18 @@ describe('OutboxModule', () => {
     await expect(badUrl).rejects.toMatchObject({ setting: 'database' });
     await expect(badUrl).rejects.toThrow(/^database: /);
     await expect(badUrl).rejects.not.toThrow(/S3cretPw/);
+    // A node-postgres pool where a Database belongs: refused, not a crash at start.
+    const pool = new pg.Pool({ connectionString: PG_URL });
+    try {
+      await expect(bootstrap({ database: pool, dispatch: false })).rejects.toThrow(
+        /^database: must be pgDatabase\(\{ connectionString \}\) or pgliteDatabase\(…\), not a \w*Pool; a node-postgres pool/,
+      );
+    } finally {
+      await pool.end();
+    }
+    await expect(bootstrap({ broker: { publish: () => [] } })).rejects.toThrow(
+      'broker: must be brokerFromUrl(url, { source }) or an EventBroker; a plain object with keys publish has no name, connect, close',
+    );
   });
 
   it('dispatch: false enqueues only: no dispatcher, no broker', async () => {

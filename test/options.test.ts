@@ -4,6 +4,7 @@
  * option it was probably meant to be, before it opens, writes or sends anything. Without
  * the check each of these would run on the option's default.
  */
+import pg from 'pg';
 import { afterAll, expect, it } from 'vitest';
 import { consume, createInbox } from '../src/consumer/index.js';
 import {
@@ -113,6 +114,61 @@ it('consume and createInbox refuse before asking the broker or the database', as
     setting: 'inbox.onstale',
     message: 'inbox.onstale: is not an option of createInbox; did you mean "onStale"?',
   });
+});
+
+it('a database or broker of the wrong kind is refused naming the option, not met at start', async () => {
+  const pool = new pg.Pool({ connectionString: PG_URL, max: 1 });
+  try {
+    const notOne =
+      /not a \w*Pool; a node-postgres pool or client is not one: give pgDatabase its connection string$/;
+    const broker = new MemoryBroker();
+    // Before: `start()` failed reading a result the pool's callback API never gave, and
+    // the pool then threw where nothing could catch it.
+    const asDb = await refusal(() => createDispatcher(js({ db: pool, broker })));
+    expect(asDb.setting).toBe('db');
+    expect(asDb.message).toMatch(
+      /^db: must be pgDatabase\(\{ connectionString \}\) or pgliteDatabase\(…\), /,
+    );
+    expect(asDb.message).toMatch(notOne);
+    const schema = `never_${Date.now()}`;
+    expect((await refusal(() => migrate(pool as never, schema))).message).toMatch(notOne);
+    expect(await refusal(() => createDispatcher(js({ broker })))).toEqual({
+      setting: 'db',
+      message: 'db: is required: pgDatabase({ connectionString }) or pgliteDatabase(…)',
+    });
+    const consumeWith = (database: unknown) =>
+      consume(
+        js<Parameters<typeof consume>[0]>({
+          broker: 'nats://127.0.0.1:1?stream=NEVER',
+          consumer: 'grades',
+          database,
+          events: [LessonPublished],
+          handler: () => undefined,
+        }),
+      );
+    expect(await refusal(() => consumeWith(pool))).toMatchObject({ setting: 'database' });
+    expect((await refusal(() => consumeWith(pool))).message).toMatch(notOne);
+    // A broker URL where the broker belongs: before, taken for an outage and retried forever.
+    const asUrl = await refusal(() =>
+      createDispatcher(js({ db, broker: 'nats://app:Br0kerPw@127.0.0.1:4222' })),
+    );
+    expect(asUrl).toEqual({
+      setting: 'broker',
+      message: 'broker: is a string; a URL goes through brokerFromUrl(url, { source })',
+    });
+    expect(await refusal(() => createDispatcher(js({ db, broker: { name: 'mine' } })))).toEqual({
+      setting: 'broker',
+      message:
+        'broker: must be brokerFromUrl(url, { source }) or an EventBroker; a plain object with keys name has no connect, publish, close',
+    });
+  } finally {
+    await pool.end();
+  }
+  // The schema was never created: migrate refused before any statement.
+  const { rows } = await db.query(
+    "SELECT count(*)::int AS n FROM pg_namespace WHERE nspname LIKE 'never\\_%'",
+  );
+  expect(rows).toEqual([{ n: 0 }]);
 });
 
 it('the operations endpoints and metrics refuse a misspelt option', async () => {

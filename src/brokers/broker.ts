@@ -1,5 +1,6 @@
+import { ConfigError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { clip, escapeControl } from '../common/text.js';
+import { clip, describeValue, escapeControl } from '../common/text.js';
 
 /** A claimed outbox row as brokers receive it. */
 export interface OutboxMessage {
@@ -75,6 +76,30 @@ export interface EventBroker {
   validate?(message: OutboxMessage): string | undefined;
   /** Flushes what was accepted and releases the connection. */
   close(): Promise<void>;
+}
+
+/**
+ * Refuses, naming `setting`, what is not an `EventBroker`: a broker URL given where the
+ * broker built from it belongs, or an object without `name`, `connect`, `publish`, `close`.
+ */
+export function assertBroker(broker: unknown, setting: string): asserts broker is EventBroker {
+  const wanted = 'brokerFromUrl(url, { source }) or an EventBroker';
+  if (typeof broker === 'string') {
+    throw new ConfigError(setting, `is a string; a URL goes through ${wanted.split(' or ')[0]}`);
+  }
+  if (broker === undefined || broker === null) {
+    throw new ConfigError(setting, `is required: ${wanted}`);
+  }
+  const shape = broker as Partial<Record<keyof EventBroker, unknown>>;
+  const missing = (['name', 'connect', 'publish', 'close'] as const).filter((key) =>
+    key === 'name' ? typeof shape.name !== 'string' : typeof shape[key] !== 'function',
+  );
+  if (missing.length > 0) {
+    throw new ConfigError(
+      setting,
+      `must be ${wanted}; ${describeValue(broker)} has no ${missing.join(', ')}`,
+    );
+  }
 }
 
 export const published: PublishResult = Object.freeze({ ok: true });

@@ -4,7 +4,7 @@ import { ConfigError } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import type { Database } from '../db/database.js';
+import { assertDatabase, type Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import { withTimeouts } from '../db/with-timeouts.js';
 import type { AnyEventDefinition, ConsumedEventOf } from './event.js';
@@ -156,9 +156,7 @@ export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]
   if (!binding)
     throw new ConfigError('broker', 'must be a nats://, amqp://, amqps:// or kafka:// URL');
   assertConsumerName(options.consumer, 'consumer');
-  if (!options.database || typeof options.database.query !== 'function') {
-    throw new ConfigError('database', 'is required (pgDatabase(…) or pgliteDatabase(…))');
-  }
+  assertDatabase(options.database, 'database');
   const schema = options.schema ?? 'public';
   quoteSchema(schema);
   if (!Array.isArray(options.events) || options.events.length === 0) {

@@ -1,3 +1,5 @@
+import { ConfigError } from '../common/errors.js';
+import { describeValue } from '../common/text.js';
 import type { DatabaseTimeouts } from './answer-timeout.js';
 import type { Executor } from './executor.js';
 
@@ -72,4 +74,20 @@ export interface Database extends Executor {
   session?(applicationName: string, options?: DatabaseCallOptions): Promise<DatabaseSession>;
   /** Releases every connection the adapter opened. */
   close(): Promise<void>;
+}
+
+/**
+ * Refuses, naming `setting`, what is not a `Database` (a pool or client of node-postgres
+ * passed where `pgDatabase(…)` belongs would otherwise fail deep inside, or crash).
+ */
+export function assertDatabase(db: unknown, setting: string): asserts db is Database {
+  const shape = (db ?? {}) as Partial<Record<'query' | 'transaction' | 'connect', unknown>>;
+  if (typeof shape.query === 'function' && typeof shape.transaction === 'function') return;
+  const wanted = 'pgDatabase({ connectionString }) or pgliteDatabase(…)';
+  if (db === undefined || db === null) throw new ConfigError(setting, `is required: ${wanted}`);
+  const driver =
+    typeof shape.connect === 'function' && typeof shape.query === 'function'
+      ? '; a node-postgres pool or client is not one: give pgDatabase its connection string'
+      : '';
+  throw new ConfigError(setting, `must be ${wanted}, not ${describeValue(db)}${driver}`);
 }

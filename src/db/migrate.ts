@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { ConfigError, PrivilegeError, SchemaVersionError } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import type { Database, TransactionExecutor } from './database.js';
+import { assertDatabase, type Database, type TransactionExecutor } from './database.js';
 import type { Executor } from './executor.js';
 import { notifyChannel, quoteSchema } from './identifier.js';
 import { hasSqlState } from './missing-table.js';
@@ -140,6 +140,7 @@ export async function migrate(
   schema: string,
   options: MigrateOptions = {},
 ): Promise<Migration[]> {
+  assertDatabase(db, 'db');
   assertKnownOptions('migrate', options, migrateOptions);
   const sql = statements(schema);
   if (options.partitions !== undefined) partitionCount(options.partitions);

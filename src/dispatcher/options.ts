@@ -1,9 +1,9 @@
-import type { EventBroker } from '../brokers/broker.js';
+import { assertBroker, type EventBroker } from '../brokers/broker.js';
 import { ConfigError } from '../common/errors.js';
 import { createLogger, type Logger, silentLogger } from '../common/logger.js';
 import { quoted, readWholeNumber, wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import type { Database } from '../db/database.js';
+import { assertDatabase, type Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import { withTimeouts } from '../db/with-timeouts.js';
 import {
@@ -183,8 +183,8 @@ export const dispatcherOptions = optionNames<DispatcherOptions>({
 /** Fills in defaults and checks every field; a bad one throws ConfigError naming it. */
 export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDispatcherOptions {
   assertKnownOptions('createDispatcher', options, dispatcherOptions);
-  if (!options.db) throw new ConfigError('db', 'is required');
-  if (!options.broker) throw new ConfigError('broker', 'is required');
+  assertDatabase(options.db, 'db');
+  assertBroker(options.broker, 'broker');
   const schema = options.schema ?? 'public';
   quoteSchema(schema);
   const numbers = resolveWholeNumbers(

@@ -5,11 +5,11 @@ import {
   type OnApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
-import type { EventBroker } from '../brokers/broker.js';
+import { assertBroker, type EventBroker } from '../brokers/broker.js';
 import { brokerFromUrl } from '../brokers/index.js';
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import type { Database } from '../db/database.js';
+import { assertDatabase, type Database } from '../db/database.js';
 import { migrate } from '../db/migrate.js';
 import { pgDatabase } from '../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher.js';
@@ -78,6 +78,7 @@ export class OutboxLifecycle
     const broker = (options.dispatch ?? true) ? resolveBroker(options) : undefined;
     this.outbox = createOutbox({ schema: this.schema });
     this.ownsDatabase = typeof database === 'string';
+    if (typeof database !== 'string') assertDatabase(database, 'database');
     this.database = typeof database === 'string' ? databaseAt(database) : database;
     this.dispatcher = broker
       ? createDispatcher({
@@ -147,9 +148,11 @@ function resolveBroker(options: OutboxModuleOptions): EventBroker {
       'is required to dispatch: an EventBroker or a broker URL (or dispatch: false to enqueue only)',
     );
   }
-  return typeof broker === 'string'
-    ? brokerFromUrl(broker, { source: options.source ?? '/edupulse' })
-    : broker;
+  if (typeof broker === 'string') {
+    return brokerFromUrl(broker, { source: options.source ?? '/edupulse' });
+  }
+  assertBroker(broker, 'broker');
+  return broker;
 }
 
 /** The module's own pool for a connection string; a bad one is named as the `database` option. */
