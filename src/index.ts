@@ -77,6 +77,7 @@ export {
   migrate,
   migrationScript,
   migrationStatus,
+  outboxTables,
   readProducerNotify,
   setProducerNotify,
 } from './db/migrate.js';

@@ -14,6 +14,7 @@ import {
   migrate,
   migrationScript,
   migrationStatus,
+  outboxTables,
   pgDatabase,
   SchemaVersionError,
 } from '../src/index.js';
@@ -136,6 +137,34 @@ describe('migrate', () => {
       await pools[0]?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await Promise.all(pools.map((db) => db.close()));
     }
+  });
+
+  it('a schema whose tables an ORM dropped (its functions left behind) migrates again', async () => {
+    const t = await freshSchema();
+    await migrate(t.db, t.schema);
+    // outboxTables, which the docs give to ORMs' schema sync, is every table there is.
+    const { rows: tables } = await t.db.query<{ name: string }>(
+      'SELECT tablename AS name FROM pg_tables WHERE schemaname = $1 ORDER BY 1',
+      [t.schema],
+    );
+    expect(tables.map((row) => row.name)).toEqual([...outboxTables].sort());
+    // What a schema sync that knows nothing of the outbox does: drops the tables, which
+    // takes their triggers and the owned sequence, and leaves the trigger functions.
+    await t.db.query(
+      `DROP TABLE ${outboxTables.map((name) => `"${t.schema}".${name}`).join(', ')} CASCADE`,
+    );
+    const { rows: functions } = await t.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = $1::regnamespace`,
+      [t.schema],
+    );
+    expect(functions).toEqual([{ n: 2 }]);
+    expect((await migrate(t.db, t.schema)).map((m) => m.version)).toEqual(
+      shipped.map((m) => m.version),
+    );
+    await assertSchemaCurrent(t.db, t.schema);
+    await createOutbox({ schema: t.schema }).enqueue(autocommit(t.db), lesson());
+    const { rows } = await t.db.query<{ seq: string }>(`SELECT seq FROM "${t.schema}".outbox`);
+    expect(rows).toEqual([{ seq: '1' }]);
   });
 
   it('migrations of different schemas do not interfere', async () => {

@@ -57,6 +57,20 @@ export interface MigrateOptions {
 
 const migrateOptions = optionNames<MigrateOptions>({ partitions: true, targetVersion: true });
 
+/**
+ * The tables `migrate` creates in its schema: for the schema-sync tools of ORMs, which
+ * drop the tables their models do not name (MikroORM's `schemaGenerator.skipTables`).
+ */
+export const outboxTables: readonly string[] = Object.freeze([
+  'outbox',
+  'outbox_dead_letter',
+  'outbox_migrations',
+  'outbox_settings',
+  'inbox',
+  'inbox_aggregate',
+  'consumer_dead_letter',
+]);
+
 export const DEFAULT_PARTITIONS = 64;
 
 /** Partitions are at most 1024: the order locks keep the partition in ten bits. */

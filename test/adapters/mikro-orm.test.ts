@@ -1,7 +1,14 @@
-import { MikroORM } from '@mikro-orm/postgresql';
+import { randomBytes } from 'node:crypto';
+import { EntitySchema, MikroORM, type Options } from '@mikro-orm/postgresql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromMikroORM } from '../../src/adapters/mikro-orm.js';
-import { createOutbox, LessonPublished } from '../../src/index.js';
+import {
+  createOutbox,
+  LessonPublished,
+  migrate,
+  outboxTables,
+  pgDatabase,
+} from '../../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { lesson, outboxIds } from '../helpers/outbox.js';
 import {
@@ -98,5 +105,56 @@ describe('edupulse-outbox/mikro-orm', () => {
     expect(() => fromMikroORM({} as never, { autocommit: true })).toThrow(
       'fromMikroORM: expected an EntityManager of @mikro-orm/postgresql, got an empty object',
     );
+  });
+});
+
+describe("MikroORM's schema generator beside the outbox", () => {
+  // A database of its own: the generator compares every schema of the database it is
+  // given with the entities, and the shared one holds other tests' schemas.
+  const name = `mikro_schema_${randomBytes(4).toString('hex')}`;
+  const url = new URL(PG_URL);
+  url.pathname = `/${name}`;
+  const Lesson = new EntitySchema({
+    name: 'Lesson',
+    tableName: 'lesson',
+    properties: { id: { type: 'string', primary: true }, title: { type: 'string' } },
+  });
+  const updateSql = async (config: Partial<Options>) => {
+    const generator = await MikroORM.init({
+      clientUrl: url.href,
+      entities: [Lesson],
+      pool: { min: 0, max: 1 },
+      ...config,
+    });
+    try {
+      return await generator.schema.getUpdateSchemaSQL();
+    } finally {
+      await generator.close(true);
+    }
+  };
+
+  beforeAll(async () => {
+    await test.db.query(`CREATE DATABASE ${name}`);
+    const db = pgDatabase({ connectionString: url.href, maxConnections: 1 });
+    try {
+      // The outbox beside the application's tables, and in a schema of its own.
+      await migrate(db, 'public');
+      await migrate(db, 'events');
+    } finally {
+      await db.close();
+    }
+  });
+  afterAll(() => test.db.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+
+  it('drops the outbox tables unless told to leave them, as the README shows', async () => {
+    const unconfigured = await updateSql({});
+    expect(unconfigured).toContain('drop table if exists "outbox" cascade');
+    expect(unconfigured).toContain('drop table if exists "events"."outbox" cascade');
+
+    const configured = await updateSql({
+      schemaGenerator: { skipTables: [...outboxTables], ignoreSchema: ['events'] },
+    });
+    expect(configured).toContain('create table "lesson"');
+    expect(configured).not.toMatch(/outbox|inbox|consumer_dead_letter|events/);
   });
 });

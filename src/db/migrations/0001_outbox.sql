@@ -55,7 +55,7 @@ CREATE INDEX outbox_dead_letter_event_type_idx ON :schema.outbox_dead_letter (ev
 
 -- Wakes dispatchers once per inserting statement (not per row); PostgreSQL folds
 -- identical notifications of one transaction into one.
-CREATE FUNCTION :schema.outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION :schema.outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify(TG_ARGV[0], '');
   RETURN NULL;

@@ -19,7 +19,7 @@ END;
 ALTER TABLE :schema.outbox ALTER COLUMN seq DROP IDENTITY;
 ALTER SEQUENCE :schema.outbox_write_seq OWNED BY :schema.outbox.seq;
 
-CREATE FUNCTION :schema.outbox_before_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION :schema.outbox_before_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   part int := ((hashtextextended(NEW.aggregate_id, 0) & 2147483647) % :partitions)::int;
   setting text := 'edupulse_outbox.announced_' || TG_TABLE_SCHEMA;
