@@ -365,7 +365,17 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       [{ ...valid(), type: 'LessonPublished' }, 'events[1].type'],
       [{ ...valid(), id: 'not-a-uuid' }, 'events[1].id'],
       [{ ...valid(), headers: { traceparent: 1 as never } }, 'events[1].headers.traceparent'],
-      [{ ...valid(), payload: { big: 1n } }, 'events[1].payload'],
+      // Values JSON would not carry as they are, named where they are.
+      [{ ...valid(), payload: { big: 1n } }, 'events[1].payload.big'],
+      [{ ...valid(), payload: { scores: [1, Number.NaN] } }, 'events[1].payload.scores.1'],
+      [{ ...valid(), payload: { at: { x: Number.POSITIVE_INFINITY } } }, 'events[1].payload.at.x'],
+      [{ ...valid(), payload: { tags: new Set(['a']) } }, 'events[1].payload.tags'],
+      [{ ...valid(), payload: { byId: new Map([['a', 1]]) } }, 'events[1].payload.byId'],
+      [{ ...valid(), payload: { bytes: new Uint8Array(2) } }, 'events[1].payload.bytes'],
+      [{ ...valid(), payload: { fn: () => 1 } }, 'events[1].payload.fn'],
+      [{ ...valid(), payload: cyclic() }, 'events[1].payload.a.back'],
+      // A misspelt field of a hand-built event would be lost without a word.
+      [{ ...valid(), header: { tenant: 'a' } } as OutboxEvent, 'events[1].header'],
       // What the claim would dead-letter, or PostgreSQL refuse, is refused before it.
       [{ ...valid(), aggregateId: 'line1\nline2' }, 'events[1].aggregateId'],
       [{ ...valid(), aggregateId: 'nul\u0000' }, 'events[1].aggregateId'],
@@ -390,6 +400,13 @@ describe.each(drivers)('enqueue through $name', (driver) => {
     expect(await storedRows(inspect, schema)).toEqual([]);
   });
 });
+
+/** A payload that holds itself: `{ a: { back: <the payload> } }`. */
+function cyclic(): Record<string, unknown> {
+  const payload: Record<string, unknown> = {};
+  payload.a = { back: payload };
+  return payload;
+}
 
 function completed() {
   return {
@@ -585,6 +602,38 @@ describe('enqueue edge cases', () => {
       expect(error).toBeInstanceOf(SchemaVersionError);
       expect((error as Error).message).toBe(expected);
     }
+  });
+
+  it('says what JSON would do to a value, and which field a misspelt one was meant to be', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema });
+    const refusal = (event: OutboxEvent) =>
+      outbox.enqueue(autocommit(pgSchema.db), event).then(
+        () => 'written',
+        (error: unknown) => (error as Error).message,
+      );
+    const event = LessonPublished.create(lessonPayload());
+    expect(await refusal({ ...event, payload: { ...event.payload, views: 10n } })).toBe(
+      'payload.views: is a BigInt, which JSON cannot carry: write it as a string or a number (lesson-published)',
+    );
+    expect(await refusal({ ...event, payload: { ratio: Number.NaN } })).toBe(
+      'payload.ratio: is NaN, which JSON writes as null (lesson-published)',
+    );
+    expect(await refusal({ ...event, payload: { tags: new Set() } })).toBe(
+      'payload.tags: is a Set, which JSON writes as {}: use an array ([...set]) (lesson-published)',
+    );
+    expect(await refusal({ ...event, headr: {} } as OutboxEvent)).toBe(
+      'headr: is not a field of an event; did you mean "headers"? (lesson-published)',
+    );
+    // A Date is written as its toJSON gives it, undefined as JSON leaves it out.
+    const { rows } = await pgSchema.db.query<{ payload: string }>(
+      `SELECT payload::text AS payload FROM "${pgSchema.schema}".outbox WHERE id = $1`,
+      await outbox.enqueue(autocommit(pgSchema.db), {
+        ...event,
+        id: randomUUID(),
+        payload: { at: new Date(0), gone: undefined },
+      }),
+    );
+    expect(rows).toEqual([{ payload: '{"at":"1970-01-01T00:00:00.000Z"}' }]);
   });
 
   it('refuses something that is not a transaction, saying what it got and not its value', async () => {

@@ -221,7 +221,22 @@ describe('defineEvent', () => {
     }
   });
 
-  it('accepts a kebab type and builds events with it', () => {
+  it('refuses a misspelt or missing field of its own, from plain JavaScript', () => {
+    const define = (spec: object) => () => defineEvent(spec as Parameters<typeof defineEvent>[0]);
+    const spec = { type: 'x-happened', aggregateType: 'lesson', schema };
+    // Before: accepted, and create() then failed with "spec.aggregateId is not a function".
+    expect(define({ ...spec, aggregateID: (p: { id: string }) => p.id })).toThrow(
+      'defineEvent.aggregateID: is not an option of defineEvent; did you mean "aggregateId"?',
+    );
+    expect(define({ ...spec, aggregateId: 'id' })).toThrow(
+      'defineEvent.aggregateId: must be a function picking the aggregate id out of a payload, not a string',
+    );
+    expect(define({ type: 'x-happened', aggregateType: 'lesson', aggregateId: () => 'x' })).toThrow(
+      'defineEvent.schema: must be a zod schema of the payload, not undefined',
+    );
+  });
+
+  it('accepts a kebab type and builds events with it, refusing a misspelt option of create', () => {
     const Archived = defineEvent({
       type: 'course-archived-v2',
       aggregateType: 'course',
@@ -235,6 +250,14 @@ describe('defineEvent', () => {
       aggregateId: 'c-1',
       payload: { id: 'c-1' },
     });
+    // A misspelt option of create() would drop what it carries.
+    expect(() =>
+      Archived.create({ id: 'c-1' }, { header: { tenant: 'a' } } as Parameters<
+        typeof Archived.create
+      >[1]),
+    ).toThrow(
+      'options.header: is not an option of course-archived-v2.create; did you mean "headers"?',
+    );
   });
 });
 

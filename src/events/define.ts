@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { EARLIEST_MS, LATEST_MS, TIME_WINDOW } from '../common/admin-input.js';
 import { ConfigError, ValidationError } from '../common/errors.js';
-import { unsendableCharacter, unsendableReason } from '../common/text.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
+import { describeValue, unsendableCharacter, unsendableReason } from '../common/text.js';
 
 /**
  * An event ready to be enqueued: validated, with its payload in the exact shape that will
@@ -69,6 +70,9 @@ export const eventEnvelopeSchema = z.object({
     .optional(),
 });
 
+/** The fields of an event; enqueue refuses any other (a misspelt `header` would be lost). */
+export const eventFields: ReadonlySet<string> = new Set(Object.keys(eventEnvelopeSchema.shape));
+
 /** `payload.score`, `aggregateId`, `headers.traceparent`: the form ValidationError uses. */
 export function issuePath(prefix: string, path: readonly PropertyKey[]): string {
   return [prefix, ...path.map(String)].filter((part) => part !== '').join('.');
@@ -95,6 +99,8 @@ export interface EventOptions {
   headers?: Record<string, string>;
   occurredAt?: Date | string;
 }
+
+const eventOptions = optionNames<EventOptions>({ id: true, headers: true, occurredAt: true });
 
 export interface EventDefinition<S extends z.ZodType, T extends string = string> {
   /** The event type, as a literal type: consumers' handlers switch on it. */
@@ -178,10 +184,30 @@ function notThroughJson(schema: z.ZodType): string | undefined {
   return found;
 }
 
+const eventSpecFields = optionNames<EventSpec<z.ZodType>>({
+  type: true,
+  aggregateType: true,
+  schema: true,
+  aggregateId: true,
+});
+
 /** Declares an event type: its name, its aggregate and its payload schema. */
 export function defineEvent<S extends z.ZodType, const T extends string = string>(
   spec: EventSpec<S, T>,
 ): EventDefinition<S, T> {
+  assertKnownOptions('defineEvent', spec ?? {}, eventSpecFields, 'defineEvent.');
+  if (typeof spec?.aggregateId !== 'function') {
+    throw new ConfigError(
+      'defineEvent.aggregateId',
+      `must be a function picking the aggregate id out of a payload, not ${describeValue(spec?.aggregateId)}`,
+    );
+  }
+  if (typeof (spec.schema as { safeParse?: unknown } | undefined)?.safeParse !== 'function') {
+    throw new ConfigError(
+      'defineEvent.schema',
+      `must be a zod schema of the payload, not ${describeValue(spec.schema)}`,
+    );
+  }
   if (!KEBAB.test(spec.type)) {
     throw new ConfigError(
       'defineEvent.type',
@@ -205,6 +231,7 @@ export function defineEvent<S extends z.ZodType, const T extends string = string
     schema: spec.schema,
     parse,
     create(payload, options = {}) {
+      assertKnownOptions(`${spec.type}.create`, options, eventOptions, 'options.');
       const data = parse(payload);
       const event: OutboxEvent<z.output<S>> = {
         type: spec.type,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../common/errors.js';
-import { assertKnownOptions, optionNames } from '../common/options.js';
+import { assertKnownOptions, closestName, optionNames } from '../common/options.js';
 import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
@@ -12,7 +12,13 @@ import {
 } from '../db/missing-table.js';
 import { refusedPrivilege } from '../db/privileges.js';
 import { statements } from '../db/sql/index.js';
-import { eventEnvelopeSchema, type OutboxEvent, parseOrThrow } from '../events/define.js';
+import {
+  eventEnvelopeSchema,
+  eventFields,
+  type OutboxEvent,
+  parseOrThrow,
+} from '../events/define.js';
+import { jsonProblem } from '../events/json-values.js';
 
 export interface OutboxOptions {
   /** Schema holding the outbox tables. Default `public`. */
@@ -51,6 +57,12 @@ interface Row {
  */
 const UNREADABLE_ESCAPE = /(?<!\\)(?:\\\\)*\\u(0000|d[89a-f][0-9a-f]{2})/i;
 
+/** A property of a hand-built event that is no field of one, if any. */
+function strayField(event: OutboxEvent): string | undefined {
+  if (typeof event !== 'object' || event === null) return undefined;
+  return Object.keys(event).find((key) => !eventFields.has(key));
+}
+
 function toRow(
   event: OutboxEvent,
   index: number,
@@ -58,25 +70,34 @@ function toRow(
   trace: Record<string, string> | undefined,
 ): Row {
   const prefix = many ? `events[${index}]` : '';
+  const stray = strayField(event);
+  if (stray !== undefined) {
+    const meant = closestName(stray, eventFields);
+    throw new ValidationError(
+      `${prefix ? `${prefix}.` : ''}${stray}`,
+      `is not a field of an event${meant ? `; did you mean "${meant}"?` : ` (its fields: ${[...eventFields].join(', ')})`} (${event.type ?? 'event'})`,
+    );
+  }
   const valid = parseOrThrow(eventEnvelopeSchema, event, prefix, event?.type ?? 'event');
+  const field = `${prefix ? `${prefix}.` : ''}payload`;
+  const problem = jsonProblem(valid.payload);
+  if (problem) {
+    throw new ValidationError(`${field}${problem.path}`, `is ${problem.reason} (${valid.type})`);
+  }
   let payload: string | undefined;
   try {
     payload = JSON.stringify(valid.payload);
   } catch (error) {
-    throw new ValidationError(
-      `${prefix ? `${prefix}.` : ''}payload`,
-      `is not JSON-serialisable (${valid.type})`,
-      { cause: error },
-    );
+    throw new ValidationError(field, `is not JSON-serialisable (${valid.type})`, { cause: error });
   }
   if (payload === undefined) {
-    throw new ValidationError(`${prefix ? `${prefix}.` : ''}payload`, `is missing (${valid.type})`);
+    throw new ValidationError(field, `is missing (${valid.type})`);
   }
   const unreadable = UNREADABLE_ESCAPE.exec(payload)?.[1];
   if (unreadable !== undefined) {
     const what = unreadable === '0000' ? 'a NUL character' : 'an unpaired surrogate';
     throw new ValidationError(
-      `${prefix ? `${prefix}.` : ''}payload`,
+      field,
       `holds ${what} (\\u${unreadable}), which PostgreSQL cannot read from JSON (${valid.type})`,
     );
   }
