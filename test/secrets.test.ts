@@ -5,7 +5,7 @@
  * named by `password_file`/`token_file`, the console's token), and the whole output of
  * every command and endpoint is swept for it, `--verbose` included.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -355,5 +355,55 @@ describe('secrets in files, and the console token', () => {
     );
     expect(short.code).toBe(2);
     expect(`${short.stdout}${short.stderr}`).not.toContain(SECRET.slice(0, 12));
+  });
+});
+
+describe("the events' own data where a secret's text occurs in it", () => {
+  it('is shown as stored by the CLI and the console, while error texts are swept', async () => {
+    // A password as common as RabbitMQ's default `guest` occurs in data by chance: an
+    // aggregate id, a payload. Masking those showed operators ids that do not exist.
+    const data = await createPgTestSchema('secrets_data');
+    try {
+      const id = randomUUID();
+      await data.db.query(
+        `INSERT INTO "${data.schema}".outbox_dead_letter
+           (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+            occurred_at, attempts, last_error)
+         VALUES (1, $1, 'lesson', $2, 'lesson-published', $3, '{}', 0, now(), 3, $4)`,
+        [id, `${SECRET}-lesson-1`, JSON.stringify({ note: SECRET }), `refused: ${SECRET}`],
+      );
+      const cli = (args: string[]) =>
+        runCli([...args, '--database-url', dbWithPassword(), '--schema', data.schema]);
+      const shown = await cli(['dead', 'show', id]);
+      expect(shown.code).toBe(0);
+      const detail = JSON.parse(shown.stdout) as Record<string, unknown>;
+      expect(detail).toMatchObject({
+        aggregateId: `${SECRET}-lesson-1`,
+        payload: JSON.stringify({ note: SECRET }),
+        lastError: 'refused: ***',
+      });
+      const listed = await cli(['dead', 'list']);
+      expect(listed.stdout).toContain(`lesson/${SECRET}-lesson-1`);
+      expect(listed.stdout).toContain('refused: ***');
+      expect(listed.stdout).not.toContain(`refused: ${SECRET}`);
+
+      const { cli: ui, base } = await startConsole(data.schema, [
+        '--database-url',
+        dbWithPassword(),
+      ]);
+      const answer = (await (await fetch(`${base}/api/dead-letters/${id}`)).json()) as Record<
+        string,
+        unknown
+      >;
+      expect(answer).toMatchObject({
+        aggregateId: `${SECRET}-lesson-1`,
+        payload: JSON.stringify({ note: SECRET }),
+        lastError: 'refused: ***',
+      });
+      ui.child.kill('SIGTERM');
+      await ui.exited;
+    } finally {
+      await data.drop();
+    }
   });
 });

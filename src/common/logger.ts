@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { scrubSecrets } from './secrets.js';
+import { scrubSecrets, scrubSecretsIn } from './secrets.js';
 import { clip } from './text.js';
 
 type LogFn = (object: Record<string, unknown>, message: string) => void;
@@ -28,16 +28,25 @@ function clipFields(object: Record<string, unknown>): Record<string, unknown> {
 
 /**
  * JSON lines on stderr (stdout may carry events, e.g. the log broker's). Text fields are
- * cut to a readable length, and every line is swept for the secrets of this process's
- * settings (src/secrets.ts) before it is written.
+ * cut to a readable length, and the message, the fields and errors are swept for the
+ * secrets of this process's settings (src/secrets.ts) before they are written, all but
+ * the events' own data (ids, types, aggregates: see scrubSecretsIn).
  */
 export function createLogger(level: LogLevel = 'info'): Logger {
   return pino(
     {
       level,
       base: { name: 'edupulse-outbox' },
-      formatters: { log: clipFields },
-      hooks: { streamWrite: scrubSecrets },
+      formatters: { log: (object) => scrubSecretsIn(clipFields(object)) },
+      serializers: { err: (error) => scrubSecretsIn(pino.stdSerializers.err(error)) },
+      hooks: {
+        logMethod(args, method) {
+          method.apply(
+            this,
+            args.map((arg) => (typeof arg === 'string' ? scrubSecrets(arg) : arg)) as typeof args,
+          );
+        },
+      },
     },
     pino.destination({ fd: 2, sync: true }),
   );

@@ -34,3 +34,43 @@ export function scrubSecrets(text: string): string {
   }
   return scrubbed;
 }
+
+/**
+ * Keys whose values are the events' own data, which producers chose: ids, types,
+ * aggregates, payloads, headers. They are shown as they are, even where a secret's text
+ * occurs in them (a password `guest` and an aggregate id `guest-lesson-1`): masking them
+ * would show an operator ids and payloads that are not there.
+ */
+const DATA_KEYS: ReadonlySet<string> = new Set([
+  'id',
+  'eventId',
+  'eventType',
+  'aggregateType',
+  'aggregateId',
+  'type',
+  'payload',
+  'headers',
+  'body',
+  'origin',
+]);
+
+/**
+ * `value` with every string swept by `scrubSecrets`, except under the keys of the events'
+ * own data (and their keys, which are data too). For what is printed as JSON: log fields,
+ * the console's answers. Errors are left to the logger's serializer.
+ */
+export function scrubSecretsIn<T>(value: T): T {
+  if (secrets.size === 0) return value;
+  return sweep(value) as T;
+}
+
+function sweep(value: unknown): unknown {
+  if (typeof value === 'string') return scrubSecrets(value);
+  if (typeof value !== 'object' || value === null || value instanceof Error) return value;
+  if (Array.isArray(value)) return value.map(sweep);
+  const swept: Record<string, unknown> = {};
+  for (const [key, field] of Object.entries(value)) {
+    swept[key] = DATA_KEYS.has(key) ? field : sweep(field);
+  }
+  return swept;
+}

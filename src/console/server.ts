@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { registerSecret, scrubSecrets } from '../common/secrets.js';
+import { registerSecret, scrubSecretsIn } from '../common/secrets.js';
 import { answerApi, type ConsoleApiOptions } from './api.js';
 import { History } from './history.js';
 
@@ -175,11 +175,11 @@ export async function startConsoleServer(options: ConsoleServerOptions): Promise
     response.end(body);
   };
   const json = (response: ServerResponse, status: number, body: unknown, extra = {}) =>
-    // Swept like the CLI's output: a session's application_name, say, is anyone's text.
+    // Swept, but for the events' own data: a session's application_name, say, is anyone's text.
     send(
       response,
       status,
-      `${scrubSecrets(JSON.stringify(body))}\n`,
+      `${JSON.stringify(scrubSecretsIn(body))}\n`,
       'application/json; charset=utf-8',
       extra,
     );

@@ -50,6 +50,11 @@ function reply(status: number, body: string, contentType = TEXT): OpsAnswer {
   return { status, contentType, body: scrubSecrets(body) };
 }
 
+/** The metrics as the registry writes them: names, event types and counts, not swept. */
+function metricsReply(body: string, contentType: string): OpsAnswer {
+  return { status: 200, contentType, body };
+}
+
 function answerCheck(result: CheckResult): OpsAnswer {
   return result.ok ? reply(200, 'ok\n') : reply(503, `${result.reasons.join('\n')}\n`);
 }
@@ -70,7 +75,7 @@ export async function opsAnswer(options: OpsEndpointsOptions, path: OpsPath): Pr
     switch (path) {
       case '/metrics':
         if (!options.registry) return notFound(opsPaths(options));
-        return reply(200, await options.registry.metrics(), options.registry.contentType);
+        return metricsReply(await options.registry.metrics(), options.registry.contentType);
       case '/healthz':
         return answerCheck(liveness(options));
       case '/readyz':

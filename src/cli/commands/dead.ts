@@ -19,6 +19,7 @@ import {
 } from '../../admin/dead-letters.js';
 import { assertTimeWindow } from '../../common/admin-input.js';
 import { ConfigError } from '../../common/errors.js';
+import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
 import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import type { Executor } from '../../db/executor.js';
 import { withCurrentSchema } from '../database.js';
@@ -31,6 +32,14 @@ import {
   settings,
   untouched,
 } from '../settings.js';
+
+/**
+ * A command's answer as JSON: the events' own data as stored, error texts swept for the
+ * settings' secrets (they may quote a server's words), as the console answers.
+ */
+function printJson(value: unknown, indent?: number): void {
+  process.stdout.write(`${jsonForTerminal(scrubSecretsIn(value), indent)}\n`);
+}
 
 interface FilterFlags {
   databaseUrl?: string;
@@ -167,7 +176,7 @@ function bulkCommand(
               ? await actOnConsumer(db, flags.schema, parseConsumerFilter(flags, ids), all)
               : await act(db, flags.schema, filter, all);
           if (flags.json) {
-            process.stdout.write(`${jsonForTerminal(touched)}\n`);
+            printJson(touched);
           } else {
             process.stdout.write(touched.map((id) => `${escapeControl(id)}\n`).join(''));
             process.stderr.write(
@@ -201,7 +210,7 @@ function groupsCommand(): Command {
         return withCurrentSchema(flags, logger, async (db) => {
           const groups = await groupDeadLetters(db, flags.schema, filter);
           if (flags.json) {
-            process.stdout.write(`${jsonForTerminal(groups)}\n`);
+            printJson(groups);
             return 0;
           }
           const lines = groups.map((g) =>
@@ -237,7 +246,7 @@ export function deadCommand(): Command {
               }
               const dead = await listDeadLetters(db, flags.schema, filter, limit);
               if (flags.json) {
-                process.stdout.write(`${jsonForTerminal(dead)}\n`);
+                printJson(dead);
                 return 0;
               }
               // Whoever wrote the row chose these texts: one line each, nothing the terminal obeys.
@@ -248,7 +257,7 @@ export function deadCommand(): Command {
                   d.eventType,
                   `${d.aggregateType}/${d.aggregateId}`,
                   `attempts ${d.attempts}`,
-                  d.lastError,
+                  scrubSecrets(d.lastError),
                 ]
                   .map(escapeControl)
                   .join('  '),
@@ -277,7 +286,7 @@ export function deadCommand(): Command {
                   );
                   return 1;
                 }
-                process.stdout.write(`${jsonForTerminal(dead, 2)}\n`);
+                printJson(dead, 2);
                 return 0;
               });
             }
@@ -288,7 +297,7 @@ export function deadCommand(): Command {
                 process.stderr.write(`edupulse-outbox: no dead letter with id ${id}\n`);
                 return 1;
               }
-              process.stdout.write(`${jsonForTerminal(dead, 2)}\n`);
+              printJson(dead, 2);
               return 0;
             });
           });
@@ -383,7 +392,7 @@ async function listConsumer(
 ): Promise<number> {
   const dead = await listConsumerDeadLetters(db, flags.schema, filter, limit);
   if (flags.json) {
-    process.stdout.write(`${jsonForTerminal(dead)}\n`);
+    printJson(dead);
     return 0;
   }
   const lines = dead.map((d) =>
@@ -394,7 +403,7 @@ async function listConsumer(
       d.aggregateId ?? '-',
       `attempts ${d.attempts}`,
       d.retrying ? 'retry pending' : '',
-      d.lastError,
+      scrubSecrets(d.lastError),
     ]
       .filter((part) => part !== '')
       .map(escapeControl)

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { type BacklogShare, outboxStatus } from '../../admin/status.js';
-import { scrubSecrets } from '../../common/secrets.js';
+import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
 import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
@@ -56,7 +56,7 @@ retention plus the janitor's 10 minutes.`,
         return withCurrentSchema(flags, logger, async (db) => {
           const status = await outboxStatus(db, flags.schema);
           if (flags.json) {
-            process.stdout.write(`${scrubSecrets(jsonForTerminal(status))}\n`);
+            process.stdout.write(`${jsonForTerminal(scrubSecretsIn(status))}\n`);
             return 0;
           }
           const lines = [
@@ -73,7 +73,7 @@ retention plus the janitor's 10 minutes.`,
             `dispatchers: ${status.dispatchers.length} (sharing ${status.partitions} partitions)`,
             ...status.dispatchers.map(
               (d) =>
-                `  ${escapeControl(d.name)}  (backend pid ${d.pid})  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
+                `  ${escapeControl(scrubSecrets(d.name))}  (backend pid ${d.pid})  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
             ),
             ...section('pending by event type', status.pendingByEventType),
             ...section('pending by partition', status.pendingByPartition),
@@ -83,7 +83,7 @@ retention plus the janitor's 10 minutes.`,
               (dead) => `${dead}`,
             ),
           ];
-          process.stdout.write(`${scrubSecrets(lines.join('\n'))}\n`);
+          process.stdout.write(`${lines.join('\n')}\n`);
           return 0;
         });
       });
