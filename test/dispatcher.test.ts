@@ -10,6 +10,7 @@ import {
   type Database,
   type Dispatcher,
   type DispatcherOptions,
+  discardDeadLetters,
   LessonPublished,
   MemoryBroker,
   notifyChannel,
@@ -582,6 +583,32 @@ describe('failures', () => {
     await t.db.query(`DELETE FROM "${t.schema}".outbox_dead_letter`);
     await d.drain();
     expect(idsOf(broker.messages)).toEqual([other, a2]);
+  });
+
+  it("under 'hold', a discard wakes the dispatcher for what it held back", async () => {
+    const a = randomUUID();
+    const deadId = randomUUID();
+    // A dead letter of aggregate a, as a dispatcher parks one, and a later event of a.
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_dead_letter
+         (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+          occurred_at, attempts, last_error)
+       VALUES (0, $1, 'lesson', $2, 'lesson-published', '{}', '{}', 0, now(), 3, 'refused')`,
+      [deadId, a],
+    );
+    const [held] = await enqueue(lesson(a));
+    const broker = new MemoryBroker();
+    // No poll comes due while the test runs: only a wake-up can publish the held event
+    // before the idle look 30 s later.
+    const d = dispatcher({ broker, onDeadLetter: 'hold', pollIntervalMs: 60_000 });
+    await d.start();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(d.stats.published).toBe(0);
+    expect(await discardDeadLetters(t.db, t.schema, { ids: [deadId] })).toEqual([deadId]);
+    await waitFor('the held event to be published', () => d.stats.published === 1, {
+      timeoutMs: 10_000,
+    });
+    expect(idsOf(broker.messages)).toEqual([held]);
   });
 
   it('an unavailable broker costs no attempts, and events go out once it is back', async () => {

@@ -199,10 +199,12 @@ export async function discardDeadLetters(
   options: { all?: boolean } = {},
 ): Promise<string[]> {
   assertNarrowed(filter, options.all === true, 'discard');
-  const { rows } = await db.query<{ id: string }>(
-    statements(schema).deadLetterDiscard,
-    filterValues(filter),
-  );
+  const sql = statements(schema);
+  const { rows } = await db.query<{ id: string }>(sql.deadLetterDiscard, filterValues(filter));
+  // Under `hold` the later events of these aggregates wait for them: wake the dispatchers
+  // as a retry does (else they go out at the next full look, 30 s at most). With `db` in
+  // autocommit the delete has committed by now.
+  if (rows.length > 0) await db.query(sql.deadLetterWake).catch(() => {});
   return rows.map((row) => row.id);
 }
 
