@@ -5,7 +5,7 @@
  * the role at start (exit 2), never retried batch after batch. Roles are cluster-wide:
  * every name here carries this file's random suffix, and all are dropped afterwards.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -36,6 +36,7 @@ const ROLES = {
   dispatcher: role('dispatcher'),
   consumer: role('consumer'),
   operator: role('operator'),
+  observer: role('observer'),
   stranger: role('stranger'),
 };
 const schema = testSchema('pg_roles');
@@ -81,7 +82,8 @@ const SECTIONS: [heading: string, role: string, parts: PrivilegedPart[]][] = [
   ['dispatcher with --dead-letter-retention:', 'outbox_dispatcher', ['dispatch-retention']],
   ['consumer:', 'outbox_consumer', ['consume', 'inbox']],
   ['consumer with inboxRetentionMs:', 'outbox_consumer', ['inbox-retention']],
-  ['operator:', 'outbox_operator', ['operate']],
+  ['operator:', 'outbox_operator', ['observe']],
+  ['operator who acts:', 'outbox_operator', ['operate']],
 ];
 
 /** The documented statements for our schema and roles. */
@@ -334,6 +336,33 @@ describe('least-privilege roles', () => {
       await ok(['purge', '--older-than', '1h']);
       await ok(['purge', '--older-than', '1h', '--consumer', 'pgr']);
       await ok(['inbox', 'purge', '--older-than', '1h']);
+    });
+
+    it("an operator with the first part only looks; acting is refused naming the second's grants", async () => {
+      for (const statement of grantStatements(schema, ROLES.observer, ['observe'])) {
+        await owner.query(statement);
+      }
+      const as = ['--database-url', urlAs(ROLES.observer), '--schema', schema];
+      for (const args of [
+        ['status'],
+        ['status', '--json'],
+        ['dead', 'list'],
+        ['dead', 'groups'],
+        ['dead', 'show', randomUUID()],
+        ['dead', 'list', '--consumer', 'pgr'],
+      ]) {
+        const result = await runCli([...args, ...as]);
+        // `dead show` of an id that is no dead letter: 1, having looked.
+        expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(args[1] === 'show' ? 1 : 0);
+      }
+      const retry = await runCli(['dead', 'retry', '--all', ...as]);
+      expect(retry.code).toBe(2);
+      expect(retry.stderr).toContain(
+        `role "${ROLES.observer}" lacks privileges needed by the admin commands that retry, discard or purge`,
+      );
+      expect(retry.stderr).toContain(`GRANT INSERT ON "${schema}".outbox TO "${ROLES.observer}";`);
+      // What it has is not asked for again.
+      expect(retry.stderr).not.toContain('GRANT SELECT ON');
     });
 
     it('a grant revoked while running stops the dispatcher, exit 2, the event kept', async () => {

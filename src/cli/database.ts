@@ -5,7 +5,7 @@ import type { Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
 import { pgDatabase } from '../db/pg.js';
-import { privilegeErrorOf } from '../db/privileges.js';
+import { type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
 import { connectionCheck } from '../db/sql/index.js';
 import { parseDatabaseUrl } from './settings.js';
 
@@ -36,12 +36,15 @@ export async function openDatabase(
 
 /**
  * Opens the database of `--database-url`, checks that `--schema` is migrated to this
- * version, runs `body`, and closes the database: the frame of every admin command.
+ * version, runs `body`, and closes the database: the frame of every admin command. A
+ * refused statement is said with what the command needs: `observe` to read, with
+ * `operate` to change.
  */
 export async function withCurrentSchema<T>(
   flags: { databaseUrl?: string; schema: string },
   logger: Logger,
   body: (db: Database) => Promise<T>,
+  changes = false,
 ): Promise<T> {
   quoteSchema(flags.schema);
   const db = await openDatabase(parseDatabaseUrl('database-url', flags.databaseUrl), logger);
@@ -49,9 +52,19 @@ export async function withCurrentSchema<T>(
     await assertSchemaCurrent(db, flags.schema);
     return await body(db);
   } catch (error) {
-    // A refusal names the role and what the admin commands need, not just the table.
-    throw (await privilegeErrorOf(error, db, flags.schema, ['operate'])) ?? error;
+    // A refusal names the role and what the command needs, not just the table.
+    const parts: PrivilegedPart[] = changes ? ['operate', 'observe'] : ['observe'];
+    throw (await privilegeErrorOf(error, db, flags.schema, parts)) ?? error;
   } finally {
     await db.close();
   }
+}
+
+/** `withCurrentSchema` for a command that changes what it finds (retry, discard, purge). */
+export function withCurrentSchemaToChange<T>(
+  flags: { databaseUrl?: string; schema: string },
+  logger: Logger,
+  body: (db: Database) => Promise<T>,
+): Promise<T> {
+  return withCurrentSchema(flags, logger, body, true);
 }

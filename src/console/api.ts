@@ -19,7 +19,7 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
 import type { Database } from '../db/database.js';
-import { privilegeErrorOf } from '../db/privileges.js';
+import { type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
 import type { History } from './history.js';
 
@@ -253,8 +253,9 @@ export async function answerApi(
     if (error instanceof ConfigError) {
       return { status: 400, body: { error: error.message, field: error.setting } };
     }
-    // A role without the operator's grants: which role, and what to grant.
-    const refused = await privilegeErrorOf(error, db, schema, ['operate']).catch(() => undefined);
+    // A role without the operator's grants: which role, and what to grant (to look, or to act).
+    const parts: PrivilegedPart[] = get ? ['observe'] : ['operate', 'observe'];
+    const refused = await privilegeErrorOf(error, db, schema, parts).catch(() => undefined);
     // Reasons quote servers' and libraries' words: swept for the settings' secrets.
     return { status: 500, body: { error: scrubSecrets(errorMessage(refused ?? error)) } };
   }

@@ -64,14 +64,23 @@ export const PRIVILEGES = {
     { on: 'table', name: 'inbox_aggregate', privileges: ['SELECT', 'INSERT', 'UPDATE'] },
   ],
   'inbox-retention': [{ on: 'table', name: 'inbox', privileges: ['DELETE'] }],
-  /** `status`, `dead …`, `purge`, `inbox purge`, `ui`. */
-  operate: [
+  /** `status`, `dead list|show|groups` (also `--consumer`), what `ui` shows. */
+  observe: [
     SCHEMA,
     { on: 'table', name: 'outbox_migrations', privileges: ['SELECT'] },
     { on: 'table', name: 'outbox_settings', privileges: ['SELECT'] },
-    { on: 'table', name: 'outbox', privileges: ['SELECT', 'INSERT'] },
-    { on: 'table', name: 'outbox_dead_letter', privileges: ['SELECT', 'UPDATE', 'DELETE'] },
-    { on: 'table', name: 'consumer_dead_letter', privileges: ['SELECT', 'UPDATE', 'DELETE'] },
+    { on: 'table', name: 'outbox', privileges: ['SELECT'] },
+    { on: 'table', name: 'outbox_dead_letter', privileges: ['SELECT'] },
+    { on: 'table', name: 'consumer_dead_letter', privileges: ['SELECT'] },
+  ],
+  /**
+   * On top of `observe`: `dead retry|discard` (also `--consumer`), `purge`, `inbox purge`,
+   * the console's retry and discard.
+   */
+  operate: [
+    { on: 'table', name: 'outbox', privileges: ['INSERT'] },
+    { on: 'table', name: 'outbox_dead_letter', privileges: ['UPDATE', 'DELETE'] },
+    { on: 'table', name: 'consumer_dead_letter', privileges: ['UPDATE', 'DELETE'] },
     { on: 'table', name: 'inbox', privileges: ['SELECT', 'DELETE'] },
     { on: 'sequence', name: 'outbox_write_seq', privileges: ['USAGE'] },
   ],
@@ -87,7 +96,8 @@ const DOER: Record<PrivilegedPart, string> = {
   consume: 'consume()',
   inbox: 'the inbox',
   'inbox-retention': 'the consumer with inbox retention',
-  operate: 'the admin commands',
+  observe: 'the admin commands',
+  operate: 'the admin commands that retry, discard or purge',
 };
 
 const GUIDE = 'docs/operations.md, "Least-privilege roles"';

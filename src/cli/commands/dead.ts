@@ -22,7 +22,7 @@ import { ConfigError } from '../../common/errors.js';
 import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
 import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import type { Executor } from '../../db/executor.js';
-import { withCurrentSchema } from '../database.js';
+import { withCurrentSchema, withCurrentSchemaToChange } from '../database.js';
 import { execute } from '../execute.js';
 import {
   filterText,
@@ -169,7 +169,7 @@ function bulkCommand(
     .action(async (ids: string[], flags: FilterFlags & { all?: boolean; json?: boolean }) => {
       await execute(flags, async ({ logger }) => {
         const filter = parseFilter(flags, ids);
-        return withCurrentSchema(flags, logger, async (db) => {
+        return withCurrentSchemaToChange(flags, logger, async (db) => {
           const all = { all: flags.all === true };
           const touched =
             flags.consumer !== undefined
@@ -356,7 +356,7 @@ function olderThanCommand(
             `"${escapeControl(flags.olderThan)}" is less than a minute ago: give 1m or more`,
           );
         }
-        return withCurrentSchema(flags, logger, async (db) => {
+        return withCurrentSchemaToChange(flags, logger, async (db) => {
           const count = await purge(db, flags.schema, before, flags.consumer);
           process.stdout.write(`${printed(count, before)}\n`);
           return 0;
