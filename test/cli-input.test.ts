@@ -54,10 +54,17 @@ describe('times', () => {
     expect(at('2026-11-27T10:00:00+01:00')).toBe('2026-11-27T09:00:00.000Z');
     expect(at('2026-11-27 10:00:00.123456-0230')).toBe('2026-11-27T12:30:00.123Z');
     expect(at('2026-11-27T10:00Z')).toBe('2026-11-27T10:00:00.000Z');
-    // Without an offset a time is local, as Date.parse reads it.
-    expect(parseTime('since', '2026-11-27T10:00:00', now).getTime()).toBe(
-      new Date(2026, 10, 27, 10).getTime(),
-    );
+    // Without an offset a time is UTC, as every time shown, whatever the machine's zone.
+    const zone = process.env.TZ;
+    process.env.TZ = 'America/New_York';
+    try {
+      expect(new Date(2026, 10, 27, 10).getUTCHours()).toBe(15); // the zone took effect
+      expect(at('2026-11-27T10:00:00')).toBe('2026-11-27T10:00:00.000Z');
+      expect(at('2026-11-27 10:00')).toBe('2026-11-27T10:00:00.000Z');
+    } finally {
+      if (zone === undefined) delete process.env.TZ;
+      else process.env.TZ = zone;
+    }
     expect(at('2h')).toBe('2026-11-27T08:00:00.000Z');
     expect(at('739900d')).toMatch(/^0001-02-/);
 

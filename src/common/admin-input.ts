@@ -49,8 +49,10 @@ const ISO_TIME =
 
 /**
  * The instant an ISO 8601 time names, or undefined when a field is not a real one
- * (2026-02-30, 25:00): the fields must come back unchanged from the calendar. As in
- * `Date.parse`, a date alone is UTC and a time without an offset is local time.
+ * (2026-02-30, 25:00): the fields must come back unchanged from the calendar. A date
+ * alone, and a time without an offset, are UTC, as every time the commands and the
+ * console show: not the local time of the machine that parses them (a console's server
+ * is not where its user sits).
  */
 function isoInstant(text: string): number | undefined {
   const match = ISO_TIME.exec(text);
@@ -67,14 +69,8 @@ function isoInstant(text: string): number | undefined {
   }
   if (h > 23 || mi > 59 || s > 59) return undefined;
   if (match[4] === undefined) return date.getTime(); // a date alone
-  if (zone === undefined) {
-    const local = new Date(0);
-    local.setFullYear(y, mo, d);
-    local.setHours(h, mi, s, ms);
-    return local.getTime();
-  }
   date.setUTCHours(h, mi, s, ms);
-  if (zone === 'Z') return date.getTime();
+  if (zone === undefined || zone === 'Z') return date.getTime();
   const offset = /^([+-])(\d{2}):?(\d{2})$/.exec(zone);
   const [offsetHours, offsetMinutes] = [Number(offset?.[2]), Number(offset?.[3])];
   if (offsetHours > 23 || offsetMinutes > 59) return undefined;

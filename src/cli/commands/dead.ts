@@ -78,8 +78,14 @@ function adminCommand(
       .option('--event-type <type>', 'only dead letters of this event type')
       .option('--aggregate-type <type>', 'only dead letters of this aggregate type')
       .option('--aggregate-id <id>', 'only dead letters of this aggregate')
-      .option('--since <time>', 'dead-lettered at or after: ISO 8601 time, or a duration ago (2h)')
-      .option('--until <time>', 'dead-lettered before: ISO 8601 time, or a duration ago (30m)')
+      .option(
+        '--since <time>',
+        'dead-lettered at or after: ISO 8601 time (UTC unless it gives an offset), or a duration ago (2h)',
+      )
+      .option(
+        '--until <time>',
+        'dead-lettered before: ISO 8601 time (UTC unless it gives an offset), or a duration ago (30m)',
+      )
       .option(
         '--error <text>',
         'only dead letters whose last error is exactly this (a group of dead groups)',
