@@ -80,8 +80,10 @@ async function statusJson() {
   expect(result.code, result.stderr).toBe(0);
   return JSON.parse(result.stdout) as {
     pending: number;
+    oldestAgeSeconds: number;
     deadLetters: number;
-    pendingByEventType: Record<string, { pending: number }>;
+    pendingByEventType: Record<string, { pending: number; oldestAgeSeconds: number }>;
+    pendingByPartition: Record<string, { pending: number; oldestAgeSeconds: number }>;
     producerNotify: boolean;
     deadLettersByEventType: Record<string, number>;
   };
@@ -290,6 +292,12 @@ describe('status', () => {
       'lesson-published': { pending: 2 },
       'quiz-submitted': { pending: 1 },
     });
+    // One reference time for every age: the oldest of all is the oldest of the splits.
+    const oldest = (shares: Record<string, { oldestAgeSeconds: number }>) =>
+      Math.max(...Object.values(shares).map((share) => share.oldestAgeSeconds));
+    expect(status.oldestAgeSeconds).toBeGreaterThan(0);
+    expect(oldest(status.pendingByPartition)).toBe(status.oldestAgeSeconds);
+    expect(oldest(status.pendingByEventType)).toBe(status.oldestAgeSeconds);
     const text = await cli('status');
     expect(text.stdout).toContain('dispatchers: 0 (sharing 64 partitions)');
     expect(text.stdout).toContain('pending by event type:');

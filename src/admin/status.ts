@@ -50,8 +50,11 @@ export interface OutboxStatus {
 export async function outboxStatus(db: Executor, schema: string): Promise<OutboxStatus> {
   const sql = statements(schema);
   type Share = { key: string; pending: number; oldest_age_s: number };
+  // The queries run side by side: one reference time keeps their ages comparable, and the
+  // whole backlog is the sum of the partitions', so its oldest is their oldest.
+  const { rows: clock } = await db.query<{ at: string }>(sql.statusClock);
+  const at = clock[0]?.at ?? null;
   const [
-    { rows: backlog },
     { rows: byPartition },
     { rows: byEventType },
     { rows: dead },
@@ -60,9 +63,8 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     { rows: settings },
     { rows: consumerDead },
   ] = await Promise.all([
-    db.query<{ pending: number; oldest_age_s: number }>(sql.outboxBacklog),
-    db.query<Share>(sql.outboxBacklogByPartition),
-    db.query<Share>(sql.outboxBacklogByEventType),
+    db.query<Share>(sql.outboxBacklogByPartition, [at]),
+    db.query<Share>(sql.outboxBacklogByEventType, [at]),
     db.query<{ dead: number; oldest_age_s: number }>(sql.deadLetterCount),
     db.query<{ key: string; dead: number }>(sql.deadLetterCountByEventType),
     db.query<{ members: number; partitions: number }>(sql.ownershipKeys, [schema]),
@@ -100,8 +102,11 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
   return {
     schema,
     partitions: Number(settings[0]?.partitions ?? 0),
-    pending: Number(backlog[0]?.pending ?? 0),
-    oldestAgeSeconds: Number(backlog[0]?.oldest_age_s ?? 0),
+    pending: byPartition.reduce((sum, row) => sum + Number(row.pending), 0),
+    oldestAgeSeconds: byPartition.reduce(
+      (oldest, row) => Math.max(oldest, Number(row.oldest_age_s)),
+      0,
+    ),
     pendingByPartition: shares(byPartition),
     pendingByEventType: shares(byEventType),
     producerNotify: await readProducerNotify(db, schema),

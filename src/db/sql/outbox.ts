@@ -76,9 +76,11 @@ export interface OutboxStatements {
    * of that aggregate, oldest first, at most 100 (an operator's search).
    */
   outboxSearch: string;
-  /** Pending rows and the age of the oldest, per partition that has any. */
+  /** The server's time, as text that reads back as a timestamptz: status's reference for ages. */
+  statusClock: string;
+  /** Pending rows and the age of the oldest, per partition that has any; ages as of $1 (null: now). */
   outboxBacklogByPartition: string;
-  /** Pending rows and the age of the oldest, per event type. */
+  /** Pending rows and the age of the oldest, per event type; ages as of $1 (null: now). */
   outboxBacklogByEventType: string;
 }
 
@@ -172,12 +174,14 @@ FROM ${s}.outbox`,
   partition, ${rfc3339('occurred_at')} AS occurred_at, attempts, last_error
 FROM ${s}.outbox o WHERE id = $1::uuid OR aggregate_id = $2 ORDER BY o.seq LIMIT 100`,
 
+    statusClock: 'SELECT now()::text AS at',
+
     outboxBacklogByPartition: `SELECT partition::int AS key, count(*)::int AS pending,
-  extract(epoch FROM now() - min(occurred_at))::float8 AS oldest_age_s
+  extract(epoch FROM coalesce($1::timestamptz, now()) - min(occurred_at))::float8 AS oldest_age_s
 FROM ${s}.outbox GROUP BY partition ORDER BY partition`,
 
     outboxBacklogByEventType: `SELECT event_type AS key, count(*)::int AS pending,
-  extract(epoch FROM now() - min(occurred_at))::float8 AS oldest_age_s
+  extract(epoch FROM coalesce($1::timestamptz, now()) - min(occurred_at))::float8 AS oldest_age_s
 FROM ${s}.outbox GROUP BY event_type ORDER BY event_type`,
   };
 }
