@@ -36,7 +36,8 @@ export interface DeadLetter {
   aggregateId: string;
   eventType: string;
   partition: number;
-  occurredAt: string;
+  /** RFC 3339; null for a time RFC 3339 cannot carry (`infinity`), which the dispatcher dead-letters when it claims the row. */
+  occurredAt: string | null;
   deadAt: string;
   /** Publishes tried before it was parked. */
   attempts: number;

@@ -11,7 +11,8 @@ export interface PendingEvent {
   aggregateId: string;
   eventType: string;
   partition: number;
-  occurredAt: string;
+  /** RFC 3339; null for a time RFC 3339 cannot carry (`infinity`), which the dispatcher dead-letters when it claims the row. */
+  occurredAt: string | null;
   /** Failed publishes so far. */
   attempts: number;
   /** The broker's last reason, when a publish failed. */

@@ -96,7 +96,7 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   });
   const failed = new Counter({
     name: 'outbox_events_failed_total',
-    help: 'Failed publishes of single events (each is retried, or dead-lettered after max attempts).',
+    help: 'Failed publishes of single events (each is retried, or dead-lettered after max attempts), and events no broker could take as written (dead-lettered when claimed).',
     labelNames: ['event_type', 'broker'] as const,
     registers,
   });

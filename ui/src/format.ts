@@ -12,7 +12,8 @@ export function age(seconds: number): string {
 }
 
 /** An instant as `2026-12-02 10:04:20`, in UTC so every operator reads the same. */
-export function time(iso: string): string {
+export function time(iso: string | null): string {
+  if (iso === null) return 'not a finite time';
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? iso : date.toISOString().slice(0, 19).replace('T', ' ');
 }
