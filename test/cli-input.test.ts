@@ -121,6 +121,13 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
     expect(purge).toContain('0001 to 9999');
   });
 
+  it('an address for a port run does not serve', async () => {
+    // Before: accepted and ignored, the operator left to wonder why nothing listened.
+    const ui = await expectRefused(['run', '--ui-host', '0.0.0.0'], 'ui-host');
+    expect(ui).toContain('give --ui-port too');
+    await expectRefused(['run', '--metrics-host', '0.0.0.0'], 'metrics-host');
+  });
+
   it('a date that is not in the calendar, or outside 0001-9999', async () => {
     await expectRefused(['dead', 'list', '--since', '2026-02-30'], 'since');
     await expectRefused(['dead', 'list', '--until', '2026-13-01'], 'until');

@@ -193,8 +193,17 @@ Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting (a broker refusing i
 a certificate or credentials included), unreachable database or schema behind; a broker that is
 down is waited for.`,
     )
-    .action(async (flags: RunFlags) => {
+    .action(async (flags: RunFlags, command: Command) => {
       await execute(flags, async ({ logger }) => {
+        // An address given for a port that is not served would be ignored without a word.
+        for (const [key, host, port, given] of [
+          ['uiHost', 'ui-host', 'ui-port', flags.uiPort],
+          ['metricsHost', 'metrics-host', 'metrics-port', flags.metricsPort],
+        ] as const) {
+          if (command.getOptionValueSource(key) === 'cli' && given === undefined) {
+            throw new ConfigError(host, `binds what --${port} serves: give --${port} too`);
+          }
+        }
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
         const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
         const broker = brokerFromUrl(flags.broker, { source: flags.source });
