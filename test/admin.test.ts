@@ -117,9 +117,10 @@ describe('dead letters', () => {
 
     const show = await cli('dead', 'show', lessonId as string);
     expect(show.code, show.stderr).toBe(0);
-    const detail = JSON.parse(show.stdout) as { payload: string; eventType: string };
+    const detail = JSON.parse(show.stdout) as { payload: unknown; eventType: string };
     expect(detail.eventType).toBe('lesson-published');
-    expect(JSON.parse(detail.payload)).toMatchObject({ title: 'Fractions' });
+    // The payload as the JSON it is, not a string holding it.
+    expect(detail.payload).toMatchObject({ title: 'Fractions' });
 
     const missing = await cli('dead', 'show', randomUUID());
     expect(missing.code).toBe(1);

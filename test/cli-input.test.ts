@@ -204,8 +204,9 @@ describe('text a producer chose reaches the terminal escaped', () => {
   const AGGREGATE_ID = 'student-\u001b[31m7\u001b[0m\r\n\u202eeulav';
   const EVENT_TYPE = 'quiz-\u009b2J-submitted\u2028\u007f';
   const LAST_ERROR = 'refused\u001b]0;title\u0007\n\u2066x\u2069 \u0085\t';
-  // JSON leaves C1 controls and bidi overrides raw inside strings; the payload is kept as written.
-  const PAYLOAD = JSON.stringify({ title: '\u001b[2J\u009b2J\u202eevil' });
+  // JSON leaves C1 controls and bidi overrides raw inside strings; the payload is kept as
+  // written, a number beyond a double's precision included.
+  const PAYLOAD = `{"title": ${JSON.stringify('\u001b[2J\u009b2J\u202eevil')}, "views": 12345678901234567890123}`;
   const HEADERS = { 'x-note': '\u009b\u2028\u202d' };
   const id = randomUUID();
 
@@ -241,16 +242,17 @@ describe('text a producer chose reaches the terminal escaped', () => {
     ]);
   });
 
-  it('dead show parses back to the original values', async () => {
+  it('dead show parses back to the original values, the payload as its JSON', async () => {
     const show = await clean('dead', 'show', id);
     expect(JSON.parse(show.stdout)).toMatchObject({
       id,
       aggregateId: AGGREGATE_ID,
       eventType: EVENT_TYPE,
       lastError: LAST_ERROR,
-      payload: PAYLOAD,
+      payload: { title: '\u001b[2J\u009b2J\u202eevil' },
       headers: HEADERS,
     });
+    expect(show.stdout).toContain('"views": 12345678901234567890123}');
   });
 
   it('status, as text and as JSON, before and after a retry', async () => {

@@ -379,7 +379,7 @@ describe("the events' own data where a secret's text occurs in it", () => {
       const detail = JSON.parse(shown.stdout) as Record<string, unknown>;
       expect(detail).toMatchObject({
         aggregateId: `${SECRET}-lesson-1`,
-        payload: JSON.stringify({ note: SECRET }),
+        payload: { note: SECRET },
         lastError: 'refused: ***',
       });
       const listed = await cli(['dead', 'list']);

@@ -42,7 +42,12 @@ const UNSAFE_IN_JSON = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /** JSON.stringify for a terminal: no raw control or reordering character, same value parsed. */
 export function jsonForTerminal(value: unknown, indent?: number): string {
-  return JSON.stringify(value, null, indent).replace(
+  return jsonTextForTerminal(JSON.stringify(value, null, indent));
+}
+
+/** Valid JSON text (a stored payload) for a terminal, as jsonForTerminal writes it. */
+export function jsonTextForTerminal(text: string): string {
+  return text.replace(
     UNSAFE_IN_JSON,
     (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );

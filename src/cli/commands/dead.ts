@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Command, Option } from 'commander';
 import {
   type ConsumerDeadLetterFilter,
@@ -20,7 +21,7 @@ import {
 import { assertTimeWindow } from '../../common/admin-input.js';
 import { ConfigError } from '../../common/errors.js';
 import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
-import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
+import { counted, escapeControl, jsonForTerminal, jsonTextForTerminal } from '../../common/text.js';
 import type { Executor } from '../../db/executor.js';
 import { withCurrentSchema, withCurrentSchemaToChange } from '../database.js';
 import { execute } from '../execute.js';
@@ -32,6 +33,9 @@ import {
   settings,
   untouched,
 } from '../settings.js';
+
+/** Where `dead show` puts the payload's own text. */
+const PAYLOAD = `payload-${randomUUID()}`;
 
 /**
  * A command's answer as JSON: the events' own data as stored, error texts swept for the
@@ -303,7 +307,12 @@ export function deadCommand(): Command {
                 process.stderr.write(`edupulse-outbox: no dead letter with id ${id}\n`);
                 return 1;
               }
-              printJson(dead, 2);
+              // The payload as the JSON the producer wrote, not as a string holding it: its
+              // text goes in as stored (json, so valid JSON), large numbers and key order kept.
+              const shown = jsonForTerminal(scrubSecretsIn({ ...dead, payload: PAYLOAD }), 2);
+              process.stdout.write(
+                `${shown.replace(JSON.stringify(PAYLOAD), () => jsonTextForTerminal(dead.payload))}\n`,
+              );
               return 0;
             });
           });
