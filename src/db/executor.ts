@@ -117,29 +117,42 @@ const ormAdapters: readonly {
   is(shape: Record<string, unknown>): boolean;
 }[] = [
   {
-    orm: 'a Kysely',
+    orm: 'a Kysely object',
     adapter: 'fromKysely(trx) from edupulse-outbox/kysely',
     is: (s) => typeof s.withoutPlugins === 'function',
   },
   {
-    orm: 'a Knex',
+    orm: 'a Knex object',
     adapter: 'fromKnex(trx) from edupulse-outbox/knex',
     is: (s) =>
       typeof (s.client as { acquireConnection?: unknown } | undefined)?.acquireConnection ===
       'function',
   },
   {
-    orm: 'a Drizzle',
+    orm: 'a Drizzle object',
     adapter: 'fromDrizzle(tx) from edupulse-outbox/drizzle',
     is: (s) => typeof (s._ as { session?: unknown } | undefined)?.session === 'object',
   },
   {
-    orm: 'a MikroORM',
+    orm: 'a MikroORM object',
     adapter: 'fromMikroORM(em) from edupulse-outbox/mikro-orm',
     is: (s) => typeof s.isInTransaction === 'function' && typeof s.getKnex === 'function',
   },
   {
-    orm: 'a TypeORM',
+    // The instance MikroORM.init returns, not its entity manager.
+    orm: "MikroORM's instance (what MikroORM.init returns), not an EntityManager",
+    adapter:
+      'fromMikroORM(em) from edupulse-outbox/mikro-orm, with the em of orm.em.fork().transactional(…)',
+    is: (s) =>
+      typeof (s.em as { isInTransaction?: unknown } | undefined)?.isInTransaction === 'function',
+  },
+  {
+    orm: 'a Sequelize model',
+    adapter: 'fromSequelize(sequelize, t) from edupulse-outbox/sequelize, with the transaction t',
+    is: (s) => typeof s.findAll === 'function' && typeof s.sequelize === 'object',
+  },
+  {
+    orm: 'a TypeORM object',
     adapter: 'fromTypeORM(manager) from edupulse-outbox/typeorm',
     is: (s) =>
       typeof s.createQueryRunner === 'function' ||
@@ -147,14 +160,14 @@ const ormAdapters: readonly {
       (typeof s.startTransaction === 'function' && 'isTransactionActive' in s),
   },
   {
-    orm: 'a Sequelize',
+    orm: 'a Sequelize object',
     adapter: 'fromSequelize(sequelize, t) from edupulse-outbox/sequelize',
     is: (s) =>
       typeof s.getQueryInterface === 'function' ||
       (typeof s.afterCommit === 'function' && typeof s.rollback === 'function'),
   },
   {
-    orm: 'a Prisma',
+    orm: 'a Prisma object',
     adapter: 'fromPrisma(tx) from edupulse-outbox/prisma',
     is: (s) => typeof s.$queryRawUnsafe === 'function',
   },
@@ -208,7 +221,7 @@ function wrap(tx: TransactionLike, what: string): Executor {
   if (orm) {
     const optIn = what === 'autocommit' ? ', given { autocommit: true }' : '';
     throw new TypeError(
-      `${what}: the handle is ${orm.orm} object, which is passed through its adapter: ${orm.adapter}${optIn}`,
+      `${what}: the handle is ${orm.orm}, which is passed through its adapter: ${orm.adapter}${optIn}`,
     );
   }
   // postgres.js first: its `sql` is a function object that has no `query` of this shape.

@@ -101,9 +101,16 @@ describe('edupulse-outbox/mikro-orm', () => {
     ).rejects.toThrow('fromMikroORM: a statement with "\\?" in its text cannot be sent as it is');
   });
 
-  it('something that is not an EntityManager is refused', () => {
+  it('something that is not an EntityManager is refused', async () => {
     expect(() => fromMikroORM({} as never, { autocommit: true })).toThrow(
       'fromMikroORM: expected an EntityManager of @mikro-orm/postgresql, got an empty object',
+    );
+    expect(() => fromMikroORM(orm as never)).toThrow(/, got a MikroORM$/);
+    // The instance MikroORM.init returns, passed straight to enqueue, is named as what it is.
+    await expect(
+      createOutbox({ schema: test.schema }).enqueue(orm as never, LessonPublished.create(lesson())),
+    ).rejects.toThrow(
+      "enqueue: the handle is MikroORM's instance (what MikroORM.init returns), not an EntityManager, which is passed through its adapter: fromMikroORM(em)",
     );
   });
 });

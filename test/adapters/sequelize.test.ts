@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { Sequelize } from 'sequelize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromSequelize } from '../../src/adapters/sequelize.js';
+import { toExecutor } from '../../src/db/executor.js';
 import { createOutbox, type Executor, LessonPublished } from '../../src/index.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { lesson, outboxIds } from '../helpers/outbox.js';
@@ -110,6 +111,13 @@ describe('edupulse-outbox/sequelize', () => {
   it('something that is not a Sequelize instance is refused', () => {
     expect(() => fromSequelize({} as never, null, { autocommit: true })).toThrow(
       'fromSequelize: expected a Sequelize instance, then its transaction, got an empty object',
+    );
+    const Lesson = sequelize.define('lesson', {}, { tableName: 'lesson_never_created' });
+    expect(() => fromSequelize(sequelize, Lesson as never)).toThrow(
+      'fromSequelize: expected a Sequelize Transaction as the transaction, got a function (lesson)',
+    );
+    expect(() => toExecutor(Lesson as never)).toThrow(
+      'enqueue: the handle is a Sequelize model, which is passed through its adapter',
     );
     expect(() => fromSequelize(sequelize, {} as never)).toThrow(
       'fromSequelize: expected a Sequelize Transaction as the transaction, got an empty object',
