@@ -636,6 +636,36 @@ describe('enqueue edge cases', () => {
     expect(rows).toEqual([{ payload: '{"at":"1970-01-01T00:00:00.000Z"}' }]);
   });
 
+  it('maxPayloadBytes refuses a larger payload before commit, counting UTF-8 bytes', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema, maxPayloadBytes: 200 });
+    const event = (title: string) => ({
+      ...LessonPublished.create(lessonPayload()),
+      payload: { title },
+    });
+    // {"title":"…"} is 12 bytes around the title; "é" is 2 bytes in UTF-8.
+    const [kept] = await outbox.enqueue(autocommit(pgSchema.db), event('x'.repeat(188)));
+    const refused = await outbox
+      .enqueue(autocommit(pgSchema.db), [event('a'), event('é'.repeat(95))])
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(refused).toBeInstanceOf(ValidationError);
+    expect((refused as ValidationError).message).toBe(
+      'events[1].payload: 202 bytes exceeds maxPayloadBytes (200 bytes) (lesson-published)',
+    );
+    const { rows } = await pgSchema.db.query<{ id: string }>(
+      `SELECT id::text AS id FROM "${pgSchema.schema}".outbox WHERE payload->>'title' IN ('a', $1)`,
+      ['x'.repeat(188)],
+    );
+    expect(rows).toEqual([{ id: kept }]);
+    for (const bad of [0, 1.5, -1, 2 ** 31]) {
+      expect(() => createOutbox({ maxPayloadBytes: bad as number })).toThrow(
+        /^maxPayloadBytes: .* is not a whole number from 1 to 1073741824$/,
+      );
+    }
+  });
+
   it('refuses something that is not a transaction, saying what it got and not its value', async () => {
     const outbox = createOutbox({ schema: pgSchema.schema });
     const event = LessonPublished.create(lessonPayload());

@@ -286,6 +286,10 @@ describe('OutboxModule', () => {
     ).rejects.toThrow(
       `dispatcher.batchSise: is not an option of OutboxModule's dispatcher; did you mean "batchSize"?`,
     );
+    // The injected outbox gets the module's maxPayloadBytes, checked as createOutbox checks it.
+    await expect(bootstrap({ dispatch: false, maxPayloadBytes: 0 })).rejects.toThrow(
+      /^maxPayloadBytes: 0 is not a whole number from 1 to/,
+    );
     await expect(bootstrap({ dispatch: false, isGlobl: false })).rejects.toThrow(
       'isGlobl: is not an option of OutboxModule; did you mean "isGlobal"?',
     );

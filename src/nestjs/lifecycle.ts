@@ -26,6 +26,7 @@ export const moduleOptions = optionNames<OutboxModuleOptions>({
   dispatcher: true,
   dispatch: true,
   migrate: true,
+  maxPayloadBytes: true,
 });
 
 /**
@@ -76,7 +77,12 @@ export class OutboxLifecycle
       );
     }
     const broker = (options.dispatch ?? true) ? resolveBroker(options) : undefined;
-    this.outbox = createOutbox({ schema: this.schema });
+    this.outbox = createOutbox({
+      schema: this.schema,
+      ...(options.maxPayloadBytes === undefined
+        ? {}
+        : { maxPayloadBytes: options.maxPayloadBytes }),
+    });
     this.ownsDatabase = typeof database === 'string';
     if (typeof database !== 'string') assertDatabase(database, 'database');
     this.database = typeof database === 'string' ? databaseAt(database) : database;

@@ -34,6 +34,8 @@ export interface OutboxModuleOptions {
   dispatch?: boolean;
   /** Apply the migrations (`migrate(database, schema)`) when the module initialises. Default false. */
   migrate?: boolean;
+  /** The injected outbox's `maxPayloadBytes` (`createOutbox`). Default: no limit. */
+  maxPayloadBytes?: number;
 }
 
 export const {

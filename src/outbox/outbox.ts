@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { formatBytes } from '../brokers/broker.js';
 import { ValidationError } from '../common/errors.js';
+import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, closestName, optionNames } from '../common/options.js';
 import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
@@ -23,9 +25,19 @@ import { jsonProblem } from '../events/json-values.js';
 export interface OutboxOptions {
   /** Schema holding the outbox tables. Default `public`. */
   schema?: string;
+  /**
+   * The largest payload `enqueue` takes, in bytes of its JSON text (UTF-8). Undefined: no
+   * limit here. Set it to your broker's limit (NATS `max_payload`, Kafka's
+   * `max.message.bytes`, the AMQP URL's `max_message_bytes`) to refuse before commit what
+   * the dispatcher would otherwise dead-letter.
+   */
+  maxPayloadBytes?: number;
 }
 
-export const outboxOptions = optionNames<OutboxOptions>({ schema: true });
+export const outboxOptions = optionNames<OutboxOptions>({ schema: true, maxPayloadBytes: true });
+
+/** The most `maxPayloadBytes` takes: 1 GiB, PostgreSQL's most for one value. */
+const MAX_PAYLOAD_LIMIT = 1024 * 1024 * 1024;
 
 export interface Outbox {
   /**
@@ -68,6 +80,7 @@ function toRow(
   index: number,
   many: boolean,
   trace: Record<string, string> | undefined,
+  maxPayloadBytes: number | undefined,
 ): Row {
   const prefix = many ? `events[${index}]` : '';
   const stray = strayField(event);
@@ -92,6 +105,15 @@ function toRow(
   }
   if (payload === undefined) {
     throw new ValidationError(field, `is missing (${valid.type})`);
+  }
+  if (maxPayloadBytes !== undefined && payload.length > maxPayloadBytes / 3) {
+    const bytes = Buffer.byteLength(payload, 'utf8');
+    if (bytes > maxPayloadBytes) {
+      throw new ValidationError(
+        field,
+        `${formatBytes(bytes)} exceeds maxPayloadBytes (${formatBytes(maxPayloadBytes)}) (${valid.type})`,
+      );
+    }
   }
   const unreadable = UNREADABLE_ESCAPE.exec(payload)?.[1];
   if (unreadable !== undefined) {
@@ -163,6 +185,10 @@ function takenIdError(
 export function createOutbox(options: OutboxOptions = {}): Outbox {
   assertKnownOptions('createOutbox', options, outboxOptions);
   const schema = options.schema ?? 'public';
+  const maxPayloadBytes =
+    options.maxPayloadBytes === undefined
+      ? undefined
+      : wholeNumber('maxPayloadBytes', options.maxPayloadBytes, 1, MAX_PAYLOAD_LIMIT);
   quoteSchema(schema);
   const sql = statements(schema);
   return {
@@ -173,7 +199,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       const traceHeaders = activeTraceHeaders();
       const trace = Object.keys(traceHeaders).length > 0 ? traceHeaders : undefined;
       const many = Array.isArray(events);
-      const rows = list.map((event, index) => toRow(event, index, many, trace));
+      const rows = list.map((event, index) => toRow(event, index, many, trace, maxPayloadBytes));
       assertDistinctIds(rows);
       const executor = toExecutor(tx);
       const [one] = rows;
