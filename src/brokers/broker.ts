@@ -1,6 +1,6 @@
 import { ConfigError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { clip, describeValue, escapeControl } from '../common/text.js';
+import { clip, describeValue, escapeControl, formatBytes } from '../common/text.js';
 
 /** A claimed outbox row as brokers receive it. */
 export interface OutboxMessage {
@@ -103,13 +103,6 @@ export function assertBroker(broker: unknown, setting: string): asserts broker i
 }
 
 export const published: PublishResult = Object.freeze({ ok: true });
-
-/** `512 bytes`, `2.0 MiB`: sizes in refusals. */
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} bytes`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
-  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
-}
 
 /** `payload: 2.0 MiB exceeds the server's max_payload (1.0 MiB)`. */
 export function payloadTooLarge(bytes: number, limit: number, limitName: string): string {

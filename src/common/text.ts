@@ -100,3 +100,10 @@ export function describeValue(value: unknown): string {
   const shown = keys.slice(0, 5).map((key) => clip(escapeControl(key), 40));
   return `a plain object with keys ${shown.join(', ')}${keys.length > 5 ? ', …' : ''}`;
 }
+
+/** `512 bytes`, `2.0 MiB`: sizes in refusals. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}

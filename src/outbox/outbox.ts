@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { formatBytes } from '../brokers/broker.js';
 import { ValidationError } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, closestName, optionNames } from '../common/options.js';
+import { formatBytes } from '../common/text.js';
 import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';

@@ -1,5 +1,6 @@
 import type amqp from 'amqplib';
-import { formatBytes, type OutboxMessage } from '../broker.js';
+import { formatBytes } from '../../common/text.js';
+import type { OutboxMessage } from '../broker.js';
 import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
 
 /** A routing-key word: `.` separates words and `*`, `#` are wildcards in topic bindings. */
