@@ -552,6 +552,46 @@ describe('enqueue edge cases', () => {
     expect(await stored()).toEqual([...before, committed, own]);
   });
 
+  it('prepares its insert once per connection (node-postgres, postgres.js), unless the connection says not to', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema });
+    const own = new pg.Client({ connectionString: PG_URL });
+    await own.connect();
+    const js = postgres(PG_URL, { max: 1, onnotice: () => {} });
+    // What a postgres.js application behind a pooler in transaction mode sets.
+    const unprepared = postgres(PG_URL, { max: 1, prepare: false, onnotice: () => {} });
+    const event = () => LessonPublished.create(lessonPayload());
+    const runs = `SELECT (generic_plans + custom_plans)::int AS runs FROM pg_prepared_statements
+      WHERE statement LIKE 'INSERT INTO %outbox (id,%' ORDER BY runs DESC`;
+    try {
+      for (let i = 0; i < 3; i++) {
+        await withBeginCommit(own, (tx) => outbox.enqueue(tx, event()), true);
+        await js.begin((tx) => outbox.enqueue(tx, event()));
+        await unprepared.begin((tx) => outbox.enqueue(tx, event()));
+      }
+      await withBeginCommit(own, (tx) => outbox.enqueue(tx, [event(), event()]), true);
+      // One statement for one event, run three times; one for several, run once.
+      expect((await own.query(runs)).rows).toEqual([{ runs: 3 }, { runs: 1 }]);
+      expect([...(await js.unsafe(runs))]).toEqual([{ runs: 3 }]);
+      expect([...(await unprepared.unsafe(runs))]).toEqual([]);
+
+      // A session that lost its prepared statements (DISCARD ALL) fails one enqueue, as
+      // node-postgres's own named statements do; the next one prepares it again.
+      await own.query('DISCARD ALL');
+      const lost = await withBeginCommit(own, (tx) => outbox.enqueue(tx, event()), true).catch(
+        (e: unknown) => e,
+      );
+      expect((lost as { code?: string }).code).toBe('26000');
+      const [again] = await withBeginCommit(own, (tx) => outbox.enqueue(tx, event()), true);
+      const { rows } = await pool.query(
+        `SELECT count(*)::int AS n FROM "${pgSchema.schema}".outbox WHERE id = $1`,
+        [again],
+      );
+      expect(rows).toEqual([{ n: 1 }]);
+    } finally {
+      await Promise.allSettled([own.end(), js.end(), unprepared.end()]);
+    }
+  });
+
   it('postgres.js 4: its transaction and savepoint are taken, its top-level sql refused', async () => {
     // From 4.0 a transaction's sql has begin() too: what tells them apart is savepoint().
     const sql4 = postgres4(PG_URL, { max: 1, onnotice: () => {} });

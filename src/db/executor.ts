@@ -1,6 +1,7 @@
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { describeValue } from '../common/text.js';
+import { isPgClient, queryOnPgClient } from './prepared.js';
 
 /**
  * The one seam between the library and a database driver: run a statement with bound
@@ -20,9 +21,9 @@ interface QueryShaped {
   query(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
 }
 
-/** postgres.js `sql` and the `sql` of `sql.begin(…)`: `unsafe(text, values) → rows`. */
+/** postgres.js `sql` and the `sql` of `sql.begin(…)`: `unsafe(text, values, options) → rows`. */
 interface UnsafeShaped {
-  unsafe(text: string, values?: unknown[]): PromiseLike<unknown[]>;
+  unsafe(text: string, values?: unknown[], options?: { prepare?: boolean }): PromiseLike<unknown[]>;
 }
 
 export type TransactionLike = Executor | QueryShaped | UnsafeShaped;
@@ -228,12 +229,18 @@ function wrap(tx: TransactionLike, what: string): Executor {
   if (isUnsafeShaped(tx)) {
     return {
       async query<R>(text: string, values: readonly unknown[] = []) {
-        const rows = await tx.unsafe(text, [...values]);
+        // Prepared once per connection, as postgres.js prepares its tagged queries, unless
+        // the application turned that off for the connection (prepare: false, for a
+        // pooler): unprepared, each statement with parameters costs a Describe round trip.
+        const rows = await tx.unsafe(text, [...values], { prepare: values.length > 0 });
         return { rows: [...rows] as R[] };
       },
     };
   }
   if (isQueryShaped(tx)) {
+    if (isPgClient(tx)) {
+      return { query: (text, values = []) => queryOnPgClient(tx, text, values) };
+    }
     return tx as Executor;
   }
   throw new TypeError(

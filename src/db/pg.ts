@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
@@ -11,6 +10,7 @@ import type {
 } from './database.js';
 import { pgConnectionSettings } from './pg-config.js';
 import { hostChoosingClient } from './pg-hosts.js';
+import { preparedName, reachesServerDirectly } from './prepared.js';
 
 export interface PgDatabaseOptions {
   /**
@@ -55,18 +55,6 @@ const SESSION_SETTINGS = [
 /** The result of a simple-protocol query: the last statement's, when it held several. */
 function lastResult(result: pg.QueryResult | pg.QueryResult[]): pg.QueryResult {
   return Array.isArray(result) ? (result.at(-1) as pg.QueryResult) : result;
-}
-
-const preparedNames = new Map<string, string>();
-
-/** A statement's prepared-statement name: the same text, the same name, on every connection. */
-function preparedName(text: string): string {
-  let name = preparedNames.get(text);
-  if (!name) {
-    name = `edupulse_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
-    preparedNames.set(text, name);
-  }
-  return name;
 }
 
 /**
@@ -368,18 +356,6 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       await pool.end();
     },
   };
-}
-
-/**
- * Whether the connection reaches the server itself rather than a pooler: the process id a
- * server gives in its startup answer (the key a cancel request names) is the backend's
- * own, `pg_backend_pid()`; a pooler answers the startup itself with a key of its own
- * making, so the two differ whatever mode it runs in.
- */
-async function reachesServerDirectly(client: pg.ClientBase): Promise<boolean> {
-  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  const announced = (client as unknown as { processID: number | null }).processID;
-  return announced === null || rows[0]?.pid === announced;
 }
 
 /**
