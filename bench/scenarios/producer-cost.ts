@@ -110,7 +110,10 @@ async function dropOutboxTriggers(db: Database, schema: string): Promise<void> {
  *  2. the same schema with the producer NOTIFY set on (`setProducerNotify(…, true)`);
  *  3. and set off (`setProducerNotify(…, false)`): 2 against 3 is what the NOTIFY costs;
  *  4. the outbox without any trigger (seq from its sequence by default);
- *  5. a plain INSERT … VALUES of the same row into a copy of the table without triggers.
+ *  5. a plain INSERT … VALUES of the same row into a copy of the table without triggers,
+ *     sent as node-postgres sends a query with values (unnamed: parsed and planned each time);
+ *  6. the same INSERT as a named statement (prepared once per connection), as enqueue
+ *     sends its own on a direct connection: 1 against 6 compares like with like.
  * 1–4 write through the public API (`LessonPublished.create`, `enqueue`). The variants
  * take turns in short rounds (order rotated each round, after one round not measured)
  * so background load hits them alike; each figure is the median round, each ratio the
@@ -142,12 +145,33 @@ export const producerCost: Scenario = {
           ),
         rates: [],
       };
+      // The same INSERT as a named statement: what an application gets from preparing its
+      // own, as enqueue prepares its insert on a direct connection.
+      const plainText = `INSERT INTO ${qd}.outbox_plain (aggregate_type, aggregate_id, event_type, payload)
+             VALUES ($1, $2, $3, $4)`;
+      const plainPrepared: Variant = {
+        name: 'plain insert prepared',
+        table: plain.table,
+        write: (client, lessonId) =>
+          client.query({
+            name: 'bench-plain-insert',
+            text: plainText,
+            values: [
+              'lesson',
+              lessonId,
+              'lesson-published',
+              JSON.stringify(lessonPayload(lessonId)),
+            ],
+          }),
+        rates: [],
+      };
       const variants = [
         enqueueVariant('as migrated', a.schema),
         enqueueVariant('with NOTIFY', b.schema),
         enqueueVariant('without NOTIFY', c.schema),
         enqueueVariant('without triggers', d.schema),
         plain,
+        plainPrepared,
       ];
       const [asMigrated, withNotify, withoutNotify, withoutTriggers] = variants as [
         Variant,
@@ -188,6 +212,7 @@ export const producerCost: Scenario = {
         }
         const ratios: number[] = [];
         const toPlain: number[] = [];
+        const toPlainPrepared: number[] = [];
         // As migrated ÷ NOTIFY set off: two outboxes set up alike while the default leaves
         // the NOTIFY off, so what one round's ratio moves by noise alone.
         const alike: number[] = [];
@@ -199,6 +224,9 @@ export const producerCost: Scenario = {
           }
           ratios.push((withNotify.rates[r] as number) / (withoutNotify.rates[r] as number));
           toPlain.push((asMigrated.rates[r] as number) / (plain.rates[r] as number));
+          toPlainPrepared.push(
+            (asMigrated.rates[r] as number) / (plainPrepared.rates[r] as number),
+          );
           alike.push((asMigrated.rates[r] as number) / (withoutNotify.rates[r] as number));
           bench.log(
             `producer-cost: round ${r + 1}: ${variants.map((v) => `${v.name} ${Math.round(v.rates[r] as number)}/s`).join(', ')}`,
@@ -234,6 +262,8 @@ export const producerCost: Scenario = {
             as_migrated_notify: asMigratedNotify,
             ratio_to_plain_insert: ratioToPlain,
             ratio_to_plain_insert_range: range(toPlain),
+            commits_per_s_plain_insert_prepared: Math.round(median(plainPrepared.rates)),
+            ratio_to_plain_insert_prepared: round(median(toPlainPrepared)),
             ...(asMigratedNotify === 'off' ? { same_setup_ratio_range: range(alike) } : {}),
             target: 'ratio_to_plain_insert ≥ 0.85',
             met: ratioToPlain >= 0.85,
