@@ -1,6 +1,6 @@
 import { ConfigError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { clip, describeValue, escapeControl, formatBytes } from '../common/text.js';
+import { bytesOverLimit, clip, describeValue, escapeControl } from '../common/text.js';
 
 /** A claimed outbox row as brokers receive it. */
 export interface OutboxMessage {
@@ -83,9 +83,10 @@ export interface EventBroker {
  * broker built from it belongs, or an object without `name`, `connect`, `publish`, `close`.
  */
 export function assertBroker(broker: unknown, setting: string): asserts broker is EventBroker {
-  const wanted = 'brokerFromUrl(url, { source }) or an EventBroker';
+  const fromUrl = 'brokerFromUrl(url, { source })';
+  const wanted = `${fromUrl} or an EventBroker`;
   if (typeof broker === 'string') {
-    throw new ConfigError(setting, `is a string; a URL goes through ${wanted.split(' or ')[0]}`);
+    throw new ConfigError(setting, `is a string; a URL goes through ${fromUrl}`);
   }
   if (broker === undefined || broker === null) {
     throw new ConfigError(setting, `is required: ${wanted}`);
@@ -106,7 +107,7 @@ export const published: PublishResult = Object.freeze({ ok: true });
 
 /** `payload: 2.0 MiB exceeds the server's max_payload (1.0 MiB)`. */
 export function payloadTooLarge(bytes: number, limit: number, limitName: string): string {
-  return `payload: ${formatBytes(bytes)} exceeds ${limitName} (${formatBytes(limit)})`;
+  return `payload: ${bytesOverLimit(bytes, limit, limitName)}`;
 }
 
 /**

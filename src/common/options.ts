@@ -23,12 +23,25 @@ export function assertKnownOptions(
 ): void {
   for (const key of Object.keys(options)) {
     if (known.has(key)) continue;
-    const meant = closestName(key, known);
     throw new ConfigError(
       `${settingPrefix}${key}`,
-      `is not an option of ${what}${meant ? `; did you mean "${meant}"?` : ` (its options: ${[...known].join(', ')})`}`,
+      unknownName(key, known, `an option of ${what}`),
     );
   }
+}
+
+/**
+ * Why `key` is refused: `is not <what>; did you mean "schema"?`, or, with no known name
+ * near it, `is not <what> (its <names>: a, b, c)`.
+ */
+export function unknownName(
+  key: string,
+  known: ReadonlySet<string>,
+  what: string,
+  names = 'options',
+): string {
+  const meant = closestName(key, known);
+  return `is not ${what}${meant ? `; did you mean "${meant}"?` : ` (its ${names}: ${[...known].join(', ')})`}`;
 }
 
 /** The known name nearest `key`: the same but for case, else at most two edits away. */

@@ -107,3 +107,8 @@ export function formatBytes(bytes: number): string {
   if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
   return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
 }
+
+/** `2.0 MiB exceeds maxPayloadBytes (1.0 MiB)`: a size over a limit, the limit named. */
+export function bytesOverLimit(bytes: number, limit: number, limitName: string): string {
+  return `${formatBytes(bytes)} exceeds ${limitName} (${formatBytes(limit)})`;
+}

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
-import { assertKnownOptions, closestName, optionNames } from '../common/options.js';
-import { formatBytes } from '../common/text.js';
+import { assertKnownOptions, optionNames, unknownName } from '../common/options.js';
+import { bytesOverLimit } from '../common/text.js';
 import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
@@ -85,10 +85,9 @@ function toRow(
   const prefix = many ? `events[${index}]` : '';
   const stray = strayField(event);
   if (stray !== undefined) {
-    const meant = closestName(stray, eventFields);
     throw new ValidationError(
       `${prefix ? `${prefix}.` : ''}${stray}`,
-      `is not a field of an event${meant ? `; did you mean "${meant}"?` : ` (its fields: ${[...eventFields].join(', ')})`} (${event.type ?? 'event'})`,
+      `${unknownName(stray, eventFields, 'a field of an event', 'fields')} (${event.type ?? 'event'})`,
     );
   }
   const valid = parseOrThrow(eventEnvelopeSchema, event, prefix, event?.type ?? 'event');
@@ -111,7 +110,7 @@ function toRow(
     if (bytes > maxPayloadBytes) {
       throw new ValidationError(
         field,
-        `${formatBytes(bytes)} exceeds maxPayloadBytes (${formatBytes(maxPayloadBytes)}) (${valid.type})`,
+        `${bytesOverLimit(bytes, maxPayloadBytes, 'maxPayloadBytes')} (${valid.type})`,
       );
     }
   }
