@@ -661,6 +661,17 @@ describe('enqueue edge cases', () => {
     expect(await refusal({ ...event, payload: { tags: new Set() } })).toBe(
       'payload.tags: is a Set, which JSON writes as {}: use an array ([...set]) (lesson-published)',
     );
+    // Nesting JSON.stringify would overflow the stack on (a RangeError naming nothing) is
+    // refused by depth; 1,000 levels are written.
+    const nested = (levels: number) => {
+      let value: unknown = {};
+      for (let i = 0; i < levels; i++) value = { a: value };
+      return value;
+    };
+    expect(await refusal({ ...event, payload: nested(50_000) })).toBe(
+      'payload.a.a.a.a.a.a.….a.a.a.a.a: is nested more than 1000 levels deep, deeper than JSON.stringify can be relied on to write (lesson-published)',
+    );
+    expect(await refusal({ ...event, id: randomUUID(), payload: nested(1000) })).toBe('written');
     expect(await refusal({ ...event, headr: {} } as OutboxEvent)).toBe(
       'headr: is not a field of an event; did you mean "headers"? (lesson-published)',
     );

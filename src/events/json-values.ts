@@ -40,34 +40,51 @@ function problemOf(value: unknown): string | undefined {
 }
 
 /**
+ * The deepest nesting taken. JSON.stringify runs out of stack a few thousand levels down
+ * (a RangeError naming nothing); no payload a schema describes comes near this.
+ */
+export const MAX_JSON_DEPTH = 1000;
+
+/** A path cut to its first and last few fields: a refusal at depth 1001 stays readable. */
+function shortPath(parts: readonly string[]): string {
+  if (parts.length <= 12) return parts.join('');
+  return `${parts.slice(0, 6).join('')}.….${parts.slice(-5).join('').slice(1)}`;
+}
+
+/**
  * The first value of `payload` JSON would not carry as it is, or undefined. Objects with
- * a `toJSON` (a Date) are taken as they serialise; a cycle is named where it closes.
+ * a `toJSON` (a Date) are taken as they serialise; a cycle is named where it closes, and
+ * nesting beyond MAX_JSON_DEPTH where it goes deeper.
  */
 export function jsonProblem(payload: unknown): JsonProblem | undefined {
   const open = new Set<object>();
-  const visit = (value: unknown, path: string): JsonProblem | undefined => {
+  // The path as its fields (`.scores`, `.2`), joined only for a refusal.
+  const parts: string[] = [];
+  const problem = (reason: string): JsonProblem => ({ path: shortPath(parts), reason });
+  const visit = (value: unknown): JsonProblem | undefined => {
     const reason = problemOf(value);
-    if (reason !== undefined) return { path, reason };
+    if (reason !== undefined) return problem(reason);
     if (typeof value !== 'object' || value === null) return undefined;
     if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return undefined;
-    if (open.has(value)) return { path, reason: 'refers back to a value that holds it (a cycle)' };
+    if (open.has(value)) return problem('refers back to a value that holds it (a cycle)');
+    if (parts.length > MAX_JSON_DEPTH) {
+      return problem(
+        `nested more than ${MAX_JSON_DEPTH} levels deep, deeper than JSON.stringify can be relied on to write`,
+      );
+    }
     open.add(value);
     try {
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) {
-          const found = visit(value[i], `${path}.${i}`);
-          if (found) return found;
-        }
-        return undefined;
-      }
-      for (const key of Object.keys(value)) {
-        const found = visit((value as Record<string, unknown>)[key], `${path}.${key}`);
+      const keys = Array.isArray(value) ? value.keys() : Object.keys(value);
+      for (const key of keys) {
+        parts.push(`.${key}`);
+        const found = visit((value as Record<string | number, unknown>)[key]);
         if (found) return found;
+        parts.pop();
       }
       return undefined;
     } finally {
       open.delete(value);
     }
   };
-  return visit(payload, '');
+  return visit(payload);
 }
