@@ -296,6 +296,25 @@ describe('amqp broker', () => {
     expect(received.received[0]?.dedupId).toBe(small.id);
   });
 
+  it('refuses properties over one frame of frame_max at claim and itself, and keeps the connection', async () => {
+    const exchange = exchangeForTest();
+    const received = await consumer(exchange, '#');
+    // RabbitMQ closes the whole connection on a content header over frame_max (FRAME_ERROR),
+    // which would be taken for an outage and retried for ever.
+    const broker = await connected(brokerUrl({ exchange, frame_max: '4096' }));
+    const long = outboxMessage({ aggregateId: 'z'.repeat(2600) });
+    const refusal = expect.stringMatching(
+      /^headers: the message's properties .* take 5\.\d KiB, over the 4\.0 KiB one frame holds \(frame_max 4096\)$/,
+    );
+    expect(broker.validate?.(long)).toEqual(refusal);
+    expect(broker.validate?.(outboxMessage({ aggregateId: 'z'.repeat(1000) }))).toBeUndefined();
+    const small = outboxMessage();
+    const results = await broker.publish([long, small]);
+    expect(results).toEqual([{ ok: false, permanent: true, error: refusal }, { ok: true }]);
+    await waitFor('the small message', () => received.received.length === 1);
+    expect(await broker.publish([outboxMessage()])).toEqual([{ ok: true }]);
+  });
+
   it('refuses a routing key over 255 bytes itself, permanently, and keeps the channel', async () => {
     const exchange = exchangeForTest();
     const received = await consumer(exchange, '#');

@@ -6,7 +6,12 @@ import {
   type PublishResult,
   payloadTooLarge,
 } from '../broker.js';
-import { amqpRoutingKey, routingKeyRefusal } from './messages.js';
+import {
+  AMQP_DEFAULT_FRAME_MAX,
+  amqpRoutingKey,
+  headerFrameRefusal,
+  routingKeyRefusal,
+} from './messages.js';
 import { type AmqpConfig, AmqpSession } from './session.js';
 import type { AmqpSettings } from './settings.js';
 
@@ -47,8 +52,8 @@ class AmqpBroker implements EventBroker {
 
   /**
    * Names that would change the routing key's words (`.` splits a word, `*` and `#` are
-   * wildcards to bindings), routing keys over AMQP's 255 bytes, bodies over
-   * max_message_bytes.
+   * wildcards to bindings), routing keys over AMQP's 255 bytes, properties over one frame
+   * of the connection's frame_max, bodies over max_message_bytes.
    */
   validate(message: OutboxMessage): string | undefined {
     const refusal = nameRefusal(
@@ -59,6 +64,9 @@ class AmqpBroker implements EventBroker {
     if (refusal) return refusal;
     const keyRefusal = routingKeyRefusal(amqpRoutingKey(message));
     if (keyRefusal) return keyRefusal;
+    const frameMax = this.session?.frameMax ?? this.config.frameMax ?? AMQP_DEFAULT_FRAME_MAX;
+    const headerRefusal = headerFrameRefusal(message, this.config.source, frameMax);
+    if (headerRefusal) return headerRefusal;
     const bytes = Buffer.byteLength(message.payload);
     return bytes > this.config.maxMessageBytes
       ? payloadTooLarge(bytes, this.config.maxMessageBytes, 'max_message_bytes')

@@ -43,3 +43,71 @@ export function amqpPublishOptions(message: OutboxMessage, source: string): amqp
     headers,
   };
 }
+
+/** amqplib's frame_max when the URL gives none (the server may lower it). */
+export const AMQP_DEFAULT_FRAME_MAX = 131072;
+
+/** A frame's bytes around its payload: type, channel and size before, the end marker after. */
+const FRAME_OVERHEAD = 8;
+
+/**
+ * The payload bytes of the content header frame amqplib writes for `options` (as
+ * amqpPublishOptions makes them: string headers, content type, message id, delivery mode,
+ * timestamp): class, weight, body size and property flags, then each property.
+ */
+export function contentHeaderBytes(options: amqp.Options.Publish): number {
+  const shortString = (value: string | undefined) =>
+    value === undefined ? 0 : 1 + Buffer.byteLength(value);
+  let table = 4;
+  for (const [name, value] of Object.entries(options.headers ?? {})) {
+    if (value === undefined) continue;
+    // Name as a short string, a type tag, a long string's length and its bytes.
+    table += 1 + Buffer.byteLength(name) + 1 + 4 + Buffer.byteLength(String(value));
+  }
+  return (
+    14 +
+    shortString(options.contentType) +
+    table +
+    (options.persistent !== undefined ? 1 : 0) +
+    shortString(options.messageId) +
+    (options.timestamp !== undefined ? 8 : 0)
+  );
+}
+
+/**
+ * Why a message's properties cannot go in one frame of `frameMax` bytes, as AMQP requires
+ * of its content header (RabbitMQ closes the whole connection with FRAME_ERROR, which would
+ * look like an outage and be retried for ever). Undefined when they fit.
+ */
+export function contentHeaderRefusal(
+  options: amqp.Options.Publish,
+  frameMax: number,
+): string | undefined {
+  const bytes = contentHeaderBytes(options);
+  const room = frameMax - FRAME_OVERHEAD;
+  return bytes > room
+    ? `headers: the message's properties (the CloudEvents attributes and headers, aggregate_id among them) take ${formatBytes(bytes)}, over the ${formatBytes(room)} one frame holds (frame_max ${frameMax})`
+    : undefined;
+}
+
+/**
+ * contentHeaderRefusal for a message as it would be published, computed exactly only when
+ * a bound (three UTF-8 bytes per UTF-16 unit of its variable text, plus the fixed
+ * attributes) says it might not fit: the check runs for every claimed message.
+ */
+export function headerFrameRefusal(
+  message: OutboxMessage,
+  source: string,
+  frameMax: number,
+): string | undefined {
+  let text =
+    2 * message.aggregateId.length +
+    message.aggregateType.length +
+    message.eventType.length +
+    message.id.length +
+    message.occurredAt.length +
+    source.length;
+  for (const name in message.headers) text += name.length + (message.headers[name]?.length ?? 0);
+  if (3 * text + 1024 <= frameMax - FRAME_OVERHEAD) return undefined;
+  return contentHeaderRefusal(amqpPublishOptions(message, source), frameMax);
+}

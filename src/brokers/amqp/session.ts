@@ -3,7 +3,13 @@ import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/
 import { withTimeout } from '../../common/timeout.js';
 import { type OutboxMessage, type PublishResult, payloadTooLarge, published } from '../broker.js';
 import { connectAmqp, redact } from './connection.js';
-import { amqpPublishOptions, amqpRoutingKey, routingKeyRefusal } from './messages.js';
+import {
+  AMQP_DEFAULT_FRAME_MAX,
+  amqpPublishOptions,
+  amqpRoutingKey,
+  headerFrameRefusal,
+  routingKeyRefusal,
+} from './messages.js';
 import { declareOrFind, replyCode } from './refusal.js';
 import type { AmqpSettings } from './settings.js';
 
@@ -59,6 +65,13 @@ export class AmqpSession {
     /** Index in `config.servers` of the server this session is connected to. */
     readonly server: number,
   ) {}
+
+  /** The frame_max the server and amqplib agreed on for this connection. */
+  get frameMax(): number {
+    const agreed = (this.model as unknown as { connection?: { frameMax?: number } }).connection
+      ?.frameMax;
+    return agreed ?? this.config.frameMax ?? AMQP_DEFAULT_FRAME_MAX;
+  }
 
   /** Connects to the first server that answers, trying them in order from `first`. */
   static async open(config: AmqpConfig, first = 0): Promise<AmqpSession> {
@@ -180,7 +193,9 @@ export class AmqpSession {
     if (this.failure || !channel) return Promise.reject(this.failure ?? this.fail('no channel'));
     // The dispatcher's claim-time check (validate) keeps these away; a direct caller too.
     const routingKey = amqpRoutingKey(message);
-    const keyRefusal = routingKeyRefusal(routingKey);
+    const keyRefusal =
+      routingKeyRefusal(routingKey) ??
+      headerFrameRefusal(message, this.config.source, this.frameMax);
     if (keyRefusal) return Promise.resolve({ ok: false, permanent: true, error: keyRefusal });
     const body = Buffer.from(message.payload);
     if (body.length > this.config.maxMessageBytes) {
