@@ -171,6 +171,39 @@ it('a database or broker of the wrong kind is refused naming the option, not met
   expect(rows).toEqual([{ n: 0 }]);
 });
 
+it("a logger without pino's methods is refused naming the option, not met at the first log line", async () => {
+  // Before: consume() started, and the first failure logged threw "logger.error is not a
+  // function" as an unhandled rejection, leaving the message neither parked nor acked.
+  const consumeWith = (logger: unknown) =>
+    consume(
+      js<Parameters<typeof consume>[0]>({
+        broker: 'nats://127.0.0.1:1?stream=NEVER',
+        consumer: 'grades',
+        database: db,
+        events: [LessonPublished],
+        handler: () => undefined,
+        logger,
+      }),
+    );
+  expect(await refusal(() => consumeWith('info'))).toEqual({
+    setting: 'logger',
+    message:
+      "logger: must be a logger of pino's shape (debug, info, warn and error methods taking (fields, message)); a string has no debug, info, warn, error",
+  });
+  expect((await refusal(() => consumeWith({ info: console.log }))).message).toMatch(
+    /; a plain object with keys info has no debug, warn, error$/,
+  );
+  const broker = new MemoryBroker();
+  expect(
+    (await refusal(() => createDispatcher(js({ db, broker, logger: console.log })))).message,
+  ).toMatch(/^logger: must be .* or false; a function \(log\) has no debug, info, warn, error$/);
+  // pino's own logger (methods on its prototype) and false pass.
+  const { default: pino } = await import('pino');
+  for (const logger of [pino({ level: 'silent' }), false]) {
+    expect(createDispatcher({ db, broker, logger }).health().state).toBe('stopped');
+  }
+});
+
 it('the operations endpoints and metrics refuse a misspelt option', async () => {
   const dispatcher = createDispatcher({ db, broker: new MemoryBroker(), logger: false });
   const health = { dispatcher, db, schema: 'public' };

@@ -1,6 +1,7 @@
 import pino from 'pino';
+import { ConfigError } from './errors.js';
 import { scrubSecrets, scrubSecretsIn } from './secrets.js';
-import { clip } from './text.js';
+import { clip, describeValue } from './text.js';
 
 type LogFn = (object: Record<string, unknown>, message: string) => void;
 
@@ -14,6 +15,26 @@ export interface Logger {
 
 const noop: LogFn = () => {};
 export const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
+
+const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+/**
+ * Refuses, naming `setting`, a logger without pino's four methods (a level name, `{}`,
+ * `console.log`): the first message logged would otherwise throw where no caller catches
+ * it. Undefined passes (the default), and `false` where the option takes it.
+ */
+export function assertLogger(value: unknown, setting: string, falseAllowed = false): void {
+  if (value === undefined || (falseAllowed && value === false)) return;
+  const missing =
+    typeof value === 'object' && value !== null
+      ? LEVELS.filter((level) => typeof (value as Record<string, unknown>)[level] !== 'function')
+      : LEVELS;
+  if (missing.length === 0) return;
+  throw new ConfigError(
+    setting,
+    `must be a logger of pino's shape (debug, info, warn and error methods taking (fields, message)${falseAllowed ? ') or false' : ')'}; ${describeValue(value)} has no ${missing.join(', ')}`,
+  );
+}
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 

@@ -1,7 +1,7 @@
 import type { MessageSource } from '../brokers/source.js';
 import { parseBrokerUrl } from '../brokers/url-params.js';
 import { ConfigError } from '../common/errors.js';
-import { type Logger, silentLogger } from '../common/logger.js';
+import { assertLogger, type Logger, silentLogger } from '../common/logger.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { assertDatabase, type Database } from '../db/database.js';
@@ -173,6 +173,7 @@ export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]
     types.add(definition.type);
   }
   if (typeof options.handler !== 'function') throw new ConfigError('handler', 'must be a function');
+  assertLogger(options.logger, 'logger');
   const leaseRetryMs = wholeNumber('leaseRetryMs', options.leaseRetryMs ?? 1000, 10, 600_000);
   const databaseTimeoutMs = wholeNumber(
     'databaseTimeoutMs',

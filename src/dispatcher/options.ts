@@ -1,6 +1,6 @@
 import { assertBroker, type EventBroker } from '../brokers/broker.js';
 import { ConfigError } from '../common/errors.js';
-import { createLogger, type Logger, silentLogger } from '../common/logger.js';
+import { assertLogger, createLogger, type Logger, silentLogger } from '../common/logger.js';
 import { quoted, readWholeNumber, wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { assertDatabase, type Database } from '../db/database.js';
@@ -185,6 +185,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
   assertKnownOptions('createDispatcher', options, dispatcherOptions);
   assertDatabase(options.db, 'db');
   assertBroker(options.broker, 'broker');
+  assertLogger(options.logger, 'logger', true);
   const schema = options.schema ?? 'public';
   quoteSchema(schema);
   const numbers = resolveWholeNumbers(
