@@ -381,6 +381,9 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       [{ ...valid(), aggregateId: 'nul\u0000' }, 'events[1].aggregateId'],
       [{ ...valid(), aggregateId: 'half \ud800 a pair' }, 'events[1].aggregateId'],
       [{ ...valid(), headers: { traceparent: '00-abc\n' } }, 'events[1].headers.traceparent'],
+      // A header name jsonb cannot store failed the insert with PostgreSQL's error.
+      [{ ...valid(), headers: { 'a\u0000b': 'v' } }, 'events[1].headers'],
+      [{ ...valid(), headers: { 'half \udc00': 'v' } }, 'events[1].headers'],
       [{ ...valid(), occurredAt: new Date('+010000-01-01T00:00:00Z') }, 'events[1].occurredAt'],
       [{ ...valid(), occurredAt: new Date('0000-06-01T00:00:00Z') }, 'events[1].occurredAt'],
       [{ ...valid(), payload: { note: 'nul \u0000' } }, 'events[1].payload'],

@@ -199,7 +199,7 @@ it("a logger without pino's methods is refused naming the option, not met at the
   ).toMatch(/^logger: must be .* or false; a function \(log\) has no debug, info, warn, error$/);
   // pino's own logger (methods on its prototype) and false pass.
   const { default: pino } = await import('pino');
-  for (const logger of [pino({ level: 'silent' }), false]) {
+  for (const logger of [pino({ level: 'silent' }), false as const]) {
     expect(createDispatcher({ db, broker, logger }).health().state).toBe('stopped');
   }
 });

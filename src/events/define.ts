@@ -3,7 +3,13 @@ import { z } from 'zod';
 import { EARLIEST_MS, LATEST_MS, TIME_WINDOW } from '../common/admin-input.js';
 import { ConfigError, ValidationError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import { describeValue, unsendableCharacter, unsendableReason } from '../common/text.js';
+import {
+  clip,
+  describeValue,
+  escapeControl,
+  unsendableCharacter,
+  unsendableReason,
+} from '../common/text.js';
 
 /**
  * An event ready to be enqueued: validated, with its payload in the exact shape that will
@@ -48,6 +54,27 @@ const sendable = (value: string, ctx: z.RefinementCtx) => {
   if (code !== undefined) ctx.addIssue({ code: 'custom', message: unsendableReason(code) });
 };
 
+// NUL and a surrogate without its pair: what PostgreSQL's jsonb cannot store.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding NUL is the point
+const UNSTORABLE = /\u0000|\p{Surrogate}/u;
+
+/**
+ * Header names are kept in the row whatever they are (only some are published), but one
+ * PostgreSQL cannot store would fail the insert with the driver's error, not ours.
+ */
+const storableNames = (headers: Record<string, string>, ctx: z.RefinementCtx) => {
+  for (const name of Object.keys(headers)) {
+    const bad = UNSTORABLE.exec(name)?.[0];
+    if (bad === undefined) continue;
+    const code = `U+${(bad.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
+    ctx.addIssue({
+      code: 'custom',
+      message: `the name "${clip(escapeControl(name), 60)}" contains ${code}, which PostgreSQL cannot store in JSON`,
+    });
+    return;
+  }
+};
+
 /** A time PostgreSQL stores and a CloudEvents time carries: the years 0001 to 9999. */
 const inTimeWindow = (value: Date | string) => {
   const ms = value instanceof Date ? value.getTime() : Date.parse(value);
@@ -63,7 +90,10 @@ export const eventEnvelopeSchema = z.object({
   aggregateId: z.string().min(1, 'must not be empty').max(500).superRefine(sendable),
   payload: z.unknown(),
   id: z.uuid().optional(),
-  headers: z.record(z.string(), z.string().superRefine(sendable)).optional(),
+  headers: z
+    .record(z.string(), z.string().superRefine(sendable))
+    .superRefine(storableNames)
+    .optional(),
   occurredAt: z
     .union([z.date(), z.iso.datetime({ offset: true })])
     .refine(inTimeWindow, `must be in ${TIME_WINDOW}`)
