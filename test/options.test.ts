@@ -110,6 +110,23 @@ it('consume and createInbox refuse before asking the broker or the database', as
     setting: 'maxInflight',
     message: 'maxInflight: is not an option of consume; did you mean "maxInFlight"?',
   });
+  // A name with a dot is one for RabbitMQ and Kafka, not for JetStream: refused at once,
+  // where it used to fail once start timed out (30 s) as if the broker were down.
+  expect(
+    await refusal(() =>
+      consume({
+        broker: 'nats://127.0.0.1:1?stream=NEVER',
+        consumer: 'grades.v2',
+        database: db,
+        events: [LessonPublished],
+        handler: () => undefined,
+      }),
+    ),
+  ).toEqual({
+    setting: 'consumer',
+    message:
+      'consumer: "grades.v2" cannot name a JetStream consumer: its durable name may not contain "."',
+  });
   expect(await refusal(() => createInbox(js({ consumer: 'grades', onstale: 'skip' })))).toEqual({
     setting: 'inbox.onstale',
     message: 'inbox.onstale: is not an option of createInbox; did you mean "onStale"?',

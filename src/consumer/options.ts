@@ -156,6 +156,13 @@ export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]
   if (!binding)
     throw new ConfigError('broker', 'must be a nats://, amqp://, amqps:// or kafka:// URL');
   assertConsumerName(options.consumer, 'consumer');
+  if (binding === 'nats' && options.consumer.includes('.')) {
+    // JetStream refuses it as a durable name, which would show only once start timed out.
+    throw new ConfigError(
+      'consumer',
+      `"${options.consumer}" cannot name a JetStream consumer: its durable name may not contain "."`,
+    );
+  }
   assertDatabase(options.database, 'database');
   const schema = options.schema ?? 'public';
   quoteSchema(schema);
