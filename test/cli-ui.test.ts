@@ -80,6 +80,11 @@ describe('edupulse-outbox ui', () => {
       expect(result.stderr).toContain('ui-token-file: holds whitespace');
       expectNoSecretIn([result.stderr, result.stdout], 'console-token-0123456789');
     }
+    // A token outside printable ASCII started, and then refused every request.
+    const unicode = await runCli(['ui', '--ui-token', 'Tok€n-with-unicode-x'], { env });
+    expect(unicode.code).toBe(2);
+    expect(unicode.stderr).toContain('ui-token: holds a character outside printable ASCII');
+    expectNoSecretIn([unicode.stderr, unicode.stdout], 'Tok€n-with-unicode-x');
     // run checks the console's and the readiness settings without their ports too.
     for (const [extra, message] of [
       [['--ui-token', 'shorty-token'], 'ui-token: must be at least 16 characters'],

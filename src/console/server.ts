@@ -73,6 +73,14 @@ export function checkConsoleAccess(host: string, token: string | undefined, sett
       'holds whitespace (a space, tab or line break), which no request can send back as it is',
     );
   }
+  // Node reads header values as Latin-1, and browsers and curl send a value outside
+  // printable ASCII each their own way: such a token would refuse every request.
+  if (token !== undefined && /[^\x21-\x7e]/.test(token)) {
+    throw new ConfigError(
+      setting,
+      'holds a character outside printable ASCII (letters, digits and punctuation), which requests do not send back alike',
+    );
+  }
   if (token === undefined && !isLoopback(host)) {
     throw new ConfigError(
       setting,
