@@ -100,7 +100,8 @@ export async function takeRetryDeliveries(
       headers,
       contentType: headers['content-type'],
       body: Buffer.from(row.body, 'utf8'),
-      origin: `retry of ${row.origin}`,
+      // Once: a dead letter retried again keeps `retry of <where it first came from>`.
+      origin: row.origin.startsWith('retry of ') ? row.origin : `retry of ${row.origin}`,
       ack: async () => {
         await settings.database.query(sql.consumerDeadLetterResolve, [row.id]);
       },

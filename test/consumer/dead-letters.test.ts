@@ -140,6 +140,48 @@ describe('consumer dead letters', () => {
     await waitFor('applied on retry', () => applied.includes(older.id), { timeoutMs: 10_000 });
   });
 
+  it('a message that could not be decoded is shown, retried and discarded by its dead letter id', async () => {
+    await withAmqpChannel(async (channel) => {
+      channel.publish(exchange, 'quiz.quiz-submitted', Buffer.from('not an event'), {
+        contentType: 'text/plain',
+      });
+      // A round trip on the channel: the publish before it has reached the server.
+      await channel.checkExchange(exchange);
+    });
+    type Listed = { id: string; eventId: string | null; origin: string; retrying: boolean };
+    const undecodable = async () => {
+      const list = await cli('dead', 'list', '--consumer', NAME, '--json');
+      return (JSON.parse(list.stdout) as Listed[]).filter((d) => d.eventId === null);
+    };
+    await waitFor('parked undecoded', async () => (await undecodable()).length === 1);
+    const [first] = await undecodable();
+    const id = first?.id as string;
+    // Before: "has no dead letter with event id …", and a retry or discard by it exited 1.
+    const show = await cli('dead', 'show', id, '--consumer', NAME);
+    expect(show.code).toBe(0);
+    expect(JSON.parse(show.stdout).body).toBe('not an event');
+    const retry = await cli('dead', 'retry', id, '--consumer', NAME);
+    expect(retry.code).toBe(0);
+    expect(retry.stdout.trim()).toBe(id);
+    // Still undecodable: parked anew (a new row), its origin saying once that it was retried.
+    await waitFor('parked again', async () => {
+      const rows = await undecodable();
+      return rows.length === 1 && rows[0]?.id !== id && !rows[0]?.retrying;
+    });
+    const [again] = await undecodable();
+    expect(again?.origin).toBe(`retry of ${first?.origin}`);
+    expect((await cli('dead', 'retry', again?.id as string, '--consumer', NAME)).code).toBe(0);
+    await waitFor('parked a third time', async () => {
+      const rows = await undecodable();
+      return rows.length === 1 && rows[0]?.id !== again?.id && !rows[0]?.retrying;
+    });
+    const [third] = await undecodable();
+    expect(third?.origin).toBe(`retry of ${first?.origin}`);
+    const discard = await cli('dead', 'discard', third?.id as string, '--consumer', NAME);
+    expect(discard.code).toBe(0);
+    expect(await undecodable()).toEqual([]);
+  });
+
   it('refuses what a consumer dead letter has no field for, and an unknown id exits 1', async () => {
     const bad = await cli('dead', 'list', '--consumer', NAME, '--aggregate-type', 'quiz');
     expect(bad.code).toBe(2);

@@ -292,7 +292,7 @@ export function deadCommand(): Command {
                 const [dead] = await showConsumerDeadLetters(db, flags.schema, id, flags.consumer);
                 if (!dead) {
                   process.stderr.write(
-                    `edupulse-outbox: consumer ${escapeControl(flags.consumer ?? '')} has no dead letter with event id ${escapeControl(id)}\n`,
+                    `edupulse-outbox: consumer ${escapeControl(flags.consumer ?? '')} has no dead letter with event id (or, parked undecoded, dead letter id) ${escapeControl(id)}\n`,
                   );
                   return 1;
                 }

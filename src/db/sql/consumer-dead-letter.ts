@@ -2,7 +2,8 @@ import { rfc3339 } from './fragments.js';
 
 /**
  * Consumer dead letters: what `consume()` parked, and the operator's actions on them. The
- * actions take one filter: $1 consumer, $2 event ids ('{…}' text array), $3 event type,
+ * actions take one filter: $1 consumer, $2 event ids ('{…}' text array; a message parked
+ * without one, as it could not be decoded, goes by its dead letter's id), $3 event type,
  * $4 aggregate id, $5 dead at or after, $6 dead before; a NULL matches all.
  */
 export interface ConsumerDeadLetterStatements {
@@ -40,7 +41,8 @@ const COLUMNS = `id::text AS id, consumer, event_id, event_type, aggregate_id, s
   retry_requested_at IS NOT NULL OR retry_taken_at IS NOT NULL AS retrying`;
 
 const WHERE = `($1::text IS NULL OR consumer = $1)
-  AND ($2::text::text[] IS NULL OR event_id = ANY($2::text::text[]))
+  AND ($2::text::text[] IS NULL OR event_id = ANY($2::text::text[])
+    OR (event_id IS NULL AND id::text = ANY($2::text::text[])))
   AND ($3::text IS NULL OR event_type = $3)
   AND ($4::text IS NULL OR aggregate_id = $4)
   AND ($5::timestamptz IS NULL OR dead_at >= $5)
