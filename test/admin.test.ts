@@ -215,6 +215,34 @@ describe('dead letters', () => {
     expect(await statusJson()).toMatchObject({ pending: 0, deadLetters: 0 });
   });
 
+  it('retry leaves a dead letter whose id is back in the outbox, and retries the others', async () => {
+    const [taken, other] = await enqueue([lesson(randomUUID(), 'Ratios'), quiz(randomUUID())]);
+    await drain(() => true);
+    // A new event written with the dead letter's id: it is not in the outbox, so enqueue
+    // takes it. Before, every retry that matched the dead letter failed on the id's key.
+    const again = lesson(randomUUID(), 'Ratios, again');
+    await enqueue([{ ...again, id: taken }]);
+
+    const all = await cli('dead', 'retry', '--all');
+    expect(all.code).toBe(1);
+    expect(all.stdout.trim()).toBe(other);
+    expect(all.stderr).toContain(
+      `left as dead letters, an event in the outbox having the same id (retry once it is published, or discard): ${taken}`,
+    );
+    const byId = await cli('dead', 'retry', taken as string);
+    expect(byId.code).toBe(1);
+    expect(byId.stderr).toContain(
+      `having the same id (retry once it is published, or discard): ${taken}`,
+    );
+    expect(byId.stderr).not.toContain('not among the dead letters');
+    expect(await statusJson()).toMatchObject({ pending: 2, deadLetters: 1 });
+    // Once the new event is published, the dead letter retries like any other.
+    await drain(() => false);
+    expect((await cli('dead', 'retry', taken as string)).code).toBe(0);
+    expect(await statusJson()).toMatchObject({ pending: 1, deadLetters: 0 });
+    await drain(() => false);
+  });
+
   it("retry under 'hold' publishes the retried event before the later ones it held back", async () => {
     const aggregate = randomUUID();
     const ids = await enqueue([

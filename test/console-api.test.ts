@@ -303,6 +303,25 @@ describe('acting', () => {
     expect((await call('/api/overview')).body.status.deadLetters).toBe(0);
   });
 
+  it('a retry leaves a dead letter whose id an outbox event has, and says so', async () => {
+    const [taken, other] = await enqueue([quiz(randomUUID()), quiz(randomUUID())]);
+    await drain(() => 'quota exceeded');
+    await enqueue([{ ...lesson(randomUUID()), id: taken }]);
+    await serve();
+    // Before: 500, "duplicate key value violates unique constraint", and nothing retried.
+    const retried = await post('/api/dead-letters/retry', { all: true });
+    expect(retried.status).toBe(200);
+    expect(retried.body).toEqual({ ids: [other], idTaken: [taken] });
+    const byId = await post('/api/dead-letters/retry', { ids: [taken] });
+    expect(byId.body).toEqual({ ids: [], idTaken: [taken], notFound: [] });
+    await drain(() => undefined);
+    expect((await post('/api/dead-letters/retry', { ids: [taken] })).body).toEqual({
+      ids: [taken],
+      notFound: [],
+    });
+    await drain(() => undefined);
+  });
+
   it('refuses bad input naming the field, and an empty selection', async () => {
     await serve();
     const cases: [unknown, string][] = [

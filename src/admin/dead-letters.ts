@@ -172,6 +172,7 @@ export async function showDeadLetter(
  * Moves the matching dead letters back into the outbox, in one transaction, under their
  * original seq and with their attempts reset: they are published again (before the later
  * events of their aggregate that `onDeadLetter: 'hold'` kept back). Returns their ids.
+ * One whose id an outbox row now has stays a dead letter (deadLettersWithIdTaken).
  */
 export async function retryDeadLetters(
   db: Database,
@@ -190,6 +191,23 @@ export async function retryDeadLetters(
   // their next full look, 30 s at most).
   if (ids.length > 0) await db.query(sql.deadLetterWake).catch(() => {});
   return ids;
+}
+
+/**
+ * The matching dead letters `retryDeadLetters` leaves where they are: an event now in the
+ * outbox has the same id (written with it after the first was dead-lettered). Retry them
+ * once that event is published, or discard them.
+ */
+export async function deadLettersWithIdTaken(
+  db: Executor,
+  schema: string,
+  filter: DeadLetterFilter,
+): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    statements(schema).deadLetterIdTaken,
+    filterValues(filter),
+  );
+  return rows.map((row) => row.id);
 }
 
 /** Deletes the matching dead letters for good. Returns their ids. */

@@ -1,5 +1,6 @@
 import {
   type DeadLetterFilter,
+  deadLettersWithIdTaken,
   discardDeadLetters,
   groupDeadLetters,
   listDeadLetters,
@@ -192,12 +193,19 @@ export async function answerApi(
       if (method !== 'POST') throw new ApiError(405, 'use POST', 'POST');
       checkQuery(query, []);
       const { filter, all } = parseSelection(body);
-      const ids = path.endsWith('/retry')
+      const retry = path.endsWith('/retry');
+      const ids = retry
         ? await retryDeadLetters(db, schema, filter, { all })
         : await discardDeadLetters(db, schema, filter, { all });
+      // Left behind by a retry: an event in the outbox has the id.
+      const idTaken = retry ? await deadLettersWithIdTaken(db, schema, filter) : [];
+      const taken = idTaken.length > 0 ? { idTaken } : {};
       // Ids asked for that were not dead letters (any more): the CLI's exit 1.
-      if (filter.ids === undefined) return { status: 200, body: { ids } };
-      return { status: 200, body: { ids, notFound: untouched(filter.ids, ids) } };
+      if (filter.ids === undefined) return { status: 200, body: { ids, ...taken } };
+      return {
+        status: 200,
+        body: { ids, ...taken, notFound: untouched(filter.ids, [...ids, ...idTaken]) },
+      };
     }
     if (!get) throw new ApiError(405, 'use GET', 'GET, HEAD');
     if (path !== '/api/dead-letters' && path !== '/api/dead-letters/groups') {

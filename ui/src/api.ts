@@ -69,14 +69,20 @@ async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
 
 export const get = <T>(path: string) => call<T>(path);
 
-/** POST /api/dead-letters/{retry|discard}; the ids touched. */
-export async function act(action: 'retry' | 'discard', selection: Selection): Promise<string[]> {
-  const { ids } = await call<{ ids: string[] }>(`dead-letters/${action}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(selection),
-  });
-  return ids;
+/** POST /api/dead-letters/{retry|discard}; the ids touched, and those a retry left (id taken). */
+export async function act(
+  action: 'retry' | 'discard',
+  selection: Selection,
+): Promise<{ ids: string[]; idTaken: string[] }> {
+  const { ids, idTaken } = await call<{ ids: string[]; idTaken?: string[] }>(
+    `dead-letters/${action}`,
+    {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(selection),
+    },
+  );
+  return { ids, idTaken: idTaken ?? [] };
 }
 
 export interface Polled<T> {

@@ -117,10 +117,14 @@ export function Actions(props: {
     setPending(undefined);
     setError(undefined);
     try {
-      const ids = await act(action, selection);
+      const { ids, idTaken } = await act(action, selection);
       const plural = ids.length === 1 ? '' : 's';
+      const left =
+        idTaken.length === 0
+          ? ''
+          : ` ${count(idTaken.length)} left: an event in the outbox has the same id (retry once it is published, or discard).`;
       props.onDone(
-        `${action === 'retry' ? 'Retried' : 'Discarded'} ${count(ids.length)} dead letter${plural}.`,
+        `${action === 'retry' ? 'Retried' : 'Discarded'} ${count(ids.length)} dead letter${plural}.${left}`,
       );
     } catch (caught) {
       setError(caught instanceof Error ? caught.message : String(caught));

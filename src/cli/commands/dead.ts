@@ -11,6 +11,7 @@ import {
 } from '../../admin/consumer-dead-letters.js';
 import {
   type DeadLetterFilter,
+  deadLettersWithIdTaken,
   discardDeadLetters,
   groupDeadLetters,
   listDeadLetters,
@@ -193,13 +194,22 @@ function bulkCommand(
               `${counted(touched.length, 'dead letter')} ${flags.consumer !== undefined ? consumerDone : done}\n`,
             );
           }
+          // Left behind by a retry: an event in the outbox has the id (the exit code says so).
+          const taken =
+            name === 'retry' && flags.consumer === undefined
+              ? await deadLettersWithIdTaken(db, flags.schema, filter)
+              : [];
+          if (taken.length > 0) {
+            process.stderr.write(
+              `left as dead letters, an event in the outbox having the same id (retry once it is published, or discard): ${taken.join(', ')}\n`,
+            );
+          }
           // Asked for ids that were not there: say so with the exit code, after the rest.
-          const missing = untouched(ids, touched, flags.consumer !== undefined);
+          const missing = untouched(ids, [...touched, ...taken], flags.consumer !== undefined);
           if (missing.length > 0) {
             process.stderr.write(`not among the dead letters: ${missing.join(', ')}\n`);
-            return 1;
           }
-          return 0;
+          return missing.length > 0 || taken.length > 0 ? 1 : 0;
         });
       });
     });

@@ -33,8 +33,13 @@ export interface DeadLetterStatements {
    * (a retried row announces no write bound, having its seq already).
    */
   deadLetterWake: string;
-  /** The filter: moves the dead letters back into the outbox under their seq; their ids. */
+  /**
+   * The filter: moves the dead letters back into the outbox under their seq, all but those
+   * whose id an outbox row has; their ids.
+   */
   deadLetterRetry: string;
+  /** The filter: the ids of the dead letters an outbox row shares its id with. */
+  deadLetterIdTaken: string;
   /** The filter: deletes them; their ids. */
   deadLetterDiscard: string;
   /**
@@ -92,14 +97,21 @@ FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
 
     deadLetterWake: `SELECT nextval('${s}.outbox_write_seq'::regclass)`,
 
+    // A dead letter whose id is back in the outbox (a new event given the same id) stays:
+    // moving it would fail the statement on the id's unique key, and every retry with it.
     deadLetterRetry: `WITH moved AS (
-  DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE}
+  DELETE FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
+    AND NOT EXISTS (SELECT 1 FROM ${s}.outbox o WHERE o.id = d.id)
   RETURNING seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
 )
 INSERT INTO ${s}.outbox (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
 SELECT seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
 FROM moved ORDER BY seq
 RETURNING id::text AS id`,
+
+    deadLetterIdTaken: `SELECT d.id::text AS id FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
+  AND EXISTS (SELECT 1 FROM ${s}.outbox o WHERE o.id = d.id)
+ORDER BY d.seq`,
 
     deadLetterDiscard: `DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE} RETURNING id::text AS id`,
 
