@@ -221,7 +221,7 @@ describe('dead letters', () => {
     // A new event written with the dead letter's id: it is not in the outbox, so enqueue
     // takes it. Before, every retry that matched the dead letter failed on the id's key.
     const again = lesson(randomUUID(), 'Ratios, again');
-    await enqueue([{ ...again, id: taken }]);
+    await enqueue([{ ...again, id: taken as string }]);
 
     const all = await cli('dead', 'retry', '--all');
     expect(all.code).toBe(1);

@@ -306,7 +306,7 @@ describe('acting', () => {
   it('a retry leaves a dead letter whose id an outbox event has, and says so', async () => {
     const [taken, other] = await enqueue([quiz(randomUUID()), quiz(randomUUID())]);
     await drain(() => 'quota exceeded');
-    await enqueue([{ ...lesson(randomUUID()), id: taken }]);
+    await enqueue([{ ...lesson(randomUUID()), id: taken as string }]);
     await serve();
     // Before: 500, "duplicate key value violates unique constraint", and nothing retried.
     const retried = await post('/api/dead-letters/retry', { all: true });

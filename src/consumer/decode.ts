@@ -61,6 +61,10 @@ export function decodeCloudEvent(
     }
   }
   if (Object.keys(attributes).length === 0) {
+    // The NATS binding's structured mode as its spec has it: no headers, the event as the
+    // payload. Taken when the payload is a JSON object with a specversion.
+    const envelope = binding === 'nats' && !contentType ? headerless(delivery.body) : undefined;
+    if (envelope) return fromEnvelope(envelope);
     throw new UndecodableMessageError(
       `not a CloudEvent: no ${prefixes[binding][0]}* headers and content type ${contentType ? `"${contentType}"` : 'absent'} (expected binary mode or application/cloudevents+json)`,
     );
@@ -73,12 +77,29 @@ export function decodeCloudEvent(
   return event(attributes, parseJson(text(delivery.body, 'body'), 'body'));
 }
 
+/** A payload that is a structured CloudEvent though nothing says so, or undefined. */
+function headerless(body: Uint8Array): Record<string, unknown> | undefined {
+  let envelope: unknown;
+  try {
+    envelope = JSON.parse(utf8.decode(body));
+  } catch {
+    return undefined;
+  }
+  const isObject = typeof envelope === 'object' && envelope !== null && !Array.isArray(envelope);
+  return isObject && typeof (envelope as { specversion?: unknown }).specversion === 'string'
+    ? (envelope as Record<string, unknown>)
+    : undefined;
+}
+
 function fromStructured(body: Uint8Array): DecodedCloudEvent {
   const envelope = parseJson(text(body, 'body'), 'body');
   if (typeof envelope !== 'object' || envelope === null || Array.isArray(envelope)) {
     throw new UndecodableMessageError('structured CloudEvent: the body is not a JSON object');
   }
-  const fields = envelope as Record<string, unknown>;
+  return fromEnvelope(envelope as Record<string, unknown>);
+}
+
+function fromEnvelope(fields: Record<string, unknown>): DecodedCloudEvent {
   const attributes: Record<string, string> = {};
   for (const [name, value] of Object.entries(fields)) {
     if (name === 'data' || name === 'data_base64') continue;

@@ -96,6 +96,29 @@ describe('decodeCloudEvent', () => {
     });
   });
 
+  it("reads the NATS binding's structured mode: no headers, the event as the payload", () => {
+    const text = structuredCloudEvent(message, 'svc');
+    const headerless = {
+      headers: {},
+      contentType: undefined,
+      body: new TextEncoder().encode(text),
+    };
+    expect(decodeCloudEvent('nats', headerless)).toMatchObject({
+      id: message.id,
+      type: 'quiz-submitted',
+      aggregateId: 'quiz 7 ü',
+      data: JSON.parse(message.payload),
+    });
+    // Kafka and AMQP say structured mode with the content type; without it, not a CloudEvent.
+    expect(() => decodeCloudEvent('kafka', headerless)).toThrow(
+      /not a CloudEvent: no ce_\* headers/,
+    );
+    // A NATS payload that is JSON but no CloudEvent stays refused as before.
+    expect(() =>
+      decodeCloudEvent('nats', { ...headerless, body: new TextEncoder().encode('{"score":3}') }),
+    ).toThrow(/not a CloudEvent: no ce-\* headers and content type absent/);
+  });
+
   it('refuses what it cannot read, saying why', () => {
     const bytes = (text: string) => new TextEncoder().encode(text);
     const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
