@@ -1,5 +1,6 @@
 import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
+import { formatBytes } from '../../common/text.js';
 import { withTimeout } from '../../common/timeout.js';
 import {
   type ConnectOptions,
@@ -77,18 +78,38 @@ class NatsBroker implements EventBroker {
 
   /**
    * Names that would change a subject's shape (`.` splits a token, `*` and `>` are
-   * wildcards to subscribers), subjects longer than the server reads in a control line
-   * (maxSubjectBytes), and payloads over the server's max_payload.
+   * wildcards to subscribers) or be renamed in it (outside printable ASCII: two names
+   * would share a subject), subjects longer than the server reads in a control line
+   * (maxSubjectBytes), and payloads, with their headers, over the server's max_payload.
    */
   validate(message: OutboxMessage): string | undefined {
     const refusal =
-      nameRefusal(message, /[.*>\s]/u, 'a NATS subject token (no ".", "*", ">" or white space)') ??
-      subjectLengthRefusal(this.subject(message), message);
+      nameRefusal(
+        message,
+        /[^\x21-\x7e]|[.*>]/u,
+        'a NATS subject token (printable ASCII only: no ".", "*", ">", white space or other characters)',
+      ) ?? subjectLengthRefusal(this.subject(message), message);
     if (refusal) return refusal;
     const limit = this.session?.nc.info?.max_payload;
+    if (!limit) return undefined;
     const bytes = Buffer.byteLength(message.payload);
-    return limit && bytes > limit
-      ? payloadTooLarge(bytes, limit, "the NATS server's max_payload")
+    if (bytes > limit) return payloadTooLarge(bytes, limit, "the NATS server's max_payload");
+    return this.headersRefusal(message, bytes, limit);
+  }
+
+  /**
+   * The server counts the headers into max_payload too, and the client refuses the message
+   * each time it is sent: refused here, at claim. Measured only when a bound (a character
+   * percent-encoded as up to 9 bytes, plus the fixed headers) says it might not fit.
+   */
+  private headersRefusal(message: OutboxMessage, bytes: number, limit: number): string | undefined {
+    let text = 2 * message.aggregateId.length + message.eventType.length + this.source.length;
+    for (const name in message.headers) text += name.length + (message.headers[name]?.length ?? 0);
+    if (bytes + 9 * text + 1024 <= limit) return undefined;
+    const headerBytes = (this.headers(message) as unknown as { encode(): Uint8Array }).encode()
+      .length;
+    return bytes + headerBytes > limit
+      ? `payload and headers: ${formatBytes(bytes)} of payload and ${formatBytes(headerBytes)} of CloudEvents headers exceed the NATS server's max_payload (${formatBytes(limit)})`
       : undefined;
   }
 
