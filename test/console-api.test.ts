@@ -388,7 +388,9 @@ describe('acting', () => {
 
 describe('access', () => {
   it('refuses a bind beyond loopback without a token, and a short token', async () => {
-    await expect(serve({ host: '0.0.0.0' })).rejects.toThrow(/ui-token: .*give it a token/);
+    await expect(serve({ host: '0.0.0.0' })).rejects.toThrow(
+      /ui-token: .*give the console a token/,
+    );
     await expect(serve({ token: 'short' })).rejects.toThrow(/ui-token: must be at least 16/);
   });
 

@@ -1,9 +1,14 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, errorMessage } from '../common/errors.js';
+import { errorMessage } from '../common/errors.js';
+import {
+  checkTokenAccess,
+  hostIsLoopback,
+  tokenDigest,
+  tokenRefusal,
+} from '../common/http-access.js';
 import type { Logger } from '../common/logger.js';
 import { registerSecret, scrubSecretsIn } from '../common/secrets.js';
 import { answerApi, type ConsoleApiOptions } from './api.js';
@@ -27,7 +32,6 @@ export interface ConsoleServer {
   close(): Promise<void>;
 }
 
-const TOKEN_MIN = 16;
 const BODY_MAX = 1024 * 1024;
 
 // The page is ours alone: its own scripts, styles and API, nothing inline, nothing from
@@ -51,70 +55,15 @@ const TYPES: Record<string, string> = {
   '.woff2': 'font/woff2',
 };
 
-/** True for addresses only this machine can reach. */
-export function isLoopback(host: string): boolean {
-  const bare = host.replace(/^\[|\]$/g, '').toLowerCase();
-  return bare === 'localhost' || bare === '::1' || /^127\.\d+\.\d+\.\d+$/.test(bare);
-}
-
-/**
- * The console's access rule, checked before anything listens: loopback needs nothing;
- * any other address needs a token, long enough not to be guessed.
- */
+/** The console's access rule (checkTokenAccess), naming its settings. */
 export function checkConsoleAccess(host: string, token: string | undefined, setting = 'ui-token') {
-  if (token !== undefined && token.length < TOKEN_MIN) {
-    throw new ConfigError(setting, `must be at least ${TOKEN_MIN} characters`);
-  }
-  // An Authorization header loses the spaces around a value and cannot carry a line
-  // break: a token holding one would start the console and refuse every request.
-  if (token !== undefined && /\s/.test(token)) {
-    throw new ConfigError(
-      setting,
-      'holds whitespace (a space, tab or line break), which no request can send back as it is',
-    );
-  }
-  // Node reads header values as Latin-1, and browsers and curl send a value outside
-  // printable ASCII each their own way: such a token would refuse every request.
-  if (token !== undefined && /[^\x21-\x7e]/.test(token)) {
-    throw new ConfigError(
-      setting,
-      'holds a character outside printable ASCII (letters, digits and punctuation), which requests do not send back alike',
-    );
-  }
-  if (token === undefined && !isLoopback(host)) {
-    throw new ConfigError(
-      setting,
-      `the console on ${host} is reachable beyond this machine: give it a token (OUTBOX_UI_TOKEN, --ui-token-file or --ui-token), or bind 127.0.0.1`,
-    );
-  }
-}
-
-const digest = (value: string) => createHash('sha256').update(value).digest();
-
-/**
- * Why a request is refused under a token, or undefined when it carries the token. Says
- * what is wrong (none, in the URL, another scheme, not this token), never what is right.
- */
-function tokenRefusal(request: IncomingMessage, url: URL, expected: Buffer): string | undefined {
-  const header = request.headers.authorization;
-  if (header === undefined) {
-    return ['token', 'access_token'].some((name) => url.searchParams.has(name))
-      ? 'a token in the URL is not read (URLs end up in logs and histories): send it as Authorization: Bearer <token>'
-      : 'a token is required: Authorization: Bearer <token>';
-  }
-  const match = /^Bearer (.+)$/i.exec(header);
-  if (match?.[1] === undefined) return 'the Authorization header must be Bearer <token>';
-  return timingSafeEqual(digest(match[1]), expected) ? undefined : 'the token is not accepted';
-}
-
-/**
- * Without a token the console trusts whoever reaches it, so it must be this machine: a page
- * of another site that renamed its host to 127.0.0.1 (DNS rebinding) sends its own Host.
- */
-function hostIsLoopback(request: IncomingMessage): boolean {
-  const host = request.headers.host ?? '';
-  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0];
-  return isLoopback(name ?? '');
+  checkTokenAccess(
+    host,
+    token,
+    setting,
+    'the console',
+    'OUTBOX_UI_TOKEN, --ui-token-file or --ui-token',
+  );
 }
 
 /** A request another site's page sent: its Origin is not this server's. */
@@ -156,7 +105,7 @@ export async function startConsoleServer(options: ConsoleServerOptions): Promise
   const host = options.host ?? '127.0.0.1';
   checkConsoleAccess(host, options.token);
   registerSecret(options.token);
-  const expected = options.token === undefined ? undefined : digest(options.token);
+  const expected = options.token === undefined ? undefined : tokenDigest(options.token);
   const pageDir = options.pageDir ?? fileURLToPath(new URL('../ui/', import.meta.url));
   const history = new History({
     db: options.db,

@@ -1,7 +1,14 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import {
+  checkTokenAccess,
+  hostIsLoopback,
+  tokenDigest,
+  tokenRefusal,
+} from '../common/http-access.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
+import { registerSecret } from '../common/secrets.js';
 import {
   notFound,
   type OpsEndpointsOptions,
@@ -16,6 +23,12 @@ export interface OpsServerOptions extends OpsEndpointsOptions {
   port: number;
   /** Default 127.0.0.1: metrics and health stay on this machine unless told otherwise. */
   host?: string;
+  /**
+   * Required on every request as `Authorization: Bearer <token>` (Prometheus:
+   * `authorization: { credentials_file: … }`; a Kubernetes probe: `httpHeaders`); at least
+   * 16 characters. Any `host` beyond loopback needs one.
+   */
+  token?: string | undefined;
 }
 
 const serverOptions = optionNames<OpsServerOptions>({
@@ -23,7 +36,21 @@ const serverOptions = optionNames<OpsServerOptions>({
   registry: true,
   port: true,
   host: true,
+  token: true,
 });
+
+const ENDPOINTS = 'the metrics and health endpoints';
+
+/** The endpoints' access rule (a bind beyond loopback needs a token), as `run` names its flags. */
+export function checkMetricsAccess(host: string, token: string | undefined, setting: string) {
+  checkTokenAccess(
+    host,
+    token,
+    setting,
+    ENDPOINTS,
+    'OUTBOX_METRICS_TOKEN, --metrics-token-file or --metrics-token',
+  );
+}
 
 /**
  * The operations endpoints on a port of their own: `GET /metrics` (Prometheus text),
@@ -39,22 +66,42 @@ export async function startOpsServer(options: OpsServerOptions): Promise<{
   close(): Promise<void>;
 }> {
   assertKnownOptions('startOpsServer', options, serverOptions);
+  const host = options.host ?? '127.0.0.1';
+  checkTokenAccess(host, options.token, 'token', ENDPOINTS, 'the token option');
+  registerSecret(options.token);
+  const expected = options.token === undefined ? undefined : tokenDigest(options.token);
   const server = createServer((request, response) => {
-    const reply = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
-      response.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+    const reply = (
+      status: number,
+      body: string,
+      type = 'text/plain; charset=utf-8',
+      extra: Record<string, string> = {},
+    ) => {
+      response.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...extra });
       response.end(body);
     };
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       reply(405, 'only GET\n');
       return;
     }
-    const path = servedPath(options, (request.url ?? '/').split('?')[0] ?? '/');
+    const url = new URL(request.url ?? '/', 'http://ops');
+    if (expected) {
+      const refusal = tokenRefusal(request, url, expected);
+      if (refusal) {
+        reply(401, `${refusal}\n`, undefined, { 'www-authenticate': 'Bearer' });
+        return;
+      }
+    } else if (!hostIsLoopback(request)) {
+      reply(403, 'without a token only requests to a loopback host are answered\n');
+      return;
+    }
+    const path = servedPath(options, url.pathname);
     const answer = path ? opsAnswer(options, path) : Promise.resolve(notFound(opsPaths(options)));
     answer.then(({ status, body, contentType }) => reply(status, body, contentType));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host ?? '127.0.0.1', () => {
+    server.listen(options.port, host, () => {
       server.off('error', reject);
       resolve();
     });

@@ -8,7 +8,7 @@ import { redactUrl } from '../../common/url.js';
 import { isDatabaseUnavailable } from '../../db/connection-errors.js';
 import { pgDatabase } from '../../db/pg.js';
 import { createDispatcher, type Dispatcher } from '../../dispatcher/dispatcher.js';
-import { startOpsServer } from '../../ops/server.js';
+import { checkMetricsAccess, startOpsServer } from '../../ops/server.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
 import {
@@ -26,6 +26,7 @@ import {
   consoleTokenOptions,
   parseConsoleSettings,
   parseConsoleToken,
+  readToken,
   serveConsole,
 } from './ui.js';
 
@@ -35,6 +36,8 @@ interface RunFlags extends DispatcherFlags, ConsoleTokenFlags {
   databaseUrl?: string;
   metricsPort?: string;
   metricsHost: string;
+  metricsToken?: string;
+  metricsTokenFile?: string;
   readyMaxLagSeconds: string;
   metricsEventTypes?: string;
   verbose?: boolean;
@@ -64,11 +67,19 @@ function parseOpsFlags(flags: RunFlags) {
   // Checked with the endpoints off too: a bad value is found before they are turned on.
   const eventTypeLabels = parseEventTypeLabels(flags.metricsEventTypes);
   const maxLagSeconds = parseInteger('ready-max-lag-seconds', flags.readyMaxLagSeconds, 1, 86_400);
+  const { token, setting } = readToken('metrics-token', flags.metricsToken, flags.metricsTokenFile);
+  // The host is checked only with the port: without it nothing binds it.
+  checkMetricsAccess(
+    flags.metricsPort === undefined ? '127.0.0.1' : flags.metricsHost,
+    token,
+    setting,
+  );
   if (flags.metricsPort === undefined) return undefined;
   assertPeerInstalled('metrics-port', optionalPeers.metrics);
   return {
     port: parseInteger('metrics-port', flags.metricsPort, 0, 65_535),
     host: flags.metricsHost,
+    token,
     maxLagSeconds,
     eventTypeLabels,
   };
@@ -146,6 +157,17 @@ export function runCommand(): Command {
       new Option('--metrics-host <address>', 'address the metrics port binds to')
         .env('OUTBOX_METRICS_HOST')
         .default('127.0.0.1'),
+    )
+    .addOption(
+      new Option(
+        '--metrics-token <token>',
+        'token every request to the metrics port must carry (Authorization: Bearer …), at least 16 characters; required to bind beyond 127.0.0.1',
+      ).env('OUTBOX_METRICS_TOKEN'),
+    )
+    .addOption(
+      new Option('--metrics-token-file <path>', 'read the metrics token from this file').env(
+        'OUTBOX_METRICS_TOKEN_FILE',
+      ),
     )
     .addOption(
       new Option(

@@ -46,15 +46,25 @@ export function parseConsoleToken(
   flags: ConsoleTokenFlags,
   host = '127.0.0.1',
 ): string | undefined {
-  if (flags.uiToken !== undefined && flags.uiTokenFile !== undefined) {
-    throw new ConfigError('ui-token-file', 'give the token once: --ui-token or --ui-token-file');
-  }
-  const token =
-    flags.uiTokenFile !== undefined
-      ? readSecretFile('ui-token-file', 'ui-token-file', flags.uiTokenFile)
-      : flags.uiToken;
-  checkConsoleAccess(host, token, flags.uiTokenFile !== undefined ? 'ui-token-file' : 'ui-token');
+  const { token, setting } = readToken('ui-token', flags.uiToken, flags.uiTokenFile);
+  checkConsoleAccess(host, token, setting);
   return token;
+}
+
+/**
+ * An endpoint's token from `--<name>` or `--<name>-file` (given once), and the setting it
+ * came from, for errors.
+ */
+export function readToken(
+  name: string,
+  token: string | undefined,
+  file: string | undefined,
+): { token: string | undefined; setting: string } {
+  if (token !== undefined && file !== undefined) {
+    throw new ConfigError(`${name}-file`, `give the token once: --${name} or --${name}-file`);
+  }
+  if (file === undefined) return { token, setting: name };
+  return { token: readSecretFile(`${name}-file`, `${name}-file`, file), setting: `${name}-file` };
 }
 
 /** Port, address and token, checked before anything is opened (a bind beyond loopback needs a token). */
