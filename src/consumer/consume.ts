@@ -172,6 +172,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       return;
     }
     this.stopping = true;
+    // Not ready from here on: the handlers in flight may take their time (or hang).
+    this.setState('stopping', 'stop() was called: finishing the handlers in flight');
     this.signalStopped();
     await this.source?.pause().catch(() => {});
     await this.queues.idle();
@@ -181,6 +183,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   }
 
   private setState(state: ConsumerHealth['state'], reason?: string): void {
+    // Once stopping, only `stopped` follows; stopped is the end (its reason kept).
+    if (this.state === 'stopped' || (this.state === 'stopping' && state !== 'stopped')) return;
     this.reason = reason;
     if (state === this.state) return;
     this.state = state;

@@ -26,9 +26,10 @@ export interface ConsumerHealth {
   /**
    * `starting` (until it first receives or stands by); `receiving`; `standby` (another
    * process of this consumer name holds the lease); `reconnecting` (the broker or the
-   * lease was lost; retrying); `stopped`.
+   * lease was lost; retrying); `stopping` (stop() was called: the handlers in flight
+   * finish and ack); `stopped`.
    */
-  state: 'starting' | 'receiving' | 'standby' | 'reconnecting' | 'stopped';
+  state: 'starting' | 'receiving' | 'standby' | 'reconnecting' | 'stopping' | 'stopped';
   /** Why it is not receiving, when it is not. */
   reason: string | undefined;
   /** Messages delivered and not yet acked. */

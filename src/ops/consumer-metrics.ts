@@ -24,6 +24,7 @@ const states: readonly ConsumerHealth['state'][] = [
   'receiving',
   'standby',
   'reconnecting',
+  'stopping',
   'stopped',
 ];
 
@@ -121,7 +122,7 @@ export function consumerMetrics(options: ConsumerMetricsOptions): Registry {
   });
   new Gauge({
     name: 'consumer_state',
-    help: '1 for the state the consumer is in (starting, receiving, standby, reconnecting, stopped).',
+    help: '1 for the state the consumer is in (starting, receiving, standby, reconnecting, stopping, stopped).',
     labelNames: ['consumer', 'state'] as const,
     registers,
     collect() {

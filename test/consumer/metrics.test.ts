@@ -89,3 +89,39 @@ it('counts processed, duplicate, failed, parked and skipped events, and reports 
   // Stopped by stop(), not by itself.
   await expect(consumer.closed).resolves.toBeUndefined();
 });
+
+it('is not ready from stop() on, while a handler in flight finishes', async () => {
+  let release: () => void = () => {};
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const waiting = await consume({
+    broker: url,
+    consumer: 'stopping',
+    database: pg.db,
+    schema: pg.schema,
+    events: [QuizSubmitted],
+    handler: () => held,
+  });
+  try {
+    const broker = brokerFromUrl(url, { source: 'test' });
+    await broker.connect();
+    await broker.publish([quiz(randomUUID())]);
+    await broker.close();
+    await waitFor('the handler running', () => waiting.health().inFlight === 1);
+    const stopped = waiting.stop();
+    // Before: `receiving` (ready) for as long as the handler took, forever if it hung.
+    await waitFor('stopping', () => waiting.health().state === 'stopping');
+    expect(consumerReadiness(waiting)).toEqual({
+      ok: false,
+      reasons: ['consumer stopping: stop() was called: finishing the handlers in flight'],
+    });
+    release();
+    await stopped;
+    expect(waiting.health().state).toBe('stopped');
+  } finally {
+    release();
+    await waiting.stop();
+    await withAmqpChannel((channel) => channel.deleteQueue(`${exchange}.stopping`)).catch(() => {});
+  }
+});
