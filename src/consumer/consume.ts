@@ -7,6 +7,7 @@ import {
   BrokerUnavailableError,
   ConfigError,
   errorMessage,
+  OutboxError,
   PrivilegeError,
   SchemaVersionError,
 } from '../common/errors.js';
@@ -66,6 +67,14 @@ export async function consume<const Defs extends readonly AnyEventDefinition[]>(
   return consumer;
 }
 
+/**
+ * The server refused this login for good (a wrong password, a role or database that does
+ * not exist): retrying cannot help, so consume() rejects with the driver's error at once.
+ */
+function refusesLogin(error: unknown): boolean {
+  return ['28P01', '28000', '3D000'].some((state) => hasSqlState(error, state));
+}
+
 class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   readonly stats: ConsumerStats = {
     received: 0,
@@ -78,6 +87,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     inboxPurged: 0,
   };
   private state: ConsumerHealth['state'] = 'starting';
+  /** Why the database could not be used, while that is what keeps the consumer from starting. */
+  private databaseError: unknown;
   private reason: string | undefined;
   private readonly queues: AggregateQueues;
   private readonly inFlight = new Set<Delivery>();
@@ -129,11 +140,17 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     const started = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         const reason = this.reason ?? 'no answer';
+        const database = this.databaseError;
         void this.stop();
+        const text = `consumer ${this.settings.consumer}: not started within ${this.settings.startTimeoutMs} ms`;
         reject(
-          new BrokerUnavailableError(
-            `consumer ${this.settings.consumer}: not started within ${this.settings.startTimeoutMs} ms: ${reason}`,
-          ),
+          database === undefined
+            ? new BrokerUnavailableError(`${text}: ${reason}`)
+            : new OutboxError(
+                'DATABASE_UNAVAILABLE',
+                `${text}: the database cannot be reached: ${errorMessage(database)}`,
+                { cause: database },
+              ),
         );
       }, this.settings.startTimeoutMs);
       const onState = (state: ConsumerHealth['state']) => {
@@ -198,6 +215,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     while (!this.stopping) {
       const lost = this.stopped.then(() => undefined);
       let leaseCheck: NodeJS.Timeout | undefined;
+      // Which side a failure is on, until the source starts: the database's first.
+      let onDatabase = true;
       try {
         // A schema without the consumer's tables (not migrated, or a wrong name) fails
         // every message; say so at once. A database that cannot be reached is retried.
@@ -220,6 +239,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           setting: 'broker',
         });
         if (source.needsLease && !(await this.takeLease(lost))) break;
+        onDatabase = false;
+        this.databaseError = undefined;
         const generation = ++this.generation;
         this.source = source;
         let onLost: (reason: string | ConfigError | PrivilegeError) => void = () => {};
@@ -293,11 +314,13 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           this.settings.schema,
           this.privileged(),
         ).catch(() => undefined);
+        this.databaseError = onDatabase ? error : undefined;
         if (
           refused ||
           error instanceof ConfigError ||
           error instanceof SchemaVersionError ||
-          error instanceof PrivilegeError
+          error instanceof PrivilegeError ||
+          (onDatabase && refusesLogin(error))
         ) {
           const fatal = refused ?? error;
           this.setState('stopped', errorMessage(fatal));

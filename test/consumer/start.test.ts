@@ -14,9 +14,9 @@ import {
   SchemaVersionError,
 } from '../../src/common/errors.js';
 import { consume } from '../../src/consumer/index.js';
-import { QuizSubmitted } from '../../src/index.js';
+import { pgDatabase, QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
-import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { waitFor } from '../helpers/wait.js';
 
 let pg: TestSchema;
@@ -191,5 +191,48 @@ it('rejects a broker that does not answer within startTimeoutMs, and keeps nothi
   } finally {
     for (const socket of sockets) socket.destroy();
     await new Promise((resolve) => silent.close(resolve));
+  }
+});
+
+it('says the database is what it could not reach, and rejects a login the server refuses at once', async () => {
+  const exchange = testExchange();
+  const unreachable = pgDatabase({
+    connectionString: 'postgres://app:S3cretPw@127.0.0.1:1/test',
+    connectTimeoutMs: 500,
+  });
+  const missing = pgDatabase({
+    connectionString: `${PG_URL.replace(/\/[^/?]*(\?|$)/, '/no_such_database_here$1')}`,
+  });
+  try {
+    // Before: BrokerUnavailableError, the operator sent to look at the broker.
+    const away = await consume({
+      ...options(`${AMQP_URL}?exchange=${exchange}`, 'start-db-away'),
+      database: unreachable,
+      startTimeoutMs: 1500,
+    }).then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    expect(away).not.toBeInstanceOf(BrokerUnavailableError);
+    expect(away).toMatchObject({ code: 'DATABASE_UNAVAILABLE' });
+    expect((away as Error).message).toMatch(
+      /^consumer start-db-away: not started within 1500 ms: the database cannot be reached: .*ECONNREFUSED/,
+    );
+    expect((away as Error).message).not.toContain('S3cretPw');
+    // A database that does not exist: no retry helps, so no waiting for startTimeoutMs.
+    const started = Date.now();
+    const refused = await consume({
+      ...options(`${AMQP_URL}?exchange=${exchange}`, 'start-db-missing'),
+      database: missing,
+      startTimeoutMs: 20_000,
+    }).then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    expect(refused).toMatchObject({ code: '3D000' });
+    expect(Date.now() - started).toBeLessThan(10_000);
+  } finally {
+    await Promise.allSettled([unreachable.close(), missing.close()]);
+    await withAmqpChannel((channel) => channel.deleteExchange(exchange)).catch(() => {});
   }
 });
