@@ -147,6 +147,34 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
     );
   });
 
+  it('a time copied from a listing keeps its microseconds', async () => {
+    const own = await createPgTestSchema('cli_micros');
+    try {
+      await own.db.query(
+        `INSERT INTO "${own.schema}".outbox_dead_letter
+           (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+            occurred_at, attempts, last_error, dead_at)
+         VALUES (1, $1, 'lesson', 'l-1', 'lesson-published', '{}', '{}', 0, now(), 1, 'no',
+                 '2026-12-05T00:46:41.273309Z')`,
+        [randomUUID()],
+      );
+      const count = async (...filter: string[]) => {
+        const result = await runCli(['dead', 'list', '--json', '--schema', own.schema, ...filter], {
+          env: { DATABASE_URL: PG_URL },
+        });
+        expect(result.code, result.stderr).toBe(0);
+        return (JSON.parse(result.stdout) as unknown[]).length;
+      };
+      // Before: cut to .273, so --until .2735 matched nothing and --since .273309 too much.
+      expect(await count('--until', '2026-12-05T00:46:41.2735Z')).toBe(1);
+      expect(await count('--until', '2026-12-05T00:46:41.273309Z')).toBe(0);
+      expect(await count('--since', '2026-12-05T00:46:41.273309Z')).toBe(1);
+      expect(await count('--since', '2026-12-05T00:46:41.27331Z')).toBe(0);
+    } finally {
+      await own.drop();
+    }
+  });
+
   it('a schema name PostgreSQL reserves', async () => {
     const migrate = await expectRefused(['migrate', '--schema', 'pg_temp'], 'schema');
     expect(migrate).toContain('reserved');

@@ -1,3 +1,4 @@
+import { isoWithMicros } from '../common/admin-input.js';
 import type { Executor } from '../db/executor.js';
 import { pgArray, statements } from '../db/sql/index.js';
 import { deleteInBatches } from './batches.js';
@@ -63,8 +64,8 @@ function filterValues(filter: ConsumerDeadLetterFilter): unknown[] {
     filter.ids ? pgArray(filter.ids) : null,
     filter.eventType ?? null,
     filter.aggregateId ?? null,
-    filter.since?.toISOString() ?? null,
-    filter.until?.toISOString() ?? null,
+    filter.since ? isoWithMicros(filter.since) : null,
+    filter.until ? isoWithMicros(filter.until) : null,
   ];
 }
 
@@ -165,7 +166,7 @@ export async function purgeConsumerDeadLetters(
   consumer?: string,
 ): Promise<number> {
   const { rows } = await db.query<{ purged: number }>(statements(schema).consumerDeadLetterPurge, [
-    before.toISOString(),
+    isoWithMicros(before),
     consumer ?? null,
   ]);
   return Number(rows[0]?.purged ?? 0);
@@ -182,7 +183,7 @@ export async function purgeInbox(
   const sql = statements(schema);
   return deleteInBatches(batchSize, async (limit) => {
     const { rows } = await db.query(sql.inboxPurge, [
-      before.toISOString(),
+      isoWithMicros(before),
       consumer ?? null,
       limit,
     ]);

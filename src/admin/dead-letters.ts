@@ -1,3 +1,4 @@
+import { isoWithMicros } from '../common/admin-input.js';
 import { ConfigError } from '../common/errors.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
@@ -73,8 +74,8 @@ function filterValues(filter: DeadLetterFilter): unknown[] {
     filter.eventType ?? null,
     filter.aggregateType ?? null,
     filter.aggregateId ?? null,
-    filter.since?.toISOString() ?? null,
-    filter.until?.toISOString() ?? null,
+    filter.since ? isoWithMicros(filter.since) : null,
+    filter.until ? isoWithMicros(filter.until) : null,
     filter.error ?? null,
     filter.errorContains ?? null,
   ];
@@ -243,7 +244,7 @@ export async function purgeDeadLetters(
 ): Promise<number> {
   const sql = statements(schema);
   return deleteInBatches(batchSize, async (limit) => {
-    const { rows } = await db.query(sql.deadLetterPurge, [before.toISOString(), limit]);
+    const { rows } = await db.query(sql.deadLetterPurge, [isoWithMicros(before), limit]);
     return rows.length;
   });
 }
@@ -270,7 +271,7 @@ export async function purgeDeadLettersAsJanitor(
             key,
           ]);
           if (lock[0]?.locked !== true) return undefined;
-          const { rows } = await tx.query(sql.deadLetterPurge, [before.toISOString(), limit]);
+          const { rows } = await tx.query(sql.deadLetterPurge, [isoWithMicros(before), limit]);
           return rows.length;
         }),
   );

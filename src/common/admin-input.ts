@@ -47,6 +47,19 @@ export const TIME_WINDOW = 'the years 0001 to 9999 (UTC)';
 const ISO_TIME =
   /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
 
+// Microseconds past the millisecond, of the Dates parseTime made from a time that gave
+// them: PostgreSQL keeps microseconds and the commands print them, so a time copied from
+// a listing must name the instant it shows, not the millisecond before it.
+const extraMicros = new WeakMap<Date, number>();
+let lastMicros = 0;
+
+/** `date` as ISO 8601 text, with the microseconds it was given (see parseTime). */
+export function isoWithMicros(date: Date): string {
+  const micros = extraMicros.get(date);
+  const iso = date.toISOString();
+  return micros ? `${iso.slice(0, -1)}${String(micros).padStart(3, '0')}Z` : iso;
+}
+
 /**
  * The instant an ISO 8601 time names, or undefined when a field is not a real one
  * (2026-02-30, 25:00): the fields must come back unchanged from the calendar. A date
@@ -58,6 +71,7 @@ function isoInstant(text: string): number | undefined {
   const match = ISO_TIME.exec(text);
   if (!match) return undefined;
   const [, year, month, day, hour = '0', minute = '0', second = '0', fraction = '', zone] = match;
+  lastMicros = Number(fraction.slice(3, 6).padEnd(3, '0'));
   const [y, mo, d] = [Number(year), Number(month) - 1, Number(day)];
   const [h, mi, s] = [Number(hour), Number(minute), Number(second)];
   const ms = Number(fraction.slice(0, 3).padEnd(3, '0'));
@@ -87,10 +101,11 @@ export function assertTimeWindow(
   until: Date | undefined,
   names: { since: string; until: string },
 ): void {
-  if (since && until && until.getTime() <= since.getTime()) {
+  const micros = (date: Date) => date.getTime() * 1000 + (extraMicros.get(date) ?? 0);
+  if (since && until && micros(until) <= micros(since)) {
     throw new ConfigError(
       names.until,
-      `${until.toISOString()} is not after ${names.since} (${since.toISOString()}): no time lies between them`,
+      `${isoWithMicros(until)} is not after ${names.since} (${isoWithMicros(since)}): no time lies between them`,
     );
   }
 }
@@ -122,7 +137,9 @@ export function parseTime(setting: string, raw: string, now = Date.now()): Date 
   if (time < EARLIEST_MS || time > LATEST_MS) {
     throw new ConfigError(setting, `"${shown}" is not within ${TIME_WINDOW}`);
   }
-  return new Date(time);
+  const date = new Date(time);
+  if (lastMicros > 0) extraMicros.set(date, lastMicros);
+  return date;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -19,7 +19,7 @@ import {
   retryDeadLetters,
   showDeadLetter,
 } from '../../admin/dead-letters.js';
-import { assertTimeWindow } from '../../common/admin-input.js';
+import { assertTimeWindow, isoWithMicros } from '../../common/admin-input.js';
 import { ConfigError } from '../../common/errors.js';
 import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
 import { counted, escapeControl, jsonForTerminal, jsonTextForTerminal } from '../../common/text.js';
@@ -401,7 +401,7 @@ export function purgeCommand(): Command {
         ? purgeConsumerDeadLetters(db, schema, before, consumer)
         : purgeDeadLetters(db, schema, before),
     (count, before) =>
-      `${counted(count, 'dead letter')} purged (dead-lettered before ${before.toISOString()})`,
+      `${counted(count, 'dead letter')} purged (dead-lettered before ${isoWithMicros(before)})`,
   ).addHelpText(
     'after',
     '\nPublished events leave the outbox as the broker acknowledges them; dead letters are the only history kept.',
@@ -450,7 +450,7 @@ export function inboxCommand(): Command {
       "only this consumer's records",
       (db, schema, before, consumer) => purgeInbox(db, schema, before, consumer),
       (count, before) =>
-        `${counted(count, 'inbox record')} purged (recorded before ${before.toISOString()})`,
+        `${counted(count, 'inbox record')} purged (recorded before ${isoWithMicros(before)})`,
     ).addHelpText(
       'after',
       '\nA record is needed only while a duplicate of its event can still arrive: keep them well beyond your longest outage.',
