@@ -77,6 +77,28 @@ describe('run with the log broker', () => {
     return inserted;
   }
 
+  it('warns that the memory: broker deletes every event it claims', async () => {
+    const migrate = await runCli(['migrate', '--database-url', PG_URL, '--schema', target.schema]);
+    expect(migrate.code, migrate.stderr).toBe(0);
+    const cli = spawnCli([
+      'run',
+      '--database-url',
+      PG_URL,
+      '--schema',
+      target.schema,
+      '--broker',
+      'memory:',
+    ]);
+    await cli.waitFor('the dispatcher to start', () => cli.stderr.includes('dispatcher started'));
+    cli.child.kill('SIGTERM');
+    const result = await cli.exited;
+    expect(result.code, result.stderr).toBe(0);
+    const [warning] = jsonLines(result.stderr).filter((line) => line.level === 40);
+    expect(warning?.msg).toMatch(
+      /^broker memory: keeps events only in this process: every event claimed is deleted/,
+    );
+  });
+
   it('publishes rows inserted with plain SQL as CloudEvents, in order per aggregate', async () => {
     const migrate = await runCli(['migrate', '--database-url', PG_URL, '--schema', target.schema]);
     expect(migrate.code, migrate.stderr).toBe(0);

@@ -186,6 +186,17 @@ describe('consumer dead letters', () => {
     const bad = await cli('dead', 'list', '--consumer', NAME, '--aggregate-type', 'quiz');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/aggregate-type/);
+    // A name no consumer can have: refused, not answered with "0" as if it had none.
+    for (const args of [
+      ['inbox', 'purge', '--older-than', '1d', '--consumer', 'a;b'],
+      ['dead', 'list', '--consumer', 'bad name!'],
+      ['dead', 'show', 'x', '--consumer', 'a;b'],
+      ['purge', '--older-than', '1d', '--consumer', 'a;b'],
+    ]) {
+      const refused = await cli(...args);
+      expect(refused.code, args.join(' ')).toBe(2);
+      expect(refused.stderr).toMatch(/consumer: ".*" is not a consumer name/);
+    }
     const missing = await cli('dead', 'retry', 'no-such-event', '--consumer', NAME);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/not among the dead letters: no-such-event/);

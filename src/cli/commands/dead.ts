@@ -23,6 +23,7 @@ import { assertTimeWindow, isoWithMicros } from '../../common/admin-input.js';
 import { ConfigError } from '../../common/errors.js';
 import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
 import { counted, escapeControl, jsonForTerminal, jsonTextForTerminal } from '../../common/text.js';
+import { assertConsumerName } from '../../consumer/inbox.js';
 import type { Executor } from '../../db/executor.js';
 import { withCurrentSchema, withCurrentSchemaToChange } from '../database.js';
 import { execute } from '../execute.js';
@@ -129,6 +130,7 @@ function parseConsumerFilter(
   flags: FilterFlags,
   ids: readonly string[],
 ): ConsumerDeadLetterFilter & { consumer: string } {
+  assertConsumerName(flags.consumer, 'consumer');
   if (flags.aggregateType !== undefined) {
     throw new ConfigError(
       'aggregate-type',
@@ -298,6 +300,7 @@ export function deadCommand(): Command {
         .action(async (id: string, flags: FilterFlags) => {
           await execute(flags, async ({ logger }) => {
             if (flags.consumer !== undefined) {
+              assertConsumerName(flags.consumer, 'consumer');
               return withCurrentSchema(flags, logger, async (db) => {
                 const [dead] = await showConsumerDeadLetters(db, flags.schema, id, flags.consumer);
                 if (!dead) {
@@ -381,6 +384,7 @@ function olderThanCommand(
             `"${escapeControl(flags.olderThan)}" is less than a minute ago: give 1m or more`,
           );
         }
+        if (flags.consumer !== undefined) assertConsumerName(flags.consumer, 'consumer');
         return withCurrentSchemaToChange(flags, logger, async (db) => {
           const count = await purge(db, flags.schema, before, flags.consumer);
           process.stdout.write(`${printed(count, before)}\n`);

@@ -229,6 +229,13 @@ down is waited for.`,
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
         const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
         const broker = brokerFromUrl(flags.broker, { source: flags.source });
+        if (broker.name === 'memory') {
+          // For tests: what it takes is gone with the process, yet deleted from the outbox.
+          logger.warn(
+            { broker: 'memory:' },
+            'broker memory: keeps events only in this process: every event claimed is deleted from the outbox and published nowhere (log: writes them to stdout)',
+          );
+        }
         const ops = parseOpsFlags(flags);
         if (flags.uiPort === undefined) parseConsoleToken(flags);
         const ui =
