@@ -33,11 +33,13 @@ export interface InboxOptions {
 /** `applied`: `fn` ran; `duplicate`: the event was applied before; `stale`: older than the aggregate's last, not applied. */
 export type InboxOutcome = 'applied' | 'duplicate' | 'stale';
 
-export interface InboxResult<R> {
-  outcome: InboxOutcome;
-  /** What `fn` returned, when it ran. */
-  result?: R;
-}
+/**
+ * What `process` did: `applied`, with what `fn` returned; or `duplicate` / `stale`, when
+ * `fn` did not run. Narrow on `outcome` and `result` is typed.
+ */
+export type InboxResult<R> =
+  | { outcome: 'applied' /** What `fn` returned. */; result: R }
+  | { outcome: Exclude<InboxOutcome, 'applied'>; result?: undefined };
 
 /** The fields of an event the inbox keys on. */
 export type InboxEvent = Pick<ConsumedEvent, 'id' | 'type' | 'aggregateId' | 'sequence'>;
