@@ -147,7 +147,7 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
     );
   });
 
-  it('a time copied from a listing keeps its microseconds', async () => {
+  it('a time copied from a listing keeps its microseconds; long names are cut in text', async () => {
     const own = await createPgTestSchema('cli_micros');
     try {
       await own.db.query(
@@ -170,6 +170,24 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
       expect(await count('--until', '2026-12-05T00:46:41.273309Z')).toBe(0);
       expect(await count('--since', '2026-12-05T00:46:41.273309Z')).toBe(1);
       expect(await count('--since', '2026-12-05T00:46:41.27331Z')).toBe(0);
+
+      // Names a producer chose are cut to a line's worth in text; --json has them whole.
+      await own.db.query(
+        `INSERT INTO "${own.schema}".outbox_dead_letter
+           (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+            occurred_at, attempts, last_error)
+         VALUES (2, $1, 'lesson', $2, $3, '{}', '{}', 0, now(), 1, 'no')`,
+        [randomUUID(), 'a'.repeat(2500), `t${'y'.repeat(3999)}`],
+      );
+      const env = { env: { DATABASE_URL: PG_URL } };
+      const list = await runCli(['dead', 'list', '--schema', own.schema, '--since', '1h'], env);
+      expect(list.stdout).toContain(`${'y'.repeat(199)}… (4000 characters)`);
+      expect(list.stdout).toContain('… (2507 characters)');
+      expect(list.stdout.length).toBeLessThan(1000);
+      const groups = await runCli(['dead', 'groups', '--schema', own.schema], env);
+      expect(groups.stdout).toContain('… (4000 characters)');
+      const json = await runCli(['dead', 'list', '--json', '--schema', own.schema], env);
+      expect(json.stdout).toContain('a'.repeat(2500));
     } finally {
       await own.drop();
     }

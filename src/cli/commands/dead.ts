@@ -22,7 +22,13 @@ import {
 import { assertTimeWindow, isoWithMicros } from '../../common/admin-input.js';
 import { ConfigError } from '../../common/errors.js';
 import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
-import { counted, escapeControl, jsonForTerminal, jsonTextForTerminal } from '../../common/text.js';
+import {
+  clip,
+  counted,
+  escapeControl,
+  jsonForTerminal,
+  jsonTextForTerminal,
+} from '../../common/text.js';
 import { assertConsumerName } from '../../consumer/inbox.js';
 import type { Executor } from '../../db/executor.js';
 import { withCurrentSchema, withCurrentSchemaToChange } from '../database.js';
@@ -236,7 +242,8 @@ function groupsCommand(): Command {
             return 0;
           }
           const lines = groups.map((g) =>
-            [String(g.count), g.eventType, g.firstDeadAt, g.lastDeadAt, g.error]
+            // The error whole: `dead retry --error` takes it exactly as shown.
+            [String(g.count), clip(g.eventType), g.firstDeadAt, g.lastDeadAt, g.error]
               .map(escapeControl)
               .join('  '),
           );
@@ -276,8 +283,9 @@ export function deadCommand(): Command {
                 [
                   d.deadAt,
                   d.id,
-                  d.eventType,
-                  `${d.aggregateType}/${d.aggregateId}`,
+                  // Names a producer chose, cut to a line's worth (--json has them whole).
+                  clip(d.eventType),
+                  clip(`${d.aggregateType}/${d.aggregateId}`),
                   `attempts ${d.attempts}`,
                   scrubSecrets(d.lastError),
                 ]
@@ -427,9 +435,9 @@ async function listConsumer(
   const lines = dead.map((d) =>
     [
       d.deadAt,
-      d.eventId ?? `(undecodable ${d.id})`,
-      d.eventType ?? '-',
-      d.aggregateId ?? '-',
+      clip(d.eventId ?? `(undecodable ${d.id})`),
+      clip(d.eventType ?? '-'),
+      clip(d.aggregateId ?? '-'),
       `attempts ${d.attempts}`,
       d.retrying ? 'retry pending' : '',
       scrubSecrets(d.lastError),

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { type BacklogShare, outboxStatus } from '../../admin/status.js';
 import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
-import { counted, escapeControl, jsonForTerminal } from '../../common/text.js';
+import { clip, counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import { withCurrentSchema } from '../database.js';
 import { execute } from '../execute.js';
 import { settings } from '../settings.js';
@@ -26,7 +26,7 @@ function section<T>(
   text: (value: T) => string = (value) => backlog(value as BacklogShare),
 ): string[] {
   const entries = Object.entries(values).map(
-    ([key, value]) => [escapeControl(key), value] as const,
+    ([key, value]) => [escapeControl(clip(key)), value] as const,
   );
   if (entries.length === 0) return [];
   // The keys padded to the longest (up to 40 characters), so the figures line up.
