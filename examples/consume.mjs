@@ -42,9 +42,17 @@ if (!broker) {
   process.stderr.write('usage: node examples/consume.mjs <broker-url>\n');
   process.exitCode = 2;
 }
-const database = process.env.DATABASE_URL
-  ? pgDatabase({ connectionString: process.env.DATABASE_URL, maxConnections: 20 })
-  : pgliteDatabase(await (await import('@electric-sql/pglite')).PGlite.create());
+// pgliteDatabase leaves the instance it is given open: closed below, with the database.
+const pglite = process.env.DATABASE_URL
+  ? undefined
+  : await (await import('@electric-sql/pglite')).PGlite.create();
+const database = pglite
+  ? pgliteDatabase(pglite)
+  : pgDatabase({ connectionString: process.env.DATABASE_URL, maxConnections: 20 });
+const closeDatabase = async () => {
+  await database.close();
+  await pglite?.close();
+};
 await migrate(database, 'public');
 await database.query(`CREATE TABLE IF NOT EXISTS best_score (
   quiz_id uuid, student_id uuid, score numeric NOT NULL, PRIMARY KEY (quiz_id, student_id))`);
@@ -91,7 +99,7 @@ const stop = async () => {
   await consumer.stop();
   const { rows } = await database.query('SELECT count(*)::int AS n FROM best_score');
   process.stderr.write(`consume: ${JSON.stringify(consumer.stats)}; ${rows[0].n} best scores\n`);
-  await database.close();
+  await closeDatabase();
 };
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);
@@ -99,6 +107,6 @@ process.once('SIGTERM', stop);
 // reconnect): say why and end with exit 2. Outages are not fatal: it reconnects.
 consumer.closed.catch(async (error) => {
   process.stderr.write(`consume: stopped: ${error.message}\n`);
-  await database.close();
+  await closeDatabase();
   process.exitCode = 2;
 });

@@ -88,7 +88,10 @@ function adminCommand(
   if (filters) {
     command
       .option('--event-type <type>', 'only dead letters of this event type')
-      .option('--aggregate-type <type>', 'only dead letters of this aggregate type')
+      .option(
+        '--aggregate-type <type>',
+        "only dead letters of this aggregate type (the outbox's: not with --consumer)",
+      )
       .option('--aggregate-id <id>', 'only dead letters of this aggregate')
       .option(
         '--since <time>',
@@ -100,11 +103,11 @@ function adminCommand(
       )
       .option(
         '--error <text>',
-        'only dead letters whose last error is exactly this (a group of dead groups)',
+        "only dead letters whose last error is exactly this (a group of dead groups; the outbox's: not with --consumer)",
       )
       .option(
         '--error-contains <text>',
-        'only dead letters whose last error contains this text, in any case',
+        "only dead letters whose last error contains this text, in any case (the outbox's: not with --consumer)",
       );
   }
   return command.addOption(settings.verbose());
