@@ -139,8 +139,13 @@ export function createInbox(options: InboxOptions): Inbox {
       if (!row || row.fresh === 0) outcome = 'duplicate';
       else if (row.in_order === 0 && onStale !== 'apply' && !acceptedStale.has(event)) {
         if (onStale === 'park') {
+          // Rare: asked only now, so that the reason says what the event is older than.
+          const { rows: last } = await executor
+            .query<{ last: string }>(sql.inboxLastSequence, [consumer, event.aggregateId])
+            .catch(() => ({ rows: [] as { last: string }[] }));
+          const applied = last[0]?.last === undefined ? '' : ` (sequence ${last[0].last})`;
           throw new StaleEventError(
-            `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"`,
+            `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"${applied}`,
           );
         }
         outcome = 'stale';

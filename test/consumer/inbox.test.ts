@@ -216,8 +216,11 @@ describe('inbox', () => {
     for (const inbox of [park, skip, apply]) {
       await inTransaction((c) => inbox.process(c, newer, () => 0));
     }
-    await expect(inTransaction((c) => park.process(c, older, () => 0))).rejects.toBeInstanceOf(
-      StaleEventError,
+    const parked = inTransaction((c) => park.process(c, older, () => 0));
+    await expect(parked).rejects.toBeInstanceOf(StaleEventError);
+    // The reason says what the event is older than.
+    await expect(parked).rejects.toThrow(
+      `event ${older.id} (quiz-submitted, sequence 10) is older than the last event applied for aggregate "agg-s" (sequence 20)`,
     );
     expect((await inTransaction((c) => skip.process(c, older, () => 0))).outcome).toBe('stale');
     expect((await inTransaction((c) => apply.process(c, older, () => 0))).outcome).toBe('applied');

@@ -8,6 +8,8 @@ export interface InboxStatements {
    * aggregate, whose mark row stays locked until the transaction ends.
    */
   inboxRecord: string;
+  /** $1 consumer, $2 aggregate id: the sequence of the aggregate's last applied event. */
+  inboxLastSequence: string;
   /** $1 time, $2 consumer or NULL for all, $3 limit: deletes up to $3 inbox rows older than $1, a row per deleted one. */
   inboxPurge: string;
   /**
@@ -36,6 +38,9 @@ export function inboxStatements(s: string, schema: string): InboxStatements {
 )
 SELECT (SELECT count(*) FROM fresh)::int AS fresh,
   ((SELECT count(*) FROM mark) > 0 OR $5::text IS NULL)::int AS in_order`,
+
+    inboxLastSequence: `SELECT last_sequence::text AS last FROM ${s}.inbox_aggregate
+WHERE consumer = $1 AND aggregate_id = $2`,
 
     inboxPurge: `WITH doomed AS (
   SELECT consumer, event_id FROM ${s}.inbox
