@@ -90,7 +90,7 @@ function adminCommand(
       .option('--event-type <type>', 'only dead letters of this event type')
       .option(
         '--aggregate-type <type>',
-        "only dead letters of this aggregate type (the outbox's: not with --consumer)",
+        "only dead letters of this aggregate type (the outbox's dead letters only, not a consumer's)",
       )
       .option('--aggregate-id <id>', 'only dead letters of this aggregate')
       .option(
@@ -103,11 +103,11 @@ function adminCommand(
       )
       .option(
         '--error <text>',
-        "only dead letters whose last error is exactly this (a group of dead groups; the outbox's: not with --consumer)",
+        "only dead letters whose last error is exactly this (a group of dead groups; the outbox's dead letters only, not a consumer's)",
       )
       .option(
         '--error-contains <text>',
-        "only dead letters whose last error contains this text, in any case (the outbox's: not with --consumer)",
+        "only dead letters whose last error contains this text, in any case (the outbox's dead letters only, not a consumer's)",
       );
   }
   return command.addOption(settings.verbose());
