@@ -84,6 +84,23 @@ export function cloudEventAttributes(
 }
 
 /**
+ * The UTF-16 length of the text of cloudEventAttributes that varies from message to
+ * message (the aggregate id counts twice: subject and partitionkey), header names
+ * included: a cheap bound on a binding's header bytes, so the exact size is computed
+ * only for a message that may be near a limit.
+ */
+export function attributesTextLength(message: OutboxMessage, source: string): number {
+  let length =
+    2 * message.aggregateId.length +
+    message.eventType.length +
+    message.id.length +
+    message.occurredAt.length +
+    source.length;
+  for (const name in message.headers) length += name.length + (message.headers[name]?.length ?? 0);
+  return length;
+}
+
+/**
  * A CloudEvent in structured JSON mode, one line; `data` is the stored payload byte for
  * byte (big numbers, duplicate keys and key order as written), except that line breaks
  * are removed so the event stays on one line. That is safe on JSON as PostgreSQL stores

@@ -51,7 +51,6 @@ const ISO_TIME =
 // them: PostgreSQL keeps microseconds and the commands print them, so a time copied from
 // a listing must name the instant it shows, not the millisecond before it.
 const extraMicros = new WeakMap<Date, number>();
-let lastMicros = 0;
 
 /** `date` as ISO 8601 text, with the microseconds it was given (see parseTime). */
 export function isoWithMicros(date: Date): string {
@@ -71,7 +70,6 @@ function isoInstant(text: string): number | undefined {
   const match = ISO_TIME.exec(text);
   if (!match) return undefined;
   const [, year, month, day, hour = '0', minute = '0', second = '0', fraction = '', zone] = match;
-  lastMicros = Number(fraction.slice(3, 6).padEnd(3, '0'));
   const [y, mo, d] = [Number(year), Number(month) - 1, Number(day)];
   const [h, mi, s] = [Number(hour), Number(minute), Number(second)];
   const ms = Number(fraction.slice(0, 3).padEnd(3, '0'));
@@ -138,7 +136,9 @@ export function parseTime(setting: string, raw: string, now = Date.now()): Date 
     throw new ConfigError(setting, `"${shown}" is not within ${TIME_WINDOW}`);
   }
   const date = new Date(time);
-  if (lastMicros > 0) extraMicros.set(date, lastMicros);
+  // The fraction's digits past the millisecond (isoInstant used the first three).
+  const micros = Number((ISO_TIME.exec(text)?.[7] ?? '').slice(3, 6).padEnd(3, '0'));
+  if (micros > 0) extraMicros.set(date, micros);
   return date;
 }
 

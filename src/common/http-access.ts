@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { ConfigError } from './errors.js';
+import { registerSecret } from './secrets.js';
 
 /**
  * Who may reach an HTTP endpoint of ours (the console, the metrics and health endpoints):
@@ -57,17 +58,13 @@ export function checkTokenAccess(
 }
 
 /** The token as compared: digests of equal length, compared in constant time. */
-export const tokenDigest = (value: string) => createHash('sha256').update(value).digest();
+const tokenDigest = (value: string) => createHash('sha256').update(value).digest();
 
 /**
  * Why a request is refused under a token, or undefined when it carries the token. Says
  * what is wrong (none, in the URL, another scheme, not this token), never what is right.
  */
-export function tokenRefusal(
-  request: IncomingMessage,
-  url: URL,
-  expected: Buffer,
-): string | undefined {
+function tokenRefusal(request: IncomingMessage, url: URL, expected: Buffer): string | undefined {
   const header = request.headers.authorization;
   if (header === undefined) {
     return ['token', 'access_token'].some((name) => url.searchParams.has(name))
@@ -84,8 +81,39 @@ export function tokenRefusal(
  * page of another site that renamed its host to 127.0.0.1 (DNS rebinding) sends its own
  * Host.
  */
-export function hostIsLoopback(request: IncomingMessage): boolean {
+function hostIsLoopback(request: IncomingMessage): boolean {
   const host = request.headers.host ?? '';
   const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0];
   return isLoopback(name ?? '');
+}
+
+/** Why a request is not answered: 401 without the token, 403 to a host beyond loopback. */
+export interface AccessRefusal {
+  status: 401 | 403;
+  reason: string;
+}
+
+/**
+ * The check every request meets (after checkTokenAccess passed at start): with a token,
+ * it must carry it; without one, it must be addressed to a loopback host. The token is
+ * kept among the secrets never printed.
+ */
+export function requestGuard(
+  token: string | undefined,
+): (request: IncomingMessage, url: URL) => AccessRefusal | undefined {
+  registerSecret(token);
+  const expected = token === undefined ? undefined : tokenDigest(token);
+  return (request, url) => {
+    if (expected) {
+      const reason = tokenRefusal(request, url, expected);
+      return reason === undefined ? undefined : { status: 401, reason };
+    }
+    return hostIsLoopback(request)
+      ? undefined
+      : {
+          status: 403,
+          reason:
+            'without a token only requests addressed to 127.0.0.1, ::1 or localhost are answered',
+        };
+  };
 }

@@ -3,14 +3,9 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { errorMessage } from '../common/errors.js';
-import {
-  checkTokenAccess,
-  hostIsLoopback,
-  tokenDigest,
-  tokenRefusal,
-} from '../common/http-access.js';
+import { checkTokenAccess, requestGuard } from '../common/http-access.js';
 import type { Logger } from '../common/logger.js';
-import { registerSecret, scrubSecretsIn } from '../common/secrets.js';
+import { scrubSecretsIn } from '../common/secrets.js';
 import { answerApi, type ConsoleApiOptions } from './api.js';
 import { History } from './history.js';
 
@@ -104,8 +99,7 @@ async function readJson(
 export async function startConsoleServer(options: ConsoleServerOptions): Promise<ConsoleServer> {
   const host = options.host ?? '127.0.0.1';
   checkConsoleAccess(host, options.token);
-  registerSecret(options.token);
-  const expected = options.token === undefined ? undefined : tokenDigest(options.token);
+  const guard = requestGuard(options.token);
   const pageDir = options.pageDir ?? fileURLToPath(new URL('../ui/', import.meta.url));
   const history = new History({
     db: options.db,
@@ -177,15 +171,10 @@ export async function startConsoleServer(options: ConsoleServerOptions): Promise
       await servePage(response, url.pathname, method === 'HEAD');
       return;
     }
-    const refused = expected && tokenRefusal(request, url, expected);
+    const refused = guard(request, url);
     if (refused) {
-      json(response, 401, { error: refused }, { 'www-authenticate': 'Bearer' });
-      return;
-    }
-    if (!expected && !hostIsLoopback(request)) {
-      json(response, 403, {
-        error: 'this console answers requests addressed to 127.0.0.1, ::1 or localhost',
-      });
+      const challenge = refused.status === 401 ? { 'www-authenticate': 'Bearer' } : {};
+      json(response, refused.status, { error: refused.reason }, challenge);
       return;
     }
     if (crossOrigin(request)) {

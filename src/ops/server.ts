@@ -1,14 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import {
-  checkTokenAccess,
-  hostIsLoopback,
-  tokenDigest,
-  tokenRefusal,
-} from '../common/http-access.js';
+import { checkTokenAccess, requestGuard } from '../common/http-access.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import { registerSecret } from '../common/secrets.js';
 import {
   notFound,
   type OpsEndpointsOptions,
@@ -68,8 +62,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<{
   assertKnownOptions('startOpsServer', options, serverOptions);
   const host = options.host ?? '127.0.0.1';
   checkTokenAccess(host, options.token, 'token', ENDPOINTS, 'the token option');
-  registerSecret(options.token);
-  const expected = options.token === undefined ? undefined : tokenDigest(options.token);
+  const guard = requestGuard(options.token);
   const server = createServer((request, response) => {
     const reply = (
       status: number,
@@ -85,14 +78,10 @@ export async function startOpsServer(options: OpsServerOptions): Promise<{
       return;
     }
     const url = new URL(request.url ?? '/', 'http://ops');
-    if (expected) {
-      const refusal = tokenRefusal(request, url, expected);
-      if (refusal) {
-        reply(401, `${refusal}\n`, undefined, { 'www-authenticate': 'Bearer' });
-        return;
-      }
-    } else if (!hostIsLoopback(request)) {
-      reply(403, 'without a token only requests to a loopback host are answered\n');
+    const refused = guard(request, url);
+    if (refused) {
+      const challenge = refused.status === 401 ? { 'www-authenticate': 'Bearer' } : {};
+      reply(refused.status, `${refused.reason}\n`, undefined, challenge);
       return;
     }
     const path = servedPath(options, url.pathname);

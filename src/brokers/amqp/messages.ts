@@ -1,7 +1,7 @@
 import type amqp from 'amqplib';
 import { formatBytes } from '../../common/text.js';
 import type { OutboxMessage } from '../broker.js';
-import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
+import { attributesTextLength, binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
 
 /** A routing-key word: `.` separates words and `*`, `#` are wildcards in topic bindings. */
 function routingWord(token: string): string {
@@ -100,14 +100,8 @@ export function headerFrameRefusal(
   source: string,
   frameMax: number,
 ): string | undefined {
-  let text =
-    2 * message.aggregateId.length +
-    message.aggregateType.length +
-    message.eventType.length +
-    message.id.length +
-    message.occurredAt.length +
-    source.length;
-  for (const name in message.headers) text += name.length + (message.headers[name]?.length ?? 0);
-  if (3 * text + 1024 <= frameMax - FRAME_OVERHEAD) return undefined;
+  if (3 * attributesTextLength(message, source) + 1024 <= frameMax - FRAME_OVERHEAD) {
+    return undefined;
+  }
   return contentHeaderRefusal(amqpPublishOptions(message, source), frameMax);
 }

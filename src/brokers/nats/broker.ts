@@ -11,7 +11,7 @@ import {
   payloadTooLarge,
   published,
 } from '../broker.js';
-import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
+import { attributesTextLength, binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
 import { dialNats } from './connection.js';
 import { classifyPublishError, type Outcome } from './errors.js';
 import { PubAckInbox } from './pub-acks.js';
@@ -103,9 +103,7 @@ class NatsBroker implements EventBroker {
    * percent-encoded as up to 9 bytes, plus the fixed headers) says it might not fit.
    */
   private headersRefusal(message: OutboxMessage, bytes: number, limit: number): string | undefined {
-    let text = 2 * message.aggregateId.length + message.eventType.length + this.source.length;
-    for (const name in message.headers) text += name.length + (message.headers[name]?.length ?? 0);
-    if (bytes + 9 * text + 1024 <= limit) return undefined;
+    if (bytes + 9 * attributesTextLength(message, this.source) + 1024 <= limit) return undefined;
     const headerBytes = (this.headers(message) as unknown as { encode(): Uint8Array }).encode()
       .length;
     return bytes + headerBytes > limit
