@@ -68,6 +68,22 @@ describe('pgConnectionSettings', () => {
     expect(refusal('channel_binding=require').message).not.toContain('did you mean');
   });
 
+  it('refuses a parameter given twice, which readers would take differently', () => {
+    // URLSearchParams reads the first sslmode, node-postgres's parser the last.
+    for (const query of [
+      'sslmode=verify-full&sslmode=disable',
+      'sslmode=disable&sslmode=require',
+      'application_name=a&connect_timeout=5&application_name=b',
+    ]) {
+      const error = refusal(query);
+      expect(error.setting).toBe('database-url');
+      expect(error.message).toMatch(
+        /: (sslmode|application_name) is given more than once: give it once$/,
+      );
+    }
+    expect(refusal('password=hunter2&password=hunter3').message).not.toContain('hunter');
+  });
+
   it("reads what node-postgres reads, and libpq's connect_timeout in seconds", () => {
     const { config } = settings(
       'application_name=shop&statement_timeout=2000&options=-c%20search_path%3Dshop&connect_timeout=7',

@@ -1,7 +1,7 @@
 import { ConfigError } from '../common/errors.js';
 import { readWholeNumber } from '../common/numbers.js';
 import { closestName } from '../common/options.js';
-import { hostList, parseUrl } from '../common/url.js';
+import { assertParametersOnce, hostList, parseUrl } from '../common/url.js';
 
 /** One server of a broker URL; an IPv6 host keeps its brackets. */
 export interface BrokerServer {
@@ -22,6 +22,7 @@ export class BrokerUrlParams {
     readonly setting: string,
   ) {
     this.params = url.searchParams;
+    assertParametersOnce(url, setting);
   }
 
   /** The parameter's value as written, or undefined when the URL does not give it. */

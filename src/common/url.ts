@@ -7,6 +7,8 @@
  * a URL that does not parse shows nothing of itself.
  */
 
+import { ConfigError } from './errors.js';
+
 const SECRET_PARAMETER = /pass|secret|token|nkey|seed|credential|auth|api_?key|private|signature/i;
 
 /**
@@ -50,6 +52,22 @@ export function parseUrl(text: string): URL | undefined {
   const afterHost = `${url.pathname}${url.hash}${[...url.searchParams.keys()].join('')}`;
   if (decodePercent(afterHost).includes('@')) return undefined;
   return url;
+}
+
+/**
+ * Refuses a URL that gives a query parameter more than once, naming `setting`. Readers
+ * differ on which one counts (URLSearchParams.get takes the first, node-postgres's parser
+ * the last), so a parameter given twice is refused rather than guessed:
+ * `sslmode=verify-full&sslmode=disable`.
+ */
+export function assertParametersOnce(url: URL, setting: string): void {
+  const seen = new Set<string>();
+  for (const name of url.searchParams.keys()) {
+    if (seen.has(name)) {
+      throw new ConfigError(setting, `${name} is given more than once: give it once`);
+    }
+    seen.add(name);
+  }
 }
 
 /** The servers of a URL's authority: `["a:9092", "b:9093"]` (ports as written, if any). */

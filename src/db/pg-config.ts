@@ -33,7 +33,7 @@ import { ConfigError } from '../common/errors.js';
 import { closestName } from '../common/options.js';
 import { readSecretFile } from '../common/setting-files.js';
 import { readPemFiles } from '../common/tls-pem.js';
-import { hostList, parseUrl } from '../common/url.js';
+import { assertParametersOnce, hostList, parseUrl } from '../common/url.js';
 
 const SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
 const FILE_PARAMETERS = ['sslrootcert', 'sslcert', 'sslkey', 'password_file'] as const;
@@ -73,6 +73,7 @@ export function pgConnectionSettings(
     throw new ConfigError(setting, 'is not a valid URL (expected postgres://user@host/database)');
   }
   const params = parsed.searchParams;
+  assertParametersOnce(parsed, setting);
   const hosts = serverList(setting, parsed);
   const targetSessionAttrs = params.get('target_session_attrs') ?? 'any';
   if (!(TARGET_SESSION_ATTRS as readonly string[]).includes(targetSessionAttrs)) {

@@ -118,6 +118,7 @@ describe('amqp broker', () => {
       ['ca_file=/ca.pem', /ca_file given with amqp:\/\/, which is plain text: use amqps:\/\//],
       ['heartbeats=5', /unknown parameter "heartbeats"; did you mean "heartbeat"\?/],
       ['no_such_thing=1', /unknown parameter "no_such_thing" \(this broker takes: /],
+      ['exchange=a&exchange=b', /exchange is given more than once: give it once/],
     ] as const) {
       const build = () => amqpBroker(`${AMQP_URL}?${query}`);
       expect(build, query).toThrow(ConfigError);

@@ -328,6 +328,7 @@ describe('kafka broker URL', () => {
     ['client_id=a b', /client_id/],
     ['partition=3', /unknown parameter "partition"; did you mean "partitions"\?/],
     ['tpoic=edu.{aggregate_type}', /unknown parameter "tpoic"; did you mean "topic"\?/],
+    ['partitions=3&partitions=6', /partitions is given more than once: give it once/],
   ])('refuses %s with a ConfigError naming the broker setting', (query, message) => {
     const error = refused(`kafka://127.0.0.1:9092/?${query}`);
     expect(error).toBeInstanceOf(ConfigError);

@@ -464,6 +464,7 @@ describe('nats broker', () => {
       ['?subject_prefix=edu*', /subject_prefix="edu\*" is not valid/],
       ['?stream=a%20b', /stream="a b" is not valid/],
       ['?streams=X', /unknown parameter "streams"/],
+      ['?stream=A&stream=B', /stream is given more than once: give it once/],
       ['?tls=yes', /tls="yes" is not valid \(true or false\)/],
       [
         '?cert_file=/nonexistent/client.crt&key_file=/nonexistent/client.key',
