@@ -321,4 +321,10 @@ describe('text a producer chose reaches the terminal escaped', () => {
     expect(json).not.toMatch(RAW_CONTROL);
     expect(JSON.parse(json)).toEqual(value);
   });
+
+  it('escapeControl shows an unpaired surrogate as its code and keeps pairs', () => {
+    expect(escapeControl('a\ud800b\udc00c')).toBe('a\\ud800b\\udc00c');
+    expect(escapeControl('quiz \u{1f600}')).toBe('quiz \u{1f600}');
+    expect(escapeControl('\u{1f600}\ud83d')).toBe('\u{1f600}\\ud83d');
+  });
 });

@@ -4,10 +4,12 @@
  */
 
 // C0 controls, DEL and C1 controls (U+009B is a one-byte CSI on some terminals), plus the
-// line and paragraph separators and the bidirectional overrides that reorder what is shown.
+// line and paragraph separators and the bidirectional overrides that reorder what is shown,
+// and unpaired surrogates (a terminal would show U+FFFD, hiding what is there; with the `u`
+// flag the surrogate range matches only unpaired ones, so emoji pass).
 // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
-const UNSAFE_ALL = new RegExp(UNSAFE.source, 'g');
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]/u;
+const UNSAFE_ALL = new RegExp(UNSAFE.source, 'gu');
 
 /** `\n`, `\u001b`, …: control and reordering characters made visible; everything else as is. */
 export function escapeControl(text: string): string {
