@@ -280,6 +280,19 @@ describe('dead letters', () => {
     expect(badTime.stderr).toContain('since');
     expect((await statusJson()).deadLetters).toBe(2);
 
+    // Ids and filters narrow each other: a dead letter the filter leaves out is untouched,
+    // and the message does not claim it is no dead letter.
+    const narrowed = await cli(
+      'dead',
+      'discard',
+      lessonId as string,
+      '--event-type',
+      'quiz-submitted',
+    );
+    expect(narrowed.code).toBe(1);
+    expect(narrowed.stderr).toContain(`not among the dead letters the filters select: ${lessonId}`);
+    expect((await statusJson()).deadLetters).toBe(2);
+
     const discard = await cli('dead', 'discard', '--event-type', 'quiz-submitted');
     expect(discard.code, discard.stderr).toBe(0);
     expect(discard.stdout.trim()).toBe(quizId);

@@ -214,7 +214,7 @@ describe('consumer dead letters', () => {
     );
     expect(rows[0]?.n).toBeGreaterThan(0);
     const kept = await cli('inbox', 'purge', '--older-than', '1h', '--consumer', NAME);
-    expect(kept.stdout).toMatch(/^0 inbox records purged/);
+    expect(kept.stdout).toMatch(new RegExp(`^0 inbox records of consumer ${NAME} purged`));
     // Nothing younger than a minute: `0s` would take every record, the latest included.
     const tooYoung = await cli('inbox', 'purge', '--older-than', '0s', '--consumer', NAME);
     expect(tooYoung.code).toBe(2);
@@ -225,7 +225,9 @@ describe('consumer dead letters', () => {
     );
     const purged = await cli('inbox', 'purge', '--older-than', '1m', '--consumer', NAME);
     expect(purged.code).toBe(0);
-    expect(purged.stdout).toMatch(new RegExp(`^${rows[0]?.n} inbox records? purged`));
+    expect(purged.stdout).toMatch(
+      new RegExp(`^${rows[0]?.n} inbox records? of consumer ${NAME} purged`),
+    );
     const invalid = quiz(randomUUID(), { payload: '{"score":-1}' });
     await publish(invalid);
     await waitFor('parked', async () => {
@@ -237,7 +239,7 @@ describe('consumer dead letters', () => {
       [NAME],
     );
     const dead = await cli('purge', '--older-than', '1m', '--consumer', NAME);
-    expect(dead.stdout).toMatch(/^1 dead letter purged/);
+    expect(dead.stdout).toMatch(new RegExp(`^1 dead letter of consumer ${NAME} purged`));
   });
 
   it("the janitor deletes its own consumer's inbox records past the retention, no others", async () => {

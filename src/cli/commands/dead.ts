@@ -218,7 +218,11 @@ function bulkCommand(
           // Asked for ids that were not there: say so with the exit code, after the rest.
           const missing = untouched(ids, [...touched, ...taken], flags.consumer !== undefined);
           if (missing.length > 0) {
-            process.stderr.write(`not among the dead letters: ${missing.join(', ')}\n`);
+            // Ids and filters narrow each other: an id may be a dead letter the filters leave out.
+            const narrowed = Object.keys(filter).some((key) => key !== 'ids' && key !== 'consumer');
+            process.stderr.write(
+              `not among the dead letters${narrowed ? ' the filters select' : ''}: ${missing.join(', ')}\n`,
+            );
           }
           return missing.length > 0 || taken.length > 0 ? 1 : 0;
         });
@@ -370,13 +374,17 @@ const MIN_AGE_MS = 60_000;
  * A command deleting what is older than `--older-than` (and, with `--consumer`, of that
  * consumer only); `purge` prints what it deleted, as `<n> <what> purged (…)`.
  */
+/** ` of consumer grades` after a count, when a consumer was named (a checked name). */
+const ofConsumer = (consumer: string | undefined) =>
+  consumer === undefined ? '' : ` of consumer ${consumer}`;
+
 function olderThanCommand(
   name: string,
   description: string,
   olderThanHelp: string,
   consumerHelp: string,
   purge: (db: Executor, schema: string, before: Date, consumer?: string) => Promise<number>,
-  printed: (count: number, before: Date) => string,
+  printed: (count: number, before: Date, consumer?: string) => string,
 ): Command {
   return adminCommand(name, description, false)
     .requiredOption('--older-than <time>', olderThanHelp)
@@ -398,7 +406,7 @@ function olderThanCommand(
         if (flags.consumer !== undefined) assertConsumerName(flags.consumer, 'consumer');
         return withCurrentSchemaToChange(flags, logger, async (db) => {
           const count = await purge(db, flags.schema, before, flags.consumer);
-          process.stdout.write(`${printed(count, before)}\n`);
+          process.stdout.write(`${printed(count, before, flags.consumer)}\n`);
           return 0;
         });
       });
@@ -415,8 +423,8 @@ export function purgeCommand(): Command {
       consumer !== undefined
         ? purgeConsumerDeadLetters(db, schema, before, consumer)
         : purgeDeadLetters(db, schema, before),
-    (count, before) =>
-      `${counted(count, 'dead letter')} purged (dead-lettered before ${isoWithMicros(before)})`,
+    (count, before, consumer) =>
+      `${counted(count, 'dead letter')}${ofConsumer(consumer)} purged (dead-lettered before ${isoWithMicros(before)})`,
   ).addHelpText(
     'after',
     '\nPublished events leave the outbox as the broker acknowledges them; dead letters are the only history kept.',
@@ -464,8 +472,8 @@ export function inboxCommand(): Command {
       'recorded before this: a duration ago (7d) or an ISO 8601 time, at least a minute ago',
       "only this consumer's records",
       (db, schema, before, consumer) => purgeInbox(db, schema, before, consumer),
-      (count, before) =>
-        `${counted(count, 'inbox record')} purged (recorded before ${isoWithMicros(before)})`,
+      (count, before, consumer) =>
+        `${counted(count, 'inbox record')}${ofConsumer(consumer)} purged (recorded before ${isoWithMicros(before)})`,
     ).addHelpText(
       'after',
       '\nA record is needed only while a duplicate of its event can still arrive: keep them well beyond your longest outage.',
