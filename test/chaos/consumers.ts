@@ -63,6 +63,7 @@ export function startConsumers(options: ConsumerPoolOptions): ConsumerPool {
           CONSUMER: options.consumer,
         },
       }),
+    started: (cli) => cli.stdout.includes('"ready":true'),
   });
   const lines = (stdout: string) => jsonLines(stdout) as Line[];
   return Object.assign(pool, {

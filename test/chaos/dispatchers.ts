@@ -21,5 +21,7 @@ export function startDispatchers(options: DispatcherPoolOptions): DispatcherPool
     count: options.count,
     random: options.random,
     spawn: () => spawnCli(options.args),
+    // `run` logs this (on stderr) once its dispatcher has started.
+    started: (cli) => cli.stderr.includes('"msg":"dispatching"'),
   });
 }

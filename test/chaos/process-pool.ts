@@ -11,6 +11,13 @@ export interface ProcessPoolOptions {
   /** Starts the process of a slot (a first start, a replacement, a restart after an exit). */
   spawn: (slot: number) => CliProcess;
   random: () => number;
+  /**
+   * Whether a process has started (its signal handlers set): `stop` waits for it, bounded,
+   * before its SIGTERM. A Node process signalled while Node still loads it (a replacement
+   * started just before) dies of the signal, as any Node program would, having done
+   * nothing; the exit codes asserted are those of a stop after the start.
+   */
+  started?: (cli: CliProcess) => boolean;
 }
 
 /** A process that ended without being asked to: its exit and the end of its stderr. */
@@ -110,6 +117,12 @@ export function startProcessPool(options: ProcessPoolOptions): ProcessPool {
     async stop(timeoutMs) {
       stopping = true;
       const running = [...slots];
+      const until = Date.now() + Math.min(timeoutMs, 20_000);
+      const starting = () =>
+        running.some((cli) => alive(cli) && options.started && !options.started(cli));
+      while (starting() && Date.now() < until) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
       for (const cli of running) cli.child.kill('SIGTERM');
       const timer = setTimeout(() => {
         for (const cli of running) cli.child.kill('SIGKILL');
