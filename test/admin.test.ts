@@ -165,6 +165,7 @@ describe('dead letters', () => {
     ]);
     const text = await cli('dead', 'groups', '--event-type', 'quiz-submitted');
     expect(text.stdout).toMatch(/^2 {2}quiz-submitted {2}\S+ {2}\S+ {2}refused by test$/m);
+    expect(text.stderr).not.toContain('take it from --json');
 
     const notFound = JSON.parse(
       (await cli('dead', 'list', '--json', '--error-contains', 'topic not')).stdout,

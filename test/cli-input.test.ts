@@ -186,6 +186,9 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
       expect(list.stdout.length).toBeLessThan(1000);
       const groups = await runCli(['dead', 'groups', '--schema', own.schema], env);
       expect(groups.stdout).toContain('… (4000 characters)');
+      expect(groups.stderr).toContain(
+        '(a type or error shown escaped or cut is not its text: take it from --json)',
+      );
       const json = await runCli(['dead', 'list', '--json', '--schema', own.schema], env);
       expect(json.stdout).toContain('a'.repeat(2500));
     } finally {
@@ -302,6 +305,9 @@ describe('text a producer chose reaches the terminal escaped', () => {
   });
 
   it('status, as text and as JSON, before and after a retry', async () => {
+    const groups = await clean('dead', 'groups');
+    expect(groups.stdout).toContain(escapeControl(EVENT_TYPE));
+    expect(groups.stderr).toContain('shown escaped or cut is not its text: take it from --json');
     const text = await clean('status');
     expect(text.stdout).toContain(`  ${escapeControl(EVENT_TYPE)}  1`);
     const json = await clean('status', '--json');

@@ -255,8 +255,15 @@ function groupsCommand(): Command {
               .join('  '),
           );
           process.stdout.write(lines.map((line) => `${line}\n`).join(''));
+          // A type or error shown escaped or cut is not the text the filter must be given.
+          const altered = groups.some(
+            (g) =>
+              clip(g.eventType) !== g.eventType ||
+              escapeControl(g.eventType) !== g.eventType ||
+              escapeControl(g.error) !== g.error,
+          );
           process.stderr.write(
-            `${counted(groups.length, 'group')} (count, event type, first and last dead-lettered, error); retry one with: dead retry --event-type <type> --error <error>\n`,
+            `${counted(groups.length, 'group')} (count, event type, first and last dead-lettered, error); retry one with: dead retry --event-type <type> --error <error>${altered ? ' (a type or error shown escaped or cut is not its text: take it from --json)' : ''}\n`,
           );
           return 0;
         });
