@@ -219,6 +219,46 @@ describe('kafka broker', () => {
     expect(await broker.publish([message('course', 'c-1', { n: 3 })])).toEqual([{ ok: true }]);
   });
 
+  it('warns once, on its first connect, that {event_type} in the topic spreads an aggregate over topics', async () => {
+    const warnings: string[] = [];
+    const logger = {
+      debug() {},
+      info() {},
+      warn: (_: object, m: string) => warnings.push(m),
+      error() {},
+    };
+    const url = `kafka://${testKafka.bootstrap}/?topic=${prefix}.{aggregate_type}.{event_type}&timeout_ms=5000`;
+    const broker = brokerFromUrl(url, { source });
+    brokers.push(broker);
+    await broker.connect({ logger });
+    await broker.close();
+    await broker.connect({ logger });
+    expect(warnings).toEqual([
+      expect.stringContaining(
+        "an aggregate's events of different types go to different topics, between which Kafka keeps no order",
+      ),
+    ]);
+    const plain = brokerFromUrl(kafkaUrl(prefix), { source });
+    brokers.push(plain);
+    await plain.connect({ logger });
+    expect(warnings).toHaveLength(1);
+  });
+
+  it('a topic the cluster cannot create as configured is a ConfigError, not an outage', async () => {
+    // One broker: a replication factor of 3 cannot be met, and no retry mends that.
+    const broker = await connected('&replication_factor=3');
+    const error = await broker.publish([message('lab', 'l-1', { n: 1 })]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toMatch(
+      new RegExp(
+        `cannot create topic "${prefix}\\.lab" \\(partitions 3, replication_factor 3\\): INVALID_REPLICATION_FACTOR: .*only 1 broker`,
+      ),
+    );
+  });
+
   it('fails to connect within timeout_ms, naming the servers, password redacted', async () => {
     const started = Date.now();
     const broker = brokerFromUrl('kafka://user:s3cret@127.0.0.1:1/?timeout_ms=2000', { source });
@@ -328,6 +368,9 @@ describe('kafka broker URL', () => {
     ['client_id=a b', /client_id/],
     ['partition=3', /unknown parameter "partition"; did you mean "partitions"\?/],
     ['tpoic=edu.{aggregate_type}', /unknown parameter "tpoic"; did you mean "topic"\?/],
+    ['topic=..', /topic="\.\." is a name Kafka does not allow/],
+    [`topic=${'x'.repeat(250)}`, /makes topic names of 250 characters or more, over Kafka's 249/],
+    [`topic=${'x'.repeat(248)}.{aggregate_type}`, /of 250 characters or more/],
     ['partitions=3&partitions=6', /partitions is given more than once: give it once/],
   ])('refuses %s with a ConfigError naming the broker setting', (query, message) => {
     const error = refused(`kafka://127.0.0.1:9092/?${query}`);

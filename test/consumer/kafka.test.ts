@@ -7,10 +7,11 @@
 import { randomUUID } from 'node:crypto';
 import { Producer, stringSerializers } from '@platformatic/kafka';
 import { afterAll, expect, it } from 'vitest';
+import { z } from 'zod';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { ConfigError } from '../../src/common/errors.js';
 import { type Consumer, consume } from '../../src/consumer/index.js';
-import { QuizSubmitted } from '../../src/index.js';
+import { defineEvent, QuizSubmitted } from '../../src/index.js';
 import { createPgTestSchema } from '../helpers/db.js';
 import {
   deleteTestResources,
@@ -214,3 +215,36 @@ it('a rebalance: the process that lost partitions leaves what it had not started
     await end();
   }
 }, 150_000);
+
+it('refuses a topic template that puts two event types of one aggregate type in two topics', async () => {
+  const QuizGraded = defineEvent({
+    type: 'quiz-graded',
+    aggregateType: 'quiz',
+    schema: z.object({ quiz_id: z.string() }),
+    aggregateId: (payload) => payload.quiz_id,
+  });
+  const prefix = uniqueName('c');
+  const pg = await createPgTestSchema('consume_topic_types');
+  try {
+    const started = consume({
+      broker: `kafka://${SHARED}/?topic=${prefix}.{aggregate_type}.{event_type}&timeout_ms=5000`,
+      consumer: `${prefix}-graded`,
+      database: pg.db,
+      schema: pg.schema,
+      events: [QuizSubmitted, QuizGraded],
+      handler: () => {},
+    });
+    const error = await started.then(
+      (consumer) => consumer.stop().then(() => undefined),
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).setting).toBe('broker');
+    expect((error as Error).message).toContain(
+      `puts the events of aggregate type "quiz" in 2 topics (${prefix}.quiz.quiz-submitted, ${prefix}.quiz.quiz-graded), between which Kafka keeps no order`,
+    );
+  } finally {
+    await deleteTestResources(prefix, SHARED);
+    await pg.drop();
+  }
+});

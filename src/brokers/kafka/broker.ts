@@ -11,7 +11,13 @@ import type { Admin } from '@platformatic/kafka';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
 import { clip, escapeControl } from '../../common/text.js';
 import { withTimeout } from '../../common/timeout.js';
-import { type EventBroker, type OutboxMessage, type PublishResult, published } from '../broker.js';
+import {
+  type ConnectOptions,
+  type EventBroker,
+  type OutboxMessage,
+  type PublishResult,
+  published,
+} from '../broker.js';
 import { binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
 import { clientOptions } from './client-options.js';
 import {
@@ -31,7 +37,7 @@ import {
   kafkaTopic,
 } from './records.js';
 import { refusedSettingsError } from './refused-settings.js';
-import type { KafkaSettings } from './settings.js';
+import { type KafkaSettings, MAX_TOPIC_LENGTH } from './settings.js';
 
 /** A Kafka broker with the settings of its URL (settings.ts). */
 export function createKafkaBroker(settings: KafkaSettings, source: string): EventBroker {
@@ -48,6 +54,8 @@ interface Clients {
 class KafkaBroker implements EventBroker {
   readonly name = 'kafka';
   private clients: Clients | undefined;
+  /** The warning about `{event_type}` in the topic template is given once, not per reconnect. */
+  private toldTopics = false;
   /** Topics created or found to exist; kept across reconnects, so each is created once. */
   private readonly knownTopics = new Set<string>();
   /** Topics published to: one of these missing later has vanished, an outage, not a bad event. */
@@ -63,8 +71,15 @@ class KafkaBroker implements EventBroker {
     private readonly source: string,
   ) {}
 
-  async connect(): Promise<void> {
+  async connect(connecting?: ConnectOptions): Promise<void> {
     if (this.clients) return;
+    if (this.settings.topicTemplate.includes('{event_type}') && !this.toldTopics) {
+      this.toldTopics = true;
+      connecting?.logger?.warn(
+        { broker: this.name, topic: this.settings.topicTemplate },
+        "the topic template has {event_type}: an aggregate's events of different types go to different topics, between which Kafka keeps no order; consume() refuses to read two types of one aggregate type from such topics",
+      );
+    }
     const options = clientOptions(this.settings);
     const lib = await kafkaLibrary();
     const producer: KafkaProducer = guardConnections(
@@ -115,8 +130,8 @@ class KafkaBroker implements EventBroker {
       }
     }
     const topic = kafkaTopic(topicTemplate, message);
-    return topic.length > 249
-      ? `topic "${clip(topic, 80)}" is ${topic.length} characters, over Kafka's 249 (aggregate_type or event_type too long)`
+    return topic.length > MAX_TOPIC_LENGTH
+      ? `topic "${clip(topic, 80)}" is ${topic.length} characters, over Kafka's ${MAX_TOPIC_LENGTH} (aggregate_type or event_type too long)`
       : undefined;
   }
 
@@ -226,9 +241,19 @@ class KafkaBroker implements EventBroker {
           return undefined;
         case 'INVALID_TOPIC_EXCEPTION':
           return { ok: false, permanent: true, error: `topic "${topic}": ${reason(refusal)}` };
+        // The topic's settings (a replication factor above the broker count, partitions,
+        // a creation policy): the URL's to fix, not the events' fault, and no retry mends
+        // it. It stops the dispatcher, as consume() refuses to start with them.
+        case 'INVALID_REPLICATION_FACTOR':
+        case 'INVALID_PARTITIONS':
+        case 'POLICY_VIOLATION':
+        case 'INVALID_CONFIG':
+          throw new ConfigError(
+            this.settings.setting,
+            `${this.settings.location}: cannot create topic "${topic}" (partitions ${partitions}, replication_factor ${replicationFactor}): ${reason(refusal)}`,
+            { cause: error },
+          );
       }
-      // The rest (replication factor above the broker count, a creation policy, …) is a
-      // setting to fix, not a fault of the events: no attempt is spent on them.
       throw this.unavailable(`cannot create topic "${topic}"`, error);
     }
   }

@@ -1,5 +1,6 @@
 import { ConfigError } from '../../common/errors.js';
 import { readSecretFile } from '../../common/setting-files.js';
+import { clip } from '../../common/text.js';
 import { decodePercent, redactUrl } from '../../common/url.js';
 import { readTlsFiles, type TlsFiles, tlsFilesGiven } from '../tls-files.js';
 import { type BrokerUrlParams, settingsFromUrl } from '../url-params.js';
@@ -45,6 +46,34 @@ export interface KafkaSettings {
 
 const defaultPort = 9092;
 
+/** The longest topic name Kafka allows. */
+export const MAX_TOPIC_LENGTH = 249;
+
+/**
+ * `topic`: legal characters and placeholders, and a template that can make a topic name
+ * Kafka allows at all (not "." or "..", and at most 249 characters with one-character
+ * names put in), so that a bad setting is refused at start, not event by event.
+ */
+function readTopicTemplate(params: BrokerUrlParams): string {
+  const template = params.string(
+    'topic',
+    'edupulse.{aggregate_type}',
+    /^(?:[a-zA-Z0-9._-]|\{aggregate_type\}|\{event_type\})+$/,
+    'letters, digits, ".", "_", "-" and the placeholders {aggregate_type}, {event_type}',
+  );
+  if (template === '.' || template === '..') {
+    throw new ConfigError(params.setting, `topic="${template}" is a name Kafka does not allow`);
+  }
+  const shortest = template.replaceAll('{aggregate_type}', 'a').replaceAll('{event_type}', 'e');
+  if (shortest.length > MAX_TOPIC_LENGTH) {
+    throw new ConfigError(
+      params.setting,
+      `topic="${clip(template, 80)}" makes topic names of ${shortest.length} characters or more, over Kafka's ${MAX_TOPIC_LENGTH}`,
+    );
+  }
+  return template;
+}
+
 /** The Kafka broker's settings from its URL; every query parameter is read (and checked) here. */
 export function readKafkaSettings(params: BrokerUrlParams): KafkaSettings {
   const url = params.url;
@@ -53,12 +82,7 @@ export function readKafkaSettings(params: BrokerUrlParams): KafkaSettings {
     bootstrapServers,
     sasl: readSasl(params),
     tls: readTls(params),
-    topicTemplate: params.string(
-      'topic',
-      'edupulse.{aggregate_type}',
-      /^(?:[a-zA-Z0-9._-]|\{aggregate_type\}|\{event_type\})+$/,
-      'letters, digits, ".", "_", "-" and the placeholders {aggregate_type}, {event_type}',
-    ),
+    topicTemplate: readTopicTemplate(params),
     createTopics: params.boolean('create_topics', true),
     partitions: params.integer('partitions', 3, 1, 10_000),
     replicationFactor: params.integer('replication_factor', 1, 1, 32_767),

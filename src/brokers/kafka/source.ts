@@ -49,6 +49,30 @@ export function createKafkaSource(
   return new KafkaSource(settings, options);
 }
 
+/**
+ * Refuses a template that spreads one aggregate type's events over several topics (with
+ * `{event_type}`, two types of it consumed): Kafka orders a partition, not topics, so one
+ * aggregate's events would come out of order, and the inbox would park the late ones.
+ */
+export function assertOneTopicPerAggregateType(
+  template: string,
+  events: MessageSourceOptions['events'],
+  setting: string,
+): void {
+  const topics = new Map<string, Set<string>>();
+  for (const { type, aggregateType } of events) {
+    const seen = topics.get(aggregateType) ?? new Set<string>();
+    seen.add(kafkaTopic(template, { aggregateType, eventType: type }));
+    topics.set(aggregateType, seen);
+    if (seen.size > 1) {
+      throw new ConfigError(
+        setting,
+        `topic="${template}" puts the events of aggregate type "${aggregateType}" in ${seen.size} topics (${[...seen].join(', ')}), between which Kafka keeps no order, so one aggregate's events would be handled out of order: publish and consume without {event_type} in the topic, or consume each of these event types with a consumer (and inbox) of its own`,
+      );
+    }
+  }
+}
+
 /** The topics of the event types: the template filled in as the publisher does (records.ts). */
 export function sourceTopics(template: string, events: MessageSourceOptions['events']): string[] {
   const topics = events.map(({ type, aggregateType }) =>
@@ -96,6 +120,11 @@ class KafkaSource implements MessageSource {
     const topics = sourceTopics(this.settings.topicTemplate, this.options.events);
     if (topics.length === 0)
       throw new ConfigError(this.settings.setting, 'no event types to consume');
+    assertOneTopicPerAggregateType(
+      this.settings.topicTemplate,
+      this.options.events,
+      this.settings.setting,
+    );
     const lib = await kafkaLibrary();
     const { sessionTimeoutMs } = this.settings;
     // Joining may wait for a dead member's session to expire: the coordinator holds the
