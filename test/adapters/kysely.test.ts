@@ -74,6 +74,24 @@ describe('edupulse-outbox/kysely', () => {
     expect(await process(event('camel-5', '5'))).toBe('duplicate');
   });
 
+  it('a trx kept past the end of its transaction is refused, and writes nothing', async () => {
+    // Kysely 0.28 refuses it itself (the peer range starts there); 0.27 ran the statement
+    // on its own, after a rollback too.
+    const outbox = createOutbox({ schema: test.schema });
+    let kept: Parameters<typeof fromKysely>[0] | undefined;
+    await db
+      .transaction()
+      .execute(async (trx) => {
+        kept = trx;
+        throw new Error('rolled back');
+      })
+      .catch(() => {});
+    await expect(
+      outbox.enqueue(fromKysely(kept as never), LessonPublished.create(lesson())),
+    ).rejects.toThrow(/Transaction is already (committed|rolled back)/);
+    expect(await outboxIds(test)).toEqual([]);
+  });
+
   it('something that is not a Kysely instance is refused', () => {
     expect(() => fromKysely(pool as never)).toThrow(
       /^fromKysely: expected a Kysely transaction, got a \w*Pool$/,
