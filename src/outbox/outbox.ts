@@ -175,7 +175,7 @@ function takenIdError(
   const path = many ? `events[${Math.max(index, 0)}].id` : 'id';
   return new ValidationError(
     path,
-    'is already in the outbox: each event needs an id of its own (an id is the dedup id the broker drops repeats of)',
+    'is already in the outbox: each event needs an id of its own (consumers take an id seen before for a repeat); found by the insert, so the transaction is aborted: roll it back',
     { cause: error },
   );
 }
