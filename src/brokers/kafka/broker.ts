@@ -241,16 +241,23 @@ class KafkaBroker implements EventBroker {
           return undefined;
         case 'INVALID_TOPIC_EXCEPTION':
           return { ok: false, permanent: true, error: `topic "${topic}": ${reason(refusal)}` };
-        // The topic's settings (a replication factor above the broker count, partitions,
-        // a creation policy): the URL's to fix, not the events' fault, and no retry mends
-        // it. It stops the dispatcher, as consume() refuses to start with them.
-        case 'INVALID_REPLICATION_FACTOR':
+        // The topic's settings (partitions, a creation policy): the URL's to fix, not the
+        // events' fault, and no retry mends them. They stop the dispatcher, as consume()
+        // refuses to start with them.
         case 'INVALID_PARTITIONS':
         case 'POLICY_VIOLATION':
         case 'INVALID_CONFIG':
           throw new ConfigError(
             this.settings.setting,
             `${this.settings.location}: cannot create topic "${topic}" (partitions ${partitions}, replication_factor ${replicationFactor}): ${reason(refusal)}`,
+            { cause: error },
+          );
+        // Fewer brokers registered than the replication factor: too high a setting, or
+        // brokers restarting (a rolling restart), which passes. Ridden out as an outage
+        // (no attempt spent), the reason first so that a cut log line keeps it.
+        case 'INVALID_REPLICATION_FACTOR':
+          throw new BrokerUnavailableError(
+            `${this.settings.location}: replication_factor ${replicationFactor} is more than the brokers the cluster has registered now, so topic "${topic}" cannot be created (a broker restarting; or lower replication_factor): ${reason(refusal)}`,
             { cause: error },
           );
       }
