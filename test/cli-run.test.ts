@@ -77,18 +77,17 @@ describe('run with the log broker', () => {
     return inserted;
   }
 
+  /** `migrate` on the test's schema, and `run` there into `broker`. */
+  async function migrate() {
+    const result = await runCli(['migrate', '--database-url', PG_URL, '--schema', target.schema]);
+    expect(result.code, result.stderr).toBe(0);
+  }
+  const run = (broker: string) =>
+    spawnCli(['run', '--database-url', PG_URL, '--schema', target.schema, '--broker', broker]);
+
   it('warns that the memory: broker deletes every event it claims', async () => {
-    const migrate = await runCli(['migrate', '--database-url', PG_URL, '--schema', target.schema]);
-    expect(migrate.code, migrate.stderr).toBe(0);
-    const cli = spawnCli([
-      'run',
-      '--database-url',
-      PG_URL,
-      '--schema',
-      target.schema,
-      '--broker',
-      'memory:',
-    ]);
+    await migrate();
+    const cli = run('memory:');
     await cli.waitFor('the dispatcher to start', () => cli.stderr.includes('dispatcher started'));
     cli.child.kill('SIGTERM');
     const result = await cli.exited;
@@ -100,20 +99,11 @@ describe('run with the log broker', () => {
   });
 
   it('publishes rows inserted with plain SQL as CloudEvents, in order per aggregate', async () => {
-    const migrate = await runCli(['migrate', '--database-url', PG_URL, '--schema', target.schema]);
-    expect(migrate.code, migrate.stderr).toBe(0);
+    await migrate();
 
     // Half is waiting before the dispatcher starts, half arrives while it runs.
     const inserted = await insertRaw(0, 150);
-    const cli = spawnCli([
-      'run',
-      '--database-url',
-      PG_URL,
-      '--schema',
-      target.schema,
-      '--broker',
-      'log:',
-    ]);
+    const cli = run('log:');
     await cli.waitFor('the dispatcher to start', () => cli.stderr.includes('dispatcher started'));
     inserted.push(...(await insertRaw(150, 150)));
     await cli.waitFor('300 lines on stdout', () => cli.lineCount() >= 300);

@@ -258,8 +258,7 @@ function groupsCommand(): Command {
           // A type or error shown escaped or cut is not the text the filter must be given.
           const altered = groups.some(
             (g) =>
-              clip(g.eventType) !== g.eventType ||
-              escapeControl(g.eventType) !== g.eventType ||
+              escapeControl(clip(g.eventType)) !== g.eventType ||
               escapeControl(g.error) !== g.error,
           );
           process.stderr.write(
