@@ -61,7 +61,7 @@ async function measure(from = '0') {
     await tx.query(sql.outboxWriteBounds);
     const { rows } = await tx.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
       `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql.outboxClaim}`,
-      [BATCH, ALL, from],
+      [BATCH, ALL, from, '0', '0'],
     );
     const plan = (rows[0] as { 'QUERY PLAN': [{ Plan: PlanNode }] })['QUERY PLAN'][0].Plan;
     // EXPLAIN ANALYZE really locked the rows; the transaction ends and releases them.

@@ -38,6 +38,8 @@ it('sends the write horizon and the claim in one message, through the dispatcher
         100,
         pgArray(Array.from({ length: 64 }, (_, p) => p)),
         '0',
+        '1',
+        '0',
       ]),
     );
   // The first prepares the claim on the connection.

@@ -4,15 +4,14 @@
  * open and later ones commit around it.
  */
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { MemoryBroker } from '../src/brokers/memory.js';
 import { createDispatcher, createOutbox, type Dispatcher, LessonPublished } from '../src/index.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
+import { createPgTestSchema, type TestSchema, testClients } from './helpers/db.js';
 import { waitFor } from './helpers/wait.js';
 
 let t: TestSchema;
-const clients: pg.Client[] = [];
+const { client, endAll } = testClients();
 const dispatchers: Dispatcher[] = [];
 
 beforeAll(async () => {
@@ -20,18 +19,11 @@ beforeAll(async () => {
 });
 afterEach(async () => {
   for (const d of dispatchers.splice(0)) await d.stop();
-  for (const c of clients.splice(0)) await c.end().catch(() => {});
+  await endAll();
 });
 afterAll(async () => {
   await t?.drop();
 });
-
-async function client(): Promise<pg.Client> {
-  const c = new pg.Client(PG_URL);
-  await c.connect();
-  clients.push(c);
-  return c;
-}
 
 const lesson = (lessonId: string) =>
   LessonPublished.create({

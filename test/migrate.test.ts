@@ -187,10 +187,10 @@ async function recordedPartitions(t: TestSchema): Promise<number | undefined> {
 }
 
 describe('the lock keys the migrations and the runtime share', () => {
-  it('the insert trigger of 0004 and 0005 derives the order lock as db/sql/fragments.ts does', () => {
+  it('the insert trigger of 0004, 0005 and 0009 derives the order lock as db/sql/fragments.ts does', () => {
     const trigger = `${ORDER_LOCK_TAG('TG_TABLE_SCHEMA')} | part`;
     const writers = shipped.filter((m) => m.template.includes('pg_advisory_xact_lock_shared'));
-    expect(writers.map((m) => m.version)).toEqual([4, 5]);
+    expect(writers.map((m) => m.version)).toEqual([4, 5, 9]);
     for (const migration of writers) expect(migration.template).toContain(trigger);
     expect(ORDER_TAG_MASK & ORDER_PARTITION_MASK).toBe(0);
     expect(ORDER_PARTITION_MASK + 1).toBe(1024);

@@ -43,6 +43,7 @@ export const PRIVILEGES = {
     { on: 'table', name: 'outbox', privileges: ['SELECT', 'UPDATE', 'DELETE'] },
     { on: 'table', name: 'outbox_dead_letter', privileges: ['SELECT', 'INSERT'] },
     { on: 'sequence', name: 'outbox_write_seq', privileges: ['SELECT'] },
+    { on: 'sequence', name: 'outbox_restore_seq', privileges: ['SELECT'] },
   ],
   'dispatch-retention': [
     { on: 'table', name: 'outbox_dead_letter', privileges: ['UPDATE', 'DELETE'] },
@@ -83,6 +84,7 @@ export const PRIVILEGES = {
     { on: 'table', name: 'consumer_dead_letter', privileges: ['UPDATE', 'DELETE'] },
     { on: 'table', name: 'inbox', privileges: ['SELECT', 'DELETE'] },
     { on: 'sequence', name: 'outbox_write_seq', privileges: ['USAGE'] },
+    { on: 'sequence', name: 'outbox_restore_seq', privileges: ['USAGE'] },
   ],
 } as const satisfies Record<string, readonly Grant[]>;
 

@@ -27,7 +27,15 @@ export interface CommittedBatch extends Settlement {
 }
 
 /** A row the claim returns: to publish, or held back (see outboxClaim). */
-type CandidateRow = ClaimedRow & { held: boolean };
+type CandidateRow = ClaimedRow & { held: boolean; passed_over: boolean; restores: string };
+
+/** What the lane knows before a claim from its cursor (see Lane.clean). */
+export interface ClaimLook {
+  /** No row of the partitions lies below the cursor: candidates' order needs no probes. */
+  trusted: boolean;
+  /** The count of restores (`dead retry`) the lane last saw. */
+  restores: string;
+}
 
 /** What one claim found: the batch it committed, if any. */
 export interface BatchResult {
@@ -46,6 +54,12 @@ export interface BatchResult {
   claimedElsewhere: boolean;
   /** Some event (of any partition) waits for its retry: the lane keeps polling for it. */
   retrying: boolean;
+  /**
+   * When the claim returned rows: whether rows of its partitions may now lie below its
+   * last one (it passed some over, or checked every candidate's aggregate because it
+   * could not tell), and the count of restores it read.
+   */
+  seen?: { passedOver: boolean; restores: string };
 }
 
 /**
@@ -56,6 +70,7 @@ export async function dispatchBatch(
   context: BatchContext,
   partitions: readonly number[],
   from: string,
+  look: ClaimLook = { trusted: false, restores: '0' },
 ): Promise<BatchResult> {
   const { db, sql, batchSize, onDeadLetter, link } = context;
   if (partitions.length === 0) {
@@ -64,13 +79,18 @@ export async function dispatchBatch(
   let writersOpen = false;
   let claimedElsewhere = false;
   let retrying = false;
+  let seen: BatchResult['seen'];
   const committed = await markDatabaseErrors(db, async (tx) => {
     const claim = onDeadLetter === 'hold' ? sql.outboxClaimHoldingDeadLetters : sql.outboxClaim;
     const claimed = await claimWithinHorizon<CandidateRow>(tx, sql, claim, [
       batchSize,
       pgArray(partitions),
       from,
+      look.trusted ? '1' : '0',
+      look.restores,
     ]);
+    const first = claimed.rows[0];
+    if (first) seen = { passedOver: first.passed_over, restores: first.restores };
     const { horizon } = claimed;
     writersOpen = horizon.bounded.size > 0 && partitions.some((p) => horizon.bounded.has(p));
     retrying = horizon.retrying;
@@ -94,7 +114,7 @@ export async function dispatchBatch(
       lastSeq: rows.at(-1)?.seq,
     };
   });
-  return { committed, writersOpen, claimedElsewhere, retrying };
+  return { committed, writersOpen, claimedElsewhere, retrying, ...(seen ? { seen } : {}) };
 }
 
 /**

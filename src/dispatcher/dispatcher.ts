@@ -12,7 +12,13 @@ import { clip } from '../common/text.js';
 import { assertSchemaCurrent, readPartitionCount, readProducerNotify } from '../db/migrate.js';
 import { assertPrivileges, type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
 import { connectionCheck, type Statements, statements } from '../db/sql/index.js';
-import { type BatchContext, type CommittedBatch, dispatchBatch } from './batch.js';
+import {
+  type BatchContext,
+  type BatchResult,
+  type ClaimLook,
+  type CommittedBatch,
+  dispatchBatch,
+} from './batch.js';
 import { BrokerLink } from './broker-link.js';
 import { databaseWork, isDatabaseError } from './database-errors.js';
 import type { BatchReport, DispatcherEvents, DispatcherStats, UnavailableEvent } from './events.js';
@@ -147,6 +153,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         // New partitions have rows below every lane's cursor.
         for (const lane of this.lanes) {
           lane.cursor = FULL_SCAN;
+          lane.forget();
           lane.wakeup.wake();
         }
       },
@@ -299,6 +306,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     // behind them, so the claim comes back empty once nothing is claimable right now.
     // A drain claims from every partition: the claim alone keeps aggregates in order.
     const all = Array.from({ length: await this.partitionCount() }, (_, p) => p);
+    for (const lane of this.lanes) lane.forget();
     while ((await this.dispatch(all, FULL_SCAN)).claimed > 0) {}
     return this.stats.published - before;
   }
@@ -330,7 +338,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         if (partitions.length === 0 && (failures > 0 || this.ownership.lost)) {
           await databaseWork(this.options.db.query(connectionCheck));
         }
-        const report = await this.dispatch(partitions, from);
+        const report = await this.dispatch(partitions, from, lane.look(partitions, from));
+        lane.learn(partitions, from, report);
         if (failures > 0 && this.outage.size > 0) {
           logger.info({ after: failures }, 'dispatching again');
           this.outage.clear();
@@ -357,6 +366,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
           }
         }
       } catch (error) {
+        lane.forget();
         if (this.stopping) break;
         // A privilege revoked while running: retrying would publish the batch again and
         // again (its settle refused), so stop and say what to grant.
@@ -406,6 +416,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
    */
   private gather(): void {
     this.solo = true;
+    // Lane 0 claims from the others' shares now.
+    for (const lane of this.lanes) lane.forget();
     const first = this.lanes[0];
     if (!first) return;
     first.cursor = FULL_SCAN;
@@ -503,15 +515,9 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private async dispatch(
     partitions: readonly number[],
     from: string,
-  ): Promise<
-    BatchReport & {
-      lastSeq?: string | undefined;
-      writersOpen: boolean;
-      claimedElsewhere: boolean;
-      retrying: boolean;
-    }
-  > {
-    const { committed, ...found } = await dispatchBatch(this.batch, partitions, from);
+    look?: ClaimLook,
+  ): Promise<BatchReport & Omit<BatchResult, 'committed'> & { lastSeq?: string | undefined }> {
+    const { committed, ...found } = await dispatchBatch(this.batch, partitions, from, look);
     if (!committed) {
       return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0, ...found };
     }

@@ -8,8 +8,11 @@ export interface WriteHorizon {
   bounded: ReadonlySet<number>;
 }
 
-/** The claim's parameters: the batch size, the partitions ('{…}'), the cursor. */
-export type ClaimValues = [number, string, string];
+/**
+ * The claim's parameters: the batch size, the partitions ('{…}'), the cursor, whether no
+ * row lies below it ('1' or '0'), the count of restores last seen.
+ */
+export type ClaimValues = [number, string, string, string, string];
 
 /**
  * The write horizon (see outboxWriteLastSeq), then the claim it limits, in this order

@@ -23,6 +23,19 @@ export class Lane {
    */
   cursor = FULL_SCAN;
   lastFullScan = 0;
+  /**
+   * Partitions of which no row lies below the cursor, as far as this lane's claims tell:
+   * set by a look from the start that passed nothing over, kept while each claim from the
+   * cursor passes nothing over either, and while no batch leaves an event behind (held
+   * back or to retry), no open writer bounds these partitions (its rows may commit below
+   * the cursor) and no `dead retry` restores a row (the count the claim reads). Then the
+   * claim needs no probe of each candidate's aggregate: its earlier events are either
+   * candidates or rows the claim passed over. Anything else (another lane or dispatcher
+   * claiming these partitions, an error) forgets it.
+   */
+  private clean: ReadonlySet<number> | undefined;
+  /** The count of restores the last claim read. */
+  private restores = '0';
   readonly wakeup = new Wakeup();
   // Backoff after an outage waits out its delay: a NOTIFY must not cut it short (new
   // events are no reason to hit a server that is down), only stop() may.
@@ -60,6 +73,40 @@ export class Lane {
   /** Nothing is held back any more: the next wait is the wake-up's. */
   clearRecheck(): void {
     this.recheck = 0;
+  }
+
+  /** What the next claim from `from` over `partitions` may take for granted. */
+  look(partitions: readonly number[], from: string): { trusted: boolean; restores: string } {
+    const clean = this.clean;
+    const trusted =
+      from === FULL_SCAN || (clean !== undefined && partitions.every((p) => clean.has(p)));
+    return { trusted, restores: this.restores };
+  }
+
+  /** After a claim from `from` over `partitions`: whether rows may lie below the cursor now. */
+  learn(
+    partitions: readonly number[],
+    from: string,
+    found: {
+      seen?: { passedOver: boolean; restores: string } | undefined;
+      writersOpen: boolean;
+      claimedElsewhere: boolean;
+      retried: number;
+    },
+  ): void {
+    const { seen } = found;
+    if (!seen) return;
+    this.restores = seen.restores;
+    if (seen.passedOver || found.writersOpen || found.claimedElsewhere || found.retried > 0) {
+      this.clean = undefined;
+    } else if (from === FULL_SCAN) {
+      this.clean = new Set(partitions);
+    }
+  }
+
+  /** Another claimer may have left rows of this lane's partitions below its cursor. */
+  forget(): void {
+    this.clean = undefined;
   }
 
   /** Wakes the lane from any sleep, the backoff's too (stop). */

@@ -4,11 +4,31 @@
  */
 import { randomBytes } from 'node:crypto';
 import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
 import { type Database, migrate, pgDatabase, pgliteDatabase } from '../../src/index.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 /** The PostgreSQL the tests use: `DATABASE_URL`, else the local trust-auth server. */
 export const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/**
+ * Plain node-postgres clients of the test server, each a session of its own (a transaction
+ * held open beside the code under test); `endAll` in an afterEach closes them.
+ */
+export function testClients(): { client(): Promise<pg.Client>; endAll(): Promise<void> } {
+  const open: pg.Client[] = [];
+  return {
+    async client() {
+      const c = new pg.Client(PG_URL);
+      await c.connect();
+      open.push(c);
+      return c;
+    },
+    async endAll() {
+      for (const c of open.splice(0)) await c.end().catch(() => {});
+    },
+  };
+}
 
 /**
  * A fresh, valid schema name: `t_<prefix>_<random>`. The prefix is lower-cased and cut so

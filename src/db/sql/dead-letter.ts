@@ -30,7 +30,7 @@ export interface DeadLetterStatements {
    * Draws one seq so that the write sequence moves and the dispatchers' write probes wake
    * them for what a retry put back. Sent after the retry has committed: a move they see
    * earlier sends them to claim rows not yet visible, and nothing would wake them again
-   * (a retried row announces no write bound, having its seq already).
+   * (a retried row keeps its seq: it draws none that the probe could see).
    */
   deadLetterWake: string;
   /**
