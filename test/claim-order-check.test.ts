@@ -111,31 +111,34 @@ it('from a cursor with no row below it, probes no aggregate; otherwise one per c
   const rows = await claim(100, cursor, true, '0');
   expect(rows).toHaveLength(100);
   expect(rows.every((row) => !row.held && !row.passed_over && row.restores === '0')).toBe(true);
+  // A claim of a few rows probes them: cheaper than counting its range from the start.
+  expect(await probes(cursor, true, 10)).toBe(10);
+  expect((await claim(10, cursor, true, '0')).every((row) => row.passed_over)).toBe(true);
 });
 
 it('holds back an aggregate whose earlier event another claim holds, and says it passed rows over', async () => {
-  const seqs = await write(40, 10);
+  const seqs = await write(400, 100);
   // a-3's first event (seq index 3), locked by another transaction as a claim would.
   const other = await client();
   await other.query('BEGIN');
   await other.query(`SELECT 1 FROM "${t.schema}".outbox WHERE seq = $1 FOR UPDATE`, [seqs[3]]);
   for (const trusted of [true, false]) {
-    const rows = await claim(20, seqs[0] as string, trusted, '0');
+    const rows = await claim(200, seqs[0] as string, trusted, '0');
     const held = rows.filter((row) => row.held).map((row) => row.aggregate_id);
     expect(held).toEqual(['a-3']);
     expect(rows.every((row) => row.passed_over)).toBe(true);
   }
   await other.query('ROLLBACK');
-  const rows = await claim(20, seqs[0] as string, true, '0');
+  const rows = await claim(200, seqs[0] as string, true, '0');
   expect(rows.filter((row) => row.held)).toEqual([]);
   expect(rows.every((row) => !row.passed_over)).toBe(true);
 });
 
 it('a dead letter put back below the cursor: its aggregate is held back and the count moves', async () => {
-  const seqs = await write(30, 10);
-  // The first ten were published but a-2's, which was dead-lettered; the cursor is past them.
+  const seqs = await write(300, 100);
+  // The first 100 were published but a-2's, which was dead-lettered; the cursor is past them.
   await t.db.query(`DELETE FROM "${t.schema}".outbox WHERE seq < $1 AND seq <> $2`, [
-    seqs[10],
+    seqs[100],
     seqs[2],
   ]);
   await t.db.query(
@@ -146,23 +149,24 @@ it('a dead letter put back below the cursor: its aggregate is held back and the 
      FROM gone`,
     [seqs[2]],
   );
-  const cursor = seqs[10] as string;
-  const before = await claim(10, cursor, true, '0');
+  const cursor = seqs[100] as string;
+  const before = await claim(100, cursor, true, '0');
   expect(before.find((row) => row.aggregate_id === 'a-2')?.held).toBe(false);
+  expect(before.every((row) => !row.passed_over)).toBe(true);
   const seen = before[0]?.restores as string;
 
   expect(await retryDeadLetters(t.db, t.schema, { aggregateId: 'a-2' })).toHaveLength(1);
-  const after = await claim(10, cursor, true, seen);
+  const after = await claim(100, cursor, true, seen);
   expect(after.find((row) => row.aggregate_id === 'a-2')?.held).toBe(true);
   expect(after.every((row) => row.passed_over)).toBe(true);
   expect(BigInt(after[0]?.restores as string)).toBe(BigInt(seen) + 1n);
   // The restored event itself is claimed from the start, before its aggregate's later ones.
-  const fromStart = await claim(30, '0', true, after[0]?.restores as string);
+  const fromStart = await claim(300, '0', true, after[0]?.restores as string);
   const a2 = fromStart.filter((row) => row.aggregate_id === 'a-2');
   expect(a2.map((row) => [row.seq, row.held])).toEqual([
     [seqs[2], false],
-    [seqs[12], false],
-    [seqs[22], false],
+    [seqs[102], false],
+    [seqs[202], false],
   ]);
 });
 
