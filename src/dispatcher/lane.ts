@@ -1,3 +1,4 @@
+import type { BatchResult, ClaimLook } from './batch.js';
 import type { DispatcherHealth, LaneHealth } from './health.js';
 import { Wakeup } from './wakeup.js';
 
@@ -76,7 +77,7 @@ export class Lane {
   }
 
   /** What the next claim from `from` over `partitions` may take for granted. */
-  look(partitions: readonly number[], from: string): { trusted: boolean; restores: string } {
+  look(partitions: readonly number[], from: string): ClaimLook {
     const clean = this.clean;
     const trusted =
       from === FULL_SCAN || (clean !== undefined && partitions.every((p) => clean.has(p)));
@@ -87,12 +88,7 @@ export class Lane {
   learn(
     partitions: readonly number[],
     from: string,
-    found: {
-      seen?: { passedOver: boolean; restores: string } | undefined;
-      writersOpen: boolean;
-      claimedElsewhere: boolean;
-      retried: number;
-    },
+    found: Pick<BatchResult, 'seen' | 'writersOpen' | 'claimedElsewhere'> & { retried: number },
   ): void {
     const { seen } = found;
     if (!seen) return;

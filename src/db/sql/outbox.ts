@@ -22,8 +22,7 @@ export interface OutboxStatements {
    * $1: batch size, $2: the partitions to claim from ('{0,1,…}'), $3: the lowest seq
    * to look at (a cursor; '0' for all), $4: '1' when no row of these partitions lies
    * below the cursor (else '0'; moot from '0'), $5: the count of restores the caller last
-   * saw. The
-   * highest seq to look at, overall and per partition, it reads from what
+   * saw. The highest seq to look at, overall and per partition, it reads from what
    * outboxWriteHorizon set in this transaction. Claims the oldest available rows, skipping
    * rows other dispatchers hold, and returns those whose aggregate has no earlier event
    * left outside the claim. On every row: `passed_over`, whether rows of these partitions
