@@ -46,6 +46,8 @@ export interface BenchReport {
   machine: string;
   date: string;
   mode: 'quick' | 'full';
+  /** False while scenarios remain: the report is written after each one, so a run that fails keeps what it measured. */
+  complete: boolean;
   versions: Record<string, string>;
   scenarios: ScenarioResult[];
 }
@@ -93,16 +95,21 @@ function clientVersions(): Record<string, string> {
   return versions;
 }
 
-/** Runs the scenarios named in `only` (all when empty) and returns the report. */
+/**
+ * Runs the scenarios named in `only` (all when empty) and returns the report, handing it
+ * to `measured` after each scenario (and once complete).
+ */
 export async function runBench(
   settings: BenchSettings,
   only: ReadonlySet<string> = new Set(),
+  measured: (report: BenchReport) => void = () => {},
   bench = new BenchContext(settings),
 ): Promise<BenchReport> {
   const report: BenchReport = {
     machine: `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB`,
     date: new Date().toISOString(),
     mode: settings.quick ? 'quick' : 'full',
+    complete: false,
     versions: await versions(settings.databaseUrl),
     scenarios: [],
   };
@@ -110,7 +117,10 @@ export async function runBench(
     const wanted = only.size === 0 ? new Set(scenario.names) : only;
     if (!scenario.names.some((name) => wanted.has(name))) continue;
     report.scenarios.push(...(await scenario.run(bench, wanted)));
+    measured(report);
   }
+  report.complete = true;
+  measured(report);
   return report;
 }
 

@@ -157,6 +157,8 @@ async function main(argv: readonly string[]): Promise<number> {
     return error.exitCode === 0 ? exitCodes.ok : exitCodes.badSetting;
   }
   const flags = command.opts<BenchFlags>();
+  const out = resolve(flags.out);
+  let written = false;
   try {
     const only = parseOnly(flags.only);
     const report = await runBench(
@@ -170,9 +172,11 @@ async function main(argv: readonly string[]): Promise<number> {
         kafkaUrl: flags.kafkaUrl,
       },
       only,
+      (sofar) => {
+        writeReport(sofar, out);
+        written = true;
+      },
     );
-    const out = resolve(flags.out);
-    writeReport(report, out);
     process.stdout.write(`${reportTable(report)}\n`);
     process.stderr.write(`bench: report written to ${out}\n`);
     return exitCodes.ok;
@@ -180,6 +184,7 @@ async function main(argv: readonly string[]): Promise<number> {
     let text = `bench: ${errorMessage(error)}\n`;
     if (flags.verbose && error instanceof Error && error.stack) text += `${error.stack}\n`;
     for (const secret of urlSecrets(flags)) text = text.replaceAll(secret, '***');
+    if (written) text += `bench: the scenarios measured before this are in ${out}\n`;
     process.stderr.write(text);
     return error instanceof ConfigError ? exitCodes.badSetting : exitCodes.failure;
   }

@@ -373,6 +373,7 @@ describe('bench', () => {
     ]);
     expect(result.code, result.stderr).toBe(0);
     const report = JSON.parse(readFileSync(out, 'utf8')) as {
+      complete: boolean;
       machine: string;
       date: string;
       versions: Record<string, string>;
@@ -384,6 +385,7 @@ describe('bench', () => {
         met: boolean;
       }[];
     };
+    expect(report.complete).toBe(true);
     expect(report.machine).toMatch(/GiB/);
     expect(Number.isNaN(Date.parse(report.date))).toBe(false);
     expect(report.versions).toMatchObject({ node: process.versions.node });

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
 import { brokerFromUrl, createDispatcher, type Database } from 'edupulse-outbox';
 import pg from 'pg';
 import {
@@ -327,16 +328,35 @@ async function latencyResult(bench: BenchContext, peer: Peer): Promise<ScenarioR
 const REPLICATION_FILL_TRANSACTION = 100;
 
 /**
+ * The heap the peer's logical-replication listener may use. It reads its slot faster than
+ * it publishes and keeps what it has read (1.7 GB after 60 s of a 50,000-event backlog,
+ * measured): unbounded, a full run's backlog ran the benchmark itself out of memory.
+ */
+const PEER_REPLICATION_HEAP_MB = 2048;
+
+/** What the peer-logical worker is given: where the peer reads and publishes, and how far. */
+export interface PeerReplicationWork extends PeerOptions {
+  publication: string;
+  slot: string;
+  /** Events to wait for. */
+  count: number;
+  /** Seconds to wait at most. */
+  limitS: number;
+}
+
+/**
  * The peer's logical-replication listener (`initializeReplicationMessageListener`), with
  * the same JetStream handler as its polling listener. Messages of one segment (= aggregate)
  * one after the other, segments in parallel (`createReplicationSegmentMutexConcurrencyController`;
  * the default handles every message one at a time), so it keeps the order we keep.
+ * Run by peer-logical-worker.js.
  */
-async function startPeerReplicationListener(
-  peer: Peer,
-  options: PeerOptions & { publication: string; slot: string },
+export async function startPeerReplication(
+  options: PeerReplicationWork,
   acked: (id: string) => void,
 ): Promise<() => Promise<void>> {
+  const peer = await loadPeer();
+  if (!peer) throw new Error(`${PACKAGE} is not installed`);
   const { nc, js } = await connectJetStream(options.natsUrl);
   const encoder = new TextEncoder();
   const listenerConfig = { connectionString: options.databaseUrl, application_name: 'peer-bench' };
@@ -372,6 +392,69 @@ async function startPeerReplicationListener(
     await shutdown();
     await nc.drain();
   };
+}
+
+/** What the peer's logical-replication listener did in its worker. */
+interface PeerReplicationRun {
+  drained: number;
+  seconds: number;
+  /** The most of its heap it used, in MiB. */
+  heapMb: number;
+  unhandled: number;
+  /** Why it stopped before its time, when it did. */
+  failed?: string;
+}
+
+/** What peer-logical-worker.js posts: when its clock starts, how far it got, what it did. */
+type PeerWorkerMessage =
+  | { type: 'started' }
+  | { type: 'progress'; acked: number; heapMb: number }
+  | { type: 'done'; acked: number; heapMb: number; seconds: number; unhandled: number };
+
+/**
+ * Runs the peer's logical-replication listener in a worker thread under a heap limit and
+ * returns what it drained by the time every event was acknowledged, its time was up, or
+ * the worker ended (out of memory, say: then as far as its last progress report).
+ */
+async function peerReplicationInWorker(work: PeerReplicationWork): Promise<PeerReplicationRun> {
+  const worker = new Worker(new URL('../peer-logical-worker.js', import.meta.url), {
+    workerData: work,
+    resourceLimits: { maxOldGenerationSizeMb: PEER_REPLICATION_HEAP_MB },
+  });
+  let started: bigint | undefined;
+  let last = { acked: 0, heapMb: 0 };
+  const ended = (failed: string): PeerReplicationRun => ({
+    drained: last.acked,
+    seconds: started === undefined ? 0 : secondsSince(started),
+    heapMb: last.heapMb,
+    unhandled: 0,
+    failed,
+  });
+  try {
+    return await new Promise<PeerReplicationRun>((resolve) => {
+      worker.on('message', (message: PeerWorkerMessage) => {
+        if (message.type === 'started') started = process.hrtime.bigint();
+        else if (message.type === 'progress') last = message;
+        else {
+          const { acked, seconds, heapMb, unhandled } = message;
+          resolve({ drained: acked, seconds, heapMb, unhandled });
+        }
+      });
+      worker.once('error', (error: Error & { code?: string }) =>
+        resolve(
+          ended(
+            error.code === 'ERR_WORKER_OUT_OF_MEMORY'
+              ? `its listener ran out of its ${PEER_REPLICATION_HEAP_MB} MiB heap`
+              : errorMessage(error),
+          ),
+        ),
+      );
+      worker.once('exit', (code) => resolve(ended(`its worker exited (${code})`)));
+    });
+  } finally {
+    // After 'done' the worker is stopping its listener; it is ended either way.
+    await worker.terminate();
+  }
 }
 
 /**
@@ -413,27 +496,22 @@ async function logicalResult(bench: BenchContext, peer: Peer): Promise<ScenarioR
         }
         bench.log(`peer-logical: the peer's logical-replication listener (at most ${limitS} s)`);
         const stream = await createBenchStream(bench.settings.natsUrl, 'peer-logical');
-        let theirs: { drained: number; seconds: number };
+        let theirs: PeerReplicationRun;
         try {
-          const progress = timeUntil(backlog, limitS);
-          const stop = await startPeerReplicationListener(
-            peer,
-            {
-              databaseUrl: onPrivate.settings.databaseUrl,
-              schema,
-              natsUrl: bench.settings.natsUrl,
-              subjectPrefix: stream.subjectPrefix,
-              publication,
-              slot,
-            },
-            progress.acked,
-          );
-          const seconds = (await progress.done) ?? progress.elapsed();
-          theirs = { drained: progress.count(), seconds };
-          await stop();
+          theirs = await peerReplicationInWorker({
+            databaseUrl: onPrivate.settings.databaseUrl,
+            schema,
+            natsUrl: bench.settings.natsUrl,
+            subjectPrefix: stream.subjectPrefix,
+            publication,
+            slot,
+            count: backlog,
+            limitS,
+          });
         } finally {
           await stream.remove();
         }
+        if (theirs.failed) bench.log(`peer-logical: the peer stopped early: ${theirs.failed}`);
         const events_per_s = Math.round(backlog / ours);
         const peer_events_per_s = Math.round(theirs.drained / theirs.seconds);
         return {
@@ -442,6 +520,9 @@ async function logicalResult(bench: BenchContext, peer: Peer): Promise<ScenarioR
           events_per_s,
           peer_events_per_s,
           peer_drained: theirs.drained,
+          peer_heap_mb: theirs.heapMb,
+          ...(theirs.failed ? { peer_failed: theirs.failed } : {}),
+          ...(theirs.unhandled > 0 ? { peer_unhandled_rejections: theirs.unhandled } : {}),
           ratio: round(events_per_s / peer_events_per_s),
         };
       } finally {
@@ -492,7 +573,10 @@ export const peer: Scenario = {
     }
     if (peerFailures.length > 0) {
       for (const result of results) {
-        if (!('skipped' in result)) result.peer_unhandled_rejections = peerFailures.length;
+        if ('skipped' in result) continue;
+        // Added to those the logical-replication worker counted on its own thread.
+        result.peer_unhandled_rejections =
+          Number(result.peer_unhandled_rejections ?? 0) + peerFailures.length;
       }
     }
     return results;
