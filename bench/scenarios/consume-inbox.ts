@@ -425,22 +425,13 @@ async function oursSide(setup: SideSetup): Promise<Run> {
 }
 
 /**
- * Raw: the broker's client hands each message over with its ack; up to `concurrency` at
- * once, each body is JSON.parse'd and its effect inserted in a transaction of its own
- * (BEGIN, INSERT, COMMIT on a pg Pool of `poolSize`), then the message is acked.
+ * The raw side's transaction: the effect inserted in a transaction of its own (BEGIN,
+ * INSERT, COMMIT on a pg Pool of `poolSize`).
  */
-async function rawSide(setup: SideSetup): Promise<Run> {
-  const { target, url, tag, consumer: name, table } = setup;
-  const pool = new pg.Pool({
-    connectionString: setup.bench.settings.databaseUrl,
-    application_name: rawApplication,
-    max: poolSize,
-  });
+function rawEffect(pool: pg.Pool, table: string): (data: QuizData) => Promise<void> {
   // Prepared once per connection, as our database adapter prepares its statements.
   const insert = { name: 'bench-effect', text: effectInsert(table) };
-  const decoder = new TextDecoder();
-  const apply = async (body: Uint8Array) => {
-    const data = JSON.parse(decoder.decode(body)) as QuizData;
+  return async (data) => {
     const client = await pool.connect();
     try {
       await client.query('BEGIN');
@@ -453,6 +444,27 @@ async function rawSide(setup: SideSetup): Promise<Run> {
       client.release();
     }
   };
+}
+
+/** The raw side's pool, its backends named for the CPU meter. */
+const rawPool = (bench: BenchContext) =>
+  new pg.Pool({
+    connectionString: bench.settings.databaseUrl,
+    application_name: rawApplication,
+    max: poolSize,
+  });
+
+/**
+ * Raw: the broker's client hands each message over with its ack; up to `concurrency` at
+ * once, each body is JSON.parse'd and its effect applied (`rawEffect`), then the message
+ * is acked.
+ */
+async function rawSide(setup: SideSetup): Promise<Run> {
+  const { target, url, tag, consumer: name, table } = setup;
+  const pool = rawPool(setup.bench);
+  const effect = rawEffect(pool, table);
+  const decoder = new TextDecoder();
+  const apply = (body: Uint8Array) => effect(JSON.parse(decoder.decode(body)) as QuizData);
   try {
     return await measure(setup, 'raw', rawApplication, (tally) => {
       const waiting: { body: Uint8Array; ack: () => void }[] = [];
@@ -484,6 +496,72 @@ async function rawSide(setup: SideSetup): Promise<Run> {
     });
   } finally {
     await pool.end();
+  }
+}
+
+/**
+ * Each side's database work alone, no broker: `concurrency` loops apply `setup.count`
+ * quiz-submitted events as its handler would (ours through `database.transaction` and the
+ * inbox, raw by `rawEffect`). What the broker-less sides reach bounds what the consumers
+ * can: the ceiling of `ratio`.
+ */
+async function withoutBroker(setup: SideSetup, side: SideName): Promise<Run> {
+  const { bench, consumer, schema, table, count } = setup;
+  const quizzes = Array.from({ length: aggregates }, () => randomUUID());
+  const events = Array.from({ length: count }, (_, i) => ({
+    id: randomUUID(),
+    type: QuizSubmitted.type,
+    aggregateId: quizzes[i % aggregates] as string,
+    sequence: String(i + 1),
+    data: { quiz_id: quizzes[i % aggregates] as string, student_id: randomUUID(), score: i % 100 },
+  }));
+  const database =
+    side === 'ours'
+      ? pgDatabase({
+          connectionString: bench.settings.databaseUrl,
+          applicationName: oursApplication,
+          maxConnections: poolSize,
+        })
+      : undefined;
+  const pool = side === 'raw' ? rawPool(bench) : undefined;
+  const inbox = createInbox({ consumer, schema });
+  const insert = effectInsert(table);
+  const apply = database
+    ? async (event: (typeof events)[number]) => {
+        const { data } = event;
+        await database.transaction((tx) =>
+          inbox.process(tx, event, () =>
+            tx.query(insert, [data.quiz_id, data.student_id, data.score]),
+          ),
+        );
+      }
+    : (
+        (effect) => (event: (typeof events)[number]) =>
+          effect(event.data)
+      )(rawEffect(pool as pg.Pool, table));
+  try {
+    return await measure(
+      setup,
+      side,
+      database ? oursApplication : rawApplication,
+      async (tally) => {
+        let next = 0;
+        const loop = async () => {
+          for (let event = events[next++]; event; event = events[next++]) {
+            tally.received();
+            await apply(event);
+            tally.apply();
+          }
+        };
+        void Promise.all(Array.from({ length: concurrency }, loop)).catch((error) =>
+          tally.fail(error),
+        );
+        return async () => {};
+      },
+    );
+  } finally {
+    await database?.close();
+    await pool?.end();
   }
 }
 
@@ -570,19 +648,29 @@ async function consumeBroker(
         ours: { seconds: 0, node_cpu_ms: 0, postgres_cpu_ms: 0 },
         raw: { seconds: 0, node_cpu_ms: 0, postgres_cpu_ms: 0 },
       };
-      for (const { side, consumer, effects } of runs) {
+      /** One run into an effects table of its own, started after a checkpoint. */
+      const runInto = async (
+        side: SideName,
+        consumer: string,
+        effects: string,
+        how: (setup: SideSetup) => Promise<Run>,
+      ): Promise<Run> => {
         const table = `${quoteSchema(schema)}.${effects}`;
         await db.query(`CREATE TABLE ${table} (
           quiz_id uuid, student_id uuid, score numeric NOT NULL, PRIMARY KEY (quiz_id, student_id))`);
         // Each run starts after a checkpoint: none pays for another's dirty pages.
         await db.query('CHECKPOINT').catch(() => {});
-        bench.log(`${name}: ${side} consumer, ${backlog} events`);
         const setup = { bench, target, url, tag, consumer, schema, table, count: backlog };
-        const run = await (side === 'ours' ? oursSide : rawSide)(setup);
+        const run = await how(setup);
         const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`);
         if (rows[0]?.n !== backlog) {
           throw new Error(`${name} (${side}): ${rows[0]?.n} effects for ${backlog} events`);
         }
+        return run;
+      };
+      for (const { side, consumer, effects } of runs) {
+        bench.log(`${name}: ${side} consumer, ${backlog} events`);
+        const run = await runInto(side, consumer, effects, side === 'ours' ? oursSide : rawSide);
         const sum = total[side];
         sum.seconds += run.seconds;
         sum.node_cpu_ms += run.node_cpu_ms;
@@ -590,6 +678,17 @@ async function consumeBroker(
           run.postgres_cpu_ms === undefined || sum.postgres_cpu_ms === undefined
             ? undefined
             : sum.postgres_cpu_ms + run.postgres_cpu_ms;
+      }
+      // The same database work without the broker, in the order of the first two runs.
+      const alone: Partial<Record<SideName, Run>> = {};
+      for (const side of order.slice(0, 2)) {
+        bench.log(`${name}: ${side} transactions without a broker, ${backlog} events`);
+        alone[side] = await runInto(
+          side,
+          `bench-${tag}-${side}-alone`,
+          `effects_${side}_alone`,
+          (setup) => withoutBroker(setup, side),
+        );
       }
       const { ours, raw } = total;
       const events_per_s = Math.round(count / ours.seconds);
@@ -609,6 +708,7 @@ async function consumeBroker(
         postgres_cpu_ms_per_1000: per1000(ours.postgres_cpu_ms, count),
         reference_node_cpu_ms_per_1000: per1000(raw.node_cpu_ms, count),
         reference_postgres_cpu_ms_per_1000: per1000(raw.postgres_cpu_ms, count),
+        ...withoutBrokerFigures(alone, backlog),
         target: 'ratio ≥ 0.7',
         met: ratio >= 0.7,
       };
@@ -618,6 +718,18 @@ async function consumeBroker(
       .cleanup(baseUrl, tag, names)
       .catch((error) => bench.log(`${name}: cleanup failed: ${errorMessage(error)}`));
   }
+}
+
+/** The broker-less pair's figures: each side's rate and the ceiling they set on `ratio`. */
+function withoutBrokerFigures(alone: Partial<Record<SideName, Run>>, count: number) {
+  const rate = (run: Run | undefined) => (run ? Math.round(count / run.seconds) : 0);
+  const ours = rate(alone.ours);
+  const raw = rate(alone.raw);
+  return {
+    without_broker_events_per_s: ours,
+    without_broker_reference_events_per_s: raw,
+    without_broker_ratio: raw > 0 ? round(ours / raw) : 0,
+  };
 }
 
 export const consumeTargets: readonly ConsumeTarget[] = [nats, amqpTarget, kafka];
