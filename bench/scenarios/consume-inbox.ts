@@ -502,8 +502,8 @@ async function rawSide(setup: SideSetup): Promise<Run> {
 /**
  * Each side's database work alone, no broker: `concurrency` loops apply `setup.count`
  * quiz-submitted events as its handler would (ours through `database.transaction` and the
- * inbox, raw by `rawEffect`). What the broker-less sides reach bounds what the consumers
- * can: the ceiling of `ratio`.
+ * inbox, raw by `rawEffect`). Each consumer's rate is bounded by its side's here, and the
+ * ratio of the two is what the database work alone leaves of `ratio`.
  */
 async function withoutBroker(setup: SideSetup, side: SideName): Promise<Run> {
   const { bench, consumer, schema, table, count } = setup;
