@@ -426,8 +426,16 @@ async function openSession(
     throw error;
   }
   const session: DatabaseSession = {
+    // A statement with parameters is prepared on the session at its first run (the write
+    // probe's look, repeated every few milliseconds, then costs no parse and no plan); one
+    // without goes out as one simple query. A session reaches one server session (see
+    // checkSessionIsDirect), which keeps the statements until it ends.
     async query<R>(text: string, values: readonly unknown[] = []) {
-      const result = await answeredWithin(client, answerMs, client.query(text, [...values]));
+      const query =
+        values.length === 0
+          ? client.query(text)
+          : client.query({ name: preparedName(text), text, values: [...values] });
+      const result = await answeredWithin(client, answerMs, query);
       return { rows: result.rows as R[] };
     },
     onLost(listener) {

@@ -125,7 +125,8 @@ export class WriteProbe {
   private session: DatabaseSession | undefined;
   private stopped = true;
   private failing = false;
-  private probe: string | undefined;
+  /** The write sequence's oid, the probe's parameter. */
+  private sequence: string | undefined;
 
   constructor(private readonly options: WriteProbeOptions) {
     this.intervalMs = options.minMs;
@@ -164,11 +165,14 @@ export class WriteProbe {
     let next = retryMs;
     try {
       const executor = await this.executor();
-      if (!this.probe) {
+      if (this.sequence === undefined) {
         const { rows } = await executor.query<{ oid: string }>(this.options.sql.outboxWriteSeqOid);
-        this.probe = this.options.sql.outboxWriteProbe(String(rows[0]?.oid));
+        this.sequence = String(rows[0]?.oid);
       }
-      const { rows } = await executor.query<{ last_seq: string }>(this.probe);
+      const { rows } = await executor.query<{ last_seq: string }>(
+        this.options.sql.outboxWriteProbe,
+        [this.sequence],
+      );
       const seq = rows[0]?.last_seq ?? '0';
       if (this.last !== undefined && seq !== this.last) {
         onWrite();

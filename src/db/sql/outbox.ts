@@ -61,13 +61,13 @@ export interface OutboxStatements {
   /** The write sequence's oid, for outboxWriteProbe (resolved once, not at every look). */
   outboxWriteSeqOid: string;
   /**
-   * The write sequence's last value, given its oid (digits from outboxWriteSeqOid, written
-   * in: a statement without parameters goes out in one message, unprepared): it moves
-   * when any producer draws a seq, so an idle dispatcher repeats this every few
-   * milliseconds to learn, for 0.04 ms and no index access, that something was written
-   * (migration 0006 explains why not NOTIFY).
+   * $1 the write sequence's oid (from outboxWriteSeqOid): its last value. It moves when
+   * any producer draws a seq, so an idle dispatcher repeats this every few milliseconds
+   * to learn, without touching a table or an index, that something was written
+   * (migration 0006 explains why not NOTIFY). Prepared on the probe's session, so a look
+   * is not parsed and planned again.
    */
-  outboxWriteProbe(oid: string): string;
+  outboxWriteProbe: string;
   /** Pending rows and the age of the oldest, in seconds. */
   outboxBacklog: string;
   /**
@@ -159,10 +159,7 @@ FROM dead`,
 
     outboxWriteSeqOid: `SELECT '${s}.outbox_write_seq'::regclass::oid::text AS oid`,
 
-    outboxWriteProbe: (oid) => {
-      if (!/^\d+$/.test(oid)) throw new Error(`not an oid: ${oid}`);
-      return `SELECT coalesce(pg_sequence_last_value(${oid}::oid), 0)::text AS last_seq`;
-    },
+    outboxWriteProbe: 'SELECT coalesce(pg_sequence_last_value($1::text::oid), 0)::text AS last_seq',
 
     outboxBacklog: `SELECT count(*)::int AS pending,
   coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8 AS oldest_age_s
