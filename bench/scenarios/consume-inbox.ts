@@ -515,35 +515,35 @@ async function withoutBroker(setup: SideSetup, side: SideName): Promise<Run> {
     sequence: String(i + 1),
     data: { quiz_id: quizzes[i % aggregates] as string, student_id: randomUUID(), score: i % 100 },
   }));
-  const database =
-    side === 'ours'
-      ? pgDatabase({
-          connectionString: bench.settings.databaseUrl,
-          applicationName: oursApplication,
-          maxConnections: poolSize,
-        })
-      : undefined;
-  const pool = side === 'raw' ? rawPool(bench) : undefined;
-  const inbox = createInbox({ consumer, schema });
-  const insert = effectInsert(table);
-  const apply = database
-    ? async (event: (typeof events)[number]) => {
-        const { data } = event;
-        await database.transaction((tx) =>
-          inbox.process(tx, event, () =>
-            tx.query(insert, [data.quiz_id, data.student_id, data.score]),
-          ),
-        );
-      }
-    : (
-        (effect) => (event: (typeof events)[number]) =>
-          effect(event.data)
-      )(rawEffect(pool as pg.Pool, table));
+  type Event = (typeof events)[number];
+  let apply: (event: Event) => Promise<unknown>;
+  let close: () => Promise<void>;
+  if (side === 'ours') {
+    const database = pgDatabase({
+      connectionString: bench.settings.databaseUrl,
+      applicationName: oursApplication,
+      maxConnections: poolSize,
+    });
+    const inbox = createInbox({ consumer, schema });
+    const insert = effectInsert(table);
+    apply = (event) =>
+      database.transaction((tx) =>
+        inbox.process(tx, event, () =>
+          tx.query(insert, [event.data.quiz_id, event.data.student_id, event.data.score]),
+        ),
+      );
+    close = () => database.close();
+  } else {
+    const pool = rawPool(bench);
+    const effect = rawEffect(pool, table);
+    apply = (event) => effect(event.data);
+    close = () => pool.end();
+  }
   try {
     return await measure(
       setup,
       side,
-      database ? oursApplication : rawApplication,
+      side === 'ours' ? oursApplication : rawApplication,
       async (tally) => {
         let next = 0;
         const loop = async () => {
@@ -560,8 +560,7 @@ async function withoutBroker(setup: SideSetup, side: SideName): Promise<Run> {
       },
     );
   } finally {
-    await database?.close();
-    await pool?.end();
+    await close();
   }
 }
 
@@ -720,7 +719,7 @@ async function consumeBroker(
   }
 }
 
-/** The broker-less pair's figures: each side's rate and the ceiling they set on `ratio`. */
+/** The broker-less pair's figures: each side's rate, and their ratio. */
 function withoutBrokerFigures(alone: Partial<Record<SideName, Run>>, count: number) {
   const rate = (run: Run | undefined) => (run ? Math.round(count / run.seconds) : 0);
   const ours = rate(alone.ours);
