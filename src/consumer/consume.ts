@@ -27,10 +27,17 @@ import { statements } from '../db/sql/index.js';
 import type { AnyEventDefinition, ConsumedEvent } from './event.js';
 import type { Consumer, ConsumerEvents, ConsumerHealth, ConsumerStats } from './events.js';
 import { acceptStale, inboxOutcome, StaleEventError } from './inbox.js';
-import { type ConsumeOptions, type ConsumerSettings, resolveConsumeOptions } from './options.js';
+import {
+  type ConsumeOptions,
+  type ConsumerSettings,
+  type HandlerContext,
+  resolveConsumeOptions,
+} from './options.js';
 import { AggregateQueues } from './order.js';
 import { type ParkedFields, parkMessage, takeRetryDeliveries } from './park.js';
 import { RejectedMessage, toConsumedEvent } from './typed.js';
+
+type Handler = (event: ConsumedEvent, context: HandlerContext) => unknown;
 
 interface Work {
   delivery: Delivery;
@@ -59,10 +66,7 @@ export async function consume<const Defs extends readonly AnyEventDefinition[]>(
   options: ConsumeOptions<Defs>,
 ): Promise<Consumer> {
   const settings = resolveConsumeOptions(options);
-  const consumer = new BrokerConsumer(
-    settings,
-    options.handler as (event: ConsumedEvent) => unknown,
-  );
+  const consumer = new BrokerConsumer(settings, options.handler as Handler);
   await consumer.start();
   return consumer;
 }
@@ -106,12 +110,17 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private fatalError: Error | undefined;
   private takingRetries = false;
   private purging = false;
+  /** Aborted when stop() gives up waiting for the handlers in flight; each handler's context. */
+  private readonly abandoned = new AbortController();
+  private readonly context: HandlerContext = { signal: this.abandoned.signal };
+  /** Settles when the handlers in flight at stop() finished, or stop() stopped waiting. */
+  private finishing: Promise<void> | undefined;
   /** Ends the source's run with an error retrying cannot mend (a privilege refused mid-run). */
   private stopWith: (error: PrivilegeError) => void = () => {};
 
   constructor(
     private readonly settings: ConsumerSettings,
-    private readonly handler: (event: ConsumedEvent) => unknown,
+    private readonly handler: Handler,
   ) {
     super();
     this.stopped = new Promise((resolve) => {
@@ -193,10 +202,36 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     this.setState('stopping', 'stop() was called: finishing the handlers in flight');
     this.signalStopped();
     await this.source?.pause().catch(() => {});
-    await this.queues.idle();
+    await this.finishHandlers();
     await this.loop?.catch(() => {});
     if (this.fatalError) this.end.reject(this.fatalError);
     else this.end.resolve();
+  }
+
+  /**
+   * Waits for the handlers in flight (what waits behind them is not started), at most
+   * stopTimeoutMs from the first call. Past it, their messages stay unacked, for the
+   * broker to deliver again once the source is closed, and their signal aborts.
+   */
+  private finishHandlers(): Promise<void> {
+    this.finishing ??= (async () => {
+      const { stopTimeoutMs, consumer, logger } = this.settings;
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<true>((resolve) => {
+        timer = setTimeout(resolve, stopTimeoutMs, true);
+      });
+      const gaveUp = await Promise.race([this.queues.idle().then(() => false), timedOut]);
+      clearTimeout(timer);
+      if (!gaveUp) return;
+      const unacked = this.inFlight.size;
+      const reason = `stop() waited ${stopTimeoutMs} ms (stopTimeoutMs) for the handlers in flight`;
+      this.abandoned.abort(new OutboxError('STOP_TIMEOUT', reason));
+      logger.warn(
+        { consumer, unacked, origins: [...this.inFlight].slice(0, 10).map((d) => d.origin) },
+        `${reason}; stopping without them: their ${unacked === 1 ? 'message is' : `${unacked} messages are`} not acked and will be delivered again`,
+      );
+    })();
+    return this.finishing;
   }
 
   private setState(state: ConsumerHealth['state'], reason?: string): void {
@@ -337,7 +372,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       clearInterval(leaseCheck);
       // Stopping: the handlers already running finish and ack through this source, under
       // this lease, before either is let go; what waits behind them is not started.
-      if (this.stopping) await this.queues.idle();
+      if (this.stopping) await this.finishHandlers();
       // Work the old source delivered is not started any more; the broker redelivers it.
       this.generation++;
       await this.release();
@@ -551,7 +586,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       if (work.retryStale) acceptStale(event);
       const started = performance.now();
       try {
-        await this.handler(event);
+        await this.handler(event, this.context);
       } catch (error) {
         if (error instanceof StaleEventError) {
           this.stats.stale++;

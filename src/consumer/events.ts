@@ -66,7 +66,9 @@ export interface Consumer extends EventEmitter<ConsumerEvents> {
   backlog(): Promise<number | undefined>;
   /**
    * Stops receiving, lets the handlers already running finish and acks them, leaves the
-   * rest to the broker's redelivery, releases the connection and the lease.
+   * rest to the broker's redelivery, releases the connection and the lease. Handlers
+   * still running after `stopTimeoutMs` are left behind: their messages are not acked
+   * (delivered again), their `context.signal` aborts, and stop() goes on.
    */
   stop(): Promise<void>;
   /**

@@ -22,5 +22,5 @@ export {
   StaleEventError,
   type StalePolicy,
 } from './inbox.js';
-export type { ConsumeOptions } from './options.js';
+export type { ConsumeOptions, HandlerContext } from './options.js';
 export type { Parked } from './park.js';

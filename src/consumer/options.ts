@@ -32,9 +32,11 @@ export interface ConsumeOptions<Defs extends readonly AnyEventDefinition[]> {
   /**
    * Applies one event; the message is acked when it resolves (after its transaction
    * committed). Use an inbox inside it (`inbox.process(tx, event, …)`) to apply each
-   * event once. Throwing retries it, then parks it.
+   * event once. Throwing retries it, then parks it. `context.signal` aborts when stop()
+   * gives up waiting for the handler (`stopTimeoutMs`): pass it on to work that can be
+   * cut short (`fetch(url, { signal })`).
    */
-  handler: (event: ConsumedEventOf<Defs[number]>) => unknown;
+  handler: (event: ConsumedEventOf<Defs[number]>, context: HandlerContext) => unknown;
   /** Aggregates handled at once. Default 16. */
   concurrency?: number;
   /** Messages delivered and not yet acked, at most. Default 256. */
@@ -51,6 +53,14 @@ export interface ConsumeOptions<Defs extends readonly AnyEventDefinition[]> {
   onInvalid?: 'park' | 'skip';
   /** `consume()` rejects when it cannot receive (or stand by) within this. Default 30000. */
   startTimeoutMs?: number;
+  /**
+   * How long stop() waits for the handlers in flight to finish and ack. Past it, stop()
+   * lets go of the broker and the lease anyway: what was not acked is delivered again
+   * (to the next run or another process), the handlers still running see
+   * `context.signal` abort, and with an inbox a late commit of theirs is recognised as a
+   * duplicate. Default 30000; 0 does not wait.
+   */
+  stopTimeoutMs?: number;
   /**
    * How often a standby process asks for the lease, and a receiving one makes sure the
    * session holding it still answers (NATS). Default 1000.
@@ -79,6 +89,12 @@ export interface ConsumeOptions<Defs extends readonly AnyEventDefinition[]> {
   logger?: Logger;
 }
 
+/** What a handler gets beside the event. */
+export interface HandlerContext {
+  /** Aborted when stop() stops waiting for the handlers in flight (`stopTimeoutMs`). */
+  readonly signal: AbortSignal;
+}
+
 export interface ConsumerSettings {
   broker: string;
   binding: MessageSource['binding'];
@@ -94,6 +110,7 @@ export interface ConsumerSettings {
   onUnknownType: 'skip' | 'park';
   onInvalid: 'park' | 'skip';
   startTimeoutMs: number;
+  stopTimeoutMs: number;
   leaseRetryMs: number;
   databaseTimeoutMs: number;
   deadLetterRetryPollMs: number;
@@ -137,6 +154,7 @@ export const consumeOptions = optionNames<ConsumeOptions<readonly AnyEventDefini
   onUnknownType: true,
   onInvalid: true,
   startTimeoutMs: true,
+  stopTimeoutMs: true,
   leaseRetryMs: true,
   databaseTimeoutMs: true,
   deadLetterRetryPollMs: true,
@@ -213,6 +231,7 @@ export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]
     onUnknownType: oneOf('onUnknownType', options.onUnknownType, ['skip', 'park'], 'skip'),
     onInvalid: oneOf('onInvalid', options.onInvalid, ['park', 'skip'], 'park'),
     startTimeoutMs: wholeNumber('startTimeoutMs', options.startTimeoutMs ?? 30_000, 100, 3_600_000),
+    stopTimeoutMs: wholeNumber('stopTimeoutMs', options.stopTimeoutMs ?? 30_000, 0, 3_600_000),
     leaseRetryMs,
     databaseTimeoutMs,
     deadLetterRetryPollMs: wholeNumber(

@@ -74,6 +74,15 @@ async function publish(url: string, messages: readonly OutboxMessage[]): Promise
   }
 }
 
+/** A promise and the function that resolves it. */
+function latch(): { done: Promise<void>; open: () => void } {
+  let open = () => {};
+  const done = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { done, open };
+}
+
 /** Interleaves `perAggregate` events of each of `aggregates` aggregates, round robin. */
 function interleaved(aggregates: number, perAggregate: number): OutboxMessage[] {
   const ids = Array.from({ length: aggregates }, () => randomUUID());
@@ -432,14 +441,8 @@ export function consumerConformance(harness: ConsumerHarness): void {
     it('stop() lets the running handler finish and acks its message before it closes', async () => {
       const t = await target();
       const name = named(t, 'stopping');
-      let started = () => {};
-      const running = new Promise<void>((resolve) => {
-        started = resolve;
-      });
-      let release = () => {};
-      const gate = new Promise<void>((resolve) => {
-        release = resolve;
-      });
+      const { done: running, open: started } = latch();
+      const { done: gate, open: release } = latch();
       let finished = false;
       const first = await start(t.url, name, {
         handler: async (event) => {
@@ -465,6 +468,48 @@ export function consumerConformance(harness: ConsumerHarness): void {
       await expectAppliedOnceInOrder(name, [...before, ...after]);
       expect(next.stats.received).toBe(1);
       expect(next.stats.duplicates).toBe(0);
+    }, 120_000);
+
+    it('stop() leaves a handler that hangs past stopTimeoutMs: its message comes again and applies once', async () => {
+      const t = await target();
+      const name = named(t, 'hung');
+      const { done: running, open: started } = latch();
+      const { done: gate, open: release } = latch();
+      let aborted: unknown;
+      let late: ReturnType<typeof applyEffect> | undefined;
+      const first = await start(t.url, name, {
+        stopTimeoutMs: 500,
+        handler: async (event, { signal }) => {
+          signal.addEventListener('abort', () => {
+            aborted = signal.reason;
+          });
+          started();
+          await gate;
+          late = applyEffect(name, event);
+          await late;
+        },
+      });
+      const sent = [quiz(randomUUID())];
+      await publish(t.url, sent);
+      await running;
+      const asked = performance.now();
+      await first.stop();
+      const waited = performance.now() - asked;
+      // It waited for the handler, as long as it was told to, and not for ever.
+      expect(waited).toBeGreaterThanOrEqual(450);
+      expect(waited).toBeLessThan(15_000);
+      expect(first.health().state).toBe('stopped');
+      expect(String(aborted)).toContain('stopTimeoutMs');
+      expect(first.stats.processed).toBe(0);
+      // Not acked: the next run is given it again and applies it.
+      const next = await start(t.url, name);
+      await expectAppliedOnceInOrder(name, sent);
+      expect(next.stats.processed).toBeGreaterThanOrEqual(1);
+      // The handler left behind commits after all: the inbox finds a duplicate.
+      release();
+      await waitFor('the late handler to run', () => late !== undefined);
+      await expect(late).resolves.toMatchObject({ outcome: 'duplicate' });
+      expect((await applied(name)).length).toBe(1);
     }, 120_000);
 
     it('a restart after a run that acked nothing resumes where it was, not from the start', async () => {
