@@ -476,13 +476,24 @@ export function consumerConformance(harness: ConsumerHarness): void {
       const { done: running, open: started } = latch();
       const { done: gate, open: release } = latch();
       let aborted: unknown;
+      let origin = '';
       let late: ReturnType<typeof applyEffect> | undefined;
+      const warnings: { fields: { origins?: string[] }; message: string }[] = [];
+      const quiet = () => {};
       const first = await start(t.url, name, {
         stopTimeoutMs: 500,
+        logger: {
+          debug: quiet,
+          info: quiet,
+          error: quiet,
+          warn: (fields: { origins?: string[] }, message: string) =>
+            warnings.push({ fields, message }),
+        },
         handler: async (event, { signal }) => {
           signal.addEventListener('abort', () => {
             aborted = signal.reason;
           });
+          origin = event.origin;
           started();
           await gate;
           late = applyEffect(name, event);
@@ -500,6 +511,10 @@ export function consumerConformance(harness: ConsumerHarness): void {
       expect(waited).toBeLessThan(15_000);
       expect(first.health().state).toBe('stopped');
       expect(String(aborted)).toContain('stopTimeoutMs');
+      // The operator is told which message was left unacked.
+      const left = warnings.find((w) => w.message.includes('stopping without them'));
+      expect(left?.message).toContain('their message is not acked and will be delivered again');
+      expect(left?.fields.origins).toEqual([origin]);
       expect(first.stats.processed).toBe(0);
       // Not acked: the next run is given it again and applies it.
       const next = await start(t.url, name);
