@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { prefixedAttributes } from '../src/brokers/cloudevents.js';
 import {
+  binaryModeHeaders,
   ConfigError,
   cloudEventAttributes,
   defineEvent,
@@ -275,6 +277,29 @@ describe('CloudEvents envelope', () => {
       sequence: '0000000000000000042',
       partitionkey: lesson.lesson_id,
     });
+  });
+
+  it('binary-mode headers: every attribute under the prefix, in order, the content type as the protocol has it', () => {
+    const headers = {
+      tenant: 'north',
+      traceparent: '00-abc-def-01',
+      'x-request-id': 'kept in the row',
+    };
+    const attributes = cloudEventAttributes(message({ headers }), 'urn:edupulse:test');
+    const expected = (prefix: string, contentType: boolean) =>
+      Object.entries(attributes).flatMap(([name, value]): [string, string][] =>
+        name !== 'datacontenttype'
+          ? [[`${prefix}${name}`, value]]
+          : contentType
+            ? [['content-type', value]]
+            : [],
+      );
+    for (const prefix of ['ce_', 'ce-', 'cloudEvents:']) {
+      const published = binaryModeHeaders(message({ headers }), 'urn:edupulse:test', prefix);
+      expect(Object.entries(published)).toEqual(expected(prefix, true));
+      const amqp = prefixedAttributes(message({ headers }), 'urn:edupulse:test', prefix, false);
+      expect(Object.entries(amqp)).toEqual(expected(prefix, false));
+    }
   });
 
   it('sequence strings order like the numbers', () => {

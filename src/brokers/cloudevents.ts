@@ -22,22 +22,27 @@ export function assertCloudEventsSource(
   }
 }
 
-/**
- * The CloudEvents context attributes (and `data`): a header of one of these names is not
- * published. The outbox sets each itself but `dataschema`, which must be a URI: a header
- * of any text cannot stand in for it.
- */
-const OWN_ATTRIBUTES = new Set([
+/** The attributes the outbox sets, in the order they are published. */
+const SET_ATTRIBUTES = [
   'specversion',
   'id',
   'source',
   'type',
   'subject',
   'time',
-  'datacontenttype',
-  'dataschema',
   'sequence',
   'partitionkey',
+] as const;
+
+/**
+ * The CloudEvents context attributes (and `data`): a header of one of these names is not
+ * published. The outbox sets each itself but `dataschema`, which must be a URI: a header
+ * of any text cannot stand in for it.
+ */
+const OWN_ATTRIBUTES = new Set<string>([
+  ...SET_ATTRIBUTES,
+  'datacontenttype',
+  'dataschema',
   'data',
   'data_base64',
 ]);
@@ -125,6 +130,21 @@ export const bindingPrefix = {
   amqp: 'cloudEvents:',
 } as const;
 
+/** Per binding prefix, the prefixed name of each attribute the outbox sets: made once. */
+const prefixedNames = new Map<string, Record<(typeof SET_ATTRIBUTES)[number], string>>();
+
+function prefixed(prefix: string): Record<(typeof SET_ATTRIBUTES)[number], string> {
+  let names = prefixedNames.get(prefix);
+  if (!names) {
+    names = Object.fromEntries(SET_ATTRIBUTES.map((name) => [name, `${prefix}${name}`])) as Record<
+      (typeof SET_ATTRIBUTES)[number],
+      string
+    >;
+    prefixedNames.set(prefix, names);
+  }
+  return names;
+}
+
 /**
  * The attributes of a message as binary-content-mode headers: every attribute under the
  * binding's prefix, except `datacontenttype`, which is the protocol's own content type
@@ -135,10 +155,35 @@ export function binaryModeHeaders(
   source: string,
   prefix: string,
 ): Record<string, string> {
+  return prefixedAttributes(message, source, prefix, true);
+}
+
+/**
+ * binaryModeHeaders without `content-type` when `withContentType` is false (AMQP). Built
+ * directly, names made once per prefix: it runs for every message published (the same
+ * headers as cloudEventAttributes gives, in its order).
+ */
+export function prefixedAttributes(
+  message: OutboxMessage,
+  source: string,
+  prefix: string,
+  withContentType: boolean,
+): Record<string, string> {
+  const name = prefixed(prefix);
   const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(cloudEventAttributes(message, source))) {
-    if (name === 'datacontenttype') headers['content-type'] = value;
-    else headers[`${prefix}${name}`] = value;
+  headers[name.specversion] = '1.0';
+  headers[name.id] = message.id;
+  headers[name.source] = source;
+  headers[name.type] = message.eventType;
+  headers[name.subject] = message.aggregateId;
+  headers[name.time] = message.occurredAt;
+  if (withContentType) headers['content-type'] = 'application/json';
+  headers[name.sequence] = message.seq.padStart(19, '0');
+  headers[name.partitionkey] = message.aggregateId;
+  const extra = message.headers;
+  for (const header in extra) {
+    const value = extra[header];
+    if (value && isPublishedHeader(header)) headers[`${prefix}${header}`] = value;
   }
   return headers;
 }

@@ -1,7 +1,7 @@
 import type amqp from 'amqplib';
 import { formatBytes } from '../../common/text.js';
 import type { OutboxMessage } from '../broker.js';
-import { attributesTextLength, binaryModeHeaders, bindingPrefix } from '../cloudevents.js';
+import { attributesTextLength, bindingPrefix, prefixedAttributes } from '../cloudevents.js';
 
 /** A routing-key word: `.` separates words and `*`, `#` are wildcards in topic bindings. */
 function routingWord(token: string): string {
@@ -27,20 +27,15 @@ export function routingKeyRefusal(routingKey: string): string | undefined {
 
 /** Message properties: CloudEvents attributes as `cloudEvents:*` headers, the content type as the AMQP property. */
 export function amqpPublishOptions(message: OutboxMessage, source: string): amqp.Options.Publish {
-  const { 'content-type': contentType, ...headers } = binaryModeHeaders(
-    message,
-    source,
-    bindingPrefix.amqp,
-  );
   const occurredMs = Date.parse(message.occurredAt);
   return {
     persistent: true,
     mandatory: true,
     messageId: message.id,
-    contentType: contentType ?? 'application/json',
+    contentType: 'application/json',
     // AMQP timestamps are whole seconds.
     timestamp: Math.floor((Number.isNaN(occurredMs) ? Date.now() : occurredMs) / 1000),
-    headers,
+    headers: prefixedAttributes(message, source, bindingPrefix.amqp, false),
   };
 }
 
