@@ -297,7 +297,7 @@ describe('CloudEvents envelope', () => {
     for (const prefix of ['ce_', 'ce-', 'cloudEvents:']) {
       const published = binaryModeHeaders(message({ headers }), 'urn:edupulse:test', prefix);
       expect(Object.entries(published)).toEqual(expected(prefix, true));
-      const amqp = prefixedAttributes(message({ headers }), 'urn:edupulse:test', prefix, false);
+      const amqp = prefixedAttributes(message({ headers }), 'urn:edupulse:test', prefix, undefined);
       expect(Object.entries(amqp)).toEqual(expected(prefix, false));
     }
   });

@@ -33,6 +33,7 @@ const SET_ATTRIBUTES = [
   'sequence',
   'partitionkey',
 ] as const;
+type SetAttribute = (typeof SET_ATTRIBUTES)[number];
 
 /**
  * The CloudEvents context attributes (and `data`): a header of one of these names is not
@@ -69,23 +70,7 @@ export function cloudEventAttributes(
   message: OutboxMessage,
   source: string,
 ): Record<string, string> {
-  const attributes: Record<string, string> = {
-    specversion: '1.0',
-    id: message.id,
-    source,
-    type: message.eventType,
-    subject: message.aggregateId,
-    time: message.occurredAt,
-    datacontenttype: 'application/json',
-    sequence: message.seq.padStart(19, '0'),
-    partitionkey: message.aggregateId,
-  };
-  const headers = message.headers;
-  for (const name in headers) {
-    const value = headers[name];
-    if (value && isPublishedHeader(name)) attributes[name] = value;
-  }
-  return attributes;
+  return prefixedAttributes(message, source, '', 'datacontenttype');
 }
 
 /**
@@ -131,13 +116,13 @@ export const bindingPrefix = {
 } as const;
 
 /** Per binding prefix, the prefixed name of each attribute the outbox sets: made once. */
-const prefixedNames = new Map<string, Record<(typeof SET_ATTRIBUTES)[number], string>>();
+const prefixedNames = new Map<string, Record<SetAttribute, string>>();
 
-function prefixed(prefix: string): Record<(typeof SET_ATTRIBUTES)[number], string> {
+function prefixed(prefix: string): Record<SetAttribute, string> {
   let names = prefixedNames.get(prefix);
   if (!names) {
     names = Object.fromEntries(SET_ATTRIBUTES.map((name) => [name, `${prefix}${name}`])) as Record<
-      (typeof SET_ATTRIBUTES)[number],
+      SetAttribute,
       string
     >;
     prefixedNames.set(prefix, names);
@@ -155,35 +140,35 @@ export function binaryModeHeaders(
   source: string,
   prefix: string,
 ): Record<string, string> {
-  return prefixedAttributes(message, source, prefix, true);
+  return prefixedAttributes(message, source, prefix, 'content-type');
 }
 
 /**
- * binaryModeHeaders without `content-type` when `withContentType` is false (AMQP). Built
- * directly, names made once per prefix: it runs for every message published (the same
- * headers as cloudEventAttributes gives, in its order).
+ * cloudEventAttributes, each name under `prefix`, the content type under `contentType`
+ * (left out when undefined, as AMQP carries it in the message properties). Written
+ * directly, the prefixed names made once per prefix: it runs for every message published.
  */
 export function prefixedAttributes(
   message: OutboxMessage,
   source: string,
   prefix: string,
-  withContentType: boolean,
+  contentType: string | undefined,
 ): Record<string, string> {
   const name = prefixed(prefix);
-  const headers: Record<string, string> = {};
-  headers[name.specversion] = '1.0';
-  headers[name.id] = message.id;
-  headers[name.source] = source;
-  headers[name.type] = message.eventType;
-  headers[name.subject] = message.aggregateId;
-  headers[name.time] = message.occurredAt;
-  if (withContentType) headers['content-type'] = 'application/json';
-  headers[name.sequence] = message.seq.padStart(19, '0');
-  headers[name.partitionkey] = message.aggregateId;
-  const extra = message.headers;
-  for (const header in extra) {
-    const value = extra[header];
-    if (value && isPublishedHeader(header)) headers[`${prefix}${header}`] = value;
+  const attributes: Record<string, string> = {};
+  attributes[name.specversion] = '1.0';
+  attributes[name.id] = message.id;
+  attributes[name.source] = source;
+  attributes[name.type] = message.eventType;
+  attributes[name.subject] = message.aggregateId;
+  attributes[name.time] = message.occurredAt;
+  if (contentType !== undefined) attributes[contentType] = 'application/json';
+  attributes[name.sequence] = message.seq.padStart(19, '0');
+  attributes[name.partitionkey] = message.aggregateId;
+  const headers = message.headers;
+  for (const header in headers) {
+    const value = headers[header];
+    if (value && isPublishedHeader(header)) attributes[`${prefix}${header}`] = value;
   }
-  return headers;
+  return attributes;
 }

@@ -12,6 +12,7 @@ import {
   SchemaVersionError,
 } from '../common/errors.js';
 import { RunEnd } from '../common/run-end.js';
+import { withTimeout } from '../common/timeout.js';
 import { isDatabaseUnavailable, waitedForPool } from '../db/connection-errors.js';
 import type { DatabaseSession } from '../db/database.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
@@ -216,13 +217,12 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private finishHandlers(): Promise<void> {
     this.finishing ??= (async () => {
       const { stopTimeoutMs, consumer, logger } = this.settings;
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<true>((resolve) => {
-        timer = setTimeout(resolve, stopTimeoutMs, true);
-      });
-      const gaveUp = await Promise.race([this.queues.idle().then(() => false), timedOut]);
-      clearTimeout(timer);
-      if (!gaveUp) return;
+      // idle() never rejects: a rejection is the timeout.
+      const finished = await withTimeout(this.queues.idle(), stopTimeoutMs).then(
+        () => true,
+        () => false,
+      );
+      if (finished) return;
       const unacked = this.inFlight.size;
       const reason = `stop() waited ${stopTimeoutMs} ms (stopTimeoutMs) for the handlers in flight`;
       this.abandoned.abort(new OutboxError('STOP_TIMEOUT', reason));

@@ -35,7 +35,7 @@ export function amqpPublishOptions(message: OutboxMessage, source: string): amqp
     contentType: 'application/json',
     // AMQP timestamps are whole seconds.
     timestamp: Math.floor((Number.isNaN(occurredMs) ? Date.now() : occurredMs) / 1000),
-    headers: prefixedAttributes(message, source, bindingPrefix.amqp, false),
+    headers: prefixedAttributes(message, source, bindingPrefix.amqp, undefined),
   };
 }
 
