@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { notifyChannel } from '../src/db/identifier.js';
+import { statements } from '../src/db/sql/index.js';
 import {
   createDispatcher,
   createOutbox,
@@ -323,6 +324,46 @@ describe('dead letters', () => {
     expect(purge.stdout).toContain('1 dead letter purged');
     const left = JSON.parse((await cli('dead', 'list', '--json')).stdout) as { id: string }[];
     expect(left).toHaveLength(1);
+  });
+
+  it('finds one dead letter among many through an index, not by reading them all', async () => {
+    // As after a broker refused a stream of events for a while.
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_dead_letter
+         (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+          occurred_at, attempts, last_error, dead_at)
+       SELECT i, gen_random_uuid(), 'lesson', 'lesson-' || i % 500, 'lesson-published', '{}',
+              '{}', 0, now(), 10, 'unroutable: 312 NO_ROUTE', now() - i * interval '1 s'
+       FROM generate_series(1, 20000) AS i`,
+    );
+    await t.db.query(`ANALYZE "${t.schema}".outbox_dead_letter`);
+    const { rows } = await t.db.query<{ id: string }>(
+      `SELECT id::text AS id FROM "${t.schema}".outbox_dead_letter WHERE seq = 12345`,
+    );
+    const id = rows[0]?.id as string;
+    // The statements of `dead show <id>` and `dead list`, as the CLI and the console send them.
+    const sql = statements(t.schema);
+    const plan = async (text: string, values: unknown[]) => {
+      const { rows } = await t.db.query<{ 'QUERY PLAN': unknown }>(
+        `EXPLAIN (FORMAT JSON) ${text}`,
+        values,
+      );
+      return JSON.stringify(rows[0]?.['QUERY PLAN']);
+    };
+    const byId = [`{${id}}`, null, null, null, null, null, null, null];
+    expect(await plan(sql.deadLetterShow, byId)).toContain(
+      '"Index Name":"outbox_dead_letter_id_idx"',
+    );
+    expect(await plan(sql.deadLetterRetry, byId)).toContain(
+      '"Index Name":"outbox_dead_letter_id_idx"',
+    );
+    const all = [null, null, null, null, null, null, null, null];
+    expect(await plan(sql.deadLetterList, [...all, 50])).toContain(
+      '"Index Name":"outbox_dead_letter_dead_at_idx"',
+    );
+    const shown = await cli('dead', 'show', id);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ id, seq: '12345' });
   });
 });
 

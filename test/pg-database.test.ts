@@ -10,6 +10,7 @@ import type { Database, TransactionExecutor } from '../src/db/database.js';
 import { pgDatabase } from '../src/index.js';
 import { PG_URL, proxiedPgDatabase } from './helpers/db.js';
 import type { TcpProxy } from './helpers/tcp-proxy.js';
+import { waitFor } from './helpers/wait.js';
 
 let db: Database;
 let observer: Database;
@@ -145,4 +146,121 @@ it("gives a failing statement's error a stack that leads back to the code that r
   expect(error).toBeInstanceOf(Error);
   expect((error as Error).message).toMatch(/division by zero/);
   expect((error as Error).stack).toContain('recordLesson');
+});
+
+describe("the dispatcher's planner settings", () => {
+  let shared: Database;
+
+  beforeAll(() => {
+    // One connection: the dispatcher's transactions and the application's share a session.
+    shared = pgDatabase({ connectionString: PG_URL, maxConnections: 1 });
+  });
+
+  afterAll(async () => {
+    await shared?.close();
+  });
+
+  const dispatcher = { planner: 'dispatcher' } as const;
+  const settingsText = `SELECT current_setting('enable_seqscan') AS seqscan,
+  current_setting('enable_bitmapscan') AS bitmapscan, current_setting('plan_cache_mode') AS plans,
+  current_setting('idle_in_transaction_session_timeout') AS idle, pg_backend_pid() AS pid`;
+  type Settings = { seqscan: string; bitmapscan: string; plans: string; idle: string; pid: number };
+  // With a parameter: prepared, and sent with BEGIN once the connection has run it.
+  const settings = (tx: TransactionExecutor) =>
+    tx.query<Settings>(`${settingsText}, $1::int AS n`, [1]).then(({ rows }) => rows[0]);
+  const theDispatchers = {
+    seqscan: 'off',
+    bitmapscan: 'off',
+    plans: 'force_generic_plan',
+    idle: '5min',
+  };
+
+  it("are the dispatcher's only; the application's statements on the same session have the server's", async () => {
+    const server = await shared.transaction(settings);
+    const untouched = { seqscan: 'on', bitmapscan: 'on', plans: 'auto' };
+    expect(server).toMatchObject(untouched);
+    for (let round = 0; round < 2; round++) {
+      const ours = await shared.transaction(settings, dispatcher);
+      expect(ours).toMatchObject({ ...theDispatchers, pid: server?.pid });
+      // The application's next transaction, then a query outside one, on that session.
+      expect(await shared.transaction(settings)).toMatchObject({
+        ...untouched,
+        idle: server?.idle,
+      });
+      await shared.transaction(settings, dispatcher);
+      const { rows } = await shared.query<Settings>(settingsText);
+      expect(rows[0]).toMatchObject({ ...untouched, idle: server?.idle, pid: server?.pid });
+    }
+    // The dispatcher's own query outside a transaction has them too.
+    const { rows } = await shared.query<Settings>(settingsText, [], dispatcher);
+    expect(rows[0]).toMatchObject(theDispatchers);
+  });
+
+  it('follow a rolled-back transaction: what it set or reset is undone, and known to be', async () => {
+    const failing = (tx: TransactionExecutor) =>
+      settings(tx).then((seen) => {
+        throw Object.assign(new Error('rolled back'), { seen });
+      });
+    // Reset with a BEGIN that rolls back: the session has the dispatcher's settings again,
+    // so the application's next transaction resets them again.
+    await shared.transaction(settings, dispatcher);
+    await expect(shared.transaction(failing)).rejects.toMatchObject({
+      seen: { seqscan: 'on' },
+    });
+    expect(await shared.transaction(settings)).toMatchObject({ seqscan: 'on', plans: 'auto' });
+    // Set with a BEGIN that rolls back: the session has the server's again, so the
+    // dispatcher's next transaction sets them again.
+    await expect(shared.transaction(failing, dispatcher)).rejects.toMatchObject({
+      seen: { seqscan: 'off' },
+    });
+    expect(await shared.transaction(settings, dispatcher)).toMatchObject(theDispatchers);
+  });
+});
+
+it('a query whose connection the server ends fails, and the process goes on', async () => {
+  const applicationName = `test-ended-${randomBytes(4).toString('hex')}`;
+  const victim = pgDatabase({ connectionString: PG_URL, maxConnections: 1, applicationName });
+  try {
+    const pending = victim.query('SELECT pg_sleep(10)').then(
+      () => undefined,
+      (error: Error) => error,
+    );
+    await waitFor('the query running', async () => {
+      const { rows } = await observer.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'",
+        [applicationName],
+      );
+      return rows[0]?.n === 1;
+    });
+    await observer.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1',
+      [applicationName],
+    );
+    expect(await pending).toBeInstanceOf(Error);
+    // The ended connection left the pool; the next query gets a new one.
+    expect((await victim.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+  } finally {
+    await victim.close();
+  }
+});
+
+it('a query whose connection is cut while the server is silent fails, and the process goes on', async () => {
+  const { proxy, db: cut } = await proxiedPgDatabase({ maxConnections: 1 });
+  try {
+    await cut.query('SELECT 1');
+    proxy.freeze();
+    const pending = cut.query('SELECT 2').then(
+      () => undefined,
+      (error: Error) => error,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await proxy.stop();
+    expect(await pending).toBeInstanceOf(Error);
+    proxy.thaw();
+    await proxy.start();
+    expect((await cut.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+  } finally {
+    await cut.close();
+    await proxy.stop();
+  }
 });

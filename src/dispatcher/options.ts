@@ -3,9 +3,9 @@ import { ConfigError } from '../common/errors.js';
 import { assertLogger, createLogger, type Logger, silentLogger } from '../common/logger.js';
 import { quoted, readWholeNumber, wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
+import { withCallOptions } from '../db/call-options.js';
 import { assertDatabase, type Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
-import { withTimeouts } from '../db/with-timeouts.js';
 import {
   type DeadLetterPolicy,
   type DispatcherSettingName,
@@ -218,7 +218,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
  * The database as the dispatcher uses it: its statements answered within
  * `databaseTimeoutMs`, and its sessions (partition ownership, the write probe) ended by
  * the server once idle for twice the longest gap between their statements, each taking
- * up to `databaseTimeoutMs`.
+ * up to `databaseTimeoutMs`; its statements planned with the settings its claim needs.
  */
 function withDispatcherTimeouts(
   db: Database,
@@ -226,5 +226,8 @@ function withDispatcherTimeouts(
 ): Database {
   const { databaseTimeoutMs, rebalanceIntervalMs, wakeProbeMaxMs } = numbers;
   const gapMs = Math.max(rebalanceIntervalMs, wakeProbeMaxMs) + databaseTimeoutMs;
-  return withTimeouts(db, { answerMs: databaseTimeoutMs, idleSessionMs: 2 * gapMs });
+  return withCallOptions(db, {
+    timeouts: { answerMs: databaseTimeoutMs, idleSessionMs: 2 * gapMs },
+    planner: 'dispatcher',
+  });
 }

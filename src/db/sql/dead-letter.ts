@@ -60,8 +60,10 @@ const COLUMNS = `seq::text AS seq, id::text AS id, aggregate_type, aggregate_id,
   ${rfc3339('dead_at')} AS dead_at,
   attempts, last_error`;
 
-// One statement per action whatever the filter: absent fields are NULL and match all.
-const WHERE = `($1::text::uuid[] IS NULL OR id = ANY($1::text::uuid[]))
+// One statement per action whatever the filter: absent fields are NULL and match all. A
+// custom plan folds the absent ones away, so the ids and the others can use their indexes
+// ($1 typed uuid[] itself: through text, its cast would be made again for every row).
+const WHERE = `($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
   AND ($2::text IS NULL OR event_type = $2)
   AND ($3::text IS NULL OR aggregate_type = $3)
   AND ($4::text IS NULL OR aggregate_id = $4)
