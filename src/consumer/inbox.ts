@@ -104,6 +104,16 @@ export const inboxOptions = optionNames<InboxOptions>({
   onStale: true,
 });
 
+/** Whether two sequences (decimal text, as the database took them) are one number. */
+function sameSequence(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined) return false;
+  try {
+    return BigInt(a) === BigInt(b);
+  } catch {
+    return false;
+  }
+}
+
 export function createInbox(options: InboxOptions): Inbox {
   assertKnownOptions('createInbox', options, inboxOptions, 'inbox.');
   assertConsumerName(options.consumer, 'inbox.consumer');
@@ -137,18 +147,24 @@ export function createInbox(options: InboxOptions): Inbox {
       const row = rows[0];
       let outcome: InboxOutcome = 'applied';
       if (!row || row.fresh === 0) outcome = 'duplicate';
-      else if (row.in_order === 0 && onStale !== 'apply' && !acceptedStale.has(event)) {
-        if (onStale === 'park') {
-          // Rare: asked only now, so that the reason says what the event is older than.
-          const { rows: last } = await executor
-            .query<{ last: string }>(sql.inboxLastSequence, [consumer, event.aggregateId])
-            .catch(() => ({ rows: [] as { last: string }[] }));
-          const applied = last[0]?.last === undefined ? '' : ` (sequence ${last[0].last})`;
-          throw new StaleEventError(
-            `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"${applied}`,
-          );
+      else if (row.in_order === 0) {
+        // Rare: asked only now. The aggregate's last applied event has this sequence: it is
+        // this event, its inbox record purged before the broker delivered it again (a
+        // sequence is one outbox row's); otherwise it is older, and the reason says than what.
+        const { rows: last } = await executor
+          .query<{ last: string }>(sql.inboxLastSequence, [consumer, event.aggregateId])
+          .catch(() => ({ rows: [] as { last: string }[] }));
+        const lastSequence = last[0]?.last;
+        if (sameSequence(lastSequence, event.sequence)) outcome = 'duplicate';
+        else if (onStale !== 'apply' && !acceptedStale.has(event)) {
+          if (onStale === 'park') {
+            const applied = lastSequence === undefined ? '' : ` (sequence ${lastSequence})`;
+            throw new StaleEventError(
+              `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"${applied}`,
+            );
+          }
+          outcome = 'stale';
         }
-        outcome = 'stale';
       }
       outcomes.set(event, outcome);
       if (outcome !== 'applied') return { outcome };

@@ -70,12 +70,12 @@ describe('amqp source', () => {
     return { exchange, queue };
   };
 
-  const build = (sourceUrl: string, maxInFlight = 100) => {
+  const build = (sourceUrl: string, maxInFlight = 100, handled = events) => {
     const params = new BrokerUrlParams(new URL(sourceUrl), 'broker');
     const source = createAmqpSource(readAmqpSourceSettings(params, CONSUMER), {
       consumer: CONSUMER,
       maxInFlight,
-      events,
+      events: handled,
       logger: silentLogger,
     });
     params.assertNoneUnknown();
@@ -85,9 +85,9 @@ describe('amqp source', () => {
 
   const start = async (
     sourceUrl: string,
-    options: { maxInFlight?: number; autoAck?: boolean } = {},
+    options: { maxInFlight?: number; autoAck?: boolean; events?: typeof events } = {},
   ): Promise<Running> => {
-    const source = build(sourceUrl, options.maxInFlight);
+    const source = build(sourceUrl, options.maxInFlight, options.events);
     const deliveries: Delivery[] = [];
     const lost: Error[] = [];
     await source.start(
@@ -135,6 +135,39 @@ describe('amqp source', () => {
     expect(Buffer.from(first?.body ?? []).equals(Buffer.from(sent[0]?.payload ?? ''))).toBe(true);
     await Promise.all(running.deliveries.map((d) => d.ack()));
     await running.source.check();
+  });
+
+  it('unbinds an event type no longer handled when its first message comes: the next is unroutable', async () => {
+    const { exchange } = target();
+    const archived = { aggregateType: 'lesson', type: 'lesson-archived' };
+    const archive = (n: number) => ({ ...message(n), eventType: 'lesson-archived' });
+    // An earlier release handled both types: the queue is bound to both.
+    const earlier = await start(url(exchange), { events: [...events, archived] });
+    await earlier.source.close();
+    const running = await start(url(exchange), { autoAck: true });
+    const first = archive(1);
+    await publish(exchange, [first, message(2)]);
+    await waitFor('2 deliveries', () => running.deliveries.length === 2, wait);
+    // The first still came (it meets the consumer's unknown-type policy); then the binding went.
+    expect(running.ids()).toEqual([first.id, expect.any(String)]);
+    const handled = message(4);
+    const broker = brokerFromUrl(url(exchange), { source: SOURCE });
+    await broker.connect();
+    try {
+      await waitFor(
+        'the binding gone',
+        async () => ((await broker.publish([archive(3)]))[0] as { ok: boolean }).ok === false,
+        wait,
+      );
+      expect(await broker.publish([handled])).toEqual([{ ok: true }]);
+    } finally {
+      await broker.close();
+    }
+    await waitFor(
+      'the handled type still delivered',
+      () => running.ids().includes(handled.id),
+      wait,
+    );
   });
 
   it('gives header values as text and the message id as cloudEvents:id when absent', async () => {

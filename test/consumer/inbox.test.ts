@@ -235,6 +235,26 @@ describe('inbox', () => {
     ).toBe('applied');
   });
 
+  it('the last applied event delivered again after its record was purged is a duplicate, not stale', async () => {
+    // As when the broker delivers it again later than the inbox's retention.
+    for (const onStale of ['park', 'skip', 'apply'] as const) {
+      const inbox = createInbox({ schema: test.schema, consumer: `purged-${onStale}`, onStale });
+      const last = event(`agg-p-${onStale}`, '30');
+      let runs = 0;
+      const apply = () => {
+        runs++;
+        return 0;
+      };
+      await inTransaction((c) => inbox.process(c, event(last.aggregateId, '29'), apply));
+      expect((await inTransaction((c) => inbox.process(c, last, apply))).outcome).toBe('applied');
+      expect(await inbox.purge(test.db, new Date(Date.now() + 60_000))).toBe(2);
+      expect((await inTransaction((c) => inbox.process(c, last, apply))).outcome).toBe('duplicate');
+      expect(runs).toBe(2);
+      // Recorded again: a later delivery is a duplicate on the key, as before the purge.
+      expect(await inbox.purge(test.db, new Date(Date.now() + 60_000))).toBe(1);
+    }
+  });
+
   it("purge deletes only this consumer's records older than the time given", async () => {
     const inbox = createInbox({ schema: test.schema, consumer: 'purge' });
     const keep = createInbox({ schema: test.schema, consumer: 'purge-keep' });

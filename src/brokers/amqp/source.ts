@@ -15,8 +15,10 @@ import type { AmqpSourceSettings } from './settings.js';
 /**
  * RabbitMQ as a message source: a durable single-active-consumer queue bound to the
  * exchange with the routing key of each handled event type, consumed with manual acks
- * (the queue and its type: settings.ts). Bindings are only added: an event type no longer
- * handled keeps its binding.
+ * (the queue and its type: settings.ts). A start binds the keys of its event types;
+ * AMQP cannot list a queue's bindings, so the binding of a type no longer handled goes
+ * when its first message arrives: that one meets the consumer's unknown-type policy, the
+ * next never reach the queue.
  */
 export function createAmqpSource(
   config: AmqpSourceSettings,
@@ -42,6 +44,10 @@ class AmqpSource implements MessageSource {
   private closing: Promise<void> | undefined;
   private lastError: Error | undefined;
   private onLost: ((error: Error) => void) | undefined;
+  /** The routing keys of the event types handled, bound at start. */
+  private readonly keys: Set<string>;
+  /** Routing keys of other types that arrived, unbound (or tried) once each. */
+  private readonly unbound = new Set<string>();
 
   constructor(
     private readonly config: AmqpSourceSettings,
@@ -49,6 +55,7 @@ class AmqpSource implements MessageSource {
   ) {
     this.location = config.location;
     this.origin = `amqp ${config.queue}`;
+    this.keys = this.routingKeys();
   }
 
   async start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void) {
@@ -86,7 +93,7 @@ class AmqpSource implements MessageSource {
       const channel = await rpc('open a channel', () => model.createChannel());
       this.channel = channel;
       this.watch(channel);
-      for (const key of this.routingKeys()) {
+      for (const key of this.keys) {
         await rpc(`bind queue "${queue}" to "${exchange}" with "${key}"`, () =>
           channel.bindQueue(queue, exchange, key),
         );
@@ -225,6 +232,7 @@ class AmqpSource implements MessageSource {
       return;
     }
     this.unacked++;
+    if (!this.keys.has(message.fields.routingKey)) void this.unbind(message.fields.routingKey);
     if (this.paused || this.closing) return;
     let acked = false;
     const delivery: Delivery = {
@@ -253,6 +261,35 @@ class AmqpSource implements MessageSource {
       this.options.logger.error(
         { err: errorMessage(error), origin: this.origin },
         'onMessage threw',
+      );
+    }
+  }
+
+  /**
+   * Removes the binding of `key`, which no event type of this consumer has (a type taken
+   * out of `events` since the binding was made), on a channel of its own: a refusal closes
+   * the channel it comes on. Once per key; a key bound by someone else as a pattern has no
+   * such binding, and removing none is no error.
+   */
+  private async unbind(key: string): Promise<void> {
+    const model = this.model;
+    if (!model || this.unbound.has(key)) return;
+    this.unbound.add(key);
+    const { exchange, queue, timeoutMs } = this.config;
+    const log = { origin: this.origin, routingKey: key };
+    try {
+      const channel = await withTimeout(model.createChannel(), timeoutMs);
+      channel.on('error', () => {});
+      await withTimeout(channel.unbindQueue(queue, exchange, key), timeoutMs);
+      await channel.close().catch(() => {});
+      this.options.logger.info(
+        log,
+        `unbound routing key "${key}" from queue "${queue}": no event type of this consumer has it, so its events no longer reach the queue`,
+      );
+    } catch (error) {
+      this.options.logger.warn(
+        { ...log, err: this.redact(errorMessage(error)) },
+        `could not unbind routing key "${key}" from queue "${queue}", which no event type of this consumer has; its events still reach the queue`,
       );
     }
   }
