@@ -97,6 +97,21 @@ describe('migrate', () => {
     expect(result.stdout).toContain('current');
   });
 
+  it('--check says what migrate would refuse or change: another --partitions (2), another --producer-notify (1)', async () => {
+    const check = (...extra: string[]) =>
+      runCli(['migrate', '--check', '--database-url', PG_URL, '--schema', main.schema, ...extra]);
+    const partitions = await check('--partitions', '32');
+    expect(partitions.code).toBe(2);
+    expect(partitions.stderr).toContain('partitions: schema');
+    expect(partitions.stderr).toContain('was created with 64 partitions');
+    const notify = await check('--producer-notify', 'on');
+    expect(notify.code, notify.stderr).toBe(1);
+    expect(notify.stdout).toBe(`schema "${main.schema}" has producer notify off, not on\n`);
+    const same = await check('--producer-notify', 'off', '--partitions', '64');
+    expect(same.code, same.stderr).toBe(0);
+    expect(same.stdout).toContain('current');
+  });
+
   it('--print shows the SQL without a database', async () => {
     const schema = testSchema('cli_print');
     // No DATABASE_URL in the child's environment, and none given as a flag.

@@ -52,6 +52,9 @@ describe('edupulse-outbox ui', () => {
       [['--ui-token', 'shorty-token'], 'ui-token: must be at least 16 characters'],
       [['--ui-token-file', join(dir, 'missing')], 'edupulse-outbox: ui-token-file: cannot read '],
       [['--port', '70000'], 'port: '],
+      // Empty, Node would bind every interface; the address is named, not the token.
+      [['--host', '', '--ui-token', 'console-token-0123456789'], 'host: is empty'],
+      [['--host', 'not a host'], 'host: "not a host" is not an address to bind'],
       // An address not of this machine: the address is at fault, not the port.
       [
         ['--host', '10.255.255.1', '--port', '0', '--ui-token', 'console-token-0123456789'],

@@ -88,6 +88,19 @@ it('run refuses a metrics port beyond loopback without a token, naming the setti
   expect(open.stderr).toContain(
     'metrics-token: 0.0.0.0 is reachable beyond this machine: give the metrics and health endpoints a token (OUTBOX_METRICS_TOKEN, --metrics-token-file or --metrics-token), or bind 127.0.0.1',
   );
+  for (const [host, message] of [
+    ['', 'metrics-host (from OUTBOX_METRICS_HOST): is empty'],
+    [
+      'not a host',
+      'metrics-host (from OUTBOX_METRICS_HOST): "not a host" is not an address to bind',
+    ],
+  ] as const) {
+    // As a template leaves a variable it had no value for: Node would bind every interface.
+    const token = { OUTBOX_METRICS_TOKEN: 'metrics-token-0123456789' };
+    const result = await runCli(args, { env: { ...env, ...token, OUTBOX_METRICS_HOST: host } });
+    expect(result.code, host).toBe(2);
+    expect(result.stderr).toContain(message);
+  }
   const unicode = await runCli([...args, '--metrics-token', 'Tok€n-with-unicode-x'], { env });
   expect(unicode.code).toBe(2);
   expect(unicode.stderr).toContain('metrics-token: holds a character outside printable ASCII');

@@ -84,6 +84,27 @@ describe('pgConnectionSettings', () => {
     expect(refusal('password=hunter2&password=hunter3').message).not.toContain('hunter');
   });
 
+  it('refuses what node-postgres would read other than the URL says, or not at all', () => {
+    // Given in the URL and as a parameter, the parameter would win (or, with several
+    // hosts, be ignored): the URL would name one server or role and connect to another.
+    const twice = (url: string) => () => pgConnectionSettings(url, 'database-url');
+    expect(twice('postgres://app:inline@db.internal/shop?password=other')).toThrow(
+      /the password is given twice/,
+    );
+    for (const name of ['user', 'host', 'port']) {
+      const error = refusal(`${name}=other-${name}`);
+      expect(error.message).toContain(
+        `the ${name} is given twice, in the URL and as the parameter ${name}=`,
+      );
+      expect(error.message).not.toContain(`other-${name}`);
+    }
+    // Read only from socket: URLs; client_encoding would change how replies are decoded,
+    // not what the server sends.
+    for (const query of ['db=elsewhere', 'encoding=LATIN1', 'client_encoding=LATIN1']) {
+      expect(refusal(query).message).toContain('is not one this connection reads');
+    }
+  });
+
   it("reads what node-postgres reads, and libpq's connect_timeout in seconds", () => {
     const { config } = settings(
       'application_name=shop&statement_timeout=2000&options=-c%20search_path%3Dshop&connect_timeout=7',

@@ -270,6 +270,27 @@ describe('secrets in broker URLs', () => {
   });
 });
 
+describe('secrets in flags the command does not take', () => {
+  it('a flag it does not know is named without its value; a URL typed as a command shows no credentials', async () => {
+    const cases: [string[], string][] = [
+      // run's broker given to status, a misspelt token, a misspelt database flag.
+      [['status', `--broker=${BROKERS.natsPassword}`], "unknown option '--broker'"],
+      [
+        ['run', '--metrics-port', '0', `--metrics-tokn=${SECRET}`],
+        '(Did you mean --metrics-token?)',
+      ],
+      [['status', `--database-uri=${dbWithPassword()}`], '(Did you mean --database-url?)'],
+      [[dbWithPassword()], "unknown command 'postgres://"],
+    ];
+    for (const [args, shown] of cases) {
+      const result = await runCli(args);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toContain(shown);
+      sweep(args.join(' '), result);
+    }
+  });
+});
+
 describe('secrets in files, and the console token', () => {
   let dir: string;
   let file: string;

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { redactUrl } from '../common/url.js';
 import { deadCommand, inboxCommand, purgeCommand } from './commands/dead.js';
 import { demoCommand } from './commands/demo.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -35,11 +36,18 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     .addCommand(inboxCommand())
     .addCommand(uiCommand())
     .addCommand(demoCommand());
-  // Usage errors (unknown flag, missing value) exit 2 like any other bad setting.
+  // Usage errors (unknown flag, missing value) exit 2 like any other bad setting. They
+  // quote what was typed, which may hold a secret: an unknown `--flag=value` is named
+  // without its value (a misspelt --metrics-token=…, run's --broker=… given to status),
+  // and a URL quoted as an unknown command or a value shows no credentials.
   const configure = (command: Command) => {
     command.exitOverride().configureOutput({
-      outputError: (text, write) => write(`edupulse-outbox: ${text.replace(/^error: /, '')}`),
+      outputError: (text, write) =>
+        write(`edupulse-outbox: ${withoutCredentials(text.replace(/^error: /, ''))}`),
     });
+    const named = command as unknown as { unknownOption(flag: string): void };
+    const unknownOption = named.unknownOption.bind(command);
+    named.unknownOption = (flag) => unknownOption(flag.split('=')[0] ?? flag);
     command.showHelpAfterError('(add --help for the list of settings)');
     for (const sub of command.commands) configure(sub);
   };
@@ -56,6 +64,11 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     settingsFromEnvironment(read);
   });
   return root;
+}
+
+/** `text` with every quoted URL in it redacted (user info and secret parameters masked). */
+function withoutCredentials(text: string): string {
+  return text.replace(/'([^'\s]*:\/\/[^'\s]*)'/g, (_, url: string) => `'${redactUrl(url)}'`);
 }
 
 /** Parses argv, runs the command, and returns the exit code. */

@@ -1,7 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
 import { ConfigError } from './errors.js';
 import { registerSecret } from './secrets.js';
+import { clip, escapeControl } from './text.js';
 
 /**
  * Who may reach an HTTP endpoint of ours (the console, the metrics and health endpoints):
@@ -11,6 +13,26 @@ import { registerSecret } from './secrets.js';
 
 /** The shortest token taken: long enough not to be guessed. */
 export const TOKEN_MIN = 16;
+
+// A host name: dot-separated labels of letters, digits and inner hyphens.
+const HOST_NAME =
+  /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+
+/**
+ * Refuses, naming `setting`, an address to bind that is none: empty (which Node reads as
+ * every interface, as an unset variable in a template would give), or neither an IP
+ * address nor a host name.
+ */
+export function assertBindAddress(setting: string, host: string): void {
+  const bare = host.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(bare) !== 0 || HOST_NAME.test(host)) return;
+  throw new ConfigError(
+    setting,
+    host.trim() === ''
+      ? 'is empty: give the address to bind (127.0.0.1, the default; 0.0.0.0 for every interface, with a token)'
+      : `"${clip(escapeControl(host), 80)}" is not an address to bind (an IP address such as 127.0.0.1 or 0.0.0.0, or a host name)`,
+  );
+}
 
 /** True for addresses only this machine can reach. */
 export function isLoopback(host: string): boolean {

@@ -135,13 +135,18 @@ async function settledPartitions(
   );
   if (!exists[0]?.present) return options.partitions ?? DEFAULT_PARTITIONS;
   const existing = await readPartitionCount(tx, schema);
-  if (options.partitions !== undefined && options.partitions !== existing) {
+  assertPartitionsKept(schema, existing, options.partitions);
+  return existing;
+}
+
+/** Refuses, as `partitions`, a count asked for that is not the one `schema` was created with. */
+export function assertPartitionsKept(schema: string, existing: number, asked: number | undefined) {
+  if (asked !== undefined && asked !== existing) {
     throw new ConfigError(
       'partitions',
       `schema "${schema}" was created with ${existing} partitions; the count is fixed when the schema is created`,
     );
   }
-  return existing;
 }
 
 /**

@@ -119,6 +119,21 @@ export function pgConnectionSettings(
   if (paths.password_file !== undefined && (parsed.password || params.has('password'))) {
     throw new ConfigError(setting, 'password_file and a password are both given: keep one');
   }
+  // node-postgres lets the parameter win, and with several hosts ignores host and port:
+  // the URL would say one thing and connect as another.
+  for (const [name, inUrl] of [
+    ['user', parsed.username],
+    ['password', parsed.password],
+    ['host', parsed.hostname],
+    ['port', parsed.port],
+  ] as const) {
+    if (inUrl && params.has(name)) {
+      throw new ConfigError(
+        setting,
+        `the ${name} is given twice, in the URL and as the parameter ${name}=: keep one`,
+      );
+    }
+  }
   const password =
     paths.password_file === undefined
       ? undefined
@@ -170,7 +185,6 @@ const PG_PARAMETERS = [
   'application_name',
   'fallback_application_name',
   'options',
-  'client_encoding',
   'statement_timeout',
   'lock_timeout',
   'idle_in_transaction_session_timeout',
@@ -180,8 +194,6 @@ const PG_PARAMETERS = [
   'password',
   'host',
   'port',
-  'db',
-  'encoding',
 ] as const;
 
 /** The parameters read here before node-postgres sees the URL. */

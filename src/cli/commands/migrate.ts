@@ -2,12 +2,15 @@ import { Command, Option } from 'commander';
 import { ConfigError } from '../../common/errors.js';
 import { quoteSchema } from '../../db/identifier.js';
 import {
+  assertPartitionsKept,
   MAX_PARTITIONS,
   migrate,
   migrationPrivilegeError,
   migrationScript,
   migrationStatus,
   producerNotifyStatement,
+  readPartitionCount,
+  readProducerNotify,
   setProducerNotify,
 } from '../../db/migrate.js';
 import { openDatabase } from '../database.js';
@@ -35,7 +38,10 @@ export function migrateCommand(): Command {
       '--print',
       'print the SQL that creates a new schema instead of applying it (no database needed; with --partitions or 64, and --producer-notify as given)',
     )
-    .option('--check', 'apply nothing; exit 1 if the database is behind, 0 if it is current')
+    .option(
+      '--check',
+      'apply nothing; exit 1 if the database is behind (or its producer notify is not --producer-notify), 0 if it is current; a --partitions other than the schema has exits 2, as without --check',
+    )
     .option(
       '--partitions <n>',
       'partitions the rows are spread over, the unit dispatchers share (1-1024, default 64); fixed when the schema is created, read from the schema on upgrade',
@@ -77,6 +83,23 @@ export function migrateCommand(): Command {
               throw (await migrationPrivilegeError(db, flags.schema, error, true)) ?? error;
             });
             const current = status.applied.at(-1) ?? 0;
+            // What the same command without --check would refuse or change, it reports too.
+            if (current > 0 && partitions !== undefined) {
+              assertPartitionsKept(
+                flags.schema,
+                await readPartitionCount(db, flags.schema),
+                partitions,
+              );
+            }
+            if (current > 0 && flags.producerNotify) {
+              const notify = (await readProducerNotify(db, flags.schema)) ? 'on' : 'off';
+              if (notify !== flags.producerNotify) {
+                process.stdout.write(
+                  `schema "${flags.schema}" has producer notify ${notify}, not ${flags.producerNotify}\n`,
+                );
+                return 1;
+              }
+            }
             if (status.pending.length > 0) {
               process.stdout.write(
                 `schema "${flags.schema}" is behind: version ${current}, latest ${status.latest}; pending: ${status.pending

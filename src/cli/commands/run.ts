@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { brokerFromUrl } from '../../brokers/index.js';
 import { ConfigError, errorMessage } from '../../common/errors.js';
+import { assertBindAddress } from '../../common/http-access.js';
 import type { Logger } from '../../common/logger.js';
 import { assertPeerInstalled, loadWithPeer, optionalPeers } from '../../common/peers.js';
 import { clip, escapeControl } from '../../common/text.js';
@@ -69,6 +70,7 @@ function parseOpsFlags(flags: RunFlags) {
   const maxLagSeconds = parseInteger('ready-max-lag-seconds', flags.readyMaxLagSeconds, 1, 86_400);
   const { token, setting } = readToken('metrics-token', flags.metricsToken, flags.metricsTokenFile);
   // The host is checked only with the port: without it nothing binds it.
+  if (flags.metricsPort !== undefined) assertBindAddress('metrics-host', flags.metricsHost);
   checkMetricsAccess(
     flags.metricsPort === undefined ? '127.0.0.1' : flags.metricsHost,
     token,

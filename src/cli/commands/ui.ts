@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { ConfigError, errorMessage } from '../../common/errors.js';
+import { assertBindAddress } from '../../common/http-access.js';
 import type { Logger } from '../../common/logger.js';
 import { readSecretFile } from '../../common/setting-files.js';
 import { checkConsoleAccess, startConsoleServer } from '../../console/server.js';
@@ -75,6 +76,7 @@ export function parseConsoleSettings(
   host: string,
   flags: ConsoleTokenFlags,
 ): ConsoleSettings {
+  assertBindAddress(hostSetting, host);
   const token = parseConsoleToken(flags, host);
   return {
     port: parseInteger(portSetting, port, 0, 65_535),
