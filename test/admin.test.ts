@@ -191,7 +191,7 @@ describe('dead letters', () => {
     for (const flag of ['--error-contains', '--error', '--event-type', '--aggregate-id']) {
       const empty = await cli('dead', 'discard', flag, '');
       expect(empty.code, flag).toBe(2);
-      expect(empty.stderr).toContain(`${flag.slice(2)}: expected text of 1 to 500 characters`);
+      expect(empty.stderr).toContain(`${flag.slice(2)}: expected text of 1 to 8000 characters`);
     }
     expect((await statusJson()).deadLetters).toBe(before);
   });
@@ -324,6 +324,21 @@ describe('dead letters', () => {
     expect(purge.stdout).toContain('1 dead letter purged');
     const left = JSON.parse((await cli('dead', 'list', '--json')).stdout) as { id: string }[];
     expect(left).toHaveLength(1);
+  });
+
+  it('acts on a group whose event type and error are as long as a dead letter holds them', async () => {
+    const type = `lesson-${'x'.repeat(1500)}`;
+    const error = `refused: ${'y'.repeat(1990)}`;
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_dead_letter
+         (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+          occurred_at, attempts, last_error)
+       VALUES (1, gen_random_uuid(), 'lesson', 'lesson-1', $1, '{}', '{}', 0, now(), 10, $2)`,
+      [type, error],
+    );
+    const discard = await cli('dead', 'discard', '--event-type', type, '--error', error);
+    expect(discard.code, discard.stderr).toBe(0);
+    expect((await statusJson()).deadLetters).toBe(0);
   });
 
   it('finds one dead letter among many through an index, not by reading them all', async () => {

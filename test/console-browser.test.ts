@@ -259,6 +259,27 @@ describe('the web console in Chromium', () => {
     expectSameOriginAndNoViolation(watched, ui.base);
   });
 
+  it('reads the filter times as UTC, as every time it shows, in any time zone', {
+    timeout: 60_000,
+  }, async () => {
+    const ui = await startConsole(t.schema);
+    const context = await browser.newContext({ timezoneId: 'America/New_York' });
+    cleanups.push(() => context.close());
+    const page = await context.newPage();
+    const asked: string[] = [];
+    page.on('request', (request) => asked.push(request.url()));
+    await page.goto(`${ui.base}/#/dead-letters`);
+    await page.getByTestId('filter-since').fill('2026-12-05T15:30');
+    await page.getByTestId('filter-until').fill('2026-12-05T16:00');
+    await page.getByTestId('filter-apply').click();
+    await waitFor('the filtered groups asked for', () =>
+      asked.some((url) => new URL(url).searchParams.has('since')),
+    );
+    const filtered = new URL(asked.find((url) => new URL(url).searchParams.has('since')) ?? '');
+    expect(filtered.searchParams.get('since')).toBe('2026-12-05T15:30:00.000Z');
+    expect(filtered.searchParams.get('until')).toBe('2026-12-05T16:00:00.000Z');
+  });
+
   it('served by run --ui-port, shows its broker and the commit → ack latency', {
     timeout: 120_000,
   }, async () => {

@@ -1,6 +1,6 @@
 import { isoWithMicros } from '../common/admin-input.js';
 import type { Executor } from '../db/executor.js';
-import { pgArray, statements } from '../db/sql/index.js';
+import { pgTextArray, statements } from '../db/sql/index.js';
 import { deleteInBatches } from './batches.js';
 import { assertNarrowed } from './dead-letters.js';
 
@@ -61,7 +61,7 @@ interface Row {
 function filterValues(filter: ConsumerDeadLetterFilter): unknown[] {
   return [
     filter.consumer ?? null,
-    filter.ids ? pgArray(filter.ids) : null,
+    filter.ids ? pgTextArray(filter.ids) : null,
     filter.eventType ?? null,
     filter.aggregateId ?? null,
     filter.since ? isoWithMicros(filter.since) : null,

@@ -2,7 +2,7 @@ import { isoWithMicros } from '../common/admin-input.js';
 import { ConfigError } from '../common/errors.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
-import { deadLetterJanitorLockKey, pgArray, statements } from '../db/sql/index.js';
+import { deadLetterJanitorLockKey, pgTextArray, statements } from '../db/sql/index.js';
 import { deleteInBatches } from './batches.js';
 
 /**
@@ -70,7 +70,7 @@ interface DeadLetterRow {
 
 function filterValues(filter: DeadLetterFilter): unknown[] {
   return [
-    filter.ids ? pgArray(filter.ids) : null,
+    filter.ids ? pgTextArray(filter.ids) : null,
     filter.eventType ?? null,
     filter.aggregateType ?? null,
     filter.aggregateId ?? null,

@@ -7,10 +7,12 @@ import { escapeControl } from './text.js';
  * setting or field).
  */
 
-const TEXT_MAX = 500;
+// Room for whatever a dead letter holds: an error is kept to 2,000 characters (and the
+// count of the rest), an event type or aggregate id as long as the index takes.
+const TEXT_MAX = 8000;
 
 /**
- * A filter's text (an event type, an error to look for): 1 to 500 characters. Empty text
+ * A filter's text (an event type, an error to look for): 1 to 8,000 characters. Empty text
  * is refused rather than read as no filter: `--error-contains ""` is contained in every
  * error, so a retry or discard given it would take every dead letter without `--all`.
  */

@@ -13,8 +13,8 @@ const FIELDS = [
   ['aggregateType', 'aggregate type', 'text'],
   ['aggregateId', 'aggregate id', 'text'],
   ['errorContains', 'error contains', 'text'],
-  ['since', 'dead since', 'datetime-local'],
-  ['until', 'dead until', 'datetime-local'],
+  ['since', 'dead since (UTC)', 'datetime-local'],
+  ['until', 'dead until (UTC)', 'datetime-local'],
 ] as const;
 
 type Draft = Record<(typeof FIELDS)[number][0], string>;
@@ -27,13 +27,17 @@ const EMPTY: Draft = {
   until: '',
 };
 
-/** The form's values as the API's filter: times (the browser's local time) become ISO. */
+/**
+ * The form's values as the API's filter: times are read as UTC, as every time the page
+ * shows (a time copied from a group's "first seen" finds it in any time zone).
+ */
 function toFilter(draft: Draft): DeadLetterFilter {
   const filter: DeadLetterFilter = {};
   for (const [name] of FIELDS) {
     const value = draft[name].trim();
     if (!value) continue;
-    filter[name] = name === 'since' || name === 'until' ? new Date(value).toISOString() : value;
+    filter[name] =
+      name === 'since' || name === 'until' ? new Date(`${value}Z`).toISOString() : value;
   }
   return filter;
 }

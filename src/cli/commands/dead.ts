@@ -452,7 +452,8 @@ async function listConsumer(
   const lines = dead.map((d) =>
     [
       d.deadAt,
-      clip(d.eventId ?? `(undecodable ${d.id})`),
+      // A message that could not be decoded goes by its dead letter's id: shown whole.
+      d.eventId === null ? `${d.id} (undecodable)` : clip(d.eventId),
       clip(d.eventType ?? '-'),
       clip(d.aggregateId ?? '-'),
       `attempts ${d.attempts}`,

@@ -4,6 +4,7 @@ import { assertBindAddress } from '../../common/http-access.js';
 import type { Logger } from '../../common/logger.js';
 import { readSecretFile } from '../../common/setting-files.js';
 import { checkConsoleAccess, startConsoleServer } from '../../console/server.js';
+import { withCallOptions } from '../../db/call-options.js';
 import { quoteSchema } from '../../db/identifier.js';
 import { assertSchemaCurrent } from '../../db/migrate.js';
 import { pgDatabase } from '../../db/pg.js';
@@ -91,6 +92,9 @@ export function parseConsoleSettings(
  * Serves the console on a database pool of its own (a few connections, apart from any
  * dispatcher's); a port that cannot be bound is a bad setting. `close()` stops both.
  */
+/** How long the console waits for PostgreSQL to answer one of its statements. */
+const CONSOLE_ANSWER_MS = 10_000;
+
 export async function serveConsole(
   served: ConsoleSettings,
   context: {
@@ -111,7 +115,9 @@ export async function serveConsole(
   });
   try {
     const server = await startConsoleServer({
-      db,
+      // A database that stops answering (a network gone silent) fails the request after
+      // this, its connection dropped, instead of holding it and the pool for ever.
+      db: withCallOptions(db, { timeouts: { answerMs: CONSOLE_ANSWER_MS } }),
       schema: context.schema,
       dispatcher: context.dispatcher,
       brokerName: context.brokerName,

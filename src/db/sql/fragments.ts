@@ -31,7 +31,16 @@ export const migrationLockKey = (schema: string) => `edupulse-outbox:migrate:${s
 export const deadLetterJanitorLockKey = (schema: string) =>
   `edupulse-outbox:dead-letter-janitor:${schema}`;
 
-/** A PostgreSQL array literal (seqs, partitions, uuids), bound as text: every driver passes it unchanged. */
+/** A PostgreSQL array literal of numbers (seqs, partitions), bound as text: every driver passes it unchanged. */
 export function pgArray(values: readonly (string | number)[]): string {
   return `{${values.join(',')}}`;
+}
+
+/**
+ * Text values as a PostgreSQL array literal, each quoted: a value may hold a comma, a
+ * brace or a quote (a consumer's event id is any text, an operator's search anything),
+ * which unquoted would split it or make the literal malformed.
+ */
+export function pgTextArray(values: readonly string[]): string {
+  return `{${values.map((value) => `"${value.replace(/["\\]/g, '\\$&')}"`).join(',')}}`;
 }

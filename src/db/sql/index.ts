@@ -15,7 +15,7 @@ import { type OutboxStatements, outboxStatements } from './outbox.js';
 import { type OwnershipStatements, ownershipStatements } from './ownership.js';
 import { type PrivilegeStatements, privilegeStatements } from './privilege.js';
 
-export { deadLetterJanitorLockKey, migrationLockKey, pgArray } from './fragments.js';
+export { deadLetterJanitorLockKey, migrationLockKey, pgArray, pgTextArray } from './fragments.js';
 
 /** Proves a connection answers (the CLI's first statement on a database URL). */
 export const connectionCheck = 'SELECT 1';
