@@ -9,7 +9,7 @@ import { nkeys } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/common/errors.js';
 import { scrubSecrets } from '../src/common/secrets.js';
-import { natsSettings } from '../src/index.js';
+import { kafkaSettings, natsSettings } from '../src/index.js';
 import { scratchDir } from './helpers/scratch.js';
 
 const scratch = scratchDir('edupulse-nats-settings');
@@ -25,6 +25,23 @@ function refuses(query: string, reason: RegExp, userinfo = ''): void {
   expect(() => settings(query, userinfo)).toThrow(ConfigError);
   expect(() => settings(query, userinfo)).toThrow(reason);
 }
+
+describe('broker URL parts that would be ignored', () => {
+  it('refuses a path on a NATS or Kafka URL, and a Kafka password without a user', () => {
+    expect(() => natsSettings('nats://nats.internal:4222/lessons')).toThrow(
+      'the path "/lessons" means nothing in this URL (the stream and subjects are the parameters stream= and subject_prefix=)',
+    );
+    expect(natsSettings('nats://nats.internal:4222/').servers).toEqual(['nats.internal:4222']);
+    expect(() => kafkaSettings('kafka://kafka.internal:9092/lessons')).toThrow(
+      'the path "/lessons" means nothing in this URL (the topic is the parameter topic=)',
+    );
+    // Without a user there is no SASL: the password went unused, and the connection in clear.
+    const noUser = () => kafkaSettings('kafka://:Kafka-Pw-52e1@kafka.internal:9092');
+    expect(noUser).toThrow(ConfigError);
+    expect(noUser).toThrow('a password needs a user name in the URL');
+    expect(() => noUser()).not.toThrow(/Kafka-Pw-52e1/);
+  });
+});
 
 describe('natsSettings', () => {
   it('reads the password of the URL user from password_file, and forgets it in output', () => {

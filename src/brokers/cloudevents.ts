@@ -4,6 +4,16 @@ import type { OutboxMessage } from './broker.js';
 /** RFC 3986's characters, with `%` only as the start of an escape. */
 const URI_REFERENCE = /^(?:[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$/;
 
+/** Whether `reference` reads as a URI or a relative reference (`http://[bad` does not). */
+function resolves(reference: string): boolean {
+  try {
+    new URL(reference, 'http://relative.invalid/');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Checks a CloudEvents `source`: a non-empty URI-reference such as `/edupulse` or
  * `https://edupulse.example/lessons`. Consumers refuse events without one.
@@ -12,7 +22,12 @@ export function assertCloudEventsSource(
   source: unknown,
   setting: string,
 ): asserts source is string {
-  if (typeof source !== 'string' || source.length > 2048 || !URI_REFERENCE.test(source)) {
+  if (
+    typeof source !== 'string' ||
+    source.length > 2048 ||
+    !URI_REFERENCE.test(source) ||
+    !resolves(source)
+  ) {
     const shown =
       typeof source === 'string' ? JSON.stringify(source.slice(0, 100)) : String(source);
     throw new ConfigError(

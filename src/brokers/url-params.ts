@@ -1,7 +1,8 @@
 import { ConfigError } from '../common/errors.js';
 import { readWholeNumber } from '../common/numbers.js';
 import { closestName } from '../common/options.js';
-import { assertParametersOnce, hostList, parseUrl } from '../common/url.js';
+import { clip, escapeControl } from '../common/text.js';
+import { assertParametersOnce, decodePercent, hostList, parseUrl } from '../common/url.js';
 
 /** One server of a broker URL; an IPv6 host keeps its brackets. */
 export interface BrokerServer {
@@ -79,6 +80,19 @@ export class BrokerUrlParams {
       }
       return { host: match[1], port };
     });
+  }
+
+  /**
+   * Refuses a path, for a broker whose URLs have none (`/` alone is the empty one): it
+   * would be ignored without a word, where a stream or topic was perhaps meant.
+   */
+  assertNoPath(hint: string): void {
+    const path = this.url.pathname;
+    if (path === '' || path === '/') return;
+    throw new ConfigError(
+      this.setting,
+      `the path "${clip(escapeControl(decodePercent(path)), 80)}" means nothing in this URL (${hint})`,
+    );
   }
 
   /** Call after reading every parameter: refuses the ones nobody read (typos). */

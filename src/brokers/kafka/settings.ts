@@ -77,6 +77,7 @@ function readTopicTemplate(params: BrokerUrlParams): string {
 /** The Kafka broker's settings from its URL; every query parameter is read (and checked) here. */
 export function readKafkaSettings(params: BrokerUrlParams): KafkaSettings {
   const url = params.url;
+  params.assertNoPath('the topic is the parameter topic=');
   const bootstrapServers = parseBootstrapServers(url.host, params.setting);
   return {
     bootstrapServers,
@@ -106,6 +107,13 @@ function readSasl(params: BrokerUrlParams): KafkaSasl | undefined {
   const named = params.optional('sasl_mechanism');
   const passwordFile = params.optional('password_file');
   if (!url.username) {
+    // kafka://:secret@host: without a user there is no SASL, and the password would go unused.
+    if (url.password) {
+      throw new ConfigError(
+        setting,
+        'a password needs a user name in the URL (kafka://user:password@host:9092)',
+      );
+    }
     for (const [name, value] of [
       ['sasl_mechanism', named],
       ['password_file', passwordFile],

@@ -43,6 +43,7 @@ const NAME_HINT = 'letters, digits, _ or -';
 /** The NATS broker's settings from its URL; every query parameter is read (and checked) here. */
 export function readNatsSettings(params: BrokerUrlParams): NatsSettings {
   const url = params.url;
+  params.assertNoPath('the stream and subjects are the parameters stream= and subject_prefix=');
   const servers = natsServers(params);
   const auth = readNatsAuth(params);
   const tls = readNatsTls(params);
