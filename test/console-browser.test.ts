@@ -259,6 +259,32 @@ describe('the web console in Chromium', () => {
     expectSameOriginAndNoViolation(watched, ui.base);
   });
 
+  it('keeps the dead-letter groups within the window when an event type is 1,500 characters', {
+    timeout: 60_000,
+  }, async () => {
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_dead_letter
+         (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+          occurred_at, attempts, last_error)
+       VALUES (9000001, gen_random_uuid(), 'lesson', 'lesson-1', $1, '{}', '{}', 0, now(), 1, $2)`,
+      [`lesson-${'x'.repeat(1500)}`, `refused: ${'y'.repeat(1000)}`],
+    );
+    cleanups.push(() =>
+      t.db.query(`DELETE FROM "${t.schema}".outbox_dead_letter WHERE seq = 9000001`),
+    );
+    const ui = await startConsole(t.schema);
+    const { page } = await open(ui.base, '#/dead-letters');
+    await page.getByTestId('groups-row').first().waitFor();
+    const widths = {
+      table: await page
+        .getByTestId('groups')
+        .evaluate((table) => (table as unknown as { scrollWidth: number }).scrollWidth),
+      window: page.viewportSize()?.width ?? 0,
+    };
+    expect(widths.table).toBeGreaterThan(0);
+    expect(widths.table).toBeLessThanOrEqual(widths.window);
+  });
+
   it('reads the filter times as UTC, as every time it shows, in any time zone', {
     timeout: 60_000,
   }, async () => {
