@@ -9,8 +9,13 @@ import {
   retryConsumerDeadLetters,
   showConsumerDeadLetters,
 } from '../src/admin/consumer-dead-letters.js';
-import { listDeadLetters } from '../src/admin/dead-letters.js';
+import {
+  discardDeadLetters,
+  groupDeadLetters,
+  listDeadLetters,
+} from '../src/admin/dead-letters.js';
 import { searchEvents } from '../src/admin/search.js';
+import { registerSecret, scrubSecrets } from '../src/common/secrets.js';
 import { createPgTestSchema, type TestSchema } from './helpers/db.js';
 
 let t: TestSchema;
@@ -59,4 +64,29 @@ it('a retry of "nothing,<id>" retries no dead letter: it is one id, which none h
     `SELECT count(*)::int AS n FROM "${t.schema}".consumer_dead_letter WHERE retry_requested_at IS NOT NULL`,
   );
   expect(rows[0]?.n).toBe(0);
+});
+
+it('a group whose error holds a secret, given back as shown (masked), is that group', async () => {
+  // The broker's password, as this process knows it, appears in the error it returned.
+  const secret = 'Group-Secret-8d1f';
+  registerSecret(secret);
+  const error = `ACCESS_REFUSED - login refused for password ${secret}`;
+  await t.db.query(
+    `INSERT INTO "${t.schema}".outbox_dead_letter
+       (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+        occurred_at, attempts, last_error)
+     SELECT i, gen_random_uuid(), 'lesson', 'lesson-' || i, 'lesson-published', '{}', '{}', 0,
+            now(), 10, CASE WHEN i <= 3 THEN $1 ELSE 'unroutable' END
+     FROM generate_series(1, 5) AS i`,
+    [error],
+  );
+  const shown = scrubSecrets(error);
+  expect(shown).not.toContain(secret);
+  const groups = await groupDeadLetters(t.db, t.schema, { eventType: 'lesson-published' });
+  expect(groups.map((group) => group.count).sort()).toEqual([2, 3]);
+  // What the console and the CLI print, then send back for the group.
+  const group = { eventType: 'lesson-published', error: shown };
+  expect(await listDeadLetters(t.db, t.schema, group)).toHaveLength(3);
+  expect(await discardDeadLetters(t.db, t.schema, group)).toHaveLength(3);
+  expect(await listDeadLetters(t.db, t.schema, {})).toHaveLength(2);
 });

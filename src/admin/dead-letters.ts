@@ -1,5 +1,6 @@
 import { isoWithMicros } from '../common/admin-input.js';
 import { ConfigError } from '../common/errors.js';
+import { MASK, scrubSecrets } from '../common/secrets.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
 import { deadLetterJanitorLockKey, pgTextArray, statements } from '../db/sql/index.js';
@@ -81,6 +82,29 @@ function filterValues(filter: DeadLetterFilter): unknown[] {
   ];
 }
 
+/**
+ * `filter` with its `error` as stored. Errors are shown with this process's secrets
+ * masked (`***`), and a group's error is given back as shown: where exactly one stored
+ * error among the matching dead letters shows as the one given, the filter takes it (two
+ * that show alike, or none, leave the filter as given).
+ */
+async function withStoredError(
+  db: Executor,
+  schema: string,
+  filter: DeadLetterFilter,
+): Promise<DeadLetterFilter> {
+  const shown = filter.error;
+  if (shown === undefined || !shown.includes(MASK)) return filter;
+  const { error: _shown, ...others } = filter;
+  const { rows } = await db.query<{ error: string }>(
+    statements(schema).deadLetterErrors,
+    filterValues(others),
+  );
+  const stored = rows.map((row) => row.error).filter((error) => scrubSecrets(error) === shown);
+  const [only] = stored;
+  return stored.length === 1 && only !== undefined ? { ...filter, error: only } : filter;
+}
+
 /** Retry and discard act on every dead letter only when asked to in so many words. */
 export function assertNarrowed(filter: object, all: boolean, action: string): void {
   const empty = Object.values(filter).every((value) => value === undefined);
@@ -117,8 +141,9 @@ export async function listDeadLetters(
   filter: DeadLetterFilter = {},
   limit = 100,
 ): Promise<DeadLetter[]> {
+  const stored = await withStoredError(db, schema, filter);
   const { rows } = await db.query<DeadLetterRow>(statements(schema).deadLetterList, [
-    ...filterValues(filter),
+    ...filterValues(stored),
     limit,
   ]);
   return rows.map(toDeadLetter);
@@ -140,7 +165,7 @@ export async function groupDeadLetters(
     count: number;
     first_dead_at: string;
     last_dead_at: string;
-  }>(statements(schema).deadLetterGroups, filterValues(filter));
+  }>(statements(schema).deadLetterGroups, filterValues(await withStoredError(db, schema, filter)));
   return rows.map((row) => ({
     eventType: row.event_type,
     error: row.error,
@@ -183,9 +208,10 @@ export async function retryDeadLetters(
 ): Promise<string[]> {
   assertNarrowed(filter, options.all === true, 'retry');
   const sql = statements(schema);
+  const stored = await withStoredError(db, schema, filter);
   const ids = await db.transaction(async (tx) => {
     await tx.query(sql.deadLetterKeepSeq);
-    const { rows } = await tx.query<{ id: string }>(sql.deadLetterRetry, filterValues(filter));
+    const { rows } = await tx.query<{ id: string }>(sql.deadLetterRetry, filterValues(stored));
     return rows.map((row) => row.id);
   });
   // Committed: now wake the dispatchers (a failure here only delays the publish until
@@ -206,7 +232,7 @@ export async function deadLettersWithIdTaken(
 ): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
     statements(schema).deadLetterIdTaken,
-    filterValues(filter),
+    filterValues(await withStoredError(db, schema, filter)),
   );
   return rows.map((row) => row.id);
 }
@@ -220,7 +246,8 @@ export async function discardDeadLetters(
 ): Promise<string[]> {
   assertNarrowed(filter, options.all === true, 'discard');
   const sql = statements(schema);
-  const { rows } = await db.query<{ id: string }>(sql.deadLetterDiscard, filterValues(filter));
+  const stored = await withStoredError(db, schema, filter);
+  const { rows } = await db.query<{ id: string }>(sql.deadLetterDiscard, filterValues(stored));
   // Under `hold` the later events of these aggregates wait for them: wake the dispatchers
   // as a retry does (else they go out at the next full look, 30 s at most). With `db` in
   // autocommit the delete has committed by now.

@@ -25,12 +25,15 @@ export function registerUrlSecrets(url: string, options: { userIsSecret?: boolea
   for (const secret of urlSecrets(url, options)) registerSecret(secret);
 }
 
+/** What a secret shows as. */
+export const MASK = '***';
+
 /** `text` with every registered secret replaced by `***`. */
 export function scrubSecrets(text: string): string {
   let scrubbed = text;
   // Longest first, so a secret that contains another is replaced whole.
   for (const secret of [...secrets].sort((a, b) => b.length - a.length)) {
-    if (scrubbed.includes(secret)) scrubbed = scrubbed.split(secret).join('***');
+    if (scrubbed.includes(secret)) scrubbed = scrubbed.split(secret).join(MASK);
   }
   return scrubbed;
 }

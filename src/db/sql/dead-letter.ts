@@ -21,6 +21,8 @@ export interface DeadLetterStatements {
   deadLetterGroups: string;
   /** The filter: the same with the payload and headers as text. */
   deadLetterShow: string;
+  /** The filter: the distinct last errors of the matching dead letters, at most 1,000. */
+  deadLetterErrors: string;
   /**
    * Lets the insert trigger keep the seq a retried dead letter brings back (migration
    * 0005), for this transaction only. Sent before deadLetterRetry.
@@ -94,6 +96,8 @@ GROUP BY event_type, last_error ORDER BY count(*) DESC, min(dead_at) LIMIT 500`,
 
     deadLetterShow: `SELECT ${COLUMNS}, payload::text AS payload, headers::text AS headers
 FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
+
+    deadLetterErrors: `SELECT DISTINCT last_error AS error FROM ${s}.outbox_dead_letter WHERE ${WHERE} LIMIT 1000`,
 
     deadLetterKeepSeq: `SELECT set_config('edupulse_outbox.keep_seq', 'on', true)`,
 
