@@ -14,6 +14,7 @@ import {
   LessonPublished,
   MemoryBroker,
   type OutboxEvent,
+  pgDatabase,
   QuizSubmitted,
 } from '../src/index.js';
 import { killChildren, runCli } from './helpers/cli.js';
@@ -356,10 +357,12 @@ describe('dead letters', () => {
       `SELECT id::text AS id FROM "${t.schema}".outbox_dead_letter WHERE seq = 12345`,
     );
     const id = rows[0]?.id as string;
-    // The statements of `dead show <id>` and `dead list`, as the CLI and the console send them.
+    // The statements of `dead show <id>` and `dead list`, as the CLI and the console send
+    // them: on a pool with the server's planner.
     const sql = statements(t.schema);
+    const admin = pgDatabase({ connectionString: PG_URL, maxConnections: 1, planner: 'server' });
     const plan = async (text: string, values: unknown[]) => {
-      const { rows } = await t.db.query<{ 'QUERY PLAN': unknown }>(
+      const { rows } = await admin.query<{ 'QUERY PLAN': unknown }>(
         `EXPLAIN (FORMAT JSON) ${text}`,
         values,
       );
@@ -376,6 +379,7 @@ describe('dead letters', () => {
     expect(await plan(sql.deadLetterList, [...all, 50])).toContain(
       '"Index Name":"outbox_dead_letter_dead_at_idx"',
     );
+    await admin.close();
     const shown = await cli('dead', 'show', id);
     expect(shown.code, shown.stderr).toBe(0);
     expect(JSON.parse(shown.stdout)).toMatchObject({ id, seq: '12345' });

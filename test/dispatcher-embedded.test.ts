@@ -7,7 +7,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import type { Database } from '../src/db/database.js';
 import {
   brokerFromUrl,
   ConfigError,
@@ -211,41 +210,4 @@ it('stopOnSignals: SIGTERM stops the dispatcher and the process exits 0', async 
   expect(result).toMatchObject({ code: 0, signal: null });
   expect(result.stdout).toContain('"done":true');
   expect(jsonLines(result.stderr).some((line) => line.msg === 'dispatcher stopped')).toBe(true);
-});
-
-it("asks for the dispatcher's planner settings on every statement of its own, and only there", async () => {
-  // The application's database, wrapped to see what the dispatcher asks of it.
-  const asked: (string | undefined)[] = [];
-  const db = t.db;
-  const watched: Database = {
-    query: (text, values, options) => {
-      asked.push(options?.planner);
-      return db.query(text, values, options);
-    },
-    transaction: (fn, options) => {
-      asked.push(options?.planner);
-      return db.transaction(fn, options);
-    },
-    listen: (channel, onNotify, onError) => db.listen(channel, onNotify, onError),
-    session: (name, options) => {
-      asked.push(options?.planner);
-      if (!db.session) throw new Error('pgDatabase has sessions');
-      return db.session(name, options);
-    },
-    close: () => db.close(),
-  };
-  const broker = new MemoryBroker();
-  const dispatcher = createDispatcher({ db: watched, broker, schema: t.schema, logger: false });
-  cleanups.push(() => dispatcher.stop());
-  await dispatcher.start();
-  await enqueueLesson(t);
-  await waitFor('the event published', () => broker.messages.length === 1);
-  await dispatcher.stop();
-  expect(asked.length).toBeGreaterThan(3);
-  expect(new Set(asked)).toEqual(new Set(['dispatcher']));
-  // The application's transactions on the same pool keep the server's settings.
-  const { rows } = await t.db.transaction((tx) =>
-    tx.query<{ seqscan: string }>("SELECT current_setting('enable_seqscan') AS seqscan"),
-  );
-  expect(rows).toEqual([{ seqscan: 'on' }]);
 });

@@ -149,71 +149,40 @@ it("gives a failing statement's error a stack that leads back to the code that r
 });
 
 describe("the dispatcher's planner settings", () => {
-  let shared: Database;
-
-  beforeAll(() => {
-    // One connection: the dispatcher's transactions and the application's share a session.
-    shared = pgDatabase({ connectionString: PG_URL, maxConnections: 1 });
-  });
-
-  afterAll(async () => {
-    await shared?.close();
-  });
-
-  const dispatcher = { planner: 'dispatcher' } as const;
   const settingsText = `SELECT current_setting('enable_seqscan') AS seqscan,
-  current_setting('enable_bitmapscan') AS bitmapscan, current_setting('plan_cache_mode') AS plans,
-  current_setting('idle_in_transaction_session_timeout') AS idle, pg_backend_pid() AS pid`;
-  type Settings = { seqscan: string; bitmapscan: string; plans: string; idle: string; pid: number };
-  // With a parameter: prepared, and sent with BEGIN once the connection has run it.
-  const settings = (tx: TransactionExecutor) =>
-    tx.query<Settings>(`${settingsText}, $1::int AS n`, [1]).then(({ rows }) => rows[0]);
-  const theDispatchers = {
-    seqscan: 'off',
-    bitmapscan: 'off',
-    plans: 'force_generic_plan',
-    idle: '5min',
+  current_setting('enable_bitmapscan') AS bitmapscan, current_setting('plan_cache_mode') AS plans`;
+  type Settings = { seqscan: string; bitmapscan: string; plans: string };
+  const read = async (planner?: 'dispatcher' | 'server') => {
+    const pool = pgDatabase({
+      connectionString: PG_URL,
+      maxConnections: 1,
+      ...(planner ? { planner } : {}),
+    });
+    try {
+      const plain = (await pool.query<Settings>(settingsText)).rows[0];
+      const inTransaction = await pool.transaction((tx) =>
+        tx.query<Settings>(`${settingsText}, $1::int AS n`, [1]).then(({ rows }) => rows[0]),
+      );
+      return { plain, inTransaction };
+    } finally {
+      await pool.close();
+    }
   };
 
-  it("are the dispatcher's only; the application's statements on the same session have the server's", async () => {
-    const server = await shared.transaction(settings);
-    const untouched = { seqscan: 'on', bitmapscan: 'on', plans: 'auto' };
-    expect(server).toMatchObject(untouched);
-    for (let round = 0; round < 2; round++) {
-      const ours = await shared.transaction(settings, dispatcher);
-      expect(ours).toMatchObject({ ...theDispatchers, pid: server?.pid });
-      // The application's next transaction, then a query outside one, on that session.
-      expect(await shared.transaction(settings)).toMatchObject({
-        ...untouched,
-        idle: server?.idle,
-      });
-      await shared.transaction(settings, dispatcher);
-      const { rows } = await shared.query<Settings>(settingsText);
-      expect(rows[0]).toMatchObject({ ...untouched, idle: server?.idle, pid: server?.pid });
+  it("are every connection's by default; a pool for the server's planner has none", async () => {
+    const dispatchers = { seqscan: 'off', bitmapscan: 'off', plans: 'force_generic_plan' };
+    const servers = { seqscan: 'on', bitmapscan: 'on', plans: 'auto' };
+    for (const planner of [undefined, 'dispatcher'] as const) {
+      const seen = await read(planner);
+      expect(seen.plain).toEqual(dispatchers);
+      expect(seen.inTransaction).toMatchObject(dispatchers);
     }
-    // The dispatcher's own query outside a transaction has them too.
-    const { rows } = await shared.query<Settings>(settingsText, [], dispatcher);
-    expect(rows[0]).toMatchObject(theDispatchers);
-  });
-
-  it('follow a rolled-back transaction: what it set or reset is undone, and known to be', async () => {
-    const failing = (tx: TransactionExecutor) =>
-      settings(tx).then((seen) => {
-        throw Object.assign(new Error('rolled back'), { seen });
-      });
-    // Reset with a BEGIN that rolls back: the session has the dispatcher's settings again,
-    // so the application's next transaction resets them again.
-    await shared.transaction(settings, dispatcher);
-    await expect(shared.transaction(failing)).rejects.toMatchObject({
-      seen: { seqscan: 'on' },
-    });
-    expect(await shared.transaction(settings)).toMatchObject({ seqscan: 'on', plans: 'auto' });
-    // Set with a BEGIN that rolls back: the session has the server's again, so the
-    // dispatcher's next transaction sets them again.
-    await expect(shared.transaction(failing, dispatcher)).rejects.toMatchObject({
-      seen: { seqscan: 'off' },
-    });
-    expect(await shared.transaction(settings, dispatcher)).toMatchObject(theDispatchers);
+    const server = await read('server');
+    expect(server.plain).toEqual(servers);
+    expect(server.inTransaction).toMatchObject(servers);
+    expect(() =>
+      pgDatabase({ connectionString: PG_URL, planner: 'custom' as unknown as 'server' }),
+    ).toThrow('planner: "custom" is not dispatcher or server');
   });
 });
 

@@ -17,10 +17,12 @@ export async function openDatabase(
   url: string,
   logger: Logger,
   setting = 'database-url',
+  planner: 'dispatcher' | 'server' = 'dispatcher',
 ): Promise<Database> {
   const db = pgDatabase({
     connectionString: url,
     setting,
+    planner,
     onIdleError: (error) => logger.warn({ err: errorMessage(error) }, 'database connection lost'),
   });
   try {
@@ -47,7 +49,9 @@ export async function withCurrentSchema<T>(
   changes = false,
 ): Promise<T> {
   quoteSchema(flags.schema);
-  const db = await openDatabase(parseDatabaseUrl('database-url', flags.databaseUrl), logger);
+  // The server's planner: an operator's filters use the indexes their values allow.
+  const url = parseDatabaseUrl('database-url', flags.databaseUrl);
+  const db = await openDatabase(url, logger, 'database-url', 'server');
   try {
     await assertSchemaCurrent(db, flags.schema);
     return await body(db);

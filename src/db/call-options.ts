@@ -2,8 +2,8 @@ import type { Database, DatabaseCallOptions } from './database.js';
 
 /**
  * `db` with `options` passed on each call (the timeouts of a caller whose statements are
- * all short, the dispatcher's planner settings), so that a `Database` the application
- * wraps (to count or trace statements) keeps its wrapper.
+ * all short), so that a `Database` the application wraps (to count or trace statements)
+ * keeps its wrapper.
  */
 export function withCallOptions(db: Database, options: DatabaseCallOptions): Database {
   const { session } = db;

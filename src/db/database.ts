@@ -33,13 +33,6 @@ export interface TransactionExecutor extends Executor {
  */
 export interface DatabaseCallOptions {
   timeouts?: DatabaseTimeouts;
-  /**
-   * `dispatcher`: the dispatcher's own statements, planned with the session settings its
-   * claim needs (generic plans, no sequential or bitmap scans; see pg.ts). Without it a
-   * statement runs with the server's settings, as the application's and the operator's
-   * do. An adapter that sets nothing (PGlite) ignores it.
-   */
-  planner?: 'dispatcher';
 }
 
 /** A connection of its own, kept open: session-level advisory locks live as long as it. */

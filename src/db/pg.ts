@@ -28,6 +28,14 @@ export interface PgDatabaseOptions {
   applicationName?: string;
   /** Connection attempt timeout. Default 5000. */
   connectTimeoutMs?: number;
+  /**
+   * `dispatcher` (the default): every connection gets the session settings a dispatcher's
+   * claim needs (generic plans, no sequential or bitmap scans, a five-minute
+   * idle-transaction timeout; see below). `server`: none, the server's own, for a pool
+   * that serves only an application's or an operator's statements (the CLI's admin
+   * commands and the console use one: a dead letter found by its id through its index).
+   */
+  planner?: 'dispatcher' | 'server';
   /** Reports errors of idle pooled connections (a restarted server); they are otherwise harmless. */
   onIdleError?: (error: Error) => void;
 }
@@ -41,21 +49,16 @@ export interface PgDatabaseOptions {
 // see transaction()): planning each claim cost more server CPU than executing it in small
 // batches. A transaction left idle for five minutes (a frozen process; a hung broker call
 // is cut sooner, at publishTimeoutMs) is ended by the server so its claimed rows come back.
-// Set by a statement rather than as startup options, which connection poolers refuse
-// (PgBouncer: "unsupported startup parameter: options"), and only for the dispatcher's
-// statements (DatabaseCallOptions.planner): an application's own statements in the same
-// pool, and an operator's (a dead letter found by its id), are planned as the server's
-// settings say, with the indexes their parameters allow.
-const DISPATCHER_SETTINGS = [
-  ['plan_cache_mode', 'force_generic_plan'],
-  ['enable_bitmapscan', 'off'],
-  ['enable_seqscan', 'off'],
-  ['idle_in_transaction_session_timeout', '300000'],
-] as const;
-const SET_DISPATCHER_SETTINGS = DISPATCHER_SETTINGS.map(
-  ([name, value]) => `SET ${name} = ${value}`,
-).join('; ');
-const RESET_DISPATCHER_SETTINGS = DISPATCHER_SETTINGS.map(([name]) => `RESET ${name}`).join('; ');
+// Set by a statement on each new connection rather than as startup options, which
+// connection poolers refuse (PgBouncer: "unsupported startup parameter: options").
+const SESSION_SETTINGS = [
+  'plan_cache_mode = force_generic_plan',
+  'enable_bitmapscan = off',
+  'enable_seqscan = off',
+  'idle_in_transaction_session_timeout = 300000',
+]
+  .map((setting) => `SET ${setting}`)
+  .join('; ');
 
 /** The result of a simple-protocol query: the last statement's, when it held several. */
 function lastResult(result: pg.QueryResult | pg.QueryResult[]): pg.QueryResult {
@@ -151,12 +154,17 @@ export const pgDatabaseOptions = optionNames<PgDatabaseOptions>({
   maxConnections: true,
   applicationName: true,
   connectTimeoutMs: true,
+  planner: true,
   onIdleError: true,
 });
 
 export function pgDatabase(options: PgDatabaseOptions): Database {
   assertKnownOptions('pgDatabase', options, pgDatabaseOptions);
   const setting = options.setting ?? 'connectionString';
+  const planner = options.planner ?? 'dispatcher';
+  if (planner !== 'dispatcher' && planner !== 'server') {
+    throw new ConfigError('planner', `"${String(planner)}" is not dispatcher or server`);
+  }
   const connection = pgConnectionSettings(options.connectionString, setting);
   const config: pg.PoolConfig = {
     max: options.maxConnections ?? 4,
@@ -200,7 +208,9 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     ...config,
     ...(Client ? { Client } : {}),
     onConnect: async (client) => {
-      if (!connection.sessionPooler && !(await reachesServerDirectly(client))) {
+      if (connection.sessionPooler || (await reachesServerDirectly(client))) {
+        if (planner === 'dispatcher') await client.query(SESSION_SETTINGS);
+      } else {
         unpinned.add(client);
       }
     },
@@ -210,169 +220,124 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
   const sessionOptions = { setting, sessionPooler: connection.sessionPooler, Client };
   const dedicated = new Set<pg.Client>();
 
-  /** Connections whose session has the dispatcher's settings (see DISPATCHER_SETTINGS). */
-  const tuned = new WeakSet<pg.ClientBase>();
-
-  /**
-   * `work` on a pooled connection, released after. While checked out the pool does not
-   * listen for the connection's errors: a server that ends the session (restart, admin)
-   * meanwhile would be an unhandled 'error' event and kill the process. It is kept
-   * (`spoil`, also for a connection found unusable), and the connection is then dropped.
-   */
-  const withConnection = async <T>(
-    work: (client: pg.PoolClient, spoil: (error: Error) => void) => Promise<T>,
+  const transaction = async <T>(
+    fn: (tx: TransactionExecutor) => Promise<T>,
+    timeouts: DatabaseTimeouts | undefined,
   ): Promise<T> => {
     const client = await pool.connect();
+    const answered = <V>(work: Promise<V>) => answeredWithin(client, timeouts?.answerMs, work);
+    // Round trips are much of a small batch's cost: BEGIN goes out with the first
+    // statement (one simple-protocol message when it has no parameters, one
+    // extended-protocol message when it is prepared, see BeginThenQuery), and
+    // commitWith() sends its statement and COMMIT together.
+    let begun = false;
+    let committed = false;
+    const begin = async () => {
+      if (!begun) {
+        begun = true;
+        await answered(client.query('BEGIN'));
+      }
+    };
+    const simple = async (text: string) => lastResult(await simpleAll(text));
+    const simpleAll = async (text: string) => {
+      const prefix = begun ? '' : 'BEGIN;\n';
+      begun = true;
+      const result: pg.QueryResult | pg.QueryResult[] = await answered(
+        client.query(`${prefix}${text}`),
+      );
+      return Array.isArray(result) ? result : [result];
+    };
+    const tx: TransactionExecutor = {
+      async query<R>(text: string, values: readonly unknown[] = []) {
+        if (values.length === 0) return { rows: (await simple(text)).rows as R[] };
+        if (unpinned.has(client)) {
+          await begin();
+          return { rows: (await answered(client.query(text, [...values]))).rows as R[] };
+        }
+        // Statements with parameters are prepared once per connection (by a name derived
+        // from their text) and planned once: the dispatcher sends the same few
+        // statements for every batch, and parsing and planning them each time cost
+        // about a millisecond of server CPU per batch. The first of a transaction takes
+        // BEGIN along once the connection has run it (a consumer's inbox statement: one
+        // round trip of its handler's four).
+        const name = preparedName(text);
+        const ran = ranPrepared.get(client) ?? new Set<string>();
+        let result: pg.QueryResult;
+        if (!begun && ran.has(name)) {
+          begun = true;
+          result = await answered(submit(client, namedQuery(BeginThenQuery, name, text, values)));
+        } else {
+          await begin();
+          result = await answered(submit(client, namedQuery(pg.Query, name, text, values)));
+          ran.add(name);
+          ranPrepared.set(client, ran);
+        }
+        return { rows: result.rows as R[] };
+      },
+      async exec(sql: string) {
+        await simple(sql);
+      },
+      async queryAfter<B, R>(before: string, text: string, values: readonly unknown[]) {
+        // One message: BEGIN if not yet sent, `before`, and the statement prepared by SQL
+        // PREPARE run by EXECUTE with its values written in. A simple-protocol message
+        // runs its statements in order, each in a snapshot of its own.
+        const literals = digitLiterals(values);
+        const name =
+          literals === undefined ? undefined : await answered(preparedBySql(client, text));
+        if (name) {
+          const results = await simpleAll(`${before};\nEXECUTE ${name}(${literals})`);
+          return {
+            before: (results.at(-2)?.rows ?? []) as B[],
+            rows: (results.at(-1)?.rows ?? []) as R[],
+          };
+        }
+        const first = await simple(before);
+        const { rows } = await tx.query<R>(text, values);
+        return { before: first.rows as B[], rows };
+      },
+      async commitWith(text: string) {
+        await simple(`${text};\nCOMMIT`);
+        committed = true;
+      },
+    };
     let broken: Error | undefined;
-    const spoil = (error: Error) => {
+    // While checked out the pool does not listen for this client's errors: a server
+    // that ends the session (restart, admin) while we wait on the broker would be an
+    // unhandled 'error' event and kill the process. Remember it; the next query fails.
+    const lost = (error: Error) => {
       broken = error;
     };
-    client.on('error', spoil);
+    client.on('error', lost);
     try {
-      return await work(client, spoil);
+      const result = await fn(tx);
+      if (begun && !committed) await answered(client.query('COMMIT'));
+      return result;
+    } catch (error) {
+      if (begun && !committed) {
+        try {
+          await answered(client.query('ROLLBACK'));
+        } catch (rollbackError) {
+          // The session is unusable (server gone, connection cut): do not return it to the pool.
+          broken = rollbackError as Error;
+        }
+      }
+      throw error;
     } finally {
-      client.off('error', spoil);
+      client.off('error', lost);
       client.release(broken);
     }
   };
 
-  const transaction = <T>(
-    fn: (tx: TransactionExecutor) => Promise<T>,
-    options: DatabaseCallOptions | undefined,
-  ): Promise<T> =>
-    withConnection(async (client, spoil) => {
-      const answered = <V>(work: Promise<V>) =>
-        answeredWithin(client, options?.timeouts?.answerMs, work);
-      // The settings this transaction's statements want, set or reset ahead of its BEGIN in
-      // the same message. Sent before BEGIN they become part of the transaction: a rollback
-      // undoes them, so whether the session has them follows the outcome.
-      const hadSettings = tuned.has(client);
-      const wantsSettings = options?.planner === 'dispatcher' && !unpinned.has(client);
-      const switchSettings =
-        wantsSettings === hadSettings
-          ? ''
-          : `${wantsSettings ? SET_DISPATCHER_SETTINGS : RESET_DISPATCHER_SETTINGS};\n`;
-      const beginText = () => {
-        if (wantsSettings) tuned.add(client);
-        else tuned.delete(client);
-        return `${switchSettings}BEGIN`;
-      };
-      // Round trips are much of a small batch's cost: BEGIN goes out with the first
-      // statement (one simple-protocol message when it has no parameters, one
-      // extended-protocol message when it is prepared, see BeginThenQuery), and
-      // commitWith() sends its statement and COMMIT together.
-      let begun = false;
-      let committed = false;
-      const begin = async () => {
-        if (!begun) {
-          begun = true;
-          await answered(client.query(beginText()));
-        }
-      };
-      const simple = async (text: string) => lastResult(await simpleAll(text));
-      const simpleAll = async (text: string) => {
-        const prefix = begun ? '' : `${beginText()};\n`;
-        begun = true;
-        const result: pg.QueryResult | pg.QueryResult[] = await answered(
-          client.query(`${prefix}${text}`),
-        );
-        return Array.isArray(result) ? result : [result];
-      };
-      const tx: TransactionExecutor = {
-        async query<R>(text: string, values: readonly unknown[] = []) {
-          if (values.length === 0) return { rows: (await simple(text)).rows as R[] };
-          if (unpinned.has(client)) {
-            await begin();
-            return { rows: (await answered(client.query(text, [...values]))).rows as R[] };
-          }
-          // Statements with parameters are prepared once per connection (by a name derived
-          // from their text) and planned once: the dispatcher sends the same few
-          // statements for every batch, and parsing and planning them each time cost
-          // about a millisecond of server CPU per batch. The first of a transaction takes
-          // BEGIN along once the connection has run it (a consumer's inbox statement: one
-          // round trip of its handler's four).
-          const name = preparedName(text);
-          const ran = ranPrepared.get(client) ?? new Set<string>();
-          let result: pg.QueryResult;
-          if (!begun && ran.has(name) && switchSettings === '') {
-            begun = true;
-            result = await answered(submit(client, namedQuery(BeginThenQuery, name, text, values)));
-          } else {
-            await begin();
-            result = await answered(submit(client, namedQuery(pg.Query, name, text, values)));
-            ran.add(name);
-            ranPrepared.set(client, ran);
-          }
-          return { rows: result.rows as R[] };
-        },
-        async exec(sql: string) {
-          await simple(sql);
-        },
-        async queryAfter<B, R>(before: string, text: string, values: readonly unknown[]) {
-          // One message: BEGIN if not yet sent, `before`, and the statement prepared by SQL
-          // PREPARE run by EXECUTE with its values written in. A simple-protocol message
-          // runs its statements in order, each in a snapshot of its own.
-          const literals = digitLiterals(values);
-          const name =
-            literals === undefined ? undefined : await answered(preparedBySql(client, text));
-          if (name) {
-            const results = await simpleAll(`${before};\nEXECUTE ${name}(${literals})`);
-            return {
-              before: (results.at(-2)?.rows ?? []) as B[],
-              rows: (results.at(-1)?.rows ?? []) as R[],
-            };
-          }
-          const first = await simple(before);
-          const { rows } = await tx.query<R>(text, values);
-          return { before: first.rows as B[], rows };
-        },
-        async commitWith(text: string) {
-          await simple(`${text};\nCOMMIT`);
-          committed = true;
-        },
-      };
-      try {
-        const result = await fn(tx);
-        if (begun && !committed) await answered(client.query('COMMIT'));
-        return result;
-      } catch (error) {
-        if (begun && !committed) {
-          // What was set or reset with BEGIN is undone with the rest.
-          if (hadSettings) tuned.add(client);
-          else tuned.delete(client);
-          try {
-            await answered(client.query('ROLLBACK'));
-          } catch (rollbackError) {
-            // The session is unusable (server gone, connection cut): do not return it to the pool.
-            spoil(rollbackError as Error);
-          }
-        }
-        throw error;
-      }
-    });
-
   return {
     async query<R>(text: string, values: readonly unknown[] = [], options?: DatabaseCallOptions) {
       // With timeouts, in a transaction of its own: the same guard over the connection.
-      if (options?.timeouts || options?.planner)
-        return transaction((tx) => tx.query<R>(text, values), options);
-      return withConnection(async (client, spoil) => {
-        try {
-          if (tuned.has(client)) {
-            await client.query(RESET_DISPATCHER_SETTINGS);
-            tuned.delete(client);
-          }
-          const result = await client.query(text, [...values]);
-          return { rows: result.rows as R[] };
-        } catch (error) {
-          // As pool.query(): a connection that saw an error is not reused.
-          spoil(error as Error);
-          throw error;
-        }
-      });
+      if (options?.timeouts)
+        return transaction((tx) => tx.query<R>(text, values), options.timeouts);
+      const result = await pool.query(text, [...values]);
+      return { rows: result.rows as R[] };
     },
     transaction: <T>(fn: (tx: TransactionExecutor) => Promise<T>, options?: DatabaseCallOptions) =>
-      transaction(fn, options),
+      transaction(fn, options?.timeouts),
 
     async listen(channel: string, onNotify: () => void, onError?: (error: Error) => void) {
       const { client, session } = await openSession(config, dedicated, 'listening', sessionOptions);
@@ -394,7 +359,6 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       const opened = await openSession(named, dedicated, 'session', {
         ...sessionOptions,
         timeouts: options?.timeouts,
-        planner: options?.planner,
       });
       return opened.session;
     },
@@ -440,7 +404,6 @@ async function openSession(
     sessionPooler: boolean;
     Client: (new (config?: pg.ClientConfig) => pg.Client) | undefined;
     timeouts?: DatabaseTimeouts | undefined;
-    planner?: DatabaseCallOptions['planner'];
   },
 ): Promise<{ client: pg.Client; session: DatabaseSession }> {
   const answerMs = options.timeouts?.answerMs;
@@ -466,9 +429,7 @@ async function openSession(
     await client.connect();
     // Checked first: a session setting must not reach a pooler's shared server connections.
     if (!options.sessionPooler) await checkSessionIsDirect(client, options.setting);
-    if (options.planner === 'dispatcher') {
-      await answeredWithin(client, answerMs, client.query(SET_DISPATCHER_SETTINGS));
-    }
+    await answeredWithin(client, answerMs, client.query(SESSION_SETTINGS));
     if (idleSessionMs !== undefined) {
       await answeredWithin(client, answerMs, client.query(sessionLimits(idleSessionMs)));
     }

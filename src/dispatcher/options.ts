@@ -218,7 +218,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
  * The database as the dispatcher uses it: its statements answered within
  * `databaseTimeoutMs`, and its sessions (partition ownership, the write probe) ended by
  * the server once idle for twice the longest gap between their statements, each taking
- * up to `databaseTimeoutMs`; its statements planned with the settings its claim needs.
+ * up to `databaseTimeoutMs`.
  */
 function withDispatcherTimeouts(
   db: Database,
@@ -228,6 +228,5 @@ function withDispatcherTimeouts(
   const gapMs = Math.max(rebalanceIntervalMs, wakeProbeMaxMs) + databaseTimeoutMs;
   return withCallOptions(db, {
     timeouts: { answerMs: databaseTimeoutMs, idleSessionMs: 2 * gapMs },
-    planner: 'dispatcher',
   });
 }

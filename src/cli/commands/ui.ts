@@ -110,6 +110,8 @@ export async function serveConsole(
     setting: 'database-url',
     maxConnections: 3,
     applicationName: 'edupulse-outbox console',
+    // The server's planner: a dead letter found by its id through its index.
+    planner: 'server',
     onIdleError: (error) =>
       context.logger.warn({ err: errorMessage(error) }, 'console database connection lost'),
   });
