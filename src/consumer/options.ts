@@ -4,9 +4,9 @@ import { ConfigError } from '../common/errors.js';
 import { assertLogger, type Logger, silentLogger } from '../common/logger.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import { withCallOptions } from '../db/call-options.js';
 import { assertDatabase, type Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
+import { withTimeouts } from '../db/with-timeouts.js';
 import type { AnyEventDefinition, ConsumedEventOf } from './event.js';
 import { assertConsumerName } from './inbox.js';
 
@@ -212,11 +212,9 @@ export function resolveConsumeOptions<Defs extends readonly AnyEventDefinition[]
     consumer: options.consumer,
     // Its own statements answered within databaseTimeoutMs; the lease's session, used
     // every leaseRetryMs, ended by the server once idle for twice that gap.
-    database: withCallOptions(options.database, {
-      timeouts: {
-        answerMs: databaseTimeoutMs,
-        idleSessionMs: 2 * (leaseRetryMs + databaseTimeoutMs),
-      },
+    database: withTimeouts(options.database, {
+      answerMs: databaseTimeoutMs,
+      idleSessionMs: 2 * (leaseRetryMs + databaseTimeoutMs),
     }),
     schema,
     events: options.events,

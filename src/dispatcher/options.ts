@@ -3,9 +3,9 @@ import { ConfigError } from '../common/errors.js';
 import { assertLogger, createLogger, type Logger, silentLogger } from '../common/logger.js';
 import { quoted, readWholeNumber, wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import { withCallOptions } from '../db/call-options.js';
 import { assertDatabase, type Database } from '../db/database.js';
 import { quoteSchema } from '../db/identifier.js';
+import { withTimeouts } from '../db/with-timeouts.js';
 import {
   type DeadLetterPolicy,
   type DispatcherSettingName,
@@ -226,7 +226,5 @@ function withDispatcherTimeouts(
 ): Database {
   const { databaseTimeoutMs, rebalanceIntervalMs, wakeProbeMaxMs } = numbers;
   const gapMs = Math.max(rebalanceIntervalMs, wakeProbeMaxMs) + databaseTimeoutMs;
-  return withCallOptions(db, {
-    timeouts: { answerMs: databaseTimeoutMs, idleSessionMs: 2 * gapMs },
-  });
+  return withTimeouts(db, { answerMs: databaseTimeoutMs, idleSessionMs: 2 * gapMs });
 }

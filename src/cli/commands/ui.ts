@@ -4,10 +4,10 @@ import { assertBindAddress } from '../../common/http-access.js';
 import type { Logger } from '../../common/logger.js';
 import { readSecretFile } from '../../common/setting-files.js';
 import { checkConsoleAccess, startConsoleServer } from '../../console/server.js';
-import { withCallOptions } from '../../db/call-options.js';
 import { quoteSchema } from '../../db/identifier.js';
 import { assertSchemaCurrent } from '../../db/migrate.js';
 import { pgDatabase } from '../../db/pg.js';
+import { withTimeouts } from '../../db/with-timeouts.js';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { openDatabase } from '../database.js';
 import { execute } from '../execute.js';
@@ -119,7 +119,7 @@ export async function serveConsole(
     const server = await startConsoleServer({
       // A database that stops answering (a network gone silent) fails the request after
       // this, its connection dropped, instead of holding it and the pool for ever.
-      db: withCallOptions(db, { timeouts: { answerMs: CONSOLE_ANSWER_MS } }),
+      db: withTimeouts(db, { answerMs: CONSOLE_ANSWER_MS }),
       schema: context.schema,
       dispatcher: context.dispatcher,
       brokerName: context.brokerName,

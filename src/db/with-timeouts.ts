@@ -1,11 +1,12 @@
-import type { Database, DatabaseCallOptions } from './database.js';
+import type { DatabaseTimeouts } from './answer-timeout.js';
+import type { Database } from './database.js';
 
 /**
- * `db` with `options` passed on each call (the timeouts of a caller whose statements are
- * all short), so that a `Database` the application wraps (to count or trace statements)
- * keeps its wrapper.
+ * `db` with `timeouts` passed on each call, so that a `Database` the application wraps
+ * (to count or trace statements) keeps its wrapper.
  */
-export function withCallOptions(db: Database, options: DatabaseCallOptions): Database {
+export function withTimeouts(db: Database, timeouts: DatabaseTimeouts): Database {
+  const options = { timeouts };
   const { session } = db;
   return {
     query: (text, values) => db.query(text, values, options),
