@@ -20,10 +20,9 @@ export interface BatchContext extends SettlePolicy {
   link: BrokerLink;
 }
 
-/** A committed batch: its settlement, when the broker had answered, and its last seq. */
+/** A committed batch: its settlement, and when the broker had answered. */
 export interface CommittedBatch extends Settlement {
   events: SettledBatch;
-  lastSeq: string | undefined;
 }
 
 /** A row the claim returns: to publish, or held back (see outboxClaim). */
@@ -55,6 +54,12 @@ export interface BatchResult {
   /** Some event (of any partition) waits for its retry: the lane keeps polling for it. */
   retrying: boolean;
   /**
+   * The rows the claim returned, held back ones included, and the last one's seq: a claim
+   * that filled its batch goes on after it, though every row in it was held back.
+   */
+  returned: number;
+  lastReturnedSeq: string | undefined;
+  /**
    * When the claim returned rows: whether rows of its partitions may now lie below its
    * last one (it passed some over, or checked every candidate's aggregate because it
    * could not tell), and the count of restores it read.
@@ -74,12 +79,21 @@ export async function dispatchBatch(
 ): Promise<BatchResult> {
   const { db, sql, batchSize, onDeadLetter, link } = context;
   if (partitions.length === 0) {
-    return { committed: undefined, writersOpen: false, claimedElsewhere: false, retrying: false };
+    return {
+      committed: undefined,
+      writersOpen: false,
+      claimedElsewhere: false,
+      retrying: false,
+      returned: 0,
+      lastReturnedSeq: undefined,
+    };
   }
   let writersOpen = false;
   let claimedElsewhere = false;
   let retrying = false;
   let seen: BatchResult['seen'];
+  let returned = 0;
+  let lastReturnedSeq: string | undefined;
   const committed = await markDatabaseErrors(db, async (tx) => {
     const claim = onDeadLetter === 'hold' ? sql.outboxClaimHoldingDeadLetters : sql.outboxClaim;
     const claimed = await claimWithinHorizon<CandidateRow>(tx, sql, claim, [
@@ -89,6 +103,8 @@ export async function dispatchBatch(
       look.trusted ? '1' : '0',
       look.restores,
     ]);
+    returned = claimed.rows.length;
+    lastReturnedSeq = claimed.rows.at(-1)?.seq;
     const first = claimed.rows[0];
     if (first) seen = { passedOver: first.passed_over, restores: first.restores };
     const { horizon } = claimed;
@@ -108,13 +124,17 @@ export async function dispatchBatch(
     const settlement = await settle(tx, sql, rows.length, outcome, context);
     // What this batch scheduled for a retry waits too.
     if (settlement.report.retried > 0) retrying = true;
-    return {
-      ...settlement,
-      events: { ...settlement.events, acknowledgedAt },
-      lastSeq: rows.at(-1)?.seq,
-    };
+    return { ...settlement, events: { ...settlement.events, acknowledgedAt } };
   });
-  return { committed, writersOpen, claimedElsewhere, retrying, ...(seen ? { seen } : {}) };
+  return {
+    committed,
+    writersOpen,
+    claimedElsewhere,
+    retrying,
+    returned,
+    lastReturnedSeq,
+    ...(seen ? { seen } : {}),
+  };
 }
 
 /**

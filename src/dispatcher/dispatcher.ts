@@ -307,7 +307,18 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     // A drain claims from every partition: the claim alone keeps aggregates in order.
     const all = Array.from({ length: await this.partitionCount() }, (_, p) => p);
     for (const lane of this.lanes) lane.forget();
-    while ((await this.dispatch(all, FULL_SCAN)).claimed > 0) {}
+    const { batchSize } = this.options;
+    // Passes over the whole outbox, each going on after a full batch (though all of it
+    // was held back behind other claims), until one claims nothing.
+    for (let claimed = 1; claimed > 0; ) {
+      claimed = 0;
+      for (let from = FULL_SCAN; ; ) {
+        const report = await this.dispatch(all, from);
+        claimed += report.claimed;
+        if (report.returned < batchSize) break;
+        from = nextSeq(report.lastReturnedSeq);
+      }
+    }
     return this.stats.published - before;
   }
 
@@ -347,22 +358,31 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         failures = 0;
         // Events came: what is held back next starts a fresh series of quick looks.
         if (report.claimed > 0) lane.clearRecheck();
-        if (report.claimed === batchSize) {
-          // More is probably waiting beyond this batch: go on from there, with every lane.
-          lane.cursor = nextSeq(report.lastSeq);
-          if (this.solo) this.spread();
+        const pass = lane.passed(from, report);
+        if (report.returned === batchSize) {
+          // More is probably waiting beyond this batch: go on from there, with every lane
+          // when it was all claimable. A batch held back behind other claims goes on too
+          // (events of other aggregates may wait beyond it; the next look from the start
+          // comes back for these), but alone: that is no backlog to spread.
+          lane.cursor = nextSeq(report.lastReturnedSeq);
+          if (this.solo && report.claimed === batchSize) this.spread();
         } else {
           lane.cursor = FULL_SCAN;
-          // A short claim from the cursor: look once more from the start before sleeping.
-          // So does a batch that held events back behind one that failed or was
-          // dead-lettered: those may be claimable now. (A failed event is not claimable
-          // again until its retry time, so neither can make this spin.)
-          if (from === FULL_SCAN && report.held === 0) {
+          // A short claim from the cursor: look once more from the start before sleeping,
+          // unless this pass from the start published nothing and other claims held its
+          // events back (their end moves no sequence: look again soon, not at once). A
+          // batch that held events back behind one that failed or was dead-lettered looks
+          // again at once too: those may be claimable now. (A failed event is not
+          // claimable again until its retry time, so neither can make this spin.)
+          if ((from === FULL_SCAN && report.held === 0) || pass.heldInVain) {
             lane.enter('idle');
             if (!this.solo && this.lanes.every((other) => other.health.state !== 'dispatching')) {
               this.gather();
             }
-            await this.idle(lane, report);
+            await this.idle(lane, {
+              ...report,
+              claimedElsewhere: report.claimedElsewhere || pass.heldInVain,
+            });
           }
         }
       } catch (error) {
@@ -516,13 +536,13 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     partitions: readonly number[],
     from: string,
     look?: ClaimLook,
-  ): Promise<BatchReport & Omit<BatchResult, 'committed'> & { lastSeq?: string | undefined }> {
+  ): Promise<BatchReport & Omit<BatchResult, 'committed'>> {
     const { committed, ...found } = await dispatchBatch(this.batch, partitions, from, look);
     if (!committed) {
       return { claimed: 0, published: 0, retried: 0, deadLettered: 0, held: 0, ...found };
     }
     this.report(committed);
-    return { ...committed.report, lastSeq: committed.lastSeq, ...found };
+    return { ...committed.report, ...found };
   }
 
   private report({ report, events }: CommittedBatch): void {

@@ -44,6 +44,8 @@ export class Lane {
   health: LaneHealth = { state: 'stopped', since: Date.now(), lastRoundAt: 0 };
   /** How long the lane waits before looking again while open writers hold events back. */
   private recheck = 0;
+  /** Since this lane's last claim from the start: events claimed, and whether other claims held some back. */
+  private pass = { claimed: 0, heldElsewhere: false };
 
   constructor(
     readonly index: number,
@@ -69,6 +71,22 @@ export class Lane {
   recheckMs(minMs: number, maxMs: number): number {
     this.recheck = this.recheck === 0 ? minMs : Math.min(maxMs, this.recheck * 2);
     return this.recheck;
+  }
+
+  /**
+   * Counts a claim from `from` into the pass over the partitions that began at the last
+   * claim from the start. `heldInVain`: the pass claimed nothing, and other claims held
+   * events back in it (a batch all held back goes on after itself, so without this the
+   * lane would look from the start again at once, for ever, while those claims last).
+   */
+  passed(
+    from: string,
+    found: { claimed: number; claimedElsewhere: boolean },
+  ): { heldInVain: boolean } {
+    if (from === FULL_SCAN) this.pass = { claimed: 0, heldElsewhere: false };
+    this.pass.claimed += found.claimed;
+    this.pass.heldElsewhere ||= found.claimedElsewhere;
+    return { heldInVain: this.pass.claimed === 0 && this.pass.heldElsewhere };
   }
 
   /** Nothing is held back any more: the next wait is the wake-up's. */
