@@ -100,7 +100,14 @@ function acceptsTcp(host: PgHost, config: pg.ClientConfig): Promise<true> {
 }
 
 async function takesWrites(host: PgHost, config: pg.ClientConfig): Promise<boolean> {
-  const client = new pg.Client({ ...config, host: host.host, port: host.port });
+  // The password by name: pg-pool keeps it as a property a spread does not copy (not
+  // enumerable, so that it is never printed with the config).
+  const client = new pg.Client({
+    ...config,
+    password: config.password,
+    host: host.host,
+    port: host.port,
+  });
   // An error after connecting (the server going away) must not be left unhandled.
   client.on('error', () => {});
   try {

@@ -212,6 +212,24 @@ describe('PostgreSQL over TLS', () => {
     expect(wrongChain.code).toBe(2);
   });
 
+  it('target_session_attrs=read-write logs in with the password of the URL or of its file', async () => {
+    const tls = { sslmode: 'verify-full', sslrootcert: ca.certFile };
+    const params = { ...tls, target_session_attrs: 'read-write' };
+    const fromFile = await status('localhost', { ...params, password_file: passwordFile });
+    expect(fromFile.stderr).toBe('');
+    expect(fromFile.code).toBe(0);
+    const query = new URLSearchParams(params).toString();
+    const inUrl = await cli([
+      'status',
+      '--database-url',
+      `postgres://postgres:${PASSWORD}@localhost:${server.port}/postgres?${query}`,
+      '--schema',
+      SCHEMA,
+    ]);
+    expect(inUrl.stderr).toBe('');
+    expect(inUrl.code).toBe(0);
+  });
+
   it('a wrong password is exit 2 and shows neither password', async () => {
     const wrong = file('wrong-password', 'Not-The-Password-42\n');
     const result = await cli([
