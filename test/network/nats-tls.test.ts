@@ -14,7 +14,7 @@ import { type NodeConnectionOptions, nkeys } from '@nats-io/transport-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../scripts/free-port.mjs';
 import { consume } from '../../src/consumer/index.js';
-import { ConfigError, LessonPublished } from '../../src/index.js';
+import { brokerFromUrl, ConfigError, LessonPublished } from '../../src/index.js';
 import { createTestCa, type Issued, type TestCa } from '../helpers/certs.js';
 import { type CliResult, killChildren, runCli, spawnCli } from '../helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
@@ -126,6 +126,9 @@ afterAll(async () => {
   ca?.remove();
   otherCa?.remove();
 });
+
+/** A private server's TLS files: `issued`'s certificate and key. */
+const tlsOf = (issued: Issued) => ({ certFile: issued.certFile, keyFile: issued.keyFile });
 
 /** The CA, and what the independent reader logs in with on each server. */
 const readerTls = () => ({ tls: { ca: ca.cert } });
@@ -418,6 +421,42 @@ describe('NATS over TLS with authentication', () => {
       expect(lines[0]).toMatch(/^edupulse-outbox: broker: cannot connect to NATS at /);
       expect(lines[0]).toMatch(reason);
     });
+  });
+
+  it('checks the server certificate against the address or name the URL gives', async () => {
+    const servers = await Promise.all([
+      startNatsServer({ tls: tlsOf(ca.issue('by-address', '127.0.0.1', ['IP:127.0.0.1'])) }),
+      startNatsServer({ tls: tlsOf(ca.issue('by-name', 'localhost', ['DNS:localhost'])) }),
+    ]);
+    const [byAddress, byName] = servers;
+    try {
+      const connects = async (host: string, server: PrivateNatsServer | undefined) => {
+        const broker = brokerFromUrl(
+          `nats://${host}:${server?.port}?ca_file=${encodeURIComponent(ca.certFile)}`,
+          { source: '/edupulse-test' },
+        );
+        try {
+          await broker.connect();
+          return 'connected';
+        } catch (error) {
+          return error instanceof ConfigError ? error.message : `not refused: ${error}`;
+        } finally {
+          await broker.close();
+        }
+      };
+      expect(await connects('127.0.0.1', byAddress)).toBe('connected');
+      expect(await connects('localhost', byName)).toBe('connected');
+      // A certificate for localhost is not one for the address, though the address is
+      // the loopback's; nor the reverse.
+      expect(await connects('127.0.0.1', byName)).toMatch(
+        /^broker: cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+: TLS: the server's certificate does not name the host the URL gives \(.*127\.0\.0\.1/,
+      );
+      expect(await connects('localhost', byAddress)).toMatch(
+        /TLS: the server's certificate does not name the host the URL gives \(.*localhost/,
+      );
+    } finally {
+      await Promise.all(servers.map((server) => server.destroy()));
+    }
   });
 
   it('tls=true to a server without TLS: exit 2', async () => {

@@ -1,3 +1,5 @@
+import type { Socket } from 'node:net';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import {
   type ConnectionOptions,
   credsAuthenticator,
@@ -34,7 +36,14 @@ export async function dialNats(settings: NatsSettings, name: string): Promise<Na
     // A half-open TCP connection is noticed within ~30 s instead of the default 4 minutes.
     pingInterval: 10_000,
     maxPingOut: 3,
-    ...(settings.tls ? { tls: { ...settings.tls } } : {}),
+    // The client hands every field of `tls` on to tls.connect; its type names only some.
+    ...(settings.tls
+      ? {
+          tls: { ...settings.tls, checkServerIdentity: serverIdentity } as NonNullable<
+            NodeConnectionOptions['tls']
+          >,
+        }
+      : {}),
     ...authOptions(settings.auth, setting),
   };
   let error: unknown;
@@ -63,6 +72,23 @@ export async function dialNats(settings: NatsSettings, name: string): Promise<Na
   throw refusal !== undefined
     ? new ConfigError(setting, message, { cause })
     : new BrokerUnavailableError(message, { cause: error });
+}
+
+/**
+ * The certificate check of a TLS connection: the name or address of the server it went
+ * to. The client upgrades a TCP connection to TLS and names the server only when its URL
+ * gave a host name (for SNI, which takes no address); for an address, Node then checks
+ * the certificate against "localhost", which refused a certificate naming the address as
+ * an IP SAN and accepted one naming localhost. Called by Node with the connection's
+ * options as `this`: their socket is the TCP connection, whose peer is that address.
+ */
+function serverIdentity(
+  this: { servername?: string; socket?: Socket } | undefined,
+  hostname: string,
+  certificate: PeerCertificate,
+): Error | undefined {
+  const address = this?.servername ? undefined : this?.socket?.remoteAddress;
+  return checkServerIdentity(address ?? hostname, certificate);
 }
 
 const RECONNECT_WAIT_MS = 500;

@@ -109,8 +109,9 @@ export function connectRefusal(error: unknown, auth: string): string | undefined
   const tls = tlsRefusal(error);
   switch (tls?.kind) {
     case 'untrusted':
-    case 'wrong-host':
       return `TLS: the server's certificate is not trusted (${tls.said}; ca_file names the CA to trust)`;
+    case 'wrong-host':
+      return `TLS: the server's certificate does not name the host the URL gives (${tls.said}; give the server a certificate naming that host, as a DNS name or an IP address, or connect by a name it carries)`;
     case 'client-certificate':
       // The server's alert: a client certificate missing (cert_file, key_file) or refused.
       return `TLS: the server refused the connection (${tls.said}; a server with verify: true needs cert_file and key_file)`;
