@@ -104,4 +104,45 @@ describe('dispatcherMetrics', () => {
     await times(150, () => registry.metrics());
     expect(statements).toHaveLength(2);
   });
+
+  it('reads NaN for the database totals until the database has answered, then keeps the last answer', async () => {
+    let down = true;
+    const executor: Executor = {
+      query<R>(text: string, values?: readonly unknown[]) {
+        return down ? Promise.reject(new Error('connection refused')) : t.db.query<R>(text, values);
+      },
+    };
+    const registry = dispatcherMetrics({
+      dispatcher,
+      db: executor,
+      schema: t.schema,
+      broker: 'memory',
+      databaseCacheMs: 0,
+    });
+    const totals = /^outbox_(pending_events|dead_letters|oldest_dead_letter_age_seconds) (\S+)$/gm;
+    const read = async () =>
+      Object.fromEntries([...(await registry.metrics()).matchAll(totals)].map((m) => [m[1], m[2]]));
+    // An outage from before the first scrape: not an empty backlog. (prom-client writes
+    // NaN as "Nan"; Prometheus reads it in any case.)
+    const nan = expect.stringMatching(/^nan$/i);
+    expect(await read()).toEqual({
+      pending_events: nan,
+      dead_letters: nan,
+      oldest_dead_letter_age_seconds: nan,
+    });
+    // An event nobody publishes: the dispatcher stopped first.
+    await dispatcher.stop();
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+       VALUES ('lesson', 'l-1', 'lesson-published', '{}')`,
+    );
+    down = false;
+    expect(await read()).toEqual({
+      pending_events: '1',
+      dead_letters: '0',
+      oldest_dead_letter_age_seconds: '0',
+    });
+    down = true;
+    expect((await read()).pending_events).toBe('1');
+  });
 });

@@ -73,7 +73,8 @@ interface BacklogRow {
  * histograms follow the dispatcher's events; the backlog, its age per partition and
  * the dead letters are counted in the database when scraped, at most once per
  * `databaseCacheMs` however many scrapes arrive (a scrape the database cannot answer
- * within `queryTimeoutMs` leaves them at their last values). The `event_type` label
+ * within `queryTimeoutMs` leaves them at their last values, NaN before its first
+ * answer). The `event_type` label
  * is bounded: see `eventTypeLabels`.
  */
 export function dispatcherMetrics(options: MetricsOptions): Registry {
@@ -181,6 +182,8 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
     dead: number;
     oldestDeadAgeSeconds: number;
   }>();
+  /** Whether the database has answered a count yet. */
+  let counted = false;
   const count = async () => {
     const [partitions, dead] = await withTimeout(
       Promise.all([
@@ -193,6 +196,7 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
       logger.debug({ err: errorMessage(error) }, 'metrics: cannot count the backlog');
       throw error;
     });
+    counted = true;
     return {
       partitions: partitions.rows,
       dead: Number(dead.rows[0]?.dead ?? 0),
@@ -203,15 +207,28 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
     const outcome = await countCheck.get(count, cacheMs);
     return outcome.ok ? outcome.value : undefined;
   };
-  new Gauge({
-    name: 'outbox_pending_events',
-    help: 'Events in the outbox not yet published (all partitions).',
-    registers,
-    async collect() {
-      const counts = await countOnce();
-      if (counts) this.set(counts.partitions.reduce((sum, row) => sum + Number(row.pending), 0));
-    },
-  });
+  type Counts = NonNullable<Awaited<ReturnType<typeof countOnce>>>;
+  /**
+   * One of the database's totals: from this scrape's count; from the last one when the
+   * database did not answer; NaN until it has answered once (0 would read as an empty
+   * backlog during an outage that began before the first scrape).
+   */
+  const total = (name: string, help: string, value: (counts: Counts) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      async collect() {
+        const counts = await countOnce();
+        if (counts) this.set(value(counts));
+        else if (!counted) this.set(Number.NaN);
+      },
+    });
+  total(
+    'outbox_pending_events',
+    'Events in the outbox not yet published (all partitions).',
+    (counts) => counts.partitions.reduce((sum, row) => sum + Number(row.pending), 0),
+  );
   new Gauge({
     name: 'outbox_oldest_pending_age_seconds',
     help: 'Age of the oldest pending event, per partition that has a backlog.',
@@ -226,23 +243,15 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
       }
     },
   });
-  new Gauge({
-    name: 'outbox_dead_letters',
-    help: 'Dead letters waiting for an operator (dead retry / dead discard).',
-    registers,
-    async collect() {
-      const counts = await countOnce();
-      if (counts) this.set(counts.dead);
-    },
-  });
-  new Gauge({
-    name: 'outbox_oldest_dead_letter_age_seconds',
-    help: 'How long ago the oldest dead letter was dead-lettered (0 when none); a retention keeps it below the retention plus the janitor interval.',
-    registers,
-    async collect() {
-      const counts = await countOnce();
-      if (counts) this.set(counts.oldestDeadAgeSeconds);
-    },
-  });
+  total(
+    'outbox_dead_letters',
+    'Dead letters waiting for an operator (dead retry / dead discard).',
+    (counts) => counts.dead,
+  );
+  total(
+    'outbox_oldest_dead_letter_age_seconds',
+    'How long ago the oldest dead letter was dead-lettered (0 when none); a retention keeps it below the retention plus the janitor interval.',
+    (counts) => counts.oldestDeadAgeSeconds,
+  );
   return registry;
 }
