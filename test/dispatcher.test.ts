@@ -12,6 +12,7 @@ import {
   type DispatcherOptions,
   discardDeadLetters,
   LessonPublished,
+  type Logger,
   MemoryBroker,
   notifyChannel,
   type OutboxEvent,
@@ -68,6 +69,21 @@ function dispatcher(options: Partial<DispatcherOptions> & { broker: MemoryBroker
   const d = createDispatcher({ db: t.db, schema: t.schema, ...options });
   dispatchers.push(d);
   return d;
+}
+
+/** A logger that keeps the fields of the `dispatcher started` line. */
+function startedLine(): { logger: Logger; fields: () => object | undefined } {
+  let fields: object | undefined;
+  const ignore = () => {};
+  const logger: Logger = {
+    debug: ignore,
+    info: (logged: object, message: string) => {
+      if (message === 'dispatcher started') fields = logged;
+    },
+    warn: ignore,
+    error: ignore,
+  };
+  return { logger, fields: () => fields };
 }
 
 /** Another pool on the same database, as a second dispatcher process would have. */
@@ -385,14 +401,17 @@ describe('wake-up', () => {
   it('LISTENs too where producers are set to NOTIFY, and wakes on it', async () => {
     await setProducerNotify(t.db, t.schema, true);
     const broker = new MemoryBroker();
+    const started = startedLine();
     // A probe that looks only once a minute: the NOTIFY must be what wakes it.
     const d = dispatcher({
       broker,
       pollIntervalMs: 60_000,
       wakeProbeMinMs: 10_000,
       wakeProbeMaxMs: 60_000,
+      logger: started.logger,
     });
     await d.start();
+    expect(started.fields()).toMatchObject({ listening: true });
     await new Promise((resolve) => setTimeout(resolve, 300));
     const [id] = await enqueue(lesson());
     await waitFor('the event to be published', () => d.stats.published === 1, {
@@ -404,8 +423,10 @@ describe('wake-up', () => {
   it('notify: false never listens, even where producers NOTIFY', async () => {
     await setProducerNotify(t.db, t.schema, true);
     const broker = new MemoryBroker();
-    const d = dispatcher({ broker, notify: false, pollIntervalMs: 50 });
+    const started = startedLine();
+    const d = dispatcher({ broker, notify: false, pollIntervalMs: 50, logger: started.logger });
     await d.start();
+    expect(started.fields()).toMatchObject({ listening: false });
     const [id] = await enqueue(lesson());
     await waitFor('the event to be published', () => d.stats.published === 1);
     expect(idsOf(broker.messages)).toEqual([id]);

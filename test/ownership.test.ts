@@ -111,7 +111,8 @@ describe('partition ownership across run processes', () => {
     });
     const result = await runCli(['status', '--database-url', PG_URL, '--schema', t.schema]);
     expect(result.code).toBe(0);
-    expect(result.stdout).toMatch(/0 pending .*0 dead letters/);
+    // An empty backlog has no oldest event to give the age of.
+    expect(result.stdout).toMatch(/: 0 pending, 0 dead letters/);
     expect(result.stdout).toContain('dispatchers: 1');
     expect(result.stdout).toMatch(/64 partitions: 0-63/);
     run.child.kill('SIGTERM');

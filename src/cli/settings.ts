@@ -21,7 +21,7 @@ import {
  */
 export const settings = {
   databaseUrl: (
-    description = 'PostgreSQL connection URL (libpq parameters: sslmode, sslrootcert, sslcert, sslkey; password_file; pooler=session)',
+    description = 'PostgreSQL connection URL (libpq parameters: sslmode, sslrootcert, sslcert, sslkey; password_file; connect_timeout; several hosts with target_session_attrs; pooler=session)',
   ) => new Option('--database-url <url>', description).env('DATABASE_URL'),
   schema: () =>
     new Option('--schema <name>', 'schema holding the outbox tables')

@@ -250,6 +250,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         broker: this.link.name,
         batchSize: this.options.batchSize,
         batchesInFlight: this.options.batchesInFlight,
+        // Whether it LISTENs for the producers' NOTIFY (migrate --producer-notify on).
+        listening: this.listen,
         ...(this.janitor && { deadLetterRetentionMs: this.options.deadLetterRetentionMs }),
       },
       'dispatcher started',

@@ -150,5 +150,5 @@ export const deadLetterRetention = {
   minMs: 60_000,
   maxMs: 3650 * 86_400_000,
   description:
-    'delete dead letters dead-lettered longer ago than this (30d, 12h; at least 1m), in batches, every 10 minutes; default: keep them',
+    'delete dead letters dead-lettered longer ago than this (30d, 12h; 1m–3650d), in batches, every 10 minutes; default: keep them',
 };

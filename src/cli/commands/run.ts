@@ -247,7 +247,15 @@ down is waited for.`,
         // Listen before connecting: a SIGTERM that arrives while we start up (a
         // supervisor replacing us at once) still ends in a clean stop and exit 0.
         const stopped = new Promise<NodeJS.Signals>((resolve) => {
-          onShutdownSignal(resolve, () => process.exit(130));
+          onShutdownSignal(resolve, () => {
+            // The batches in flight roll back with the connections: their events stay in
+            // the outbox for the next run (at-least-once).
+            logger.warn(
+              {},
+              'second signal: exiting at once, batches in flight left to the next run',
+            );
+            process.exit(130);
+          });
         });
         const db = await openDatabase(url, logger);
         try {
@@ -286,9 +294,11 @@ down is waited for.`,
             }
             throw error;
           });
-          // The dispatcher logs its start and stop itself; the addresses are the CLI's to say.
+          // The dispatcher logs its start and stop itself (whether it listens among them:
+          // --notify alone does not say); the addresses are the CLI's to say.
+          const { notify: _notify, ...logged } = dispatch;
           logger.info(
-            { database: redactUrl(url), ...dispatch, broker: redactUrl(flags.broker) },
+            { database: redactUrl(url), ...logged, broker: redactUrl(flags.broker) },
             'dispatching',
           );
           const fatal = new Promise<Error>((resolve) => dispatcher.once('fatal', resolve));

@@ -13,8 +13,11 @@ interface StatusFlags {
   verbose?: boolean;
 }
 
+/** `N pending (oldest A s)`; an empty backlog has no oldest. */
 const backlog = (share: BacklogShare) =>
-  `${share.pending} pending (oldest ${share.oldestAgeSeconds.toFixed(1)} s)`;
+  share.pending === 0
+    ? '0 pending'
+    : `${share.pending} pending (oldest ${share.oldestAgeSeconds.toFixed(1)} s)`;
 
 /**
  * `title:` and one line per key; nothing when there is none. Keys are escaped: event types
@@ -60,7 +63,7 @@ retention plus the janitor's 10 minutes.`,
             return 0;
           }
           const lines = [
-            `schema "${status.schema}": ${status.pending} pending (oldest ${status.oldestAgeSeconds.toFixed(1)} s), ${counted(status.deadLetters, 'dead letter')}`,
+            `schema "${status.schema}": ${backlog(status)}, ${counted(status.deadLetters, 'dead letter')}`,
             `producer notify: ${status.producerNotify ? 'on (dispatchers also LISTEN)' : 'off (dispatchers probe the write sequence)'}`,
             ...(status.deadLetters > 0
               ? [`oldest dead letter: dead-lettered ${age(status.oldestDeadLetterAgeSeconds)} ago`]
