@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
+import { withTimeout } from '../common/timeout.js';
 import { answeredWithin, type DatabaseTimeouts, sessionLimits } from './answer-timeout.js';
 import type {
   Database,
@@ -217,7 +218,14 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
   });
   // Without a listener an idle connection dropped by a server restart would crash the process.
   pool.on('error', (error) => options.onIdleError?.(error));
-  const sessionOptions = { setting, sessionPooler: connection.sessionPooler, Client };
+  const sessionOptions = {
+    setting,
+    sessionPooler: connection.sessionPooler,
+    Client,
+    ...(connection.sessionPooler
+      ? { pinCheck: (client: pg.Client) => checkSessionIsPinned(client, pool, setting) }
+      : {}),
+  };
   const dedicated = new Set<pg.Client>();
 
   const transaction = async <T>(
@@ -391,6 +399,59 @@ async function checkSessionIsDirect(client: pg.Client, setting: string): Promise
   );
 }
 
+/** How long the pinned-session check waits for the pool, and for the session meanwhile. */
+const PIN_CHECK_MS = 2000;
+
+/**
+ * With `pooler=session` declared, whether the session keeps one server session, as a
+ * pooler in session mode gives it: its server process is read, then read again while a
+ * transaction of the pool holds a server connection. Through a pooler in transaction
+ * mode the pool's transaction takes the server connection the session's statement just
+ * left (PgBouncer hands out the last one used first), and the session's next statement
+ * goes to another server process, or waits for one. Declared so by mistake, the session
+ * locks would stay on server connections other clients use (a stopped dispatcher's
+ * partitions never coming free), so it is refused. Inconclusive (the pool gives no
+ * connection in time), it passes.
+ */
+async function checkSessionIsPinned(
+  client: pg.Client,
+  pool: pg.Pool,
+  setting: string,
+): Promise<void> {
+  const serverPid = async (on: pg.ClientBase) =>
+    Number((await on.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid);
+  const before = await serverPid(client);
+  const connecting = pool.connect();
+  let held: pg.PoolClient;
+  try {
+    held = await withTimeout(connecting, PIN_CHECK_MS);
+  } catch {
+    // Released when it comes, so it is not lost to the pool.
+    connecting.then(
+      (late) => late.release(),
+      () => {},
+    );
+    return;
+  }
+  let after: number | undefined;
+  try {
+    await held.query('BEGIN');
+    await serverPid(held);
+    after = await withTimeout(serverPid(client), PIN_CHECK_MS).catch(() => undefined);
+  } finally {
+    await held.query('ROLLBACK').catch(() => {});
+    held.release();
+  }
+  if (after === before) return;
+  throw new ConfigError(
+    setting,
+    'says pooler=session, but the pooler does not keep this connection on one server session ' +
+      `(server process ${before}, then ${after ?? 'none free while another client held one'}): ` +
+      'a pooler in transaction mode, which scatters the session locks that keep partitions in order. ' +
+      'Give this process a direct URL to the server, or a pooler in session mode (PgBouncer pool_mode = session)',
+  );
+}
+
 /**
  * A connection outside the pool (LISTEN, session locks), tracked in `open` so close()
  * ends it. Whoever holds it hears once, through onLost, that it is gone.
@@ -404,6 +465,8 @@ async function openSession(
     sessionPooler: boolean;
     Client: (new (config?: pg.ClientConfig) => pg.Client) | undefined;
     timeouts?: DatabaseTimeouts | undefined;
+    /** Refuses a session a declared session pooler does not keep on one server session. */
+    pinCheck?: (client: pg.Client) => Promise<void>;
   },
 ): Promise<{ client: pg.Client; session: DatabaseSession }> {
   const answerMs = options.timeouts?.answerMs;
@@ -429,6 +492,7 @@ async function openSession(
     await client.connect();
     // Checked first: a session setting must not reach a pooler's shared server connections.
     if (!options.sessionPooler) await checkSessionIsDirect(client, options.setting);
+    else await options.pinCheck?.(client);
     await answeredWithin(client, answerMs, client.query(SESSION_SETTINGS));
     if (idleSessionMs !== undefined) {
       await answeredWithin(client, answerMs, client.query(sessionLimits(idleSessionMs)));

@@ -10,6 +10,7 @@
  */
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { statements } from '../../src/db/sql/index.js';
 import { createOutbox } from '../../src/index.js';
 import { killChildren, runCli, spawnCli } from '../helpers/cli.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
@@ -162,6 +163,24 @@ describe('behind PgBouncer', () => {
     const result = await cli('run', sessionPooler.url('test'), '--broker', 'memory:');
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/through a connection pooler/);
+  });
+
+  it('a pooler in transaction mode declared as pooler=session is refused, and leaves no lock behind', async () => {
+    const url = `${transactionPooler.url('test')}?pooler=session`;
+    const result = await cli('run', url, '--broker', 'memory:');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(
+      /^edupulse-outbox: database-url: says pooler=session, but the pooler does not keep this connection on one server session .*direct URL.*pool_mode = session/m,
+    );
+    // Refused before it took a session lock: none of the schema's is left on the pooler's
+    // server connections (where it would hold partitions from every other dispatcher).
+    const sql = statements(t.schema);
+    const { rows: keys } = await t.db.query<{ members: number; partitions: number }>(
+      sql.ownershipKeys,
+      [t.schema],
+    );
+    const { rows } = await t.db.query(sql.ownershipLocks, [keys[0]?.members, keys[0]?.partitions]);
+    expect(rows).toEqual([]);
   });
 
   it('two dispatchers behind a pooler in session mode publish every aggregate in order', async () => {
