@@ -202,6 +202,20 @@ describe('pgConnectionSettings', () => {
     expect(refusal('sslrootcert=').message).toMatch(/sslrootcert is empty/);
   });
 
+  it('a URL shown in messages keeps its user and masks a password, and a NATS token given as the user', () => {
+    expect(redactUrl('postgres://outbox@db:5432/app?password_file=/run/pw')).toBe(
+      'postgres://outbox@db:5432/app?password_file=/run/pw',
+    );
+    expect(redactUrl('postgres://outbox:Pw-9@db:5432/app')).toBe(
+      'postgres://outbox:***@db:5432/app',
+    );
+    expect(redactUrl('amqp://guest@rabbit/vhost')).toBe('amqp://guest@rabbit/vhost');
+    expect(redactUrl('nats://the-token-7@nats:4222')).toBe('nats://***@nats:4222');
+    expect(redactUrl('nats://outbox@nats:4222?password_file=/run/pw')).toBe(
+      'nats://outbox@nats:4222?password_file=/run/pw',
+    );
+  });
+
   it('takes the password from password_file, remembered as a secret', () => {
     const path = file('password', 'Pw-From-File-93x\n');
     expect(settings(`password_file=${path}`).config.password).toBe('Pw-From-File-93x');

@@ -2,7 +2,7 @@ import { ConfigError, errorMessage, PrivilegeError, SchemaVersionError } from '.
 import { createLogger, type Logger } from '../common/logger.js';
 import { registerSecret, registerUrlSecrets, scrubSecrets } from '../common/secrets.js';
 import { escapeControl } from '../common/text.js';
-import { parseUrl } from '../common/url.js';
+import { loneUserIsSecret, parseUrl } from '../common/url.js';
 
 export interface CommandContext {
   logger: Logger;
@@ -25,7 +25,7 @@ function registerFlagSecrets(flags: Record<string, unknown>): void {
     if (typeof value !== 'string') continue;
     // A lone NATS user is a token, unless password_file holds its password.
     const url = parseUrl(value);
-    const userIsSecret = url?.protocol === 'nats:' && !url.searchParams.has('password_file');
+    const userIsSecret = url !== undefined && loneUserIsSecret(url);
     registerUrlSecrets(value, { userIsSecret });
   }
   // The console's token (`--ui-token`).

@@ -1,8 +1,8 @@
 /**
  * Connection URLs as settings: parsed once, and shown only with their secrets masked.
  *
- * Redaction rule: user info is masked whether or not it has a password (`user:***@`, and
- * `***@` for a lone user, which NATS reads as a token); every query parameter whose name
+ * Redaction rule: a password is masked (`user:***@`), and a lone user where it is a token
+ * (`nats://***@`, unless `password_file` holds its password); every query parameter whose name
  * says secret (`password`, `sslpassword`, `sasl_password`, `token`, `nkey`, …) shows `***`;
  * a URL that does not parse shows nothing of itself.
  */
@@ -86,12 +86,20 @@ export function decodePercent(text: string): string {
   }
 }
 
+/**
+ * Whether the user of a URL without a password is a secret: a NATS URL's lone user is its
+ * token, unless `password_file` holds its password. Elsewhere it is only a name.
+ */
+export function loneUserIsSecret(url: URL): boolean {
+  return url.protocol === 'nats:' && !url.searchParams.has('password_file');
+}
+
 /** What a setting's URL looks like in messages and logs: secrets masked (see the rule above). */
 export function redactUrl(text: string): string {
   const url = parseUrl(text);
   if (!url) return '(a malformed URL, not shown)';
   if (url.password) url.password = '***';
-  else if (url.username) url.username = '***';
+  else if (url.username && loneUserIsSecret(url)) url.username = '***';
   for (const name of new Set(url.searchParams.keys())) {
     if (isSecretParameter(name)) url.searchParams.set(name, '***');
   }
