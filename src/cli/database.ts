@@ -1,3 +1,4 @@
+import { tlsRefusal } from '../brokers/tls-refusal.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { redactUrl } from '../common/url.js';
@@ -29,11 +30,25 @@ export async function openDatabase(
     await db.query(connectionCheck);
   } catch (error) {
     await db.close().catch(() => {});
-    throw new ConfigError(setting, `cannot connect to ${redactUrl(url)}: ${errorMessage(error)}`, {
-      cause: error,
-    });
+    throw new ConfigError(
+      setting,
+      `cannot connect to ${redactUrl(url)}: ${errorMessage(error)}${tlsHint(error)}`,
+      { cause: error },
+    );
   }
   return db;
+}
+
+/** What to check after a TLS refusal, in the URL's terms; OpenSSL's words alone do not say. */
+function tlsHint(error: unknown): string {
+  switch (tlsRefusal(error)?.kind) {
+    case 'untrusted':
+      return ' (the server certificate does not chain to a CA this URL trusts: sslrootcert names the CA file)';
+    case 'wrong-host':
+      return ' (the server certificate does not name the host of the URL: connect by a name or address it carries, or sslmode=verify-ca checks the chain alone)';
+    default:
+      return '';
+  }
 }
 
 /**
