@@ -211,6 +211,10 @@ describe('pgConnectionSettings', () => {
     );
     expect(redactUrl('amqp://guest@rabbit/vhost')).toBe('amqp://guest@rabbit/vhost');
     expect(redactUrl('nats://the-token-7@nats:4222')).toBe('nats://***@nats:4222');
+    // A secret parameter is masked where it stands; the others keep their text.
+    expect(redactUrl('postgres://outbox@db/app?sslrootcert=/run/ca.pem&password=Pw%2F9')).toBe(
+      'postgres://outbox@db/app?sslrootcert=/run/ca.pem&password=***',
+    );
     expect(redactUrl('nats://outbox@nats:4222?password_file=/run/pw')).toBe(
       'nats://outbox@nats:4222?password_file=/run/pw',
     );

@@ -100,9 +100,17 @@ export function redactUrl(text: string): string {
   if (!url) return '(a malformed URL, not shown)';
   if (url.password) url.password = '***';
   else if (url.username && loneUserIsSecret(url)) url.username = '***';
-  for (const name of new Set(url.searchParams.keys())) {
-    if (isSecretParameter(name)) url.searchParams.set(name, '***');
-  }
+  // Each secret parameter's value replaced where it stands, the others left as written
+  // (setting one through searchParams would write the whole query again, encoded).
+  url.search = url.search
+    .slice(1)
+    .split('&')
+    .map((pair) => {
+      const at = pair.indexOf('=');
+      const name = decodePercent((at < 0 ? pair : pair.slice(0, at)).replaceAll('+', ' '));
+      return isSecretParameter(name) ? `${at < 0 ? pair : pair.slice(0, at)}=***` : pair;
+    })
+    .join('&');
   url.hash = '';
   const shown = url.href;
   // Give a host list its colons back (only in the authority).
