@@ -236,4 +236,29 @@ describe('migrate on a schema created by an earlier release', () => {
     expect(result.stdout).not.toContain('applied');
     expect(await recorded(t)).toEqual(versions.filter((v) => v <= 3));
   });
+
+  it('a schema a later release migrated: migrate and --check exit 2, neither calls it current', async () => {
+    const t = await createdAt(latest);
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_migrations (version, name) VALUES ($1, 'from_a_later_release')`,
+      [latest + 1],
+    );
+    for (const args of [[], ['--check']]) {
+      const result = await runCli([
+        'migrate',
+        '--database-url',
+        PG_URL,
+        '--schema',
+        t.schema,
+        ...args,
+      ]);
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+      expect(result.stdout).toBe('');
+      expect(lines(result.stderr)).toEqual([
+        `edupulse-outbox: schema "${t.schema}" is at version ${latest + 1}, newer than this version of edupulse-outbox knows (${latest}): upgrade edupulse-outbox`,
+      ]);
+    }
+    // The library's migrate() refuses it too.
+    await expect(migrate(t.db, t.schema)).rejects.toThrow(/newer than this version/);
+  });
 });

@@ -164,6 +164,8 @@ export async function migrate(
   const sql = statements(schema);
   if (options.partitions !== undefined) partitionCount(options.partitions);
   const migrations = migrationsToApply(options);
+  // A later release's schema is not this one's to call current, nor to migrate.
+  assertNotNewer(schema, await migrationStatus(db, schema));
   const applied: Migration[] = [];
   for (const migration of migrations) {
     const ran = await migrationTransaction(db, schema, async (tx) => {
@@ -302,6 +304,15 @@ export async function assertSchemaCurrent(db: Executor, schema: string): Promise
       `schema "${schema}" is at version ${current}, this version of edupulse-outbox needs ${status.latest}: run \`edupulse-outbox migrate --schema ${schema}\` (or migrate(db, '${schema}'))`,
     );
   }
+  assertNotNewer(schema, status);
+}
+
+/**
+ * Refuses a schema a later release migrated: it may hold changes this one does not know,
+ * and "current" would be false of it.
+ */
+export function assertNotNewer(schema: string, status: MigrationStatus): void {
+  const current = status.applied.at(-1) ?? 0;
   if (current > status.latest) {
     throw new SchemaVersionError(
       `schema "${schema}" is at version ${current}, newer than this version of edupulse-outbox knows (${status.latest}): upgrade edupulse-outbox`,

@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { ConfigError } from '../../common/errors.js';
 import { quoteSchema } from '../../db/identifier.js';
 import {
+  assertNotNewer,
   assertPartitionsKept,
   MAX_PARTITIONS,
   migrate,
@@ -55,7 +56,7 @@ export function migrateCommand(): Command {
     .addOption(settings.verbose())
     .addHelpText(
       'after',
-      '\nExit codes: 0 done (or current, with --check); 1 behind (with --check); 2 bad setting, unreachable database, or a privilege the role lacks.',
+      '\nExit codes: 0 done (or current, with --check); 1 behind (with --check); 2 bad setting, unreachable database, a privilege the role lacks, or a schema a later release migrated.',
     )
     .action(async (flags: MigrateFlags) => {
       await execute(flags, async ({ logger }) => {
@@ -84,6 +85,7 @@ export function migrateCommand(): Command {
             });
             const current = status.applied.at(-1) ?? 0;
             // What the same command without --check would refuse or change, it reports too.
+            assertNotNewer(flags.schema, status);
             if (current > 0 && partitions !== undefined) {
               assertPartitionsKept(
                 flags.schema,
