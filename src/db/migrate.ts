@@ -165,7 +165,10 @@ export async function migrate(
   if (options.partitions !== undefined) partitionCount(options.partitions);
   const migrations = migrationsToApply(options);
   // A later release's schema is not this one's to call current, nor to migrate.
-  assertNotNewer(schema, await migrationStatus(db, schema));
+  const status = await migrationStatus(db, schema).catch(async (error: unknown) => {
+    throw (await migrationPrivilegeError(db, schema, error)) ?? error;
+  });
+  assertNotNewer(schema, status);
   const applied: Migration[] = [];
   for (const migration of migrations) {
     const ran = await migrationTransaction(db, schema, async (tx) => {
