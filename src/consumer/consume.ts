@@ -35,7 +35,7 @@ import {
   resolveConsumeOptions,
 } from './options.js';
 import { AggregateQueues } from './order.js';
-import { type ParkedFields, parkMessage, takeRetryDeliveries } from './park.js';
+import { type ParkedFields, parkMessage, takeRetryDeliveries, unstorable } from './park.js';
 import { RejectedMessage, toConsumedEvent } from './typed.js';
 
 type Handler = (event: ConsumedEvent, context: HandlerContext) => unknown;
@@ -672,6 +672,13 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         return;
       } catch (error) {
         if (await this.refusedPrivilege(work, error, true)) return;
+        if (fields && unstorable(error)) {
+          // Something of the event the table cannot hold (the decoder's checks should
+          // leave nothing): parked as an undecodable message, headers and body kept.
+          reason = `${reason}; its id, type or aggregate id could not be stored (${errorMessage(error)})`;
+          fields = undefined;
+          continue;
+        }
         this.settings.logger.error(
           { consumer: this.settings.consumer, err: errorMessage(error) },
           'cannot park a message; retrying',

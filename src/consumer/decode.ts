@@ -42,7 +42,14 @@ const prefixes: Record<Binding, readonly string[]> = {
 
 const structured = /^application\/cloudevents\+json\s*(;|$)/i;
 const json = /^application\/(?:[\w.+-]*\+)?json\s*(;|$)/i;
-const digits = /^\d{1,19}$/;
+/** PostgreSQL's bigint, which the inbox keeps a sequence in. */
+const MAX_SEQUENCE = 9223372036854775807n;
+/**
+ * The longest id, type or aggregate id a consumer takes, in characters: the producer's own
+ * limit for an aggregate id, and well within what one entry of the inbox's and the dead
+ * letters' indexes holds (about 2,700 bytes).
+ */
+const MAX_KEY_CHARS = 500;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export function decodeCloudEvent(
@@ -137,7 +144,6 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
       'CloudEvent has neither "subject" nor "partitionkey": its aggregate is unknown, so its order cannot be kept',
     );
   }
-  const sequence = attributes.sequence;
   const extensions: Record<string, string> = {};
   for (const name in attributes) {
     if (isPublishedHeader(name) && name !== 'traceparent' && name !== 'tracestate') {
@@ -145,18 +151,47 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
     }
   }
   return {
-    id: required('id'),
-    type: required('type'),
+    id: storable('id', required('id')),
+    type: storable('type', required('type')),
     source: required('source'),
     subject,
     time: attributes.time || undefined,
-    sequence: sequence && digits.test(sequence) ? BigInt(sequence).toString() : undefined,
-    aggregateId,
+    sequence: sequenceOf(attributes.sequence),
+    aggregateId: storable(subject === undefined ? 'partitionkey' : 'subject', aggregateId),
     traceparent: attributes.traceparent || undefined,
     tracestate: attributes.tracestate || undefined,
     extensions,
     data,
   };
+}
+
+/**
+ * `value` of attribute `name`, where the inbox and the dead letters can keep it: no NUL
+ * (PostgreSQL text holds none) and at most MAX_KEY_CHARS characters. Else the message is
+ * undecodable, parked saying why, rather than refused by the database at every attempt.
+ */
+function storable(name: string, value: string): string {
+  if (value.includes('\u0000')) {
+    throw new UndecodableMessageError(
+      `CloudEvent attribute "${name}" holds a NUL character, which PostgreSQL cannot store`,
+    );
+  }
+  if (value.length > MAX_KEY_CHARS) {
+    throw new UndecodableMessageError(
+      `CloudEvent attribute "${name}" is ${value.length} characters long, over the ${MAX_KEY_CHARS} a consumer keeps`,
+    );
+  }
+  return value;
+}
+
+/**
+ * The `sequence` extension as a decimal without zero padding (any amount of it); undefined
+ * when absent, not decimal digits, or beyond a bigint, as if the producer gave none.
+ */
+function sequenceOf(text: string | undefined): string | undefined {
+  if (!text || !/^\d+$/.test(text)) return undefined;
+  const unpadded = text.replace(/^0+(?=\d)/, '');
+  return unpadded.length <= 19 && BigInt(unpadded) <= MAX_SEQUENCE ? unpadded : undefined;
 }
 
 function lowerCased(headers: Record<string, string>): Record<string, string> {

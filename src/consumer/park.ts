@@ -1,4 +1,5 @@
 import type { Delivery } from '../brokers/source.js';
+import { hasSqlState, hasSqlStateClass } from '../db/missing-table.js';
 import { statements } from '../db/sql/index.js';
 import type { ConsumerSettings } from './options.js';
 
@@ -19,6 +20,14 @@ export interface ParkedFields {
   type: string;
   aggregateId: string;
   sequence: string | undefined;
+}
+
+/**
+ * A value the dead letters' table refuses (a data exception, SQLSTATE class 22, or an
+ * index entry over PostgreSQL's limit, 54000): parking the same fields again cannot help.
+ */
+export function unstorable(error: unknown): boolean {
+  return hasSqlStateClass(error, '22') || hasSqlState(error, '54000');
 }
 
 // PostgreSQL text and jsonb cannot hold U+0000.

@@ -42,6 +42,18 @@ function* errorLayers(error: unknown, depth = 0): Generator<Record<string, unkno
  * node-postgres, postgres.js and PGlite put it in `code`, Prisma in `meta.code` or, with
  * a driver adapter, `originalCode`.
  */
+/** True when `error` (or an error an ORM wrapped) has a SQLSTATE of `stateClass` ('22'). */
+export function hasSqlStateClass(error: unknown, stateClass: string): boolean {
+  for (const { code, originalCode } of errorLayers(error)) {
+    for (const state of [code, originalCode]) {
+      if (typeof state === 'string' && state.length === 5 && state.startsWith(stateClass)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 export function hasSqlState(error: unknown, state: string): boolean {
   for (const { code, originalCode } of errorLayers(error)) {
     if (code === state || originalCode === state) return true;

@@ -610,6 +610,56 @@ export function consumerConformance(harness: ConsumerHarness): void {
       });
     });
 
+    it('parks what the inbox cannot keep (a NUL, 3,000 characters) and goes on with the aggregate', async () => {
+      const t = await target();
+      const aggregate = randomUUID();
+      const before = quiz(aggregate);
+      const withNul = { ...quiz(aggregate), id: `nul-\u0000-${randomUUID()}` };
+      // An aggregate id (CloudEvents subject) no index entry holds.
+      const long = { ...quiz(aggregate), aggregateId: 'q'.repeat(3000) };
+      // Beyond a bigint: taken as no sequence, the event applied.
+      const huge = { ...quiz(aggregate), seq: '9999999999999999999' };
+      const after = quiz(aggregate);
+      const handled: string[] = [];
+      const name = named(t, 'unkept');
+      const consumer = await consume({
+        broker: t.url,
+        consumer: name,
+        database: pg.db,
+        schema: pg.schema,
+        events: [QuizSubmitted],
+        handler: (event) => {
+          handled.push(event.id);
+        },
+      });
+      consumers.push(consumer);
+      await publish(t.url, [before, withNul, long, huge, after]);
+      await waitFor(
+        '3 handled, 2 parked',
+        () => handled.length === 3 && consumer.stats.parked === 2,
+        {
+          timeoutMs: 30_000,
+        },
+      );
+      expect(handled).toEqual([before.id, huge.id, after.id]);
+      const { rows } = await pg.db.query<{ event_id: string | null; last_error: string }>(
+        `SELECT event_id, last_error FROM "${pg.schema}".consumer_dead_letter WHERE consumer = $1 ORDER BY dead_at`,
+        [name],
+      );
+      expect(rows).toEqual([
+        {
+          event_id: null,
+          last_error:
+            'CloudEvent attribute "id" holds a NUL character, which PostgreSQL cannot store',
+        },
+        {
+          event_id: null,
+          last_error:
+            'CloudEvent attribute "subject" is 3000 characters long, over the 500 a consumer keeps',
+        },
+      ]);
+    });
+
     it('rides out a broker outage mid-consume: everything applied once, in order', async () => {
       const t = await target({ outage: true });
       if (!t.outage) throw new Error('the harness gave no outage');

@@ -152,5 +152,17 @@ describe('decodeCloudEvent', () => {
       body,
     });
     expect(odd.sequence).toBeUndefined();
+    const sequenceOf = (value: string) =>
+      decodeCloudEvent('kafka', {
+        headers: { ...kafka, ce_sequence: value },
+        contentType: undefined,
+        body,
+      }).sequence;
+    // Any padding; up to PostgreSQL's bigint, which the inbox keeps it in.
+    expect(sequenceOf('00000000000000000000042')).toBe('42');
+    expect(sequenceOf('9223372036854775807')).toBe('9223372036854775807');
+    expect(sequenceOf('9223372036854775808')).toBeUndefined();
+    expect(sequenceOf('9'.repeat(30))).toBeUndefined();
+    expect(sequenceOf('-5')).toBeUndefined();
   });
 });
