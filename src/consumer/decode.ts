@@ -122,7 +122,12 @@ function fromEnvelope(fields: Record<string, unknown>): DecodedCloudEvent {
   }
   let data: unknown = fields.data;
   if (typeof fields.data_base64 === 'string') {
-    data = parseJson(text(Buffer.from(fields.data_base64, 'base64'), 'data_base64'), 'data_base64');
+    // Node skips what is not base64 without a word; such text would decode to garbage.
+    const encoded = fields.data_base64.replace(/\s+/g, '');
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(encoded) || encoded.length % 4 === 1) {
+      throw new UndecodableMessageError('structured CloudEvent: data_base64 is not base64');
+    }
+    data = parseJson(text(Buffer.from(encoded, 'base64'), 'data_base64'), 'data_base64');
   }
   return event(attributes, data);
 }

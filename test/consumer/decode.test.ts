@@ -94,6 +94,14 @@ describe('decodeCloudEvent', () => {
       sequence: undefined,
       data: { score: 3 },
     });
+    const garbled = JSON.stringify({ ...JSON.parse(base64), data_base64: '!!!not base64***' });
+    expect(() =>
+      decodeCloudEvent('kafka', {
+        headers: { 'content-type': 'application/cloudevents+json' },
+        contentType: undefined,
+        body: new TextEncoder().encode(garbled),
+      }),
+    ).toThrow('structured CloudEvent: data_base64 is not base64');
   });
 
   it("reads the NATS binding's structured mode: no headers, the event as the payload", () => {
