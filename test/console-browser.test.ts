@@ -504,14 +504,16 @@ describe('the web console in Chromium', () => {
       timeoutMs: 10_000,
     });
     // Each partition in its owner's colour: as many colours as dispatchers, none unowned.
-    // Waited for: the page may have drawn a snapshot taken while a membership changed.
+    // Waited for: the page may have drawn a snapshot taken while a membership changed (the
+    // first dispatcher gives back half of its partitions a round before the second takes
+    // them: unowned meanwhile, longer on a busy machine).
     let classes: string[] = [];
     const colours = () => new Set(classes.map((c) => /owner-\d/.exec(c)?.[0])).size;
     await waitFor(
-      'two owners on the partitions page',
+      'two owners on the partitions page, none unowned',
       async () => {
         classes = await cells.evaluateAll((all) => all.map((cell) => cell.className));
-        return colours() === 2;
+        return colours() === 2 && !classes.some((c) => c.includes('unowned'));
       },
       { timeoutMs: 10_000 },
     ).catch(() => {});
