@@ -24,7 +24,7 @@ import { waitFor } from '../helpers/wait.js';
 import { type ConsumerHarness, consumerConformance } from './conformance.js';
 
 const SHARED = process.env.KAFKA_BOOTSTRAP ?? '127.0.0.1:9092';
-const outageKafka = kafkaInstance('consumer', 39092);
+const outageKafka = kafkaInstance('consumer', 24092);
 let outageStarted: Promise<void> | undefined;
 afterAll(async () => {
   if (outageStarted) await testKafkaScript('stop', outageKafka);

@@ -25,7 +25,9 @@ export interface KafkaInstance {
 
 /**
  * A Kafka from this repository's script with storage under .kafka/<name> (git-ignored,
- * reused between runs), listening on `port` and its controller on `port + 1`.
+ * reused between runs), listening on `port` and its controller on `port + 1`. Fixed ports
+ * sit below the kernel's ephemeral range (32768 and up), where a client socket of another
+ * test could hold them when the instance starts.
  */
 export function kafkaInstance(name: string, port: number): KafkaInstance & { bootstrap: string } {
   return {
