@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -449,8 +450,7 @@ describe('kafka broker URL', () => {
 });
 
 describe('kafka partition of a key', () => {
-  it("is the Java client's: murmur2 of the key's bytes, sign bit masked", async () => {
-    await kafkaLibrary();
+  it("is the Java client's: murmur2 of the key's bytes, sign bit masked", () => {
     // Kafka's UtilsTest.testMurmur2: the Java client's hash of these keys.
     const java: [string, number][] = [
       ['21', -973932308],
@@ -464,6 +464,28 @@ describe('kafka partition of a key', () => {
       for (const partitions of [1, 3, 7, 64]) {
         expect(kafkaPartition(key, partitions), key).toBe((hash & 0x7fffffff) % partitions);
       }
+    }
+  });
+
+  it("hashes as the client library's murmur2 does, for keys of every length and script", async () => {
+    const { murmur2 } = await kafkaLibrary();
+    const pieces = ['a', 'Z', '7', '-', 'é', 'ß', '€', '語', '😀', '\u0000', ' '];
+    const keys = [''];
+    for (let length = 1; length <= 70; length++) {
+      for (let variant = 0; variant < 3; variant++) {
+        keys.push(
+          Array.from(
+            { length },
+            (_, i) => pieces[(i * (variant + 3) + length) % pieces.length] as string,
+          ).join(''),
+        );
+      }
+    }
+    keys.push('lesson-'.repeat(200), randomUUID(), '語'.repeat(333));
+    for (const key of keys) {
+      expect(kafkaPartition(key, 2 ** 31 - 1), JSON.stringify(key)).toBe(
+        (murmur2(key) & 0x7fffffff) % (2 ** 31 - 1),
+      );
     }
   });
 });

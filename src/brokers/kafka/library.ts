@@ -21,11 +21,6 @@ export async function kafkaLibrary(): Promise<KafkaLibrary> {
   return library;
 }
 
-export function loadedLibrary(): KafkaLibrary {
-  if (!library) throw new Error('the Kafka client library is not loaded (connect first)');
-  return library;
-}
-
 /** Header names and values arrive encoded (HeaderBytes): sent as they are. */
 const encodedHeaders = (data?: Buffer) => data;
 export const serializersOf = (lib: KafkaLibrary): Serializers<string, string, Buffer, Buffer> => ({

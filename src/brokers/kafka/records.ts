@@ -1,5 +1,5 @@
 import type { OutboxMessage } from '../broker.js';
-import { type KafkaRecord, loadedLibrary } from './library.js';
+import type { KafkaRecord } from './library.js';
 
 /**
  * Header bytes for the records, encoded as the client's string serializer would (UTF-8).
@@ -45,13 +45,62 @@ export function kafkaTopic(
 }
 
 /**
- * The Java client's partition for a keyed record (murmur2, sign bit masked), so Java
- * producers keyed by the same aggregate id agree. @platformatic/kafka's default drops the
- * sign by `>>> 0` instead, which differs; and computing it here tells which records share
- * a partition batch, for attributing a partition's error to its messages.
+ * The Java client's partition for a keyed record (murmur2 of the key's UTF-8 bytes, sign
+ * bit masked), so Java producers keyed by the same aggregate id agree. @platformatic/kafka's
+ * default drops the sign by `>>> 0` instead, which differs; and computing it here tells
+ * which records share a partition batch, for attributing a partition's error to its
+ * messages.
  */
 export function kafkaPartition(key: string, partitions: number): number {
-  return (loadedLibrary().murmur2(key) & 0x7fffffff) % partitions;
+  return (murmur2(utf8(key)) & 0x7fffffff) % partitions;
+}
+
+/** Where keys are encoded: grown for a longer key, reused for every other. */
+let keyBytes = new Uint8Array(256);
+const encoder = new TextEncoder();
+
+/** `text`'s UTF-8 bytes, in a buffer that the next call overwrites. */
+function utf8(text: string): Uint8Array {
+  // Three bytes at most per UTF-16 unit (a surrogate pair: four for two units).
+  if (text.length * 3 > keyBytes.length) keyBytes = new Uint8Array(text.length * 3);
+  const { written } = encoder.encodeInto(text, keyBytes);
+  return keyBytes.subarray(0, written);
+}
+
+const MURMUR_M = 0x5bd1e995;
+const MURMUR_SEED = 0x9747b28c;
+
+/**
+ * Kafka's murmur2 (the Java client's `Utils.murmur2`), as a signed 32-bit integer, in
+ * 32-bit arithmetic. The client library's own computes it with BigInt, which allocates at
+ * each step and cost about as much CPU per record as the rest of our record building.
+ */
+export function murmur2(data: Uint8Array): number {
+  const length = data.length;
+  const whole = length & ~3;
+  let h = MURMUR_SEED ^ length;
+  for (let i = 0; i < whole; i += 4) {
+    let k =
+      (data[i] as number) |
+      ((data[i + 1] as number) << 8) |
+      ((data[i + 2] as number) << 16) |
+      ((data[i + 3] as number) << 24);
+    k = Math.imul(k, MURMUR_M);
+    k ^= k >>> 24;
+    k = Math.imul(k, MURMUR_M);
+    h = Math.imul(h, MURMUR_M) ^ k;
+  }
+  const rest = length & 3;
+  if (rest > 0) {
+    if (rest === 3) h ^= (data[whole + 2] as number) << 16;
+    if (rest >= 2) h ^= (data[whole + 1] as number) << 8;
+    h ^= data[whole] as number;
+    h = Math.imul(h, MURMUR_M);
+  }
+  h ^= h >>> 13;
+  h = Math.imul(h, MURMUR_M);
+  h ^= h >>> 15;
+  return h | 0;
 }
 
 /** One message on its way: where its result goes and the record that carries it. */
