@@ -312,47 +312,62 @@ describe('nats broker', () => {
     expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(50);
   });
 
-  it('a dispatcher whose stream is deleted mid-run creates it again; nothing is dead-lettered', async () => {
-    const { stream, prefix } = names();
-    const pg = await createPgTestSchema('nats_vanish');
-    cleanups.push(
-      () => pg.drop(),
-      () => deleteStream(SHARED_URL, stream),
-    );
-    const insert = (from: number, count: number) =>
-      pg.db.query(
-        `INSERT INTO "${pg.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+  it.each([
+    ['', false],
+    [', also with a plain subscriber on its subjects (no "no responders")', true],
+  ])(
+    'a dispatcher whose stream is deleted mid-run creates it again; nothing is dead-lettered%s',
+    async (_, listening) => {
+      const { stream, prefix } = names();
+      if (listening) {
+        // As an operator's `nats sub`: the publish reaches a subscriber, so the server sends
+        // no "no responders", and without a stream no PubAck either.
+        const listener = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
+        cleanups.push(() => listener.close());
+        listener.subscribe(`${prefix}.>`);
+        await listener.flush();
+      }
+      const pg = await createPgTestSchema('nats_vanish');
+      cleanups.push(
+        () => pg.drop(),
+        () => deleteStream(SHARED_URL, stream),
+      );
+      const insert = (from: number, count: number) =>
+        pg.db.query(
+          `INSERT INTO "${pg.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
          SELECT 'lesson', 'l-' || (i % 10), 'lesson-published', json_build_object('n', i)
          FROM generate_series($1::int, $2::int) AS i ORDER BY i`,
-        [from, from + count - 1],
+          [from, from + count - 1],
+        );
+      const pending = async () =>
+        (await pg.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${pg.schema}".outbox`))
+          .rows[0]?.n;
+      const dispatcher = createDispatcher({
+        db: pg.db,
+        broker: brokerFromUrl(
+          `${SHARED_URL}?stream=${stream}&subject_prefix=${prefix}&timeout_ms=1000`,
+          { source: SOURCE },
+        ),
+        schema: pg.schema,
+        pollIntervalMs: 50,
+        retryBaseDelayMs: 100,
+        retryMaxDelayMs: 500,
+        maxAttempts: 2,
+      });
+      cleanups.push(() => dispatcher.stop());
+      await insert(1, 100);
+      await dispatcher.start();
+      await waitFor('the first events', async () => (await pending()) === 0);
+      await deleteStream(SHARED_URL, stream);
+      await insert(101, 100);
+      await waitFor('the later events', async () => (await pending()) === 0, { timeoutMs: 20_000 });
+      const { rows } = await pg.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM "${pg.schema}".outbox_dead_letter`,
       );
-    const pending = async () =>
-      (await pg.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${pg.schema}".outbox`))
-        .rows[0]?.n;
-    const dispatcher = createDispatcher({
-      db: pg.db,
-      broker: brokerFromUrl(`${SHARED_URL}?stream=${stream}&subject_prefix=${prefix}`, {
-        source: SOURCE,
-      }),
-      schema: pg.schema,
-      pollIntervalMs: 50,
-      retryBaseDelayMs: 100,
-      retryMaxDelayMs: 500,
-      maxAttempts: 2,
-    });
-    cleanups.push(() => dispatcher.stop());
-    await insert(1, 100);
-    await dispatcher.start();
-    await waitFor('the first events', async () => (await pending()) === 0);
-    await deleteStream(SHARED_URL, stream);
-    await insert(101, 100);
-    await waitFor('the later events', async () => (await pending()) === 0, { timeoutMs: 20_000 });
-    const { rows } = await pg.db.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM "${pg.schema}".outbox_dead_letter`,
-    );
-    expect(rows[0]?.n).toBe(0);
-    expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(100);
-  });
+      expect(rows[0]?.n).toBe(0);
+      expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(100);
+    },
+  );
 
   it('a stream deleted while connected is an outage; connecting again creates it', async () => {
     const { broker, stream, prefix } = fresh();
@@ -367,22 +382,50 @@ describe('nats broker', () => {
     expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(1);
   });
 
-  it('fails a message retryably when a live server sends no PubAck in time', async () => {
+  it('fails a message retryably when a live server and its stream send no PubAck in time', async () => {
     const { broker, stream, prefix } = fresh(SHARED_URL, '&timeout_ms=300');
     await broker.connect();
+    // The stream is there and takes the subject but answers nothing (as one that lost its
+    // leader, while PINGs are still answered): here one replaced by a stream with no_ack.
     await deleteStream(SHARED_URL, stream);
-    // Something that listens but never answers: the request neither gets "no responders"
-    // nor a PubAck, as with a stream that lost its leader, while PINGs are still answered.
-    const listener = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
-    cleanups.push(() => listener.close());
-    listener.subscribe(`${prefix}.>`);
-    await listener.flush();
+    await createStream(SHARED_URL, stream, [`${prefix}.>`], { no_ack: true });
     const [result] = await broker.publish([message()]);
     expect(result).toEqual({
       ok: false,
       permanent: false,
       error: `no PubAck from stream ${stream} within 300 ms`,
     });
+  });
+
+  it("a stream deleted while something else listens on its subjects is an outage, not the events' fault", async () => {
+    const { broker, stream, prefix } = fresh(SHARED_URL, '&timeout_ms=300');
+    await broker.connect();
+    await deleteStream(SHARED_URL, stream);
+    // A plain subscriber: the request gets neither "no responders" nor a PubAck.
+    const listener = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
+    cleanups.push(() => listener.close());
+    listener.subscribe(`${prefix}.>`);
+    await listener.flush();
+    const error = await broker.publish([message()]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(String(error)).toContain(
+      `stream ${stream} does not exist (deleted; something other than a stream listens on ${prefix}.lesson.lesson-published)`,
+    );
+    // A stream now over other subjects only: the same, saying what it captures.
+    await createStream(SHARED_URL, stream, [`${prefix}x.>`]);
+    const narrowed = await broker.publish([message()]).catch((e: unknown) => e);
+    expect(narrowed).toBeInstanceOf(BrokerUnavailableError);
+    expect(String(narrowed)).toContain(
+      `stream ${stream} no longer captures ${prefix}.lesson.lesson-published (its subjects: ${prefix}x.>)`,
+    );
+  });
+
+  it('refuses a stream with no_ack at connect, naming it', async () => {
+    const { broker, stream, prefix } = fresh();
+    await createStream(SHARED_URL, stream, [`${prefix}.>`], { no_ack: true });
+    const error = await broker.connect().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(String(error)).toContain(`NATS stream "${stream}" is configured with no_ack`);
   });
 
   it('close() is idempotent and connect() works again after it', async () => {

@@ -33,7 +33,7 @@ export const createStream = (
   url: string,
   stream: string,
   subjects: string[],
-  limits: { max_msg_size?: number } = {},
+  limits: { max_msg_size?: number; no_ack?: boolean } = {},
 ) =>
   withConnection(url, async (nc) => {
     await (await jetstreamManager(nc)).streams.add({ name: stream, subjects, ...limits });

@@ -17,6 +17,7 @@ import { errorMessage } from '../../common/errors.js';
 import type { PublishResult } from '../broker.js';
 import { tlsRefusal } from '../tls-refusal.js';
 import type { NatsSettings } from './settings.js';
+import { captures } from './subjects.js';
 import type { Link, PublishRun } from './transport.js';
 
 /**
@@ -74,6 +75,19 @@ export async function classifyPublishError(
   if (error instanceof TimeoutError) {
     if (!(await run.serverAnswers())) {
       return { unavailable: `no PubAck within ${timeoutMs} ms and no PONG from ${location}` };
+    }
+    // Not the event's fault either when its stream is gone or no longer takes its subject:
+    // the dispatcher reconnects, which creates the stream again or says what is wrong.
+    const subjects = await run.streamSubjects(stream, timeoutMs);
+    if (subjects === null) {
+      return {
+        unavailable: `no PubAck within ${timeoutMs} ms: stream ${stream} does not exist (deleted; something other than a stream listens on ${subject})`,
+      };
+    }
+    if (subjects && !subjects.some((filter) => captures(filter, subject))) {
+      return {
+        unavailable: `no PubAck within ${timeoutMs} ms: stream ${stream} no longer captures ${subject} (its subjects: ${subjects.join(', ') || 'none'})`,
+      };
     }
     return {
       ok: false,

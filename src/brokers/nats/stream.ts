@@ -82,6 +82,14 @@ export async function ensureStream(
       }); choose another stream= or subject_prefix=, or add "${subject}" to the stream`,
     );
   }
+  if (info.config.no_ack) {
+    // It stores what is published and answers nothing: every event would wait out
+    // timeout_ms, be retried and end as a dead letter, although the stream holds it.
+    throw new ConfigError(
+      settings.setting,
+      `NATS stream "${stream}" is configured with no_ack: it sends no PubAck, which the dispatcher waits for to know an event is stored; choose another stream= or create it without no_ack`,
+    );
+  }
   return found;
 }
 

@@ -1,3 +1,4 @@
+import { JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { errorMessage } from '../../common/errors.js';
 
@@ -73,6 +74,7 @@ export class PublishRun {
   readonly givenUp: Promise<void>;
   private resolveGivenUp: () => void = () => {};
   private probe: Promise<boolean> | undefined;
+  private streamProbe: Promise<string[] | null | undefined> | undefined;
 
   constructor(private readonly nc: NatsConnection) {
     this.givenUp = new Promise((resolve) => {
@@ -106,5 +108,24 @@ export class PublishRun {
       new Promise<boolean>((resolve) => setTimeout(resolve, 1000, false).unref()),
     ]);
     return this.probe;
+  }
+
+  /**
+   * After a PubAck timeout from a server that answers: the subjects of `stream` as the
+   * server has it now, `null` when it has no such stream, undefined when it did not say
+   * within `timeoutMs` (a stream without a leader answers nothing). One probe per call. A
+   * deleted stream usually shows as "no responders", but not while anything else (a plain
+   * `nats sub`) listens on the subject: then only this tells it from a slow stream.
+   */
+  streamSubjects(stream: string, timeoutMs: number): Promise<string[] | null | undefined> {
+    this.streamProbe ??= (async () => {
+      try {
+        const jsm = await jetstreamManager(this.nc, { timeout: timeoutMs, checkAPI: false });
+        return (await jsm.streams.info(stream)).config.subjects ?? [];
+      } catch (error) {
+        return error instanceof JetStreamApiError && error.code === 10059 ? null : undefined;
+      }
+    })();
+    return this.streamProbe;
   }
 }
