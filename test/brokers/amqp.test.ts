@@ -195,9 +195,28 @@ describe('amqp broker', () => {
     const error = await broker.publish([outboxMessage()]).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(BrokerUnavailableError);
     expect(String(error)).toContain('NOT_FOUND');
+    // RabbitMQ dropped the queues' bindings with the exchange: the operator is told.
+    expect(String(error)).toContain(
+      `exchange "${exchange}" no longer exists: Channel closed by server: 404 (NOT-FOUND)`,
+    );
+    expect(String(error)).toContain('the queues bound to it lost their bindings: bind them again');
     await broker.connect();
     expect(await broker.publish([outboxMessage()])).toEqual([{ ok: true }]);
     await withAmqpChannel((ch) => ch.checkExchange(exchange));
+  });
+
+  it("an idle broker's check finds its exchange deleted and says what it means", async () => {
+    const exchange = exchangeForTest();
+    const broker = await connected(brokerUrl({ exchange }));
+    await broker.check?.();
+    await deleteExchange(exchange);
+    const error = await broker.check?.().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(String(error)).toMatch(
+      new RegExp(
+        `exchange "${exchange.replaceAll('.', '\\.')}" no longer exists: .*404.*; it is declared again on reconnecting`,
+      ),
+    );
   });
 
   it('sends persistent binary-mode CloudEvents, routed by aggregate and event type', async () => {

@@ -133,7 +133,14 @@ export class AmqpSession {
   async roundTrip(): Promise<void> {
     const channel = this.channel;
     if (this.failure || !channel) throw this.failure ?? this.fail('no channel');
-    await withTimeout(channel.checkExchange(this.config.exchange), this.config.timeoutMs);
+    try {
+      await withTimeout(channel.checkExchange(this.config.exchange), this.config.timeoutMs);
+    } catch (error) {
+      // The server answered: the exchange is gone (the channel closes with it).
+      if (replyCode(error) !== 404) throw error;
+      this.lastError ??= error instanceof Error ? error : undefined;
+      throw this.fail('exchange check');
+    }
   }
 
   /** True when a message may go out now (else `ready()` waits, or throws the failure). */
@@ -369,16 +376,23 @@ export class AmqpSession {
       const { exchange, location, setting } = this.config;
       // ACCESS_REFUSED closing the channel: the user may not write to the exchange. Every
       // event would be refused so, and reconnecting cannot change it: a setting to fix.
+      const code = this.connectionFailed ? undefined : replyCode(this.lastError);
       this.failure =
-        !this.connectionFailed && replyCode(this.lastError) === 403
+        code === 403
           ? new ConfigError(
               setting,
               `${location}: the server does not let this user publish to exchange "${exchange}"${cause}; grant it write permission on the exchange`,
               { cause: this.lastError },
             )
-          : new BrokerUnavailableError(`${location}: ${reason}${cause}`, {
-              cause: this.lastError,
-            });
+          : new BrokerUnavailableError(
+              code === 404
+                ? // Declared again when the dispatcher reconnects, but RabbitMQ removed the
+                  // queues' bindings with it: until they are bound again, events are
+                  // returned unroutable, retried, then dead-lettered.
+                  `${location}: exchange "${exchange}" no longer exists${cause}; it is declared again on reconnecting, but the queues bound to it lost their bindings: bind them again (a consume() consumer binds its queue when it starts), then \`dead retry\` what was dead-lettered as unroutable meanwhile`
+                : `${location}: ${reason}${cause}`,
+              { cause: this.lastError },
+            );
       clearTimeout(this.watchdog);
       for (const pending of [...this.pending.values()].flat()) {
         this.confirmed(pending, this.failure);
