@@ -386,8 +386,37 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       [{ ...valid(), headers: { 'half \udc00': 'v' } }, 'events[1].headers'],
       [{ ...valid(), occurredAt: new Date('+010000-01-01T00:00:00Z') }, 'events[1].occurredAt'],
       [{ ...valid(), occurredAt: new Date('0000-06-01T00:00:00Z') }, 'events[1].occurredAt'],
-      [{ ...valid(), payload: { note: 'nul \u0000' } }, 'events[1].payload'],
-      [{ ...valid(), payload: { note: 'half \ud800 a pair' } }, 'events[1].payload'],
+      [{ ...valid(), payload: { note: 'nul \u0000' } }, 'events[1].payload.note'],
+      [
+        { ...valid(), payload: { at: { note: 'half \ud800 a pair' } } },
+        'events[1].payload.at.note',
+      ],
+      [{ ...valid(), payload: { at: { 'k\u0000': 1 } } }, 'events[1].payload.at'],
+      // What JSON.stringify would change without a word.
+      [{ ...valid(), payload: { at: new Date('garbage') } }, 'events[1].payload.at'],
+      [{ ...valid(), payload: { scores: [1, undefined] } }, 'events[1].payload.scores.1'],
+      // biome-ignore lint/suspicious/noSparseArray: an empty slot is the case
+      [{ ...valid(), payload: { scores: [1, , 3] } }, 'events[1].payload.scores.1'],
+      [{ ...valid(), payload: { match: /a/ } }, 'events[1].payload.match'],
+      [{ ...valid(), payload: { cause: new Error('x') } }, 'events[1].payload.cause'],
+      [
+        { ...valid(), payload: { at: { toJSON: () => ({ n: Number.NaN }) } } },
+        'events[1].payload.at.n',
+      ],
+      [{ ...valid(), payload: { at: { toJSON: () => undefined } } }, 'events[1].payload.at'],
+      [
+        {
+          ...valid(),
+          payload: {
+            at: {
+              toJSON: () => {
+                throw new Error('no');
+              },
+            },
+          },
+        },
+        'events[1].payload.at',
+      ],
     ];
     for (const [bad, path] of cases) {
       const outcome = await driver.inTransaction(async (tx) => {
@@ -664,6 +693,39 @@ describe('enqueue edge cases', () => {
     expect(await refusal({ ...event, payload: { tags: new Set() } })).toBe(
       'payload.tags: is a Set, which JSON writes as {}: use an array ([...set]) (lesson-published)',
     );
+    expect(await refusal({ ...event, payload: { at: new Date(Number.NaN) } })).toBe(
+      'payload.at: is an invalid Date, which JSON writes as null (lesson-published)',
+    );
+    expect(await refusal({ ...event, payload: { ids: ['a', undefined] } })).toBe(
+      'payload.ids.1: is undefined (or an empty slot) in an array, which JSON writes as null (lesson-published)',
+    );
+    class Secretive {
+      #score = 1;
+      score = () => this.#score;
+    }
+    expect(await refusal({ ...event, payload: { by: new Secretive() } })).toBe(
+      'payload.by.score: is a function, which JSON leaves out (or writes as null in an array) (lesson-published)',
+    );
+    class Computed {
+      get score() {
+        return 1;
+      }
+    }
+    expect(await refusal({ ...event, payload: { by: new Computed() } })).toBe(
+      'payload.by: is an instance of Computed without fields of its own, which JSON writes as {} (lesson-published)',
+    );
+    const exploding = Object.defineProperty({}, 'score', {
+      enumerable: true,
+      get: () => {
+        throw new Error('not loaded');
+      },
+    });
+    expect(await refusal({ ...event, payload: { by: exploding } })).toBe(
+      'payload.by.score: is a value that cannot be read: its getter or toJSON threw Error: not loaded (lesson-published)',
+    );
+    expect(await refusal({ ...event, payload: { note: 'a\u0000b' } })).toBe(
+      'payload.note: is text holding a NUL character (\\u0000), which PostgreSQL cannot read from JSON (lesson-published)',
+    );
     // Nesting JSON.stringify would overflow the stack on (a RangeError naming nothing) is
     // refused by depth; 1,000 levels are written.
     const nested = (levels: number) => {
@@ -678,16 +740,24 @@ describe('enqueue edge cases', () => {
     expect(await refusal({ ...event, headr: {} } as OutboxEvent)).toBe(
       'headr: is not a field of an event; did you mean "headers"? (lesson-published)',
     );
-    // A Date is written as its toJSON gives it, undefined as JSON leaves it out.
+    // A Date is written as its toJSON gives it, undefined as JSON leaves it out. Each
+    // value is read once: what was checked is what is written (a getter giving another
+    // value at a second read does not get NaN past the check).
+    let reads = 0;
+    const changing = Object.defineProperty({}, 'n', {
+      enumerable: true,
+      get: () => (reads++ === 0 ? 1 : Number.NaN),
+    });
     const { rows } = await pgSchema.db.query<{ payload: string }>(
       `SELECT payload::text AS payload FROM "${pgSchema.schema}".outbox WHERE id = $1`,
       await outbox.enqueue(autocommit(pgSchema.db), {
         ...event,
         id: randomUUID(),
-        payload: { at: new Date(0), gone: undefined },
+        payload: { at: new Date(0), gone: undefined, changing },
       }),
     );
-    expect(rows).toEqual([{ payload: '{"at":"1970-01-01T00:00:00.000Z"}' }]);
+    expect(rows).toEqual([{ payload: '{"at":"1970-01-01T00:00:00.000Z","changing":{"n":1}}' }]);
+    expect(reads).toBe(1);
   });
 
   it('maxPayloadBytes refuses a larger payload before commit, counting UTF-8 bytes', async () => {

@@ -20,7 +20,7 @@ import {
   type OutboxEvent,
   parseOrThrow,
 } from '../events/define.js';
-import { jsonProblem } from '../events/json-values.js';
+import { payloadJson } from '../events/json-values.js';
 
 export interface OutboxOptions {
   /** Schema holding the outbox tables. Default `public`. */
@@ -62,13 +62,6 @@ interface Row {
   occurredAt: string | null;
 }
 
-/**
- * The escapes JSON.stringify writes for text PostgreSQL's JSON functions refuse: NUL, and
- * a surrogate without its pair (a paired one is written as it is). An escaped backslash
- * before `u` is text, not an escape, hence the even run of backslashes.
- */
-const UNREADABLE_ESCAPE = /(?<!\\)(?:\\\\)*\\u(0000|d[89a-f][0-9a-f]{2})/i;
-
 /** A property of a hand-built event that is no field of one, if any. */
 function strayField(event: OutboxEvent): string | undefined {
   if (typeof event !== 'object' || event === null) return undefined;
@@ -92,15 +85,9 @@ function toRow(
   }
   const valid = parseOrThrow(eventEnvelopeSchema, event, prefix, event?.type ?? 'event');
   const field = `${prefix ? `${prefix}.` : ''}payload`;
-  const problem = jsonProblem(valid.payload);
+  const { text: payload, problem } = payloadJson(valid.payload);
   if (problem) {
     throw new ValidationError(`${field}${problem.path}`, `is ${problem.reason} (${valid.type})`);
-  }
-  let payload: string | undefined;
-  try {
-    payload = JSON.stringify(valid.payload);
-  } catch (error) {
-    throw new ValidationError(field, `is not JSON-serialisable (${valid.type})`, { cause: error });
   }
   if (payload === undefined) {
     throw new ValidationError(field, `is missing (${valid.type})`);
@@ -113,14 +100,6 @@ function toRow(
         `${bytesOverLimit(bytes, maxPayloadBytes, 'maxPayloadBytes')} (${valid.type})`,
       );
     }
-  }
-  const unreadable = UNREADABLE_ESCAPE.exec(payload)?.[1];
-  if (unreadable !== undefined) {
-    const what = unreadable === '0000' ? 'a NUL character' : 'an unpaired surrogate';
-    throw new ValidationError(
-      field,
-      `holds ${what} (\\u${unreadable}), which PostgreSQL cannot read from JSON (${valid.type})`,
-    );
   }
   // The caller's own trace headers win over the active context.
   const headers = trace ? { ...trace, ...valid.headers } : valid.headers;
