@@ -223,6 +223,35 @@ describe('defineEvent', () => {
     }
   });
 
+  it('refuses at create a payload its transform turns into what the schema itself refuses', () => {
+    const define = (type: string, field: z.ZodType) =>
+      defineEvent({
+        type,
+        aggregateType: 'quiz',
+        schema: z.object({ quiz_id: z.string(), field }),
+        aggregateId: (p) => p.quiz_id,
+      });
+    // Stored as 42, which consumers parsing with this schema refuse (expected string).
+    const error = validationError(() =>
+      define('score-given', z.string().transform(Number)).create({ quiz_id: 'q', field: '42' }),
+    );
+    expect(error.path).toBe('payload.field');
+    expect(error.message).toMatch(
+      /^payload\.field: is what the schema's transform gave, which the same schema refuses \(Invalid input: expected string, received number\): consumers parse events with this schema/,
+    );
+    // Transforms whose output the schema takes again, through JSON, are fine.
+    const cases: [z.ZodType, unknown, unknown][] = [
+      [z.string().transform((text) => text.trim()), ' x ', 'x'],
+      [z.string().transform((text) => new Date(text)), '2024-01-01', '2024-01-01T00:00:00.000Z'],
+      [z.preprocess((value) => String(value), z.string()), 5, '5'],
+      [z.string().default('none'), undefined, 'none'],
+    ];
+    for (const [i, [field, given, stored]] of cases.entries()) {
+      const event = define(`fine-${i}`, field).create({ quiz_id: 'q', field: given });
+      expect(JSON.parse(JSON.stringify(event.payload))).toEqual({ quiz_id: 'q', field: stored });
+    }
+  });
+
   it('refuses a misspelt or missing field of its own, from plain JavaScript', () => {
     const define = (spec: object) => () => defineEvent(spec as Parameters<typeof defineEvent>[0]);
     const spec = { type: 'x-happened', aggregateType: 'lesson', schema };

@@ -214,6 +214,53 @@ function notThroughJson(schema: z.ZodType): string | undefined {
   return found;
 }
 
+/**
+ * Whether the schema transforms what it parses (`.transform()`, `z.preprocess` is an
+ * input-side one): what `create` stores is then the transform's output, which consumers
+ * parse with the same schema again.
+ */
+function transforms(schema: z.ZodType): boolean {
+  let found = false;
+  try {
+    z.toJSONSchema(schema, {
+      io: 'output',
+      unrepresentable: 'any',
+      override: ({ zodSchema }) => {
+        const type = (zodSchema as { _zod?: { def?: { type?: string } } })._zod?.def?.type;
+        if (type === 'transform') found = true;
+      },
+    });
+  } catch {
+    // Not walkable: checked at each create, which costs a second parse.
+    return true;
+  }
+  return found;
+}
+
+/**
+ * Refuses a payload whose schema's output, through JSON, its own schema does not accept:
+ * consumers parse what was stored with that schema (a `.transform(Number)` of a string field would park
+ * every event there). Named at the field, with zod's reason.
+ */
+function assertReparses<T>(schema: z.ZodType<T>, data: T, type: string): void {
+  let received: unknown;
+  try {
+    // As a consumer gets it: through JSON (a Date as its text).
+    received = JSON.parse(JSON.stringify(data) ?? 'null');
+  } catch {
+    return; // What JSON cannot carry, enqueue refuses naming the field.
+  }
+  const result = schema.safeParse(received);
+  if (result.success) return;
+  const issue = result.error.issues[0];
+  const path = issuePath('payload', issue?.path ?? []);
+  throw new ValidationError(
+    path,
+    `is what the schema's transform gave, which the same schema refuses (${issue?.message ?? 'invalid'}): consumers parse events with this schema, so each would park this one; transform on the consumer's side instead, or give the transform an output its input accepts (${type})`,
+    { cause: result.error },
+  );
+}
+
 const eventSpecFields = optionNames<EventSpec<z.ZodType>>({
   type: true,
   aggregateType: true,
@@ -255,6 +302,7 @@ export function defineEvent<S extends z.ZodType, const T extends string = string
   declaredTypes.add(spec.type);
   const schema = spec.schema as unknown as z.ZodType<z.output<S>>;
   const parse = (payload: unknown) => parseOrThrow(schema, payload, 'payload', spec.type);
+  const reparse = transforms(spec.schema);
   return {
     type: spec.type,
     aggregateType: spec.aggregateType,
@@ -263,6 +311,7 @@ export function defineEvent<S extends z.ZodType, const T extends string = string
     create(payload, options = {}) {
       assertKnownOptions(`${spec.type}.create`, options, eventOptions, 'options.');
       const data = parse(payload);
+      if (reparse) assertReparses(schema, data, spec.type);
       const event: OutboxEvent<z.output<S>> = {
         type: spec.type,
         aggregateType: spec.aggregateType,
