@@ -142,6 +142,59 @@ it.each([
   },
 );
 
+it("leaves backoff on every lane once one lane finds the database back, not at each lane's own timer", async () => {
+  // Backoff grows to seconds during the outage; each lane sleeps its own (jittered) step.
+  const broker = new MemoryBroker();
+  const lines: Line[] = [];
+  const log = (fields: Record<string, unknown>, message: string) =>
+    lines.push({ message, fields, at: Date.now() });
+  dispatcher = createDispatcher({
+    db: viaProxy,
+    broker,
+    schema: t.schema,
+    batchSize: 5,
+    batchesInFlight: 2,
+    retryBaseDelayMs: 200,
+    retryMaxDelayMs: 30_000,
+    pollIntervalMs: 100,
+    rebalanceIntervalMs: 100,
+    logger: { debug: () => {}, info: log, warn: log, error: log },
+  });
+  await dispatcher.start();
+  // A backlog: both lanes claim, so both meet the outage.
+  const before = await enqueue(200);
+  await proxy.stop();
+  const lanesDown = () =>
+    new Set(
+      lines
+        .filter((line) => line.message === 'database unavailable; retrying')
+        .map((line) => line.fields.lane),
+    );
+  await waitFor(
+    'both lanes in a backoff of seconds',
+    () =>
+      lanesDown().size === 2 &&
+      lines.some((line) => Number(line.fields.retryInMs) >= 3200 && line.fields.lane !== undefined),
+    { timeoutMs: 20_000 },
+  );
+  const during = await enqueue(50);
+  await proxy.start();
+  await waitFor('dispatching again', () => lines.some((l) => l.message === 'dispatching again'), {
+    timeoutMs: 40_000,
+  });
+  const againAt = Date.now();
+  // Readiness follows the state: out of backoff within a round trip, not seconds later.
+  await waitFor('no lane in backoff', () => dispatcher?.health().state !== 'backoff', {
+    timeoutMs: 1000,
+    intervalMs: 20,
+  });
+  expect(Date.now() - againAt).toBeLessThan(1000);
+  await waitFor('every event published', () => {
+    const published = new Set(broker.messages.map((message) => message.id));
+    return [...before, ...during].every((id) => published.has(id));
+  });
+}, 90_000);
+
 /** Ends the server processes whose clients sit at `ports` (on this host); how many there were. */
 async function terminate(ports: number[]): Promise<number> {
   if (ports.length === 0) return 0;

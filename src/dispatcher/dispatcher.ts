@@ -357,6 +357,16 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
           logger.info({ after: failures }, 'dispatching again');
           this.outage.clear();
         }
+        if (failures > 0) {
+          // The outage is over for this lane: the others, still sleeping out their backoff
+          // (up to retryMaxDelayMs), try again now instead of leaving their partitions
+          // waiting and readiness saying the outage goes on.
+          for (const other of this.lanes) {
+            if (other !== lane && other.health.state === 'backoff') {
+              other.stopRequested.interruptSleep();
+            }
+          }
+        }
         failures = 0;
         // Events came: what is held back next starts a fresh series of quick looks.
         if (report.claimed > 0) lane.clearRecheck();

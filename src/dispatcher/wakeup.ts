@@ -15,6 +15,11 @@ export class Wakeup {
     else this.pending = true;
   }
 
+  /** Ends a sleep under way, if any; unlike `wake`, leaves the next sleep alone. */
+  interruptSleep(): void {
+    this.release?.();
+  }
+
   /** Resolves after `ms` with false, or with true when woken (at once if woken since the last sleep). */
   sleep(ms: number): Promise<boolean> {
     if (this.pending) {
