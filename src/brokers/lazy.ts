@@ -82,10 +82,14 @@ export class LazySource implements MessageSource {
     return this.source?.workingIntervalMs;
   }
 
-  async start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void) {
+  async start(
+    onMessage: (delivery: Delivery) => void,
+    onLost: (error: Error) => void,
+    onInterrupted?: (reason: string | undefined) => void,
+  ) {
     const { peer, setting, load } = this.loader;
     this.source ??= await loadWithPeer(setting, peer, load);
-    await this.source.start(onMessage, onLost);
+    await this.source.start(onMessage, onLost, onInterrupted);
   }
 
   check(): Promise<void> {

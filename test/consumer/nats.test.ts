@@ -169,3 +169,43 @@ it('a handler slower than ack_wait_s keeps its message: the broker hears it is w
     await pg.drop();
   }
 }, 60_000);
+
+it('says it is not receiving as soon as its connection drops, while the client reconnects, and receiving once back', async () => {
+  privateServer ??= startNatsServer();
+  const own = await privateServer;
+  const pg = await createPgTestSchema('consume_nats_drop');
+  const id = randomBytes(5).toString('hex');
+  const url = `${own.url}?stream=C_${id}&subject_prefix=c${id}`;
+  let consumer: Consumer | undefined;
+  try {
+    consumer = await consume({
+      broker: url,
+      consumer: 'dropped',
+      database: pg.db,
+      schema: pg.schema,
+      events: [QuizSubmitted],
+      handler: () => {},
+    });
+    const states: string[] = [];
+    consumer.on('state', (state) => states.push(state));
+    await own.stop();
+    const stoppedAt = Date.now();
+    // The client's own reconnecting lasts about 10 s before the source is given up; the
+    // state says so within a second or two, not at its end.
+    await waitFor('not receiving', () => consumer?.health().state === 'reconnecting', {
+      timeoutMs: 4000,
+      intervalMs: 50,
+    });
+    expect(Date.now() - stoppedAt).toBeLessThan(4000);
+    expect(consumer.health().reason).toMatch(/connection lost; the client is reconnecting/);
+    await own.start();
+    await waitFor('receiving again', () => consumer?.health().state === 'receiving', {
+      timeoutMs: 30_000,
+    });
+    expect(states.slice(0, 2)).toEqual(['reconnecting', 'receiving']);
+  } finally {
+    await consumer?.stop();
+    await deleteStream(own.url, `C_${id}`).catch(() => {});
+    await pg.drop();
+  }
+}, 60_000);

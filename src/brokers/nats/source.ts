@@ -49,6 +49,7 @@ class NatsSource implements MessageSource {
   async start(
     onMessage: (delivery: Delivery) => void,
     onLost: (error: Error) => void,
+    onInterrupted: (reason: string | undefined) => void = () => {},
   ): Promise<void> {
     const nc = await dialNats(this.settings, `edupulse-outbox consumer ${this.options.consumer}`);
     this.nc = nc;
@@ -90,17 +91,31 @@ class NatsSource implements MessageSource {
     void nc
       .closed()
       .then((error) => lost(`connection closed${error ? `: ${errorMessage(error)}` : ''}`));
-    void this.watchPermissions(nc, onLost);
+    void this.watchStatus(nc, onLost, onInterrupted);
   }
 
   /**
-   * An ack the server does not permit is dropped without a word to the publisher: every
-   * message would come again after ack_wait, and again at each start, for ever. The server
-   * reports the violation on the connection's status; it is a setting, so the consumer
-   * stops (`fatal`) naming it.
+   * The connection's status. A dropped connection the client is reconnecting (for ~10 s,
+   * before `closed`) is said at once, so readiness does not stay green meanwhile. An ack
+   * the server does not permit is dropped without a word to the publisher: every message
+   * would come again after ack_wait, and again at each start, for ever. The server reports
+   * the violation on the status; it is a setting, so the consumer stops (`fatal`) naming it.
    */
-  private async watchPermissions(nc: NatsConnection, onLost: (error: Error) => void) {
+  private async watchStatus(
+    nc: NatsConnection,
+    onLost: (error: Error) => void,
+    onInterrupted: (reason: string | undefined) => void,
+  ) {
     for await (const status of nc.status()) {
+      if (this.closing) return;
+      if (status.type === 'disconnect') {
+        onInterrupted(`NATS at ${this.location}: connection lost; the client is reconnecting`);
+        continue;
+      }
+      if (status.type === 'reconnect') {
+        onInterrupted(undefined);
+        continue;
+      }
       const error = status.type === 'error' ? status.error : undefined;
       if (!(error instanceof PermissionViolationError) || this.closing) continue;
       const denied = permissionDenied(error, this.settings.subjectPrefix) ?? errorMessage(error);
