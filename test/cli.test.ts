@@ -68,6 +68,22 @@ describe('--help', () => {
     expect(result.code).toBe(0);
     expect(result.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
   });
+
+  it('the compiled module run as a script says where the command is, instead of exiting 0 having done nothing', async () => {
+    const main = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+    const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
+      (resolve) => {
+        execFile(process.execPath, [main, 'run', '--help'], (error, stdout, stderr) =>
+          resolve({ code: error ? (error.code as number) : 0, stdout, stderr }),
+        );
+      },
+    );
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toBe(
+      'edupulse-outbox: dist/cli/main.js is not the command; run bin/edupulse-outbox (`npx edupulse-outbox`) with the same arguments\n',
+    );
+  });
 });
 
 describe('a bad setting', () => {

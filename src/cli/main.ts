@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { redactUrl } from '../common/url.js';
 import { deadCommand, inboxCommand, purgeCommand } from './commands/dead.js';
@@ -95,5 +96,26 @@ export async function main(argv: readonly string[]): Promise<number> {
       return error.exitCode === 0 ? exitCodes.ok : exitCodes.badSetting;
     }
     throw error;
+  }
+}
+
+// Run as a script itself (`node dist/cli/main.js run …`, a supervisor pointed at the
+// compiled file), this module would only define main() and exit 0 having done nothing:
+// say where the CLI is instead, and exit 2.
+if (
+  process.argv[1] !== undefined &&
+  realpathOf(process.argv[1]) === fileURLToPath(import.meta.url)
+) {
+  process.stderr.write(
+    'edupulse-outbox: dist/cli/main.js is not the command; run bin/edupulse-outbox (`npx edupulse-outbox`) with the same arguments\n',
+  );
+  process.exitCode = exitCodes.badSetting;
+}
+
+function realpathOf(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
   }
 }
