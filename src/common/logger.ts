@@ -38,11 +38,19 @@ export function assertLogger(value: unknown, setting: string, falseAllowed = fal
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
-/** Long text fields (a 100 KB aggregate id, an error quoting a payload) are cut. */
+/**
+ * The longest text field a log line carries. What comes from the table (an aggregate id,
+ * an error quoting a payload) is cut shorter where it is logged; this keeps a whole
+ * sentence of ours (a refusal saying what to grant runs to a few hundred characters)
+ * and still stops a 100 KB value from flooding the log.
+ */
+const LOG_FIELD_CHARS = 2000;
+
+/** Long text fields are cut. */
 function clipFields(object: Record<string, unknown>): Record<string, unknown> {
   const clipped: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(object)) {
-    clipped[key] = typeof value === 'string' ? clip(value) : value;
+    clipped[key] = typeof value === 'string' ? clip(value, LOG_FIELD_CHARS) : value;
   }
   return clipped;
 }
