@@ -737,6 +737,10 @@ describe('enqueue edge cases', () => {
       'payload.a.a.a.a.a.a.….a.a.a.a.a: is nested more than 1000 levels deep, deeper than JSON.stringify can be relied on to write (lesson-published)',
     );
     expect(await refusal({ ...event, id: randomUUID(), payload: nested(1000) })).toBe('written');
+    // A type that is itself the problem is named readably: escaped and cut.
+    const loud = await refusal({ ...event, type: `\u001b[31m${'x'.repeat(5000)}` });
+    expect(loud).toMatch(/^type: .* \(\\u001b\[31mx{90}… \(5010 characters\)\)$/);
+    expect(loud.length).toBeLessThan(400);
     expect(await refusal({ ...event, headr: {} } as OutboxEvent)).toBe(
       'headr: is not a field of an event; did you mean "headers"? (lesson-published)',
     );

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames, unknownName } from '../common/options.js';
-import { bytesOverLimit } from '../common/text.js';
+import { bytesOverLimit, clip, escapeControl } from '../common/text.js';
 import { activeTraceHeaders } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
@@ -76,28 +76,32 @@ function toRow(
   maxPayloadBytes: number | undefined,
 ): Row {
   const prefix = many ? `events[${index}]` : '';
+  // The event's type in a refusal's message: as given, but readable (a type that is itself
+  // the problem may be 10,000 characters, or hold an escape sequence).
+  const type = event?.type;
+  const label = typeof type === 'string' ? clip(escapeControl(type), 100) : 'event';
   const stray = strayField(event);
   if (stray !== undefined) {
     throw new ValidationError(
       `${prefix ? `${prefix}.` : ''}${stray}`,
-      `${unknownName(stray, eventFields, 'a field of an event', 'fields')} (${event.type ?? 'event'})`,
+      `${unknownName(stray, eventFields, 'a field of an event', 'fields')} (${label})`,
     );
   }
-  const valid = parseOrThrow(eventEnvelopeSchema, event, prefix, event?.type ?? 'event');
+  const valid = parseOrThrow(eventEnvelopeSchema, event, prefix, label);
   const field = `${prefix ? `${prefix}.` : ''}payload`;
   const { text: payload, problem } = payloadJson(valid.payload);
   if (problem) {
-    throw new ValidationError(`${field}${problem.path}`, `is ${problem.reason} (${valid.type})`);
+    throw new ValidationError(`${field}${problem.path}`, `is ${problem.reason} (${label})`);
   }
   if (payload === undefined) {
-    throw new ValidationError(field, `is missing (${valid.type})`);
+    throw new ValidationError(field, `is missing (${label})`);
   }
   if (maxPayloadBytes !== undefined && payload.length > maxPayloadBytes / 3) {
     const bytes = Buffer.byteLength(payload, 'utf8');
     if (bytes > maxPayloadBytes) {
       throw new ValidationError(
         field,
-        `${bytesOverLimit(bytes, maxPayloadBytes, 'maxPayloadBytes')} (${valid.type})`,
+        `${bytesOverLimit(bytes, maxPayloadBytes, 'maxPayloadBytes')} (${label})`,
       );
     }
   }
