@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseTime } from '../src/cli/settings.js';
-import { escapeControl, jsonForTerminal } from '../src/common/text.js';
+import { bytesOverLimit, escapeControl, jsonForTerminal } from '../src/common/text.js';
 import { brokerFromUrl, ConfigError, createOutbox } from '../src/index.js';
 import { killChildren, lines, runCli, stackLines } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
@@ -327,6 +327,16 @@ describe('text a producer chose reaches the terminal escaped', () => {
     const json = jsonForTerminal(value, 2);
     expect(json).not.toMatch(RAW_CONTROL);
     expect(JSON.parse(json)).toEqual(value);
+  });
+
+  it('a size over a limit never reads as equal to it', () => {
+    expect(bytesOverLimit(2 * 1024 * 1024, 1024 * 1024, 'maxPayloadBytes')).toBe(
+      '2.0 MiB exceeds maxPayloadBytes (1.0 MiB)',
+    );
+    // Rounded alike, they are given in bytes.
+    expect(bytesOverLimit(4100, 4096, 'max_payload')).toBe(
+      '4100 bytes exceeds max_payload (4096 bytes)',
+    );
   });
 
   it('escapeControl shows an unpaired surrogate as its code and keeps pairs', () => {

@@ -110,7 +110,18 @@ export function formatBytes(bytes: number): string {
   return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
 }
 
+/**
+ * A size and the limit it exceeds as formatBytes writes them, or in bytes where rounding
+ * would make them look alike (`4100 bytes` over `4096 bytes`, not `4.0 KiB` over `4.0 KiB`).
+ */
+export function sizeOverLimit(bytes: number, limit: number): [size: string, limit: string] {
+  const size = formatBytes(bytes);
+  const max = formatBytes(limit);
+  return size === max ? [`${bytes} bytes`, `${limit} bytes`] : [size, max];
+}
+
 /** `2.0 MiB exceeds maxPayloadBytes (1.0 MiB)`: a size over a limit, the limit named. */
 export function bytesOverLimit(bytes: number, limit: number, limitName: string): string {
-  return `${formatBytes(bytes)} exceeds ${limitName} (${formatBytes(limit)})`;
+  const [size, max] = sizeOverLimit(bytes, limit);
+  return `${size} exceeds ${limitName} (${max})`;
 }

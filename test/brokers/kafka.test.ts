@@ -168,6 +168,12 @@ describe('kafka broker', () => {
     expect(results[0]).toEqual({ ok: true });
     expect(results[1]).toMatchObject({ ok: false, permanent: true });
     expect(results[1]?.ok === false && results[1].error).toMatch(/^MESSAGE_TOO_LARGE: /);
+    // The record's size and where the limit is set, which Kafka's words leave out.
+    expect(results[1]?.ok === false && results[1].error).toMatch(
+      new RegExp(
+        `\\(a record of about 1\\.\\d MiB with its key and headers, to topic "${prefix}\\.lesson": over the topic's max\\.message\\.bytes or the broker's message\\.max\\.bytes\\)$`,
+      ),
+    );
     expect(results[2]).toEqual({ ok: true });
     // The failed send restarted the producer's sequence numbers: the next ones are taken.
     const after = [message('lesson', 'small-1', { n: 3 }), message('lesson', 'small-2', { n: 4 })];

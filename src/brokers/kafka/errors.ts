@@ -1,4 +1,5 @@
 import { errorMessage } from '../../common/errors.js';
+import { formatBytes } from '../../common/text.js';
 import { type PublishResult, published } from '../broker.js';
 import { type Entry, entryPartition, partitionKey } from './records.js';
 
@@ -45,9 +46,31 @@ export function settleFailedSend(
     else if (failure === undefined)
       results[entry.index] = { ok: false, permanent: false, error: describeError(error) };
     else if (failure.permanent && isolate && shared) again.push(entry);
-    else results[entry.index] = { ok: false, permanent: failure.permanent, error: failure.reason };
+    else {
+      results[entry.index] = {
+        ok: false,
+        permanent: failure.permanent,
+        error: shared ? failure.reason : `${failure.reason}${sizeHint(failure.reason, entry)}`,
+      };
+    }
   }
   return again;
+}
+
+/**
+ * For a record refused alone as too large: its size and where the limit is set, which
+ * the server's reason does not say.
+ */
+function sizeHint(reason: string, entry: Entry): string {
+  if (!reason.startsWith('MESSAGE_TOO_LARGE') && !reason.startsWith('RECORD_LIST_TOO_LARGE')) {
+    return '';
+  }
+  const { record } = entry;
+  let bytes = Buffer.byteLength(record.value ?? '') + Buffer.byteLength(record.key ?? '');
+  const headers = record.headers;
+  const pairs = headers instanceof Map ? [...headers] : Object.entries(headers ?? {});
+  for (const [name, value] of pairs) bytes += name.length + value.length;
+  return ` (a record of about ${formatBytes(bytes)} with its key and headers, to topic "${record.topic}": over the topic's max.message.bytes or the broker's message.max.bytes)`;
 }
 
 function countBy<T>(items: readonly T[], key: (item: T) => string): Map<string, number> {

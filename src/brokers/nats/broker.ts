@@ -1,6 +1,6 @@
 import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
-import { formatBytes } from '../../common/text.js';
+import { formatBytes, sizeOverLimit } from '../../common/text.js';
 import { withTimeout } from '../../common/timeout.js';
 import {
   type ConnectOptions,
@@ -106,9 +106,9 @@ class NatsBroker implements EventBroker {
     if (bytes + 9 * attributesTextLength(message, this.source) + 1024 <= limit) return undefined;
     const headerBytes = (this.headers(message) as unknown as { encode(): Uint8Array }).encode()
       .length;
-    return bytes + headerBytes > limit
-      ? `payload and headers: ${formatBytes(bytes)} of payload and ${formatBytes(headerBytes)} of CloudEvents headers exceed the NATS server's max_payload (${formatBytes(limit)})`
-      : undefined;
+    if (bytes + headerBytes <= limit) return undefined;
+    const [total, max] = sizeOverLimit(bytes + headerBytes, limit);
+    return `payload and headers: ${formatBytes(bytes)} of payload and ${formatBytes(headerBytes)} of CloudEvents headers, ${total} together, exceed the NATS server's max_payload (${max})`;
   }
 
   /** A PING/PONG round trip on the connection. */
