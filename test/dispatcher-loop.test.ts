@@ -103,6 +103,44 @@ it('logs each step of an outage once, however many lanes wait it out', async () 
   expect(lines.filter((line) => line.message === 'dispatching again')).toHaveLength(1);
 });
 
+it('an outage that connecting does not end (a topic gone) is one info line per step, not two', async () => {
+  let down = true;
+  const broker = new MemoryBroker({
+    onCheck: () => {
+      if (down) throw new BrokerUnavailableError('topic "t" is gone (create_topics=false)');
+    },
+  });
+  const lines: { level: string; message: string }[] = [];
+  const at =
+    (level: string) =>
+    (_fields: Record<string, unknown>, message: string): void => {
+      lines.push({ level, message });
+    };
+  const d = createDispatcher({
+    db: t.db,
+    broker,
+    schema: t.schema,
+    retryBaseDelayMs: 20,
+    retryMaxDelayMs: 80,
+    pollIntervalMs: 20,
+    logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') },
+  });
+  await d.start();
+  const said = (message: string, level?: string) =>
+    lines.filter((line) => line.message === message && (!level || line.level === level));
+  await waitFor('five steps', () => said('broker unavailable; retrying').length >= 5, {
+    timeoutMs: 10_000,
+  });
+  down = false;
+  await waitFor('dispatching again', () => said('dispatching again').length > 0, {
+    timeoutMs: 10_000,
+  });
+  await d.stop();
+  // Connected at start (info); each step's reconnect at debug only.
+  expect(said('broker connected', 'info')).toHaveLength(1);
+  expect(said('broker connected', 'debug').length).toBeGreaterThanOrEqual(4);
+});
+
 it("start() rejects with the broker's error, and leaves nothing running", async () => {
   for (const refusal of [
     new ConfigError('broker', 'stream "S" exists but does not capture "p.*.*"'),

@@ -12,6 +12,8 @@ import { withTimeout } from '../common/timeout.js';
 export class BrokerLink {
   connected = false;
   private connecting: Promise<void> | undefined;
+  /** Connected before: a reconnect is logged at debug (`dispatching again` ends an outage). */
+  private everConnected = false;
 
   constructor(
     private readonly broker: EventBroker,
@@ -90,6 +92,10 @@ export class BrokerLink {
           );
     }
     this.connected = true;
-    this.logger.info({ broker: this.broker.name }, 'broker connected');
+    // During an outage that connecting does not end (a topic gone, a stream refused) each
+    // backoff step connects again: one line per step is the outage's own.
+    if (this.everConnected) this.logger.debug({ broker: this.broker.name }, 'broker connected');
+    else this.logger.info({ broker: this.broker.name }, 'broker connected');
+    this.everConnected = true;
   }
 }
