@@ -160,7 +160,7 @@ export function createInbox(options: InboxOptions): Inbox {
           if (onStale === 'park') {
             const applied = lastSequence === undefined ? '' : ` (sequence ${lastSequence})`;
             throw new StaleEventError(
-              `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"${applied}`,
+              `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"${applied}; one applied before and delivered again after its inbox record was purged looks the same: retry it only if it was not applied`,
             );
           }
           outcome = 'stale';
