@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { outboxStatus } from '../src/admin/status.js';
 import { notifyChannel } from '../src/db/identifier.js';
 import { statements } from '../src/db/sql/index.js';
 import {
@@ -86,6 +87,7 @@ async function statusJson() {
     deadLetters: number;
     pendingByEventType: Record<string, { pending: number; oldestAgeSeconds: number }>;
     pendingByPartition: Record<string, { pending: number; oldestAgeSeconds: number }>;
+    unownedPartitions: number[];
     producerNotify: boolean;
     deadLettersByEventType: Record<string, number>;
   };
@@ -412,6 +414,52 @@ describe('status', () => {
       expect.stringMatching(/^ {2}lesson-published {2}2 pending/),
       expect.stringMatching(/^ {2}quiz-submitted {4}1 pending/),
     ]);
+  });
+});
+
+describe('status while events are written and partitions move', () => {
+  it('gives one snapshot of the backlog (its splits add up) and no negative age', async () => {
+    let writing = true;
+    const writer = (async () => {
+      while (writing) await enqueue([lesson(randomUUID(), 'w'), quiz(randomUUID())]);
+    })();
+    try {
+      for (let i = 0; i < 20; i++) {
+        const snapshot = await outboxStatus(t.db, t.schema);
+        const sum = (shares: Record<string, { pending: number }>) =>
+          Object.values(shares).reduce((total, share) => total + share.pending, 0);
+        expect(sum(snapshot.pendingByEventType), `round ${i}`).toBe(snapshot.pending);
+        expect(sum(snapshot.pendingByPartition), `round ${i}`).toBe(snapshot.pending);
+        const ages = [
+          ...Object.values(snapshot.pendingByEventType),
+          ...Object.values(snapshot.pendingByPartition),
+        ].map((share) => share.oldestAgeSeconds);
+        expect(Math.min(...ages), `round ${i}`).toBeGreaterThanOrEqual(0);
+      }
+    } finally {
+      writing = false;
+      await writer;
+    }
+  });
+
+  it('names the partitions no running dispatcher owns', async () => {
+    // A member of the schema's dispatchers that owns nothing yet (as one that just joined).
+    const sql = statements(t.schema);
+    const session = pgDatabase({ connectionString: PG_URL, maxConnections: 1 });
+    try {
+      await session.query('SELECT 1');
+      const { rows } = await session.query<{ members: number }>(sql.ownershipKeys, [t.schema]);
+      await session.query(sql.ownershipLock, [rows[0]?.members, 4242]);
+      const status = await statusJson();
+      expect(status.unownedPartitions).toEqual(Array.from({ length: 64 }, (_, p) => p));
+      const text = await cli('status');
+      expect(text.stdout).toContain('dispatchers: 1 (sharing 64 partitions)');
+      expect(text.stdout).toContain('  unowned: 64 partitions: 0-63 (a rebalance takes');
+    } finally {
+      await session.close();
+    }
+    // No dispatcher: none is said to be unowned.
+    expect((await statusJson()).unownedPartitions).toEqual([]);
   });
 });
 

@@ -44,33 +44,37 @@ export interface OutboxStatus {
   consumerDeadLetters: number;
   /** Dispatchers sharing the partitions right now, and what each owns. */
   dispatchers: DispatcherOwnership[];
+  /**
+   * Partitions no dispatcher owns right now, while at least one runs: for a second or
+   * two while they rebalance; for longer, nothing publishes their events.
+   */
+  unownedPartitions: number[];
 }
 
 /** A snapshot of one schema's outbox: backlog, dead letters, dispatchers and their partitions. */
 export async function outboxStatus(db: Executor, schema: string): Promise<OutboxStatus> {
   const sql = statements(schema);
-  type Share = { key: string; pending: number; oldest_age_s: number };
-  // The queries run side by side: one reference time keeps their ages comparable, and the
-  // whole backlog is the sum of the partitions', so its oldest is their oldest.
-  const { rows: clock } = await db.query<{ at: string }>(sql.statusClock);
-  const at = clock[0]?.at ?? null;
+  type Share = { by_partition: boolean; key: string; pending: number; oldest_age_s: number };
+  // The queries run side by side. The backlog's two groupings come from one statement, so
+  // from one snapshot; the whole backlog is the sum of the partitions', so its oldest is
+  // their oldest.
   const [
-    { rows: byPartition },
-    { rows: byEventType },
+    { rows: backlog },
     { rows: dead },
     { rows: deadByEventType },
     { rows: keyRows },
     { rows: settings },
     { rows: consumerDead },
   ] = await Promise.all([
-    db.query<Share>(sql.outboxBacklogByPartition, [at]),
-    db.query<Share>(sql.outboxBacklogByEventType, [at]),
+    db.query<Share>(sql.outboxBacklogShares),
     db.query<{ dead: number; oldest_age_s: number }>(sql.deadLetterCount),
     db.query<{ key: string; dead: number }>(sql.deadLetterCountByEventType),
     db.query<{ members: number; partitions: number }>(sql.ownershipKeys, [schema]),
     db.query<{ partitions: number }>(sql.settingsPartitions),
     db.query<{ dead: number }>(sql.consumerDeadLetterCount, [null]),
   ]);
+  const byPartition = backlog.filter((row) => row.by_partition);
+  const byEventType = backlog.filter((row) => !row.by_partition);
   const shares = (rows: Share[]) =>
     Object.fromEntries(
       rows.map((row) => [
@@ -99,9 +103,15 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
   }
   const dispatchers = [...byPid.values()].sort((a, b) => a.pid - b.pid);
   for (const dispatcher of dispatchers) dispatcher.partitions.sort((a, b) => a - b);
+  const partitions = Number(settings[0]?.partitions ?? 0);
+  const owned = new Set(dispatchers.flatMap((dispatcher) => dispatcher.partitions));
+  const unownedPartitions =
+    dispatchers.length === 0
+      ? []
+      : Array.from({ length: partitions }, (_, p) => p).filter((p) => !owned.has(p));
   return {
     schema,
-    partitions: Number(settings[0]?.partitions ?? 0),
+    partitions,
     pending: byPartition.reduce((sum, row) => sum + Number(row.pending), 0),
     oldestAgeSeconds: byPartition.reduce(
       (oldest, row) => Math.max(oldest, Number(row.oldest_age_s)),
@@ -117,5 +127,6 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     ),
     consumerDeadLetters: Number(consumerDead[0]?.dead ?? 0),
     dispatchers,
+    unownedPartitions,
   };
 }

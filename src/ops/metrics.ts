@@ -187,7 +187,7 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   const count = async () => {
     const [partitions, dead] = await withTimeout(
       Promise.all([
-        db.query<BacklogRow>(sql.outboxBacklogByPartition, [null]),
+        db.query<BacklogRow>(sql.outboxBacklogByPartition),
         db.query<{ dead: number; oldest_age_s: number }>(sql.deadLetterCount),
       ]),
       timeoutMs,

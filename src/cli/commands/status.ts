@@ -78,6 +78,11 @@ retention plus the janitor's 10 minutes.`,
               (d) =>
                 `  ${escapeControl(scrubSecrets(d.name))}  (backend pid ${d.pid})  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
             ),
+            ...(status.unownedPartitions.length > 0
+              ? [
+                  `  unowned: ${status.unownedPartitions.length} partitions: ${partitionRanges(status.unownedPartitions)} (a rebalance takes a second or two; longer, nothing publishes them)`,
+                ]
+              : []),
             ...section('pending by event type', status.pendingByEventType),
             ...section('pending by partition', status.pendingByPartition),
             ...section(

@@ -82,12 +82,13 @@ export interface OutboxStatements {
    * of that aggregate, oldest first, at most 100 (an operator's search).
    */
   outboxSearch: string;
-  /** The server's time, as text that reads back as a timestamptz: status's reference for ages. */
-  statusClock: string;
-  /** Pending rows and the age of the oldest, per partition that has any; ages as of $1 (null: now). */
+  /** Pending rows and the age of the oldest, per partition that has any. */
   outboxBacklogByPartition: string;
-  /** Pending rows and the age of the oldest, per event type; ages as of $1 (null: now). */
-  outboxBacklogByEventType: string;
+  /**
+   * Pending rows and the age of the oldest, per partition (`by_partition`, key its number
+   * as text) and per event type, from one snapshot.
+   */
+  outboxBacklogShares: string;
 }
 
 /** `s`: the quoted schema; `name`: the schema's name (a validated identifier). */
@@ -177,15 +178,17 @@ FROM ${s}.outbox`,
   partition, ${rfc3339('occurred_at')} AS occurred_at, attempts, last_error
 FROM ${s}.outbox o WHERE id = $1::uuid OR aggregate_id = $2 ORDER BY o.seq LIMIT 100`,
 
-    statusClock: 'SELECT now()::text AS at',
-
+    // Ages from now, never below 0 (an occurred_at a producer gave may lie ahead).
     outboxBacklogByPartition: `SELECT partition::int AS key, count(*)::int AS pending,
-  extract(epoch FROM coalesce($1::timestamptz, now()) - min(occurred_at))::float8 AS oldest_age_s
+  greatest(0, extract(epoch FROM now() - min(occurred_at)))::float8 AS oldest_age_s
 FROM ${s}.outbox GROUP BY partition ORDER BY partition`,
 
-    outboxBacklogByEventType: `SELECT event_type AS key, count(*)::int AS pending,
-  extract(epoch FROM coalesce($1::timestamptz, now()) - min(occurred_at))::float8 AS oldest_age_s
-FROM ${s}.outbox GROUP BY event_type ORDER BY event_type`,
+    // Both groupings in one scan, so one snapshot: their totals agree.
+    outboxBacklogShares: `SELECT (grouping(event_type) = 1) AS by_partition,
+  coalesce(partition::text, event_type) AS key, count(*)::int AS pending,
+  greatest(0, extract(epoch FROM now() - min(occurred_at)))::float8 AS oldest_age_s
+FROM ${s}.outbox GROUP BY GROUPING SETS ((partition), (event_type))
+ORDER BY by_partition, partition, event_type`,
   };
 }
 
