@@ -15,6 +15,7 @@ import {
   createOutbox,
   type Database,
   type Dispatcher,
+  type DispatcherOptions,
   LessonPublished,
 } from '../src/index.js';
 import { createPgTestSchema, proxiedPgDatabase, type TestSchema } from './helpers/db.js';
@@ -55,6 +56,30 @@ interface Line {
 
 const outbox = () => createOutbox({ schema: t.schema });
 
+/**
+ * A dispatcher (not started) reaching PostgreSQL through the proxy, polling every 100 ms,
+ * with `options`; the lines it logs (not debug) are collected into the array returned.
+ */
+function logged(
+  broker: MemoryBroker,
+  options: Partial<DispatcherOptions>,
+): { d: Dispatcher; lines: Line[] } {
+  const lines: Line[] = [];
+  const log = (fields: Record<string, unknown>, message: string) =>
+    lines.push({ message, fields, at: Date.now() });
+  const d = createDispatcher({
+    db: viaProxy,
+    broker,
+    schema: t.schema,
+    pollIntervalMs: 100,
+    rebalanceIntervalMs: 100,
+    ...options,
+    logger: { debug: () => {}, info: log, warn: log, error: log },
+  });
+  dispatcher = d;
+  return { d, lines };
+}
+
 async function enqueue(count: number): Promise<string[]> {
   const ids: string[] = [];
   await t.db.transaction(async (tx) => {
@@ -78,26 +103,17 @@ it.each([
   'logs each step of a database outage $when once, and dispatching again once it is back',
   async ({ latencyMs }) => {
     const broker = new MemoryBroker({ latencyMs });
-    const lines: Line[] = [];
-    const log = (fields: Record<string, unknown>, message: string) =>
-      lines.push({ message, fields, at: Date.now() });
-    dispatcher = createDispatcher({
-      db: viaProxy,
-      broker,
-      schema: t.schema,
+    const { d, lines } = logged(broker, {
       batchSize: 10,
       retryBaseDelayMs: 20,
       retryMaxDelayMs: 160,
-      pollIntervalMs: 100,
-      rebalanceIntervalMs: 100,
-      logger: { debug: () => {}, info: log, warn: log, error: log },
     });
     const published = () => new Set(broker.messages.map((message) => message.id));
     const unavailable = () =>
       lines.filter((line) => line.message === 'database unavailable; retrying');
     const again = () => lines.filter((line) => line.message === 'dispatching again');
 
-    await dispatcher.start();
+    await d.start();
     const before = await enqueue(20);
     if (latencyMs > 0) {
       // The first batch is at the broker: its transaction is cut before it commits.
@@ -124,7 +140,7 @@ it.each([
     await waitFor('every event published', () =>
       [...before, ...during].every((id) => published().has(id)),
     );
-    await dispatcher.stop();
+    await d.stop();
     dispatcher = undefined;
 
     const attempts = unavailable().map((line) => line.fields.attempt);
@@ -145,22 +161,13 @@ it.each([
 it("leaves backoff on every lane once one lane finds the database back, not at each lane's own timer", async () => {
   // Backoff grows to seconds during the outage; each lane sleeps its own (jittered) step.
   const broker = new MemoryBroker();
-  const lines: Line[] = [];
-  const log = (fields: Record<string, unknown>, message: string) =>
-    lines.push({ message, fields, at: Date.now() });
-  dispatcher = createDispatcher({
-    db: viaProxy,
-    broker,
-    schema: t.schema,
+  const { d, lines } = logged(broker, {
     batchSize: 5,
     batchesInFlight: 2,
     retryBaseDelayMs: 200,
     retryMaxDelayMs: 30_000,
-    pollIntervalMs: 100,
-    rebalanceIntervalMs: 100,
-    logger: { debug: () => {}, info: log, warn: log, error: log },
   });
-  await dispatcher.start();
+  await d.start();
   // A backlog: both lanes claim, so both meet the outage.
   const before = await enqueue(200);
   await proxy.stop();
