@@ -10,6 +10,7 @@ import {
   unsendableCharacter,
   unsendableReason,
 } from '../common/text.js';
+import { UNREADABLE_TEXT } from './json-values.js';
 
 /**
  * An event ready to be enqueued: validated, with its payload in the exact shape that will
@@ -54,17 +55,13 @@ const sendable = (value: string, ctx: z.RefinementCtx) => {
   if (code !== undefined) ctx.addIssue({ code: 'custom', message: unsendableReason(code) });
 };
 
-// NUL and a surrogate without its pair: what PostgreSQL's jsonb cannot store.
-// biome-ignore lint/suspicious/noControlCharactersInRegex: finding NUL is the point
-const UNSTORABLE = /\u0000|\p{Surrogate}/u;
-
 /**
  * Header names are kept in the row whatever they are (only some are published), but one
  * PostgreSQL cannot store would fail the insert with the driver's error, not ours.
  */
 const storableNames = (headers: Record<string, string>, ctx: z.RefinementCtx) => {
   for (const name of Object.keys(headers)) {
-    const bad = UNSTORABLE.exec(name)?.[0];
+    const bad = UNREADABLE_TEXT.exec(name)?.[0];
     if (bad === undefined) continue;
     const code = `U+${(bad.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
     ctx.addIssue({

@@ -115,9 +115,12 @@ class Refusal {
  */
 const UNREADABLE_ESCAPE = /(?<!\\)(?:\\\\)*\\u(0000|d[89a-f][0-9a-f]{2})/i;
 
-/** A NUL or a surrogate without its pair (the `u` flag reads a pair as one character). */
+/**
+ * A NUL or a surrogate without its pair (the `u` flag reads a pair as one character): what
+ * PostgreSQL's JSON cannot hold.
+ */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: finding NUL is the point
-const UNREADABLE_TEXT = /\u0000|[\ud800-\udfff]/u;
+export const UNREADABLE_TEXT = /\u0000|[\ud800-\udfff]/u;
 
 function unreadableReason(code: string): string {
   const what = code === '0000' ? 'a NUL character' : 'an unpaired surrogate';
