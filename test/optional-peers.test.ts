@@ -78,8 +78,8 @@ describe('importing the package', () => {
     expect(optionalAmong(packagesLoadedBy('edupulse-outbox/consumer'))).toEqual([]);
   });
 
-  it('loads the Prometheus client for edupulse-outbox/metrics, which needs it', () => {
-    expect(optionalAmong(packagesLoadedBy('edupulse-outbox/metrics'))).toEqual(['prom-client']);
+  it('loads no optional peer for edupulse-outbox/metrics until a registry is built', () => {
+    expect(optionalAmong(packagesLoadedBy('edupulse-outbox/metrics'))).toEqual([]);
   });
 
   it('names optional peers of package.json, each with its install command', () => {
@@ -155,6 +155,31 @@ describe('brokerFromUrl without the client installed', () => {
     const thrown = JSON.parse(out) as { config?: boolean; message?: string };
     expect(thrown.config).toBe(true);
     expect(thrown.message).toContain('npm install @nats-io/transport-node');
+  });
+});
+
+describe('edupulse-outbox/metrics without prom-client', () => {
+  it.each([
+    ['dispatcherMetrics', { dispatcher: {}, db: {}, schema: 'public' }],
+    ['consumerMetrics', { consumer: {}, name: 'c' }],
+  ])('%s: a ConfigError naming prom-client and the install command', (fn, options) => {
+    const out = evalModule(
+      `import { ConfigError } from 'edupulse-outbox';
+       import * as metrics from 'edupulse-outbox/metrics';
+       try {
+         metrics[${JSON.stringify(fn)}](${JSON.stringify(options)});
+         console.log('{}');
+       } catch (e) {
+         console.log(JSON.stringify({ config: e instanceof ConfigError, setting: e.setting, message: e.message }));
+       }`,
+      { NODE_OPTIONS: `--import ${HIDE.href}`, HIDDEN_PACKAGES: 'prom-client' },
+    );
+    const thrown = JSON.parse(out) as { config?: boolean; setting?: string; message?: string };
+    expect(thrown).toEqual({
+      config: true,
+      setting: fn,
+      message: `${fn}: the metrics endpoint (Prometheus) needs prom-client, which is not installed: npm install prom-client@15`,
+    });
   });
 });
 

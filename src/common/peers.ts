@@ -97,14 +97,26 @@ export async function loadWithPeer<T>(
   try {
     return await load();
   } catch (error) {
-    const code = (error as { code?: unknown } | null)?.code;
-    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
-      throw new ConfigError(
-        setting,
-        `${peer.feature} needs ${peer.packages.join(' and ')}, which could not be loaded (${errorMessage(error)}): ${installCommand(peer)}`,
-        { cause: error },
-      );
-    }
-    throw error;
+    throw notLoaded(setting, peer, error);
   }
+}
+
+/** loadWithPeer for a synchronous `load()` (a `require` of the peer's CommonJS package). */
+export function loadedPeer<T>(setting: string, peer: OptionalPeer, load: () => T): T {
+  assertPeerInstalled(setting, peer);
+  try {
+    return load();
+  } catch (error) {
+    throw notLoaded(setting, peer, error);
+  }
+}
+
+function notLoaded(setting: string, peer: OptionalPeer, error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') return error;
+  return new ConfigError(
+    setting,
+    `${peer.feature} needs ${peer.packages.join(' and ')}, which could not be loaded (${errorMessage(error)}): ${installCommand(peer)}`,
+    { cause: error },
+  );
 }

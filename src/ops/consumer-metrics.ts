@@ -1,9 +1,10 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Consumer, ConsumerHealth } from '../consumer/events.js';
 import { catalogue } from '../events/catalogue.js';
 import { isDeclaredEventType } from '../events/define.js';
 import type { CheckResult } from './health.js';
+import { promClient } from './prom.js';
 
 export interface ConsumerMetricsOptions {
   consumer: Consumer;
@@ -44,6 +45,8 @@ function eventTypeLabel(type: string | undefined): string {
  */
 export function consumerMetrics(options: ConsumerMetricsOptions): Registry {
   assertKnownOptions('consumerMetrics', options, consumerMetricsOptions);
+  const { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } =
+    promClient('consumerMetrics');
   const { consumer, name } = options;
   const registry = options.registry ?? new Registry();
   if (!options.registry) collectDefaultMetrics({ register: registry, prefix: 'consumer_' });

@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { errorMessage } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
@@ -8,6 +8,7 @@ import { statements } from '../db/sql/index.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
 import { catalogue } from '../events/catalogue.js';
 import { isDeclaredEventType } from '../events/define.js';
+import { promClient } from './prom.js';
 import { SharedCheck } from './shared-check.js';
 
 export interface MetricsOptions {
@@ -79,6 +80,8 @@ interface BacklogRow {
  */
 export function dispatcherMetrics(options: MetricsOptions): Registry {
   assertKnownOptions('dispatcherMetrics', options, metricsOptions);
+  const { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } =
+    promClient('dispatcherMetrics');
   const { dispatcher, db, broker } = options;
   const logger = options.logger ?? silentLogger;
   const registry = options.registry ?? new Registry();

@@ -1,0 +1,21 @@
+import { createRequire } from 'node:module';
+import type * as PromClient from 'prom-client';
+import { loadedPeer, optionalPeers } from '../common/peers.js';
+
+const require = createRequire(import.meta.url);
+
+/**
+ * prom-client, loaded when a registry is first built rather than imported by the module:
+ * `edupulse-outbox/metrics` then loads without it, and a function of it called without it
+ * installed throws a ConfigError on `setting` naming what to install, not the loader's
+ * ERR_MODULE_NOT_FOUND. prom-client is CommonJS, so this is the very module an
+ * application's own `import client from 'prom-client'` gets: registries and metrics
+ * pass between the two.
+ */
+export function promClient(setting: string): typeof PromClient {
+  return loadedPeer(
+    setting,
+    optionalPeers.metrics,
+    () => require('prom-client') as typeof PromClient,
+  );
+}
