@@ -82,6 +82,7 @@ async function statusJson() {
   const result = await cli('status', '--json');
   expect(result.code, result.stderr).toBe(0);
   return JSON.parse(result.stdout) as {
+    dispatchers: { pid: number; partitions: number[]; silentSeconds: number | null }[];
     pending: number;
     oldestAgeSeconds: number;
     deadLetters: number;
@@ -460,6 +461,55 @@ describe('status while events are written and partitions move', () => {
     }
     // No dispatcher: none is said to be unowned.
     expect((await statusJson()).unownedPartitions).toEqual([]);
+  });
+});
+
+describe('status with a dispatcher stopped or hung', () => {
+  it('flags the member whose session has run nothing for seconds, and not a running one', async () => {
+    // A member that owns partitions and then runs nothing, as a SIGSTOPped dispatcher's
+    // session does; a running dispatcher shares the rest.
+    const sql = statements(t.schema);
+    const stopped = pgDatabase({
+      connectionString: PG_URL,
+      maxConnections: 1,
+      applicationName: 'edupulse-outbox dispatcher stopped:1',
+    });
+    const running = createDispatcher({ db: t.db, schema: t.schema, broker: new MemoryBroker() });
+    try {
+      // One connection: the pid is the session's that takes the locks.
+      const { rows: pids } = await stopped.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      const { rows } = await stopped.query<{ members: number; partitions: number }>(
+        sql.ownershipKeys,
+        [t.schema],
+      );
+      const keys = {
+        ...(rows[0] as { members: number; partitions: number }),
+        pid: Number(pids[0]?.pid),
+      };
+      await stopped.query(sql.ownershipLock, [keys.members, 4242]);
+      await stopped.query(sql.ownershipLock, [keys.partitions, 0]);
+      await running.start();
+      await waitFor('the running dispatcher to own partitions', async () =>
+        (await statusJson()).dispatchers.some((d) => d.pid !== keys.pid && d.partitions.length > 0),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 5500));
+      const status = await statusJson();
+      const silent = (pid: number) => status.dispatchers.find((d) => d.pid === pid)?.silentSeconds;
+      expect(silent(keys.pid)).toBeGreaterThanOrEqual(5);
+      const others = status.dispatchers.filter((d) => d.pid !== keys.pid);
+      expect(others).toHaveLength(1);
+      expect(others[0]?.silentSeconds).toBeLessThan(2);
+      const text = (await cli('status')).stdout;
+      expect(text.match(/silent for/g)).toHaveLength(1);
+      expect(text).toMatch(
+        new RegExp(
+          `stopped:1 {2}\\(backend pid ${keys.pid}\\) {2}1 partitions: 0\\n {4}silent for \\d+\\.\\d s: .*stopped or hung.*pg_terminate_backend\\(${keys.pid}\\)`,
+        ),
+      );
+    } finally {
+      await running.stop();
+      await stopped.close();
+    }
   });
 });
 

@@ -8,7 +8,17 @@ export interface DispatcherOwnership {
   /** Its application_name: `edupulse-outbox dispatcher <host>:<pid>`. */
   name: string;
   partitions: number[];
+  /**
+   * How long its session has run no statement, in seconds. A running dispatcher's runs
+   * one every second (`rebalanceIntervalMs`); a dispatcher stopped (SIGSTOP, a debugger)
+   * or hung keeps its connection, and with it its partitions, while this grows. `null`
+   * where PostgreSQL hides other roles' sessions from this one (pg_read_all_stats).
+   */
+  silentSeconds: number | null;
 }
+
+/** Silent this long, a dispatcher is flagged by `status` (five of its default rounds). */
+export const SILENT_DISPATCHER_SECONDS = 5;
 
 /** Pending events of one partition or event type. */
 export interface BacklogShare {
@@ -91,11 +101,17 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     key: string;
     pid: number;
     application_name: string | null;
+    silent_s: number | null;
   }>(sql.ownershipHolders, [keys.members, keys.partitions]);
   const byPid = new Map<number, DispatcherOwnership>();
   for (const holder of holders) {
     if (Number(holder.namespace) !== keys.members) continue;
-    byPid.set(holder.pid, { pid: holder.pid, name: holder.application_name ?? '', partitions: [] });
+    byPid.set(holder.pid, {
+      pid: holder.pid,
+      name: holder.application_name ?? '',
+      partitions: [],
+      silentSeconds: holder.silent_s === null ? null : Number(holder.silent_s),
+    });
   }
   for (const holder of holders) {
     if (Number(holder.namespace) !== keys.partitions) continue;

@@ -7,6 +7,8 @@ import { age, count } from './format.js';
 import { Problem } from './parts.js';
 import type { Overview, Status } from './types.js';
 
+/** Silent this long, a dispatcher is flagged (as `status` does: SILENT_DISPATCHER_SECONDS). */
+const SILENT_DISPATCHER_SECONDS = 5;
 /** Oldest pending event older than this: the partition is lagging. */
 const LAGGING_SECONDS = 60;
 /** Owner colours are classes owner-0 … owner-7 in style.css. */
@@ -51,6 +53,12 @@ export function PartitionsPage() {
               <li key={d.pid}>
                 <span class={`swatch owner-${index % COLOURS}`} />
                 {d.name} (PostgreSQL backend {d.pid}): {count(d.partitions.length)} partitions
+                {(d.silentSeconds ?? 0) >= SILENT_DISPATCHER_SECONDS ? (
+                  <span class="problem" data-testid="silent-dispatcher">
+                    {' '}
+                    · silent for {age(d.silentSeconds ?? 0)}: stopped or hung, its partitions wait
+                  </span>
+                ) : null}
               </li>
             ))}
             <li>

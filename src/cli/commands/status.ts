@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { type BacklogShare, outboxStatus } from '../../admin/status.js';
+import { type BacklogShare, outboxStatus, SILENT_DISPATCHER_SECONDS } from '../../admin/status.js';
 import { scrubSecrets, scrubSecretsIn } from '../../common/secrets.js';
 import { clip, counted, escapeControl, jsonForTerminal } from '../../common/text.js';
 import { withCurrentSchema } from '../database.js';
@@ -74,10 +74,14 @@ retention plus the janitor's 10 minutes.`,
                 ]
               : []),
             `dispatchers: ${status.dispatchers.length} (sharing ${status.partitions} partitions)`,
-            ...status.dispatchers.map(
-              (d) =>
-                `  ${escapeControl(scrubSecrets(d.name))}  (backend pid ${d.pid})  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
-            ),
+            ...status.dispatchers.flatMap((d) => [
+              `  ${escapeControl(scrubSecrets(d.name))}  (backend pid ${d.pid})  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
+              ...((d.silentSeconds ?? 0) >= SILENT_DISPATCHER_SECONDS
+                ? [
+                    `    silent for ${age(d.silentSeconds ?? 0)}: a running dispatcher's session runs a statement every second, so this one is stopped or hung, and its partitions wait until the server ends that session (after about a minute of silence, PostgreSQL 14 and later). Restart that process (host:pid in its name), or SELECT pg_terminate_backend(${d.pid}) to hand its partitions to the others now.`,
+                  ]
+                : []),
+            ]),
             ...(status.unownedPartitions.length > 0
               ? [
                   `  unowned: ${status.unownedPartitions.length} partitions: ${partitionRanges(status.unownedPartitions)} (a rebalance takes a second or two; longer, nothing publishes them)`,
