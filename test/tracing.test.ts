@@ -10,6 +10,8 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
+  type Sampler,
+  SamplingDecision,
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -23,7 +25,21 @@ import {
 import { createPgTestSchema, type TestSchema } from './helpers/db.js';
 
 const exporter = new InMemorySpanExporter();
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+/** Samples every span, or with `alternate` every other one (as a ratio sampler might). */
+const sampling = { alternate: false, count: 0 };
+const sampler: Sampler = {
+  shouldSample: () => ({
+    decision:
+      sampling.alternate && sampling.count++ % 2 === 1
+        ? SamplingDecision.NOT_RECORD
+        : SamplingDecision.RECORD_AND_SAMPLED,
+  }),
+  toString: () => 'test sampler',
+};
+const provider = new BasicTracerProvider({
+  sampler,
+  spanProcessors: [new SimpleSpanProcessor(exporter)],
+});
 let t: TestSchema;
 
 beforeAll(() => {
@@ -41,6 +57,7 @@ afterAll(async () => {
 
 beforeEach(async () => {
   exporter.reset();
+  Object.assign(sampling, { alternate: false, count: 0 });
   t = await createPgTestSchema('tracing');
   return () => t.drop();
 });
@@ -98,6 +115,33 @@ describe('tracing', () => {
       expect(message.headers.traceparent).toMatch(traceparentOf(own));
       expect(cloudEventAttributes(message, '/test').traceparent).toBe(message.headers.traceparent);
     }
+  });
+
+  it('gives every message a span of its own when the sampler records only some', async () => {
+    await enqueueInSpan(6);
+    sampling.alternate = true;
+    const broker = new MemoryBroker();
+    const dispatcher = createDispatcher({ db: t.db, schema: t.schema, broker });
+    await dispatcher.drain();
+    await dispatcher.stop();
+    expect(broker.messages).toHaveLength(6);
+    // Every recorded span ended; a span not sampled is carried on with its flags 00, so a
+    // consumer's parent-based sampler leaves it out too.
+    const producers = exporter.getFinishedSpans().filter((span) => span.kind === SpanKind.PRODUCER);
+    expect(producers).toHaveLength(3);
+    const spanIds = new Set<string>();
+    for (const message of broker.messages) {
+      const carried = /^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$/.exec(
+        message.headers.traceparent ?? '',
+      );
+      expect(carried, message.headers.traceparent).not.toBeNull();
+      const [, , spanId, flags] = carried as RegExpExecArray;
+      spanIds.add(spanId as string);
+      const recorded = producers.find((span) => span.spanContext().spanId === spanId);
+      expect(flags).toBe(recorded ? '01' : '00');
+      if (recorded) expect(recorded.attributes['messaging.message.id']).toBe(message.id);
+    }
+    expect(spanIds.size).toBe(6);
   });
 
   it('marks the span of a refused message as an error', async () => {

@@ -16,9 +16,9 @@ const MESSAGING_SYSTEM: Record<string, string> = { amqp: 'rabbitmq', nats: 'nats
 
 /**
  * Publishes `round` with one PRODUCER span per message, linked to the context stored
- * with the event at enqueue; the message carries the span's own `traceparent`, so a
- * consumer's span becomes its child. Each span ends with the broker's answer for its
- * message (status ERROR with the reason when refused or unanswered).
+ * with the event at enqueue; the message carries the span's own `traceparent` (sampled or
+ * not), so a consumer's span becomes its child. Each span ends with the broker's answer
+ * for its message (status ERROR with the reason when refused or unanswered).
  */
 export async function publishTraced(
   brokerName: string,
@@ -50,8 +50,13 @@ export async function publishTraced(
       },
       context.active(),
     );
-    // No SDK: nothing records, so leave the batch exactly as it is.
-    if (!span.isRecording()) return publish(round);
+    // No SDK: no span has a context of its own, so leave the batch exactly as it is. A
+    // span the SDK's sampler leaves out has one: the message carries it (flags 00), so a
+    // consumer's parent-based sampler leaves its span out too.
+    if (!trace.isSpanContextValid(span.spanContext())) {
+      for (const started of spans) started.end();
+      return publish(round);
+    }
     const headers = { ...message.headers };
     for (const name of TRACE_HEADERS) delete headers[name];
     propagation.inject(trace.setSpan(context.active(), span), headers);
