@@ -381,6 +381,18 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       [{ ...valid(), aggregateId: 'nul\u0000' }, 'events[1].aggregateId'],
       [{ ...valid(), aggregateId: 'half \ud800 a pair' }, 'events[1].aggregateId'],
       [{ ...valid(), headers: { traceparent: '00-abc\n' } }, 'events[1].headers.traceparent'],
+      // A traceparent the consumer's tracing must ignore would cut the trace unnoticed.
+      ...[
+        'not-a-traceparent',
+        '00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01',
+        '00-00000000000000000000000000000000-00f067aa0ba902b7-01',
+        '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01',
+        'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+        '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more',
+      ].map((traceparent): [OutboxEvent, string] => [
+        { ...valid(), headers: { traceparent } },
+        'events[1].headers.traceparent',
+      ]),
       // A header name jsonb cannot store failed the insert with PostgreSQL's error.
       [{ ...valid(), headers: { 'a\u0000b': 'v' } }, 'events[1].headers'],
       [{ ...valid(), headers: { 'half \udc00': 'v' } }, 'events[1].headers'],

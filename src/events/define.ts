@@ -72,6 +72,32 @@ const storableNames = (headers: Record<string, string>, ctx: z.RefinementCtx) =>
   }
 };
 
+// W3C Trace Context: version, trace id, parent id, flags, lower-case hex; a later version
+// may append fields after a dash.
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?$/;
+
+/**
+ * A `traceparent` the consumer's tracing can take up: one it must ignore (W3C Trace
+ * Context, "3.2.2") would silently cut the trace. Refused before commit, not published.
+ */
+const traceContext = (headers: Record<string, string>, ctx: z.RefinementCtx) => {
+  const value = headers.traceparent;
+  if (value === undefined) return;
+  const parts = TRACEPARENT.exec(value);
+  const problem = !parts
+    ? 'must be a W3C traceparent: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lower case'
+    : parts[1] === 'ff'
+      ? 'has the version ff, which W3C Trace Context forbids'
+      : parts[1] === '00' && parts[4] !== undefined
+        ? 'has fields after the flags, which version 00 does not allow'
+        : /^0+$/.test(parts[2] as string)
+          ? 'has an all-zero trace id, which W3C Trace Context makes invalid'
+          : /^0+$/.test(parts[3] as string)
+            ? 'has an all-zero parent id, which W3C Trace Context makes invalid'
+            : undefined;
+  if (problem) ctx.addIssue({ code: 'custom', path: ['traceparent'], message: problem });
+};
+
 /** A time PostgreSQL stores and a CloudEvents time carries: the years 0001 to 9999. */
 const inTimeWindow = (value: Date | string) => {
   const ms = value instanceof Date ? value.getTime() : Date.parse(value);
@@ -90,6 +116,7 @@ export const eventEnvelopeSchema = z.object({
   headers: z
     .record(z.string(), z.string().superRefine(sendable))
     .superRefine(storableNames)
+    .superRefine(traceContext)
     .optional(),
   occurredAt: z
     .union([z.date(), z.iso.datetime({ offset: true })])
