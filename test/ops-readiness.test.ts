@@ -146,3 +146,26 @@ describe('dispatcherMetrics', () => {
     expect((await read()).pending_events).toBe('1');
   });
 });
+
+describe('dispatcherMetrics on a registry that has them', () => {
+  it("refuses a second dispatcher's, naming the setting, and leaves the first's counting", async () => {
+    const registry = dispatcherMetrics({
+      dispatcher,
+      db: t.db,
+      schema: t.schema,
+      broker: 'memory',
+    });
+    const second = createDispatcher({ db: t.db, schema: t.schema, broker: new MemoryBroker() });
+    // Before: prom-client's "A metric with the name … has already been registered".
+    expect(() =>
+      dispatcherMetrics({
+        dispatcher: second,
+        db: t.db,
+        schema: t.schema,
+        broker: 'memory',
+        registry,
+      }),
+    ).toThrow(expect.objectContaining({ setting: 'dispatcherMetrics.registry' }));
+    expect(await registry.metrics()).toMatch(/^outbox_pending_events \d+$/m);
+  });
+});

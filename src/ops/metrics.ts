@@ -1,5 +1,5 @@
 import type { Registry } from 'prom-client';
-import { errorMessage } from '../common/errors.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { withTimeout } from '../common/timeout.js';
@@ -28,7 +28,10 @@ export interface MetricsOptions {
    * as `other`. Default none.
    */
   eventTypeLabels?: readonly string[];
-  /** Default: a new registry, with Node's process metrics (prefixed `outbox_`). */
+  /**
+   * Default: a new registry, with Node's process metrics (prefixed `outbox_`). One
+   * dispatcher's metrics per registry (a second is refused); consumers' may share it.
+   */
   registry?: Registry;
   logger?: Logger;
   /** A scrape gives up on the database after this. Default 2000. */
@@ -85,6 +88,13 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   const { dispatcher, db, broker } = options;
   const logger = options.logger ?? silentLogger;
   const registry = options.registry ?? new Registry();
+  // The series carry no label of their dispatcher: a second one would count into the first's.
+  if (registry.getSingleMetric('outbox_events_published_total')) {
+    throw new ConfigError(
+      'dispatcherMetrics.registry',
+      "this registry already holds a dispatcher's metrics: give each dispatcher a registry of its own (and its own /metrics), or run one dispatcher per process",
+    );
+  }
   if (!options.registry) collectDefaultMetrics({ register: registry, prefix: 'outbox_' });
   const registers = [registry];
   const sql = statements(options.schema);
@@ -106,7 +116,7 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   });
   const deadLettered = new Counter({
     name: 'outbox_events_dead_lettered_total',
-    help: 'Events parked as dead letters after their last failed attempt.',
+    help: 'Events parked as dead letters: after their last failed attempt, or when claimed as no broker could take them as written.',
     labelNames: ['event_type', 'broker'] as const,
     registers,
   });

@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
+import type { ConsumerHealth } from '../../src/consumer/events.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
 import { consumerMetrics, consumerReadiness } from '../../src/ops/index.js';
@@ -124,4 +127,52 @@ it('is not ready from stop() on, while a handler in flight finishes', async () =
     await waiting.stop();
     await withAmqpChannel((channel) => channel.deleteQueue(`${exchange}.stopping`)).catch(() => {});
   }
+});
+
+it('serves several consumers of one process from one registry, each under its name', async () => {
+  // The consumers as the registry sees them: their events and their health.
+  const fake = (inFlight: number) => {
+    const emitter = new EventEmitter() as Consumer;
+    const health: ConsumerHealth = { state: 'receiving', reason: undefined, inFlight };
+    return Object.assign(emitter, {
+      health: () => health,
+      backlog: async () => inFlight * 10,
+      state: health,
+    });
+  };
+  const processed = (consumer: Consumer) =>
+    consumer.emit('processed', {
+      event: { type: 'quiz-submitted', time: new Date().toISOString() } as never,
+      outcome: 'applied',
+      durationMs: 2,
+    });
+  const registry = new Registry();
+  const grades = fake(1);
+  const badges = fake(2);
+  expect(consumerMetrics({ consumer: grades, name: 'grades', registry })).toBe(registry);
+  // Before: prom-client's "A metric with the name … has already been registered".
+  expect(consumerMetrics({ consumer: badges, name: 'badges', registry })).toBe(registry);
+  processed(grades);
+  processed(badges);
+  processed(badges);
+  const value = async (line: string) =>
+    Number(new RegExp(`^${line} (\\S+)$`, 'm').exec(await registry.metrics())?.[1]);
+  const events = (name: string) =>
+    value(`consumer_events_processed_total\\{consumer="${name}",event_type="quiz-submitted"\\}`);
+  expect(await events('grades')).toBe(1);
+  expect(await events('badges')).toBe(2);
+  expect(await value('consumer_messages_in_flight\\{consumer="badges"\\}')).toBe(2);
+  expect(await value('consumer_backlog_messages\\{consumer="grades"\\}')).toBe(10);
+
+  // A name counted for a consumer still running is refused; one that stopped hands over.
+  const again = fake(0);
+  expect(() => consumerMetrics({ consumer: again, name: 'grades', registry })).toThrow(
+    expect.objectContaining({ setting: 'consumerMetrics.name' }),
+  );
+  grades.state.state = 'stopped';
+  consumerMetrics({ consumer: again, name: 'grades', registry });
+  processed(grades);
+  processed(again);
+  expect(await events('grades')).toBe(2);
+  expect(await value('consumer_messages_in_flight\\{consumer="grades"\\}')).toBe(0);
 });
