@@ -169,3 +169,38 @@ describe('dispatcherMetrics on a registry that has them', () => {
     expect(await registry.metrics()).toMatch(/^outbox_pending_events \d+$/m);
   });
 });
+
+describe('readiness while stopping', () => {
+  it('is not ready from stop() on, while the batch in flight finishes', async () => {
+    await dispatcher.stop();
+    const slow = createDispatcher({
+      db: t.db,
+      schema: t.schema,
+      broker: new MemoryBroker({ latencyMs: 1500 }),
+    });
+    await slow.start();
+    try {
+      await t.db.query(
+        `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+         VALUES ('lesson', 'l-1', 'lesson-published', '{}')`,
+      );
+      const started = Date.now();
+      while (slow.health().state !== 'dispatching' && Date.now() - started < 10_000) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const stopped = slow.stop();
+      // Before: `dispatching` and ready until the batch was done, then `stopped`.
+      expect(slow.health().state).toBe('stopping');
+      const check = await readiness({ dispatcher: slow, db: t.db, schema: t.schema });
+      expect(check).toEqual({
+        ok: false,
+        reasons: ['dispatcher stopping: finishing the batches in flight'],
+      });
+      await stopped;
+      expect(slow.health().state).toBe('stopped');
+      expect(slow.stats.published).toBe(1);
+    } finally {
+      await slow.stop();
+    }
+  });
+});

@@ -96,6 +96,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private readonly batch: BatchContext;
   private loop: Promise<void> | undefined;
   private stopping = false;
+  /** When stop() began on a running loop, until it has stopped. */
+  private stoppingSince: number | undefined;
   /** The start under way, which a stop waits for. */
   private starting: Promise<void> | undefined;
   /** The stop under way or done, shared by stop(), the signal and a fatal error. */
@@ -185,10 +187,15 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   }
 
   health(): DispatcherHealth {
-    return combineHealth(
+    const health = combineHealth(
       this.lanes.map((lane) => lane.health),
       this.link.connected,
     );
+    // Asked to stop and not yet stopped; a fatal error's stop shows as stopped, with it.
+    if (this.stoppingSince !== undefined && !this.fatalError) {
+      return { ...health, state: 'stopping', since: this.stoppingSince };
+    }
+    return health;
   }
 
   get closed(): Promise<void> {
@@ -269,6 +276,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
    * the first failure to release, else resolved.
    */
   private async shutdown(): Promise<void> {
+    if (this.loop !== undefined || this.starting) this.stoppingSince ??= Date.now();
     await this.starting?.catch(() => {});
     const running = this.loop !== undefined;
     this.stopping = true;
@@ -289,6 +297,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       }
     }
     this.loop = undefined;
+    this.stoppingSince = undefined;
     this.options.signal?.removeEventListener('abort', this.onAbort);
     if (this.fatalError) {
       this.end.reject(this.fatalError);

@@ -4,9 +4,11 @@ import type { ProblemTarget } from './events.js';
 export interface DispatcherHealth {
   /**
    * `idle`: waiting for work; `dispatching`: a claim or publish is under way; `backoff`:
-   * waiting after an outage; `stopped`: not started, stopped, or stopped by a fatal error.
+   * waiting after an outage; `stopping`: stop() was called (SIGTERM): nothing new is
+   * claimed while the batches in flight finish and the connections close; `stopped`: not
+   * started, stopped, or stopped by a fatal error.
    */
-  state: 'idle' | 'dispatching' | 'backoff' | 'stopped';
+  state: 'idle' | 'dispatching' | 'backoff' | 'stopping' | 'stopped';
   /** When the state was entered (ms since the epoch). */
   since: number;
   /** When the loop's current round (or, while idle, its last one) began (ms since the epoch). */

@@ -80,7 +80,9 @@ function problems(health: DispatcherHealth, now: number, stallAfterMs: number): 
     return [problem ? `dispatcher stopped: ${problem.message}` : 'dispatcher is not running'];
   }
   const reasons: string[] = [];
-  if (state === 'backoff' && problem) {
+  if (state === 'stopping') {
+    reasons.push('dispatcher stopping: finishing the batches in flight');
+  } else if (state === 'backoff' && problem) {
     reasons.push(`${problem.target} unavailable: ${problem.message}`);
   } else if (!health.brokerConnected) {
     reasons.push('broker not connected');

@@ -95,7 +95,9 @@ export function liveness(options: HealthOptions, now = Date.now()): CheckResult 
 export async function readiness(options: HealthOptions, now = Date.now()): Promise<CheckResult> {
   const { reasons } = liveness(options, now);
   const health = options.dispatcher.health();
-  if (health.state === 'backoff' && health.problem) {
+  if (health.state === 'stopping') {
+    reasons.push('dispatcher stopping: finishing the batches in flight');
+  } else if (health.state === 'backoff' && health.problem) {
     reasons.push(`${health.problem.target} unavailable: ${health.problem.message}`);
   } else if (health.state !== 'stopped' && !health.brokerConnected) {
     reasons.push('broker not connected');

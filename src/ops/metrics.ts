@@ -178,12 +178,12 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   });
   new Gauge({
     name: 'outbox_dispatcher_state',
-    help: '1 for the state the dispatch loop is in (idle, dispatching, backoff, stopped).',
+    help: '1 for the state the dispatch loop is in (idle, dispatching, backoff, stopping, stopped).',
     labelNames: ['state'] as const,
     registers,
     collect() {
       const current = dispatcher.health().state;
-      for (const state of ['idle', 'dispatching', 'backoff', 'stopped']) {
+      for (const state of ['idle', 'dispatching', 'backoff', 'stopping', 'stopped']) {
         this.set({ state }, state === current ? 1 : 0);
       }
     },
