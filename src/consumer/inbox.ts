@@ -41,8 +41,14 @@ export type InboxResult<R> =
   | { outcome: 'applied' /** What `fn` returned. */; result: R }
   | { outcome: Exclude<InboxOutcome, 'applied'>; result?: undefined };
 
-/** The fields of an event the inbox keys on. */
-export type InboxEvent = Pick<ConsumedEvent, 'id' | 'type' | 'aggregateId' | 'sequence'>;
+/**
+ * The fields of an event the inbox keys on. Its order is kept per aggregate, that is per
+ * `source` (the producer, whose outbox numbers the `sequence`), `aggregateType` and
+ * `aggregateId`; the consumer's events carry all three, and an event built by hand
+ * without the first two has them empty.
+ */
+export type InboxEvent = Pick<ConsumedEvent, 'id' | 'type' | 'aggregateId' | 'sequence'> &
+  Partial<Pick<ConsumedEvent, 'source' | 'aggregateType'>>;
 
 export interface Inbox {
   readonly consumer: string;
@@ -136,6 +142,8 @@ export function createInbox(options: InboxOptions): Inbox {
           event.type,
           event.aggregateId,
           event.sequence ?? null,
+          event.source ?? '',
+          event.aggregateType ?? '',
         ])
         .catch((error: unknown) => {
           throw (
@@ -152,7 +160,12 @@ export function createInbox(options: InboxOptions): Inbox {
         // this event, its inbox record purged before the broker delivered it again (a
         // sequence is one outbox row's); otherwise it is older, and the reason says than what.
         const { rows: last } = await executor
-          .query<{ last: string }>(sql.inboxLastSequence, [consumer, event.aggregateId])
+          .query<{ last: string }>(sql.inboxLastSequence, [
+            consumer,
+            event.source ?? '',
+            event.aggregateType ?? '',
+            event.aggregateId,
+          ])
           .catch(() => ({ rows: [] as { last: string }[] }));
         const lastSequence = last[0]?.last;
         if (sameSequence(lastSequence, event.sequence)) outcome = 'duplicate';
@@ -160,7 +173,7 @@ export function createInbox(options: InboxOptions): Inbox {
           if (onStale === 'park') {
             const applied = lastSequence === undefined ? '' : ` (sequence ${lastSequence})`;
             throw new StaleEventError(
-              `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for aggregate "${event.aggregateId}"${applied}; one applied before and delivered again after its inbox record was purged looks the same: retry it only if it was not applied`,
+              `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for ${event.aggregateType ? `${event.aggregateType} ` : 'aggregate '}"${event.aggregateId}"${applied}; one applied before and delivered again after its inbox record was purged looks the same: retry it only if it was not applied`,
             );
           }
           outcome = 'stale';

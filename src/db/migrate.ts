@@ -68,6 +68,7 @@ export const outboxTables: readonly string[] = Object.freeze([
   'outbox_settings',
   'inbox',
   'inbox_aggregate',
+  'inbox_mark',
   'consumer_dead_letter',
 ]);
 

@@ -62,7 +62,7 @@ export const PRIVILEGES = {
   inbox: [
     SCHEMA,
     { on: 'table', name: 'inbox', privileges: ['SELECT', 'INSERT'] },
-    { on: 'table', name: 'inbox_aggregate', privileges: ['SELECT', 'INSERT', 'UPDATE'] },
+    { on: 'table', name: 'inbox_mark', privileges: ['SELECT', 'INSERT', 'UPDATE'] },
   ],
   'inbox-retention': [{ on: 'table', name: 'inbox', privileges: ['DELETE'] }],
   /** `status`, `dead list|show|groups` (also `--consumer`), what `ui` shows. */

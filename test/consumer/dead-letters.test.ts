@@ -134,7 +134,7 @@ describe('consumer dead letters', () => {
     const list = await cli('dead', 'list', '--consumer', NAME, '--json');
     const [row] = JSON.parse(list.stdout);
     expect(row.eventId).toBe(older.id);
-    expect(row.lastError).toMatch(/is older than the last event applied for aggregate/);
+    expect(row.lastError).toMatch(/is older than the last event applied for quiz "/);
     expect(applied).not.toContain(older.id);
     expect((await cli('dead', 'retry', older.id, '--consumer', NAME)).code).toBe(0);
     await waitFor('applied on retry', () => applied.includes(older.id), { timeoutMs: 10_000 });

@@ -235,6 +235,28 @@ describe('inbox', () => {
     ).toBe('applied');
   });
 
+  it("keeps each aggregate's order per source and aggregate type: one id of two types, or of two producers, never compares", async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'marks' });
+    const of = (aggregateType: string, sequence: string, source = 'urn:lms') => ({
+      ...event('42', sequence),
+      aggregateType,
+      source,
+    });
+    const outcome = async (e: ReturnType<typeof of>) =>
+      (await inTransaction((c) => inbox.process(c, e, () => 0))).outcome;
+    // Before: the course's event was parked as older than the student's (one mark by id).
+    expect(await outcome(of('student', '323'))).toBe('applied');
+    expect(await outcome(of('course', '304'))).toBe('applied');
+    // Another producer's outbox numbers its events apart: its lower sequence is not late.
+    expect(await outcome(of('student', '7', 'urn:grades'))).toBe('applied');
+    // Within one source and type, order still holds, and the reason names the type.
+    const late = of('student', '300');
+    await expect(inTransaction((c) => inbox.process(c, late, () => 0))).rejects.toThrow(
+      `event ${late.id} (quiz-submitted, sequence 300) is older than the last event applied for student "42" (sequence 323)`,
+    );
+    expect(await outcome(of('course', '305'))).toBe('applied');
+  });
+
   it('the last applied event delivered again after its record was purged is a duplicate, not stale', async () => {
     // As when the broker delivers it again later than the inbox's retention.
     for (const onStale of ['park', 'skip', 'apply'] as const) {

@@ -263,7 +263,7 @@ describe('evolving an event schema', () => {
     const [stale] = await deadLetters();
     expect(stale?.eventId).toBe(first.id);
     expect(stale?.lastError).toMatch(
-      /^event \S+ \(lesson-published, sequence \d+\) is older than the last event applied for aggregate/,
+      /^event \S+ \(lesson-published, sequence \d+\) is older than the last event applied for lesson "/,
     );
     expect(await titleOf(lessonId)).toBe('Fractions, revised');
     expect(applied.map((a) => a.id)).toEqual([second.id]);

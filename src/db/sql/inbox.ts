@@ -1,14 +1,18 @@
 /** The consuming half: the inbox, its per-aggregate high-water marks, and the consumer's lease. */
 export interface InboxStatements {
   /**
-   * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence (text or NULL):
-   * records the event in the caller's transaction. `fresh` is 0 when the id was recorded
+   * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence (text or NULL),
+   * $6 source, $7 aggregate type: records the event in the caller's transaction. `fresh` is 0 when the id was recorded
    * before (a duplicate; a concurrent recorder of the same id is waited for on the key);
    * `in_order` is 0 when an event with a higher sequence was already applied for the
-   * aggregate, whose mark row stays locked until the transaction ends.
+   * aggregate (its source, type and id), whose mark row stays locked until the
+   * transaction ends.
    */
   inboxRecord: string;
-  /** $1 consumer, $2 aggregate id: the sequence of the aggregate's last applied event. */
+  /**
+   * $1 consumer, $2 source, $3 aggregate type, $4 aggregate id: the sequence of the
+   * aggregate's last applied event.
+   */
   inboxLastSequence: string;
   /** $1 time, $2 consumer or NULL for all, $3 limit: deletes up to $3 inbox rows older than $1, a row per deleted one. */
   inboxPurge: string;
@@ -29,9 +33,9 @@ export function inboxStatements(s: string, schema: string): InboxStatements {
   ON CONFLICT DO NOTHING
   RETURNING sequence
 ), mark AS (
-  INSERT INTO ${s}.inbox_aggregate AS a (consumer, aggregate_id, last_sequence)
-  SELECT $1, $4, sequence FROM fresh WHERE sequence IS NOT NULL
-  ON CONFLICT (consumer, aggregate_id) DO UPDATE
+  INSERT INTO ${s}.inbox_mark AS a (consumer, source, aggregate_type, aggregate_id, last_sequence)
+  SELECT $1, $6, $7, $4, sequence FROM fresh WHERE sequence IS NOT NULL
+  ON CONFLICT (consumer, source, aggregate_type, aggregate_id) DO UPDATE
     SET last_sequence = excluded.last_sequence, updated_at = now()
     WHERE a.last_sequence < excluded.last_sequence
   RETURNING 1
@@ -39,8 +43,8 @@ export function inboxStatements(s: string, schema: string): InboxStatements {
 SELECT (SELECT count(*) FROM fresh)::int AS fresh,
   ((SELECT count(*) FROM mark) > 0 OR $5::text IS NULL)::int AS in_order`,
 
-    inboxLastSequence: `SELECT last_sequence::text AS last FROM ${s}.inbox_aggregate
-WHERE consumer = $1 AND aggregate_id = $2`,
+    inboxLastSequence: `SELECT last_sequence::text AS last FROM ${s}.inbox_mark
+WHERE consumer = $1 AND source = $2 AND aggregate_type = $3 AND aggregate_id = $4`,
 
     inboxPurge: `WITH doomed AS (
   SELECT consumer, event_id FROM ${s}.inbox
