@@ -240,6 +240,16 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     // commitWith() sends its statement and COMMIT together.
     let begun = false;
     let committed = false;
+    let ended = false;
+    // A handle kept past its transaction would run its statements on a connection back
+    // in the pool: in whatever transaction takes it next, or in none.
+    const open = () => {
+      if (ended) {
+        throw new TypeError(
+          'this transaction of database.transaction() has ended (committed or rolled back): a statement through its handle would run outside it; await everything done with it inside the callback',
+        );
+      }
+    };
     const begin = async () => {
       if (!begun) {
         begun = true;
@@ -257,6 +267,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     };
     const tx: TransactionExecutor = {
       async query<R>(text: string, values: readonly unknown[] = []) {
+        open();
         if (values.length === 0) return { rows: (await simple(text)).rows as R[] };
         if (unpinned.has(client)) {
           await begin();
@@ -283,9 +294,11 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
         return { rows: result.rows as R[] };
       },
       async exec(sql: string) {
+        open();
         await simple(sql);
       },
       async queryAfter<B, R>(before: string, text: string, values: readonly unknown[]) {
+        open();
         // One message: BEGIN if not yet sent, `before`, and the statement prepared by SQL
         // PREPARE run by EXECUTE with its values written in. A simple-protocol message
         // runs its statements in order, each in a snapshot of its own.
@@ -304,6 +317,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
         return { before: first.rows as B[], rows };
       },
       async commitWith(text: string) {
+        open();
         await simple(`${text};\nCOMMIT`);
         committed = true;
       },
@@ -331,6 +345,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       }
       throw error;
     } finally {
+      ended = true;
       client.off('error', lost);
       client.release(broken);
     }

@@ -110,6 +110,32 @@ describe('inbox', () => {
     expect(rows[0].n).toBe(0);
   });
 
+  it('refuses the handle of a database.transaction() that has ended, and runs nothing', async () => {
+    // As when a handler does not await inbox.process: the connection is back in the pool,
+    // and its statements went into whichever transaction took it next.
+    const inbox = createInbox({ schema: test.schema, consumer: 'ended' });
+    let kept: unknown;
+    await test.db.transaction(async (tx) => {
+      kept = tx;
+    });
+    let ran = false;
+    const error = await inbox
+      .process(kept as Parameters<typeof inbox.process>[0], event('ended-1', '1'), () => {
+        ran = true;
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TypeError);
+    expect((error as Error).message).toMatch(
+      /^this transaction of database\.transaction\(\) has ended \(committed or rolled back\)/,
+    );
+    await test.db.transaction((tx) => tx.query('SELECT 1'));
+    expect(ran).toBe(false);
+    const { rows } = await pool.query(
+      `SELECT count(*)::int AS n FROM "${test.schema}".inbox WHERE consumer = 'ended'`,
+    );
+    expect(rows[0].n).toBe(0);
+  });
+
   it('a rolled-back transaction records nothing, so the redelivery applies', async () => {
     const inbox = createInbox({ schema: test.schema, consumer: 'rollback' });
     const e = event('a2', '1');
