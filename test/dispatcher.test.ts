@@ -201,6 +201,44 @@ describe('what is published', () => {
     expect(await d.drain()).toBe(0);
   });
 
+  it("goes on when a listener of the dispatcher's events throws or rejects", async () => {
+    const ids = await enqueue(Array.from({ length: 10 }, () => lesson()));
+    const errors: string[] = [];
+    const broker = new MemoryBroker();
+    const d = dispatcher({
+      broker,
+      batchSize: 4,
+      logger: {
+        debug: () => {},
+        info: () => {},
+        warn: () => {},
+        error: (_fields, message) => errors.push(message),
+      },
+    });
+    // An application's listeners with bugs; the second still hears every batch.
+    let heard = 0;
+    d.on('batch', () => {
+      throw new Error('a metrics bug');
+    });
+    d.on('batch', () => {
+      heard++;
+    });
+    d.on('settled', async () => {
+      throw new Error('an async bug');
+    });
+    // Before: the throw left the batch part-way through settling.
+    expect(await d.drain()).toBe(10);
+    expect(idsOf(broker.messages)).toEqual(ids);
+    expect(await count('outbox')).toBe(0);
+    expect(heard).toBe(3);
+    await waitFor('the async rejection logged', () =>
+      errors.includes("a listener of 'settled' threw; ignored, the work it was told of goes on"),
+    );
+    expect(errors).toContain(
+      "a listener of 'batch' threw; ignored, the work it was told of goes on",
+    );
+  });
+
   it('messages carry the stored event: payload verbatim, headers, ids, time', async () => {
     const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
     const event = lesson(randomUUID(), 'Ünïcødé "quoted"');

@@ -11,6 +11,7 @@ import {
   PrivilegeError,
   SchemaVersionError,
 } from '../common/errors.js';
+import { emitGuarded } from '../common/listeners.js';
 import { RunEnd } from '../common/run-end.js';
 import { withTimeout } from '../common/timeout.js';
 import { isDatabaseUnavailable, waitedForPool } from '../db/connection-errors.js';
@@ -81,6 +82,10 @@ function refusesLogin(error: unknown): boolean {
 }
 
 class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
+  override emit<K extends keyof ConsumerEvents>(event: K, ...args: ConsumerEvents[K]): boolean {
+    return emitGuarded(this, this.settings.logger, event, args);
+  }
+
   readonly stats: ConsumerStats = {
     received: 0,
     processed: 0,

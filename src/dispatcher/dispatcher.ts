@@ -7,6 +7,7 @@ import {
   PrivilegeError,
   SchemaVersionError,
 } from '../common/errors.js';
+import { emitGuarded } from '../common/listeners.js';
 import { RunEnd } from '../common/run-end.js';
 import { clip } from '../common/text.js';
 import { assertSchemaCurrent, readPartitionCount, readProducerNotify } from '../db/migrate.js';
@@ -75,6 +76,10 @@ export interface Dispatcher extends EventEmitter<DispatcherEvents> {
 }
 
 class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatcher {
+  override emit<K extends keyof DispatcherEvents>(event: K, ...args: DispatcherEvents[K]): boolean {
+    return emitGuarded(this, this.options.logger, event, args);
+  }
+
   readonly stats: DispatcherStats = {
     published: 0,
     retried: 0,

@@ -176,3 +176,56 @@ it('serves several consumers of one process from one registry, each under its na
   expect(await events('grades')).toBe(2);
   expect(await value('consumer_messages_in_flight\\{consumer="grades"\\}')).toBe(0);
 });
+
+it("goes on when a listener of the consumer's events throws: the message is retried and acked", async () => {
+  let attempts = 0;
+  const lines: string[] = [];
+  const listening = await consume({
+    broker: url,
+    consumer: 'listened',
+    database: pg.db,
+    schema: pg.schema,
+    events: [QuizSubmitted],
+    retryDelayMs: 5,
+    logger: {
+      debug: () => {},
+      info: () => {},
+      warn: () => {},
+      error: (_fields, message) => lines.push(message),
+    },
+    handler: () => {
+      attempts++;
+      if (attempts === 1) throw undefined;
+    },
+  });
+  // An application's listener with a bug: it reads error.message of an `undefined` error.
+  listening.on('failed', ({ error }) => {
+    (error as Error).message.length;
+  });
+  listening.on('processed', () => {
+    throw new Error('a metrics bug');
+  });
+  try {
+    const broker = brokerFromUrl(url, { source: 'test' });
+    await broker.connect();
+    await broker.publish([quiz(randomUUID())]);
+    await broker.close();
+    // Before: the listener's error escaped the handling; the message stayed in flight,
+    // never retried, acked or parked.
+    await waitFor(
+      'retried and acked',
+      () => listening.stats.processed === 1 && listening.health().inFlight === 0,
+      { timeoutMs: 20_000 },
+    );
+    expect(attempts).toBe(2);
+    expect(lines).toContain(
+      "a listener of 'failed' threw; ignored, the work it was told of goes on",
+    );
+    expect(lines).toContain(
+      "a listener of 'processed' threw; ignored, the work it was told of goes on",
+    );
+  } finally {
+    await listening.stop();
+    await withAmqpChannel((channel) => channel.deleteQueue(`${exchange}.listened`)).catch(() => {});
+  }
+});
