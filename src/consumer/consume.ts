@@ -656,6 +656,9 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         );
         continue;
       }
+      // Left behind by stop() (stopTimeoutMs): as its warning said, the message is not
+      // acked and comes again, so it is not counted or told of as processed.
+      if (this.abandoned.signal.aborted) return this.forget(work);
       const outcome = inboxOutcome(event) ?? 'applied';
       this.stats.processed++;
       if (outcome === 'duplicate') this.stats.duplicates++;

@@ -500,6 +500,8 @@ export function consumerConformance(harness: ConsumerHarness): void {
           await late;
         },
       });
+      let told = 0;
+      first.on('processed', () => told++);
       const sent = [quiz(randomUUID())];
       await publish(t.url, sent);
       await running;
@@ -525,6 +527,10 @@ export function consumerConformance(harness: ConsumerHarness): void {
       await waitFor('the late handler to run', () => late !== undefined);
       await expect(late).resolves.toMatchObject({ outcome: 'duplicate' });
       expect((await applied(name)).length).toBe(1);
+      // Its handler ended after stop() gave up on it: not acked, so not processed either.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(first.stats.processed).toBe(0);
+      expect(told).toBe(0);
     }, 120_000);
 
     it('a restart after a run that acked nothing resumes where it was, not from the start', async () => {
