@@ -72,6 +72,35 @@ describe('migrate', () => {
   it('ships numbered migrations, the first being 1', () => {
     expect(shipped.length).toBeGreaterThan(0);
     expect(shipped.map((m) => m.version)).toEqual(shipped.map((_, i) => i + 1));
+    // ASCII only: a database in another encoding than UTF-8 refuses what it cannot hold.
+    for (const m of shipped) expect(m.template, m.name).toMatch(/^[\x00-\x7f]*$/);
+  });
+
+  it('migrates a database in an encoding other than UTF-8 (LATIN1), and its events go out', async () => {
+    // Before: a "…" in a comment of 0001 failed migrate there ("has no equivalent in
+    // encoding LATIN1"), so nothing was applied.
+    const name = `latin1_${randomBytes(4).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: PG_URL });
+    await admin.connect();
+    await admin.query(
+      `CREATE DATABASE ${name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`,
+    );
+    const db = pgDatabase({ connectionString: PG_URL.replace(/\/[^/?]*(\?|$)/, `/${name}$1`) });
+    try {
+      await migrate(db, 'public');
+      await assertSchemaCurrent(db, 'public');
+      const event = LessonPublished.create({ ...lesson().payload, title: 'Café à la carte' });
+      await db.transaction((tx) => createOutbox().enqueue(tx, event));
+      const broker = new MemoryBroker();
+      const dispatcher = createDispatcher({ db, broker });
+      expect(await dispatcher.drain()).toBe(1);
+      await dispatcher.stop();
+      expect(JSON.parse(broker.messages[0]?.payload ?? '{}').title).toBe('Café à la carte');
+    } finally {
+      await db.close();
+      await admin.query(`DROP DATABASE ${name}`);
+      await admin.end();
+    }
   });
 
   it('applies everything once, records the versions, and a second call applies nothing', async () => {

@@ -50,12 +50,16 @@ export interface PgDatabaseOptions {
 // see transaction()): planning each claim cost more server CPU than executing it in small
 // batches. A transaction left idle for five minutes (a frozen process; a hung broker call
 // is cut sooner, at publishTimeoutMs) is ended by the server so its claimed rows come back.
+// JIT is off: with those scans off, a statement that can only scan (a one-row settings
+// table) is costed far above jit_above_cost, and compiling it took 60-100 ms, past a
+// DBA's statement_timeout of 50 ms; no statement of ours is long enough to gain from it.
 // Set by a statement on each new connection rather than as startup options, which
 // connection poolers refuse (PgBouncer: "unsupported startup parameter: options").
 const SESSION_SETTINGS = [
   'plan_cache_mode = force_generic_plan',
   'enable_bitmapscan = off',
   'enable_seqscan = off',
+  'jit = off',
   'idle_in_transaction_session_timeout = 300000',
 ]
   .map((setting) => `SET ${setting}`)

@@ -1,5 +1,5 @@
 -- The outbox: one row per event not yet published. A producer in any language needs only
---   INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES (…);
+--   INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES (...);
 -- every other column has a default.
 CREATE TABLE :schema.outbox (
   -- Commit order is not known at insert time; seq is the order events were written in,
