@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { statements as sqlOf } from '../src/db/sql/index.js';
 import {
   type BatchReport,
   BrokerUnavailableError,
@@ -369,6 +370,50 @@ describe('wake-up', () => {
     });
     expect(idsOf(broker.messages)).toEqual([id]);
     expect(claims()).toBeGreaterThan(claimsBefore);
+  });
+
+  it('polls every poll interval while the write probe fails, as its warning says', async () => {
+    // The probe's statement fails (a revoked sequence privilege, its connection unable to
+    // come back) while the claims still work.
+    const probe = sqlOf(t.schema).outboxWriteProbe;
+    const warnings: string[] = [];
+    const db: Database = {
+      ...t.db,
+      async session(name: string) {
+        const session = await (t.db.session as NonNullable<Database['session']>)(name);
+        return {
+          ...session,
+          query: <R>(text: string, values?: readonly unknown[]) =>
+            text === probe
+              ? Promise.reject(new Error('permission denied for sequence outbox_write_seq'))
+              : session.query<R>(text, values),
+        };
+      },
+    };
+    const broker = new MemoryBroker();
+    const d = dispatcher({
+      db,
+      broker,
+      pollIntervalMs: 200,
+      logger: {
+        debug: () => {},
+        info: () => {},
+        error: () => {},
+        warn: (_fields, message) => warnings.push(message),
+      },
+    });
+    await d.start();
+    await waitFor('the probe to fail', () =>
+      warnings.includes('write probe failed; polling until it answers'),
+    );
+    // Past the start-up claims: the lanes asleep.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const [id] = await enqueue(lesson());
+    // Before: nothing woke the lanes; the event waited for their 30 s look.
+    await waitFor('the event to be published', () => d.stats.published === 1, {
+      timeoutMs: 5_000,
+    });
+    expect(idsOf(broker.messages)).toEqual([id]);
   });
 
   it('publishes an event whose transaction commits after the wake-up saw it written', async () => {

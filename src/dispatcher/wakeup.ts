@@ -106,7 +106,11 @@ export interface WriteProbeOptions {
   maxMs: number;
   /** Wait after a failed look (the database away), before looking again. */
   retryMs: number;
-  /** Called when the write sequence moved: something was written since the last look. */
+  /**
+   * Called when the write sequence moved (something was written since the last look), and
+   * after each failed look: the probe cannot tell then, so the lanes look for themselves,
+   * every `retryMs`, and report the database if it is away.
+   */
   onWrite: () => void;
 }
 
@@ -198,6 +202,7 @@ export class WriteProbe {
       this.failing = true;
       await this.session?.close().catch(() => {});
       this.session = undefined;
+      onWrite();
     }
     this.schedule(next);
   }
