@@ -521,6 +521,26 @@ describe('wake-up', () => {
   });
 });
 
+describe('the sequences that number the rows', () => {
+  it('refuses to start on a CACHE above 1, naming each and the statement that fixes it', async () => {
+    // A cached block per session numbers a row below one committed before it: a trial
+    // published an aggregate's third event before its second.
+    const q = `"${t.schema}"`;
+    // seq is drawn from it too (pg_get_serial_sequence of outbox.seq names it).
+    await t.db.query(`ALTER SEQUENCE ${q}.outbox_write_seq CACHE 100`);
+    const d = dispatcher({ broker: new MemoryBroker() });
+    const refused = await d.start().catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect((refused as ConfigError).message).toBe(
+      `schema: ${q}.outbox_write_seq has CACHE 100: each session would number its events from a block of its own, so one aggregate's events could be published out of order. Run: ALTER SEQUENCE ${q}.outbox_write_seq CACHE 1;`,
+    );
+    await t.db.query(`ALTER SEQUENCE ${q}.outbox_write_seq CACHE 1`);
+    const again = dispatcher({ broker: new MemoryBroker() });
+    await again.start();
+    expect(again.health().state).not.toBe('stopped');
+  });
+});
+
 describe('failures', () => {
   it('a failed event is kept with attempts, last_error and a later available_at', async () => {
     const [id] = await enqueue(lesson());

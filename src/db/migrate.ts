@@ -341,6 +341,27 @@ export function producerNotifyStatement(schema: string, on: boolean): string {
 }
 
 /** True unless `setProducerNotify(…, false)` turned the insert trigger's NOTIFY off. */
+/**
+ * Throws a ConfigError naming the fix when a DBA gave the sequence that numbers the
+ * outbox's rows a CACHE above 1: a session then draws its numbers from a block of its
+ * own, a row can be numbered below one committed before it, and the per-aggregate order
+ * (which follows those numbers) no longer holds.
+ */
+export async function assertSequencesUncached(db: Executor, schema: string): Promise<void> {
+  const q = quoteSchema(schema);
+  const { rows } = await db.query<{ name: string; cache: string }>(
+    statements(schema).sequencesCached,
+    [`${q}.outbox_write_seq`],
+  );
+  if (rows.length === 0) return;
+  const named = rows.map((row) => `${q}.${row.name} has CACHE ${row.cache}`).join(', ');
+  const fixes = rows.map((row) => `ALTER SEQUENCE ${q}.${row.name} CACHE 1;`).join(' ');
+  throw new ConfigError(
+    'schema',
+    `${named}: each session would number its events from a block of its own, so one aggregate's events could be published out of order. Run: ${fixes}`,
+  );
+}
+
 export async function readProducerNotify(db: Executor, schema: string): Promise<boolean> {
   const { rows } = await db.query<{ enabled: string }>(statements(schema).producerNotifyRead, [
     `${quoteSchema(schema)}.outbox`,

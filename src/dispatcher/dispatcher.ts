@@ -10,7 +10,12 @@ import {
 import { emitGuarded } from '../common/listeners.js';
 import { RunEnd } from '../common/run-end.js';
 import { clip } from '../common/text.js';
-import { assertSchemaCurrent, readPartitionCount, readProducerNotify } from '../db/migrate.js';
+import {
+  assertSchemaCurrent,
+  assertSequencesUncached,
+  readPartitionCount,
+  readProducerNotify,
+} from '../db/migrate.js';
 import { assertPrivileges, type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
 import { connectionCheck, type Statements, statements } from '../db/sql/index.js';
 import {
@@ -237,6 +242,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       // First: a role that may not use the schema would otherwise be told it is not migrated.
       await assertPrivileges(db, schema, this.privilegedParts(), logger);
       await assertSchemaCurrent(db, schema);
+      await assertSequencesUncached(db, schema);
       // Before anything else starts, so a refusal leaves nothing to stop (a broker whose
       // connect fails releases what it opened, as on every reconnect).
       if (this.options.waitForBroker) await this.link.ensure();

@@ -28,6 +28,8 @@ export interface MigrationStatements {
   producerNotifyRead: string;
   producerNotifyOn: string;
   producerNotifyOff: string;
+  /** $1 the write sequence (which numbers the rows' `seq`): its CACHE when above 1. */
+  sequencesCached: string;
 }
 
 /** `s`: the quoted schema. */
@@ -51,5 +53,8 @@ export function migrationStatements(s: string): MigrationStatements {
 WHERE t.tgrelid = $1::regclass AND t.tgname = 'outbox_notify'`,
     producerNotifyOn: `ALTER TABLE ${s}.outbox ENABLE TRIGGER outbox_notify`,
     producerNotifyOff: `ALTER TABLE ${s}.outbox DISABLE TRIGGER outbox_notify`,
+    sequencesCached: `SELECT c.relname AS name, q.seqcache::text AS cache
+FROM pg_catalog.pg_sequence q JOIN pg_catalog.pg_class c ON c.oid = q.seqrelid
+WHERE q.seqcache > 1 AND q.seqrelid = $1::regclass`,
   };
 }
