@@ -73,7 +73,7 @@ describe('migrate', () => {
     expect(shipped.length).toBeGreaterThan(0);
     expect(shipped.map((m) => m.version)).toEqual(shipped.map((_, i) => i + 1));
     // ASCII only: a database in another encoding than UTF-8 refuses what it cannot hold.
-    for (const m of shipped) expect(m.template, m.name).toMatch(/^[\x00-\x7f]*$/);
+    for (const m of shipped) expect(m.template, m.name).not.toMatch(/[^\t\n\r -~]/);
   });
 
   it('migrates a database in an encoding other than UTF-8 (LATIN1), and its events go out', async () => {
