@@ -42,10 +42,11 @@ export type InboxResult<R> =
   | { outcome: Exclude<InboxOutcome, 'applied'>; result?: undefined };
 
 /**
- * The fields of an event the inbox keys on. Its order is kept per aggregate, that is per
- * `source` (the producer, whose outbox numbers the `sequence`), `aggregateType` and
- * `aggregateId`; the consumer's events carry all three, and an event built by hand
- * without the first two has them empty.
+ * The fields of an event the inbox keys on. An event is recorded by its `source` and `id`
+ * (CloudEvents makes only the two together unique), and its order is kept per aggregate,
+ * that is per `source` (the producer, whose outbox numbers the `sequence`),
+ * `aggregateType` and `aggregateId`. The consumer's events carry them all; an event built
+ * by hand without `source` or `aggregateType` has them empty.
  */
 export type InboxEvent = Pick<ConsumedEvent, 'id' | 'type' | 'aggregateId' | 'sequence'> &
   Partial<Pick<ConsumedEvent, 'source' | 'aggregateType'>>;

@@ -283,6 +283,31 @@ describe('inbox', () => {
     expect(await outcome(of('course', '305'))).toBe('applied');
   });
 
+  it('records an event by its source and id: two producers may number theirs alike', async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'sources' });
+    const numbered = (source: string, id: string, aggregateId: string) => ({
+      id,
+      type: 'quiz-submitted',
+      aggregateId,
+      sequence: undefined,
+      source,
+      aggregateType: 'quiz',
+    });
+    const outcome = async (e: ReturnType<typeof numbered>) =>
+      (await inTransaction((c) => inbox.process(c, e, () => 0))).outcome;
+    // Before: producer A's event 1 was taken for a duplicate of B's and never applied.
+    expect(await outcome(numbered('urn:producer-b', '1', 'agg-b'))).toBe('applied');
+    expect(await outcome(numbered('urn:producer-a', '1', 'agg-a'))).toBe('applied');
+    expect(await outcome(numbered('urn:producer-a', '1', 'agg-a'))).toBe('duplicate');
+    // A record of a release before migration 0011 has no source: the same id is a
+    // duplicate, so a rollout applies nothing twice.
+    await pool.query(
+      `INSERT INTO "${test.schema}".inbox (consumer, event_id, event_type, aggregate_id)
+       VALUES ('sources', 'legacy-1', 'quiz-submitted', 'agg-l')`,
+    );
+    expect(await outcome(numbered('urn:producer-a', 'legacy-1', 'agg-l'))).toBe('duplicate');
+  });
+
   it('the last applied event delivered again after its record was purged is a duplicate, not stale', async () => {
     // As when the broker delivers it again later than the inbox's retention.
     for (const onStale of ['park', 'skip', 'apply'] as const) {

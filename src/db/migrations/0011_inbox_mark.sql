@@ -17,3 +17,16 @@ CREATE TABLE :schema.inbox_mark (
   updated_at     timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (consumer, source, aggregate_type, aggregate_id)
 );
+
+-- Likewise an event is its source and its id: CloudEvents makes only the two together
+-- unique, and a producer that numbers its events (1, 2, ...) shares ids with another.
+-- Keyed by id alone, the second producer's event 1 was taken for a duplicate of the
+-- first's and never applied. Records of the earlier release have the source '': this
+-- release takes such a record of the same id as the event's own, so an event applied by
+-- a consumer of the earlier release is not applied again by one of this release during
+-- a rollout. Rebuilding the key blocks the inbox's writes while it runs: purge old
+-- records first (`inbox purge --older-than`), or migrate at a quiet time.
+ALTER TABLE :schema.inbox ADD COLUMN source text NOT NULL DEFAULT '';
+ALTER TABLE :schema.inbox
+  DROP CONSTRAINT inbox_pkey,
+  ADD PRIMARY KEY (consumer, source, event_id);

@@ -2,8 +2,10 @@
 export interface InboxStatements {
   /**
    * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence (text or NULL),
-   * $6 source, $7 aggregate type: records the event in the caller's transaction. `fresh` is 0 when the id was recorded
-   * before (a duplicate; a concurrent recorder of the same id is waited for on the key);
+   * $6 source, $7 aggregate type: records the event in the caller's transaction. `fresh`
+   * is 0 when its source and id were recorded before, or its id without a source (by a
+   * release before migration 0011): a duplicate (a concurrent recorder of the same key
+   * is waited for on it);
    * `in_order` is 0 when an event with a higher sequence was already applied for the
    * aggregate (its source, type and id), whose mark row stays locked until the
    * transaction ends.
@@ -28,10 +30,12 @@ export interface InboxStatements {
 export function inboxStatements(s: string, schema: string): InboxStatements {
   return {
     inboxRecord: `WITH fresh AS (
-  INSERT INTO ${s}.inbox (consumer, event_id, event_type, aggregate_id, sequence)
-  VALUES ($1, $2, $3, $4, $5::text::bigint)
+  INSERT INTO ${s}.inbox (consumer, source, event_id, event_type, aggregate_id, sequence)
+  VALUES ($1, $6, $2, $3, $4, $5::text::bigint)
   ON CONFLICT DO NOTHING
   RETURNING sequence
+), legacy AS (
+  SELECT 1 FROM ${s}.inbox WHERE consumer = $1 AND source = '' AND event_id = $2 AND $6 <> ''
 ), mark AS (
   INSERT INTO ${s}.inbox_mark AS a (consumer, source, aggregate_type, aggregate_id, last_sequence)
   SELECT $1, $6, $7, $4, sequence FROM fresh WHERE sequence IS NOT NULL
@@ -40,19 +44,19 @@ export function inboxStatements(s: string, schema: string): InboxStatements {
     WHERE a.last_sequence < excluded.last_sequence
   RETURNING 1
 )
-SELECT (SELECT count(*) FROM fresh)::int AS fresh,
+SELECT ((SELECT count(*) FROM fresh) > 0 AND NOT EXISTS (SELECT 1 FROM legacy))::int AS fresh,
   ((SELECT count(*) FROM mark) > 0 OR $5::text IS NULL)::int AS in_order`,
 
     inboxLastSequence: `SELECT last_sequence::text AS last FROM ${s}.inbox_mark
 WHERE consumer = $1 AND source = $2 AND aggregate_type = $3 AND aggregate_id = $4`,
 
     inboxPurge: `WITH doomed AS (
-  SELECT consumer, event_id FROM ${s}.inbox
+  SELECT consumer, source, event_id FROM ${s}.inbox
   WHERE processed_at < $1::timestamptz AND ($2::text IS NULL OR consumer = $2)
   LIMIT $3
 )
 DELETE FROM ${s}.inbox i USING doomed
-WHERE i.consumer = doomed.consumer AND i.event_id = doomed.event_id
+WHERE i.consumer = doomed.consumer AND i.source = doomed.source AND i.event_id = doomed.event_id
 RETURNING 1`,
 
     consumerLeaseTry: `SELECT pg_try_advisory_lock(
