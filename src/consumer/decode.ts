@@ -76,9 +76,12 @@ export function decodeCloudEvent(
       `not a CloudEvent: no ${prefixes[binding][0]}* headers and content type ${contentType ? `"${contentType}"` : 'absent'} (expected binary mode or application/cloudevents+json)`,
     );
   }
-  if (contentType && !json.test(contentType)) {
+  // The NATS binding carries datacontenttype as a header of its own (ce-datacontenttype);
+  // where both are given, that one says what the data is.
+  const dataType = attributes.datacontenttype ?? contentType;
+  if (dataType && !json.test(dataType)) {
     throw new UndecodableMessageError(
-      `content type "${contentType}" is not JSON; only JSON event data can be checked against an event schema`,
+      `content type "${dataType}" is not JSON; only JSON event data can be checked against an event schema`,
     );
   }
   return event(attributes, parseJson(text(delivery.body, 'body'), 'body'));

@@ -216,6 +216,9 @@ describe('nats broker', () => {
     expect(got?.attributes.subject).toBe('café "1" 100%');
     expect(got?.attributes.type).toBe('leçon\tpubliée');
     expect(got?.body).toBe(odd.payload);
+    // The binding's datacontenttype header, beside the protocol's content-type.
+    expect(got?.raw['ce-datacontenttype']).toBe('application/json');
+    expect(got?.raw['content-type']).toBe('application/json');
   });
 
   it('stores an event published twice once (Nats-Msg-Id dedup), both publishes succeed', async () => {

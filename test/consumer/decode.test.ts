@@ -149,6 +149,20 @@ describe('decodeCloudEvent', () => {
     expect(refuse({}, bytes('[1]'), 'application/cloudevents+json')).toThrow(
       /body is not a JSON object/,
     );
+    // NATS: the binding's ce-datacontenttype says what the data is, even when the body
+    // would parse as JSON.
+    const nats = binaryModeHeaders(message, 'svc', bindingPrefix.nats);
+    const natsText = { ...nats, 'ce-datacontenttype': 'text/plain' };
+    expect(() =>
+      decodeCloudEvent('nats', { headers: natsText, contentType: undefined, body }),
+    ).toThrow(/"text\/plain" is not JSON/);
+    const { 'content-type': _ct, ...natsOnlyCe } = {
+      ...nats,
+      'ce-datacontenttype': 'application/json',
+    };
+    expect(
+      decodeCloudEvent('nats', { headers: natsOnlyCe, contentType: undefined, body }).data,
+    ).toEqual(JSON.parse(message.payload));
   });
 
   it('keeps a sequence only when it is decimal digits, without padding', () => {

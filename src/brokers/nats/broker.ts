@@ -214,12 +214,18 @@ class NatsBroker implements EventBroker {
     return `${this.settings.subjectPrefix}.${subjectToken(message.aggregateType)}.${subjectToken(message.eventType)}`;
   }
 
-  /** The CloudEvents headers, then `Nats-Msg-Id` = event id for the server's dedup. */
+  /**
+   * The CloudEvents headers (datacontenttype also as `content-type`), then `Nats-Msg-Id` =
+   * event id for the server's dedup.
+   */
   private headers(message: OutboxMessage): MsgHdrs {
     const result = natsHeaders();
     const attributes = binaryModeHeaders(message, this.source, bindingPrefix.nats);
     // Every name is new to `result`: append, without set's search for one to replace.
     for (const name in attributes) result.append(name, headerValue(attributes[name] as string));
+    // The NATS binding maps datacontenttype to a header of the prefix, as every other
+    // attribute; content-type stays for readers that take the protocol's own.
+    result.append(`${bindingPrefix.nats}datacontenttype`, attributes['content-type'] as string);
     result.append(msgIdHeader, message.id);
     return result;
   }
