@@ -316,6 +316,42 @@ describe('least-privilege roles', () => {
       }
     });
 
+    it('a consumer role without the inbox grants is told so at start, naming them', async () => {
+      // As after an upgrade that added inbox_mark, before its grant was given.
+      await owner.query(`REVOKE ALL ON "${schema}".inbox_mark FROM "${ROLES.consumer}"`);
+      const db = pgDatabase({ connectionString: urlAs(ROLES.consumer) });
+      const warnings: { err: string | undefined; message: string }[] = [];
+      try {
+        const consumer = await consume({
+          broker: `${NATS}?stream=PGR_${suffix}&subject_prefix=pgr${suffix}`,
+          consumer: 'pgr',
+          database: db,
+          schema,
+          events: [LessonPublished],
+          logger: {
+            debug: () => {},
+            info: () => {},
+            error: () => {},
+            warn: (fields, message) =>
+              warnings.push({ err: (fields as { err?: string }).err, message }),
+          },
+          handler: () => {},
+        });
+        await consumer.stop();
+        const told = warnings.find((w) =>
+          w.message.startsWith('this role lacks what inbox.process needs'),
+        );
+        expect(told?.err).toContain(
+          `GRANT SELECT, INSERT, UPDATE ON "${schema}".inbox_mark TO "${ROLES.consumer}";`,
+        );
+      } finally {
+        await owner.query(
+          `GRANT SELECT, INSERT, UPDATE ON "${schema}".inbox_mark TO "${ROLES.consumer}"`,
+        );
+        await db.close();
+      }
+    });
+
     it('the operator runs status, dead …, purge, inbox purge', async () => {
       const as = ['--database-url', urlAs(ROLES.operator), '--schema', schema];
       const ok = async (args: string[]) => {

@@ -269,6 +269,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
             this.settings.logger,
           );
           await assertSchemaCurrent(this.settings.database, this.settings.schema);
+          await this.warnWithoutInboxGrants();
           schemaChecked = true;
         }
         const source = sourceFromUrl(this.settings.broker, {
@@ -402,6 +403,23 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     } else if (this.state === 'reconnecting') {
       this.setState('receiving');
       logger.info({ consumer }, 'consumer receiving again');
+    }
+  }
+
+  /**
+   * Whether the handler uses the inbox is its own business, so a role without the
+   * inbox's grants is not refused at start (unless `inboxRetentionMs` needs them); it is
+   * told, since the first event through `inbox.process` would stop the consumer.
+   */
+  private async warnWithoutInboxGrants(): Promise<void> {
+    if (this.privileged().includes('inbox')) return;
+    const { database, schema, logger, consumer } = this.settings;
+    const missing = await missingPrivileges(database, schema, ['inbox']).catch(() => undefined);
+    if (missing) {
+      logger.warn(
+        { consumer, err: missing.message },
+        'this role lacks what inbox.process needs: a handler that uses the inbox will stop the consumer at its first event',
+      );
     }
   }
 

@@ -276,8 +276,10 @@ export async function privilegeErrorOf(
     .catch(() => ({ rows: [] as { role: string }[] }));
   const role = rows[0]?.role;
   const message = error instanceof Error ? error.message : String(error);
+  // A refusal of ours (the inbox's) names the guide already.
+  const guide = message.includes(GUIDE) ? '' : ` (${GUIDE})`;
   return new PrivilegeError(
-    `${role === undefined ? '' : `role "${role}": `}${message} (${GUIDE})`,
+    `${role === undefined ? '' : `role "${role}": `}${message}${guide}`,
     { role },
     { cause: error },
   );
