@@ -3,10 +3,15 @@
  * on the machine's RabbitMQ; its queues and the exchange are deleted afterwards. The
  * outage target reaches RabbitMQ through a TCP proxy the test cuts.
  */
+import { randomUUID } from 'node:crypto';
 import amqp from 'amqplib';
-import { afterAll } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ConsumedEventOf, type Consumer, consume } from '../../src/consumer/index.js';
+import { QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
+import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
 import { type ConsumerHarness, consumerConformance } from './conformance.js';
 
 const proxies: TcpProxy[] = [];
@@ -64,3 +69,67 @@ const harness: ConsumerHarness = {
 };
 
 consumerConformance(harness);
+
+describe('consume() on RabbitMQ: attributes another producer sends as AMQP types', () => {
+  const consumers: Consumer[] = [];
+  let pg: TestSchema;
+  let exchange: string;
+  beforeAll(async () => {
+    pg = await createPgTestSchema('consumer_amqp_typed');
+    exchange = testExchange();
+  });
+  afterAll(async () => {
+    for (const consumer of consumers) await consumer.stop();
+    await withAmqpChannel(async (channel) => {
+      await channel.deleteQueue(`${exchange}.typed`);
+      await channel.deleteExchange(exchange);
+    }).catch(() => {});
+    await pg?.drop();
+  });
+
+  it('reads a timestamp as RFC 3339 and binary as base64, as the AMQP binding has them', async () => {
+    const received: ConsumedEventOf<typeof QuizSubmitted>[] = [];
+    consumers.push(
+      await consume({
+        broker: `${AMQP_URL}?exchange=${exchange}&accept_unroutable=true`,
+        consumer: 'typed',
+        database: pg.db,
+        schema: pg.schema,
+        events: [QuizSubmitted],
+        handler: (event) => {
+          received.push(event);
+        },
+      }),
+    );
+    const data = {
+      quiz_id: randomUUID(),
+      student_id: randomUUID(),
+      score: 3,
+      submitted_at: '2026-12-01T10:00:00Z',
+    };
+    const connection = await amqp.connect(AMQP_URL);
+    try {
+      const channel = await connection.createConfirmChannel();
+      channel.publish(exchange, 'quiz.quiz-submitted', Buffer.from(JSON.stringify(data)), {
+        contentType: 'application/json',
+        headers: {
+          cloudEvents_specversion: '1.0',
+          cloudEvents_id: 'typed-1',
+          cloudEvents_source: 'urn:other',
+          cloudEvents_type: 'quiz-submitted',
+          cloudEvents_subject: data.quiz_id,
+          // AMQP 0-9-1 timestamps are seconds since the epoch.
+          cloudEvents_time: { '!': 'timestamp', value: 1704164645 },
+          cloudEvents_blob: Buffer.from([1, 2, 3]),
+        },
+      });
+      await channel.waitForConfirms();
+    } finally {
+      await connection.close();
+    }
+    await waitFor('the event', () => received.length === 1, { timeoutMs: 20_000 });
+    // Before: time "1704164645", blob "\u0001\u0002\u0003".
+    expect(received[0]?.time).toBe('2024-01-02T03:04:05.000Z');
+    expect(received[0]?.extensions).toEqual({ blob: 'AQID' });
+  });
+});

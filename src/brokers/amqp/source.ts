@@ -346,14 +346,23 @@ function deliveryHeaders(message: ConsumeMessage): Record<string, string> {
   return headers;
 }
 
+/**
+ * A header as the CloudEvents AMQP binding's canonical string: a producer may send an
+ * attribute as the AMQP type of its CloudEvents type (a Timestamp as an AMQP timestamp,
+ * Binary as a byte array), which must read as RFC 3339 and base64.
+ */
 function headerText(value: unknown): string | undefined {
   if (value === null || value === undefined) return undefined;
   if (typeof value === 'string') return value;
-  if (value instanceof Uint8Array) return Buffer.from(value).toString('utf8');
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('base64');
   if (typeof value !== 'object') return String(value);
-  // amqplib decodes AMQP timestamps and decimals as { '!': type, value }.
+  // amqplib decodes AMQP timestamps and decimals as { '!': type, value }; an AMQP 0-9-1
+  // timestamp is seconds since the epoch.
   const typed = value as { '!'?: string; value?: unknown };
-  if (typed['!'] === 'timestamp') return String(typed.value);
+  if (typed['!'] === 'timestamp') {
+    const at = new Date(Number(typed.value) * 1000);
+    return Number.isNaN(at.getTime()) ? String(typed.value) : at.toISOString();
+  }
   if (typed['!'] === 'decimal') {
     const { places, digits } = typed.value as { places: number; digits: number };
     return String(digits / 10 ** places);
