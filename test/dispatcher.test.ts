@@ -521,6 +521,27 @@ describe('wake-up', () => {
   });
 });
 
+describe('a server setting that refuses the claim', () => {
+  it('says what to change, not only that the database is unavailable', async () => {
+    // As on a standby, or with default_transaction_read_only on.
+    const db: Database = {
+      ...t.db,
+      transaction: (fn, options) =>
+        t.db.transaction(async (tx) => {
+          await tx.query('SET TRANSACTION READ ONLY');
+          return fn(tx);
+        }, options),
+    };
+    await enqueue(lesson());
+    const d = dispatcher({ db, broker: new MemoryBroker(), retryBaseDelayMs: 50 });
+    await d.start();
+    await waitFor('the backoff', () => d.health().state === 'backoff');
+    expect(d.health().problem?.message).toMatch(
+      /read-only transaction \(the server takes no writes: a standby, or default_transaction_read_only is on; point the database URL at the primary, or add target_session_attrs=read-write to it\)$/,
+    );
+  });
+});
+
 describe('the sequences that number the rows', () => {
   it('refuses to start on a CACHE above 1, naming each and the statement that fixes it', async () => {
     // A cached block per session numbers a row below one committed before it: a trial

@@ -1,4 +1,6 @@
+import { errorMessage } from '../common/errors.js';
 import type { Database, TransactionExecutor } from '../db/database.js';
+import { hasSqlState } from '../db/missing-table.js';
 
 /**
  * Which errors came from the database. The loop reports "database unavailable" only for
@@ -73,4 +75,34 @@ export async function markDatabaseErrors<T>(
     if (!bodyFailed || error !== bodyError) mark(error);
     throw error;
   }
+}
+
+/**
+ * Refusals that are no outage of the server but a setting of it, which retrying waits on
+ * until someone changes it: what to change, after PostgreSQL's own message.
+ */
+const SETTING_HINTS: readonly (readonly [string, string])[] = [
+  [
+    '25006',
+    'the server takes no writes: a standby, or default_transaction_read_only is on; point the database URL at the primary, or add target_session_attrs=read-write to it',
+  ],
+  [
+    '53400',
+    'a limit of the server (temp_file_limit, work_mem) refuses the claim; raise it for this role, or lower --batch-size',
+  ],
+  [
+    '57014',
+    "a statement timeout of the server or this role cancelled the dispatcher's statement; raise statement_timeout for this role",
+  ],
+];
+
+/** A database error's message, with what to change when a setting of the server refuses. */
+export function databaseProblem(error: unknown): string {
+  const message = errorMessage(error);
+  // 57014 is also an operator's pg_cancel_backend: only the timeout's is a setting.
+  const hint = SETTING_HINTS.find(
+    ([state]) =>
+      hasSqlState(error, state) && (state !== '57014' || /statement timeout/.test(message)),
+  )?.[1];
+  return hint ? `${message} (${hint})` : message;
 }

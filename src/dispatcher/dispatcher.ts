@@ -26,7 +26,7 @@ import {
   dispatchBatch,
 } from './batch.js';
 import { BrokerLink } from './broker-link.js';
-import { databaseWork, isDatabaseError } from './database-errors.js';
+import { databaseProblem, databaseWork, isDatabaseError } from './database-errors.js';
 import type { BatchReport, DispatcherEvents, DispatcherStats, UnavailableEvent } from './events.js';
 import { combineHealth, type DispatcherHealth } from './health.js';
 import { DeadLetterJanitor } from './janitor.js';
@@ -537,7 +537,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
           : 'internal';
     if (target === 'broker') await this.link.drop();
     const fields = {
-      err: errorMessage(error),
+      err: target === 'database' ? databaseProblem(error) : errorMessage(error),
       target,
       attempt: failures + 1,
       retryInMs: delay,
@@ -559,7 +559,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       }
     }
     this.emit('unavailable', { target, error, retryInMs: delay });
-    lane.enter('backoff', { target, message: errorMessage(error) });
+    lane.enter('backoff', { target, message: fields.err });
     await lane.stopRequested.sleep(delay);
   }
 
