@@ -544,8 +544,8 @@ describe('a server setting that refuses the claim', () => {
 
 describe('the sequences that number the rows', () => {
   it('refuses to start on a CACHE above 1, naming each and the statement that fixes it', async () => {
-    // A cached block per session numbers a row below one committed before it: a trial
-    // published an aggregate's third event before its second.
+    // A cached block per session numbers a row below one committed before it, so an
+    // aggregate's third event could go out before its second.
     const q = `"${t.schema}"`;
     // seq is drawn from it too (pg_get_serial_sequence of outbox.seq names it).
     await t.db.query(`ALTER SEQUENCE ${q}.outbox_write_seq CACHE 100`);
