@@ -558,7 +558,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         logger.warn(fields, `${target} unavailable; retrying`);
       }
     }
-    this.emit('unavailable', { target, error, retryInMs: delay });
+    this.emit('unavailable', { target, error, retryInMs: delay, lane: lane.index });
     lane.enter('backoff', { target, message: fields.err });
     await lane.stopRequested.sleep(delay);
   }

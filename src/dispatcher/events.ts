@@ -50,6 +50,8 @@ export interface UnavailableEvent {
   target: Exclude<ProblemTarget, 'configuration'>;
   error: unknown;
   retryInMs: number;
+  /** Which of the `batchesInFlight` lanes backs off (each meets the outage on its own). */
+  lane: number;
 }
 
 /**
