@@ -189,7 +189,8 @@ describe('amqp source', () => {
     expect(delivery?.headers).toEqual({
       n: '5',
       yes: 'true',
-      bytes: 'raw',
+      // A byte array is the AMQP binding's Binary: its canonical text is base64.
+      bytes: Buffer.from('raw').toString('base64'),
       'cloudEvents:id': 'm-1',
     });
     expect(delivery?.contentType).toBeUndefined();
