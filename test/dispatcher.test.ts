@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../src/common/logger.js';
 import { statements as sqlOf } from '../src/db/sql/index.js';
 import {
   type BatchReport,
@@ -209,12 +210,7 @@ describe('what is published', () => {
     const d = dispatcher({
       broker,
       batchSize: 4,
-      logger: {
-        debug: () => {},
-        info: () => {},
-        warn: () => {},
-        error: (_fields, message) => errors.push(message),
-      },
+      logger: { ...silentLogger, error: (_fields, message) => errors.push(message) },
     });
     // An application's listeners with bugs; the second still hears every batch.
     let heard = 0;
@@ -395,12 +391,7 @@ describe('wake-up', () => {
       db,
       broker,
       pollIntervalMs: 200,
-      logger: {
-        debug: () => {},
-        info: () => {},
-        error: () => {},
-        warn: (_fields, message) => warnings.push(message),
-      },
+      logger: { ...silentLogger, warn: (_fields, message) => warnings.push(message) },
     });
     await d.start();
     await waitFor('the probe to fail', () =>

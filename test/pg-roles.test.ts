@@ -9,6 +9,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '../src/common/logger.js';
 import { consume, createInbox } from '../src/consumer/index.js';
 import { grantStatements, type PrivilegedPart } from '../src/db/privileges.js';
 import {
@@ -329,9 +330,7 @@ describe('least-privilege roles', () => {
           schema,
           events: [LessonPublished],
           logger: {
-            debug: () => {},
-            info: () => {},
-            error: () => {},
+            ...silentLogger,
             warn: (fields, message) =>
               warnings.push({ err: (fields as { err?: string }).err, message }),
           },

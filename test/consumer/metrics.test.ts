@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
+import { silentLogger } from '../../src/common/logger.js';
 import type { ConsumerHealth } from '../../src/consumer/events.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
@@ -187,12 +188,7 @@ it("goes on when a listener of the consumer's events throws: the message is retr
     schema: pg.schema,
     events: [QuizSubmitted],
     retryDelayMs: 5,
-    logger: {
-      debug: () => {},
-      info: () => {},
-      warn: () => {},
-      error: (_fields, message) => lines.push(message),
-    },
+    logger: { ...silentLogger, error: (_fields, message) => lines.push(message) },
     handler: () => {
       attempts++;
       if (attempts === 1) throw undefined;
