@@ -22,6 +22,11 @@ export interface ConsumerDeadLetter {
   /** The dead letter's own id (a message that could not be decoded has no event id). */
   id: string;
   consumer: string;
+  /**
+   * The CloudEvent source of the event: with its id, what makes it one ('' for a message
+   * that could not be decoded, and for dead letters parked before migration 0012).
+   */
+  source: string;
   eventId: string | null;
   eventType: string | null;
   aggregateId: string | null;
@@ -45,6 +50,7 @@ export interface ConsumerDeadLetterDetail extends ConsumerDeadLetter {
 interface Row {
   id: string;
   consumer: string;
+  source: string;
   event_id: string | null;
   event_type: string | null;
   aggregate_id: string | null;
@@ -73,6 +79,7 @@ function toDeadLetter(row: Row): ConsumerDeadLetter {
   return {
     id: row.id,
     consumer: row.consumer,
+    source: row.source,
     eventId: row.event_id,
     eventType: row.event_type,
     aggregateId: row.aggregate_id,
@@ -99,7 +106,10 @@ export async function listConsumerDeadLetters(
   return rows.map(toDeadLetter);
 }
 
-/** The dead letters of one event (one per consumer that parked it), with headers and body. */
+/**
+ * The dead letters of one event id (one per consumer that parked it, and per producer that
+ * used the id), with headers and body.
+ */
 export async function showConsumerDeadLetters(
   db: Executor,
   schema: string,

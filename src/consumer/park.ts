@@ -17,6 +17,8 @@ export interface Parked {
 /** The event fields known when the message was parked (none if it could not be decoded). */
 export interface ParkedFields {
   id: string;
+  /** The CloudEvent source: with the id, what makes the event one. */
+  source: string;
   type: string;
   aggregateId: string;
   sequence: string | undefined;
@@ -67,6 +69,7 @@ export async function parkMessage(
     attempts,
     withoutNul(reason),
     stale,
+    fields?.source ?? '',
   ]);
   return {
     origin: delivery.origin,

@@ -33,6 +33,7 @@ export function toConsumedEvent(
   }
   const fields: ParkedFields = {
     id: cloudEvent.id,
+    source: cloudEvent.source,
     type: cloudEvent.type,
     aggregateId: cloudEvent.aggregateId,
     sequence: cloudEvent.sequence,

@@ -122,6 +122,46 @@ describe('consumer dead letters', () => {
     broken = new Set();
   });
 
+  it("two producers' events of one id are two dead letters, each retried with its own body", async () => {
+    // CloudEvents makes an event its source and id: a producer numbering its events may
+    // reuse another's id. Parked alike, neither may overwrite the other's dead letter.
+    const id = randomUUID();
+    const ours = { ...quiz(randomUUID()), id };
+    const theirs = { ...quiz(randomUUID()), id };
+    broken = new Set([id]);
+    await publish(ours);
+    const other = brokerFromUrl(url, { source: 'urn:other-producer' });
+    await other.connect();
+    await other.publish([theirs]);
+    await other.close();
+    type Listed = { eventId: string; source: string; aggregateId: string };
+    const parkedOf = async () =>
+      (JSON.parse((await cli('dead', 'list', '--consumer', NAME, '--json')).stdout) as Listed[])
+        .filter((d) => d.eventId === id)
+        .sort((a, b) => a.source.localeCompare(b.source));
+    await waitFor('both parked', async () => (await parkedOf()).length === 2, {
+      timeoutMs: 20_000,
+    });
+    expect((await parkedOf()).map((d) => [d.source, d.aggregateId])).toEqual([
+      ['test', ours.aggregateId],
+      ['urn:other-producer', theirs.aggregateId],
+    ]);
+    const show = await cli('dead', 'show', id, '--consumer', NAME);
+    const bodies = (
+      JSON.parse(`[${show.stdout.trim().replace(/\}\n\{/g, '},{')}]`) as {
+        body: string;
+      }[]
+    ).map((d) => d.body);
+    expect(bodies.sort()).toEqual([ours.payload, theirs.payload].sort());
+
+    broken = new Set();
+    expect((await cli('dead', 'retry', id, '--consumer', NAME)).code).toBe(0);
+    await waitFor('both applied on retry', () => applied.filter((a) => a === id).length === 2, {
+      timeoutMs: 10_000,
+    });
+    await waitFor('the dead letters gone', async () => (await parkedOf()).length === 0);
+  });
+
   it('a stale event is parked, and a retry applies it after all', async () => {
     const aggregate = randomUUID();
     const older = quiz(aggregate);

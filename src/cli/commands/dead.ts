@@ -315,7 +315,11 @@ export function deadCommand(): Command {
         }),
     )
     .addCommand(
-      adminCommand('show', 'print one dead letter with its payload and headers, as JSON', false)
+      adminCommand(
+        'show',
+        "print one dead letter with its payload and headers, as JSON (with --consumer: the consumer's of that event id, one JSON document per producer that used the id)",
+        false,
+      )
         .argument('<id>', 'the event id (CloudEvent id)')
         .option('--consumer <name>', "a consumer's dead letter instead of the outbox's")
         .action(async (id: string, flags: FilterFlags) => {
@@ -323,14 +327,16 @@ export function deadCommand(): Command {
             if (flags.consumer !== undefined) {
               assertConsumerName(flags.consumer, 'consumer');
               return withCurrentSchema(flags, logger, async (db) => {
-                const [dead] = await showConsumerDeadLetters(db, flags.schema, id, flags.consumer);
-                if (!dead) {
+                const dead = await showConsumerDeadLetters(db, flags.schema, id, flags.consumer);
+                if (dead.length === 0) {
                   process.stderr.write(
                     `edupulse-outbox: consumer ${escapeControl(flags.consumer ?? '')} has no dead letter with event id (or, parked undecoded, dead letter id) ${escapeControl(id)}\n`,
                   );
                   return 1;
                 }
-                printJson(dead, 2);
+                // One per producer that used the id (CloudEvents makes only source and id
+                // unique): each a JSON document, as jq reads a stream of them.
+                for (const one of dead) printJson(one, 2);
                 return 0;
               });
             }

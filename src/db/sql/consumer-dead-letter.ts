@@ -10,8 +10,9 @@ export interface ConsumerDeadLetterStatements {
   /**
    * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence, $6 origin,
    * $7 headers (JSON text), $8 body, $9 attempts, $10 reason, $11 stale (older than its
-   * aggregate's last applied event): parks a message; a second park of the same event
-   * updates the first (and ends a retry of it).
+   * aggregate's last applied event), $12 source ('' when unknown): parks a message; a
+   * second park of the same event (source and id) updates the first (and ends a retry of
+   * it).
    */
   consumerDeadLetterPark: string;
   /** $1 consumer or NULL: the number of consumer dead letters. */
@@ -36,7 +37,7 @@ export interface ConsumerDeadLetterStatements {
   consumerDeadLetterResolve: string;
 }
 
-const COLUMNS = `id::text AS id, consumer, event_id, event_type, aggregate_id, sequence::text AS sequence,
+const COLUMNS = `id::text AS id, consumer, source, event_id, event_type, aggregate_id, sequence::text AS sequence,
   origin, attempts, last_error, ${rfc3339('dead_at')} AS dead_at,
   retry_requested_at IS NOT NULL OR retry_taken_at IS NOT NULL AS retrying`;
 
@@ -53,9 +54,9 @@ export function consumerDeadLetterStatements(s: string): ConsumerDeadLetterState
   const table = `${s}.consumer_dead_letter`;
   return {
     consumerDeadLetterPark: `INSERT INTO ${table}
-  (consumer, event_id, event_type, aggregate_id, sequence, origin, headers, body, attempts, last_error, stale)
-VALUES ($1, $2, $3, $4, $5::text::bigint, $6, $7::text::jsonb, $8, $9, $10, $11)
-ON CONFLICT (consumer, event_id) DO UPDATE
+  (consumer, event_id, event_type, aggregate_id, sequence, origin, headers, body, attempts, last_error, stale, source)
+VALUES ($1, $2, $3, $4, $5::text::bigint, $6, $7::text::jsonb, $8, $9, $10, $11, $12)
+ON CONFLICT (consumer, event_id, source) DO UPDATE
   SET attempts = excluded.attempts, last_error = excluded.last_error, origin = excluded.origin,
       stale = excluded.stale, dead_at = now(), retry_requested_at = NULL, retry_taken_at = NULL`,
 
