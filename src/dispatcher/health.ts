@@ -48,3 +48,29 @@ export function combineHealth(
     ...(pick?.problem ? { problem: pick.problem } : {}),
   };
 }
+
+/**
+ * Why a running dispatcher is not ready to take traffic (none when it is): stopping, in
+ * backoff after an outage, its broker not connected, or one round of its loop running
+ * longer than `stallAfterMs`. A stopped dispatcher is for the caller to word.
+ */
+export function notReadyReasons(
+  health: DispatcherHealth,
+  now: number,
+  stallAfterMs: number,
+): string[] {
+  const reasons: string[] = [];
+  if (health.state === 'stopping') {
+    reasons.push('dispatcher stopping: finishing the batches in flight');
+  } else if (health.state === 'backoff' && health.problem) {
+    reasons.push(`${health.problem.target} unavailable: ${health.problem.message}`);
+  } else if (health.state !== 'stopped' && !health.brokerConnected) {
+    reasons.push('broker not connected');
+  }
+  if (health.state === 'dispatching' && now - health.lastRoundAt > stallAfterMs) {
+    reasons.push(
+      `stalled: one round of the loop has run for ${((now - health.lastRoundAt) / 1000).toFixed(1)} s`,
+    );
+  }
+  return reasons;
+}

@@ -1,6 +1,6 @@
 import { ConfigError } from '../common/errors.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
-import type { DispatcherHealth } from '../dispatcher/health.js';
+import { type DispatcherHealth, notReadyReasons } from '../dispatcher/health.js';
 
 export interface OutboxHealthOptions {
   /** A round of the loop running longer than this is a stall: down. Default 10000. */
@@ -79,18 +79,5 @@ function problems(health: DispatcherHealth, now: number, stallAfterMs: number): 
   if (state === 'stopped') {
     return [problem ? `dispatcher stopped: ${problem.message}` : 'dispatcher is not running'];
   }
-  const reasons: string[] = [];
-  if (state === 'stopping') {
-    reasons.push('dispatcher stopping: finishing the batches in flight');
-  } else if (state === 'backoff' && problem) {
-    reasons.push(`${problem.target} unavailable: ${problem.message}`);
-  } else if (!health.brokerConnected) {
-    reasons.push('broker not connected');
-  }
-  if (state === 'dispatching' && now - health.lastRoundAt > stallAfterMs) {
-    reasons.push(
-      `stalled: one round of the loop has run for ${((now - health.lastRoundAt) / 1000).toFixed(1)} s`,
-    );
-  }
-  return reasons;
+  return notReadyReasons(health, now, stallAfterMs);
 }

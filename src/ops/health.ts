@@ -3,6 +3,7 @@ import { withTimeout } from '../common/timeout.js';
 import type { Executor } from '../db/executor.js';
 import { statements } from '../db/sql/index.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
+import { notReadyReasons } from '../dispatcher/health.js';
 import { SharedCheck } from './shared-check.js';
 
 export interface CheckResult {
@@ -95,21 +96,7 @@ export function liveness(options: HealthOptions, now = Date.now()): CheckResult 
 export async function readiness(options: HealthOptions, now = Date.now()): Promise<CheckResult> {
   const { reasons } = liveness(options, now);
   const health = options.dispatcher.health();
-  if (health.state === 'stopping') {
-    reasons.push('dispatcher stopping: finishing the batches in flight');
-  } else if (health.state === 'backoff' && health.problem) {
-    reasons.push(`${health.problem.target} unavailable: ${health.problem.message}`);
-  } else if (health.state !== 'stopped' && !health.brokerConnected) {
-    reasons.push('broker not connected');
-  }
-  if (
-    health.state === 'dispatching' &&
-    now - health.lastRoundAt > (options.stallAfterMs ?? 10_000)
-  ) {
-    reasons.push(
-      `stalled: one round of the loop has run for ${secondsSince(health.lastRoundAt, now)} s`,
-    );
-  }
+  reasons.push(...notReadyReasons(health, now, options.stallAfterMs ?? 10_000));
   const timeoutMs = options.queryTimeoutMs ?? 2000;
   const measured = await lagCheck(options.db, options.schema).get(
     async () => {
