@@ -107,7 +107,8 @@ const nats: BrokerTarget = {
           for (const [name, value] of fixed) headers.set(name, value);
           headers.set('ce-id', id);
           headers.set('ce-sequence', String(i).padStart(19, '0'));
-          return js.publish(subject, payload, { msgID: id, headers, timeout: 5000 });
+          // Our dedup id: `<event id>@<source>`.
+          return js.publish(subject, payload, { msgID: `${id}@${source}`, headers, timeout: 5000 });
         }),
       );
     } finally {

@@ -99,7 +99,8 @@ interface PeerOptions {
 /**
  * Starts the peer's polling listener with a message handler that publishes each message
  * to JetStream and awaits its PubAck, as our NATS broker does (with `Nats-Msg-Id` = the
- * message id; without our CloudEvents headers, which only makes the peer's publish lighter).
+ * peer's message id; without our CloudEvents headers, which only makes the peer's publish
+ * lighter).
  */
 async function startPeerListener(
   peer: Peer,

@@ -56,6 +56,8 @@ const names = () => {
 
 const harness: BrokerHarness = {
   name: 'nats',
+  // Two services' events of one id are two events (CloudEvents: source and id).
+  dedupId: (attributes) => `${attributes.id}@${attributes.source}`,
   async target() {
     const server = await ownServer();
     const { stream, prefix } = names();
@@ -228,6 +230,20 @@ describe('nats broker', () => {
     expect(await broker.publish([event])).toEqual([{ ok: true }]);
     expect(await broker.publish([event])).toEqual([{ ok: true }]);
     expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(1);
+  });
+
+  it("keeps two services' events of one id apart: the dedup id is the source and the id", async () => {
+    const { broker, stream, prefix } = fresh();
+    const other = brokerFromUrl(`${SHARED_URL}?stream=${stream}&subject_prefix=${prefix}`, {
+      source: '/another-service',
+    });
+    cleanups.push(() => other.close());
+    await broker.connect();
+    await other.connect();
+    const event = message();
+    expect(await broker.publish([event])).toEqual([{ ok: true }]);
+    expect(await other.publish([event])).toEqual([{ ok: true }]);
+    expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(2);
   });
 
   it("fails a message over the stream's max_msg_size permanently, with the server's reason", async () => {

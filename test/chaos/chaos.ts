@@ -214,7 +214,7 @@ export function countDeliveries(
       body.aggregate !== event.aggregate ||
       body.n !== event.n ||
       delivery.subject !== event.aggregate ||
-      delivery.dedupId !== delivery.id
+      delivery.dedupId !== (delivery.expectedDedupId ?? delivery.id)
     ) {
       malformed++;
     }

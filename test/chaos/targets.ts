@@ -40,6 +40,8 @@ export interface Delivery {
   id: string;
   /** The broker's dedup id (Nats-Msg-Id, AMQP messageId, Kafka ce_id). */
   dedupId: string;
+  /** What `dedupId` must be, where it is not the event id (NATS: `<id>@<source>`). */
+  expectedDedupId?: string;
   /** CloudEvents `subject` (the aggregate id). */
   subject: string;
   /** CloudEvents `sequence` (the outbox seq, zero-padded). */
@@ -154,6 +156,7 @@ async function natsTarget(options: TargetOptions): Promise<ChaosTarget> {
             deliveries.push({
               id: decode(header('ce-id')),
               dedupId: header('Nats-Msg-Id'),
+              expectedDedupId: `${decode(header('ce-id'))}@${decode(header('ce-source'))}`,
               subject: decode(header('ce-subject')),
               sequence: decode(header('ce-sequence')),
               body: m.string(),

@@ -215,8 +215,11 @@ class NatsBroker implements EventBroker {
   }
 
   /**
-   * The CloudEvents headers (datacontenttype also as `content-type`), then `Nats-Msg-Id` =
-   * event id for the server's dedup.
+   * The CloudEvents headers (datacontenttype also as `content-type`), then `Nats-Msg-Id`
+   * for the server's dedup: `<event id>@<source>`. CloudEvents makes only the two
+   * together unique, and a stream shared by several services would drop one service's
+   * event as a repeat of another's that has the same id (the event id, a UUID, cannot
+   * hold an `@`, so no two pairs give one text).
    */
   private headers(message: OutboxMessage): MsgHdrs {
     const result = natsHeaders();
@@ -226,7 +229,7 @@ class NatsBroker implements EventBroker {
     // The NATS binding maps datacontenttype to a header of the prefix, as every other
     // attribute; content-type stays for readers that take the protocol's own.
     result.append(`${bindingPrefix.nats}datacontenttype`, attributes['content-type'] as string);
-    result.append(msgIdHeader, message.id);
+    result.append(msgIdHeader, `${message.id}@${this.source}`);
     return result;
   }
 }
