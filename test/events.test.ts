@@ -239,6 +239,36 @@ describe('defineEvent', () => {
     expect(error.message).toMatch(
       /^payload\.field: is what the schema's transform gave, which the same schema refuses \(Invalid input: expected string, received number\): consumers parse events with this schema/,
     );
+    // Taken again but changed again: consumers would get other data than was stored.
+    const cents = validationError(() =>
+      define(
+        'price-set',
+        z.number().transform((n) => Math.round(n * 100)),
+      ).create({
+        quiz_id: 'q',
+        field: 1.5,
+      }),
+    );
+    expect(cents.path).toBe('payload.field');
+    expect(cents.message).toMatch(
+      /^payload\.field: is what the schema's transform gave \(150\), which the same schema turns into 15000: consumers parse events with this schema/,
+    );
+    const nested = validationError(() =>
+      define('tags-set', z.array(z.object({ tag: z.string().transform((t) => `${t}!`) }))).create({
+        quiz_id: 'q',
+        field: [{ tag: 'a' }],
+      }),
+    );
+    expect(nested.path).toBe('payload.field[0].tag');
+    // A transform on the input side of a pipe: stored as 7, which `z.string()` refuses.
+    expect(
+      validationError(() =>
+        define('count-set', z.string().pipe(z.coerce.number())).create({
+          quiz_id: 'q',
+          field: '7',
+        }),
+      ).path,
+    ).toBe('payload.field');
     // Transforms whose output the schema takes again, through JSON, are fine.
     const cases: [z.ZodType, unknown, unknown][] = [
       [z.string().transform((text) => text.trim()), ' x ', 'x'],

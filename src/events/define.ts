@@ -251,7 +251,9 @@ function transforms(schema: z.ZodType): boolean {
       unrepresentable: 'any',
       override: ({ zodSchema }) => {
         const type = (zodSchema as { _zod?: { def?: { type?: string } } })._zod?.def?.type;
-        if (type === 'transform') found = true;
+        // A pipe too: `z.string().pipe(z.coerce.number())` and `z.preprocess` change their
+        // input without a transform on the output side.
+        if (type === 'transform' || type === 'pipe') found = true;
       },
     });
   } catch {
@@ -259,6 +261,39 @@ function transforms(schema: z.ZodType): boolean {
     return true;
   }
   return found;
+}
+
+/** The first place where two JSON values differ, with both values there (shown short). */
+function firstDifference(
+  stored: unknown,
+  again: unknown,
+  path: string,
+): { path: string; stored: string; again: string } | undefined {
+  if (Object.is(stored, again)) return undefined;
+  const bothObjects =
+    typeof stored === 'object' && stored !== null && typeof again === 'object' && again !== null;
+  if (bothObjects && Array.isArray(stored) === Array.isArray(again)) {
+    const storedKeys = Object.keys(stored);
+    const againKeys = Object.keys(again);
+    if (storedKeys.length === againKeys.length) {
+      for (const key of storedKeys) {
+        if (!Object.hasOwn(again, key)) break;
+        const at = Array.isArray(stored) ? `${path}[${key}]` : `${path}.${key}`;
+        const inner = firstDifference(
+          (stored as Record<string, unknown>)[key],
+          (again as Record<string, unknown>)[key],
+          at,
+        );
+        if (inner) return inner;
+      }
+      if (storedKeys.every((key, i) => againKeys[i] === key)) return undefined;
+    }
+  }
+  const short = (value: unknown) => {
+    const text = JSON.stringify(value) ?? 'undefined';
+    return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  };
+  return { path, stored: short(stored), again: short(again) };
 }
 
 /**
@@ -275,7 +310,17 @@ function assertReparses<T>(schema: z.ZodType<T>, data: T, type: string): void {
     return; // What JSON cannot carry, enqueue refuses naming the field.
   }
   const result = schema.safeParse(received);
-  if (result.success) return;
+  if (result.success) {
+    // Accepted, but a transform that is not idempotent gives consumers other data than
+    // was stored (cents of cents): refused too, naming the first field that differs.
+    const again = JSON.parse(JSON.stringify(result.data) ?? 'null') as unknown;
+    const changed = firstDifference(received, again, 'payload');
+    if (changed === undefined) return;
+    throw new ValidationError(
+      changed.path,
+      `is what the schema's transform gave (${changed.stored}), which the same schema turns into ${changed.again}: consumers parse events with this schema, so each would get other data than was stored; transform on the consumer's side instead, or make the transform give the same output for its output (${type})`,
+    );
+  }
   const issue = result.error.issues[0];
   const path = issuePath('payload', issue?.path ?? []);
   throw new ValidationError(
