@@ -73,6 +73,14 @@ export async function consume<const Defs extends readonly AnyEventDefinition[]>(
   return consumer;
 }
 
+/** Serialization failures and deadlocks in a row a handler's event is run again for, spending no attempt. */
+const MAX_CONFLICTS = 50;
+
+/** A serialization failure (40001) or deadlock (40P01): the transaction may run again. */
+function conflicted(error: unknown): boolean {
+  return hasSqlState(error, '40001') || hasSqlState(error, '40P01');
+}
+
 /**
  * The server refused this login for good (a wrong password, a role or database that does
  * not exist): retrying cannot help, so consume() rejects with the driver's error at once.
@@ -617,6 +625,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private async handle(work: Work, event: ConsumedEvent): Promise<void> {
     const { maxAttempts } = this.settings;
     let outages = 0;
+    let conflicts = 0;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       // Stopping, reconnected or withdrawn: leave it unacked, the broker redelivers it.
       if (!this.current(work)) return this.forget(work);
@@ -634,6 +643,18 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           return this.park(work, event, error.message, attempt, true);
         }
         if (await this.refusedPrivilege(work, error)) return;
+        if (conflicted(error) && conflicts < MAX_CONFLICTS) {
+          // A serialization failure or deadlock (SERIALIZABLE or REPEATABLE READ, the
+          // inbox's own rows among those contended): the transaction is to be run again,
+          // which spends no attempt; only a conflict that keeps coming counts as a failure.
+          this.settings.logger.debug(
+            { consumer: this.settings.consumer, id: event.id, err: errorMessage(error) },
+            "the handler's transaction conflicted with another; running it again",
+          );
+          await this.sleep(backoffDelayMs(conflicts++, 10, 1_000), this.stopped);
+          attempt--;
+          continue;
+        }
         if (isDatabaseUnavailable(error)) {
           // The event is fine, the database is away (or its pool busy): wait for it
           // without spending attempts.

@@ -62,6 +62,64 @@ describe('a consumer whose database is away', () => {
     expect(isDatabaseUnavailable(new Error('wrapped', { cause: refused }))).toBe(true);
   });
 
+  it("runs a handler's transaction again after a serialization failure, spending no attempt", async () => {
+    const inbox = createInbox({ schema: schema.schema, consumer: 'serial' });
+    const table = `"${schema.schema}".serial_counter`;
+    await schema.db.query(`CREATE TABLE ${table} (k int PRIMARY KEY, n int NOT NULL)`);
+    await schema.db.query(`INSERT INTO ${table} VALUES (1, 0)`);
+    const serialUrl = url
+      .replace(/stream=[^&]*/, `stream=S_${id}`)
+      .replace(/subject_prefix=[^&]*/, `subject_prefix=s${id}`);
+    let conflicts = 0;
+    const applied: string[] = [];
+    const serial = await consume({
+      broker: serialUrl,
+      consumer: 'serial',
+      database: schema.db,
+      schema: schema.schema,
+      events: [QuizSubmitted],
+      maxAttempts: 1,
+      handler: async (event) => {
+        const client = new pg.Client({ connectionString: PG_URL });
+        await client.connect();
+        try {
+          await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
+          await client.query(`SELECT n FROM ${table} WHERE k = 1`);
+          if (conflicts < 3) {
+            // Another transaction changes the row this one read: its update must fail.
+            conflicts++;
+            await schema.db.query(`UPDATE ${table} SET n = n + 100 WHERE k = 1`);
+          }
+          await inbox.process(client, event, async () => {
+            await client.query(`UPDATE ${table} SET n = n + 1 WHERE k = 1`);
+            applied.push(event.id);
+          });
+          await client.query('COMMIT');
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => {});
+          throw error;
+        } finally {
+          await client.end();
+        }
+      },
+    });
+    try {
+      const broker = brokerFromUrl(serialUrl, { source: 'test' });
+      await broker.connect();
+      const event = quizMessage(randomUUID());
+      await broker.publish([event]);
+      await broker.close();
+      await waitFor('applied', () => applied.length === 1, { timeoutMs: 15_000 });
+      expect(conflicts).toBe(3);
+      expect(serial.stats).toMatchObject({ processed: 1, parked: 0, failed: 0 });
+      const { rows } = await schema.db.query<{ n: number }>(`SELECT n FROM ${table}`);
+      expect(rows[0]?.n).toBe(301);
+    } finally {
+      await serial.stop();
+      await deleteStream(SERVER, `S_${id}`).catch(() => {});
+    }
+  });
+
   it('waits for it without spending attempts, then applies the event once', async () => {
     const inbox = createInbox({ schema: schema.schema, consumer: 'patient' });
     const applied: string[] = [];
