@@ -335,6 +335,34 @@ describe('amqp broker', () => {
     expect(await broker.publish([outboxMessage()])).toEqual([{ ok: true }]);
   });
 
+  it('refuses headers over the 64 KiB amqplib encodes a table in, at claim, though frame_max holds them', async () => {
+    const exchange = exchangeForTest();
+    const received = await consumer(exchange, '#');
+    const broker = await connected(brokerUrl({ exchange }));
+    // 100,000 bytes: within the default frame_max (128 KiB), beyond amqplib's table buffer.
+    const wide = outboxMessage({ headers: { tenant: 't'.repeat(100_000) } });
+    const refusal = expect.stringMatching(
+      /^headers: the CloudEvents attributes and headers \(aggregate_id among them\) encode to 98\.\d KiB, over the 64\.0 KiB amqplib encodes a header table in$/,
+    );
+    expect(broker.validate?.(wide)).toEqual(refusal);
+    const small = outboxMessage();
+    expect(await broker.publish([wide, small])).toEqual([
+      { ok: false, permanent: true, error: refusal },
+      { ok: true },
+    ]);
+    await waitFor('the small message', () => received.received.length === 1);
+  });
+
+  it('publishes an event that occurred before 1970, which an AMQP timestamp cannot carry', async () => {
+    const exchange = exchangeForTest();
+    const received = await consumer(exchange, '#');
+    const broker = await connected(brokerUrl({ exchange }));
+    const old = outboxMessage({ occurredAt: '1969-12-31T23:59:59.000Z' });
+    expect(await broker.publish([old])).toEqual([{ ok: true }]);
+    await waitFor('the message', () => received.received.length === 1);
+    expect(received.received[0]?.attributes.time).toBe('1969-12-31T23:59:59.000Z');
+  });
+
   it('refuses a routing key over 255 bytes itself, permanently, and keeps the channel', async () => {
     const exchange = exchangeForTest();
     const received = await consumer(exchange, '#');

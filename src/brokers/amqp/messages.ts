@@ -33,10 +33,16 @@ export function amqpPublishOptions(message: OutboxMessage, source: string): amqp
     mandatory: true,
     messageId: message.id,
     contentType: 'application/json',
-    // AMQP timestamps are whole seconds.
-    timestamp: Math.floor((Number.isNaN(occurredMs) ? Date.now() : occurredMs) / 1000),
+    // AMQP timestamps are whole seconds since 1970, unsigned: an earlier time has none
+    // (the CloudEvents `time` attribute carries it; amqplib refuses a negative one).
+    ...timestampOf(Number.isNaN(occurredMs) ? Date.now() : occurredMs),
     headers: prefixedAttributes(message, source, bindingPrefix.amqp, undefined),
   };
+}
+
+function timestampOf(ms: number): { timestamp?: number } {
+  const seconds = Math.floor(ms / 1000);
+  return seconds >= 0 ? { timestamp: seconds } : {};
 }
 
 /** amqplib's frame_max when the URL gives none (the server may lower it). */
@@ -53,21 +59,29 @@ const FRAME_OVERHEAD = 8;
 export function contentHeaderBytes(options: amqp.Options.Publish): number {
   const shortString = (value: string | undefined) =>
     value === undefined ? 0 : 1 + Buffer.byteLength(value);
+  return (
+    14 +
+    shortString(options.contentType) +
+    headerTableBytes(options) +
+    (options.persistent !== undefined ? 1 : 0) +
+    shortString(options.messageId) +
+    (options.timestamp !== undefined ? 8 : 0)
+  );
+}
+
+/** The encoded bytes of the headers' field table (all string values), its length included. */
+function headerTableBytes(options: amqp.Options.Publish): number {
   let table = 4;
   for (const [name, value] of Object.entries(options.headers ?? {})) {
     if (value === undefined) continue;
     // Name as a short string, a type tag, a long string's length and its bytes.
     table += 1 + Buffer.byteLength(name) + 1 + 4 + Buffer.byteLength(String(value));
   }
-  return (
-    14 +
-    shortString(options.contentType) +
-    table +
-    (options.persistent !== undefined ? 1 : 0) +
-    shortString(options.messageId) +
-    (options.timestamp !== undefined ? 8 : 0)
-  );
+  return table;
 }
+
+/** The bytes amqplib encodes a field table in (its scratch buffer); a larger one it refuses. */
+const AMQPLIB_TABLE_MAX = 65536;
 
 /**
  * Why a message's properties cannot go in one frame of `frameMax` bytes, as AMQP requires
@@ -78,6 +92,10 @@ export function contentHeaderRefusal(
   options: amqp.Options.Publish,
   frameMax: number,
 ): string | undefined {
+  const table = headerTableBytes(options);
+  if (table > AMQPLIB_TABLE_MAX) {
+    return `headers: the CloudEvents attributes and headers (aggregate_id among them) encode to ${formatBytes(table)}, over the ${formatBytes(AMQPLIB_TABLE_MAX)} amqplib encodes a header table in`;
+  }
   const bytes = contentHeaderBytes(options);
   const room = frameMax - FRAME_OVERHEAD;
   return bytes > room
@@ -95,7 +113,8 @@ export function headerFrameRefusal(
   source: string,
   frameMax: number,
 ): string | undefined {
-  if (3 * attributesTextLength(message, source) + 1024 <= frameMax - FRAME_OVERHEAD) {
+  const room = Math.min(frameMax - FRAME_OVERHEAD, AMQPLIB_TABLE_MAX);
+  if (3 * attributesTextLength(message, source) + 1024 <= room) {
     return undefined;
   }
   return contentHeaderRefusal(amqpPublishOptions(message, source), frameMax);
