@@ -184,9 +184,12 @@ function storable(name: string, value: string): string {
       `CloudEvent attribute "${name}" holds a NUL character, which PostgreSQL cannot store`,
     );
   }
-  if (value.length > MAX_KEY_CHARS) {
+  // Counted in characters (code points), as the producer counts an aggregate id: an
+  // emoji is two UTF-16 units. Counted only when the units alone say it might be over.
+  const characters = value.length > MAX_KEY_CHARS ? [...value].length : value.length;
+  if (characters > MAX_KEY_CHARS) {
     throw new UndecodableMessageError(
-      `CloudEvent attribute "${name}" is ${value.length} characters long, over the ${MAX_KEY_CHARS} a consumer keeps`,
+      `CloudEvent attribute "${name}" is ${characters} characters long, over the ${MAX_KEY_CHARS} a consumer keeps`,
     );
   }
   return value;

@@ -166,6 +166,18 @@ describe('decodeCloudEvent', () => {
     ).toEqual(JSON.parse(message.payload));
   });
 
+  it('counts an aggregate id in characters, as the producer does: 500 emoji are taken', () => {
+    const of = (aggregateId: string) => {
+      const headers = binaryModeHeaders({ ...message, aggregateId }, 'svc', bindingPrefix.kafka);
+      return () => decodeCloudEvent('kafka', { headers, contentType: undefined, body });
+    };
+    // 1,000 UTF-16 units, 500 characters: what enqueue accepts.
+    expect(of('😀'.repeat(500))().aggregateId).toBe('😀'.repeat(500));
+    expect(of('😀'.repeat(501))).toThrow(
+      'CloudEvent attribute "subject" is 501 characters long, over the 500 a consumer keeps',
+    );
+  });
+
   it('keeps a sequence only when it is decimal digits, without padding', () => {
     const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
     expect(kafka.ce_sequence).toBe('0000000000000000042');
