@@ -8,13 +8,14 @@ import { createServer } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { z } from 'zod';
 import {
   BrokerUnavailableError,
   ConfigError,
   SchemaVersionError,
 } from '../../src/common/errors.js';
 import { consume } from '../../src/consumer/index.js';
-import { pgDatabase, QuizSubmitted } from '../../src/index.js';
+import { defineEvent, pgDatabase, QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { waitFor } from '../helpers/wait.js';
@@ -123,6 +124,29 @@ it('rejects a queue RabbitMQ refuses with a ConfigError naming the setting, and 
       await channel.deleteExchange(exchange);
     });
   }
+});
+
+it('rejects at once an event type whose routing key RabbitMQ cannot carry, naming it', async () => {
+  // defineEvent takes a type of 200 characters and an aggregate type of 100: 301 bytes.
+  const long = defineEvent({
+    type: `e${'x'.repeat(199)}`,
+    aggregateType: `a${'y'.repeat(99)}`,
+    schema: z.object({ id: z.string() }),
+    aggregateId: (p) => p.id,
+  });
+  const started = Date.now();
+  const error = await consume({
+    ...options(`${AMQP_URL}?exchange=${testExchange()}`, 'start-long-key'),
+    events: [QuizSubmitted, long],
+  }).then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
+  expect(error).toBeInstanceOf(ConfigError);
+  expect((error as ConfigError).setting).toBe('events');
+  expect((error as Error).message).toContain(`${long.type}: aggregate_type and event_type`);
+  expect((error as Error).message).toContain("is 301 bytes, over AMQP's limit of 255 bytes");
+  expect(Date.now() - started).toBeLessThan(10_000);
 });
 
 it('rejects a schema without the consumer tables before it receives anything', async () => {

@@ -8,7 +8,7 @@ import {
 import { withTimeout } from '../../common/timeout.js';
 import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
 import { connectAmqp, redact } from './connection.js';
-import { amqpRoutingKey } from './messages.js';
+import { amqpRoutingKey, routingKeyRefusal } from './messages.js';
 import { declareOrFind } from './refusal.js';
 import type { AmqpSourceSettings } from './settings.js';
 
@@ -212,12 +212,19 @@ class AmqpSource implements MessageSource {
     });
   }
 
-  /** Routing keys as the publisher makes them (it reads only these two fields). */
+  /**
+   * Routing keys as the publisher makes them (it reads only these two fields). One over
+   * AMQP's 255 bytes could never be bound (nor published): a ConfigError naming the
+   * type, rather than a bind refused at every start as if the broker were away.
+   */
   private routingKeys(): Set<string> {
     return new Set(
-      this.options.events.map(({ aggregateType, type }) =>
-        amqpRoutingKey({ aggregateType, eventType: type }),
-      ),
+      this.options.events.map(({ aggregateType, type }) => {
+        const key = amqpRoutingKey({ aggregateType, eventType: type });
+        const refusal = routingKeyRefusal(key);
+        if (refusal) throw new ConfigError('events', `${type}: ${refusal}`);
+        return key;
+      }),
     );
   }
 
