@@ -406,6 +406,17 @@ describe('status', () => {
     expect(oldest(status.pendingByEventType)).toBe(status.oldestAgeSeconds);
     const text = await cli('status');
     expect(text.stdout).toContain('dispatchers: 0 (sharing 64 partitions)');
+    // A DBA's extra_float_digits does not round an age: 5,030.1 s showed as 5000.0.
+    await t.db.query(
+      `UPDATE "${t.schema}".outbox SET occurred_at = now() - interval '5030.1 seconds'`,
+    );
+    const rounding = await runCli(['status', '--json', '--schema', t.schema], {
+      env: { DATABASE_URL: PG_URL, PGOPTIONS: '-c extra_float_digits=-15' },
+    });
+    expect(rounding.code, rounding.stderr).toBe(0);
+    const age = (JSON.parse(rounding.stdout) as { oldestAgeSeconds: number }).oldestAgeSeconds;
+    expect(age).toBeGreaterThanOrEqual(5030.1);
+    expect(age).toBeLessThan(5060);
     expect(text.stdout).toContain('pending by event type:');
     // The figures line up under the longest event type.
     const rows = text.stdout

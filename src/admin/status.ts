@@ -64,7 +64,7 @@ export interface OutboxStatus {
 /** A snapshot of one schema's outbox: backlog, dead letters, dispatchers and their partitions. */
 export async function outboxStatus(db: Executor, schema: string): Promise<OutboxStatus> {
   const sql = statements(schema);
-  type Share = { by_partition: boolean; key: string; pending: number; oldest_age_s: number };
+  type Share = { by_partition: boolean; key: string; pending: number; oldest_age_s: string };
   // The queries run side by side. The backlog's two groupings come from one statement, so
   // from one snapshot; the whole backlog is the sum of the partitions', so its oldest is
   // their oldest.
@@ -77,7 +77,7 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     { rows: consumerDead },
   ] = await Promise.all([
     db.query<Share>(sql.outboxBacklogShares),
-    db.query<{ dead: number; oldest_age_s: number }>(sql.deadLetterCount),
+    db.query<{ dead: number; oldest_age_s: string }>(sql.deadLetterCount),
     db.query<{ key: string; dead: number }>(sql.deadLetterCountByEventType),
     db.query<{ members: number; partitions: number }>(sql.ownershipKeys, [schema]),
     db.query<{ partitions: number }>(sql.settingsPartitions),
@@ -101,7 +101,7 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     key: string;
     pid: number;
     application_name: string | null;
-    silent_s: number | null;
+    silent_s: string | null;
   }>(sql.ownershipHolders, [keys.members, keys.partitions]);
   const byPid = new Map<number, DispatcherOwnership>();
   for (const holder of holders) {

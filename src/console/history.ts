@@ -104,7 +104,7 @@ export class History {
     try {
       const { rows } = await this.options.db.query<{
         pending: number;
-        oldest_age_s: number;
+        oldest_age_s: string;
         dead: number;
         outbox_deleted: string;
         dead_inserted: string;

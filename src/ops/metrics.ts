@@ -69,7 +69,7 @@ function eventTypeLabeller(listed: readonly string[]): (eventType: string) => st
 interface BacklogRow {
   key: string;
   pending: number;
-  oldest_age_s: number;
+  oldest_age_s: string;
 }
 
 /**
@@ -201,7 +201,7 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
     const [partitions, dead] = await withTimeout(
       Promise.all([
         db.query<BacklogRow>(sql.outboxBacklogByPartition),
-        db.query<{ dead: number; oldest_age_s: number }>(sql.deadLetterCount),
+        db.query<{ dead: number; oldest_age_s: string }>(sql.deadLetterCount),
       ]),
       timeoutMs,
       () => new Error(`the database did not answer within ${timeoutMs} ms`),

@@ -78,7 +78,7 @@ const WHERE = `($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
 export function deadLetterStatements(s: string): DeadLetterStatements {
   return {
     deadLetterCount: `SELECT count(*)::int AS dead,
-  coalesce(extract(epoch FROM now() - min(dead_at)), 0)::float8 AS oldest_age_s
+  coalesce(extract(epoch FROM now() - min(dead_at)), 0)::numeric(20, 3) AS oldest_age_s
 FROM ${s}.outbox_dead_letter`,
 
     deadLetterCountByEventType: `SELECT event_type AS key, count(*)::int AS dead

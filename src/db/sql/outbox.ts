@@ -163,11 +163,11 @@ FROM dead`,
     outboxWriteProbe: 'SELECT coalesce(pg_sequence_last_value($1::text::oid), 0)::text AS last_seq',
 
     outboxBacklog: `SELECT count(*)::int AS pending,
-  coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8 AS oldest_age_s
+  coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::numeric(20, 3) AS oldest_age_s
 FROM ${s}.outbox`,
 
     outboxActivity: `SELECT (SELECT count(*) FROM ${s}.outbox)::int AS pending,
-  coalesce(extract(epoch FROM now() - (SELECT min(occurred_at) FROM ${s}.outbox)), 0)::float8 AS oldest_age_s,
+  coalesce(extract(epoch FROM now() - (SELECT min(occurred_at) FROM ${s}.outbox)), 0)::numeric(20, 3) AS oldest_age_s,
   (SELECT count(*) FROM ${s}.outbox_dead_letter)::int AS dead,
   coalesce((SELECT n_tup_del FROM pg_stat_user_tables
     WHERE relid = '${s}.outbox'::regclass), 0)::text AS outbox_deleted,
@@ -180,13 +180,13 @@ FROM ${s}.outbox o WHERE id = $1::uuid OR aggregate_id = $2 ORDER BY o.seq LIMIT
 
     // Ages from now, never below 0 (an occurred_at a producer gave may lie ahead).
     outboxBacklogByPartition: `SELECT partition::int AS key, count(*)::int AS pending,
-  greatest(0, extract(epoch FROM now() - min(occurred_at)))::float8 AS oldest_age_s
+  greatest(0, extract(epoch FROM now() - min(occurred_at)))::numeric(20, 3) AS oldest_age_s
 FROM ${s}.outbox GROUP BY partition ORDER BY partition`,
 
     // Both groupings in one scan, so one snapshot: their totals agree.
     outboxBacklogShares: `SELECT (grouping(event_type) = 1) AS by_partition,
   coalesce(partition::text, event_type) AS key, count(*)::int AS pending,
-  greatest(0, extract(epoch FROM now() - min(occurred_at)))::float8 AS oldest_age_s
+  greatest(0, extract(epoch FROM now() - min(occurred_at)))::numeric(20, 3) AS oldest_age_s
 FROM ${s}.outbox GROUP BY GROUPING SETS ((partition), (event_type))
 ORDER BY by_partition, partition, event_type`,
   };

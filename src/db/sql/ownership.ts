@@ -32,7 +32,7 @@ WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid IN ($1::bigint::oid, $2::bigint::oid)`,
     ownershipHolders: `SELECT l.classid::bigint AS namespace, l.objid::bigint AS key, l.pid, a.application_name,
-  CASE a.state WHEN 'idle' THEN greatest(extract(epoch FROM clock_timestamp() - a.state_change), 0)::float8
+  CASE a.state WHEN 'idle' THEN greatest(extract(epoch FROM clock_timestamp() - a.state_change), 0)::numeric(20, 3)
     WHEN NULL THEN NULL ELSE 0 END AS silent_s
 FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
