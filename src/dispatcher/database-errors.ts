@@ -91,18 +91,30 @@ const SETTING_HINTS: readonly (readonly [string, string])[] = [
     'a limit of the server (temp_file_limit, work_mem) refuses the claim; raise it for this role, or lower --batch-size',
   ],
   [
-    '57014',
-    "a statement timeout of the server or this role cancelled the dispatcher's statement; raise statement_timeout for this role",
+    '40001',
+    "the dispatcher's transactions conflicted: this role's default_transaction_isolation is serializable or repeatable read, and they are retried; the dispatcher needs no more than read committed: ALTER ROLE <role> SET default_transaction_isolation = 'read committed'",
   ],
 ];
+
+const STATEMENT_TIMEOUT =
+  "a statement timeout of the server or this role cancelled the dispatcher's statement; raise statement_timeout for this role";
+
+/**
+ * A cancelled statement (57014): a statement timeout, or an operator's pg_cancel_backend.
+ * The server's message tells them apart in English; in another language (lc_messages)
+ * both are named.
+ */
+function cancelHint(message: string): string | undefined {
+  if (/statement timeout/.test(message)) return STATEMENT_TIMEOUT;
+  if (/user request/.test(message)) return undefined;
+  return `cancelled by a statement timeout of the server or this role (then raise statement_timeout for this role), or by an operator's pg_cancel_backend`;
+}
 
 /** A database error's message, with what to change when a setting of the server refuses. */
 export function databaseProblem(error: unknown): string {
   const message = errorMessage(error);
-  // 57014 is also an operator's pg_cancel_backend: only the timeout's is a setting.
-  const hint = SETTING_HINTS.find(
-    ([state]) =>
-      hasSqlState(error, state) && (state !== '57014' || /statement timeout/.test(message)),
-  )?.[1];
+  const hint = hasSqlState(error, '57014')
+    ? cancelHint(message)
+    : SETTING_HINTS.find(([state]) => hasSqlState(error, state))?.[1];
   return hint ? `${message} (${hint})` : message;
 }
