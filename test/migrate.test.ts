@@ -1,7 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ORDER_LOCK_TAG, ORDER_PARTITION_MASK, ORDER_TAG_MASK } from '../src/db/sql/fragments.js';
+import {
+  migrationLockKey,
+  ORDER_LOCK_TAG,
+  ORDER_PARTITION_MASK,
+  ORDER_TAG_MASK,
+} from '../src/db/sql/fragments.js';
 import {
   assertSchemaCurrent,
   autocommit,
@@ -165,6 +170,38 @@ describe('migrate', () => {
     } finally {
       await pools[0]?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await Promise.all(pools.map((db) => db.close()));
+    }
+  });
+
+  it("waits behind another migrator longer than the role's lock_timeout", async () => {
+    // A DBA's lock_timeout of a few seconds must not fail a second migrator (a deploy
+    // step) queued behind a first whose migration takes longer.
+    const schema = testSchema('migrate_queued');
+    const role = `migrate_lt_${randomBytes(4).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: PG_URL });
+    await admin.connect();
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    await admin.query(`ALTER ROLE ${role} SET lock_timeout = '200ms'`);
+    await admin.query(`GRANT CREATE ON DATABASE ${new URL(PG_URL).pathname.slice(1)} TO ${role}`);
+    const url = new URL(PG_URL);
+    url.username = role;
+    const db = pgDatabase({ connectionString: url.href, maxConnections: 1 });
+    try {
+      await admin.query('BEGIN');
+      await admin.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
+        migrationLockKey(schema),
+      ]);
+      const migrating = migrate(db, schema);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await admin.query('COMMIT');
+      expect((await migrating).map((m) => m.version)).toEqual(shipped.map((m) => m.version));
+    } finally {
+      await admin.query('ROLLBACK').catch(() => {});
+      await db.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+      await db.close();
+      await admin.query(`DROP OWNED BY ${role}`);
+      await admin.query(`DROP ROLE ${role}`);
+      await admin.end();
     }
   });
 

@@ -35,7 +35,14 @@ export interface MigrationStatements {
 /** `s`: the quoted schema. */
 export function migrationStatements(s: string): MigrationStatements {
   return {
-    migrationLock: 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))',
+    // Waited for without the role's lock_timeout (a DBA's few seconds would fail a second
+    // migrator queued behind a migration that takes longer), which is then put back for
+    // the migration's own statements. Nested, each level is evaluated before the next.
+    migrationLock: `SELECT set_config('lock_timeout', was, true) AS restored FROM (
+  SELECT was, pg_advisory_xact_lock(hashtextextended($1, 0)) AS locked FROM (
+    SELECT was, set_config('lock_timeout', '0', true) AS waiting FROM (
+      SELECT current_setting('lock_timeout') AS was OFFSET 0) AS role OFFSET 0) AS unlimited
+  OFFSET 0) AS queued`,
     migrationSchemaExists:
       'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1) AS present',
     migrationSchemaCreate: `CREATE SCHEMA IF NOT EXISTS ${s}`,
