@@ -345,6 +345,21 @@ describe('dead letters', () => {
     expect((await statusJson()).deadLetters).toBe(0);
   });
 
+  it('shows no RFC 3339 time for an occurred_at RFC 3339 cannot carry (a BC date)', async () => {
+    // to_char's year alone dropped the era: "0100-06-01T12:00:00.000000Z" for 100 BC.
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_dead_letter
+         (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+          occurred_at, attempts, last_error)
+       VALUES (1, gen_random_uuid(), 'lesson', 'lesson-bc', 'lesson-published', '{}', '{}', 0,
+               '0100-06-01 12:00:00+00 BC', 1, 'occurred_at: outside')`,
+    );
+    const list = await cli('dead', 'list', '--json');
+    expect(list.code, list.stderr).toBe(0);
+    const [row] = JSON.parse(list.stdout) as { aggregateId: string; occurredAt: string | null }[];
+    expect(row).toMatchObject({ aggregateId: 'lesson-bc', occurredAt: null });
+  });
+
   it('finds one dead letter among many through an index, not by reading them all', async () => {
     // As after a broker refused a stream of events for a while.
     await t.db.query(

@@ -533,6 +533,39 @@ describe('a server setting that refuses the claim', () => {
   });
 });
 
+describe("the session's DateStyle and TimeZone", () => {
+  it('do not change the time a dead letter for an impossible occurred_at quotes', async () => {
+    // As a role with DateStyle 'Postgres, DMY' and TimeZone '+05:30' has them: the reason
+    // read "Fri 31 Dec 18:30:00 9999" for a time in the year 10000.
+    const db: Database = {
+      ...t.db,
+      transaction: (fn, options) =>
+        t.db.transaction(async (tx) => {
+          await tx.query("SET LOCAL DateStyle = 'Postgres, DMY'");
+          await tx.query("SET LOCAL TimeZone = '+05:30'");
+          return fn(tx);
+        }, options),
+    };
+    for (const at of ['10000-01-01 00:00:00+00', '0100-06-01 12:00:00+00 BC']) {
+      await t.db.query(
+        `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload, occurred_at)
+         VALUES ('lesson', $1::text, 'lesson-published', '{}', $1::text::timestamptz)`,
+        [at],
+      );
+    }
+    const d = dispatcher({ db, broker: new MemoryBroker() });
+    await d.start();
+    await waitFor('both dead-lettered', () => d.stats.deadLettered === 2);
+    const { rows } = await t.db.query<{ last_error: string }>(
+      `SELECT last_error FROM "${t.schema}".outbox_dead_letter ORDER BY aggregate_id`,
+    );
+    expect(rows.map((row) => row.last_error)).toEqual([
+      'occurred_at: "0100-06-01 12:00:00+00 BC" is outside the years 0001-9999 a CloudEvents time can carry',
+      'occurred_at: "10000-01-01 00:00:00+00" is outside the years 0001-9999 a CloudEvents time can carry',
+    ]);
+  });
+});
+
 describe('the sequences that number the rows', () => {
   it('refuses to start on a CACHE above 1, naming each and the statement that fixes it', async () => {
     // A cached block per session numbers a row below one committed before it, so an

@@ -107,12 +107,12 @@ const rows: BadRow[] = [
   {
     name: 'occurred_at in the year 20000',
     occurredAt: '20000-01-01 00:00:00+00',
-    expect: /^occurred_at: "20000-01-01 .*" is outside the years 0001-9999/,
+    expect: /^occurred_at: "20000-01-01 00:00:00\+00" is outside the years 0001-9999/,
   },
   {
     name: 'occurred_at before Christ',
     occurredAt: '0044-03-15 00:00:00+00 BC',
-    expect: /^occurred_at: "0044-03-1\d .* BC" is outside the years 0001-9999/,
+    expect: /^occurred_at: "0044-03-15 00:00:00\+00 BC" is outside the years 0001-9999/,
   },
   {
     name: 'a 2 MB payload',

@@ -4,9 +4,23 @@
  * too; test/migrate.test.ts checks that the shipped migrations still spell them so).
  */
 
-/** `column` as RFC 3339 in UTC with microseconds: the form every timestamp leaves the database in. */
+/**
+ * `column` as RFC 3339 in UTC with microseconds: the form every timestamp leaves the
+ * database in. NULL where RFC 3339 cannot carry it (infinity, a BC date, year 10000).
+ */
 export const rfc3339 = (column: string) =>
-  `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+  `CASE WHEN ${column} >= '0001-01-01 00:00:00+00' AND ${column} < '10000-01-01 00:00:00+00'
+    THEN to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END`;
+
+/**
+ * A time as PostgreSQL's ISO text in UTC, era included (`0044-03-15 00:00:00+00 BC`),
+ * whatever the session's DateStyle and TimeZone; `infinity` as such.
+ */
+export const isoText = (column: string) =>
+  `CASE WHEN isfinite(${column})
+    THEN to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS"+00"')
+      || CASE WHEN ${column} < '0001-01-01 00:00:00+00' THEN ' BC' ELSE '' END
+    ELSE ${column}::text END`;
 
 /**
  * The order locks' first key (migration 0004): this schema's tag in the high bits, the

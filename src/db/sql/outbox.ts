@@ -1,4 +1,10 @@
-import { ORDER_LOCK_TAG, ORDER_PARTITION_MASK, ORDER_TAG_MASK, rfc3339 } from './fragments.js';
+import {
+  isoText,
+  ORDER_LOCK_TAG,
+  ORDER_PARTITION_MASK,
+  ORDER_TAG_MASK,
+  rfc3339,
+} from './fragments.js';
 
 /** Where outboxWriteHorizon leaves the claim its limits, for this transaction only. */
 const CLAIM_LAST_SEQ = 'edupulse_outbox.claim_last_seq';
@@ -275,11 +281,9 @@ function claim(s: string, checks: { deadLetterHold: boolean }): string {
 )
 SELECT c.seq::text AS seq, c.id::text AS id, c.aggregate_type, c.aggregate_id, c.event_type,
   c.payload::text AS payload, c.headers::text AS headers, c.partition,
-  -- RFC 3339 where a CloudEvent can carry the time; PostgreSQL's own text (infinity, a BC
-  -- date, year 10000) where it cannot, so the check at claim time can say why.
-  CASE WHEN c.occurred_at >= '0001-01-01 00:00:00+00' AND c.occurred_at < '10000-01-01 00:00:00+00'
-    THEN ${rfc3339('c.occurred_at')}
-    ELSE c.occurred_at::text END AS occurred_at,
+  -- RFC 3339 where a CloudEvent can carry the time; PostgreSQL's ISO text in UTC
+  -- (infinity, a BC date, year 10000) where it cannot, so the check at claim time can say why.
+  coalesce(${rfc3339('c.occurred_at')}, ${isoText('c.occurred_at')}) AS occurred_at,
   c.attempts,
   -- Only where an earlier event of the aggregate may be outside the claim: one probe of
   -- the aggregate's index per candidate, counting its earlier events still in the outbox.
