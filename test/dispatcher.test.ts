@@ -512,17 +512,22 @@ describe('wake-up', () => {
   });
 });
 
+/** The test's database, each transaction beginning with `statements` (as a role's settings would). */
+function withEachTransaction(...statements: string[]): Database {
+  return {
+    ...t.db,
+    transaction: (fn, options) =>
+      t.db.transaction(async (tx) => {
+        for (const statement of statements) await tx.query(statement);
+        return fn(tx);
+      }, options),
+  };
+}
+
 describe('a server setting that refuses the claim', () => {
   it('says what to change, not only that the database is unavailable', async () => {
     // As on a standby, or with default_transaction_read_only on.
-    const db: Database = {
-      ...t.db,
-      transaction: (fn, options) =>
-        t.db.transaction(async (tx) => {
-          await tx.query('SET TRANSACTION READ ONLY');
-          return fn(tx);
-        }, options),
-    };
+    const db = withEachTransaction('SET TRANSACTION READ ONLY');
     await enqueue(lesson());
     const d = dispatcher({ db, broker: new MemoryBroker(), retryBaseDelayMs: 50 });
     await d.start();
@@ -537,15 +542,10 @@ describe("the session's DateStyle and TimeZone", () => {
   it('do not change the time a dead letter for an impossible occurred_at quotes', async () => {
     // As a role with DateStyle 'Postgres, DMY' and TimeZone '+05:30' has them: the reason
     // read "Fri 31 Dec 18:30:00 9999" for a time in the year 10000.
-    const db: Database = {
-      ...t.db,
-      transaction: (fn, options) =>
-        t.db.transaction(async (tx) => {
-          await tx.query("SET LOCAL DateStyle = 'Postgres, DMY'");
-          await tx.query("SET LOCAL TimeZone = '+05:30'");
-          return fn(tx);
-        }, options),
-    };
+    const db = withEachTransaction(
+      "SET LOCAL DateStyle = 'Postgres, DMY'",
+      "SET LOCAL TimeZone = '+05:30'",
+    );
     for (const at of ['10000-01-01 00:00:00+00', '0100-06-01 12:00:00+00 BC']) {
       await t.db.query(
         `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload, occurred_at)
