@@ -58,6 +58,13 @@ export interface MessageSourceOptions {
    */
   events: readonly { type: string; aggregateType: string }[];
   logger: Logger;
+  /**
+   * Where the consumer keeps its inbox, `<database>/<schema>`. A NATS durable consumer
+   * carries it, so that a consumer of another inbox under the same name on the same stream
+   * (another service's, both of them taking the name `orders`) is refused rather than
+   * deleting the durable in turn and splitting the messages between the two.
+   */
+  inbox?: string;
 }
 
 export interface MessageSource {

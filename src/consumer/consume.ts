@@ -115,6 +115,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private lease: DatabaseSession | undefined;
   /** Bumped whenever the source is replaced: work delivered by an older one is not started. */
   private generation = 0;
+  /** `<database>/<schema>` of the inbox, known once the schema was checked. */
+  private inbox: string | undefined;
   private stopping = false;
   private readonly stopped: Promise<void>;
   private signalStopped: () => void = () => {};
@@ -278,6 +280,10 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           );
           await assertSchemaCurrent(this.settings.database, this.settings.schema);
           await this.warnWithoutInboxGrants();
+          const { rows } = await this.settings.database.query<{ database: string }>(
+            statements(this.settings.schema).consumerDatabase,
+          );
+          this.inbox = `${rows[0]?.database ?? ''}/${this.settings.schema}`;
           schemaChecked = true;
         }
         const source = sourceFromUrl(this.settings.broker, {
@@ -286,6 +292,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           events: this.settings.events,
           logger: this.settings.logger,
           setting: 'broker',
+          ...(this.inbox === undefined ? {} : { inbox: this.inbox }),
         });
         if (source.needsLease && !(await this.takeLease(lost))) break;
         onDatabase = false;

@@ -144,7 +144,9 @@ class NatsSource implements MessageSource {
     const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
     let floor: number | undefined;
     try {
-      floor = resumeAfter(await jsm.consumers.info(stream, name));
+      const info = await jsm.consumers.info(stream, name);
+      this.assertSameInbox(info.config.description);
+      floor = resumeAfter(info);
       await jsm.consumers.delete(stream, name);
     } catch (error) {
       // 10014: no such consumer yet.
@@ -165,7 +167,7 @@ class NatsSource implements MessageSource {
         max_ack_pending: this.options.maxInFlight,
         max_deliver: -1,
         filter_subject: `${subjectPrefix}.>`,
-        description: 'EduPulse outbox consumer',
+        description: consumerDescription(this.options.inbox),
         ...start,
       });
     } catch (error) {
@@ -176,6 +178,24 @@ class NatsSource implements MessageSource {
         { cause: error },
       );
     }
+  }
+
+  /**
+   * Refuses a durable of this name that another inbox's consumer made: deleting it (to
+   * re-create it from its ack floor, as every start does) would leave that consumer
+   * starting again and deleting this one's in turn, for ever, the stream's messages
+   * split between two services. A durable of an earlier release names no inbox: taken.
+   */
+  private assertSameInbox(description: string | undefined): void {
+    const theirs = description?.match(INBOX_DESCRIPTION)?.[1];
+    const ours = this.options.inbox;
+    if (theirs === undefined || ours === undefined || theirs === ours) return;
+    const { stream, setting } = this.settings;
+    const name = this.options.consumer;
+    throw new ConfigError(
+      setting,
+      `NATS consumer "${name}" on stream "${stream}" is the consumer of the inbox ${theirs}, not of ${ours}: two services reading one stream need a consumer name each (consume({ consumer })); if this consumer's inbox moved from there, delete the old one first: nats consumer rm ${stream} ${name}`,
+    );
   }
 
   private delivery(message: JsMsg): Delivery {
@@ -260,6 +280,15 @@ export function createNatsSource(
  * something; before that, where it was created to start (JetStream reports a floor of 0
  * then, which would mean the stream's first message).
  */
+const INBOX_DESCRIPTION = /^EduPulse outbox consumer \(inbox (.+)\)$/;
+
+/** The durable's description: whose inbox it feeds, where that is known. */
+function consumerDescription(inbox: string | undefined): string {
+  return inbox === undefined
+    ? 'EduPulse outbox consumer'
+    : `EduPulse outbox consumer (inbox ${inbox})`;
+}
+
 export function resumeAfter(info: ConsumerInfo): number {
   if (info.ack_floor.consumer_seq > 0) return info.ack_floor.stream_seq;
   const { deliver_policy, opt_start_seq } = info.config;

@@ -24,6 +24,8 @@ export interface InboxStatements {
    * one process itself (NATS); the lease goes with the session.
    */
   consumerLeaseTry: string;
+  /** The database the consumer's inbox is in, which with the schema tells one inbox from another. */
+  consumerDatabase: string;
 }
 
 /** `s`: the quoted schema; `schema`: its name (a validated identifier), for the lease key. */
@@ -58,6 +60,8 @@ WHERE consumer = $1 AND source = $2 AND aggregate_type = $3 AND aggregate_id = $
 DELETE FROM ${s}.inbox i USING doomed
 WHERE i.consumer = doomed.consumer AND i.source = doomed.source AND i.event_id = doomed.event_id
 RETURNING 1`,
+
+    consumerDatabase: 'SELECT current_database() AS database',
 
     consumerLeaseTry: `SELECT pg_try_advisory_lock(
   hashtext('edupulse-outbox:consumer:' || '${schema}') & 2147483647,
