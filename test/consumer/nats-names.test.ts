@@ -8,8 +8,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { AckPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
-import { type Consumer, consume } from '../../src/consumer/index.js';
+import type { Consumer } from '../../src/consumer/index.js';
 import { ConfigError, QuizSubmitted } from '../../src/index.js';
+import { consumeIds } from '../helpers/consume.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
 import { deleteStream, withConnection } from '../helpers/nats-consumer.js';
@@ -37,16 +38,16 @@ afterAll(async () => {
 });
 
 const start = (schema: TestSchema, applied: string[]) =>
-  consume({
-    broker: url,
-    consumer: 'orders',
-    database: schema.db,
-    schema: schema.schema,
-    events: [QuizSubmitted],
-    handler: (event) => {
-      applied.push(event.id);
+  consumeIds(
+    {
+      broker: url,
+      consumer: 'orders',
+      database: schema.db,
+      schema: schema.schema,
+      events: [QuizSubmitted],
     },
-  });
+    applied,
+  );
 
 const description = () =>
   withConnection(SERVER, async (nc) => {

@@ -17,6 +17,7 @@ import { consume } from '../../src/consumer/index.js';
 import { brokerFromUrl, ConfigError, LessonPublished } from '../../src/index.js';
 import { createTestCa, type Issued, type TestCa } from '../helpers/certs.js';
 import { type CliResult, killChildren, runCli, spawnCli } from '../helpers/cli.js';
+import { consumeIds } from '../helpers/consume.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { consumeStream } from '../helpers/nats-consumer.js';
 import { mintOperator, type NatsOperator } from '../helpers/nats-jwt.js';
@@ -256,16 +257,16 @@ describe('NATS over TLS with authentication', () => {
     );
     try {
       const received: string[] = [];
-      const consumer = await consume({
-        broker: url,
-        consumer: 'tls-consumer',
-        database: schema.db,
-        schema: schema.schema,
-        events: [LessonPublished],
-        handler: (event) => {
-          received.push(event.id);
+      const consumer = await consumeIds(
+        {
+          broker: url,
+          consumer: 'tls-consumer',
+          database: schema.db,
+          schema: schema.schema,
+          events: [LessonPublished],
         },
-      });
+        received,
+      );
       try {
         await waitFor('consume() to receive every event', () => received.length >= EVENTS, {
           timeoutMs: 20_000,
