@@ -206,6 +206,8 @@ describe('defineEvent', () => {
         'payload.payload.items[].at is a Date',
       ],
       [z.union([z.string(), z.bigint()]).optional(), 'payload.payload is a BigInt'],
+      // Coerced, its output is a BigInt all the same: every create would be refused.
+      [z.coerce.bigint(), 'payload.payload is a BigInt, which JSON cannot carry (use a string'],
     ];
     for (const [field, message] of cases) {
       expect(define(field)).toThrow(ConfigError);

@@ -192,7 +192,8 @@ const NOT_JSON: Record<string, string> = {
   date: 'a Date, which arrives as text (use z.iso.datetime(), or z.coerce.date())',
   set: 'a Set, which JSON carries as {} (use z.array())',
   map: 'a Map, which JSON carries as {} (use z.record())',
-  bigint: 'a BigInt, which JSON cannot carry (use a string, or z.coerce.bigint())',
+  bigint:
+    'a BigInt, which JSON cannot carry (use a string, z.string().regex(/^-?\\d+$/), and BigInt() where you compute)',
   nan: 'NaN, which JSON carries as null',
   symbol: 'a symbol, which JSON cannot carry',
   function: 'a function, which JSON cannot carry',
@@ -227,7 +228,10 @@ function notThroughJson(schema: z.ZodType): string | undefined {
       override: ({ zodSchema, path }) => {
         const def = (zodSchema as { _zod?: { def?: { type?: string; coerce?: boolean } } })._zod
           ?.def;
-        const why = def?.type !== undefined && !def.coerce ? NOT_JSON[def.type] : undefined;
+        // A coerced Date goes as text and is coerced back; a coerced BigInt is still a
+        // BigInt, which JSON cannot carry at all.
+        const coercedBack = def?.coerce === true && def.type !== 'bigint';
+        const why = def?.type !== undefined && !coercedBack ? NOT_JSON[def.type] : undefined;
         if (why === undefined || found !== undefined) return;
         found = `payload${fieldOf(path)} is ${why}`;
       },
