@@ -246,6 +246,22 @@ describe('nats broker', () => {
     expect((await streamInfo(SHARED_URL, stream)).state.messages).toBe(2);
   });
 
+  it('refuses headers over the 64 KiB JetStream stores, at claim and from the server, permanently', async () => {
+    // Within the server's max_payload (1 MiB here): only JetStream's header limit refuses.
+    const { broker } = fresh();
+    await broker.connect();
+    const wide = message({ headers: { tenant: 't'.repeat(70_000) } });
+    expect(broker.validate?.(wide)).toMatch(
+      /^headers: the CloudEvents headers \(aggregate_id and the event's headers among them\) take 68\.\d KiB, over the 64\.0 KiB JetStream stores with a message$/,
+    );
+    // Sent anyway (a caller that does not validate): refused for good, not retried.
+    const [result] = await broker.publish([wide]);
+    expect(result).toMatchObject({ ok: false, permanent: true });
+    expect(result?.ok === false && result.error).toMatch(
+      /header size exceeds maximum allowed of 64k \(code 10097\)/,
+    );
+  });
+
   it("fails a message over the stream's max_msg_size permanently, with the server's reason", async () => {
     const { broker, stream, prefix } = fresh();
     await withConnection(SHARED_URL, async (nc) => {

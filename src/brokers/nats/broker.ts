@@ -33,6 +33,8 @@ interface Session {
 const encoder = new TextEncoder();
 /** JetStream's dedup header (PubHeaders.MsgIdHdr). */
 const msgIdHeader = 'Nats-Msg-Id';
+/** The largest header block JetStream stores with a message (a 16-bit length). */
+const JETSTREAM_HEADERS_MAX = 65535;
 
 /**
  * NATS JetStream: each event is stored in `stream` under
@@ -103,9 +105,13 @@ class NatsBroker implements EventBroker {
    * percent-encoded as up to 9 bytes, plus the fixed headers) says it might not fit.
    */
   private headersRefusal(message: OutboxMessage, bytes: number, limit: number): string | undefined {
-    if (bytes + 9 * attributesTextLength(message, this.source) + 1024 <= limit) return undefined;
+    const room = Math.min(limit - bytes, JETSTREAM_HEADERS_MAX);
+    if (9 * attributesTextLength(message, this.source) + 1024 <= room) return undefined;
     const headerBytes = (this.headers(message) as unknown as { encode(): Uint8Array }).encode()
       .length;
+    if (headerBytes > JETSTREAM_HEADERS_MAX) {
+      return `headers: the CloudEvents headers (aggregate_id and the event's headers among them) take ${formatBytes(headerBytes)}, over the ${formatBytes(JETSTREAM_HEADERS_MAX)} JetStream stores with a message`;
+    }
     if (bytes + headerBytes <= limit) return undefined;
     const [total, max] = sizeOverLimit(bytes + headerBytes, limit);
     return `payload and headers: ${formatBytes(bytes)} of payload and ${formatBytes(headerBytes)} of CloudEvents headers, ${total} together, exceed the NATS server's max_payload (${max})`;

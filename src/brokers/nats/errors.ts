@@ -67,8 +67,9 @@ export async function classifyPublishError(
     };
   }
   if (api) {
-    // 10054: larger than the stream's max_msg_size.
-    const permanent = api.code === 10054;
+    // 10054: larger than the stream's max_msg_size; 10097: headers over the 64 KiB
+    // JetStream stores with a message. Sent again, either is refused again.
+    const permanent = api.code === 10054 || api.code === 10097;
     return { ok: false, error: `stream ${stream}: ${api.message} (code ${api.code})`, permanent };
   }
   if (!link.up) return { unavailable: link.reason };
