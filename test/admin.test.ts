@@ -345,6 +345,16 @@ describe('dead letters', () => {
     expect((await statusJson()).deadLetters).toBe(0);
   });
 
+  it('a writing command on a read-only server says what to change', async () => {
+    const discard = await runCli(['dead', 'discard', '--all', '--schema', t.schema], {
+      env: { DATABASE_URL: PG_URL, PGOPTIONS: '-c default_transaction_read_only=on' },
+    });
+    expect(discard.code).toBe(1);
+    expect(discard.stderr).toMatch(
+      /read-only transaction \(the server takes no writes: a standby, or default_transaction_read_only is on; point the database URL at the primary, or add target_session_attrs=read-write to it\)\n$/,
+    );
+  });
+
   it('shows no RFC 3339 time for an occurred_at RFC 3339 cannot carry (a BC date)', async () => {
     // to_char's year alone dropped the era: "0100-06-01T12:00:00.000000Z" for 100 BC.
     await t.db.query(

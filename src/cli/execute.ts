@@ -3,6 +3,8 @@ import { createLogger, type Logger } from '../common/logger.js';
 import { registerSecret, registerUrlSecrets, scrubSecrets } from '../common/secrets.js';
 import { escapeControl } from '../common/text.js';
 import { loneUserIsSecret, parseUrl } from '../common/url.js';
+import { hasSqlState } from '../db/missing-table.js';
+import { READ_ONLY_HINT } from '../dispatcher/database-errors.js';
 
 export interface CommandContext {
   logger: Logger;
@@ -69,7 +71,11 @@ export async function execute(
       error instanceof SchemaVersionError ||
       error instanceof PrivilegeError;
     // A value quoted back in a message may hold control characters: shown escaped.
-    let text = `edupulse-outbox: ${escapeControl(nameTheVariable(error, errorMessage(error)))}\n`;
+    // A writing command (retry, discard, purge) on a read-only server: what to change.
+    const message = hasSqlState(error, '25006')
+      ? `${errorMessage(error)} (${READ_ONLY_HINT})`
+      : errorMessage(error);
+    let text = `edupulse-outbox: ${escapeControl(nameTheVariable(error, message))}\n`;
     if (verbose && error instanceof Error && error.stack) {
       text += `${error.stack.split('\n').map(escapeControl).join('\n')}\n`;
     }

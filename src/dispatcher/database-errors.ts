@@ -81,11 +81,12 @@ export async function markDatabaseErrors<T>(
  * Refusals that are no outage of the server but a setting of it, which retrying waits on
  * until someone changes it: what to change, after PostgreSQL's own message.
  */
+/** What a write refused as read-only (25006) means, for the dispatcher and the CLI's writing commands. */
+export const READ_ONLY_HINT =
+  'the server takes no writes: a standby, or default_transaction_read_only is on; point the database URL at the primary, or add target_session_attrs=read-write to it';
+
 const SETTING_HINTS: readonly (readonly [string, string])[] = [
-  [
-    '25006',
-    'the server takes no writes: a standby, or default_transaction_read_only is on; point the database URL at the primary, or add target_session_attrs=read-write to it',
-  ],
+  ['25006', READ_ONLY_HINT],
   [
     '53400',
     'a limit of the server (temp_file_limit, work_mem) refuses the claim; raise it for this role, or lower --batch-size',
