@@ -752,7 +752,13 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           continue;
         }
         this.settings.logger.error(
-          { consumer: this.settings.consumer, err: errorMessage(error) },
+          {
+            consumer: this.settings.consumer,
+            origin: work.delivery.origin,
+            id: fields?.id,
+            aggregateId: fields?.aggregateId,
+            err: errorMessage(error),
+          },
           'cannot park a message; retrying',
         );
         await this.sleep(backoffDelayMs(failures, 500, 15_000), this.stopped);

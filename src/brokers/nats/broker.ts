@@ -39,7 +39,8 @@ const JETSTREAM_HEADERS_MAX = 65535;
 /**
  * NATS JetStream: each event is stored in `stream` under
  * `<subject_prefix>.<aggregate_type>.<event_type>` as a binary-mode CloudEvent, with
- * `Nats-Msg-Id` = event id so the server drops a re-publish within the duplicate window.
+ * `Nats-Msg-Id` = `<event id>@<source>` so the server drops a re-publish within the
+ * duplicate window.
  */
 class NatsBroker implements EventBroker {
   readonly name = 'nats';
