@@ -36,7 +36,14 @@ import {
   resolveConsumeOptions,
 } from './options.js';
 import { AggregateQueues } from './order.js';
-import { type ParkedFields, parkMessage, takeRetryDeliveries, unstorable } from './park.js';
+import {
+  keepRetries,
+  type ParkedFields,
+  parkMessage,
+  type RetryDelivery,
+  takeRetryDeliveries,
+  unstorable,
+} from './park.js';
 import { RejectedMessage, toConsumedEvent } from './typed.js';
 
 type Handler = (event: ConsumedEvent, context: HandlerContext) => unknown;
@@ -72,6 +79,12 @@ export async function consume<const Defs extends readonly AnyEventDefinition[]>(
   await consumer.start();
   return consumer;
 }
+
+/**
+ * How often the retries in flight are marked as still taken: well within the 15 minutes
+ * after which another start takes a retry as abandoned (consumer-dead-letter.ts).
+ */
+const RETRY_KEEP_MS = 60_000;
 
 /** Serialization failures and deadlocks in a row a handler's event is run again for, spending no attempt. */
 const MAX_CONFLICTS = 50;
@@ -125,6 +138,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private readonly end = new RunEnd();
   private fatalError: Error | undefined;
   private takingRetries = false;
+  /** Retries taken from the dead letters and not yet settled: kept taken, given back at stop. */
+  private readonly retriesInFlight = new Map<Delivery, RetryDelivery>();
   private purging = false;
   /** Aborted when stop() gives up waiting for the handlers in flight; each handler's context. */
   private readonly abandoned = new AbortController();
@@ -219,6 +234,9 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     this.signalStopped();
     await this.source?.pause().catch(() => {});
     await this.finishHandlers();
+    // Retries taken and not finished (queued behind their aggregate, or left running past
+    // stopTimeoutMs) go back, for the next start to take.
+    await Promise.all([...this.retriesInFlight.keys()].map((delivery) => this.giveBack(delivery)));
     await this.loop?.catch(() => {});
     if (this.fatalError) this.end.reject(this.fatalError);
     else this.end.resolve();
@@ -336,6 +354,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           () => void this.takeRetries(generation),
           this.settings.deadLetterRetryPollMs,
         );
+        const keepTaken = setInterval(() => this.keepRetries(), RETRY_KEEP_MS);
         void this.takeRetries(generation);
         const janitor =
           this.settings.inboxRetentionMs === undefined
@@ -352,6 +371,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
               }, source.workingIntervalMs);
         const reason = await Promise.race([lost, dropped]).finally(() => {
           clearInterval(retries);
+          clearInterval(keepTaken);
           clearInterval(janitor);
           clearInterval(keepAlive);
         });
@@ -578,8 +598,14 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     if (this.takingRetries || this.stopping || generation !== this.generation) return;
     this.takingRetries = true;
     try {
-      for (const { delivery, stale } of await takeRetryDeliveries(this.settings)) {
-        this.receive({ delivery, generation, retry: true, retryStale: stale });
+      for (const retry of await takeRetryDeliveries(this.settings)) {
+        this.retriesInFlight.set(retry.delivery, retry);
+        this.receive({
+          delivery: retry.delivery,
+          generation,
+          retry: true,
+          retryStale: retry.stale,
+        });
       }
     } catch (error) {
       // Without its grants on the dead letters the consumer could not park either: it
@@ -779,10 +805,35 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
 
   private async settle(work: Work): Promise<void> {
     this.inFlight.delete(work.delivery);
+    this.retriesInFlight.delete(work.delivery);
     await work.delivery.ack().catch(() => {});
   }
 
   private forget(work: Work): void {
     this.inFlight.delete(work.delivery);
+    // A retry not finished goes back to the dead letters, to be taken again.
+    void this.giveBack(work.delivery);
+  }
+
+  /** Gives back a retry this process took and will not finish. */
+  private async giveBack(delivery: Delivery): Promise<void> {
+    const retry = this.retriesInFlight.get(delivery);
+    if (!retry) return;
+    this.retriesInFlight.delete(delivery);
+    await retry
+      .release()
+      .catch((error: unknown) =>
+        this.settings.logger.warn(
+          { consumer: this.settings.consumer, deadLetter: retry.id, err: errorMessage(error) },
+          'could not give back an unfinished retry; it is taken again after 15 minutes',
+        ),
+      );
+  }
+
+  /** Keeps the retries in flight taken, so that no other process takes them as abandoned. */
+  private keepRetries(): void {
+    if (this.retriesInFlight.size === 0) return;
+    const ids = [...this.retriesInFlight.values()].map((retry) => retry.id);
+    void keepRetries(this.settings, ids).catch(() => {});
   }
 }

@@ -1,6 +1,6 @@
 import type { Delivery } from '../brokers/source.js';
 import { hasSqlState, hasSqlStateClass } from '../db/missing-table.js';
-import { statements } from '../db/sql/index.js';
+import { pgTextArray, statements } from '../db/sql/index.js';
 import type { ConsumerSettings } from './options.js';
 
 /** What was parked, for the `parked` event and the log. */
@@ -91,10 +91,14 @@ interface RetryRow {
 
 /** A dead letter an operator asked to retry, as a delivery. */
 export interface RetryDelivery {
+  /** The dead letter's id. */
+  id: string;
   /** Its ack deletes the dead letter (unless it was parked anew meanwhile). */
   delivery: Delivery;
   /** Parked for being older than its aggregate's last applied event: the retry applies it after all. */
   stale: boolean;
+  /** Gives the retry back, for the next consumer start to take, when this one will not finish it. */
+  release(): Promise<void>;
 }
 
 /** Takes up to 100 of the consumer's dead letters an operator asked to retry. */
@@ -118,6 +122,19 @@ export async function takeRetryDeliveries(
         await settings.database.query(sql.consumerDeadLetterResolve, [row.id]);
       },
     };
-    return { delivery, stale: row.stale };
+    const release = async () => {
+      await settings.database.query(sql.consumerDeadLetterRelease, [row.id]);
+    };
+    return { id: row.id, delivery, stale: row.stale, release };
   });
+}
+
+/** Keeps the retries in flight taken (see consumerDeadLetterTouch). */
+export async function keepRetries(
+  settings: Pick<ConsumerSettings, 'database' | 'schema'>,
+  ids: readonly string[],
+): Promise<void> {
+  await settings.database.query(statements(settings.schema).consumerDeadLetterTouch, [
+    pgTextArray(ids),
+  ]);
 }

@@ -162,6 +162,95 @@ describe('consumer dead letters', () => {
     await waitFor('the dead letters gone', async () => (await parkedOf()).length === 0);
   });
 
+  it('a retry whose consumer stops before finishing it is given back, and the next start takes it', async () => {
+    const name = 'stopper';
+    const event = quiz(randomUUID());
+    let mode: 'fail' | 'hang' | 'apply' = 'fail';
+    let entered = false;
+    let unhang: () => void = () => {};
+    const done: string[] = [];
+    const start = () =>
+      consume({
+        broker: url,
+        consumer: name,
+        database: pg.db,
+        schema: pg.schema,
+        events: [QuizSubmitted],
+        maxAttempts: 1,
+        deadLetterRetryPollMs: 100,
+        stopTimeoutMs: 300,
+        handler: async (received) => {
+          if (received.id !== event.id) return;
+          if (mode === 'fail') throw new Error('not yet');
+          if (mode === 'hang') {
+            entered = true;
+            await new Promise<void>((resolve) => {
+              unhang = resolve;
+            });
+            return;
+          }
+          done.push(received.id);
+        },
+      });
+    let first: Consumer | undefined = await start();
+    let second: Consumer | undefined;
+    try {
+      await publish(event);
+      await waitFor('parked', () => first?.stats.parked === 1, { timeoutMs: 20_000 });
+      mode = 'hang';
+      expect((await cli('dead', 'retry', event.id, '--consumer', name)).code).toBe(0);
+      await waitFor('the retry taken', () => entered);
+      await first.stop();
+      first = undefined;
+      const { rows } = await pg.db.query<{ requested: boolean; taken: boolean }>(
+        `SELECT retry_requested_at IS NOT NULL AS requested, retry_taken_at IS NOT NULL AS taken
+         FROM "${pg.schema}".consumer_dead_letter WHERE consumer = $1`,
+        [name],
+      );
+      expect(rows).toEqual([{ requested: true, taken: false }]);
+      mode = 'apply';
+      second = await start();
+      await waitFor('applied by the next start', () => done.includes(event.id), {
+        timeoutMs: 10_000,
+      });
+      await waitFor('the dead letter gone', async () => {
+        const list = await cli('dead', 'list', '--consumer', name, '--json');
+        return JSON.parse(list.stdout).length === 0;
+      });
+    } finally {
+      unhang();
+      await first?.stop();
+      await second?.stop();
+      // Its queue only: the exchange is the file's.
+      await withAmqpChannel((channel) => channel.deleteQueue(`${exchange}.${name}`));
+    }
+  });
+
+  it('a retry taken by a consumer that died is taken again after 15 minutes', async () => {
+    const failing = quiz(randomUUID());
+    broken = new Set([failing.id]);
+    await publish(failing);
+    await waitFor('parked', async () => {
+      const list = await cli('dead', 'list', '--consumer', NAME, '--json');
+      return JSON.parse(list.stdout).some((d: { eventId: string }) => d.eventId === failing.id);
+    });
+    broken = new Set();
+    // As a consumer SIGKILLed while handling the retry leaves it: taken, and kept no more.
+    const table = `"${pg.schema}".consumer_dead_letter`;
+    await pg.db.query(
+      `UPDATE ${table} SET retry_requested_at = NULL, retry_taken_at = now() - interval '14 minutes'
+       WHERE event_id = $1`,
+      [failing.id],
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(applied).not.toContain(failing.id);
+    await pg.db.query(
+      `UPDATE ${table} SET retry_taken_at = now() - interval '16 minutes' WHERE event_id = $1`,
+      [failing.id],
+    );
+    await waitFor('applied', () => applied.includes(failing.id), { timeoutMs: 10_000 });
+  });
+
   it('a stale event is parked, and a retry applies it after all', async () => {
     const aggregate = randomUUID();
     const older = quiz(aggregate);

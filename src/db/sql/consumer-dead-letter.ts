@@ -35,7 +35,18 @@ export interface ConsumerDeadLetterStatements {
   consumerDeadLetterTakeRetries: string;
   /** $1 dead letter id: deletes a taken dead letter its retry handled (not one parked anew). */
   consumerDeadLetterResolve: string;
+  /** $1 dead letter id: gives back a taken retry the consumer did not finish (it stopped). */
+  consumerDeadLetterRelease: string;
+  /** $1 dead letter ids ('{…}'): the retries a running consumer still works on, kept its own. */
+  consumerDeadLetterTouch: string;
 }
+
+/**
+ * A retry taken this long ago, and not kept since, is taken again: its consumer died
+ * (SIGKILL, a lost node) or was of a release that gives none back. A running consumer
+ * keeps its retries in flight every minute (RETRY_KEEP_MS in consume.ts).
+ */
+const RETRY_ABANDONED = "interval '15 minutes'";
 
 const COLUMNS = `id::text AS id, consumer, source, event_id, event_type, aggregate_id, sequence::text AS sequence,
   origin, attempts, last_error, ${rfc3339('dead_at')} AS dead_at,
@@ -87,7 +98,8 @@ SELECT count(*)::int AS purged FROM purged`,
     consumerDeadLetterTakeRetries: `WITH taken AS (
   UPDATE ${table} d SET retry_requested_at = NULL, retry_taken_at = now()
   FROM (SELECT id FROM ${table}
-    WHERE consumer = $1 AND retry_requested_at IS NOT NULL
+    WHERE consumer = $1
+      AND (retry_requested_at IS NOT NULL OR retry_taken_at < now() - ${RETRY_ABANDONED})
     ORDER BY sequence NULLS LAST, dead_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS picked
   WHERE d.id = picked.id
   RETURNING d.id, d.origin, d.headers, d.body, d.attempts, d.dead_at, d.stale, d.sequence
@@ -96,5 +108,12 @@ SELECT id::text AS id, origin, headers::text AS headers, body, attempts, dead_at
 FROM taken ORDER BY sequence NULLS LAST, dead_at, id`,
 
     consumerDeadLetterResolve: `DELETE FROM ${table} WHERE id = $1::text::uuid AND retry_taken_at IS NOT NULL`,
+
+    consumerDeadLetterRelease: `UPDATE ${table}
+SET retry_requested_at = coalesce(retry_requested_at, now()), retry_taken_at = NULL
+WHERE id = $1::text::uuid AND retry_taken_at IS NOT NULL`,
+
+    consumerDeadLetterTouch: `UPDATE ${table} SET retry_taken_at = now()
+WHERE id = ANY($1::text::uuid[]) AND retry_taken_at IS NOT NULL`,
   };
 }
