@@ -32,6 +32,18 @@ async function publish(...messages: ReturnType<typeof quiz>[]): Promise<void> {
   await broker.close();
 }
 
+/** An event whose handler fails, published and waited for until parked. */
+async function parkedFailing(): Promise<ReturnType<typeof quiz>> {
+  const failing = quiz(randomUUID());
+  broken = new Set([failing.id]);
+  await publish(failing);
+  await waitFor('parked', async () => {
+    const list = await cli('dead', 'list', '--consumer', NAME, '--json');
+    return JSON.parse(list.stdout).some((d: { eventId: string }) => d.eventId === failing.id);
+  });
+  return failing;
+}
+
 const cli = (...args: string[]) =>
   runCli([...args, '--database-url', PG_URL, '--schema', pg.schema]);
 
@@ -101,13 +113,7 @@ describe('consumer dead letters', () => {
   });
 
   it('a retry that fails again is parked anew, not lost', async () => {
-    const failing = quiz(randomUUID());
-    broken = new Set([failing.id]);
-    await publish(failing);
-    await waitFor('parked', async () => {
-      const list = await cli('dead', 'list', '--consumer', NAME, '--json');
-      return JSON.parse(list.stdout).some((d: { eventId: string }) => d.eventId === failing.id);
-    });
+    const failing = await parkedFailing();
     const failedBefore = consumer?.stats.failed ?? 0;
     expect((await cli('dead', 'retry', '--consumer', NAME, '--all')).code).toBe(0);
     await waitFor('two more failures', () => (consumer?.stats.failed ?? 0) >= failedBefore + 2);
@@ -227,13 +233,7 @@ describe('consumer dead letters', () => {
   });
 
   it('a retry taken by a consumer that died is taken again after 15 minutes', async () => {
-    const failing = quiz(randomUUID());
-    broken = new Set([failing.id]);
-    await publish(failing);
-    await waitFor('parked', async () => {
-      const list = await cli('dead', 'list', '--consumer', NAME, '--json');
-      return JSON.parse(list.stdout).some((d: { eventId: string }) => d.eventId === failing.id);
-    });
+    const failing = await parkedFailing();
     broken = new Set();
     // As a consumer SIGKILLed while handling the retry leaves it: taken, and kept no more.
     const table = `"${pg.schema}".consumer_dead_letter`;
