@@ -259,6 +259,11 @@ describe('kafka message source', () => {
     }
     expect(firstRun.lost).toEqual([]);
     expect(secondRun.lost).toEqual([]);
+    // The last acks committed while the group is stable (commits go every 100 ms): two
+    // members leaving at the same instant may have their final commit refused by the
+    // rebalance the other's leaving starts, and those messages come again (at least
+    // once), which is not what this test is about.
+    await sleep(1_000);
     await Promise.all([first.close(), second.close()]);
     // All acked and committed (or, for a revoked partition, redelivered to its new
     // owner, which acked it): a fresh member finds nothing left.
