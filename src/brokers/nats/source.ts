@@ -275,11 +275,6 @@ export function createNatsSource(
   return new NatsSource(settings, options);
 }
 
-/**
- * The stream sequence a re-created consumer resumes after: its ack floor once it has acked
- * something; before that, where it was created to start (JetStream reports a floor of 0
- * then, which would mean the stream's first message).
- */
 const INBOX_DESCRIPTION = /^EduPulse outbox consumer \(inbox (.+)\)$/;
 
 /** The durable's description: whose inbox it feeds, where that is known. */
@@ -289,6 +284,11 @@ function consumerDescription(inbox: string | undefined): string {
     : `EduPulse outbox consumer (inbox ${inbox})`;
 }
 
+/**
+ * The stream sequence a re-created consumer resumes after: its ack floor once it has acked
+ * something; before that, where it was created to start (JetStream reports a floor of 0
+ * then, which would mean the stream's first message).
+ */
 export function resumeAfter(info: ConsumerInfo): number {
   if (info.ack_floor.consumer_seq > 0) return info.ack_floor.stream_seq;
   const { deliver_policy, opt_start_seq } = info.config;
