@@ -596,6 +596,29 @@ describe('enqueue edge cases', () => {
     expect(await stored()).toEqual([...before, committed, own]);
   });
 
+  it('refuses a PGlite instance outside a transaction block, and takes it once BEGIN has run', async () => {
+    const { pglite, schema } = pgliteSchema;
+    const outbox = createOutbox({ schema });
+    const stored = async () =>
+      (await storedRows(pglite as unknown as Executor, schema)).map((r) => r.id);
+    const before = await stored();
+    const error = await outbox
+      .enqueue(pglite, LessonPublished.create(lessonPayload()))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TypeError);
+    expect((error as Error).message).toMatch(
+      /^enqueue: a PGlite instance with no transaction open is not a transaction.*pglite\.transaction\(.*autocommit\(\)/,
+    );
+    expect(await stored()).toEqual(before);
+
+    await pglite.exec('BEGIN');
+    const [rolledBack] = await outbox.enqueue(pglite, LessonPublished.create(lessonPayload()));
+    await pglite.exec('ROLLBACK');
+    expect(rolledBack).toBeDefined();
+    const [own] = await outbox.enqueue(autocommit(pglite), LessonPublished.create(lessonPayload()));
+    expect(await stored()).toEqual([...before, own]);
+  });
+
   it('prepares its insert once per connection (node-postgres, postgres.js), unless the connection says not to', async () => {
     const outbox = createOutbox({ schema: pgSchema.schema });
     const own = new pg.Client({ connectionString: PG_URL });

@@ -91,3 +91,15 @@ export function assertDatabase(db: unknown, setting: string): asserts db is Data
       : '';
   throw new ConfigError(setting, `must be ${wanted}, not ${describeValue(db)}${driver}`);
 }
+
+/**
+ * What a `Database` throws once its owner closed it (or the PGlite instance under it):
+ * a ConfigError, so a dispatcher or consumer still running stops and says why instead of
+ * retrying as if the server were away.
+ */
+export function closedInUse(what: string): ConfigError {
+  return new ConfigError(
+    'db',
+    `${what} was closed while still in use: stop the dispatcher or consumer before closing it`,
+  );
+}

@@ -1,6 +1,7 @@
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { describeValue } from '../common/text.js';
+import { inTransactionBlock, type PGliteLike } from './pglite.js';
 import { isPgClient, queryOnPgClient } from './prepared.js';
 
 /**
@@ -178,8 +179,8 @@ const ormAdapters: readonly {
  * Handles that run every statement in a transaction of its own: a node-postgres `Pool`,
  * postgres.js's top-level `sql` (it has `begin`), our `Database` or an ORM instance (they
  * have `transaction()`), and a node-postgres client its server reports idle outside a
- * transaction. Names what it is and what to pass instead, or undefined. A PGlite
- * instance is accepted: it does not say whether the caller sent BEGIN on it.
+ * transaction, and a PGlite instance outside a transaction block. Names what it is and
+ * what to pass instead, or undefined.
  */
 function autocommitHandle(
   shape: Record<string, unknown>,
@@ -200,6 +201,17 @@ function autocommitHandle(
   // sql has begin() too, and savepoint() in every major.
   if (typeof shape.begin === 'function' && typeof shape.savepoint !== 'function') {
     return { handle: 'a postgres.js sql', instead: 'the sql of sql.begin(async (tx) => …)' };
+  }
+  if (
+    'waitReady' in shape &&
+    typeof shape.isInTransaction === 'function' &&
+    !inTransactionBlock(shape as Pick<PGliteLike, 'isInTransaction'>)
+  ) {
+    return {
+      handle: 'a PGlite instance with no transaction open',
+      instead:
+        "pglite.transaction(async (tx) => …)'s tx, or the instance once await pglite.exec('BEGIN') has run",
+    };
   }
   if (typeof shape.transaction === 'function' && !('waitReady' in shape)) {
     return {
