@@ -13,6 +13,8 @@ import {
   createDispatcher,
   type Dispatcher,
   MemoryBroker,
+  pgDatabase,
+  SchemaVersionError,
 } from '../src/index.js';
 import { killChildren, spawnNode } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
@@ -210,4 +212,54 @@ it('stopOnSignals: SIGTERM stops the dispatcher and the process exits 0', async 
   expect(result).toMatchObject({ code: 0, signal: null });
   expect(result.stdout).toContain('"done":true');
   expect(jsonLines(result.stderr).some((line) => line.msg === 'dispatcher stopped')).toBe(true);
+});
+
+it('drain() refuses a started dispatcher, and drains asked for together run one after another', async () => {
+  const dispatcher = memoryDispatcher();
+  await dispatcher.start();
+  await expect(dispatcher.drain()).rejects.toThrow(
+    /^drain\(\) is for a dispatcher that is not started: .*stop\(\) it before draining$/,
+  );
+  await dispatcher.stop();
+
+  const broker = new MemoryBroker();
+  const drainer = createDispatcher({ db: t.db, broker, schema: t.schema, logger: false });
+  cleanups.push(() => drainer.stop());
+  for (let i = 0; i < 40; i++) await enqueueLesson(t);
+  // Each resolves once its own pass found nothing claimable, with what it published.
+  expect(await Promise.all([drainer.drain(), drainer.drain()])).toEqual([40, 0]);
+  expect(broker.messages).toHaveLength(40);
+});
+
+it('drain() on a schema that was never migrated names it as start() does', async () => {
+  const schema = `never_migrated_${randomBytes(4).toString('hex')}`;
+  const dispatcher = createDispatcher({
+    db: t.db,
+    broker: new MemoryBroker(),
+    schema,
+    logger: false,
+  });
+  cleanups.push(() => dispatcher.stop());
+  const started = await dispatcher.start().catch((error: unknown) => error);
+  const drained = await dispatcher.drain().catch((error: unknown) => error);
+  expect(drained).toBeInstanceOf(SchemaVersionError);
+  expect((drained as Error).message).toBe((started as Error).message);
+});
+
+it('stops with a ConfigError naming db when its database is closed under it', async () => {
+  const db = pgDatabase({ connectionString: PG_URL, maxConnections: 2 });
+  const dispatcher = createDispatcher({
+    db,
+    broker: new MemoryBroker(),
+    schema: t.schema,
+    logger: false,
+  });
+  cleanups.push(() => dispatcher.stop());
+  await dispatcher.start();
+  const closed = dispatcher.closed.catch((error: unknown) => error);
+  await db.close();
+  const error = await closed;
+  expect(error).toBeInstanceOf(ConfigError);
+  expect((error as ConfigError).setting).toBe('db');
+  expect((error as Error).message).toMatch(/^db: the database was closed while still in use/);
 });

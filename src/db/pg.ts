@@ -3,11 +3,12 @@ import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { withTimeout } from '../common/timeout.js';
 import { answeredWithin, type DatabaseTimeouts, sessionLimits } from './answer-timeout.js';
-import type {
-  Database,
-  DatabaseCallOptions,
-  DatabaseSession,
-  TransactionExecutor,
+import {
+  closedInUse,
+  type Database,
+  type DatabaseCallOptions,
+  type DatabaseSession,
+  type TransactionExecutor,
 } from './database.js';
 import { pgConnectionSettings } from './pg-config.js';
 import { hostChoosingClient } from './pg-hosts.js';
@@ -231,11 +232,18 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       : {}),
   };
   const dedicated = new Set<pg.Client>();
+  // After close(), what node-postgres says ("Cannot use a pool after calling end on the
+  // pool") reads like an outage, and a dispatcher would retry it for good.
+  let closed = false;
+  const usable = () => {
+    if (closed) throw closedInUse('the database');
+  };
 
   const transaction = async <T>(
     fn: (tx: TransactionExecutor) => Promise<T>,
     timeouts: DatabaseTimeouts | undefined,
   ): Promise<T> => {
+    usable();
     const client = await pool.connect();
     const answered = <V>(work: Promise<V>) => answeredWithin(client, timeouts?.answerMs, work);
     // Round trips are much of a small batch's cost: BEGIN goes out with the first
@@ -360,6 +368,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       // With timeouts, in a transaction of its own: the same guard over the connection.
       if (options?.timeouts)
         return transaction((tx) => tx.query<R>(text, values), options.timeouts);
+      usable();
       const result = await pool.query(text, [...values]);
       return { rows: result.rows as R[] };
     },
@@ -367,6 +376,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
       transaction(fn, options?.timeouts),
 
     async listen(channel: string, onNotify: () => void, onError?: (error: Error) => void) {
+      usable();
       const { client, session } = await openSession(config, dedicated, 'listening', sessionOptions);
       session.onLost((error) => onError?.(error));
       client.on('notification', (message) => {
@@ -382,6 +392,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     },
 
     async session(applicationName: string, options?: DatabaseCallOptions) {
+      usable();
       const named = { ...config, application_name: applicationName };
       const opened = await openSession(named, dedicated, 'session', {
         ...sessionOptions,
@@ -391,6 +402,7 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     },
 
     async close() {
+      closed = true;
       await Promise.all([...dedicated].map((client) => client.end().catch(() => {})));
       dedicated.clear();
       await pool.end();

@@ -70,7 +70,8 @@ export interface Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly closed: Promise<void>;
   /**
    * Publishes until no claimable row is left, then resolves with the count published.
-   * For scripts and tests on a dispatcher that is not started.
+   * For scripts and tests on a dispatcher that is not started (a started one rejects);
+   * drains asked for together run one after another, each counting its own.
    */
   drain(): Promise<number>;
   /** The partitions this dispatcher claims from now (all of them on an embedded database). */
@@ -110,6 +111,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private stoppingSince: number | undefined;
   /** The start under way, which a stop waits for. */
   private starting: Promise<void> | undefined;
+  /** The last drain() asked for; a start() waits for it. */
+  private draining: Promise<number> | undefined;
   /** The stop under way or done, shared by stop(), the signal and a fatal error. */
   private stopped: Promise<void> | undefined;
   /** What ended the loop by itself, for `closed` to reject with. */
@@ -227,6 +230,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   private async begin(): Promise<void> {
     // A stop under way finishes first; then this is a new run, with a `closed` of its own.
     await this.stopped?.catch(() => {});
+    await this.draining?.catch(() => {});
     if (this.loop) return;
     const { db, schema, signal, logger } = this.options;
     this.stopped = undefined;
@@ -321,7 +325,25 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     if (failure) throw failure.error;
   }
 
-  async drain(): Promise<number> {
+  drain(): Promise<number> {
+    if (this.loop || this.starting) {
+      return Promise.reject(
+        new Error(
+          "drain() is for a dispatcher that is not started: this one publishes on its own (its 'settled' event reports each batch); stop() it before draining",
+        ),
+      );
+    }
+    // One at a time: each counts what it published, and none resolves before its own
+    // pass has found nothing claimable.
+    const previous = this.draining ?? Promise.resolve(0);
+    const drained = previous.catch(() => 0).then(() => this.drainOnce());
+    this.draining = drained;
+    return drained;
+  }
+
+  private async drainOnce(): Promise<number> {
+    // The schema first: a missing or older one is named as start() names it.
+    await assertSchemaCurrent(this.options.db, this.options.schema);
     await this.link.ensure();
     const before = this.stats.published;
     // Failed events wait for their retry time and their aggregates' later events wait
