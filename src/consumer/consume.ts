@@ -636,8 +636,13 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         error instanceof RejectedMessage
           ? error
           : new RejectedMessage('invalid', errorMessage(error), undefined);
-      const policy =
-        rejected.kind === 'unknown' ? this.settings.onUnknownType : this.settings.onInvalid;
+      // A dead letter an operator retried is parked again whatever the policy: skipped, it
+      // would be deleted from the dead letters and gone.
+      const policy = work.retry
+        ? 'park'
+        : rejected.kind === 'unknown'
+          ? this.settings.onUnknownType
+          : this.settings.onInvalid;
       // An event that was read keeps its aggregate's order; an unreadable one waits for nobody.
       const key = rejected.fields?.aggregateId ?? `\u0000${work.delivery.origin}`;
       this.queues.push(key, () =>

@@ -407,4 +407,51 @@ describe('consumer dead letters', () => {
     ]);
     expect(tidy.stats.inboxPurged).toBe(3);
   });
+
+  it("a retried dead letter that still does not decode is parked again under onInvalid: 'skip', not deleted", async () => {
+    const name = 'lenient';
+    const start = (onInvalid: 'park' | 'skip') =>
+      consume({
+        broker: url,
+        consumer: name,
+        database: pg.db,
+        schema: pg.schema,
+        events: [QuizSubmitted],
+        onInvalid,
+        deadLetterRetryPollMs: 100,
+        handler: () => {},
+      });
+    const listed = async () =>
+      JSON.parse((await cli('dead', 'list', '--consumer', name, '--json')).stdout) as {
+        eventId: string;
+        retrying: boolean;
+        lastError: string;
+      }[];
+    const invalid = quiz(randomUUID(), { score: -1 });
+    const strict = await start('park');
+    try {
+      await publish(invalid);
+      await waitFor('parked as invalid', () => strict.stats.parked === 1);
+    } finally {
+      await strict.stop();
+    }
+    // Redeployed with the policy that skips invalid events; the operator retries anyway.
+    const lenient = await start('skip');
+    try {
+      expect((await cli('dead', 'retry', '--consumer', name, '--all')).code).toBe(0);
+      await waitFor('parked again', () => lenient.stats.parked === 1);
+      const rows = await listed();
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ eventId: invalid.id, retrying: false });
+      expect(rows[0]?.lastError).toMatch(/^payload\.score: /);
+      expect(lenient.stats.skipped).toBe(0);
+    } finally {
+      await lenient.stop();
+      await withAmqpChannel((channel) => channel.deleteQueue(`${exchange}.${name}`)).catch(
+        () => {},
+      );
+      // The suite's own consumer parked it too.
+      await cli('dead', 'discard', '--consumer', NAME, invalid.id);
+    }
+  });
 });
