@@ -160,6 +160,42 @@ describe('invalid payloads throw ValidationError naming the failing field', () =
       'payload.score',
     );
   });
+
+  it('names every field to fix after the first, and the types a union expects', () => {
+    const Note = defineEvent({
+      type: 'issues-note',
+      aggregateType: 'course',
+      schema: z.object({
+        note_id: z.uuid(),
+        minutes: z.union([z.number(), z.string()]),
+        ...Object.fromEntries(['a', 'b', 'c', 'd', 'e'].map((name) => [name, z.number()])),
+      }),
+      aggregateId: (p) => p.note_id,
+    });
+    const error = validationError(() => Note.create({ note_id: 'note-1', minutes: true } as never));
+    expect(error.path).toBe('payload.note_id');
+    expect(error.message).toBe(
+      'payload.note_id: Invalid UUID; payload.minutes: Invalid input: expected number or string, received boolean; ' +
+        'payload.a: Invalid input: expected number, received undefined; ' +
+        'payload.b: Invalid input: expected number, received undefined; ' +
+        'payload.c: Invalid input: expected number, received undefined; and 2 more (issues-note)',
+    );
+  });
+
+  it('an asynchronous check in the schema is a ConfigError saying so, not a raw zod error', () => {
+    const Checked = defineEvent({
+      type: 'async-note',
+      aggregateType: 'course',
+      schema: z.object({ id: z.string().refine(async () => true) }),
+      aggregateId: (p) => p.id,
+    });
+    for (const call of [() => Checked.create({ id: 'x' }), () => Checked.parse({ id: 'x' })]) {
+      expect(call).toThrow(ConfigError);
+      expect(call).toThrow(
+        /^defineEvent\.schema: async-note: the schema has an asynchronous check or transform/,
+      );
+    }
+  });
 });
 
 describe('defineEvent', () => {
@@ -454,6 +490,31 @@ describe('evolving a payload schema (README "Evolving an event\'s schema")', () 
     expect(v2.payload).toEqual({ ...lesson, version: 2, summary: 'parts of a whole' });
     expect(validationError(() => Versioned.parse({ ...lesson, version: 2 })).path).toBe(
       'payload.summary',
+    );
+  });
+
+  it('a rename: the shared definition reads either name, and what producers write during it every consumer reads', () => {
+    const { title: _title, ...rest } = LessonPublished.schema.shape;
+    const EitherName = defineEvent({
+      type: 'lesson-published',
+      aggregateType: 'lesson',
+      schema: z
+        .object({ ...rest, title: z.string().min(1).optional(), heading: z.string().optional() })
+        .refine((p) => p.title !== undefined || p.heading !== undefined, 'title or heading'),
+      aggregateId: (p) => p.lesson_id,
+    });
+    const { title, ...untitled } = lesson;
+    // Producers on the shared definition store what they pass: both names while old
+    // consumers, which require the old one, remain.
+    const both = EitherName.create({ ...untitled, title, heading: title }).payload;
+    expect(both).toEqual({ ...lesson, heading: title });
+    expect(LessonPublished.parse(both)).toEqual(lesson);
+    for (const payload of [lesson, both, { ...untitled, heading: title }]) {
+      const data = EitherName.parse(payload);
+      expect(data.heading ?? data.title).toBe(title);
+    }
+    expect(validationError(() => EitherName.parse(untitled)).message).toMatch(
+      /^payload: title or heading/,
     );
   });
 });

@@ -132,20 +132,61 @@ export function issuePath(prefix: string, path: readonly PropertyKey[]): string 
   return [prefix, ...path.map(String)].filter((part) => part !== '').join('.');
 }
 
-/** Throws ValidationError for the first issue zod found, naming its path. */
+/** Issues named in a ValidationError's message beyond the first; the rest are counted. */
+const MORE_ISSUES_SHOWN = 4;
+
+/**
+ * Throws ValidationError naming the first issue zod found by its path (`path`), and the
+ * others after it in the message, so one look shows every field to fix.
+ */
 export function parseOrThrow<T>(
   schema: z.ZodType<T>,
   value: unknown,
   prefix: string,
   context: string,
 ): T {
-  const result = schema.safeParse(value);
+  let result: ReturnType<z.ZodType<T>['safeParse']>;
+  try {
+    result = schema.safeParse(value);
+  } catch (error) {
+    if (!(error instanceof z.core.$ZodAsyncError)) throw error;
+    throw new ConfigError(
+      'defineEvent.schema',
+      `${context}: the schema has an asynchronous check or transform (a refine or transform of an async function); events are checked synchronously, so make it synchronous`,
+      { cause: error },
+    );
+  }
   if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  const path = issuePath(prefix, issue?.path ?? []) || prefix || '(root)';
-  throw new ValidationError(path, `${issue?.message ?? 'invalid'} (${context})`, {
-    cause: result.error,
-  });
+  const [first, ...others] = result.error.issues;
+  const pathOf = (issue: z.core.$ZodIssue | undefined) =>
+    issuePath(prefix, issue?.path ?? []) || prefix || '(root)';
+  const path = pathOf(first);
+  const more = others
+    .slice(0, MORE_ISSUES_SHOWN)
+    .map((issue) => `; ${pathOf(issue)}: ${issueMessage(issue)}`)
+    .join('');
+  const uncounted = others.length - MORE_ISSUES_SHOWN;
+  const rest = uncounted > 0 ? `${more}; and ${uncounted} more` : more;
+  throw new ValidationError(
+    path,
+    `${first ? issueMessage(first) : 'invalid'}${rest} (${context})`,
+    { cause: result.error },
+  );
+}
+
+/**
+ * zod's message, except for a union none of whose options took the value, which zod
+ * words "Invalid input" alone: when each option refused its type, the types expected.
+ */
+function issueMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code !== 'invalid_union' || issue.errors.length === 0) return issue.message;
+  const refusals = issue.errors.map((branch) => (branch.length === 1 ? branch[0] : undefined));
+  const expected = refusals.map((refusal) =>
+    refusal?.code === 'invalid_type' && refusal.path.length === 0 ? refusal.expected : undefined,
+  );
+  if (expected.some((type) => type === undefined)) return issue.message;
+  const received = /, received (\S+)$/.exec(refusals[0]?.message ?? '')?.[1];
+  return `${issue.message}: expected ${[...new Set(expected)].join(' or ')}${received ? `, received ${received}` : ''}`;
 }
 
 export interface EventOptions {
