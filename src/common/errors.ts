@@ -64,8 +64,35 @@ export class PrivilegeError extends OutboxError {
   }
 }
 
-/** `new Error(…)` text of anything thrown, for logs and `last_error`. */
+/** The longest text errorMessage makes of a thrown object that is not an Error. */
+const THROWN_OBJECT_CHARS = 500;
+
+/**
+ * `new Error(…)` text of anything thrown, for logs and `last_error`: an object's string
+ * `message`, else its JSON. Never throws itself, whatever was thrown (a getter that
+ * throws, an object without a prototype, a revoked proxy).
+ */
 export function errorMessage(error: unknown): string {
-  if (error instanceof Error) return error.message || error.name;
-  return String(error);
+  try {
+    if (error instanceof Error) return error.message || error.name;
+    if (typeof error === 'object' && error !== null) {
+      const { message } = error as { message?: unknown };
+      if (typeof message === 'string' && message !== '') return message;
+      const json = jsonOf(error);
+      if (json !== undefined && json !== '{}') {
+        return json.length > THROWN_OBJECT_CHARS ? `${json.slice(0, THROWN_OBJECT_CHARS)}…` : json;
+      }
+    }
+    return String(error);
+  } catch {
+    return 'a thrown value that cannot be read';
+  }
+}
+
+function jsonOf(value: object): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return undefined; // circular, or a BigInt in it
+  }
 }

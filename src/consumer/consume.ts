@@ -90,8 +90,31 @@ const RETRY_KEEP_MS = 60_000;
 const MAX_CONFLICTS = 50;
 
 /** A serialization failure (40001) or deadlock (40P01): the transaction may run again. */
+/** How long the check that the database answers waits, when a handler's error looks like its outage. */
+const DATABASE_CHECK_MS = 2_000;
+
 function conflicted(error: unknown): boolean {
   return hasSqlState(error, '40001') || hasSqlState(error, '40P01');
+}
+
+/**
+ * What a handler threw, as the consumer can read it: the value itself, or, when reading
+ * it throws (a getter that throws, an object without a prototype, a revoked proxy), an
+ * Error saying so. Unreadable, it failed the consumer's own bookkeeping, and the message
+ * stayed in flight for good while its aggregate's later events went past it.
+ */
+function readable(thrown: unknown): unknown {
+  try {
+    if (thrown instanceof StaleEventError) return thrown;
+    conflicted(thrown);
+    hasSqlState(thrown, INSUFFICIENT_PRIVILEGE);
+    isDatabaseUnavailable(thrown);
+    waitedForPool(thrown);
+    String(errorMessage(thrown));
+    return thrown;
+  } catch {
+    return new Error('a thrown value that cannot be read (reading it throws)');
+  }
 }
 
 /**
@@ -646,13 +669,36 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       // An event that was read keeps its aggregate's order; an unreadable one waits for nobody.
       const key = rejected.fields?.aggregateId ?? `\u0000${work.delivery.origin}`;
       this.queues.push(key, () =>
-        policy === 'skip'
-          ? this.skip(work, rejected)
-          : this.park(work, rejected.fields, rejected.message, 0),
+        this.guarded(work, () =>
+          policy === 'skip'
+            ? this.skip(work, rejected)
+            : this.park(work, rejected.fields, rejected.message, 0),
+        ),
       );
       return;
     }
-    this.queues.push(event.aggregateId, () => this.handle(work, event));
+    this.queues.push(event.aggregateId, () => this.guarded(work, () => this.handle(work, event)));
+  }
+
+  /**
+   * Runs a message's task; should the consumer's own handling of it fail, says so and
+   * leaves the message unacked for the broker to deliver again, instead of holding it in
+   * flight, unmentioned, for good.
+   */
+  private async guarded(work: Work, task: () => Promise<void>): Promise<void> {
+    try {
+      await task();
+    } catch (error) {
+      this.settings.logger.error(
+        {
+          consumer: this.settings.consumer,
+          message: work.delivery.origin,
+          err: errorMessage(error),
+        },
+        'could not handle a message; leaving it unacked, so the broker delivers it again',
+      );
+      this.forget(work);
+    }
   }
 
   /** Not stopping, its source still the current one, and not given to another process. */
@@ -660,13 +706,28 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     return !this.stopping && work.generation === this.generation && !work.delivery.withdrawn?.();
   }
 
-  private async handle(work: Work, event: ConsumedEvent): Promise<void> {
+  /** Whether the consumer's database answers a query now (within 2 s). */
+  private async databaseAnswers(): Promise<boolean> {
+    try {
+      await withTimeout(this.settings.database.query('SELECT 1'), DATABASE_CHECK_MS);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private async handle(work: Work, received: ConsumedEvent): Promise<void> {
     const { maxAttempts } = this.settings;
+    let event = received;
     let outages = 0;
     let conflicts = 0;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       // Stopping, reconnected or withdrawn: leave it unacked, the broker redelivers it.
       if (!this.current(work)) return this.forget(work);
+      // Each attempt gets the event as received: a failed attempt that changed its data
+      // would otherwise hand the next one what it left.
+      if (attempt > 1)
+        event = toConsumedEvent(this.settings.binding, this.definitions, work.delivery);
       event.attempt = attempt;
       // Only a retry of what was parked as stale skips the stale check: one parked for its
       // payload or a failing handler may meanwhile have been overtaken by its aggregate's
@@ -675,7 +736,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
       const started = performance.now();
       try {
         await this.handler(event, this.context);
-      } catch (error) {
+      } catch (thrown) {
+        const error = readable(thrown);
         if (error instanceof StaleEventError) {
           this.stats.stale++;
           return this.park(work, event, error.message, attempt, true);
@@ -694,13 +756,18 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           continue;
         }
         if (isDatabaseUnavailable(error)) {
-          // The event is fine, the database is away (or its pool busy): wait for it
-          // without spending attempts.
+          // The event is fine, a connection is not: wait for it without spending
+          // attempts. A refused or lost connection looks the same whoever it was to, the
+          // database or a service the handler calls (an HTTP request's): the log says
+          // which, by whether the consumer's database answers.
+          const reason = waitedForPool(error)
+            ? 'no database connection came free in the handler within the connect timeout (a pool smaller than concurrency, or slow transactions); retrying'
+            : (await this.databaseAnswers())
+              ? 'a connection the handler needs was refused or lost, and the database answers: a service it calls is unreachable; retrying without spending attempts'
+              : 'database unavailable in the handler; retrying';
           this.settings.logger.warn(
             { consumer: this.settings.consumer, id: event.id, err: errorMessage(error) },
-            waitedForPool(error)
-              ? 'no database connection came free in the handler within the connect timeout (a pool smaller than concurrency, or slow transactions); retrying'
-              : 'database unavailable in the handler; retrying',
+            reason,
           );
           await this.sleep(backoffDelayMs(outages++, 200, 5_000), this.stopped);
           attempt--;
