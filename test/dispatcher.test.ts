@@ -407,6 +407,36 @@ describe('wake-up', () => {
     expect(idsOf(broker.messages)).toEqual([id]);
   });
 
+  it('answers again once the write sequence is made anew under it, as a restore in place does', async () => {
+    const said: string[] = [];
+    const log = (_fields: object, message?: string) => said.push(String(message));
+    // The probe looks again every poll interval while it fails.
+    const d = dispatcher({
+      broker: new MemoryBroker(),
+      pollIntervalMs: 500,
+      logger: { ...silentLogger, warn: log, info: log },
+    });
+    await d.start();
+    const seq = `"${t.schema}".outbox_write_seq`;
+    await t.db.transaction(async (tx) => {
+      const { rows } = await tx.query<{ last: string }>(
+        `SELECT coalesce(pg_sequence_last_value('${seq}'), 1)::text AS last`,
+      );
+      await tx.query(`DROP SEQUENCE ${seq}`);
+      await tx.query(`CREATE SEQUENCE ${seq} AS bigint OWNED BY "${t.schema}".outbox.seq`);
+      await tx.query(`SELECT setval('${seq}', $1::text::bigint)`, [rows[0]?.last]);
+    });
+    await waitFor('the probe to fail on the old sequence', () =>
+      said.includes('write probe failed; polling until it answers'),
+    );
+    await waitFor('the probe to answer again', () => said.includes('write probe answering again'));
+    const [id] = await enqueue(lesson());
+    await waitFor('the event to be published', () => d.stats.published === 1, {
+      timeoutMs: 5_000,
+    });
+    expect(id).toBeDefined();
+  });
+
   it('publishes an event whose transaction commits after the wake-up saw it written', async () => {
     const broker = new MemoryBroker();
     const d = dispatcher({ broker, pollIntervalMs: 60_000 });

@@ -202,6 +202,9 @@ export class WriteProbe {
       this.failing = true;
       await this.session?.close().catch(() => {});
       this.session = undefined;
+      // Looked up again: a sequence dropped and made anew (a restore in place) has
+      // another oid, and the old one would fail every look from now on.
+      this.sequence = undefined;
       onWrite();
     }
     this.schedule(next);
