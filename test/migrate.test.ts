@@ -23,6 +23,7 @@ import {
   pgDatabase,
   SchemaVersionError,
 } from '../src/index.js';
+import { runCli } from './helpers/cli.js';
 import {
   createPgliteTestSchema,
   createPgTestSchema,
@@ -231,6 +232,39 @@ describe('migrate', () => {
     await createOutbox({ schema: t.schema }).enqueue(autocommit(t.db), lesson());
     const { rows } = await t.db.query<{ seq: string }>(`SELECT seq FROM "${t.schema}".outbox`);
     expect(rows).toEqual([{ seq: '1' }]);
+  });
+
+  it('a schema renamed after it was migrated is refused, naming the name it had', async () => {
+    const t = await freshSchema('ren');
+    await migrate(t.db, t.schema);
+    const renamed = `${t.schema}_r`;
+    await t.db.query(`ALTER SCHEMA "${t.schema}" RENAME TO "${renamed}"`);
+    try {
+      const said = new RegExp(
+        `^schema "${renamed}" was renamed from "${t.schema}" after it was migrated: .*ALTER SCHEMA "${renamed}" RENAME TO "${t.schema}"`,
+      );
+      for (const refused of [
+        assertSchemaCurrent(t.db, renamed),
+        migrate(t.db, renamed),
+        createDispatcher({
+          db: t.db,
+          schema: renamed,
+          broker: new MemoryBroker(),
+          logger: false,
+        }).start(),
+      ]) {
+        const error = await refused.catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(SchemaVersionError);
+        expect((error as Error).message).toMatch(said);
+      }
+      const where = ['--database-url', PG_URL, '--schema', renamed];
+      const check = await runCli(['migrate', '--check', ...where]);
+      expect(check.code).toBe(2);
+      expect(check.stderr).toContain(`schema "${renamed}" was renamed from "${t.schema}"`);
+    } finally {
+      await t.db.query(`ALTER SCHEMA "${renamed}" RENAME TO "${t.schema}"`);
+    }
+    await assertSchemaCurrent(t.db, t.schema);
   });
 
   it('migrations of different schemas do not interfere', async () => {

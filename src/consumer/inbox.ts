@@ -121,6 +121,25 @@ function sameSequence(a: string | undefined, b: string | undefined): boolean {
   }
 }
 
+/** Where docs/operations.md says what to do when a producer's sequence went back. */
+const RESTORED_PRODUCER = 'docs/operations.md#restoring-a-database-from-a-backup';
+
+/** Why an event is parked as stale: older than the aggregate's mark, or of its sequence under another id. */
+function staleReason(
+  event: InboxEvent,
+  lastSequence: string | undefined,
+  lastId: string | undefined,
+  reused: boolean,
+): string {
+  const what = `event ${event.id} (${event.type}, sequence ${event.sequence})`;
+  const aggregate = `${event.aggregateType ? `${event.aggregateType} ` : 'aggregate '}"${event.aggregateId}"`;
+  if (reused) {
+    return `${what} has the sequence of event ${lastId}, the last applied for ${aggregate}: the producer numbered events again from an earlier sequence, as after its database was restored from a backup; advance its sequence (${RESTORED_PRODUCER}), then retry this event`;
+  }
+  const applied = lastSequence === undefined ? '' : ` (sequence ${lastSequence})`;
+  return `${what} is older than the last event applied for ${aggregate}${applied}; one applied before and delivered again after its inbox record was purged looks the same: retry it only if it was not applied (after a restore of the producer's database, see ${RESTORED_PRODUCER})`;
+}
+
 export function createInbox(options: InboxOptions): Inbox {
   assertKnownOptions('createInbox', options, inboxOptions, 'inbox.');
   assertConsumerName(options.consumer, 'inbox.consumer');
@@ -159,24 +178,24 @@ export function createInbox(options: InboxOptions): Inbox {
       else if (row.in_order === 0) {
         // Rare: asked only now. The aggregate's last applied event has this sequence: it is
         // this event, its inbox record purged before the broker delivered it again (a
-        // sequence is one outbox row's); otherwise it is older, and the reason says than what.
+        // sequence is one outbox row's), unless the mark names another event: then the
+        // producer's sequence went back. Otherwise it is older, and the reason says than what.
         const { rows: last } = await executor
-          .query<{ last: string }>(sql.inboxLastSequence, [
+          .query<{ last: string; last_id: string | null }>(sql.inboxLastSequence, [
             consumer,
             event.source ?? '',
             event.aggregateType ?? '',
             event.aggregateId,
           ])
-          .catch(() => ({ rows: [] as { last: string }[] }));
+          .catch(() => ({ rows: [] as { last: string; last_id: string | null }[] }));
         const lastSequence = last[0]?.last;
-        if (sameSequence(lastSequence, event.sequence)) outcome = 'duplicate';
+        const lastId = last[0]?.last_id ?? undefined;
+        const reused =
+          sameSequence(lastSequence, event.sequence) && lastId !== undefined && lastId !== event.id;
+        if (sameSequence(lastSequence, event.sequence) && !reused) outcome = 'duplicate';
         else if (onStale !== 'apply' && !acceptedStale.has(event)) {
-          if (onStale === 'park') {
-            const applied = lastSequence === undefined ? '' : ` (sequence ${lastSequence})`;
-            throw new StaleEventError(
-              `event ${event.id} (${event.type}, sequence ${event.sequence}) is older than the last event applied for ${event.aggregateType ? `${event.aggregateType} ` : 'aggregate '}"${event.aggregateId}"${applied}; one applied before and delivered again after its inbox record was purged looks the same: retry it only if it was not applied`,
-            );
-          }
+          if (onStale === 'park')
+            throw new StaleEventError(staleReason(event, lastSequence, lastId, reused));
           outcome = 'stale';
         }
       }

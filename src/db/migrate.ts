@@ -170,6 +170,7 @@ export async function migrate(
     throw (await migrationPrivilegeError(db, schema, error)) ?? error;
   });
   assertNotNewer(schema, status);
+  await assertNotRenamed(db, schema);
   const applied: Migration[] = [];
   for (const migration of migrations) {
     const ran = await migrationTransaction(db, schema, async (tx) => {
@@ -309,6 +310,30 @@ export async function assertSchemaCurrent(db: Executor, schema: string): Promise
     );
   }
   assertNotNewer(schema, status);
+  await assertNotRenamed(db, schema);
+}
+
+/**
+ * Refuses a schema renamed after it was migrated (a backup restored under another name).
+ * Its insert trigger keeps the name it was created with, so events written there are
+ * numbered by the old name's sequence (or fail, when no schema has that name), and the
+ * dispatcher of the renamed schema, which reads its own sequence, never claims them.
+ */
+export async function assertNotRenamed(db: Executor, schema: string): Promise<void> {
+  const { rows } = await db.query<{ source: string }>(
+    `SELECT p.prosrc AS source FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname = $1 AND p.proname = 'outbox_before_insert'`,
+    [schema],
+  );
+  const source = rows[0]?.source;
+  const own = `'${quoteSchema(schema)}.outbox_write_seq'`;
+  if (source === undefined || source.includes(own)) return;
+  const named = /'("(?:[^"]|"")+"|[a-z_][a-z0-9_]*)\.outbox_write_seq'/.exec(source)?.[1];
+  const original = named?.startsWith('"') ? named.slice(1, -1).replaceAll('""', '"') : named;
+  if (original === undefined) return;
+  throw new SchemaVersionError(
+    `schema "${schema}" was renamed from "${original}" after it was migrated: its outbox trigger still numbers events with "${original}".outbox_write_seq (a function keeps the schema name it was created with), so events written to "${schema}" fail or are never published; rename it back (ALTER SCHEMA ${quoteSchema(schema)} RENAME TO "${original.replaceAll('"', '""')}"), or restore the dump under the name it was taken from`,
+  );
 }
 
 /**

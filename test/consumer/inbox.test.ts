@@ -246,7 +246,7 @@ describe('inbox', () => {
     await expect(parked).rejects.toBeInstanceOf(StaleEventError);
     // The reason says what the event is older than.
     await expect(parked).rejects.toThrow(
-      `event ${older.id} (quiz-submitted, sequence 10) is older than the last event applied for aggregate "agg-s" (sequence 20); one applied before and delivered again after its inbox record was purged looks the same: retry it only if it was not applied`,
+      `event ${older.id} (quiz-submitted, sequence 10) is older than the last event applied for aggregate "agg-s" (sequence 20); one applied before and delivered again after its inbox record was purged looks the same: retry it only if it was not applied (after a restore of the producer's database, see docs/operations.md#restoring-a-database-from-a-backup)`,
     );
     expect((await inTransaction((c) => skip.process(c, older, () => 0))).outcome).toBe('stale');
     expect((await inTransaction((c) => apply.process(c, older, () => 0))).outcome).toBe('applied');
@@ -325,6 +325,32 @@ describe('inbox', () => {
       expect(runs).toBe(2);
       // Recorded again: a later delivery is a duplicate on the key, as before the purge.
       expect(await inbox.purge(test.db, new Date(Date.now() + 60_000))).toBe(1);
+    }
+  });
+
+  it("another event with the mark's sequence is a sequence gone back (a restored producer), not a duplicate", async () => {
+    // A producer restored from a backup numbers its new events from the backup's sequence.
+    for (const onStale of ['park', 'skip', 'apply'] as const) {
+      const inbox = createInbox({ schema: test.schema, consumer: `rewound-${onStale}`, onStale });
+      const applied = event(`agg-r-${onStale}`, '30');
+      const again = event(applied.aggregateId, '30');
+      let runs = 0;
+      const apply = () => {
+        runs++;
+        return 0;
+      };
+      expect((await inTransaction((c) => inbox.process(c, applied, apply))).outcome).toBe(
+        'applied',
+      );
+      const second = inTransaction((c) => inbox.process(c, again, apply));
+      if (onStale === 'park') {
+        await expect(second).rejects.toThrow(
+          `event ${again.id} (quiz-submitted, sequence 30) has the sequence of event ${applied.id}, the last applied for aggregate "${applied.aggregateId}": the producer numbered events again from an earlier sequence, as after its database was restored from a backup; advance its sequence (docs/operations.md#restoring-a-database-from-a-backup), then retry this event`,
+        );
+      } else {
+        expect((await second).outcome).toBe(onStale === 'skip' ? 'stale' : 'applied');
+      }
+      expect(runs).toBe(onStale === 'apply' ? 2 : 1);
     }
   });
 

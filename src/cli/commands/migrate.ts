@@ -3,6 +3,7 @@ import { ConfigError } from '../../common/errors.js';
 import { quoteSchema } from '../../db/identifier.js';
 import {
   assertNotNewer,
+  assertNotRenamed,
   assertPartitionsKept,
   MAX_PARTITIONS,
   migrate,
@@ -86,6 +87,7 @@ export function migrateCommand(): Command {
             const current = status.applied.at(-1) ?? 0;
             // What the same command without --check would refuse or change, it reports too.
             assertNotNewer(flags.schema, status);
+            await assertNotRenamed(db, flags.schema);
             if (current > 0 && partitions !== undefined) {
               assertPartitionsKept(
                 flags.schema,

@@ -39,17 +39,21 @@ export function inboxStatements(s: string, schema: string): InboxStatements {
 ), legacy AS (
   SELECT 1 FROM ${s}.inbox WHERE consumer = $1 AND source = '' AND event_id = $2 AND $6 <> ''
 ), mark AS (
-  INSERT INTO ${s}.inbox_mark AS a (consumer, source, aggregate_type, aggregate_id, last_sequence)
-  SELECT $1, $6, $7, $4, sequence FROM fresh WHERE sequence IS NOT NULL
+  INSERT INTO ${s}.inbox_mark AS a
+    (consumer, source, aggregate_type, aggregate_id, last_sequence, last_event_id, last_event_sequence)
+  SELECT $1, $6, $7, $4, sequence, $2, sequence FROM fresh WHERE sequence IS NOT NULL
   ON CONFLICT (consumer, source, aggregate_type, aggregate_id) DO UPDATE
-    SET last_sequence = excluded.last_sequence, updated_at = now()
+    SET last_sequence = excluded.last_sequence, last_event_id = excluded.last_event_id,
+      last_event_sequence = excluded.last_event_sequence, updated_at = now()
     WHERE a.last_sequence < excluded.last_sequence
   RETURNING 1
 )
 SELECT ((SELECT count(*) FROM fresh) > 0 AND NOT EXISTS (SELECT 1 FROM legacy))::int AS fresh,
   ((SELECT count(*) FROM mark) > 0 OR $5::text IS NULL)::int AS in_order`,
 
-    inboxLastSequence: `SELECT last_sequence::text AS last FROM ${s}.inbox_mark
+    inboxLastSequence: `SELECT last_sequence::text AS last,
+  CASE WHEN last_event_sequence = last_sequence THEN last_event_id END AS last_id
+FROM ${s}.inbox_mark
 WHERE consumer = $1 AND source = $2 AND aggregate_type = $3 AND aggregate_id = $4`,
 
     inboxPurge: `WITH doomed AS (
