@@ -16,6 +16,7 @@ import { createPgTestSchema } from '../helpers/db.js';
 import {
   deleteTestResources,
   kafkaInstance,
+  testAdmin,
   testKafkaScript,
   uniqueName,
 } from '../helpers/kafka.js';
@@ -248,3 +249,100 @@ it('refuses a topic template that puts two event types of one aggregate type in 
     await pg.drop();
   }
 });
+
+it('goes on from the first message kept when retention deleted what it had not read, saying how many', async () => {
+  const { prefix, url, pg, broker, consumers, end } = await scene('consume_gap', '&partitions=1');
+  const applied: string[] = [];
+  const warnings: string[] = [];
+  const log = (_fields: object, message?: string) => void warnings.push(String(message));
+  const start = async () => {
+    const consumer = await consume({
+      broker: url,
+      consumer: `${prefix}-gap`,
+      database: pg.db,
+      schema: pg.schema,
+      events: [QuizSubmitted],
+      logger: { debug: () => {}, info: () => {}, warn: log, error: log },
+      handler: (event) => void applied.push(event.id),
+    });
+    consumers.push(consumer);
+    return consumer;
+  };
+  const send = async (count: number) => {
+    const messages = Array.from({ length: count }, () => quizMessage(randomUUID()));
+    for (const message of messages) expect(await broker.publish([message])).toEqual([{ ok: true }]);
+    return messages.map((m) => m.id);
+  };
+  const admin = testAdmin(SHARED);
+  try {
+    await broker.connect();
+    const read = await send(5);
+    const first = await start();
+    await waitFor('the first five applied', () => read.every((id) => applied.includes(id)), {
+      timeoutMs: 30_000,
+    });
+    await first.stop();
+    // Offsets 5 to 9 are written while it is stopped; retention then deletes up to 8.
+    const unread = await send(5);
+    await admin.deleteRecords({
+      topics: [{ name: `${prefix}.quiz`, partitions: [{ partition: 0, offset: 8n }] }],
+    });
+    await start();
+    await waitFor(
+      'what is left applied',
+      () => unread.slice(3).every((id) => applied.includes(id)),
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    expect(unread.slice(0, 3).filter((id) => applied.includes(id))).toEqual([]);
+    expect(warnings).toContain(
+      `kafka: 3 messages of ${prefix}.quiz partition 0 were deleted before this consumer read them (retention, or records deleted): its events are not applied here; going on from offset 8`,
+    );
+  } finally {
+    await admin.close();
+    await end();
+  }
+}, 90_000);
+
+it('reads partitions added to its topic while it runs', async () => {
+  const { prefix, url, pg, broker, consumers, end } = await scene('consume_grown', '&partitions=1');
+  const origins = new Map<string, string>();
+  const admin = testAdmin(SHARED);
+  const later = brokerFromUrl(url, { source: '/edupulse/consumer-test' });
+  try {
+    await broker.connect();
+    const before = quizMessage(randomUUID());
+    expect(await broker.publish([before])).toEqual([{ ok: true }]);
+    const consumer = await consume({
+      broker: url,
+      consumer: `${prefix}-grown`,
+      database: pg.db,
+      schema: pg.schema,
+      events: [QuizSubmitted],
+      handler: (event) => void origins.set(event.id, event.origin),
+    });
+    consumers.push(consumer);
+    await waitFor('the first event applied', () => origins.has(before.id), { timeoutMs: 30_000 });
+    // No assignments: the broker places them (an empty list is refused).
+    await admin.createPartitions({
+      topics: [
+        { name: `${prefix}.quiz`, count: 4 } as { name: string; count: number; assignments: [] },
+      ],
+    });
+    // A publisher connected after the change spreads aggregates over the four.
+    await later.connect();
+    const after = Array.from({ length: 40 }, () => quizMessage(randomUUID()));
+    expect(await later.publish(after)).toEqual(after.map(() => ({ ok: true })));
+    await waitFor('every later event applied', () => after.every((m) => origins.has(m.id)), {
+      timeoutMs: 75_000,
+      intervalMs: 500,
+    });
+    const partitions = new Set(after.map((m) => origins.get(m.id)?.split('@')[0]?.split('/')[1]));
+    expect(partitions.size).toBeGreaterThan(1);
+  } finally {
+    await later.close();
+    await admin.close();
+    await end();
+  }
+}, 120_000);

@@ -35,6 +35,9 @@ const refusals = new Set([
 
 type KafkaConsumer = Consumer<Buffer, Buffer, Buffer, Buffer>;
 type KafkaStream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
+
+/** How often a started source reads its topics' partition counts (see watchPartitionCounts). */
+const PARTITION_CHECK_MS = 30_000;
 type KafkaMessage = Message<Buffer, Buffer, Buffer, Buffer>;
 type PauseReason = 'byCaller' | 'byBound';
 
@@ -106,6 +109,8 @@ class KafkaSource implements MessageSource {
   /** Paused by pause() (for good), or by the maxInFlight bound (until acks free room). */
   private readonly paused = { byCaller: false, byBound: false };
   private closing: Promise<void> | undefined;
+  /** The next look at the topics' partition counts (watchPartitionCounts). */
+  private partitionCheck: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly settings: KafkaSourceSettings,
@@ -193,6 +198,36 @@ class KafkaSource implements MessageSource {
     // Paused first, the stream stays paused when the data listener is added.
     if (this.paused.byCaller) stream.pause();
     stream.on('data', (message: KafkaMessage) => this.receive(message));
+    await this.watchPartitionCounts(consumer, topics);
+  }
+
+  /**
+   * Partitions added to a topic are not assigned to anyone until the group joins again
+   * (the client does not ask for it): their messages would wait, unread and unmentioned,
+   * until the consumer restarts. Every PARTITION_CHECK_MS the counts are read again; a
+   * change starts the source anew, joining the group with them.
+   */
+  private async watchPartitionCounts(consumer: KafkaConsumer, topics: string[]) {
+    const counts = async () =>
+      new Map([...(await consumer.listOffsets({ topics }))].map(([t, ends]) => [t, ends.length]));
+    const joined = await counts().catch(() => undefined);
+    if (!joined) return;
+    const look = async () => {
+      if (this.state !== 'started') return;
+      const now = await counts().catch(() => undefined);
+      const grown = [...(now ?? [])].filter(([topic, n]) => n !== joined.get(topic));
+      if (grown.length === 0) {
+        this.partitionCheck = setTimeout(() => void look(), PARTITION_CHECK_MS).unref();
+        return;
+      }
+      const what = grown.map(([t, n]) => `${t} has ${n} partitions (${joined.get(t)} when joined)`);
+      this.options.logger.info(
+        { location: this.location, consumer: this.options.consumer },
+        `kafka: ${what.join(', ')}: joining the group again to read them`,
+      );
+      this.lose(new Error(`${what.join(', ')}`));
+    };
+    this.partitionCheck = setTimeout(() => void look(), PARTITION_CHECK_MS).unref();
   }
 
   /** Creates the topics, joins the group, and waits for the stream's starting offsets. */
@@ -412,6 +447,7 @@ class KafkaSource implements MessageSource {
   private async shutdown() {
     const { consumer, stream, commits } = this;
     this.state = 'closing';
+    clearTimeout(this.partitionCheck);
     const within = (work: Promise<unknown>) =>
       withTimeout(work, this.settings.timeoutMs).catch(() => {});
     if (stream) await within(stream.close());
@@ -465,7 +501,69 @@ class KafkaSource implements MessageSource {
     const onLost = this.onLost;
     if (this.state !== 'started' || !onLost) return;
     this.onLost = undefined;
-    onLost(error instanceof ConfigError ? error : this.unavailable('lost the consumer', error));
+    const lost = () =>
+      onLost(error instanceof ConfigError ? error : this.unavailable('lost the consumer', error));
+    // A committed offset the partition no longer holds (retention deleted what was not
+    // read yet, or an offset set past the end): every start would fetch from it and be
+    // refused again, on every partition. Moved to where the partition's messages are,
+    // saying what that skips, before the consumer starts anew.
+    if (findProtocolError(error)?.apiId === 'OFFSET_OUT_OF_RANGE') {
+      void withTimeout(this.moveOutOfRangeOffsets(), this.settings.timeoutMs)
+        .catch((repairError: unknown) =>
+          this.options.logger.warn(
+            {
+              location: this.location,
+              consumer: this.options.consumer,
+              err: describeError(repairError),
+            },
+            'kafka: could not move the offsets out of range; starting again',
+          ),
+        )
+        .finally(lost);
+      return;
+    }
+    lost();
+  }
+
+  /**
+   * Commits, for each partition of the topics whose committed offset is out of its range,
+   * its first offset (when the offset is below it: the messages between were deleted
+   * unread) or its end (when past it), and warns with what is skipped.
+   */
+  private async moveOutOfRangeOffsets(): Promise<void> {
+    const consumer = this.consumer;
+    if (!consumer) return;
+    const topics = sourceTopics(this.settings.topicTemplate, this.options.events);
+    const latest = await consumer.listOffsets({ topics });
+    const earliest = await consumer.listOffsets({ topics, timestamp: -2n });
+    const committed = await consumer.listCommittedOffsets({
+      topics: [...latest].map(([topic, ends]) => ({ topic, partitions: ends.map((_, p) => p) })),
+    });
+    const moves: { topic: string; partition: number; offset: bigint; leaderEpoch: number }[] = [];
+    for (const [topic, ends] of latest) {
+      ends.forEach((end, partition) => {
+        const done = committed.get(topic)?.[partition] ?? -1n;
+        const first = earliest.get(topic)?.[partition] ?? 0n;
+        if (done < 0n || (done >= first && done <= end)) return;
+        const offset = done < first ? first : end;
+        moves.push({ topic, partition, offset, leaderEpoch: -1 });
+        this.options.logger.warn(
+          {
+            location: this.location,
+            consumer: this.options.consumer,
+            topic,
+            partition,
+            committed: String(done),
+            earliest: String(first),
+            end: String(end),
+          },
+          done < first
+            ? `kafka: ${first - done} messages of ${topic} partition ${partition} were deleted before this consumer read them (retention, or records deleted): its events are not applied here; going on from offset ${first}`
+            : `kafka: the committed offset ${done} of ${topic} partition ${partition} is past its end (${end}), as when an offset was set by hand or the topic made anew: going on from ${end}`,
+        );
+      });
+    }
+    if (moves.length > 0) await consumer.commit({ offsets: moves });
   }
 
   private async startError(error: unknown): Promise<Error> {
