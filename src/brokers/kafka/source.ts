@@ -208,8 +208,10 @@ class KafkaSource implements MessageSource {
    * change starts the source anew, joining the group with them.
    */
   private async watchPartitionCounts(consumer: KafkaConsumer, topics: string[]) {
-    const counts = async () =>
-      new Map([...(await consumer.listOffsets({ topics }))].map(([t, ends]) => [t, ends.length]));
+    const counts = async () => {
+      const ends = await withTimeout(consumer.listOffsets({ topics }), this.settings.timeoutMs);
+      return new Map([...ends].map(([topic, partitions]) => [topic, partitions.length]));
+    };
     const joined = await counts().catch(() => undefined);
     if (!joined) return;
     const look = async () => {
