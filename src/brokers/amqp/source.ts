@@ -246,7 +246,8 @@ class AmqpSource implements MessageSource {
       headers: deliveryHeaders(message),
       contentType: message.properties.contentType ?? undefined,
       body: message.content,
-      origin: this.origin,
+      // The delivery tag tells one message from another in logs (per channel, from 1).
+      origin: `${this.origin}#${message.fields.deliveryTag}`,
       ack: async () => {
         if (acked) return;
         acked = true;
