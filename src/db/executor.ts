@@ -1,7 +1,6 @@
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { describeValue } from '../common/text.js';
-import { inTransactionBlock, type PGliteLike } from './pglite.js';
 import { isPgClient, queryOnPgClient } from './prepared.js';
 
 /**
@@ -205,7 +204,7 @@ function autocommitHandle(
   if (
     'waitReady' in shape &&
     typeof shape.isInTransaction === 'function' &&
-    !inTransactionBlock(shape as Pick<PGliteLike, 'isInTransaction'>)
+    !inTransactionBlock(shape as { isInTransaction(): unknown })
   ) {
     return {
       handle: 'a PGlite instance with no transaction open',
@@ -220,6 +219,18 @@ function autocommitHandle(
     };
   }
   return undefined;
+}
+
+/**
+ * Whether a PGlite session is inside a transaction block; false when PGlite cannot say
+ * (an older release, or an instance still starting, whose calls wait for it anyway).
+ */
+export function inTransactionBlock(db: { isInTransaction?(): unknown }): boolean {
+  try {
+    return db.isInTransaction?.() === true;
+  } catch {
+    return false;
+  }
 }
 
 /** `tx` as an object to look at (postgres.js's `sql` is a function), or undefined. */

@@ -1,4 +1,5 @@
 import { closedInUse, type Database, type TransactionExecutor } from './database.js';
+import { inTransactionBlock } from './executor.js';
 
 /**
  * The part of a PGlite transaction this adapter uses, by shape: the package's types then
@@ -17,18 +18,6 @@ export interface PGliteLike extends PGliteTransactionLike {
   isInTransaction?(): boolean;
   /** Whether `close()` has run (PGlite 0.2 and later). */
   readonly closed?: boolean;
-}
-
-/**
- * Whether the PGlite session is inside a transaction block; false when PGlite cannot say
- * (an older release, or an instance still starting, whose calls wait for it anyway).
- */
-export function inTransactionBlock(db: Pick<PGliteLike, 'isInTransaction'>): boolean {
-  try {
-    return db.isInTransaction?.() === true;
-  } catch {
-    return false;
-  }
 }
 
 /** How long a statement waits, at most between two looks, for a transaction begun outside to end. */
