@@ -199,7 +199,9 @@ export function createInbox(options: InboxOptions): Inbox {
           outcome = 'stale';
         }
       }
-      outcomes.set(event, outcome);
+      // A handler that records one event twice (the second finds the first's record)
+      // applied it all the same: what consume() counts stays 'applied'.
+      if (outcomes.get(event) !== 'applied') outcomes.set(event, outcome);
       if (outcome !== 'applied') return { outcome };
       return { outcome, result: await fn() };
     },

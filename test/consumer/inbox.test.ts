@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inboxOutcome } from '../../src/consumer/inbox.js';
 import { createInbox, StaleEventError } from '../../src/consumer/index.js';
 import { SchemaVersionError } from '../../src/index.js';
 import {
@@ -352,6 +353,17 @@ describe('inbox', () => {
       }
       expect(runs).toBe(onStale === 'apply' ? 2 : 1);
     }
+  });
+
+  it('an event recorded twice by one handler still counts as applied', async () => {
+    const inbox = createInbox({ schema: test.schema, consumer: 'twice' });
+    const once = event('agg-twice', '1');
+    const outcomes = await inTransaction(async (c) => [
+      (await inbox.process(c, once, () => 0)).outcome,
+      (await inbox.process(c, once, () => 0)).outcome,
+    ]);
+    expect(outcomes).toEqual(['applied', 'duplicate']);
+    expect(inboxOutcome(once)).toBe('applied');
   });
 
   it("purge deletes only this consumer's records older than the time given", async () => {
