@@ -57,7 +57,7 @@ export function migrateCommand(): Command {
     .addOption(settings.verbose())
     .addHelpText(
       'after',
-      '\nExit codes: 0 done (or current, with --check); 1 behind (with --check); 2 bad setting, unreachable database, a privilege the role lacks, or a schema a later release migrated.',
+      '\nExit codes: 0 done (or current, with --check); 1 behind (with --check); 2 bad setting, unreachable database, a privilege the role lacks, a schema a later release migrated, or one renamed after it was migrated.',
     )
     .action(async (flags: MigrateFlags) => {
       await execute(flags, async ({ logger }) => {
