@@ -1,3 +1,5 @@
+import { inspect } from 'node:util';
+
 /**
  * The error classes callers can branch on. Each carries a stable `code`; messages are for
  * people and may change.
@@ -78,21 +80,25 @@ export function errorMessage(error: unknown): string {
     if (typeof error === 'object' && error !== null) {
       const { message } = error as { message?: unknown };
       if (typeof message === 'string' && message !== '') return message;
-      const json = jsonOf(error);
-      if (json !== undefined && json !== '{}') {
-        return json.length > THROWN_OBJECT_CHARS ? `${json.slice(0, THROWN_OBJECT_CHARS)}…` : json;
+      const text = jsonOf(error);
+      if (text !== '{}') {
+        return text.length > THROWN_OBJECT_CHARS ? `${text.slice(0, THROWN_OBJECT_CHARS)}…` : text;
       }
     }
     return String(error);
   } catch {
-    return 'a thrown value that cannot be read';
+    return UNREADABLE_THROWN;
   }
 }
 
-function jsonOf(value: object): string | undefined {
+/** What errorMessage says of a value that throws when read. */
+export const UNREADABLE_THROWN = 'a thrown value that cannot be read';
+
+/** An object as JSON, or as Node prints it where JSON cannot carry it (a cycle, a BigInt). */
+function jsonOf(value: object): string {
   try {
-    return JSON.stringify(value);
-  } catch {
-    return undefined; // circular, or a BigInt in it
-  }
+    const json = JSON.stringify(value);
+    if (json !== undefined) return json;
+  } catch {}
+  return inspect(value, { depth: 2, breakLength: Number.POSITIVE_INFINITY });
 }

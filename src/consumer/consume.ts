@@ -10,6 +10,7 @@ import {
   OutboxError,
   PrivilegeError,
   SchemaVersionError,
+  UNREADABLE_THROWN,
 } from '../common/errors.js';
 import { emitGuarded } from '../common/listeners.js';
 import { RunEnd } from '../common/run-end.js';
@@ -113,7 +114,13 @@ function readable(thrown: unknown): unknown {
     String(errorMessage(thrown));
     return thrown;
   } catch {
-    return new Error('a thrown value that cannot be read (reading it throws)');
+    // Its message when that much reads (an Error whose `cause` getter throws, say).
+    const message = errorMessage(thrown);
+    return new Error(
+      message === UNREADABLE_THROWN
+        ? `${message} (reading it throws)`
+        : `${message} (reading the rest of the thrown value throws)`,
+    );
   }
 }
 

@@ -118,30 +118,45 @@ describe('what a handler throws', () => {
     expect(consumer.health().inFlight).toBe(0);
     const reasons = await parkedReasons(`unreadable_${id}`);
     expect(reasons.map((r) => r.event_id).sort()).toEqual(first.map((m) => m.id).sort());
-    for (const { last_error } of reasons) {
-      expect(last_error).toMatch(
-        /^handler failed 2 times; last error: a thrown value that cannot be read/,
-      );
-    }
+    const kindOf = new Map(first.map((m, i) => [m.id, Object.keys(unreadable)[i]]));
+    const byKind = Object.fromEntries(reasons.map((r) => [kindOf.get(r.event_id), r.last_error]));
+    expect(byKind).toEqual({
+      // What reads of it still says: the Error's message.
+      getter:
+        'handler failed 2 times; last error: boom (reading the rest of the thrown value throws)',
+      prototypeless: 'handler failed 2 times; last error: a thrown value that cannot be read',
+      revoked:
+        'handler failed 2 times; last error: a thrown value that cannot be read (reading it throws)',
+    });
   });
 
-  it('a plain object is parked with its message, or its JSON', async () => {
-    const [withMessage, withStatus] = [quizMessage(randomUUID()), quizMessage(randomUUID())];
+  it('a plain object is parked with its message, or its JSON, or as Node prints a cycle', async () => {
+    const [withMessage, withStatus, cyclic] = [1, 2, 3].map(() => quizMessage(randomUUID()));
     await start(`plain_${id}`, (event) => {
-      if (event.id === withMessage.id) throw { message: 'upstream answered 503', status: 503 };
-      if (event.id === withStatus.id) throw { status: 503 };
+      if (event.id === withMessage?.id) throw { message: 'upstream answered 503', status: 503 };
+      if (event.id === withStatus?.id) throw { status: 503 };
+      if (event.id === cyclic?.id) {
+        const loop: Record<string, unknown> = { status: 502 };
+        loop.self = loop;
+        throw loop;
+      }
     });
-    await publish(withMessage, withStatus);
-    await waitFor('both parked', async () => (await parkedReasons(`plain_${id}`)).length === 2, {
+    await publish(...[withMessage, withStatus, cyclic].filter((m) => m !== undefined));
+    await waitFor('all parked', async () => (await parkedReasons(`plain_${id}`)).length === 3, {
       timeoutMs: 20_000,
     });
     const reasons = new Map(
       (await parkedReasons(`plain_${id}`)).map((r) => [r.event_id, r.last_error]),
     );
-    expect(reasons.get(withMessage.id)).toBe(
+    expect(reasons.get(withMessage?.id ?? '')).toBe(
       'handler failed 2 times; last error: upstream answered 503',
     );
-    expect(reasons.get(withStatus.id)).toBe('handler failed 2 times; last error: {"status":503}');
+    expect(reasons.get(withStatus?.id ?? '')).toBe(
+      'handler failed 2 times; last error: {"status":503}',
+    );
+    expect(reasons.get(cyclic?.id ?? '')).toBe(
+      'handler failed 2 times; last error: <ref *1> { status: 502, self: [Circular *1] }',
+    );
   });
 
   it('a refused connection to another service spends no attempt, and the log says the database answers', async () => {
