@@ -21,6 +21,14 @@ export interface Delivery {
   /** Where it came from, for logs and dead letters: `nats EDUPULSE#42`, `amqp orders`, `kafka edupulse.quiz/2@17`. */
   origin: string;
   /**
+   * The aggregate type the message was routed by, where the transport says it: the middle
+   * token of a NATS subject `<subject_prefix>.<aggregate_type>.<event_type>`, the first
+   * part of an AMQP routing key `<aggregate_type>.<event_type>`. Undefined where it does
+   * not (Kafka, whose topic template may hold several; a subject of another shape). Two
+   * aggregate types may each have an event type of one name: this tells them apart.
+   */
+  aggregateType?: string | undefined;
+  /**
    * Settles the message as done: the effect committed, or the message was parked or
    * skipped. Called at most once. A source whose connection is gone rejects or ignores
    * it; the broker then redelivers the message and the inbox recognises it.

@@ -46,6 +46,16 @@ export function toConsumedEvent(
       fields,
     );
   }
+  // Another aggregate type's event of the same name (a student's `created` to a consumer
+  // of a course's): not this definition's, whose data and aggregate it would be taken for.
+  const routed = delivery.aggregateType;
+  if (routed !== undefined && routed !== definition.aggregateType) {
+    throw new RejectedMessage(
+      'unknown',
+      `event type "${cloudEvent.type}" of aggregate type "${routed}" is not one this consumer handles (it handles "${cloudEvent.type}" of "${definition.aggregateType}")`,
+      fields,
+    );
+  }
   let data: unknown;
   try {
     data = definition.parse(cloudEvent.data);

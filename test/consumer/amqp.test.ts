@@ -7,9 +7,10 @@ import { randomUUID } from 'node:crypto';
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConsumedEventOf, type Consumer, consume } from '../../src/consumer/index.js';
-import { QuizSubmitted } from '../../src/index.js';
+import { brokerFromUrl, QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
+import { quizMessage } from '../helpers/messages.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 import { type ConsumerHarness, consumerConformance } from './conformance.js';
@@ -22,6 +23,7 @@ afterAll(async () => {
 const harness: ConsumerHarness = {
   name: 'amqp',
   deliversUnknownTypes: false,
+  deliversOtherAggregateTypes: false,
   async target(options) {
     const exchange = testExchange();
     const shared = new URL(AMQP_URL);
@@ -131,5 +133,73 @@ describe('consume() on RabbitMQ: attributes another producer sends as AMQP types
     // Before: time "1704164645", blob "\u0001\u0002\u0003".
     expect(received[0]?.time).toBe('2024-01-02T03:04:05.000Z');
     expect(received[0]?.extensions).toEqual({ blob: 'AQID' });
+  });
+});
+
+describe('consume() on RabbitMQ: a queue bound to another aggregate type of the same event type', () => {
+  let pg: TestSchema;
+  let exchange: string;
+  let consumer: Consumer | undefined;
+  beforeAll(async () => {
+    pg = await createPgTestSchema('consumer_amqp_other_type');
+    exchange = testExchange();
+  });
+  afterAll(async () => {
+    await consumer?.stop();
+    await withAmqpChannel(async (channel) => {
+      await channel.deleteQueue(`${exchange}.grades`);
+      await channel.deleteExchange(exchange);
+    }).catch(() => {});
+    await pg?.drop();
+  });
+
+  it("parks the other type's event as unknown instead of handing it over as its own", async () => {
+    const url = `${AMQP_URL}?exchange=${exchange}`;
+    const handled: string[] = [];
+    consumer = await consume({
+      broker: url,
+      consumer: 'grades',
+      database: pg.db,
+      schema: pg.schema,
+      events: [QuizSubmitted],
+      onUnknownType: 'park',
+      handler: (event) => {
+        handled.push(`${event.aggregateType} ${event.id}`);
+      },
+    });
+    // An operator's binding (or one left by an earlier release that handled pupils).
+    await withAmqpChannel((channel) =>
+      channel.bindQueue(`${exchange}.grades`, exchange, 'pupil.quiz-submitted'),
+    );
+    const pupils = { ...quizMessage(randomUUID()), aggregateType: 'pupil' };
+    const own = quizMessage(randomUUID());
+    const broker = brokerFromUrl(url, { source: '/edupulse/consumer-test' });
+    await broker.connect();
+    try {
+      for (const message of [pupils, own]) {
+        const [result] = await broker.publish([message]);
+        expect(result?.ok).toBe(true);
+      }
+    } finally {
+      await broker.close();
+    }
+    await waitFor(
+      'one handled, one parked',
+      () => handled.length === 1 && consumer?.stats.parked === 1,
+      {
+        timeoutMs: 20_000,
+      },
+    );
+    expect(handled).toEqual([`quiz ${own.id}`]);
+    const { rows } = await pg.db.query<{ event_id: string; last_error: string }>(
+      `SELECT event_id, last_error FROM "${pg.schema}".consumer_dead_letter WHERE consumer = 'grades'`,
+    );
+    expect(rows).toEqual([
+      {
+        event_id: pupils.id,
+        last_error:
+          'event type "quiz-submitted" of aggregate type "pupil" is not one this consumer handles (it handles "quiz-submitted" of "quiz")',
+      },
+    ]);
   });
 });

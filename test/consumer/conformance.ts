@@ -52,6 +52,8 @@ export interface ConsumerHarness {
   name: string;
   /** False when the broker never delivers a type the consumer did not ask for (RabbitMQ binds by type). */
   deliversUnknownTypes: boolean;
+  /** True when other aggregate types' events reach the consumer too (NATS reads the whole stream). */
+  deliversOtherAggregateTypes: boolean;
   /** `outage: true` gives a target whose server may be taken down. */
   target(options?: { outage?: boolean }): Promise<ConsumerTarget>;
 }
@@ -614,6 +616,41 @@ export function consumerConformance(harness: ConsumerHarness): void {
         attempts: 3,
         last_error: `handler failed 3 times; last error: cannot grade quiz ${failingAggregate}`,
       });
+    });
+
+    it("hands a definition only its aggregate type's events, though another's have the type's name", async () => {
+      const t = await target();
+      const own = quiz(randomUUID());
+      // A pupil's quiz-submitted: the same event type, another aggregate type.
+      const pupils = { ...quiz(randomUUID()), aggregateType: 'pupil' };
+      const name = named(t, 'own-type');
+      const handled: string[] = [];
+      const consumer = await start(t.url, name, {
+        onUnknownType: 'park',
+        handler: (event) => {
+          handled.push(`${event.aggregateType} ${event.id}`);
+        },
+      });
+      // RabbitMQ would refuse the pupil's as unroutable: no queue is bound to its key.
+      if (harness.deliversUnknownTypes) await publish(t.url, [pupils]);
+      await publish(t.url, [own]);
+      await waitFor('the quiz handled', () => handled.length > 0, { timeoutMs: 30_000 });
+      if (harness.deliversOtherAggregateTypes) {
+        await waitFor('the pupil parked', () => consumer.stats.parked === 1, { timeoutMs: 30_000 });
+        const { rows } = await pg.db.query<{ event_id: string; last_error: string }>(
+          `SELECT event_id, last_error FROM "${pg.schema}".consumer_dead_letter WHERE consumer = $1`,
+          [name],
+        );
+        expect(rows).toEqual([
+          {
+            event_id: pupils.id,
+            last_error:
+              'event type "quiz-submitted" of aggregate type "pupil" is not one this consumer handles (it handles "quiz-submitted" of "quiz")',
+          },
+        ]);
+      }
+      expect(handled).toEqual([`quiz ${own.id}`]);
+      expect(consumer.stats.parked).toBe(harness.deliversOtherAggregateTypes ? 1 : 0);
     });
 
     it('parks what the inbox cannot keep (a NUL, 3,000 characters) and goes on with the aggregate', async () => {

@@ -34,6 +34,7 @@ afterAll(async () => {
 const harness: ConsumerHarness = {
   name: 'kafka',
   deliversUnknownTypes: true,
+  deliversOtherAggregateTypes: false,
   async target(options) {
     let bootstrap = SHARED;
     let outage: { stop(): Promise<void>; start(): Promise<void> } | undefined;

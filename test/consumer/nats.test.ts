@@ -27,6 +27,7 @@ afterAll(async () => {
 const harness: ConsumerHarness = {
   name: 'nats',
   deliversUnknownTypes: true,
+  deliversOtherAggregateTypes: true,
   async target(options) {
     let server = SHARED_URL;
     let outage: { stop(): Promise<void>; start(): Promise<void> } | undefined;

@@ -248,6 +248,8 @@ class AmqpSource implements MessageSource {
       body: message.content,
       // The delivery tag tells one message from another in logs (per channel, from 1).
       origin: `${this.origin}#${message.fields.deliveryTag}`,
+      // `<aggregate_type>.<event_type>`: an aggregate type holds no dot.
+      aggregateType: message.fields.routingKey.split('.', 1)[0] || undefined,
       ack: async () => {
         if (acked) return;
         acked = true;

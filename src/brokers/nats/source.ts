@@ -209,6 +209,7 @@ class NatsSource implements MessageSource {
       contentType: headers['content-type'] ?? headers['Content-Type'],
       body: message.data,
       origin: `nats ${this.settings.stream}#${message.seq}`,
+      aggregateType: subjectAggregateType(message.subject, this.settings.subjectPrefix),
       ack: async () => {
         // A plain ack: if it is lost, the message comes again and the inbox knows it.
         if (this.nc && !this.nc.isClosed()) message.ack();
@@ -300,4 +301,14 @@ export function resumeAfter(info: ConsumerInfo): number {
     return info.delivered.stream_seq;
   }
   return 0;
+}
+
+/**
+ * The aggregate type of a subject as the dispatcher publishes it,
+ * `<subject_prefix>.<aggregate_type>.<event_type>`; undefined for another shape (another
+ * producer's subject), which then says nothing about it.
+ */
+function subjectAggregateType(subject: string, prefix: string): string | undefined {
+  const tokens = subject.split('.');
+  return tokens.length === 3 && tokens[0] === prefix ? tokens[1] : undefined;
 }
