@@ -235,6 +235,11 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
       expect(create).toThrow('not a CloudEvents source');
     }
     expect(() => brokerFromUrl('log:', { source: '/edupulse' })).not.toThrow();
+    // Too long says so, not that it is no URI.
+    expect(() => brokerFromUrl('log:', { source: `/${'x'.repeat(2047)}` })).not.toThrow();
+    expect(() => brokerFromUrl('log:', { source: `/${'x'.repeat(2048)}` })).toThrow(
+      'is 2049 characters long, over the 2048 a CloudEvents source may have here',
+    );
   });
 
   it('the library refuses a reserved schema too', () => {

@@ -219,6 +219,25 @@ describe('defineEvent', () => {
     expect((error as ConfigError).setting).toBe('defineEvent.type');
   });
 
+  it('refuses names longer than enqueue takes, at definition rather than at every enqueue', () => {
+    const define = (type: string, aggregateType: string) => () =>
+      defineEvent({ type, aggregateType, schema, aggregateId: (p) => p.id });
+    expect(define(`x-${'a'.repeat(198)}`, 'lesson')).not.toThrow();
+    expect(define('x-happened', `l${'a'.repeat(99)}`)).not.toThrow();
+    expect(define(`x-${'a'.repeat(199)}`, 'lesson')).toThrow(
+      new ConfigError(
+        'defineEvent.type',
+        'is 201 characters long, over the 200 an event type may have',
+      ),
+    );
+    expect(define('x-happened', `l${'a'.repeat(100)}`)).toThrow(
+      new ConfigError(
+        'defineEvent.aggregateType',
+        'is 101 characters long, over the 100 an aggregate type may have',
+      ),
+    );
+  });
+
   it('refuses an aggregate type that cannot be one subject token', () => {
     expect(() =>
       defineEvent({ type: 'x-happened', aggregateType: 'a.b', schema, aggregateId: (p) => p.id }),

@@ -4,6 +4,9 @@ import type { OutboxMessage } from './broker.js';
 /** RFC 3986's characters, with `%` only as the start of an escape. */
 const URI_REFERENCE = /^(?:[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$/;
 
+/** The longest source taken, in characters: a URI, not a document. */
+const MAX_SOURCE_CHARS = 2048;
+
 /** Whether `reference` reads as a URI or a relative reference (`http://[bad` does not). */
 function resolves(reference: string): boolean {
   try {
@@ -22,12 +25,13 @@ export function assertCloudEventsSource(
   source: unknown,
   setting: string,
 ): asserts source is string {
-  if (
-    typeof source !== 'string' ||
-    source.length > 2048 ||
-    !URI_REFERENCE.test(source) ||
-    !resolves(source)
-  ) {
+  if (typeof source === 'string' && source.length > MAX_SOURCE_CHARS) {
+    throw new ConfigError(
+      setting,
+      `is ${source.length} characters long, over the ${MAX_SOURCE_CHARS} a CloudEvents source may have here`,
+    );
+  }
+  if (typeof source !== 'string' || !URI_REFERENCE.test(source) || !resolves(source)) {
     const shown =
       typeof source === 'string' ? JSON.stringify(source.slice(0, 100)) : String(source);
     throw new ConfigError(

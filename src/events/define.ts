@@ -104,11 +104,15 @@ const inTimeWindow = (value: Date | string) => {
   return ms >= EARLIEST_MS && ms <= LATEST_MS;
 };
 
+/** The longest event type and aggregate type enqueue takes, in characters. */
+const MAX_TYPE_CHARS = 200;
+const MAX_AGGREGATE_TYPE_CHARS = 100;
+
 export const eventEnvelopeSchema = z.object({
-  type: z.string().max(200).regex(KEBAB, 'must be kebab-case, e.g. lesson-published'),
+  type: z.string().max(MAX_TYPE_CHARS).regex(KEBAB, 'must be kebab-case, e.g. lesson-published'),
   aggregateType: z
     .string()
-    .max(100)
+    .max(MAX_AGGREGATE_TYPE_CHARS)
     .regex(AGGREGATE_TYPE, 'must be lower-case letters, digits, - or _, starting with a letter'),
   aggregateId: z.string().min(1, 'must not be empty').max(500).superRefine(sendable),
   payload: z.unknown(),
@@ -409,6 +413,19 @@ export function defineEvent<S extends z.ZodType, const T extends string = string
     throw new ConfigError(
       'defineEvent.aggregateType',
       `"${spec.aggregateType}" must be lower-case letters, digits, - or _, starting with a letter`,
+    );
+  }
+  // Longer names pass the patterns and are refused by every enqueue: said here, at start-up.
+  if (spec.type.length > MAX_TYPE_CHARS) {
+    throw new ConfigError(
+      'defineEvent.type',
+      `is ${spec.type.length} characters long, over the ${MAX_TYPE_CHARS} an event type may have`,
+    );
+  }
+  if (spec.aggregateType.length > MAX_AGGREGATE_TYPE_CHARS) {
+    throw new ConfigError(
+      'defineEvent.aggregateType',
+      `is ${spec.aggregateType.length} characters long, over the ${MAX_AGGREGATE_TYPE_CHARS} an aggregate type may have`,
     );
   }
   const lossy = notThroughJson(spec.schema);

@@ -334,5 +334,13 @@ describe('amqp source', () => {
     for (const query of ['queue_type=stream', 'queue=amq.q', 'queue=a%20b']) {
       expect(() => build(`${AMQP_URL}?${query}`), query).toThrow(ConfigError);
     }
+    // The default name too long: said to be made of the exchange and the consumer name.
+    const long = `x${'e'.repeat(250)}`;
+    const params = (query: string) =>
+      new BrokerUrlParams(new URL(`${AMQP_URL}?${query}`), 'broker');
+    expect(() => readAmqpSourceSettings(params(`exchange=${long}`), CONSUMER)).toThrow(
+      `the queue's name "${`${long}.${CONSUMER}`.slice(0, 60)}…" (<exchange>.<consumer>) is ${long.length + 1 + CONSUMER.length} characters long, over RabbitMQ's 255: give the consumer a shorter name, or the queue one of its own with queue=`,
+    );
+    expect(readAmqpSourceSettings(params(`exchange=${long}&queue=q1`), CONSUMER).queue).toBe('q1');
   });
 });

@@ -121,7 +121,15 @@ export function readAmqpSourceSettings(
   consumer: string,
 ): AmqpSourceSettings {
   const settings = readAmqpSettings(params);
-  const queue = params.string('queue', `${settings.exchange}.${consumer}`, queueName, queueHint);
+  const built = `${settings.exchange}.${consumer}`;
+  // The name made of the other two: refused as such, not as a `queue=` nobody wrote.
+  if (params.optional('queue') === undefined && !queueName.test(built)) {
+    throw new ConfigError(
+      params.setting,
+      `the queue's name "${built.slice(0, 60)}…" (<exchange>.<consumer>) is ${built.length} characters long, over RabbitMQ's 255: give the consumer a shorter name, or the queue one of its own with queue=`,
+    );
+  }
+  const queue = params.string('queue', built, queueName, queueHint);
   const queueType = params.string('queue_type', 'classic', queueTypes, 'classic or quorum');
   return {
     ...settings,
