@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { outboxStatus } from '../src/admin/status.js';
 import { notifyChannel } from '../src/db/identifier.js';
 import { statements } from '../src/db/sql/index.js';
@@ -12,6 +13,7 @@ import {
   createDispatcher,
   createOutbox,
   type DispatcherOptions,
+  defineEvent,
   LessonPublished,
   MemoryBroker,
   type OutboxEvent,
@@ -95,6 +97,27 @@ async function statusJson() {
 }
 
 describe('dead letters', () => {
+  it('shows a dead letter larger than a pipe holds whole through one', async () => {
+    // Past what the pipe holds (64 KiB to a shell pipe) the rest waited in the stream when
+    // the CLI exited: `| jq` read an unfinished document.
+    const Stored = defineEvent({
+      type: 'attachment-stored',
+      aggregateType: 'attachment',
+      schema: z.object({ id: z.string(), body: z.string() }),
+      aggregateId: (p) => p.id,
+    });
+    const [bigId] = await enqueue([
+      Stored.create({ id: randomUUID(), body: 'x'.repeat(3_000_000) }),
+    ]);
+    await drain((id) => id === bigId);
+    const big = await cli('dead', 'show', bigId as string);
+    expect(big.code, big.stderr).toBe(0);
+    expect(big.stdout.length).toBeGreaterThan(3_000_000);
+    expect((JSON.parse(big.stdout) as { payload: { body: string } }).payload.body).toHaveLength(
+      3_000_000,
+    );
+  });
+
   it('lists, shows and filters them', async () => {
     const [lessonId, quizId] = await enqueue([lesson(randomUUID(), 'Fractions'), quiz(QUIZ_7)]);
     await drain(() => true);
