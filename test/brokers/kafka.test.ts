@@ -186,6 +186,29 @@ describe('kafka broker', () => {
     ]);
   });
 
+  it('publishes a batch larger than one produce request takes, in order', async () => {
+    // 120 records of 0.9 MiB, each under the server's message.max.bytes (1 MiB), 108 MiB
+    // together: over its socket.request.max.bytes (100 MiB), one request was cut off by
+    // the server, taken for an outage, and sent again for ever.
+    const broker = await connected('&partitions=2');
+    const blob = 'x'.repeat(900 * 1024);
+    const batch = Array.from({ length: 120 }, (_, n) =>
+      message('attachment', `a${n % 3}`, { n, blob }),
+    );
+    const results = await broker.publish(batch);
+    expect(results.filter((result) => result.ok)).toHaveLength(120);
+    consumer = consumeTestTopics([`${prefix}.attachment`], `${prefix}-large`);
+    await waitFor('120 records', () => consumer?.records.length === 120, { timeoutMs: 60_000 });
+    // Each aggregate's records in the order published.
+    for (const id of ['a0', 'a1', 'a2']) {
+      const ns = consumer.records
+        .filter((record) => record.key === id)
+        .map((record) => (JSON.parse(record.value) as { n: number }).n);
+      expect(ns).toEqual([...ns].sort((a, b) => a - b));
+      expect(ns).toHaveLength(40);
+    }
+  });
+
   it('refuses a topic over 249 characters alone, and keeps publishing', async () => {
     const broker = await connected();
     const long = message('a'.repeat(300), 'long-1', { n: 0 });

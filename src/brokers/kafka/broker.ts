@@ -35,6 +35,7 @@ import {
   illegalTopicCharacter,
   kafkaPartition,
   kafkaTopic,
+  requestSized,
 } from './records.js';
 import { refusedSettingsError } from './refused-settings.js';
 import { type KafkaSettings, MAX_TOPIC_LENGTH } from './settings.js';
@@ -187,7 +188,7 @@ class KafkaBroker implements EventBroker {
       if (refusal) results[index] = refusal;
       else entries.push({ index, record: this.record(message, topic, partitions.get(topic) ?? 1) });
     });
-    if (entries.length > 0) await this.produce(clients, entries, results);
+    for (const run of requestSized(entries)) await this.produce(clients, run, results);
     return results;
   }
 

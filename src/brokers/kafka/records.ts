@@ -109,6 +109,48 @@ export interface Entry {
   record: KafkaRecord & { partition: number };
 }
 
+/**
+ * The most a produce request carries, in bytes of its records, well under the 100 MiB of
+ * a server's default `socket.request.max.bytes`: over it the server closes the
+ * connection without a word, which looks like an outage, and the same batch would be
+ * sent again for ever (a backlog of large events stalled every aggregate).
+ */
+export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+
+/**
+ * An upper bound of a record's bytes on the wire: its text as UTF-8 at most (3 bytes a
+ * UTF-16 unit), its headers, and what each record and header costs besides.
+ */
+function recordBytes(record: Entry['record']): number {
+  let bytes = 64 + 3 * ((record.value?.length ?? 0) + (record.key?.length ?? 0));
+  const headers = record.headers;
+  const pairs = headers instanceof Map ? headers.entries() : Object.entries(headers ?? {});
+  for (const [name, value] of pairs) bytes += 16 + name.length + value.length;
+  return bytes;
+}
+
+/**
+ * The entries in runs of at most MAX_REQUEST_BYTES, in their order (one alone when it is
+ * larger): sent one after another, each partition's records keep their order.
+ */
+export function requestSized(entries: readonly Entry[]): Entry[][] {
+  const runs: Entry[][] = [];
+  let run: Entry[] = [];
+  let bytes = 0;
+  for (const entry of entries) {
+    const size = recordBytes(entry.record);
+    if (run.length > 0 && bytes + size > MAX_REQUEST_BYTES) {
+      runs.push(run);
+      run = [];
+      bytes = 0;
+    }
+    run.push(entry);
+    bytes += size;
+  }
+  if (run.length > 0) runs.push(run);
+  return runs;
+}
+
 export function entryPartition(entry: Entry): string {
   return partitionKey(entry.record.topic, entry.record.partition);
 }
