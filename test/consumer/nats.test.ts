@@ -210,3 +210,64 @@ it('says it is not receiving as soon as its connection drops, while the client r
     await pg.drop();
   }
 }, 60_000);
+
+it('takes a backlog of large messages in order, not cut off as a slow consumer', async () => {
+  // 300 messages of 600 KB: pulled 256 at a time they were sent faster than the consumer
+  // read them, past the server's max_pending (64 MiB); it cut the connection, and what was
+  // on its way came again after ack_wait, behind later events of its aggregate: parked as
+  // stale (1500 such messages: 202 parked).
+  const pg = await createPgTestSchema('consume_nats_large');
+  const id = randomBytes(5).toString('hex');
+  const url = `${SHARED_URL}?stream=C_${id}&subject_prefix=c${id}`;
+  const blob = randomBytes(450 * 1024).toString('base64');
+  const aggregates = Array.from({ length: 10 }, () => randomUUID());
+  const messages = Array.from({ length: 300 }, (_, n) =>
+    quizMessage(aggregates[n % 10] as string, {
+      payload: JSON.stringify({
+        quiz_id: aggregates[n % 10],
+        student_id: randomUUID(),
+        score: n,
+        submitted_at: '2026-12-06T10:00:00Z',
+        comment: blob,
+      }),
+    }),
+  );
+  const broker = brokerFromUrl(url, { source: '/edupulse/consumer-test' });
+  await broker.connect();
+  try {
+    for (let first = 0; first < messages.length; first += 50) {
+      const results = await broker.publish(messages.slice(first, first + 50));
+      expect(results.every((result) => result.ok)).toBe(true);
+    }
+  } finally {
+    await broker.close();
+  }
+  const handled = new Map<string, number[]>();
+  let consumer: Consumer | undefined;
+  try {
+    consumer = await consume({
+      broker: url,
+      consumer: 'large',
+      database: pg.db,
+      schema: pg.schema,
+      events: [QuizSubmitted],
+      handler: async (event) => {
+        // A handler's pace: a transaction per event.
+        await pg.db.transaction((tx) => tx.query('SELECT 1'));
+        handled.set(event.aggregateId, [
+          ...(handled.get(event.aggregateId) ?? []),
+          event.data.score,
+        ]);
+      },
+    });
+    const settled = () => (consumer?.stats.processed ?? 0) + (consumer?.stats.parked ?? 0) >= 300;
+    await waitFor('300 settled', settled, { timeoutMs: 90_000 });
+    expect(consumer.stats).toMatchObject({ processed: 300, parked: 0, stale: 0 });
+    for (const scores of handled.values())
+      expect(scores).toEqual([...scores].sort((a, b) => a - b));
+  } finally {
+    await consumer?.stop();
+    await deleteStream(SHARED_URL, `C_${id}`).catch(() => {});
+    await pg.drop();
+  }
+}, 120_000);

@@ -60,8 +60,13 @@ class NatsSource implements MessageSource {
         this.settings.stream,
         this.options.consumer,
       );
+      // Pulled by bytes: the server sends what a pull asks for as fast as it can, and a
+      // client that falls behind by its max_pending (64 MiB by default) is cut off as a slow
+      // consumer, the messages on their way lost until ack_wait brings them back, after
+      // later ones of their aggregates (256 events of 600 KB asked at once did so). The
+      // messages in flight stay bounded by the durable's max_ack_pending (maxInFlight).
       this.messages = await consumer.consume({
-        max_messages: this.options.maxInFlight,
+        max_bytes: pullBytes(nc.info?.max_payload),
         abort_on_missing_resource: true,
         callback: (message) => onMessage(this.delivery(message)),
       });
@@ -312,3 +317,13 @@ function subjectAggregateType(subject: string, prefix: string): string | undefin
   const tokens = subject.split('.');
   return tokens.length === 3 && tokens[0] === prefix ? tokens[1] : undefined;
 }
+
+/**
+ * The bytes one pull asks for: well under a server's default max_pending (64 MiB), and
+ * room for two of the largest messages the server takes (a pull must fit a whole one).
+ */
+export function pullBytes(maxPayload: number | undefined): number {
+  return Math.max(PULL_BYTES, 2 * (maxPayload ?? 0) + 64 * 1024);
+}
+
+const PULL_BYTES = 16 * 1024 * 1024;
