@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Consumer, stringDeserializers } from '@platformatic/kafka';
 import { createOutbox, type Database } from 'edupulse-outbox';
@@ -11,6 +12,7 @@ import {
   type Scenario,
   type ScenarioResult,
 } from '../context.js';
+import { backendCpuSampler } from '../cpu.js';
 import {
   buildDebeziumPeer,
   DEBEZIUM_VERSION,
@@ -505,8 +507,78 @@ interface Side {
   produce: Produce;
   /** Commits per second, one entry per round. */
   rates: number[];
+  /** Per round, µs of CPU per commit in the producers' backends, and everywhere else on the machine. */
+  producerUs: number[];
+  elsewhereUs: number[];
   /** Resolves once the side's publisher has published everything committed so far. */
   settle(): Promise<unknown>;
+}
+
+/**
+ * Medians over the rounds of each side's CPU per commit: in the producers' backends (the
+ * transaction's own cost to the server) and elsewhere (what publishing it cost the machine).
+ * Empty where the CPU could not be read (a server on another machine).
+ */
+function cpuFigures(ours: Side, theirs: Side): Record<string, number> {
+  if (ours.producerUs.length === 0 || theirs.producerUs.length === 0) return {};
+  return {
+    producer_backend_us_per_commit: round(median(ours.producerUs)),
+    debezium_producer_backend_us_per_commit: round(median(theirs.producerUs)),
+    elsewhere_us_per_commit: round(median(ours.elsewhereUs)),
+    debezium_elsewhere_us_per_commit: round(median(theirs.elsewhereUs)),
+  };
+}
+
+/** The producers' connections, whose backends' CPU a round measures. */
+const PRODUCER_APPLICATION = 'edupulse-bench-producers';
+
+/**
+ * CPU ms the whole machine has spent (every core, /proc/stat: all but idle and iowait),
+ * or undefined where it cannot be read.
+ */
+function machineBusyMs(): number | undefined {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/) ?? [];
+    // cpu user nice system idle iowait irq softirq steal
+    const busy = [1, 2, 3, 6, 7, 8].map((i) => Number(fields[i]));
+    if (fields[0] !== 'cpu' || busy.some((ticks) => !Number.isFinite(ticks))) return undefined;
+    return (busy.reduce((sum, ticks) => sum + ticks, 0) * 1000) / 100; // USER_HZ
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One side's round and the wait until its publisher has published it, with where the CPU
+ * went: the producers' backends, and the rest of the machine (the publisher, its
+ * database sessions or walsender, Kafka, the producers' client), each per commit.
+ */
+async function measuredRound(
+  databaseUrl: string,
+  clients: readonly pg.Client[],
+  side: Side,
+  seconds: number,
+  /** Told the round's commits before the wait (what Debezium's topic must then hold). */
+  committed: (commits: number) => void,
+): Promise<void> {
+  const backends = await backendCpuSampler(
+    databaseUrl,
+    { applicationNames: [PRODUCER_APPLICATION], pids: () => [] },
+    // stop() waits out the sampler's current interval.
+    250,
+  );
+  const busyBefore = machineBusyMs();
+  const result = await commitRound(clients, side.produce, seconds);
+  committed(result.commits);
+  await side.settle();
+  const busyAfter = machineBusyMs();
+  const producers = await backends?.stop();
+  side.rates.push(result.rate);
+  if (producers && busyBefore !== undefined && busyAfter !== undefined && result.commits > 0) {
+    const perCommit = (ms: number) => round((ms * 1000) / result.commits);
+    side.producerUs.push(perCommit(producers.postgres_cpu_ms));
+    side.elsewhereUs.push(perCommit(busyAfter - busyBefore - producers.postgres_cpu_ms));
+  }
 }
 
 /** Commits per second of `PRODUCERS` clients, one event per transaction, for `seconds`. */
@@ -555,7 +627,10 @@ async function producerCostResult(run: Run): Promise<ScenarioResult> {
       const clients = Array.from(
         { length: PRODUCERS },
         () =>
-          new pg.Client({ connectionString: run.server.url, application_name: 'edupulse-bench' }),
+          new pg.Client({
+            connectionString: run.server.url,
+            application_name: PRODUCER_APPLICATION,
+          }),
       );
       try {
         run.bench.log('peer-debezium-producer-cost: waiting for Debezium to start');
@@ -565,6 +640,8 @@ async function producerCostResult(run: Run): Promise<ScenarioResult> {
         const oursSide: Side = {
           produce: enqueueOurs(schema),
           rates: [],
+          producerUs: [],
+          elsewhereUs: [],
           // Our dispatcher has published what was committed once the outbox is empty.
           settle: () =>
             waitUntilEmpty(db, schema, Number.MAX_SAFE_INTEGER, {
@@ -575,6 +652,8 @@ async function producerCostResult(run: Run): Promise<ScenarioResult> {
         const theirSide: Side = {
           produce: insertDebezium(schema),
           rates: [],
+          producerUs: [],
+          elsewhereUs: [],
           // Debezium's table stays empty: its topic must hold every event committed.
           settle: () =>
             run.topics.waitForCount(theirTopic, debeziumCommitted, {
@@ -591,14 +670,17 @@ async function producerCostResult(run: Run): Promise<ScenarioResult> {
         for (let r = 0; r < rounds; r++) {
           for (let i = 0; i < sides.length; i++) {
             const side = sides[(r + i) % sides.length] as Side;
-            const { rate, commits } = await commitRound(clients, side.produce, roundSeconds);
-            side.rates.push(rate);
-            if (side === theirSide) debeziumCommitted += commits;
-            await side.settle();
+            await measuredRound(run.server.url, clients, side, roundSeconds, (commits) => {
+              if (side === theirSide) debeziumCommitted += commits;
+            });
           }
           ratios.push((oursSide.rates[r] as number) / (theirSide.rates[r] as number));
+          const cpu = (side: Side) =>
+            side.producerUs[r] === undefined
+              ? ''
+              : ` (CPU per commit: ${side.producerUs[r]} µs in its backend, ${side.elsewhereUs[r]} µs elsewhere)`;
           run.bench.log(
-            `peer-debezium-producer-cost: round ${r + 1}: ours ${Math.round(oursSide.rates[r] as number)}/s, Debezium's table ${Math.round(theirSide.rates[r] as number)}/s`,
+            `peer-debezium-producer-cost: round ${r + 1}: ours ${Math.round(oursSide.rates[r] as number)}/s${cpu(oursSide)}, Debezium's table ${Math.round(theirSide.rates[r] as number)}/s${cpu(theirSide)}`,
           );
         }
         const ratio = round(median(ratios));
@@ -611,6 +693,7 @@ async function producerCostResult(run: Run): Promise<ScenarioResult> {
           debezium_commits_per_s: Math.round(median(theirSide.rates)),
           ratio,
           ratio_range: `${round(Math.min(...ratios))}–${round(Math.max(...ratios))}`,
+          ...cpuFigures(oursSide, theirSide),
           target: 'ratio ≥ 1.0',
           met: ratio >= 1,
         };
