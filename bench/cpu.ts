@@ -20,6 +20,22 @@ function processCpuMs(pid: number): number | undefined {
   }
 }
 
+/**
+ * CPU ms the whole machine has spent (every core, /proc/stat: all but idle and iowait),
+ * or undefined where it cannot be read.
+ */
+export function machineBusyMs(): number | undefined {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/) ?? [];
+    // cpu user nice system idle iowait irq softirq steal
+    const busy = [1, 2, 3, 6, 7, 8].map((i) => Number(fields[i]));
+    if (fields[0] !== 'cpu' || busy.some((ticks) => !Number.isFinite(ticks))) return undefined;
+    return (busy.reduce((sum, ticks) => sum + ticks, 0) * 1000) / TICKS_PER_S;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The meter's own connection, and whether the server runs on this machine (so /proc shows its backends). */
 async function meterConnection(
   databaseUrl: string,

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Consumer, stringDeserializers } from '@platformatic/kafka';
 import { createOutbox, type Database } from 'edupulse-outbox';
@@ -12,7 +11,7 @@ import {
   type Scenario,
   type ScenarioResult,
 } from '../context.js';
-import { backendCpuSampler } from '../cpu.js';
+import { backendCpuSampler, machineBusyMs } from '../cpu.js';
 import {
   buildDebeziumPeer,
   DEBEZIUM_VERSION,
@@ -531,22 +530,6 @@ function cpuFigures(ours: Side, theirs: Side): Record<string, number> {
 
 /** The producers' connections, whose backends' CPU a round measures. */
 const PRODUCER_APPLICATION = 'edupulse-bench-producers';
-
-/**
- * CPU ms the whole machine has spent (every core, /proc/stat: all but idle and iowait),
- * or undefined where it cannot be read.
- */
-function machineBusyMs(): number | undefined {
-  try {
-    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/) ?? [];
-    // cpu user nice system idle iowait irq softirq steal
-    const busy = [1, 2, 3, 6, 7, 8].map((i) => Number(fields[i]));
-    if (fields[0] !== 'cpu' || busy.some((ticks) => !Number.isFinite(ticks))) return undefined;
-    return (busy.reduce((sum, ticks) => sum + ticks, 0) * 1000) / 100; // USER_HZ
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * One side's round and the wait until its publisher has published it, with where the CPU
