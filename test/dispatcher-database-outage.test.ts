@@ -271,6 +271,20 @@ it('frees the partitions it held when cut off while the server stays up, and tak
   expect(joined.length).toBeGreaterThanOrEqual(2);
 }, 40_000);
 
+it('stops within its database timeout when its connections have gone silent', async () => {
+  const broker = new MemoryBroker();
+  const lines: string[] = [];
+  await start(broker, lines);
+  const first = await enqueue(3);
+  await waitFor('the events before', () => first.every((id) => published(broker).has(id)));
+  strandedPorts = proxy.strand();
+  const asked = Date.now();
+  await dispatcher?.stop();
+  dispatcher = undefined;
+  // databaseTimeoutMs is 1000: each dedicated session's close may wait that long.
+  expect(Date.now() - asked).toBeLessThan(5000);
+}, 30_000);
+
 /** The dispatcher's own sessions (ownership, write probe) among the server processes at `ports`. */
 async function dedicatedSessions(ports: number[]): Promise<number> {
   const { rows } = await t.db.query<{ n: number }>(

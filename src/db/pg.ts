@@ -550,7 +550,9 @@ async function openSession(
       lost = listener;
     },
     async close() {
-      if (end()) await client.end().catch(() => {});
+      // Bounded like a statement: on a connection gone silent, ending waits for a reply
+      // that never comes, and a dispatcher's stop() with it.
+      if (end()) await answeredWithin(client, answerMs, client.end()).catch(() => {});
     },
   };
   return { client, session };
