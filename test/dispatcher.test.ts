@@ -337,6 +337,25 @@ describe('wake-up', () => {
     return { db, statements: () => statements, claims: () => claims };
   }
 
+  /**
+   * The test's pool, with each look of the write probe (on the probe's own session) shown
+   * to `onLook` first: what it returns answers the look instead, undefined lets it run.
+   */
+  function probeThrough(onLook: () => Promise<never> | undefined): Database {
+    const probe = sqlOf(t.schema).outboxWriteProbe;
+    return {
+      ...t.db,
+      async session(name: string) {
+        const session = await (t.db.session as NonNullable<Database['session']>)(name);
+        return {
+          ...session,
+          query: <R>(text: string, values?: readonly unknown[]) =>
+            (text === probe ? onLook() : undefined) ?? session.query<R>(text, values),
+        };
+      },
+    };
+  }
+
   it('the default migration sends no NOTIFY with a producer commit', async () => {
     expect(await readProducerNotify(t.db, t.schema)).toBe(false);
     let notified = 0;
@@ -368,24 +387,56 @@ describe('wake-up', () => {
     expect(claims()).toBeGreaterThan(claimsBefore);
   });
 
+  it('skips its looks while a batch is under way, and wakes for what was written meanwhile', async () => {
+    let looks = 0;
+    const db = probeThrough(() => {
+      looks++;
+      return undefined;
+    });
+    // The first batch waits at the broker until released.
+    let entered: () => void = () => {};
+    const publishing = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release: () => void = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    class GatedBroker extends MemoryBroker {
+      override async publish(batch: readonly OutboxMessage[]): Promise<PublishResult[]> {
+        entered();
+        await released;
+        return super.publish(batch);
+      }
+    }
+    const broker = new GatedBroker();
+    const d = dispatcher({ db, broker, pollIntervalMs: 60_000 });
+    await d.start();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const [first] = await enqueue(lesson());
+    await publishing;
+    const looksBefore = looks;
+    const [second] = await enqueue(lesson());
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const looksDuring = looks - looksBefore;
+    release();
+    // One look may have been under way when the batch began (every 2 ms, they were 13
+    // or more in these 300 ms).
+    expect(looksDuring).toBeLessThanOrEqual(1);
+    // No poll comes due: the look the lane asks for after its batch finds the second event.
+    await waitFor('both events to be published', () => d.stats.published === 2, {
+      timeoutMs: 15_000,
+    });
+    expect(idsOf(broker.messages)).toEqual([first, second]);
+  });
+
   it('polls every poll interval while the write probe fails, as its warning says', async () => {
     // The probe's statement fails (a revoked sequence privilege, its connection unable to
     // come back) while the claims still work.
-    const probe = sqlOf(t.schema).outboxWriteProbe;
     const warnings: string[] = [];
-    const db: Database = {
-      ...t.db,
-      async session(name: string) {
-        const session = await (t.db.session as NonNullable<Database['session']>)(name);
-        return {
-          ...session,
-          query: <R>(text: string, values?: readonly unknown[]) =>
-            text === probe
-              ? Promise.reject(new Error('permission denied for sequence outbox_write_seq'))
-              : session.query<R>(text, values),
-        };
-      },
-    };
+    const db = probeThrough(() =>
+      Promise.reject(new Error('permission denied for sequence outbox_write_seq')),
+    );
     const broker = new MemoryBroker();
     const d = dispatcher({
       db,

@@ -157,6 +157,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       maxMs: this.options.wakeProbeMaxMs,
       retryMs: this.options.pollIntervalMs,
       onWrite: wakeAll,
+      busy: () => this.lanes.some((lane) => lane.health.state === 'dispatching'),
     });
     this.ownership = new PartitionOwnership(
       db,
@@ -511,6 +512,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     found: { writersOpen: boolean; claimedElsewhere: boolean; retrying: boolean },
   ): Promise<void> {
     const { pollIntervalMs, wakeProbeMinMs } = this.options;
+    // The probe skipped its looks while this lane's batch was under way.
+    this.probe.lookNow();
     if (found.writersOpen || found.claimedElsewhere) {
       await lane.wakeup.sleep(lane.recheckMs(wakeProbeMinMs, pollIntervalMs));
       return;
