@@ -430,6 +430,40 @@ describe('wake-up', () => {
     expect(idsOf(broker.messages)).toEqual([first, second]);
   });
 
+  it('looks no more often than wakeProbeMinMs while events flow, however short the batches', async () => {
+    let looks = 0;
+    const db = probeThrough(() => {
+      looks++;
+      return undefined;
+    });
+    const broker = new MemoryBroker();
+    const d = dispatcher({
+      db,
+      broker,
+      pollIntervalMs: 60_000,
+      wakeProbeMinMs: 300,
+      wakeProbeMaxMs: 300,
+    });
+    await d.start();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const looksBefore = looks;
+    const started = Date.now();
+    let written = 0;
+    while (Date.now() - started < 1500) {
+      await enqueue(lesson());
+      written++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const looksDuring = looks - looksBefore;
+    await waitFor('every event published', () => d.stats.published === written, {
+      timeoutMs: 15_000,
+    });
+    // 1.5 s at one look per 300 ms, the edges counted; a look after every batch would be
+    // one per event or two.
+    expect(looksDuring).toBeLessThanOrEqual(7);
+    expect(d.stats.batches).toBeLessThan(written);
+  });
+
   it('polls every poll interval while the write probe fails, as its warning says', async () => {
     // The probe's statement fails (a revoked sequence privilege, its connection unable to
     // come back) while the claims still work.

@@ -143,6 +143,8 @@ export class WriteProbe {
   private failing = false;
   /** The write sequence's oid, the probe's parameter. */
   private sequence: string | undefined;
+  /** When the last look (not a skipped one) began. */
+  private lastLookAt = 0;
 
   constructor(private readonly options: WriteProbeOptions) {
     this.intervalMs = options.minMs;
@@ -166,11 +168,18 @@ export class WriteProbe {
   }
 
   /**
-   * Looks at once instead of at the next tick: a lane has finished its batch and is about
-   * to sleep. Not while a look fails: the lanes then poll on their own.
+   * Looks as soon as `minMs` allows, instead of at the next tick: a lane has finished its
+   * batch and is about to sleep. Not while a look fails: the lanes then poll on their own.
    */
   lookNow(): void {
     if (this.stopped || this.running || this.failing) return;
+    // Still no sooner than minMs after the last look: a higher setting lets events
+    // gather between batches (fewer, larger ones).
+    const wait = this.lastLookAt + this.options.minMs - Date.now();
+    if (wait > 0) {
+      this.schedule(wait);
+      return;
+    }
     clearTimeout(this.timer);
     this.lookOnce();
   }
@@ -201,6 +210,7 @@ export class WriteProbe {
       this.schedule(minMs);
       return;
     }
+    this.lastLookAt = Date.now();
     try {
       const executor = await this.executor();
       if (this.sequence === undefined) {
