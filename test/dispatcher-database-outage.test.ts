@@ -251,13 +251,18 @@ it('gives up on connections gone silent with a batch in flight, and publishes on
   await waitFor('the outage declared over', () => lines.includes('dispatching again'), soon);
 }, 30_000);
 
-it('frees the partitions it held when cut off while the server stays up, and takes them again', async () => {
-  const broker = new MemoryBroker();
-  const lines: string[] = [];
+/** Starts a dispatcher, lets it publish three events, then strands its connections. */
+async function strandAfterFirstEvents(broker: MemoryBroker, lines: string[]): Promise<void> {
   await start(broker, lines);
   const first = await enqueue(3);
   await waitFor('the events before', () => first.every((id) => published(broker).has(id)));
   strandedPorts = proxy.strand();
+}
+
+it('frees the partitions it held when cut off while the server stays up, and takes them again', async () => {
+  const broker = new MemoryBroker();
+  const lines: string[] = [];
+  await strandAfterFirstEvents(broker, lines);
   // The server still runs the stranded sessions. The one holding the partition locks must
   // end by itself, or no dispatcher could own those partitions again.
   await waitFor(
@@ -272,12 +277,7 @@ it('frees the partitions it held when cut off while the server stays up, and tak
 }, 40_000);
 
 it('stops within its database timeout when its connections have gone silent', async () => {
-  const broker = new MemoryBroker();
-  const lines: string[] = [];
-  await start(broker, lines);
-  const first = await enqueue(3);
-  await waitFor('the events before', () => first.every((id) => published(broker).has(id)));
-  strandedPorts = proxy.strand();
+  await strandAfterFirstEvents(new MemoryBroker(), []);
   const asked = Date.now();
   await dispatcher?.stop();
   dispatcher = undefined;
