@@ -82,14 +82,10 @@ export class LazySource implements MessageSource {
     return this.source?.workingIntervalMs;
   }
 
-  async start(
-    onMessage: (delivery: Delivery) => void,
-    onLost: (error: Error) => void,
-    onInterrupted?: (reason: string | undefined) => void,
-  ) {
+  async start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void) {
     const { peer, setting, load } = this.loader;
     this.source ??= await loadWithPeer(setting, peer, load);
-    await this.source.start(onMessage, onLost, onInterrupted);
+    await this.source.start(onMessage, onLost);
   }
 
   check(): Promise<void> {

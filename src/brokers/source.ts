@@ -99,16 +99,9 @@ export interface MessageSource {
    * rejects with BrokerUnavailableError (unreachable) or ConfigError (the broker refuses
    * the declaration). After it resolved, `onLost` is called at most once if the
    * connection or the subscription is lost; the consumer then closes the source and
-   * starts it again, and the messages not acked are redelivered by the broker. A client
-   * that reconnects by itself for a while first (NATS) calls `onInterrupted` with the
-   * reason when its connection drops (nothing arrives meanwhile), and with undefined once
-   * it is back.
+   * starts it again, and the messages not acked are redelivered by the broker.
    */
-  start(
-    onMessage: (delivery: Delivery) => void,
-    onLost: (error: Error) => void,
-    onInterrupted?: (reason: string | undefined) => void,
-  ): Promise<void>;
+  start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void): Promise<void>;
   /** One round trip to the broker; rejects with BrokerUnavailableError when it does not answer. */
   check(): Promise<void>;
   /**

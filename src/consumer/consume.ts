@@ -361,7 +361,6 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           // A ConfigError (a Kafka member fenced out by another of the same name) is not
           // mended by starting again: it stops the consumer.
           (error) => onLost(error instanceof ConfigError ? error : errorMessage(error)),
-          (reason) => this.interrupted(generation, reason),
         );
         if ((await Promise.race([starting.then(() => false), lost.then(() => true)])) === true) {
           // Stopped while the broker was still being reached (a start that timed out, a
@@ -452,23 +451,6 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     }
     await this.release();
     this.setState('stopped');
-  }
-
-  /**
-   * The source's connection dropped and its client reconnects by itself (`reason`), or is
-   * back (undefined): not receiving meanwhile, which readiness says.
-   */
-  private interrupted(generation: number, reason: string | undefined): void {
-    if (this.stopping || generation !== this.generation) return;
-    const { consumer, logger } = this.settings;
-    if (reason !== undefined) {
-      if (this.state !== 'receiving') return;
-      this.setState('reconnecting', reason);
-      logger.warn({ consumer, reason }, 'consumer connection interrupted; reconnecting');
-    } else if (this.state === 'reconnecting') {
-      this.setState('receiving');
-      logger.info({ consumer }, 'consumer receiving again');
-    }
   }
 
   /**

@@ -49,7 +49,6 @@ class NatsSource implements MessageSource {
   async start(
     onMessage: (delivery: Delivery) => void,
     onLost: (error: Error) => void,
-    onInterrupted: (reason: string | undefined) => void = () => {},
   ): Promise<void> {
     const nc = await dialNats(this.settings, `edupulse-outbox consumer ${this.options.consumer}`);
     this.nc = nc;
@@ -96,30 +95,26 @@ class NatsSource implements MessageSource {
     void nc
       .closed()
       .then((error) => lost(`connection closed${error ? `: ${errorMessage(error)}` : ''}`));
-    void this.watchStatus(nc, onLost, onInterrupted);
+    void this.watchStatus(nc, onLost);
   }
 
   /**
-   * The connection's status. A dropped connection the client is reconnecting (for ~10 s,
-   * before `closed`) is said at once, so readiness does not stay green meanwhile. An ack
-   * the server does not permit is dropped without a word to the publisher: every message
-   * would come again after ack_wait, and again at each start, for ever. The server reports
-   * the violation on the status; it is a setting, so the consumer stops (`fatal`) naming it.
+   * The connection's status. A dropped connection loses the source at once, though the
+   * client would reconnect by itself: the server counts what it sent into the dropped
+   * connection as delivered and sends it again only after ack_wait, by then behind later
+   * events of its aggregate if the pull went on over the reconnected client (they would
+   * be applied first and it parked as stale). Started again, the durable is re-created
+   * from its ack floor and sends everything not acked in stream order. An ack the server
+   * does not permit is dropped without a word to the publisher: every message would come
+   * again after ack_wait, and again at each start, for ever. The server reports the
+   * violation on the status; it is a setting, so the consumer stops (`fatal`) naming it.
    */
-  private async watchStatus(
-    nc: NatsConnection,
-    onLost: (error: Error) => void,
-    onInterrupted: (reason: string | undefined) => void,
-  ) {
+  private async watchStatus(nc: NatsConnection, onLost: (error: Error) => void) {
     for await (const status of nc.status()) {
       if (this.closing) return;
       if (status.type === 'disconnect') {
-        onInterrupted(`NATS at ${this.location}: connection lost; the client is reconnecting`);
-        continue;
-      }
-      if (status.type === 'reconnect') {
-        onInterrupted(undefined);
-        continue;
+        onLost(new BrokerUnavailableError(`NATS at ${this.location}: connection lost`));
+        return;
       }
       const error = status.type === 'error' ? status.error : undefined;
       if (!(error instanceof PermissionViolationError) || this.closing) continue;
