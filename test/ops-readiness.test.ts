@@ -85,6 +85,39 @@ describe('readiness', () => {
   });
 });
 
+describe('readiness under a backlog', () => {
+  it('measures the lag from the first event waiting, reading a few pages however long the backlog', async () => {
+    // A backlog the dispatcher does not drain (stopped), its first event written a
+    // minute and a half ago.
+    await dispatcher.stop();
+    const outbox = `"${t.schema}".outbox`;
+    await t.db.query(
+      `INSERT INTO ${outbox} (aggregate_type, aggregate_id, event_type, payload, occurred_at)
+       SELECT 'lesson', 'lesson-' || (i % 1000), 'lesson-published', '{}',
+              now() - interval '90 seconds' + i * interval '1 millisecond'
+       FROM generate_series(1, 100000) AS i`,
+    );
+    await t.db.query(`ANALYZE ${outbox}`);
+    const { executor, statements } = counting(t.db);
+    const result = await readiness({ dispatcher, db: executor, schema: t.schema });
+    expect(result.reasons).toContainEqual(
+      expect.stringMatching(
+        /^lagging: the oldest pending event is (8\d|9\d)\.\d s old \(limit 60 s\)$/,
+      ),
+    );
+    // What the check reads, counted by the server: counting this backlog read 1,640 pages
+    // (a million rows took 200 ms, growing with the backlog towards the check's 2 s).
+    expect(statements).toHaveLength(1);
+    const { rows } = await t.db.query<{
+      'QUERY PLAN': { Plan: { 'Shared Hit Blocks': number; 'Shared Read Blocks': number } }[];
+    }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${statements[0]}`);
+    const plan = rows[0]?.['QUERY PLAN'][0]?.Plan;
+    expect((plan?.['Shared Hit Blocks'] ?? 0) + (plan?.['Shared Read Blocks'] ?? 0)).toBeLessThan(
+      20,
+    );
+  });
+});
+
 describe('dispatcherMetrics', () => {
   it('counts the backlog once for 150 concurrent scrapes, and not again within a second', async () => {
     const { executor, statements } = counting(t.db);

@@ -295,7 +295,7 @@ describe('run --metrics-port', () => {
         )
       ).rows;
 
-    const readyBackends = await ranLast(sql.outboxBacklog);
+    const readyBackends = await ranLast(sql.outboxOldestAge);
     expect(readyBackends.map((row) => row.application_name)).toEqual(['edupulse-outbox ops']);
 
     expect((await get(`${base}/metrics`)).status).toBe(200);
@@ -310,7 +310,7 @@ describe('run --metrics-port', () => {
     await new Promise((resolve) => setTimeout(resolve, 1100));
     await Promise.all([get(`${base}/readyz`), get(`${base}/metrics`)]);
     expect(
-      await ranLast(sql.outboxBacklog, sql.outboxBacklogByPartition, sql.deadLetterCount),
+      await ranLast(sql.outboxOldestAge, sql.outboxBacklogByPartition, sql.deadLetterCount),
     ).toEqual(readyBackends);
 
     run.child.kill('SIGTERM');

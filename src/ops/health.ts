@@ -101,7 +101,7 @@ export async function readiness(options: HealthOptions, now = Date.now()): Promi
   const measured = await lagCheck(options.db, options.schema).get(
     async () => {
       const { rows } = await withTimeout(
-        options.db.query<{ oldest_age_s: string }>(statements(options.schema).outboxBacklog),
+        options.db.query<{ oldest_age_s: string }>(statements(options.schema).outboxOldestAge),
         timeoutMs,
         () => new Error(`no answer within ${timeoutMs} ms`),
       );
