@@ -31,6 +31,9 @@ export interface HistoryOptions {
   keepMs?: number;
 }
 
+/** After a sample, the wait is at least this many times its length (see `start`). */
+const SAMPLE_DUTY = 9;
+
 // Latencies kept per interval: beyond this, every other one is dropped (quantiles hold).
 const MAX_LATENCIES = 20_000;
 
@@ -50,6 +53,7 @@ export class History {
   private readonly latencies: number[] = [];
   private previous: (Totals & { t: number }) | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private running = false;
   private sampling: Promise<void> | undefined;
   private failing = false;
   private readonly onSettled = (batch: SettledBatch) => {
@@ -68,21 +72,30 @@ export class History {
   }
 
   start(): void {
-    if (this.timer) return;
+    if (this.running) return;
+    this.running = true;
     this.options.dispatcher?.on('settled', this.onSettled);
-    // One sample at a time: a slow database skips intervals rather than piling them up.
+    // One sample at a time, each an interval after the one before began, or, when the
+    // sample took longer than a tenth of that (counting a long backlog), nine times its
+    // own length after it ended: the console holds the database at most a tenth of the
+    // time, however long the backlog; its samples come further apart instead.
     const next = () => {
-      this.sampling ??= this.sample().finally(() => {
+      const began = Date.now();
+      this.sampling = this.sample().finally(() => {
         this.sampling = undefined;
+        if (!this.running) return;
+        const took = Date.now() - began;
+        const wait = Math.max(this.intervalMs - took, SAMPLE_DUTY * took);
+        this.timer = setTimeout(next, wait);
+        this.timer.unref();
       });
     };
     next();
-    this.timer = setInterval(next, this.intervalMs);
-    this.timer.unref();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
+    this.running = false;
+    clearTimeout(this.timer);
     this.timer = undefined;
     this.options.dispatcher?.off('settled', this.onSettled);
     await this.sampling;

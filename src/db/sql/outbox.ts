@@ -82,7 +82,8 @@ export interface OutboxStatements {
    */
   outboxOldestAge: string;
   /**
-   * The backlog, the dead letters, and the outbox's running totals from the statistics:
+   * The backlog (and the age of the event waiting longest, as `outboxOldestAge` reads
+   * it), the dead letters, and the outbox's running totals from the statistics:
    * rows deleted from the outbox (each published or dead-lettered event leaves it) and rows
    * inserted into the dead letters. Two samples of it give the schema's publish rate,
    * whichever dispatchers publish (the console's history).
@@ -177,7 +178,8 @@ FROM dead`,
   (SELECT occurred_at FROM ${s}.outbox ORDER BY seq LIMIT 1)), 0)::numeric(20, 3) AS oldest_age_s`,
 
     outboxActivity: `SELECT (SELECT count(*) FROM ${s}.outbox)::int AS pending,
-  coalesce(extract(epoch FROM now() - (SELECT min(occurred_at) FROM ${s}.outbox)), 0)::numeric(20, 3) AS oldest_age_s,
+  coalesce(extract(epoch FROM now() -
+    (SELECT occurred_at FROM ${s}.outbox ORDER BY seq LIMIT 1)), 0)::numeric(20, 3) AS oldest_age_s,
   (SELECT count(*) FROM ${s}.outbox_dead_letter)::int AS dead,
   coalesce((SELECT n_tup_del FROM pg_stat_user_tables
     WHERE relid = '${s}.outbox'::regclass), 0)::text AS outbox_deleted,
