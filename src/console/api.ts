@@ -8,7 +8,7 @@ import {
   showDeadLetter,
 } from '../admin/dead-letters.js';
 import { searchEvents } from '../admin/search.js';
-import { outboxStatus } from '../admin/status.js';
+import { type OutboxStatus, outboxStatus } from '../admin/status.js';
 import {
   assertTimeWindow,
   filterText,
@@ -19,10 +19,12 @@ import {
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
+import { SharedCheck } from '../common/shared-check.js';
 import type { Database } from '../db/database.js';
+import type { Executor } from '../db/executor.js';
 import { type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
-import type { History } from './history.js';
+import { type History, SAMPLE_DUTY } from './history.js';
 
 /** What the admin API answers from. */
 export interface ConsoleApiOptions {
@@ -30,9 +32,50 @@ export interface ConsoleApiOptions {
   db: Database;
   schema: string;
   history: History;
+  status: SharedStatus;
   /** The dispatcher serving the console (`run --ui-port`), and its broker's name. */
   dispatcher?: Dispatcher | undefined;
   brokerName?: string | undefined;
+}
+
+/** How long the pages share one status at least: each page asks every 2 s. */
+const STATUS_SHARED_MS = 1000;
+
+/**
+ * The schema's status, shared by every open page: one is computed at a time, and its
+ * answer serves each page for a second, or nine times as long as it took (its counts
+ * scan the backlog; a long one would otherwise be scanned for each page every 2 s).
+ * Forgotten after an action, so the page that acted sees its effect.
+ */
+export class SharedStatus {
+  private readonly check = new SharedCheck<OutboxStatus>();
+  private tookMs = 0;
+
+  constructor(
+    private readonly db: Executor,
+    private readonly schema: string,
+  ) {}
+
+  async get(now = Date.now()): Promise<OutboxStatus> {
+    const outcome = await this.check.get(
+      async () => {
+        const began = Date.now();
+        try {
+          return await outboxStatus(this.db, this.schema);
+        } finally {
+          this.tookMs = Date.now() - began;
+        }
+      },
+      Math.max(STATUS_SHARED_MS, SAMPLE_DUTY * this.tookMs),
+      now,
+    );
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
+  }
+
+  forget(): void {
+    this.check.forget();
+  }
 }
 
 export interface ApiAnswer {
@@ -197,6 +240,7 @@ export async function answerApi(
       const ids = retry
         ? await retryDeadLetters(db, schema, filter, { all })
         : await discardDeadLetters(db, schema, filter, { all });
+      options.status.forget();
       // Left behind by a retry: an event in the outbox has the id.
       const idTaken = retry ? await deadLettersWithIdTaken(db, schema, filter) : [];
       const taken = idTaken.length > 0 ? { idTaken } : {};
@@ -215,7 +259,7 @@ export async function answerApi(
       case '/api/overview':
         return {
           status: 200,
-          body: { status: await outboxStatus(db, schema), dispatcher: dispatcherView(options) },
+          body: { status: await options.status.get(), dispatcher: dispatcherView(options) },
         };
       case '/api/history':
         return {

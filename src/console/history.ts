@@ -31,8 +31,11 @@ export interface HistoryOptions {
   keepMs?: number;
 }
 
-/** After a sample, the wait is at least this many times its length (see `start`). */
-const SAMPLE_DUTY = 9;
+/**
+ * After a sample, the wait is at least this many times its length (see `start`); the
+ * status the pages share is kept as long (`SharedStatus`).
+ */
+export const SAMPLE_DUTY = 9;
 
 // Latencies kept per interval: beyond this, every other one is dropped (quantiles hold).
 const MAX_LATENCIES = 20_000;

@@ -6,10 +6,10 @@ import { errorMessage } from '../common/errors.js';
 import { checkTokenAccess, requestGuard } from '../common/http-access.js';
 import type { Logger } from '../common/logger.js';
 import { scrubSecretsIn } from '../common/secrets.js';
-import { answerApi, type ConsoleApiOptions } from './api.js';
+import { answerApi, type ConsoleApiOptions, SharedStatus } from './api.js';
 import { History } from './history.js';
 
-export interface ConsoleServerOptions extends Omit<ConsoleApiOptions, 'history'> {
+export interface ConsoleServerOptions extends Omit<ConsoleApiOptions, 'history' | 'status'> {
   port: number;
   /** Default 127.0.0.1. Any address beyond loopback needs a `token`. */
   host?: string;
@@ -108,7 +108,7 @@ export async function startConsoleServer(options: ConsoleServerOptions): Promise
     logger: options.logger,
     ...(options.sampleIntervalMs !== undefined ? { intervalMs: options.sampleIntervalMs } : {}),
   });
-  const api = { ...options, history };
+  const api = { ...options, history, status: new SharedStatus(options.db, options.schema) };
 
   const send = (
     response: ServerResponse,

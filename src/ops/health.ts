@@ -1,10 +1,10 @@
 import { errorMessage } from '../common/errors.js';
+import { SharedCheck } from '../common/shared-check.js';
 import { withTimeout } from '../common/timeout.js';
 import type { Executor } from '../db/executor.js';
 import { statements } from '../db/sql/index.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
 import { notReadyReasons } from '../dispatcher/health.js';
-import { SharedCheck } from './shared-check.js';
 
 export interface CheckResult {
   ok: boolean;

@@ -2,6 +2,7 @@ import type { Registry } from 'prom-client';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
+import { SharedCheck } from '../common/shared-check.js';
 import { withTimeout } from '../common/timeout.js';
 import type { Executor } from '../db/executor.js';
 import { statements } from '../db/sql/index.js';
@@ -9,7 +10,6 @@ import type { Dispatcher } from '../dispatcher/dispatcher.js';
 import { catalogue } from '../events/catalogue.js';
 import { isDeclaredEventType } from '../events/define.js';
 import { promClient } from './prom.js';
-import { SharedCheck } from './shared-check.js';
 
 export interface MetricsOptions {
   dispatcher: Dispatcher;

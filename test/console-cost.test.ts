@@ -1,8 +1,9 @@
 /**
- * The console's history sampler against a real PostgreSQL: how often it asks, when each
- * sample takes long (a count over a long backlog).
+ * What the console asks of a real PostgreSQL: its history sampler, and the status the
+ * open pages share, when each answer takes long (a count over a long backlog).
  */
 import { afterEach, beforeEach, expect, it } from 'vitest';
+import { SharedStatus } from '../src/console/api.js';
 import { History } from '../src/console/history.js';
 import type { Executor } from '../src/index.js';
 import { createPgTestSchema, type TestSchema } from './helpers/db.js';
@@ -59,4 +60,48 @@ it('samples every interval when a sample is quick, and not after stop()', async 
   const count = asked();
   await new Promise((resolve) => setTimeout(resolve, 300));
   expect(asked()).toBe(count);
+});
+
+/** A dead letter, written as the dispatcher writes one. */
+async function deadLetter(seq: number): Promise<void> {
+  await t.db.query(
+    `INSERT INTO "${t.schema}".outbox_dead_letter
+       (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition, occurred_at, attempts, last_error)
+     VALUES ($1, gen_random_uuid(), 'quiz', 'q-1', 'quiz-submitted', '{}', '{}', 0, now(), 5, 'refused')`,
+    [seq],
+  );
+}
+
+it('computes the status once for the pages asking at once, and keeps it nine times as long as it took', async () => {
+  const once = slow(t.db, 0);
+  await new SharedStatus(once.executor, t.schema).get();
+  const perStatus = once.asked();
+
+  const { executor, asked } = slow(t.db, 150);
+  const status = new SharedStatus(executor, t.schema);
+  const answers = await Promise.all(Array.from({ length: 20 }, () => status.get()));
+  expect(asked()).toBe(perStatus);
+  expect(new Set(answers).size).toBe(1);
+  // It took 300 ms or so (two rounds of statements, each answered 150 ms late): kept for
+  // about 2.7 s rather than the second a quick one is kept.
+  await status.get(Date.now() + 2000);
+  expect(asked()).toBe(perStatus);
+  await status.get(Date.now() + 6000);
+  expect(asked()).toBe(2 * perStatus);
+});
+
+it('computes the status anew after an action, even over one still being computed', async () => {
+  const { executor } = slow(t.db, 100);
+  const status = new SharedStatus(executor, t.schema);
+  expect((await status.get()).deadLetters).toBe(0);
+  await deadLetter(1);
+  // Within its second the page sees the kept answer; an action forgets it.
+  expect((await status.get()).deadLetters).toBe(0);
+  status.forget();
+  const before = status.get(Date.now() + 5000);
+  await deadLetter(2);
+  status.forget();
+  expect((await status.get()).deadLetters).toBe(2);
+  await before;
+  expect((await status.get()).deadLetters).toBe(2);
 });
