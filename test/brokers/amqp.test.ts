@@ -155,7 +155,7 @@ describe('amqp broker', () => {
         vhost: '/',
         password: 'p@ss',
         tls: { servername: 'rabbit.internal' },
-        heartbeatS: undefined,
+        heartbeatS: 10,
         frameMax: undefined,
         serverUrl: 'amqps://u:p%40ss@rabbit:5671/',
       });

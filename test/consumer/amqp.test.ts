@@ -203,3 +203,66 @@ describe('consume() on RabbitMQ: a queue bound to another aggregate type of the 
     ]);
   });
 });
+
+describe('consume() on RabbitMQ: a connection gone silent', () => {
+  let pg: TestSchema;
+  beforeAll(async () => {
+    pg = await createPgTestSchema('consume_amqp_silent');
+    return () => pg.drop();
+  });
+
+  it('is given up after two to three heartbeats of 10 s by default, and the consumer goes on over a new one', async () => {
+    // A host cut off, a NAT entry dropped: no close, no reset, nothing more on the socket.
+    // Only heartbeats tell; at the server's 60 s a consumer said `receiving` and applied
+    // nothing for two to three minutes.
+    const shared = new URL(AMQP_URL);
+    const proxy = await startTcpProxy({ host: shared.hostname, port: Number(shared.port || 5672) });
+    proxies.push(proxy);
+    const through = new URL(AMQP_URL);
+    through.port = String(proxy.port);
+    const exchange = testExchange();
+    const query = `exchange=${exchange}`;
+    const applied: number[] = [];
+    let consumer: Consumer | undefined;
+    const broker = brokerFromUrl(`${AMQP_URL}?${query}`, { source: '/edupulse/consumer-test' });
+    try {
+      consumer = await consume({
+        broker: `${through.href.replace(/\/$/, '')}?${query}`,
+        consumer: 'silent',
+        database: pg.db,
+        schema: pg.schema,
+        events: [QuizSubmitted],
+        handler: (event) => {
+          applied.push(event.data.score);
+        },
+      });
+      await broker.connect();
+      const quiz = randomUUID();
+      const publish = async (score: number) => {
+        const [result] = await broker.publish([quizMessage(quiz, { score })]);
+        expect(result?.ok).toBe(true);
+      };
+      await publish(1);
+      await waitFor('the first applied', () => applied.length === 1, { timeoutMs: 10_000 });
+      proxy.strand();
+      const strandedAt = Date.now();
+      await publish(2);
+      await waitFor('the second applied', () => applied.includes(2), {
+        timeoutMs: 50_000,
+        intervalMs: 100,
+      });
+      // 20-30 s of heartbeats, then a new connection and the message again.
+      expect(Date.now() - strandedAt).toBeLessThan(40_000);
+      // The first again too when its ack was still on its way (no inbox here).
+      expect(applied.at(-1)).toBe(2);
+      expect(applied.filter((score) => score !== 1)).toEqual([2]);
+    } finally {
+      await consumer?.stop();
+      await broker.close();
+      await withAmqpChannel(async (channel) => {
+        await channel.deleteQueue(`${exchange}.silent`);
+        await channel.deleteExchange(exchange);
+      });
+    }
+  }, 75_000);
+});

@@ -65,7 +65,7 @@ function connectOne(
         ? { username: username ?? '', password: password ?? '' }
         : {}),
       vhost: settings.vhost,
-      ...(settings.heartbeatS !== undefined ? { heartbeat: settings.heartbeatS } : {}),
+      heartbeat: settings.heartbeatS,
       ...(settings.frameMax !== undefined ? { frameMax: settings.frameMax } : {}),
     },
     {
