@@ -105,3 +105,15 @@ it('computes the status anew after an action, even over one still being computed
   await before;
   expect((await status.get()).deadLetters).toBe(2);
 });
+
+it('started again while a sample runs, goes on as one sampler', async () => {
+  const { executor, asked } = slow(t.db, 100);
+  const history = new History({ db: executor, schema: t.schema, intervalMs: 1000 });
+  history.start();
+  void history.stop();
+  history.start();
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await history.stop();
+  // At 0 and 1,000 ms (two samplers side by side asked three times here).
+  expect(asked()).toBe(2);
+});

@@ -93,7 +93,8 @@ export class History {
         this.timer.unref();
       });
     };
-    next();
+    // Started again while a sample of the last start runs: its end goes on from there.
+    if (!this.sampling) next();
   }
 
   async stop(): Promise<void> {
