@@ -6,12 +6,7 @@ import {
   type PublishResult,
   payloadTooLarge,
 } from '../broker.js';
-import {
-  AMQP_DEFAULT_FRAME_MAX,
-  amqpRoutingKey,
-  headerFrameRefusal,
-  routingKeyRefusal,
-} from './messages.js';
+import { AMQP_DEFAULT_FRAME_MAX, headerFrameRefusal, routingOf } from './messages.js';
 import { type AmqpConfig, AmqpSession } from './session.js';
 import type { AmqpSettings } from './settings.js';
 
@@ -62,7 +57,7 @@ class AmqpBroker implements EventBroker {
       'an AMQP routing key word (no ".", "*", "#" or white space)',
     );
     if (refusal) return refusal;
-    const keyRefusal = routingKeyRefusal(amqpRoutingKey(message));
+    const keyRefusal = routingOf(message).refusal;
     if (keyRefusal) return keyRefusal;
     const frameMax = this.session?.frameMax ?? this.config.frameMax ?? AMQP_DEFAULT_FRAME_MAX;
     const headerRefusal = headerFrameRefusal(message, this.config.source, frameMax);

@@ -14,6 +14,39 @@ export function amqpRoutingKey(
   return `${routingWord(message.aggregateType)}.${routingWord(message.eventType)}`;
 }
 
+/** A routing key, and why it cannot be sent (undefined when it can). */
+export interface Routing {
+  key: string;
+  refusal: string | undefined;
+}
+
+/** Routings by aggregate type, then event type: a few pairs, each computed once. */
+const routings = new Map<string, Map<string, Routing>>();
+/** Pairs kept before the cache starts again: a bound against types without end. */
+const ROUTINGS_KEPT = 4096;
+let routingsKept = 0;
+
+/** amqpRoutingKey and routingKeyRefusal of a message, remembered for its two types. */
+export function routingOf(message: Pick<OutboxMessage, 'aggregateType' | 'eventType'>): Routing {
+  let byEvent = routings.get(message.aggregateType);
+  let routing = byEvent?.get(message.eventType);
+  if (routing) return routing;
+  const key = amqpRoutingKey(message);
+  routing = { key, refusal: routingKeyRefusal(key) };
+  if (routingsKept >= ROUTINGS_KEPT) {
+    routings.clear();
+    routingsKept = 0;
+    byEvent = undefined;
+  }
+  if (!byEvent) {
+    byEvent = new Map();
+    routings.set(message.aggregateType, byEvent);
+  }
+  byEvent.set(message.eventType, routing);
+  routingsKept++;
+  return routing;
+}
+
 /**
  * Why `routingKey` cannot be sent: over the 255 bytes of an AMQP short string (amqplib
  * refuses to encode it). Undefined when it fits.

@@ -6,9 +6,8 @@ import { connectAmqp, redact } from './connection.js';
 import {
   AMQP_DEFAULT_FRAME_MAX,
   amqpPublishOptions,
-  amqpRoutingKey,
   headerFrameRefusal,
-  routingKeyRefusal,
+  routingOf,
 } from './messages.js';
 import { declareOrFind, replyCode } from './refusal.js';
 import type { AmqpSettings } from './settings.js';
@@ -42,9 +41,8 @@ interface Pending {
 export class AmqpSession {
   /** A ConfigError when the server refused what publishing needs (a permission): not an outage. */
   failure: BrokerUnavailableError | ConfigError | undefined;
-  /** By message id; an array because a caller may publish the same id twice at once. */
-  private readonly pending = new Map<string, Pending[]>();
-  private inFlight = 0;
+  /** Sent and not yet confirmed, in the order sent. */
+  private readonly pending = new Set<Pending>();
   /** The channel's write buffer is full: hold sends until 'drain'. */
   private mustDrain = false;
   private readonly waiters = new Set<() => void>();
@@ -148,7 +146,7 @@ export class AmqpSession {
     return (
       !this.failure &&
       !this.renewChannel &&
-      this.inFlight < this.config.maxInFlight &&
+      this.pending.size < this.config.maxInFlight &&
       !this.mustDrain
     );
   }
@@ -159,7 +157,7 @@ export class AmqpSession {
    */
   async ready(): Promise<void> {
     while (!this.failure && !this.canSend()) {
-      if (this.renewChannel && this.inFlight === 0) {
+      if (this.renewChannel && this.pending.size === 0) {
         this.renewing ??= this.replaceChannel().finally(() => {
           this.renewing = undefined;
         });
@@ -199,10 +197,8 @@ export class AmqpSession {
     const channel = this.channel;
     if (this.failure || !channel) return Promise.reject(this.failure ?? this.fail('no channel'));
     // The dispatcher's claim-time check (validate) keeps these away; a direct caller too.
-    const routingKey = amqpRoutingKey(message);
-    const keyRefusal =
-      routingKeyRefusal(routingKey) ??
-      headerFrameRefusal(message, this.config.source, this.frameMax);
+    const { key: routingKey, refusal } = routingOf(message);
+    const keyRefusal = refusal ?? headerFrameRefusal(message, this.config.source, this.frameMax);
     if (keyRefusal) return Promise.resolve({ ok: false, permanent: true, error: keyRefusal });
     const body = Buffer.from(message.payload);
     if (body.length > this.config.maxMessageBytes) {
@@ -292,32 +288,32 @@ export class AmqpSession {
   }
 
   private track(pending: Pending): void {
-    const id = pending.message.id;
-    const same = this.pending.get(id);
-    if (same) same.push(pending);
-    else this.pending.set(id, [pending]);
-    this.inFlight++;
+    this.pending.add(pending);
     // Started by the first unconfirmed message; sends do not restart it, confirms do.
-    if (this.inFlight === 1) this.armWatchdog();
+    if (this.pending.size === 1) this.armWatchdog();
   }
 
   private untrack(pending: Pending): void {
-    const id = pending.message.id;
-    const same = this.pending.get(id);
-    const at = same?.indexOf(pending) ?? -1;
-    // Nearly always the only one with its id: no new array per confirm.
-    if (same && at >= 0 && same.length > 1) same.splice(at, 1);
-    else if (at >= 0) this.pending.delete(id);
-    this.inFlight--;
+    this.pending.delete(pending);
     this.armWatchdog();
     this.wake();
   }
 
-  /** basic.return: no queue took the message. The ack that follows settles it. */
+  /**
+   * basic.return: no queue took the message. The ack that follows settles it. Returns are
+   * rare (a missing binding): the earliest unconfirmed message with the id is found by a
+   * scan rather than every send being indexed by id.
+   */
   private returned(message: Message): void {
     const fields = message.fields as Message['fields'] & { replyCode?: number; replyText?: string };
     const id = String(message.properties.messageId);
-    const pending = this.pending.get(id)?.find((p) => p.returned === undefined);
+    let pending: Pending | undefined;
+    for (const p of this.pending) {
+      if (p.message.id === id && p.returned === undefined) {
+        pending = p;
+        break;
+      }
+    }
     if (!pending) return;
     pending.returned = `unroutable: ${fields.replyCode} ${fields.replyText} (exchange ${fields.exchange}, routing key ${fields.routingKey})`;
   }
@@ -351,7 +347,7 @@ export class AmqpSession {
    * the server has gone quiet: a silent network, or a connection blocked by a resource alarm.
    */
   private armWatchdog(): void {
-    if (this.inFlight === 0 || this.failure) {
+    if (this.pending.size === 0 || this.failure) {
       clearTimeout(this.watchdog);
       this.watchdog = undefined;
     } else if (this.watchdog) {
@@ -394,7 +390,7 @@ export class AmqpSession {
               { cause: this.lastError },
             );
       clearTimeout(this.watchdog);
-      for (const pending of [...this.pending.values()].flat()) {
+      for (const pending of [...this.pending]) {
         this.confirmed(pending, this.failure);
       }
       this.wake();
