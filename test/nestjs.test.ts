@@ -290,6 +290,12 @@ describe('OutboxModule', () => {
     await expect(bootstrap({ dispatch: false, maxPayloadBytes: 0 })).rejects.toThrow(
       /^maxPayloadBytes: 0 is not a whole number from 1 to/,
     );
+    // A bad value among the dispatcher's options is named as the module's option too.
+    const badBatch = bootstrap({ broker: natsBroker(), dispatcher: { batchSize: 0 } });
+    await expect(badBatch).rejects.toMatchObject({ setting: 'dispatcher.batchSize' });
+    await expect(badBatch).rejects.toThrow(
+      /^dispatcher\.batchSize: 0 is not a whole number from 1 to 10000$/,
+    );
     await expect(bootstrap({ dispatch: false, isGlobl: false })).rejects.toThrow(
       'isGlobl: is not an option of OutboxModule; did you mean "isGlobal"?',
     );
@@ -329,7 +335,18 @@ describe('OutboxModule', () => {
     await app.get(LessonService).publish('Kept for another dispatcher');
     await app.close();
     expect(await pending(db, schema)).toBe(1);
-    await expect(app.get(OutboxHealthIndicator).isHealthy('outbox')).rejects.toThrow(ConfigError);
+    // The indicator has nothing to report on: it says so as a result, as terminus expects.
+    expect(await app.get(OutboxHealthIndicator).isHealthy('outbox')).toEqual({
+      outbox: {
+        status: 'down',
+        state: 'stopped',
+        brokerConnected: false,
+        published: 0,
+        deadLettered: 0,
+        message:
+          'this application runs no dispatcher (dispatch: false), so there is none to report on',
+      },
+    });
   });
 });
 
@@ -376,6 +393,54 @@ describe('OutboxHealthIndicator', () => {
       state: 'stopped',
       message: 'dispatcher is not running',
     });
+  });
+
+  it('listed in a module of the application as terminus indicators are, reports the module’s dispatcher', async () => {
+    const { db, schema } = await testSchema();
+    class OwnHealthModule {}
+    Module({
+      imports: [TerminusModule],
+      providers: [OutboxHealthIndicator, HealthService],
+    })(OwnHealthModule);
+    const app = await start(
+      appModule([
+        OutboxModule.forRoot({ database: db, schema, broker: natsBroker() }),
+        OwnHealthModule,
+      ]),
+    );
+    cleanups.push(() => app.close());
+    const own = app.select(OwnHealthModule).get(OutboxHealthIndicator);
+    expect((await own.isHealthy('outbox')).outbox).toMatchObject({
+      status: 'up',
+      brokerConnected: true,
+    });
+    expect((await app.select(OwnHealthModule).get(HealthService).check()).status).toBe('ok');
+    await app.close();
+    expect((await own.isHealthy('outbox')).outbox).toMatchObject({
+      status: 'down',
+      message: 'dispatcher is not running',
+    });
+  });
+
+  it('refuses an option it cannot use, naming it', async () => {
+    const { db, schema } = await testSchema();
+    const app = await start(
+      appModule([OutboxModule.forRoot({ database: db, schema, broker: natsBroker() })]),
+    );
+    cleanups.push(() => app.close());
+    const indicator = app.get(OutboxHealthIndicator);
+    // As plain JavaScript would pass them: unchecked by the compiler.
+    const isHealthy = (options: object) => indicator.isHealthy('outbox', options as never);
+    await expect(isHealthy({ stallAfterMs: -5 })).rejects.toThrow(
+      'stallAfterMs: -5 is not a whole number from 1 to 86400000',
+    );
+    await expect(isHealthy({ stallAfterMs: 'abc' })).rejects.toThrow(
+      'stallAfterMs: "abc" is not a whole number from 1 to 86400000',
+    );
+    await expect(isHealthy({ stalAfterMs: 1 })).rejects.toThrow(
+      'stalAfterMs: is not an option of isHealthy; did you mean "stallAfterMs"?',
+    );
+    expect((await isHealthy({ stallAfterMs: 60_000 })).outbox?.status).toBe('up');
   });
 
   it('is down, with the outage, while the dispatcher backs off from an unreachable broker', async () => {

@@ -69,8 +69,14 @@ async function startDispatcher(): Promise<{ dispatcher: Dispatcher; ops: OpsEndp
   cleanups.push(() => dispatcher.stop());
   const registry = dispatcherMetrics({ dispatcher, db: opsDb, schema: t.schema, broker: 'memory' });
   await dispatcher.start();
+  // The broker holds the message before the dispatcher settles it and counts it published.
+  let settled = 0;
+  dispatcher.on('settled', (batch) => {
+    settled += batch.published.length;
+  });
   await enqueueLesson(t);
-  await waitFor('the event to be published', () => broker.messages.length === 1);
+  await waitFor('the event to be published and settled', () => settled === 1);
+  expect(broker.messages).toHaveLength(1);
   return { dispatcher, ops: { dispatcher, db: opsDb, schema: t.schema, registry } };
 }
 

@@ -138,6 +138,41 @@ describe('dispatcherMetrics', () => {
     expect(statements).toHaveLength(2);
   });
 
+  it('spaces its counts when they take long: nine times as long as a count took', async () => {
+    const { executor, statements } = counting(t.db);
+    // Each statement answered 300 ms late, as counting a long backlog is.
+    const late: Executor = {
+      async query<R>(text: string, values?: readonly unknown[]) {
+        const result = await executor.query<R>(text, values);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return result;
+      },
+    };
+    const registry = dispatcherMetrics({
+      dispatcher,
+      db: late,
+      schema: t.schema,
+      broker: 'memory',
+      databaseCacheMs: 200,
+    });
+    const began = Date.now();
+    await registry.metrics();
+    const firstDone = Date.now();
+    // What the round took, as this scrape saw it: 300 ms at least, longer on a busy machine.
+    const took = firstDone - began;
+    expect(statements).toHaveLength(2);
+    // Scraped every 100 ms: with a 200 ms cache alone, a round of counts every half
+    // second; a round that took 300 ms or more serves nine times as long, 2.7 s at least.
+    while (statements.length === 2 && Date.now() - firstDone < 9 * took + 5000) {
+      await registry.metrics();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const recountedAfter = Date.now() - firstDone;
+    expect(statements).toHaveLength(4);
+    expect(recountedAfter).toBeGreaterThanOrEqual(9 * 300);
+    expect(recountedAfter).toBeLessThan(9 * took + 5000);
+  });
+
   it('reads NaN for the database totals until the database has answered, then keeps the last answer', async () => {
     let down = true;
     const executor: Executor = {
@@ -170,7 +205,9 @@ describe('dispatcherMetrics', () => {
        VALUES ('lesson', 'l-1', 'lesson-published', '{}')`,
     );
     down = false;
-    expect(await read()).toEqual({
+    // A failed count serves nine times as long as it took (SCAN_DUTY), a few ms under a
+    // loaded machine: the next scrapes may still read it, then the database's answer.
+    await expect.poll(read, { timeout: 2000, interval: 20 }).toEqual({
       pending_events: '1',
       dead_letters: '0',
       oldest_dead_letter_age_seconds: '0',

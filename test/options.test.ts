@@ -23,6 +23,7 @@ import {
   type OpsEndpointsOptions,
   outboxFastify,
   outboxHandler,
+  readiness,
   startOpsServer,
 } from '../src/ops/index.js';
 import { PG_URL, testSchema } from './helpers/db.js';
@@ -251,4 +252,44 @@ it('the operations endpoints and metrics refuse a misspelt option', async () => 
   expect(
     await refusal(() => consumerMetrics(js({ consumer: {}, name: 'grades', labels: {} }))),
   ).toMatchObject({ setting: 'labels' });
+});
+
+it('the operations endpoints and metrics refuse a number they cannot use, naming it', async () => {
+  const dispatcher = createDispatcher({ db, broker: new MemoryBroker(), logger: false });
+  const health = { dispatcher, db, schema: 'public' };
+  const app = { get: () => undefined };
+  const registry = dispatcherMetrics({ ...health, broker: 'memory' });
+  // As plain JavaScript would pass them: a negative, text, a fraction, NaN.
+  const cases: [() => unknown, string][] = [
+    [
+      () => outboxHandler(js({ ...health, stallAfterMs: -5 })),
+      'stallAfterMs: -5 is not a whole number from 1 to 86400000',
+    ],
+    [
+      () => outboxHandler(js({ ...health, maxLagSeconds: 'abc' })),
+      'maxLagSeconds: "abc" is not a whole number from 1 to 86400',
+    ],
+    [
+      () => outboxFastify(app, js({ ...health, stuckAfterMs: 1.5 })),
+      'stuckAfterMs: 1.5 is not a whole number from 1 to 86400000',
+    ],
+    [
+      () => startOpsServer(js({ ...health, registry, port: 0, queryTimeoutMs: 0 })),
+      'queryTimeoutMs: 0 is not a whole number from 1 to 3600000',
+    ],
+    [
+      () => dispatcherMetrics(js({ ...health, broker: 'memory', databaseCacheMs: Number.NaN })),
+      'databaseCacheMs: NaN is not a whole number from 0 to 3600000',
+    ],
+    [
+      () => readiness(js({ ...health, maxLagSeconds: '60' })),
+      'maxLagSeconds: "60" is not a whole number from 1 to 86400',
+    ],
+  ];
+  for (const [run, message] of cases) expect((await refusal(run)).message).toBe(message);
+  // Numbers within their ranges pass.
+  outboxHandler({ ...health, stallAfterMs: 5000, maxLagSeconds: 60, databaseCacheMs: 0 });
+  expect((await readiness({ ...health, stuckAfterMs: 150_000, queryTimeoutMs: 2000 })).ok).toBe(
+    false, // a dispatcher that was never started
+  );
 });

@@ -22,6 +22,16 @@ export class ConfigError extends OutboxError {
   }
 }
 
+/**
+ * The same refusal under the name the caller knows the setting by (`dispatcher.batchSize`
+ * for the `batchSize` of the dispatcher options it gave), the original as its cause.
+ */
+export function renamedSetting(error: ConfigError, setting: string): ConfigError {
+  return new ConfigError(setting, error.message.slice(`${error.setting}: `.length), {
+    cause: error,
+  });
+}
+
 /** An event was refused before anything was written. `path` is the failing field, e.g. `payload.score`. */
 export class ValidationError extends OutboxError {
   readonly path: string;

@@ -27,3 +27,25 @@ export function wholeNumber(setting: string, value: unknown, min: number, max: n
 export function quoted(value: unknown): string {
   return typeof value === 'string' ? `"${clip(escapeControl(value), 80)}"` : String(value);
 }
+
+/** A whole-number option's range, both ends included. */
+export type WholeNumberRange = readonly [min: number, max: number];
+
+/**
+ * Checks those of `ranges`' options that `options` gives: each a number (a library's
+ * options are typed, so text of digits is refused too), whole and within its range. A
+ * ConfigError names the first that is not.
+ */
+export function assertWholeNumberOptions(
+  options: object,
+  ranges: Readonly<Record<string, WholeNumberRange>>,
+): void {
+  for (const name in ranges) {
+    const value = (options as Record<string, unknown>)[name];
+    if (value === undefined) continue;
+    const [min, max] = ranges[name] as WholeNumberRange;
+    if (typeof value !== 'number' || readWholeNumber(value, min, max) === undefined) {
+      throw new ConfigError(name, `${quoted(value)} is not a whole number from ${min} to ${max}`);
+    }
+  }
+}

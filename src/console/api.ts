@@ -19,12 +19,12 @@ import {
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
-import { SharedCheck } from '../common/shared-check.js';
+import { SCAN_DUTY, SharedCheck } from '../common/shared-check.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
 import { type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
-import { type History, SAMPLE_DUTY } from './history.js';
+import type { History } from './history.js';
 
 /** What the admin API answers from. */
 export interface ConsoleApiOptions {
@@ -48,8 +48,7 @@ const STATUS_SHARED_MS = 1000;
  * Forgotten after an action, so the page that acted sees its effect.
  */
 export class SharedStatus {
-  private readonly check = new SharedCheck<OutboxStatus>();
-  private tookMs = 0;
+  private readonly check = new SharedCheck<OutboxStatus>(SCAN_DUTY);
 
   constructor(
     private readonly db: Executor,
@@ -58,15 +57,8 @@ export class SharedStatus {
 
   async get(now = Date.now()): Promise<OutboxStatus> {
     const outcome = await this.check.get(
-      async () => {
-        const began = Date.now();
-        try {
-          return await outboxStatus(this.db, this.schema);
-        } finally {
-          this.tookMs = Date.now() - began;
-        }
-      },
-      Math.max(STATUS_SHARED_MS, SAMPLE_DUTY * this.tookMs),
+      () => outboxStatus(this.db, this.schema),
+      STATUS_SHARED_MS,
       now,
     );
     if (!outcome.ok) throw outcome.error;

@@ -1,5 +1,6 @@
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { SCAN_DUTY } from '../common/shared-check.js';
 import type { Executor } from '../db/executor.js';
 import { statements } from '../db/sql/index.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
@@ -30,12 +31,6 @@ export interface HistoryOptions {
   /** Default 10 minutes. */
   keepMs?: number;
 }
-
-/**
- * After a sample, the wait is at least this many times its length (see `start`); the
- * status the pages share is kept as long (`SharedStatus`).
- */
-export const SAMPLE_DUTY = 9;
 
 // Latencies kept per interval: beyond this, every other one is dropped (quantiles hold).
 const MAX_LATENCIES = 20_000;
@@ -88,7 +83,7 @@ export class History {
         this.sampling = undefined;
         if (!this.running) return;
         const took = Date.now() - began;
-        const wait = Math.max(this.intervalMs - took, SAMPLE_DUTY * took);
+        const wait = Math.max(this.intervalMs - took, SCAN_DUTY * took);
         this.timer = setTimeout(next, wait);
         this.timer.unref();
       });

@@ -4,9 +4,12 @@ import type { Parked } from './park.js';
 
 /** Totals since the consumer started. */
 export interface ConsumerStats {
-  /** Messages the broker delivered (redeliveries included). */
+  /** Messages the broker delivered (redeliveries included), and consumer dead letters retried. */
   received: number;
-  /** Handlers that completed and were acked (duplicates the inbox recognised included). */
+  /**
+   * Handlers that completed and were acked: duplicates the inbox recognised included, and
+   * stale events the inbox's `onStale` skipped or applied (one it parks counts in `parked`).
+   */
   processed: number;
   /** Of those, events the inbox had applied before. */
   duplicates: number;

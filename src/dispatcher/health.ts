@@ -1,3 +1,4 @@
+import type { WholeNumberRange } from '../common/numbers.js';
 import type { ProblemTarget } from './events.js';
 
 /** What the loop is doing, for health and readiness checks. */
@@ -48,6 +49,10 @@ export function combineHealth(
     ...(pick?.problem ? { problem: pick.problem } : {}),
   };
 }
+
+/** `stallAfterMs` of the health checks: its default and its range. */
+export const STALL_AFTER_MS = 10_000;
+export const STALL_AFTER_MS_RANGE: WholeNumberRange = [1, 86_400_000];
 
 /**
  * Why a running dispatcher is not ready to take traffic (none when it is): stopping, in

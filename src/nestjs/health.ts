@@ -1,11 +1,23 @@
-import { ConfigError } from '../common/errors.js';
+import { assertWholeNumberOptions } from '../common/numbers.js';
+import { assertKnownOptions, optionNames } from '../common/options.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
-import { type DispatcherHealth, notReadyReasons } from '../dispatcher/health.js';
+import {
+  type DispatcherHealth,
+  notReadyReasons,
+  STALL_AFTER_MS,
+  STALL_AFTER_MS_RANGE,
+} from '../dispatcher/health.js';
 
 export interface OutboxHealthOptions {
   /** A round of the loop running longer than this is a stall: down. Default 10000. */
   stallAfterMs?: number;
 }
+
+const healthOptions = optionNames<OutboxHealthOptions>({ stallAfterMs: true });
+
+/** What an application without a dispatcher (`dispatch: false`) reports. */
+const NO_DISPATCHER =
+  'this application runs no dispatcher (dispatch: false), so there is none to report on';
 
 /** What `isHealthy` reports under its key, `status` beside the dispatcher's health. */
 export interface OutboxHealthDetails {
@@ -34,12 +46,14 @@ export type OutboxHealthResult<Key extends string = string> = Record<Key, Outbox
  *
  *   this.health.check([() => this.outboxHealth.isHealthy('outbox')])
  *
- * Up while the loop runs (idle or dispatching) with the broker connected; down when it is
- * stopped (not started, shut down, or stopped by a fatal error), backing off after a
- * broker or database outage, or stalled in one round. The result is returned, never
- * thrown, as terminus 11 expects of an indicator (a `down` result makes the check fail
- * with 503); it is the plain object terminus's own helper builds, so the module does not
- * need terminus installed to provide the indicator.
+ * Up while the loop runs (idle or dispatching) with the broker connected; down while it
+ * stops and when it is stopped (not started, shut down, or stopped by a fatal error),
+ * backing off after a broker or database outage, or stalled in one round; down, saying
+ * so, in an application that runs no dispatcher (`dispatch: false`). The result is returned, never thrown, as
+ * terminus 11 expects of an indicator (a `down` result makes the check fail with 503); it
+ * is the plain object terminus's own helper builds, so the module does not need terminus
+ * installed to provide the indicator. Only a bad option is thrown (a ConfigError naming
+ * it). Listed in a module's own `providers`, it is made from the module's `DISPATCHER`.
  */
 export class OutboxHealthIndicator {
   constructor(private readonly dispatcher: Dispatcher | null) {}
@@ -48,15 +62,22 @@ export class OutboxHealthIndicator {
     key: Key,
     options: OutboxHealthOptions = {},
   ): Promise<OutboxHealthResult<Key>> {
+    assertKnownOptions('isHealthy', options, healthOptions);
+    assertWholeNumberOptions(options, { stallAfterMs: STALL_AFTER_MS_RANGE });
     if (!this.dispatcher) {
-      throw new ConfigError(
-        'dispatch',
-        'is false: this application runs no dispatcher, so there is none to report on',
-      );
+      const details: OutboxHealthDetails = {
+        status: 'down',
+        state: 'stopped',
+        brokerConnected: false,
+        published: 0,
+        deadLettered: 0,
+        message: NO_DISPATCHER,
+      };
+      return { [key]: details } as OutboxHealthResult<Key>;
     }
     const health = this.dispatcher.health();
     const now = Date.now();
-    const reasons = problems(health, now, options.stallAfterMs ?? 10_000);
+    const reasons = problems(health, now, options.stallAfterMs ?? STALL_AFTER_MS);
     const { published, deadLettered } = this.dispatcher.stats;
     const details: OutboxHealthDetails = {
       status: reasons.length === 0 ? 'up' : 'down',

@@ -7,7 +7,7 @@ import {
 } from '@nestjs/common';
 import { assertBroker, type EventBroker } from '../brokers/broker.js';
 import { brokerFromUrl } from '../brokers/index.js';
-import { ConfigError } from '../common/errors.js';
+import { ConfigError, renamedSetting } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { assertDatabase, type Database } from '../db/database.js';
 import { migrate } from '../db/migrate.js';
@@ -86,15 +86,25 @@ export class OutboxLifecycle
     this.ownsDatabase = typeof database === 'string';
     if (typeof database !== 'string') assertDatabase(database, 'database');
     this.database = typeof database === 'string' ? databaseAt(database) : database;
-    this.dispatcher = broker
-      ? createDispatcher({
-          logger: nestLogger(new Logger('Outbox')),
-          ...options.dispatcher,
-          db: this.database,
-          broker,
-          schema: this.schema,
-        })
-      : null;
+    this.dispatcher = broker ? this.dispatcherFor(options, broker) : null;
+  }
+
+  /** The embedded dispatcher; a bad one of `dispatcher`'s options is named under it. */
+  private dispatcherFor(options: OutboxModuleOptions, broker: EventBroker): Dispatcher {
+    try {
+      return createDispatcher({
+        logger: nestLogger(new Logger('Outbox')),
+        ...options.dispatcher,
+        db: this.database,
+        broker,
+        schema: this.schema,
+      });
+    } catch (error) {
+      if (error instanceof ConfigError && moduleDispatcherOptions.has(error.setting)) {
+        throw renamedSetting(error, `dispatcher.${error.setting}`);
+      }
+      throw error;
+    }
   }
 
   async onModuleInit(): Promise<void> {
@@ -167,8 +177,7 @@ function databaseAt(url: string): Database {
     return pgDatabase({ connectionString: url, applicationName: 'edupulse-outbox nestjs' });
   } catch (error) {
     if (error instanceof ConfigError && error.setting === 'connectionString') {
-      const reason = error.message.slice(`${error.setting}: `.length);
-      throw new ConfigError('database', reason, { cause: error });
+      throw renamedSetting(error, 'database');
     }
     throw error;
   }

@@ -1,4 +1,4 @@
-import { Module } from '@nestjs/common';
+import { Inject, Injectable, Module } from '@nestjs/common';
 import { OutboxHealthIndicator } from './health.js';
 import { OutboxLifecycle } from './lifecycle.js';
 import {
@@ -24,6 +24,11 @@ export class OutboxModule extends ConfigurableOutboxModule {}
 
 // Decorators applied as calls: the library is compiled without `experimentalDecorators`,
 // and every provider is made by a factory, so no constructor parameter needs metadata.
+// But the indicator: an application may list it in a module's own `providers`, as
+// terminus's indicators are; Nest then makes it from the DISPATCHER this module provides.
+Injectable()(OutboxHealthIndicator);
+Inject(DISPATCHER)(OutboxHealthIndicator, undefined, 0);
+
 Module({
   providers: [
     {

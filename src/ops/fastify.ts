@@ -1,5 +1,6 @@
 import { assertKnownOptions } from '../common/options.js';
 import { endpointsOptions, type OpsEndpointsOptions, opsAnswer, opsPaths } from './endpoints.js';
+import { assertHealthNumbers } from './health.js';
 
 // Fastify hands the plugin its own register options (`prefix`, `logLevel`,
 // `logSerializers`) with ours.
@@ -42,6 +43,7 @@ export async function outboxFastify(
   options: OpsEndpointsOptions,
 ): Promise<void> {
   assertKnownOptions('outboxFastify', options, pluginOptions);
+  assertHealthNumbers(options);
   for (const path of opsPaths(options)) {
     app.get(path, async (_request, reply) => {
       const { status, contentType, body } = await opsAnswer(options, path);

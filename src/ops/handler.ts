@@ -8,6 +8,7 @@ import {
   opsPaths,
   servedPath,
 } from './endpoints.js';
+import { assertHealthNumbers } from './health.js';
 
 /** A Connect-style request handler: Express's `app.use`, Connect, or `http.createServer`. */
 export type OpsHandler = (
@@ -25,6 +26,7 @@ export type OpsHandler = (
  */
 export function outboxHandler(options: OpsEndpointsOptions): OpsHandler {
   assertKnownOptions('outboxHandler', options, endpointsOptions);
+  assertHealthNumbers(options);
   return (request, response, next) => {
     const method = request.method;
     const path =

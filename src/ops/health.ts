@@ -1,10 +1,11 @@
 import { errorMessage } from '../common/errors.js';
+import { assertWholeNumberOptions, type WholeNumberRange } from '../common/numbers.js';
 import { SharedCheck } from '../common/shared-check.js';
 import { withTimeout } from '../common/timeout.js';
 import type { Executor } from '../db/executor.js';
 import { statements } from '../db/sql/index.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
-import { notReadyReasons } from '../dispatcher/health.js';
+import { notReadyReasons, STALL_AFTER_MS, STALL_AFTER_MS_RANGE } from '../dispatcher/health.js';
 
 export interface CheckResult {
   ok: boolean;
@@ -48,6 +49,23 @@ export const healthOptionKeys: Record<keyof HealthOptions, true> = {
   databaseCacheMs: true,
 };
 
+/** `maxLagSeconds`' range, which `run --ready-max-lag-seconds` takes too. */
+export const MAX_LAG_SECONDS_RANGE: WholeNumberRange = [1, 86_400];
+
+/** The ranges of `HealthOptions`' numbers, in the unit each name gives. */
+const healthRanges: Record<string, WholeNumberRange> = {
+  maxLagSeconds: MAX_LAG_SECONDS_RANGE,
+  stallAfterMs: STALL_AFTER_MS_RANGE,
+  stuckAfterMs: [1, 86_400_000],
+  queryTimeoutMs: [1, 3_600_000],
+  databaseCacheMs: [0, 3_600_000],
+};
+
+/** Refuses a health option's number out of its range (or not a whole number), naming it. */
+export function assertHealthNumbers(options: object): void {
+  assertWholeNumberOptions(options, healthRanges);
+}
+
 // Keyed by the executor, so every caller of `readiness` on one database and schema (the
 // ops server's requests, a service's own probes) shares the check.
 const lagChecks = new WeakMap<Executor, Map<string, SharedCheck<number>>>();
@@ -68,6 +86,7 @@ function lagCheck(db: Executor, schema: string): SharedCheck<number> {
 
 /** `/healthz`: the loop is alive (running, and no round stuck far beyond any timeout). */
 export function liveness(options: HealthOptions, now = Date.now()): CheckResult {
+  assertHealthNumbers(options);
   const health = options.dispatcher.health();
   const reasons: string[] = [];
   if (health.state === 'stopped') {
@@ -96,7 +115,7 @@ export function liveness(options: HealthOptions, now = Date.now()): CheckResult 
 export async function readiness(options: HealthOptions, now = Date.now()): Promise<CheckResult> {
   const { reasons } = liveness(options, now);
   const health = options.dispatcher.health();
-  reasons.push(...notReadyReasons(health, now, options.stallAfterMs ?? 10_000));
+  reasons.push(...notReadyReasons(health, now, options.stallAfterMs ?? STALL_AFTER_MS));
   const timeoutMs = options.queryTimeoutMs ?? 2000;
   const measured = await lagCheck(options.db, options.schema).get(
     async () => {

@@ -2,13 +2,14 @@ import type { Registry } from 'prom-client';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
-import { SharedCheck } from '../common/shared-check.js';
+import { SCAN_DUTY, SharedCheck } from '../common/shared-check.js';
 import { withTimeout } from '../common/timeout.js';
 import type { Executor } from '../db/executor.js';
 import { statements } from '../db/sql/index.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
 import { catalogue } from '../events/catalogue.js';
 import { isDeclaredEventType } from '../events/define.js';
+import { assertHealthNumbers } from './health.js';
 import { promClient } from './prom.js';
 
 export interface MetricsOptions {
@@ -36,7 +37,7 @@ export interface MetricsOptions {
   logger?: Logger;
   /** A scrape gives up on the database after this. Default 2000. */
   queryTimeoutMs?: number;
-  /** One round of database counts serves every scrape for this long after it arrived. Default 1000. */
+  /** One round of database counts serves every scrape for this long (or nine times as long as it took, if longer). Default 1000. */
   databaseCacheMs?: number;
 }
 
@@ -76,13 +77,15 @@ interface BacklogRow {
  * The dispatcher's Prometheus metrics, every name prefixed `outbox_`. Counters and
  * histograms follow the dispatcher's events; the backlog, its age per partition and
  * the dead letters are counted in the database when scraped, at most once per
- * `databaseCacheMs` however many scrapes arrive (a scrape the database cannot answer
+ * `databaseCacheMs` however many scrapes arrive, and after a count that took long not
+ * before nine times as long has passed (a scrape the database cannot answer
  * within `queryTimeoutMs` leaves them at their last values, NaN before its first
  * answer). The `event_type` label
  * is bounded: see `eventTypeLabels`.
  */
 export function dispatcherMetrics(options: MetricsOptions): Registry {
   assertKnownOptions('dispatcherMetrics', options, metricsOptions);
+  assertHealthNumbers(options);
   const { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } =
     promClient('dispatcherMetrics');
   const { dispatcher, db, broker } = options;
@@ -189,12 +192,13 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
     },
   });
 
-  // One round of database counts shared by the gauges below and by concurrent scrapes.
+  // One round of database counts shared by the gauges below and by concurrent scrapes;
+  // a round that took long (a count over a long backlog) serves nine times as long.
   const countCheck = new SharedCheck<{
     partitions: BacklogRow[];
     dead: number;
     oldestDeadAgeSeconds: number;
-  }>();
+  }>(SCAN_DUTY);
   /** Whether the database has answered a count yet. */
   let counted = false;
   const count = async () => {

@@ -10,7 +10,7 @@ import {
   opsPaths,
   servedPath,
 } from './endpoints.js';
-import { healthOptionKeys } from './health.js';
+import { assertHealthNumbers, healthOptionKeys } from './health.js';
 
 export interface OpsServerOptions extends OpsEndpointsOptions {
   registry: Registry;
@@ -60,6 +60,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<{
   close(): Promise<void>;
 }> {
   assertKnownOptions('startOpsServer', options, serverOptions);
+  assertHealthNumbers(options);
   const host = options.host ?? '127.0.0.1';
   checkTokenAccess(host, options.token, 'token', ENDPOINTS, 'the token option');
   const guard = requestGuard(options.token);

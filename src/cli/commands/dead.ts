@@ -272,7 +272,7 @@ function groupsCommand(): Command {
 
 export function deadCommand(): Command {
   return new Command('dead')
-    .description('list, show, retry or discard dead letters (events that failed too often)')
+    .description('list, group, show, retry or discard dead letters (events that failed too often)')
     .addCommand(groupsCommand())
     .addCommand(
       adminCommand('list', 'list dead letters, oldest first')
