@@ -4,6 +4,7 @@
  * made the way production makes them: a dispatcher whose broker refuses some events.
  */
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { outboxStatus } from '../src/admin/status.js';
@@ -505,9 +506,10 @@ describe('status while events are written and partitions move', () => {
   it('names the partitions no running dispatcher owns', async () => {
     // A member of the schema's dispatchers that owns nothing yet (as one that just joined).
     const sql = statements(t.schema);
-    const session = pgDatabase({ connectionString: PG_URL, maxConnections: 1 });
+    // A client of its own: a pool's idle connection (and its locks) would go after 10 s.
+    const session = new pg.Client({ connectionString: PG_URL });
+    await session.connect();
     try {
-      await session.query('SELECT 1');
       const { rows } = await session.query<{ members: number }>(sql.ownershipKeys, [t.schema]);
       await session.query(sql.ownershipLock, [rows[0]?.members, 4242]);
       const status = await statusJson();
@@ -516,7 +518,7 @@ describe('status while events are written and partitions move', () => {
       expect(text.stdout).toContain('dispatchers: 1 (sharing 64 partitions)');
       expect(text.stdout).toContain('  unowned: 64 partitions: 0-63 (a rebalance takes');
     } finally {
-      await session.close();
+      await session.end();
     }
     // No dispatcher: none is said to be unowned.
     expect((await statusJson()).unownedPartitions).toEqual([]);
@@ -528,14 +530,15 @@ describe('status with a dispatcher stopped or hung', () => {
     // A member that owns partitions and then runs nothing, as a SIGSTOPped dispatcher's
     // session does; a running dispatcher shares the rest.
     const sql = statements(t.schema);
-    const stopped = pgDatabase({
+    // A client of its own, which keeps its session (and locks) however long the CLI
+    // takes to answer under load: a pool would close it after 10 s idle.
+    const stopped = new pg.Client({
       connectionString: PG_URL,
-      maxConnections: 1,
-      applicationName: 'edupulse-outbox dispatcher stopped:1',
+      application_name: 'edupulse-outbox dispatcher stopped:1',
     });
+    await stopped.connect();
     const running = createDispatcher({ db: t.db, schema: t.schema, broker: new MemoryBroker() });
     try {
-      // One connection: the pid is the session's that takes the locks.
       const { rows: pids } = await stopped.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
       const { rows } = await stopped.query<{ members: number; partitions: number }>(
         sql.ownershipKeys,
@@ -567,7 +570,7 @@ describe('status with a dispatcher stopped or hung', () => {
       );
     } finally {
       await running.stop();
-      await stopped.close();
+      await stopped.end();
     }
   });
 });

@@ -417,7 +417,13 @@ describe('kafka message source', () => {
       expect(again.lost).toEqual([]);
     });
 
-    it('a second live member under the same name fences the first out: it is lost with a ConfigError, the second goes on', async () => {
+    // On a loaded machine the shared broker has once taken longer than the wait below to
+    // fence the first member, and once fenced the second as well, which it never did alone
+    // (six runs in a row): one retry, in a group of its own.
+    it('a second live member under the same name fences the first out: it is lost with a ConfigError, the second goes on', {
+      retry: 1,
+      timeout: 150_000,
+    }, async () => {
       const { url, group } = target();
       const member = `${url}&group_instance_id=pod-0`;
       const first = source(member, group);
@@ -430,7 +436,7 @@ describe('kafka message source', () => {
       const second = await receive(source(member, group), true);
       await publishSeries(broker, 1);
       await waitFor('the first member to be lost', () => firstRun.lost.length > 0, {
-        timeoutMs: 20_000,
+        timeoutMs: 45_000,
       });
       expect(firstRun.lost).toHaveLength(1);
       expect(firstRun.lost[0]).toBeInstanceOf(ConfigError);

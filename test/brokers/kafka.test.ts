@@ -301,7 +301,7 @@ describe('kafka broker', () => {
   it('a topic deleted while running is an outage, created again on the next try', async () => {
     const broker = await connected();
     expect(await broker.publish([message('vanish', 'v-1', { n: 1 })])).toEqual([{ ok: true }]);
-    await deleteTestResources(`${prefix}.vanish`);
+    await deleteTestResources(`${prefix}.vanish`, undefined, { untilGone: true });
     const error = await broker.publish([message('vanish', 'v-1', { n: 2 })]).catch((e) => e);
     expect(error).toBeInstanceOf(BrokerUnavailableError);
     expect(String(error)).toMatch(/topic "[^"]+\.vanish" is gone \(it is created again/);
@@ -326,7 +326,7 @@ describe('kafka broker', () => {
     }
     const broker = await connected('&create_topics=false');
     expect(await broker.publish([message('gone', 'g-1', { n: 1 })])).toEqual([{ ok: true }]);
-    await deleteTestResources(`${prefix}.gone`);
+    await deleteTestResources(`${prefix}.gone`, undefined, { untilGone: true });
     const error = await broker.publish([message('gone', 'g-1', { n: 2 })]).catch((e) => e);
     expect(error).toBeInstanceOf(BrokerUnavailableError);
     expect(String(error)).toContain('create_topics=false: waiting for it to be created again');

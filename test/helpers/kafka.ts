@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { Admin, Consumer, type MessagesStream, stringDeserializers } from '@platformatic/kafka';
 import { CloudEvent, Kafka, type KafkaMessage } from 'cloudevents';
 import type { ReceivedMessage } from '../brokers/conformance.js';
+import { waitFor } from './wait.js';
 
 const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../..', import.meta.url));
@@ -87,11 +88,23 @@ export function testAdmin(bootstrap: string = testKafka.bootstrap): Admin {
 export async function deleteTestResources(
   prefix: string,
   bootstrap: string = testKafka.bootstrap,
+  { untilGone = false } = {},
 ): Promise<void> {
   const admin = testAdmin(bootstrap);
   try {
     const topics = (await admin.listTopics()).filter((topic) => topic.startsWith(prefix));
-    if (topics.length > 0) await admin.deleteTopics({ topics });
+    if (topics.length > 0) {
+      await admin.deleteTopics({ topics });
+      // Kafka answers once its controller has recorded the deletion; the broker applies it
+      // a moment later, and until then still takes records sent to those topics. (Not by
+      // default: a publisher still running may create them again.)
+      if (untilGone)
+        await waitFor(
+          'the deleted topics to be gone',
+          async () => !(await admin.listTopics()).some((topic) => topics.includes(topic)),
+          { intervalMs: 100 },
+        );
+    }
     const groups = [...(await admin.listGroups()).keys()].filter((id) => id.startsWith(prefix));
     if (groups.length > 0) await admin.deleteGroups({ groups }).catch(() => {});
   } finally {

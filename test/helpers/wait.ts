@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 export async function waitFor(
   what: string,
   condition: () => boolean | Promise<boolean>,
-  { timeoutMs = 10_000, intervalMs = 20 } = {},
+  { timeoutMs = 30_000, intervalMs = 20 } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
