@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 
@@ -18,6 +18,64 @@ function processCpuMs(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A broker server's processes, by what /proc says of them. */
+const brokerServers = {
+  nats: (comm: string) => comm === 'nats-server',
+  amqp: (comm: string) => comm === 'beam.smp',
+  kafka: (comm: string, cmdline: () => string) =>
+    comm === 'java' && cmdline().includes('kafka.Kafka'),
+} as const;
+
+export type BrokerServer = keyof typeof brokerServers;
+
+/**
+ * CPU ms used so far by the processes of a broker server running on this machine (NATS's
+ * nats-server, RabbitMQ's beam.smp, Kafka's JVM); undefined when none is found here.
+ */
+export function brokerServerCpuMs(server: BrokerServer): number | undefined {
+  const matches = brokerServers[server];
+  let total: number | undefined;
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      const cmdline = () => readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!matches(comm, cmdline)) continue;
+      const ms = processCpuMs(Number(pid));
+      if (ms !== undefined) total = (total ?? 0) + ms;
+    } catch {}
+  }
+  return total;
+}
+
+/**
+ * The CPU a phase costs the broker server and the whole machine: `stop()` gives the ms
+ * each used since the meter started (undefined where /proc cannot tell).
+ */
+export function serverCpuMeter(server: BrokerServer) {
+  const brokerBefore = brokerServerCpuMs(server);
+  const machineBefore = machineBusyMs();
+  return {
+    stop(): { broker_cpu_ms?: number; machine_cpu_ms?: number } {
+      const broker = brokerServerCpuMs(server);
+      const machine = machineBusyMs();
+      return {
+        ...(broker !== undefined && brokerBefore !== undefined
+          ? { broker_cpu_ms: broker - brokerBefore }
+          : {}),
+        ...(machine !== undefined && machineBefore !== undefined
+          ? { machine_cpu_ms: machine - machineBefore }
+          : {}),
+      };
+    },
+  };
 }
 
 /**

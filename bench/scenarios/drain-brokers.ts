@@ -25,7 +25,7 @@ import {
   type ScenarioResult,
   secondsSince,
 } from '../context.js';
-import { cpuMeter } from '../cpu.js';
+import { type BrokerServer, cpuMeter, serverCpuMeter } from '../cpu.js';
 import { createBenchStream, natsConnection, natsHeaderValue } from '../jetstream.js';
 import { quoteSchema } from '../schema.js';
 
@@ -38,6 +38,8 @@ const batchSize = 1000;
  */
 interface BrokerTarget {
   name: string;
+  /** The broker server's kind, to find its processes on this machine. */
+  server: BrokerServer;
   /** The broker URL given to `bench`. */
   baseUrl(bench: BenchContext): string;
   /** Query parameters of our adapter's URL. */
@@ -67,20 +69,26 @@ async function windowed(
   await Promise.all(Array.from({ length: Math.min(window, count) }, worker));
 }
 
-/** What one side took: wall seconds, and CPU milliseconds of this process. */
+/**
+ * What one side took: wall seconds, CPU milliseconds of this process, and (where /proc
+ * tells) of the broker server and of the whole machine.
+ */
 interface Took {
   seconds: number;
   node_cpu_ms: number;
+  broker_cpu_ms?: number;
+  machine_cpu_ms?: number;
 }
 
-/** Times `work`: wall clock and this process's CPU. */
-async function timed(work: () => Promise<unknown>): Promise<Took> {
+/** Times `work`: wall clock, this process's CPU, the broker server's and the machine's. */
+async function timed(server: BrokerServer, work: () => Promise<unknown>): Promise<Took> {
+  const servers = serverCpuMeter(server);
   const cpu = process.cpuUsage();
   const started = process.hrtime.bigint();
   await work();
   const seconds = secondsSince(started);
   const { user, system } = process.cpuUsage(cpu);
-  return { seconds, node_cpu_ms: (user + system) / 1000 };
+  return { seconds, node_cpu_ms: (user + system) / 1000, ...servers.stop() };
 }
 
 /** Our adapter's window for `url`: its `max_in_flight` (256 unless the URL sets it). */
@@ -88,6 +96,7 @@ const natsWindow = (url: string) => natsSettings(url, 'nats-url').maxInFlight;
 
 const nats: BrokerTarget = {
   name: 'drain-nats',
+  server: 'nats',
   baseUrl: (bench) => bench.settings.natsUrl,
   query: (tag) => `stream=BENCH_${tag}&subject_prefix=bench_${tag}`,
   async reference(url, tag, sample, count) {
@@ -100,7 +109,7 @@ const nats: BrokerTarget = {
       const fixed = Object.entries(binaryModeHeaders(sample, source, bindingPrefix.nats)).map(
         ([name, value]) => [name, natsHeaderValue(value)] as const,
       );
-      return await timed(() =>
+      return await timed('nats', () =>
         windowed(count, natsWindow(url), (i) => {
           const id = randomUUID();
           const headers = natsHeaders();
@@ -156,6 +165,7 @@ export async function withAmqpChannel<T>(
 
 const amqpTarget: BrokerTarget = {
   name: 'drain-amqp',
+  server: 'amqp',
   baseUrl: (bench) => bench.settings.amqpUrl,
   query: (tag) => `exchange=edupulse.bench.${tag}`,
   prepare: (url, tag) =>
@@ -172,7 +182,7 @@ const amqpTarget: BrokerTarget = {
       );
       const routingKey = `${sample.aggregateType}.${sample.eventType}`;
       const timestamp = Math.floor(Date.parse(sample.occurredAt) / 1000);
-      return timed(() =>
+      return timed('amqp', () =>
         windowed(count, amqpWindow(url), (i) => {
           const id = randomUUID();
           const options: amqp.Options.Publish = {
@@ -212,6 +222,7 @@ export function kafkaClientOptions(url: string) {
 
 const kafka: BrokerTarget = {
   name: 'drain-kafka',
+  server: 'kafka',
   baseUrl: (bench) => bench.settings.kafkaUrl,
   query: (tag) => `topic=edupulse.bench.${tag}.{aggregate_type}`,
   async reference(url, tag, sample, count) {
@@ -231,7 +242,7 @@ const kafka: BrokerTarget = {
       await producer.metadata({ topics: [topic] });
       const fixed = binaryModeHeaders(sample, source, bindingPrefix.kafka);
       // Our adapter's window: each publish call (a dispatcher batch) is one send, one at a time.
-      return await timed(async () => {
+      return await timed('kafka', async () => {
         for (let first = 0; first < count; first += batchSize) {
           const messages = Array.from({ length: Math.min(batchSize, count - first) }, (_, j) => ({
             topic,
@@ -338,13 +349,16 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
         dispatcher.on('fatal', reject);
       });
       const cpu = await cpuMeter(bench.settings.databaseUrl, 'edupulse-bench');
+      const servers = serverCpuMeter(target.server);
       const started = process.hrtime.bigint();
       let seconds: number;
       let used: Awaited<ReturnType<typeof cpu.stop>>;
+      let serversUsed: ReturnType<typeof servers.stop>;
       try {
         await dispatcher.start();
         await done;
         seconds = secondsSince(started);
+        serversUsed = servers.stop();
       } finally {
         // While the dispatcher's connections are still open (their backends are measured).
         used = await cpu.stop();
@@ -353,7 +367,8 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
       const events_per_s = Math.round(backlog / seconds);
       const reference_events_per_s = Math.round(backlog / reference.seconds);
       const ratio = round(events_per_s / reference_events_per_s);
-      // Where the cycles go (the broker server's own are not counted on either side).
+      // Where the cycles go: this process, its PostgreSQL backends, the broker server, and
+      // the whole machine (both sides share its cores with the broker).
       return {
         name,
         backlog,
@@ -362,7 +377,11 @@ async function drainBroker(bench: BenchContext, target: BrokerTarget): Promise<S
         ratio,
         node_cpu_ms_per_1000: per1000(used.node_cpu_ms, backlog),
         postgres_cpu_ms_per_1000: per1000(used.postgres_cpu_ms, backlog),
+        broker_cpu_ms_per_1000: per1000(serversUsed.broker_cpu_ms, backlog),
+        machine_cpu_ms_per_1000: per1000(serversUsed.machine_cpu_ms, backlog),
         reference_node_cpu_ms_per_1000: per1000(reference.node_cpu_ms, backlog),
+        reference_broker_cpu_ms_per_1000: per1000(reference.broker_cpu_ms, backlog),
+        reference_machine_cpu_ms_per_1000: per1000(reference.machine_cpu_ms, backlog),
         target: 'ratio ≥ 0.8',
         met: ratio >= 0.8,
       };
