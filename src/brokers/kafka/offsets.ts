@@ -87,7 +87,7 @@ export class PartitionOffsets {
 /** What commits need of the consumer. */
 export type CommittingConsumer = Pick<
   Consumer<Buffer, Buffer, Buffer, Buffer>,
-  'assignments' | 'commit'
+  'assignments' | 'commit' | 'memberId'
 >;
 
 /** Done offsets are committed together, this long after the first ack of a batch. */
@@ -107,8 +107,8 @@ export class OffsetCommits {
 
   constructor(
     private readonly consumer: CommittingConsumer,
-    /** A commit failed; it is tried again. */
-    private readonly onError: (error: unknown) => void,
+    /** A commit failed; it is tried again. `memberId`: the member it was sent as. */
+    private readonly onError: (error: unknown, memberId: string | null) => void,
   ) {}
 
   /** The partition of a fetched message, or undefined if it was delivered before. */
@@ -175,6 +175,7 @@ export class OffsetCommits {
       if (offset !== undefined && assigned.has(key)) offsets.push({ partition, offset });
     }
     if (offsets.length === 0) return;
+    const memberId = this.consumer.memberId;
     try {
       await this.consumer.commit({
         offsets: offsets.map(({ partition: { topic, partition }, offset }) => ({
@@ -188,7 +189,7 @@ export class OffsetCommits {
     } catch (error) {
       // A rebalance under way, or the server away: the offsets stay to commit, and a
       // message committed late at worst comes again to whoever reads the partition next.
-      this.onError(error);
+      this.onError(error, memberId);
       this.commitSoon(commitRetryMs);
     }
   }

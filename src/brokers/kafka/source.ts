@@ -159,16 +159,19 @@ class KafkaSource implements MessageSource {
     );
     this.consumer = consumer;
     const { logger, consumer: group } = this.options;
-    this.commits = new OffsetCommits(consumer, (error) => {
-      if (this.fenced(error)) return;
+    this.commits = new OffsetCommits(consumer, (error, memberId) => {
+      if (this.fenced(error, memberId)) return;
       logger.warn(
         { location: this.location, consumer: group, err: describeError(error) },
         'kafka offset commit failed; retrying',
       );
     });
-    // Emitted when rejoining the group failed for good; unheard, it would throw.
-    consumer.on('error', (error) => this.lose(error));
-    consumer.on('consumer:heartbeat:error', ({ error }: { error?: unknown }) => this.fenced(error));
+    // Emitted when rejoining the group failed for good; unheard, it would throw. Fenced,
+    // it is not the server away: starting again would fence the other process in turn.
+    consumer.on('error', (error) => {
+      if (!this.fenced(error)) this.lose(error);
+    });
+    consumer.on('consumer:heartbeat:error', ({ error, memberId }) => this.fenced(error, memberId));
     consumer.on('consumer:group:join', ({ generationId, assignments }) => {
       logger.debug(
         { location: this.location, consumer: group, generationId, assignments },
@@ -484,11 +487,23 @@ class KafkaSource implements MessageSource {
    * fenced out of the group: its commits and heartbeats fail, but the client goes on
    * fetching. Two processes on the same partitions would race each other, and starting
    * again would fence the other in turn: the source is lost with a ConfigError, which
-   * stops the consumer. True when `error` says so.
+   * stops the consumer. True when `error` says so. `sentAs` is the member id the failed
+   * request was sent as: told its member id was unknown, the client joins again under the
+   * name with a new one (fencing the other process), and an answer to a request sent
+   * before it joined is about a membership this process no longer has. Without a member
+   * id (its rejoin under way, or given up) it is fenced.
    */
-  private fenced(error: unknown): boolean {
+  private fenced(error: unknown, sentAs?: string | null): boolean {
     const name = this.settings.groupInstanceId;
     if (!name || findProtocolError(error)?.apiId !== 'FENCED_INSTANCE_ID') return false;
+    const memberId = this.consumer?.memberId;
+    if (sentAs && memberId && sentAs !== memberId) {
+      this.options.logger.debug(
+        { location: this.location, consumer: this.options.consumer, sentAs },
+        'kafka: fenced as a member id this process has since joined again under; ignored',
+      );
+      return true;
+    }
     this.lose(
       new ConfigError(
         this.settings.setting,
