@@ -17,10 +17,12 @@ export function readWholeNumber(value: unknown, min: number, max: number): numbe
 /** `value` read as above, or a ConfigError naming `setting` and the range. */
 export function wholeNumber(setting: string, value: unknown, min: number, max: number): number {
   const number = readWholeNumber(value, min, max);
-  if (number === undefined) {
-    throw new ConfigError(setting, `${quoted(value)} is not a whole number from ${min} to ${max}`);
-  }
+  if (number === undefined) throw notWholeNumber(setting, value, min, max);
   return number;
+}
+
+function notWholeNumber(setting: string, value: unknown, min: number, max: number): ConfigError {
+  return new ConfigError(setting, `${quoted(value)} is not a whole number from ${min} to ${max}`);
 }
 
 /** A setting's value as an error shows it: quoted text (escaped, cut), or the value. */
@@ -45,7 +47,7 @@ export function assertWholeNumberOptions(
     if (value === undefined) continue;
     const [min, max] = ranges[name] as WholeNumberRange;
     if (typeof value !== 'number' || readWholeNumber(value, min, max) === undefined) {
-      throw new ConfigError(name, `${quoted(value)} is not a whole number from ${min} to ${max}`);
+      throw notWholeNumber(name, value, min, max);
     }
   }
 }

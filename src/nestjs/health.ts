@@ -49,11 +49,12 @@ export type OutboxHealthResult<Key extends string = string> = Record<Key, Outbox
  * Up while the loop runs (idle or dispatching) with the broker connected; down while it
  * stops and when it is stopped (not started, shut down, or stopped by a fatal error),
  * backing off after a broker or database outage, or stalled in one round; down, saying
- * so, in an application that runs no dispatcher (`dispatch: false`). The result is returned, never thrown, as
- * terminus 11 expects of an indicator (a `down` result makes the check fail with 503); it
- * is the plain object terminus's own helper builds, so the module does not need terminus
- * installed to provide the indicator. Only a bad option is thrown (a ConfigError naming
- * it). Listed in a module's own `providers`, it is made from the module's `DISPATCHER`.
+ * so, in an application that runs no dispatcher (`dispatch: false`). The result is
+ * returned, never thrown, as terminus 11 expects of an indicator (a `down` result makes
+ * the check fail with 503); it is the plain object terminus's own helper builds, so the
+ * module does not need terminus installed to provide the indicator. Only a bad option is
+ * thrown (a ConfigError naming it). Listed in a module's own `providers`, it is made from
+ * the module's `DISPATCHER`.
  */
 export class OutboxHealthIndicator {
   constructor(private readonly dispatcher: Dispatcher | null) {}
