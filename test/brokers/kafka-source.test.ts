@@ -1,4 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import diagnostics from 'node:diagnostics_channel';
 import { createServer, type Server } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import type { Consumer } from '@platformatic/kafka';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
@@ -91,6 +94,9 @@ async function publishSeries(broker: EventBroker, count: number): Promise<Outbox
 const ids = (deliveries: Delivery[]) => deliveries.map((d) => d.headers.ce_id);
 const offset = (delivery: Delivery) => Number(delivery.origin.split('@')[1]);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The client's channel for each request it is about to write, and the API key of SyncGroup. */
+const API_START = 'tracing:plt:kafka:connections:api:start';
+const SYNC_GROUP = 14;
 
 afterEach(async () => {
   for (const closing of sources.splice(0)) await closing.close();
@@ -419,7 +425,8 @@ describe('kafka message source', () => {
 
     // Which of the two the group fences is the broker's choice: usually the first, but
     // when the first is told its member id is unknown (its rejoin raced the second's
-    // join) the client joins again under the name and the second is fenced instead. On a
+    // join) the client joins again under the name and the second is fenced instead,
+    // sometimes before its start has finished. On a
     // loaded machine they can take the name from each other a few times first; answers to
     // requests made under a member id given up since must not stop the process.
     it('a second live member under the same name: the group fences one out, lost with a ConfigError; the other goes on', {
@@ -435,7 +442,13 @@ describe('kafka message source', () => {
         timeoutMs: 30_000,
       });
       const second = source(member, group);
-      const secondRun = await receive(second, true);
+      // The first can take the name back between the second's join and its sync: then the
+      // second's start is refused, as its loss would be.
+      const secondRun = await receive(second, true).catch((error: Error) => ({
+        deliveries: [] as Delivery[],
+        lost: [error],
+        autoAck: true,
+      }));
       await publishSeries(broker, 1);
       const lostOne = () => firstRun.lost.length + secondRun.lost.length > 0;
       await waitFor('one of the two members to be lost', lostOne, { timeoutMs: 45_000 });
@@ -457,6 +470,42 @@ describe('kafka message source', () => {
       await sleep(3_000);
       expect(otherRun.lost).toEqual([]);
       expect(fencedRun.lost).toHaveLength(1);
+    });
+
+    // What the test above meets on a loaded machine now and then, made to happen: another
+    // process takes the name while this one's start is between its join and its sync.
+    it('a start fenced between its join and its sync is refused with the ConfigError, not retried as the broker away', {
+      timeout: 60_000,
+    }, async () => {
+      const { url, group } = target();
+      const starting = source(`${url}&group_instance_id=pod-0`, group);
+      let rival = '';
+      // Published before the request is written: the other process joins in between.
+      const onRequest = (message: unknown) => {
+        const { apiKey } = message as { apiKey: number };
+        if (apiKey !== SYNC_GROUP || rival) return;
+        rival = execFileSync(
+          process.execPath,
+          [
+            fileURLToPath(new URL('../helpers/kafka-static-join.mjs', import.meta.url)),
+            bootstrap,
+            group,
+            'pod-0',
+          ],
+          { encoding: 'utf8', timeout: 30_000 },
+        );
+      };
+      diagnostics.subscribe(API_START, onRequest);
+      const refused = await receive(starting).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      diagnostics.unsubscribe(API_START, onRequest);
+      expect(rival).not.toBe('');
+      expect(refused).toBeInstanceOf(ConfigError);
+      expect((refused as Error).message).toBe(
+        `broker: group_instance_id="pod-0": another process joined consumer group "${group}" under the same name and the group fenced this one out; give each process its own group_instance_id`,
+      );
     });
 
     it('refuses a name Kafka would refuse, naming the parameter', () => {

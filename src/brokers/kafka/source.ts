@@ -504,13 +504,16 @@ class KafkaSource implements MessageSource {
       );
       return true;
     }
-    this.lose(
-      new ConfigError(
-        this.settings.setting,
-        `group_instance_id="${name}": another process joined consumer group "${this.options.consumer}" under the same name and the group fenced this one out; give each process its own group_instance_id`,
-      ),
-    );
+    this.lose(this.fencedError(name));
     return true;
+  }
+
+  private fencedError(name: string, cause?: unknown): ConfigError {
+    return new ConfigError(
+      this.settings.setting,
+      `group_instance_id="${name}": another process joined consumer group "${this.options.consumer}" under the same name and the group fenced this one out; give each process its own group_instance_id`,
+      cause === undefined ? undefined : { cause },
+    );
   }
 
   /** Once, after start resolved and before close: the caller closes and starts anew. */
@@ -588,6 +591,10 @@ class KafkaSource implements MessageSource {
     const refused = await refusedSettingsError(error, this.settings);
     if (refused) return refused;
     const refusal = findProtocolError(error);
+    // The other process took the name back between this one's join and its sync: starting
+    // again would fence it in turn.
+    const name = this.settings.groupInstanceId;
+    if (name && refusal?.apiId === 'FENCED_INSTANCE_ID') return this.fencedError(name, error);
     if (refusal?.apiId && refusals.has(refusal.apiId) && !isUnavailable(error)) {
       // The group is the consumer's name, not in the URL: the message names it.
       const what =
