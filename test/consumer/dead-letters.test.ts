@@ -11,6 +11,7 @@ import { type Consumer, consume, createInbox } from '../../src/consumer/index.js
 import { QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, deleteConsumerQueues, testExchange, withAmqpChannel } from '../helpers/amqp.js';
 import { runCli } from '../helpers/cli.js';
+import { consumeQuizzes } from '../helpers/consume.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
 import { waitFor } from '../helpers/wait.js';
@@ -176,12 +177,7 @@ describe('consumer dead letters', () => {
     let unhang: () => void = () => {};
     const done: string[] = [];
     const start = () =>
-      consume({
-        broker: url,
-        consumer: name,
-        database: pg.db,
-        schema: pg.schema,
-        events: [QuizSubmitted],
+      consumeQuizzes(url, name, pg, {
         maxAttempts: 1,
         deadLetterRetryPollMs: 100,
         stopTimeoutMs: 300,

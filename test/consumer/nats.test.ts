@@ -4,12 +4,14 @@
  * outage target lives on a private nats-server that the test stops and starts.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
-import { afterAll, expect, it } from 'vitest';
+import { afterAll, expect, it, vi } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
+import { consumeQuizzes } from '../helpers/consume.js';
 import { createPgTestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
 import { deleteStream, withConnection } from '../helpers/nats-consumer.js';
@@ -180,14 +182,7 @@ it('says it is not receiving as soon as its connection drops, and receiving once
   const url = `${own.url}?stream=C_${id}&subject_prefix=c${id}`;
   let consumer: Consumer | undefined;
   try {
-    consumer = await consume({
-      broker: url,
-      consumer: 'dropped',
-      database: pg.db,
-      schema: pg.schema,
-      events: [QuizSubmitted],
-      handler: () => {},
-    });
+    consumer = await consumeQuizzes(url, 'dropped', pg, { handler: () => {} });
     const states: string[] = [];
     consumer.on('state', (state) => states.push(state));
     await own.stop();
@@ -337,3 +332,60 @@ it('takes a backlog of large messages in order, not cut off as a slow consumer',
     await pg.drop();
   }
 }, 120_000);
+
+it('acks the handlers that finish in one turn of the event loop in one write, not one each', async () => {
+  // Each handler below finishes in its own timer callback, as handlers do when each waits
+  // for its own database answer. Acked at once, every message cost a write to the socket.
+  const pg = await createPgTestSchema('consume_nats_acks');
+  const id = randomBytes(5).toString('hex');
+  const url = `${SHARED_URL}?stream=C_${id}&subject_prefix=c${id}`;
+  const count = 40;
+  const broker = brokerFromUrl(url, { source: '/edupulse/consumer-test' });
+  await broker.connect();
+  try {
+    const messages = Array.from({ length: count }, (_, score) =>
+      quizMessage(randomUUID(), { score }),
+    );
+    expect((await broker.publish(messages)).every((result) => result.ok)).toBe(true);
+  } finally {
+    await broker.close();
+  }
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let started = 0;
+  const port = Number(new URL(SHARED_URL).port);
+  const write = vi.spyOn(net.Socket.prototype, 'write');
+  const writesToNats = () =>
+    write.mock.contexts.filter((socket) => (socket as net.Socket).remotePort === port).length;
+  let consumer: Consumer | undefined;
+  try {
+    consumer = await consumeQuizzes(url, 'acks', pg, {
+      concurrency: count,
+      handler: async () => {
+        started++;
+        await gate;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      },
+    });
+    await waitFor('every handler started', () => started === count, { timeoutMs: 10_000 });
+    const before = writesToNats();
+    release();
+    await waitFor('every event processed', () => consumer?.stats.processed === count);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const writes = writesToNats() - before;
+    expect(writes).toBeGreaterThan(0);
+    expect(writes).toBeLessThanOrEqual(4);
+    // And acked: a consumer started again under the name is given none of them.
+    await consumer.stop();
+    consumer = await consumeQuizzes(url, 'acks', pg, { handler: () => {} });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(consumer.stats.received).toBe(0);
+  } finally {
+    write.mockRestore();
+    await consumer?.stop();
+    await deleteStream(SHARED_URL, `C_${id}`).catch(() => {});
+    await pg.drop();
+  }
+}, 60_000);

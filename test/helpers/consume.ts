@@ -4,6 +4,7 @@ import {
   type Consumer,
   consume,
 } from '../../src/consumer/index.js';
+import { type Database, QuizSubmitted } from '../../src/index.js';
 
 /** consume() with a handler that pushes each event's id onto `received`, in order. */
 export function consumeIds<const Defs extends readonly AnyEventDefinition[]>(
@@ -16,4 +17,23 @@ export function consumeIds<const Defs extends readonly AnyEventDefinition[]>(
       received.push(event.id);
     },
   } as ConsumeOptions<Defs>);
+}
+
+type QuizOptions = ConsumeOptions<readonly [typeof QuizSubmitted]>;
+
+/** consume() of quiz-submitted events from `broker`, as consumer `name`, its inbox in `pg`. */
+export function consumeQuizzes(
+  broker: string,
+  name: string,
+  pg: { db: Database; schema: string },
+  options: Omit<QuizOptions, 'broker' | 'consumer' | 'database' | 'schema' | 'events'>,
+): Promise<Consumer> {
+  return consume({
+    broker,
+    consumer: name,
+    database: pg.db,
+    schema: pg.schema,
+    events: [QuizSubmitted],
+    ...options,
+  } as QuizOptions);
 }

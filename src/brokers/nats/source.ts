@@ -36,6 +36,15 @@ class NatsSource implements MessageSource {
   private nc: NatsConnection | undefined;
   private messages: ConsumerMessages | undefined;
   private closing = false;
+  /**
+   * Acks taken during one turn of the event loop, sent together at its end. Handlers
+   * finish one by one, each as its own database answers, and the client writes to the
+   * socket once per microtask in which something was sent: acked at once, every message
+   * cost a write (a system call, and a wake-up of the server) of its own. Sent together,
+   * `consume-inbox-nats` applied 15-25 % more events a second (bench/README.md).
+   */
+  private unsent: JsMsg[] = [];
+  private sending: NodeJS.Immediate | undefined;
 
   constructor(
     private readonly settings: NatsSourceSettings,
@@ -212,7 +221,8 @@ class NatsSource implements MessageSource {
       aggregateType: subjectAggregateType(message.subject, this.settings.subjectPrefix),
       ack: async () => {
         // A plain ack: if it is lost, the message comes again and the inbox knows it.
-        if (this.nc && !this.nc.isClosed()) message.ack();
+        this.unsent.push(message);
+        this.sending ??= setImmediate(() => this.sendAcks());
       },
       working: () => {
         if (this.nc && !this.nc.isClosed()) message.working();
@@ -249,6 +259,22 @@ class NatsSource implements MessageSource {
     }
   }
 
+  /** The acks taken so far, onto the connection (whose drain() on close sends what it holds). */
+  private sendAcks(): void {
+    clearImmediate(this.sending);
+    this.sending = undefined;
+    const messages = this.unsent;
+    this.unsent = [];
+    if (!this.nc || this.nc.isClosed()) return;
+    for (const message of messages) {
+      try {
+        message.ack();
+      } catch {
+        // The connection closed under it: the message comes again.
+      }
+    }
+  }
+
   async pause(): Promise<void> {
     this.closing = true;
     // Stops pulling; acks still go out on the connection.
@@ -257,6 +283,7 @@ class NatsSource implements MessageSource {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.sendAcks();
     const nc = this.nc;
     this.nc = undefined;
     await this.messages?.close().catch(() => {});
