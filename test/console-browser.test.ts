@@ -155,8 +155,9 @@ describe('the web console in Chromium', () => {
     // A mark in this document: still there at the end means no reload happened.
     await page.evaluate('window.sameDocument = true');
 
-    // Small batches, one at a time: the drain takes several of the page's 2 s polls.
-    const dispatcher = run(await natsStream(), '--batch-size', '20', '--batches-in-flight', '1');
+    // Tiny batches, one at a time: the drain takes several of the page's 2 s polls (in
+    // batches of 20 it took under 2 s, and the page once saw only 20,000, then 0).
+    const dispatcher = run(await natsStream(), '--batch-size', '2', '--batches-in-flight', '1');
     const shown: number[] = [EVENTS];
     const shots = screenshotDir();
     cleanups.push(async () => shots.remove());
