@@ -27,6 +27,7 @@ import { runCli } from './helpers/cli.js';
 import {
   createPgliteTestSchema,
   createPgTestSchema,
+  databaseUrl,
   PG_URL,
   type TestSchema,
   testSchema,
@@ -91,7 +92,7 @@ describe('migrate', () => {
     await admin.query(
       `CREATE DATABASE ${name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`,
     );
-    const db = pgDatabase({ connectionString: PG_URL.replace(/\/[^/?]*(\?|$)/, `/${name}$1`) });
+    const db = pgDatabase({ connectionString: databaseUrl(name) });
     try {
       await migrate(db, 'public');
       await assertSchemaCurrent(db, 'public');

@@ -426,9 +426,9 @@ describe('kafka message source', () => {
     // Which of the two the group fences is the broker's choice: usually the first, but
     // when the first is told its member id is unknown (its rejoin raced the second's
     // join) the client joins again under the name and the second is fenced instead,
-    // sometimes before its start has finished. On a
-    // loaded machine they can take the name from each other a few times first; answers to
-    // requests made under a member id given up since must not stop the process.
+    // sometimes before its start has finished. On a loaded machine they can take the name
+    // from each other a few times first; answers to requests made under a member id given
+    // up since must not stop the process.
     it('a second live member under the same name: the group fences one out, lost with a ConfigError; the other goes on', {
       timeout: 120_000,
     }, async () => {

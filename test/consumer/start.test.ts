@@ -17,7 +17,7 @@ import {
 import { consume } from '../../src/consumer/index.js';
 import { defineEvent, pgDatabase, QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { createPgTestSchema, databaseUrl, type TestSchema } from '../helpers/db.js';
 import { waitFor } from '../helpers/wait.js';
 
 let pg: TestSchema;
@@ -225,7 +225,7 @@ it('says the database is what it could not reach, and rejects a login the server
     connectTimeoutMs: 500,
   });
   const missing = pgDatabase({
-    connectionString: `${PG_URL.replace(/\/[^/?]*(\?|$)/, '/no_such_database_here$1')}`,
+    connectionString: databaseUrl('no_such_database_here'),
   });
   try {
     // Before: BrokerUnavailableError, the operator sent to look at the broker.

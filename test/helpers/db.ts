@@ -61,6 +61,11 @@ export interface TestSchemaOptions {
   ownDatabase?: boolean;
 }
 
+/** `PG_URL` with another database named in its path. */
+export function databaseUrl(name: string): string {
+  return PG_URL.replace(/\/[^/?]*(\?|$)/, `/${name}$1`);
+}
+
 /** One statement on the test server, on a connection of its own. */
 async function onServer(text: string): Promise<void> {
   const client = new pg.Client(PG_URL);
@@ -81,7 +86,7 @@ export async function createPgTestSchema(
   let url = PG_URL;
   if (options.ownDatabase) {
     await onServer(`CREATE DATABASE "${schema}"`);
-    url = PG_URL.replace(/\/[^/?]*(\?|$)/, `/${schema}$1`);
+    url = databaseUrl(schema);
   }
   const db = pgDatabase({ connectionString: url, applicationName: `test-${schema}` });
   if (options.migrate ?? true) await migrate(db, schema);
