@@ -41,7 +41,7 @@ class NatsSource implements MessageSource {
    * finish one by one, each as its own database answers, and the client writes to the
    * socket once per microtask in which something was sent: acked at once, every message
    * cost a write (a system call, and a wake-up of the server) of its own. Sent together,
-   * a consumer with the inbox applied about 15 % more events a second (bench/README.md).
+   * a consumer with the inbox applied 10-16 % more events a second (bench/README.md).
    */
   private unsent: JsMsg[] = [];
   private sending: NodeJS.Immediate | undefined;
