@@ -391,6 +391,29 @@ describe('kafka message source', () => {
     expect(ids(run.deliveries)).toEqual(sent.map((m) => m.id));
   });
 
+  it('from=latest: the start position holds for the next start, before anything was committed', async () => {
+    // Three partitions, so that some have nothing to read at the first start.
+    const { url, group } = target('&partitions=3');
+    const broker = await publisher(url);
+    await publishSeries(broker, 2);
+    // Received and never acked (a process stopped, or killed, in its handlers).
+    const first = await receive(source(`${url}&from=latest`, group));
+    const unacked = await publishSeries(broker, 2);
+    await waitFor('the first start to receive', () => first.deliveries.length === 2, {
+      timeoutMs: 30_000,
+    });
+    await (sources.pop() as MessageSource).close();
+    // Published while no process of the consumer ran.
+    const whileDown = await roundsOf(broker)(0);
+    const again = await receive(source(`${url}&from=latest`, group), true);
+    const expected = [...unacked, ...whileDown].map((m) => m.id);
+    await waitFor('the next start to receive them', () => again.deliveries.length >= 10, {
+      timeoutMs: 30_000,
+    });
+    await sleep(500);
+    expect(ids(again.deliveries).sort()).toEqual(expected.sort());
+  });
+
   describe('group_instance_id (static membership)', () => {
     /** Ends a source's connections without leaving the group, as a killed process does. */
     async function vanish(member: MessageSource) {

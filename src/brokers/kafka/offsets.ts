@@ -113,20 +113,26 @@ export class OffsetCommits {
 
   /** The partition of a fetched message, or undefined if it was delivered before. */
   deliver(topic: string, partition: number, offset: bigint): PartitionOffsets | undefined {
+    const offsets = this.partitionOf(topic, partition);
+    return offsets.deliver(offset) ? offsets : undefined;
+  }
+
+  private partitionOf(topic: string, partition: number): PartitionOffsets {
     const key = partitionKey(topic, partition);
     let offsets = this.partitions.get(key);
     if (!offsets) {
       offsets = new PartitionOffsets(topic, partition);
       this.partitions.set(key, offsets);
     }
-    return offsets.deliver(offset) ? offsets : undefined;
+    return offsets;
   }
 
   /**
    * Forgets a partition the group gave to another member, and marks it withdrawn: the
-   * new owner reads it from the group's committed offset. Only a partition this member
-   * has committed on, so that there is such an offset (with `from=latest` and none, the
-   * new owner would skip what this one dropped); otherwise undefined, and nothing changes.
+   * new owner reads it from the group's committed offset. Only a partition the group has
+   * an offset for (committed from here, or known or pinned at the join): with none, the
+   * new owner would start at `from` and, with `latest`, skip what this one dropped;
+   * otherwise undefined, and nothing changes.
    */
   withdraw(topic: string, partition: number): PartitionOffsets | undefined {
     const key = partitionKey(topic, partition);
@@ -135,6 +141,39 @@ export class OffsetCommits {
     this.partitions.delete(key);
     offsets.withdrawn = true;
     return offsets;
+  }
+
+  /** The assigned partitions with no offset in the group, as far as this member knows. */
+  unpinned(
+    assignments: readonly { topic: string; partitions: readonly number[] }[],
+  ): { topic: string; partition: number }[] {
+    const unpinned: { topic: string; partition: number }[] = [];
+    for (const { topic, partitions } of assignments) {
+      for (const partition of partitions) {
+        if (!this.partitions.get(partitionKey(topic, partition))?.hasCommitted) {
+          unpinned.push({ topic, partition });
+        }
+      }
+    }
+    return unpinned;
+  }
+
+  /** The group has `offset` committed for the partition (by any member). */
+  known(topic: string, partition: number, offset: bigint): void {
+    this.partitionOf(topic, partition).committedUpTo(offset);
+  }
+
+  /** Commits where reading starts on partitions the group has no offset for. */
+  async pin(starts: readonly { topic: string; partition: number; offset: bigint }[]) {
+    await this.consumer.commit({
+      offsets: starts.map(({ topic, partition, offset }) => ({
+        topic,
+        partition,
+        offset,
+        leaderEpoch: -1,
+      })),
+    });
+    for (const { topic, partition, offset } of starts) this.known(topic, partition, offset);
   }
 
   ack(partition: PartitionOffsets, offset: bigint): void {

@@ -6,7 +6,8 @@
  * The URL is the publisher's (settings.ts), plus one parameter of the consumer's own:
  * - `from=earliest|latest` (default `earliest`): where the group starts reading a
  *   partition it has no committed offset for; `earliest` takes what was published before
- *   the consumer's first start.
+ *   the consumer's first start. With `latest` that position is committed at once (pin):
+ *   the next start begins there, not at a later `latest`.
  */
 
 import type { Consumer, Message, MessagesStream } from '@platformatic/kafka';
@@ -111,6 +112,8 @@ class KafkaSource implements MessageSource {
   private closing: Promise<void> | undefined;
   /** The next look at the topics' partition counts (watchPartitionCounts). */
   private partitionCheck: NodeJS.Timeout | undefined;
+  /** The commits of start positions under way (pin). */
+  private pinning: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly settings: KafkaSourceSettings,
@@ -252,11 +255,61 @@ class KafkaSource implements MessageSource {
         // For good: an 'error' event nobody listens to would throw.
         stream.on('error', (streamError) => this.lose(streamError));
         stream.on('close', () => this.lose(new Error('the message stream ended')));
+        // At every join, once the stream knows where it starts on its partitions.
+        if (this.settings.from === 'latest') stream.on('offsets', () => this.pin(consumer, stream));
         // 'offsets' once it has read the committed offsets; an error there destroys it.
         stream.once('offsets', resolve);
         stream.once('error', reject);
       }),
     );
+    // Nothing is fetched before the data listener is on, after start: the first start
+    // positions are in the group before a message is handed over.
+    await this.pinning;
+  }
+
+  /**
+   * With `from=latest`, commits where the stream starts on each assigned partition the
+   * group has no offset for, as soon as it knows. Uncommitted, that position would be
+   * `latest` again at the next start: a process stopped (or killed) before its first
+   * commit would skip what it had received and not finished, and everything published
+   * while no process of the consumer ran. One at a time, in join order; at the start a
+   * failure fails the start, after it the next join tries again.
+   */
+  private pin(consumer: KafkaConsumer, stream: KafkaStream) {
+    const commits = this.commits;
+    if (!commits) return;
+    this.pinning = this.pinning
+      .catch(() => {})
+      .then(() => this.pinStarts(consumer, stream, commits));
+    this.pinning.catch((error: unknown) => {
+      if (this.state !== 'started') return;
+      this.options.logger.warn(
+        { location: this.location, consumer: this.options.consumer, err: describeError(error) },
+        'kafka: could not commit the starting offsets of newly assigned partitions (from=latest); trying again at the next join',
+      );
+    });
+  }
+
+  private async pinStarts(consumer: KafkaConsumer, stream: KafkaStream, commits: OffsetCommits) {
+    const unpinned = commits.unpinned(consumer.assignments ?? []);
+    if (unpinned.length === 0) return;
+    const byTopic = new Map<string, number[]>();
+    for (const { topic, partition } of unpinned) {
+      byTopic.set(topic, [...(byTopic.get(topic) ?? []), partition]);
+    }
+    const committed = await consumer.listCommittedOffsets({
+      topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })),
+    });
+    const starts: { topic: string; partition: number; offset: bigint }[] = [];
+    for (const { topic, partition } of unpinned) {
+      const offset = committed.get(topic)?.[partition];
+      if (offset !== undefined && offset >= 0n) commits.known(topic, partition, offset);
+      else {
+        const start = stream.offsetsToFetch.get(`${topic}:${partition}`);
+        if (start !== undefined) starts.push({ topic, partition, offset: start });
+      }
+    }
+    if (starts.length > 0) await commits.pin(starts);
   }
 
   /** Creates missing topics as the publisher does, so a consumer may start first. */
@@ -401,7 +454,8 @@ class KafkaSource implements MessageSource {
   /**
    * The group's lag over the consumer's topics: per partition the latest offset minus the
    * committed one; a partition the group never committed on counts from its earliest
-   * offset (`from=earliest`) or not at all (`from=latest`).
+   * offset (`from=earliest`) or not at all (`from=latest`, until the first start commits
+   * its position).
    */
   async backlog(): Promise<number> {
     const consumer = this.consumer;
