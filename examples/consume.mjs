@@ -40,7 +40,7 @@ import { consume, createInbox } from 'edupulse-outbox/consumer';
 const broker = process.argv[2];
 if (!broker) {
   process.stderr.write('usage: node examples/consume.mjs <broker-url>\n');
-  process.exitCode = 2;
+  process.exit(2);
 }
 // pgliteDatabase leaves the instance it is given open: closed below, with the database.
 const pglite = process.env.DATABASE_URL
