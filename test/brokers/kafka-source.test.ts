@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import diagnostics from 'node:diagnostics_channel';
 import { createServer, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import type { Consumer } from '@platformatic/kafka';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Connection, type Consumer, NetworkError } from '@platformatic/kafka';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { PartitionOffsets } from '../../src/brokers/kafka/offsets.js';
@@ -97,6 +97,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** The client's channel for each request it is about to write, and the API key of SyncGroup. */
 const API_START = 'tracing:plt:kafka:connections:api:start';
 const SYNC_GROUP = 14;
+const HEARTBEAT = 12;
 
 afterEach(async () => {
   for (const closing of sources.splice(0)) await closing.close();
@@ -412,6 +413,47 @@ describe('kafka message source', () => {
     });
     await sleep(500);
     expect(ids(again.deliveries).sort()).toEqual(expected.sort());
+  });
+
+  it('goes on heartbeating after a heartbeat failed on the network: the group keeps the member', {
+    timeout: 60_000,
+  }, async () => {
+    // The smallest session the broker allows: without heartbeats it is evicted in 6 s.
+    const { url, group } = target();
+    const member = source(`${url}&session_timeout_ms=6000`, group);
+    const run = await receive(member, true);
+    const broker = await publisher(url);
+    // Heartbeats fail as when their connection drops (the client's own error for that),
+    // through the client's retries, until it gives the heartbeat up: it stopped
+    // heartbeating after such an error, for good.
+    let failed = false;
+    (member as unknown as { consumer: Consumer }).consumer.once('consumer:heartbeat:error', () => {
+      failed = true;
+    });
+    const send = Connection.prototype.send;
+    vi.spyOn(Connection.prototype, 'send').mockImplementation(function (
+      this: Connection,
+      ...args: Parameters<Connection['send']>
+    ) {
+      if (args[0] !== HEARTBEAT || failed) return send.apply(this, args);
+      (args[6] as (error: Error) => void)(new NetworkError('connection closed (injected)'));
+    });
+    await waitFor('a heartbeat to fail', () => failed, { timeoutMs: 30_000 });
+    vi.restoreAllMocks();
+    // Two sessions on, the member is still in the group, and still receives.
+    await sleep(12_000);
+    const admin = testAdmin(bootstrap);
+    try {
+      const described = (await admin.describeGroups({ groups: [group] })).get(group);
+      expect(described?.state).toBe('STABLE');
+      expect(described?.members.size).toBe(1);
+    } finally {
+      await admin.close();
+    }
+    const sent = await publishSeries(broker, 1);
+    await waitFor('the next message', () => run.deliveries.length === 1, { timeoutMs: 30_000 });
+    expect(ids(run.deliveries)).toEqual(sent.map((m) => m.id));
+    expect(run.lost).toEqual([]);
   });
 
   describe('group_instance_id (static membership)', () => {

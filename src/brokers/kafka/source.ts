@@ -112,6 +112,8 @@ class KafkaSource implements MessageSource {
   private closing: Promise<void> | undefined;
   /** The next look at the topics' partition counts (watchPartitionCounts). */
   private partitionCheck: NodeJS.Timeout | undefined;
+  /** Joining the group again after the client gave its heartbeats up (heartbeatStopped). */
+  private rejoining = false;
   /** The commits of start positions under way (pin). */
   private pinning: Promise<void> = Promise.resolve();
 
@@ -174,7 +176,9 @@ class KafkaSource implements MessageSource {
     consumer.on('error', (error) => {
       if (!this.fenced(error)) this.lose(error);
     });
-    consumer.on('consumer:heartbeat:error', ({ error, memberId }) => this.fenced(error, memberId));
+    consumer.on('consumer:heartbeat:error', ({ error, memberId }) => {
+      if (!this.fenced(error, memberId)) this.heartbeatStopped(consumer, error);
+    });
     consumer.on('consumer:group:join', ({ generationId, assignments }) => {
       logger.debug(
         { location: this.location, consumer: group, generationId, assignments },
@@ -560,6 +564,34 @@ class KafkaSource implements MessageSource {
     }
     this.lose(this.fencedError(name));
     return true;
+  }
+
+  /**
+   * @platformatic/kafka (1.35) gives a heartbeat up after an error it does not take for a
+   * rejoin error (its connection dropped, the request timed out): it cancels its timer,
+   * then refreshes the one it cleared, and sends no heartbeat again. The group then
+   * evicts the member after its session and gives its partitions to others while it
+   * still reads them, until a commit is refused. Joining again starts the heartbeats
+   * anew (the coordinator keeps a member that joins again with unchanged topics in its
+   * generation); if the join fails too, the source is lost and the caller starts anew.
+   */
+  private heartbeatStopped(consumer: KafkaConsumer, error: unknown) {
+    if (this.state !== 'started' || this.rejoining) return;
+    this.rejoining = true;
+    this.options.logger.warn(
+      { location: this.location, consumer: this.options.consumer, err: describeError(error) },
+      'kafka heartbeat failed; joining the group again',
+    );
+    consumer
+      .joinGroup({})
+      .catch((joinError: unknown) => {
+        if (!this.fenced(joinError)) {
+          this.lose(joinError instanceof Error ? joinError : new Error(String(joinError)));
+        }
+      })
+      .finally(() => {
+        this.rejoining = false;
+      });
   }
 
   private fencedError(name: string, cause?: unknown): ConfigError {
