@@ -9,6 +9,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { afterAll, expect, it, vi } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
+import { silentLogger } from '../../src/common/logger.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
 import { consumeQuizzes } from '../helpers/consume.js';
@@ -109,6 +110,47 @@ it('deliver=new skips the history at the first start, and at every start until i
     expect(handled).toHaveLength(1);
   } finally {
     await deleteStream(SHARED_URL, `C_${id}`).catch(() => {});
+    await pg.drop();
+  }
+});
+
+it('a durable consumer deleted under a running process: the start that makes it again says what that skips', async () => {
+  const pg = await createPgTestSchema('consume_nats_gone');
+  const id = randomBytes(5).toString('hex');
+  const stream = `C_${id}`;
+  const url = `${SHARED_URL}?stream=${stream}&subject_prefix=c${id}`;
+  const warnings: string[] = [];
+  const handled: string[] = [];
+  const consumer = await consume({
+    broker: `${url}&deliver=new`,
+    consumer: 'deleted-durable',
+    database: pg.db,
+    schema: pg.schema,
+    events: [QuizSubmitted],
+    handler: (event) => {
+      handled.push(event.id);
+    },
+    logger: { ...silentLogger, warn: (_fields, message) => warnings.push(message) },
+  });
+  try {
+    // What an operator does (`nats consumer rm`): the running process loses its source.
+    await withConnection(SHARED_URL, async (nc) => {
+      await (await jetstreamManager(nc)).consumers.delete(stream, 'deleted-durable');
+    });
+    await waitFor('the warning', () => warnings.some((w) => w.includes('was deleted')), {
+      timeoutMs: 20_000,
+    });
+    expect(warnings.filter((w) => w.includes('was deleted'))).toEqual([
+      "the durable JetStream consumer was deleted: created again from the stream's end (deliver=new); what was published since it was deleted is skipped",
+    ]);
+    // And it goes on receiving.
+    const broker = brokerFromUrl(url, { source: '/edupulse/consumer-test' });
+    await broker.connect();
+    await broker.publish([quizMessage(randomUUID())]).finally(() => broker.close());
+    await waitFor('the next event', () => handled.length === 1, { timeoutMs: 20_000 });
+  } finally {
+    await consumer.stop();
+    await deleteStream(SHARED_URL, stream).catch(() => {});
     await pg.drop();
   }
 });

@@ -28,6 +28,9 @@ import { ensureStream } from './stream.js';
  * re-creates the durable consumer from its ack floor: everything not acked before comes
  * again, in stream order, ahead of anything newer (the inbox drops what was applied).
  */
+/** Durable consumers this process has seen or made: one gone since was deleted by someone. */
+const knownDurables = new Set<string>();
+
 class NatsSource implements MessageSource {
   readonly binding = 'nats';
   readonly needsLease = true;
@@ -152,6 +155,7 @@ class NatsSource implements MessageSource {
     const name = this.options.consumer;
     const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
     let floor: number | undefined;
+    const durable = `${this.location} ${stream} ${name}`;
     try {
       const info = await jsm.consumers.info(stream, name);
       this.assertSameInbox(info.config.description);
@@ -160,7 +164,17 @@ class NatsSource implements MessageSource {
     } catch (error) {
       // 10014: no such consumer yet.
       if (!(error instanceof JetStreamApiError && error.code === 10014)) throw error;
+      // The durable holds the consumer's position: gone, it starts as the first time did.
+      if (knownDurables.has(durable)) {
+        this.options.logger.warn(
+          { location: this.location, consumer: name, stream, deliver },
+          deliver === 'new'
+            ? "the durable JetStream consumer was deleted: created again from the stream's end (deliver=new); what was published since it was deleted is skipped"
+            : "the durable JetStream consumer was deleted: created again from the stream's start (deliver=all); the inbox counts what it applied before as duplicates",
+        );
+      }
     }
+    knownDurables.add(durable);
     if (floor === undefined && deliver === 'new') {
       floor = (await jsm.streams.info(stream)).state.last_seq;
     }
