@@ -82,12 +82,7 @@ it('deliver=new skips the history at the first start, and at every start until i
   };
   const handled: string[] = [];
   const run = () =>
-    consume({
-      broker: `${url}&deliver=new`,
-      consumer: 'newcomer',
-      database: pg.db,
-      schema: pg.schema,
-      events: [QuizSubmitted],
+    consumeQuizzes(`${url}&deliver=new`, 'newcomer', pg, {
       handler: (event) => {
         handled.push(event.id);
       },
@@ -121,12 +116,7 @@ it('a durable consumer deleted under a running process: the start that makes it 
   const url = `${SHARED_URL}?stream=${stream}&subject_prefix=c${id}`;
   const warnings: string[] = [];
   const handled: string[] = [];
-  const consumer = await consume({
-    broker: `${url}&deliver=new`,
-    consumer: 'deleted-durable',
-    database: pg.db,
-    schema: pg.schema,
-    events: [QuizSubmitted],
+  const consumer = await consumeQuizzes(`${url}&deliver=new`, 'deleted-durable', pg, {
     handler: (event) => {
       handled.push(event.id);
     },
