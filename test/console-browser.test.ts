@@ -355,6 +355,81 @@ describe('the web console in Chromium', () => {
     expectSameOriginAndNoViolation(watched, base);
   });
 
+  it('draws a latency measured once, between quiet samples, as a point', {
+    timeout: 180_000,
+  }, async () => {
+    const dispatcher = run(await natsStream(), '--ui-port', '0');
+    let port = 0;
+    await dispatcher.waitFor('the console', () => {
+      port = loggedPort(dispatcher, 'serving the console');
+      return port > 0;
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const watched = await open(base);
+    const { page } = watched;
+    await waitFor(
+      'the broker figure',
+      async () => /nats: connected/.test((await page.getByTestId('broker').textContent()) ?? ''),
+      { timeoutMs: 15_000 },
+    );
+    // uPlot draws every sample as a point while they are few for the chart's width (one
+    // per 12 px or so): a narrow page, and a history of quiet samples past that.
+    await page.setViewportSize({ width: 320, height: 800 });
+    await waitFor(
+      'a history of 24 samples',
+      async () => {
+        const history = (await (await fetch(`${base}/api/history`)).json()) as {
+          samples: unknown[];
+        };
+        return history.samples.length >= 24;
+      },
+      { timeoutMs: 90_000, intervalMs: 1_000 },
+    );
+    // One transaction of three events: published in one batch, within one sample.
+    await insert(3, 3);
+    const chart = page.getByTestId('chart-latency');
+    await waitFor('the latency chart', async () => (await chart.count()) === 1, {
+      timeoutMs: 30_000,
+    });
+    // p99's colour (#dc2626) on the chart's canvas: a line needs two samples, so only a
+    // point can draw this one (uPlot's legend is HTML, not on the canvas).
+    const p99Pixels = () =>
+      chart.locator('canvas').evaluate((element) => {
+        // The page's own types: this file is compiled without the DOM's.
+        const canvas = element as unknown as {
+          width: number;
+          height: number;
+          getContext(kind: '2d'): {
+            getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray };
+          } | null;
+        };
+        const context = canvas.getContext('2d');
+        if (!context) return -1;
+        const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+        let count = 0;
+        for (let i = 0; i < data.length; i += 4) {
+          const [r, g, b, a] = [data[i] ?? 0, data[i + 1] ?? 0, data[i + 2] ?? 0, data[i + 3] ?? 0];
+          if (
+            Math.abs(r - 0xdc) < 32 &&
+            Math.abs(g - 0x26) < 32 &&
+            Math.abs(b - 0x26) < 32 &&
+            a > 128
+          )
+            count++;
+        }
+        return count;
+      });
+    await waitFor('the lone sample drawn', async () => (await p99Pixels()) > 0, {
+      timeoutMs: 10_000,
+    });
+    const { samples } = (await (await fetch(`${base}/api/history`)).json()) as {
+      samples: { latencyP99Ms: number | null }[];
+    };
+    expect(samples.filter((sample) => sample.latencyP99Ms !== null)).toHaveLength(1);
+    await stop(dispatcher);
+    expectSameOriginAndNoViolation(watched, base);
+  });
+
   it('bound beyond loopback, refuses API requests without the token and asks for it', {
     timeout: 60_000,
   }, async () => {

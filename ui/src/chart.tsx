@@ -9,6 +9,17 @@ export interface Series {
   stroke: string;
 }
 
+/** The indices of a series' samples with no sample on either side, to draw as points. */
+function lonePoints(u: uPlot, seriesIdx: number): number[] {
+  const values = u.data[seriesIdx] ?? [];
+  const missing = (i: number) => values[i] === null || values[i] === undefined;
+  const lone: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    if (!missing(i) && missing(i - 1) && missing(i + 1)) lone.push(i);
+  }
+  return lone;
+}
+
 export function Chart(props: {
   testid: string;
   title: string;
@@ -31,7 +42,15 @@ export function Chart(props: {
         axes: [{}, { label: unit, size: 60 }],
         series: [
           {},
-          ...series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, spanGaps: false })),
+          ...series.map((s) => ({
+            label: s.label,
+            stroke: s.stroke,
+            width: 2,
+            spanGaps: false,
+            // A line needs two samples: one alone between gaps (a single burst of traffic,
+            // the only latency a quiet dispatcher measured) is drawn as a point.
+            points: { show: true, filter: lonePoints },
+          })),
         ],
       },
       [[]],
