@@ -106,6 +106,25 @@ function run(broker: string, ...args: string[]): CliProcess {
   ]);
 }
 
+/** `run --ui-port 0` to a stream of its own, its console open once it shows the broker connected. */
+async function runWithConsole() {
+  const dispatcher = run(await natsStream(), '--ui-port', '0');
+  let port = 0;
+  await dispatcher.waitFor('the console', () => {
+    port = loggedPort(dispatcher, 'serving the console');
+    return port > 0;
+  });
+  const base = `http://127.0.0.1:${port}`;
+  const watched = await open(base);
+  await waitFor(
+    'the broker figure',
+    async () =>
+      /nats: connected/.test((await watched.page.getByTestId('broker').textContent()) ?? ''),
+    { timeoutMs: 15_000 },
+  );
+  return { dispatcher, base, watched };
+}
+
 async function stop(cli: CliProcess): Promise<void> {
   cli.child.kill('SIGTERM');
   const result = await cli.exited;
@@ -310,23 +329,9 @@ describe('the web console in Chromium', () => {
   it('served by run --ui-port, shows its broker and the commit → ack latency', {
     timeout: 120_000,
   }, async () => {
-    const dispatcher = run(await natsStream(), '--ui-port', '0');
-    let port = 0;
-    await dispatcher.waitFor('the console', () => {
-      port = loggedPort(dispatcher, 'serving the console');
-      return port > 0;
-    });
-    const base = `http://127.0.0.1:${port}`;
-    const watched = await open(base);
+    const { dispatcher, base, watched } = await runWithConsole();
     const { page } = watched;
     const broker = page.getByTestId('broker');
-    await waitFor(
-      'the broker figure',
-      async () => /nats: connected/.test((await broker.textContent()) ?? ''),
-      {
-        timeoutMs: 15_000,
-      },
-    );
     // Events keep coming for a few samples: each sample holds the latency of what it saw published.
     let inserted = 0;
     await waitFor(
@@ -358,20 +363,8 @@ describe('the web console in Chromium', () => {
   it('draws a latency measured once, between quiet samples, as a point', {
     timeout: 180_000,
   }, async () => {
-    const dispatcher = run(await natsStream(), '--ui-port', '0');
-    let port = 0;
-    await dispatcher.waitFor('the console', () => {
-      port = loggedPort(dispatcher, 'serving the console');
-      return port > 0;
-    });
-    const base = `http://127.0.0.1:${port}`;
-    const watched = await open(base);
+    const { dispatcher, base, watched } = await runWithConsole();
     const { page } = watched;
-    await waitFor(
-      'the broker figure',
-      async () => /nats: connected/.test((await page.getByTestId('broker').textContent()) ?? ''),
-      { timeoutMs: 15_000 },
-    );
     // uPlot draws every sample as a point while they are few for the chart's width (one
     // per 12 px or so): a narrow page, and a history of quiet samples past that.
     await page.setViewportSize({ width: 320, height: 800 });
