@@ -128,6 +128,11 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
     await expectRefused(['run', '--metrics-host', '0.0.0.0'], 'metrics-host');
   });
 
+  it("a refused setting is the only line, the memory: broker's warning not said before it", async () => {
+    const args = ['run', '--broker', 'memory:', '--metrics-port', '0', '--metrics-host', '0.0.0.0'];
+    await expectRefused(args, 'metrics-token');
+  });
+
   it('a date that is not in the calendar, or outside 0001-9999', async () => {
     await expectRefused(['dead', 'list', '--since', '2026-02-30'], 'since');
     await expectRefused(['dead', 'list', '--until', '2026-13-01'], 'until');

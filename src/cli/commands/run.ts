@@ -238,6 +238,13 @@ down is waited for.`,
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
         const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
         const broker = brokerFromUrl(flags.broker, { source: flags.source });
+        const ops = parseOpsFlags(flags);
+        if (flags.uiPort === undefined) parseConsoleToken(flags);
+        const ui =
+          flags.uiPort === undefined
+            ? undefined
+            : parseConsoleSettings('ui-port', flags.uiPort, 'ui-host', flags.uiHost, flags);
+        // Said once every setting is read: a refused one is the only line of a run that exits 2.
         if (broker.name === 'memory') {
           // For tests: what it takes is gone with the process, yet deleted from the outbox.
           logger.warn(
@@ -245,12 +252,6 @@ down is waited for.`,
             'broker memory: keeps events only in this process: every event claimed is deleted from the outbox and published nowhere (log: writes them to stdout)',
           );
         }
-        const ops = parseOpsFlags(flags);
-        if (flags.uiPort === undefined) parseConsoleToken(flags);
-        const ui =
-          flags.uiPort === undefined
-            ? undefined
-            : parseConsoleSettings('ui-port', flags.uiPort, 'ui-host', flags.uiHost, flags);
         // Listen before connecting: a SIGTERM that arrives while we start up (a
         // supervisor replacing us at once) still ends in a clean stop and exit 0.
         const stopped = new Promise<NodeJS.Signals>((resolve) => {
