@@ -2,7 +2,13 @@ import { execFileSync } from 'node:child_process';
 import diagnostics from 'node:diagnostics_channel';
 import { createServer, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { Connection, type Consumer, NetworkError } from '@platformatic/kafka';
+import {
+  Connection,
+  Consumer,
+  MessagesStreamFallbackModes,
+  MessagesStreamModes,
+  NetworkError,
+} from '@platformatic/kafka';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
@@ -91,6 +97,9 @@ async function publishSeries(broker: EventBroker, count: number): Promise<Outbox
   return sent;
 }
 
+/** Closes a client of the test's own, leaving its group (the promise form takes no flag). */
+const leave = (client: Consumer) =>
+  new Promise<void>((resolve) => client.close(true, () => resolve()));
 const ids = (deliveries: Delivery[]) => deliveries.map((d) => d.headers.ce_id);
 const offset = (delivery: Delivery) => Number(delivery.origin.split('@')[1]);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -413,6 +422,48 @@ describe('kafka message source', () => {
     });
     await sleep(500);
     expect(ids(again.deliveries).sort()).toEqual(expected.sort());
+  });
+
+  it('from=latest: a partition first given to it at a rebalance is pinned before it is read', {
+    timeout: 90_000,
+  }, async () => {
+    const { name, url, group } = target('&partitions=1');
+    const broker = await publisher(url);
+    await publishSeries(broker, 1);
+    // A member that commits nothing (an earlier release's) holds the only partition.
+    const earlier = new Consumer({
+      clientId: 'a-earlier',
+      groupId: group,
+      bootstrapBrokers: [bootstrap],
+      autocommit: false,
+      sessionTimeout: 10_000,
+      heartbeatInterval: 1_000,
+    });
+    try {
+      await earlier.consume({
+        topics: [`${name}.lesson`],
+        mode: MessagesStreamModes.COMMITTED,
+        fallbackMode: MessagesStreamFallbackModes.LATEST,
+        autocommit: false,
+      });
+      const member = source(`${url}&from=latest`, group);
+      const first = await receive(member);
+      const client = (member as unknown as { consumer: Consumer }).consumer;
+      const assigned = () => client.assignments?.flatMap((a) => a.partitions) ?? [];
+      expect(assigned()).toEqual([]);
+      // It leaves: the partition is this member's at the rebalance, the group with no offset.
+      await leave(earlier);
+      await waitFor('the partition', () => assigned().length === 1, { timeoutMs: 30_000 });
+      await (member as unknown as { pinning: Promise<void> }).pinning;
+      const unacked = await publishSeries(broker, 2);
+      await waitFor('the messages', () => first.deliveries.length === 2, { timeoutMs: 30_000 });
+      await (sources.pop() as MessageSource).close();
+      const again = await receive(source(`${url}&from=latest`, group), true);
+      await waitFor('them again', () => again.deliveries.length >= 2, { timeoutMs: 30_000 });
+      expect(ids(again.deliveries)).toEqual(unacked.map((m) => m.id));
+    } finally {
+      await leave(earlier);
+    }
   });
 
   it('goes on heartbeating after a heartbeat failed on the network: the group keeps the member', {

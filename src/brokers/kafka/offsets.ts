@@ -46,6 +46,11 @@ export class PartitionOffsets {
     return this.committed !== undefined;
   }
 
+  /** The first delivered offset not done, if any. */
+  get firstOpen(): bigint | undefined {
+    return this.pending[this.head];
+  }
+
   /** Delivered offsets not yet done. */
   get open(): number {
     return this.pending.length - this.head - this.done.size;
@@ -156,6 +161,16 @@ export class OffsetCommits {
       }
     }
     return unpinned;
+  }
+
+  /**
+   * Where the partition's reading may be said to start: `fetchFrom`, the stream's next
+   * fetch position, or the first message delivered from here and not done, if earlier.
+   */
+  resumePoint(topic: string, partition: number, fetchFrom: bigint | undefined): bigint | undefined {
+    const open = this.partitions.get(partitionKey(topic, partition))?.firstOpen;
+    if (open === undefined) return fetchFrom;
+    return fetchFrom === undefined || open < fetchFrom ? open : fetchFrom;
   }
 
   /** The group has `offset` committed for the partition (by any member). */

@@ -40,7 +40,7 @@ type KafkaStream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
 /** How often a started source reads its topics' partition counts (see watchPartitionCounts). */
 const PARTITION_CHECK_MS = 30_000;
 type KafkaMessage = Message<Buffer, Buffer, Buffer, Buffer>;
-type PauseReason = 'byCaller' | 'byBound';
+type PauseReason = 'byCaller' | 'byBound' | 'byPin';
 
 /** Most bytes of records one fetch request asks for. */
 const fetchMaxBytes = 1_048_576;
@@ -108,12 +108,16 @@ class KafkaSource implements MessageSource {
   private readonly givenBack = new Set<string>();
   private bufferedBeforeGivenBack = 0;
   /** Paused by pause() (for good), or by the maxInFlight bound (until acks free room). */
-  private readonly paused = { byCaller: false, byBound: false };
+  private readonly paused = { byCaller: false, byBound: false, byPin: false };
   private closing: Promise<void> | undefined;
   /** The next look at the topics' partition counts (watchPartitionCounts). */
   private partitionCheck: NodeJS.Timeout | undefined;
   /** Joining the group again after the client gave its heartbeats up (heartbeatStopped). */
-  private rejoining = false;
+  private rejoining: Promise<void> | undefined;
+  /** When the last such join began: a heartbeat failing again soon after is not retried so. */
+  private rejoinedAt = 0;
+  /** A heartbeat given up while starting, acted on once started. */
+  private heartbeatLostWhileStarting: unknown;
   /** The commits of start positions under way (pin). */
   private pinning: Promise<void> = Promise.resolve();
 
@@ -208,6 +212,9 @@ class KafkaSource implements MessageSource {
     // Paused first, the stream stays paused when the data listener is added.
     if (this.paused.byCaller) stream.pause();
     stream.on('data', (message: KafkaMessage) => this.receive(message));
+    if (this.heartbeatLostWhileStarting !== undefined) {
+      this.heartbeatStopped(consumer, this.heartbeatLostWhileStarting);
+    }
     await this.watchPartitionCounts(consumer, topics);
   }
 
@@ -273,47 +280,72 @@ class KafkaSource implements MessageSource {
 
   /**
    * With `from=latest`, commits where the stream starts on each assigned partition the
-   * group has no offset for, as soon as it knows. Uncommitted, that position would be
-   * `latest` again at the next start: a process stopped (or killed) before its first
-   * commit would skip what it had received and not finished, and everything published
-   * while no process of the consumer ran. One at a time, in join order; at the start a
-   * failure fails the start, after it the next join tries again.
+   * group has no offset for. Uncommitted, that position would be `latest` again at the
+   * next start: a process stopped (or killed) before its first commit would skip what it
+   * had received and not finished, and everything published while no process of the
+   * consumer ran. Called at the stream's 'offsets' (at every join, just before it
+   * fetches): the positions are taken then, and a started stream is paused until they
+   * are in the group. At the start a failure fails the start; after it, it loses the
+   * source (a start pins before it hands anything over).
    */
   private pin(consumer: KafkaConsumer, stream: KafkaStream) {
     const commits = this.commits;
-    if (!commits) return;
+    if (!commits || (this.state !== 'starting' && this.state !== 'started')) return;
+    const starts = commits
+      .unpinned(consumer.assignments ?? [])
+      .map(({ topic, partition }) => ({
+        topic,
+        partition,
+        offset: commits.resumePoint(
+          topic,
+          partition,
+          stream.offsetsToFetch.get(`${topic}:${partition}`),
+        ),
+      }))
+      .filter(
+        (start): start is { topic: string; partition: number; offset: bigint } =>
+          start.offset !== undefined,
+      );
+    if (starts.length === 0) return;
+    if (this.state === 'started') this.pauseStream('byPin');
     this.pinning = this.pinning
       .catch(() => {})
-      .then(() => this.pinStarts(consumer, stream, commits));
-    this.pinning.catch((error: unknown) => {
-      if (this.state !== 'started') return;
-      this.options.logger.warn(
-        { location: this.location, consumer: this.options.consumer, err: describeError(error) },
-        'kafka: could not commit the starting offsets of newly assigned partitions (from=latest); trying again at the next join',
-      );
-    });
+      .then(() => this.pinStarts(consumer, starts, commits));
+    this.pinning.then(
+      () => this.resumeStream('byPin'),
+      (error: unknown) => {
+        if (this.state !== 'started') return;
+        this.options.logger.warn(
+          { location: this.location, consumer: this.options.consumer, err: describeError(error) },
+          'kafka: could not commit the starting offsets of newly assigned partitions (from=latest); starting again',
+        );
+        this.lose(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
   }
 
-  private async pinStarts(consumer: KafkaConsumer, stream: KafkaStream, commits: OffsetCommits) {
-    const unpinned = commits.unpinned(consumer.assignments ?? []);
-    if (unpinned.length === 0) return;
+  private async pinStarts(
+    consumer: KafkaConsumer,
+    starts: readonly { topic: string; partition: number; offset: bigint }[],
+    commits: OffsetCommits,
+  ) {
+    if (this.state !== 'starting' && this.state !== 'started') return;
     const byTopic = new Map<string, number[]>();
-    for (const { topic, partition } of unpinned) {
+    for (const { topic, partition } of starts) {
       byTopic.set(topic, [...(byTopic.get(topic) ?? []), partition]);
     }
     const committed = await consumer.listCommittedOffsets({
       topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })),
     });
-    const starts: { topic: string; partition: number; offset: bigint }[] = [];
-    for (const { topic, partition } of unpinned) {
-      const offset = committed.get(topic)?.[partition];
-      if (offset !== undefined && offset >= 0n) commits.known(topic, partition, offset);
-      else {
-        const start = stream.offsetsToFetch.get(`${topic}:${partition}`);
-        if (start !== undefined) starts.push({ topic, partition, offset: start });
-      }
+    const none: (typeof starts)[number][] = [];
+    for (const start of starts) {
+      const offset = committed.get(start.topic)?.[start.partition];
+      if (offset !== undefined && offset >= 0n) commits.known(start.topic, start.partition, offset);
+      else none.push(start);
     }
-    if (starts.length > 0) await commits.pin(starts);
+    if (none.length > 0 && (this.state === 'starting' || this.state === 'started')) {
+      await commits.pin(none);
+    }
   }
 
   /** Creates missing topics as the publisher does, so a consumer may start first. */
@@ -434,7 +466,7 @@ class KafkaSource implements MessageSource {
     if (!this.paused[by]) return;
     this.paused[by] = false;
     // The stream's resume() also restarts its fetch loop, which pause() stopped.
-    if (this.state === 'started' && !this.paused.byCaller && !this.paused.byBound) {
+    if (this.state === 'started' && !Object.values(this.paused).some(Boolean)) {
       this.stream?.resume();
     }
   }
@@ -515,6 +547,8 @@ class KafkaSource implements MessageSource {
       withTimeout(work, this.settings.timeoutMs).catch(() => {});
     if (stream) await within(stream.close());
     if (commits) await within(commits.flush());
+    // A join under way would start the heartbeats again after the leave.
+    if (this.rejoining) await within(this.rejoining);
     this.state = 'closed';
     if (consumer) await this.release(consumer);
   }
@@ -572,25 +606,34 @@ class KafkaSource implements MessageSource {
    * then refreshes the one it cleared, and sends no heartbeat again. The group then
    * evicts the member after its session and gives its partitions to others while it
    * still reads them, until a commit is refused. Joining again starts the heartbeats
-   * anew (the coordinator keeps a member that joins again with unchanged topics in its
-   * generation); if the join fails too, the source is lost and the caller starts anew.
+   * anew: a follower keeps its place; the group's leader joining again rebalances the
+   * group, once. A heartbeat given up again within a session of that join, or a join
+   * that fails, loses the source: the caller starts anew, with backoff.
    */
   private heartbeatStopped(consumer: KafkaConsumer, error: unknown) {
+    if (this.state === 'starting') {
+      this.heartbeatLostWhileStarting = error;
+      return;
+    }
     if (this.state !== 'started' || this.rejoining) return;
-    this.rejoining = true;
+    const lost = (cause: unknown) =>
+      this.lose(cause instanceof Error ? cause : new Error(String(cause)));
+    if (Date.now() - this.rejoinedAt < this.settings.sessionTimeoutMs) return lost(error);
+    this.rejoinedAt = Date.now();
     this.options.logger.warn(
       { location: this.location, consumer: this.options.consumer, err: describeError(error) },
       'kafka heartbeat failed; joining the group again',
     );
-    consumer
+    this.rejoining = consumer
       .joinGroup({})
-      .catch((joinError: unknown) => {
-        if (!this.fenced(joinError)) {
-          this.lose(joinError instanceof Error ? joinError : new Error(String(joinError)));
-        }
-      })
+      .then(
+        () => {},
+        (joinError: unknown) => {
+          if (!this.fenced(joinError)) lost(joinError);
+        },
+      )
       .finally(() => {
-        this.rejoining = false;
+        this.rejoining = undefined;
       });
   }
 
