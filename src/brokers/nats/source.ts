@@ -28,8 +28,10 @@ import { ensureStream } from './stream.js';
  * re-creates the durable consumer from its ack floor: everything not acked before comes
  * again, in stream order, ahead of anything newer (the inbox drops what was applied).
  */
-/** Durable consumers this process has seen or made: one gone since was deleted by someone. */
+/** Durable consumers this process has made: one gone since was deleted by someone. */
 const knownDurables = new Set<string>();
+/** Durables this process deleted to make again, and the stream sequence to resume after. */
+const recreating = new Map<string, number>();
 
 class NatsSource implements MessageSource {
   readonly binding = 'nats';
@@ -160,12 +162,16 @@ class NatsSource implements MessageSource {
       const info = await jsm.consumers.info(stream, name);
       this.assertSameInbox(info.config.description);
       floor = resumeAfter(info);
+      // Kept until it is made again: a start that deletes it and fails before that (the
+      // server gone in between) resumes from here, not from `deliver`.
+      recreating.set(durable, floor);
       await jsm.consumers.delete(stream, name);
     } catch (error) {
       // 10014: no such consumer yet.
       if (!(error instanceof JetStreamApiError && error.code === 10014)) throw error;
+      floor = recreating.get(durable);
       // The durable holds the consumer's position: gone, it starts as the first time did.
-      if (knownDurables.has(durable)) {
+      if (floor === undefined && knownDurables.has(durable)) {
         this.options.logger.warn(
           { location: this.location, consumer: name, stream, deliver },
           deliver === 'new'
@@ -174,7 +180,6 @@ class NatsSource implements MessageSource {
         );
       }
     }
-    knownDurables.add(durable);
     if (floor === undefined && deliver === 'new') {
       floor = (await jsm.streams.info(stream)).state.last_seq;
     }
@@ -193,6 +198,8 @@ class NatsSource implements MessageSource {
         description: consumerDescription(this.options.inbox),
         ...start,
       });
+      recreating.delete(durable);
+      knownDurables.add(durable);
     } catch (error) {
       if (!(error instanceof JetStreamApiError)) throw error;
       throw new ConfigError(
