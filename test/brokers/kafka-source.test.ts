@@ -430,7 +430,8 @@ describe('kafka message source', () => {
     const { name, url, group } = target('&partitions=1');
     const broker = await publisher(url);
     await publishSeries(broker, 1);
-    // A member that commits nothing (an earlier release's) holds the only partition.
+    // A member that commits nothing (an earlier release's) holds the only partition: it
+    // joins first, so it leads the group and assigns every partition to itself.
     const earlier = new Consumer({
       clientId: 'a-earlier',
       groupId: group,
@@ -438,6 +439,24 @@ describe('kafka message source', () => {
       autocommit: false,
       sessionTimeout: 10_000,
       heartbeatInterval: 1_000,
+      partitionAssigner: (leader, members, topics, metadata) =>
+        [...members.keys()].map((memberId) => ({
+          memberId,
+          assignments: new Map(
+            memberId !== leader
+              ? []
+              : [...topics].map((topic) => [
+                  topic,
+                  {
+                    topic,
+                    partitions: Array.from(
+                      { length: metadata.topics.get(topic)?.partitionsCount ?? 0 },
+                      (_, i) => i,
+                    ),
+                  },
+                ]),
+          ),
+        })),
     });
     try {
       await earlier.consume({
