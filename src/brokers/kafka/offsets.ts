@@ -180,15 +180,20 @@ export class OffsetCommits {
 
   /** Commits where reading starts on partitions the group has no offset for. */
   async pin(starts: readonly { topic: string; partition: number; offset: bigint }[]) {
-    await this.consumer.commit({
-      offsets: starts.map(({ topic, partition, offset }) => ({
+    await this.send(starts);
+    for (const { topic, partition, offset } of starts) this.known(topic, partition, offset);
+  }
+
+  /** One commit request for these partitions' offsets. */
+  private send(offsets: readonly { topic: string; partition: number; offset: bigint }[]) {
+    return this.consumer.commit({
+      offsets: offsets.map(({ topic, partition, offset }) => ({
         topic,
         partition,
         offset,
         leaderEpoch: -1,
       })),
     });
-    for (const { topic, partition, offset } of starts) this.known(topic, partition, offset);
   }
 
   ack(partition: PartitionOffsets, offset: bigint): void {
@@ -231,14 +236,13 @@ export class OffsetCommits {
     if (offsets.length === 0) return;
     const memberId = this.consumer.memberId;
     try {
-      await this.consumer.commit({
-        offsets: offsets.map(({ partition: { topic, partition }, offset }) => ({
+      await this.send(
+        offsets.map(({ partition: { topic, partition }, offset }) => ({
           topic,
           partition,
           offset,
-          leaderEpoch: -1,
         })),
-      });
+      );
       for (const { partition, offset } of offsets) partition.committedUpTo(offset);
     } catch (error) {
       // A rebalance under way, or the server away: the offsets stay to commit, and a

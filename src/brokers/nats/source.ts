@@ -17,6 +17,11 @@ import { permissionDenied } from './errors.js';
 import type { NatsSourceSettings } from './settings.js';
 import { ensureStream } from './stream.js';
 
+/** Durable consumers this process has made: one gone since was deleted by someone. */
+const knownDurables = new Set<string>();
+/** Durables this process deleted to make again, and the stream sequence to resume after. */
+const recreating = new Map<string, number>();
+
 /**
  * A durable JetStream pull consumer named after the consumer, over `<subject_prefix>.>`,
  * with explicit acks and `max_ack_pending` = the in-flight bound.
@@ -28,11 +33,6 @@ import { ensureStream } from './stream.js';
  * re-creates the durable consumer from its ack floor: everything not acked before comes
  * again, in stream order, ahead of anything newer (the inbox drops what was applied).
  */
-/** Durable consumers this process has made: one gone since was deleted by someone. */
-const knownDurables = new Set<string>();
-/** Durables this process deleted to make again, and the stream sequence to resume after. */
-const recreating = new Map<string, number>();
-
 class NatsSource implements MessageSource {
   readonly binding = 'nats';
   readonly needsLease = true;
