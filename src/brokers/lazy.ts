@@ -82,6 +82,11 @@ export class LazySource implements MessageSource {
     return this.source?.workingIntervalMs;
   }
 
+  /** Known once started, like workingIntervalMs; until then the server alone. */
+  get reading(): string {
+    return this.source?.reading ?? this.location;
+  }
+
   async start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void) {
     const { peer, setting, load } = this.loader;
     this.source ??= await loadWithPeer(setting, peer, load);

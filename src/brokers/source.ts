@@ -80,6 +80,8 @@ export interface MessageSource {
   readonly binding: 'nats' | 'amqp' | 'kafka';
   /** The server, password redacted, for messages. */
   readonly location: string;
+  /** What it reads, for logs: the stream and durable, the queue, or the topics and group. */
+  readonly reading: string;
   /**
    * True when the broker cannot itself keep one aggregate's messages on one consumer
    * process (a JetStream pull consumer shares its messages out among all pullers); the

@@ -376,7 +376,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         failures = 0;
         this.setState('receiving');
         this.settings.logger.info(
-          { consumer: this.settings.consumer, broker: source.location },
+          { consumer: this.settings.consumer, broker: source.location, reading: source.reading },
           'consumer receiving',
         );
         const retries = setInterval(

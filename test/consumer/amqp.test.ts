@@ -43,6 +43,7 @@ const harness: ConsumerHarness = {
     return {
       // accept_unroutable: an event type no queue is bound for is dropped, as RabbitMQ does.
       url: `${server}?exchange=${exchange}&accept_unroutable=true`,
+      name: exchange,
       outage,
       async publishRaw(message) {
         // A confirm channel: closing right after a plain publish may drop it unsent.

@@ -38,6 +38,8 @@ export interface RawMessage {
 export interface ConsumerTarget {
   /** The broker URL publisher and consumer share. */
   url: string;
+  /** The target's own name (stream, exchange, topic prefix), which what a consumer reads carries. */
+  name: string;
   /** Publishes with the server's own client, not this project's publisher. */
   publishRaw(message: RawMessage): Promise<void>;
   /** Takes the server (or the path to it) down and back up; absent when this target has none. */
@@ -270,6 +272,28 @@ export function consumerConformance(harness: ConsumerHarness): void {
           }),
         },
       ]);
+    });
+
+    it('says in its log what it reads: the stream and durable, the queue, or the topics and group', async () => {
+      const t = await target();
+      const name = named(t, 'logged');
+      const receiving: Record<string, unknown>[] = [];
+      const ignore = () => {};
+      await start(t.url, name, {
+        logger: {
+          debug: ignore,
+          warn: ignore,
+          error: ignore,
+          info: (fields, message) => {
+            if (message === 'consumer receiving') receiving.push(fields);
+          },
+        },
+      });
+      await waitFor('the receiving log line', () => receiving.length > 0, { timeoutMs: 30_000 });
+      const reading = String(receiving[0]?.reading);
+      expect(reading).toContain(t.name);
+      expect(reading).toContain(name);
+      expect(receiving[0]?.broker).not.toBe(reading);
     });
 
     it('decodes structured mode (application/cloudevents+json) from another producer', async () => {

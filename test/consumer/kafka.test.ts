@@ -50,6 +50,7 @@ const harness: ConsumerHarness = {
     const prefix = uniqueName('c');
     return {
       url: `kafka://${bootstrap}/?topic=${prefix}.{aggregate_type}&timeout_ms=5000`,
+      name: prefix,
       outage,
       async publishRaw(message) {
         const producer = new Producer({

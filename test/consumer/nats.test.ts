@@ -46,6 +46,7 @@ const harness: ConsumerHarness = {
     const prefix = `c${id}`;
     return {
       url: `${server}?stream=${stream}&subject_prefix=${prefix}`,
+      name: stream,
       outage,
       publishRaw: (message) =>
         withConnection(server, async (nc) => {

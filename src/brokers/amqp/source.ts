@@ -32,6 +32,7 @@ class AmqpSource implements MessageSource {
   // The queue keeps one consumer process active at a time (x-single-active-consumer).
   readonly needsLease = false;
   readonly location: string;
+  readonly reading: string;
   private readonly origin: string;
   private model: ChannelModel | undefined;
   private channel: Channel | undefined;
@@ -54,6 +55,7 @@ class AmqpSource implements MessageSource {
     private readonly options: MessageSourceOptions,
   ) {
     this.location = config.location;
+    this.reading = `queue "${config.queue}"`;
     this.origin = `amqp ${config.queue}`;
     this.keys = this.routingKeys();
   }

@@ -128,6 +128,12 @@ class KafkaSource implements MessageSource {
     this.location = settings.location;
   }
 
+  /** Read when receiving, by which time start() has refused a template that does not fit. */
+  get reading(): string {
+    const topics = sourceTopics(this.settings.topicTemplate, this.options.events);
+    return `topics ${topics.map((topic) => `"${topic}"`).join(', ')} in group "${this.options.consumer}"`;
+  }
+
   async start(onMessage: (delivery: Delivery) => void, onLost: (error: Error) => void) {
     if (this.state !== 'new') throw new Error(`${this.location}: a Kafka source starts once`);
     this.state = 'starting';

@@ -37,6 +37,7 @@ class NatsSource implements MessageSource {
   readonly binding = 'nats';
   readonly needsLease = true;
   readonly location: string;
+  readonly reading: string;
   readonly workingIntervalMs: number;
   private nc: NatsConnection | undefined;
   private messages: ConsumerMessages | undefined;
@@ -56,6 +57,7 @@ class NatsSource implements MessageSource {
     private readonly options: MessageSourceOptions,
   ) {
     this.location = settings.location;
+    this.reading = `stream "${settings.stream}", durable consumer "${options.consumer}"`;
     // Three marks per ack wait: one late timer or a slow round trip still leaves two.
     this.workingIntervalMs = Math.min(5_000, Math.floor((settings.ackWaitS * 1000) / 3));
   }
