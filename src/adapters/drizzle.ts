@@ -10,7 +10,7 @@
  * ```
  */
 import { is } from 'drizzle-orm/entity';
-import { type PgSession, PgTransaction } from 'drizzle-orm/pg-core/session';
+import { PgTransaction } from 'drizzle-orm/pg-core/session';
 import {
   type AdapterOptions,
   adapterNotInTransaction,
@@ -19,10 +19,25 @@ import {
   isIdlePgClient,
   wrongHandle,
 } from '../db/executor.js';
+import { forgetLostStatement, isPgClient, preparedNameOn } from '../db/prepared.js';
 
-/** What the adapter uses of a Drizzle PostgreSQL database or transaction: its session. */
+/**
+ * What the adapter uses of a Drizzle PostgreSQL database or transaction: its session's
+ * `prepareQuery`. Written out rather than taken from Drizzle's classes, whose private
+ * members make its ES module and CommonJS declarations two unrelated types: a CommonJS
+ * project's `tx` would not fit a type from the ES module ones.
+ */
 export interface DrizzleLike {
-  readonly _: { readonly session: Pick<PgSession, 'prepareQuery'> };
+  readonly _: {
+    readonly session: {
+      prepareQuery(
+        query: { sql: string; params: unknown[] },
+        fields: undefined,
+        name: string | undefined,
+        isResponseInArrayMode: boolean,
+      ): { execute(): Promise<unknown> };
+    };
+  };
 }
 
 /**
@@ -30,10 +45,11 @@ export interface DrizzleLike {
  * too) as an `Executor`. A Drizzle database outside a transaction is refused with a
  * TypeError unless `{ autocommit: true }`.
  *
- * Each statement is prepared by the transaction's own session from its text and values,
- * as Drizzle does with the SQL it builds: the values are bound parameters (`sql.raw`
- * would paste them into the text), it runs on the transaction's connection, and Drizzle's
- * logger sees it.
+ * Each statement goes through the transaction's own session, from its text and values,
+ * as Drizzle sends the SQL it builds: the values are bound parameters (`sql.raw` would
+ * paste them into the text), it runs on the transaction's connection, and Drizzle's
+ * logger sees it. A failed statement throws the driver's error, not Drizzle's wrapper
+ * that quotes every value.
  */
 export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Executor {
   assertAdapterOptions('fromDrizzle', options);
@@ -48,27 +64,59 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
       'the tx of db.transaction(async (tx) => …)',
     );
   }
+  const client = (session as { client?: unknown }).client;
+  /** node-postgres's connection of the transaction, to ask whether it still is in one. */
+  const pgClient =
+    client !== null && typeof client === 'object' && isPgClient(client) ? client : undefined;
+  const ended = () =>
+    adapterNotInTransaction(
+      'fromDrizzle',
+      'a Drizzle transaction that has ended',
+      'the tx of db.transaction(async (tx) => …) while its callback runs',
+    );
   return {
     async query<R>(text: string, values: readonly unknown[] = []) {
       // node-postgres: a tx kept past the end of its callback is on a connection that has
       // committed (or gone back to the pool); a statement there would commit on its own.
-      if (!options.autocommit && isIdlePgClient((session as { client?: unknown }).client)) {
-        throw adapterNotInTransaction(
-          'fromDrizzle',
-          'a Drizzle transaction that has ended',
-          'the tx of db.transaction(async (tx) => …) while its callback runs',
-        );
-      }
-      // No fields and no name: the driver's own result, not a named prepared statement.
+      if (!options.autocommit && isIdlePgClient(client)) throw ended();
+      // On a node-postgres connection to the server itself, a named statement, prepared
+      // once per connection as on a plain client (postgres.js prepares on its own, unless
+      // `prepare: false`). No fields: the driver's own result.
+      const name = pgClient && (await preparedNameOn(pgClient, text, values));
       const prepared = session.prepareQuery(
         { sql: text, params: [...values] },
         undefined,
-        undefined,
+        name,
         false,
       );
-      // node-postgres gives its QueryResult ({ rows }), postgres.js the rows themselves.
-      const result = (await prepared.execute()) as unknown[] | { rows: unknown[] };
-      return { rows: (Array.isArray(result) ? result : result.rows) as R[] };
+      try {
+        // node-postgres gives its QueryResult ({ rows }), postgres.js the rows themselves.
+        const result = (await prepared.execute()) as unknown[] | { rows: unknown[] };
+        return { rows: (Array.isArray(result) ? result : result.rows) as R[] };
+      } catch (error) {
+        const cause = driverError(error);
+        if (pgClient && name) forgetLostStatement(pgClient, name, cause);
+        // postgres.js 4 refuses a statement on a transaction that has ended.
+        if (!options.autocommit && (cause as { code?: unknown }).code === 'UNSAFE_TRANSACTION') {
+          throw ended();
+        }
+        throw cause;
+      }
     },
   };
+}
+
+/**
+ * The driver's error inside Drizzle's `DrizzleQueryError` (from 0.44), which puts the
+ * statement and every value in its message: an event's whole payload, in every log that
+ * prints the error. The driver's own error is what the other adapters throw too.
+ */
+function driverError(error: unknown): unknown {
+  const wrapped = error as { query?: unknown; params?: unknown; cause?: unknown };
+  return error instanceof Error &&
+    typeof wrapped.query === 'string' &&
+    Array.isArray(wrapped.params) &&
+    wrapped.cause instanceof Error
+    ? wrapped.cause
+    : error;
 }

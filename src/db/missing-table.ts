@@ -37,11 +37,6 @@ function* errorLayers(error: unknown, depth = 0): Generator<Record<string, unkno
   }
 }
 
-/**
- * Whether a driver's error, or the driver error an ORM wrapped, carries SQLSTATE `state`:
- * node-postgres, postgres.js and PGlite put it in `code`, Prisma in `meta.code` or, with
- * a driver adapter, `originalCode`.
- */
 /** True when `error` (or an error an ORM wrapped) has a SQLSTATE of `stateClass` ('22'). */
 export function hasSqlStateClass(error: unknown, stateClass: string): boolean {
   for (const { code, originalCode } of errorLayers(error)) {
@@ -54,6 +49,11 @@ export function hasSqlStateClass(error: unknown, stateClass: string): boolean {
   return false;
 }
 
+/**
+ * Whether a driver's error, or the driver error an ORM wrapped, carries SQLSTATE `state`:
+ * node-postgres, postgres.js and PGlite put it in `code`, Prisma in `meta.code` or, with
+ * a driver adapter, `originalCode`.
+ */
 export function hasSqlState(error: unknown, state: string): boolean {
   for (const { code, originalCode } of errorLayers(error)) {
     if (code === state || originalCode === state) return true;

@@ -85,15 +85,31 @@ export async function queryOnPgClient<R>(
   text: string,
   values: readonly unknown[],
 ): Promise<{ rows: R[] }> {
-  if (values.length === 0 || !(await reachesDirectly(client))) {
-    return (await client.query(text, [...values])) as { rows: R[] };
-  }
-  const name = preparedName(text);
+  const name = await preparedNameOn(client, text, values);
+  if (name === undefined) return (await client.query(text, [...values])) as { rows: R[] };
   try {
     return (await client.query({ name, text, values: [...values] })) as { rows: R[] };
   } catch (error) {
-    // The session lost it (DISCARD ALL or DEALLOCATE on the connection): parsed again next time.
-    if (hasSqlState(error, UNKNOWN_STATEMENT)) delete client.connection.parsedStatements[name];
+    forgetLostStatement(client, name, error);
     throw error;
   }
+}
+
+/**
+ * The name to send `text` under on `client` as a prepared statement, or undefined to send it
+ * unnamed: it has no parameters, or the connection goes through a pooler (see
+ * queryOnPgClient).
+ */
+export async function preparedNameOn(
+  client: PgClientLike,
+  text: string,
+  values: readonly unknown[],
+): Promise<string | undefined> {
+  if (values.length === 0 || !(await reachesDirectly(client))) return undefined;
+  return preparedName(text);
+}
+
+/** After a named statement failed: if the session lost it (DISCARD ALL, DEALLOCATE), it is parsed again next time. */
+export function forgetLostStatement(client: PgClientLike, name: string, error: unknown): void {
+  if (hasSqlState(error, UNKNOWN_STATEMENT)) delete client.connection.parsedStatements[name];
 }

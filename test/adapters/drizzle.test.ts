@@ -3,6 +3,7 @@ import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
 import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js';
 import pg from 'pg';
 import postgres from 'postgres';
+import postgres4 from 'postgres4';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DrizzleLike, fromDrizzle } from '../../src/adapters/drizzle.js';
 import { createOutbox, QuizSubmitted } from '../../src/index.js';
@@ -31,6 +32,25 @@ interface Driver {
   open(): { db: DrizzleDb; statements: () => number; close: () => Promise<unknown> };
 }
 
+/** Drizzle on a postgres.js of `connect`'s release, counting the statements it sends. */
+function postgresJs(name: string, connect: typeof postgres): Driver {
+  return {
+    name,
+    open() {
+      let sent = 0;
+      const sql = connect(PG_URL, {
+        max: 3,
+        onnotice: () => {},
+        debug: () => {
+          sent++;
+        },
+      });
+      const db = drizzlePostgresJs({ client: sql, logger });
+      return { db, statements: () => sent, close: () => sql.end() };
+    },
+  };
+}
+
 const drivers: Driver[] = [
   {
     name: 'node-postgres',
@@ -41,21 +61,9 @@ const drivers: Driver[] = [
       return { db, statements, close: () => pool.end() };
     },
   },
-  {
-    name: 'postgres.js',
-    open() {
-      let sent = 0;
-      const sql = postgres(PG_URL, {
-        max: 3,
-        onnotice: () => {},
-        debug: () => {
-          sent++;
-        },
-      });
-      const db = drizzlePostgresJs({ client: sql, logger });
-      return { db, statements: () => sent, close: () => sql.end() };
-    },
-  },
+  postgresJs('postgres.js', postgres),
+  // Drizzle's types name postgres.js 3's Sql; its driver takes 4's alike.
+  postgresJs('postgres.js 4', postgres4 as unknown as typeof postgres),
 ];
 
 let test: TestSchema;
@@ -91,9 +99,9 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
 
   adapterSuite(() => ({ schema: test.schema, inspect: test.db, harness }));
 
-  // postgres.js runs a finished transaction's statements on their own, and says nothing
-  // that would tell: only node-postgres's connection can be asked.
-  it.runIf(driver.name === 'node-postgres')(
+  // postgres.js 3 runs a finished transaction's statements on their own, and says nothing
+  // that would tell; node-postgres's connection can be asked, and postgres.js 4 refuses.
+  it.runIf(driver.name !== 'postgres.js')(
     'a tx kept past the end of its callback is refused, and writes nothing',
     async () => {
       const outbox = createOutbox({ schema: test.schema });
@@ -125,6 +133,38 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
     });
     expect(await outboxIds(test)).toEqual([kept.id]);
   });
+
+  it("a failed statement throws the driver's error, not Drizzle's that quotes every value", async () => {
+    const outbox = createOutbox({ schema: test.schema });
+    const event = QuizSubmitted.create(quiz());
+    const error = await opened.db
+      .transaction(async (tx) => {
+        // A read-only transaction: the insert fails.
+        await fromDrizzle(tx).query('SET TRANSACTION READ ONLY');
+        await outbox.enqueue(fromDrizzle(tx), event);
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: '25006' });
+    expect(String((error as Error).message)).not.toContain(event.id);
+    expect(String((error as Error).message)).not.toContain(event.payload.student_id);
+  });
+
+  it.runIf(driver.name === 'node-postgres')(
+    'the insert is a prepared statement of the connection, as on a plain client',
+    async () => {
+      const outbox = createOutbox({ schema: test.schema });
+      const prepared = await opened.db.transaction(async (tx) => {
+        await outbox.enqueue(fromDrizzle(tx), QuizSubmitted.create(quiz()));
+        const { rows } = await fromDrizzle(tx).query<{ statement: string }>(
+          'SELECT statement FROM pg_prepared_statements',
+        );
+        return rows.map((row) => row.statement);
+      });
+      expect(
+        prepared.filter((text) => text.includes(`INSERT INTO "${test.schema}".outbox`)).length,
+      ).toBeGreaterThan(0);
+    },
+  );
 
   it("Drizzle's logger sees the statements", async () => {
     const outbox = createOutbox({ schema: test.schema });
