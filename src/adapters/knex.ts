@@ -14,6 +14,8 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  endedByStatement,
+  isIdlePgClient,
   wrongHandle,
 } from '../db/executor.js';
 
@@ -35,6 +37,7 @@ export interface KnexClientLike {
 /** A Knex instance or transaction (`Knex`, `Knex.Transaction`). */
 export interface KnexLike {
   readonly isTransaction?: boolean;
+  isCompleted?(): boolean;
   readonly client: unknown;
 }
 
@@ -61,23 +64,42 @@ export function fromKnex(trx: KnexLike, options: AdapterOptions = {}): Executor 
       'the trx of knex.transaction(async (trx) => …)',
     );
   }
-  return { query: (text, values) => knexClientQuery(client, 'fromKnex', text, values) };
+  // A transaction Knex completed is refused by Knex itself ("Transaction query already
+  // complete"); one a COMMIT statement ended under it, by the connection's state.
+  const ended =
+    trx.isTransaction && !options.autocommit
+      ? () =>
+          trx.isCompleted?.()
+            ? undefined
+            : endedByStatement(
+                'fromKnex',
+                'a Knex transaction',
+                'the trx of knex.transaction(async (trx) => …)',
+              )
+      : undefined;
+  return { query: (text, values) => knexClientQuery(client, 'fromKnex', text, values, ended) };
 }
 
 /**
  * Sends one statement through a Knex client: on the transaction's connection when the
  * client belongs to one (releasing it is a no-op), else on one from the pool. Also the
- * way MikroORM's adapter sends, through the Knex under its EntityManager.
+ * way MikroORM's adapter sends, through the Knex under its EntityManager. `ended`, given
+ * for a transaction's client, is asked when the connection (node-postgres) has no
+ * transaction open, as after a COMMIT sent as a statement: the error it returns is thrown
+ * (none: Knex refuses the statement itself).
  */
 export async function knexClientQuery<R>(
   client: KnexClientLike,
   what: string,
   text: string,
   values: readonly unknown[] = [],
+  ended?: () => Error | undefined,
 ): Promise<{ rows: R[] }> {
   const sql = escapeQuestionMarks(client, text, what);
   const connection = await client.acquireConnection();
   try {
+    const refusal = ended && isIdlePgClient(connection) ? ended() : undefined;
+    if (refusal) throw refusal;
     const { response } = await client.query(connection, {
       sql,
       bindings: [...values],

@@ -15,6 +15,7 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  endedByStatement,
   wrongHandle,
 } from '../db/executor.js';
 import { type KnexClientLike, knexClientQuery } from './knex.js';
@@ -39,22 +40,31 @@ export function fromMikroORM(em: EntityManager, options: AdapterOptions = {}): E
   if (typeof em?.isInTransaction !== 'function' || typeof em.getKnex !== 'function') {
     throw wrongHandle('fromMikroORM', 'an EntityManager of @mikro-orm/postgresql', em);
   }
+  const instead = 'the em of em.transactional(async (em) => …)';
   const check = () => {
     if (!options.autocommit && !em.isInTransaction()) {
       throw adapterNotInTransaction(
         'fromMikroORM',
         'a MikroORM EntityManager outside a transaction',
-        'the em of em.transactional(async (em) => …)',
+        instead,
       );
     }
   };
+  const ended = () => endedByStatement('fromMikroORM', 'a MikroORM transaction', instead);
   check();
   return {
     async query(text, values) {
       check();
       // The transaction's Knex, else the pool's.
-      const knex = em.getTransactionContext<{ client: unknown }>() ?? em.getKnex();
-      return knexClientQuery(knex.client as KnexClientLike, 'fromMikroORM', text, values);
+      const transaction = em.getTransactionContext<{ client: unknown }>();
+      const knex = transaction ?? em.getKnex();
+      return knexClientQuery(
+        knex.client as KnexClientLike,
+        'fromMikroORM',
+        text,
+        values,
+        transaction && !options.autocommit ? ended : undefined,
+      );
     },
   };
 }

@@ -15,6 +15,8 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  endedByStatement,
+  isIdlePgClient,
   wrongHandle,
 } from '../db/executor.js';
 
@@ -87,6 +89,16 @@ export function fromSequelize(
   }
   return {
     async query<R>(text: string, values: readonly unknown[] = []) {
+      // The transaction's node-postgres connection knows what Sequelize does not: that a
+      // COMMIT sent as a statement ended it.
+      const connection = (transaction as { connection?: unknown } | null | undefined)?.connection;
+      if (transaction && !options.autocommit && isIdlePgClient(connection)) {
+        throw endedByStatement(
+          'fromSequelize',
+          'a Sequelize transaction',
+          'the t of sequelize.transaction(async (t) => …)',
+        );
+      }
       const bind = values.map((value) => {
         // Sequelize would send a NUL as the two characters "\0"; PostgreSQL text has no NUL.
         if (typeof value === 'string' && value.includes('\0')) {

@@ -15,6 +15,8 @@ import {
   adapterNotInTransaction,
   assertAdapterOptions,
   type Executor,
+  endedByStatement,
+  isIdlePgClient,
   wrongHandle,
 } from '../db/executor.js';
 
@@ -69,7 +71,7 @@ async function runAlone<R>(source: DataSource, text: string, values: readonly un
  * values as bound parameters (PostgreSQL driver: `pg`'s `$1…`, as the library writes them).
  * A manager, query runner or DataSource outside a transaction is refused with a TypeError
  * unless `{ autocommit: true }`; a query runner whose transaction has ended since is refused
- * at its next statement too.
+ * at its next statement too, one ended by a COMMIT sent as a statement included.
  */
 export function fromTypeORM(handle: TypeORMHandle, options: AdapterOptions = {}): Executor {
   assertAdapterOptions('fromTypeORM', options);
@@ -105,13 +107,14 @@ export function fromTypeORM(handle: TypeORMHandle, options: AdapterOptions = {})
 }
 
 function onRunner(runner: QueryRunner, handle: string, options: AdapterOptions): Executor {
+  const instead = `${INSTEAD}, or a query runner after startTransaction()`;
   const check = () => {
-    if (!runner.isTransactionActive && !options.autocommit) {
-      throw adapterNotInTransaction(
-        'fromTypeORM',
-        handle,
-        `${INSTEAD}, or a query runner after startTransaction()`,
-      );
+    if (options.autocommit) return;
+    if (!runner.isTransactionActive) throw adapterNotInTransaction('fromTypeORM', handle, instead);
+    // The PostgreSQL driver's connection (node-postgres) knows what TypeORM does not.
+    const connection = (runner as { databaseConnection?: unknown }).databaseConnection;
+    if (isIdlePgClient(connection)) {
+      throw endedByStatement('fromTypeORM', 'a TypeORM transaction', instead);
     }
   };
   check();

@@ -111,6 +111,19 @@ export function isIdlePgClient(value: unknown): boolean {
   );
 }
 
+/**
+ * The error for an ORM's transaction whose connection the server reports outside any
+ * transaction: a COMMIT or ROLLBACK sent as a statement ended it, and a write there would
+ * commit on its own.
+ */
+export function endedByStatement(what: string, transaction: string, instead: string): TypeError {
+  return adapterNotInTransaction(
+    what,
+    `${transaction} that a COMMIT or ROLLBACK sent as a statement has ended`,
+    instead,
+  );
+}
+
 /** The adapters, by a shape each ORM's objects have and no driver's handle has. */
 const ormAdapters: readonly {
   orm: string;

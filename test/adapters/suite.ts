@@ -35,6 +35,11 @@ export interface AdapterHarness {
   refusal: string;
   /** Statements the driver has sent to PostgreSQL so far, on any of its connections. */
   statements(): number;
+  /**
+   * False where nothing tells that a COMMIT sent as a statement ended the transaction
+   * under the builder (its driver's connection cannot be reached, or cannot say).
+   */
+  seesEndedTransaction?: boolean;
 }
 
 export interface AdapterContext {
@@ -195,6 +200,23 @@ export function adapterSuite(context: () => AdapterContext): void {
     );
     expect(() => ctx.harness.outside({ autocommit: false })).toThrow(TypeError);
     expect(ctx.harness.statements()).toBe(before);
+    expect(await stored(ctx)).toEqual([]);
+  });
+
+  it('a transaction a COMMIT statement ended under the builder is refused, and nothing is written', async ({
+    skip,
+  }) => {
+    const ctx = context();
+    if (ctx.harness.seesEndedTransaction === false) skip();
+    const outbox = createOutbox({ schema: ctx.schema });
+    const refused = await ctx.harness.inTransaction(async (tx) => {
+      await tx.query('COMMIT');
+      return outbox.enqueue(tx, LessonPublished.create(lesson())).catch((e: unknown) => e);
+    }, false);
+    expect(refused).toBeInstanceOf(TypeError);
+    expect((refused as Error).message).toMatch(
+      /^from\w+: a \w+ transaction that .*has ended is not a transaction/,
+    );
     expect(await stored(ctx)).toEqual([]);
   });
 
