@@ -478,6 +478,32 @@ describe('status', () => {
   });
 });
 
+describe('status with an infinite occurred_at waiting to be dead-lettered', () => {
+  it('status, readiness, the console and the metrics leave it out of the age, and count it', async () => {
+    await enqueue([lesson(randomUUID(), 'a'), lesson(randomUUID(), 'b'), quiz(randomUUID())]);
+    // Written with plain SQL, as the table contract allows; refused only when claimed.
+    await t.db.query(
+      `UPDATE "${t.schema}".outbox SET occurred_at = CASE event_type
+         WHEN 'quiz-submitted' THEN now() - interval '90 seconds' ELSE 'infinity' END`,
+    );
+    await t.db.query(
+      `UPDATE "${t.schema}".outbox SET occurred_at = '-infinity'
+       WHERE seq = (SELECT min(seq) FROM "${t.schema}".outbox)`,
+    );
+    const status = await statusJson();
+    expect(status.pending).toBe(3);
+    expect(status.oldestAgeSeconds).toBeGreaterThanOrEqual(90);
+    expect(status.oldestAgeSeconds).toBeLessThan(120);
+    const sql = statements(t.schema);
+    const [readiness] = (await t.db.query<{ oldest_age_s: string }>(sql.outboxOldestAge)).rows;
+    expect(Number(readiness?.oldest_age_s)).toBeGreaterThanOrEqual(90);
+    const [activity] = (await t.db.query<{ pending: number }>(sql.outboxActivity)).rows;
+    expect(activity?.pending).toBe(3);
+    const byPartition = (await t.db.query<{ pending: number }>(sql.outboxBacklogByPartition)).rows;
+    expect(byPartition.reduce((sum, row) => sum + row.pending, 0)).toBe(3);
+  });
+});
+
 describe('status while events are written and partitions move', () => {
   it('gives one snapshot of the backlog (its splits add up) and no negative age', async () => {
     let writing = true;

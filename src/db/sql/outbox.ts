@@ -175,11 +175,11 @@ FROM dead`,
     outboxWriteProbe: 'SELECT coalesce(pg_sequence_last_value($1::text::oid), 0)::text AS last_seq',
 
     outboxOldestAge: `SELECT coalesce(extract(epoch FROM now() -
-  (SELECT occurred_at FROM ${s}.outbox ORDER BY seq LIMIT 1)), 0)::numeric(20, 3) AS oldest_age_s`,
+  (SELECT occurred_at FROM ${s}.outbox WHERE isfinite(occurred_at) ORDER BY seq LIMIT 1)), 0)::numeric(20, 3) AS oldest_age_s`,
 
     outboxActivity: `SELECT (SELECT count(*) FROM ${s}.outbox)::int AS pending,
   coalesce(extract(epoch FROM now() -
-    (SELECT occurred_at FROM ${s}.outbox ORDER BY seq LIMIT 1)), 0)::numeric(20, 3) AS oldest_age_s,
+    (SELECT occurred_at FROM ${s}.outbox WHERE isfinite(occurred_at) ORDER BY seq LIMIT 1)), 0)::numeric(20, 3) AS oldest_age_s,
   (SELECT count(*) FROM ${s}.outbox_dead_letter)::int AS dead,
   coalesce((SELECT n_tup_del FROM pg_stat_user_tables
     WHERE relid = '${s}.outbox'::regclass), 0)::text AS outbox_deleted,
@@ -190,15 +190,16 @@ FROM dead`,
   partition, ${rfc3339('occurred_at')} AS occurred_at, attempts, last_error
 FROM ${s}.outbox o WHERE id = $1::uuid OR aggregate_id = $2 ORDER BY o.seq LIMIT 100`,
 
-    // Ages from now, never below 0 (an occurred_at a producer gave may lie ahead).
+    // Ages from now, never below 0 (an occurred_at a producer gave may lie ahead); an
+    // infinite one (dead-lettered when claimed) is left out, as PostgreSQL cannot subtract it.
     outboxBacklogByPartition: `SELECT partition::int AS key, count(*)::int AS pending,
-  greatest(0, extract(epoch FROM now() - min(occurred_at)))::numeric(20, 3) AS oldest_age_s
+  greatest(0, extract(epoch FROM now() - min(occurred_at) FILTER (WHERE isfinite(occurred_at))))::numeric(20, 3) AS oldest_age_s
 FROM ${s}.outbox GROUP BY partition ORDER BY partition`,
 
     // Both groupings in one scan, so one snapshot: their totals agree.
     outboxBacklogShares: `SELECT (grouping(event_type) = 1) AS by_partition,
   coalesce(partition::text, event_type) AS key, count(*)::int AS pending,
-  greatest(0, extract(epoch FROM now() - min(occurred_at)))::numeric(20, 3) AS oldest_age_s
+  greatest(0, extract(epoch FROM now() - min(occurred_at) FILTER (WHERE isfinite(occurred_at))))::numeric(20, 3) AS oldest_age_s
 FROM ${s}.outbox GROUP BY GROUPING SETS ((partition), (event_type))
 ORDER BY by_partition, partition, event_type`,
   };
