@@ -338,6 +338,8 @@ describe('acting', () => {
       [{ all: 'yes' }, 'all'],
       [{ everything: true }, 'everything'],
       [[1, 2], 'body'],
+      // No stored text holds a NUL: refused by name, not a 500 from the server.
+      [{ filter: { aggregateId: 'a\u0000b' } }, 'filter.aggregateId'],
     ];
     for (const [body, field] of cases) {
       const reply = await post('/api/dead-letters/discard', body);
@@ -355,6 +357,9 @@ describe('acting', () => {
       ['/api/dead-letters/groups?limit=5', 'limit'],
       ['/api/overview?verbose=1', 'verbose'],
       ['/api/search?q=x&id=y', 'id'],
+      ['/api/search?q=a%00b', 'q'],
+      ['/api/dead-letters?errorContains=a%00b', 'errorContains'],
+      ['/api/dead-letters/groups?eventType=a%00b', 'eventType'],
     ]) {
       const reply = await call(path as string);
       expect(reply.status, path).toBe(400);

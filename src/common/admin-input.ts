@@ -20,6 +20,10 @@ export function filterText(setting: string, value: unknown): string {
   if (typeof value !== 'string' || value === '' || value.length > TEXT_MAX) {
     throw new ConfigError(setting, `expected text of 1 to ${TEXT_MAX} characters`);
   }
+  // PostgreSQL's text cannot hold it: no row could match, and the server refuses the value.
+  if (value.includes('\0')) {
+    throw new ConfigError(setting, 'contains a NUL character, which no stored text can hold');
+  }
   return value;
 }
 
