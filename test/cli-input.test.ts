@@ -121,11 +121,24 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
     expect(purge).toContain('0001 to 9999');
   });
 
-  it('an address for a port run does not serve', async () => {
-    // Before: accepted and ignored, the operator left to wonder why nothing listened.
+  it('an address, a token or a readiness setting for a port run does not serve', async () => {
+    // Before: accepted and ignored, the operator left to wonder why nothing listened, or
+    // believing the endpoints on and protected.
     const ui = await expectRefused(['run', '--ui-host', '0.0.0.0'], 'ui-host');
     expect(ui).toContain('give --ui-port too');
     await expectRefused(['run', '--metrics-host', '0.0.0.0'], 'metrics-host');
+    const token = 'a-token-of-16-characters-or-more';
+    const uiToken = await expectRefused(['run', '--ui-token', token], 'ui-token');
+    expect(uiToken).toContain('protects what --ui-port serves: give --ui-port too');
+    expect(uiToken).not.toContain(token);
+    await expectRefused(['run', '--metrics-token', token], 'metrics-token');
+    await expectRefused(['run', '--metrics-token-file', '/nonexistent'], 'metrics-token-file');
+    const lag = await expectRefused(
+      ['run', '--ready-max-lag-seconds', '5'],
+      'ready-max-lag-seconds',
+    );
+    expect(lag).toContain('is for /readyz, which --metrics-port serves');
+    await expectRefused(['run', '--metrics-event-types', 'a,b'], 'metrics-event-types');
   });
 
   it("a refused setting is the only line, the memory: broker's warning not said before it", async () => {

@@ -88,13 +88,19 @@ describe('edupulse-outbox ui', () => {
     expect(unicode.code).toBe(2);
     expect(unicode.stderr).toContain('ui-token: holds a character outside printable ASCII');
     expectNoSecretIn([unicode.stderr, unicode.stdout], 'Tok€n-with-unicode-x');
-    // run checks the console's and the readiness settings without their ports too.
-    for (const [extra, message] of [
-      [['--ui-token', 'shorty-token'], 'ui-token: must be at least 16 characters'],
-      [['--ready-max-lag-seconds', 'abc'], 'ready-max-lag-seconds: '],
+    // run checks the console's and the readiness settings without their ports too: from
+    // the environment (as flags, without the port, they are refused as ignored).
+    for (const [extra, message, more] of [
+      [
+        [],
+        'ui-token (from OUTBOX_UI_TOKEN): must be at least 16 characters',
+        { OUTBOX_UI_TOKEN: 'shorty-token' },
+      ],
+      [['--ui-token', 'shorty-token'], 'ui-token: protects what --ui-port serves', {}],
+      [['--ready-max-lag-seconds', 'abc'], 'ready-max-lag-seconds: ', {}],
     ] as const) {
       const result = await runCli(['run', '--schema', t.schema, '--broker', 'log:', ...extra], {
-        env,
+        env: { ...env, ...more },
       });
       expect(result.code, extra.join(' ')).toBe(2);
       expect(result.stderr).toContain(message);

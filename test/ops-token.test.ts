@@ -3,7 +3,10 @@
  * access rule the console keeps: bound beyond loopback they need a token, and then every
  * request must carry it; without a token they answer only requests to a loopback host.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDispatcher, MemoryBroker } from '../src/index.js';
@@ -105,4 +108,36 @@ it('run refuses a metrics port beyond loopback without a token, naming the setti
   expect(unicode.code).toBe(2);
   expect(unicode.stderr).toContain('metrics-token: holds a character outside printable ASCII');
   expect(unicode.stderr).not.toContain('Tok€n');
+});
+
+it('a token flag wins over the other form in the environment; both from the environment are refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edupulse-token-'));
+  try {
+    const short = join(dir, 'short');
+    writeFileSync(short, 'too-short\n');
+    const env = { DATABASE_URL: PG_URL };
+    const args = ['run', '--schema', t.schema, '--broker', 'log:', '--metrics-port', '0'];
+    // Each is refused for the flag's value, so the flag's is the one read: before, the
+    // two forms together were refused as given twice, naming only flags.
+    const fileFlag = await runCli([...args, '--metrics-token-file', short], {
+      env: { ...env, OUTBOX_METRICS_TOKEN: TOKEN },
+    });
+    expect(fileFlag.code).toBe(2);
+    expect(fileFlag.stderr).toContain('metrics-token-file: must be at least 16 characters');
+    const tokenFlag = await runCli([...args, '--metrics-token', 'too-short'], {
+      env: { ...env, OUTBOX_METRICS_TOKEN_FILE: join(dir, 'missing') },
+    });
+    expect(tokenFlag.code).toBe(2);
+    expect(tokenFlag.stderr).toContain('metrics-token: must be at least 16 characters');
+    const both = await runCli(args, {
+      env: { ...env, OUTBOX_METRICS_TOKEN: TOKEN, OUTBOX_METRICS_TOKEN_FILE: short },
+    });
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain(
+      'give the token once: OUTBOX_METRICS_TOKEN or OUTBOX_METRICS_TOKEN_FILE, not both',
+    );
+    expect(both.stderr).not.toContain(TOKEN);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

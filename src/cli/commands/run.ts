@@ -30,6 +30,7 @@ import {
   parseConsoleToken,
   readToken,
   serveConsole,
+  settleTokenSources,
 } from './ui.js';
 
 interface RunFlags extends DispatcherFlags, ConsoleTokenFlags {
@@ -226,15 +227,42 @@ down is waited for.`,
     )
     .action(async (flags: RunFlags, command: Command) => {
       await execute(flags, async ({ logger }) => {
-        // An address given for a port that is not served would be ignored without a word.
-        for (const [key, host, port, given] of [
-          ['uiHost', 'ui-host', 'ui-port', flags.uiPort],
-          ['metricsHost', 'metrics-host', 'metrics-port', flags.metricsPort],
+        // A flag for an endpoint that is not served would be ignored without a word (from
+        // the environment it may be meant for every process; a bad value is still refused).
+        for (const [key, setting, what, port, given] of [
+          ['uiHost', 'ui-host', 'binds what', 'ui-port', flags.uiPort],
+          ['uiToken', 'ui-token', 'protects what', 'ui-port', flags.uiPort],
+          ['uiTokenFile', 'ui-token-file', 'protects what', 'ui-port', flags.uiPort],
+          ['metricsHost', 'metrics-host', 'binds what', 'metrics-port', flags.metricsPort],
+          ['metricsToken', 'metrics-token', 'protects what', 'metrics-port', flags.metricsPort],
+          [
+            'metricsTokenFile',
+            'metrics-token-file',
+            'protects what',
+            'metrics-port',
+            flags.metricsPort,
+          ],
+          [
+            'readyMaxLagSeconds',
+            'ready-max-lag-seconds',
+            'is for /readyz, which',
+            'metrics-port',
+            flags.metricsPort,
+          ],
+          [
+            'metricsEventTypes',
+            'metrics-event-types',
+            'labels the metrics',
+            'metrics-port',
+            flags.metricsPort,
+          ],
         ] as const) {
           if (command.getOptionValueSource(key) === 'cli' && given === undefined) {
-            throw new ConfigError(host, `binds what --${port} serves: give --${port} too`);
+            throw new ConfigError(setting, `${what} --${port} serves: give --${port} too`);
           }
         }
+        settleTokenSources(command, flags, 'metrics-token');
+        settleTokenSources(command, flags, 'ui-token');
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
         const dispatch = { schema: flags.schema, ...parseDispatchFlags(flags) };
         const broker = brokerFromUrl(flags.broker, { source: flags.source });

@@ -54,6 +54,31 @@ export function parseConsoleToken(
 }
 
 /**
+ * An endpoint's token and its file given both, one by a flag and the other by the
+ * environment (`--ui-token-file` while OUTBOX_UI_TOKEN is set): the flag wins, as flags
+ * do over the environment, and the variable is dropped from `flags`. Both from the
+ * environment are refused naming the two variables; both flags, by readToken.
+ */
+export function settleTokenSources(command: Command, flags: object, name: string): void {
+  const key = name.replace(/-(\w)/g, (_, letter: string) => letter.toUpperCase());
+  const keys = [key, `${key}File`] as const;
+  const given = flags as Record<string, unknown>;
+  if (keys.some((each) => given[each] === undefined)) return;
+  const [tokenSource, fileSource] = keys.map((each) => command.getOptionValueSource(each));
+  if (tokenSource === 'env' && fileSource === 'env') {
+    const variables = keys.map(
+      (each) => command.options.find((option) => option.attributeName() === each)?.envVar,
+    );
+    throw new ConfigError(
+      `${name}-file`,
+      `give the token once: ${variables[0]} or ${variables[1]}, not both`,
+    );
+  }
+  if (tokenSource === 'env' && fileSource === 'cli') given[key] = undefined;
+  if (fileSource === 'env' && tokenSource === 'cli') given[`${key}File`] = undefined;
+}
+
+/**
  * An endpoint's token from `--<name>` or `--<name>-file` (given once), and the setting it
  * came from, for errors.
  */
@@ -190,8 +215,9 @@ dispatcher, with its broker state and commit→ack latency.
 SIGTERM or SIGINT: stop, exit 0. Exit codes: 1 failure; 2 bad setting (a port that cannot
 be bound, a bind beyond loopback without a token), unreachable database or schema behind.`,
     )
-    .action(async (flags: UiFlags) => {
+    .action(async (flags: UiFlags, command: Command) => {
       await execute(flags, async ({ logger }) => {
+        settleTokenSources(command, flags, 'ui-token');
         const url = parseDatabaseUrl('database-url', flags.databaseUrl);
         quoteSchema(flags.schema);
         const served = parseConsoleSettings('port', flags.port, 'host', flags.host, flags);
