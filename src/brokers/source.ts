@@ -23,8 +23,9 @@ export interface Delivery {
   /**
    * The aggregate type the message was routed by, where the transport says it: the middle
    * token of a NATS subject `<subject_prefix>.<aggregate_type>.<event_type>`, the first
-   * part of an AMQP routing key `<aggregate_type>.<event_type>`. Undefined where it does
-   * not (Kafka, whose topic template may hold several; a subject of another shape). Two
+   * part of an AMQP routing key `<aggregate_type>.<event_type>`, the aggregate type whose
+   * Kafka topic it came from (a template with `{aggregate_type}`). Undefined where it does
+   * not (a Kafka topic of several aggregate types; a subject of another shape). Two
    * aggregate types may each have an event type of one name: this tells them apart.
    */
   aggregateType?: string | undefined;

@@ -14,7 +14,11 @@ import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { PartitionOffsets } from '../../src/brokers/kafka/offsets.js';
 import { readKafkaSourceSettings } from '../../src/brokers/kafka/settings.js';
-import { createKafkaSource, sourceTopics } from '../../src/brokers/kafka/source.js';
+import {
+  createKafkaSource,
+  sourceTopics,
+  topicAggregateTypes,
+} from '../../src/brokers/kafka/source.js';
 import type { Delivery, MessageSource } from '../../src/brokers/source.js';
 import { BrokerUrlParams, parseBrokerUrl } from '../../src/brokers/url-params.js';
 import { BrokerUnavailableError, ConfigError } from '../../src/common/errors.js';
@@ -694,6 +698,20 @@ describe('kafka message source', () => {
       'e.lesson.lesson-archived',
       'e.Course_Module.quiz.graded',
     ]);
+  });
+
+  it("tells a topic's aggregate type where only one aggregate type fills the template in to it", () => {
+    const events = [
+      { type: 'created', aggregateType: 'course' },
+      { type: 'enrolled', aggregateType: 'student' },
+      { type: 'a', aggregateType: 'x/y' },
+      { type: 'b', aggregateType: 'x_y' },
+    ];
+    expect(Object.fromEntries(topicAggregateTypes('e.{aggregate_type}', events))).toEqual({
+      'e.course': 'course',
+      'e.student': 'student',
+    });
+    expect(topicAggregateTypes('events', events).size).toBe(0);
   });
 });
 

@@ -34,7 +34,7 @@ afterAll(async () => {
 const harness: ConsumerHarness = {
   name: 'kafka',
   deliversUnknownTypes: true,
-  deliversOtherAggregateTypes: false,
+  deliversOtherAggregateTypes: true,
   async target(options) {
     let bootstrap = SHARED;
     let outage: { stop(): Promise<void>; start(): Promise<void> } | undefined;

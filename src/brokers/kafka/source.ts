@@ -77,6 +77,28 @@ export function assertOneTopicPerAggregateType(
   }
 }
 
+/**
+ * The aggregate type each topic of the event types holds, where the template makes a
+ * topic per aggregate type (it has `{aggregate_type}`) and no two of them fill it in to
+ * one name: a student's `created` in the student's topic is then told from a course's. A
+ * topic of no such template, or of two aggregate types, is left out: nothing tells.
+ */
+export function topicAggregateTypes(
+  template: string,
+  events: MessageSourceOptions['events'],
+): Map<string, string> {
+  const found = new Map<string, string | undefined>();
+  if (!template.includes('{aggregate_type}')) return new Map();
+  for (const { type, aggregateType } of events) {
+    const topic = kafkaTopic(template, { aggregateType, eventType: type });
+    found.set(
+      topic,
+      found.has(topic) && found.get(topic) !== aggregateType ? undefined : aggregateType,
+    );
+  }
+  return new Map([...found].filter((entry): entry is [string, string] => entry[1] !== undefined));
+}
+
 /** The topics of the event types: the template filled in as the publisher does (records.ts). */
 export function sourceTopics(template: string, events: MessageSourceOptions['events']): string[] {
   const topics = events.map(({ type, aggregateType }) =>
@@ -118,6 +140,8 @@ class KafkaSource implements MessageSource {
   private rejoinedAt = 0;
   /** A heartbeat given up while starting, acted on once started. */
   private heartbeatLostWhileStarting: unknown;
+  /** The aggregate type of each topic that tells it (topicAggregateTypes). */
+  private readonly aggregateTypes: Map<string, string>;
   /** The commits of start positions under way (pin). */
   private pinning: Promise<void> = Promise.resolve();
 
@@ -126,6 +150,7 @@ class KafkaSource implements MessageSource {
     private readonly options: MessageSourceOptions,
   ) {
     this.location = settings.location;
+    this.aggregateTypes = topicAggregateTypes(settings.topicTemplate, options.events);
   }
 
   /** Read when receiving, by which time start() has refused a template that does not fit. */
@@ -403,6 +428,7 @@ class KafkaSource implements MessageSource {
       contentType: headers['content-type'],
       body: message.value ?? new Uint8Array(0),
       origin: `kafka ${topic}/${partition}@${offset}`,
+      aggregateType: this.aggregateTypes.get(topic),
       withdrawn: () => offsets.withdrawn,
       ack: async () => {
         if (acked || this.state === 'closed') return;
