@@ -28,9 +28,21 @@ export interface DecodedCloudEvent {
   data: unknown;
 }
 
+/** The attributes a message said of itself, though its data could not be read. */
+export type KnownAttributes = Pick<
+  DecodedCloudEvent,
+  'id' | 'source' | 'type' | 'aggregateId' | 'sequence'
+>;
+
 /** Why a delivery is not a CloudEvent this library can read; the text becomes the dead letter's reason. */
 export class UndecodableMessageError extends Error {
   override readonly name = 'UndecodableMessageError';
+  /**
+   * Set where the headers (binary mode) were a whole CloudEvent's and only its data was
+   * unreadable: the message is then parked under its event id, as one with data its
+   * schema refuses, so a redelivery of it stays one dead letter.
+   */
+  known: KnownAttributes | undefined;
 }
 
 /** Header-name prefixes of each binding in binary mode (AMQP: `cloudEvents:`, older drafts `cloudEvents_`). */
@@ -41,6 +53,7 @@ const prefixes: Record<Binding, readonly string[]> = {
 };
 
 const structured = /^application\/cloudevents\+json\s*(;|$)/i;
+const batch = /^application\/cloudevents-batch\+json\s*(;|$)/i;
 const json = /^application\/(?:[\w.+-]*\+)?json\s*(;|$)/i;
 /** PostgreSQL's bigint, which the inbox keeps a sequence in. */
 const MAX_SEQUENCE = 9223372036854775807n;
@@ -59,6 +72,11 @@ export function decodeCloudEvent(
   const headers = lowerCased(delivery.headers);
   const contentType = delivery.contentType ?? headers['content-type'];
   if (contentType && structured.test(contentType)) return fromStructured(delivery.body);
+  if (contentType && batch.test(contentType)) {
+    throw new UndecodableMessageError(
+      "a CloudEvents batch (application/cloudevents-batch+json), parked whole: a consumer reads one event per message, so split the batch on the producer's side",
+    );
+  }
   const attributes: Record<string, string> = {};
   for (const prefix of prefixes[binding]) {
     for (const [name, value] of Object.entries(headers)) {
@@ -79,12 +97,27 @@ export function decodeCloudEvent(
   // The NATS binding carries datacontenttype as a header of its own (ce-datacontenttype);
   // where both are given, that one says what the data is.
   const dataType = attributes.datacontenttype ?? contentType;
-  if (dataType && !json.test(dataType)) {
-    throw new UndecodableMessageError(
-      `content type "${dataType}" is not JSON; only JSON event data can be checked against an event schema`,
-    );
+  try {
+    if (dataType && !json.test(dataType)) {
+      throw new UndecodableMessageError(
+        `content type "${dataType}" is not JSON; only JSON event data can be checked against an event schema`,
+      );
+    }
+    return event(attributes, parseJson(text(delivery.body, 'body'), 'body'));
+  } catch (error) {
+    if (error instanceof UndecodableMessageError) error.known ??= knownAttributes(attributes);
+    throw error;
   }
-  return event(attributes, parseJson(text(delivery.body, 'body'), 'body'));
+}
+
+/** What binary-mode headers say of the event, if they are a whole CloudEvent's. */
+function knownAttributes(attributes: Record<string, string>): KnownAttributes | undefined {
+  try {
+    const { id, source, type, aggregateId, sequence } = event(attributes, undefined);
+    return { id, source, type, aggregateId, sequence };
+  } catch {
+    return undefined;
+  }
 }
 
 /** A payload that is a structured CloudEvent though nothing says so, or undefined. */

@@ -1,6 +1,6 @@
 import type { Delivery, MessageSource } from '../brokers/source.js';
 import { errorMessage } from '../common/errors.js';
-import { type DecodedCloudEvent, decodeCloudEvent } from './decode.js';
+import { type DecodedCloudEvent, decodeCloudEvent, UndecodableMessageError } from './decode.js';
 import type { AnyEventDefinition, ConsumedEvent } from './event.js';
 import type { ParkedFields } from './park.js';
 
@@ -29,7 +29,9 @@ export function toConsumedEvent(
   try {
     cloudEvent = decodeCloudEvent(binding, delivery);
   } catch (error) {
-    throw new RejectedMessage('invalid', errorMessage(error), undefined);
+    // Headers that named the event keep it findable by its id, as one parked after decoding.
+    const known = error instanceof UndecodableMessageError ? error.known : undefined;
+    throw new RejectedMessage('invalid', errorMessage(error), known);
   }
   const fields: ParkedFields = {
     id: cloudEvent.id,

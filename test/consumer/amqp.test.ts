@@ -135,6 +135,64 @@ describe('consume() on RabbitMQ: attributes another producer sends as AMQP types
     expect(received[0]?.time).toBe('2024-01-02T03:04:05.000Z');
     expect(received[0]?.extensions).toEqual({ blob: 'AQID' });
   });
+
+  it('parks unreadable data under the id its headers give, once however often it comes; a batch as a batch', async () => {
+    const id = randomUUID();
+    const connection = await amqp.connect(AMQP_URL);
+    try {
+      const channel = await connection.createConfirmChannel();
+      const headers = {
+        'cloudEvents:specversion': '1.0',
+        'cloudEvents:id': id,
+        'cloudEvents:source': 'urn:other',
+        'cloudEvents:type': 'quiz-submitted',
+        'cloudEvents:subject': 'quiz-9',
+      };
+      // The same message twice, as a redelivery or a producer's retry would bring it.
+      for (const _ of [1, 2]) {
+        channel.publish(exchange, 'quiz.quiz-submitted', Buffer.from('{bad'), {
+          contentType: 'application/json',
+          headers,
+        });
+      }
+      // A batch with an AMQP message id, as producers usually set one.
+      const batch = [{ specversion: '1.0', id: randomUUID(), type: 'quiz-submitted', source: 's' }];
+      channel.publish(exchange, 'quiz.quiz-submitted', Buffer.from(JSON.stringify(batch)), {
+        contentType: 'application/cloudevents-batch+json',
+        messageId: randomUUID(),
+      });
+      await channel.waitForConfirms();
+    } finally {
+      await connection.close();
+    }
+    const parked = async () =>
+      (
+        await pg.db.query<{
+          event_id: string | null;
+          event_type: string | null;
+          last_error: string;
+        }>(
+          `SELECT event_id, event_type, last_error FROM "${pg.schema}".consumer_dead_letter
+           WHERE consumer = 'typed' ORDER BY dead_at`,
+        )
+      ).rows;
+    await waitFor('both parked', async () => (await parked()).length >= 2, { timeoutMs: 20_000 });
+    // The second copy of the undecodable message meets its dead letter, not a new one.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const rows = await parked();
+    expect(rows).toHaveLength(2);
+    expect(rows).toContainEqual({
+      event_id: id,
+      event_type: 'quiz-submitted',
+      last_error: expect.stringMatching(/^body is not valid JSON/),
+    });
+    // Before: "CloudEvent attribute "specversion" is missing".
+    expect(rows).toContainEqual({
+      event_id: null,
+      event_type: null,
+      last_error: expect.stringMatching(/^a CloudEvents batch/),
+    });
+  });
 });
 
 describe('consume() on RabbitMQ: a queue bound to another aggregate type of the same event type', () => {

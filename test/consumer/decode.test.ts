@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { headerValue } from '../../src/brokers/nats/subjects.js';
-import { decodeCloudEvent } from '../../src/consumer/decode.js';
+import { decodeCloudEvent, type UndecodableMessageError } from '../../src/consumer/decode.js';
 import {
   binaryModeHeaders,
   bindingPrefix,
@@ -164,6 +164,40 @@ describe('decodeCloudEvent', () => {
     expect(
       decodeCloudEvent('nats', { headers: natsOnlyCe, contentType: undefined, body }).data,
     ).toEqual(JSON.parse(message.payload));
+  });
+
+  it('says a batch is a batch, and what the headers of unreadable data named', () => {
+    const bytes = (text: string) => new TextEncoder().encode(text);
+    const batch = JSON.stringify([{ specversion: '1.0', id: 'a', type: 't', source: 's' }]);
+    const refusal = (
+      headers: Record<string, string>,
+      payload: Uint8Array,
+      contentType?: string,
+    ) => {
+      try {
+        decodeCloudEvent('kafka', { headers, contentType, body: payload });
+      } catch (error) {
+        return error as UndecodableMessageError;
+      }
+      throw new Error('decoded');
+    };
+    // Headers of another kind (an id, as an AMQP message id) do not hide what it is.
+    expect(refusal({}, bytes(batch), 'application/cloudevents-batch+json').message).toMatch(
+      /^a CloudEvents batch \(application\/cloudevents-batch\+json\), parked whole/,
+    );
+    // Binary mode whose headers name the whole event: the event is known by them.
+    const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
+    expect(refusal(kafka, bytes('{bad')).known).toEqual({
+      id: message.id,
+      source: 'svc',
+      type: 'quiz-submitted',
+      aggregateId: 'quiz 7 ü',
+      sequence: '42',
+    });
+    expect(refusal({ ...kafka, 'content-type': 'text/csv' }, body).known?.id).toBe(message.id);
+    // Headers that are not a whole event name nothing.
+    const { ce_id: _id, ...noId } = kafka;
+    expect(refusal(noId, bytes('{bad')).known).toBeUndefined();
   });
 
   it('counts an aggregate id in characters, as the producer does: 500 emoji are taken', () => {

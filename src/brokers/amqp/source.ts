@@ -344,15 +344,22 @@ class AmqpSource implements MessageSource {
   }
 }
 
-/** `properties.headers` as text, plus `cloudEvents:id` from the message id when absent. */
+/**
+ * `properties.headers` as text, plus `cloudEvents:id` from the message id when absent from
+ * a message in binary mode (other `cloudEvents:` headers). Not otherwise: a message id on a
+ * structured or plain message would make it look like a binary one without `specversion`.
+ */
 function deliveryHeaders(message: ConsumeMessage): Record<string, string> {
   const headers: Record<string, string> = {};
+  let binary = false;
   for (const [name, value] of Object.entries(message.properties.headers ?? {})) {
     const text = headerText(value);
-    if (text !== undefined) headers[name] = text;
+    if (text === undefined) continue;
+    headers[name] = text;
+    if (/^cloudevents[:_]/i.test(name)) binary = true;
   }
   const { messageId } = message.properties;
-  if (headers['cloudEvents:id'] === undefined && messageId != null) {
+  if (binary && headers['cloudEvents:id'] === undefined && messageId != null) {
     headers['cloudEvents:id'] = String(messageId);
   }
   return headers;
