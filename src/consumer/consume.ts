@@ -45,6 +45,7 @@ import {
   takeRetryDeliveries,
   unstorable,
 } from './park.js';
+import { startTally } from './tally.js';
 import { RejectedMessage, toConsumedEvent } from './typed.js';
 
 type Handler = (event: ConsumedEvent, context: HandlerContext) => unknown;
@@ -77,6 +78,7 @@ export async function consume<const Defs extends readonly AnyEventDefinition[]>(
 ): Promise<Consumer> {
   const settings = resolveConsumeOptions(options);
   const consumer = new BrokerConsumer(settings, options.handler as Handler);
+  startTally(consumer);
   await consumer.start();
   return consumer;
 }

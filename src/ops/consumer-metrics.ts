@@ -4,8 +4,7 @@ import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { clip, escapeControl } from '../common/text.js';
 import type { Consumer, ConsumerHealth } from '../consumer/events.js';
-import { catalogue } from '../events/catalogue.js';
-import { isDeclaredEventType } from '../events/define.js';
+import { followTally } from '../consumer/tally.js';
 import type { CheckResult } from './health.js';
 import { promClient } from './prom.js';
 
@@ -31,14 +30,6 @@ const states: readonly ConsumerHealth['state'][] = [
   'stopping',
   'stopped',
 ];
-
-/** The `event_type` label: a type this process declared (or the catalogue's), else `other`. */
-function eventTypeLabel(type: string | undefined): string {
-  if (type === undefined) return 'unknown';
-  return isDeclaredEventType(type) || catalogue.some((event) => event.type === type)
-    ? type
-    : 'other';
-}
 
 interface ConsumerSeries {
   processed: Counter<'consumer' | 'event_type'>;
@@ -167,32 +158,25 @@ export function consumerMetrics(options: ConsumerMetricsOptions): Registry {
   }
   if (counted === consumer) return registry;
   series.members.set(name, consumer);
-  const { processed, duplicates, stale, failed, parked, skipped, duration, age } = series;
+  const { duration, age } = series;
   // Counts only while it is the registry's consumer of this name.
   const current = () => series.members.get(name) === consumer;
-  consumer.on('processed', ({ event, outcome, durationMs }) => {
+  // From what it did before this call (a backlog handled while the metrics module
+  // loaded), so the counters agree with consumer.stats; the histograms start here.
+  followTally(
+    consumer,
+    (key, label, count) => series[key].inc({ consumer: name, event_type: label }, count),
+    (key, label) => {
+      if (current()) series[key].inc({ consumer: name, event_type: label });
+    },
+  );
+  consumer.on('processed', ({ event, durationMs }) => {
     if (!current()) return;
-    const labels = { consumer: name, event_type: eventTypeLabel(event.type) };
-    processed.inc(labels);
-    if (outcome === 'duplicate') duplicates.inc(labels);
-    if (outcome === 'stale') stale.inc(labels);
     duration.observe({ consumer: name }, durationMs / 1000);
     const happened = event.time ? Date.parse(event.time) : Number.NaN;
     if (!Number.isNaN(happened)) {
       age.observe({ consumer: name }, Math.max(0, Date.now() - happened) / 1000);
     }
-  });
-  consumer.on('failed', ({ event }) => {
-    if (current()) failed.inc({ consumer: name, event_type: eventTypeLabel(event.type) });
-  });
-  consumer.on('parked', (message) => {
-    if (!current()) return;
-    const labels = { consumer: name, event_type: eventTypeLabel(message.type) };
-    parked.inc(labels);
-    if (message.stale) stale.inc(labels);
-  });
-  consumer.on('skipped', ({ type }) => {
-    if (current()) skipped.inc({ consumer: name, event_type: eventTypeLabel(type) });
   });
   return registry;
 }

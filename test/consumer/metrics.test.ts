@@ -94,6 +94,48 @@ it('counts processed, duplicate, failed, parked and skipped events, and reports 
   await expect(consumer.closed).resolves.toBeUndefined();
 });
 
+it("counts from the consumer's start though attached later, as consumer.stats does", async () => {
+  const inbox = createInbox({ schema: pg.schema, consumer: 'late' });
+  const late = await consume({
+    broker: url,
+    consumer: 'late',
+    database: pg.db,
+    schema: pg.schema,
+    events: [QuizSubmitted],
+    logger: silentLogger,
+    handler: (event) => pg.db.transaction((tx) => inbox.process(tx, event, () => undefined)),
+  });
+  try {
+    const broker = brokerFromUrl(url, { source: 'test' });
+    await broker.connect();
+    const first = quiz(randomUUID());
+    try {
+      // Handled before the metrics exist (their module still loading, say).
+      await broker.publish([first]);
+      await broker.publish([first]);
+      await waitFor('two handled', () => late.stats.processed === 2, { timeoutMs: 20_000 });
+      const registry = consumerMetrics({ consumer: late, name: 'late' });
+      await broker.publish([quiz(randomUUID())]);
+      await waitFor('three handled', () => late.stats.processed === 3, { timeoutMs: 20_000 });
+      const text = await registry.metrics();
+      const value = (line: string) => Number(new RegExp(`^${line} (\\S+)$`, 'm').exec(text)?.[1]);
+      // Before: 1 and 0, what came after the call only.
+      expect(
+        value('consumer_events_processed_total\\{consumer="late",event_type="quiz-submitted"\\}'),
+      ).toBe(late.stats.processed);
+      expect(value('inbox_duplicates_total\\{consumer="late",event_type="quiz-submitted"\\}')).toBe(
+        late.stats.duplicates,
+      );
+      expect(late.stats.duplicates).toBe(1);
+    } finally {
+      await broker.close();
+    }
+  } finally {
+    await late.stop();
+    await withAmqpChannel((channel) => channel.deleteQueue(`${exchange}.late`)).catch(() => {});
+  }
+});
+
 it('is not ready from stop() on, while a handler in flight finishes', async () => {
   let release: () => void = () => {};
   const held = new Promise<void>((resolve) => {
