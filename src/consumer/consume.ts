@@ -179,7 +179,18 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   /** Settles when the handlers in flight at stop() finished, or stop() stopped waiting. */
   private finishing: Promise<void> | undefined;
   /** Ends the source's run with an error retrying cannot mend (a privilege refused mid-run). */
-  private stopWith: (error: PrivilegeError) => void = () => {};
+  private stopWith: (error: ConfigError | PrivilegeError) => void = () => {};
+
+  /**
+   * True, after stopping the consumer, for the error of its database closed under it
+   * (`closedInUse`): no retry can mend that, so it stops with it instead of retrying for
+   * good, as the dispatcher does.
+   */
+  private stoppedByClosedDatabase(error: unknown): boolean {
+    if (!(error instanceof ConfigError) || error.setting !== 'db') return false;
+    this.stopWith(error);
+    return true;
+  }
 
   constructor(
     private readonly settings: ConsumerSettings,
@@ -584,6 +595,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         );
       }
     } catch (error) {
+      if (this.stoppedByClosedDatabase(error)) return;
       const { database, schema, consumer } = this.settings;
       // A grant revoked while running: said with what to grant, at each round; handling
       // goes on, only the expired records stay until the grant is back.
@@ -630,6 +642,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         this.stopWith(refused);
         return;
       }
+      if (this.stoppedByClosedDatabase(error)) return;
       this.settings.logger.warn(
         { consumer: this.settings.consumer, err: errorMessage(error) },
         'cannot read the dead letters to retry; trying again later',
@@ -833,6 +846,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         return;
       } catch (error) {
         if (await this.refusedPrivilege(work, error, true)) return;
+        if (this.stoppedByClosedDatabase(error)) return this.forget(work);
         if (fields && unstorable(error)) {
           // Something of the event the table cannot hold (the decoder's checks should
           // leave nothing): parked as an undecodable message, headers and body kept.

@@ -1,15 +1,17 @@
 /**
  * A handler whose database is away is waited for, not parked: connection errors spend no
  * attempt. The handler's pool reaches PostgreSQL through a TCP proxy the test cuts. A
- * pool too small for the handlers running at once is waited for too, and said so.
+ * pool too small for the handlers running at once is waited for too, and said so. A
+ * database closed under the consumer, though, stops it.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
 import { isDatabaseUnavailable } from '../../src/db/connection-errors.js';
 import { pgDatabase, QuizSubmitted } from '../../src/index.js';
+import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
 import { deleteStream } from '../helpers/nats-consumer.js';
@@ -164,6 +166,37 @@ describe('a consumer whose database is away', () => {
     expect(applied).toEqual([event.id]);
     expect(consumer.stats).toMatchObject({ processed: 1, parked: 0, failed: 0 });
   });
+  // On RabbitMQ: no lease (NATS's), whose session would find the database closed itself.
+  it('closed under it: stops with the error naming db instead of retrying for good', async () => {
+    const exchange = testExchange();
+    onTestFinished(() =>
+      withAmqpChannel(async (channel) => {
+        await channel.deleteQueue(`${exchange}.orphaned`);
+        await channel.deleteExchange(exchange);
+      }),
+    );
+    const own = pgDatabase({ connectionString: PG_URL });
+    const orphaned = await consume({
+      broker: `${AMQP_URL}?exchange=${exchange}`,
+      consumer: 'orphaned',
+      database: own,
+      schema: schema.schema,
+      events: [QuizSubmitted],
+      deadLetterRetryPollMs: 200,
+      handler: () => {},
+    });
+    const fatal: Error[] = [];
+    orphaned.on('fatal', (error) => fatal.push(error));
+    await own.close();
+    // Before: it stayed 'receiving', retrying every 5 s for good.
+    await expect(orphaned.closed).rejects.toMatchObject({
+      setting: 'db',
+      message: expect.stringContaining('was closed while still in use'),
+    });
+    expect(fatal).toHaveLength(1);
+    expect(orphaned.health().state).toBe('stopped');
+  });
+
   it('a pool smaller than concurrency: handlers wait for a connection, said so, nothing parked', async () => {
     const small = pgDatabase({
       connectionString: PG_URL,
