@@ -121,6 +121,11 @@ describe('a setting out of range exits 2 naming it, before PostgreSQL sees it', 
     expect(purge).toContain('0001 to 9999');
   });
 
+  it('a duration in a unit it does not take, naming the units it does', async () => {
+    const week = await expectRefused(['inbox', 'purge', '--older-than', '1w'], 'older-than');
+    expect(week).toContain('a whole number and ms, s, m, h or d');
+  });
+
   it('an address, a token or a readiness setting for a port run does not serve', async () => {
     // Before: accepted and ignored, the operator left to wonder why nothing listened, or
     // believing the endpoints on and protected.

@@ -37,7 +37,7 @@ export function parseDuration(setting: string, raw: string): number {
   if (!Number.isSafeInteger(ms)) {
     throw new ConfigError(
       setting,
-      `"${escapeControl(raw)}" is not a duration (like 90s, 15m, 12h or 30d)`,
+      `"${escapeControl(raw)}" is not a duration (a whole number and ms, s, m, h or d: 90s, 15m, 12h, 30d)`,
     );
   }
   return ms;
@@ -131,7 +131,7 @@ export function parseTime(setting: string, raw: string, now = Date.now()): Date 
   if (!ISO_TIME.test(text)) {
     throw new ConfigError(
       setting,
-      `"${shown}" is neither an ISO 8601 time (2026-11-27T10:00:00Z) nor a duration ago (2h)`,
+      `"${shown}" is neither an ISO 8601 time (2026-11-27T10:00:00Z) nor a duration ago (a whole number and ms, s, m, h or d: 2h, 7d)`,
     );
   }
   const time = isoInstant(text);
