@@ -170,23 +170,32 @@ describe('amqp source', () => {
     );
   });
 
-  it('gives header values as text and the message id as cloudEvents:id when absent', async () => {
+  it('gives header values as text and, in binary mode, the message id as cloudEvents:id when absent', async () => {
     const { exchange } = target();
     const running = await start(url(exchange));
     await withAmqpChannel(async (ch) => {
       ch.publish(exchange, 'lesson.lesson-published', Buffer.from([0, 255]), {
         messageId: 'm-1',
-        headers: { n: 5, yes: true, bytes: Buffer.from('raw'), none: null },
+        headers: {
+          'cloudEvents:type': 'lesson-published',
+          n: 5,
+          yes: true,
+          bytes: Buffer.from('raw'),
+          none: null,
+        },
       });
       // An event type the consumer does not handle is not bound: it never arrives.
       ch.publish(exchange, 'lesson.lesson-archived', Buffer.from('x'), { messageId: 'm-2' });
+      // Not binary mode (structured, a batch, not a CloudEvent): the id is not made up.
+      ch.publish(exchange, 'lesson.lesson-published', Buffer.from('{}'), { messageId: 'm-3' });
       await ch.checkExchange(exchange);
     });
-    await waitFor('a delivery', () => running.deliveries.length === 1, wait);
+    await waitFor('two deliveries', () => running.deliveries.length === 2, wait);
     await settle();
-    expect(running.deliveries).toHaveLength(1);
-    const [delivery] = running.deliveries;
+    expect(running.deliveries).toHaveLength(2);
+    const [delivery, plain] = running.deliveries;
     expect(delivery?.headers).toEqual({
+      'cloudEvents:type': 'lesson-published',
       n: '5',
       yes: 'true',
       // A byte array is the AMQP binding's Binary: its canonical text is base64.
@@ -195,6 +204,7 @@ describe('amqp source', () => {
     });
     expect(delivery?.contentType).toBeUndefined();
     expect([...(delivery?.body ?? [])]).toEqual([0, 255]);
+    expect(plain?.headers).toEqual({});
   });
 
   it('redelivers messages not acked to the next source, in order', async () => {
