@@ -50,20 +50,28 @@ export function fromMikroORM(em: EntityManager, options: AdapterOptions = {}): E
       );
     }
   };
-  const ended = () => endedByStatement('fromMikroORM', 'a MikroORM transaction', instead);
+  // A transaction Knex completed (a forked em kept past em.transactional) is refused by
+  // Knex itself ("Transaction query already complete"), with the reason that is true.
+  const ended = (transaction: { isCompleted?(): boolean }) => () =>
+    transaction.isCompleted?.()
+      ? undefined
+      : endedByStatement('fromMikroORM', 'a MikroORM transaction', instead);
   check();
   return {
     async query(text, values) {
       check();
       // The transaction's Knex, else the pool's.
-      const transaction = em.getTransactionContext<{ client: unknown }>();
+      const transaction = em.getTransactionContext<{
+        client: unknown;
+        isCompleted?(): boolean;
+      }>();
       const knex = transaction ?? em.getKnex();
       return knexClientQuery(
         knex.client as KnexClientLike,
         'fromMikroORM',
         text,
         values,
-        transaction && !options.autocommit ? ended : undefined,
+        transaction && !options.autocommit ? ended(transaction) : undefined,
       );
     },
   };

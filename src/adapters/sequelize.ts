@@ -90,9 +90,13 @@ export function fromSequelize(
   return {
     async query<R>(text: string, values: readonly unknown[] = []) {
       // The transaction's node-postgres connection knows what Sequelize does not: that a
-      // COMMIT sent as a statement ended it.
-      const connection = (transaction as { connection?: unknown } | null | undefined)?.connection;
-      if (transaction && !options.autocommit && isIdlePgClient(connection)) {
+      // COMMIT sent as a statement ended it. One Sequelize finished (a statement from its
+      // afterCommit hook) is refused by Sequelize itself, with the reason that is true.
+      const { connection, finished } = (transaction ?? {}) as {
+        connection?: unknown;
+        finished?: unknown;
+      };
+      if (transaction && !options.autocommit && !finished && isIdlePgClient(connection)) {
         throw endedByStatement(
           'fromSequelize',
           'a Sequelize transaction',

@@ -72,6 +72,17 @@ describe('edupulse-outbox/mikro-orm', () => {
     expect(await outboxIds(test)).toEqual([kept]);
   });
 
+  it('a forked em kept past transactional() is refused by Knex, with its reason', async () => {
+    const outbox = createOutbox({ schema: test.schema });
+    const kept = await orm.em.fork().transactional(async (em) => em);
+    const refused = await outbox
+      .enqueue(fromMikroORM(kept), LessonPublished.create(lesson()))
+      .catch((e: unknown) => e);
+    // Not the adapter's "a COMMIT or ROLLBACK sent as a statement", which did not happen.
+    expect((refused as Error).message).toMatch(/Transaction query already complete/);
+    expect(await outboxIds(test)).toEqual([]);
+  });
+
   it('inside transactional(), the global em is in the transaction, as MikroORM has it', async () => {
     const outbox = createOutbox({ schema: test.schema });
     await orm.em

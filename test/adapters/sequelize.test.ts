@@ -65,6 +65,22 @@ describe('edupulse-outbox/sequelize', () => {
     expect(await outboxIds(test)).toEqual([]);
   });
 
+  it('a transaction Sequelize finished is refused by Sequelize, with its reason (afterCommit)', async () => {
+    const outbox = createOutbox({ schema: test.schema });
+    let refused: unknown;
+    await sequelize.transaction(async (t) => {
+      t.afterCommit(async () => {
+        refused = await outbox
+          .enqueue(fromSequelize(sequelize, t), LessonPublished.create(lesson()))
+          .catch((e: unknown) => e);
+      });
+    });
+    await expect.poll(() => refused).toBeInstanceOf(Error);
+    // Not the adapter's "a COMMIT or ROLLBACK sent as a statement", which did not happen.
+    expect((refused as Error).message).toMatch(/commit has been called on this transaction/);
+    expect(await outboxIds(test)).toEqual([]);
+  });
+
   it('the text reaches PostgreSQL as written: $$, $name, $9 and ? are not rewritten', async () => {
     const query = (tx: Executor) =>
       tx.query(
