@@ -70,6 +70,7 @@ export async function parkMessage(
     withoutNul(reason),
     stale,
     fields?.source ?? '',
+    delivery.aggregateType ?? null,
   ]);
   return {
     origin: delivery.origin,
@@ -87,6 +88,7 @@ interface RetryRow {
   headers: string;
   body: string;
   stale: boolean;
+  routed_aggregate_type: string | null;
 }
 
 /** A dead letter an operator asked to retry, as a delivery. */
@@ -118,6 +120,8 @@ export async function takeRetryDeliveries(
       body: Buffer.from(row.body, 'utf8'),
       // Once: a dead letter retried again keeps `retry of <where it first came from>`.
       origin: row.origin.startsWith('retry of ') ? row.origin : `retry of ${row.origin}`,
+      // As the broker first routed it: another aggregate type's event stays refused.
+      aggregateType: row.routed_aggregate_type ?? undefined,
       ack: async () => {
         await settings.database.query(sql.consumerDeadLetterResolve, [row.id]);
       },

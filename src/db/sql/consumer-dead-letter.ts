@@ -10,9 +10,9 @@ export interface ConsumerDeadLetterStatements {
   /**
    * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence, $6 origin,
    * $7 headers (JSON text), $8 body, $9 attempts, $10 reason, $11 stale (older than its
-   * aggregate's last applied event), $12 source ('' when unknown): parks a message; a
-   * second park of the same event (source and id) updates the first (and ends a retry of
-   * it).
+   * aggregate's last applied event), $12 source ('' when unknown), $13 the aggregate type
+   * the broker routed it by (or NULL): parks a message; a second park of the same event
+   * (source and id) updates the first (and ends a retry of it).
    */
   consumerDeadLetterPark: string;
   /** $1 consumer or NULL: the number of consumer dead letters. */
@@ -64,12 +64,13 @@ const WHERE = `($1::text IS NULL OR consumer = $1)
 export function consumerDeadLetterStatements(s: string): ConsumerDeadLetterStatements {
   const table = `${s}.consumer_dead_letter`;
   return {
-    consumerDeadLetterPark: `INSERT INTO ${table}
-  (consumer, event_id, event_type, aggregate_id, sequence, origin, headers, body, attempts, last_error, stale, source)
-VALUES ($1, $2, $3, $4, $5::text::bigint, $6, $7::text::jsonb, $8, $9, $10, $11, $12)
+    consumerDeadLetterPark: `INSERT INTO ${table} AS d
+  (consumer, event_id, event_type, aggregate_id, sequence, origin, headers, body, attempts, last_error, stale, source, routed_aggregate_type)
+VALUES ($1, $2, $3, $4, $5::text::bigint, $6, $7::text::jsonb, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (consumer, event_id, source) DO UPDATE
   SET attempts = excluded.attempts, last_error = excluded.last_error, origin = excluded.origin,
-      stale = excluded.stale, dead_at = now(), retry_requested_at = NULL, retry_taken_at = NULL`,
+      stale = excluded.stale, dead_at = now(), retry_requested_at = NULL, retry_taken_at = NULL,
+      routed_aggregate_type = coalesce(excluded.routed_aggregate_type, d.routed_aggregate_type)`,
 
     consumerDeadLetterCount: `SELECT count(*)::int AS dead FROM ${table}
 WHERE $1::text IS NULL OR consumer = $1`,
@@ -102,9 +103,11 @@ SELECT count(*)::int AS purged FROM purged`,
       AND (retry_requested_at IS NOT NULL OR retry_taken_at < now() - ${RETRY_ABANDONED})
     ORDER BY sequence NULLS LAST, dead_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS picked
   WHERE d.id = picked.id
-  RETURNING d.id, d.origin, d.headers, d.body, d.attempts, d.dead_at, d.stale, d.sequence
+  RETURNING d.id, d.origin, d.headers, d.body, d.attempts, d.dead_at, d.stale, d.sequence,
+    d.routed_aggregate_type
 )
-SELECT id::text AS id, origin, headers::text AS headers, body, attempts, dead_at, stale
+SELECT id::text AS id, origin, headers::text AS headers, body, attempts, dead_at, stale,
+  routed_aggregate_type
 FROM taken ORDER BY sequence NULLS LAST, dead_at, id`,
 
     consumerDeadLetterResolve: `DELETE FROM ${table} WHERE id = $1::text::uuid AND retry_taken_at IS NOT NULL`,
