@@ -64,18 +64,17 @@ export function fromKnex(trx: KnexLike, options: AdapterOptions = {}): Executor 
       'the trx of knex.transaction(async (trx) => …)',
     );
   }
-  // A transaction Knex completed is refused by Knex itself ("Transaction query already
-  // complete"); one a COMMIT statement ended under it, by the connection's state.
   const ended =
     trx.isTransaction && !options.autocommit
-      ? () =>
-          trx.isCompleted?.()
-            ? undefined
-            : endedByStatement(
-                'fromKnex',
-                'a Knex transaction',
-                'the trx of knex.transaction(async (trx) => …)',
-              )
+      ? {
+          transaction: trx,
+          error: () =>
+            endedByStatement(
+              'fromKnex',
+              'a Knex transaction',
+              'the trx of knex.transaction(async (trx) => …)',
+            ),
+        }
       : undefined;
   return { query: (text, values) => knexClientQuery(client, 'fromKnex', text, values, ended) };
 }
@@ -84,22 +83,24 @@ export function fromKnex(trx: KnexLike, options: AdapterOptions = {}): Executor 
  * Sends one statement through a Knex client: on the transaction's connection when the
  * client belongs to one (releasing it is a no-op), else on one from the pool. Also the
  * way MikroORM's adapter sends, through the Knex under its EntityManager. `ended`, given
- * for a transaction's client, is asked when the connection (node-postgres) has no
- * transaction open, as after a COMMIT sent as a statement: the error it returns is thrown
- * (none: Knex refuses the statement itself).
+ * for a transaction's client: its error is thrown when the connection (node-postgres) has
+ * no transaction open though Knex has not completed the transaction, as after a COMMIT
+ * sent as a statement (one Knex completed, Knex refuses itself: "Transaction query already
+ * complete", the reason that is true).
  */
 export async function knexClientQuery<R>(
   client: KnexClientLike,
   what: string,
   text: string,
   values: readonly unknown[] = [],
-  ended?: () => Error | undefined,
+  ended?: { transaction: { isCompleted?(): boolean }; error: () => Error },
 ): Promise<{ rows: R[] }> {
   const sql = escapeQuestionMarks(client, text, what);
   const connection = await client.acquireConnection();
   try {
-    const refusal = ended && isIdlePgClient(connection) ? ended() : undefined;
-    if (refusal) throw refusal;
+    if (ended && !ended.transaction.isCompleted?.() && isIdlePgClient(connection)) {
+      throw ended.error();
+    }
     const { response } = await client.query(connection, {
       sql,
       bindings: [...values],

@@ -50,12 +50,7 @@ export function fromMikroORM(em: EntityManager, options: AdapterOptions = {}): E
       );
     }
   };
-  // A transaction Knex completed (a forked em kept past em.transactional) is refused by
-  // Knex itself ("Transaction query already complete"), with the reason that is true.
-  const ended = (transaction: { isCompleted?(): boolean }) => () =>
-    transaction.isCompleted?.()
-      ? undefined
-      : endedByStatement('fromMikroORM', 'a MikroORM transaction', instead);
+  const error = () => endedByStatement('fromMikroORM', 'a MikroORM transaction', instead);
   check();
   return {
     async query(text, values) {
@@ -71,7 +66,8 @@ export function fromMikroORM(em: EntityManager, options: AdapterOptions = {}): E
         'fromMikroORM',
         text,
         values,
-        transaction && !options.autocommit ? ended(transaction) : undefined,
+        // A forked em kept past em.transactional(): Knex refuses, having completed it.
+        transaction && !options.autocommit ? { transaction, error } : undefined,
       );
     },
   };

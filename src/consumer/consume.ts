@@ -16,7 +16,7 @@ import { emitGuarded } from '../common/listeners.js';
 import { RunEnd } from '../common/run-end.js';
 import { withTimeout } from '../common/timeout.js';
 import { isDatabaseUnavailable, waitedForPool } from '../db/connection-errors.js';
-import type { DatabaseSession } from '../db/database.js';
+import { DatabaseClosedError, type DatabaseSession } from '../db/database.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
 import { hasSqlState } from '../db/missing-table.js';
 import {
@@ -182,12 +182,12 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private stopWith: (error: ConfigError | PrivilegeError) => void = () => {};
 
   /**
-   * True, after stopping the consumer, for the error of its database closed under it
-   * (`closedInUse`): no retry can mend that, so it stops with it instead of retrying for
-   * good, as the dispatcher does.
+   * True, after stopping the consumer, for the error of its database closed under it: no
+   * retry can mend that, so it stops with it instead of retrying for good, as the
+   * dispatcher does.
    */
   private stoppedByClosedDatabase(error: unknown): boolean {
-    if (!(error instanceof ConfigError) || error.setting !== 'db') return false;
+    if (!(error instanceof DatabaseClosedError)) return false;
     this.stopWith(error);
     return true;
   }

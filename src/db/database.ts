@@ -95,10 +95,13 @@ export function assertDatabase(db: unknown, setting: string): asserts db is Data
 /**
  * What a `Database` throws once its owner closed it (or the PGlite instance under it):
  * a ConfigError, so a dispatcher or consumer still running stops and says why instead of
- * retrying as if the server were away.
+ * retrying as if the server were away. Its own class, for the places that otherwise retry
+ * a failed statement (a consumer's rounds) to tell it from an outage.
  */
-export function closedInUse(what: string): ConfigError {
-  return new ConfigError(
+export class DatabaseClosedError extends ConfigError {}
+
+export function closedInUse(what: string): DatabaseClosedError {
+  return new DatabaseClosedError(
     'db',
     `${what} was closed while still in use: stop the dispatcher or consumer before closing it`,
   );
