@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../src/common/logger.js';
 import { consume, createInbox } from '../src/consumer/index.js';
 import { grantStatements, type PrivilegedPart } from '../src/db/privileges.js';
+import { statements } from '../src/db/sql/index.js';
 import {
   createDispatcher,
   createOutbox,
@@ -398,6 +399,52 @@ describe('least-privilege roles', () => {
       expect(retry.stderr).toContain(`GRANT INSERT ON "${schema}".outbox TO "${ROLES.observer}";`);
       // What it has is not asked for again.
       expect(retry.stderr).not.toContain('GRANT SELECT ON');
+    });
+
+    it("status tells an operator who cannot see other roles' sessions that it cannot flag a silent dispatcher", async () => {
+      for (const statement of grantStatements(schema, ROLES.observer, ['observe'])) {
+        await owner.query(statement);
+      }
+      // A member owning a partition that runs nothing, as a stopped dispatcher's session
+      // does, logged in as the dispatcher's role.
+      const stopped = new pg.Client({
+        connectionString: urlAs(ROLES.dispatcher),
+        application_name: 'edupulse-outbox dispatcher stopped:1',
+      });
+      await stopped.connect();
+      const as = ['--database-url', urlAs(ROLES.observer), '--schema', schema];
+      try {
+        const sql = statements(schema);
+        const { rows } = await stopped.query<{ members: number; partitions: number }>(
+          sql.ownershipKeys,
+          [schema],
+        );
+        const keys = rows[0] as { members: number; partitions: number };
+        await stopped.query(sql.ownershipLock, [keys.members, 4242]);
+        await stopped.query(sql.ownershipLock, [keys.partitions, 0]);
+        await new Promise((resolve) => setTimeout(resolve, 5500));
+        const json = await runCli(['status', '--json', ...as]);
+        expect(json.code, json.stderr).toBe(0);
+        const { dispatchers } = JSON.parse(json.stdout) as {
+          dispatchers: { silentSeconds: number | null }[];
+        };
+        // Unknown, not taken for busy (0).
+        expect(dispatchers.map((d) => d.silentSeconds)).toEqual([null]);
+        const hidden = await runCli(['status', ...as]);
+        expect(hidden.stdout).toContain('silence not shown');
+        expect(hidden.stdout).toContain('pg_read_all_stats');
+        expect(hidden.stdout).not.toContain('silent for');
+        await admin.query(`GRANT pg_read_all_stats TO "${ROLES.observer}"`);
+        try {
+          const seen = await runCli(['status', ...as]);
+          expect(seen.stdout).toMatch(/silent for \d+\.\d s: /);
+          expect(seen.stdout).not.toContain('silence not shown');
+        } finally {
+          await admin.query(`REVOKE pg_read_all_stats FROM "${ROLES.observer}"`);
+        }
+      } finally {
+        await stopped.end();
+      }
     });
 
     it('a grant revoked while running stops the dispatcher, exit 2, the event kept', async () => {

@@ -82,6 +82,11 @@ retention plus the janitor's 10 minutes.`,
                   ]
                 : []),
             ]),
+            ...(status.dispatchers.some((d) => d.silentSeconds === null)
+              ? [
+                  `  silence not shown: this role cannot see other roles' sessions in pg_stat_activity, so a stopped or hung dispatcher is not flagged (GRANT pg_read_all_stats to it, or run status as the dispatchers' role)`,
+                ]
+              : []),
             ...(status.unownedPartitions.length > 0
               ? [
                   `  unowned: ${status.unownedPartitions.length} partitions: ${partitionRanges(status.unownedPartitions)} (a rebalance takes a second or two; longer, nothing publishes them)`,
