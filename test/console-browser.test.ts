@@ -4,7 +4,7 @@
  * operator relies on when looking at the page. Every case has its own schema, stream or
  * exchange, removed afterwards, so the file runs beside others and twice in a row.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -55,6 +55,13 @@ async function open(base: string, hash = '#/'): Promise<WatchedPage> {
   pages.push(watched);
   await watched.page.goto(`${base}/${hash}`);
   return watched;
+}
+
+/** A page of a browser context whose clock is in `timezoneId`, closed after the test. */
+async function pageInTimeZone(timezoneId: string) {
+  const context = await browser.newContext({ timezoneId });
+  cleanups.push(() => context.close());
+  return context.newPage();
 }
 
 /** Every request stayed on the console's origin, and the page reported no CSP violation. */
@@ -289,6 +296,14 @@ describe('the web console in Chromium', () => {
        VALUES (9000001, gen_random_uuid(), 'lesson', 'lesson-1', $1, '{}', '{}', 0, now(), 1, $2)`,
       [`lesson-${'x'.repeat(1500)}`, `refused: ${'y'.repeat(1000)}`],
     );
+    // And one whose aggregate id is 450 characters without a space, in its group's table.
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_dead_letter
+         (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+          occurred_at, attempts, last_error)
+       VALUES (9000002, gen_random_uuid(), 'lesson', $1, 'lesson-published', '{}', '{}', 0, now(), 1, 'refused')`,
+      ['L'.repeat(450)],
+    );
     cleanups.push(() =>
       t.db.query(`DELETE FROM "${t.schema}".outbox_dead_letter WHERE seq = 9000001`),
     );
@@ -303,15 +318,94 @@ describe('the web console in Chromium', () => {
     };
     expect(widths.table).toBeGreaterThan(0);
     expect(widths.table).toBeLessThanOrEqual(widths.window);
+    await page
+      .getByTestId('groups-row')
+      .filter({ hasText: 'lesson-published' })
+      .getByTestId('group-open')
+      .click();
+    await page.getByTestId('letters-row').first().waitFor();
+    const letters = await page
+      .getByTestId('letters')
+      .evaluate((table) => (table as unknown as { scrollWidth: number }).scrollWidth);
+    expect(letters).toBeGreaterThan(0);
+    expect(letters).toBeLessThanOrEqual(widths.window);
+  });
+
+  it("shows a dead letter's payload as stored, and keeps it shown when a retry finds its id taken", {
+    timeout: 60_000,
+  }, async () => {
+    const id = randomUUID();
+    const payload =
+      '{"z": 1, "a": 12345678901234567890123, "f": 0.1000000000000000055511151231257827, "dup": 1, "dup": 2, "e": 1e400, "s": "a,b:{\\"["}';
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_dead_letter
+         (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, partition,
+          occurred_at, attempts, last_error)
+       VALUES (9000003, $1, 'lesson', 'lesson-1', 'lesson-published', $2, '{}', 0, now(), 3, 'refused')`,
+      [id, payload],
+    );
+    // An event of the same id waits in the outbox (not yet due): a retry must leave the dead letter.
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox (id, aggregate_type, aggregate_id, event_type, payload, available_at)
+       VALUES ($1, 'lesson', 'lesson-1', 'lesson-published', '{}', now() + interval '1 hour')`,
+      [id],
+    );
+    const ui = await startConsole(t.schema);
+    const { page } = await open(ui.base, `#/dead-letters/${id}`);
+    await page.getByTestId('detail-payload').waitFor();
+    expect(await page.getByTestId('detail-payload').textContent()).toBe(
+      [
+        '{',
+        '  "z": 1,',
+        '  "a": 12345678901234567890123,',
+        '  "f": 0.1000000000000000055511151231257827,',
+        '  "dup": 1,',
+        '  "dup": 2,',
+        '  "e": 1e400,',
+        '  "s": "a,b:{\\"["',
+        '}',
+      ].join('\n'),
+    );
+    await page.getByTestId('retry-one').click();
+    await page.getByTestId('confirm-yes').click();
+    const touched = page.getByTestId('touched');
+    await touched.waitFor();
+    expect(await touched.textContent()).toContain('1 left: an event in the outbox has the same id');
+    expect(await touched.getAttribute('class')).toContain('partial');
+    // Still a dead letter, still shown with its actions, through the page's next polls.
+    await new Promise((resolve) => setTimeout(resolve, 4500));
+    expect(await page.getByTestId('detail-payload').isVisible()).toBe(true);
+    expect(await page.getByTestId('retry-one').isVisible()).toBe(true);
+    expect(await tableCount('_dead_letter')).toBe(1);
+  });
+
+  it('draws the charts in UTC, as every time it shows, in any time zone', {
+    timeout: 60_000,
+  }, async () => {
+    const ui = await startConsole(t.schema);
+    const page = await pageInTimeZone('Asia/Tokyo');
+    await page.goto(`${ui.base}/#/`);
+    const chart = page.getByTestId('chart-backlog');
+    await chart.locator('.u-over').waitFor();
+    // A sample or two to point at, then the cursor over the newest: the legend names its time.
+    await new Promise((resolve) => setTimeout(resolve, 4500));
+    const over = await chart.locator('.u-over').boundingBox();
+    if (!over) throw new Error('the chart has no plot area');
+    await page.mouse.move(over.x + over.width - 2, over.y + over.height / 2);
+    const shown = (await chart.locator('.u-legend .u-series').first().textContent()) ?? '';
+    const match = /(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)/.exec(shown);
+    expect(shown).toContain('UTC');
+    expect(match?.[1]).toBeDefined();
+    const at = Date.parse(`${(match?.[1] ?? '').replace(' ', 'T')}Z`);
+    // Tokyo's clock is 9 hours ahead: a local time would be far from now.
+    expect(Math.abs(at - Date.now())).toBeLessThan(5 * 60_000);
   });
 
   it('reads the filter times as UTC, as every time it shows, in any time zone', {
     timeout: 60_000,
   }, async () => {
     const ui = await startConsole(t.schema);
-    const context = await browser.newContext({ timezoneId: 'America/New_York' });
-    cleanups.push(() => context.close());
-    const page = await context.newPage();
+    const page = await pageInTimeZone('America/New_York');
     const asked: string[] = [];
     page.on('request', (request) => asked.push(request.url()));
     await page.goto(`${ui.base}/#/dead-letters`);
@@ -326,7 +420,7 @@ describe('the web console in Chromium', () => {
     expect(filtered.searchParams.get('until')).toBe('2026-12-05T16:00:00.000Z');
   });
 
-  it('served by run --ui-port, shows its broker and the commit → ack latency', {
+  it('served by run --ui-port, shows its broker and the occurred → ack latency', {
     timeout: 120_000,
   }, async () => {
     const { dispatcher, base, watched } = await runWithConsole();

@@ -2,6 +2,7 @@
 import 'uplot/dist/uPlot.min.css';
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
+import { time } from './format.js';
 
 export interface Series {
   label: string;
@@ -38,10 +39,15 @@ export function Chart(props: {
         width: Math.max(box.current.clientWidth, 300),
         height: 180,
         legend: { show: true },
+        // In UTC, as every time the console shows and reads.
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
         scales: { y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
         axes: [{}, { label: unit, size: 60 }],
         series: [
-          {},
+          {
+            label: 'UTC',
+            value: (_u, ts) => (ts === null ? '' : time(new Date(ts * 1000).toISOString())),
+          },
           ...series.map((s) => ({
             label: s.label,
             stroke: s.stroke,

@@ -2,15 +2,15 @@
 import { useState } from 'preact/hooks';
 import { usePoll } from './api.js';
 import { count, prettyJson, time } from './format.js';
-import { Actions, Problem, Touched } from './parts.js';
+import { Actions, type Outcome, Problem, Touched } from './parts.js';
 import type { DeadLetterDetail } from './types.js';
 
 export function DeadLetterPage({ id }: { id: string }) {
-  const [touched, setTouched] = useState<string>();
-  // Once retried or discarded it is gone (404); stop asking.
-  const letter = usePoll<DeadLetterDetail>(
-    touched ? null : `dead-letters/${encodeURIComponent(id)}`,
-  );
+  const [touched, setTouched] = useState<Outcome>();
+  // Once retried or discarded it is gone (404); stop asking. Left where it was (its id
+  // taken in the outbox), it is still here: go on showing it.
+  const gone = touched !== undefined && touched.touched > 0;
+  const letter = usePoll<DeadLetterDetail>(gone ? null : `dead-letters/${encodeURIComponent(id)}`);
   const d = letter.data;
   return (
     <>
@@ -20,9 +20,9 @@ export function DeadLetterPage({ id }: { id: string }) {
       <p>
         <a href="#/dead-letters">← all dead letters</a>
       </p>
-      <Touched text={touched} />
-      {!touched && <Problem error={letter.error} />}
-      {d && !touched && (
+      <Touched outcome={touched} />
+      {!gone && <Problem error={letter.error} />}
+      {d && !gone && (
         <>
           <Actions
             choices={[

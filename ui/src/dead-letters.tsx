@@ -5,7 +5,7 @@
 import { useState } from 'preact/hooks';
 import { query, usePoll } from './api.js';
 import { count, time } from './format.js';
-import { Actions, eventColumns, Problem, Table, Touched } from './parts.js';
+import { Actions, eventColumns, type Outcome, Problem, Table, Touched } from './parts.js';
 import type { DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterPage } from './types.js';
 
 const FIELDS = [
@@ -93,7 +93,7 @@ type GroupKey = Pick<DeadLetterGroup, 'eventType' | 'error'>;
 function GroupLetters(props: {
   filter: DeadLetterFilter;
   group: DeadLetterGroup;
-  onDone: (text: string) => void;
+  onDone: (outcome: Outcome) => void;
 }) {
   const groupFilter = {
     ...props.filter,
@@ -131,10 +131,10 @@ function GroupLetters(props: {
             selection: { filter: groupFilter },
           },
         ]}
-        onDone={(text) => {
+        onDone={(outcome) => {
           setSelected(new Set());
           letters.refresh();
-          props.onDone(text);
+          props.onDone(outcome);
         }}
       />
       <Problem error={letters.error} />
@@ -173,7 +173,7 @@ const sameGroup = (a: GroupKey | undefined, b: GroupKey) =>
 export function DeadLettersPage() {
   const [filter, setFilter] = useState<DeadLetterFilter>({});
   const [open, setOpen] = useState<GroupKey>();
-  const [touched, setTouched] = useState<string>();
+  const [touched, setTouched] = useState<Outcome>();
   const groups = usePoll<{ groups: DeadLetterGroup[] }>(
     `dead-letters/groups${query({ ...filter })}`,
   );
@@ -189,7 +189,7 @@ export function DeadLettersPage() {
         }}
       />
       <Problem error={groups.error} />
-      <Touched text={touched} />
+      <Touched outcome={touched} />
       {groups.data && (
         <Table
           testid="groups"
@@ -225,8 +225,8 @@ export function DeadLettersPage() {
           key={`${openGroup.eventType}\n${openGroup.error}`}
           filter={filter}
           group={openGroup}
-          onDone={(text) => {
-            setTouched(text);
+          onDone={(outcome) => {
+            setTouched(outcome);
             groups.refresh();
           }}
         />

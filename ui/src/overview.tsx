@@ -54,14 +54,14 @@ function Charts({ history }: { history: History }) {
       {hasLatency ? (
         <Chart
           testid="chart-latency"
-          title="Commit → ack latency"
+          title="Occurred → ack latency"
           unit="ms"
           series={LATENCY}
           data={[t, samples.map((s) => s.latencyP50Ms), samples.map((s) => s.latencyP99Ms)]}
         />
       ) : (
         <section class="chart" data-testid="chart-latency-absent">
-          <h3>Commit → ack latency</h3>
+          <h3>Occurred → ack latency</h3>
           <p class="empty">
             Known only to a dispatcher: it shows when the console is served by{' '}
             <code>edupulse-outbox run --ui-port</code>.

@@ -58,6 +58,11 @@ export function PartitionsPage() {
                     {' '}
                     · silent for {age(d.silentSeconds ?? 0)}: stopped or hung, its partitions wait
                   </span>
+                ) : d.silentSeconds === null ? (
+                  <span class="empty" data-testid="silence-hidden">
+                    {' '}
+                    · silence not shown to this role (pg_read_all_stats)
+                  </span>
                 ) : null}
               </li>
             ))}

@@ -72,6 +72,9 @@ export function Table<T>(props: {
   );
 }
 
+/** Text that may be long and unbroken (an id, a type): wrapped anywhere, not widening its table. */
+export const long = (text: string) => <span class="long">{text}</span>;
+
 /** The columns every event table starts with; the id links to the dead letter when it is one. */
 export function eventColumns<T extends PendingEvent>(linkDead: boolean): Column<T>[] {
   return [
@@ -80,8 +83,8 @@ export function eventColumns<T extends PendingEvent>(linkDead: boolean): Column<
       cell: (e) =>
         linkDead ? <a href={`#/dead-letters/${encodeURIComponent(e.id)}`}>{e.id}</a> : e.id,
     },
-    { title: 'type', cell: (e) => e.eventType },
-    { title: 'aggregate', cell: (e) => `${e.aggregateType} ${e.aggregateId}` },
+    { title: 'type', cell: (e) => long(e.eventType) },
+    { title: 'aggregate', cell: (e) => long(`${e.aggregateType} ${e.aggregateId}`) },
     { title: 'seq', cell: (e) => e.seq },
     { title: 'occurred (UTC)', cell: (e) => time(e.occurredAt) },
     { title: 'attempts', cell: (e) => count(e.attempts) },
@@ -94,22 +97,34 @@ interface Pending {
   what: string;
 }
 
-/** What the last retry or discard did; the page keeps it, since the group may be gone. */
-export function Touched(props: { text: string | undefined }) {
-  return props.text ? (
-    <p class="result" role="status" data-testid="touched">
-      {props.text}
+/** What a retry or discard did: its sentence, and how many it touched and left. */
+export interface Outcome {
+  text: string;
+  touched: number;
+  /** Left where they were: an event in the outbox has the same id. */
+  left: number;
+}
+
+/**
+ * What the last retry or discard did; the page keeps it, since the group may be gone. One
+ * that left dead letters where they were reads as a warning, not as done.
+ */
+export function Touched(props: { outcome: Outcome | undefined }) {
+  const outcome = props.outcome;
+  return outcome ? (
+    <p class={outcome.left > 0 ? 'result partial' : 'result'} role="status" data-testid="touched">
+      {outcome.text}
     </p>
   ) : null;
 }
 
 /**
- * Retry and discard buttons with an in-page confirm step; `onDone` gets a sentence saying
- * how many dead letters the server touched. `choices` are the selections offered.
+ * Retry and discard buttons with an in-page confirm step; `onDone` gets what the server
+ * did. `choices` are the selections offered.
  */
 export function Actions(props: {
   choices: { testid: string; label: string; what: string; selection: Selection | null }[];
-  onDone: (text: string) => void;
+  onDone: (outcome: Outcome) => void;
 }) {
   const [pending, setPending] = useState<Pending>();
   const [error, setError] = useState<string>();
@@ -123,9 +138,11 @@ export function Actions(props: {
         idTaken.length === 0
           ? ''
           : ` ${count(idTaken.length)} left: an event in the outbox has the same id (retry once it is published, or discard).`;
-      props.onDone(
-        `${action === 'retry' ? 'Retried' : 'Discarded'} ${count(ids.length)} dead letter${plural}.${left}`,
-      );
+      props.onDone({
+        text: `${action === 'retry' ? 'Retried' : 'Discarded'} ${count(ids.length)} dead letter${plural}.${left}`,
+        touched: ids.length,
+        left: idTaken.length,
+      });
     } catch (caught) {
       setError(caught instanceof Error ? caught.message : String(caught));
     }

@@ -2,7 +2,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { query, usePoll } from './api.js';
 import { count, time } from './format.js';
-import { type Column, eventColumns, Problem, Table } from './parts.js';
+import { type Column, eventColumns, long, Problem, Table } from './parts.js';
 import type { ConsumerDeadLetter, DeadLetter, PendingEvent, SearchResult } from './types.js';
 
 /** An event table with the last error at the end (a pending event has one after a failure). */
@@ -78,10 +78,10 @@ export function SearchPage({ q }: { q: string }) {
             empty="No consumer dead letters."
             rows={r.consumerDeadLetters}
             columns={[
-              { title: 'consumer', cell: (e) => e.consumer },
-              { title: 'event id', cell: (e) => e.eventId ?? '' },
-              { title: 'type', cell: (e) => e.eventType ?? '' },
-              { title: 'aggregate', cell: (e) => e.aggregateId ?? '' },
+              { title: 'consumer', cell: (e) => long(e.consumer) },
+              { title: 'event id', cell: (e) => long(e.eventId ?? '') },
+              { title: 'type', cell: (e) => long(e.eventType ?? '') },
+              { title: 'aggregate', cell: (e) => long(e.aggregateId ?? '') },
               { title: 'sequence', cell: (e) => e.sequence ?? '' },
               { title: 'attempts', cell: (e) => count(e.attempts) },
               { title: 'dead since (UTC)', cell: (e) => time(e.deadAt) },

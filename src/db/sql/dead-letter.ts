@@ -92,7 +92,7 @@ ORDER BY d.dead_at, d.seq LIMIT $9`,
   ${rfc3339('min(dead_at)')} AS first_dead_at,
   ${rfc3339('max(dead_at)')} AS last_dead_at
 FROM ${s}.outbox_dead_letter WHERE ${WHERE}
-GROUP BY event_type, last_error ORDER BY count(*) DESC, min(dead_at) LIMIT 500`,
+GROUP BY event_type, last_error ORDER BY count(*) DESC, min(dead_at), event_type, last_error LIMIT 500`,
 
     deadLetterShow: `SELECT ${COLUMNS}, payload::text AS payload, headers::text AS headers
 FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
