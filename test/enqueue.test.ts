@@ -596,6 +596,46 @@ describe('enqueue edge cases', () => {
     expect(await stored()).toEqual([...before, committed, own]);
   });
 
+  it('refuses a node-postgres client never connected, or one that cannot tell its transaction, at once', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema });
+    const stored = async () =>
+      (await storedRows(pool as unknown as Executor, pgSchema.schema)).map((r) => r.id);
+    const before = await stored();
+    // node-postgres holds a statement on a client never connected until connect(): the
+    // call waited for good.
+    const idle = new pg.Client({ connectionString: PG_URL });
+    const waited = outbox.enqueue(idle, LessonPublished.create(lessonPayload()));
+    const settled = await Promise.race([
+      waited.then(
+        () => 'written',
+        (error: unknown) => error,
+      ),
+      new Promise((resolve) => setTimeout(() => resolve('still waiting'), 2000)),
+    ]);
+    expect(settled).toBeInstanceOf(TypeError);
+    expect((settled as Error).message).toMatch(
+      /^enqueue: the node-postgres client is not connected: await client\.connect\(\)/,
+    );
+
+    // A client of pg before 8.23 has no getTransactionStatus: with no BEGIN the check
+    // passed the write, which committed on its own.
+    const old = new pg.Client({ connectionString: PG_URL });
+    await old.connect();
+    try {
+      Object.defineProperty(old, 'getTransactionStatus', { value: undefined });
+      const error = await outbox
+        .enqueue(old, LessonPublished.create(lessonPayload()))
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TypeError);
+      expect((error as Error).message).toMatch(
+        /^enqueue: this node-postgres client cannot tell whether a transaction is open \(pg before 8\.23\).*autocommit\(\)/,
+      );
+      expect(await stored()).toEqual(before);
+    } finally {
+      await old.end();
+    }
+  });
+
   it('refuses a PGlite instance outside a transaction block, and takes it once BEGIN has run', async () => {
     const { pglite, schema } = pgliteSchema;
     const outbox = createOutbox({ schema });

@@ -285,6 +285,32 @@ function wrap(tx: TransactionLike, what: string): Executor {
 }
 
 /**
+ * A node-postgres client whose state cannot be told: one never connected (node-postgres
+ * would hold the statement until a connect() that may never come, so the call would
+ * wait for good), or one of a release before 8.23, which cannot say whether a
+ * transaction is open (the check would pass a write that commits on its own).
+ */
+function pgClientRefusal(what: string, shape: object): TypeError | undefined {
+  if (!isPgClient(shape)) return undefined;
+  const client = shape as {
+    _connected?: unknown;
+    _connecting?: unknown;
+    getTransactionStatus?: unknown;
+  };
+  if (client._connected === false && client._connecting === false) {
+    return new TypeError(
+      `${what}: the node-postgres client is not connected: await client.connect() and BEGIN a transaction on it first`,
+    );
+  }
+  if (typeof client.getTransactionStatus !== 'function') {
+    return new TypeError(
+      `${what}: this node-postgres client cannot tell whether a transaction is open (pg before 8.23), so a write outside one would commit on its own unnoticed: upgrade pg to 8.23 or later, or wrap the client with autocommit() to write without the check`,
+    );
+  }
+  return undefined;
+}
+
+/**
  * Wraps a driver's transaction as an `Executor`. A handle that is plainly not in a
  * transaction (a pool, a top-level client) is refused with a TypeError naming it; pass
  * `autocommit(handle)` to write without one. Every statement the library sends uses bound
@@ -295,6 +321,8 @@ export function toExecutor(tx: TransactionLike, what = 'enqueue'): Executor {
   // Which kind of handle first (an ORM's object is named with its adapter), then its state.
   const executor = wrap(tx, what);
   const shape = asObject(tx);
+  const unusable = shape && pgClientRefusal(what, shape);
+  if (unusable) throw unusable;
   const refused = shape && autocommitHandle(shape);
   if (refused) throw notInTransaction(what, refused.handle, refused.instead);
   return executor;
