@@ -596,6 +596,27 @@ describe('enqueue edge cases', () => {
     expect(await stored()).toEqual([...before, committed, own]);
   });
 
+  it('says in words what is wrong with a cycle, an invalid Date and an empty occurredAt', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema });
+    // Refused before any statement: the pool is never asked.
+    const refusal = (event: OutboxEvent) =>
+      outbox.enqueue(pool, event).then(
+        () => 'written',
+        (error: unknown) => (error instanceof ValidationError ? error.message : String(error)),
+      );
+    const event = () => LessonPublished.create(lessonPayload());
+    expect(await refusal({ ...event(), payload: cyclic() })).toMatch(
+      /^payload\.a\.back: is a reference back to a value that holds it \(a cycle\)/,
+    );
+    expect(await refusal({ ...event(), occurredAt: new Date('not a time') })).toMatch(
+      /^occurredAt: is an invalid Date \(its time is NaN\)/,
+    );
+    // Set to '' through create, as on an event built by hand: refused, not left out.
+    expect(await refusal(LessonPublished.create(lessonPayload(), { occurredAt: '' }))).toMatch(
+      /^occurredAt: /,
+    );
+  });
+
   it('refuses a node-postgres client never connected, or one that cannot tell its transaction, at once', async () => {
     const outbox = createOutbox({ schema: pgSchema.schema });
     const stored = async () =>

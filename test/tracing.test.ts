@@ -4,7 +4,14 @@
  * PRODUCER span per publish linked to it, and the message carries that span's context.
  */
 import { randomUUID } from 'node:crypto';
-import { context, propagation, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import {
+  context,
+  createTraceState,
+  propagation,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import {
@@ -156,19 +163,37 @@ describe('tracing', () => {
     expect(span?.status).toEqual({ code: SpanStatusCode.ERROR, message: 'no route' });
   });
 
-  it('keeps headers the producer set itself, and adds none outside a span', async () => {
+  /** One event with the producer's own traceparent, one without; the headers stored. */
+  const OWN = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+  async function enqueueOwnAndPlain(): Promise<Record<string, string>[]> {
     const outbox = createOutbox({ schema: t.schema });
-    const own = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
     await t.db.transaction(async (tx) => {
       await outbox.enqueue(
         tx,
-        LessonPublished.create(lesson().payload, { headers: { traceparent: own } }),
+        LessonPublished.create(lesson().payload, { headers: { traceparent: OWN } }),
       );
       await outbox.enqueue(tx, lesson());
     });
     const { rows } = await t.db.query<{ headers: Record<string, string> }>(
       `SELECT headers FROM "${t.schema}".outbox ORDER BY seq`,
     );
-    expect(rows.map((row) => row.headers)).toEqual([{ traceparent: own }, {}]);
+    return rows.map((row) => row.headers);
+  }
+
+  it('keeps headers the producer set itself, and adds none outside a span', async () => {
+    expect(await enqueueOwnAndPlain()).toEqual([{ traceparent: OWN }, {}]);
+  });
+
+  it("pairs a producer's own traceparent with none of the active context's tracestate", async () => {
+    const active = trace.setSpanContext(context.active(), {
+      traceId: 'a'.repeat(32),
+      spanId: 'b'.repeat(16),
+      traceFlags: 1,
+      traceState: createTraceState('vendor=active'),
+    });
+    expect(await context.with(active, enqueueOwnAndPlain)).toEqual([
+      { traceparent: OWN },
+      { traceparent: `00-${'a'.repeat(32)}-${'b'.repeat(16)}-01`, tracestate: 'vendor=active' },
+    ]);
   });
 });

@@ -123,7 +123,11 @@ export const eventEnvelopeSchema = z.object({
     .superRefine(traceContext)
     .optional(),
   occurredAt: z
-    .union([z.date(), z.iso.datetime({ offset: true })])
+    .union([z.date(), z.iso.datetime({ offset: true })], {
+      // An invalid Date (new Date('x')) is a Date: zod's own message says it expected one.
+      error: (issue) =>
+        issue.input instanceof Date ? 'is an invalid Date (its time is NaN)' : undefined,
+    })
     .refine(inTimeWindow, `must be in ${TIME_WINDOW}`)
     .optional(),
 });
@@ -451,7 +455,8 @@ export function defineEvent<S extends z.ZodType, const T extends string = string
         id: options.id ?? randomUUID(),
       };
       if (options.headers) event.headers = options.headers;
-      if (options.occurredAt) event.occurredAt = options.occurredAt;
+      // Kept when set at all: an empty string is refused at enqueue, as on an event built by hand.
+      if (options.occurredAt !== undefined) event.occurredAt = options.occurredAt;
       return event;
     },
   };

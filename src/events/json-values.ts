@@ -222,7 +222,7 @@ function locate(payload: unknown, strings: boolean): JsonProblem | undefined {
       return reason === undefined ? undefined : problem(`text holding ${reason}`);
     }
     if (typeof value !== 'object' || value === null) return undefined;
-    if (open.has(value)) return problem('refers back to a value that holds it (a cycle)');
+    if (open.has(value)) return problem('a reference back to a value that holds it (a cycle)');
     if (parts.length > MAX_JSON_DEPTH) return problem(DEEP);
     open.add(value);
     try {

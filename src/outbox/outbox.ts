@@ -3,7 +3,7 @@ import { ValidationError } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames, unknownName } from '../common/options.js';
 import { bytesOverLimit, clip, escapeControl } from '../common/text.js';
-import { activeTraceHeaders } from '../common/trace-context.js';
+import { activeTraceHeaders, TRACE_HEADERS } from '../common/trace-context.js';
 import { type TransactionLike, toExecutor } from '../db/executor.js';
 import { quoteSchema } from '../db/identifier.js';
 import {
@@ -105,8 +105,12 @@ function toRow(
       );
     }
   }
-  // The caller's own trace headers win over the active context.
-  const headers = trace ? { ...trace, ...valid.headers } : valid.headers;
+  // The caller's own trace context wins over the active one, whole: W3C ties a tracestate
+  // to its traceparent, so none of the active context's is paired with the caller's.
+  const ownTrace = Object.keys(valid.headers ?? {}).some((name) =>
+    (TRACE_HEADERS as readonly string[]).includes(name.toLowerCase()),
+  );
+  const headers = trace && !ownTrace ? { ...trace, ...valid.headers } : valid.headers;
   const occurredAt = valid.occurredAt;
   return {
     // PostgreSQL's uuid is written in lower case: the id returned is the one published.
