@@ -289,6 +289,44 @@ async function recordedPartitions(t: TestSchema): Promise<number | undefined> {
   return rows[0]?.partitions;
 }
 
+describe('what a migration finds already there', () => {
+  it("a table of the application's own by the outbox's name: named, with the way out", async () => {
+    const t = await freshSchema();
+    await t.db.query(`CREATE SCHEMA "${t.schema}"`);
+    await t.db.query(`CREATE TABLE "${t.schema}".outbox (id int)`);
+    const error = await migrate(t.db, t.schema).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SchemaVersionError);
+    expect((error as Error).message).toMatch(
+      new RegExp(
+        `^migration 0001_outbox of schema "${t.schema}" found what it creates already there \\(relation "outbox" already exists\\).*a schema of the outbox's own`,
+      ),
+    );
+  });
+
+  it("a migration's row deleted from outbox_migrations: named, with the row to put back", async () => {
+    const t = await freshSchema();
+    await migrate(t.db, t.schema);
+    const last = shipped.at(-1) as { version: number; name: string };
+    await t.db.query(`DELETE FROM "${t.schema}".outbox_migrations WHERE version = $1`, [
+      last.version,
+    ]);
+    const result = await runCli(['migrate', '--database-url', PG_URL, '--schema', t.schema]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(
+      `migration ${String(last.version).padStart(4, '0')}_${last.name} of schema "${t.schema}" found what it creates already there`,
+    );
+    expect(result.stderr).toContain(
+      `INSERT INTO "${t.schema}".outbox_migrations (version, name) VALUES (${last.version}, '${last.name}')`,
+    );
+    // Put back as it says, the schema is current again.
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox_migrations (version, name) VALUES ($1, $2)`,
+      [last.version, last.name],
+    );
+    await assertSchemaCurrent(t.db, t.schema);
+  });
+});
+
 describe('the lock keys the migrations and the runtime share', () => {
   it('the insert trigger of 0004, 0005 and 0009 derives the order lock as db/sql/fragments.ts does', () => {
     const trigger = `${ORDER_LOCK_TAG('TG_TABLE_SCHEMA')} | part`;
