@@ -424,7 +424,7 @@ async function checkSessionIsDirect(client: pg.Client, setting: string): Promise
   throw new ConfigError(
     setting,
     'reaches PostgreSQL through a connection pooler (the server process answering is not the one the connection was given), ' +
-      "which breaks the session locks that keep one partition's events in order. " +
+      "which breaks the session locks that keep events in order (a dispatcher's partitions, a consumer's lease). " +
       'Give this process a direct URL to the server (applications may keep using the pooler to enqueue), ' +
       'or, for a pooler in session mode (PgBouncer pool_mode = session), add pooler=session to the URL',
   );
@@ -478,7 +478,7 @@ async function checkSessionIsPinned(
     setting,
     'says pooler=session, but the pooler does not keep this connection on one server session ' +
       `(server process ${before}, then ${after ?? 'none free while another client held one'}): ` +
-      'a pooler in transaction mode, which scatters the session locks that keep partitions in order. ' +
+      "a pooler in transaction mode, which scatters the session locks that keep events in order (a dispatcher's partitions, a consumer's lease). " +
       'Give this process a direct URL to the server, or a pooler in session mode (PgBouncer pool_mode = session)',
   );
 }

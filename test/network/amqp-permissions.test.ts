@@ -36,6 +36,11 @@ const users = {
     permissions: ['^$', '^edupulse\\.events\\.grades$', '^edupulse\\.events(\\.grades)?$'],
   },
   nowrite: { password: 'Rabbit-Nowrite-4e6a2d', permissions: ['^$', '^$', '.*'] },
+  // A consumer without write on its queue, which binding it needs.
+  nobind: {
+    password: 'Rabbit-Nobind-7c1d58',
+    permissions: ['^$', '^$', '^edupulse\\.events(\\.grades)?$'],
+  },
 };
 
 let node: RabbitNode;
@@ -89,6 +94,22 @@ afterAll(async () => {
 }, 120_000);
 
 describe('RabbitMQ with least-privilege users', () => {
+  it('consume() refused the binding of its queue rejects naming the permissions to grant', async () => {
+    await adminDeclares('topic');
+    const refused = consume({
+      broker: urlAs('nobind'),
+      consumer: 'grades',
+      database: t.db,
+      schema: t.schema,
+      events: [LessonPublished],
+      handler: () => {},
+    });
+    await expect(refused).rejects.toBeInstanceOf(ConfigError);
+    await expect(refused).rejects.toThrow(
+      /RabbitMQ refused to bind queue "edupulse\.events\.grades" to "edupulse\.events" .*403.*; grant the user write permission on queue "edupulse\.events\.grades" and read permission on exchange "edupulse\.events" \(docs\/operations\.md, "Least-privilege broker users"\)$/,
+    );
+  });
+
   it('publishes to the exchange an administrator declared, and consume() receives from its queue, with no configure permission', async () => {
     await adminDeclares('topic');
     await consumeWhileRunPublishes(t, urlAs('grades'), 'grades', recorded, urlAs('outbox'));

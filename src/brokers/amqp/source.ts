@@ -323,12 +323,30 @@ class AmqpSource implements MessageSource {
   }
 
   /** A refused declaration (403-406 close its channel) is a ConfigError; the rest, an outage. */
+  /** What to grant for a step refused ACCESS_REFUSED, as RabbitMQ checks each. */
+  private permissionHint(step: string): string {
+    const { exchange, queue } = this.config;
+    const grant = step.startsWith('bind queue')
+      ? `write permission on queue "${queue}" and read permission on exchange "${exchange}"`
+      : step.startsWith('consume from queue')
+        ? `read permission on queue "${queue}"`
+        : undefined;
+    return grant === undefined
+      ? ''
+      : `; grant the user ${grant} (docs/operations.md, "Least-privilege broker users")`;
+  }
+
   private startError(error: unknown, step: string): Error {
     if (error instanceof OutboxError) return error;
     const text = this.redact(errorMessage(error));
     const code = (error as { code?: unknown } | undefined)?.code;
     if (typeof code === 'number' && code >= 403 && code <= 406) {
-      const hint = step.startsWith('declare queue') ? '; delete it, or set ?queue=' : '';
+      const hint =
+        code === 403
+          ? this.permissionHint(step)
+          : step.startsWith('declare queue')
+            ? '; delete it, or set ?queue='
+            : '';
       return new ConfigError(
         this.config.setting,
         `${this.location}: RabbitMQ refused to ${step}: ${text}${hint}`,
