@@ -4,7 +4,7 @@ import {
   type Consumer,
   consume,
 } from '../../src/consumer/index.js';
-import { type Database, QuizSubmitted } from '../../src/index.js';
+import { ConfigError, type Database, LessonPublished, QuizSubmitted } from '../../src/index.js';
 
 /** consume() with a handler that pushes each event's id onto `received`, in order. */
 export function consumeIds<const Defs extends readonly AnyEventDefinition[]>(
@@ -36,4 +36,31 @@ export function consumeQuizzes(
     events: [QuizSubmitted],
     ...options,
   } as QuizOptions);
+}
+
+/**
+ * The ConfigError consume() of lesson events, as consumer `name` on `broker`, rejects
+ * with at start; fails the test if it starts instead (stopping it) or rejects otherwise.
+ */
+export async function startRefusal(
+  broker: string,
+  name: string,
+  pg: { db: Database; schema: string },
+): Promise<ConfigError> {
+  const outcome = await consume({
+    broker,
+    consumer: name,
+    database: pg.db,
+    schema: pg.schema,
+    events: [LessonPublished],
+    handler: () => {},
+  }).then(
+    async (consumer) => {
+      await consumer.stop();
+      return new Error(`consume() as ${name} started`);
+    },
+    (error: unknown) => error,
+  );
+  if (outcome instanceof ConfigError) return outcome;
+  throw outcome;
 }

@@ -9,9 +9,8 @@
  */
 import amqp from 'amqplib';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { consume } from '../../src/consumer/index.js';
-import { ConfigError, LessonPublished } from '../../src/index.js';
 import { expectNoSecretIn, killChildren } from '../helpers/cli.js';
+import { startRefusal } from '../helpers/consume.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import {
   consumeWhileRunPublishes,
@@ -96,16 +95,8 @@ afterAll(async () => {
 describe('RabbitMQ with least-privilege users', () => {
   it('consume() refused the binding of its queue rejects naming the permissions to grant', async () => {
     await adminDeclares('topic');
-    const refused = consume({
-      broker: urlAs('nobind'),
-      consumer: 'grades',
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: () => {},
-    });
-    await expect(refused).rejects.toBeInstanceOf(ConfigError);
-    await expect(refused).rejects.toThrow(
+    const refused = await startRefusal(urlAs('nobind'), 'grades', t);
+    expect(refused.message).toMatch(
       /RabbitMQ refused to bind queue "edupulse\.events\.grades" to "edupulse\.events" .*403.*; grant the user write permission on queue "edupulse\.events\.grades" and read permission on exchange "edupulse\.events" \(docs\/operations\.md, "Least-privilege broker users"\)$/,
     );
   });
@@ -157,16 +148,8 @@ describe('RabbitMQ with least-privilege users', () => {
     const connection = await amqp.connect(node.url);
     await (await connection.createChannel()).deleteQueue(QUEUE);
     await connection.close();
-    const refused = consume({
-      broker: urlAs('grades'),
-      consumer: 'grades',
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: () => {},
-    });
-    await expect(refused).rejects.toBeInstanceOf(ConfigError);
-    await expect(refused).rejects.toThrow(
+    const refused = await startRefusal(urlAs('grades'), 'grades', t);
+    expect(refused.message).toMatch(
       /queue "edupulse\.events\.grades" does not exist, and this user may not declare it .*have it declared beforehand as a durable queue with \{"x-single-active-consumer":true,"x-queue-type":"classic"\}/,
     );
   });

@@ -9,8 +9,9 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { consume } from '../../src/consumer/index.js';
-import { ConfigError, LessonPublished } from '../../src/index.js';
+import { LessonPublished } from '../../src/index.js';
 import { expectNoSecretIn, killChildren, spawnCli } from '../helpers/cli.js';
+import { startRefusal } from '../helpers/consume.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { withConnection } from '../helpers/nats-consumer.js';
 import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
@@ -153,18 +154,8 @@ describe('NATS with least-privilege users', () => {
 
   it('consume() without the consumer API rejects with a ConfigError naming the subject', async () => {
     await adminStream();
-    const refused = consume({
-      broker: urlAs('outbox'),
-      consumer: 'grades',
-      database: t.db,
-      schema: t.schema,
-      events: [LessonPublished],
-      handler: () => {},
-    });
-    await expect(refused).rejects.toBeInstanceOf(ConfigError);
-    await expect(refused).rejects.toThrow(
-      /publish to "\$JS\.API\.CONSUMER\.INFO\.EDUPULSE\.grades"/,
-    );
+    const refused = await startRefusal(urlAs('outbox'), 'grades', t);
+    expect(refused.message).toMatch(/publish to "\$JS\.API\.CONSUMER\.INFO\.EDUPULSE\.grades"/);
   });
 
   it('consume() without the right to ack stops (fatal) naming it, instead of receiving the same events for ever', async () => {
