@@ -351,7 +351,7 @@ describe('the web console in Chromium', () => {
       [id],
     );
     const ui = await startConsole(t.schema);
-    const { page } = await open(ui.base, `#/dead-letters/${id}`);
+    const { page, requests } = await open(ui.base, `#/dead-letters/${id}`);
     await page.getByTestId('detail-payload').waitFor();
     expect(await page.getByTestId('detail-payload').textContent()).toBe(
       [
@@ -373,7 +373,11 @@ describe('the web console in Chromium', () => {
     expect(await touched.textContent()).toContain('1 left: an event in the outbox has the same id');
     expect(await touched.getAttribute('class')).toContain('partial');
     // Still a dead letter, still shown with its actions, through the page's next polls.
-    await new Promise((resolve) => setTimeout(resolve, 4500));
+    const asked = () => requests.filter((url) => url.endsWith(`/api/dead-letters/${id}`)).length;
+    const before = asked();
+    await waitFor('two more polls of the dead letter', () => asked() >= before + 2, {
+      timeoutMs: 15_000,
+    });
     expect(await page.getByTestId('detail-payload').isVisible()).toBe(true);
     expect(await page.getByTestId('retry-one').isVisible()).toBe(true);
     expect(await tableCount('_dead_letter')).toBe(1);
@@ -387,13 +391,21 @@ describe('the web console in Chromium', () => {
     await page.goto(`${ui.base}/#/`);
     const chart = page.getByTestId('chart-backlog');
     await chart.locator('.u-over').waitFor();
-    // A sample or two to point at, then the cursor over the newest: the legend names its time.
-    await new Promise((resolve) => setTimeout(resolve, 4500));
-    const over = await chart.locator('.u-over').boundingBox();
-    if (!over) throw new Error('the chart has no plot area');
-    await page.mouse.move(over.x + over.width - 2, over.y + over.height / 2);
-    const shown = (await chart.locator('.u-legend .u-series').first().textContent()) ?? '';
-    const match = /(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)/.exec(shown);
+    // The cursor over the newest sample, once there is one: the legend names its time.
+    let shown = '';
+    let match: RegExpExecArray | null = null;
+    await waitFor(
+      'a sample in the legend',
+      async () => {
+        const over = await chart.locator('.u-over').boundingBox();
+        if (!over) return false;
+        await page.mouse.move(over.x + over.width - 2, over.y + over.height / 2);
+        shown = (await chart.locator('.u-legend .u-series').first().textContent()) ?? '';
+        match = /(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)/.exec(shown);
+        return match !== null;
+      },
+      { timeoutMs: 15_000 },
+    ).catch(() => {});
     expect(shown).toContain('UTC');
     expect(match?.[1]).toBeDefined();
     const at = Date.parse(`${(match?.[1] ?? '').replace(' ', 'T')}Z`);

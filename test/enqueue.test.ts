@@ -609,11 +609,31 @@ describe('enqueue edge cases', () => {
       /^payload\.a\.back: is a reference back to a value that holds it \(a cycle\)/,
     );
     expect(await refusal({ ...event(), occurredAt: new Date('not a time') })).toMatch(
-      /^occurredAt: is an invalid Date \(its time is NaN\)/,
+      /^occurredAt: is an invalid Date \(its time is NaN\) \(lesson-published\)$/,
     );
     // Set to '' through create, as on an event built by hand: refused, not left out.
     expect(await refusal(LessonPublished.create(lessonPayload(), { occurredAt: '' }))).toMatch(
       /^occurredAt: /,
+    );
+  });
+
+  it('refuses events together longer than one string, naming events, before any statement', async () => {
+    const outbox = createOutbox({ schema: pgSchema.schema });
+    // Each alone is a string; the two make more than V8's longest (about 512 MiB), where
+    // the call threw a bare RangeError.
+    const body = 'x'.repeat(280 * 1024 * 1024);
+    const event = (n: number) => ({
+      type: 'note-written',
+      aggregateType: 'note',
+      aggregateId: `note-${n}`,
+      payload: { body },
+    });
+    // The pool would be refused as no transaction: the size is told first.
+    const error = await outbox.enqueue(pool, [event(1), event(2)]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect((error as ValidationError).path).toBe('events');
+    expect((error as Error).message).toMatch(
+      /^events: are together more than one call can send \(2 events, .*several calls in the same transaction$/,
     );
   });
 

@@ -187,7 +187,7 @@ export async function migrate(
       const { rows } = await tx.query(sql.migrationIsApplied, [migration.version]);
       if (rows.length > 0) return false;
       await tx.exec(renderMigration(migration, schema, { partitions })).catch((error: unknown) => {
-        throw alreadyThere(schema, migration, error) ?? error;
+        throw alreadyThere(schema, migration, status.applied.length === 0, error) ?? error;
       });
       await tx.query(sql.migrationRecord, [migration.version, migration.name]);
       return true;
@@ -202,19 +202,24 @@ const ALREADY_EXISTS = ['42P07', '42701', '42710'];
 
 /**
  * A migration that met what it creates already there, which outbox_migrations does not
- * list: a table of the application's own by that name, or a row of outbox_migrations
- * deleted. Names the migration and both ways out; undefined for any other error.
+ * list: with nothing recorded (`fresh`), objects of the application's own by the outbox's
+ * names; else a row of outbox_migrations deleted. Names the migration and the way out;
+ * undefined for any other error.
  */
 function alreadyThere(
   schema: string,
   migration: Migration,
+  fresh: boolean,
   error: unknown,
 ): SchemaVersionError | undefined {
   if (!ALREADY_EXISTS.some((state) => hasSqlState(error, state))) return undefined;
   const reason = error instanceof Error ? error.message : String(error);
   const name = `${String(migration.version).padStart(4, '0')}_${migration.name}`;
+  const way = fresh
+    ? `the schema holds objects of another owner by the names the outbox uses: migrate into a schema of the outbox's own (--schema)`
+    : `that migration's row was deleted from "${schema}".outbox_migrations: put it back (INSERT INTO "${schema}".outbox_migrations (version, name) VALUES (${migration.version}, '${migration.name}'))`;
   return new SchemaVersionError(
-    `migration ${name} of schema "${schema}" found what it creates already there (${reason}), which "${schema}".outbox_migrations does not list: another table of that name is in the schema (migrate into a schema of the outbox's own, --schema), or that migration's row was deleted from outbox_migrations (put it back: INSERT INTO "${schema}".outbox_migrations (version, name) VALUES (${migration.version}, '${migration.name}'))`,
+    `migration ${name} of schema "${schema}" found what it creates already there (${reason}), which "${schema}".outbox_migrations does not list: ${way}`,
     { cause: error },
   );
 }

@@ -187,7 +187,14 @@ export function parseOrThrow<T>(
  * words "Invalid input" alone: when each option refused its type, the types expected.
  */
 function issueMessage(issue: z.core.$ZodIssue): string {
-  if (issue.code !== 'invalid_union' || issue.errors.length === 0) return issue.message;
+  // A union's own message (occurredAt's invalid Date) says what is wrong already.
+  if (
+    issue.code !== 'invalid_union' ||
+    issue.errors.length === 0 ||
+    !issue.message.startsWith('Invalid input')
+  ) {
+    return issue.message;
+  }
   const refusals = issue.errors.map((branch) => (branch.length === 1 ? branch[0] : undefined));
   const expected = refusals.map((refusal) =>
     refusal?.code === 'invalid_type' && refusal.path.length === 0 ? refusal.expected : undefined,
@@ -455,8 +462,11 @@ export function defineEvent<S extends z.ZodType, const T extends string = string
         id: options.id ?? randomUUID(),
       };
       if (options.headers) event.headers = options.headers;
-      // Kept when set at all: an empty string is refused at enqueue, as on an event built by hand.
-      if (options.occurredAt !== undefined) event.occurredAt = options.occurredAt;
+      // Kept when given (null, as for `id`, is not): an empty string is refused at enqueue,
+      // as on an event built by hand.
+      if (options.occurredAt !== undefined && options.occurredAt !== null) {
+        event.occurredAt = options.occurredAt;
+      }
       return event;
     },
   };

@@ -107,8 +107,9 @@ function toRow(
   }
   // The caller's own trace context wins over the active one, whole: W3C ties a tracestate
   // to its traceparent, so none of the active context's is paired with the caller's.
+  // By their names as the dispatcher reads them, in lower case.
   const ownTrace = Object.keys(valid.headers ?? {}).some((name) =>
-    (TRACE_HEADERS as readonly string[]).includes(name.toLowerCase()),
+    (TRACE_HEADERS as readonly string[]).includes(name),
   );
   const headers = trace && !ownTrace ? { ...trace, ...valid.headers } : valid.headers;
   const occurredAt = valid.occurredAt;
@@ -133,6 +134,23 @@ function recordset(rows: readonly Row[]): string {
         `{"id":${text(row.id)},"aggregate_type":${text(row.aggregateType)},"aggregate_id":${text(row.aggregateId)},"event_type":${text(row.eventType)},"payload":${row.payload},"headers":${row.headers ?? 'null'},"occurred_at":${text(row.occurredAt)}}`,
     )
     .join(',')}]`;
+}
+
+/**
+ * The call's rows as the one JSON text the insert takes, or a ValidationError when they
+ * are together more than one string can hold (about 512 MiB: V8's longest), which each
+ * event alone may not be.
+ */
+function oneText(rows: readonly Row[]): string {
+  try {
+    return recordset(rows);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    throw new ValidationError(
+      'events',
+      `are together more than one call can send (${rows.length} events, over the 512 MiB or so one string holds): enqueue them in several calls in the same transaction`,
+    );
+  }
 }
 
 /** One call's events each have an id of their own: the second of two is named. */
@@ -187,6 +205,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       const many = Array.isArray(events);
       const rows = list.map((event, index) => toRow(event, index, many, trace, maxPayloadBytes));
       assertDistinctIds(rows);
+      const set = rows.length > 1 ? oneText(rows) : undefined;
       const executor = toExecutor(tx);
       const [one] = rows;
       try {
@@ -201,7 +220,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
             one.occurredAt,
           ]);
         } else {
-          await executor.query(sql.outboxInsert, [recordset(rows)]);
+          await executor.query(sql.outboxInsert, [set]);
         }
       } catch (error) {
         throw (

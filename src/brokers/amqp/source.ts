@@ -322,8 +322,10 @@ class AmqpSource implements MessageSource {
     }
   }
 
-  /** A refused declaration (403-406 close its channel) is a ConfigError; the rest, an outage. */
-  /** What to grant for a step refused ACCESS_REFUSED, as RabbitMQ checks each. */
+  /**
+   * What to grant for a step refused ACCESS_REFUSED, by the permissions RabbitMQ checks for
+   * it (a topic permission refusing a bind is named by the server's reply, quoted before).
+   */
   private permissionHint(step: string): string {
     const { exchange, queue } = this.config;
     const grant = step.startsWith('bind queue')
@@ -336,6 +338,7 @@ class AmqpSource implements MessageSource {
       : `; grant the user ${grant} (docs/operations.md, "Least-privilege broker users")`;
   }
 
+  /** A refused declaration (403-406 close its channel) is a ConfigError; the rest, an outage. */
   private startError(error: unknown, step: string): Error {
     if (error instanceof OutboxError) return error;
     const text = this.redact(errorMessage(error));

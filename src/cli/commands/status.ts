@@ -84,7 +84,7 @@ retention plus the janitor's 10 minutes.`,
             ]),
             ...(status.dispatchers.some((d) => d.silentSeconds === null)
               ? [
-                  `  silence not shown: this role cannot see other roles' sessions in pg_stat_activity, so a stopped or hung dispatcher is not flagged (GRANT pg_read_all_stats to it, or run status as the dispatchers' role)`,
+                  `  silence not shown: pg_stat_activity does not show this role the dispatchers' sessions (another role's, without pg_read_all_stats; or track_activities is off), so a stopped or hung dispatcher is not flagged: GRANT pg_read_all_stats to this role`,
                 ]
               : []),
             ...(status.unownedPartitions.length > 0

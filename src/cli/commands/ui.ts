@@ -211,7 +211,7 @@ read the database like \`status\` and act on dead letters like \`dead retry|disc
 With a token, every API request must carry it (Authorization: Bearer <token>); the page
 asks for it once per tab. Prefer OUTBOX_UI_TOKEN or --ui-token-file to a flag, which
 other users of the machine can see. \`run --ui-port\` serves the same console from a
-dispatcher, with its broker state and commit→ack latency.
+dispatcher, with its broker state and latency (occurred_at → broker ack).
 SIGTERM or SIGINT: stop, exit 0. Exit codes: 1 failure; 2 bad setting (a port that cannot
 be bound, a bind beyond loopback without a token), unreachable database or schema behind.`,
     )

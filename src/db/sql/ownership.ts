@@ -17,7 +17,8 @@ export interface OwnershipStatements {
   /**
    * The same with each holder's application_name, for status, and how long its session
    * has been idle: NULL where PostgreSQL hides the session's state from this role (another
-   * role's, without pg_read_all_stats), never taken for busy.
+   * role's, without pg_read_all_stats) or does not track it (track_activities off), never
+   * taken for busy.
    */
   ownershipHolders: string;
 }
@@ -36,7 +37,7 @@ WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid IN ($1::bigint::oid, $2::bigint::oid)`,
     ownershipHolders: `SELECT l.classid::bigint AS namespace, l.objid::bigint AS key, l.pid, a.application_name,
-  CASE WHEN a.state IS NULL THEN NULL
+  CASE WHEN a.state IS NULL OR a.state = 'disabled' THEN NULL
     WHEN a.state = 'idle' THEN greatest(extract(epoch FROM clock_timestamp() - a.state_change), 0)::numeric(20, 3)
     ELSE 0 END AS silent_s
 FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
