@@ -194,6 +194,23 @@ describe('a bad setting', () => {
     expect(lines(result.stderr)[0]).toContain('--frobnicate');
   });
 
+  it('a flag commander refuses is one line too, its suggestion on it', async () => {
+    for (const [args, line] of [
+      [
+        ['ui', '--ui-port', '1'],
+        "edupulse-outbox: unknown option '--ui-port' (Did you mean --port?) (add --help for the list of settings)",
+      ],
+      [
+        ['run', '--on-dead-letter', 'drop'],
+        "edupulse-outbox: option '--on-dead-letter <policy>' argument 'drop' is invalid. Allowed choices are continue, hold. (add --help for the list of settings)",
+      ],
+    ] as const) {
+      const result = await runCli([...args]);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(lines(result.stderr)).toEqual([line]);
+    }
+  });
+
   it('an unknown command exits 2 naming it, with --help too', async () => {
     for (const args of [
       ['frobnicate'],
@@ -204,7 +221,10 @@ describe('a bad setting', () => {
       const result = await runCli(args);
       expect(result.code, args.join(' ')).toBe(2);
       expect(stackLines(result.stderr)).toEqual([]);
-      expect(lines(result.stderr)[0]).toBe("edupulse-outbox: unknown command 'frobnicate'");
+      // One line, as every refusal (the pointer to --help was a second).
+      expect(lines(result.stderr)).toEqual([
+        "edupulse-outbox: unknown command 'frobnicate' (add --help for the list of settings)",
+      ]);
       expect(result.stdout, args.join(' ')).toBe('');
     }
     // The web console answers to its name too.

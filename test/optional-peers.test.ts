@@ -208,6 +208,14 @@ describe('the CLI without an optional package', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('metrics-port: ');
     expect(result.stderr).toContain('npm install prom-client');
+    // A port that is none is said first: installing prom-client would not mend it.
+    const bad = await runCli(
+      ['run', '--broker', 'log:', '--database-url', PG_URL, '--metrics-port', 'abc'],
+      hide('prom-client'),
+    );
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('metrics-port: "abc" is not a whole number');
+    expect(bad.stderr).not.toContain('prom-client');
   });
 
   it('demo without a database URL and without PGlite: exit 2, naming it', async () => {

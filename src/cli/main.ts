@@ -26,7 +26,8 @@ export function program(): Command {
     .addHelpText(
       'after',
       `
-Settings come from flags, then the environment (DATABASE_URL, OUTBOX_BROKER_URL, OUTBOX_SCHEMA), then defaults.
+Settings come from flags, then the environment (DATABASE_URL, OUTBOX_BROKER_URL, OUTBOX_SCHEMA;
+run --help and ui --help name the OUTBOX_METRICS_* and OUTBOX_UI_* ones), then defaults.
 Run \`edupulse-outbox <command> --help\` for a command's settings.`,
     )
     .addCommand(migrateCommand())
@@ -42,14 +43,22 @@ Run \`edupulse-outbox <command> --help\` for a command's settings.`,
   // without its value (a misspelt --metrics-token=…, run's --broker=… given to status),
   // and a URL quoted as an unknown command or a value shows no credentials.
   const configure = (command: Command) => {
+    // One line, as every other refusal: commander's own second line ("(Did you mean
+    // --port?)") joined to it, and the pointer to --help after both.
     command.exitOverride().configureOutput({
       outputError: (text, write) =>
-        write(`edupulse-outbox: ${withoutCredentials(text.replace(/^error: /, ''))}`),
+        write(
+          `edupulse-outbox: ${withoutCredentials(
+            text
+              .replace(/^error: /, '')
+              .trim()
+              .replace(/\s*\n\s*/g, ' '),
+          )} (add --help for the list of settings)\n`,
+        ),
     });
     const named = command as unknown as { unknownOption(flag: string): void };
     const unknownOption = named.unknownOption.bind(command);
     named.unknownOption = (flag) => unknownOption(flag.split('=')[0] ?? flag);
-    command.showHelpAfterError('(add --help for the list of settings)');
     for (const sub of command.commands) configure(sub);
   };
   configure(root);

@@ -30,7 +30,7 @@ export const settings = {
   broker: () =>
     new Option(
       '--broker <url>',
-      "where events go: nats://host:4222, amqp(s)://user@host/vhost, kafka://host:9092, or log: (NDJSON CloudEvents on stdout); the README's Brokers section lists each URL's parameters",
+      "where events go: nats://host:4222, amqp(s)://user@host/vhost, kafka://host:9092, log: (NDJSON CloudEvents on stdout), or memory: (tests only: published nowhere); the README's Brokers section lists each URL's parameters",
     )
       .env('OUTBOX_BROKER_URL')
       .default('log:'),

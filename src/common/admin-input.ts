@@ -37,7 +37,7 @@ export function parseDuration(setting: string, raw: string): number {
   if (!Number.isSafeInteger(ms)) {
     throw new ConfigError(
       setting,
-      `"${escapeControl(raw)}" is not a duration (a whole number and ms, s, m, h or d: 90s, 15m, 12h, 30d)`,
+      `"${escapeControl(raw)}" is not a duration (a whole number and ms, s, m, h or d: 15m, 12h, 30d)`,
     );
   }
   return ms;

@@ -83,9 +83,11 @@ function parseOpsFlags(flags: RunFlags) {
     setting,
   );
   if (flags.metricsPort === undefined) return undefined;
+  // The value first: a port that is none is wrong whatever is installed.
+  const port = parseInteger('metrics-port', flags.metricsPort, 0, 65_535);
   assertPeerInstalled('metrics-port', optionalPeers.metrics);
   return {
-    port: parseInteger('metrics-port', flags.metricsPort, 0, 65_535),
+    port,
     host: flags.metricsHost,
     token,
     maxLagSeconds,
@@ -222,8 +224,8 @@ and one of user:pass@ (or user@ with password_file=…), token_file=…, nkey_fi
 (docs/operations.md, "Kafka"); RabbitMQ over TLS: amqps://user@host:5671[,host:5671…]/vhost?ca_file=…[&cert_file=…&key_file=…]&password_file=…
 (docs/operations.md, "RabbitMQ").
 Exit codes: 0 stopped by a signal; 1 failure; 2 bad setting (a broker refusing its configuration,
-a certificate or credentials included), unreachable database or schema behind; a broker that is
-down is waited for.`,
+a certificate or credentials included), unreachable database, schema behind or migrated by a
+later release, or a privilege the database role lacks; a broker that is down is waited for.`,
     )
     .action(async (flags: RunFlags, command: Command) => {
       await execute(flags, async ({ logger }) => {

@@ -213,7 +213,8 @@ asks for it once per tab. Prefer OUTBOX_UI_TOKEN or --ui-token-file to a flag, w
 other users of the machine can see. \`run --ui-port\` serves the same console from a
 dispatcher, with its broker state and latency (occurred_at → broker ack).
 SIGTERM or SIGINT: stop, exit 0. Exit codes: 1 failure; 2 bad setting (a port that cannot
-be bound, a bind beyond loopback without a token), unreachable database or schema behind.`,
+be bound, a bind beyond loopback without a token), unreachable database, schema behind or
+migrated by a later release.`,
     )
     .action(async (flags: UiFlags, command: Command) => {
       await execute(flags, async ({ logger }) => {
