@@ -53,6 +53,11 @@ describe('--help', () => {
     ]) {
       expect(result.stdout).toContain(text);
     }
+    // Each number's range, as its refusal gives it (commander wraps the lines).
+    const flat = result.stdout.replace(/\s+/g, ' ');
+    expect(flat).toContain('(from 10, at most 3600000) (default: "1000")');
+    expect(flat).toContain('(at least --retry-base-delay-ms, at most 86400000)');
+    expect(flat).toContain('memory:');
   });
 
   it('demo --help lists --events and --rate', async () => {

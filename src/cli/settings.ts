@@ -110,10 +110,16 @@ export function parseDatabaseUrl(setting: string, raw: string | undefined): stri
   return raw;
 }
 
-/** A dispatcher setting's flag, default and description, from dispatcher/settings.ts. */
+/** A dispatcher setting's flag, default, description and range, from dispatcher/settings.ts. */
 function dispatcherOption(name: DispatcherSettingName): Option {
   const spec: WholeNumberSetting = dispatcherSettings[name];
-  return new Option(`--${spec.flag} ${spec.value}`, spec.description).default(String(spec.default));
+  const floor = spec.atLeast
+    ? `at least --${(dispatcherSettings[spec.atLeast as DispatcherSettingName] as WholeNumberSetting).flag}`
+    : `from ${spec.min}`;
+  return new Option(
+    `--${spec.flag} ${spec.value}`,
+    `${spec.description} (${floor}, at most ${spec.max})`,
+  ).default(String(spec.default));
 }
 
 /**
