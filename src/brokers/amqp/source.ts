@@ -47,8 +47,8 @@ class AmqpSource implements MessageSource {
   private onLost: ((error: Error) => void) | undefined;
   /** The routing keys of the event types handled, bound at start. */
   private readonly keys: Set<string>;
-  /** Routing keys of other types that arrived, unbound (or tried) once each. */
-  private readonly unbound = new Set<string>();
+  /** Routing keys of other types that arrived, logged once each. */
+  private readonly foreignKeys = new Set<string>();
 
   constructor(
     private readonly config: AmqpSourceSettings,
@@ -241,7 +241,7 @@ class AmqpSource implements MessageSource {
       return;
     }
     this.unacked++;
-    if (!this.keys.has(message.fields.routingKey)) void this.unbind(message.fields.routingKey);
+    if (!this.keys.has(message.fields.routingKey)) this.foreign(message.fields.routingKey);
     if (this.paused || this.closing) return;
     let acked = false;
     const delivery: Delivery = {
@@ -278,32 +278,20 @@ class AmqpSource implements MessageSource {
   }
 
   /**
-   * Removes the binding of `key`, which no event type of this consumer has (a type taken
-   * out of `events` since the binding was made), on a channel of its own: a refusal closes
-   * the channel it comes on. Once per key; a key bound by someone else as a pattern has no
-   * such binding, and removing none is no error.
+   * A message of a routing key none of this consumer's types has: a type taken out of
+   * `events` since the binding was made, or one that another process of this consumer (a
+   * newer release, in a rolling deploy) bound to the shared queue. The binding is left:
+   * removed here, it would stay removed for the newer process, whose events of that type
+   * would then go elsewhere or nowhere once it takes over. Said once per key.
    */
-  private async unbind(key: string): Promise<void> {
-    const model = this.model;
-    if (!model || this.unbound.has(key)) return;
-    this.unbound.add(key);
-    const { exchange, queue, timeoutMs } = this.config;
-    const log = { origin: this.origin, routingKey: key };
-    try {
-      const channel = await withTimeout(model.createChannel(), timeoutMs);
-      channel.on('error', () => {});
-      await withTimeout(channel.unbindQueue(queue, exchange, key), timeoutMs);
-      await channel.close().catch(() => {});
-      this.options.logger.info(
-        log,
-        `unbound routing key "${key}" from queue "${queue}": no event type of this consumer has it, so its events no longer reach the queue`,
-      );
-    } catch (error) {
-      this.options.logger.warn(
-        { ...log, err: this.redact(errorMessage(error)) },
-        `could not unbind routing key "${key}" from queue "${queue}", which no event type of this consumer has; its events still reach the queue`,
-      );
-    }
+  private foreign(key: string): void {
+    if (this.foreignKeys.has(key)) return;
+    this.foreignKeys.add(key);
+    const { exchange, queue } = this.config;
+    this.options.logger.info(
+      { origin: this.origin, routingKey: key },
+      `queue "${queue}" receives routing key "${key}", which no event type of this consumer has (its events meet onUnknownType); if no release of this consumer handles it any more, remove that binding from exchange "${exchange}" to the queue (management UI, or rabbitmqadmin)`,
+    );
   }
 
   private lost(cause: Error | undefined, what: string, how = 'closed'): void {
