@@ -84,6 +84,7 @@ const SECTIONS: [heading: string, role: string, parts: PrivilegedPart[]][] = [
   ['dispatcher with --dead-letter-retention:', 'outbox_dispatcher', ['dispatch-retention']],
   ['consumer:', 'outbox_consumer', ['consume', 'inbox']],
   ['consumer with inboxRetentionMs:', 'outbox_consumer', ['inbox-retention']],
+  ['consumer on NATS:', 'outbox_consumer', ['consume-nats']],
   ['operator:', 'outbox_operator', ['observe']],
   ['operator who acts:', 'outbox_operator', ['operate']],
 ];

@@ -74,6 +74,21 @@ export interface MessageSourceOptions {
    * deleting the durable in turn and splitting the messages between the two.
    */
   inbox?: string;
+  /**
+   * Where a NATS source keeps the stream sequence it resumes after while it re-creates
+   * its durable consumer, so that a start ending between deleting and creating it (the
+   * process killed, the server refusing) leaves the position to the next start, in
+   * whatever process: `consume()` keeps it in the consumer's database. Without it, in
+   * this process's memory.
+   */
+  resume?: ResumePoints;
+}
+
+/** Positions kept for a consumer, by stream: see `MessageSourceOptions.resume`. */
+export interface ResumePoints {
+  keep(stream: string, afterSeq: number): Promise<void>;
+  find(stream: string): Promise<number | undefined>;
+  drop(stream: string): Promise<void>;
 }
 
 export interface MessageSource {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { purgeInbox } from '../admin/consumer-dead-letters.js';
 import { sourceFromUrl } from '../brokers/index.js';
-import type { Delivery, MessageSource } from '../brokers/source.js';
+import type { Delivery, MessageSource, ResumePoints } from '../brokers/source.js';
 import { backoffDelayMs } from '../common/backoff.js';
 import {
   BrokerUnavailableError,
@@ -354,6 +354,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           logger: this.settings.logger,
           setting: 'broker',
           ...(this.inbox === undefined ? {} : { inbox: this.inbox }),
+          resume: this.resumePoints(),
         });
         if (source.needsLease && !(await this.takeLease(lost))) break;
         onDatabase = false;
@@ -485,9 +486,32 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
 
   /** What this consumer does that needs privileges (see db/privileges.ts). */
   private privileged(): PrivilegedPart[] {
-    return this.settings.inboxRetentionMs === undefined
-      ? ['consume']
-      : ['consume', 'inbox', 'inbox-retention'];
+    const parts: PrivilegedPart[] = ['consume'];
+    if (this.settings.binding === 'nats') parts.push('consume-nats');
+    if (this.settings.inboxRetentionMs !== undefined) parts.push('inbox', 'inbox-retention');
+    return parts;
+  }
+
+  /** Where the source keeps its position across processes: the schema's `consumer_resume`. */
+  private resumePoints(): ResumePoints {
+    const { database, schema, consumer } = this.settings;
+    const sql = statements(schema);
+    return {
+      keep: async (stream, afterSeq) => {
+        await database.query(sql.consumerResumeKeep, [consumer, stream, String(afterSeq)]);
+      },
+      find: async (stream) => {
+        const { rows } = await database.query<{ after_seq: string }>(sql.consumerResumeFind, [
+          consumer,
+          stream,
+        ]);
+        const kept = rows[0]?.after_seq;
+        return kept === undefined ? undefined : Number(kept);
+      },
+      drop: async (stream) => {
+        await database.query(sql.consumerResumeDrop, [consumer, stream]);
+      },
+    };
   }
 
   /**

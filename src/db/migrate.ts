@@ -70,6 +70,7 @@ export const outboxTables: readonly string[] = Object.freeze([
   'inbox_aggregate',
   'inbox_mark',
   'consumer_dead_letter',
+  'consumer_resume',
 ]);
 
 export const DEFAULT_PARTITIONS = 64;

@@ -58,6 +58,14 @@ export const PRIVILEGES = {
       privileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
     },
   ],
+  /** `consume()` on NATS: where it resumes when its durable consumer is re-created. */
+  'consume-nats': [
+    {
+      on: 'table',
+      name: 'consumer_resume',
+      privileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+    },
+  ],
   /** `inbox.process` in the handler's transaction. */
   inbox: [
     SCHEMA,
@@ -96,6 +104,7 @@ const DOER: Record<PrivilegedPart, string> = {
   dispatch: 'the dispatcher',
   'dispatch-retention': 'the dispatcher with dead-letter retention',
   consume: 'consume()',
+  'consume-nats': 'consume() on NATS',
   inbox: 'the inbox',
   'inbox-retention': 'the consumer with inbox retention',
   observe: 'the admin commands',

@@ -10,9 +10,9 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { consume } from '../../src/consumer/index.js';
 import { LessonPublished } from '../../src/index.js';
-import { expectNoSecretIn, killChildren, spawnCli } from '../helpers/cli.js';
-import { startRefusal } from '../helpers/consume.js';
-import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
+import { expectNoSecretIn, killChildren, spawnCli, spawnNode } from '../helpers/cli.js';
+import { consumeIds, startRefusal } from '../helpers/consume.js';
+import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
 import { withConnection } from '../helpers/nats-consumer.js';
 import { type PrivateNatsServer, startNatsServer } from '../helpers/nats-server.js';
 import {
@@ -61,6 +61,19 @@ const users = {
     name: 'noapi',
     password: 'Nats-Noapi-2e7f95',
     publish: ['edupulse.>'],
+    subscribe: INBOX,
+  },
+  resumer: {
+    name: 'resumer',
+    password: 'Nats-Resumer-5e1d7b',
+    publish: consumerRights('resumer'),
+    subscribe: INBOX,
+  },
+  // May delete the durable "resumer" but not create it: a start that ends in between.
+  nocreate: {
+    name: 'nocreate',
+    password: 'Nats-Nocreate-0c8f3a',
+    publish: consumerRights('resumer').filter((subject) => !subject.includes('.CREATE.')),
     subscribe: INBOX,
   },
   noack: {
@@ -156,6 +169,52 @@ describe('NATS with least-privilege users', () => {
     await adminStream();
     const refused = await startRefusal(urlAs('outbox'), 'grades', t);
     expect(refused.message).toMatch(/publish to "\$JS\.API\.CONSUMER\.INFO\.EDUPULSE\.grades"/);
+  });
+
+  it('a start that deleted the durable and could not make it again leaves the next process resuming from the ack floor', async () => {
+    await adminStream();
+    const broker = (user: keyof typeof users) => `${urlAs(user)}?deliver=new`;
+    const publishOne = async () => {
+      await enqueueLesson(t);
+      const run = spawnCli(runArgs(t.schema, urlAs('outbox')));
+      await waitFor('the event published', async () => (await outboxRows(t)).pending === 0, {
+        timeoutMs: 30_000,
+      });
+      await stopCleanly(run);
+    };
+    const first: string[] = [];
+    const applied = await consumeIds(
+      {
+        broker: broker('resumer'),
+        consumer: 'resumer',
+        database: t.db,
+        schema: t.schema,
+        events: [LessonPublished],
+      },
+      first,
+    );
+    await publishOne();
+    await waitFor('the first event applied', () => first.length === 1, { timeoutMs: 30_000 });
+    await applied.stop();
+    // Published while no consumer runs: above the durable's ack floor.
+    await publishOne();
+    const refused = await startRefusal(broker('nocreate'), 'resumer', t);
+    expect(refused.message).toMatch(/\$JS\.API\.CONSUMER\.CREATE\.EDUPULSE\.resumer/);
+    // Another process: nothing of this one's memory.
+    const resumed = spawnNode('test/helpers/consume-ids.mjs', [], {
+      env: {
+        BROKER_URL: broker('resumer'),
+        DATABASE_URL: PG_URL,
+        SCHEMA: t.schema,
+        CONSUMER: 'resumer',
+      },
+    });
+    await resumed.waitFor('the second event applied', () => resumed.lineCount() === 1, 15_000);
+    expect(resumed.stdout).not.toContain(first[0]);
+    resumed.child.kill('SIGTERM');
+    expect((await resumed.exited).code, resumed.stderr).toBe(0);
+    const { rows } = await t.db.query(`SELECT 1 FROM "${t.schema}".consumer_resume`);
+    expect(rows).toEqual([]);
   });
 
   it('consume() without the right to ack stops (fatal) naming it, instead of receiving the same events for ever', async () => {

@@ -11,7 +11,7 @@ import {
 import { type NatsConnection, nanos, PermissionViolationError } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, errorMessage } from '../../common/errors.js';
 import { withTimeout } from '../../common/timeout.js';
-import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js';
+import type { Delivery, MessageSource, MessageSourceOptions, ResumePoints } from '../source.js';
 import { dialNats } from './connection.js';
 import { permissionDenied } from './errors.js';
 import type { NatsSourceSettings } from './settings.js';
@@ -21,6 +21,20 @@ import { ensureStream } from './stream.js';
 const knownDurables = new Set<string>();
 /** Durables this process deleted to make again, and the stream sequence to resume after. */
 const recreating = new Map<string, number>();
+
+/** Positions kept in this process's memory, for a source given no `resume`. */
+function resumeInMemory(location: string, consumer: string): ResumePoints {
+  const key = (stream: string) => `${location} ${stream} ${consumer}`;
+  return {
+    keep: async (stream, afterSeq) => {
+      recreating.set(key(stream), afterSeq);
+    },
+    find: async (stream) => recreating.get(key(stream)),
+    drop: async (stream) => {
+      recreating.delete(key(stream));
+    },
+  };
+}
 
 /**
  * A durable JetStream pull consumer named after the consumer, over `<subject_prefix>.>`,
@@ -160,18 +174,26 @@ class NatsSource implements MessageSource {
     const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
     let floor: number | undefined;
     const durable = `${this.location} ${stream} ${name}`;
+    const resume = this.options.resume ?? resumeInMemory(this.location, name);
     try {
       const info = await jsm.consumers.info(stream, name);
       this.assertSameInbox(info.config.description);
       floor = resumeAfter(info);
-      // Kept until it is made again: a start that deletes it and fails before that (the
-      // server gone in between) resumes from here, not from `deliver`.
-      recreating.set(durable, floor);
+      // Kept until it is made again: a start that deletes it and ends before that (killed,
+      // or the server refusing the new one) leaves the next start resuming from here, not
+      // from `deliver`.
+      await resume.keep(stream, floor);
       await jsm.consumers.delete(stream, name);
     } catch (error) {
       // 10014: no such consumer yet.
       if (!(error instanceof JetStreamApiError && error.code === 10014)) throw error;
-      floor = recreating.get(durable);
+      floor = await resume.find(stream);
+      if (floor !== undefined) {
+        this.options.logger.info(
+          { location: this.location, consumer: name, stream, after: floor },
+          `the durable JetStream consumer is gone since an earlier start deleted it to make it again: made again from where that start left it (after stream sequence ${floor})`,
+        );
+      }
       // The durable holds the consumer's position: gone, it starts as the first time did.
       if (floor === undefined && knownDurables.has(durable)) {
         this.options.logger.warn(
@@ -200,8 +222,14 @@ class NatsSource implements MessageSource {
         description: consumerDescription(this.options.inbox),
         ...start,
       });
-      recreating.delete(durable);
       knownDurables.add(durable);
+      await resume.drop(stream).catch((error: unknown) => {
+        // Left: a later start that finds no durable (deleted by hand) resumes from it.
+        this.options.logger.warn(
+          { location: this.location, consumer: name, stream, err: errorMessage(error) },
+          'could not forget the position kept while the durable JetStream consumer was made again',
+        );
+      });
     } catch (error) {
       if (!(error instanceof JetStreamApiError)) throw error;
       throw new ConfigError(

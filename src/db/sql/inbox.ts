@@ -26,6 +26,12 @@ export interface InboxStatements {
   consumerLeaseTry: string;
   /** The database the consumer's inbox is in, which with the schema tells one inbox from another. */
   consumerDatabase: string;
+  /** $1 consumer, $2 stream, $3 stream sequence: keeps where a NATS consumer resumes (migration 0015). */
+  consumerResumeKeep: string;
+  /** $1 consumer, $2 stream: the stream sequence kept, if any (`after_seq`, as text). */
+  consumerResumeFind: string;
+  /** $1 consumer, $2 stream: forgets it, the durable being made again. */
+  consumerResumeDrop: string;
 }
 
 /** `s`: the quoted schema; `schema`: its name (a validated identifier), for the lease key. */
@@ -66,6 +72,15 @@ WHERE i.consumer = doomed.consumer AND i.source = doomed.source AND i.event_id =
 RETURNING 1`,
 
     consumerDatabase: 'SELECT current_database() AS database',
+
+    consumerResumeKeep: `INSERT INTO ${s}.consumer_resume AS r (consumer, stream, after_seq)
+VALUES ($1, $2, $3::text::bigint)
+ON CONFLICT (consumer, stream) DO UPDATE SET after_seq = excluded.after_seq, kept_at = now()`,
+
+    consumerResumeFind: `SELECT after_seq::text AS after_seq FROM ${s}.consumer_resume
+WHERE consumer = $1 AND stream = $2`,
+
+    consumerResumeDrop: `DELETE FROM ${s}.consumer_resume WHERE consumer = $1 AND stream = $2`,
 
     consumerLeaseTry: `SELECT pg_try_advisory_lock(
   hashtext('edupulse-outbox:consumer:' || '${schema}') & 2147483647,
