@@ -1,5 +1,6 @@
 import { isPublishedHeader } from '../brokers/cloudevents.js';
 import type { Delivery, MessageSource } from '../brokers/source.js';
+import { unsendableCharacter, unsendableReason } from '../common/text.js';
 
 type Binding = MessageSource['binding'];
 
@@ -194,9 +195,9 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
   return {
     id: storable('id', required('id')),
     type: storable('type', required('type')),
-    source: required('source'),
+    source: storable('source', required('source')),
     subject,
-    time: attributes.time || undefined,
+    time: timeOf(attributes.time),
     sequence: sequenceOf(attributes.sequence),
     aggregateId: storable(subject === undefined ? 'partitionkey' : 'subject', aggregateId),
     traceparent: attributes.traceparent || undefined,
@@ -217,6 +218,17 @@ function storable(name: string, value: string): string {
       `CloudEvent attribute "${name}" holds a NUL character, which PostgreSQL cannot store`,
     );
   }
+  const bad = unsendableCharacter(value);
+  if (bad !== undefined) {
+    throw new UndecodableMessageError(`CloudEvent attribute "${name}" ${unsendableReason(bad)}`);
+  }
+  // What a decoder puts for bytes that are not UTF-8: two ids that differ only there
+  // would be recorded as one, and the second taken for a duplicate of the first.
+  if (value.includes('\ufffd')) {
+    throw new UndecodableMessageError(
+      `CloudEvent attribute "${name}" holds U+FFFD, the replacement character: bytes that were not UTF-8 were replaced on the way, and two different values could read as one`,
+    );
+  }
   // Counted in characters (code points), as the producer counts an aggregate id: an
   // emoji is two UTF-16 units. Counted only when the units alone say it might be over.
   const characters = value.length > MAX_KEY_CHARS ? [...value].length : value.length;
@@ -226,6 +238,15 @@ function storable(name: string, value: string): string {
     );
   }
   return value;
+}
+
+/** RFC 3339, as CloudEvents' `time` is written (any fraction of a second, `Z` or an offset). */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** The `time` attribute; undefined when absent or not an RFC 3339 time, as if the producer gave none. */
+function timeOf(text: string | undefined): string | undefined {
+  if (!text || !RFC3339.test(text) || Number.isNaN(Date.parse(text))) return undefined;
+  return text;
 }
 
 /**

@@ -212,6 +212,41 @@ describe('decodeCloudEvent', () => {
     );
   });
 
+  it('parks keys that bytes not UTF-8 or control characters made: two ids must not read as one', () => {
+    const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
+    // What a Kafka or NATS header of the bytes 6e ff decodes to.
+    const mangled = Buffer.from([0x6e, 0xff]).toString('utf8');
+    const decode = (headers: Record<string, string>) => () =>
+      decodeCloudEvent('kafka', {
+        headers: { ...kafka, ...headers },
+        contentType: undefined,
+        body,
+      });
+    expect(decode({ ce_id: mangled })).toThrow(
+      /attribute "id" holds U\+FFFD, the replacement character: bytes that were not UTF-8/,
+    );
+    expect(decode({ ce_source: `/svc${mangled}` })).toThrow(/attribute "source" holds U\+FFFD/);
+    expect(decode({ ce_subject: 'quiz-7\u001b[2J' })).toThrow(
+      /attribute "subject" contains U\+001B, a character no CloudEvents attribute may carry/,
+    );
+    expect(decode({ ce_source: 'svc\r\nx' })).toThrow(/attribute "source" contains U\+000D/);
+  });
+
+  it('takes a time that is not RFC 3339 as none', () => {
+    const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
+    const timeOf = (value: string) =>
+      decodeCloudEvent('kafka', {
+        headers: { ...kafka, ce_time: value },
+        contentType: undefined,
+        body,
+      }).time;
+    expect(timeOf('2026-12-01T10:00:00.123456Z')).toBe('2026-12-01T10:00:00.123456Z');
+    expect(timeOf('2026-12-01T11:00:00+01:00')).toBe('2026-12-01T11:00:00+01:00');
+    expect(timeOf('yesterday')).toBeUndefined();
+    expect(timeOf('2026-13-45T10:00:00Z')).toBeUndefined();
+    expect(timeOf('1733050000')).toBeUndefined();
+  });
+
   it('keeps a sequence only when it is decimal digits, without padding', () => {
     const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
     expect(kafka.ce_sequence).toBe('0000000000000000042');
