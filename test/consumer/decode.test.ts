@@ -212,16 +212,18 @@ describe('decodeCloudEvent', () => {
     );
   });
 
+  /** The Kafka binding's headers of `message`, with `changed` over them, decoded. */
+  const decodedWith = (changed: Record<string, string>) =>
+    decodeCloudEvent('kafka', {
+      headers: { ...binaryModeHeaders(message, 'svc', bindingPrefix.kafka), ...changed },
+      contentType: undefined,
+      body,
+    });
+
   it('parks keys that bytes not UTF-8 or control characters made: two ids must not read as one', () => {
-    const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
     // What a Kafka or NATS header of the bytes 6e ff decodes to.
     const mangled = Buffer.from([0x6e, 0xff]).toString('utf8');
-    const decode = (headers: Record<string, string>) => () =>
-      decodeCloudEvent('kafka', {
-        headers: { ...kafka, ...headers },
-        contentType: undefined,
-        body,
-      });
+    const decode = (headers: Record<string, string>) => () => decodedWith(headers);
     expect(decode({ ce_id: mangled })).toThrow(
       /attribute "id" holds U\+FFFD, the replacement character: bytes that were not UTF-8/,
     );
@@ -233,13 +235,7 @@ describe('decodeCloudEvent', () => {
   });
 
   it('takes a time that is not RFC 3339 as none', () => {
-    const kafka = binaryModeHeaders(message, 'svc', bindingPrefix.kafka);
-    const timeOf = (value: string) =>
-      decodeCloudEvent('kafka', {
-        headers: { ...kafka, ce_time: value },
-        contentType: undefined,
-        body,
-      }).time;
+    const timeOf = (value: string) => decodedWith({ ce_time: value }).time;
     expect(timeOf('2026-12-01T10:00:00.123456Z')).toBe('2026-12-01T10:00:00.123456Z');
     expect(timeOf('2026-12-01T11:00:00+01:00')).toBe('2026-12-01T11:00:00+01:00');
     expect(timeOf('yesterday')).toBeUndefined();
@@ -256,12 +252,7 @@ describe('decodeCloudEvent', () => {
       body,
     });
     expect(odd.sequence).toBeUndefined();
-    const sequenceOf = (value: string) =>
-      decodeCloudEvent('kafka', {
-        headers: { ...kafka, ce_sequence: value },
-        contentType: undefined,
-        body,
-      }).sequence;
+    const sequenceOf = (value: string) => decodedWith({ ce_sequence: value }).sequence;
     // Any padding; up to PostgreSQL's bigint, which the inbox keeps it in.
     expect(sequenceOf('00000000000000000000042')).toBe('42');
     expect(sequenceOf('9223372036854775807')).toBe('9223372036854775807');
