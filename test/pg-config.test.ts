@@ -3,6 +3,7 @@
  * read once and named when they cannot be, the password file, the pooler declaration.
  * What each setting does against a real TLS server is test/network/postgres-tls.test.ts.
  */
+import { createPrivateKey } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -158,6 +159,9 @@ describe('pgConnectionSettings', () => {
 
   it('refuses TLS files that are not PEM, a certificate without its key, and a key not its own', () => {
     const other = testCa.issue('other', 'someone-else');
+    const encrypted = createPrivateKey(client.key)
+      .export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'Key-Pass-7d1' })
+      .toString();
     const cases: [string, RegExp][] = [
       [
         `sslrootcert=${file('not-a-ca.pem', 'CA PEM')}`,
@@ -168,6 +172,11 @@ describe('pgConnectionSettings', () => {
       [
         `sslcert=${client.certFile}&sslkey=${other.keyFile}`,
         /^database-url: sslcert, sslkey: not a PEM certificate and its private key: .*key values mismatch/,
+      ],
+      [
+        // Node alone would say "bad decrypt", as if a passphrase were wrong.
+        `sslcert=${client.certFile}&sslkey=${file('encrypted.pem', encrypted)}`,
+        /^database-url: sslkey: .*encrypted\.pem holds an encrypted private key, and no passphrase is read: .*openssl pkey/,
       ],
     ];
     for (const [query, message] of cases) {

@@ -53,6 +53,17 @@ export function readPemFiles(
     files.key = readSettingFile(setting, names.key, paths.key);
     registerSecret(files.key.trim());
     // Here, not at the first connection: a key that is not the certificate's is a setting.
+    if (
+      /-----BEGIN (?:ENCRYPTED PRIVATE KEY|[A-Z]+ PRIVATE KEY-----\s*Proc-Type: 4,ENCRYPTED)/.test(
+        files.key,
+      )
+    ) {
+      // Node would say "bad decrypt" (no passphrase given), which reads as a wrong one.
+      throw new ConfigError(
+        setting,
+        `${names.key}: ${paths.key} holds an encrypted private key, and no passphrase is read: give the key unencrypted in a file only this process's user can read (openssl pkey -in encrypted.pem -out key.pem)`,
+      );
+    }
     try {
       createSecureContext({ cert: files.cert, key: files.key });
     } catch (error) {
