@@ -4,7 +4,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryBroker } from '../src/brokers/memory.js';
-import { createDispatcher } from '../src/index.js';
+import { silentLogger } from '../src/common/logger.js';
+import { BrokerUnavailableError, createDispatcher } from '../src/index.js';
 import { type CliProcess, killChildren, runCli, spawnCli } from './helpers/cli.js';
 import {
   createPgliteTestSchema,
@@ -118,6 +119,57 @@ describe('partition ownership across run processes', () => {
     run.child.kill('SIGTERM');
     expect((await run.exited).code).toBe(0);
   });
+});
+
+it('a dispatcher that cannot reach its broker gives its partitions to the others, and takes a share again once it can', async () => {
+  const t = await createPgTestSchema('ownership_aside');
+  let down = false;
+  const unreachable = (): undefined => {
+    if (down) throw new BrokerUnavailableError('connection refused (played)');
+  };
+  const healthy = new MemoryBroker();
+  const cutOff = new MemoryBroker({ onPublish: () => unreachable(), onCheck: unreachable });
+  const warnings: string[] = [];
+  const options = {
+    db: t.db,
+    schema: t.schema,
+    rebalanceIntervalMs: 200,
+    retryBaseDelayMs: 100,
+    retryMaxDelayMs: 500,
+  };
+  const a = createDispatcher({ ...options, broker: healthy });
+  const b = createDispatcher({
+    ...options,
+    broker: cutOff,
+    logger: { ...silentLogger, warn: (_fields, message) => warnings.push(message) },
+  });
+  try {
+    await a.start();
+    await b.start();
+    const shared = () => a.ownedPartitions().length === 32 && b.ownedPartitions().length === 32;
+    await waitFor('the partitions shared', shared, { timeoutMs: 15_000 });
+    down = true;
+    // Over every partition, half of them the cut-off dispatcher's.
+    await t.db.query(
+      `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+       SELECT 'lesson', 'l-' || i, 'lesson-published', '{}' FROM generate_series(1, 300) AS i`,
+    );
+    await waitFor('every event published, by the other', () => healthy.messages.length === 300, {
+      timeoutMs: 60_000,
+    });
+    expect(b.ownedPartitions()).toEqual([]);
+    expect(warnings).toContainEqual(
+      expect.stringMatching(
+        /^the broker has not answered for \d+ s: this dispatcher gives its partitions to the others/,
+      ),
+    );
+    down = false;
+    await waitFor('a share taken again', shared, { timeoutMs: 15_000 });
+  } finally {
+    await b.stop();
+    await a.stop();
+    await t.drop();
+  }
 });
 
 it('an embedded single-session database: one dispatcher owns every partition', async () => {

@@ -46,6 +46,12 @@ import { Notifications, WriteProbe } from './wakeup.js';
  */
 const IDLE_LOOK_MS = 30_000;
 
+/**
+ * How long a dispatcher sharing partitions keeps them while its broker does not answer:
+ * past a restart or an election, short of leaving a replica's share stalled for good.
+ */
+const STEP_ASIDE_MS = 20_000;
+
 /** A dispatcher: see `createDispatcher`. Its events are typed by `DispatcherEvents`. */
 export interface Dispatcher extends EventEmitter<DispatcherEvents> {
   /**
@@ -140,6 +146,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
    * that dispatches again.
    */
   private readonly outage = new Map<string, number>();
+  /** When the broker's outage under way began (its first failed round), if one is. */
+  private brokerDownSince: number | undefined;
 
   constructor(options: DispatcherOptions) {
     super();
@@ -383,6 +391,12 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       try {
         lane.enter('dispatching');
         await this.link.ensure();
+        if (this.ownership.isAside) {
+          // Back among the dispatchers sharing the partitions once the broker answers a
+          // round trip, not merely a connection.
+          await this.link.check();
+          this.ownership.rejoin();
+        }
         if (this.listen && !this.notifications.active) await this.notifications.ensure();
         if (Date.now() - lane.lastFullScan >= pollIntervalMs) lane.cursor = FULL_SCAN;
         const from = lane.cursor;
@@ -411,6 +425,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
           }
         }
         failures = 0;
+        this.brokerDownSince = undefined;
         // Events came: what is held back next starts a fresh series of quick looks.
         if (report.claimed > 0) lane.clearRecheck();
         const pass = lane.passed(from, report);
@@ -560,7 +575,10 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         : isDatabaseError(error)
           ? 'database'
           : 'internal';
-    if (target === 'broker') await this.link.drop();
+    if (target === 'broker') {
+      await this.link.drop();
+      this.stepAsideFromBroker();
+    }
     const fields = {
       err: target === 'database' ? databaseProblem(error) : errorMessage(error),
       target,
@@ -586,6 +604,24 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     this.emit('unavailable', { target, error, retryInMs: delay, lane: lane.index });
     lane.enter('backoff', { target, message: fields.err });
     await lane.stopRequested.sleep(delay);
+  }
+
+  /**
+   * A broker out of reach for STEP_ASIDE_MS: the partitions this dispatcher owns would
+   * wait for it while other dispatchers may reach theirs (a bad host or credentials in
+   * one replica's settings, a network cut between it and the broker), so it gives them
+   * back until it reaches the broker again. When the broker is down for all, each steps
+   * aside in turn and they share the partitions out again as they reconnect.
+   */
+  private stepAsideFromBroker(): void {
+    const now = Date.now();
+    this.brokerDownSince ??= now;
+    const downMs = now - this.brokerDownSince;
+    if (downMs < STEP_ASIDE_MS || !this.ownership.stepAside()) return;
+    this.options.logger.warn(
+      { target: 'broker', downMs, partitions: this.ownership.partitions() },
+      `the broker has not answered for ${Math.round(downMs / 1000)} s: this dispatcher gives its partitions to the others until it reaches the broker again`,
+    );
   }
 
   /** One batch, and once it is committed (a rolled-back batch did nothing), its events. */

@@ -35,6 +35,10 @@ export class PartitionOwnership {
   private stopped = true;
   /** Partitions of the schema (fixed when it was created); known from start(). */
   private count = 0;
+  /** Out of the sharing while its broker is out of reach (`stepAside`), until `rejoin`. */
+  private aside = false;
+  /** Members counted at the last round, this one included. */
+  private members = 1;
 
   constructor(
     private readonly db: Database,
@@ -67,6 +71,7 @@ export class PartitionOwnership {
   async start(partitionCount: number): Promise<void> {
     this.count = partitionCount;
     this.stopped = false;
+    this.aside = false;
     if (!this.shared) return;
     // A session that cannot hold locks (through a pooler in transaction mode) is a setting
     // to fix, refused here rather than retried every round; a database that is away is
@@ -84,6 +89,39 @@ export class PartitionOwnership {
     this.timer.unref();
   }
 
+  /**
+   * Gives every partition and the membership back, so that the other dispatchers take
+   * this one's share on their next round, and stays out until `rejoin`: for a dispatcher
+   * that cannot reach its broker while they may. False, doing nothing, when it shares no
+   * partitions, is out already, or was alone at the last count.
+   */
+  stepAside(): boolean {
+    if (!this.shared || this.stopped || this.aside || this.members < 2) return false;
+    this.aside = true;
+    // After the round under way, which may still be taking partitions on the session.
+    this.round = this.round.then(() => {
+      const had = this.owned.size;
+      const session = this.session;
+      this.session = undefined;
+      this.owned.clear();
+      session?.close().catch(() => {});
+      if (had > 0) this.onChange();
+    });
+    return true;
+  }
+
+  /** Whether it stepped aside and has not rejoined. */
+  get isAside(): boolean {
+    return this.aside;
+  }
+
+  /** Back in the sharing after `stepAside`: joins and takes a share now. */
+  rejoin(): void {
+    if (!this.aside) return;
+    this.aside = false;
+    this.round = this.round.then(() => this.rebalance());
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
@@ -95,7 +133,7 @@ export class PartitionOwnership {
 
   /** One round: (re)join if needed, count members, release or take partitions. */
   private async rebalance(): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || this.aside) return;
     try {
       const session = this.session ?? (await this.join());
       const keys = this.keys as { members: number; partitions: number };
@@ -112,6 +150,7 @@ export class PartitionOwnership {
           .filter((row) => Number(row.namespace) === keys.partitions)
           .map((row) => Number(row.key)),
       );
+      this.members = members;
       const fairShare = Math.ceil(this.count / members);
       const before = this.owned.size;
       await this.release(session, this.owned.size - fairShare);
