@@ -356,7 +356,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           ...(this.inbox === undefined ? {} : { inbox: this.inbox }),
           resume: this.resumePoints(),
         });
-        if (source.needsLease && !(await this.takeLease(lost))) break;
+        if (source.needsLease && !(await this.takeLease(lost, source))) break;
         onDatabase = false;
         this.databaseError = undefined;
         const generation = ++this.generation;
@@ -542,18 +542,23 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   }
 
   /** Waits for the lease, standing by meanwhile; false when stopped first. */
-  private async takeLease(stopped: Promise<unknown>): Promise<boolean> {
-    const database = this.settings.database;
+  private async takeLease(stopped: Promise<unknown>, source: MessageSource): Promise<boolean> {
+    const { database, consumer, schema, logger } = this.settings;
     // An embedded database has one session and so one process: no one to share with.
     if (!database.session) return true;
-    const sql = statements(this.settings.schema);
-    const session = await database.session(`edupulse-outbox consumer ${this.settings.consumer}`);
+    const sql = statements(schema);
+    const session = await database.session(`edupulse-outbox consumer ${consumer}`);
     this.lease = session;
-    for (;;) {
-      const { rows } = await session.query<{ leased: boolean }>(sql.consumerLeaseTry, [
-        this.settings.consumer,
-      ]);
+    for (let tries = 0; ; tries++) {
+      const { rows } = await session.query<{ leased: boolean }>(sql.consumerLeaseTry, [consumer]);
       if (rows[0]?.leased) return true;
+      if (tries === 0) {
+        // Said once per wait: a standby looks like a running consumer otherwise.
+        logger.info(
+          { consumer, broker: source.location, reading: source.reading, schema },
+          `consumer standing by: another process of consumer "${consumer}" (inbox schema "${schema}") holds the lease, and one receives at a time, whatever stream it reads; a consume() of another stream needs a consumer name of its own`,
+        );
+      }
       this.setState('standby', 'another process of this consumer holds the lease');
       if (await this.sleep(this.settings.leaseRetryMs, stopped)) return false;
     }

@@ -10,6 +10,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
+import { silentLogger } from '../../src/common/logger.js';
 import { type Consumer, consume } from '../../src/consumer/index.js';
 import { type Database, QuizSubmitted } from '../../src/index.js';
 import { createPgTestSchema, proxiedPgDatabase, type TestSchema } from '../helpers/db.js';
@@ -58,9 +59,15 @@ async function leaseSessions(ports: number[]): Promise<number> {
 
 it('passes the lease on when the process holding it is cut off from the database', async () => {
   const handled = new Map<string, string[]>();
+  const said: string[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (_fields: object, message: string) => said.push(message),
+  };
   const start = async (name: string, database: Database) => {
     handled.set(name, []);
     const consumer = await consume({
+      logger,
       broker: url,
       consumer: 'leased',
       database,
@@ -79,6 +86,13 @@ it('passes the lease on when the process holding it is cut off from the database
   await waitFor('the first process receiving', () => cutOff.health().state === 'receiving');
   const other = await start('other', schema.db);
   expect(other.health().state).toBe('standby');
+  // Said, once: a process standing by looks like a running one otherwise.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  expect(said.filter((message) => message.startsWith('consumer standing by'))).toEqual([
+    expect.stringContaining(
+      `another process of consumer "leased" (inbox schema "${schema.schema}")`,
+    ),
+  ]);
 
   const broker = brokerFromUrl(url, { source: 'test' });
   await broker.connect();
