@@ -864,6 +864,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
           reason,
           attempts,
           stale,
+          work.retry === true,
         );
         this.stats.parked++;
         await this.settle(work);

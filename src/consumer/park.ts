@@ -35,7 +35,13 @@ export function unstorable(error: unknown): boolean {
 // PostgreSQL text and jsonb cannot hold U+0000.
 const withoutNul = (text: string) => text.replaceAll('\u0000', '\uFFFD');
 
-/** Stores the message as received, with the reason, in `consumer_dead_letter`. */
+/**
+ * Stores the message as received, with the reason, in `consumer_dead_letter`. A dead
+ * letter of the same event already there is parked anew: its retry, if `fromRetry`, is
+ * over; otherwise the broker delivered the event again (a restart replays what was
+ * parked but not yet past the ack floor or the committed offset), and a retry an
+ * operator asked for meanwhile still waits.
+ */
 export async function parkMessage(
   settings: Pick<ConsumerSettings, 'database' | 'schema' | 'consumer'>,
   delivery: Delivery,
@@ -43,6 +49,7 @@ export async function parkMessage(
   reason: string,
   attempts: number,
   stale = false,
+  fromRetry = false,
 ): Promise<Parked> {
   const sql = statements(settings.schema);
   const body = withoutNul(
@@ -71,6 +78,7 @@ export async function parkMessage(
     stale,
     fields?.source ?? '',
     delivery.aggregateType ?? null,
+    fromRetry,
   ]);
   return {
     origin: delivery.origin,

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
+import { parkMessage } from '../../src/consumer/park.js';
 import { QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, deleteConsumerQueues, testExchange, withAmqpChannel } from '../helpers/amqp.js';
 import { runCli } from '../helpers/cli.js';
@@ -127,6 +128,38 @@ describe('consumer dead letters', () => {
     expect(discard.code).toBe(0);
     expect(discard.stdout.trim()).toBe(failing.id);
     broken = new Set();
+  });
+
+  it("a parked event the broker delivers again and that is parked anew keeps an operator's retry waiting", async () => {
+    // A consumer that does not run meanwhile: the retry stays asked for, not taken.
+    const settings = { database: pg.db, schema: pg.schema, consumer: 'reparked' };
+    const message = quiz(randomUUID());
+    const delivery = {
+      headers: {},
+      contentType: 'application/json',
+      body: new TextEncoder().encode(message.payload),
+      origin: 'amqp q#1',
+      ack: async () => {},
+    };
+    const fields = {
+      id: message.id,
+      source: 'test',
+      type: 'quiz-submitted',
+      aggregateId: message.aggregateId,
+      sequence: '1',
+    };
+    const retrying = async () => {
+      const list = await cli('dead', 'list', '--consumer', 'reparked', '--json');
+      return (JSON.parse(list.stdout) as { retrying: boolean }[]).map((row) => row.retrying);
+    };
+    await parkMessage(settings, delivery, fields, 'handler failed 2 times', 2);
+    expect((await cli('dead', 'retry', message.id, '--consumer', 'reparked')).code).toBe(0);
+    // Delivered again by the broker (a restart replays it) and failing again.
+    await parkMessage(settings, delivery, fields, 'handler failed 2 times', 2);
+    expect(await retrying()).toEqual([true]);
+    // Its retry failing: parked anew, the retry over.
+    await parkMessage(settings, delivery, fields, 'handler failed 2 times', 2, false, true);
+    expect(await retrying()).toEqual([false]);
   });
 
   it("two producers' events of one id are two dead letters, each retried with its own body", async () => {

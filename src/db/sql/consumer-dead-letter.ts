@@ -69,7 +69,9 @@ export function consumerDeadLetterStatements(s: string): ConsumerDeadLetterState
 VALUES ($1, $2, $3, $4, $5::text::bigint, $6, $7::text::jsonb, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (consumer, event_id, source) DO UPDATE
   SET attempts = excluded.attempts, last_error = excluded.last_error, origin = excluded.origin,
-      stale = excluded.stale, dead_at = now(), retry_requested_at = NULL, retry_taken_at = NULL,
+      stale = excluded.stale, dead_at = now(),
+      retry_requested_at = CASE WHEN $14::boolean THEN NULL ELSE d.retry_requested_at END,
+      retry_taken_at = CASE WHEN $14::boolean THEN NULL ELSE d.retry_taken_at END,
       routed_aggregate_type = coalesce(excluded.routed_aggregate_type, d.routed_aggregate_type)`,
 
     consumerDeadLetterCount: `SELECT count(*)::int AS dead FROM ${table}
