@@ -912,8 +912,31 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
 
   private async settle(work: Work): Promise<void> {
     this.inFlight.delete(work.delivery);
+    if (!this.retriesInFlight.has(work.delivery)) {
+      await work.delivery.ack().catch(() => {});
+      return;
+    }
+    // A retry's ack removes its dead letter. Lost, the dead letter would stay taken and be
+    // handed over again once that lapses: so it is tried again while the database is
+    // away, the retry kept taken meanwhile. A stop leaves it to be taken again later.
+    for (let failures = 0; ; failures++) {
+      try {
+        await work.delivery.ack();
+        break;
+      } catch (error) {
+        if (this.stopping) break;
+        this.settings.logger.warn(
+          {
+            consumer: this.settings.consumer,
+            origin: work.delivery.origin,
+            err: errorMessage(error),
+          },
+          'could not remove a retried dead letter; retrying',
+        );
+        if (await this.sleep(backoffDelayMs(failures, 500, 15_000), this.stopped)) break;
+      }
+    }
     this.retriesInFlight.delete(work.delivery);
-    await work.delivery.ack().catch(() => {});
   }
 
   private forget(work: Work): void {

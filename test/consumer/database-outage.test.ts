@@ -8,11 +8,12 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
+import { silentLogger } from '../../src/common/logger.js';
 import { type Consumer, consume, createInbox } from '../../src/consumer/index.js';
 import { isDatabaseUnavailable } from '../../src/db/connection-errors.js';
 import { pgDatabase, QuizSubmitted } from '../../src/index.js';
 import { AMQP_URL, testExchange, withAmqpChannel } from '../helpers/amqp.js';
-import { createPgTestSchema, PG_URL, type TestSchema } from '../helpers/db.js';
+import { createPgTestSchema, PG_URL, proxiedPgDatabase, type TestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
 import { deleteStream } from '../helpers/nats-consumer.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
@@ -195,6 +196,62 @@ describe('a consumer whose database is away', () => {
     });
     expect(fatal).toHaveLength(1);
     expect(orphaned.health().state).toBe('stopped');
+  });
+
+  // On RabbitMQ: no lease, whose session the cut would end as well.
+  it('a retried dead letter whose removal found the database away is removed once it is back, not handed over again', async () => {
+    const exchange = testExchange();
+    const own = await proxiedPgDatabase({ connectTimeoutMs: 1000 });
+    onTestFinished(async () => {
+      await own.proxy.start();
+      await own.db.close();
+      await own.proxy.stop();
+      await withAmqpChannel(async (channel) => {
+        await channel.deleteQueue(`${exchange}.resolving`);
+        await channel.deleteExchange(exchange);
+      });
+    });
+    const calls: string[] = [];
+    const resolving = await consume({
+      broker: `${AMQP_URL}?exchange=${exchange}`,
+      consumer: 'resolving',
+      database: own.db,
+      schema: schema.schema,
+      events: [QuizSubmitted],
+      maxAttempts: 1,
+      deadLetterRetryPollMs: 100,
+      logger: silentLogger,
+      handler: async (event) => {
+        calls.push(event.id);
+        if (calls.length === 1) throw new Error('not yet');
+        // The retry succeeds; the database goes away before its dead letter is removed.
+        await own.proxy.stop();
+      },
+    });
+    onTestFinished(() => resolving.stop());
+    const deadLetters = async () => {
+      const { rows } = await schema.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM "${schema.schema}".consumer_dead_letter WHERE consumer = 'resolving'`,
+      );
+      return rows[0]?.n;
+    };
+    const broker = brokerFromUrl(`${AMQP_URL}?exchange=${exchange}`, { source: 'test' });
+    await broker.connect();
+    const event = quizMessage(randomUUID());
+    await broker.publish([event]);
+    await broker.close();
+    await waitFor('parked', async () => (await deadLetters()) === 1, { timeoutMs: 15_000 });
+    await schema.db.query(
+      `UPDATE "${schema.schema}".consumer_dead_letter SET retry_requested_at = now() WHERE consumer = 'resolving'`,
+    );
+    await waitFor('the retry handled', () => calls.length === 2, { timeoutMs: 15_000 });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await own.proxy.start();
+    // Before: the dead letter stayed taken, to be handed over again 15 minutes later.
+    await waitFor('the dead letter removed', async () => (await deadLetters()) === 0, {
+      timeoutMs: 20_000,
+    });
+    expect(calls).toEqual([event.id, event.id]);
   });
 
   it('a pool smaller than concurrency: handlers wait for a connection, said so, nothing parked', async () => {
