@@ -195,7 +195,8 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
   return {
     id: storable('id', required('id')),
     type: storable('type', required('type')),
-    source: storable('source', required('source')),
+    // No length of ours: a producer's source may be 2,048 characters (a URI reference).
+    source: storable('source', required('source'), Number.POSITIVE_INFINITY),
     subject,
     time: timeOf(attributes.time),
     sequence: sequenceOf(attributes.sequence),
@@ -212,7 +213,7 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
  * (PostgreSQL text holds none) and at most MAX_KEY_CHARS characters. Else the message is
  * undecodable, parked saying why, rather than refused by the database at every attempt.
  */
-function storable(name: string, value: string): string {
+function storable(name: string, value: string, maxChars = MAX_KEY_CHARS): string {
   if (value.includes('\u0000')) {
     throw new UndecodableMessageError(
       `CloudEvent attribute "${name}" holds a NUL character, which PostgreSQL cannot store`,
@@ -231,10 +232,10 @@ function storable(name: string, value: string): string {
   }
   // Counted in characters (code points), as the producer counts an aggregate id: an
   // emoji is two UTF-16 units. Counted only when the units alone say it might be over.
-  const characters = value.length > MAX_KEY_CHARS ? [...value].length : value.length;
-  if (characters > MAX_KEY_CHARS) {
+  const characters = value.length > maxChars ? [...value].length : value.length;
+  if (characters > maxChars) {
     throw new UndecodableMessageError(
-      `CloudEvent attribute "${name}" is ${characters} characters long, over the ${MAX_KEY_CHARS} a consumer keeps`,
+      `CloudEvent attribute "${name}" is ${characters} characters long, over the ${maxChars} a consumer keeps`,
     );
   }
   return value;

@@ -232,6 +232,9 @@ describe('decodeCloudEvent', () => {
       /attribute "subject" contains U\+001B, a character no CloudEvents attribute may carry/,
     );
     expect(decode({ ce_source: 'svc\r\nx' })).toThrow(/attribute "source" contains U\+000D/);
+    // A producer's source may be 2,048 characters: only the keys the inbox indexes are kept to 500.
+    const longSource = `/platform/${'s'.repeat(2000)}`;
+    expect(decodedWith({ ce_source: longSource }).source).toBe(longSource);
   });
 
   it('takes a time that is not RFC 3339 as none', () => {
