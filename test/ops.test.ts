@@ -100,12 +100,12 @@ function sample(metrics: string, name: string, labels = ''): number {
   return sum;
 }
 
-/** `name{…event_type="x"…} value` lines of one metric, as { x: value }. */
+/** `name{…event_type="x"…} value` lines of one metric, as { x: value }; those still at 0 left out. */
 function byEventType(metrics: string, name: string): Record<string, number> {
   const series: Record<string, number> = {};
   for (const line of metrics.split('\n')) {
     const match = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
-    if (match?.[1] !== name) continue;
+    if (match?.[1] !== name || Number(match[3]) === 0) continue;
     const eventType = /event_type="([^"]*)"/.exec(match[2] ?? '')?.[1] ?? '(none)';
     series[eventType] = (series[eventType] ?? 0) + Number(match[3]);
   }
@@ -340,6 +340,14 @@ describe('run --metrics-port', () => {
       '--metrics-event-types',
       'custom-a,custom-b',
     ]);
+    // Before anything counts, every label the counters can take is there at 0: an alert on
+    // increase() sees the first dead letter.
+    const before = (await get(`${second.base}/metrics`)).body;
+    for (const eventType of ['custom-a', 'lesson-published', 'other']) {
+      expect(before).toContain(
+        `outbox_events_dead_lettered_total{event_type="${eventType}",broker="log"} 0`,
+      );
+    }
     await second.run.waitFor('the drain', async () => {
       metrics = (await get(`${second.base}/metrics`)).body;
       return sample(metrics, 'outbox_events_published_total') === 562;

@@ -1,5 +1,5 @@
 import { catalogue } from '../events/catalogue.js';
-import { isDeclaredEventType } from '../events/define.js';
+import { declaredEventTypes, isDeclaredEventType } from '../events/define.js';
 import type { Consumer } from './events.js';
 
 /**
@@ -14,8 +14,22 @@ export function eventTypeLabel(type: string | undefined): string {
     : 'other';
 }
 
+/** Every `event_type` label a consumer's series can take now. */
+export function eventTypeLabels(): string[] {
+  const known = [...declaredEventTypes(), ...catalogue.map((event) => event.type)];
+  return [...new Set([...known, 'other', 'unknown'])];
+}
+
 /** A consumer's counters: the ones consumerMetrics exports. */
-export type TallyKey = 'processed' | 'duplicates' | 'stale' | 'failed' | 'parked' | 'skipped';
+export const TALLY_KEYS = [
+  'processed',
+  'duplicates',
+  'stale',
+  'failed',
+  'parked',
+  'skipped',
+] as const;
+export type TallyKey = (typeof TALLY_KEYS)[number];
 
 /** Counts by `event_type` label, for each of a consumer's counters. */
 export type ConsumerTally = Record<TallyKey, Map<string, number>>;

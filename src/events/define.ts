@@ -241,6 +241,11 @@ export function isDeclaredEventType(type: string): boolean {
   return declaredTypes.has(type);
 }
 
+/** The event types `defineEvent` declared in this process so far. */
+export function declaredEventTypes(): string[] {
+  return [...declaredTypes];
+}
+
 // Schema types whose values JSON does not carry: a Set or Map arrives as {}, a Date as
 // text its schema then refuses, NaN as null; a BigInt does not serialise at all. The
 // consumer parses the JSON with the same schema, so such a field parks every event.

@@ -4,7 +4,7 @@ import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { clip, escapeControl } from '../common/text.js';
 import type { Consumer, ConsumerHealth } from '../consumer/events.js';
-import { followTally } from '../consumer/tally.js';
+import { eventTypeLabels, followTally, TALLY_KEYS } from '../consumer/tally.js';
 import type { CheckResult } from './health.js';
 import { promClient } from './prom.js';
 
@@ -161,6 +161,12 @@ export function consumerMetrics(options: ConsumerMetricsOptions): Registry {
   const { duration, age } = series;
   // Counts only while it is the registry's consumer of this name.
   const current = () => series.members.get(name) === consumer;
+  // Every series from 0, for each label it can take now: an alert on increase() sees the
+  // first parked message, which a series born at 1 would not show.
+  for (const key of TALLY_KEYS) {
+    for (const label of eventTypeLabels())
+      series[key].inc({ consumer: name, event_type: label }, 0);
+  }
   // From what it did before this call (a backlog handled while the metrics module
   // loaded), so the counters agree with consumer.stats; the histograms start here.
   followTally(

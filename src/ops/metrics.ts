@@ -8,7 +8,7 @@ import type { Executor } from '../db/executor.js';
 import { statements } from '../db/sql/index.js';
 import type { Dispatcher } from '../dispatcher/dispatcher.js';
 import { catalogue } from '../events/catalogue.js';
-import { isDeclaredEventType } from '../events/define.js';
+import { declaredEventTypes, isDeclaredEventType } from '../events/define.js';
 import { assertHealthNumbers } from './health.js';
 import { promClient } from './prom.js';
 
@@ -141,6 +141,15 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
     buckets: [1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
     registers,
   });
+
+  // Every series from 0, for each label it can take now: an alert on increase() sees the
+  // first dead letter, which a series born at 1 would not show.
+  const known = [...catalogue.map((event) => event.type), ...(options.eventTypeLabels ?? [])];
+  for (const eventType of new Set([...known, ...declaredEventTypes(), OTHER_EVENT_TYPE])) {
+    for (const counter of [published, failed, deadLettered]) {
+      counter.inc({ event_type: eventType, broker }, 0);
+    }
+  }
 
   dispatcher.on('batch', (report) => batchSize.observe(report.claimed));
   dispatcher.on('purged', (report) => purged.inc(report.deadLetters));

@@ -55,6 +55,13 @@ it('counts processed, duplicate, failed, parked and skipped events, and reports 
   });
   const registry = consumerMetrics({ consumer, name: 'metered' });
   expect(consumerReadiness(consumer)).toEqual({ ok: true, reasons: [] });
+  // Every label there from 0, before anything counts: an alert on increase() sees the first.
+  const before = await registry.metrics();
+  for (const eventType of ['quiz-submitted', 'other', 'unknown']) {
+    expect(before).toContain(
+      `consumer_events_parked_total{consumer="metered",event_type="${eventType}"} 0`,
+    );
+  }
   const broker = brokerFromUrl(url, { source: 'test' });
   await broker.connect();
   // The good event twice: the second is a redelivery the inbox recognises. The unknown
