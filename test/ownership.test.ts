@@ -121,55 +121,98 @@ describe('partition ownership across run processes', () => {
   });
 });
 
-it('a dispatcher that cannot reach its broker gives its partitions to the others, and takes a share again once it can', async () => {
-  const t = await createPgTestSchema('ownership_aside');
-  let down = false;
-  const unreachable = (): undefined => {
-    if (down) throw new BrokerUnavailableError('connection refused (played)');
-  };
-  const healthy = new MemoryBroker();
-  const cutOff = new MemoryBroker({ onPublish: () => unreachable(), onCheck: unreachable });
-  const warnings: string[] = [];
-  const options = {
-    db: t.db,
-    schema: t.schema,
-    rebalanceIntervalMs: 200,
-    retryBaseDelayMs: 100,
-    retryMaxDelayMs: 500,
-  };
-  const a = createDispatcher({ ...options, broker: healthy });
-  const b = createDispatcher({
-    ...options,
-    broker: cutOff,
-    logger: { ...silentLogger, warn: (_fields, message) => warnings.push(message) },
-  });
-  try {
-    await a.start();
-    await b.start();
-    const shared = () => a.ownedPartitions().length === 32 && b.ownedPartitions().length === 32;
-    await waitFor('the partitions shared', shared, { timeoutMs: 15_000 });
-    down = true;
-    // Over every partition, half of them the cut-off dispatcher's.
-    await t.db.query(
-      `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
-       SELECT 'lesson', 'l-' || i, 'lesson-published', '{}' FROM generate_series(1, 300) AS i`,
-    );
-    await waitFor('every event published, by the other', () => healthy.messages.length === 300, {
-      timeoutMs: 60_000,
-    });
-    expect(b.ownedPartitions()).toEqual([]);
-    expect(warnings).toContainEqual(
-      expect.stringMatching(
-        /^the broker has not answered for \d+ s: this dispatcher gives its partitions to the others/,
-      ),
-    );
+describe('a dispatcher whose broker fails while another one works', () => {
+  /** A broker that, while `down`, refuses connections and round trips, or only publishes. */
+  class Failing extends MemoryBroker {
     down = false;
-    await waitFor('a share taken again', shared, { timeoutMs: 15_000 });
-  } finally {
-    await b.stop();
-    await a.stop();
-    await t.drop();
+    constructor(private readonly what: 'unreachable' | 'refusing') {
+      super({
+        onPublish: () => this.fail(),
+        onCheck: () => {
+          if (this.what === 'unreachable') this.fail();
+        },
+      });
+    }
+    override async connect(): Promise<void> {
+      if (this.what === 'unreachable') this.fail();
+      await super.connect();
+    }
+    private fail(): undefined {
+      if (this.down) throw new BrokerUnavailableError(`${this.what} (played)`);
+      return undefined;
+    }
   }
+
+  /** Two dispatchers sharing a fresh schema, `failing` the second's broker; 300 events once it is down. */
+  async function sharing(failing: Failing, run: (parts: Sharing) => Promise<void>) {
+    const t = await createPgTestSchema('ownership_aside');
+    const healthy = new MemoryBroker();
+    const warnings: string[] = [];
+    const options = {
+      db: t.db,
+      schema: t.schema,
+      rebalanceIntervalMs: 200,
+      retryBaseDelayMs: 100,
+      retryMaxDelayMs: 500,
+    };
+    const a = createDispatcher({ ...options, broker: healthy });
+    const b = createDispatcher({
+      ...options,
+      broker: failing,
+      logger: { ...silentLogger, warn: (_fields, message) => warnings.push(message) },
+    });
+    try {
+      await a.start();
+      await b.start();
+      const shared = () => a.ownedPartitions().length === 32 && b.ownedPartitions().length === 32;
+      await waitFor('the partitions shared', shared, { timeoutMs: 15_000 });
+      failing.down = true;
+      // Over every partition, half of them the failing one's.
+      await t.db.query(
+        `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload)
+         SELECT 'lesson', 'l-' || i, 'lesson-published', '{}' FROM generate_series(1, 300) AS i`,
+      );
+      await run({ healthy, b, warnings, shared });
+    } finally {
+      await b.stop();
+      await a.stop();
+      await t.drop();
+    }
+  }
+  interface Sharing {
+    healthy: MemoryBroker;
+    b: ReturnType<typeof createDispatcher>;
+    warnings: string[];
+    shared: () => boolean;
+  }
+
+  it('cannot reach it: gives its partitions to the others, and takes a share again once it can', async () => {
+    const failing = new Failing('unreachable');
+    await sharing(failing, async ({ healthy, b, warnings, shared }) => {
+      await waitFor('every event published, by the other', () => healthy.messages.length === 300, {
+        timeoutMs: 60_000,
+      });
+      expect(b.ownedPartitions()).toEqual([]);
+      expect(warnings).toContainEqual(
+        expect.stringMatching(
+          /^the broker could not be reached for \d+ s: this dispatcher gives its partitions to the others/,
+        ),
+      );
+      failing.down = false;
+      await waitFor('a share taken again', shared, { timeoutMs: 15_000 });
+    });
+  });
+
+  it('reaches it but its publishes fail (as they would for any dispatcher): keeps its partitions', async () => {
+    const failing = new Failing('refusing');
+    await sharing(failing, async ({ healthy, b, warnings }) => {
+      // Past the 20 s after which an unreachable broker is given up on.
+      await new Promise((resolve) => setTimeout(resolve, 25_000));
+      expect(b.ownedPartitions()).toHaveLength(32);
+      expect(warnings.filter((w) => w.includes('gives its partitions'))).toEqual([]);
+      expect(healthy.messages.length).toBeLessThan(300);
+    });
+  });
 });
 
 it('an embedded single-session database: one dispatcher owns every partition', async () => {

@@ -146,8 +146,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
    * that dispatches again.
    */
   private readonly outage = new Map<string, number>();
-  /** When the broker's outage under way began (its first failed round), if one is. */
-  private brokerDownSince: number | undefined;
+  /** Since when connecting to the broker, or a round trip to it, has failed, if it does. */
+  private unreachableSince: number | undefined;
 
   constructor(options: DispatcherOptions) {
     super();
@@ -390,13 +390,10 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       lane.health.lastRoundAt = Date.now();
       try {
         lane.enter('dispatching');
-        await this.link.ensure();
-        if (this.ownership.isAside) {
-          // Back among the dispatchers sharing the partitions once the broker answers a
-          // round trip, not merely a connection.
-          await this.link.check();
-          this.ownership.rejoin();
-        }
+        // Back among the dispatchers sharing the partitions once the broker answers a round
+        // trip, not merely a connection.
+        await this.reachBroker(this.ownership.isAside);
+        this.ownership.rejoin();
         if (this.listen && !this.notifications.active) await this.notifications.ensure();
         if (Date.now() - lane.lastFullScan >= pollIntervalMs) lane.cursor = FULL_SCAN;
         const from = lane.cursor;
@@ -425,7 +422,6 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
           }
         }
         failures = 0;
-        this.brokerDownSince = undefined;
         // Events came: what is held back next starts a fresh series of quick looks.
         if (report.claimed > 0) lane.clearRecheck();
         const pass = lane.passed(from, report);
@@ -539,7 +535,7 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     while (!this.stopping) {
       if (lane.index === 0 && Date.now() - this.lastBrokerCheck >= pollIntervalMs) {
         this.lastBrokerCheck = Date.now();
-        await this.link.check();
+        await this.reachBroker(true);
       }
       const left = until - Date.now();
       if (left <= 0) return;
@@ -607,20 +603,36 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
   }
 
   /**
-   * A broker out of reach for STEP_ASIDE_MS: the partitions this dispatcher owns would
-   * wait for it while other dispatchers may reach theirs (a bad host or credentials in
-   * one replica's settings, a network cut between it and the broker), so it gives them
-   * back until it reaches the broker again. When the broker is down for all, each steps
-   * aside in turn and they share the partitions out again as they reconnect.
+   * Connects to the broker unless connected and, with `roundTrip`, asks it for a round
+   * trip; notes since when that has failed (a publish refused or timed out, by a broker
+   * that answers, is not this: it fails for the other dispatchers too).
+   */
+  private async reachBroker(roundTrip: boolean): Promise<void> {
+    try {
+      await this.link.ensure();
+      if (roundTrip) await this.link.check();
+    } catch (error) {
+      this.unreachableSince ??= Date.now();
+      throw error;
+    }
+    this.unreachableSince = undefined;
+  }
+
+  /**
+   * A broker out of reach for STEP_ASIDE_MS (no connection, or no answer to a round trip):
+   * the partitions this dispatcher owns would wait for it while other dispatchers may
+   * reach theirs (a bad host or credentials in one replica's settings, a network cut
+   * between it and the broker), so it gives them back until it reaches the broker again.
+   * When the broker is down for all, each steps aside in turn but the last, and they
+   * share the partitions out again as they reconnect.
    */
   private stepAsideFromBroker(): void {
-    const now = Date.now();
-    this.brokerDownSince ??= now;
-    const downMs = now - this.brokerDownSince;
+    if (this.unreachableSince === undefined) return;
+    const downMs = Date.now() - this.unreachableSince;
     if (downMs < STEP_ASIDE_MS || !this.ownership.stepAside()) return;
     this.options.logger.warn(
       { target: 'broker', downMs, partitions: this.ownership.partitions() },
-      `the broker has not answered for ${Math.round(downMs / 1000)} s: this dispatcher gives its partitions to the others until it reaches the broker again`,
+      `the broker could not be reached for ${Math.round(downMs / 1000)} s: this dispatcher gives its partitions to the others until it reaches the broker again`,
     );
   }
 
