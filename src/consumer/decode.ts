@@ -193,10 +193,10 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
     }
   }
   return {
-    id: storable('id', required('id')),
+    id: storable('id', required('id'), { key: true }),
     type: storable('type', required('type')),
     // No length of ours: a producer's source may be 2,048 characters (a URI reference).
-    source: storable('source', required('source'), Number.POSITIVE_INFINITY),
+    source: storable('source', required('source'), { key: true, maxChars: Infinity }),
     subject,
     time: timeOf(attributes.time),
     sequence: sequenceOf(attributes.sequence),
@@ -210,10 +210,17 @@ function event(attributes: Record<string, string>, data: unknown): DecodedCloudE
 
 /**
  * `value` of attribute `name`, where the inbox and the dead letters can keep it: no NUL
- * (PostgreSQL text holds none) and at most MAX_KEY_CHARS characters. Else the message is
- * undecodable, parked saying why, rather than refused by the database at every attempt.
+ * (PostgreSQL text holds none), no character CloudEvents excludes (the producer sends
+ * none), and at most `maxChars` characters (MAX_KEY_CHARS unless said). A `key` (the id,
+ * the source: what the inbox records an event by) holds no U+FFFD either. Else the
+ * message is undecodable, parked saying why, rather than refused by the database at
+ * every attempt or taken for another event.
  */
-function storable(name: string, value: string, maxChars = MAX_KEY_CHARS): string {
+function storable(
+  name: string,
+  value: string,
+  { key = false, maxChars = MAX_KEY_CHARS }: { key?: boolean; maxChars?: number } = {},
+): string {
   if (value.includes('\u0000')) {
     throw new UndecodableMessageError(
       `CloudEvent attribute "${name}" holds a NUL character, which PostgreSQL cannot store`,
@@ -224,8 +231,9 @@ function storable(name: string, value: string, maxChars = MAX_KEY_CHARS): string
     throw new UndecodableMessageError(`CloudEvent attribute "${name}" ${unsendableReason(bad)}`);
   }
   // What a decoder puts for bytes that are not UTF-8: two ids that differ only there
-  // would be recorded as one, and the second taken for a duplicate of the first.
-  if (value.includes('\ufffd')) {
+  // would be recorded as one, and the second taken for a duplicate of the first. (Our
+  // producers' ids are UUIDs and their sources URI references: neither holds it.)
+  if (key && value.includes('\ufffd')) {
     throw new UndecodableMessageError(
       `CloudEvent attribute "${name}" holds U+FFFD, the replacement character: bytes that were not UTF-8 were replaced on the way, and two different values could read as one`,
     );
@@ -242,12 +250,27 @@ function storable(name: string, value: string, maxChars = MAX_KEY_CHARS): string
 }
 
 /** RFC 3339, as CloudEvents' `time` is written (any fraction of a second, `Z` or an offset). */
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+const RFC3339_PARTS =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)$/;
 
-/** The `time` attribute; undefined when absent or not an RFC 3339 time, as if the producer gave none. */
+/**
+ * The `time` attribute; undefined when absent or not an RFC 3339 time (a 30 February, a
+ * 24th hour, as Date.parse would roll them over), as if the producer gave none.
+ */
 function timeOf(text: string | undefined): string | undefined {
-  if (!text || !RFC3339.test(text) || Number.isNaN(Date.parse(text))) return undefined;
-  return text;
+  const parts = text === undefined ? null : RFC3339_PARTS.exec(text);
+  if (!parts) return undefined;
+  const [year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0] = parts
+    .slice(1, 7)
+    .map(Number);
+  const date = new Date(Date.UTC(year, month - 1, day));
+  const valid =
+    date.getUTCMonth() === month - 1 &&
+    date.getUTCDate() === day &&
+    hour < 24 &&
+    minute < 60 &&
+    second <= 60;
+  return valid ? text : undefined;
 }
 
 /**

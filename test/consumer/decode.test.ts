@@ -228,6 +228,9 @@ describe('decodeCloudEvent', () => {
       /attribute "id" holds U\+FFFD, the replacement character: bytes that were not UTF-8/,
     );
     expect(decode({ ce_source: `/svc${mangled}` })).toThrow(/attribute "source" holds U\+FFFD/);
+    // An aggregate id with it goes through: the producer sends such ids, and one merged
+    // with another loses nothing (their events are kept in one order).
+    expect(decodedWith({ ce_subject: `quiz-${mangled}` }).aggregateId).toBe(`quiz-${mangled}`);
     expect(decode({ ce_subject: 'quiz-7\u001b[2J' })).toThrow(
       /attribute "subject" contains U\+001B, a character no CloudEvents attribute may carry/,
     );
@@ -244,6 +247,10 @@ describe('decodeCloudEvent', () => {
     expect(timeOf('yesterday')).toBeUndefined();
     expect(timeOf('2026-13-45T10:00:00Z')).toBeUndefined();
     expect(timeOf('1733050000')).toBeUndefined();
+    // What Date.parse would roll over to another day.
+    expect(timeOf('2026-02-30T10:00:00Z')).toBeUndefined();
+    expect(timeOf('2026-12-01T24:00:00Z')).toBeUndefined();
+    expect(timeOf('2028-02-29T10:00:00Z')).toBe('2028-02-29T10:00:00Z');
   });
 
   it('keeps a sequence only when it is decimal digits, without padding', () => {

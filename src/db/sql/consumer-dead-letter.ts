@@ -11,8 +11,9 @@ export interface ConsumerDeadLetterStatements {
    * $1 consumer, $2 event id, $3 event type, $4 aggregate id, $5 sequence, $6 origin,
    * $7 headers (JSON text), $8 body, $9 attempts, $10 reason, $11 stale (older than its
    * aggregate's last applied event), $12 source ('' when unknown), $13 the aggregate type
-   * the broker routed it by (or NULL): parks a message; a second park of the same event
-   * (source and id) updates the first (and ends a retry of it).
+   * the broker routed it by (or NULL), $14 whether it comes from a retry of its dead
+   * letter: parks a message; a second park of the same event (source and id) updates the
+   * first, and ends its retry if $14 (a redelivery by the broker leaves a retry asked for).
    */
   consumerDeadLetterPark: string;
   /** $1 consumer or NULL: the number of consumer dead letters. */
