@@ -64,9 +64,11 @@ function metricNames(expr: string): string[] {
   const names = new Set<string>();
   for (const match of stripped.matchAll(/(?<![\w.$])([A-Za-z_:][\w:]*)(\s*\()?/g)) {
     const [, word = '', call] = match;
+    // A keyword before a parenthesis (`or (…)`) is no call.
+    if (KEYWORDS.has(word)) continue;
     if (call) {
       if (!FUNCTIONS.has(word)) throw new Error(`unknown PromQL function ${word} in ${expr}`);
-    } else if (!KEYWORDS.has(word)) {
+    } else {
       names.add(word);
     }
   }

@@ -556,7 +556,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         // Said once per wait: a standby looks like a running consumer otherwise.
         logger.info(
           { consumer, broker: source.location, reading: source.reading, schema },
-          `consumer standing by: another process of consumer "${consumer}" (inbox schema "${schema}") holds the lease, and one receives at a time, whatever stream it reads; a consume() of another stream needs a consumer name of its own`,
+          `consumer standing by: another process of consumer "${consumer}" (inbox schema "${schema}") holds the lease and receives; this one takes over when that one stops. One process per consumer name receives at a time, whatever stream it reads: a consume() of another stream needs a name of its own`,
         );
       }
       this.setState('standby', 'another process of this consumer holds the lease');
@@ -925,14 +925,22 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
         break;
       } catch (error) {
         if (this.stopping) break;
-        this.settings.logger.warn(
-          {
-            consumer: this.settings.consumer,
-            origin: work.delivery.origin,
-            err: errorMessage(error),
-          },
-          'could not remove a retried dead letter; retrying',
-        );
+        const log = {
+          consumer: this.settings.consumer,
+          origin: work.delivery.origin,
+          err: errorMessage(error),
+        };
+        if (!isDatabaseUnavailable(error)) {
+          // Refused, not away: a revoked privilege stops the consumer as everywhere else;
+          // anything else would be refused again, so the dead letter waits to be taken again.
+          if (await this.refusedPrivilege(work, error, true)) break;
+          this.settings.logger.error(
+            log,
+            'could not remove a retried dead letter; it is handed to the handler again in 15 minutes',
+          );
+          break;
+        }
+        this.settings.logger.warn(log, 'could not remove a retried dead letter; retrying');
         if (await this.sleep(backoffDelayMs(failures, 500, 15_000), this.stopped)) break;
       }
     }
