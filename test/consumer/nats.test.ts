@@ -146,6 +146,45 @@ it('a durable consumer deleted under a running process: the start that makes it 
   }
 });
 
+it('a stream deleted and made again (by a dispatcher) is read from its start, whatever deliver says', async () => {
+  const pg = await createPgTestSchema('consume_nats_remade');
+  const id = randomBytes(5).toString('hex');
+  const stream = `C_${id}`;
+  const url = `${SHARED_URL}?stream=${stream}&subject_prefix=c${id}`;
+  const warnings: string[] = [];
+  const handled: string[] = [];
+  const run = () =>
+    consumeQuizzes(`${url}&deliver=new`, 'remade', pg, {
+      handler: (event) => {
+        handled.push(event.id);
+      },
+      logger: { ...silentLogger, warn: (_fields, message) => warnings.push(message) },
+    });
+  try {
+    const first = await run();
+    await first.stop();
+    await withConnection(SHARED_URL, async (nc) => {
+      await (await jetstreamManager(nc)).streams.delete(stream);
+    });
+    // A dispatcher makes the stream again and publishes before the consumer starts again.
+    const broker = brokerFromUrl(url, { source: '/edupulse/consumer-test' });
+    await broker.connect();
+    const sent = [quizMessage(randomUUID()), quizMessage(randomUUID())];
+    await broker.publish(sent).finally(() => broker.close());
+    const again = await run();
+    try {
+      await waitFor('both events', () => handled.length === 2, { timeoutMs: 15_000 });
+    } finally {
+      await again.stop();
+    }
+    expect(handled.sort()).toEqual(sent.map((m) => m.id).sort());
+    expect(warnings).toContainEqual(expect.stringContaining('the stream was made again since'));
+  } finally {
+    await deleteStream(SHARED_URL, stream).catch(() => {});
+    await pg.drop();
+  }
+});
+
 it('a handler slower than ack_wait_s keeps its message: the broker hears it is worked on within every ack wait', async () => {
   const pg = await createPgTestSchema('consume_nats_slow');
   const id = randomBytes(5).toString('hex');

@@ -17,8 +17,11 @@ import { permissionDenied } from './errors.js';
 import type { NatsSourceSettings } from './settings.js';
 import { ensureStream } from './stream.js';
 
-/** Durable consumers this process has made: one gone since was deleted by someone. */
-const knownDurables = new Set<string>();
+/**
+ * Durable consumers this process has made, with when their stream was created: one gone
+ * since was deleted by someone, with its stream if that is younger now.
+ */
+const knownDurables = new Map<string, string>();
 /** Durables this process deleted to make again, and the stream sequence to resume after. */
 const recreating = new Map<string, number>();
 
@@ -173,6 +176,7 @@ class NatsSource implements MessageSource {
     const name = this.options.consumer;
     const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
     let floor: number | undefined;
+    let startFromFirst = false;
     const durable = `${this.location} ${stream} ${name}`;
     const resume = this.options.resume ?? resumeInMemory(this.location, name);
     try {
@@ -187,25 +191,41 @@ class NatsSource implements MessageSource {
     } catch (error) {
       // 10014: no such consumer yet.
       if (!(error instanceof JetStreamApiError && error.code === 10014)) throw error;
+      const streamInfo = await jsm.streams.info(stream);
+      const log = { location: this.location, consumer: name, stream };
+      // Made again since this consumer last read it (deleted, then created by a dispatcher):
+      // everything in it is newer than what was read, whatever `deliver` says.
+      const made = knownDurables.get(durable);
+      let remade = made !== undefined && made !== streamInfo.created;
       floor = await resume.find(stream);
-      if (floor !== undefined) {
+      if (floor !== undefined && floor > streamInfo.state.last_seq) {
+        // Kept before the stream was made again, whose sequence started over.
+        remade = true;
+        floor = undefined;
+      }
+      if (remade) {
+        this.options.logger.warn(
+          log,
+          'the stream was made again since this consumer last read it (its durable consumer went with it): reading the new stream from its start; what the old one held and was not read is gone with it',
+        );
+        startFromFirst = true;
+      } else if (floor !== undefined) {
         this.options.logger.info(
-          { location: this.location, consumer: name, stream, after: floor },
+          { ...log, after: floor },
           `the durable JetStream consumer is gone since an earlier start deleted it to make it again: made again from where that start left it (after stream sequence ${floor})`,
         );
-      }
-      // The durable holds the consumer's position: gone, it starts as the first time did.
-      if (floor === undefined && knownDurables.has(durable)) {
+      } else if (made !== undefined) {
+        // The durable holds the consumer's position: gone, it starts as the first time did.
         this.options.logger.warn(
-          { location: this.location, consumer: name, stream, deliver },
+          { ...log, deliver },
           deliver === 'new'
             ? "the durable JetStream consumer was deleted: created again from the stream's end (deliver=new); what was published since it was deleted is skipped"
             : "the durable JetStream consumer was deleted: created again from the stream's start (deliver=all); the inbox counts what it applied before as duplicates",
         );
       }
-    }
-    if (floor === undefined && deliver === 'new') {
-      floor = (await jsm.streams.info(stream)).state.last_seq;
+      if (floor === undefined && deliver === 'new' && !startFromFirst) {
+        floor = streamInfo.state.last_seq;
+      }
     }
     const start =
       floor !== undefined
@@ -222,7 +242,7 @@ class NatsSource implements MessageSource {
         description: consumerDescription(this.options.inbox),
         ...start,
       });
-      knownDurables.add(durable);
+      knownDurables.set(durable, (await jsm.streams.info(stream)).created);
       await resume.drop(stream).catch((error: unknown) => {
         // Left: a later start that finds no durable (deleted by hand) resumes from it.
         this.options.logger.warn(
