@@ -110,13 +110,22 @@ it('deliver=new skips the history at the first start, and at every start until i
   }
 });
 
-it('a durable consumer deleted under a running process: the start that makes it again says what that skips', async () => {
-  const pg = await createPgTestSchema('consume_nats_gone');
+/** A fresh schema and stream on the shared server, and what the handler and the logger saw. */
+async function ownStream(prefix: string) {
+  const pg = await createPgTestSchema(prefix);
   const id = randomBytes(5).toString('hex');
   const stream = `C_${id}`;
-  const url = `${SHARED_URL}?stream=${stream}&subject_prefix=c${id}`;
-  const warnings: string[] = [];
-  const handled: string[] = [];
+  return {
+    pg,
+    stream,
+    url: `${SHARED_URL}?stream=${stream}&subject_prefix=c${id}`,
+    warnings: [] as string[],
+    handled: [] as string[],
+  };
+}
+
+it('a durable consumer deleted under a running process: the start that makes it again says what that skips', async () => {
+  const { pg, stream, url, warnings, handled } = await ownStream('consume_nats_gone');
   const consumer = await consumeQuizzes(`${url}&deliver=new`, 'deleted-durable', pg, {
     handler: (event) => {
       handled.push(event.id);
@@ -147,12 +156,7 @@ it('a durable consumer deleted under a running process: the start that makes it 
 });
 
 it('a stream deleted and made again (by a dispatcher) is read from its start, whatever deliver says', async () => {
-  const pg = await createPgTestSchema('consume_nats_remade');
-  const id = randomBytes(5).toString('hex');
-  const stream = `C_${id}`;
-  const url = `${SHARED_URL}?stream=${stream}&subject_prefix=c${id}`;
-  const warnings: string[] = [];
-  const handled: string[] = [];
+  const { pg, stream, url, warnings, handled } = await ownStream('consume_nats_remade');
   const run = () =>
     consumeQuizzes(`${url}&deliver=new`, 'remade', pg, {
       handler: (event) => {
