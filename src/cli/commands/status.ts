@@ -78,7 +78,7 @@ retention plus the janitor's 10 minutes.`,
               `  ${escapeControl(scrubSecrets(d.name))}  (backend pid ${d.pid})  ${d.partitions.length} partitions: ${partitionRanges(d.partitions)}`,
               ...((d.silentSeconds ?? 0) >= SILENT_DISPATCHER_SECONDS
                 ? [
-                    `    silent for ${age(d.silentSeconds ?? 0)}: a running dispatcher's session runs a statement every second, so this one is stopped or hung, and its partitions wait until the server ends that session (after about a minute of silence, PostgreSQL 14 and later). Restart that process (host:pid in its name), or SELECT pg_terminate_backend(${d.pid}) to hand its partitions to the others now.`,
+                    `    silent for ${age(d.silentSeconds ?? 0)}: a running dispatcher's session runs a statement every second, so this one is stopped or hung, and its partitions wait until the server ends that session (after about a minute of silence, PostgreSQL 14 and later). Restart that process (host:pid in its name), or SELECT pg_terminate_backend(${d.pid}) to hand its partitions to the others now; a batch it had claimed stays locked by another of its sessions, "idle in transaction" in pg_stat_activity, until that one ends too (idle_in_transaction_session_timeout).`,
                   ]
                 : []),
             ]),
