@@ -7,6 +7,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { jetstreamManager } from '@nats-io/jetstream';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../src/common/logger.js';
@@ -25,7 +26,7 @@ import {
 import { killChildren, lines, runCli, spawnCli, stackLines } from './helpers/cli.js';
 import { loggedPort } from './helpers/console.js';
 import { PG_URL, testSchema } from './helpers/db.js';
-import { deleteStream } from './helpers/nats-consumer.js';
+import { deleteStream, withConnection } from './helpers/nats-consumer.js';
 import { waitFor } from './helpers/wait.js';
 
 afterEach(killChildren);
@@ -348,6 +349,35 @@ describe('least-privilege roles', () => {
       } finally {
         await owner.query(
           `GRANT SELECT, INSERT, UPDATE ON "${schema}".inbox_mark TO "${ROLES.consumer}"`,
+        );
+        await db.close();
+      }
+    });
+
+    it('a NATS consumer refused its resume point while running stops naming the grant, not the broker', async () => {
+      const db = pgDatabase({ connectionString: urlAs(ROLES.consumer) });
+      const broker = `${NATS}?stream=PGR_${suffix}&subject_prefix=pgr${suffix}`;
+      try {
+        const consumer = await consume({
+          broker,
+          consumer: 'pgr',
+          database: db,
+          schema,
+          events: [LessonPublished],
+          handler: () => {},
+        });
+        await owner.query(`REVOKE ALL ON "${schema}".consumer_resume FROM "${ROLES.consumer}"`);
+        // The durable deleted (an operator's `nats consumer rm`): the next start keeps its
+        // position in the table before making it again.
+        await withConnection(NATS, async (nc) => {
+          await (await jetstreamManager(nc)).consumers.delete(`PGR_${suffix}`, 'pgr');
+        });
+        await expect(consumer.closed).rejects.toThrow(
+          `GRANT SELECT, INSERT, UPDATE, DELETE ON "${schema}".consumer_resume TO "${ROLES.consumer}";`,
+        );
+      } finally {
+        await owner.query(
+          `GRANT SELECT, INSERT, UPDATE, DELETE ON "${schema}".consumer_resume TO "${ROLES.consumer}"`,
         );
         await db.close();
       }
