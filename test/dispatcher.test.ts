@@ -639,6 +639,24 @@ function withEachTransaction(...statements: string[]): Database {
   };
 }
 
+describe('autovacuum off', () => {
+  it("says so at start: the outbox's dead rows would never be reclaimed", async () => {
+    // The table's own setting: off whatever the server's is.
+    await t.db.query(`ALTER TABLE "${t.schema}".outbox SET (autovacuum_enabled = false)`);
+    const warnings: string[] = [];
+    const d = dispatcher({
+      broker: new MemoryBroker(),
+      logger: { ...silentLogger, warn: (_fields, message) => warnings.push(message) },
+    });
+    await d.start();
+    expect(warnings).toContainEqual(
+      expect.stringMatching(
+        /^autovacuum is off (on this server|for .*\.outbox).*: the outbox's published rows stay as dead rows/,
+      ),
+    );
+  });
+});
+
 describe('a server setting that refuses the claim', () => {
   it('says what to change, not only that the database is unavailable', async () => {
     // As on a standby, or with default_transaction_read_only on.

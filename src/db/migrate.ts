@@ -417,6 +417,23 @@ export async function assertSequencesUncached(db: Executor, schema: string): Pro
   );
 }
 
+/**
+ * Why the outbox's dead rows are not reclaimed, if they are not: the server's autovacuum
+ * off, or the table's. Every published event leaves a dead row; with nobody vacuuming, the
+ * table and its indexes grow for good and each claim reads further past them.
+ */
+export async function autovacuumOff(db: Executor, schema: string): Promise<string | undefined> {
+  const q = quoteSchema(schema);
+  const { rows } = await db.query<{ server_off: boolean; table_off: boolean }>(
+    statements(schema).autovacuumOff,
+    [`${q}.outbox`],
+  );
+  const row = rows[0];
+  if (row?.server_off) return 'autovacuum is off on this server (autovacuum = off)';
+  if (row?.table_off) return `autovacuum is off for ${q}.outbox (autovacuum_enabled = false)`;
+  return undefined;
+}
+
 export async function readProducerNotify(db: Executor, schema: string): Promise<boolean> {
   const { rows } = await db.query<{ enabled: string }>(statements(schema).producerNotifyRead, [
     `${quoteSchema(schema)}.outbox`,

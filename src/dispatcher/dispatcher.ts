@@ -13,6 +13,7 @@ import { clip } from '../common/text.js';
 import {
   assertSchemaCurrent,
   assertSequencesUncached,
+  autovacuumOff,
   readPartitionCount,
   readProducerNotify,
 } from '../db/migrate.js';
@@ -275,6 +276,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     }
     this.loop = Promise.all(this.lanes.map((lane) => this.run(lane))).then(() => {});
     this.janitor?.start();
+    // Once started: a start refused for a setting says that alone.
+    await this.warnWithoutVacuum();
     logger.info(
       {
         schema,
@@ -286,6 +289,21 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
         ...(this.janitor && { deadLetterRetentionMs: this.options.deadLetterRetentionMs }),
       },
       'dispatcher started',
+    );
+  }
+
+  /**
+   * Says at start when nothing reclaims the outbox's dead rows. Not on an embedded
+   * database (one process, which vacuums as its host decides); a failed look says nothing.
+   */
+  private async warnWithoutVacuum(): Promise<void> {
+    const { db, schema, logger } = this.options;
+    if (!db.session) return;
+    const off = await autovacuumOff(db, schema).catch(() => undefined);
+    if (off === undefined) return;
+    logger.warn(
+      { schema },
+      `${off}: the outbox's published rows stay as dead rows, the table and its indexes grow for good, and each claim reads further past them; turn autovacuum on, or VACUUM the outbox often (docs/operations.md, Autovacuum)`,
     );
   }
 

@@ -30,6 +30,11 @@ export interface MigrationStatements {
   producerNotifyOff: string;
   /** $1 the write sequence (which numbers the rows' `seq`): its CACHE when above 1. */
   sequencesCached: string;
+  /**
+   * $1 the outbox table: `server_off` when the server's autovacuum is off, `table_off` when
+   * the table's own `autovacuum_enabled` is.
+   */
+  autovacuumOff: string;
 }
 
 /** `s`: the quoted schema. */
@@ -63,5 +68,9 @@ WHERE t.tgrelid = $1::regclass AND t.tgname = 'outbox_notify'`,
     sequencesCached: `SELECT c.relname AS name, q.seqcache::text AS cache
 FROM pg_catalog.pg_sequence q JOIN pg_catalog.pg_class c ON c.oid = q.seqrelid
 WHERE q.seqcache > 1 AND q.seqrelid = $1::regclass`,
+    autovacuumOff: `SELECT current_setting('autovacuum') = 'off' AS server_off,
+  EXISTS (SELECT 1 FROM pg_catalog.pg_class c, unnest(c.reloptions) AS o
+    WHERE c.oid = $1::regclass
+      AND lower(o) IN ('autovacuum_enabled=false', 'autovacuum_enabled=off', 'autovacuum_enabled=0', 'autovacuum_enabled=no')) AS table_off`,
   };
 }
