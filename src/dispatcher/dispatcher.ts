@@ -269,6 +269,8 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
       this.listen = this.options.notify && (await databaseWork(readProducerNotify(db, schema)));
       if (this.listen) await this.notifications.ensure();
       await this.probe.start();
+      // Last: a start refused for a setting (a pooler, the broker) says that alone.
+      await this.warnWithoutVacuum();
     } catch (error) {
       signal?.removeEventListener('abort', this.onAbort);
       this.end.reject(error);
@@ -276,8 +278,6 @@ class OutboxDispatcher extends EventEmitter<DispatcherEvents> implements Dispatc
     }
     this.loop = Promise.all(this.lanes.map((lane) => this.run(lane))).then(() => {});
     this.janitor?.start();
-    // Once started: a start refused for a setting says that alone.
-    await this.warnWithoutVacuum();
     logger.info(
       {
         schema,
