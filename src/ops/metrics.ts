@@ -61,10 +61,17 @@ const OTHER_EVENT_TYPE = 'other';
  * `defineEvent` in this process) or the operator listed it, else `other`. The table takes
  * any text, so labelling every type seen would make one series per type and per metric.
  */
-function eventTypeLabeller(listed: readonly string[]): (eventType: string) => string {
+function eventTypeLabeller(listed: readonly string[]): {
+  label: (eventType: string) => string;
+  /** Every label it gives now: the named types, those declared so far, and `other`. */
+  all: () => Set<string>;
+} {
   const named = new Set([...catalogue.map((event) => event.type), ...listed]);
-  return (eventType) =>
-    named.has(eventType) || isDeclaredEventType(eventType) ? eventType : OTHER_EVENT_TYPE;
+  return {
+    label: (eventType) =>
+      named.has(eventType) || isDeclaredEventType(eventType) ? eventType : OTHER_EVENT_TYPE,
+    all: () => new Set([...named, ...declaredEventTypes(), OTHER_EVENT_TYPE]),
+  };
 }
 
 interface BacklogRow {
@@ -103,7 +110,7 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
   const sql = statements(options.schema);
   const timeoutMs = options.queryTimeoutMs ?? 2000;
   const cacheMs = options.databaseCacheMs ?? 1000;
-  const label = eventTypeLabeller(options.eventTypeLabels ?? []);
+  const { label, all: allLabels } = eventTypeLabeller(options.eventTypeLabels ?? []);
 
   const published = new Counter({
     name: 'outbox_events_published_total',
@@ -144,8 +151,7 @@ export function dispatcherMetrics(options: MetricsOptions): Registry {
 
   // Every series from 0, for each label it can take now: an alert on increase() sees the
   // first dead letter, which a series born at 1 would not show.
-  const known = [...catalogue.map((event) => event.type), ...(options.eventTypeLabels ?? [])];
-  for (const eventType of new Set([...known, ...declaredEventTypes(), OTHER_EVENT_TYPE])) {
+  for (const eventType of allLabels()) {
     for (const counter of [published, failed, deadLettered]) {
       counter.inc({ event_type: eventType, broker }, 0);
     }
