@@ -20,7 +20,7 @@ import {
   type OutboxEvent,
   QuizSubmitted,
 } from '../src/index.js';
-import { createPgTestSchema, type TestSchema } from './helpers/db.js';
+import { createPgTestSchema, proxiedPgDatabase, type TestSchema } from './helpers/db.js';
 import { waitFor } from './helpers/wait.js';
 
 let t: TestSchema;
@@ -414,6 +414,40 @@ describe('acting', () => {
     expect(notJson).toMatchObject({ status: 400, body: { field: 'body' } });
     const huge = await post('/api/dead-letters/retry', { ids: ['x'.repeat(2 * 1024 * 1024)] });
     expect(huge.status).toBe(413);
+  });
+
+  it('answers 503 while the database is away, saying so, and answers again once it is back', async () => {
+    const ids = await enqueue([quiz(randomUUID())]);
+    await drain(() => 'quota exceeded');
+    const { proxy, db } = await proxiedPgDatabase({ connectTimeoutMs: 1000 });
+    try {
+      server = await startConsoleServer({ db, schema: t.schema, port: 0, pageDir });
+      expect((await call('/api/overview')).body.status.deadLetters).toBe(1);
+      await proxy.stop();
+      // The overview's status is shared for a second: it goes once that is over.
+      let overview = await call('/api/overview');
+      await waitFor('the overview to go', async () => {
+        overview = await call('/api/overview');
+        return overview.status !== 200;
+      });
+      for (const away of [overview, await call('/api/dead-letters')]) {
+        expect(away.status).toBe(503);
+        expect(away.headers['retry-after']).toBe('2');
+        expect(away.body.error).toMatch(/^the database is unavailable \(.+\)$/);
+      }
+      // An action cut off may have been applied or not: the answer does not claim either.
+      const retry = await post('/api/dead-letters/retry', { ids });
+      expect(retry.status).toBe(503);
+      expect(retry.body.error).toMatch(/whether the action took effect shows once it is back$/);
+      await proxy.start();
+      await waitFor('the overview back', async () => (await call('/api/overview')).status === 200);
+      expect((await call('/api/overview')).body.status.deadLetters).toBe(1);
+    } finally {
+      await server?.close();
+      server = undefined;
+      await db.close();
+      await proxy.stop();
+    }
   });
 });
 

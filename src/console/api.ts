@@ -20,6 +20,7 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
 import { SCAN_DUTY, SharedCheck } from '../common/shared-check.js';
+import { isDatabaseUnavailable } from '../db/connection-errors.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
 import { type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
@@ -297,10 +298,21 @@ export async function answerApi(
     if (error instanceof ConfigError) {
       return { status: 400, body: { error: error.message, field: error.setting } };
     }
+    // Reasons quote servers' and libraries' words: swept for the settings' secrets.
+    if (isDatabaseUnavailable(error)) {
+      // Not the request's fault nor the console's: the page asks again, and answers once
+      // the database does. An action cut off may have been applied or not.
+      const action = get ? '' : '; whether the action took effect shows once it is back';
+      const reason = scrubSecrets(errorMessage(error));
+      return {
+        status: 503,
+        body: { error: `the database is unavailable (${reason})${action}` },
+        headers: { 'retry-after': '2' },
+      };
+    }
     // A role without the operator's grants: which role, and what to grant (to look, or to act).
     const parts: PrivilegedPart[] = get ? ['observe'] : ['operate', 'observe'];
     const refused = await privilegeErrorOf(error, db, schema, parts).catch(() => undefined);
-    // Reasons quote servers' and libraries' words: swept for the settings' secrets.
     return { status: 500, body: { error: scrubSecrets(errorMessage(refused ?? error)) } };
   }
 }
