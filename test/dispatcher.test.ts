@@ -858,6 +858,33 @@ describe('failures', () => {
     expect(await count('outbox')).toBe(0);
   });
 
+  // A dead letter holds its aggregate's later events in the batch back; during a backlog the
+  // next claim goes on after the batch, and must not take a still later event of theirs.
+  it.each([
+    ['unpublishable (its headers are not an object)', 'invalid'],
+    ['refused for good by the broker', 'refused'],
+  ])('keeps the aggregate in order past a dead letter that is %s, in a backlog', async (_, how) => {
+    const x = randomUUID();
+    const write = (aggregateId: string, headers = '{}') =>
+      `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload, headers)
+       SELECT 'lesson', ${aggregateId}, 'lesson-published', json_build_object('n', i), '${headers}'::jsonb
+       FROM generate_series(1, $2) AS i RETURNING id::text`;
+    const [x1] = (await t.db.query(write('$1', how === 'invalid' ? '{"bad": 1}' : '{}'), [x, 1]))
+      .rows;
+    const [x2] = (await t.db.query(write('$1'), [x, 1])).rows;
+    // The first batch fills up behind them (500 rows); the next claim finds X3 among enough.
+    await t.db.query(write("'filler-' || i || '-' || $1::text"), [randomUUID(), 498]);
+    const [x3] = (await t.db.query(write('$1'), [x, 1])).rows;
+    await t.db.query(write("'filler-' || i || '-' || $1::text"), [randomUUID(), 199]);
+    const broker = new MemoryBroker({ onPublish: failing([x1?.id]) });
+    const d = dispatcher({ broker, batchesInFlight: 1, maxAttempts: 1 });
+    await d.start();
+    await waitFor('the backlog to drain', async () => (await count('outbox')) === 0);
+    const published = broker.messages.filter((m) => m.aggregateId === x).map((m) => m.id);
+    expect(published).toEqual([x2?.id, x3?.id]);
+    expect(await count('outbox_dead_letter')).toBe(1);
+  });
+
   it("with onDeadLetter: 'hold' the aggregate waits behind its dead letter; others flow", async () => {
     const a = randomUUID();
     const [a1, a2, other] = await enqueue([lesson(a), lesson(a), lesson()]);

@@ -106,12 +106,19 @@ export class Lane {
   learn(
     partitions: readonly number[],
     from: string,
-    found: Pick<BatchResult, 'seen' | 'writersOpen' | 'claimedElsewhere'> & { retried: number },
+    found: Pick<BatchResult, 'seen' | 'writersOpen' | 'claimedElsewhere'> & {
+      retried: number;
+      held: number;
+    },
   ): void {
     const { seen } = found;
     if (!seen) return;
     this.restores = seen.restores;
-    if (seen.passedOver || found.writersOpen || found.claimedElsewhere || found.retried > 0) {
+    // A held event (behind one of its aggregate that failed or was dead-lettered in the
+    // batch) stays in the outbox below the cursor: a later event of its aggregate may be
+    // among the next candidates, and must wait for it.
+    const leftBehind = found.retried > 0 || found.held > 0;
+    if (seen.passedOver || found.writersOpen || found.claimedElsewhere || leftBehind) {
       this.clean = undefined;
     } else if (from === FULL_SCAN) {
       this.clean = new Set(partitions);
