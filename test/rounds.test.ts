@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { OutboxMessage, PublishResult } from '../src/brokers/broker.js';
 import { MemoryBroker } from '../src/brokers/memory.js';
 import { backoffDelayMs } from '../src/common/backoff.js';
@@ -68,6 +68,53 @@ describe('publishInRounds', () => {
     expect(outcome.failed[0]?.error).toBe('refused');
     expect(outcome.held.map((m) => m.id)).toEqual([batch[2]?.id, batch[4]?.id]);
     expect(outcome.published.map((m) => m.aggregateId)).toEqual(['b', 'b']);
+  });
+});
+
+describe('publishInRounds against a slow broker', () => {
+  it('starts no round past its deadline: the rest is held, in order, none of it sent', async () => {
+    const batch = [...Array.from({ length: 5 }, () => message('a')), message('b'), message('b')];
+    let clock = 0;
+    const now = vi.spyOn(Date, 'now').mockImplementation(() => clock);
+    try {
+      const broker = new MemoryBroker();
+      await broker.connect();
+      // Each round takes 400 ms: rounds start at 0, 400 and 800; the next would at 1,200.
+      const outcome = await publishInRounds(
+        broker.name,
+        batch,
+        async (round) => {
+          clock += 400;
+          return broker.publish(round);
+        },
+        new Map(),
+        1000,
+      );
+      const ids = (messages: readonly OutboxMessage[]) => messages.map((m) => m.id);
+      expect(ids(broker.messages)).toEqual(ids(outcome.published));
+      expect(ids(outcome.published).sort()).toEqual(
+        ids(batch.slice(0, 3).concat(batch.slice(5))).sort(),
+      );
+      expect(ids(outcome.held)).toEqual(ids(batch.slice(3, 5)));
+      expect(outcome.failed).toEqual([]);
+    } finally {
+      now.mockRestore();
+    }
+  });
+
+  it('sends the first round however late it starts', async () => {
+    const batch = [message('a'), message('a')];
+    const broker = new MemoryBroker();
+    await broker.connect();
+    const outcome = await publishInRounds(
+      broker.name,
+      batch,
+      (round) => broker.publish(round),
+      new Map(),
+      0,
+    );
+    expect(outcome.published.map((m) => m.id)).toEqual([batch[0]?.id]);
+    expect(outcome.held.map((m) => m.id)).toEqual([batch[1]?.id]);
   });
 });
 

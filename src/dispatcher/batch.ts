@@ -7,7 +7,7 @@ import type { SettledBatch } from './events.js';
 import { claimWithinHorizon } from './horizon.js';
 import { type ClaimedRow, toMessage } from './message.js';
 import { publishTraced } from './publish-span.js';
-import { publishInRounds } from './rounds.js';
+import { publishInRounds, ROUNDS_BUDGET_MS } from './rounds.js';
 import { type Settlement, type SettlePolicy, settle } from './settle.js';
 
 /** What a batch needs from its dispatcher. */
@@ -95,6 +95,7 @@ export async function dispatchBatch(
   let returned = 0;
   let lastReturnedSeq: string | undefined;
   const committed = await markDatabaseErrors(db, async (tx) => {
+    const deadline = Date.now() + ROUNDS_BUDGET_MS;
     const claim = onDeadLetter === 'hold' ? sql.outboxClaimHoldingDeadLetters : sql.outboxClaim;
     const claimed = await claimWithinHorizon<CandidateRow>(tx, sql, claim, [
       batchSize,
@@ -119,6 +120,7 @@ export async function dispatchBatch(
       messages,
       (round) => publishTraced(link.name, round, (traced) => link.publish(traced)),
       problems,
+      deadline,
     );
     const acknowledgedAt = Date.now();
     const settlement = await settle(tx, sql, rows.length, outcome, context);

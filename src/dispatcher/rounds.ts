@@ -15,9 +15,23 @@ export interface FailedMessage {
 export interface BatchOutcome {
   published: OutboxMessage[];
   failed: FailedMessage[];
-  /** Later events of an aggregate whose earlier event failed in this batch: left for later. */
+  /**
+   * Events left for a later batch, untouched: later events of an aggregate whose earlier
+   * event failed in this batch, and those the batch had no time left for (ROUNDS_BUDGET_MS).
+   */
   held: OutboxMessage[];
 }
+
+/**
+ * How long a batch starts new rounds for. The batch is one transaction, idle between its
+ * claim and its settle while the rounds run, and PostgreSQL ends a transaction idle for
+ * five minutes (the pool's idle_in_transaction_session_timeout): a long chain of one
+ * aggregate behind a slow broker (500 rounds of 0.6 s) would lose its batch every time and
+ * publish it again and again. A round started within the budget ends within
+ * publishTimeoutMs (at most 120 s), so the settle comes well before that; what is left is
+ * claimed again at once, in order, by the next batch.
+ */
+export const ROUNDS_BUDGET_MS = 60_000;
 
 type Publish = (round: readonly OutboxMessage[]) => Promise<PublishResult[]>;
 
@@ -26,12 +40,14 @@ type Publish = (round: readonly OutboxMessage[]) => Promise<PublishResult[]>;
  * in order: round k sends the k-th event of every aggregate, in parallel; an aggregate
  * whose event failed sends nothing more in this batch. Other aggregates are not held back.
  * `problems` holds, by seq, the rows found unfit when claimed: they fail without being sent.
+ * No round starts after `deadline` (a time in ms) but the first: the rest are held.
  */
 export async function publishInRounds(
   brokerName: string,
   messages: readonly OutboxMessage[],
   publish: Publish,
   problems: ReadonlyMap<string, string> = new Map(),
+  deadline = Number.POSITIVE_INFINITY,
 ): Promise<BatchOutcome> {
   const chains = new Map<string, OutboxMessage[]>();
   for (const message of messages) {
@@ -43,6 +59,11 @@ export async function publishInRounds(
   const outcome: BatchOutcome = { published: [], failed: [], held: [] };
   let live = [...chains.values()];
   for (let k = 0; live.length > 0; k++) {
+    // The first round always goes: a batch publishes something however slow the broker.
+    if (k > 0 && Date.now() >= deadline) {
+      for (const chain of live) outcome.held.push(...chain.slice(k));
+      break;
+    }
     const next: OutboxMessage[][] = [];
     const fail = (chain: OutboxMessage[], failure: FailedMessage) => {
       outcome.failed.push(failure);

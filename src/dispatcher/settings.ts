@@ -78,7 +78,8 @@ export const dispatcherSettings = {
     default: 30_000,
     min: 100,
     max: 120_000,
-    description: 'give up on an unanswered batch after this (it is rolled back and retried)',
+    description:
+      'give up on a publish the broker has not answered after this (its batch is rolled back and retried)',
   },
   databaseTimeoutMs: {
     flag: 'database-timeout-ms',
