@@ -29,7 +29,7 @@ export {
   type OutboxStatus,
   outboxStatus,
 } from './admin/status.js';
-export { type AmqpSettings, amqpSettings } from './brokers/amqp/settings.js';
+export { type AmqpSettings, type AmqpTls, amqpSettings } from './brokers/amqp/settings.js';
 export type {
   ConnectOptions,
   EventBroker,
@@ -42,8 +42,8 @@ export {
   cloudEventAttributes,
   structuredCloudEvent,
 } from './brokers/cloudevents.js';
-export { brokerFromUrl } from './brokers/index.js';
-export { type KafkaSettings, kafkaSettings } from './brokers/kafka/settings.js';
+export { type BrokerFromUrlOptions, brokerFromUrl } from './brokers/index.js';
+export { type KafkaSasl, type KafkaSettings, kafkaSettings } from './brokers/kafka/settings.js';
 export { LogBroker, type LogBrokerOptions } from './brokers/log.js';
 export { MemoryBroker, type MemoryBrokerOptions } from './brokers/memory.js';
 export type { NatsAuth } from './brokers/nats/auth.js';
@@ -57,9 +57,14 @@ export {
   SchemaVersionError,
   ValidationError,
 } from './common/errors.js';
-export type { Logger } from './common/logger.js';
+export type { LogFn, Logger } from './common/logger.js';
 export { redactUrl } from './common/url.js';
-export type { Database, DatabaseSession, TransactionExecutor } from './db/database.js';
+export type {
+  Database,
+  DatabaseCallOptions,
+  DatabaseSession,
+  TransactionExecutor,
+} from './db/database.js';
 export {
   type AdapterOptions,
   autocommit,
@@ -95,7 +100,11 @@ export type {
 } from './dispatcher/events.js';
 export type { DispatcherHealth } from './dispatcher/health.js';
 export type { DispatcherOptions } from './dispatcher/options.js';
-export { dispatcherSettings, type WholeNumberSetting } from './dispatcher/settings.js';
+export {
+  type DeadLetterPolicy,
+  dispatcherSettings,
+  type WholeNumberSetting,
+} from './dispatcher/settings.js';
 export { stopOnSignals } from './dispatcher/signals.js';
 export {
   catalogue,

@@ -869,19 +869,20 @@ describe('failures', () => {
       `INSERT INTO "${t.schema}".outbox (aggregate_type, aggregate_id, event_type, payload, headers)
        SELECT 'lesson', ${aggregateId}, 'lesson-published', json_build_object('n', i), '${headers}'::jsonb
        FROM generate_series(1, $2) AS i RETURNING id::text`;
-    const [x1] = (await t.db.query(write('$1', how === 'invalid' ? '{"bad": 1}' : '{}'), [x, 1]))
-      .rows;
-    const [x2] = (await t.db.query(write('$1'), [x, 1])).rows;
+    const one = async (sql: string) =>
+      (await t.db.query<{ id: string }>(sql, [x, 1])).rows[0]?.id as string;
+    const x1 = await one(write('$1', how === 'invalid' ? '{"bad": 1}' : '{}'));
+    const x2 = await one(write('$1'));
     // The first batch fills up behind them (500 rows); the next claim finds X3 among enough.
     await t.db.query(write("'filler-' || i || '-' || $1::text"), [randomUUID(), 498]);
-    const [x3] = (await t.db.query(write('$1'), [x, 1])).rows;
+    const x3 = await one(write('$1'));
     await t.db.query(write("'filler-' || i || '-' || $1::text"), [randomUUID(), 199]);
-    const broker = new MemoryBroker({ onPublish: failing([x1?.id]) });
+    const broker = new MemoryBroker({ onPublish: failing([x1]) });
     const d = dispatcher({ broker, batchesInFlight: 1, maxAttempts: 1 });
     await d.start();
     await waitFor('the backlog to drain', async () => (await count('outbox')) === 0);
     const published = broker.messages.filter((m) => m.aggregateId === x).map((m) => m.id);
-    expect(published).toEqual([x2?.id, x3?.id]);
+    expect(published).toEqual([x2, x3]);
     expect(await count('outbox_dead_letter')).toBe(1);
   });
 

@@ -3,7 +3,8 @@ import { ConfigError } from './errors.js';
 import { scrubSecrets, scrubSecretsIn } from './secrets.js';
 import { clip, describeValue } from './text.js';
 
-type LogFn = (object: Record<string, unknown>, message: string) => void;
+/** One level's log method: structured fields first, then the message. */
+export type LogFn = (object: Record<string, unknown>, message: string) => void;
 
 /** The logging the library does: pino's shape, so a pino logger can be passed straight in. */
 export interface Logger {

@@ -56,8 +56,19 @@ export function installCommand(peer: OptionalPeer): string {
   return `npm install ${peer.install(nodeMajor).join(' ')}`;
 }
 
+/**
+ * Whether resolving a package tells if `import()` would find it: only where this module is
+ * its own file in the package. Bundled into a service's file (esbuild, rollup, webpack),
+ * the client may be in the bundle with nothing on disk, and a CommonJS bundle has no
+ * `import.meta.resolve`: the import itself tells then (loadWithPeer).
+ */
+const resolvable =
+  typeof import.meta.resolve === 'function' &&
+  /\/common\/peers\.[jt]s$/.test(String(import.meta.url));
+
 /** The peer's packages that do not resolve from this package, as `import()` would see them. */
 export function missingPackages(peer: OptionalPeer): string[] {
+  if (!resolvable) return [];
   return peer.packages.filter((name) => {
     try {
       import.meta.resolve(name);

@@ -1,10 +1,10 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { ConfigError, PrivilegeError, SchemaVersionError } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { assertDatabase, type Database, type TransactionExecutor } from './database.js';
 import type { Executor } from './executor.js';
 import { notifyChannel, quoteSchema } from './identifier.js';
+import { migrationFiles } from './migrations/index.js';
 import { hasSqlState } from './missing-table.js';
 import { INSUFFICIENT_PRIVILEGE } from './privileges.js';
 import { migrationLockKey, statements } from './sql/index.js';
@@ -25,19 +25,15 @@ export interface MigrationStatus {
   pending: Migration[];
 }
 
-const MIGRATIONS_DIR = new URL('./migrations/', import.meta.url);
 const FILE_NAME = /^(\d{4})_([a-z0-9_]+)\.sql$/;
 
 /** The shipped migrations, in version order. Read on call, never on import. */
 export function loadMigrations(): Migration[] {
-  return readdirSync(MIGRATIONS_DIR)
-    .map((file) => FILE_NAME.exec(file))
-    .filter((match): match is RegExpExecArray => match !== null)
-    .map(([file, version, name]) => ({
-      version: Number(version),
-      name: name as string,
-      template: readFileSync(new URL(file, MIGRATIONS_DIR), 'utf8'),
-    }))
+  return migrationFiles()
+    .flatMap(({ file, text }) => {
+      const [, version, name] = FILE_NAME.exec(file) ?? [];
+      return version && name ? [{ version: Number(version), name, template: text }] : [];
+    })
     .sort((a, b) => a.version - b.version);
 }
 

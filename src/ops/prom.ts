@@ -2,8 +2,6 @@ import { createRequire } from 'node:module';
 import type * as PromClient from 'prom-client';
 import { loadedPeer, optionalPeers } from '../common/peers.js';
 
-const require = createRequire(import.meta.url);
-
 /**
  * prom-client, loaded when a registry is first built rather than imported by the module:
  * `edupulse-outbox/metrics` then loads without it, and a function of it called without it
@@ -16,6 +14,8 @@ export function promClient(setting: string): typeof PromClient {
   return loadedPeer(
     setting,
     optionalPeers.metrics,
-    () => require('prom-client') as typeof PromClient,
+    // Made on call: a CommonJS bundle of a service has no import.meta.url, and its own
+    // file resolves its dependencies.
+    () => createRequire(import.meta.url ?? process.argv[1])('prom-client') as typeof PromClient,
   );
 }
