@@ -135,6 +135,34 @@ describe('a transaction whose first statement has parameters', () => {
   });
 });
 
+it('rejects a transaction PostgreSQL rolled back at COMMIT, a statement in it having failed', async () => {
+  const table = `pg_db_commit_${randomBytes(4).toString('hex')}`;
+  await observer.query(`CREATE TABLE ${table} (id int PRIMARY KEY)`);
+  try {
+    await observer.query(`INSERT INTO ${table} VALUES (1)`);
+    // The duplicate's error is caught, as an "ignore a unique violation" handler does
+    // without a savepoint: the transaction is aborted, and COMMIT answers ROLLBACK.
+    const swallowed = db.transaction(async (tx) => {
+      await tx.query(`INSERT INTO ${table} VALUES (2)`);
+      await tx.query(`INSERT INTO ${table} VALUES (1)`).catch(() => undefined);
+      return 'applied';
+    });
+    await expect(swallowed).rejects.toMatchObject({
+      code: 'TRANSACTION_ROLLED_BACK',
+      message: expect.stringMatching(
+        /^the transaction was rolled back at COMMIT, nothing of it written/,
+      ),
+    });
+    const { rows } = await observer.query<{ id: number }>(`SELECT id FROM ${table} ORDER BY id`);
+    expect(rows).toEqual([{ id: 1 }]);
+    // The session goes on.
+    await db.transaction((tx) => tx.query(`INSERT INTO ${table} VALUES (3)`));
+    expect((await observer.query(`SELECT id FROM ${table}`)).rows).toHaveLength(2);
+  } finally {
+    await observer.query(`DROP TABLE ${table}`);
+  }
+});
+
 it("gives a failing statement's error a stack that leads back to the code that ran it", async () => {
   async function recordLesson(tx: TransactionExecutor) {
     await tx.query('SELECT 10 / $1::int AS q', [0]);

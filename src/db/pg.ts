@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { ConfigError } from '../common/errors.js';
+import { ConfigError, OutboxError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { withTimeout } from '../common/timeout.js';
 import { answeredWithin, type DatabaseTimeouts, sessionLimits } from './answer-timeout.js';
@@ -344,7 +344,20 @@ export function pgDatabase(options: PgDatabaseOptions): Database {
     client.on('error', lost);
     try {
       const result = await fn(tx);
-      if (begun && !committed) await answered(client.query('COMMIT'));
+      if (begun && !committed) {
+        // A statement that failed inside, its error caught (an `INSERT … .catch()` with no
+        // savepoint), aborted the transaction: PostgreSQL answers COMMIT with ROLLBACK, no
+        // error. Nothing was written, and resolving would tell the caller it was (the
+        // consumer would ack an event neither recorded nor applied).
+        const { command } = await answered(client.query('COMMIT'));
+        committed = true;
+        if (command === 'ROLLBACK') {
+          throw new OutboxError(
+            'TRANSACTION_ROLLED_BACK',
+            'the transaction was rolled back at COMMIT, nothing of it written: a statement in it failed and its error was caught, which aborts a PostgreSQL transaction (go on after an error inside a SAVEPOINT)',
+          );
+        }
+      }
       return result;
     } catch (error) {
       if (begun && !committed) {
