@@ -135,14 +135,16 @@ export class OffsetCommits {
   /**
    * Forgets a partition the group gave to another member, and marks it withdrawn: the
    * new owner reads it from the group's committed offset. Only a partition the group has
-   * an offset for (committed from here, or known or pinned at the join): with none, the
-   * new owner would start at `from` and, with `latest`, skip what this one dropped;
-   * otherwise undefined, and nothing changes.
+   * an offset for (committed from here, or known or pinned at the join), or any when the
+   * group starts from the earliest (`fromEarliest`): with no offset the new owner starts at
+   * `from` and, with `latest`, would skip what this one dropped; otherwise undefined, and
+   * nothing changes. Kept, a partition never committed from here would commit its old
+   * progress when given back, over what its other owner committed meanwhile.
    */
-  withdraw(topic: string, partition: number): PartitionOffsets | undefined {
+  withdraw(topic: string, partition: number, fromEarliest = false): PartitionOffsets | undefined {
     const key = partitionKey(topic, partition);
     const offsets = this.partitions.get(key);
-    if (!offsets?.hasCommitted) return undefined;
+    if (!offsets || (!offsets.hasCommitted && !fromEarliest)) return undefined;
     this.partitions.delete(key);
     offsets.withdrawn = true;
     return offsets;
@@ -250,5 +252,49 @@ export class OffsetCommits {
       this.onError(error, memberId);
       this.commitSoon(commitRetryMs);
     }
+  }
+}
+
+/**
+ * What the message stream still holds from before a join, to be dropped as it comes out:
+ * messages of partitions the group gave to another member (the new owner reads them), and
+ * those held when a withdrawn partition was given back (it is read again from the group's
+ * committed offset, so they are older than what comes next and must not come first). The
+ * held messages leave the stream before anything fetched after the join, so the first
+ * `held` out of it, whatever their partitions, are the ones held then.
+ */
+export class HeldAtJoin {
+  private readonly withdrawn = new Set<string>();
+  private readonly givenBack = new Set<string>();
+  /** How many of the messages out of the stream next were held at a give-back. */
+  private held = 0;
+
+  /** The partition was given to another member. */
+  withdraw(key: string): void {
+    this.withdrawn.add(key);
+  }
+
+  /**
+   * The partition is assigned again; `held`: the messages the stream holds now. False
+   * when it was not withdrawn (nothing to drop for it).
+   */
+  giveBack(key: string, held: number): boolean {
+    if (!this.withdrawn.delete(key)) return false;
+    this.givenBack.add(key);
+    this.held = Math.max(this.held, held);
+    if (this.held === 0) this.givenBack.clear();
+    return true;
+  }
+
+  /** Whether the next message out of the stream, of partition `key`, is to be dropped. */
+  drop(key: string): boolean {
+    if (this.withdrawn.size === 0 && this.held === 0) return false;
+    // Every message counts against the held ones, a withdrawn partition's too.
+    let heldAtGiveBack = false;
+    if (this.held > 0) {
+      heldAtGiveBack = this.givenBack.has(key);
+      if (--this.held === 0) this.givenBack.clear();
+    }
+    return heldAtGiveBack || this.withdrawn.has(key);
   }
 }

@@ -17,7 +17,7 @@ import type { Delivery, MessageSource, MessageSourceOptions } from '../source.js
 import { clientOptions } from './client-options.js';
 import { describeError, findProtocolError, isUnavailable, reason } from './errors.js';
 import { guardConnections, type KafkaLibrary, kafkaLibrary } from './library.js';
-import { OffsetCommits } from './offsets.js';
+import { HeldAtJoin, OffsetCommits } from './offsets.js';
 import { kafkaTopic, partitionKey } from './records.js';
 import { refusedSettingsError } from './refused-settings.js';
 import type { KafkaSourceSettings } from './settings.js';
@@ -121,14 +121,8 @@ class KafkaSource implements MessageSource {
   private inFlight = 0;
   /** Partitions of the last join, `topic\u0000partition`. */
   private assigned = new Set<string>();
-  /** Partitions a rebalance gave to another member: what the stream still holds of them is dropped. */
-  private readonly withdrawn = new Set<string>();
-  /**
-   * Withdrawn partitions given back, and how many messages the stream had buffered then:
-   * those came before the handover and are dropped for these partitions (see reassigned).
-   */
-  private readonly givenBack = new Set<string>();
-  private bufferedBeforeGivenBack = 0;
+  /** What the stream still holds of partitions withdrawn or given back (see reassigned). */
+  private readonly heldAtJoin = new HeldAtJoin();
   /** Paused by pause() (for good), or by the maxInFlight bound (until acks free room). */
   private readonly paused = { byCaller: false, byBound: false, byPin: false };
   private closing: Promise<void> | undefined;
@@ -404,16 +398,9 @@ class KafkaSource implements MessageSource {
     const commits = this.commits;
     if (this.state !== 'started' || !commits) return;
     const { topic, partition, offset } = message;
-    if (this.withdrawn.size > 0 || this.bufferedBeforeGivenBack > 0) {
-      const key = partitionKey(topic, partition);
-      // Fetched before a rebalance gave its partition away: the new owner reads it.
-      if (this.withdrawn.has(key)) return;
-      // Fetched before the partition was given back: it comes again from the commit.
-      if (this.bufferedBeforeGivenBack > 0) {
-        if (--this.bufferedBeforeGivenBack === 0) this.givenBack.clear();
-        if (this.givenBack.has(key)) return;
-      }
-    }
+    // Fetched before a rebalance gave its partition away (the new owner reads it), or
+    // before the partition was given back (it comes again from the commit).
+    if (this.heldAtJoin.drop(partitionKey(topic, partition))) return;
     const offsets = commits.deliver(topic, partition, offset);
     if (!offsets) return;
     this.inFlight++;
@@ -454,8 +441,9 @@ class KafkaSource implements MessageSource {
    * consumer does not start them; those running finish, their acks ignored), they leave
    * the in-flight bound, and what the stream still holds of it is dropped. Without this
    * the member worked through everything it had received of partitions it no longer
-   * owned, each of which the new owner received again. Only partitions committed on from
-   * here (see OffsetCommits.withdraw); the others are worked through as before.
+   * owned, each of which the new owner received again. Only partitions the group has an
+   * offset for, or any when it starts from the earliest (see OffsetCommits.withdraw); the
+   * others are worked through as before.
    *
    * A withdrawn partition given back is read again from the group's committed offset,
    * afresh (its offsets were forgotten). What the stream had buffered of it before is
@@ -468,21 +456,17 @@ class KafkaSource implements MessageSource {
     for (const { topic, partitions } of assignments) {
       for (const partition of partitions) now.add(partitionKey(topic, partition));
     }
-    for (const key of now) {
-      if (!this.withdrawn.delete(key)) continue;
-      this.givenBack.add(key);
-      this.bufferedBeforeGivenBack = Math.max(
-        this.bufferedBeforeGivenBack,
-        this.stream?.readableLength ?? 0,
-      );
-    }
-    if (this.bufferedBeforeGivenBack === 0) this.givenBack.clear();
+    for (const key of now) this.heldAtJoin.giveBack(key, this.stream?.readableLength ?? 0);
     for (const key of this.assigned) {
       if (now.has(key)) continue;
       const [topic, partition] = key.split('\u0000') as [string, string];
-      const offsets = this.commits?.withdraw(topic, Number(partition));
+      const offsets = this.commits?.withdraw(
+        topic,
+        Number(partition),
+        this.settings.from === 'earliest',
+      );
       if (!offsets) continue;
-      this.withdrawn.add(key);
+      this.heldAtJoin.withdraw(key);
       this.inFlight -= offsets.open;
     }
     this.assigned = now;
