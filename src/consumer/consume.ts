@@ -108,7 +108,13 @@ function conflicted(error: unknown): boolean {
  */
 function readable(thrown: unknown): unknown {
   try {
-    if (thrown instanceof StaleEventError) return thrown;
+    // The inbox's refusal of a late event, as thrown or rethrown by the handler as the
+    // cause of its own error (a framework's wrapper, say): parked as stale at once.
+    let cause = thrown;
+    for (let depth = 0; depth < 5 && cause instanceof Error; depth++) {
+      if (cause instanceof StaleEventError) return cause;
+      cause = cause.cause;
+    }
     conflicted(thrown);
     hasSqlState(thrown, INSUFFICIENT_PRIVILEGE);
     isDatabaseUnavailable(thrown);

@@ -7,7 +7,12 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { type AddressInfo, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { brokerFromUrl } from '../../src/brokers/index.js';
-import { type ConsumeOptions, type Consumer, consume } from '../../src/consumer/index.js';
+import {
+  type ConsumeOptions,
+  type Consumer,
+  consume,
+  createInbox,
+} from '../../src/consumer/index.js';
 import { QuizSubmitted } from '../../src/index.js';
 import { createPgTestSchema, type TestSchema } from '../helpers/db.js';
 import { quizMessage } from '../helpers/messages.js';
@@ -128,6 +133,34 @@ describe('what a handler throws', () => {
       revoked:
         'handler failed 2 times; last error: a thrown value that cannot be read (reading it throws)',
     });
+  });
+
+  it("the inbox's stale refusal wrapped by the handler is still a stale event: parked at once", async () => {
+    const inbox = createInbox({ schema: pg.schema, consumer: 'wrapped-stale' });
+    const consumer = await start('wrapped-stale', async (event) => {
+      try {
+        await pg.db.transaction((tx) => inbox.process(tx, event, async () => {}));
+      } catch (error) {
+        // As a framework or a helper of the service rethrows what it caught.
+        throw new Error('could not apply the event', { cause: error });
+      }
+    });
+    const aggregate = randomUUID();
+    const older = quizMessage(aggregate);
+    const newer = quizMessage(aggregate);
+    await publish(newer, older);
+    await waitFor(
+      'the late one parked',
+      async () => (await parkedReasons('wrapped-stale')).length === 1,
+    );
+    const [parked] = (
+      await pg.db.query<{ event_id: string; stale: boolean; attempts: number }>(
+        `SELECT event_id, stale, attempts FROM "${pg.schema}".consumer_dead_letter WHERE consumer = $1`,
+        ['wrapped-stale'],
+      )
+    ).rows;
+    expect(parked).toEqual({ event_id: older.id, stale: true, attempts: 1 });
+    expect(consumer.stats.stale).toBe(1);
   });
 
   it('a plain object is parked with its message, or its JSON, or as Node prints a cycle', async () => {
