@@ -47,6 +47,8 @@ export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): Event
   switch (parsed.protocol) {
     case 'nats:': {
       const settings = readNatsSettings(params);
+      // The consumer's parameters too, checked and unused: one URL serves both halves.
+      readNatsSourceSettings(params);
       broker = new LazyBroker('nats', {
         peer: optionalPeers.nats,
         setting,
@@ -57,6 +59,8 @@ export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): Event
     case 'amqp:':
     case 'amqps:': {
       const settings = readAmqpSettings(params);
+      // The consumer's parameters too, checked and unused: one URL serves both halves.
+      readAmqpSourceSettings(params, '');
       broker = new LazyBroker('amqp', {
         peer: optionalPeers.amqp,
         setting,
@@ -66,6 +70,8 @@ export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): Event
     }
     case 'kafka:': {
       const settings = readKafkaSettings(params);
+      // The consumer's parameters too, checked and unused: one URL serves both halves.
+      readKafkaSourceSettings(params);
       broker = new LazyBroker('kafka', {
         peer: optionalPeers.kafka,
         setting,
