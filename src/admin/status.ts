@@ -52,6 +52,8 @@ export interface OutboxStatus {
   deadLettersByEventType: Record<string, number>;
   /** Messages `consume()` parked, all consumers of the schema together. */
   consumerDeadLetters: number;
+  /** The same per consumer, by name: which to look at with `dead list --consumer`. */
+  consumerDeadLettersByConsumer: Record<string, number>;
   /** Dispatchers sharing the partitions right now, and what each owns. */
   dispatchers: DispatcherOwnership[];
   /**
@@ -81,7 +83,7 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     db.query<{ key: string; dead: number }>(sql.deadLetterCountByEventType),
     db.query<{ members: number; partitions: number }>(sql.ownershipKeys, [schema]),
     db.query<{ partitions: number }>(sql.settingsPartitions),
-    db.query<{ dead: number }>(sql.consumerDeadLetterCount, [null]),
+    db.query<{ consumer: string; dead: number }>(sql.consumerDeadLetterCountByConsumer),
   ]);
   const byPartition = backlog.filter((row) => row.by_partition);
   const byEventType = backlog.filter((row) => !row.by_partition);
@@ -141,7 +143,10 @@ export async function outboxStatus(db: Executor, schema: string): Promise<Outbox
     deadLettersByEventType: Object.fromEntries(
       deadByEventType.map((row) => [row.key, Number(row.dead)]),
     ),
-    consumerDeadLetters: Number(consumerDead[0]?.dead ?? 0),
+    consumerDeadLetters: consumerDead.reduce((sum, row) => sum + Number(row.dead), 0),
+    consumerDeadLettersByConsumer: Object.fromEntries(
+      consumerDead.map((row) => [row.consumer, Number(row.dead)]),
+    ),
     dispatchers,
     unownedPartitions,
   };

@@ -294,6 +294,19 @@ describe('consumer dead letters', () => {
     expect(row.eventId).toBe(older.id);
     expect(row.lastError).toMatch(/is older than the last event applied for quiz "/);
     expect(applied).not.toContain(older.id);
+    // `status` says which consumer parked what.
+    const status = JSON.parse((await cli('status', '--json')).stdout);
+    const byConsumer: Record<string, number> = status.consumerDeadLettersByConsumer;
+    const mine = await pg.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM "${pg.schema}".consumer_dead_letter WHERE consumer = $1`,
+      [NAME],
+    );
+    expect(byConsumer[NAME]).toBe(mine.rows[0]?.n);
+    expect(Object.values(byConsumer).reduce((a, b) => a + b, 0)).toBe(status.consumerDeadLetters);
+    const listed = Object.entries(byConsumer).map(([name, n]) => `${name}: ${n}`);
+    expect((await cli('status')).stdout).toContain(
+      `consumer dead letters: ${status.consumerDeadLetters} (${listed.join(', ')}; dead list --consumer <name>)`,
+    );
     expect((await cli('dead', 'retry', older.id, '--consumer', NAME)).code).toBe(0);
     await waitFor('applied on retry', () => applied.includes(older.id), { timeoutMs: 10_000 });
   });

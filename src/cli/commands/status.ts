@@ -70,7 +70,11 @@ retention plus the janitor's 10 minutes.`,
               : []),
             ...(status.consumerDeadLetters > 0
               ? [
-                  `consumer dead letters: ${status.consumerDeadLetters} (dead list --consumer <name>)`,
+                  `consumer dead letters: ${status.consumerDeadLetters} (${Object.entries(
+                    status.consumerDeadLettersByConsumer,
+                  )
+                    .map(([name, n]) => `${escapeControl(name)}: ${n}`)
+                    .join(', ')}; dead list --consumer <name>)`,
                 ]
               : []),
             `dispatchers: ${status.dispatchers.length} (sharing ${status.partitions} partitions)`,

@@ -18,6 +18,8 @@ export interface ConsumerDeadLetterStatements {
   consumerDeadLetterPark: string;
   /** $1 consumer or NULL: the number of consumer dead letters. */
   consumerDeadLetterCount: string;
+  /** Parked messages per consumer, by name. */
+  consumerDeadLetterCountByConsumer: string;
   /** The filter, $7 limit: oldest first, without headers and body. */
   consumerDeadLetterList: string;
   /** The filter: the same with headers and body. */
@@ -77,6 +79,8 @@ ON CONFLICT (consumer, event_id, source) DO UPDATE
 
     consumerDeadLetterCount: `SELECT count(*)::int AS dead FROM ${table}
 WHERE $1::text IS NULL OR consumer = $1`,
+    consumerDeadLetterCountByConsumer: `SELECT consumer, count(*)::int AS dead FROM ${table}
+GROUP BY consumer ORDER BY consumer`,
 
     // Ordered by the table's columns (c.): the output's dead_at and id are text.
     consumerDeadLetterList: `SELECT ${COLUMNS} FROM ${table} c WHERE ${WHERE}
