@@ -1,14 +1,26 @@
 import { ConfigError } from '../common/errors.js';
 import { assertKnownOptions, optionNames } from '../common/options.js';
 import { optionalPeers } from '../common/peers.js';
-import { readAmqpSettings, readAmqpSourceSettings } from './amqp/settings.js';
+import {
+  readAmqpConsumerParams,
+  readAmqpSettings,
+  readAmqpSourceSettings,
+} from './amqp/settings.js';
 import type { EventBroker } from './broker.js';
 import { assertCloudEventsSource } from './cloudevents.js';
-import { readKafkaSettings, readKafkaSourceSettings } from './kafka/settings.js';
+import {
+  readKafkaConsumerParams,
+  readKafkaSettings,
+  readKafkaSourceSettings,
+} from './kafka/settings.js';
 import { LazyBroker, LazySource } from './lazy.js';
 import { LogBroker } from './log.js';
 import { MemoryBroker } from './memory.js';
-import { readNatsSettings, readNatsSourceSettings } from './nats/settings.js';
+import {
+  readNatsConsumerParams,
+  readNatsSettings,
+  readNatsSourceSettings,
+} from './nats/settings.js';
 import type { MessageSource, MessageSourceOptions } from './source.js';
 import { BrokerUrlParams, parseBrokerUrl } from './url-params.js';
 
@@ -48,7 +60,7 @@ export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): Event
     case 'nats:': {
       const settings = readNatsSettings(params);
       // The consumer's parameters too, checked and unused: one URL serves both halves.
-      readNatsSourceSettings(params);
+      readNatsConsumerParams(params);
       broker = new LazyBroker('nats', {
         peer: optionalPeers.nats,
         setting,
@@ -60,7 +72,7 @@ export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): Event
     case 'amqps:': {
       const settings = readAmqpSettings(params);
       // The consumer's parameters too, checked and unused: one URL serves both halves.
-      readAmqpSourceSettings(params, '');
+      readAmqpConsumerParams(params);
       broker = new LazyBroker('amqp', {
         peer: optionalPeers.amqp,
         setting,
@@ -71,7 +83,7 @@ export function brokerFromUrl(url: string, options: BrokerFromUrlOptions): Event
     case 'kafka:': {
       const settings = readKafkaSettings(params);
       // The consumer's parameters too, checked and unused: one URL serves both halves.
-      readKafkaSourceSettings(params);
+      readKafkaConsumerParams(params);
       broker = new LazyBroker('kafka', {
         peer: optionalPeers.kafka,
         setting,

@@ -20,7 +20,7 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import { wholeNumber } from '../common/numbers.js';
 import { scrubSecrets } from '../common/secrets.js';
 import { SCAN_DUTY, SharedCheck } from '../common/shared-check.js';
-import { isDatabaseUnavailable } from '../db/connection-errors.js';
+import { isDatabaseUnavailable, waitedForPool } from '../db/connection-errors.js';
 import type { Database } from '../db/database.js';
 import type { Executor } from '../db/executor.js';
 import { type PrivilegedPart, privilegeErrorOf } from '../db/privileges.js';
@@ -304,9 +304,14 @@ export async function answerApi(
       // the database does. An action cut off may have been applied or not.
       const action = get ? '' : '; whether the action took effect shows once it is back';
       const reason = scrubSecrets(errorMessage(error));
+      // Every connection of the console's pool busy for the whole connect timeout: no
+      // outage, but the console cannot reach the database all the same.
+      const what = waitedForPool(error)
+        ? "the console's database connections are all busy"
+        : 'the database is unavailable';
       return {
         status: 503,
-        body: { error: `the database is unavailable (${reason})${action}` },
+        body: { error: `${what} (${reason})${action}` },
         headers: { 'retry-after': '2' },
       };
     }

@@ -180,14 +180,10 @@ export function createInbox(options: InboxOptions): Inbox {
         // this event, its inbox record purged before the broker delivered it again (a
         // sequence is one outbox row's), unless the mark names another event: then the
         // producer's sequence went back. Otherwise it is older, and the reason says than what.
-        const { rows: last } = await executor
-          .query<{ last: string; last_id: string | null }>(sql.inboxLastSequence, [
-            consumer,
-            event.source ?? '',
-            event.aggregateType ?? '',
-            event.aggregateId,
-          ])
-          .catch(() => ({ rows: [] as { last: string; last_id: string | null }[] }));
+        const { rows: last } = await executor.query<{ last: string; last_id: string | null }>(
+          sql.inboxLastSequence,
+          [consumer, event.source ?? '', event.aggregateType ?? '', event.aggregateId],
+        );
         const lastSequence = last[0]?.last;
         const lastId = last[0]?.last_id ?? undefined;
         const reused =

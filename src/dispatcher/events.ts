@@ -6,7 +6,10 @@ export interface BatchReport {
   published: number;
   retried: number;
   deadLettered: number;
-  /** Later events of an aggregate whose earlier event failed in the batch: left for later. */
+  /**
+   * Left in the outbox for a later batch: later events of an aggregate whose earlier
+   * event failed in the batch, and those a batch past its time for rounds left.
+   */
   held: number;
 }
 

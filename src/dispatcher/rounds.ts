@@ -27,11 +27,12 @@ export interface BatchOutcome {
  * claim and its settle while the rounds run, and PostgreSQL ends a transaction idle for
  * five minutes (the pool's idle_in_transaction_session_timeout): a long chain of one
  * aggregate behind a slow broker (500 rounds of 0.6 s) would lose its batch every time and
- * publish it again and again. A round started within the budget ends within
- * publishTimeoutMs (at most 120 s), so the settle comes well before that; what is left is
- * claimed again at once, in order, by the next batch.
+ * publish it again and again. A round started within the budget ends within twice
+ * publishTimeoutMs (at most 120 s; twice when an adapter's error has it sent again one
+ * message per call), so the settle comes before that; what is left is claimed again at
+ * once, in order, by the next batch.
  */
-export const ROUNDS_BUDGET_MS = 60_000;
+export const ROUNDS_BUDGET_MS = 45_000;
 
 type Publish = (round: readonly OutboxMessage[]) => Promise<PublishResult[]>;
 

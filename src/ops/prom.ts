@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { isAbsolute, join } from 'node:path';
 import type * as PromClient from 'prom-client';
 import { loadedPeer, optionalPeers } from '../common/peers.js';
 
@@ -15,7 +16,13 @@ export function promClient(setting: string): typeof PromClient {
     setting,
     optionalPeers.metrics,
     // Made on call: a CommonJS bundle of a service has no import.meta.url, and its own
-    // file resolves its dependencies.
-    () => createRequire(import.meta.url ?? process.argv[1])('prom-client') as typeof PromClient,
+    // file (or, from `node -e`, the working directory) resolves its dependencies.
+    () => createRequire(requireBase())('prom-client') as typeof PromClient,
   );
+}
+
+function requireBase(): string {
+  if (typeof import.meta.url === 'string') return import.meta.url;
+  const main = process.argv[1];
+  return main && isAbsolute(main) ? main : join(process.cwd(), 'index.js');
 }

@@ -7,11 +7,7 @@
  * before anything fetched after the join; this is that order, message by message.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  type CommittingConsumer,
-  HeldAtJoin,
-  OffsetCommits,
-} from '../../src/brokers/kafka/offsets.js';
+import { HeldAtJoin } from '../../src/brokers/kafka/offsets.js';
 
 /** Which of the messages (partition keys, in the order they leave the stream) are kept. */
 const kept = (held: HeldAtJoin, keys: readonly string[]) =>
@@ -49,29 +45,5 @@ describe('HeldAtJoin', () => {
     held.withdraw('P');
     held.giveBack('P', 0);
     expect(kept(held, ['P', 'P']).length).toBe(2);
-  });
-});
-
-describe('OffsetCommits.withdraw', () => {
-  const unused = {
-    assignments: [],
-    memberId: null,
-    commit: () => Promise.reject(new Error('no commit in this test')),
-  } as unknown as CommittingConsumer;
-
-  it('from the earliest, forgets a partition never committed here: given back, it starts afresh', () => {
-    const commits = new OffsetCommits(unused, () => {});
-    const first = commits.deliver('t', 0, 5n);
-    expect(first).toBeDefined();
-    commits.ack(first as NonNullable<typeof first>, 5n);
-    // With `latest` it is kept (its new owner would start at the end and skip it).
-    expect(commits.withdraw('t', 0)).toBeUndefined();
-    const withdrawn = commits.withdraw('t', 0, true);
-    expect(withdrawn?.withdrawn).toBe(true);
-    // Given back, it is read again from the group's commit: nothing of the old progress
-    // is left to commit over what its other owner committed meanwhile.
-    const again = commits.deliver('t', 0, 5n);
-    expect(again).not.toBe(first);
-    expect(again?.toCommit()).toBeUndefined();
   });
 });

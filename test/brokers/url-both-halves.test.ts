@@ -26,6 +26,11 @@ describe('a broker URL with the parameters of both halves', () => {
     expect(() => sourceFromUrl(url, options)).not.toThrow();
   });
 
+  it('takes every URL it took before: an exchange of the longest name RabbitMQ allows', () => {
+    const url = `amqp://guest:guest@127.0.0.1:5672?exchange=${'e'.repeat(255)}`;
+    expect(() => brokerFromUrl(url, { source: '/test' })).not.toThrow();
+  });
+
   it("the dispatcher checks the consumer's parameters as the consumer would", () => {
     for (const [url, text] of [
       ['amqp://guest:guest@127.0.0.1:5672?queue_type=lazy', /queue_type="lazy"/],

@@ -137,13 +137,21 @@ export function readAmqpSourceSettings(
       `the queue's name "${built.slice(0, 60)}…" (<exchange>.<consumer>) is ${built.length} characters long, over RabbitMQ's 255: give the consumer a shorter name, or the queue one of its own with queue=`,
     );
   }
+  return { ...settings, ...readAmqpConsumerParams(params, built) };
+}
+
+/**
+ * The consumer's own parameters (`queue`, `queue_type`), `built` the queue's name when
+ * none is given; the dispatcher reads them too (with no name of its own), checked and
+ * unused, so that one URL serves both halves.
+ */
+export function readAmqpConsumerParams(
+  params: BrokerUrlParams,
+  built = 'queue',
+): Pick<AmqpSourceSettings, 'queue' | 'queueType'> {
   const queue = params.string('queue', built, queueName, queueHint);
   const queueType = params.string('queue_type', 'classic', queueTypes, 'classic or quorum');
-  return {
-    ...settings,
-    queue,
-    queueType: queueType as 'classic' | 'quorum',
-  };
+  return { queue, queueType: queueType as 'classic' | 'quorum' };
 }
 
 /** `password_file`: the password is the file's content; it needs a user, and no password in the URL. */

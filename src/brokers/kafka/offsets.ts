@@ -135,16 +135,15 @@ export class OffsetCommits {
   /**
    * Forgets a partition the group gave to another member, and marks it withdrawn: the
    * new owner reads it from the group's committed offset. Only a partition the group has
-   * an offset for (committed from here, or known or pinned at the join), or any when the
-   * group starts from the earliest (`fromEarliest`): with no offset the new owner starts at
-   * `from` and, with `latest`, would skip what this one dropped; otherwise undefined, and
-   * nothing changes. Kept, a partition never committed from here would commit its old
-   * progress when given back, over what its other owner committed meanwhile.
+   * an offset for (committed from here, or known or pinned at the join): with none, the
+   * new owner would start at `from` and, with `latest`, skip what this one dropped, and
+   * given back here it would go on from this member's fetch position, past what was
+   * dropped; otherwise undefined, and nothing changes.
    */
-  withdraw(topic: string, partition: number, fromEarliest = false): PartitionOffsets | undefined {
+  withdraw(topic: string, partition: number): PartitionOffsets | undefined {
     const key = partitionKey(topic, partition);
     const offsets = this.partitions.get(key);
-    if (!offsets || (!offsets.hasCommitted && !fromEarliest)) return undefined;
+    if (!offsets?.hasCommitted) return undefined;
     this.partitions.delete(key);
     offsets.withdrawn = true;
     return offsets;

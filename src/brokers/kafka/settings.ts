@@ -185,8 +185,14 @@ export interface KafkaSourceSettings extends KafkaSettings {
 
 /** A Kafka source's settings from the broker URL: the publisher's, then its own. */
 export function readKafkaSourceSettings(params: BrokerUrlParams): KafkaSourceSettings {
+  return { ...readKafkaSettings(params), ...readKafkaConsumerParams(params) };
+}
+
+/** The consumer's own parameters; the dispatcher reads them too, checked and unused. */
+export function readKafkaConsumerParams(
+  params: BrokerUrlParams,
+): Pick<KafkaSourceSettings, 'from' | 'sessionTimeoutMs' | 'groupInstanceId'> {
   return {
-    ...readKafkaSettings(params),
     from: params.string('from', 'earliest', /^(earliest|latest)$/, 'earliest or latest') as
       | 'earliest'
       | 'latest',

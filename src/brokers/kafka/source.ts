@@ -441,9 +441,8 @@ class KafkaSource implements MessageSource {
    * consumer does not start them; those running finish, their acks ignored), they leave
    * the in-flight bound, and what the stream still holds of it is dropped. Without this
    * the member worked through everything it had received of partitions it no longer
-   * owned, each of which the new owner received again. Only partitions the group has an
-   * offset for, or any when it starts from the earliest (see OffsetCommits.withdraw); the
-   * others are worked through as before.
+   * owned, each of which the new owner received again. Only partitions committed on from
+   * here (see OffsetCommits.withdraw); the others are worked through as before.
    *
    * A withdrawn partition given back is read again from the group's committed offset,
    * afresh (its offsets were forgotten). What the stream had buffered of it before is
@@ -460,11 +459,7 @@ class KafkaSource implements MessageSource {
     for (const key of this.assigned) {
       if (now.has(key)) continue;
       const [topic, partition] = key.split('\u0000') as [string, string];
-      const offsets = this.commits?.withdraw(
-        topic,
-        Number(partition),
-        this.settings.from === 'earliest',
-      );
+      const offsets = this.commits?.withdraw(topic, Number(partition));
       if (!offsets) continue;
       this.heldAtJoin.withdraw(key);
       this.inFlight -= offsets.open;

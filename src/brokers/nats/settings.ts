@@ -72,8 +72,14 @@ export interface NatsSourceSettings extends NatsSettings {
 
 /** A NATS source's settings from the broker URL: the publisher's, then its own. */
 export function readNatsSourceSettings(params: BrokerUrlParams): NatsSourceSettings {
+  return { ...readNatsSettings(params), ...readNatsConsumerParams(params) };
+}
+
+/** The consumer's own parameters; the dispatcher reads them too, checked and unused. */
+export function readNatsConsumerParams(
+  params: BrokerUrlParams,
+): Pick<NatsSourceSettings, 'ackWaitS' | 'deliver'> {
   return {
-    ...readNatsSettings(params),
     ackWaitS: params.integer('ack_wait_s', 30, 5, 3600),
     deliver: params.string('deliver', 'all', /^(all|new)$/, 'all or new') as 'all' | 'new',
   };
