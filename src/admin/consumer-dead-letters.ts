@@ -93,6 +93,16 @@ function toDeadLetter(row: Row): ConsumerDeadLetter {
 }
 
 /** Consumer dead letters matching `filter`, oldest first, at most `limit`. */
+/** Whether `consumer` recorded anything in the schema: an inbox record or a dead letter. */
+export async function consumerKnown(
+  db: Executor,
+  schema: string,
+  consumer: string,
+): Promise<boolean> {
+  const { rows } = await db.query<{ known: boolean }>(statements(schema).consumerKnown, [consumer]);
+  return rows[0]?.known === true;
+}
+
 export async function listConsumerDeadLetters(
   db: Executor,
   schema: string,

@@ -112,6 +112,14 @@ describe('consumer dead letters', () => {
       const after = await cli('dead', 'list', '--consumer', NAME, '--json');
       return JSON.parse(after.stdout).length === 0;
     });
+    // None of a consumer that applied events reads as such; a name given wrong says so.
+    const none = await cli('dead', 'list', '--consumer', NAME);
+    expect(none.stderr).toBe(`0 dead letters of consumer ${NAME}\n`);
+    const misspelt = await cli('dead', 'list', '--consumer', `${NAME}x`);
+    expect(misspelt.code).toBe(0);
+    expect(misspelt.stderr).toBe(
+      `0 dead letters of consumer ${NAME}x; consumer ${NAME}x has no inbox record in schema "${pg.schema}" either: is the name right?\n`,
+    );
   });
 
   it('a retry that fails again is parked anew, not lost', async () => {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Command, Option } from 'commander';
 import {
   type ConsumerDeadLetterFilter,
+  consumerKnown,
   discardConsumerDeadLetters,
   listConsumerDeadLetters,
   purgeConsumerDeadLetters,
@@ -471,8 +472,15 @@ async function listConsumer(
       .join('  '),
   );
   process.stdout.write(lines.map((line) => `${line}\n`).join(''));
+  const name = filter.consumer ?? '';
+  // A name given wrong reads like a healthy consumer: say when nothing of it is here.
+  const unknown =
+    // (A role that may read the dead letters but not the inbox gets no hint.)
+    dead.length === 0 && !(await consumerKnown(db, flags.schema, name).catch(() => true))
+      ? `; consumer ${escapeControl(name)} has no inbox record in schema "${escapeControl(flags.schema)}" either: is the name right?`
+      : '';
   process.stderr.write(
-    `${counted(dead.length, 'dead letter')} of consumer ${escapeControl(filter.consumer ?? '')}${dead.length === limit ? ` (--limit ${limit} reached)` : ''}\n`,
+    `${counted(dead.length, 'dead letter')} of consumer ${escapeControl(name)}${dead.length === limit ? ` (--limit ${limit} reached)` : ''}${unknown}\n`,
   );
   return 0;
 }

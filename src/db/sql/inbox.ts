@@ -18,6 +18,8 @@ export interface InboxStatements {
   inboxLastSequence: string;
   /** $1 time, $2 consumer or NULL for all, $3 limit: deletes up to $3 inbox rows older than $1, a row per deleted one. */
   inboxPurge: string;
+  /** $1 consumer: whether it has an inbox record or a dead letter (`known`), by the keys. */
+  consumerKnown: string;
   /**
    * $1 consumer name: takes the consumer's lease on this session if free (true/false).
    * One process per consumer name receives from a broker that cannot keep an aggregate on
@@ -62,6 +64,8 @@ SELECT ((SELECT count(*) FROM fresh) > 0 AND NOT EXISTS (SELECT 1 FROM legacy)):
 FROM ${s}.inbox_mark
 WHERE consumer = $1 AND source = $2 AND aggregate_type = $3 AND aggregate_id = $4`,
 
+    consumerKnown: `SELECT EXISTS (SELECT 1 FROM ${s}.inbox WHERE consumer = $1)
+  OR EXISTS (SELECT 1 FROM ${s}.consumer_dead_letter WHERE consumer = $1) AS known`,
     inboxPurge: `WITH doomed AS (
   SELECT consumer, source, event_id FROM ${s}.inbox
   WHERE processed_at < $1::timestamptz AND ($2::text IS NULL OR consumer = $2)
