@@ -124,6 +124,21 @@ describe('tracing', () => {
     }
   });
 
+  it('keeps the stored context where the SDK has no propagator that writes traceparent', async () => {
+    const { app } = await enqueueInSpan(1);
+    const broker = new MemoryBroker();
+    // A tracer provider and no propagator (OTEL_PROPAGATORS=none, or a setup built by hand).
+    propagation.disable();
+    try {
+      const dispatcher = createDispatcher({ db: t.db, schema: t.schema, broker });
+      await dispatcher.drain();
+      await dispatcher.stop();
+    } finally {
+      propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    }
+    expect(broker.messages[0]?.headers.traceparent).toMatch(traceparentOf(app));
+  });
+
   it('gives every message a span of its own when the sampler records only some', async () => {
     await enqueueInSpan(6);
     sampling.alternate = true;

@@ -28,7 +28,11 @@ export interface ConsumedEvent<T extends string = string, D = unknown> {
   aggregateId: string;
   /** The payload, valid for the event's schema. */
   data: D;
-  /** W3C trace context the producer's transaction carried, when it had one. */
+  /**
+   * W3C trace context of the message: the dispatcher's PRODUCER span's when the dispatcher
+   * has an OpenTelemetry SDK (linked to the producer's), else the producer's transaction's
+   * as stored, when it had one. Continue the trace with `propagation.extract`.
+   */
   traceparent: string | undefined;
   tracestate: string | undefined;
   /**

@@ -60,6 +60,14 @@ export async function publishTraced(
     const headers = { ...message.headers };
     for (const name of TRACE_HEADERS) delete headers[name];
     propagation.inject(trace.setSpan(context.active(), span), headers);
+    // A provider with no propagator that writes `traceparent` (none set, or B3 alone):
+    // the stored context goes on as it came, rather than dropped.
+    if (headers.traceparent === undefined) {
+      for (const name of TRACE_HEADERS) {
+        const stored = message.headers[name];
+        if (stored !== undefined) headers[name] = stored;
+      }
+    }
     spans.push(span);
     traced.push({ ...message, headers });
   }
