@@ -139,6 +139,24 @@ describe('tracing', () => {
     expect(broker.messages[0]?.headers.traceparent).toMatch(traceparentOf(app));
   });
 
+  it('starts a trace of its own for each message, though the dispatcher runs inside a span', async () => {
+    const { app } = await enqueueInSpan(1);
+    const broker = new MemoryBroker();
+    const startup = trace.getTracer('app').startSpan('service start-up');
+    await context.with(trace.setSpan(context.active(), startup), async () => {
+      const dispatcher = createDispatcher({ db: t.db, schema: t.schema, broker });
+      await dispatcher.drain();
+      await dispatcher.stop();
+    });
+    startup.end();
+    const [producer] = exporter
+      .getFinishedSpans()
+      .filter((span) => span.kind === SpanKind.PRODUCER);
+    expect(producer?.parentSpanContext).toBeUndefined();
+    expect(producer?.spanContext().traceId).not.toBe(startup.spanContext().traceId);
+    expect(producer?.links.map((link) => link.context.spanId)).toEqual([app.spanId]);
+  });
+
   it('gives every message a span of its own when the sampler records only some', async () => {
     await enqueueInSpan(6);
     sampling.alternate = true;

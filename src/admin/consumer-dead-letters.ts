@@ -92,8 +92,7 @@ function toDeadLetter(row: Row): ConsumerDeadLetter {
   };
 }
 
-/** Consumer dead letters matching `filter`, oldest first, at most `limit`. */
-/** Whether `consumer` recorded anything in the schema: an inbox record or a dead letter. */
+/** Whether `consumer` recorded anything in the schema: an inbox record or mark, or a dead letter. */
 export async function consumerKnown(
   db: Executor,
   schema: string,
@@ -103,6 +102,7 @@ export async function consumerKnown(
   return rows[0]?.known === true;
 }
 
+/** Consumer dead letters matching `filter`, oldest first, at most `limit`. */
 export async function listConsumerDeadLetters(
   db: Executor,
   schema: string,

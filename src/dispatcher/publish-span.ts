@@ -36,6 +36,9 @@ export async function publishTraced(
       `publish ${message.eventType}`,
       {
         kind: SpanKind.PRODUCER,
+        // A trace of its own, whatever span started the dispatcher: a batch publishes
+        // many requests' events, each linked.
+        root: true,
         links,
         attributes: {
           'messaging.system': MESSAGING_SYSTEM[brokerName] ?? brokerName,

@@ -118,7 +118,7 @@ describe('consumer dead letters', () => {
     const misspelt = await cli('dead', 'list', '--consumer', `${NAME}x`);
     expect(misspelt.code).toBe(0);
     expect(misspelt.stderr).toBe(
-      `0 dead letters of consumer ${NAME}x; consumer ${NAME}x has no inbox record in schema "${pg.schema}" either: is the name right?\n`,
+      `0 dead letters of consumer ${NAME}x; consumer ${NAME}x has no inbox record or mark in schema "${pg.schema}" either: is the name right?\n`,
     );
   });
 

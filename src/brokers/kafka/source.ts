@@ -6,8 +6,9 @@
  * The URL is the publisher's (settings.ts), plus one parameter of the consumer's own:
  * - `from=earliest|latest` (default `earliest`): where the group starts reading a
  *   partition it has no committed offset for; `earliest` takes what was published before
- *   the consumer's first start. With `latest` that position is committed at once (pin):
- *   the next start begins there, not at a later `latest`.
+ *   the consumer's first start. That position is committed at once (pin): with `latest`
+ *   the next start begins there, not at a later `latest`, and with either every partition
+ *   read has an offset in the group.
  */
 
 import type { Consumer, Message, MessagesStream } from '@platformatic/kafka';
@@ -337,11 +338,16 @@ class KafkaSource implements MessageSource {
       );
     if (starts.length === 0) return;
     if (this.state === 'started') this.pauseStream('byPin');
-    this.pinning = this.pinning
+    const pinning = this.pinning
       .catch(() => {})
       .then(() => this.pinStarts(consumer, starts, commits));
-    this.pinning.then(
-      () => this.resumeStream('byPin'),
+    this.pinning = pinning;
+    pinning.then(
+      // Only the last pin resumes: an earlier one settling would let the stream fetch
+      // partitions whose start a later join is still committing.
+      () => {
+        if (this.pinning === pinning) this.resumeStream('byPin');
+      },
       (error: unknown) => {
         if (this.state !== 'started') return;
         this.options.logger.warn(

@@ -477,7 +477,7 @@ async function listConsumer(
   const unknown =
     // (A role that may read the dead letters but not the inbox gets no hint.)
     dead.length === 0 && !(await consumerKnown(db, flags.schema, name).catch(() => true))
-      ? `; consumer ${escapeControl(name)} has no inbox record in schema "${escapeControl(flags.schema)}" either: is the name right?`
+      ? `; consumer ${escapeControl(name)} has no inbox record or mark in schema "${escapeControl(flags.schema)}" either: is the name right?`
       : '';
   process.stderr.write(
     `${counted(dead.length, 'dead letter')} of consumer ${escapeControl(name)}${dead.length === limit ? ` (--limit ${limit} reached)` : ''}${unknown}\n`,

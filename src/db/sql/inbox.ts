@@ -18,7 +18,7 @@ export interface InboxStatements {
   inboxLastSequence: string;
   /** $1 time, $2 consumer or NULL for all, $3 limit: deletes up to $3 inbox rows older than $1, a row per deleted one. */
   inboxPurge: string;
-  /** $1 consumer: whether it has an inbox record or a dead letter (`known`), by the keys. */
+  /** $1 consumer: whether it has an inbox record, an aggregate's mark or a dead letter (`known`), by the keys. */
   consumerKnown: string;
   /**
    * $1 consumer name: takes the consumer's lease on this session if free (true/false).
@@ -65,6 +65,7 @@ FROM ${s}.inbox_mark
 WHERE consumer = $1 AND source = $2 AND aggregate_type = $3 AND aggregate_id = $4`,
 
     consumerKnown: `SELECT EXISTS (SELECT 1 FROM ${s}.inbox WHERE consumer = $1)
+  OR EXISTS (SELECT 1 FROM ${s}.inbox_mark WHERE consumer = $1)
   OR EXISTS (SELECT 1 FROM ${s}.consumer_dead_letter WHERE consumer = $1) AS known`,
     inboxPurge: `WITH doomed AS (
   SELECT consumer, source, event_id FROM ${s}.inbox
