@@ -393,6 +393,23 @@ describe('kafka message source', () => {
     expect(ids(againRun.deliveries)).toEqual(sent.map((m) => m.id));
   });
 
+  it('from=earliest: each partition it reads has an offset in the group from the start, before any ack', async () => {
+    // Without one, a partition that moved to another member and came back was read on from
+    // this member's old fetch position, and its old progress committed over the other's.
+    const { name, url, group } = target('&partitions=3');
+    const broker = await publisher(url);
+    await publishSeries(broker, 4);
+    const member = source(url, group);
+    const run = await receive(member);
+    await waitFor('the messages', () => run.deliveries.length === 4, { timeoutMs: 30_000 });
+    const client = (member as unknown as { consumer: Consumer }).consumer;
+    const committed = await client.listCommittedOffsets({
+      topics: [{ topic: `${name}.lesson`, partitions: [0, 1, 2] }],
+    });
+    // Nothing acked: each at the start of its partition.
+    expect(committed.get(`${name}.lesson`)).toEqual([0n, 0n, 0n]);
+  });
+
   it('from=latest: a new group starts after what was published before it', async () => {
     const { url, group } = target('&partitions=1');
     const broker = await publisher(url);

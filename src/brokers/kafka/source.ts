@@ -6,8 +6,9 @@
  * The URL is the publisher's (settings.ts), plus one parameter of the consumer's own:
  * - `from=earliest|latest` (default `earliest`): where the group starts reading a
  *   partition it has no committed offset for; `earliest` takes what was published before
- *   the consumer's first start. With `latest` that position is committed at once (pin):
- *   the next start begins there, not at a later `latest`.
+ *   the consumer's first start. That position is committed at once (pin): with `latest`
+ *   the next start begins there, not at a later `latest`, and with either every partition
+ *   read has an offset in the group.
  */
 
 import type { Consumer, Message, MessagesStream } from '@platformatic/kafka';
@@ -292,7 +293,7 @@ class KafkaSource implements MessageSource {
         stream.on('error', (streamError) => this.lose(streamError));
         stream.on('close', () => this.lose(new Error('the message stream ended')));
         // At every join, once the stream knows where it starts on its partitions.
-        if (this.settings.from === 'latest') stream.on('offsets', () => this.pin(consumer, stream));
+        stream.on('offsets', () => this.pin(consumer, stream));
         // 'offsets' once it has read the committed offsets; an error there destroys it.
         stream.once('offsets', resolve);
         stream.once('error', reject);
@@ -304,14 +305,18 @@ class KafkaSource implements MessageSource {
   }
 
   /**
-   * With `from=latest`, commits where the stream starts on each assigned partition the
-   * group has no offset for. Uncommitted, that position would be `latest` again at the
+   * Commits where the stream starts on each assigned partition the group has no offset
+   * for. With `from=latest`, uncommitted, that position would be `latest` again at the
    * next start: a process stopped (or killed) before its first commit would skip what it
    * had received and not finished, and everything published while no process of the
-   * consumer ran. Called at the stream's 'offsets' (at every join, just before it
-   * fetches): the positions are taken then, and a started stream is paused until they
-   * are in the group. At the start a failure fails the start; after it, it loses the
-   * source (a start pins before it hands anything over).
+   * consumer ran. With either, every partition a member reads then has an offset in the
+   * group: one that moves to another member is withdrawn and read there from it, and
+   * given back is read here from the group's offset again (see reassigned), never from
+   * where this member's stream had got to nor committed over the other member's progress.
+   * Called at the stream's 'offsets' (at every join, just before it fetches): the
+   * positions are taken then, and a started stream is paused until they are in the
+   * group. At the start a failure fails the start; after it, it loses the source (a start
+   * pins before it hands anything over).
    */
   private pin(consumer: KafkaConsumer, stream: KafkaStream) {
     const commits = this.commits;
@@ -347,7 +352,7 @@ class KafkaSource implements MessageSource {
         if (this.state !== 'started') return;
         this.options.logger.warn(
           { location: this.location, consumer: this.options.consumer, err: describeError(error) },
-          'kafka: could not commit the starting offsets of newly assigned partitions (from=latest); starting again',
+          'kafka: could not commit the starting offsets of newly assigned partitions; starting again',
         );
         this.lose(error instanceof Error ? error : new Error(String(error)));
       },
