@@ -398,6 +398,15 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       [{ ...valid(), headers: { 'half \udc00': 'v' } }, 'events[1].headers'],
       [{ ...valid(), occurredAt: new Date('+010000-01-01T00:00:00Z') }, 'events[1].occurredAt'],
       [{ ...valid(), occurredAt: new Date('0000-06-01T00:00:00Z') }, 'events[1].occurredAt'],
+      // PostgreSQL rounds to the microsecond, into the year 10000; Date.parse cuts.
+      [{ ...valid(), occurredAt: '9999-12-31T23:59:59.9999996Z' }, 'events[1].occurredAt'],
+      // A noncharacter past the first plane is as unsendable as U+FFFE.
+      [{ ...valid(), aggregateId: 'a\u{1FFFE}' }, 'events[1].aggregateId'],
+      // JSON.parse makes __proto__ a key; the parse would drop the header without a word.
+      [
+        { ...valid(), headers: JSON.parse('{"__proto__":"x","tenant":"a"}') },
+        'events[1].headers.__proto__',
+      ],
       [{ ...valid(), payload: { note: 'nul \u0000' } }, 'events[1].payload.note'],
       [
         { ...valid(), payload: { at: { note: 'half \ud800 a pair' } } },
@@ -440,8 +449,31 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       expect((outcome.error as ValidationError).path).toBe(path);
       expect(outcome.statements).toBe(0);
     }
+    // A hole in the list is an event missing, refused as one, not a driver's error.
+    const holed = await driver.inTransaction(async (tx) => {
+      const counted = counting(tx);
+      // biome-ignore lint/suspicious/noSparseArray: an empty slot is the case
+      const holey = [valid(), , valid()] as OutboxEvent[];
+      const error = await outbox.enqueue(counted.tx, holey).catch((e) => e);
+      return { error, statements: counted.statements() };
+    }, true);
+    expect(holed.error).toBeInstanceOf(ValidationError);
+    expect((holed.error as ValidationError).path).toBe('events[1]');
+    expect(holed.statements).toBe(0);
     // Committed, and still nothing: the valid events of the refused calls were not written.
     expect(await storedRows(inspect, schema)).toEqual([]);
+  });
+
+  it('a payload of null is stored as JSON null, alone and in a list', async () => {
+    const { schema, inspect } = driver.target();
+    const outbox = createOutbox({ schema });
+    const empty = () => ({ ...LessonPublished.create(lessonPayload()), payload: null });
+    const [alone] = await driver.inTransaction((tx) => outbox.enqueue(tx, empty()), true);
+    const listed = await driver.inTransaction((tx) => outbox.enqueue(tx, [empty(), empty()]), true);
+    const { rows } = await inspect.query<{ id: string; payload: string }>(
+      `SELECT id, payload::text AS payload FROM "${schema}".outbox ORDER BY seq`,
+    );
+    expect(rows).toEqual([alone, ...listed].map((id) => ({ id, payload: 'null' })));
   });
 });
 

@@ -61,10 +61,10 @@ export function counted(count: number, one: string, many = `${one}s`): string {
 }
 
 // What the CloudEvents String type excludes: control characters and Unicode
-// noncharacters; and an unpaired surrogate, which is not text at all (PostgreSQL cannot
-// store it, and a driver replaces it on the way).
-// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
-const NOT_CLOUDEVENTS_TEXT = /[\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|\p{Surrogate}/u;
+// noncharacters (U+FDD0 to U+FDEF and the last two code points of every plane); and an
+// unpaired surrogate, which is not text at all (PostgreSQL cannot store it, and a driver
+// replaces it on the way).
+const NOT_CLOUDEVENTS_TEXT = /\p{Cc}|\p{Noncharacter_Code_Point}|\p{Surrogate}/u;
 
 /**
  * The first character of `text` no CloudEvents attribute may carry, as `U+000A`, or

@@ -98,11 +98,22 @@ const traceContext = (headers: Record<string, string>, ctx: z.RefinementCtx) => 
   if (problem) ctx.addIssue({ code: 'custom', path: ['traceparent'], message: problem });
 };
 
-/** A time PostgreSQL stores and a CloudEvents time carries: the years 0001 to 9999. */
+/**
+ * A time PostgreSQL stores and a CloudEvents time carries: the years 0001 to 9999. A text
+ * time is compared as PostgreSQL stores it, rounded to the microsecond, where Date.parse
+ * cuts it to the millisecond: 9999-12-31T23:59:59.9999996Z is the year 10000 there.
+ */
 const inTimeWindow = (value: Date | string) => {
-  const ms = value instanceof Date ? value.getTime() : Date.parse(value);
+  const ms = value instanceof Date ? value.getTime() : Date.parse(value) + roundsUp(value);
   return ms >= EARLIEST_MS && ms <= LATEST_MS;
 };
+
+/** 1 when a text time's fraction, rounded to six digits, carries into the next millisecond. */
+function roundsUp(value: string): number {
+  const fraction = /\.(\d+)/.exec(value)?.[1] ?? '';
+  if (fraction.length <= 6) return 0;
+  return fraction.slice(3, 6) === '999' && fraction[6] !== undefined && fraction[6] >= '5' ? 1 : 0;
+}
 
 /** The longest event type and aggregate type enqueue takes, in characters. */
 const MAX_TYPE_CHARS = 200;

@@ -87,6 +87,18 @@ function toRow(
       `${unknownName(stray, eventFields, 'a field of an event', 'fields')} (${label})`,
     );
   }
+  // A header named __proto__ (from JSON.parse) would be dropped by the parse, silently.
+  const rawHeaders = (event as { headers?: unknown } | null)?.headers;
+  if (
+    typeof rawHeaders === 'object' &&
+    rawHeaders !== null &&
+    Object.hasOwn(rawHeaders, '__proto__')
+  ) {
+    throw new ValidationError(
+      `${prefix ? `${prefix}.` : ''}headers.__proto__`,
+      `is a name no header can have: JavaScript objects take it for their prototype (${label})`,
+    );
+  }
   const valid = parseOrThrow(eventEnvelopeSchema, event, prefix, label);
   const field = `${prefix ? `${prefix}.` : ''}payload`;
   const { text: payload, problem } = payloadJson(valid.payload);
@@ -203,7 +215,10 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       const traceHeaders = activeTraceHeaders();
       const trace = Object.keys(traceHeaders).length > 0 ? traceHeaders : undefined;
       const many = Array.isArray(events);
-      const rows = list.map((event, index) => toRow(event, index, many, trace, maxPayloadBytes));
+      // Array.from, not map: a hole in the array is an event too, refused as missing.
+      const rows = Array.from(list, (event, index) =>
+        toRow(event, index, many, trace, maxPayloadBytes),
+      );
       assertDistinctIds(rows);
       const set = rows.length > 1 ? oneText(rows) : undefined;
       const executor = toExecutor(tx);

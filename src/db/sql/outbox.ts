@@ -109,9 +109,10 @@ export function outboxStatements(s: string, name: string): OutboxStatements {
     outboxInsertOne: `INSERT INTO ${s}.outbox (id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
 VALUES ($1::text::uuid, $2, $3, $4, $5::text::json, coalesce($6::text::jsonb, '{}'::jsonb), coalesce($7::text::timestamptz, now()))`,
 
-    // ROWS FROM … WITH ORDINALITY keeps the caller's order, so seq follows it.
+    // ROWS FROM … WITH ORDINALITY keeps the caller's order, so seq follows it. A payload
+    // of JSON null comes out of json_to_recordset as SQL NULL: stored as null, as one alone is.
     outboxInsert: `INSERT INTO ${s}.outbox (id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
-SELECT e.id, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, coalesce(e.headers, '{}'::jsonb), coalesce(e.occurred_at, now())
+SELECT e.id, e.aggregate_type, e.aggregate_id, e.event_type, coalesce(e.payload, 'null'::json), coalesce(e.headers, '{}'::jsonb), coalesce(e.occurred_at, now())
 FROM ROWS FROM (json_to_recordset($1::text::json) AS (id uuid, aggregate_type text, aggregate_id text, event_type text, payload json, headers jsonb, occurred_at timestamptz))
   WITH ORDINALITY AS e(id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at, n)
 ORDER BY e.n`,
