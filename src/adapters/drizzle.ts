@@ -68,6 +68,10 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
   /** node-postgres's connection of the transaction, to ask whether it still is in one. */
   const pgClient =
     client !== null && typeof client === 'object' && isPgClient(client) ? client : undefined;
+  // pg-pool gives a connection a `release` of its own at every checkout: one other than
+  // the session's first seen means the connection went back to the pool and out again.
+  if (pgClient && !checkouts.has(session)) checkouts.set(session, checkoutOf(pgClient));
+  const lentAgain = () => pgClient !== undefined && checkouts.get(session) !== checkoutOf(pgClient);
   const ended = () =>
     adapterNotInTransaction(
       'fromDrizzle',
@@ -77,8 +81,9 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
   return {
     async query<R>(text: string, values: readonly unknown[] = []) {
       // node-postgres: a tx kept past the end of its callback is on a connection that has
-      // committed (or gone back to the pool); a statement there would commit on its own.
-      if (!options.autocommit && isIdlePgClient(client)) throw ended();
+      // committed (or gone back to the pool); a statement there would commit on its own,
+      // or, the connection lent to another transaction since, be part of that one.
+      if (!options.autocommit && (isIdlePgClient(client) || lentAgain())) throw ended();
       // On a node-postgres connection to the server itself, a named statement, prepared
       // once per connection as on a plain client (postgres.js prepares on its own, unless
       // `prepare: false`). No fields: the driver's own result.
@@ -105,6 +110,12 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
     },
   };
 }
+
+/** The pool checkout of node-postgres's connection each Drizzle session was first seen in. */
+const checkouts = new WeakMap<object, unknown>();
+
+/** A PoolClient's checkout (its `release`, new at each); undefined for a plain Client. */
+const checkoutOf = (client: object): unknown => (client as { release?: unknown }).release;
 
 /**
  * The driver's error inside Drizzle's `DrizzleQueryError` (from 0.44), which puts the

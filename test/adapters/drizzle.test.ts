@@ -120,6 +120,41 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
     },
   );
 
+  // Its connection back in the pool and lent to another transaction, a kept tx would
+  // write into that one: refused once the tx was seen while its transaction ran.
+  it.runIf(driver.name === 'node-postgres')(
+    "a tx kept past its callback is refused on the connection's next transaction",
+    async () => {
+      const pool = new pg.Pool({ connectionString: PG_URL, max: 1 });
+      const db = drizzlePg({ client: pool }) as unknown as DrizzleDb;
+      try {
+        const outbox = createOutbox({ schema: test.schema });
+        const before = await outboxIds(test);
+        const kept = await db.transaction(async (tx) => {
+          const executor = fromDrizzle(tx);
+          await executor.query('SELECT 1');
+          return tx;
+        });
+        let error: unknown;
+        await db
+          .transaction(async () => {
+            error = await outbox
+              .enqueue(fromDrizzle(kept), QuizSubmitted.create(quiz()))
+              .catch((e: unknown) => e);
+            throw new Rollback();
+          })
+          .catch(ignoreRollback);
+        expect(error).toBeInstanceOf(TypeError);
+        expect((error as Error).message).toMatch(
+          /^fromDrizzle: a Drizzle transaction that has ended is not a transaction/,
+        );
+        expect(await outboxIds(test)).toEqual(before);
+      } finally {
+        await pool.end();
+      }
+    },
+  );
+
   it('a nested transaction (savepoint) rolled back takes its event with it', async () => {
     await test.db.query(`TRUNCATE "${test.schema}".outbox`);
     const outbox = createOutbox({ schema: test.schema });
