@@ -16,6 +16,8 @@
  * them by event id.
  */
 import { expect, it } from 'vitest';
+import { brokerFromUrl } from '../../src/brokers/index.js';
+import { kafkaPartition } from '../../src/brokers/kafka/records.js';
 import {
   clusterDrainFixture,
   DRAIN_EVENTS,
@@ -27,6 +29,7 @@ import {
 } from '../helpers/cluster-drain.js';
 import { consumeTestTopics, testAdmin, uniqueName } from '../helpers/kafka.js';
 import { startKafkaCluster } from '../helpers/kafka-cluster.js';
+import { outboxMessage } from '../helpers/messages.js';
 import { waitFor } from '../helpers/wait.js';
 
 const PARTITIONS = 6;
@@ -143,3 +146,62 @@ it('loses the leader of the busiest partition mid-drain: 0 lost, 0 out of order'
   expect(summary.received).toBe(stored);
   expect(summary).toMatchObject({ lost: 0, outOfOrder: 0 });
 }, 300_000);
+
+// A send goes to every partition's leader at once; when one leader refuses its records,
+// the client's error holds that leader's answer only, the others' written records in its
+// `produced`. Those were reported failed and published again (duplicates, under a new
+// producer id), and for as long as the leader kept refusing, dead-lettered in the end.
+it("a record one leader refuses fails alone: the other leaders' records are published once", async () => {
+  const { cluster } = fixture;
+  const topic = uniqueName('refused');
+  const partitions = 3;
+  const admin = testAdmin(cluster.bootstrap);
+  let leaders: number[];
+  try {
+    await admin.createTopics({ topics: [topic], partitions, replicas: 1 });
+    const metadata = await admin.metadata({ topics: [topic], forceUpdate: true });
+    leaders = (metadata.topics.get(topic)?.partitions ?? []).map((p) => p.leader);
+  } finally {
+    await admin.close();
+  }
+  // Two aggregates per partition; the oversized event is the first one's of partition 0.
+  const ids: string[][] = Array.from({ length: partitions }, () => []);
+  for (let n = 0; ids.some((list) => list.length < 2); n++) {
+    const id = `walk-${n}`;
+    const list = ids[kafkaPartition(id, partitions)];
+    if (list && list.length < 2) list.push(id);
+  }
+  const bigLeader = leaders[0];
+  expect(leaders.filter((leader) => leader !== bigLeader).length, 'leaders').toBeGreaterThan(0);
+  const batch = ids.flat().map((aggregateId) =>
+    outboxMessage({
+      aggregateId,
+      // Over the topic's max.message.bytes (1 MiB + 12 by default).
+      payload: JSON.stringify({ blob: aggregateId === ids[0]?.[0] ? 'x'.repeat(1_100_000) : '' }),
+    }),
+  );
+  const broker = brokerFromUrl(`kafka://${cluster.bootstrap}/?topic=${topic}&timeout_ms=5000`, {
+    source: '/edupulse/test',
+  });
+  await broker.connect();
+  try {
+    const results = await broker.publish(batch);
+    const refused = results.flatMap((result, i) => (result.ok ? [] : [batch[i]?.aggregateId]));
+    expect(refused).toEqual([ids[0]?.[0]]);
+  } finally {
+    await broker.close();
+  }
+  const reader = consumeTestTopics([topic], uniqueName('refused-reader'), cluster.bootstrap);
+  await waitFor('the published records', () => reader.records.length >= batch.length - 1, {
+    timeoutMs: 30_000,
+    intervalMs: 200,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  await reader.close();
+  expect(reader.records.map((record) => record.key).sort()).toEqual(
+    ids
+      .flat()
+      .filter((id) => id !== ids[0]?.[0])
+      .sort(),
+  );
+}, 120_000);

@@ -142,10 +142,18 @@ export function findProtocolError(error: unknown): ClientError | undefined {
 
 /**
  * Per partition of the produce responses in `error`: `null` when the partition's batch was
- * written, its failure otherwise. A partition absent from the map got no answer.
+ * written, its failure otherwise. A partition absent from the map got no answer. A send
+ * goes to each leader at once; the error holds the answers of the leaders that refused,
+ * and `produced.offsets` the partitions the others wrote.
  */
 function partitionFailures(error: unknown): Map<string, PartitionFailure | null> {
   const outcomes = new Map<string, PartitionFailure | null>();
+  const written = (error as { produced?: { offsets?: unknown } } | null)?.produced?.offsets;
+  if (Array.isArray(written)) {
+    for (const { topic, partition } of written as { topic: string; partition: number }[]) {
+      outcomes.set(partitionKey(topic, partition), null);
+    }
+  }
   for (const node of errorTree(error)) {
     if (node.code !== 'PLT_KFK_RESPONSE' || !node.response?.responses) continue;
     const protocolErrors = (node.errors ?? []) as ClientError[];
