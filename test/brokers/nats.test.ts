@@ -5,7 +5,7 @@
  * own store), never the machine's server on 4222.
  */
 import { randomBytes } from 'node:crypto';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { DiscardPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { connect, nanos } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
@@ -454,6 +454,43 @@ describe('nats broker', () => {
     expect(String(narrowed)).toContain(
       `stream ${stream} no longer captures ${prefix}.lesson.lesson-published (its subjects: ${prefix}x.>)`,
     );
+  });
+
+  it("a reply on the stream's subjects from something other than the stream is an outage, not a publish", async () => {
+    const { broker, stream, prefix } = fresh(SHARED_URL, '&timeout_ms=2000');
+    await broker.connect();
+    await deleteStream(SHARED_URL, stream);
+    // A service answering on the subjects: `{}`, then a PubAck of another stream.
+    const responder = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
+    cleanups.push(() => responder.close());
+    const replies = ['{}', '{"stream":"OTHER","seq":7}'];
+    let answered = 0;
+    responder.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        msg.respond(replies[answered++ % replies.length]);
+      },
+    });
+    await responder.flush();
+    for (const shown of ['a reply that is no PubAck', 'a PubAck of stream "OTHER"']) {
+      const error = await broker.publish([message()]).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BrokerUnavailableError);
+      expect(String(error)).toContain(
+        `${shown}${shown.startsWith('a PubAck') ? `, not of ${stream}` : ''}: something other than stream ${stream} answers on its subjects`,
+      );
+    }
+  });
+
+  it('a stream full (discard new) is an outage: no event is failed for it', async () => {
+    const { broker, stream, prefix } = fresh();
+    await createStream(SHARED_URL, stream, [`${prefix}.>`], {
+      max_msgs: 2,
+      discard: DiscardPolicy.New,
+    });
+    await broker.connect();
+    expect(await broker.publish([message(), message()])).toEqual([{ ok: true }, { ok: true }]);
+    const error = await broker.publish([message()]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BrokerUnavailableError);
+    expect(String(error)).toContain(`stream ${stream}: maximum messages exceeded (code 10077)`);
   });
 
   it('refuses a stream with no_ack at connect, naming it', async () => {

@@ -2,7 +2,7 @@
  * NATS JetStream for tests through the NATS client only, never through the broker under
  * test: stream declarations / clean-up, and an independent ordered consumer.
  */
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { connect, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import type { Consumer, ReceivedMessage } from '../brokers/conformance.js';
 
@@ -33,7 +33,7 @@ export const createStream = (
   url: string,
   stream: string,
   subjects: string[],
-  limits: { max_msg_size?: number; no_ack?: boolean } = {},
+  limits: Partial<StreamConfig> = {},
 ) =>
   withConnection(url, async (nc) => {
     await (await jetstreamManager(nc)).streams.add({ name: stream, subjects, ...limits });

@@ -72,7 +72,7 @@ class NatsBroker implements EventBroker {
     }
     this.session = {
       nc,
-      acks: new PubAckInbox(nc, this.settings.timeoutMs),
+      acks: new PubAckInbox(nc, this.settings.timeoutMs, this.settings.stream),
       link,
       slots: new Slots(this.settings.maxInFlight),
       running: new Set(),

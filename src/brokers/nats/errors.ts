@@ -16,6 +16,7 @@ import {
 import { errorMessage } from '../../common/errors.js';
 import type { PublishResult } from '../broker.js';
 import { tlsRefusal } from '../tls-refusal.js';
+import { ForeignReplyError } from './pub-acks.js';
 import type { NatsSettings } from './settings.js';
 import { captures } from './subjects.js';
 import type { Link, PublishRun } from './transport.js';
@@ -24,6 +25,13 @@ import type { Link, PublishRun } from './transport.js';
  * How one message ended: a result for the dispatcher, "the server is unreachable", or
  * "the server does not permit what publishing needs" (a setting to fix, for every message).
  */
+/**
+ * JetStream API errors about the stream's or the server's state, not the message: 10077
+ * the store refused it (full, with discard new: maximum messages or bytes), 10023
+ * insufficient resources, 10008 JetStream temporarily unavailable (all status 503).
+ */
+const streamStateCodes = new Set([10077, 10023, 10008]);
+
 export type Outcome = PublishResult | { unavailable: string } | { forbidden: string };
 
 /**
@@ -65,6 +73,15 @@ export async function classifyPublishError(
     return {
       unavailable: `no stream captures subject ${subject} (stream ${stream} deleted or without a leader)`,
     };
+  }
+  if (causedBy(error, ForeignReplyError)) {
+    // Not the event's fault: it waits, its aggregate with it, until the stream answers.
+    return { unavailable: `${subject}: ${reason}` };
+  }
+  if (api && streamStateCodes.has(api.code)) {
+    // The stream full (discard new), or the server out of resources: no event is at
+    // fault, and counting attempts would dead-letter the backlog while it lasts.
+    return { unavailable: `stream ${stream}: ${api.message} (code ${api.code})` };
   }
   if (api) {
     // 10054: larger than the stream's max_msg_size; 10097: headers over the 64 KiB

@@ -14,8 +14,17 @@ import {
 
 /** A JetStream PubAck: `{ stream, seq, duplicate? }`, or `{ error: { code, err_code, description } }`. */
 interface PubAck {
-  stream?: string;
+  stream?: unknown;
+  seq?: unknown;
   error?: { code: number; err_code: number; description: string };
+}
+
+/**
+ * A reply to a publish that is no PubAck of the stream: something else answers on the
+ * stream's subjects (a service, a bridge), and the stream may not have stored the message.
+ */
+export class ForeignReplyError extends Error {
+  override name = 'ForeignReplyError';
 }
 
 interface AckWaiter {
@@ -49,6 +58,8 @@ export class PubAckInbox {
   constructor(
     private readonly nc: NatsConnection,
     private readonly timeoutMs: number,
+    /** The stream whose PubAck alone settles a message. */
+    private readonly stream: string,
   ) {
     void this.watch();
   }
@@ -99,16 +110,25 @@ export class PubAckInbox {
       waiter.reject(new NoRespondersError(waiter.subject));
       return;
     }
-    let ack: PubAck;
+    let ack: PubAck | undefined;
     try {
       ack = JSON.parse(decoder.decode(msg.data)) as PubAck;
-    } catch (parseError) {
-      waiter.reject(parseError as Error);
-      return;
+    } catch {
+      ack = undefined;
     }
-    if (ack.error) waiter.reject(new JetStreamApiError(ack.error));
-    else if (ack.stream === '') waiter.reject(new JetStreamError('invalid ack response'));
-    else waiter.resolve();
+    if (ack?.error) waiter.reject(new JetStreamApiError(ack.error));
+    else if (ack?.stream === '') waiter.reject(new JetStreamError('invalid ack response'));
+    else if (ack?.stream === this.stream && typeof ack.seq === 'number') waiter.resolve();
+    else waiter.reject(new ForeignReplyError(this.foreign(ack)));
+  }
+
+  /** What answered instead of the stream's PubAck, for the reason. */
+  private foreign(ack: PubAck | undefined): string {
+    const what =
+      typeof ack?.stream === 'string'
+        ? `a PubAck of stream "${ack.stream.slice(0, 100)}", not of ${this.stream}`
+        : 'a reply that is no PubAck';
+    return `${what}: something other than stream ${this.stream} answers on its subjects, and the message may not be stored`;
   }
 
   private arm(): NodeJS.Timeout | undefined {
