@@ -407,6 +407,12 @@ describe("the events' own data where a secret's text occurs in it", () => {
       expect(listed.stdout).toContain(`lesson/${SECRET}-lesson-1`);
       expect(listed.stdout).toContain('refused: ***');
       expect(listed.stdout).not.toContain(`refused: ${SECRET}`);
+      // Grouped by error, in text: masked too, and `--error` takes the error as shown.
+      const groups = await cli(['dead', 'groups']);
+      expect(groups.stdout).toContain('refused: ***');
+      expect(groups.stdout).not.toContain(`refused: ${SECRET}`);
+      const byShownError = await cli(['dead', 'list', '--json', '--error', 'refused: ***']);
+      expect((JSON.parse(byShownError.stdout) as unknown[]).length).toBe(1);
 
       const { cli: ui, base } = await startConsole(data.schema, [
         '--database-url',

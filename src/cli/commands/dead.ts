@@ -250,8 +250,8 @@ function groupsCommand(): Command {
             return 0;
           }
           const lines = groups.map((g) =>
-            // The error whole: `dead retry --error` takes it exactly as shown.
-            [String(g.count), clip(g.eventType), g.firstDeadAt, g.lastDeadAt, g.error]
+            // The error whole, secrets masked: `dead retry --error` takes it as shown.
+            [String(g.count), clip(g.eventType), g.firstDeadAt, g.lastDeadAt, scrubSecrets(g.error)]
               .map(escapeControl)
               .join('  '),
           );
@@ -260,7 +260,7 @@ function groupsCommand(): Command {
           const altered = groups.some(
             (g) =>
               escapeControl(clip(g.eventType)) !== g.eventType ||
-              escapeControl(g.error) !== g.error,
+              escapeControl(scrubSecrets(g.error)) !== scrubSecrets(g.error),
           );
           process.stderr.write(
             `${counted(groups.length, 'group')} (count, event type, first and last dead-lettered, error); retry one with: dead retry --event-type <type> --error <error>${altered ? ' (a type or error shown escaped or cut is not its text: take it from --json)' : ''}\n`,
