@@ -154,8 +154,9 @@ async function act(
 /**
  * Asks the running consumer to hand the matching dead letters to its handler again (it
  * looks every few seconds); each is deleted once handled, or parked anew with the new
- * reason. A retried event skips the inbox's stale check: the operator chose to apply it.
- * Returns their event ids (the dead letter's id for a message without one).
+ * reason; one being handled already is left to that. An event parked as stale skips the
+ * inbox's stale check when retried: the operator chose to apply it. Returns their event
+ * ids (the dead letter's id for a message without one).
  */
 export function retryConsumerDeadLetters(
   db: Executor,

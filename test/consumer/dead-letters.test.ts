@@ -269,6 +269,45 @@ describe('consumer dead letters', () => {
     }
   });
 
+  it('a retry asked for again while the consumer handles it is handled once', async () => {
+    const name = 'twice-asked';
+    const event = quiz(randomUUID());
+    let mode: 'fail' | 'hang' = 'fail';
+    let unhang: () => void = () => {};
+    const calls: string[] = [];
+    const consumer = await consumeQuizzes(url, name, pg, {
+      maxAttempts: 1,
+      deadLetterRetryPollMs: 100,
+      handler: async (received) => {
+        if (received.id !== event.id) return;
+        if (mode === 'fail') throw new Error('not yet');
+        calls.push(received.id);
+        if (calls.length === 1) await new Promise<void>((resolve) => (unhang = resolve));
+      },
+    });
+    try {
+      await publish(event);
+      await waitFor('parked', () => consumer.stats.parked === 1, { timeoutMs: 20_000 });
+      mode = 'hang';
+      expect((await cli('dead', 'retry', event.id, '--consumer', name)).code).toBe(0);
+      await waitFor('the retry taken', () => calls.length === 1);
+      expect((await cli('dead', 'retry', event.id, '--consumer', name)).code).toBe(0);
+      // Long enough for the consumer to take it again (it looks every 100 ms).
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      unhang();
+      await waitFor('the dead letter gone', async () => {
+        const list = await cli('dead', 'list', '--consumer', name, '--json');
+        return JSON.parse(list.stdout).length === 0;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(calls).toEqual([event.id]);
+    } finally {
+      unhang();
+      await consumer.stop();
+      await withAmqpChannel((channel) => channel.deleteQueue(`${exchange}.${name}`));
+    }
+  });
+
   it('a retry taken by a consumer that died is taken again after 15 minutes', async () => {
     const failing = await parkedFailing();
     broken = new Set();

@@ -89,7 +89,11 @@ ORDER BY c.dead_at, c.id LIMIT $7`,
     consumerDeadLetterShow: `SELECT ${COLUMNS}, headers::text AS headers, body FROM ${table} c WHERE ${WHERE}
 ORDER BY c.dead_at, c.id`,
 
-    consumerDeadLetterRetry: `UPDATE ${table} SET retry_requested_at = now() WHERE ${WHERE}
+    // One the consumer has taken and is handling stays as it is: asked for again, it
+    // would be taken again and handed to the handler a second time.
+    consumerDeadLetterRetry: `UPDATE ${table}
+SET retry_requested_at = CASE WHEN retry_taken_at IS NULL THEN now() ELSE retry_requested_at END
+WHERE ${WHERE}
 RETURNING coalesce(event_id, id::text) AS id`,
 
     consumerDeadLetterDiscard: `DELETE FROM ${table} WHERE ${WHERE}
