@@ -245,6 +245,34 @@ describe('dead letters', () => {
     expect(await statusJson()).toMatchObject({ pending: 0, deadLetters: 0 });
   });
 
+  it('retry of two dead letters of one id moves the earlier and leaves the later', async () => {
+    const [twice] = await enqueue([lesson(randomUUID(), 'Ratios')]);
+    await drain(() => true);
+    // The id written again once the first was dead-lettered, and dead-lettered too: a
+    // retry that matched both failed on the outbox's key, and every other with them.
+    await enqueue([{ ...lesson(randomUUID(), 'Ratios, again'), id: twice as string }]);
+    const [other] = await enqueue([quiz(randomUUID())]);
+    await drain(() => true);
+    expect((await statusJson()).deadLetters).toBe(3);
+
+    const all = await cli('dead', 'retry', '--all');
+    expect(all.code).toBe(1);
+    expect(all.stdout.trim().split('\n').sort()).toEqual([twice, other].sort());
+    expect(all.stderr).toContain(
+      `left as dead letters, an event in the outbox having the same id (retry once it is published, or discard): ${twice}`,
+    );
+    expect(await statusJson()).toMatchObject({ pending: 2, deadLetters: 1 });
+    const { rows } = await t.db.query<{ title: string }>(
+      `SELECT payload->>'title' AS title FROM "${t.schema}".outbox WHERE id = $1`,
+      [twice],
+    );
+    expect(rows).toEqual([{ title: 'Ratios' }]);
+    await drain(() => false);
+    expect((await cli('dead', 'retry', twice as string)).code).toBe(0);
+    await drain(() => false);
+    expect(await statusJson()).toMatchObject({ pending: 0, deadLetters: 0 });
+  });
+
   it('retry leaves a dead letter whose id is back in the outbox, and retries the others', async () => {
     const [taken, other] = await enqueue([lesson(randomUUID(), 'Ratios'), quiz(randomUUID())]);
     await drain(() => true);

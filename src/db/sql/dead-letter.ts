@@ -105,9 +105,12 @@ FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
 
     // A dead letter whose id is back in the outbox (a new event given the same id) stays:
     // moving it would fail the statement on the id's unique key, and every retry with it.
+    // So does one whose id an earlier dead letter has (an id written again, dead-lettered
+    // twice): the earlier goes first, and the later is left as its id is then taken.
     deadLetterRetry: `WITH moved AS (
   DELETE FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
     AND NOT EXISTS (SELECT 1 FROM ${s}.outbox o WHERE o.id = d.id)
+    AND NOT EXISTS (SELECT 1 FROM ${s}.outbox_dead_letter e WHERE e.id = d.id AND e.seq < d.seq)
   RETURNING seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
 )
 INSERT INTO ${s}.outbox (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
@@ -116,7 +119,8 @@ FROM moved ORDER BY seq
 RETURNING id::text AS id`,
 
     deadLetterIdTaken: `SELECT d.id::text AS id FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
-  AND EXISTS (SELECT 1 FROM ${s}.outbox o WHERE o.id = d.id)
+  AND (EXISTS (SELECT 1 FROM ${s}.outbox o WHERE o.id = d.id)
+    OR EXISTS (SELECT 1 FROM ${s}.outbox_dead_letter e WHERE e.id = d.id AND e.seq < d.seq))
 ORDER BY d.seq`,
 
     deadLetterDiscard: `DELETE FROM ${s}.outbox_dead_letter WHERE ${WHERE} RETURNING id::text AS id`,
