@@ -161,6 +161,8 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private reason: string | undefined;
   private readonly queues: AggregateQueues;
   private readonly inFlight = new Set<Delivery>();
+  /** The reasons a message was skipped for, each logged once (sayFirstSkip). */
+  private readonly skipReasons = new Set<string>();
   private readonly definitions: Map<string, AnyEventDefinition>;
   private source: MessageSource | undefined;
   private lease: DatabaseSession | undefined;
@@ -908,12 +910,33 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private async skip(work: Work, rejected: RejectedMessage): Promise<void> {
     if (!this.current(work)) return this.forget(work);
     this.stats.skipped++;
+    this.sayFirstSkip(rejected);
     await this.settle(work);
     this.emit('skipped', {
       origin: work.delivery.origin,
       type: rejected.fields?.type,
       reason: rejected.message,
     });
+  }
+
+  /**
+   * One log line for the first message skipped for each reason: a type routed under
+   * another aggregate type than its definition's (most likely a definition that misnames
+   * it: every such event is skipped) as a warning, a type not handled as information.
+   */
+  private sayFirstSkip(rejected: RejectedMessage): void {
+    if (this.skipReasons.has(rejected.message) || this.skipReasons.size >= 100) return;
+    this.skipReasons.add(rejected.message);
+    const { logger, consumer } = this.settings;
+    const line = { consumer, reason: rejected.message };
+    if (rejected.otherAggregate) {
+      logger.warn(
+        line,
+        "skipping its events (onUnknownType: 'skip'): check the definition's aggregateType against the producer's; counted in stats.skipped",
+      );
+    } else {
+      logger.info(line, "skipping events of a type not handled (onUnknownType: 'skip')");
+    }
   }
 
   private async settle(work: Work): Promise<void> {

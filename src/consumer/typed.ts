@@ -10,6 +10,8 @@ export class RejectedMessage extends Error {
     readonly kind: 'invalid' | 'unknown',
     message: string,
     readonly fields: ParkedFields | undefined,
+    /** A type this consumer handles, routed under another aggregate type than its definition's. */
+    readonly otherAggregate = false,
   ) {
     super(message);
   }
@@ -56,6 +58,7 @@ export function toConsumedEvent(
       'unknown',
       `event type "${cloudEvent.type}" of aggregate type "${routed}" is not one this consumer handles (it handles "${cloudEvent.type}" of "${definition.aggregateType}")`,
       fields,
+      true,
     );
   }
   let data: unknown;

@@ -703,6 +703,56 @@ export function consumerConformance(harness: ConsumerHarness): void {
       expect(consumer.stats.parked).toBe(harness.deliversOtherAggregateTypes ? 2 : 0);
     });
 
+    it.runIf(harness.deliversOtherAggregateTypes)(
+      'skipping events of a handled type routed under another aggregate type says so once, as a warning',
+      async () => {
+        const t = await target();
+        const pupils = [1, 2].map(() => ({ ...quiz(randomUUID()), aggregateType: 'pupil' }));
+        const own = quiz(randomUUID());
+        const warnings: { reason: string | undefined; message: string }[] = [];
+        const handled: string[] = [];
+        const consumer = await consume({
+          broker: t.url,
+          consumer: named(t, 'skip-said'),
+          database: pg.db,
+          schema: pg.schema,
+          // The definition says quiz; the producer's pupils' quiz-submitted are skipped. A
+          // pupil's own event type too: the consumer reads the pupil's topic (Kafka).
+          events: [
+            QuizSubmitted,
+            defineEvent({
+              type: 'pupil-joined',
+              aggregateType: 'pupil',
+              schema: z.object({ pupil_id: z.string() }),
+              aggregateId: (payload) => payload.pupil_id,
+            }),
+          ],
+          logger: {
+            debug: () => {},
+            info: () => {},
+            error: () => {},
+            warn: (fields: { reason?: string }, message: string) =>
+              warnings.push({ reason: fields.reason, message }),
+          },
+          handler: (event) => {
+            handled.push(event.id);
+          },
+        });
+        consumers.push(consumer);
+        await publish(t.url, [...pupils, own]);
+        await waitFor('the quiz handled', () => handled.length > 0, { timeoutMs: 30_000 });
+        await waitFor('both skipped', () => consumer.stats.skipped === 2, { timeoutMs: 30_000 });
+        expect(warnings.filter((w) => w.message.startsWith('skipping its events'))).toEqual([
+          {
+            reason:
+              'event type "quiz-submitted" of aggregate type "pupil" is not one this consumer handles (it handles "quiz-submitted" of "quiz")',
+            message:
+              "skipping its events (onUnknownType: 'skip'): check the definition's aggregateType against the producer's; counted in stats.skipped",
+          },
+        ]);
+      },
+    );
+
     it('parks what the inbox cannot keep (a NUL, 3,000 characters) and goes on with the aggregate', async () => {
       const t = await target();
       const aggregate = randomUUID();
