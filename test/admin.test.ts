@@ -318,6 +318,41 @@ describe('dead letters', () => {
     expect(broker.messages.map((m) => m.id)).toEqual(ids);
   });
 
+  it("purge under 'hold' releases the events held behind a purged dead letter at once", async () => {
+    const aggregate = randomUUID();
+    const ids = await enqueue([lesson(aggregate, 'part 1'), lesson(aggregate, 'part 2')]);
+    const first = ids[0] as string;
+    const broker = new MemoryBroker({
+      onPublish: (message) =>
+        message.id === first ? { ok: false, error: 'refused by test', permanent: true } : undefined,
+    });
+    const dispatcher = createDispatcher({
+      db: t.db,
+      schema: t.schema,
+      broker,
+      maxAttempts: 1,
+      onDeadLetter: 'hold',
+    });
+    await dispatcher.start();
+    try {
+      await waitFor('dead-lettered', async () => (await statusJson()).deadLetters === 1);
+      // Idle now: its next full look is 30 s away.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect(broker.messages).toEqual([]);
+      await t.db.query(
+        `UPDATE "${t.schema}".outbox_dead_letter SET dead_at = now() - interval '2 minutes'`,
+      );
+      const purge = await cli('purge', '--older-than', '1m');
+      expect(purge.code, purge.stderr).toBe(0);
+      await waitFor('the held event published', () => broker.messages.length === 1, {
+        timeoutMs: 5_000,
+      });
+      expect(broker.messages.map((m) => m.id)).toEqual([ids[1]]);
+    } finally {
+      await dispatcher.stop();
+    }
+  });
+
   it('discard deletes only what the filter names; a bare retry or discard is refused', async () => {
     const [lessonId, quizId] = await enqueue([lesson(randomUUID(), 'Angles'), quiz(randomUUID())]);
     await drain(() => true);

@@ -214,9 +214,8 @@ export async function retryDeadLetters(
     const { rows } = await tx.query<{ id: string }>(sql.deadLetterRetry, filterValues(stored));
     return rows.map((row) => row.id);
   });
-  // Committed: now wake the dispatchers (a failure here only delays the publish until
-  // their next full look, 30 s at most).
-  if (ids.length > 0) await db.query(sql.deadLetterWake).catch(() => {});
+  // Committed: now wake the dispatchers.
+  if (ids.length > 0) await wake(db, schema);
   return ids;
 }
 
@@ -248,10 +247,9 @@ export async function discardDeadLetters(
   const sql = statements(schema);
   const stored = await withStoredError(db, schema, filter);
   const { rows } = await db.query<{ id: string }>(sql.deadLetterDiscard, filterValues(stored));
-  // Under `hold` the later events of these aggregates wait for them: wake the dispatchers
-  // as a retry does (else they go out at the next full look, 30 s at most). With `db` in
+  // Under `hold` the later events of these aggregates wait for them. With `db` in
   // autocommit the delete has committed by now.
-  if (rows.length > 0) await db.query(sql.deadLetterWake).catch(() => {});
+  if (rows.length > 0) await wake(db, schema);
   return rows.map((row) => row.id);
 }
 
@@ -270,10 +268,22 @@ export async function purgeDeadLetters(
   batchSize = DEAD_LETTER_PURGE_BATCH,
 ): Promise<number> {
   const sql = statements(schema);
-  return deleteInBatches(batchSize, async (limit) => {
+  const purged = await deleteInBatches(batchSize, async (limit) => {
     const { rows } = await db.query(sql.deadLetterPurge, [isoWithMicros(before), limit]);
     return rows.length;
   });
+  // A purge discards: under `hold` the later events of these aggregates go out now.
+  if (purged > 0) await wake(db, schema);
+  return purged;
+}
+
+/**
+ * Wakes the dispatchers after dead letters left (a retry, a discard, a purge): the later
+ * events `hold` kept back go out at once, not at the next full look (30 s at most). A
+ * failure here only delays them until then.
+ */
+async function wake(db: Executor, schema: string): Promise<void> {
+  await db.query(statements(schema).deadLetterWake).catch(() => {});
 }
 
 /**
@@ -290,7 +300,7 @@ export async function purgeDeadLettersAsJanitor(
 ): Promise<number> {
   const sql = statements(schema);
   const key = deadLetterJanitorLockKey(schema);
-  return deleteInBatches(DEAD_LETTER_PURGE_BATCH, (limit) =>
+  const purged = await deleteInBatches(DEAD_LETTER_PURGE_BATCH, (limit) =>
     shouldStop()
       ? Promise.resolve(undefined)
       : db.transaction(async (tx) => {
@@ -302,4 +312,6 @@ export async function purgeDeadLettersAsJanitor(
           return rows.length;
         }),
   );
+  if (purged > 0) await wake(db, schema);
+  return purged;
 }

@@ -45,7 +45,7 @@ export const dispatcherSettings = {
     min: 10,
     max: 3_600_000,
     description:
-      'claim from the start this often whatever the wake-up says (retries coming due, anything missed)',
+      'claim from the start this often while retries are coming due, whatever the wake-up says (idle, every 30 s at least)',
   },
   maxAttempts: {
     flag: 'max-attempts',
