@@ -20,6 +20,7 @@ import {
   type OutboxEvent,
   pgDatabase,
   QuizSubmitted,
+  retryDeadLetters,
 } from '../src/index.js';
 import { killChildren, runCli } from './helpers/cli.js';
 import { createPgTestSchema, PG_URL, type TestSchema } from './helpers/db.js';
@@ -318,6 +319,29 @@ describe('dead letters', () => {
     expect(broker.messages.map((m) => m.id)).toEqual(ids);
   });
 
+  it('retry moves a selection larger than a batch in batches, lowest seq first, every one', async () => {
+    const [a, b] = [randomUUID(), randomUUID()];
+    const ids = await enqueue(
+      [1, 2, 3, 4, 5].flatMap((n) => [lesson(a, `a ${n}`), lesson(b, `b ${n}`)]),
+    );
+    await drain(() => true);
+    const batches: number[] = [];
+    const counting = {
+      ...t.db,
+      transaction: <T>(fn: Parameters<typeof t.db.transaction<T>>[0]) =>
+        t.db.transaction<T>(async (tx) => {
+          batches.push(batches.length);
+          return fn(tx);
+        }),
+    };
+    const retried = await retryDeadLetters(counting, t.schema, {}, { all: true, batchSize: 3 });
+    expect(retried).toEqual(ids);
+    // 10 dead letters, 3 at a time: 3, 3, 3, 1.
+    expect(batches).toHaveLength(4);
+    const broker = await drain(() => false);
+    expect(broker.messages.map((m) => m.id)).toEqual(ids);
+  });
+
   it("purge under 'hold' releases the events held behind a purged dead letter at once", async () => {
     const aggregate = randomUUID();
     const ids = await enqueue([lesson(aggregate, 'part 1'), lesson(aggregate, 'part 2')]);
@@ -487,7 +511,7 @@ describe('dead letters', () => {
     expect(await plan(sql.deadLetterShow, byId)).toContain(
       '"Index Name":"outbox_dead_letter_id_idx"',
     );
-    expect(await plan(sql.deadLetterRetry, byId)).toContain(
+    expect(await plan(sql.deadLetterRetry, [...byId, 5000])).toContain(
       '"Index Name":"outbox_dead_letter_id_idx"',
     );
     const all = [null, null, null, null, null, null, null, null];

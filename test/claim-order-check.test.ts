@@ -184,7 +184,17 @@ it('an open restore announces its partition as bounded, as an open writer does',
   const restorer = await client();
   await restorer.query('BEGIN');
   await restorer.query(sql.deadLetterKeepSeq);
-  await restorer.query(sql.deadLetterRetry, [`{${id}}`, null, null, null, null, null, null, null]);
+  await restorer.query(sql.deadLetterRetry, [
+    `{${id}}`,
+    null,
+    null,
+    null,
+    null,
+    null,
+    null,
+    null,
+    1,
+  ]);
   const bounded = await t.db.transaction(async (tx) => {
     await tx.query(sql.outboxWriteLastSeq);
     const { rows } = await tx.query<{ bounded: string }>(sql.outboxWriteBounds);

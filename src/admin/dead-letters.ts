@@ -194,29 +194,40 @@ export async function showDeadLetter(
   };
 }
 
+/** Dead letters moved back per transaction by `retryDeadLetters`. */
+export const DEAD_LETTER_RETRY_BATCH = 5000;
+
 /**
- * Moves the matching dead letters back into the outbox, in one transaction, under their
- * original seq and with their attempts reset: they are published again (before the later
- * events of their aggregate that `onDeadLetter: 'hold'` kept back). Returns their ids.
- * One whose id an outbox row now has stays a dead letter (deadLettersWithIdTaken).
+ * Moves the matching dead letters back into the outbox under their original seq and with
+ * their attempts reset: they are published again (before the later events of their
+ * aggregate that `onDeadLetter: 'hold'` kept back). In transactions of `batchSize`, the
+ * lowest seq first, so each aggregate's go back in order and a large retry neither runs
+ * one long statement nor holds back publishing meanwhile; the dispatchers are woken after
+ * each. Returns their ids. One whose id an outbox row now has stays a dead letter
+ * (deadLettersWithIdTaken).
  */
 export async function retryDeadLetters(
   db: Database,
   schema: string,
   filter: DeadLetterFilter,
-  options: { all?: boolean } = {},
+  options: { all?: boolean; batchSize?: number } = {},
 ): Promise<string[]> {
   assertNarrowed(filter, options.all === true, 'retry');
   const sql = statements(schema);
-  const stored = await withStoredError(db, schema, filter);
-  const ids = await db.transaction(async (tx) => {
-    await tx.query(sql.deadLetterKeepSeq);
-    const { rows } = await tx.query<{ id: string }>(sql.deadLetterRetry, filterValues(stored));
-    return rows.map((row) => row.id);
-  });
-  // Committed: now wake the dispatchers.
-  if (ids.length > 0) await wake(db, schema);
-  return ids;
+  const stored = filterValues(await withStoredError(db, schema, filter));
+  const limit = options.batchSize ?? DEAD_LETTER_RETRY_BATCH;
+  const ids: string[] = [];
+  for (;;) {
+    const moved = await db.transaction(async (tx) => {
+      await tx.query(sql.deadLetterKeepSeq);
+      const { rows } = await tx.query<{ id: string }>(sql.deadLetterRetry, [...stored, limit]);
+      return rows.map((row) => row.id);
+    });
+    ids.push(...moved);
+    // Committed: now wake the dispatchers.
+    if (moved.length > 0) await wake(db, schema);
+    if (moved.length < limit) return ids;
+  }
 }
 
 /**

@@ -36,8 +36,8 @@ export interface DeadLetterStatements {
    */
   deadLetterWake: string;
   /**
-   * The filter: moves the dead letters back into the outbox under their seq, all but those
-   * whose id an outbox row has; their ids.
+   * The filter, $9 limit: moves up to $9 of the dead letters back into the outbox under
+   * their seq, the lowest first, all but those whose id an outbox row has; their ids.
    */
   deadLetterRetry: string;
   /** The filter: the ids of the dead letters an outbox row shares its id with. */
@@ -107,11 +107,16 @@ FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
     // moving it would fail the statement on the id's unique key, and every retry with it.
     // So does one whose id an earlier dead letter has (an id written again, dead-lettered
     // twice): the earlier goes first, and the later is left as its id is then taken.
-    deadLetterRetry: `WITH moved AS (
-  DELETE FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
+    // In batches by seq, each its own transaction: an aggregate's dead letters go back in
+    // its order, and no batch holds back the partitions it writes to for long.
+    deadLetterRetry: `WITH picked AS (
+  SELECT seq FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
     AND NOT EXISTS (SELECT 1 FROM ${s}.outbox o WHERE o.id = d.id)
     AND NOT EXISTS (SELECT 1 FROM ${s}.outbox_dead_letter e WHERE e.id = d.id AND e.seq < d.seq)
-  RETURNING seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
+  ORDER BY seq LIMIT $9 FOR UPDATE
+), moved AS (
+  DELETE FROM ${s}.outbox_dead_letter d USING picked WHERE d.seq = picked.seq
+  RETURNING d.seq, d.id, d.aggregate_type, d.aggregate_id, d.event_type, d.payload, d.headers, d.occurred_at
 )
 INSERT INTO ${s}.outbox (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
 SELECT seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
