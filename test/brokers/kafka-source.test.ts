@@ -494,6 +494,19 @@ describe('kafka message source', () => {
       // It leaves: the partition is this member's at the rebalance, the group with no offset.
       await leave(earlier);
       await waitFor('the partition', () => assigned().length === 1, { timeoutMs: 30_000 });
+      // Its start in the group: the stream pins at its 'offsets', which may come after the
+      // assignment shows (a message published before would be before `latest`).
+      const topic = `${name}.lesson`;
+      await waitFor(
+        'the start pinned',
+        async () => {
+          const committed = await client.listCommittedOffsets({
+            topics: [{ topic, partitions: assigned() }],
+          });
+          return (committed.get(topic)?.[0] ?? -1n) >= 0n;
+        },
+        { timeoutMs: 30_000 },
+      );
       await (member as unknown as { pinning: Promise<void> }).pinning;
       const unacked = await publishSeries(broker, 2);
       await waitFor('the messages', () => first.deliveries.length === 2, { timeoutMs: 30_000 });
