@@ -493,6 +493,26 @@ describe('nats broker', () => {
     expect(String(error)).toContain(`stream ${stream}: maximum messages exceeded (code 10077)`);
   });
 
+  it("a subject at its own limit (discard new per subject) fails that subject's event only", async () => {
+    const { broker, stream, prefix } = fresh();
+    await createStream(SHARED_URL, stream, [`${prefix}.>`], {
+      max_msgs_per_subject: 1,
+      discard: DiscardPolicy.New,
+      discard_new_per_subject: true,
+    });
+    await broker.connect();
+    expect(await broker.publish([message()])).toEqual([{ ok: true }]);
+    const quizEvent = message({ aggregateType: 'quiz', eventType: 'quiz-submitted' });
+    expect(await broker.publish([message(), quizEvent])).toEqual([
+      {
+        ok: false,
+        permanent: false,
+        error: `stream ${stream}: maximum messages per subject exceeded (code 10077)`,
+      },
+      { ok: true },
+    ]);
+  });
+
   it('refuses a stream with no_ack at connect, naming it', async () => {
     const { broker, stream, prefix } = fresh();
     await createStream(SHARED_URL, stream, [`${prefix}.>`], { no_ack: true });

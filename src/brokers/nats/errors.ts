@@ -26,11 +26,18 @@ import type { Link, PublishRun } from './transport.js';
  * "the server does not permit what publishing needs" (a setting to fix, for every message).
  */
 /**
- * JetStream API errors about the stream's or the server's state, not the message: 10077
- * the store refused it (full, with discard new: maximum messages or bytes), 10023
- * insufficient resources, 10008 JetStream temporarily unavailable (all status 503).
+ * JetStream API errors about the server's state, not the message: 10023 insufficient
+ * resources, 10008 JetStream temporarily unavailable (both status 503).
  */
-const streamStateCodes = new Set([10077, 10023, 10008]);
+const serverStateCodes = new Set([10023, 10008]);
+
+/**
+ * The store refused the message (10077) because the whole stream is full, with discard
+ * new: every message would be refused alike. Not a subject's own limit (`maximum messages
+ * per subject exceeded`), which refuses that subject's events only.
+ */
+const streamFull = (api: JetStreamApiError) =>
+  api.code === 10077 && /^maximum (messages|bytes) exceeded$/.test(api.message);
 
 export type Outcome = PublishResult | { unavailable: string } | { forbidden: string };
 
@@ -78,7 +85,7 @@ export async function classifyPublishError(
     // Not the event's fault: it waits, its aggregate with it, until the stream answers.
     return { unavailable: `${subject}: ${reason}` };
   }
-  if (api && streamStateCodes.has(api.code)) {
+  if (api && (serverStateCodes.has(api.code) || streamFull(api))) {
     // The stream full (discard new), or the server out of resources: no event is at
     // fault, and counting attempts would dead-letter the backlog while it lasts.
     return { unavailable: `stream ${stream}: ${api.message} (code ${api.code})` };
