@@ -327,6 +327,28 @@ describe('consumer dead letters', () => {
     await waitFor('applied', () => applied.includes(failing.id), { timeoutMs: 10_000 });
   });
 
+  it('a retry whose consumer died is taken up at once when asked for again', async () => {
+    const failing = await parkedFailing();
+    broken = new Set();
+    const table = `"${pg.schema}".consumer_dead_letter`;
+    // Taken a minute ago by a consumer still keeping it: asked again, left to it.
+    await pg.db.query(
+      `UPDATE ${table} SET retry_requested_at = NULL, retry_taken_at = now() - interval '1 minute'
+       WHERE event_id = $1`,
+      [failing.id],
+    );
+    expect((await cli('dead', 'retry', failing.id, '--consumer', NAME)).code).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(applied).not.toContain(failing.id);
+    // Not kept for three minutes: its consumer died (SIGKILL) while handling it.
+    await pg.db.query(
+      `UPDATE ${table} SET retry_taken_at = now() - interval '3 minutes' WHERE event_id = $1`,
+      [failing.id],
+    );
+    expect((await cli('dead', 'retry', failing.id, '--consumer', NAME)).code).toBe(0);
+    await waitFor('applied', () => applied.includes(failing.id), { timeoutMs: 10_000 });
+  });
+
   it('a stale event is parked, and a retry applies it after all', async () => {
     const aggregate = randomUUID();
     const older = quiz(aggregate);
