@@ -69,9 +69,11 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
   const pgClient =
     client !== null && typeof client === 'object' && isPgClient(client) ? client : undefined;
   // pg-pool gives a connection a `release` of its own at every checkout: one other than
-  // the session's first seen means the connection went back to the pool and out again.
-  if (pgClient && !checkouts.has(session)) checkouts.set(session, checkoutOf(pgClient));
-  const lentAgain = () => pgClient !== undefined && checkouts.get(session) !== checkoutOf(pgClient);
+  // the transaction's first seen means the connection went back to the pool and out
+  // again. By the tx, new at each transaction (a session may outlive one: drizzle() of a
+  // PoolClient checked out again).
+  if (pgClient && !checkouts.has(tx)) checkouts.set(tx, checkoutOf(pgClient));
+  const lentAgain = () => pgClient !== undefined && checkouts.get(tx) !== checkoutOf(pgClient);
   const ended = () =>
     adapterNotInTransaction(
       'fromDrizzle',
@@ -111,7 +113,7 @@ export function fromDrizzle(tx: DrizzleLike, options: AdapterOptions = {}): Exec
   };
 }
 
-/** The pool checkout of node-postgres's connection each Drizzle session was first seen in. */
+/** The pool checkout of node-postgres's connection each Drizzle transaction was first seen in. */
 const checkouts = new WeakMap<object, unknown>();
 
 /** A PoolClient's checkout (its `release`, new at each); undefined for a plain Client. */

@@ -155,6 +155,35 @@ describe.each(drivers)('edupulse-outbox/drizzle on $name', (driver) => {
     },
   );
 
+  // drizzle() of a PoolClient keeps one session across the client's checkouts: each
+  // transaction is judged by its own first checkout, not the session's.
+  it.runIf(driver.name === 'node-postgres')(
+    'drizzle() of a PoolClient checked out again writes in its new transactions',
+    async () => {
+      const pool = new pg.Pool({ connectionString: PG_URL, max: 1 });
+      try {
+        const outbox = createOutbox({ schema: test.schema });
+        const client = await pool.connect();
+        const db = drizzlePg({ client }) as unknown as DrizzleDb;
+        await db.transaction(async (tx) => {
+          await fromDrizzle(tx).query('SELECT 1');
+        });
+        client.release();
+        const again = await pool.connect();
+        expect(again).toBe(client);
+        const event = QuizSubmitted.create(quiz());
+        try {
+          await db.transaction((tx) => outbox.enqueue(fromDrizzle(tx), event));
+        } finally {
+          again.release();
+        }
+        expect(await outboxIds(test)).toContain(event.id);
+      } finally {
+        await pool.end();
+      }
+    },
+  );
+
   it('a nested transaction (savepoint) rolled back takes its event with it', async () => {
     await test.db.query(`TRUNCATE "${test.schema}".outbox`);
     const outbox = createOutbox({ schema: test.schema });
