@@ -400,6 +400,13 @@ describe.each(drivers)('enqueue through $name', (driver) => {
       [{ ...valid(), occurredAt: new Date('0000-06-01T00:00:00Z') }, 'events[1].occurredAt'],
       // PostgreSQL rounds to the microsecond, into the year 10000; Date.parse cuts.
       [{ ...valid(), occurredAt: '9999-12-31T23:59:59.9999996Z' }, 'events[1].occurredAt'],
+      // Read as a double and rounded half to even: this one too.
+      [
+        { ...valid(), occurredAt: '9999-12-31T23:59:59.99999949999999999Z' },
+        'events[1].occurredAt',
+      ],
+      // Year 0000, which PostgreSQL refuses, though the rounding lands in 0001.
+      [{ ...valid(), occurredAt: '0000-12-31T23:59:59.9999996Z' }, 'events[1].occurredAt'],
       // A noncharacter past the first plane is as unsendable as U+FFFE.
       [{ ...valid(), aggregateId: 'a\u{1FFFE}' }, 'events[1].aggregateId'],
       // JSON.parse makes __proto__ a key; the parse would drop the header without a word.

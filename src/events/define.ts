@@ -101,18 +101,33 @@ const traceContext = (headers: Record<string, string>, ctx: z.RefinementCtx) => 
 /**
  * A time PostgreSQL stores and a CloudEvents time carries: the years 0001 to 9999. A text
  * time is compared as PostgreSQL stores it, rounded to the microsecond, where Date.parse
- * cuts it to the millisecond: 9999-12-31T23:59:59.9999996Z is the year 10000 there.
+ * cuts it to the millisecond: 9999-12-31T23:59:59.9999996Z is the year 10000 there. A
+ * year written 0000 PostgreSQL refuses whatever the offset makes of it.
  */
 const inTimeWindow = (value: Date | string) => {
+  if (typeof value === 'string' && value.startsWith('0000')) return false;
   const ms = value instanceof Date ? value.getTime() : Date.parse(value) + roundsUp(value);
   return ms >= EARLIEST_MS && ms <= LATEST_MS;
 };
 
-/** 1 when a text time's fraction, rounded to six digits, carries into the next millisecond. */
+/**
+ * 1 when a text time's fraction, as PostgreSQL reads it (a double, rounded half to even
+ * to the microsecond), reaches the next millisecond after the one Date.parse kept.
+ */
 function roundsUp(value: string): number {
   const fraction = /\.(\d+)/.exec(value)?.[1] ?? '';
   if (fraction.length <= 6) return 0;
-  return fraction.slice(3, 6) === '999' && fraction[6] !== undefined && fraction[6] >= '5' ? 1 : 0;
+  const micros = roundHalfEven(Number(`0.${fraction}`) * 1_000_000);
+  return Math.floor(micros / 1000) > Number(fraction.slice(0, 3)) ? 1 : 0;
+}
+
+/** C's rint: to the nearest whole number, a half to the even one. */
+function roundHalfEven(x: number): number {
+  const floor = Math.floor(x);
+  const diff = x - floor;
+  if (diff > 0.5) return floor + 1;
+  if (diff < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
 }
 
 /** The longest event type and aggregate type enqueue takes, in characters. */
