@@ -922,17 +922,24 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   /**
    * One log line for the first message skipped for each reason: a type routed under
    * another aggregate type than its definition's (most likely a definition that misnames
-   * it: every such event is skipped) as a warning, a type not handled as information.
+   * it: every such event is skipped) as a warning, a type not handled as information, an
+   * invalid message (`onInvalid: 'skip'`) once, whatever its reason. At most 100 reasons.
    */
   private sayFirstSkip(rejected: RejectedMessage): void {
-    if (this.skipReasons.has(rejected.message) || this.skipReasons.size >= 100) return;
-    this.skipReasons.add(rejected.message);
+    const key = rejected.kind === 'invalid' ? '\u0000invalid' : rejected.message;
+    if (this.skipReasons.has(key) || this.skipReasons.size >= 100) return;
+    this.skipReasons.add(key);
     const { logger, consumer } = this.settings;
     const line = { consumer, reason: rejected.message };
     if (rejected.otherAggregate) {
       logger.warn(
         line,
         "skipping its events (onUnknownType: 'skip'): check the definition's aggregateType against the producer's; counted in stats.skipped",
+      );
+    } else if (rejected.kind === 'invalid') {
+      logger.warn(
+        line,
+        "skipping an invalid message (onInvalid: 'skip'); further ones are counted in stats.skipped",
       );
     } else {
       logger.info(line, "skipping events of a type not handled (onUnknownType: 'skip')");
