@@ -260,7 +260,7 @@ describe('dead letters', () => {
     expect(all.code).toBe(1);
     expect(all.stdout.trim().split('\n').sort()).toEqual([twice, other].sort());
     expect(all.stderr).toContain(
-      `left as dead letters, an event in the outbox having the same id (retry once it is published, or discard): ${twice}`,
+      `left as dead letters, another event having the same id, in the outbox or as an earlier dead letter (retry once that one is published, or discard): ${twice}`,
     );
     expect(await statusJson()).toMatchObject({ pending: 2, deadLetters: 1 });
     const { rows } = await t.db.query<{ title: string }>(
@@ -286,12 +286,12 @@ describe('dead letters', () => {
     expect(all.code).toBe(1);
     expect(all.stdout.trim()).toBe(other);
     expect(all.stderr).toContain(
-      `left as dead letters, an event in the outbox having the same id (retry once it is published, or discard): ${taken}`,
+      `left as dead letters, another event having the same id, in the outbox or as an earlier dead letter (retry once that one is published, or discard): ${taken}`,
     );
     const byId = await cli('dead', 'retry', taken as string);
     expect(byId.code).toBe(1);
     expect(byId.stderr).toContain(
-      `having the same id (retry once it is published, or discard): ${taken}`,
+      `as an earlier dead letter (retry once that one is published, or discard): ${taken}`,
     );
     expect(byId.stderr).not.toContain('not among the dead letters');
     expect(await statusJson()).toMatchObject({ pending: 2, deadLetters: 1 });

@@ -203,8 +203,8 @@ export const DEAD_LETTER_RETRY_BATCH = 5000;
  * aggregate that `onDeadLetter: 'hold'` kept back). In transactions of `batchSize`, the
  * lowest seq first, so each aggregate's go back in order and a large retry neither runs
  * one long statement nor holds back publishing meanwhile; the dispatchers are woken after
- * each. Returns their ids. One whose id an outbox row now has stays a dead letter
- * (deadLettersWithIdTaken).
+ * each. Returns their ids. One whose id an outbox row or an earlier dead letter has
+ * stays a dead letter (deadLettersWithIdTaken).
  */
 export async function retryDeadLetters(
   db: Database,
@@ -231,9 +231,9 @@ export async function retryDeadLetters(
 }
 
 /**
- * The matching dead letters `retryDeadLetters` leaves where they are: an event now in the
- * outbox has the same id (written with it after the first was dead-lettered). Retry them
- * once that event is published, or discard them.
+ * The matching dead letters `retryDeadLetters` leaves where they are: another event has
+ * the same id (written with it after the first was dead-lettered), in the outbox or as an
+ * earlier dead letter. Retry them once that one is published, or discard them.
  */
 export async function deadLettersWithIdTaken(
   db: Executor,

@@ -101,7 +101,7 @@ interface Pending {
 export interface Outcome {
   text: string;
   touched: number;
-  /** Left where they were: an event in the outbox has the same id. */
+  /** Left where they were: another event, in the outbox or an earlier dead letter, has the same id. */
   left: number;
 }
 
@@ -137,7 +137,7 @@ export function Actions(props: {
       const left =
         idTaken.length === 0
           ? ''
-          : ` ${count(idTaken.length)} left: an event in the outbox has the same id (retry once it is published, or discard).`;
+          : ` ${count(idTaken.length)} left: another event has the same id, in the outbox or as an earlier dead letter (retry once that one is published, or discard).`;
       props.onDone({
         text: `${action === 'retry' ? 'Retried' : 'Discarded'} ${count(ids.length)} dead letter${plural}.${left}`,
         touched: ids.length,

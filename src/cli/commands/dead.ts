@@ -213,7 +213,7 @@ function bulkCommand(
               : [];
           if (taken.length > 0) {
             process.stderr.write(
-              `left as dead letters, an event in the outbox having the same id (retry once it is published, or discard): ${taken.join(', ')}\n`,
+              `left as dead letters, another event having the same id, in the outbox or as an earlier dead letter (retry once that one is published, or discard): ${taken.join(', ')}\n`,
             );
           }
           // Asked for ids that were not there: say so with the exit code, after the rest.
