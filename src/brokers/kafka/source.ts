@@ -349,7 +349,8 @@ class KafkaSource implements MessageSource {
         if (this.pinning === pinning) this.resumeStream('byPin');
       },
       (error: unknown) => {
-        if (this.state !== 'started') return;
+        // Fenced (static membership): said as such, not taken for the server away.
+        if (this.state !== 'started' || this.fenced(error)) return;
         this.options.logger.warn(
           { location: this.location, consumer: this.options.consumer, err: describeError(error) },
           'kafka: could not commit the starting offsets of newly assigned partitions; starting again',
