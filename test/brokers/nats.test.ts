@@ -433,13 +433,19 @@ describe('nats broker', () => {
     });
   });
 
+  /** A connection of something other than the dispatcher, closed after the file. */
+  const stranger = async () => {
+    const nc = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
+    cleanups.push(() => nc.close());
+    return nc;
+  };
+
   it("a stream deleted while something else listens on its subjects is an outage, not the events' fault", async () => {
     const { broker, stream, prefix } = fresh(SHARED_URL, '&timeout_ms=300');
     await broker.connect();
     await deleteStream(SHARED_URL, stream);
     // A plain subscriber: the request gets neither "no responders" nor a PubAck.
-    const listener = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
-    cleanups.push(() => listener.close());
+    const listener = await stranger();
     listener.subscribe(`${prefix}.>`);
     await listener.flush();
     const error = await broker.publish([message()]).catch((e: unknown) => e);
@@ -461,8 +467,7 @@ describe('nats broker', () => {
     await broker.connect();
     await deleteStream(SHARED_URL, stream);
     // A service answering on the subjects: `{}`, then a PubAck of another stream.
-    const responder = await connect({ servers: SHARED_URL.replace(/^nats:\/\//, '') });
-    cleanups.push(() => responder.close());
+    const responder = await stranger();
     const replies = ['{}', '{"stream":"OTHER","seq":7}'];
     let answered = 0;
     responder.subscribe(`${prefix}.>`, {

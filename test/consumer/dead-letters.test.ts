@@ -308,43 +308,35 @@ describe('consumer dead letters', () => {
     }
   });
 
+  /** Marks the dead letter of `eventId` as a retry a consumer took `ago` and has not kept since. */
+  const takenAgo = (eventId: string, ago: string) =>
+    pg.db.query(
+      `UPDATE "${pg.schema}".consumer_dead_letter
+       SET retry_requested_at = NULL, retry_taken_at = now() - $2::interval WHERE event_id = $1`,
+      [eventId, ago],
+    );
+
   it('a retry taken by a consumer that died is taken again after 15 minutes', async () => {
     const failing = await parkedFailing();
     broken = new Set();
     // As a consumer SIGKILLed while handling the retry leaves it: taken, and kept no more.
-    const table = `"${pg.schema}".consumer_dead_letter`;
-    await pg.db.query(
-      `UPDATE ${table} SET retry_requested_at = NULL, retry_taken_at = now() - interval '14 minutes'
-       WHERE event_id = $1`,
-      [failing.id],
-    );
+    await takenAgo(failing.id, '14 minutes');
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(applied).not.toContain(failing.id);
-    await pg.db.query(
-      `UPDATE ${table} SET retry_taken_at = now() - interval '16 minutes' WHERE event_id = $1`,
-      [failing.id],
-    );
+    await takenAgo(failing.id, '16 minutes');
     await waitFor('applied', () => applied.includes(failing.id), { timeoutMs: 10_000 });
   });
 
   it('a retry whose consumer died is taken up at once when asked for again', async () => {
     const failing = await parkedFailing();
     broken = new Set();
-    const table = `"${pg.schema}".consumer_dead_letter`;
     // Taken a minute ago by a consumer still keeping it: asked again, left to it.
-    await pg.db.query(
-      `UPDATE ${table} SET retry_requested_at = NULL, retry_taken_at = now() - interval '1 minute'
-       WHERE event_id = $1`,
-      [failing.id],
-    );
+    await takenAgo(failing.id, '1 minute');
     expect((await cli('dead', 'retry', failing.id, '--consumer', NAME)).code).toBe(0);
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(applied).not.toContain(failing.id);
     // Not kept for three minutes: its consumer died (SIGKILL) while handling it.
-    await pg.db.query(
-      `UPDATE ${table} SET retry_taken_at = now() - interval '3 minutes' WHERE event_id = $1`,
-      [failing.id],
-    );
+    await takenAgo(failing.id, '3 minutes');
     expect((await cli('dead', 'retry', failing.id, '--consumer', NAME)).code).toBe(0);
     await waitFor('applied', () => applied.includes(failing.id), { timeoutMs: 10_000 });
   });
