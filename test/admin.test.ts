@@ -342,6 +342,24 @@ describe('dead letters', () => {
     expect(broker.messages.map((m) => m.id)).toEqual(ids);
   });
 
+  it('retry takes each dead letter once: one dead-lettered again at once is not taken again', async () => {
+    const ids = await enqueue([1, 2, 3, 4].map((n) => lesson(randomUUID(), `part ${n}`)));
+    await drain(() => true);
+    // Each batch is published and refused again before the next (as an event that can
+    // never be published, or maxAttempts 1): back among the dead letters, under its seq.
+    const again = {
+      ...t.db,
+      transaction: <T>(fn: Parameters<typeof t.db.transaction<T>>[0]) =>
+        t.db.transaction<T>(fn).then(async (result) => {
+          await drain(() => true);
+          return result;
+        }),
+    };
+    const retried = await retryDeadLetters(again, t.schema, {}, { all: true, batchSize: 2 });
+    expect(retried).toEqual(ids);
+    expect(await statusJson()).toMatchObject({ pending: 0, deadLetters: 4 });
+  });
+
   it("purge under 'hold' releases the events held behind a purged dead letter at once", async () => {
     const aggregate = randomUUID();
     const ids = await enqueue([lesson(aggregate, 'part 1'), lesson(aggregate, 'part 2')]);
@@ -511,7 +529,7 @@ describe('dead letters', () => {
     expect(await plan(sql.deadLetterShow, byId)).toContain(
       '"Index Name":"outbox_dead_letter_id_idx"',
     );
-    expect(await plan(sql.deadLetterRetry, [...byId, 5000])).toContain(
+    expect(await plan(sql.deadLetterRetry, [...byId, 5000, '0', '20000'])).toContain(
       '"Index Name":"outbox_dead_letter_id_idx"',
     );
     const all = [null, null, null, null, null, null, null, null];

@@ -194,6 +194,8 @@ it('an open restore announces its partition as bounded, as an open writer does',
     null,
     null,
     1,
+    '0',
+    String(seq),
   ]);
   const bounded = await t.db.transaction(async (tx) => {
     await tx.query(sql.outboxWriteLastSeq);

@@ -216,14 +216,24 @@ export async function retryDeadLetters(
   const sql = statements(schema);
   const stored = filterValues(await withStoredError(db, schema, filter));
   const limit = options.batchSize ?? DEAD_LETTER_RETRY_BATCH;
+  // What is a dead letter now; the batches walk up to it, each from where the last ended.
+  const { rows: top } = await db.query<{ last: string }>(sql.deadLetterLastSeq);
+  const upTo = top[0]?.last ?? '0';
+  let after = '0';
   const ids: string[] = [];
   for (;;) {
     const moved = await db.transaction(async (tx) => {
       await tx.query(sql.deadLetterKeepSeq);
-      const { rows } = await tx.query<{ id: string }>(sql.deadLetterRetry, [...stored, limit]);
-      return rows.map((row) => row.id);
+      const { rows } = await tx.query<{ id: string; seq: string }>(sql.deadLetterRetry, [
+        ...stored,
+        limit,
+        after,
+        upTo,
+      ]);
+      return rows;
     });
-    ids.push(...moved);
+    ids.push(...moved.map((row) => row.id));
+    for (const row of moved) if (BigInt(row.seq) > BigInt(after)) after = row.seq;
     // Committed: now wake the dispatchers.
     if (moved.length > 0) await wake(db, schema);
     if (moved.length < limit) return ids;

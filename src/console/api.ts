@@ -234,7 +234,7 @@ export async function answerApi(
         ? await retryDeadLetters(db, schema, filter, { all })
         : await discardDeadLetters(db, schema, filter, { all });
       options.status.forget();
-      // Left behind by a retry: an event in the outbox has the id.
+      // Left behind by a retry: another event (in the outbox, or an earlier dead letter) has the id.
       const idTaken = retry ? await deadLettersWithIdTaken(db, schema, filter) : [];
       const taken = idTaken.length > 0 ? { idTaken } : {};
       // Ids asked for that were not dead letters (any more): the CLI's exit 1.

@@ -36,10 +36,13 @@ export interface DeadLetterStatements {
    */
   deadLetterWake: string;
   /**
-   * The filter, $9 limit: moves up to $9 of the dead letters back into the outbox under
-   * their seq, the lowest first, all but those whose id an outbox row has; their ids.
+   * The filter, $9 limit, $10 after, $11 up to: moves up to $9 of the dead letters with a
+   * seq above $10 and at most $11 back into the outbox under their seq, the lowest first,
+   * all but those whose id another event has; their ids and seqs.
    */
   deadLetterRetry: string;
+  /** The highest seq among the dead letters (`last`, as text; 0 with none). */
+  deadLetterLastSeq: string;
   /** The filter: the ids of the dead letters an outbox row shares its id with. */
   deadLetterIdTaken: string;
   /** The filter: deletes them; their ids. */
@@ -108,9 +111,12 @@ FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
     // So does one whose id an earlier dead letter has (an id written again, dead-lettered
     // twice): the earlier goes first, and the later is left as its id is then taken.
     // In batches by seq, each its own transaction: an aggregate's dead letters go back in
-    // its order, and no batch holds back the partitions it writes to for long.
+    // its order, and no batch holds back the partitions it writes to for long. The seqs
+    // between batches move up only: one retried and dead-lettered again at once (it keeps
+    // its seq) is not taken again, nor one dead-lettered after the retry began.
     deadLetterRetry: `WITH picked AS (
   SELECT seq FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
+    AND d.seq > $10::text::bigint AND d.seq <= $11::text::bigint
     AND NOT EXISTS (SELECT 1 FROM ${s}.outbox o WHERE o.id = d.id)
     AND NOT EXISTS (SELECT 1 FROM ${s}.outbox_dead_letter e WHERE e.id = d.id AND e.seq < d.seq)
   ORDER BY seq LIMIT $9 FOR UPDATE
@@ -121,7 +127,9 @@ FROM ${s}.outbox_dead_letter WHERE ${WHERE}`,
 INSERT INTO ${s}.outbox (seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at)
 SELECT seq, id, aggregate_type, aggregate_id, event_type, payload, headers, occurred_at
 FROM moved ORDER BY seq
-RETURNING id::text AS id`,
+RETURNING id::text AS id, seq::text AS seq`,
+
+    deadLetterLastSeq: `SELECT coalesce(max(seq), 0)::text AS last FROM ${s}.outbox_dead_letter`,
 
     deadLetterIdTaken: `SELECT d.id::text AS id FROM ${s}.outbox_dead_letter d WHERE ${WHERE}
   AND (EXISTS (SELECT 1 FROM ${s}.outbox o WHERE o.id = d.id)
