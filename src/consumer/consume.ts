@@ -661,7 +661,11 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
     if (this.takingRetries || this.stopping || generation !== this.generation) return;
     this.takingRetries = true;
     try {
+      const inFlight = new Set([...this.retriesInFlight.values()].map((retry) => retry.id));
       for (const retry of await takeRetryDeliveries(this.settings)) {
+        // Taken again while this process still handles it (asked for again after a keep
+        // that failed): the one in flight settles it.
+        if (inFlight.has(retry.id)) continue;
         this.retriesInFlight.set(retry.delivery, retry);
         this.receive({
           delivery: retry.delivery,

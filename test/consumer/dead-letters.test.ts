@@ -330,13 +330,14 @@ describe('consumer dead letters', () => {
   it('a retry whose consumer died is taken up at once when asked for again', async () => {
     const failing = await parkedFailing();
     broken = new Set();
-    // Taken a minute ago by a consumer still keeping it: asked again, left to it.
-    await takenAgo(failing.id, '1 minute');
+    // Taken four minutes ago, by a consumer that may have missed a keep or two: asked
+    // again, left to it.
+    await takenAgo(failing.id, '4 minutes');
     expect((await cli('dead', 'retry', failing.id, '--consumer', NAME)).code).toBe(0);
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(applied).not.toContain(failing.id);
-    // Not kept for three minutes: its consumer died (SIGKILL) while handling it.
-    await takenAgo(failing.id, '3 minutes');
+    // Not kept for six minutes: its consumer died (SIGKILL) while handling it.
+    await takenAgo(failing.id, '6 minutes');
     expect((await cli('dead', 'retry', failing.id, '--consumer', NAME)).code).toBe(0);
     await waitFor('applied', () => applied.includes(failing.id), { timeoutMs: 10_000 });
   });

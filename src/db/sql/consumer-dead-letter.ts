@@ -51,8 +51,8 @@ export interface ConsumerDeadLetterStatements {
  */
 const RETRY_ABANDONED = "interval '15 minutes'";
 
-/** A retry not kept for this long, twice RETRY_KEEP_MS: its consumer is gone. */
-const RETRY_UNKEPT = "interval '2 minutes'";
+/** A retry not kept for this long, five times RETRY_KEEP_MS: its consumer is gone. */
+const RETRY_UNKEPT = "interval '5 minutes'";
 
 const COLUMNS = `id::text AS id, consumer, source, event_id, event_type, aggregate_id, sequence::text AS sequence,
   origin, attempts, last_error, ${rfc3339('dead_at')} AS dead_at,
@@ -93,8 +93,8 @@ ORDER BY c.dead_at, c.id LIMIT $7`,
 ORDER BY c.dead_at, c.id`,
 
     // One the consumer has taken and is handling stays as it is: asked for again, it
-    // would be taken again and handed to the handler a second time. One taken and no
-    // longer kept (a consumer keeps its retries every minute: this one died) is asked for.
+    // would be taken again and handed to the handler a second time. One taken and not
+    // kept for five minutes (a consumer keeps its retries every minute: it died) is.
     consumerDeadLetterRetry: `UPDATE ${table}
 SET retry_requested_at = CASE WHEN retry_taken_at IS NULL OR retry_taken_at < now() - ${RETRY_UNKEPT}
   THEN now() ELSE retry_requested_at END
