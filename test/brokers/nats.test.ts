@@ -498,6 +498,24 @@ describe('nats broker', () => {
     expect(String(error)).toContain(`stream ${stream}: maximum messages exceeded (code 10077)`);
   });
 
+  it("a message alone over the stream's max_bytes fails for good; the others are published", async () => {
+    const { broker, stream, prefix } = fresh();
+    await createStream(SHARED_URL, stream, [`${prefix}.>`], {
+      max_bytes: 1000,
+      discard: DiscardPolicy.New,
+    });
+    await broker.connect();
+    const [large, small] = await broker.publish([
+      message({ payload: JSON.stringify({ blob: 'x'.repeat(2000) }) }),
+      message(),
+    ]);
+    expect(large).toMatchObject({ ok: false, permanent: true });
+    expect(large?.ok === false && large.error).toContain(
+      `stream ${stream}: maximum bytes exceeded (code 10077): this message (`,
+    );
+    expect(small).toEqual({ ok: true });
+  });
+
   it("a subject at its own limit (discard new per subject) fails that subject's event only", async () => {
     const { broker, stream, prefix } = fresh();
     await createStream(SHARED_URL, stream, [`${prefix}.>`], {

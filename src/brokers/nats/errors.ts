@@ -85,6 +85,15 @@ export async function classifyPublishError(
     // Not the event's fault: it waits, its aggregate with it, until the stream answers.
     return { unavailable: `${subject}: ${reason}` };
   }
+  if (api && streamFull(api) && api.message === 'maximum bytes exceeded') {
+    // Full, or this message alone over max_bytes: an empty stream refusing it says so.
+    const room = await run.streamRoom(stream, timeoutMs);
+    if (room && (room.bytes === 0 || bytes >= room.maxBytes)) {
+      return refused(
+        `stream ${stream}: ${api.message} (code ${api.code}): this message (${bytes} bytes + headers) does not fit in the stream's max_bytes (${room.maxBytes}) even when it is empty`,
+      );
+    }
+  }
   if (api && (serverStateCodes.has(api.code) || streamFull(api))) {
     // The stream full (discard new), or the server out of resources: no event is at
     // fault, and counting attempts would dead-letter the backlog while it lasts.

@@ -75,6 +75,7 @@ export class PublishRun {
   private resolveGivenUp: () => void = () => {};
   private probe: Promise<boolean> | undefined;
   private streamProbe: Promise<string[] | null | undefined> | undefined;
+  private roomProbe: Promise<{ maxBytes: number; bytes: number } | undefined> | undefined;
 
   constructor(private readonly nc: NatsConnection) {
     this.givenUp = new Promise((resolve) => {
@@ -127,5 +128,25 @@ export class PublishRun {
       }
     })();
     return this.streamProbe;
+  }
+
+  /**
+   * After a refusal for the stream's bytes: its `max_bytes` and the bytes it holds, or
+   * undefined when it did not say within `timeoutMs`. One probe per call.
+   */
+  streamRoom(
+    stream: string,
+    timeoutMs: number,
+  ): Promise<{ maxBytes: number; bytes: number } | undefined> {
+    this.roomProbe ??= (async () => {
+      try {
+        const jsm = await jetstreamManager(this.nc, { timeout: timeoutMs, checkAPI: false });
+        const info = await jsm.streams.info(stream);
+        return { maxBytes: info.config.max_bytes, bytes: info.state.bytes };
+      } catch {
+        return undefined;
+      }
+    })();
+    return this.roomProbe;
   }
 }
