@@ -163,6 +163,7 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
   private readonly inFlight = new Set<Delivery>();
   /** The reasons a message was skipped for, each logged once (sayFirstSkip). */
   private readonly skipReasons = new Set<string>();
+  private readonly otherAggregateReasons = new Set<string>();
   private readonly definitions: Map<string, AnyEventDefinition>;
   private source: MessageSource | undefined;
   private lease: DatabaseSession | undefined;
@@ -927,12 +928,15 @@ class BrokerConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
    * One log line for the first message skipped for each reason: a type routed under
    * another aggregate type than its definition's (most likely a definition that misnames
    * it: every such event is skipped) as a warning, a type not handled as information, an
-   * invalid message (`onInvalid: 'skip'`) once, whatever its reason. At most 100 reasons.
+   * invalid message (`onInvalid: 'skip'`) once, whatever its reason. At most 100 reasons
+   * of each of the first two.
    */
   private sayFirstSkip(rejected: RejectedMessage): void {
     const key = rejected.kind === 'invalid' ? '\u0000invalid' : rejected.message;
-    if (this.skipReasons.has(key) || this.skipReasons.size >= 100) return;
-    this.skipReasons.add(key);
+    // Types not handled cannot crowd out the warnings: each kind has its own 100.
+    const reasons = rejected.otherAggregate ? this.otherAggregateReasons : this.skipReasons;
+    if (reasons.has(key) || reasons.size >= 100) return;
+    reasons.add(key);
     const { logger, consumer } = this.settings;
     const line = { consumer, reason: rejected.message };
     if (rejected.otherAggregate) {

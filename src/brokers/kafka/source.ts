@@ -338,6 +338,8 @@ class KafkaSource implements MessageSource {
       );
     if (starts.length === 0) return;
     if (this.state === 'started') this.pauseStream('byPin');
+    // The member the commits go out as: fenced as an earlier one is no duplicate name.
+    const sentAs = consumer.memberId;
     const pinning = this.pinning
       .catch(() => {})
       .then(() => this.pinStarts(consumer, starts, commits));
@@ -350,7 +352,7 @@ class KafkaSource implements MessageSource {
       },
       (error: unknown) => {
         // Fenced (static membership): said as such, not taken for the server away.
-        if (this.state !== 'started' || this.fenced(error)) return;
+        if (this.state !== 'started' || this.fenced(error, sentAs)) return;
         this.options.logger.warn(
           { location: this.location, consumer: this.options.consumer, err: describeError(error) },
           'kafka: could not commit the starting offsets of newly assigned partitions; starting again',
