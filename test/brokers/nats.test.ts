@@ -5,7 +5,7 @@
  * own store), never the machine's server on 4222.
  */
 import { randomBytes } from 'node:crypto';
-import { DiscardPolicy, jetstreamManager } from '@nats-io/jetstream';
+import { DiscardPolicy, jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { connect, nanos } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EventBroker, OutboxMessage } from '../../src/brokers/broker.js';
@@ -485,13 +485,19 @@ describe('nats broker', () => {
     }
   });
 
-  it('a stream full (discard new) is an outage: no event is failed for it', async () => {
-    const { broker, stream, prefix } = fresh();
-    await createStream(SHARED_URL, stream, [`${prefix}.>`], {
-      max_msgs: 2,
+  /** A connected broker on a stream of its own with `limits`, discarding new messages. */
+  const limited = async (limits: Partial<StreamConfig>) => {
+    const named = fresh();
+    await createStream(SHARED_URL, named.stream, [`${named.prefix}.>`], {
       discard: DiscardPolicy.New,
+      ...limits,
     });
-    await broker.connect();
+    await named.broker.connect();
+    return named;
+  };
+
+  it('a stream full (discard new) is an outage: no event is failed for it', async () => {
+    const { broker, stream } = await limited({ max_msgs: 2 });
     expect(await broker.publish([message(), message()])).toEqual([{ ok: true }, { ok: true }]);
     const error = await broker.publish([message()]).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(BrokerUnavailableError);
@@ -499,12 +505,7 @@ describe('nats broker', () => {
   });
 
   it("a message alone over the stream's max_bytes fails for good; the others are published", async () => {
-    const { broker, stream, prefix } = fresh();
-    await createStream(SHARED_URL, stream, [`${prefix}.>`], {
-      max_bytes: 1000,
-      discard: DiscardPolicy.New,
-    });
-    await broker.connect();
+    const { broker, stream } = await limited({ max_bytes: 1000 });
     const [large, small] = await broker.publish([
       message({ payload: JSON.stringify({ blob: 'x'.repeat(2000) }) }),
       message(),
@@ -517,13 +518,10 @@ describe('nats broker', () => {
   });
 
   it("a subject at its own limit (discard new per subject) fails that subject's event only", async () => {
-    const { broker, stream, prefix } = fresh();
-    await createStream(SHARED_URL, stream, [`${prefix}.>`], {
+    const { broker, stream } = await limited({
       max_msgs_per_subject: 1,
-      discard: DiscardPolicy.New,
       discard_new_per_subject: true,
     });
-    await broker.connect();
     expect(await broker.publish([message()])).toEqual([{ ok: true }]);
     const quizEvent = message({ aggregateType: 'quiz', eventType: 'quiz-submitted' });
     expect(await broker.publish([message(), quizEvent])).toEqual([
