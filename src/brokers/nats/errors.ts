@@ -22,10 +22,6 @@ import { captures } from './subjects.js';
 import type { Link, PublishRun } from './transport.js';
 
 /**
- * How one message ended: a result for the dispatcher, "the server is unreachable", or
- * "the server does not permit what publishing needs" (a setting to fix, for every message).
- */
-/**
  * JetStream API errors about the server's state, not the message: 10023 insufficient
  * resources, 10008 JetStream temporarily unavailable (both status 503).
  */
@@ -39,11 +35,17 @@ const serverStateCodes = new Set([10023, 10008]);
 const streamFull = (api: JetStreamApiError) =>
   api.code === 10077 && /^maximum (messages|bytes) exceeded$/.test(api.message);
 
+/**
+ * How one message ended: a result for the dispatcher, "the server is unreachable", or
+ * "the server does not permit what publishing needs" (a setting to fix, for every message).
+ */
 export type Outcome = PublishResult | { unavailable: string } | { forbidden: string };
 
 /**
- * Decides by error class (and the JetStream error code), not by message text: the message
- * refused (permanent), the server unreachable (the whole batch), or else retry this message.
+ * Decides by error class (and the JetStream error code), not by message text, but for
+ * code 10077, which the server gives a full stream and a subject at its own limit alike
+ * (streamFull): the message refused (permanent), the server unreachable (the whole batch),
+ * or else retry this message.
  */
 export async function classifyPublishError(
   error: unknown,
@@ -85,7 +87,7 @@ export async function classifyPublishError(
     // Not the event's fault: it waits, its aggregate with it, until the stream answers.
     return { unavailable: `${subject}: ${reason}` };
   }
-  if (api && streamFull(api) && api.message === 'maximum bytes exceeded') {
+  if (api?.code === 10077 && api.message === 'maximum bytes exceeded') {
     // Full, or this message alone over max_bytes: an empty stream refusing it says so.
     const room = await run.streamRoom(stream, timeoutMs);
     if (room && (room.bytes === 0 || bytes >= room.maxBytes)) {

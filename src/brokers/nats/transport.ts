@@ -1,4 +1,4 @@
-import { JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
+import { JetStreamApiError, jetstreamManager, type StreamInfo } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { errorMessage } from '../../common/errors.js';
 
@@ -74,8 +74,7 @@ export class PublishRun {
   readonly givenUp: Promise<void>;
   private resolveGivenUp: () => void = () => {};
   private probe: Promise<boolean> | undefined;
-  private streamProbe: Promise<string[] | null | undefined> | undefined;
-  private roomProbe: Promise<{ maxBytes: number; bytes: number } | undefined> | undefined;
+  private streamProbe: Promise<StreamInfo | null | undefined> | undefined;
 
   constructor(private readonly nc: NatsConnection) {
     this.givenUp = new Promise((resolve) => {
@@ -114,39 +113,37 @@ export class PublishRun {
   /**
    * After a PubAck timeout from a server that answers: the subjects of `stream` as the
    * server has it now, `null` when it has no such stream, undefined when it did not say
-   * within `timeoutMs` (a stream without a leader answers nothing). One probe per call. A
-   * deleted stream usually shows as "no responders", but not while anything else (a plain
-   * `nats sub`) listens on the subject: then only this tells it from a slow stream.
+   * within `timeoutMs` (a stream without a leader answers nothing). A deleted stream
+   * usually shows as "no responders", but not while anything else (a plain `nats sub`)
+   * listens on the subject: then only this tells it from a slow stream.
    */
-  streamSubjects(stream: string, timeoutMs: number): Promise<string[] | null | undefined> {
+  async streamSubjects(stream: string, timeoutMs: number): Promise<string[] | null | undefined> {
+    const info = await this.streamInfo(stream, timeoutMs);
+    return info ? (info.config.subjects ?? []) : info;
+  }
+
+  /**
+   * After a refusal for the stream's bytes: its `max_bytes` and the bytes it holds, or
+   * undefined when it did not say within `timeoutMs`.
+   */
+  async streamRoom(
+    stream: string,
+    timeoutMs: number,
+  ): Promise<{ maxBytes: number; bytes: number } | undefined> {
+    const info = await this.streamInfo(stream, timeoutMs);
+    return info ? { maxBytes: info.config.max_bytes, bytes: info.state.bytes } : undefined;
+  }
+
+  /** The stream as the server has it now (see streamSubjects). One probe per call. */
+  private streamInfo(stream: string, timeoutMs: number): Promise<StreamInfo | null | undefined> {
     this.streamProbe ??= (async () => {
       try {
         const jsm = await jetstreamManager(this.nc, { timeout: timeoutMs, checkAPI: false });
-        return (await jsm.streams.info(stream)).config.subjects ?? [];
+        return await jsm.streams.info(stream);
       } catch (error) {
         return error instanceof JetStreamApiError && error.code === 10059 ? null : undefined;
       }
     })();
     return this.streamProbe;
-  }
-
-  /**
-   * After a refusal for the stream's bytes: its `max_bytes` and the bytes it holds, or
-   * undefined when it did not say within `timeoutMs`. One probe per call.
-   */
-  streamRoom(
-    stream: string,
-    timeoutMs: number,
-  ): Promise<{ maxBytes: number; bytes: number } | undefined> {
-    this.roomProbe ??= (async () => {
-      try {
-        const jsm = await jetstreamManager(this.nc, { timeout: timeoutMs, checkAPI: false });
-        const info = await jsm.streams.info(stream);
-        return { maxBytes: info.config.max_bytes, bytes: info.state.bytes };
-      } catch {
-        return undefined;
-      }
-    })();
-    return this.roomProbe;
   }
 }

@@ -249,18 +249,19 @@ function groupsCommand(): Command {
             printJson(groups);
             return 0;
           }
-          const lines = groups.map((g) =>
-            // The error whole, secrets masked: `dead retry --error` takes it as shown.
-            [String(g.count), clip(g.eventType), g.firstDeadAt, g.lastDeadAt, scrubSecrets(g.error)]
+          // The error whole, secrets masked: `dead retry --error` takes it as shown.
+          const shown = groups.map((g) => ({ ...g, error: scrubSecrets(g.error) }));
+          const lines = shown.map((g) =>
+            [String(g.count), clip(g.eventType), g.firstDeadAt, g.lastDeadAt, g.error]
               .map(escapeControl)
               .join('  '),
           );
           process.stdout.write(lines.map((line) => `${line}\n`).join(''));
           // A type or error shown escaped or cut is not the text the filter must be given.
-          const altered = groups.some(
+          const altered = shown.some(
             (g) =>
               escapeControl(clip(g.eventType)) !== g.eventType ||
-              escapeControl(scrubSecrets(g.error)) !== scrubSecrets(g.error),
+              escapeControl(g.error) !== g.error,
           );
           process.stderr.write(
             `${counted(groups.length, 'group')} (count, event type, first and last dead-lettered, error); retry one with: dead retry --event-type <type> --error <error>${altered ? ' (a type or error shown escaped or cut is not its text: take it from --json)' : ''}\n`,

@@ -16,8 +16,6 @@ export interface ConsumerDeadLetterStatements {
    * first, and ends its retry if $14 (a redelivery by the broker leaves a retry asked for).
    */
   consumerDeadLetterPark: string;
-  /** $1 consumer or NULL: the number of consumer dead letters. */
-  consumerDeadLetterCount: string;
   /** Parked messages per consumer, by name. */
   consumerDeadLetterCountByConsumer: string;
   /** The filter, $7 limit: oldest first, without headers and body. */
@@ -80,8 +78,6 @@ ON CONFLICT (consumer, event_id, source) DO UPDATE
       retry_taken_at = CASE WHEN $14::boolean THEN NULL ELSE d.retry_taken_at END,
       routed_aggregate_type = coalesce(excluded.routed_aggregate_type, d.routed_aggregate_type)`,
 
-    consumerDeadLetterCount: `SELECT count(*)::int AS dead FROM ${table}
-WHERE $1::text IS NULL OR consumer = $1`,
     consumerDeadLetterCountByConsumer: `SELECT consumer, count(*)::int AS dead FROM ${table}
 GROUP BY consumer ORDER BY consumer`,
 
